@@ -1,0 +1,185 @@
+//! The command line: one clap struct, every flag also read from a `PUREFLASH_*` environment
+//! variable, grouped by what it configures.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+use crate::sync_command;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pureflash-operator",
+    version,
+    about = "Runs and heals PureFlash storage clusters"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub log: LogArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Mirror ZooKeeper store liveness into the metadata DB (t_store, t_tray, t_port), without
+    /// Kubernetes: what the PureFlash conductor's cluster manager does, event-driven and with
+    /// periodic drift repair.
+    Sync(SyncArgs),
+}
+
+/// ZooKeeper: where the PureFlash cluster registers its stores.
+#[derive(Clone, Debug, Args)]
+pub struct ZkArgs {
+    /// ZooKeeper connect string, `host:port[,host:port…]`.
+    #[arg(long = "zk", env = "PUREFLASH_ZK", default_value = "127.0.0.1:2181")]
+    pub connect: String,
+    /// PureFlash cluster name: the stores live under `/pureflash/<cluster>/stores`.
+    #[arg(long, env = "PUREFLASH_CLUSTER", default_value = crate::zk::layout::DEFAULT_CLUSTER)]
+    pub cluster: String,
+    /// Session timeout to ask ZooKeeper for (the server clamps it to its own bounds).
+    #[arg(long = "zk-session-timeout", env = "PUREFLASH_ZK_SESSION_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub session_timeout: Duration,
+    /// Period of the full reload of ZooKeeper and of the DB drift repair (`500ms`, `2s`, `1m`).
+    #[arg(long, env = "PUREFLASH_RESYNC_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub resync_interval: Duration,
+}
+
+/// The metadata DB.
+#[derive(Clone, Debug, Args)]
+pub struct DbArgs {
+    /// Metadata DB URL: `sqlite:///abs/path.db` (created if missing, WAL mode), `sqlite::memory:`,
+    /// or `mysql://user:pass@host:port/s5` for PureFlash's MariaDB.
+    #[arg(long, env = "PUREFLASH_DB", default_value = "sqlite://pureflash.db")]
+    pub db: String,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub zk: ZkArgs,
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Load ZooKeeper once, write the DB once, print a summary and exit.
+    #[arg(long, env = "PUREFLASH_ONCE")]
+    pub once: bool,
+}
+
+/// Logging.
+#[derive(Clone, Debug, Args)]
+pub struct LogArgs {
+    /// Log filter, `tracing` syntax (`info`, `pureflash_operator=debug,info`).
+    #[arg(
+        long = "log",
+        env = "PUREFLASH_LOG",
+        default_value = "info",
+        global = true
+    )]
+    pub filter: String,
+    /// Log format.
+    #[arg(
+        long = "log-format",
+        env = "PUREFLASH_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Parses `500ms`, `2s`, `1m`, `1h 30m`; zero is refused (every duration here is a period or
+/// a timeout).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration =
+        humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 500ms, 2s, 1m)"))?;
+    if duration.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(duration)
+}
+
+/// Logs go to stderr (stdout carries command output such as the `--once` summary).
+pub fn init_logging(args: &LogArgs) {
+    let filter = EnvFilter::try_new(&args.filter).unwrap_or_else(|error| {
+        eprintln!(
+            "warning: invalid --log filter {:?} ({error}); using \"info\"",
+            args.filter
+        );
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs the chosen command.
+pub async fn run(cli: Cli) -> Result<(), crate::Error> {
+    match cli.command {
+        Command::Sync(args) => sync_command::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn verify_cli() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sync_flags_and_defaults() {
+        let cli = Cli::try_parse_from(["pureflash-operator", "sync"]).unwrap();
+        let Command::Sync(args) = cli.command;
+        assert_eq!(args.zk.connect, "127.0.0.1:2181");
+        assert_eq!(args.zk.cluster, "cluster1");
+        assert_eq!(args.zk.resync_interval, Duration::from_secs(60));
+        assert!(!args.once);
+
+        let cli = Cli::try_parse_from([
+            "pureflash-operator",
+            "sync",
+            "--zk",
+            "10.0.0.1:2181,10.0.0.2:2181",
+            "--cluster",
+            "c2",
+            "--db",
+            "sqlite:///tmp/x.db",
+            "--resync-interval",
+            "500ms",
+            "--once",
+        ])
+        .unwrap();
+        let Command::Sync(args) = cli.command;
+        assert_eq!(args.zk.connect, "10.0.0.1:2181,10.0.0.2:2181");
+        assert_eq!(args.zk.resync_interval, Duration::from_millis(500));
+        assert_eq!(args.db.db, "sqlite:///tmp/x.db");
+        assert!(args.once);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("soon").unwrap_err().contains("examples"));
+        assert!(
+            Cli::try_parse_from(["pureflash-operator", "sync", "--resync-interval", "fast"])
+                .is_err()
+        );
+    }
+}

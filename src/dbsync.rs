@@ -1,0 +1,227 @@
+//! The loop that keeps the metadata DB equal to the ZooKeeper view.
+//!
+//! - Event-driven: every new snapshot is planned against a cache of the DB's rows and the plan
+//!   is applied in one transaction, so a store's `alive` disappearing reaches t_store within
+//!   one ZooKeeper event plus one commit.
+//! - Periodic: every `resync_interval` the three tables are re-read and re-planned, which
+//!   repairs any drift (a wiped table, another writer's wrong rows) without touching `pfs`.
+//! - Quiet: an empty plan writes nothing; the cache means no reads either between periods.
+//! - Careful: nothing is written while the view is not trusted (ZooKeeper disconnected, or not
+//!   reloaded since reconnecting).
+//! - Stubborn: any DB error drops the cache and retries with backoff; the view is kept, and the
+//!   first pass after the DB returns writes whatever changed meanwhile.
+//!
+//! On shutdown it finishes the transaction in progress and returns.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::backoff::Backoff;
+use crate::metadb::{DbError, DbRows, MetaDb, Note, plan};
+use crate::zk::{ClusterView, Snapshot};
+
+/// Settings of the sync loop.
+#[derive(Clone, Debug)]
+pub struct DbSyncConfig {
+    /// Period of the full re-read of the tables (drift repair).
+    pub resync_interval: Duration,
+    /// First retry delay after a DB error; doubles up to `retry_max`.
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+impl DbSyncConfig {
+    pub fn new(resync_interval: Duration) -> Self {
+        DbSyncConfig {
+            resync_interval,
+            retry_initial: Duration::from_millis(200),
+            retry_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the loop has done so far; published after every pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DbSyncStatus {
+    /// Snapshot version the DB last matched.
+    pub synced_version: Option<u64>,
+    pub last_success: Option<SystemTime>,
+    /// The last error, cleared by the next success.
+    pub last_error: Option<String>,
+    /// Passes that wrote something, and rows written in all.
+    pub write_passes: u64,
+    pub rows_written: u64,
+    pub errors: u64,
+}
+
+/// The outcome of one pass.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PassReport {
+    pub writes: usize,
+    pub notes: Vec<Note>,
+    /// The DB did not hold what the cache said; re-read it soon.
+    pub stale: bool,
+}
+
+/// Brings the DB in line with `view` once: reads the tables when `rows` is empty (or `reload`),
+/// plans, applies in one transaction, and keeps `rows` equal to what the DB now holds.
+pub async fn sync_pass(
+    db: &MetaDb,
+    view: &ClusterView,
+    rows: &mut Option<DbRows>,
+    reload: bool,
+) -> Result<PassReport, DbError> {
+    if reload || rows.is_none() {
+        *rows = None;
+        *rows = Some(db.load_rows().await?);
+    }
+    let Some(current) = rows.as_mut() else {
+        unreachable!("loaded above")
+    };
+    let plan = plan(view, current);
+    let mut report = PassReport {
+        writes: plan.write_count(),
+        notes: plan.notes.clone(),
+        stale: false,
+    };
+    if plan.is_empty() {
+        return Ok(report);
+    }
+    // Drop the cache while the transaction is in flight: if it fails midway nothing is known.
+    let mut cached = rows.take().unwrap_or_default();
+    let matched = db.apply(&plan).await?;
+    match cached.apply(&plan) {
+        Ok(()) if matched => *rows = Some(cached),
+        Ok(()) => report.stale = true,
+        Err(error) => {
+            warn!(%error, "plan does not fit the cached rows; re-reading the DB");
+            report.stale = true;
+        }
+    }
+    Ok(report)
+}
+
+/// Runs the sync until `shutdown`; publishes progress on `status`.
+pub async fn run(
+    db: MetaDb,
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    config: DbSyncConfig,
+    status: watch::Sender<DbSyncStatus>,
+    shutdown: CancellationToken,
+) {
+    let mut rows: Option<DbRows> = None;
+    let mut schema_ready = false;
+    let mut reload_at = Instant::now();
+    let mut retry_at: Option<Instant> = None;
+    let mut backoff = Backoff::new(config.retry_initial, config.retry_max);
+    let mut known_notes: BTreeSet<String> = BTreeSet::new();
+    let mut waiting_for_trust_logged = false;
+    loop {
+        let snapshot = snapshots.borrow_and_update().clone();
+        let now = Instant::now();
+        let retry_pending = retry_at.is_some_and(|at| at > now);
+        if !snapshot.health.is_trusted() {
+            if !waiting_for_trust_logged {
+                info!(
+                    session = snapshot.health.session.as_str(),
+                    "waiting for a trusted ZooKeeper view before writing the DB"
+                );
+                waiting_for_trust_logged = true;
+            }
+        } else if !retry_pending {
+            waiting_for_trust_logged = false;
+            let reload = now >= reload_at;
+            let result = async {
+                if !schema_ready {
+                    db.ensure_schema().await?;
+                    schema_ready = true;
+                }
+                sync_pass(&db, &snapshot.view, &mut rows, reload).await
+            }
+            .await;
+            match result {
+                Ok(report) => {
+                    if status.borrow().last_error.is_some() {
+                        info!(db = db.url(), "metadata DB reachable again; in sync");
+                    }
+                    backoff.reset();
+                    retry_at = None;
+                    if reload {
+                        reload_at = now + config.resync_interval;
+                    }
+                    if report.stale {
+                        debug!("DB rows differed from the cache; re-reading");
+                        reload_at = Instant::now();
+                    }
+                    log_new_notes(&report.notes, &mut known_notes);
+                    if report.writes > 0 {
+                        debug!(
+                            writes = report.writes,
+                            version = snapshot.version,
+                            "metadata DB updated"
+                        );
+                    }
+                    status.send_modify(|s| {
+                        s.synced_version = Some(snapshot.version);
+                        s.last_success = Some(SystemTime::now());
+                        s.last_error = None;
+                        if report.writes > 0 {
+                            s.write_passes += 1;
+                            s.rows_written += report.writes as u64;
+                        }
+                    });
+                }
+                Err(error) => {
+                    rows = None;
+                    schema_ready = false;
+                    let delay = backoff.next_delay();
+                    warn!(%error, retry_in = ?delay, "metadata DB sync failed");
+                    retry_at = Some(Instant::now() + delay);
+                    status.send_modify(|s| {
+                        s.last_error = Some(error.to_string());
+                        s.errors += 1;
+                    });
+                }
+            }
+        }
+
+        // Untrusted: only a new snapshot can change anything. Otherwise also wake for the
+        // retry or the periodic re-read, whichever is due.
+        let wake_at = snapshot
+            .health
+            .is_trusted()
+            .then(|| retry_at.unwrap_or(reload_at));
+        let timer = async {
+            match wake_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            changed = snapshots.changed() => {
+                if changed.is_err() {
+                    break; // the mirror is gone
+                }
+            }
+            _ = timer => {}
+        }
+    }
+    db.close().await;
+    info!("metadata DB sync stopped");
+}
+
+/// Logs each resolved conflict or skipped value once, when it first appears.
+fn log_new_notes(notes: &[Note], known: &mut BTreeSet<String>) {
+    let current: BTreeSet<String> = notes.iter().map(Note::to_string).collect();
+    for note in current.difference(known) {
+        warn!(note = %note, "metadata DB sync");
+    }
+    *known = current;
+}

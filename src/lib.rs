@@ -1,0 +1,34 @@
+//! pureflash-operator: runs and heals PureFlash storage clusters.
+//!
+//! Crate map, in the order data flows:
+//! - [`zk`]: the ZooKeeper layout `pfs` writes, the typed cluster view, and the mirror task that
+//!   owns the session and keeps the view current (the only place that talks to ZooKeeper).
+//! - [`metadb`]: the PureFlash metadata DB (t_store, t_tray, t_port): the pure diff from view to
+//!   rows and the one module that owns the SQL pool (the only place that talks SQL).
+//! - [`dbsync`]: the loop that keeps the DB equal to the view, event by event and periodically.
+//! - [`cli`]: the command line; `main.rs` only parses it and runs the chosen command.
+
+#![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod cli;
+pub mod dbsync;
+pub mod metadb;
+pub mod zk;
+
+#[cfg(test)]
+mod fixtures;
+pub mod sync_command;
+
+/// Why a command failed; each variant's message is the one line users see.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Layout(#[from] zk::layout::LayoutError),
+    #[error(transparent)]
+    DbUrl(#[from] metadb::BadDbUrl),
+    #[error(transparent)]
+    ZooKeeper(#[from] zk::mirror::MirrorError),
+    #[error(transparent)]
+    Db(#[from] metadb::DbError),
+}

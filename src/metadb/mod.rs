@@ -1,0 +1,193 @@
+//! The PureFlash metadata DB: the only module that talks SQL.
+//!
+//! - [`rows`]: t_store / t_tray / t_port rows as plain data, and the constraint-checked model of
+//!   applying a plan to them;
+//! - [`plan`]: the pure diff `plan(view, rows) -> Plan`;
+//! - [`sql`]: the statements, written once for both backends;
+//! - [`url`]: parsing `--db`;
+//! - [`MetaDb`] (here): the connection pool and transactions.
+
+pub mod plan;
+pub mod rows;
+pub mod sql;
+pub mod url;
+
+use std::time::Duration;
+
+use sqlx::mysql::MySqlPoolOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, MySql, MySqlPool, Sqlite, SqlitePool};
+
+pub use plan::{Note, Plan, plan};
+pub use rows::{DbRows, PortKey, PortRow, STATUS_OFFLINE, STATUS_OK, StoreRow, TrayRow};
+pub use url::{BadDbUrl, DbUrl};
+
+use sql::Sql;
+
+/// How long to wait for a pooled connection before reporting the DB unreachable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A failed DB operation, naming what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot connect to the metadata DB {db}: {source}")]
+    Connect { db: String, source: sqlx::Error },
+    #[error("cannot create or check table {table}: {source}")]
+    Schema {
+        table: &'static str,
+        source: sqlx::Error,
+    },
+    #[error("cannot read {table}: {source}")]
+    Load {
+        table: &'static str,
+        source: sqlx::Error,
+    },
+    #[error("cannot {step}: {source}")]
+    Apply {
+        step: &'static str,
+        source: sqlx::Error,
+    },
+    #[error("cannot commit the transaction: {0}")]
+    Commit(sqlx::Error),
+}
+
+enum Pool {
+    Sqlite(SqlitePool),
+    MySql(MySqlPool),
+}
+
+/// The metadata DB behind one interface, whichever the backend.
+pub struct MetaDb {
+    pool: Pool,
+    url: String,
+}
+
+impl MetaDb {
+    /// Sets up a pool for `url` without connecting yet: the first operation connects, so an
+    /// unreachable DB is an error of that operation (retried by the caller), not of start-up.
+    /// A SQLite file is created if missing and put in WAL mode so other tools can read while
+    /// the operator writes.
+    pub fn open(url: &DbUrl) -> MetaDb {
+        let pool = match url {
+            DbUrl::Sqlite { path } => {
+                let options = SqliteConnectOptions::new()
+                    .busy_timeout(Duration::from_secs(5))
+                    .foreign_keys(true);
+                let (options, pool) = match path {
+                    Some(path) => (
+                        options
+                            .filename(path)
+                            .create_if_missing(true)
+                            .journal_mode(SqliteJournalMode::Wal)
+                            .synchronous(SqliteSynchronous::Normal),
+                        SqlitePoolOptions::new().max_connections(2),
+                    ),
+                    // Every connection to `:memory:` is its own database: keep exactly one, forever.
+                    None => (
+                        options.in_memory(true),
+                        SqlitePoolOptions::new()
+                            .max_connections(1)
+                            .idle_timeout(None)
+                            .max_lifetime(None),
+                    ),
+                };
+                Pool::Sqlite(
+                    pool.acquire_timeout(ACQUIRE_TIMEOUT)
+                        .connect_lazy_with(options),
+                )
+            }
+            DbUrl::MySql { options, .. } => Pool::MySql(
+                MySqlPoolOptions::new()
+                    .max_connections(2)
+                    .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .connect_lazy_with((**options).clone()),
+            ),
+        };
+        MetaDb {
+            pool,
+            url: url.to_string(),
+        }
+    }
+
+    /// The URL, password redacted.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Creates the three tables where missing and checks their columns.
+    pub async fn ensure_schema(&self) -> Result<(), DbError> {
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                Sql::<Sqlite>::ensure_schema(&mut *self.acquire(pool).await?).await
+            }
+            Pool::MySql(pool) => Sql::<MySql>::ensure_schema(&mut *self.acquire(pool).await?).await,
+        }
+    }
+
+    /// Reads t_store, t_tray and t_port whole, in one transaction so they agree.
+    pub async fn load_rows(&self) -> Result<DbRows, DbError> {
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let mut conn = self.acquire(pool).await?;
+                let mut tx = conn.begin().await.map_err(|e| self.connect_error(e))?;
+                let rows = Sql::<Sqlite>::load(&mut tx).await?;
+                tx.commit().await.map_err(DbError::Commit)?;
+                Ok(rows)
+            }
+            Pool::MySql(pool) => {
+                let mut conn = self.acquire(pool).await?;
+                let mut tx = conn.begin().await.map_err(|e| self.connect_error(e))?;
+                let rows = Sql::<MySql>::load(&mut tx).await?;
+                tx.commit().await.map_err(DbError::Commit)?;
+                Ok(rows)
+            }
+        }
+    }
+
+    /// Runs `plan` in one transaction: all of it or none of it. Returns whether every statement
+    /// matched the rows the plan expected (false: the caller's picture of the DB was stale; the
+    /// writes still made those rows right).
+    pub async fn apply(&self, plan: &Plan) -> Result<bool, DbError> {
+        if plan.is_empty() {
+            return Ok(true);
+        }
+        match &self.pool {
+            Pool::Sqlite(pool) => {
+                let mut conn = self.acquire(pool).await?;
+                let mut tx = conn.begin().await.map_err(|e| self.connect_error(e))?;
+                let matched = Sql::<Sqlite>::apply(&mut tx, plan).await?;
+                tx.commit().await.map_err(DbError::Commit)?;
+                Ok(matched)
+            }
+            Pool::MySql(pool) => {
+                let mut conn = self.acquire(pool).await?;
+                let mut tx = conn.begin().await.map_err(|e| self.connect_error(e))?;
+                let matched = Sql::<MySql>::apply(&mut tx, plan).await?;
+                tx.commit().await.map_err(DbError::Commit)?;
+                Ok(matched)
+            }
+        }
+    }
+
+    /// Closes the pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        match &self.pool {
+            Pool::Sqlite(pool) => pool.close().await,
+            Pool::MySql(pool) => pool.close().await,
+        }
+    }
+
+    async fn acquire<DB: sqlx::Database>(
+        &self,
+        pool: &sqlx::Pool<DB>,
+    ) -> Result<sqlx::pool::PoolConnection<DB>, DbError> {
+        pool.acquire().await.map_err(|e| self.connect_error(e))
+    }
+
+    fn connect_error(&self, source: sqlx::Error) -> DbError {
+        DbError::Connect {
+            db: self.url.clone(),
+            source,
+        }
+    }
+}

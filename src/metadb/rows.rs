@@ -1,0 +1,217 @@
+//! The rows of t_store, t_tray and t_port as plain data, and a model of how a [`Plan`] changes
+//! them, constraints included.
+//!
+//! The model serves twice: the DB sync keeps its cache of the DB current with it after each
+//! committed transaction, and the plan's tests use it to prove that every plan applies without
+//! violating a key, a unique index or a foreign key, in the order the SQL runs.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+
+use crate::metadb::plan::Plan;
+
+/// `status` value of a live store, online tray or registered port.
+pub const STATUS_OK: &str = "OK";
+/// `status` value of a store or tray that is not live.
+pub const STATUS_OFFLINE: &str = "OFFLINE";
+
+/// `t_port.purpose` of a data port (`ports/` in ZooKeeper).
+pub const PURPOSE_DATA: i64 = 0;
+/// `t_port.purpose` of a replication port (`rep_ports/` in ZooKeeper).
+pub const PURPOSE_REPLICATION: i64 = 1;
+
+/// Column widths of PureFlash's schema that ZooKeeper data has to fit.
+pub const MNGT_IP_WIDTH: usize = 32;
+pub const DEVICE_WIDTH: usize = 96;
+pub const PORT_IP_WIDTH: usize = 16;
+
+/// The columns of a t_store row the operator owns (name, sn and model are left alone).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreRow {
+    pub mngt_ip: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrayRow {
+    pub device: String,
+    pub status: String,
+    pub raw_capacity: i64,
+    pub object_size: i64,
+    pub store_id: i64,
+}
+
+/// t_port's primary key.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PortKey {
+    pub ip_addr: String,
+    pub purpose: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortRow {
+    pub store_id: Option<i64>,
+    pub status: String,
+}
+
+/// The contents of the three tables, keyed by primary key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DbRows {
+    pub stores: BTreeMap<i64, StoreRow>,
+    pub trays: BTreeMap<String, TrayRow>,
+    pub ports: BTreeMap<PortKey, PortRow>,
+}
+
+/// A plan step the tables would refuse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConstraintError {
+    #[error("t_store: duplicate id {0}")]
+    DuplicateStore(i64),
+    #[error("t_store: no row with id {0}")]
+    NoSuchStore(i64),
+    #[error("t_store: mngt_ip {0:?} already used by another row")]
+    DuplicateMngtIp(String),
+    #[error("t_tray: duplicate uuid {0}")]
+    DuplicateTray(String),
+    #[error("t_tray: no row with uuid {0}")]
+    NoSuchTray(String),
+    #[error("t_tray: store_id {0} has no t_store row")]
+    TrayWithoutStore(i64),
+    #[error("t_port: duplicate key {0}")]
+    DuplicatePort(PortKey),
+    #[error("t_port: no row with key {0}")]
+    NoSuchPort(PortKey),
+}
+
+impl fmt::Display for PortKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "({}, purpose {})", self.ip_addr, self.purpose)
+    }
+}
+
+impl DbRows {
+    /// Applies `plan` step by step, in the order the SQL runs, checking every constraint as the
+    /// database does after each statement. On error the rows are left partly changed, as a
+    /// rolled-back transaction would *not* be: callers discard them.
+    pub fn apply(&mut self, plan: &Plan) -> Result<(), ConstraintError> {
+        // The unique index on mngt_ip, built only when some step touches it.
+        let touches_ips = !plan.store_vacates.is_empty()
+            || !plan.store_inserts.is_empty()
+            || plan.store_updates.iter().any(|u| u.mngt_ip.is_some());
+        let mut ips: HashSet<String> = if touches_ips {
+            self.stores.values().map(|r| r.mngt_ip.clone()).collect()
+        } else {
+            HashSet::new()
+        };
+        fn set_ip(
+            stores: &mut BTreeMap<i64, StoreRow>,
+            ips: &mut HashSet<String>,
+            id: i64,
+            ip: &str,
+        ) -> Result<(), ConstraintError> {
+            let row = stores
+                .get_mut(&id)
+                .ok_or(ConstraintError::NoSuchStore(id))?;
+            if row.mngt_ip != ip {
+                if !ips.insert(ip.to_owned()) {
+                    return Err(ConstraintError::DuplicateMngtIp(ip.to_owned()));
+                }
+                ips.remove(&row.mngt_ip);
+                row.mngt_ip = ip.to_owned();
+            }
+            Ok(())
+        }
+
+        for &id in &plan.store_vacates {
+            set_ip(&mut self.stores, &mut ips, id, &vacated_mngt_ip(id))?;
+        }
+        for update in &plan.store_updates {
+            if let Some(ip) = &update.mngt_ip {
+                set_ip(&mut self.stores, &mut ips, update.id, ip)?;
+            }
+            let row = self
+                .stores
+                .get_mut(&update.id)
+                .ok_or(ConstraintError::NoSuchStore(update.id))?;
+            if let Some(status) = update.status {
+                row.status = status.to_owned();
+            }
+        }
+        for (id, row) in &plan.store_inserts {
+            if self.stores.contains_key(id) {
+                return Err(ConstraintError::DuplicateStore(*id));
+            }
+            if !ips.insert(row.mngt_ip.clone()) {
+                return Err(ConstraintError::DuplicateMngtIp(row.mngt_ip.clone()));
+            }
+            self.stores.insert(*id, row.clone());
+        }
+
+        for update in &plan.tray_updates {
+            let row = self
+                .trays
+                .get_mut(&update.uuid)
+                .ok_or_else(|| ConstraintError::NoSuchTray(update.uuid.clone()))?;
+            if let Some(store_id) = update.store_id {
+                if !self.stores.contains_key(&store_id) {
+                    return Err(ConstraintError::TrayWithoutStore(store_id));
+                }
+                row.store_id = store_id;
+            }
+            if let Some(device) = &update.device {
+                row.device = device.clone();
+            }
+            if let Some(status) = update.status {
+                row.status = status.to_owned();
+            }
+            if let Some(raw_capacity) = update.raw_capacity {
+                row.raw_capacity = raw_capacity;
+            }
+            if let Some(object_size) = update.object_size {
+                row.object_size = object_size;
+            }
+        }
+        for (uuid, row) in &plan.tray_inserts {
+            if self.trays.contains_key(uuid) {
+                return Err(ConstraintError::DuplicateTray(uuid.clone()));
+            }
+            if !self.stores.contains_key(&row.store_id) {
+                return Err(ConstraintError::TrayWithoutStore(row.store_id));
+            }
+            self.trays.insert(uuid.clone(), row.clone());
+        }
+
+        for key in &plan.port_deletes {
+            self.ports
+                .remove(key)
+                .ok_or_else(|| ConstraintError::NoSuchPort(key.clone()))?;
+        }
+        for (key, row) in &plan.port_updates {
+            let existing = self
+                .ports
+                .get_mut(key)
+                .ok_or_else(|| ConstraintError::NoSuchPort(key.clone()))?;
+            *existing = row.clone();
+        }
+        for (key, row) in &plan.port_inserts {
+            if self.ports.insert(key.clone(), row.clone()).is_some() {
+                return Err(ConstraintError::DuplicatePort(key.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number of rows per table, for summaries.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        (self.stores.len(), self.trays.len(), self.ports.len())
+    }
+}
+
+/// The mngt_ip given to a t_store row whose address now belongs to another store.
+///
+/// t_store.mngt_ip is `unique not null`, and the row cannot be deleted (volumes and replicas
+/// reference the store), so the displaced row gets a value that is unique by construction
+/// (it contains the row's own id), fits the column, and is plainly not an address.
+pub fn vacated_mngt_ip(id: i64) -> String {
+    format!("vacated:{id}")
+}

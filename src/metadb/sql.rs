@@ -1,0 +1,347 @@
+//! All SQL the operator runs, written once for both backends (SQLite and MariaDB/MySQL accept
+//! the same statements here: `?` placeholders, PureFlash's column types).
+
+use std::marker::PhantomData;
+
+use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, QueryBuilder, Type};
+
+use crate::metadb::DbError;
+use crate::metadb::plan::Plan;
+use crate::metadb::rows::{DbRows, PortKey, PortRow, StoreRow, TrayRow, vacated_mngt_ip};
+
+/// PureFlash's definitions of the three tables (design.md §3), created only where missing.
+/// The same text is valid SQLite and MariaDB; on MariaDB the foreign key is enforced.
+pub const CREATE_TABLES: [(&str, &str); 3] = [
+    (
+        "t_store",
+        "create table if not exists t_store(
+            id integer primary key,
+            name varchar(96),
+            sn varchar(128),
+            model varchar(128),
+            mngt_ip varchar(32) unique not null,
+            status varchar(16) not null)",
+    ),
+    (
+        "t_tray",
+        "create table if not exists t_tray(
+            uuid varchar(64) primary key,
+            device varchar(96) not null,
+            status varchar(16) not null,
+            raw_capacity bigint not null,
+            object_size bigint not null,
+            store_id integer not null,
+            foreign key (store_id) references t_store(id))",
+    ),
+    (
+        "t_port",
+        "create table if not exists t_port(
+            ip_addr varchar(16),
+            store_id int,
+            purpose int,
+            status varchar(16) not null,
+            primary key(ip_addr, purpose))",
+    ),
+];
+
+const SELECT_STORES: &str = "select id, mngt_ip, status from t_store";
+const SELECT_TRAYS: &str =
+    "select uuid, device, status, raw_capacity, object_size, store_id from t_tray";
+const SELECT_PORTS: &str = "select ip_addr, purpose, store_id, status from t_port";
+
+/// Rows per multi-row INSERT or `IN (…)` list; well under SQLite's and MySQL's placeholder limits.
+const CHUNK: usize = 500;
+
+type StoreTuple = (i64, String, String);
+type TrayTuple = (String, String, String, i64, i64, i64);
+type PortTuple = (Option<String>, Option<i64>, Option<i64>, String);
+
+/// The statements, generic over the backend. The bounds say: connections execute queries,
+/// our row tuples decode, and our values bind.
+pub struct Sql<DB>(PhantomData<DB>);
+
+impl<DB> Sql<DB>
+where
+    DB: Database + RowsAffected,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB> + Default,
+    for<'r> StoreTuple: FromRow<'r, DB::Row>,
+    for<'r> TrayTuple: FromRow<'r, DB::Row>,
+    for<'r> PortTuple: FromRow<'r, DB::Row>,
+    for<'q> i64: Encode<'q, DB> + Type<DB>,
+    for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Type<DB>,
+{
+    /// Creates whichever of the three tables is missing, then checks that each has the columns
+    /// the operator uses (a table of the same name with other columns is an error, not altered).
+    pub async fn ensure_schema(conn: &mut DB::Connection) -> Result<(), DbError> {
+        for (table, ddl) in CREATE_TABLES {
+            sqlx::query(ddl)
+                .execute(&mut *conn)
+                .await
+                .map_err(|source| DbError::Schema { table, source })?;
+        }
+        for (table, select) in [
+            ("t_store", SELECT_STORES),
+            ("t_tray", SELECT_TRAYS),
+            ("t_port", SELECT_PORTS),
+        ] {
+            let probe = format!("{select} where 1 = 0");
+            sqlx::query(sqlx::AssertSqlSafe(probe))
+                .execute(&mut *conn)
+                .await
+                .map_err(|source| DbError::Schema { table, source })?;
+        }
+        Ok(())
+    }
+
+    /// Reads the three tables whole.
+    pub async fn load(conn: &mut DB::Connection) -> Result<DbRows, DbError> {
+        let load = |table| move |source| DbError::Load { table, source };
+        let mut rows = DbRows::default();
+        let stores: Vec<StoreTuple> = sqlx::query_as(SELECT_STORES)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(load("t_store"))?;
+        for (id, mngt_ip, status) in stores {
+            rows.stores.insert(id, StoreRow { mngt_ip, status });
+        }
+        let trays: Vec<TrayTuple> = sqlx::query_as(SELECT_TRAYS)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(load("t_tray"))?;
+        for (uuid, device, status, raw_capacity, object_size, store_id) in trays {
+            rows.trays.insert(
+                uuid,
+                TrayRow {
+                    device,
+                    status,
+                    raw_capacity,
+                    object_size,
+                    store_id,
+                },
+            );
+        }
+        let ports: Vec<PortTuple> = sqlx::query_as(SELECT_PORTS)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(load("t_port"))?;
+        // SQLite lets primary-key columns hold NULL; such rows cannot be addressed and are skipped.
+        for (ip_addr, purpose, store_id, status) in ports {
+            if let (Some(ip_addr), Some(purpose)) = (ip_addr, purpose) {
+                rows.ports
+                    .insert(PortKey { ip_addr, purpose }, PortRow { store_id, status });
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Runs `plan` on `conn` (inside the caller's transaction), in the plan's order. Returns
+    /// whether every statement matched the rows it expected; when not, the caller's picture of
+    /// the DB was stale.
+    pub async fn apply(conn: &mut DB::Connection, plan: &Plan) -> Result<bool, DbError> {
+        let mut matched = true;
+        let write = |step| move |source| DbError::Apply { step, source };
+
+        for &id in &plan.store_vacates {
+            let done = sqlx::query("update t_store set mngt_ip = ? where id = ?")
+                .bind(vacated_mngt_ip(id))
+                .bind(id)
+                .execute(&mut *conn)
+                .await
+                .map_err(write("vacate t_store.mngt_ip"))?;
+            matched &= DB::rows_affected(&done) == 1;
+        }
+        let (status_only, with_ip): (Vec<_>, Vec<_>) =
+            plan.store_updates.iter().partition(|u| u.mngt_ip.is_none());
+        for update in with_ip {
+            let mut query = QueryBuilder::<DB>::new("update t_store set mngt_ip = ");
+            query.push_bind(update.mngt_ip.clone().unwrap_or_default());
+            if let Some(status) = update.status {
+                query.push(", status = ").push_bind(status);
+            }
+            query.push(" where id = ").push_bind(update.id);
+            let done = query
+                .build()
+                .execute(&mut *conn)
+                .await
+                .map_err(write("update t_store"))?;
+            matched &= DB::rows_affected(&done) == 1;
+        }
+        for status in [crate::metadb::STATUS_OK, crate::metadb::STATUS_OFFLINE] {
+            let ids: Vec<i64> = status_only
+                .iter()
+                .filter(|u| u.status == Some(status))
+                .map(|u| u.id)
+                .collect();
+            matched &= Self::set_status(conn, "t_store", "id", status, &ids).await?;
+        }
+        for chunk in plan.store_inserts.chunks(CHUNK) {
+            let mut query = QueryBuilder::<DB>::new("insert into t_store (id, mngt_ip, status) ");
+            query.push_values(chunk, |mut row, (id, store)| {
+                row.push_bind(*id)
+                    .push_bind(store.mngt_ip.clone())
+                    .push_bind(store.status.clone());
+            });
+            query
+                .build()
+                .execute(&mut *conn)
+                .await
+                .map_err(write("insert t_store"))?;
+        }
+
+        let (status_only, other): (Vec<_>, Vec<_>) = plan.tray_updates.iter().partition(|u| {
+            u.device.is_none()
+                && u.raw_capacity.is_none()
+                && u.object_size.is_none()
+                && u.store_id.is_none()
+        });
+        for update in other {
+            let mut query = QueryBuilder::<DB>::new("update t_tray set ");
+            let mut set = query.separated(", ");
+            if let Some(device) = &update.device {
+                set.push("device = ").push_bind_unseparated(device.clone());
+            }
+            if let Some(status) = update.status {
+                set.push("status = ").push_bind_unseparated(status);
+            }
+            if let Some(raw_capacity) = update.raw_capacity {
+                set.push("raw_capacity = ")
+                    .push_bind_unseparated(raw_capacity);
+            }
+            if let Some(object_size) = update.object_size {
+                set.push("object_size = ")
+                    .push_bind_unseparated(object_size);
+            }
+            if let Some(store_id) = update.store_id {
+                set.push("store_id = ").push_bind_unseparated(store_id);
+            }
+            query.push(" where uuid = ").push_bind(update.uuid.clone());
+            let done = query
+                .build()
+                .execute(&mut *conn)
+                .await
+                .map_err(write("update t_tray"))?;
+            matched &= DB::rows_affected(&done) == 1;
+        }
+        for status in [crate::metadb::STATUS_OK, crate::metadb::STATUS_OFFLINE] {
+            let uuids: Vec<String> = status_only
+                .iter()
+                .filter(|u| u.status == Some(status))
+                .map(|u| u.uuid.clone())
+                .collect();
+            matched &= Self::set_status(conn, "t_tray", "uuid", status, &uuids).await?;
+        }
+        for chunk in plan.tray_inserts.chunks(CHUNK) {
+            let mut query = QueryBuilder::<DB>::new(
+                "insert into t_tray (uuid, device, status, raw_capacity, object_size, store_id) ",
+            );
+            query.push_values(chunk, |mut row, (uuid, tray)| {
+                row.push_bind(uuid.clone())
+                    .push_bind(tray.device.clone())
+                    .push_bind(tray.status.clone())
+                    .push_bind(tray.raw_capacity)
+                    .push_bind(tray.object_size)
+                    .push_bind(tray.store_id);
+            });
+            query
+                .build()
+                .execute(&mut *conn)
+                .await
+                .map_err(write("insert t_tray"))?;
+        }
+
+        for key in &plan.port_deletes {
+            let done = sqlx::query("delete from t_port where ip_addr = ? and purpose = ?")
+                .bind(key.ip_addr.clone())
+                .bind(key.purpose)
+                .execute(&mut *conn)
+                .await
+                .map_err(write("delete t_port"))?;
+            matched &= DB::rows_affected(&done) == 1;
+        }
+        for (key, port) in &plan.port_updates {
+            let done = sqlx::query(
+                "update t_port set store_id = ?, status = ? where ip_addr = ? and purpose = ?",
+            )
+            .bind(port.store_id)
+            .bind(port.status.clone())
+            .bind(key.ip_addr.clone())
+            .bind(key.purpose)
+            .execute(&mut *conn)
+            .await
+            .map_err(write("update t_port"))?;
+            matched &= DB::rows_affected(&done) == 1;
+        }
+        for chunk in plan.port_inserts.chunks(CHUNK) {
+            let mut query =
+                QueryBuilder::<DB>::new("insert into t_port (ip_addr, store_id, purpose, status) ");
+            query.push_values(chunk, |mut row, (key, port)| {
+                row.push_bind(key.ip_addr.clone())
+                    .push_bind(port.store_id)
+                    .push_bind(key.purpose)
+                    .push_bind(port.status.clone());
+            });
+            query
+                .build()
+                .execute(&mut *conn)
+                .await
+                .map_err(write("insert t_port"))?;
+        }
+        Ok(matched)
+    }
+
+    /// `update <table> set status = ? where <key> in (…)`, chunked; returns whether every key
+    /// matched a row.
+    async fn set_status<K>(
+        conn: &mut DB::Connection,
+        table: &'static str,
+        key: &str,
+        status: &'static str,
+        keys: &[K],
+    ) -> Result<bool, DbError>
+    where
+        K: Clone + Send + Sync,
+        for<'q> K: Encode<'q, DB> + Type<DB>,
+    {
+        let mut matched = true;
+        for chunk in keys.chunks(CHUNK) {
+            let mut query = QueryBuilder::<DB>::new(format!("update {table} set status = "));
+            query.push_bind(status).push(format!(" where {key} in ("));
+            let mut list = query.separated(", ");
+            for k in chunk {
+                list.push_bind(k.clone());
+            }
+            query.push(")");
+            let done =
+                query
+                    .build()
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(|source| DbError::Apply {
+                        step: table,
+                        source,
+                    })?;
+            matched &= DB::rows_affected(&done) == chunk.len() as u64;
+        }
+        Ok(matched)
+    }
+}
+
+/// Rows affected, per backend (the QueryResult types differ).
+pub trait RowsAffected: Database {
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+}
+
+impl RowsAffected for sqlx::Sqlite {
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+impl RowsAffected for sqlx::MySql {
+    fn rows_affected(result: &Self::QueryResult) -> u64 {
+        result.rows_affected()
+    }
+}

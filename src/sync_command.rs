@@ -1,0 +1,144 @@
+//! `pureflash-operator sync`: the ZooKeeper mirror plus the DB sync, standalone.
+
+use std::fmt::Write as _;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::cli::SyncArgs;
+use crate::dbsync::{self, DbSyncConfig, DbSyncStatus};
+use crate::metadb::{DbRows, DbUrl, MetaDb, Plan, plan};
+use crate::zk::mirror::{self, MirrorConfig};
+use crate::zk::{ClusterLayout, ClusterView, Mirror};
+
+pub async fn run(args: SyncArgs) -> Result<(), crate::Error> {
+    let layout = ClusterLayout::new(&args.zk.cluster)?;
+    let db_url: DbUrl = args.db.db.parse()?;
+    let config = MirrorConfig {
+        connect: args.zk.connect.clone(),
+        layout,
+        session_timeout: args.zk.session_timeout,
+        resync_interval: args.zk.resync_interval,
+    };
+    if args.once {
+        return run_once(&config, &db_url).await;
+    }
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    info!(zk = %config.connect, cluster = config.layout.cluster(), db = %db_url, "starting sync");
+    let mirror = Mirror::spawn(config.clone(), shutdown.clone());
+    let (status, _) = watch::channel(DbSyncStatus::default());
+    let db = MetaDb::open(&db_url);
+    dbsync::run(
+        db,
+        mirror.snapshots(),
+        DbSyncConfig::new(config.resync_interval),
+        status,
+        shutdown.clone(),
+    )
+    .await;
+    shutdown.cancel();
+    mirror.join().await;
+    Ok(())
+}
+
+/// `--once`: load, write, summarize. Every failure is an error (and a non-zero exit).
+async fn run_once(config: &MirrorConfig, db_url: &DbUrl) -> Result<(), crate::Error> {
+    let view = mirror::load_once(config).await?;
+    let db = MetaDb::open(db_url);
+    db.ensure_schema().await?;
+    let rows = db.load_rows().await?;
+    let plan = plan(&view, &rows);
+    db.apply(&plan).await?;
+    db.close().await;
+    print!(
+        "{}",
+        summary(config, &db_url.to_string(), &view, &rows, &plan)
+    );
+    Ok(())
+}
+
+/// The `--once` report: what ZooKeeper holds, what was wrong in it, and what was written.
+pub fn summary(
+    config: &MirrorConfig,
+    db: &str,
+    view: &ClusterView,
+    before: &DbRows,
+    plan: &Plan,
+) -> String {
+    let mut out = String::new();
+    let stores = view.stores.len();
+    let alive = view.alive_count();
+    let trays: usize = view.stores.values().map(|s| s.trays.len()).sum();
+    let online: usize = view.stores.values().map(|s| s.trays_online()).sum();
+    let ports: usize = view
+        .stores
+        .values()
+        .map(|s| s.ports.len() + s.rep_ports.len())
+        .sum();
+    let _ = writeln!(
+        out,
+        "ZooKeeper {} cluster {}:",
+        config.connect,
+        config.layout.cluster()
+    );
+    let _ = writeln!(
+        out,
+        "  stores: {stores} ({alive} OK, {} OFFLINE); trays: {trays} ({online} online); ports: {ports}",
+        stores - alive
+    );
+    for (dir, error) in &view.malformed_dirs {
+        let _ = writeln!(out, "  skipped store directory {dir:?}: {error}");
+    }
+    for store in view.stores.values() {
+        for problem in store.problems() {
+            let _ = writeln!(
+                out,
+                "  store {}: {}: {}",
+                store.id, problem.path, problem.error
+            );
+        }
+    }
+    for note in &plan.notes {
+        let _ = writeln!(out, "  resolved: {note}");
+    }
+    let (s, t, p) = before.counts();
+    let _ = writeln!(
+        out,
+        "metadata DB {db} (before: {s} t_store, {t} t_tray, {p} t_port rows):"
+    );
+    let _ = writeln!(
+        out,
+        "  t_store: {} inserted, {} updated; t_tray: {} inserted, {} updated; t_port: {} inserted, {} updated, {} deleted",
+        plan.store_inserts.len(),
+        plan.store_updates.len() + plan.store_vacates.len(),
+        plan.tray_inserts.len(),
+        plan.tray_updates.len(),
+        plan.port_inserts.len(),
+        plan.port_updates.len(),
+        plan.port_deletes.len(),
+    );
+    out
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = terminate => info!("SIGTERM received; finishing the current transaction"),
+        _ = tokio::signal::ctrl_c() => info!("SIGINT received; finishing the current transaction"),
+    }
+    shutdown.cancel();
+}

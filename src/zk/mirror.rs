@@ -1,0 +1,771 @@
+//! The ZooKeeper mirror: the one task that owns the session, the persistent recursive watch on
+//! `/pureflash/<cluster>/stores` and the [`ClusterView`] built from it.
+//!
+//! It publishes a versioned [`Snapshot`] (a `watch` channel: readers never touch the network
+//! and always see a complete view) and typed [`ViewEvent`]s (a `broadcast` channel, for
+//! subscribers that want to know *which* store changed). It never writes to ZooKeeper.
+//!
+//! How the view stays equal to ZooKeeper:
+//! - the watch is armed before every full reload, so a change made while reloading arrives as
+//!   an event afterwards and is applied on top (events are idempotent: existence is set from the
+//!   event, data is re-read);
+//! - events are handled in batches; data reads for a batch are pipelined on the session and
+//!   applied in event order, which ZooKeeper's per-session ordering makes equal to the final
+//!   state;
+//! - a full reload runs after every (re)connect, because events during a disconnection can be
+//!   lost (ZOOKEEPER-4698), after every session expiry (new session, new watch), and every
+//!   `resync_interval` as a safety net;
+//! - [`Health`] says whether the view can be trusted right now: only when the session is
+//!   connected *and* a reload finished since it connected.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::stream::FuturesOrdered;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+use zookeeper_client::{
+    self as zk, AddWatchMode, EventType, MultiReadResult, SessionState, WatchedEvent,
+};
+
+use crate::backoff::Backoff;
+use crate::zk::layout::{ClusterLayout, Location, StoreId, StoreNode, TrayField};
+use crate::zk::view::{ClusterView, NodeUpdate, Touched};
+
+/// How many store reads a full reload keeps in flight at once.
+const RELOAD_CONCURRENCY: usize = 512;
+/// The most watch events handled as one batch (one round of pipelined reads, one publish).
+const MAX_EVENT_BATCH: usize = 4096;
+/// Capacity of the event channel; a subscriber that falls further behind gets `Lagged` and
+/// should re-read the snapshot.
+const EVENT_CHANNEL_CAPACITY: usize = 4096;
+
+/// Where and how to mirror.
+#[derive(Clone, Debug)]
+pub struct MirrorConfig {
+    /// ZooKeeper connect string, `host:port[,host:port…]`.
+    pub connect: String,
+    pub layout: ClusterLayout,
+    /// Session timeout asked of ZooKeeper (the server clamps it to its min/max).
+    pub session_timeout: Duration,
+    /// Period of the safety-net full reload.
+    pub resync_interval: Duration,
+}
+
+/// The mirror's ZooKeeper session, as far as decisions based on the view are concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionStatus {
+    /// No session yet, or establishing a new one after expiry.
+    Connecting,
+    Connected,
+    /// Session alive but the connection is lost; the view may be missing changes.
+    Disconnected,
+    /// The session expired; a new one is being established.
+    Expired,
+    /// Shut down.
+    Closed,
+}
+
+impl SessionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionStatus::Connecting => "connecting",
+            SessionStatus::Connected => "connected",
+            SessionStatus::Disconnected => "disconnected",
+            SessionStatus::Expired => "expired",
+            SessionStatus::Closed => "closed",
+        }
+    }
+}
+
+/// Whether the view can be trusted, and since when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    pub session: SessionStatus,
+    /// A full reload finished since the session last (re)connected.
+    pub synced: bool,
+    /// When the last full reload finished.
+    pub last_full_sync: Option<SystemTime>,
+    /// Sessions established so far; grows after every expiry.
+    pub sessions: u64,
+}
+
+impl Health {
+    /// True when decisions may be taken on the view: connected and fully reloaded since.
+    pub fn is_trusted(&self) -> bool {
+        self.session == SessionStatus::Connected && self.synced
+    }
+}
+
+/// One published state of the mirror.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Grows by one with every published change of the view or the health.
+    pub version: u64,
+    pub view: ClusterView,
+    pub health: Health,
+}
+
+/// What changed, for subscribers that react per store. The snapshot holds the data.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ViewEvent {
+    /// Store `id` appeared or changed in snapshot `version`.
+    StoreChanged {
+        id: StoreId,
+        version: u64,
+    },
+    /// Store `id`'s directory is gone as of snapshot `version`.
+    StoreRemoved {
+        id: StoreId,
+        version: u64,
+    },
+    /// The set of malformed store directories changed.
+    MalformedDirsChanged {
+        version: u64,
+    },
+    HealthChanged {
+        health: Health,
+        version: u64,
+    },
+}
+
+/// Handle to the running mirror task.
+pub struct Mirror {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    events: broadcast::Sender<ViewEvent>,
+    task: JoinHandle<()>,
+}
+
+impl Mirror {
+    /// Starts the mirror task. It runs until `shutdown` is cancelled, then closes its session.
+    pub fn spawn(config: MirrorConfig, shutdown: CancellationToken) -> Mirror {
+        let health = Health {
+            session: SessionStatus::Connecting,
+            synced: false,
+            last_full_sync: None,
+            sessions: 0,
+        };
+        let initial = Arc::new(Snapshot {
+            version: 0,
+            view: ClusterView::default(),
+            health: health.clone(),
+        });
+        let (snapshot_tx, snapshots) = watch::channel(initial);
+        let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
+        let publisher = Publisher {
+            version: 0,
+            view: ClusterView::default(),
+            health,
+            snapshots: snapshot_tx,
+            events: events.clone(),
+        };
+        let task = tokio::spawn(run(config, publisher, shutdown));
+        Mirror {
+            snapshots,
+            events,
+            task,
+        }
+    }
+
+    /// The latest snapshot.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshots.borrow().clone()
+    }
+
+    /// A receiver that is notified of every new snapshot.
+    pub fn snapshots(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshots.clone()
+    }
+
+    /// Typed events from now on.
+    pub fn events(&self) -> broadcast::Receiver<ViewEvent> {
+        self.events.subscribe()
+    }
+
+    /// Waits for the task to finish (after shutdown it has closed its session).
+    pub async fn join(self) {
+        if let Err(error) = self.task.await {
+            warn!(%error, "ZooKeeper mirror task failed");
+        }
+    }
+}
+
+/// Why the mirror could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error("cannot connect to ZooKeeper at {connect}: {source}")]
+    Connect { connect: String, source: zk::Error },
+    #[error("cannot watch {path} in ZooKeeper: {source}")]
+    Watch { path: String, source: zk::Error },
+    #[error("cannot read {path} from ZooKeeper: {source}")]
+    Read { path: String, source: zk::Error },
+}
+
+/// Connects, reads the whole `stores/` tree once, and closes the session (for `sync --once`).
+pub async fn load_once(config: &MirrorConfig) -> Result<ClusterView, MirrorError> {
+    let client = connect(config).await?;
+    let view = load_tree(&client, &config.layout).await;
+    close(client).await;
+    view
+}
+
+async fn connect(config: &MirrorConfig) -> Result<zk::Client, MirrorError> {
+    zk::Client::connector()
+        .with_session_timeout(config.session_timeout)
+        .connect(&config.connect)
+        .await
+        .map_err(|source| MirrorError::Connect {
+            connect: config.connect.clone(),
+            source,
+        })
+}
+
+/// Drops the client and waits (briefly) until its session is really closed on the server, so a
+/// process that exits next does not leave the session to expire.
+async fn close(client: zk::Client) {
+    let mut state = client.state_watcher();
+    drop(client);
+    let closed = async { while !state.changed().await.is_terminated() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(2), closed).await;
+}
+
+/// Owns the published state; every change goes out through [`Publisher::publish`].
+struct Publisher {
+    version: u64,
+    view: ClusterView,
+    health: Health,
+    snapshots: watch::Sender<Arc<Snapshot>>,
+    events: broadcast::Sender<ViewEvent>,
+}
+
+impl Publisher {
+    fn set_session(&mut self, session: SessionStatus) {
+        let mut health = self.health.clone();
+        if session != SessionStatus::Connected {
+            health.synced = false;
+        }
+        if session == SessionStatus::Connected && self.health.session != SessionStatus::Connected {
+            health.synced = false;
+        }
+        health.session = session;
+        self.set_health(health);
+    }
+
+    fn set_health(&mut self, health: Health) {
+        if health != self.health {
+            self.health = health;
+            self.publish(&[], &[], false, true);
+        }
+    }
+
+    fn replace_view(&mut self, fresh: ClusterView) {
+        let old_ids: Vec<StoreId> = self.view.stores.keys().copied().collect();
+        let (changed, malformed_changed) = self.view.replace_with(fresh);
+        if !changed.is_empty() {
+            info!(
+                stores = self.view.stores.len(),
+                changed = changed.len(),
+                "full reload changed the view"
+            );
+        }
+        let (removed, changed): (Vec<StoreId>, Vec<StoreId>) = changed
+            .into_iter()
+            .partition(|id| old_ids.contains(id) && !self.view.stores.contains_key(id));
+        let mut health = self.health.clone();
+        health.synced = true;
+        health.last_full_sync = Some(SystemTime::now());
+        let health_changed = health != self.health;
+        self.health = health;
+        self.publish(&changed, &removed, malformed_changed, health_changed);
+    }
+
+    fn publish(
+        &mut self,
+        changed: &[StoreId],
+        removed: &[StoreId],
+        malformed_changed: bool,
+        health_changed: bool,
+    ) {
+        if changed.is_empty() && removed.is_empty() && !malformed_changed && !health_changed {
+            return;
+        }
+        self.version += 1;
+        let version = self.version;
+        self.snapshots.send_replace(Arc::new(Snapshot {
+            version,
+            view: self.view.clone(),
+            health: self.health.clone(),
+        }));
+        // Sending fails only when nobody listens, which is fine.
+        for &id in changed {
+            let _ = self.events.send(ViewEvent::StoreChanged { id, version });
+        }
+        for &id in removed {
+            let _ = self.events.send(ViewEvent::StoreRemoved { id, version });
+        }
+        if malformed_changed {
+            let _ = self
+                .events
+                .send(ViewEvent::MalformedDirsChanged { version });
+        }
+        if health_changed {
+            let _ = self.events.send(ViewEvent::HealthChanged {
+                health: self.health.clone(),
+                version,
+            });
+        }
+    }
+}
+
+/// How a session ended.
+enum SessionEnd {
+    Shutdown,
+    Expired,
+    Failed(MirrorError),
+}
+
+async fn run(config: MirrorConfig, mut publisher: Publisher, shutdown: CancellationToken) {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        if publisher.health.session != SessionStatus::Expired {
+            publisher.set_session(SessionStatus::Connecting);
+        }
+        let connected = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            connected = connect(&config) => connected,
+        };
+        let client = match connected {
+            Ok(client) => client,
+            Err(error) => {
+                let delay = backoff.next_delay();
+                warn!(%error, retry_in = ?delay, "ZooKeeper unreachable");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => continue,
+                }
+            }
+        };
+        publisher.health.sessions += 1;
+        info!(connect = %config.connect, session = %client.session_id(), timeout = ?client.session_timeout(), "ZooKeeper session established");
+        match serve_session(&client, &config, &mut publisher, &shutdown, &mut backoff).await {
+            SessionEnd::Shutdown => {
+                close(client).await;
+                break;
+            }
+            SessionEnd::Expired => {
+                warn!("ZooKeeper session expired; starting a new one and reloading everything");
+                publisher.set_session(SessionStatus::Expired);
+            }
+            SessionEnd::Failed(error) => {
+                let delay = backoff.next_delay();
+                warn!(%error, retry_in = ?delay, "ZooKeeper session abandoned");
+                drop(client);
+                publisher.set_session(SessionStatus::Connecting);
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    publisher.set_session(SessionStatus::Closed);
+    info!("ZooKeeper mirror stopped");
+}
+
+/// Serves one session: watch, reload, then follow events until the session ends.
+async fn serve_session(
+    client: &zk::Client,
+    config: &MirrorConfig,
+    publisher: &mut Publisher,
+    shutdown: &CancellationToken,
+    backoff: &mut Backoff,
+) -> SessionEnd {
+    let stores = config.layout.stores();
+    let mut watcher = match client
+        .watch(stores, AddWatchMode::PersistentRecursive)
+        .await
+    {
+        Ok(watcher) => watcher,
+        Err(source) => {
+            return SessionEnd::Failed(MirrorError::Watch {
+                path: stores.to_owned(),
+                source,
+            });
+        }
+    };
+    publisher.set_session(SessionStatus::Connected);
+    let mut connected = true;
+    // When the next full reload is due; `Some(now)` right after (re)connecting.
+    let mut reload_at = Some(Instant::now());
+    loop {
+        if connected && reload_at.is_some_and(|at| at <= Instant::now()) {
+            match load_tree(client, &config.layout).await {
+                Ok(fresh) => {
+                    publisher.replace_view(fresh);
+                    backoff.reset();
+                    reload_at = Some(Instant::now() + config.resync_interval);
+                }
+                Err(error) => {
+                    let delay = backoff.next_delay();
+                    warn!(%error, retry_in = ?delay, "full reload from ZooKeeper failed");
+                    reload_at = Some(Instant::now() + delay);
+                }
+            }
+        }
+        let reload_deadline = if connected { reload_at } else { None };
+        let reload_due = async move {
+            match reload_deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return SessionEnd::Shutdown,
+            _ = reload_due => {}
+            event = watcher.changed() => {
+                let mut batch = vec![event];
+                // Polling the watcher again after a terminal session event panics.
+                while batch.len() < MAX_EVENT_BATCH && !batch.last().is_some_and(is_terminal) {
+                    match watcher.changed().now_or_never() {
+                        Some(event) => batch.push(event),
+                        None => break,
+                    }
+                }
+                match apply_batch(client, &config.layout, batch, publisher).await {
+                    BatchOutcome::Applied { reread_failed } => {
+                        if reread_failed {
+                            reload_at = Some(Instant::now());
+                        }
+                    }
+                    BatchOutcome::Disconnected => {
+                        connected = false;
+                    }
+                    BatchOutcome::Reconnected => {
+                        connected = true;
+                        reload_at = Some(Instant::now());
+                    }
+                    BatchOutcome::Terminated(SessionState::Expired) => return SessionEnd::Expired,
+                    BatchOutcome::Terminated(state) => {
+                        return SessionEnd::Failed(MirrorError::Watch {
+                            path: stores.to_owned(),
+                            source: if state == SessionState::AuthFailed { zk::Error::AuthFailed } else { zk::Error::ClientClosed },
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn is_terminal(event: &WatchedEvent) -> bool {
+    event.event_type == EventType::Session && event.session_state.is_terminated()
+}
+
+enum BatchOutcome {
+    /// Node events applied; `reread_failed` when some data could not be read (reload needed).
+    Applied {
+        reread_failed: bool,
+    },
+    Disconnected,
+    Reconnected,
+    Terminated(SessionState),
+}
+
+/// One node event resolved to a view update; `read` indexes the pipelined data read, if any.
+struct Step {
+    dir: String,
+    rel: String,
+    deleted: bool,
+    read: Option<usize>,
+}
+
+/// Applies a batch of watch events: issues every needed data read at once, then applies the
+/// results in event order and publishes one snapshot.
+async fn apply_batch(
+    client: &zk::Client,
+    layout: &ClusterLayout,
+    batch: Vec<WatchedEvent>,
+    publisher: &mut Publisher,
+) -> BatchOutcome {
+    let mut steps = Vec::with_capacity(batch.len());
+    let mut reads = Vec::new();
+    let mut session_change = None;
+    for event in &batch {
+        match event.event_type {
+            EventType::Session => session_change = Some(event.session_state),
+            EventType::NodeCreated | EventType::NodeDataChanged | EventType::NodeDeleted => {
+                let Location::InStore { dir, rel } = layout.locate(&event.path) else {
+                    continue;
+                };
+                let deleted = event.event_type == EventType::NodeDeleted;
+                let needs_data = !deleted
+                    && dir.parse::<StoreId>().is_ok()
+                    && StoreNode::parse(rel).is_ok_and(|node| node.carries_data());
+                let read = needs_data.then(|| {
+                    reads.push(client.get_data(&event.path));
+                    reads.len() - 1
+                });
+                steps.push(Step {
+                    dir: dir.to_owned(),
+                    rel: rel.to_owned(),
+                    deleted,
+                    read,
+                });
+            }
+            // A recursive watch never sends these; nothing to do if one comes.
+            EventType::NodeChildrenChanged => {}
+        }
+    }
+    let results = futures::future::join_all(reads).await;
+    let mut reread_failed = false;
+    let mut touched = Vec::new();
+    let mut malformed_changed = false;
+    for step in &steps {
+        let update = match step.read.map(|i| &results[i]) {
+            None if step.deleted => NodeUpdate::Deleted,
+            None => NodeUpdate::Present(&[]),
+            Some(Ok((data, _))) => NodeUpdate::Present(data),
+            Some(Err(zk::Error::NoNode)) => NodeUpdate::Deleted,
+            Some(Err(error)) => {
+                debug!(%error, dir = %step.dir, rel = %step.rel, "could not read node data; will reload");
+                reread_failed = true;
+                continue;
+            }
+        };
+        match publisher.view.apply(&step.dir, &step.rel, update) {
+            Touched::Store(id) => touched.push(id),
+            Touched::MalformedDir => malformed_changed = true,
+            Touched::Nothing => {}
+        }
+    }
+    touched.sort_unstable();
+    touched.dedup();
+    let (removed, changed): (Vec<StoreId>, Vec<StoreId>) = touched
+        .into_iter()
+        .partition(|id| !publisher.view.stores.contains_key(id));
+    publisher.publish(&changed, &removed, malformed_changed, false);
+
+    match session_change {
+        Some(state) if state.is_terminated() => BatchOutcome::Terminated(state),
+        Some(SessionState::Disconnected) => {
+            warn!(
+                "ZooKeeper connection lost; the view is not trusted until reconnected and reloaded"
+            );
+            publisher.set_session(SessionStatus::Disconnected);
+            BatchOutcome::Disconnected
+        }
+        Some(SessionState::SyncConnected | SessionState::ConnectedReadOnly) => {
+            info!("ZooKeeper connection re-established; reloading");
+            publisher.set_session(SessionStatus::Connected);
+            BatchOutcome::Reconnected
+        }
+        _ => BatchOutcome::Applied { reread_failed },
+    }
+}
+
+/// What the first round of a reload learns about one store directory.
+struct StoreTop {
+    dir: String,
+    children: Vec<String>,
+    mngt_ip: Option<Vec<u8>>,
+    state: Option<Vec<u8>>,
+    trays: Vec<String>,
+    ports: Vec<String>,
+    rep_ports: Vec<String>,
+}
+
+/// Reads the whole `stores/` tree: one listing, then per store one multi-read of its top level
+/// and one of its trays, with up to [`RELOAD_CONCURRENCY`] requests in flight.
+async fn load_tree(
+    client: &zk::Client,
+    layout: &ClusterLayout,
+) -> Result<ClusterView, MirrorError> {
+    let stores = layout.stores();
+    let dirs = match client.list_children(stores).await {
+        Ok(dirs) => dirs,
+        Err(zk::Error::NoNode) => Vec::new(),
+        Err(source) => {
+            return Err(MirrorError::Read {
+                path: stores.to_owned(),
+                source,
+            });
+        }
+    };
+    let mut nodes: Vec<(String, String, Vec<u8>)> = Vec::new();
+    let mut valid = Vec::new();
+    for dir in dirs {
+        if dir.parse::<StoreId>().is_ok() {
+            valid.push(dir);
+        } else {
+            nodes.push((dir, String::new(), Vec::new()));
+        }
+    }
+
+    let tops: Vec<StoreTop> = in_order_bounded(
+        valid
+            .into_iter()
+            .map(|dir| read_store_top(client, layout, dir)),
+    )
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?
+    .into_iter()
+    .flatten()
+    .collect();
+    let tray_results = in_order_bounded(
+        tops.iter()
+            .filter(|top| !top.trays.is_empty())
+            .map(|top| read_trays(client, layout, top)),
+    )
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?;
+
+    for top in &tops {
+        let dir = &top.dir;
+        nodes.push((dir.clone(), String::new(), Vec::new()));
+        for child in &top.children {
+            let data = match child.as_str() {
+                "mngt_ip" => top.mngt_ip.clone(),
+                "state" => top.state.clone(),
+                _ => Some(Vec::new()),
+            };
+            if let Some(data) = data {
+                nodes.push((dir.clone(), child.clone(), data));
+            }
+        }
+        for (kind, names) in [
+            ("trays", &top.trays),
+            ("ports", &top.ports),
+            ("rep_ports", &top.rep_ports),
+        ] {
+            for name in names {
+                nodes.push((dir.clone(), format!("{kind}/{name}"), Vec::new()));
+            }
+        }
+    }
+    for (top, results) in tray_results {
+        let mut results = results.into_iter();
+        for tray in &top.trays {
+            let children = children_of(results.next());
+            let fields: Vec<Option<Vec<u8>>> = TrayField::ALL
+                .iter()
+                .map(|_| data_of(results.next()))
+                .collect();
+            let Some(children) = children else { continue };
+            for child in children {
+                let data = match TrayField::ALL.iter().position(|f| f.name() == child) {
+                    Some(i) => fields[i].clone(),
+                    None => Some(Vec::new()),
+                };
+                if let Some(data) = data {
+                    nodes.push((top.dir.clone(), format!("trays/{tray}/{child}"), data));
+                }
+            }
+        }
+    }
+    Ok(ClusterView::from_nodes(
+        nodes
+            .iter()
+            .map(|(d, r, v)| (d.as_str(), r.as_str(), v.as_slice())),
+    ))
+}
+
+/// Runs `futures` with at most [`RELOAD_CONCURRENCY`] in flight; outputs in input order.
+async fn in_order_bounded<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut in_flight = FuturesOrdered::new();
+    let mut outputs = Vec::new();
+    for future in futures {
+        if in_flight.len() >= RELOAD_CONCURRENCY
+            && let Some(output) = in_flight.next().await
+        {
+            outputs.push(output);
+        }
+        in_flight.push_back(future);
+    }
+    while let Some(output) = in_flight.next().await {
+        outputs.push(output);
+    }
+    outputs
+}
+
+/// One multi-read of a store's top level; `None` if the store went away meanwhile.
+async fn read_store_top(
+    client: &zk::Client,
+    layout: &ClusterLayout,
+    dir: String,
+) -> Result<Option<StoreTop>, MirrorError> {
+    let path = layout.store_dir(&dir);
+    let read_error = |source| MirrorError::Read {
+        path: path.clone(),
+        source,
+    };
+    let mut reader = client.new_multi_reader();
+    reader.add_get_children(&path).map_err(read_error)?;
+    for data in ["mngt_ip", "state"] {
+        reader
+            .add_get_data(&format!("{path}/{data}"))
+            .map_err(read_error)?;
+    }
+    for dir in ["trays", "ports", "rep_ports"] {
+        reader
+            .add_get_children(&format!("{path}/{dir}"))
+            .map_err(read_error)?;
+    }
+    let mut results = reader.commit().await.map_err(read_error)?.into_iter();
+    let Some(children) = children_of(results.next()) else {
+        return Ok(None);
+    };
+    Ok(Some(StoreTop {
+        children,
+        mngt_ip: data_of(results.next()),
+        state: data_of(results.next()),
+        trays: children_of(results.next()).unwrap_or_default(),
+        ports: children_of(results.next()).unwrap_or_default(),
+        rep_ports: children_of(results.next()).unwrap_or_default(),
+        dir,
+    }))
+}
+
+/// One multi-read of every tray of a store: each tray's children and data fields.
+async fn read_trays<'t>(
+    client: &zk::Client,
+    layout: &ClusterLayout,
+    top: &'t StoreTop,
+) -> Result<(&'t StoreTop, Vec<MultiReadResult>), MirrorError> {
+    let path = layout.store_dir(&top.dir);
+    let read_error = |source| MirrorError::Read {
+        path: path.clone(),
+        source,
+    };
+    let mut reader = client.new_multi_reader();
+    for tray in &top.trays {
+        let tray_path = format!("{path}/trays/{tray}");
+        reader.add_get_children(&tray_path).map_err(read_error)?;
+        for field in TrayField::ALL {
+            reader
+                .add_get_data(&format!("{tray_path}/{}", field.name()))
+                .map_err(read_error)?;
+        }
+    }
+    let results = reader.commit().await.map_err(read_error)?;
+    Ok((top, results))
+}
+
+fn children_of(result: Option<MultiReadResult>) -> Option<Vec<String>> {
+    match result {
+        Some(MultiReadResult::Children { children }) => Some(children),
+        _ => None,
+    }
+}
+
+fn data_of(result: Option<MultiReadResult>) -> Option<Vec<u8>> {
+    match result {
+        Some(MultiReadResult::Data { data, .. }) => Some(data),
+        _ => None,
+    }
+}

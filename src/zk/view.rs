@@ -1,0 +1,751 @@
+//! The typed, in-memory picture of a cluster's `stores/` tree: one [`StoreView`] per store.
+//!
+//! Pure code: the mirror feeds it node changes ([`ClusterView::apply`]) or whole reloads
+//! ([`ClusterView::from_nodes`]); everyone else only reads it. Bad data never fails an update:
+//! it is kept as a [`DataError`] in the field it belongs to (or in the store's list of unexpected
+//! nodes) and reported by [`StoreView::problems`], while every other field stays usable.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::zk::layout::{StoreId, StoreNode, TrayField, TrayUuid};
+
+/// What is wrong with a node or its data, per node, so one bad node never hides the rest.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DataError {
+    #[error(
+        "{value:?} is not a store id (expected a positive decimal integer without leading zeros, at most 2147483647)"
+    )]
+    BadStoreId { value: String },
+    #[error("{value:?} is not a tray uuid in the 8-4-4-4-12 form")]
+    BadTrayUuid { value: String },
+    #[error("{value:?} is not an IP address")]
+    BadIp { value: String },
+    #[error("{value:?} is not a decimal number of bytes")]
+    NotANumber { value: String },
+    #[error("{value} bytes does not fit a signed 64-bit column")]
+    TooLarge { value: u64 },
+    #[error("data is not UTF-8 text")]
+    NotText,
+    #[error("data is empty")]
+    Empty,
+    #[error("pfs does not write such a node")]
+    UnexpectedNode,
+}
+
+/// One data node's value: not there (yet), parsed, or present but unreadable.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Field<T> {
+    #[default]
+    Missing,
+    Valid(T),
+    Invalid(DataError),
+}
+
+impl<T> Field<T> {
+    pub fn valid(&self) -> Option<&T> {
+        match self {
+            Field::Valid(value) => Some(value),
+            _ => None,
+        }
+    }
+
+    fn error(&self) -> Option<&DataError> {
+        match self {
+            Field::Invalid(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl<T> From<Result<T, DataError>> for Field<T> {
+    fn from(result: Result<T, DataError>) -> Self {
+        match result {
+            Ok(value) => Field::Valid(value),
+            Err(error) => Field::Invalid(error),
+        }
+    }
+}
+
+/// One disk of a store, as registered under `trays/<uuid>/`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrayView {
+    pub devname: Field<String>,
+    pub capacity: Field<u64>,
+    pub object_size: Field<u64>,
+    pub free_size: Field<u64>,
+    pub state: Field<String>,
+    /// The ephemeral `online` node exists.
+    pub online: bool,
+}
+
+impl TrayView {
+    fn field(&mut self, field: TrayField, data: Option<&[u8]>) -> bool {
+        fn put<T: PartialEq>(slot: &mut Field<T>, value: Field<T>) -> bool {
+            let changed = *slot != value;
+            *slot = value;
+            changed
+        }
+        match field {
+            TrayField::Devname => put(
+                &mut self.devname,
+                data.map_or(Field::Missing, |d| parse_text(d).into()),
+            ),
+            TrayField::Capacity => put(
+                &mut self.capacity,
+                data.map_or(Field::Missing, |d| parse_size(d).into()),
+            ),
+            TrayField::ObjectSize => put(
+                &mut self.object_size,
+                data.map_or(Field::Missing, |d| parse_size(d).into()),
+            ),
+            TrayField::FreeSize => put(
+                &mut self.free_size,
+                data.map_or(Field::Missing, |d| parse_size(d).into()),
+            ),
+            TrayField::State => put(
+                &mut self.state,
+                data.map_or(Field::Missing, |d| parse_text(d).into()),
+            ),
+        }
+    }
+}
+
+/// Everything ZooKeeper says about one store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreView {
+    pub id: StoreId,
+    pub mngt_ip: Field<IpAddr>,
+    pub state: Field<String>,
+    /// The ephemeral `alive` node exists: the `pfs` process holds a live session.
+    pub alive: bool,
+    pub trays: BTreeMap<TrayUuid, TrayView>,
+    pub ports: BTreeSet<IpAddr>,
+    pub rep_ports: BTreeSet<IpAddr>,
+    /// Nodes `pfs` never writes (or writes under a name that does not parse), by relative path.
+    pub unexpected: BTreeMap<String, DataError>,
+}
+
+/// A problem found in one store's data, for logs and status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Path relative to the store directory.
+    pub path: String,
+    pub error: DataError,
+}
+
+impl StoreView {
+    pub fn new(id: StoreId) -> Self {
+        StoreView {
+            id,
+            mngt_ip: Field::Missing,
+            state: Field::Missing,
+            alive: false,
+            trays: BTreeMap::new(),
+            ports: BTreeSet::new(),
+            rep_ports: BTreeSet::new(),
+            unexpected: BTreeMap::new(),
+        }
+    }
+
+    /// Records that the node at `rel` exists with `data`. Returns whether anything changed.
+    pub fn set(&mut self, rel: &str, data: &[u8]) -> bool {
+        self.update(rel, Some(data))
+    }
+
+    /// Records that the node at `rel` (and so everything below it) is gone.
+    pub fn remove(&mut self, rel: &str) -> bool {
+        let before = self.unexpected.len();
+        let below = format!("{rel}/");
+        self.unexpected
+            .retain(|path, _| path != rel && !path.starts_with(&below));
+        self.update(rel, None) | (before != self.unexpected.len())
+    }
+
+    fn update(&mut self, rel: &str, data: Option<&[u8]>) -> bool {
+        let present = data.is_some();
+        if present && !listed_by_full_load(rel) {
+            return false;
+        }
+        let node = match StoreNode::parse(rel) {
+            Ok(node) => node,
+            Err(error) => {
+                return match data {
+                    Some(_) => self.unexpected.insert(rel.to_owned(), error.clone()) != Some(error),
+                    None => false,
+                };
+            }
+        };
+        fn flag(slot: &mut bool, value: bool) -> bool {
+            std::mem::replace(slot, value) != value
+        }
+        fn member(set: &mut BTreeSet<IpAddr>, ip: IpAddr, present: bool) -> bool {
+            if present {
+                set.insert(ip)
+            } else {
+                set.remove(&ip)
+            }
+        }
+        match node {
+            StoreNode::Root => false,
+            StoreNode::MngtIp => {
+                let value = data.map_or(Field::Missing, |d| {
+                    parse_text(d).and_then(|t| parse_ip(&t)).into()
+                });
+                let changed = self.mngt_ip != value;
+                self.mngt_ip = value;
+                changed
+            }
+            StoreNode::State => {
+                let value = data.map_or(Field::Missing, |d| parse_text(d).into());
+                let changed = self.state != value;
+                self.state = value;
+                changed
+            }
+            StoreNode::Alive => flag(&mut self.alive, present),
+            StoreNode::Trays if present => false,
+            StoreNode::Trays => {
+                let changed = !self.trays.is_empty();
+                self.trays.clear();
+                changed
+            }
+            StoreNode::Tray(uuid) if present => {
+                let absent = !self.trays.contains_key(&uuid);
+                self.trays.entry(uuid).or_default();
+                absent
+            }
+            StoreNode::Tray(uuid) => self.trays.remove(&uuid).is_some(),
+            StoreNode::TrayField(uuid, field) => match (self.trays.get_mut(&uuid), present) {
+                (Some(tray), _) => tray.field(field, data),
+                (None, true) => self.trays.entry(uuid).or_default().field(field, data),
+                (None, false) => false,
+            },
+            StoreNode::TrayOnline(uuid) => match (self.trays.get_mut(&uuid), present) {
+                (Some(tray), _) => flag(&mut tray.online, present),
+                (None, true) => {
+                    self.trays.entry(uuid).or_default().online = true;
+                    true
+                }
+                (None, false) => false,
+            },
+            StoreNode::Ports if present => false,
+            StoreNode::Ports => {
+                let changed = !self.ports.is_empty();
+                self.ports.clear();
+                changed
+            }
+            StoreNode::Port(ip) => member(&mut self.ports, ip, present),
+            StoreNode::RepPorts if present => false,
+            StoreNode::RepPorts => {
+                let changed = !self.rep_ports.is_empty();
+                self.rep_ports.clear();
+                changed
+            }
+            StoreNode::RepPort(ip) => member(&mut self.rep_ports, ip, present),
+        }
+    }
+
+    /// Every piece of data that could not be understood, with where it is.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut push = |path: String, error: Option<&DataError>| {
+            if let Some(error) = error {
+                problems.push(Problem {
+                    path,
+                    error: error.clone(),
+                });
+            }
+        };
+        push("mngt_ip".into(), self.mngt_ip.error());
+        push("state".into(), self.state.error());
+        for (uuid, tray) in &self.trays {
+            push(format!("trays/{uuid}/devname"), tray.devname.error());
+            push(format!("trays/{uuid}/capacity"), tray.capacity.error());
+            push(
+                format!("trays/{uuid}/object_size"),
+                tray.object_size.error(),
+            );
+            push(format!("trays/{uuid}/free_size"), tray.free_size.error());
+            push(format!("trays/{uuid}/state"), tray.state.error());
+        }
+        for (path, error) in &self.unexpected {
+            push(path.clone(), Some(error));
+        }
+        problems
+    }
+
+    /// Number of trays whose `online` node exists.
+    pub fn trays_online(&self) -> usize {
+        self.trays.values().filter(|t| t.online).count()
+    }
+}
+
+/// Whether a full reload sees this node. It lists the children of the store directory, of
+/// `trays/`, of each tray and of `ports/` and `rep_ports/`, and nothing deeper; the event path
+/// ignores deeper nodes too, so both paths build the same view and a resync finds no false drift.
+fn listed_by_full_load(rel: &str) -> bool {
+    let parts: Vec<&str> = rel.split('/').collect();
+    matches!(
+        parts.as_slice(),
+        [_] | ["trays" | "ports" | "rep_ports", _] | ["trays", _, _]
+    )
+}
+
+/// Node data as text: UTF-8, surrounding whitespace and C string terminators removed.
+fn parse_text(data: &[u8]) -> Result<String, DataError> {
+    let text = std::str::from_utf8(data).map_err(|_| DataError::NotText)?;
+    let text = text.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+    if text.is_empty() {
+        Err(DataError::Empty)
+    } else {
+        Ok(text.to_owned())
+    }
+}
+
+fn parse_ip(text: &str) -> Result<IpAddr, DataError> {
+    text.parse().map_err(|_| DataError::BadIp {
+        value: text.to_owned(),
+    })
+}
+
+/// A byte count as `pfs` writes it: plain decimal. It must fit the DB's signed `bigint`.
+fn parse_size(data: &[u8]) -> Result<u64, DataError> {
+    let text = parse_text(data)?;
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(DataError::NotANumber { value: text });
+    }
+    let value: u64 = text.parse().map_err(|_| DataError::NotANumber {
+        value: text.clone(),
+    })?;
+    if value > i64::MAX as u64 {
+        return Err(DataError::TooLarge { value });
+    }
+    Ok(value)
+}
+
+/// A change to one node under `stores/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeUpdate<'a> {
+    /// The node exists; its data (empty for nodes whose data means nothing).
+    Present(&'a [u8]),
+    Deleted,
+}
+
+/// What a [`ClusterView::apply`] changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Touched {
+    Nothing,
+    Store(StoreId),
+    /// A store directory whose name is not a store id appeared or went.
+    MalformedDir,
+}
+
+/// All stores of one cluster. Cheap to clone: stores are shared until modified.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterView {
+    pub stores: BTreeMap<StoreId, Arc<StoreView>>,
+    /// Directories under `stores/` whose name is not a store id (e.g. `x1`): reported, not synced.
+    pub malformed_dirs: BTreeMap<String, DataError>,
+}
+
+impl ClusterView {
+    /// Applies one node change inside store directory `dir`.
+    pub fn apply(&mut self, dir: &str, rel: &str, update: NodeUpdate<'_>) -> Touched {
+        let id = match dir.parse::<StoreId>() {
+            Ok(id) => id,
+            Err(error) => {
+                // Only the directory itself counts; what lies below a malformed one is ignored.
+                let changed = match (rel.is_empty(), update) {
+                    (true, NodeUpdate::Present(_)) => {
+                        self.malformed_dirs.insert(dir.to_owned(), error).is_none()
+                    }
+                    (true, NodeUpdate::Deleted) => self.malformed_dirs.remove(dir).is_some(),
+                    (false, _) => false,
+                };
+                return if changed {
+                    Touched::MalformedDir
+                } else {
+                    Touched::Nothing
+                };
+            }
+        };
+        let changed = match update {
+            NodeUpdate::Deleted if rel.is_empty() => self.stores.remove(&id).is_some(),
+            NodeUpdate::Deleted => match self.stores.get_mut(&id) {
+                Some(store) => Arc::make_mut(store).remove(rel),
+                None => false,
+            },
+            NodeUpdate::Present(data) => {
+                let mut created = false;
+                let store = self.stores.entry(id).or_insert_with(|| {
+                    created = true;
+                    Arc::new(StoreView::new(id))
+                });
+                Arc::make_mut(store).set(rel, data) | created
+            }
+        };
+        if changed {
+            Touched::Store(id)
+        } else {
+            Touched::Nothing
+        }
+    }
+
+    /// Builds a view from a complete listing of `(store dir, relative path, data)`.
+    pub fn from_nodes<'a>(nodes: impl IntoIterator<Item = (&'a str, &'a str, &'a [u8])>) -> Self {
+        let mut view = ClusterView::default();
+        for (dir, rel, data) in nodes {
+            view.apply(dir, rel, NodeUpdate::Present(data));
+        }
+        view
+    }
+
+    /// Replaces this view by `fresh`, keeping the existing `Arc` of every store that did not
+    /// change (so readers can compare by pointer). Returns the ids that were added, changed or
+    /// removed, and whether the set of malformed directories changed.
+    pub fn replace_with(&mut self, mut fresh: ClusterView) -> (Vec<StoreId>, bool) {
+        let mut changed = Vec::new();
+        for (id, store) in fresh.stores.iter_mut() {
+            match self.stores.get(id) {
+                Some(old) if old == store => *store = Arc::clone(old),
+                _ => changed.push(*id),
+            }
+        }
+        changed.extend(
+            self.stores
+                .keys()
+                .filter(|id| !fresh.stores.contains_key(id)),
+        );
+        changed.sort_unstable();
+        let malformed_changed = self.malformed_dirs != fresh.malformed_dirs;
+        *self = fresh;
+        (changed, malformed_changed)
+    }
+
+    /// Ids whose store differs between `older` and this view (added, changed or removed).
+    pub fn changed_since(&self, older: &ClusterView) -> Vec<StoreId> {
+        let mut ids: Vec<StoreId> = self
+            .stores
+            .iter()
+            .filter(|(id, store)| {
+                older
+                    .stores
+                    .get(id)
+                    .is_none_or(|old| !Arc::ptr_eq(old, store) && old != *store)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        ids.extend(
+            older
+                .stores
+                .keys()
+                .filter(|id| !self.stores.contains_key(id)),
+        );
+        ids.sort_unstable();
+        ids
+    }
+
+    pub fn get(&self, id: StoreId) -> Option<&StoreView> {
+        self.stores.get(&id).map(|s| s.as_ref())
+    }
+
+    pub fn alive_count(&self) -> usize {
+        self.stores.values().filter(|s| s.alive).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const U1: &str = "3f2a9c1e-5b7d-4e8f-9a0b-1c2d3e4f5a6b";
+    const U2: &str = "00000000-0000-4000-8000-000000000002";
+
+    fn id(n: u32) -> StoreId {
+        StoreId::new(n).unwrap()
+    }
+
+    /// A complete, healthy store as `pfs` registers it.
+    fn registered_store(n: u32) -> Vec<(String, String, Vec<u8>)> {
+        let dir = n.to_string();
+        let mut nodes = vec![
+            ("", b"".as_slice()),
+            ("mngt_ip", b"10.0.0.7"),
+            ("state", b"OK"),
+            ("alive", b""),
+            ("trays", b""),
+            ("ports", b""),
+            ("ports/10.0.1.7", b""),
+            ("rep_ports", b""),
+            ("rep_ports/10.0.2.7", b""),
+        ]
+        .into_iter()
+        .map(|(rel, data)| (dir.clone(), rel.to_owned(), data.to_vec()))
+        .collect::<Vec<_>>();
+        for (rel, data) in [
+            (format!("trays/{U1}"), b"".as_slice()),
+            (format!("trays/{U1}/devname"), b"/dev/nvme1n1"),
+            (format!("trays/{U1}/capacity"), b"1000204886016"),
+            (format!("trays/{U1}/object_size"), b"67108864"),
+            (format!("trays/{U1}/free_size"), b"999000000000"),
+            (format!("trays/{U1}/state"), b"OK"),
+            (format!("trays/{U1}/online"), b""),
+        ] {
+            nodes.push((dir.clone(), rel, data.to_vec()));
+        }
+        nodes
+    }
+
+    fn view_of(nodes: &[(String, String, Vec<u8>)]) -> ClusterView {
+        ClusterView::from_nodes(
+            nodes
+                .iter()
+                .map(|(d, r, v)| (d.as_str(), r.as_str(), v.as_slice())),
+        )
+    }
+
+    #[test]
+    fn a_registered_store_parses_into_typed_values() {
+        let view = view_of(&registered_store(7));
+        let store = view.get(id(7)).unwrap();
+        assert_eq!(store.mngt_ip, Field::Valid("10.0.0.7".parse().unwrap()));
+        assert_eq!(store.state, Field::Valid("OK".into()));
+        assert!(store.alive);
+        assert_eq!(store.ports, BTreeSet::from(["10.0.1.7".parse().unwrap()]));
+        assert_eq!(
+            store.rep_ports,
+            BTreeSet::from(["10.0.2.7".parse().unwrap()])
+        );
+        let tray = &store.trays[&U1.parse().unwrap()];
+        assert_eq!(tray.devname, Field::Valid("/dev/nvme1n1".into()));
+        assert_eq!(tray.capacity, Field::Valid(1000204886016));
+        assert_eq!(tray.object_size, Field::Valid(67108864));
+        assert_eq!(tray.free_size, Field::Valid(999000000000));
+        assert!(tray.online);
+        assert!(store.problems().is_empty());
+    }
+
+    #[test]
+    fn malformed_data_is_reported_per_field_and_spares_the_rest() {
+        let mut nodes = registered_store(3);
+        nodes.extend(registered_store(4));
+        for (dir, rel, data) in nodes.iter_mut() {
+            if dir == "3" && rel.ends_with("/capacity") {
+                *data = b"abc".to_vec();
+            }
+        }
+        nodes.push(("x1".into(), "".into(), vec![]));
+        nodes.push(("x1".into(), "mngt_ip".into(), b"10.9.9.9".to_vec()));
+        nodes.push(("3".into(), "surprise".into(), vec![]));
+        nodes.push(("3".into(), "trays/not-a-uuid".into(), vec![]));
+        nodes.push((
+            "3".into(),
+            "trays/not-a-uuid/capacity".into(),
+            b"1".to_vec(),
+        ));
+        let view = view_of(&nodes);
+
+        assert_eq!(view.malformed_dirs.keys().collect::<Vec<_>>(), ["x1"]);
+        assert!(view.get(id(4)).unwrap().problems().is_empty());
+        let bad = view.get(id(3)).unwrap();
+        assert!(bad.alive, "a bad tray does not hide the store's liveness");
+        assert_eq!(bad.mngt_ip, Field::Valid("10.0.0.7".parse().unwrap()));
+        let tray = &bad.trays[&U1.parse().unwrap()];
+        assert_eq!(
+            tray.capacity,
+            Field::Invalid(DataError::NotANumber {
+                value: "abc".into()
+            })
+        );
+        assert_eq!(tray.devname, Field::Valid("/dev/nvme1n1".into()));
+        let problems: Vec<(String, DataError)> = bad
+            .problems()
+            .into_iter()
+            .map(|p| (p.path, p.error))
+            .collect();
+        assert_eq!(
+            problems,
+            vec![
+                (
+                    format!("trays/{U1}/capacity"),
+                    DataError::NotANumber {
+                        value: "abc".into()
+                    }
+                ),
+                ("surprise".into(), DataError::UnexpectedNode),
+                (
+                    "trays/not-a-uuid".into(),
+                    DataError::BadTrayUuid {
+                        value: "not-a-uuid".into()
+                    }
+                ),
+                (
+                    "trays/not-a-uuid/capacity".into(),
+                    DataError::BadTrayUuid {
+                        value: "not-a-uuid".into()
+                    }
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn node_data_parsing() {
+        assert_eq!(parse_size(b"42"), Ok(42));
+        assert_eq!(
+            parse_size(b" 42\n\0"),
+            Ok(42),
+            "C writers may leave a terminator"
+        );
+        assert_eq!(
+            parse_size(b"-1"),
+            Err(DataError::NotANumber { value: "-1".into() })
+        );
+        assert_eq!(
+            parse_size(b"1e9"),
+            Err(DataError::NotANumber {
+                value: "1e9".into()
+            })
+        );
+        assert_eq!(parse_size(b""), Err(DataError::Empty));
+        assert_eq!(parse_size(b"\xff"), Err(DataError::NotText));
+        assert_eq!(parse_size(b"9223372036854775807"), Ok(i64::MAX as u64));
+        assert_eq!(
+            parse_size(b"9223372036854775808"),
+            Err(DataError::TooLarge {
+                value: 9223372036854775808
+            })
+        );
+        assert_eq!(
+            parse_size(b"99999999999999999999"),
+            Err(DataError::NotANumber {
+                value: "99999999999999999999".into()
+            })
+        );
+        assert_eq!(parse_ip("10.0.0.1"), Ok("10.0.0.1".parse().unwrap()));
+        assert_eq!(
+            parse_ip("010.0.0.1"),
+            Err(DataError::BadIp {
+                value: "010.0.0.1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn incremental_updates_follow_every_transition() {
+        let mut view = view_of(&registered_store(5));
+        let tray_online = format!("trays/{U1}/online");
+        assert_eq!(
+            view.apply("5", "alive", NodeUpdate::Deleted),
+            Touched::Store(id(5))
+        );
+        assert!(!view.get(id(5)).unwrap().alive);
+        assert_eq!(
+            view.apply("5", "alive", NodeUpdate::Deleted),
+            Touched::Nothing,
+            "idempotent"
+        );
+        assert_eq!(
+            view.apply("5", "alive", NodeUpdate::Present(b"")),
+            Touched::Store(id(5))
+        );
+        assert!(view.get(id(5)).unwrap().alive);
+
+        assert_eq!(
+            view.apply("5", &tray_online, NodeUpdate::Deleted),
+            Touched::Store(id(5))
+        );
+        assert_eq!(view.get(id(5)).unwrap().trays_online(), 0);
+        assert_eq!(
+            view.apply("5", &tray_online, NodeUpdate::Present(b"")),
+            Touched::Store(id(5))
+        );
+        assert_eq!(view.get(id(5)).unwrap().trays_online(), 1);
+
+        let free = format!("trays/{U1}/free_size");
+        assert_eq!(
+            view.apply("5", &free, NodeUpdate::Present(b"999000000000")),
+            Touched::Nothing
+        );
+        assert_eq!(
+            view.apply("5", &free, NodeUpdate::Present(b"5")),
+            Touched::Store(id(5))
+        );
+        assert_eq!(
+            view.get(id(5)).unwrap().trays[&U1.parse().unwrap()].free_size,
+            Field::Valid(5)
+        );
+
+        view.apply("5", &format!("trays/{U2}/online"), NodeUpdate::Present(b""));
+        assert_eq!(view.get(id(5)).unwrap().trays.len(), 2);
+        view.apply("5", "trays", NodeUpdate::Deleted);
+        assert!(view.get(id(5)).unwrap().trays.is_empty());
+
+        view.apply("5", "ports/10.0.1.7", NodeUpdate::Deleted);
+        assert!(view.get(id(5)).unwrap().ports.is_empty());
+
+        view.apply("5", "odd", NodeUpdate::Present(b""));
+        assert_eq!(
+            view.apply("5", "odd/child", NodeUpdate::Present(b"")),
+            Touched::Nothing,
+            "not listed by a reload"
+        );
+        assert_eq!(view.get(id(5)).unwrap().problems().len(), 1);
+        assert_eq!(
+            view.apply("5", "odd", NodeUpdate::Deleted),
+            Touched::Store(id(5))
+        );
+        assert!(
+            view.get(id(5)).unwrap().problems().is_empty(),
+            "a deleted subtree takes its problems along"
+        );
+
+        assert_eq!(
+            view.apply("5", "", NodeUpdate::Deleted),
+            Touched::Store(id(5))
+        );
+        assert!(view.stores.is_empty());
+    }
+
+    #[test]
+    fn malformed_dirs_come_and_go() {
+        let mut view = ClusterView::default();
+        assert_eq!(
+            view.apply("x1", "", NodeUpdate::Present(b"")),
+            Touched::MalformedDir
+        );
+        assert_eq!(
+            view.apply("x1", "alive", NodeUpdate::Present(b"")),
+            Touched::Nothing
+        );
+        assert_eq!(
+            view.apply("x1", "", NodeUpdate::Deleted),
+            Touched::MalformedDir
+        );
+        assert!(view.malformed_dirs.is_empty());
+    }
+
+    #[test]
+    fn replace_keeps_unchanged_stores_shared_and_lists_the_rest() {
+        let mut nodes = registered_store(1);
+        nodes.extend(registered_store(2));
+        nodes.extend(registered_store(3));
+        let mut view = view_of(&nodes);
+        let before = view.clone();
+
+        let mut fresh_nodes: Vec<_> = nodes
+            .into_iter()
+            .filter(|(d, r, _)| !(d == "2" && r == "alive"))
+            .collect();
+        fresh_nodes.retain(|(d, _, _)| d != "3");
+        fresh_nodes.extend(registered_store(4));
+        let (changed, malformed_changed) = view.replace_with(view_of(&fresh_nodes));
+
+        assert_eq!(changed, vec![id(2), id(3), id(4)]);
+        assert!(!malformed_changed);
+        assert!(Arc::ptr_eq(&view.stores[&id(1)], &before.stores[&id(1)]));
+        assert_eq!(view.changed_since(&before), vec![id(2), id(3), id(4)]);
+        assert_eq!(view.changed_since(&view.clone()), Vec::<StoreId>::new());
+    }
+}
