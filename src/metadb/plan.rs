@@ -12,7 +12,9 @@
 //!   be read keep their DB value; a new row is inserted once device, capacity and object size
 //!   are all known.
 //! - t_port: exactly the `ports` (purpose 0) and `rep_ports` (purpose 1) of every store in the
-//!   view with a row, status `OK`. Ports of stores no longer in ZooKeeper are left alone.
+//!   view with a row, status `OK`; any other row is deleted. (Nothing references t_port, and a
+//!   store's tree is deleted node by node, so "keep the ports of a vanished store" would depend
+//!   on how the deletions happened to be batched.)
 //! - Nothing to change, nothing planned: an empty plan means zero writes.
 //!
 //! Anything that had to be resolved or skipped is a [`Note`], for the logs.
@@ -396,13 +398,11 @@ fn plan_ports(
     plan: &mut Plan,
 ) {
     let mut wants: BTreeMap<PortKey, i64> = BTreeMap::new();
-    let mut authoritative: BTreeSet<i64> = BTreeSet::new();
     for store in view.stores.values() {
         let store_id = row_id(store.id);
         if !finals.contains_key(&store_id) {
             continue;
         }
-        authoritative.insert(store_id);
         let ports = store.ports.iter().map(|ip| (ip, PURPOSE_DATA));
         let rep_ports = store.rep_ports.iter().map(|ip| (ip, PURPOSE_REPLICATION));
         for (ip, purpose) in ports.chain(rep_ports) {
@@ -428,12 +428,7 @@ fn plan_ports(
             }
         }
     }
-    for (key, have) in &rows.ports {
-        let owned_by_visible_store = have.store_id.is_some_and(|id| authoritative.contains(&id));
-        if !wants.contains_key(key) && owned_by_visible_store {
-            plan.port_deletes.push(key.clone());
-        }
-    }
+    plan.port_deletes.extend(rows.ports.keys().filter(|key| !wants.contains_key(*key)).cloned());
     for (key, store_id) in wants {
         let want = PortRow {
             store_id: Some(store_id),
@@ -570,12 +565,8 @@ mod tests {
                 .values()
                 .all(|t| t.status == "OFFLINE" && t.store_id == 1)
         );
-        assert_eq!(
-            after.ports, rows.ports,
-            "ports of a store ZooKeeper no longer shows are left alone"
-        );
-        assert!(plan.port_deletes.is_empty());
-        assert_eq!(after.counts(), rows.counts(), "nothing is ever deleted");
+        assert_eq!((after.stores.len(), after.trays.len()), (2, 2), "stores and trays are never deleted");
+        assert_eq!(plan.port_deletes, vec![port_key("10.9.0.1", 0)], "ports follow ZooKeeper exactly");
     }
 
     #[test]
@@ -958,6 +949,16 @@ mod tests {
                         None => prop_assert_eq!(&tray.status, "OFFLINE"),
                         Some(&owner) => prop_assert_eq!(tray.store_id, owner),
                     }
+                }
+                // Every port row is one a store with a row lists (t_port equals ZooKeeper).
+                for (key, port) in &after.ports {
+                    let ip: std::net::IpAddr = key.ip_addr.parse().unwrap();
+                    let owner = port.store_id.and_then(|id| u32::try_from(id).ok()).and_then(|n| StoreId::new(n).ok()).and_then(|sid| v.get(sid));
+                    let listed = owner.is_some_and(|s| {
+                        after.stores.contains_key(&i64::from(s.id.get()))
+                            && if key.purpose == 0 { s.ports.contains(&ip) } else { s.rep_ports.contains(&ip) }
+                    });
+                    prop_assert!(listed, "port row {key} {port:?} is not in ZooKeeper");
                 }
                 for store in v.stores.values() {
                     let id = i64::from(store.id.get());

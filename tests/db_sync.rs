@@ -1,0 +1,407 @@
+//! Scenarios of the ZooKeeper → metadata DB sync, each on SQLite and on MariaDB, against a real
+//! ZooKeeper and simulated `pfs` stores. Every scenario asserts what the tables contain.
+//!
+//! The first group are the Java conductor's known failures (design.md §4 and the issue): each
+//! one is a passing test here.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{delete_tree, Backend, PATIENCE, Running, TestDb, spec, unique_cluster};
+use testkit::pfs::PfsSim;
+use testkit::zookeeper::ZooKeeper;
+use zookeeper_client as zk;
+
+/// A period long enough that only the event path can explain a change seen in a test.
+const NO_RESYNC: Duration = Duration::from_secs(3600);
+/// A period short enough that drift repair shows within a test.
+const FAST_RESYNC: Duration = Duration::from_millis(500);
+
+/// Generates `sqlite::<name>` and `mariadb::<name>` tests from one scenario function.
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    testkit::init_test_logging();
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod mariadb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    testkit::init_test_logging();
+                    super::$name(super::Backend::MariaDb).await
+                }
+            )*
+        }
+    };
+}
+
+scenarios!(
+    new_store_gets_exactly_the_conductors_rows,
+    crash_goes_offline_and_restart_comes_back,
+    hang_and_session_expiry_go_offline,
+    tray_transitions_are_all_followed,
+    rapid_flaps_end_in_the_right_state,
+    wiped_tables_are_rebuilt_without_restarting_anything,
+    dropped_tables_are_recreated,
+    edited_rows_are_repaired,
+    zookeeper_restart_keeps_tracking,
+    malformed_store_next_to_good_ones,
+    store_created_atomically_is_synced,
+    nothing_changed_means_nothing_written,
+    vanished_store_is_marked_offline_not_deleted,
+    mngt_ip_taken_over_does_not_wedge_the_sync,
+    db_outage_converges_when_it_returns,
+);
+
+fn zk() -> String {
+    ZooKeeper::shared().connect_string()
+}
+
+async fn new_store_gets_exactly_the_conductors_rows(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("new-store");
+    let mut sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    sync.wait_synced().await;
+    let store = PfsSim::start(spec(&zk(), &cluster, 7)).await.unwrap();
+    let s = store.spec().clone();
+    wait_for!(db, "store 7 rows", |stores, trays, ports| stores.len() == 1 && trays.len() == 2 && ports.len() == 2);
+    assert_eq!(db.stores().await, vec![(7, s.mngt_ip.clone(), "OK".to_owned())]);
+    let expected_trays: Vec<_> = s
+        .trays
+        .iter()
+        .map(|t| (t.uuid.clone(), t.device.clone(), "OK".to_owned(), t.capacity as i64, t.object_size as i64, 7))
+        .collect();
+    assert_eq!(db.trays().await, expected_trays);
+    assert_eq!(
+        db.ports().await,
+        vec![(s.ports[0].clone(), 0, Some(7), "OK".to_owned()), (s.rep_ports[0].clone(), 1, Some(7), "OK".to_owned())]
+    );
+    // name, sn and model stay NULL, as the conductor leaves them.
+    let nulls: Vec<(Option<String>, Option<String>, Option<String>)> =
+        db.query("select name, sn, model from t_store").await;
+    assert_eq!(nulls, vec![(None, None, None)]);
+    sync.stop().await;
+}
+
+async fn crash_goes_offline_and_restart_comes_back(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("crash");
+    let mut store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    let _other = PfsSim::start(spec(&zk(), &cluster, 2)).await.unwrap();
+    let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    wait_for!(db, "both OK", |stores, _t, _p| stores.iter().filter(|s| s.2 == "OK").count() == 2);
+
+    store.crash().await;
+    wait_for!(db, "store 1 OFFLINE", |stores, trays, _p| stores[0].2 == "OFFLINE"
+        && trays.iter().filter(|t| t.5 == 1).all(|t| t.2 == "OFFLINE"));
+    assert_eq!(db.stores().await[1].2, "OK", "the other store is untouched");
+
+    store.restart().await.unwrap();
+    wait_for!(db, "store 1 OK again", |stores, trays, _p| stores[0].2 == "OK" && trays.iter().all(|t| t.2 == "OK"));
+    sync.stop().await;
+}
+
+async fn hang_and_session_expiry_go_offline(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("hang");
+    let mut store = PfsSim::start(spec(&zk(), &cluster, 3)).await.unwrap();
+    let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    wait_for!(db, "OK", |stores, _t, _p| stores.len() == 1 && stores[0].2 == "OK");
+    store.lose_session().await;
+    wait_for!(db, "OFFLINE after expiry", |stores, _t, _p| stores[0].2 == "OFFLINE");
+    // Still running, never re-registering: the row stays OFFLINE until someone restarts it.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(db.store_status(3).await.as_deref(), Some("OFFLINE"));
+    store.restart().await.unwrap();
+    wait_for!(db, "OK after the restart", |stores, _t, _p| stores[0].2 == "OK");
+    sync.stop().await;
+}
+
+async fn tray_transitions_are_all_followed(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("tray");
+    let store = PfsSim::start(spec(&zk(), &cluster, 4)).await.unwrap();
+    let uuid = store.spec().trays[1].uuid.clone();
+    let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    wait_for!(db, "trays OK", |_s, trays, _p| trays.len() == 2 && trays.iter().all(|t| t.2 == "OK"));
+    for round in 0..4 {
+        store.tray_offline(1).await.unwrap();
+        wait_for!(db, "tray OFFLINE", |stores, trays, _p| trays.iter().any(|t| t.0 == uuid && t.2 == "OFFLINE")
+            && stores[0].2 == "OK");
+        store.tray_online(1).await.unwrap();
+        wait_for!(db, "tray OK", |_s, trays, _p| trays.iter().all(|t| t.2 == "OK"));
+        tracing::info!(round, "tray transition round done");
+    }
+    sync.stop().await;
+}
+
+async fn rapid_flaps_end_in_the_right_state(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("flap");
+    let mut store = PfsSim::start(spec(&zk(), &cluster, 5)).await.unwrap();
+    let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    wait_for!(db, "OK", |stores, _t, _p| stores.len() == 1 && stores[0].2 == "OK");
+    for _ in 0..20 {
+        store.crash().await;
+        store.restart().await.unwrap();
+    }
+    wait_for!(db, "OK after 20 flaps ending alive", |stores, trays, _p| stores[0].2 == "OK"
+        && trays.iter().all(|t| t.2 == "OK"));
+    // And it stays OK (no late event undoes it).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(db.store_status(5).await.as_deref(), Some("OK"));
+
+    for _ in 0..20 {
+        store.restart().await.unwrap();
+        store.crash().await;
+    }
+    wait_for!(db, "OFFLINE after 20 flaps ending dead", |stores, _t, _p| stores[0].2 == "OFFLINE");
+    sync.stop().await;
+}
+
+async fn wiped_tables_are_rebuilt_without_restarting_anything(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("wipe");
+    let mut stores = Vec::new();
+    for id in 1..=3 {
+        stores.push(PfsSim::start(spec(&zk(), &cluster, id)).await.unwrap());
+    }
+    stores[2].crash().await;
+    let sync = Running::start(&zk(), &cluster, &db.url, FAST_RESYNC);
+    wait_for!(db, "initial sync", |s, t, p| s.len() == 3 && t.len() == 6 && p.len() == 6);
+    let before = (db.stores().await, db.trays().await, db.ports().await);
+    db.execute("delete from t_port").await;
+    db.execute("delete from t_tray").await;
+    db.execute("delete from t_store").await;
+    wait_for!(db, "rebuilt", |s, t, p| s.len() == 3 && t.len() == 6 && p.len() == 6);
+    assert_eq!((db.stores().await, db.trays().await, db.ports().await), before);
+    sync.stop().await;
+}
+
+async fn dropped_tables_are_recreated(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("drop");
+    let _store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    let sync = Running::start(&zk(), &cluster, &db.url, FAST_RESYNC);
+    wait_for!(db, "initial sync", |s, t, p| s.len() == 1 && t.len() == 2 && p.len() == 2);
+    db.execute("drop table t_port").await;
+    db.execute("drop table t_tray").await;
+    wait_for!(db, "recreated", |s, t, p| s.len() == 1 && t.len() == 2 && p.len() == 2);
+    sync.stop().await;
+}
+
+async fn edited_rows_are_repaired(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("edit");
+    let _store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    let sync = Running::start(&zk(), &cluster, &db.url, FAST_RESYNC);
+    wait_for!(db, "initial sync", |s, t, p| s.len() == 1 && t.len() == 2 && p.len() == 2);
+    let before = (db.stores().await, db.trays().await, db.ports().await);
+    // What a confused second writer (the conductor's flapping bug) might leave behind.
+    db.execute("update t_store set status = 'OFFLINE'").await;
+    db.execute("update t_tray set status = 'OFFLINE', raw_capacity = 1").await;
+    db.execute("update t_port set store_id = 99").await;
+    db.execute("insert into t_port (ip_addr, store_id, purpose, status) values ('10.99.0.1', 1, 0, 'OK')").await;
+    wait_for!(db, "repaired", |s, t, p| (s.clone(), t.clone(), p.clone()) == before);
+    sync.stop().await;
+}
+
+async fn zookeeper_restart_keeps_tracking(backend: Backend) {
+    let zk = ZooKeeper::start();
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("zk-restart");
+    let mut store = PfsSim::start(spec(&zk.connect_string(), &cluster, 1)).await.unwrap();
+    let sync = Running::start(&zk.connect_string(), &cluster, &db.url, NO_RESYNC);
+    wait_for!(db, "OK", |stores, _t, _p| stores.len() == 1 && stores[0].2 == "OK");
+
+    zk.stop();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    zk.start_again();
+    // The store's session died with the outage and (as pfs) it does not re-register.
+    wait_for!(db, "OFFLINE once ZooKeeper is back", |stores, _t, _p| stores[0].2 == "OFFLINE");
+    store.restart().await.unwrap();
+    wait_for!(db, "OK after the store restarts", |stores, _t, _p| stores[0].2 == "OK");
+    let _second = PfsSim::start(spec(&zk.connect_string(), &cluster, 2)).await.unwrap();
+    wait_for!(db, "a new store after the outage", |stores, _t, _p| stores.len() == 2 && stores[1].2 == "OK");
+    store.crash().await;
+    wait_for!(db, "and the next crash", |stores, _t, _p| stores[0].2 == "OFFLINE");
+    sync.stop().await;
+}
+
+async fn malformed_store_next_to_good_ones(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("malformed");
+    let good = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    let bad = PfsSim::start(spec(&zk(), &cluster, 2)).await.unwrap();
+    let client = zk::Client::connect(&zk()).await.unwrap();
+    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let x1 = format!("/pureflash/{cluster}/stores/x1");
+    client.create(&x1, b"", &persistent).await.unwrap();
+    client.create(&format!("{x1}/mngt_ip"), b"10.66.0.1", &persistent).await.unwrap();
+    let bad_tray = &bad.spec().trays[0];
+    let capacity = format!("{}/trays/{}/capacity", bad.spec().store_path(), bad_tray.uuid);
+    client.set_data(&capacity, b"abc", None).await.unwrap();
+
+    let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    wait_for!(db, "good data synced", |stores, trays, ports| stores.len() == 2 && trays.len() == 3 && ports.len() == 4);
+    assert!(db.trays().await.iter().all(|t| t.0 != bad_tray.uuid), "no row from a tray without a capacity");
+    // Later changes of the malformed store are still followed.
+    let mut bad = bad;
+    bad.crash().await;
+    wait_for!(db, "bad store OFFLINE", |stores, _t, _p| stores[1].2 == "OFFLINE" && stores[0].2 == "OK");
+    client.set_data(&capacity, b"1000204886016", None).await.unwrap();
+    wait_for!(db, "fixed tray inserted", |_s, trays, _p| trays.len() == 4);
+    drop(good);
+    sync.stop().await;
+}
+
+async fn store_created_atomically_is_synced(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("atomic");
+    let mut sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    sync.wait_synced().await;
+    let _store = PfsSim::start_atomically(spec(&zk(), &cluster, 11)).await.unwrap();
+    wait_for!(db, "atomic store", |stores, trays, ports| stores.len() == 1
+        && stores[0].2 == "OK"
+        && trays.len() == 2
+        && trays.iter().all(|t| t.2 == "OK")
+        && ports.len() == 2);
+    sync.stop().await;
+}
+
+async fn nothing_changed_means_nothing_written(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("quiet");
+    let _stores: Vec<PfsSim> = futures::future::try_join_all((1..=5).map(|id| PfsSim::start(spec(&zk(), &cluster, id))))
+        .await
+        .unwrap();
+    let mut sync = Running::start(&zk(), &cluster, &db.url, Duration::from_millis(200));
+    wait_for!(db, "initial sync", |s, t, p| s.len() == 5 && t.len() == 10 && p.len() == 10);
+    sync.wait_synced().await;
+    db.audit_writes().await;
+    let passes_before = sync.status.borrow().last_success;
+    // Several full resync periods of ZooKeeper and the DB.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(sync.status.borrow().last_success > passes_before, "the periodic pass must have run");
+    assert_eq!(db.audited_writes().await, 0, "rows written although nothing changed");
+    sync.stop().await;
+}
+
+async fn vanished_store_is_marked_offline_not_deleted(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("vanish");
+    let mut store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    wait_for!(db, "OK", |s, t, p| s.len() == 1 && t.len() == 2 && p.len() == 2 && s[0].2 == "OK");
+    store.crash().await;
+    let client = zk::Client::connect(&zk()).await.unwrap();
+    delete_tree(&client, &store.spec().store_path()).await;
+    // Stores and trays are referenced by volumes and replicas: kept, OFFLINE. Ports follow
+    // ZooKeeper exactly.
+    wait_for!(db, "kept, OFFLINE", |s, t, p| s.len() == 1
+        && s[0].2 == "OFFLINE"
+        && t.len() == 2
+        && t.iter().all(|t| t.2 == "OFFLINE")
+        && p.is_empty());
+    sync.stop().await;
+}
+
+async fn mngt_ip_taken_over_does_not_wedge_the_sync(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("ip-move");
+    let mut old = PfsSim::start(spec(&zk(), &cluster, 1).with_mngt_ip("10.77.0.1")).await.unwrap();
+    let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    wait_for!(db, "store 1", |s, _t, _p| s.len() == 1);
+    // Store 1's host is redeployed as store 2 with the same address; store 1's tree goes.
+    old.crash().await;
+    let client = zk::Client::connect(&zk()).await.unwrap();
+    delete_tree(&client, &old.spec().store_path()).await;
+    let mut new = PfsSim::start(spec(&zk(), &cluster, 2).with_mngt_ip("10.77.0.1")).await.unwrap();
+    wait_for!(db, "store 2 owns the address", |s, _t, _p| s
+        == vec![(1, "vacated:1".to_owned(), "OFFLINE".to_owned()), (2, "10.77.0.1".to_owned(), "OK".to_owned())]);
+    // And the sync keeps going.
+    new.crash().await;
+    wait_for!(db, "store 2 OFFLINE", |s, _t, _p| s[1].2 == "OFFLINE");
+    sync.stop().await;
+}
+
+async fn db_outage_converges_when_it_returns(backend: Backend) {
+    let cluster = unique_cluster("db-outage");
+    let mut store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    match backend {
+        Backend::MariaDb => {
+            // A private server, so stopping it does not disturb other tests.
+            let server = testkit::mariadb::MariaDb::start();
+            server.admin_sql("create database pf");
+            let db = TestDb::mysql(server.url("pf"));
+            let mut sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+            wait_for!(db, "OK", |s, _t, _p| s.len() == 1 && s[0].2 == "OK");
+            server.stop();
+            store.crash().await;
+            let errors_before = sync.status.borrow().errors;
+            assert!(
+                testkit::eventually(PATIENCE, async || sync.status.borrow().errors > errors_before).await,
+                "the outage must be noticed"
+            );
+            let _second = PfsSim::start(spec(&zk(), &cluster, 2)).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            server.start_again();
+            wait_for!(db, "converged after the outage", |s, t, _p| s.len() == 2
+                && s[0].2 == "OFFLINE"
+                && s[1].2 == "OK"
+                && t.len() == 4);
+            sync.wait_synced().await;
+            assert!(sync.status.borrow().last_error.is_none());
+            sync.stop().await;
+        }
+        Backend::Sqlite => {
+            // SQLite's outage: another process holds an exclusive lock.
+            let db = TestDb::new(backend).await;
+            let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+            wait_for!(db, "OK", |s, _t, _p| s.len() == 1 && s[0].2 == "OK");
+            let path = db.url.trim_start_matches("sqlite://").to_owned();
+            let mut locker = std::process::Command::new("python3")
+                .arg("-c")
+                .arg("import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('begin exclusive'); print('locked', flush=True); time.sleep(8)")
+                .arg(&path)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(locker.stdout.as_mut().unwrap()), &mut line).unwrap();
+            assert_eq!(line.trim(), "locked");
+            store.crash().await;
+            let errors_before = sync.status.borrow().errors;
+            assert!(
+                testkit::eventually(PATIENCE, async || sync.status.borrow().errors > errors_before).await,
+                "the locked DB must be noticed"
+            );
+            locker.wait().unwrap();
+            wait_for!(db, "OFFLINE once the lock is gone", |s, _t, _p| s[0].2 == "OFFLINE");
+            sync.stop().await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_waits_for_an_unreachable_db_at_start() {
+    testkit::init_test_logging();
+    let cluster = unique_cluster("db-late");
+    let _store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    let server = testkit::mariadb::MariaDb::start();
+    server.admin_sql("create database pf");
+    server.stop();
+    let db = TestDb::mysql(server.url("pf"));
+    let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    assert!(testkit::eventually(PATIENCE, async || sync.status.borrow().errors > 0).await);
+    server.start_again();
+    wait_for!(db, "synced once the DB is up", |s, t, p| s.len() == 1 && t.len() == 2 && p.len() == 2);
+    sync.stop().await;
+}

@@ -1,0 +1,107 @@
+//! A real ZooKeeper server (Debian's `zookeeper` package) for tests.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::process::{ServerProcess, clean_up_at_exit, require};
+
+/// Ticks of 200 ms make session timeouts range from 400 ms to 4 s, so expiry tests are quick.
+const TICK_MS: u32 = 200;
+
+/// A standalone ZooKeeper on 127.0.0.1, in its own temporary data directory.
+#[derive(Debug)]
+pub struct ZooKeeper {
+    dir: TempDir,
+    port: u16,
+    process: Mutex<Option<ServerProcess>>,
+}
+
+impl ZooKeeper {
+    /// Starts a server and waits until it answers `ruok`.
+    pub fn start() -> ZooKeeper {
+        let dir = tempfile::Builder::new().prefix("pf-test-zk-").tempdir().expect("temp dir");
+        let port = crate::free_port();
+        let config = format!(
+            "tickTime={TICK_MS}\nminSessionTimeout={}\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
+             4lw.commands.whitelist=*\nadmin.enableServer=false\nmaxClientCnxns=0\n",
+            2 * TICK_MS,
+            dir.path().join("data").display(),
+        );
+        std::fs::write(dir.path().join("zoo.cfg"), config).expect("write zoo.cfg");
+        let zk = ZooKeeper { dir, port, process: Mutex::new(None) };
+        zk.start_again();
+        zk
+    }
+
+    /// One server per test binary, for tests that do not stop it (use a unique cluster name).
+    pub fn shared() -> &'static ZooKeeper {
+        static SHARED: OnceLock<ZooKeeper> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let zk = ZooKeeper::start();
+            let pid = zk.process.lock().unwrap().as_ref().and_then(ServerProcess::pid).expect("running");
+            clean_up_at_exit(pid, zk.dir.path().to_owned());
+            zk
+        })
+    }
+
+    /// `127.0.0.1:<port>`
+    pub fn connect_string(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server (SIGKILL). Its data stays; [`Self::start_again`] brings it back.
+    pub fn stop(&self) {
+        if let Some(process) = self.process.lock().unwrap().take() {
+            process.kill();
+        }
+    }
+
+    /// (Re)starts the server on the same port and data directory and waits until it serves.
+    pub fn start_again(&self) {
+        let mut slot = self.process.lock().unwrap();
+        if slot.as_ref().is_some_and(ServerProcess::is_running) {
+            return;
+        }
+        let java = require("java", "default-jre-headless");
+        let jar = PathBuf::from("/usr/share/java/zookeeper.jar");
+        assert!(jar.exists(), "{} not found: install Debian's zookeeper package (tools/install-deps does it)", jar.display());
+        let mut command = Command::new(java);
+        command
+            .arg("-Xmx256m")
+            .arg("-XX:+UseSerialGC")
+            .arg("-XX:TieredStopAtLevel=1")
+            .arg("-cp")
+            .arg("/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar")
+            .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
+            .arg(self.dir.path().join("zoo.cfg"));
+        let process = ServerProcess::spawn(command, &self.dir.path().join("zookeeper.log"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.answers_ruok() {
+            assert!(process.is_running(), "ZooKeeper exited; see {}", self.dir.path().join("zookeeper.log").display());
+            assert!(Instant::now() < deadline, "ZooKeeper did not start within 60 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        *slot = Some(process);
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.process.lock().unwrap().as_ref().is_some_and(ServerProcess::is_running)
+    }
+
+    fn answers_ruok(&self) -> bool {
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut reply = String::new();
+        stream.write_all(b"ruok").is_ok() && stream.read_to_string(&mut reply).is_ok() && reply == "imok"
+    }
+}
