@@ -69,11 +69,12 @@ pub struct SyncArgs {
 /// Logging.
 #[derive(Clone, Debug, Args)]
 pub struct LogArgs {
-    /// Log filter, `tracing` syntax (`info`, `pureflash_operator=debug,info`).
+    /// Log filter, `tracing` syntax (`info`, `pureflash_operator=debug,info`). The ZooKeeper
+    /// client's own messages are quiet unless asked for (`zookeeper_client=info`).
     #[arg(
         long = "log",
         env = "PUREFLASH_LOG",
-        default_value = "info",
+        default_value = "info,zookeeper_client=warn",
         global = true
     )]
     pub filter: String,

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{delete_tree, Backend, PATIENCE, Running, TestDb, spec, unique_cluster};
+use support::{Backend, PATIENCE, Running, TestDb, delete_tree, spec, unique_cluster};
 use testkit::pfs::PfsSim;
 use testkit::zookeeper::ZooKeeper;
 use zookeeper_client as zk;
@@ -71,17 +71,34 @@ async fn new_store_gets_exactly_the_conductors_rows(backend: Backend) {
     sync.wait_synced().await;
     let store = PfsSim::start(spec(&zk(), &cluster, 7)).await.unwrap();
     let s = store.spec().clone();
-    wait_for!(db, "store 7 rows", |stores, trays, ports| stores.len() == 1 && trays.len() == 2 && ports.len() == 2);
-    assert_eq!(db.stores().await, vec![(7, s.mngt_ip.clone(), "OK".to_owned())]);
+    wait_for!(db, "store 7 rows", |stores, trays, ports| stores.len() == 1
+        && trays.len() == 2
+        && ports.len() == 2);
+    assert_eq!(
+        db.stores().await,
+        vec![(7, s.mngt_ip.clone(), "OK".to_owned())]
+    );
     let expected_trays: Vec<_> = s
         .trays
         .iter()
-        .map(|t| (t.uuid.clone(), t.device.clone(), "OK".to_owned(), t.capacity as i64, t.object_size as i64, 7))
+        .map(|t| {
+            (
+                t.uuid.clone(),
+                t.device.clone(),
+                "OK".to_owned(),
+                t.capacity as i64,
+                t.object_size as i64,
+                7,
+            )
+        })
         .collect();
     assert_eq!(db.trays().await, expected_trays);
     assert_eq!(
         db.ports().await,
-        vec![(s.ports[0].clone(), 0, Some(7), "OK".to_owned()), (s.rep_ports[0].clone(), 1, Some(7), "OK".to_owned())]
+        vec![
+            (s.ports[0].clone(), 0, Some(7), "OK".to_owned()),
+            (s.rep_ports[0].clone(), 1, Some(7), "OK".to_owned())
+        ]
     );
     // name, sn and model stay NULL, as the conductor leaves them.
     let nulls: Vec<(Option<String>, Option<String>, Option<String>)> =
@@ -96,15 +113,22 @@ async fn crash_goes_offline_and_restart_comes_back(backend: Backend) {
     let mut store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
     let _other = PfsSim::start(spec(&zk(), &cluster, 2)).await.unwrap();
     let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
-    wait_for!(db, "both OK", |stores, _t, _p| stores.iter().filter(|s| s.2 == "OK").count() == 2);
+    wait_for!(db, "both OK", |stores, _t, _p| stores
+        .iter()
+        .filter(|s| s.2 == "OK")
+        .count()
+        == 2);
 
     store.crash().await;
-    wait_for!(db, "store 1 OFFLINE", |stores, trays, _p| stores[0].2 == "OFFLINE"
+    wait_for!(db, "store 1 OFFLINE", |stores, trays, _p| stores[0].2
+        == "OFFLINE"
         && trays.iter().filter(|t| t.5 == 1).all(|t| t.2 == "OFFLINE"));
     assert_eq!(db.stores().await[1].2, "OK", "the other store is untouched");
 
     store.restart().await.unwrap();
-    wait_for!(db, "store 1 OK again", |stores, trays, _p| stores[0].2 == "OK" && trays.iter().all(|t| t.2 == "OK"));
+    wait_for!(db, "store 1 OK again", |stores, trays, _p| stores[0].2
+        == "OK"
+        && trays.iter().all(|t| t.2 == "OK"));
     sync.stop().await;
 }
 
@@ -113,14 +137,17 @@ async fn hang_and_session_expiry_go_offline(backend: Backend) {
     let cluster = unique_cluster("hang");
     let mut store = PfsSim::start(spec(&zk(), &cluster, 3)).await.unwrap();
     let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
-    wait_for!(db, "OK", |stores, _t, _p| stores.len() == 1 && stores[0].2 == "OK");
+    wait_for!(db, "OK", |stores, _t, _p| stores.len() == 1
+        && stores[0].2 == "OK");
     store.lose_session().await;
-    wait_for!(db, "OFFLINE after expiry", |stores, _t, _p| stores[0].2 == "OFFLINE");
+    wait_for!(db, "OFFLINE after expiry", |stores, _t, _p| stores[0].2
+        == "OFFLINE");
     // Still running, never re-registering: the row stays OFFLINE until someone restarts it.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(db.store_status(3).await.as_deref(), Some("OFFLINE"));
     store.restart().await.unwrap();
-    wait_for!(db, "OK after the restart", |stores, _t, _p| stores[0].2 == "OK");
+    wait_for!(db, "OK after the restart", |stores, _t, _p| stores[0].2
+        == "OK");
     sync.stop().await;
 }
 
@@ -130,13 +157,18 @@ async fn tray_transitions_are_all_followed(backend: Backend) {
     let store = PfsSim::start(spec(&zk(), &cluster, 4)).await.unwrap();
     let uuid = store.spec().trays[1].uuid.clone();
     let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
-    wait_for!(db, "trays OK", |_s, trays, _p| trays.len() == 2 && trays.iter().all(|t| t.2 == "OK"));
+    wait_for!(db, "trays OK", |_s, trays, _p| trays.len() == 2
+        && trays.iter().all(|t| t.2 == "OK"));
     for round in 0..4 {
         store.tray_offline(1).await.unwrap();
-        wait_for!(db, "tray OFFLINE", |stores, trays, _p| trays.iter().any(|t| t.0 == uuid && t.2 == "OFFLINE")
+        wait_for!(db, "tray OFFLINE", |stores, trays, _p| trays
+            .iter()
+            .any(|t| t.0 == uuid && t.2 == "OFFLINE")
             && stores[0].2 == "OK");
         store.tray_online(1).await.unwrap();
-        wait_for!(db, "tray OK", |_s, trays, _p| trays.iter().all(|t| t.2 == "OK"));
+        wait_for!(db, "tray OK", |_s, trays, _p| trays
+            .iter()
+            .all(|t| t.2 == "OK"));
         tracing::info!(round, "tray transition round done");
     }
     sync.stop().await;
@@ -147,13 +179,17 @@ async fn rapid_flaps_end_in_the_right_state(backend: Backend) {
     let cluster = unique_cluster("flap");
     let mut store = PfsSim::start(spec(&zk(), &cluster, 5)).await.unwrap();
     let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
-    wait_for!(db, "OK", |stores, _t, _p| stores.len() == 1 && stores[0].2 == "OK");
+    wait_for!(db, "OK", |stores, _t, _p| stores.len() == 1
+        && stores[0].2 == "OK");
     for _ in 0..20 {
         store.crash().await;
         store.restart().await.unwrap();
     }
-    wait_for!(db, "OK after 20 flaps ending alive", |stores, trays, _p| stores[0].2 == "OK"
-        && trays.iter().all(|t| t.2 == "OK"));
+    wait_for!(
+        db,
+        "OK after 20 flaps ending alive",
+        |stores, trays, _p| stores[0].2 == "OK" && trays.iter().all(|t| t.2 == "OK")
+    );
     // And it stays OK (no late event undoes it).
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(db.store_status(5).await.as_deref(), Some("OK"));
@@ -162,7 +198,11 @@ async fn rapid_flaps_end_in_the_right_state(backend: Backend) {
         store.restart().await.unwrap();
         store.crash().await;
     }
-    wait_for!(db, "OFFLINE after 20 flaps ending dead", |stores, _t, _p| stores[0].2 == "OFFLINE");
+    wait_for!(
+        db,
+        "OFFLINE after 20 flaps ending dead",
+        |stores, _t, _p| stores[0].2 == "OFFLINE"
+    );
     sync.stop().await;
 }
 
@@ -175,13 +215,20 @@ async fn wiped_tables_are_rebuilt_without_restarting_anything(backend: Backend) 
     }
     stores[2].crash().await;
     let sync = Running::start(&zk(), &cluster, &db.url, FAST_RESYNC);
-    wait_for!(db, "initial sync", |s, t, p| s.len() == 3 && t.len() == 6 && p.len() == 6);
+    wait_for!(db, "initial sync", |s, t, p| s.len() == 3
+        && t.len() == 6
+        && p.len() == 6);
     let before = (db.stores().await, db.trays().await, db.ports().await);
     db.execute("delete from t_port").await;
     db.execute("delete from t_tray").await;
     db.execute("delete from t_store").await;
-    wait_for!(db, "rebuilt", |s, t, p| s.len() == 3 && t.len() == 6 && p.len() == 6);
-    assert_eq!((db.stores().await, db.trays().await, db.ports().await), before);
+    wait_for!(db, "rebuilt", |s, t, p| s.len() == 3
+        && t.len() == 6
+        && p.len() == 6);
+    assert_eq!(
+        (db.stores().await, db.trays().await, db.ports().await),
+        before
+    );
     sync.stop().await;
 }
 
@@ -190,10 +237,14 @@ async fn dropped_tables_are_recreated(backend: Backend) {
     let cluster = unique_cluster("drop");
     let _store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
     let sync = Running::start(&zk(), &cluster, &db.url, FAST_RESYNC);
-    wait_for!(db, "initial sync", |s, t, p| s.len() == 1 && t.len() == 2 && p.len() == 2);
+    wait_for!(db, "initial sync", |s, t, p| s.len() == 1
+        && t.len() == 2
+        && p.len() == 2);
     db.execute("drop table t_port").await;
     db.execute("drop table t_tray").await;
-    wait_for!(db, "recreated", |s, t, p| s.len() == 1 && t.len() == 2 && p.len() == 2);
+    wait_for!(db, "recreated", |s, t, p| s.len() == 1
+        && t.len() == 2
+        && p.len() == 2);
     sync.stop().await;
 }
 
@@ -202,14 +253,21 @@ async fn edited_rows_are_repaired(backend: Backend) {
     let cluster = unique_cluster("edit");
     let _store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
     let sync = Running::start(&zk(), &cluster, &db.url, FAST_RESYNC);
-    wait_for!(db, "initial sync", |s, t, p| s.len() == 1 && t.len() == 2 && p.len() == 2);
+    wait_for!(db, "initial sync", |s, t, p| s.len() == 1
+        && t.len() == 2
+        && p.len() == 2);
     let before = (db.stores().await, db.trays().await, db.ports().await);
     // What a confused second writer (the conductor's flapping bug) might leave behind.
     db.execute("update t_store set status = 'OFFLINE'").await;
-    db.execute("update t_tray set status = 'OFFLINE', raw_capacity = 1").await;
+    db.execute("update t_tray set status = 'OFFLINE', raw_capacity = 1")
+        .await;
     db.execute("update t_port set store_id = 99").await;
-    db.execute("insert into t_port (ip_addr, store_id, purpose, status) values ('10.99.0.1', 1, 0, 'OK')").await;
-    wait_for!(db, "repaired", |s, t, p| (s.clone(), t.clone(), p.clone()) == before);
+    db.execute(
+        "insert into t_port (ip_addr, store_id, purpose, status) values ('10.99.0.1', 1, 0, 'OK')",
+    )
+    .await;
+    wait_for!(db, "repaired", |s, t, p| (s.clone(), t.clone(), p.clone())
+        == before);
     sync.stop().await;
 }
 
@@ -217,21 +275,36 @@ async fn zookeeper_restart_keeps_tracking(backend: Backend) {
     let zk = ZooKeeper::start();
     let db = TestDb::new(backend).await;
     let cluster = unique_cluster("zk-restart");
-    let mut store = PfsSim::start(spec(&zk.connect_string(), &cluster, 1)).await.unwrap();
+    let mut store = PfsSim::start(spec(&zk.connect_string(), &cluster, 1))
+        .await
+        .unwrap();
     let sync = Running::start(&zk.connect_string(), &cluster, &db.url, NO_RESYNC);
-    wait_for!(db, "OK", |stores, _t, _p| stores.len() == 1 && stores[0].2 == "OK");
+    wait_for!(db, "OK", |stores, _t, _p| stores.len() == 1
+        && stores[0].2 == "OK");
 
     zk.stop();
     tokio::time::sleep(Duration::from_secs(10)).await;
     zk.start_again();
     // The store's session died with the outage and (as pfs) it does not re-register.
-    wait_for!(db, "OFFLINE once ZooKeeper is back", |stores, _t, _p| stores[0].2 == "OFFLINE");
+    wait_for!(
+        db,
+        "OFFLINE once ZooKeeper is back",
+        |stores, _t, _p| stores[0].2 == "OFFLINE"
+    );
     store.restart().await.unwrap();
-    wait_for!(db, "OK after the store restarts", |stores, _t, _p| stores[0].2 == "OK");
-    let _second = PfsSim::start(spec(&zk.connect_string(), &cluster, 2)).await.unwrap();
-    wait_for!(db, "a new store after the outage", |stores, _t, _p| stores.len() == 2 && stores[1].2 == "OK");
+    wait_for!(db, "OK after the store restarts", |stores, _t, _p| stores
+        [0]
+    .2 == "OK");
+    let _second = PfsSim::start(spec(&zk.connect_string(), &cluster, 2))
+        .await
+        .unwrap();
+    wait_for!(db, "a new store after the outage", |stores, _t, _p| stores
+        .len()
+        == 2
+        && stores[1].2 == "OK");
     store.crash().await;
-    wait_for!(db, "and the next crash", |stores, _t, _p| stores[0].2 == "OFFLINE");
+    wait_for!(db, "and the next crash", |stores, _t, _p| stores[0].2
+        == "OFFLINE");
     sync.stop().await;
 }
 
@@ -244,19 +317,37 @@ async fn malformed_store_next_to_good_ones(backend: Backend) {
     let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
     let x1 = format!("/pureflash/{cluster}/stores/x1");
     client.create(&x1, b"", &persistent).await.unwrap();
-    client.create(&format!("{x1}/mngt_ip"), b"10.66.0.1", &persistent).await.unwrap();
+    client
+        .create(&format!("{x1}/mngt_ip"), b"10.66.0.1", &persistent)
+        .await
+        .unwrap();
     let bad_tray = &bad.spec().trays[0];
-    let capacity = format!("{}/trays/{}/capacity", bad.spec().store_path(), bad_tray.uuid);
+    let capacity = format!(
+        "{}/trays/{}/capacity",
+        bad.spec().store_path(),
+        bad_tray.uuid
+    );
     client.set_data(&capacity, b"abc", None).await.unwrap();
 
     let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
-    wait_for!(db, "good data synced", |stores, trays, ports| stores.len() == 2 && trays.len() == 3 && ports.len() == 4);
-    assert!(db.trays().await.iter().all(|t| t.0 != bad_tray.uuid), "no row from a tray without a capacity");
+    wait_for!(db, "good data synced", |stores, trays, ports| stores.len()
+        == 2
+        && trays.len() == 3
+        && ports.len() == 4);
+    assert!(
+        db.trays().await.iter().all(|t| t.0 != bad_tray.uuid),
+        "no row from a tray without a capacity"
+    );
     // Later changes of the malformed store are still followed.
     let mut bad = bad;
     bad.crash().await;
-    wait_for!(db, "bad store OFFLINE", |stores, _t, _p| stores[1].2 == "OFFLINE" && stores[0].2 == "OK");
-    client.set_data(&capacity, b"1000204886016", None).await.unwrap();
+    wait_for!(db, "bad store OFFLINE", |stores, _t, _p| stores[1].2
+        == "OFFLINE"
+        && stores[0].2 == "OK");
+    client
+        .set_data(&capacity, b"1000204886016", None)
+        .await
+        .unwrap();
     wait_for!(db, "fixed tray inserted", |_s, trays, _p| trays.len() == 4);
     drop(good);
     sync.stop().await;
@@ -267,7 +358,9 @@ async fn store_created_atomically_is_synced(backend: Backend) {
     let cluster = unique_cluster("atomic");
     let mut sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
     sync.wait_synced().await;
-    let _store = PfsSim::start_atomically(spec(&zk(), &cluster, 11)).await.unwrap();
+    let _store = PfsSim::start_atomically(spec(&zk(), &cluster, 11))
+        .await
+        .unwrap();
     wait_for!(db, "atomic store", |stores, trays, ports| stores.len() == 1
         && stores[0].2 == "OK"
         && trays.len() == 2
@@ -279,18 +372,28 @@ async fn store_created_atomically_is_synced(backend: Backend) {
 async fn nothing_changed_means_nothing_written(backend: Backend) {
     let db = TestDb::new(backend).await;
     let cluster = unique_cluster("quiet");
-    let _stores: Vec<PfsSim> = futures::future::try_join_all((1..=5).map(|id| PfsSim::start(spec(&zk(), &cluster, id))))
-        .await
-        .unwrap();
+    let _stores: Vec<PfsSim> =
+        futures::future::try_join_all((1..=5).map(|id| PfsSim::start(spec(&zk(), &cluster, id))))
+            .await
+            .unwrap();
     let mut sync = Running::start(&zk(), &cluster, &db.url, Duration::from_millis(200));
-    wait_for!(db, "initial sync", |s, t, p| s.len() == 5 && t.len() == 10 && p.len() == 10);
+    wait_for!(db, "initial sync", |s, t, p| s.len() == 5
+        && t.len() == 10
+        && p.len() == 10);
     sync.wait_synced().await;
     db.audit_writes().await;
     let passes_before = sync.status.borrow().last_success;
     // Several full resync periods of ZooKeeper and the DB.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(sync.status.borrow().last_success > passes_before, "the periodic pass must have run");
-    assert_eq!(db.audited_writes().await, 0, "rows written although nothing changed");
+    assert!(
+        sync.status.borrow().last_success > passes_before,
+        "the periodic pass must have run"
+    );
+    assert_eq!(
+        db.audited_writes().await,
+        0,
+        "rows written although nothing changed"
+    );
     sync.stop().await;
 }
 
@@ -299,7 +402,10 @@ async fn vanished_store_is_marked_offline_not_deleted(backend: Backend) {
     let cluster = unique_cluster("vanish");
     let mut store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
     let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
-    wait_for!(db, "OK", |s, t, p| s.len() == 1 && t.len() == 2 && p.len() == 2 && s[0].2 == "OK");
+    wait_for!(db, "OK", |s, t, p| s.len() == 1
+        && t.len() == 2
+        && p.len() == 2
+        && s[0].2 == "OK");
     store.crash().await;
     let client = zk::Client::connect(&zk()).await.unwrap();
     delete_tree(&client, &store.spec().store_path()).await;
@@ -316,16 +422,23 @@ async fn vanished_store_is_marked_offline_not_deleted(backend: Backend) {
 async fn mngt_ip_taken_over_does_not_wedge_the_sync(backend: Backend) {
     let db = TestDb::new(backend).await;
     let cluster = unique_cluster("ip-move");
-    let mut old = PfsSim::start(spec(&zk(), &cluster, 1).with_mngt_ip("10.77.0.1")).await.unwrap();
+    let mut old = PfsSim::start(spec(&zk(), &cluster, 1).with_mngt_ip("10.77.0.1"))
+        .await
+        .unwrap();
     let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
     wait_for!(db, "store 1", |s, _t, _p| s.len() == 1);
     // Store 1's host is redeployed as store 2 with the same address; store 1's tree goes.
     old.crash().await;
     let client = zk::Client::connect(&zk()).await.unwrap();
     delete_tree(&client, &old.spec().store_path()).await;
-    let mut new = PfsSim::start(spec(&zk(), &cluster, 2).with_mngt_ip("10.77.0.1")).await.unwrap();
+    let mut new = PfsSim::start(spec(&zk(), &cluster, 2).with_mngt_ip("10.77.0.1"))
+        .await
+        .unwrap();
     wait_for!(db, "store 2 owns the address", |s, _t, _p| s
-        == vec![(1, "vacated:1".to_owned(), "OFFLINE".to_owned()), (2, "10.77.0.1".to_owned(), "OK".to_owned())]);
+        == vec![
+            (1, "vacated:1".to_owned(), "OFFLINE".to_owned()),
+            (2, "10.77.0.1".to_owned(), "OK".to_owned())
+        ]);
     // And the sync keeps going.
     new.crash().await;
     wait_for!(db, "store 2 OFFLINE", |s, _t, _p| s[1].2 == "OFFLINE");
@@ -347,7 +460,9 @@ async fn db_outage_converges_when_it_returns(backend: Backend) {
             store.crash().await;
             let errors_before = sync.status.borrow().errors;
             assert!(
-                testkit::eventually(PATIENCE, async || sync.status.borrow().errors > errors_before).await,
+                testkit::eventually(PATIENCE, async || sync.status.borrow().errors
+                    > errors_before)
+                .await,
                 "the outage must be noticed"
             );
             let _second = PfsSim::start(spec(&zk(), &cluster, 2)).await.unwrap();
@@ -375,16 +490,23 @@ async fn db_outage_converges_when_it_returns(backend: Backend) {
                 .spawn()
                 .unwrap();
             let mut line = String::new();
-            std::io::BufRead::read_line(&mut std::io::BufReader::new(locker.stdout.as_mut().unwrap()), &mut line).unwrap();
+            std::io::BufRead::read_line(
+                &mut std::io::BufReader::new(locker.stdout.as_mut().unwrap()),
+                &mut line,
+            )
+            .unwrap();
             assert_eq!(line.trim(), "locked");
             store.crash().await;
             let errors_before = sync.status.borrow().errors;
             assert!(
-                testkit::eventually(PATIENCE, async || sync.status.borrow().errors > errors_before).await,
+                testkit::eventually(PATIENCE, async || sync.status.borrow().errors
+                    > errors_before)
+                .await,
                 "the locked DB must be noticed"
             );
             locker.wait().unwrap();
-            wait_for!(db, "OFFLINE once the lock is gone", |s, _t, _p| s[0].2 == "OFFLINE");
+            wait_for!(db, "OFFLINE once the lock is gone", |s, _t, _p| s[0].2
+                == "OFFLINE");
             sync.stop().await;
         }
     }
@@ -402,6 +524,8 @@ async fn sync_waits_for_an_unreachable_db_at_start() {
     let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
     assert!(testkit::eventually(PATIENCE, async || sync.status.borrow().errors > 0).await);
     server.start_again();
-    wait_for!(db, "synced once the DB is up", |s, t, p| s.len() == 1 && t.len() == 2 && p.len() == 2);
+    wait_for!(db, "synced once the DB is up", |s, t, p| s.len() == 1
+        && t.len() == 2
+        && p.len() == 2);
     sync.stop().await;
 }

@@ -5,7 +5,7 @@ mod support;
 use std::time::Duration;
 
 use pureflash_operator::zk::{Field, Mirror, SessionStatus, StoreId, ViewEvent};
-use support::{delete_tree, PATIENCE, mirror_config, spec, unique_cluster};
+use support::{PATIENCE, delete_tree, mirror_config, spec, unique_cluster};
 use testkit::eventually;
 use testkit::pfs::PfsSim;
 use testkit::zookeeper::ZooKeeper;
@@ -17,13 +17,24 @@ fn id(n: u32) -> StoreId {
 }
 
 async fn trusted(mirror: &Mirror) {
-    assert!(eventually(PATIENCE, async || mirror.snapshot().health.is_trusted()).await, "mirror never trusted");
+    assert!(
+        eventually(PATIENCE, async || mirror.snapshot().health.is_trusted()).await,
+        "mirror never trusted"
+    );
 }
 
 /// Waits until `check` holds on the mirror's view.
-async fn until(mirror: &Mirror, what: &str, check: impl Fn(&pureflash_operator::zk::ClusterView) -> bool) {
+async fn until(
+    mirror: &Mirror,
+    what: &str,
+    check: impl Fn(&pureflash_operator::zk::ClusterView) -> bool,
+) {
     let ok = eventually(PATIENCE, async || check(&mirror.snapshot().view)).await;
-    assert!(ok, "timed out waiting for {what}; view: {:#?}", mirror.snapshot().view);
+    assert!(
+        ok,
+        "timed out waiting for {what}; view: {:#?}",
+        mirror.snapshot().view
+    );
 }
 
 async fn raw_client(zk: &ZooKeeper) -> zk::Client {
@@ -37,10 +48,17 @@ async fn loads_existing_stores_and_follows_every_change() {
     let cluster = unique_cluster("mirror-follow");
     let mut stores = Vec::new();
     for n in 1..=3 {
-        stores.push(PfsSim::start(spec(&zk.connect_string(), &cluster, n)).await.unwrap());
+        stores.push(
+            PfsSim::start(spec(&zk.connect_string(), &cluster, n))
+                .await
+                .unwrap(),
+        );
     }
     let shutdown = CancellationToken::new();
-    let mirror = Mirror::spawn(mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600)), shutdown.clone());
+    let mirror = Mirror::spawn(
+        mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600)),
+        shutdown.clone(),
+    );
     let mut events = mirror.events();
     trusted(&mirror).await;
 
@@ -49,7 +67,10 @@ async fn loads_existing_stores_and_follows_every_change() {
     let store = snapshot.view.get(id(2)).unwrap();
     let expected = stores[1].spec();
     assert!(store.alive);
-    assert_eq!(store.mngt_ip, Field::Valid(expected.mngt_ip.parse().unwrap()));
+    assert_eq!(
+        store.mngt_ip,
+        Field::Valid(expected.mngt_ip.parse().unwrap())
+    );
     assert_eq!(store.state, Field::Valid("OK".into()));
     assert_eq!(store.trays.len(), 2);
     for tray in &expected.trays {
@@ -60,12 +81,29 @@ async fn loads_existing_stores_and_follows_every_change() {
         assert_eq!(view.free_size, Field::Valid(tray.free_size));
         assert!(view.online);
     }
-    assert_eq!(store.ports.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(), expected.ports);
-    assert_eq!(store.rep_ports.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(), expected.rep_ports);
+    assert_eq!(
+        store
+            .ports
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect::<Vec<_>>(),
+        expected.ports
+    );
+    assert_eq!(
+        store
+            .rep_ports
+            .iter()
+            .map(|ip| ip.to_string())
+            .collect::<Vec<_>>(),
+        expected.rep_ports
+    );
 
     // Crash: alive goes, event names the store.
     stores[0].crash().await;
-    until(&mirror, "store 1 not alive", |v| !v.get(id(1)).unwrap().alive).await;
+    until(&mirror, "store 1 not alive", |v| {
+        !v.get(id(1)).unwrap().alive
+    })
+    .await;
     let event = loop {
         match events.recv().await.unwrap() {
             ViewEvent::StoreChanged { id: changed, .. } if changed == id(1) => break changed,
@@ -73,22 +111,43 @@ async fn loads_existing_stores_and_follows_every_change() {
         }
     };
     assert_eq!(event, id(1));
-    assert_eq!(mirror.snapshot().view.get(id(1)).unwrap().trays_online(), 0, "a crash takes the trays' online too");
+    assert_eq!(
+        mirror.snapshot().view.get(id(1)).unwrap().trays_online(),
+        0,
+        "a crash takes the trays' online too"
+    );
 
     // Restart, tray offline/online, free size updates.
     stores[0].restart().await.unwrap();
-    until(&mirror, "store 1 alive again", |v| v.get(id(1)).unwrap().alive).await;
+    until(&mirror, "store 1 alive again", |v| {
+        v.get(id(1)).unwrap().alive
+    })
+    .await;
     stores[2].tray_offline(1).await.unwrap();
-    until(&mirror, "tray offline", |v| v.get(id(3)).unwrap().trays_online() == 1).await;
+    until(&mirror, "tray offline", |v| {
+        v.get(id(3)).unwrap().trays_online() == 1
+    })
+    .await;
     stores[2].tray_online(1).await.unwrap();
-    until(&mirror, "tray online", |v| v.get(id(3)).unwrap().trays_online() == 2).await;
+    until(&mirror, "tray online", |v| {
+        v.get(id(3)).unwrap().trays_online() == 2
+    })
+    .await;
     stores[2].set_free_size(0, 12345).await.unwrap();
     let uuid = stores[2].spec().trays[0].uuid.parse().unwrap();
-    until(&mirror, "free size", |v| v.get(id(3)).unwrap().trays[&uuid].free_size == Field::Valid(12345)).await;
+    until(&mirror, "free size", |v| {
+        v.get(id(3)).unwrap().trays[&uuid].free_size == Field::Valid(12345)
+    })
+    .await;
 
     // A new store appears, and one is deleted outright.
-    let _four = PfsSim::start(spec(&zk.connect_string(), &cluster, 4)).await.unwrap();
-    until(&mirror, "store 4", |v| v.get(id(4)).is_some_and(|s| s.alive && s.trays.len() == 2)).await;
+    let _four = PfsSim::start(spec(&zk.connect_string(), &cluster, 4))
+        .await
+        .unwrap();
+    until(&mirror, "store 4", |v| {
+        v.get(id(4)).is_some_and(|s| s.alive && s.trays.len() == 2)
+    })
+    .await;
     stores[1].crash().await;
     let client = raw_client(zk).await;
     let base = stores[1].spec().store_path();
@@ -104,32 +163,74 @@ async fn malformed_data_is_reported_and_the_rest_is_mirrored() {
     testkit::init_test_logging();
     let zk = ZooKeeper::shared();
     let cluster = unique_cluster("mirror-malformed");
-    let good = PfsSim::start(spec(&zk.connect_string(), &cluster, 1)).await.unwrap();
-    let bad = PfsSim::start(spec(&zk.connect_string(), &cluster, 2)).await.unwrap();
+    let good = PfsSim::start(spec(&zk.connect_string(), &cluster, 1))
+        .await
+        .unwrap();
+    let bad = PfsSim::start(spec(&zk.connect_string(), &cluster, 2))
+        .await
+        .unwrap();
     let client = raw_client(zk).await;
     let stores = format!("/pureflash/{cluster}/stores");
     let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
-    client.create(&format!("{stores}/x1"), b"", &persistent).await.unwrap();
-    client.create(&format!("{stores}/x1/mngt_ip"), b"10.9.9.9", &persistent).await.unwrap();
-    let capacity = format!("{}/trays/{}/capacity", bad.spec().store_path(), bad.spec().trays[0].uuid);
+    client
+        .create(&format!("{stores}/x1"), b"", &persistent)
+        .await
+        .unwrap();
+    client
+        .create(&format!("{stores}/x1/mngt_ip"), b"10.9.9.9", &persistent)
+        .await
+        .unwrap();
+    let capacity = format!(
+        "{}/trays/{}/capacity",
+        bad.spec().store_path(),
+        bad.spec().trays[0].uuid
+    );
     client.set_data(&capacity, b"abc", None).await.unwrap();
-    client.create(&format!("{}/surprise", bad.spec().store_path()), b"", &persistent).await.unwrap();
+    client
+        .create(
+            &format!("{}/surprise", bad.spec().store_path()),
+            b"",
+            &persistent,
+        )
+        .await
+        .unwrap();
 
     let shutdown = CancellationToken::new();
-    let mirror = Mirror::spawn(mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600)), shutdown.clone());
+    let mirror = Mirror::spawn(
+        mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600)),
+        shutdown.clone(),
+    );
     trusted(&mirror).await;
     let view = mirror.snapshot().view.clone();
     assert_eq!(view.malformed_dirs.keys().collect::<Vec<_>>(), ["x1"]);
     assert!(view.get(id(1)).unwrap().problems().is_empty());
-    let problems: Vec<String> = view.get(id(2)).unwrap().problems().iter().map(|p| p.path.clone()).collect();
-    assert_eq!(problems, [format!("trays/{}/capacity", bad.spec().trays[0].uuid), "surprise".to_owned()]);
+    let problems: Vec<String> = view
+        .get(id(2))
+        .unwrap()
+        .problems()
+        .iter()
+        .map(|p| p.path.clone())
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            format!("trays/{}/capacity", bad.spec().trays[0].uuid),
+            "surprise".to_owned()
+        ]
+    );
     assert!(view.get(id(2)).unwrap().alive);
 
     // Fixing the data by hand is followed by the watch.
     client.set_data(&capacity, b"4096", None).await.unwrap();
-    client.delete(&format!("{}/surprise", bad.spec().store_path()), None).await.unwrap();
+    client
+        .delete(&format!("{}/surprise", bad.spec().store_path()), None)
+        .await
+        .unwrap();
     delete_tree(&client, &format!("{stores}/x1")).await;
-    until(&mirror, "problems gone", |v| v.malformed_dirs.is_empty() && v.get(id(2)).unwrap().problems().is_empty()).await;
+    until(&mirror, "problems gone", |v| {
+        v.malformed_dirs.is_empty() && v.get(id(2)).unwrap().problems().is_empty()
+    })
+    .await;
     drop(good);
     shutdown.cancel();
     mirror.join().await;
@@ -141,11 +242,18 @@ async fn a_store_created_in_one_atomic_step_is_seen() {
     let zk = ZooKeeper::shared();
     let cluster = unique_cluster("mirror-atomic");
     let shutdown = CancellationToken::new();
-    let mirror = Mirror::spawn(mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600)), shutdown.clone());
+    let mirror = Mirror::spawn(
+        mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600)),
+        shutdown.clone(),
+    );
     trusted(&mirror).await;
-    let sim = PfsSim::start_atomically(spec(&zk.connect_string(), &cluster, 9)).await.unwrap();
+    let sim = PfsSim::start_atomically(spec(&zk.connect_string(), &cluster, 9))
+        .await
+        .unwrap();
     until(&mirror, "atomic store", |v| {
-        v.get(id(9)).is_some_and(|s| s.alive && s.trays_online() == 2 && s.ports.len() == 1 && s.mngt_ip.valid().is_some())
+        v.get(id(9)).is_some_and(|s| {
+            s.alive && s.trays_online() == 2 && s.ports.len() == 1 && s.mngt_ip.valid().is_some()
+        })
     })
     .await;
     drop(sim);
@@ -158,9 +266,14 @@ async fn a_zookeeper_restart_is_survived_and_untrusted_meanwhile() {
     testkit::init_test_logging();
     let zk = ZooKeeper::start();
     let cluster = unique_cluster("mirror-zk-restart");
-    let mut store = PfsSim::start(spec(&zk.connect_string(), &cluster, 1)).await.unwrap();
+    let mut store = PfsSim::start(spec(&zk.connect_string(), &cluster, 1))
+        .await
+        .unwrap();
     let shutdown = CancellationToken::new();
-    let mirror = Mirror::spawn(mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600)), shutdown.clone());
+    let mirror = Mirror::spawn(
+        mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600)),
+        shutdown.clone(),
+    );
     trusted(&mirror).await;
 
     zk.stop();
@@ -170,17 +283,32 @@ async fn a_zookeeper_restart_is_survived_and_untrusted_meanwhile() {
     );
     tokio::time::sleep(Duration::from_secs(10)).await;
     let health = mirror.snapshot().health.clone();
-    assert!(matches!(health.session, SessionStatus::Disconnected | SessionStatus::Expired | SessionStatus::Connecting), "{health:?}");
+    assert!(
+        matches!(
+            health.session,
+            SessionStatus::Disconnected | SessionStatus::Expired | SessionStatus::Connecting
+        ),
+        "{health:?}"
+    );
     zk.start_again();
     trusted(&mirror).await;
 
     // The store's 1 s session could not survive 10 s without a server; as the real pfs, it does
     // not re-register. Whatever ZooKeeper says now is what the mirror must say.
-    until(&mirror, "store 1 offline after its session expired", |v| v.get(id(1)).is_some_and(|s| !s.alive)).await;
+    until(&mirror, "store 1 offline after its session expired", |v| {
+        v.get(id(1)).is_some_and(|s| !s.alive)
+    })
+    .await;
     store.restart().await.unwrap();
-    until(&mirror, "store 1 tracked after the restart", |v| v.get(id(1)).is_some_and(|s| s.alive)).await;
+    until(&mirror, "store 1 tracked after the restart", |v| {
+        v.get(id(1)).is_some_and(|s| s.alive)
+    })
+    .await;
     store.crash().await;
-    until(&mirror, "and its next crash", |v| v.get(id(1)).is_some_and(|s| !s.alive)).await;
+    until(&mirror, "and its next crash", |v| {
+        v.get(id(1)).is_some_and(|s| !s.alive)
+    })
+    .await;
     assert!(mirror.snapshot().health.sessions >= 1);
     shutdown.cancel();
     mirror.join().await;
@@ -191,9 +319,14 @@ async fn a_hung_store_goes_offline_and_stays_offline() {
     testkit::init_test_logging();
     let zk = ZooKeeper::shared();
     let cluster = unique_cluster("mirror-hang");
-    let mut store = PfsSim::start(spec(&zk.connect_string(), &cluster, 5)).await.unwrap();
+    let mut store = PfsSim::start(spec(&zk.connect_string(), &cluster, 5))
+        .await
+        .unwrap();
     let shutdown = CancellationToken::new();
-    let mirror = Mirror::spawn(mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600)), shutdown.clone());
+    let mirror = Mirror::spawn(
+        mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600)),
+        shutdown.clone(),
+    );
     trusted(&mirror).await;
     assert!(mirror.snapshot().view.get(id(5)).unwrap().alive);
     store.lose_session().await;
@@ -211,7 +344,10 @@ async fn the_mirror_closes_its_session_on_shutdown() {
     let zk = ZooKeeper::shared();
     let cluster = unique_cluster("mirror-close");
     let shutdown = CancellationToken::new();
-    let mirror = Mirror::spawn(mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600)), shutdown.clone());
+    let mirror = Mirror::spawn(
+        mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600)),
+        shutdown.clone(),
+    );
     trusted(&mirror).await;
     let snapshots = mirror.snapshots();
     shutdown.cancel();

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use sqlx::mysql::MySqlPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, MySql, MySqlPool, Sqlite, SqlitePool};
+use sqlx::{ConnectOptions, Connection, MySql, MySqlPool, Sqlite, SqlitePool};
 
 pub use plan::{Note, Plan, plan};
 pub use rows::{DbRows, PortKey, PortRow, STATUS_OFFLINE, STATUS_OK, StoreRow, TrayRow};
@@ -181,7 +181,24 @@ impl MetaDb {
         &self,
         pool: &sqlx::Pool<DB>,
     ) -> Result<sqlx::pool::PoolConnection<DB>, DbError> {
-        pool.acquire().await.map_err(|e| self.connect_error(e))
+        match pool.acquire().await {
+            Ok(conn) => Ok(conn),
+            // The pool only says it timed out; one direct attempt tells why (refused, auth…).
+            Err(sqlx::Error::PoolTimedOut) => {
+                let options = pool.connect_options();
+                let direct = options.connect();
+                let cause = match tokio::time::timeout(ACQUIRE_TIMEOUT, direct).await {
+                    Ok(Err(cause)) => cause,
+                    Ok(Ok(conn)) => {
+                        let _ = conn.close().await;
+                        sqlx::Error::PoolTimedOut
+                    }
+                    Err(_) => sqlx::Error::PoolTimedOut,
+                };
+                Err(self.connect_error(cause))
+            }
+            Err(other) => Err(self.connect_error(other)),
+        }
     }
 
     fn connect_error(&self, source: sqlx::Error) -> DbError {

@@ -428,7 +428,12 @@ fn plan_ports(
             }
         }
     }
-    plan.port_deletes.extend(rows.ports.keys().filter(|key| !wants.contains_key(*key)).cloned());
+    plan.port_deletes.extend(
+        rows.ports
+            .keys()
+            .filter(|key| !wants.contains_key(*key))
+            .cloned(),
+    );
     for (key, store_id) in wants {
         let want = PortRow {
             store_id: Some(store_id),
@@ -565,8 +570,16 @@ mod tests {
                 .values()
                 .all(|t| t.status == "OFFLINE" && t.store_id == 1)
         );
-        assert_eq!((after.stores.len(), after.trays.len()), (2, 2), "stores and trays are never deleted");
-        assert_eq!(plan.port_deletes, vec![port_key("10.9.0.1", 0)], "ports follow ZooKeeper exactly");
+        assert_eq!(
+            (after.stores.len(), after.trays.len()),
+            (2, 2),
+            "stores and trays are never deleted"
+        );
+        assert_eq!(
+            plan.port_deletes,
+            vec![port_key("10.9.0.1", 0)],
+            "ports follow ZooKeeper exactly"
+        );
     }
 
     #[test]

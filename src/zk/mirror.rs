@@ -197,12 +197,26 @@ impl Mirror {
 /// Why the mirror could not do something.
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
-    #[error("cannot connect to ZooKeeper at {connect}: {source}")]
-    Connect { connect: String, source: zk::Error },
+    #[error("cannot connect to ZooKeeper at {connect}: {}", describe_connect_error(source, *timeout))]
+    Connect {
+        connect: String,
+        timeout: Duration,
+        source: zk::Error,
+    },
     #[error("cannot watch {path} in ZooKeeper: {source}")]
     Watch { path: String, source: zk::Error },
     #[error("cannot read {path} from ZooKeeper: {source}")]
     Read { path: String, source: zk::Error },
+}
+
+fn describe_connect_error(error: &zk::Error, timeout: Duration) -> String {
+    match error {
+        zk::Error::Timeout => format!(
+            "no server answered within the session timeout ({})",
+            humantime::format_duration(timeout)
+        ),
+        other => other.to_string(),
+    }
 }
 
 /// Connects, reads the whole `stores/` tree once, and closes the session (for `sync --once`).
@@ -220,6 +234,7 @@ async fn connect(config: &MirrorConfig) -> Result<zk::Client, MirrorError> {
         .await
         .map_err(|source| MirrorError::Connect {
             connect: config.connect.clone(),
+            timeout: config.session_timeout,
             source,
         })
 }

@@ -23,7 +23,11 @@ pub const PATIENCE: Duration = Duration::from_secs(30);
 /// A cluster name no other test uses, so tests can share one ZooKeeper.
 pub fn unique_cluster(test: &str) -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!("{test}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{test}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Which metadata DB a scenario runs on.
@@ -54,12 +58,23 @@ impl TestDb {
     pub async fn new(backend: Backend) -> TestDb {
         match backend {
             Backend::Sqlite => {
-                let dir = tempfile::Builder::new().prefix("pf-test-sqlite-").tempdir().unwrap();
+                let dir = tempfile::Builder::new()
+                    .prefix("pf-test-sqlite-")
+                    .tempdir()
+                    .unwrap();
                 let path = dir.path().join("meta.db");
                 let url = format!("sqlite://{}", path.display());
-                let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path).create_if_missing(true);
-                let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(2).connect_lazy_with(options);
-                TestDb { url, pool: ReaderPool::Sqlite(pool), _dir: Some(dir) }
+                let options = sqlx::sqlite::SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true);
+                let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                    .max_connections(2)
+                    .connect_lazy_with(options);
+                TestDb {
+                    url,
+                    pool: ReaderPool::Sqlite(pool),
+                    _dir: Some(dir),
+                }
             }
             Backend::MariaDb => {
                 let url = MariaDb::shared().new_database("pf");
@@ -75,11 +90,16 @@ impl TestDb {
             .acquire_timeout(Duration::from_secs(2))
             .connect_lazy(&url)
             .unwrap();
-        TestDb { url, pool: ReaderPool::MySql(pool), _dir: None }
+        TestDb {
+            url,
+            pool: ReaderPool::MySql(pool),
+            _dir: None,
+        }
     }
 
     pub async fn stores(&self) -> Vec<StoreRow> {
-        self.query("select id, mngt_ip, status from t_store order by id").await
+        self.query("select id, mngt_ip, status from t_store order by id")
+            .await
     }
 
     pub async fn trays(&self) -> Vec<TrayRow> {
@@ -87,7 +107,10 @@ impl TestDb {
     }
 
     pub async fn ports(&self) -> Vec<PortRow> {
-        self.query("select ip_addr, purpose, store_id, status from t_port order by ip_addr, purpose").await
+        self.query(
+            "select ip_addr, purpose, store_id, status from t_port order by ip_addr, purpose",
+        )
+        .await
     }
 
     /// Status of store `id`'s row, if there is one (and the table exists).
@@ -102,14 +125,22 @@ impl TestDb {
 
     pub async fn query<T>(&self, sql: &'static str) -> Vec<T>
     where
-        T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>,
+        T: Send
+            + Unpin
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>,
     {
-        self.try_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+        self.try_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
     }
 
     pub async fn try_query<T>(&self, sql: &'static str) -> Result<Vec<T>, sqlx::Error>
     where
-        T: Send + Unpin + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow> + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>,
+        T: Send
+            + Unpin
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::mysql::MySqlRow>,
     {
         match &self.pool {
             ReaderPool::Sqlite(pool) => sqlx::query_as(sql).fetch_all(pool).await,
@@ -119,15 +150,22 @@ impl TestDb {
 
     pub async fn execute(&self, sql: &str) {
         let result = match &self.pool {
-            ReaderPool::Sqlite(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await.map(|_| ()),
-            ReaderPool::MySql(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned())).execute(pool).await.map(|_| ()),
+            ReaderPool::Sqlite(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(pool)
+                .await
+                .map(|_| ()),
+            ReaderPool::MySql(pool) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(pool)
+                .await
+                .map(|_| ()),
         };
         result.unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
 
     /// Counts every row written to the three tables from now on, with triggers.
     pub async fn audit_writes(&self) {
-        self.execute("create table pf_audit (tbl varchar(16) not null)").await;
+        self.execute("create table pf_audit (tbl varchar(16) not null)")
+            .await;
         for table in ["t_store", "t_tray", "t_port"] {
             for op in ["insert", "update", "delete"] {
                 let sql = match self.pool {
@@ -174,8 +212,19 @@ impl Running {
         let db = MetaDb::open(&db_url.parse::<DbUrl>().unwrap());
         let mut config = DbSyncConfig::new(resync);
         config.retry_max = Duration::from_secs(1);
-        let sync = tokio::spawn(dbsync::run(db, mirror.snapshots(), config, status_tx, shutdown.clone()));
-        Running { mirror, status, shutdown, sync }
+        let sync = tokio::spawn(dbsync::run(
+            db,
+            mirror.snapshots(),
+            config,
+            status_tx,
+            shutdown.clone(),
+        ));
+        Running {
+            mirror,
+            status,
+            shutdown,
+            sync,
+        }
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -186,10 +235,16 @@ impl Running {
     pub async fn wait_synced(&mut self) {
         let ok = testkit::eventually(PATIENCE, async || {
             let snapshot = self.mirror.snapshot();
-            snapshot.health.is_trusted() && self.status.borrow().synced_version == Some(snapshot.version)
+            snapshot.health.is_trusted()
+                && self.status.borrow().synced_version == Some(snapshot.version)
         })
         .await;
-        assert!(ok, "DB sync did not catch up: {:?} / {:?}", self.mirror.snapshot().health, *self.status.borrow());
+        assert!(
+            ok,
+            "DB sync did not catch up: {:?} / {:?}",
+            self.mirror.snapshot().health,
+            *self.status.borrow()
+        );
     }
 
     pub async fn stop(self) {

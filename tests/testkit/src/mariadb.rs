@@ -25,7 +25,10 @@ pub struct MariaDb {
 impl MariaDb {
     /// Initializes a data directory, starts the server and creates the test account.
     pub fn start() -> MariaDb {
-        let dir = tempfile::Builder::new().prefix("pf-test-mariadb-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("pf-test-mariadb-")
+            .tempdir()
+            .expect("temp dir");
         let install = require("mariadb-install-db", "mariadb-server");
         let output = Command::new(install)
             .arg("--no-defaults")
@@ -35,8 +38,16 @@ impl MariaDb {
             .arg("--skip-test-db")
             .output()
             .expect("run mariadb-install-db");
-        assert!(output.status.success(), "mariadb-install-db failed: {}", String::from_utf8_lossy(&output.stderr));
-        let db = MariaDb { dir, port: crate::free_port(), process: Mutex::new(None) };
+        assert!(
+            output.status.success(),
+            "mariadb-install-db failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let db = MariaDb {
+            dir,
+            port: crate::free_port(),
+            process: Mutex::new(None),
+        };
         db.start_again();
         db.admin_sql(&format!(
             "create user '{USER}'@'%' identified by '{PASSWORD}'; grant all on *.* to '{USER}'@'%'; \
@@ -50,7 +61,13 @@ impl MariaDb {
         static SHARED: OnceLock<MariaDb> = OnceLock::new();
         SHARED.get_or_init(|| {
             let db = MariaDb::start();
-            let pid = db.process.lock().unwrap().as_ref().and_then(ServerProcess::pid).expect("running");
+            let pid = db
+                .process
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(ServerProcess::pid)
+                .expect("running");
             clean_up_at_exit(pid, db.dir.path().to_owned());
             db
         })
@@ -62,13 +79,20 @@ impl MariaDb {
 
     /// `mysql://pf:…@127.0.0.1:<port>/<database>`
     pub fn url(&self, database: &str) -> String {
-        format!("mysql://{USER}:{PASSWORD}@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "mysql://{USER}:{PASSWORD}@127.0.0.1:{}/{database}",
+            self.port
+        )
     }
 
     /// Creates a database with a unique name starting with `prefix`; returns its URL.
     pub fn new_database(&self, prefix: &str) -> String {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let name = format!("{prefix}_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "{prefix}_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         self.admin_sql(&format!("create database `{name}`"));
         self.url(&name)
     }
@@ -86,7 +110,11 @@ impl MariaDb {
             .arg(sql)
             .output()
             .expect("run mariadb client");
-        assert!(output.status.success(), "SQL failed: {sql}\n{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "SQL failed: {sql}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
@@ -107,9 +135,15 @@ impl MariaDb {
         command
             .arg("--no-defaults")
             .arg("--user=root")
-            .arg(format!("--datadir={}", self.dir.path().join("data").display()))
+            .arg(format!(
+                "--datadir={}",
+                self.dir.path().join("data").display()
+            ))
             .arg(format!("--socket={}", self.socket().display()))
-            .arg(format!("--pid-file={}", self.dir.path().join("mariadb.pid").display()))
+            .arg(format!(
+                "--pid-file={}",
+                self.dir.path().join("mariadb.pid").display()
+            ))
             .arg(format!("--port={}", self.port))
             .arg("--bind-address=127.0.0.1")
             .arg("--skip-log-bin")
@@ -118,8 +152,15 @@ impl MariaDb {
         let process = ServerProcess::spawn(command, &self.dir.path().join("mariadb.log"));
         let deadline = Instant::now() + Duration::from_secs(60);
         while !self.answers_ping() {
-            assert!(process.is_running(), "MariaDB exited; see {}", self.dir.path().join("mariadb.log").display());
-            assert!(Instant::now() < deadline, "MariaDB did not start within 60 s");
+            assert!(
+                process.is_running(),
+                "MariaDB exited; see {}",
+                self.dir.path().join("mariadb.log").display()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "MariaDB did not start within 60 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         *slot = Some(process);

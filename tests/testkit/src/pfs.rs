@@ -124,7 +124,10 @@ impl PfsSim {
     /// Starts a store the way `pfs` does: connect, write the persistent nodes, then `alive`
     /// (retrying while an old one exists) and every tray's `online`.
     pub async fn start(spec: PfsSpec) -> Result<PfsSim, RegisterError> {
-        let mut sim = PfsSim { spec, session: None };
+        let mut sim = PfsSim {
+            spec,
+            session: None,
+        };
         sim.restart().await?;
         Ok(sim)
     }
@@ -134,7 +137,10 @@ impl PfsSim {
     pub async fn start_atomically(spec: PfsSpec) -> Result<PfsSim, RegisterError> {
         let (proxy, client) = connect(&spec).await?;
         let stores = format!("/pureflash/{}/stores", spec.cluster);
-        client.mkdir(&stores, &persistent()).await.map_err(at(&stores))?;
+        client
+            .mkdir(&stores, &persistent())
+            .await
+            .map_err(at(&stores))?;
         let base = spec.store_path();
         let (persistent, ephemeral) = (persistent(), ephemeral());
         let mut writer = client.new_multi_writer();
@@ -142,7 +148,11 @@ impl PfsSim {
             writer.add_create(&path, data, options).map_err(at(&path))
         };
         add(base.clone(), b"", &persistent)?;
-        add(format!("{base}/mngt_ip"), spec.mngt_ip.as_bytes(), &persistent)?;
+        add(
+            format!("{base}/mngt_ip"),
+            spec.mngt_ip.as_bytes(),
+            &persistent,
+        )?;
         add(format!("{base}/trays"), b"", &persistent)?;
         for tray in &spec.trays {
             let t = format!("{base}/trays/{}", tray.uuid);
@@ -162,8 +172,14 @@ impl PfsSim {
         }
         add(format!("{base}/state"), b"OK", &persistent)?;
         add(format!("{base}/alive"), b"", &ephemeral)?;
-        writer.commit().await.map_err(|e| RegisterError { path: base.clone(), error: e.into() })?;
-        Ok(PfsSim { spec, session: Some((proxy, client)) })
+        writer.commit().await.map_err(|e| RegisterError {
+            path: base.clone(),
+            error: e.into(),
+        })?;
+        Ok(PfsSim {
+            spec,
+            session: Some((proxy, client)),
+        })
     }
 
     pub fn spec(&self) -> &PfsSpec {
@@ -218,7 +234,11 @@ impl PfsSim {
         self.hang();
         let deadline = Instant::now() + self.spec.session_timeout * 4 + Duration::from_secs(10);
         while self.session_state().is_some_and(|s| !s.is_terminated()) {
-            assert!(Instant::now() < deadline, "store {}: session did not expire", self.spec.store_id);
+            assert!(
+                Instant::now() < deadline,
+                "store {}: session did not expire",
+                self.spec.store_id
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.resume();
@@ -255,15 +275,27 @@ impl PfsSim {
     /// Updates tray `index`'s `free_size`, as a running `pfs` does.
     pub async fn set_free_size(&self, index: usize, free: u64) -> Result<(), RegisterError> {
         let path = self.tray_path(index, "free_size");
-        self.client().set_data(&path, free.to_string().as_bytes(), None).await.map(|_| ()).map_err(at(&path))
+        self.client()
+            .set_data(&path, free.to_string().as_bytes(), None)
+            .await
+            .map(|_| ())
+            .map_err(at(&path))
     }
 
     fn tray_path(&self, index: usize, node: &str) -> String {
-        format!("{}/trays/{}/{node}", self.spec.store_path(), self.spec.trays[index].uuid)
+        format!(
+            "{}/trays/{}/{node}",
+            self.spec.store_path(),
+            self.spec.trays[index].uuid
+        )
     }
 
     fn client(&self) -> &zk::Client {
-        &self.session.as_ref().expect("the simulated pfs is not running").1
+        &self
+            .session
+            .as_ref()
+            .expect("the simulated pfs is not running")
+            .1
     }
 }
 
@@ -276,7 +308,10 @@ fn ephemeral() -> zk::CreateOptions<'static> {
 }
 
 fn at(path: &str) -> impl FnOnce(zk::Error) -> RegisterError + '_ {
-    move |error| RegisterError { path: path.to_owned(), error }
+    move |error| RegisterError {
+        path: path.to_owned(),
+        error,
+    }
 }
 
 fn tray_data(tray: &TraySpec) -> [(&'static str, String); 5] {
@@ -295,7 +330,10 @@ async fn connect(spec: &PfsSpec) -> Result<(Proxy, zk::Client), RegisterError> {
         .with_session_timeout(spec.session_timeout)
         .connect(&proxy.address())
         .await
-        .map_err(|error| RegisterError { path: spec.zk.clone(), error })?;
+        .map_err(|error| RegisterError {
+            path: spec.zk.clone(),
+            error,
+        })?;
     Ok((proxy, client))
 }
 
@@ -303,15 +341,25 @@ async fn connect(spec: &PfsSpec) -> Result<(Proxy, zk::Client), RegisterError> {
 async fn put(client: &zk::Client, path: &str, data: &[u8]) -> Result<(), RegisterError> {
     match client.create(path, data, &persistent()).await {
         Ok(_) => Ok(()),
-        Err(zk::Error::NodeExists) => client.set_data(path, data, None).await.map(|_| ()).map_err(at(path)),
-        Err(error) => Err(RegisterError { path: path.to_owned(), error }),
+        Err(zk::Error::NodeExists) => client
+            .set_data(path, data, None)
+            .await
+            .map(|_| ())
+            .map_err(at(path)),
+        Err(error) => Err(RegisterError {
+            path: path.to_owned(),
+            error,
+        }),
     }
 }
 
 /// Registration in `pfs` order: persistent nodes, then `alive`, then each tray's `online`.
 async fn register(client: &zk::Client, spec: &PfsSpec) -> Result<(), RegisterError> {
     let base = spec.store_path();
-    client.mkdir(&base, &persistent()).await.map_err(at(&base))?;
+    client
+        .mkdir(&base, &persistent())
+        .await
+        .map_err(at(&base))?;
     put(client, &format!("{base}/mngt_ip"), spec.mngt_ip.as_bytes()).await?;
     put(client, &format!("{base}/trays"), b"").await?;
     for tray in &spec.trays {
@@ -334,7 +382,9 @@ async fn register(client: &zk::Client, spec: &PfsSpec) -> Result<(), RegisterErr
     loop {
         match client.create(&alive, b"", &ephemeral()).await {
             Ok(_) => break,
-            Err(zk::Error::NodeExists) if Instant::now() < deadline => tokio::time::sleep(spec.alive_retry).await,
+            Err(zk::Error::NodeExists) if Instant::now() < deadline => {
+                tokio::time::sleep(spec.alive_retry).await
+            }
             Err(error) => return Err(RegisterError { path: alive, error }),
         }
     }
@@ -342,7 +392,12 @@ async fn register(client: &zk::Client, spec: &PfsSpec) -> Result<(), RegisterErr
         let online = format!("{base}/trays/{}/online", tray.uuid);
         match client.create(&online, b"", &ephemeral()).await {
             Ok(_) | Err(zk::Error::NodeExists) => {}
-            Err(error) => return Err(RegisterError { path: online, error }),
+            Err(error) => {
+                return Err(RegisterError {
+                    path: online,
+                    error,
+                });
+            }
         }
     }
     Ok(())

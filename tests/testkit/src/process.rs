@@ -13,11 +13,19 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Spawns `command` with stdout and stderr appended to `log`.
     pub fn spawn(mut command: Command, log: &Path) -> ServerProcess {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open server log");
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open server log");
         let err = out.try_clone().expect("clone log handle");
         command.stdin(Stdio::null()).stdout(out).stderr(err);
-        let child = command.spawn().unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
-        ServerProcess { child: Mutex::new(Some(child)) }
+        let child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {command:?}: {e}"));
+        ServerProcess {
+            child: Mutex::new(Some(child)),
+        }
     }
 
     pub fn pid(&self) -> Option<u32> {

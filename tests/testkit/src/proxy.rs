@@ -39,7 +39,9 @@ impl Proxy {
         let modes = mode.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((client, _)) = listener.accept().await else { return };
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
                 let modes = modes.subscribe();
                 if *modes.borrow() == ProxyMode::Sever {
                     drop(client);
@@ -83,7 +85,9 @@ async fn pump(mut client: TcpStream, target: String, mut modes: watch::Receiver<
     if *modes.borrow() == ProxyMode::Sever {
         return;
     }
-    let Ok(mut server) = TcpStream::connect(&target).await else { return };
+    let Ok(mut server) = TcpStream::connect(&target).await else {
+        return;
+    };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let (mut client_read, mut client_write) = client.split();

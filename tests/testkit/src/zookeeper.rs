@@ -25,7 +25,10 @@ pub struct ZooKeeper {
 impl ZooKeeper {
     /// Starts a server and waits until it answers `ruok`.
     pub fn start() -> ZooKeeper {
-        let dir = tempfile::Builder::new().prefix("pf-test-zk-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("pf-test-zk-")
+            .tempdir()
+            .expect("temp dir");
         let port = crate::free_port();
         let config = format!(
             "tickTime={TICK_MS}\nminSessionTimeout={}\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
@@ -34,7 +37,11 @@ impl ZooKeeper {
             dir.path().join("data").display(),
         );
         std::fs::write(dir.path().join("zoo.cfg"), config).expect("write zoo.cfg");
-        let zk = ZooKeeper { dir, port, process: Mutex::new(None) };
+        let zk = ZooKeeper {
+            dir,
+            port,
+            process: Mutex::new(None),
+        };
         zk.start_again();
         zk
     }
@@ -44,7 +51,13 @@ impl ZooKeeper {
         static SHARED: OnceLock<ZooKeeper> = OnceLock::new();
         SHARED.get_or_init(|| {
             let zk = ZooKeeper::start();
-            let pid = zk.process.lock().unwrap().as_ref().and_then(ServerProcess::pid).expect("running");
+            let pid = zk
+                .process
+                .lock()
+                .unwrap()
+                .as_ref()
+                .and_then(ServerProcess::pid)
+                .expect("running");
             clean_up_at_exit(pid, zk.dir.path().to_owned());
             zk
         })
@@ -74,7 +87,11 @@ impl ZooKeeper {
         }
         let java = require("java", "default-jre-headless");
         let jar = PathBuf::from("/usr/share/java/zookeeper.jar");
-        assert!(jar.exists(), "{} not found: install Debian's zookeeper package (tools/install-deps does it)", jar.display());
+        assert!(
+            jar.exists(),
+            "{} not found: install Debian's zookeeper package (tools/install-deps does it)",
+            jar.display()
+        );
         let mut command = Command::new(java);
         command
             .arg("-Xmx256m")
@@ -87,21 +104,52 @@ impl ZooKeeper {
         let process = ServerProcess::spawn(command, &self.dir.path().join("zookeeper.log"));
         let deadline = Instant::now() + Duration::from_secs(60);
         while !self.answers_ruok() {
-            assert!(process.is_running(), "ZooKeeper exited; see {}", self.dir.path().join("zookeeper.log").display());
-            assert!(Instant::now() < deadline, "ZooKeeper did not start within 60 s");
+            assert!(
+                process.is_running(),
+                "ZooKeeper exited; see {}",
+                self.dir.path().join("zookeeper.log").display()
+            );
+            assert!(
+                Instant::now() < deadline,
+                "ZooKeeper did not start within 60 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         *slot = Some(process);
     }
 
     pub fn is_running(&self) -> bool {
-        self.process.lock().unwrap().as_ref().is_some_and(ServerProcess::is_running)
+        self.process
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(ServerProcess::is_running)
+    }
+
+    /// A value of the server's `mntr` report, e.g. `zk_global_sessions`.
+    pub fn metric(&self, key: &str) -> Option<i64> {
+        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        stream.write_all(b"mntr").ok()?;
+        let mut report = String::new();
+        stream.read_to_string(&mut report).ok()?;
+        report.lines().find_map(|line| {
+            line.strip_prefix(key)?
+                .strip_prefix('\t')?
+                .trim()
+                .parse()
+                .ok()
+        })
     }
 
     fn answers_ruok(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else { return false };
+        let Ok(mut stream) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
         let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
         let mut reply = String::new();
-        stream.write_all(b"ruok").is_ok() && stream.read_to_string(&mut reply).is_ok() && reply == "imok"
+        stream.write_all(b"ruok").is_ok()
+            && stream.read_to_string(&mut reply).is_ok()
+            && reply == "imok"
     }
 }

@@ -1,0 +1,257 @@
+//! The `pureflash-operator` binary, as users run it.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use support::{Backend, PATIENCE, TestDb, spec, unique_cluster};
+use testkit::pfs::PfsSim;
+use testkit::zookeeper::ZooKeeper;
+
+fn operator() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pureflash-operator"));
+    command.env_remove("RUST_LOG").env("PUREFLASH_LOG", "info");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("PUREFLASH_") && key != "PUREFLASH_LOG" {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+fn run(command: &mut Command) -> (bool, String, String) {
+    let output = command.output().expect("run pureflash-operator");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn once_on_an_empty_db(backend: Backend) {
+    let zk = ZooKeeper::shared();
+    let cluster = unique_cluster("cli-once");
+    let mut stores = Vec::new();
+    for id in 1..=3 {
+        stores.push(
+            PfsSim::start(spec(&zk.connect_string(), &cluster, id))
+                .await
+                .unwrap(),
+        );
+    }
+    stores[2].crash().await;
+    let db = TestDb::new(backend).await;
+    let (ok, stdout, stderr) = run(operator().args([
+        "sync",
+        "--once",
+        "--zk",
+        &zk.connect_string(),
+        "--cluster",
+        &cluster,
+        "--db",
+        &db.url,
+    ]));
+    assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(
+        stdout.contains("stores: 3 (2 OK, 1 OFFLINE); trays: 6 (4 online); ports: 6"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("t_store: 3 inserted"), "{stdout}");
+    assert!(
+        !stdout.contains("pf-secret"),
+        "the summary must not show the DB password: {stdout}"
+    );
+    let statuses: Vec<String> = db.stores().await.into_iter().map(|s| s.2).collect();
+    assert_eq!(statuses, ["OK", "OK", "OFFLINE"]);
+    assert_eq!(db.trays().await.len(), 6);
+    assert_eq!(db.ports().await.len(), 6);
+
+    // A second run finds nothing to do.
+    let (ok, stdout, _) = run(operator().args([
+        "sync",
+        "--once",
+        "--zk",
+        &zk.connect_string(),
+        "--cluster",
+        &cluster,
+        "--db",
+        &db.url,
+    ]));
+    assert!(ok);
+    assert!(stdout.contains("t_store: 0 inserted, 0 updated; t_tray: 0 inserted, 0 updated; t_port: 0 inserted, 0 updated, 0 deleted"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_on_an_empty_sqlite_db() {
+    once_on_an_empty_db(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_on_an_empty_mariadb_db() {
+    once_on_an_empty_db(Backend::MariaDb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_flag_comes_from_the_environment_and_sqlite_is_created_in_wal_mode() {
+    let zk = ZooKeeper::shared();
+    let cluster = unique_cluster("cli-env");
+    let _store = PfsSim::start(spec(&zk.connect_string(), &cluster, 1))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new").with_extension("db");
+    let (ok, stdout, stderr) = run(operator()
+        .arg("sync")
+        .env("PUREFLASH_ZK", zk.connect_string())
+        .env("PUREFLASH_CLUSTER", &cluster)
+        .env("PUREFLASH_DB", format!("sqlite://{}", path.display()))
+        .env("PUREFLASH_RESYNC_INTERVAL", "1m")
+        .env("PUREFLASH_ZK_SESSION_TIMEOUT", "3s")
+        .env("PUREFLASH_ONCE", "true"));
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(path.exists(), "the SQLite file is created");
+    let mode = Command::new("python3")
+        .args(["-c", "import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute('pragma journal_mode').fetchone()[0])"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&mode.stdout).trim(), "wal");
+}
+
+#[test]
+fn a_bad_db_url_is_one_clear_line_without_the_password() {
+    for (url, expected) in [
+        (
+            "postgres://pf:hunter2@db/s5",
+            "unsupported scheme \"postgres\"",
+        ),
+        ("mysql://pf:hunter2@127.0.0.1:3306", "no database named"),
+        ("pureflash.db", "expected sqlite://PATH"),
+    ] {
+        let (ok, _, stderr) = run(operator().args(["sync", "--once", "--db", url]));
+        assert!(!ok);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("error: invalid --db URL"), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!stderr.contains("hunter2"), "{stderr}");
+    }
+}
+
+#[test]
+fn bad_flags_are_refused_by_the_parser() {
+    let (ok, _, stderr) = run(operator().args(["sync", "--resync-interval", "soon"]));
+    assert!(!ok);
+    assert!(stderr.contains("--resync-interval"), "{stderr}");
+    let (ok, _, stderr) = run(operator().args(["sync", "--cluster", "a/b", "--once"]));
+    assert!(!ok);
+    assert!(stderr.contains("invalid cluster name"), "{stderr}");
+}
+
+#[test]
+fn unreachable_zookeeper_is_a_clear_error() {
+    let port = testkit::free_port();
+    let (ok, _, stderr) = run(operator().args([
+        "sync",
+        "--once",
+        "--zk",
+        &format!("127.0.0.1:{port}"),
+        "--zk-session-timeout",
+        "1s",
+        "--db",
+        "sqlite::memory:",
+    ]));
+    assert!(!ok);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!(
+            "error: cannot connect to ZooKeeper at 127.0.0.1:{port}"
+        )),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_db_is_a_clear_error() {
+    let zk = ZooKeeper::shared();
+    let port = testkit::free_port();
+    let (ok, _, stderr) = run(operator().args([
+        "sync",
+        "--once",
+        "--zk",
+        &zk.connect_string(),
+        "--db",
+        &format!("mysql://pf:hunter2@127.0.0.1:{port}/s5"),
+    ]));
+    assert!(!ok);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: cannot connect to the metadata DB mysql://pf:***@127.0.0.1"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_follows_changes_and_sigterm_closes_the_session() {
+    let zk = ZooKeeper::start();
+    let cluster = unique_cluster("cli-run");
+    let mut store = PfsSim::start(spec(&zk.connect_string(), &cluster, 1))
+        .await
+        .unwrap();
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut child = operator()
+        .args([
+            "sync",
+            "--zk",
+            &zk.connect_string(),
+            "--cluster",
+            &cluster,
+            "--db",
+            &db.url,
+            "--zk-session-timeout",
+            "4s",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for!(db, "OK", |s, _t, _p| s.len() == 1 && s[0].2 == "OK");
+    store.crash().await;
+    wait_for!(db, "OFFLINE", |s, _t, _p| s[0].2 == "OFFLINE");
+    assert_eq!(
+        zk.metric("zk_global_sessions"),
+        Some(1),
+        "only the operator's session is left"
+    );
+
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "exit status {status}\n{stderr}");
+    assert!(stderr.contains("SIGTERM received"), "{stderr}");
+    // Closed, not left to expire: gone well before its 4 s timeout.
+    let gone = testkit::eventually(Duration::from_millis(1500), async || {
+        zk.metric("zk_global_sessions") == Some(0)
+    })
+    .await;
+    assert!(
+        gone,
+        "the operator's ZooKeeper session outlived the process"
+    );
+}
