@@ -1,6 +1,7 @@
 //! The command line: one clap struct, every flag also read from a `PUREFLASH_*` environment
 //! variable, grouped by what it configures.
 
+use std::io::IsTerminal;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -117,6 +118,7 @@ pub fn init_logging(args: &LogArgs) {
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match args.format {
         LogFormat::Text => builder.init(),

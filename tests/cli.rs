@@ -11,9 +11,9 @@ use testkit::zookeeper::ZooKeeper;
 
 fn operator() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pureflash-operator"));
-    command.env_remove("RUST_LOG").env("PUREFLASH_LOG", "info");
+    command.env_remove("RUST_LOG");
     for (key, _) in std::env::vars() {
-        if key.starts_with("PUREFLASH_") && key != "PUREFLASH_LOG" {
+        if key.starts_with("PUREFLASH_") {
             command.env_remove(key);
         }
     }
@@ -254,4 +254,70 @@ async fn sync_follows_changes_and_sigterm_closes_the_session() {
         gone,
         "the operator's ZooKeeper session outlived the process"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_data_is_logged_once_and_the_rest_synced() {
+    let zk = ZooKeeper::shared();
+    let cluster = unique_cluster("cli-malformed");
+    let good = PfsSim::start(spec(&zk.connect_string(), &cluster, 1))
+        .await
+        .unwrap();
+    let bad = PfsSim::start(spec(&zk.connect_string(), &cluster, 2))
+        .await
+        .unwrap();
+    let client = zookeeper_client::Client::connect(&zk.connect_string())
+        .await
+        .unwrap();
+    let persistent =
+        zookeeper_client::CreateMode::Persistent.with_acls(zookeeper_client::Acls::anyone_all());
+    client
+        .create(&format!("/pureflash/{cluster}/stores/x1"), b"", &persistent)
+        .await
+        .unwrap();
+    let capacity = format!(
+        "{}/trays/{}/capacity",
+        bad.spec().store_path(),
+        bad.spec().trays[0].uuid
+    );
+    client.set_data(&capacity, b"abc", None).await.unwrap();
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut child = operator()
+        .args([
+            "sync",
+            "--zk",
+            &zk.connect_string(),
+            "--cluster",
+            &cluster,
+            "--db",
+            &db.url,
+            "--resync-interval",
+            "200ms",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for!(db, "good data", |s, t, _p| s.len() == 2 && t.len() == 3);
+    tokio::time::sleep(Duration::from_millis(1000)).await; // several resync periods
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(child.wait().unwrap().success());
+    let x1: Vec<&str> = stderr.lines().filter(|l| l.contains("dir=x1")).collect();
+    assert_eq!(x1.len(), 1, "{stderr}");
+    assert!(x1[0].contains("not a store id"), "{stderr}");
+    let abc: Vec<&str> = stderr.lines().filter(|l| l.contains("abc")).collect();
+    assert_eq!(abc.len(), 1, "{stderr}");
+    assert!(
+        abc[0].contains("store=2") && abc[0].contains("capacity"),
+        "{stderr}"
+    );
+    drop(good);
 }

@@ -260,12 +260,8 @@ struct Publisher {
 impl Publisher {
     fn set_session(&mut self, session: SessionStatus) {
         let mut health = self.health.clone();
-        if session != SessionStatus::Connected {
-            health.synced = false;
-        }
-        if session == SessionStatus::Connected && self.health.session != SessionStatus::Connected {
-            health.synced = false;
-        }
+        // Only staying connected keeps the view synced; any other transition needs a reload.
+        health.synced &= session == SessionStatus::Connected && self.health.session == session;
         health.session = session;
         self.set_health(health);
     }
@@ -308,6 +304,7 @@ impl Publisher {
         if changed.is_empty() && removed.is_empty() && !malformed_changed && !health_changed {
             return;
         }
+        log_problem_changes(&self.snapshots.borrow().view, &self.view, changed);
         self.version += 1;
         let version = self.version;
         self.snapshots.send_replace(Arc::new(Snapshot {
@@ -332,6 +329,26 @@ impl Publisher {
                 health: self.health.clone(),
                 version,
             });
+        }
+    }
+}
+
+/// Logs bad data when it appears (once, not on every event) and when it is fixed.
+fn log_problem_changes(old: &ClusterView, new: &ClusterView, changed: &[StoreId]) {
+    for (dir, error) in &new.malformed_dirs {
+        if !old.malformed_dirs.contains_key(dir) {
+            warn!(dir = %dir, %error, "skipping store directory: not a store id");
+        }
+    }
+    for &id in changed {
+        let before = old.get(id).map(|s| s.problems()).unwrap_or_default();
+        let Some(store) = new.get(id) else { continue };
+        let after = store.problems();
+        for problem in after.iter().filter(|p| !before.contains(p)) {
+            warn!(store = %id, path = %problem.path, error = %problem.error, "malformed store data; the rest of the store is still mirrored");
+        }
+        if after.is_empty() && !before.is_empty() {
+            info!(store = %id, "store data readable again");
         }
     }
 }
@@ -414,24 +431,24 @@ async fn serve_session(
     };
     publisher.set_session(SessionStatus::Connected);
     let mut connected = true;
-    // When the next full reload is due; `Some(now)` right after (re)connecting.
-    let mut reload_at = Some(Instant::now());
+    // When the next full reload is due: now, right after (re)connecting.
+    let mut reload_at = Instant::now();
     loop {
-        if connected && reload_at.is_some_and(|at| at <= Instant::now()) {
+        if connected && reload_at <= Instant::now() {
             match load_tree(client, &config.layout).await {
                 Ok(fresh) => {
                     publisher.replace_view(fresh);
                     backoff.reset();
-                    reload_at = Some(Instant::now() + config.resync_interval);
+                    reload_at = Instant::now() + config.resync_interval;
                 }
                 Err(error) => {
                     let delay = backoff.next_delay();
                     warn!(%error, retry_in = ?delay, "full reload from ZooKeeper failed");
-                    reload_at = Some(Instant::now() + delay);
+                    reload_at = Instant::now() + delay;
                 }
             }
         }
-        let reload_deadline = if connected { reload_at } else { None };
+        let reload_deadline = connected.then_some(reload_at);
         let reload_due = async move {
             match reload_deadline {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -453,7 +470,7 @@ async fn serve_session(
                 match apply_batch(client, &config.layout, batch, publisher).await {
                     BatchOutcome::Applied { reread_failed } => {
                         if reread_failed {
-                            reload_at = Some(Instant::now());
+                            reload_at = Instant::now();
                         }
                     }
                     BatchOutcome::Disconnected => {
@@ -461,7 +478,7 @@ async fn serve_session(
                     }
                     BatchOutcome::Reconnected => {
                         connected = true;
-                        reload_at = Some(Instant::now());
+                        reload_at = Instant::now();
                     }
                     BatchOutcome::Terminated(SessionState::Expired) => return SessionEnd::Expired,
                     BatchOutcome::Terminated(state) => {

@@ -1,0 +1,408 @@
+//! Benchmark of `pureflash-operator sync` against a real ZooKeeper and a real MariaDB.
+//!
+//!     cargo bench --bench sync                # everything (a–d), a few minutes
+//!     cargo bench --bench sync -- latency     # (a) + (b)
+//!     cargo bench --bench sync -- initial     # (c)
+//!     cargo bench --bench sync -- footprint   # (d)
+//!
+//! (a) store session closed → its t_store row reads OFFLINE; (b) `alive` created → row reads
+//! OK; both p50/p95/max over 25 trials, at 10 and 200 stores. (c) `sync --once` wall time into
+//! an empty DB at 100, 1000 and 3000 stores × 4 trays × 2 ports (median of 3). (d) peak RSS
+//! and threads of a running `sync` at 100 and 1000 stores.
+//!
+//! The operator runs as its own process (the release binary); the benchmark owns ZooKeeper
+//! and MariaDB (started like the tests do) and reads the DB with plain SQL, polling without
+//! sleeps, so latencies include one poll round trip (~0.1–0.3 ms).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::MySqlPool;
+use testkit::mariadb::MariaDb;
+use testkit::zookeeper::ZooKeeper;
+use zookeeper_client::{self as zk, Acls, CreateMode};
+
+const TRIALS: usize = 25;
+const TRAYS: u32 = 4;
+
+#[tokio::main]
+async fn main() {
+    let which: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wants = |part: &str| which.is_empty() || which.iter().any(|w| w == part || w == "all");
+    eprintln!("starting ZooKeeper and MariaDB…");
+    let zk = ZooKeeper::start();
+    let db = MariaDb::start();
+    let mut report = String::new();
+    if wants("latency") {
+        for stores in [10, 200] {
+            report += &latency(&zk, &db, stores).await;
+        }
+    }
+    if wants("initial") {
+        report += &initial_sync(&zk, &db).await;
+    }
+    if wants("footprint") {
+        report += &footprint(&zk, &db).await;
+    }
+    println!("\n{report}");
+}
+
+/// Creates `count` stores (ids `1..=count`) with every node `pfs` writes. Each store's `alive`
+/// and trays' `online` belong to `owner` unless the store is in `skip_alive`.
+async fn populate(
+    admin: &zk::Client,
+    owner: &zk::Client,
+    cluster: &str,
+    count: u32,
+    skip_alive: &[u32],
+) {
+    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
+    let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+    let stores = format!("/pureflash/{cluster}/stores");
+    admin.mkdir(&stores, &persistent).await.unwrap();
+    let mut persistent_nodes: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut ephemeral_nodes: Vec<String> = Vec::new();
+    for id in 1..=count {
+        let base = format!("{stores}/{id}");
+        let (hi, lo) = (id / 256, id % 256);
+        persistent_nodes.push((base.clone(), vec![]));
+        persistent_nodes.push((
+            format!("{base}/mngt_ip"),
+            format!("10.10.{hi}.{lo}").into_bytes(),
+        ));
+        persistent_nodes.push((format!("{base}/trays"), vec![]));
+        for t in 0..TRAYS {
+            let tray = format!("{base}/trays/{id:08x}-0000-4000-8000-{t:012x}");
+            persistent_nodes.push((tray.clone(), vec![]));
+            for (field, value) in [
+                ("devname", format!("/dev/nvme{t}n1")),
+                ("capacity", "1000204886016".into()),
+                ("object_size", "67108864".into()),
+                ("free_size", "999000000000".into()),
+                ("state", "OK".into()),
+            ] {
+                persistent_nodes.push((format!("{tray}/{field}"), value.into_bytes()));
+            }
+            if !skip_alive.contains(&id) {
+                ephemeral_nodes.push(format!("{tray}/online"));
+            }
+        }
+        persistent_nodes.push((format!("{base}/ports"), vec![]));
+        persistent_nodes.push((format!("{base}/ports/10.20.{hi}.{lo}"), vec![]));
+        persistent_nodes.push((format!("{base}/rep_ports"), vec![]));
+        persistent_nodes.push((format!("{base}/rep_ports/10.30.{hi}.{lo}"), vec![]));
+        persistent_nodes.push((format!("{base}/state"), b"OK".to_vec()));
+        if !skip_alive.contains(&id) {
+            ephemeral_nodes.push(format!("{base}/alive"));
+        }
+    }
+    // Parents come before children in the list; creating in waves of one depth keeps that order
+    // while pipelining each wave.
+    let depth = |path: &str| path.matches('/').count();
+    let mut depths: Vec<usize> = persistent_nodes.iter().map(|(p, _)| depth(p)).collect();
+    depths.sort_unstable();
+    depths.dedup();
+    for d in depths {
+        let wave: Vec<_> = persistent_nodes
+            .iter()
+            .filter(|(p, _)| depth(p) == d)
+            .collect();
+        for chunk in wave.chunks(2000) {
+            let results = futures::future::join_all(
+                chunk
+                    .iter()
+                    .map(|(p, data)| admin.create(p, data, &persistent)),
+            )
+            .await;
+            for r in results {
+                r.map(|_| ())
+                    .or_else(|e| {
+                        if e == zk::Error::NodeExists {
+                            Ok(())
+                        } else {
+                            Err(e)
+                        }
+                    })
+                    .unwrap();
+            }
+        }
+    }
+    for chunk in ephemeral_nodes.chunks(2000) {
+        for r in
+            futures::future::join_all(chunk.iter().map(|p| owner.create(p, b"", &ephemeral))).await
+        {
+            r.unwrap();
+        }
+    }
+}
+
+fn operator(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pureflash-operator"));
+    command
+        .args(args)
+        .env("PUREFLASH_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    command
+}
+
+async fn count_status(pool: &MySqlPool, status: &str) -> i64 {
+    sqlx::query_scalar::<_, i64>("select count(*) from t_store where status = ?")
+        .bind(status)
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0)
+}
+
+async fn store_status(pool: &MySqlPool, id: i64) -> Option<String> {
+    sqlx::query_scalar::<_, String>("select status from t_store where id = ?")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .ok()
+        .flatten()
+}
+
+async fn wait_status(pool: &MySqlPool, id: i64, status: &str) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if store_status(pool, id).await.as_deref() == Some(status) {
+            return Instant::now();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "store {id} never became {status}"
+        );
+    }
+}
+
+async fn wait_count(pool: &MySqlPool, status: &str, count: i64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while count_status(pool, status).await != count {
+        assert!(Instant::now() < deadline, "never {count} rows {status}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+struct Stats {
+    p50: f64,
+    p95: f64,
+    max: f64,
+}
+
+fn stats(mut samples: Vec<Duration>) -> Stats {
+    samples.sort_unstable();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let at = |q: f64| ms(samples[((samples.len() as f64 - 1.0) * q).round() as usize]);
+    Stats {
+        p50: at(0.5),
+        p95: at(0.95),
+        max: ms(*samples.last().unwrap()),
+    }
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+/// (a) and (b) at `stores` stores: store 1's alive toggled by a session of its own.
+async fn latency(zk_server: &ZooKeeper, db: &MariaDb, stores: u32) -> String {
+    let cluster = format!("lat{stores}");
+    let admin = zk::Client::connect(&zk_server.connect_string())
+        .await
+        .unwrap();
+    populate(&admin, &admin, &cluster, stores, &[1]).await;
+    let name = format!("lat{stores}");
+    db.admin_sql(&format!("create database {name}"));
+    let url = db.url(&name);
+    let mut sync = operator(&[
+        "sync",
+        "--zk",
+        &zk_server.connect_string(),
+        "--cluster",
+        &cluster,
+        "--db",
+        &url,
+    ])
+    .spawn()
+    .unwrap();
+    let pool = MySqlPool::connect(&url).await.unwrap();
+    wait_count(&pool, "OK", i64::from(stores) - 1, Duration::from_secs(60)).await;
+    wait_status(&pool, 1, "OFFLINE").await;
+
+    let alive = format!("/pureflash/{cluster}/stores/1/alive");
+    let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+    let (mut offline, mut online) = (Vec::new(), Vec::new());
+    for _ in 0..TRIALS {
+        let session = zk::Client::connector()
+            .with_session_timeout(Duration::from_secs(3))
+            .connect(&zk_server.connect_string())
+            .await
+            .unwrap();
+        let mut state = session.state_watcher();
+        let t0 = Instant::now();
+        session.create(&alive, b"", &ephemeral).await.unwrap();
+        online.push(wait_status(&pool, 1, "OK").await - t0);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let t0 = Instant::now();
+        drop(session); // the session's close request goes out now
+        offline.push(wait_status(&pool, 1, "OFFLINE").await - t0);
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while !state.changed().await.is_terminated() {}
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop(&mut sync);
+    let (a, b) = (stats(offline), stats(online));
+    format!(
+        "(a) session closed -> OFFLINE, {stores} stores, {TRIALS} trials: p50 {:.2} ms, p95 {:.2} ms, max {:.2} ms\n\
+         (b) alive created  -> OK,      {stores} stores, {TRIALS} trials: p50 {:.2} ms, p95 {:.2} ms, max {:.2} ms\n",
+        a.p50, a.p95, a.max, b.p50, b.p95, b.max
+    )
+}
+
+/// (c): `sync --once` into an empty database, median of 3, at 100 / 1000 / 3000 stores.
+async fn initial_sync(zk_server: &ZooKeeper, db: &MariaDb) -> String {
+    let mut out = String::new();
+    let mut medians = Vec::new();
+    for stores in [100u32, 1000, 3000] {
+        let cluster = format!("init{stores}");
+        let admin = zk::Client::connect(&zk_server.connect_string())
+            .await
+            .unwrap();
+        let started = Instant::now();
+        populate(&admin, &admin, &cluster, stores, &[]).await;
+        eprintln!("{stores} stores registered in {:?}", started.elapsed());
+        let mut runs = Vec::new();
+        for run in 0..3 {
+            let name = format!("init{stores}_{run}");
+            db.admin_sql(&format!("create database {name}"));
+            let url = db.url(&name);
+            let t0 = Instant::now();
+            let status = operator(&[
+                "sync",
+                "--once",
+                "--zk",
+                &zk_server.connect_string(),
+                "--cluster",
+                &cluster,
+                "--db",
+                &url,
+            ])
+            .status()
+            .unwrap();
+            let elapsed = t0.elapsed();
+            assert!(status.success());
+            let pool = MySqlPool::connect(&url).await.unwrap();
+            assert_eq!(
+                count_status(&pool, "OK").await,
+                i64::from(stores),
+                "every store synced"
+            );
+            let trays: i64 = sqlx::query_scalar("select count(*) from t_tray")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            assert_eq!(trays, i64::from(stores * TRAYS));
+            pool.close().await;
+            runs.push(elapsed);
+        }
+        let m = median(runs.clone());
+        medians.push((stores, m));
+        out += &format!(
+            "(c) initial sync, {stores} stores x {TRAYS} trays x 2 ports into an empty DB: median {:.0} ms (runs: {})\n",
+            m.as_secs_f64() * 1000.0,
+            runs.iter()
+                .map(|r| format!("{:.0}", r.as_secs_f64() * 1000.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let (_, m1000) = medians[1];
+    let (_, m3000) = medians[2];
+    out += &format!(
+        "    ratio 3000/1000 stores: {:.2}\n",
+        m3000.as_secs_f64() / m1000.as_secs_f64()
+    );
+    out
+}
+
+/// (d): peak RSS and threads of a running `sync` at 100 and 1000 stores.
+async fn footprint(zk_server: &ZooKeeper, db: &MariaDb) -> String {
+    let mut out = String::new();
+    for stores in [100u32, 1000] {
+        let cluster = format!("fp{stores}");
+        let admin = zk::Client::connect(&zk_server.connect_string())
+            .await
+            .unwrap();
+        populate(&admin, &admin, &cluster, stores, &[]).await;
+        let name = format!("fp{stores}");
+        db.admin_sql(&format!("create database {name}"));
+        let url = db.url(&name);
+        let mut sync = operator(&[
+            "sync",
+            "--zk",
+            &zk_server.connect_string(),
+            "--cluster",
+            &cluster,
+            "--db",
+            &url,
+            "--resync-interval",
+            "1s",
+        ])
+        .spawn()
+        .unwrap();
+        let pool = MySqlPool::connect(&url).await.unwrap();
+        wait_count(&pool, "OK", i64::from(stores), Duration::from_secs(120)).await;
+        // A few resync periods of steady state, then churn: every store goes OFFLINE and back.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        drop(admin);
+        wait_count(&pool, "OFFLINE", i64::from(stores), Duration::from_secs(60)).await;
+        let admin = zk::Client::connect(&zk_server.connect_string())
+            .await
+            .unwrap();
+        let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+        let paths: Vec<String> = (1..=stores)
+            .map(|id| format!("/pureflash/{cluster}/stores/{id}/alive"))
+            .collect();
+        for chunk in paths.chunks(1000) {
+            for created in
+                futures::future::join_all(chunk.iter().map(|p| admin.create(p, b"", &ephemeral)))
+                    .await
+            {
+                created.unwrap();
+            }
+        }
+        wait_count(&pool, "OK", i64::from(stores), Duration::from_secs(60)).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let status = std::fs::read_to_string(format!("/proc/{}/status", sync.id())).unwrap();
+        let field = |key: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(key))
+                .map(|v| v.trim().to_owned())
+                .unwrap_or_default()
+        };
+        out += &format!(
+            "(d) sync at {stores} stores (after full sync, 1 s resyncs, all stores OFFLINE and back): peak RSS {}, RSS {}, threads {}\n",
+            field("VmHWM:"),
+            field("VmRSS:"),
+            field("Threads:")
+        );
+        stop(&mut sync);
+    }
+    out
+}
+
+/// Graceful stop, as Kubernetes would.
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
