@@ -20,9 +20,11 @@ use std::time::{Duration, Instant};
 use sqlx::MySqlPool;
 use testkit::mariadb::MariaDb;
 use testkit::zookeeper::ZooKeeper;
-use zookeeper_client::{self as zk, Acls, CreateMode};
+use zookeeper_client::{self as zk, Acls, AddWatchMode, CreateMode};
 
 const TRIALS: usize = 25;
+/// Untimed trials first, so JIT and caches are warm.
+const WARMUP: usize = 5;
 const TRAYS: u32 = 4;
 
 #[tokio::main]
@@ -33,7 +35,7 @@ async fn main() {
         .collect();
     let wants = |part: &str| which.is_empty() || which.iter().any(|w| w == part || w == "all");
     eprintln!("starting ZooKeeper and MariaDB…");
-    let zk = ZooKeeper::start();
+    let zk = ZooKeeper::start_for_benchmark();
     let db = MariaDb::start();
     let mut report = String::new();
     if wants("latency") {
@@ -141,9 +143,11 @@ async fn populate(
 
 fn operator(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_pureflash-operator"));
+    // PUREFLASH_BENCH_LOG=pureflash_operator=debug shows where the time goes.
+    let log = std::env::var("PUREFLASH_BENCH_LOG").unwrap_or_else(|_| "warn".into());
     command
         .args(args)
-        .env("PUREFLASH_LOG", "warn")
+        .env("PUREFLASH_LOG", log)
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     command
@@ -236,8 +240,17 @@ async fn latency(zk_server: &ZooKeeper, db: &MariaDb, stores: u32) -> String {
 
     let alive = format!("/pureflash/{cluster}/stores/1/alive");
     let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
-    let (mut offline, mut online) = (Vec::new(), Vec::new());
-    for _ in 0..TRIALS {
+    // An independent observer of the same node: when ZooKeeper itself published the change.
+    let observer = zk::Client::connect(&zk_server.connect_string())
+        .await
+        .unwrap();
+    let mut seen = observer
+        .watch(&alive, AddWatchMode::Persistent)
+        .await
+        .unwrap();
+    let mut offline = Trials::default();
+    let mut online = Trials::default();
+    for trial in 0..WARMUP + TRIALS {
         let session = zk::Client::connector()
             .with_session_timeout(Duration::from_secs(3))
             .connect(&zk_server.connect_string())
@@ -246,11 +259,21 @@ async fn latency(zk_server: &ZooKeeper, db: &MariaDb, stores: u32) -> String {
         let mut state = session.state_watcher();
         let t0 = Instant::now();
         session.create(&alive, b"", &ephemeral).await.unwrap();
-        online.push(wait_status(&pool, 1, "OK").await - t0);
+        seen.changed().await;
+        let t_zk = Instant::now();
+        let t_db = wait_status(&pool, 1, "OK").await;
+        if trial >= WARMUP {
+            online.push(t0, t_zk, t_db);
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
         let t0 = Instant::now();
         drop(session); // the session's close request goes out now
-        offline.push(wait_status(&pool, 1, "OFFLINE").await - t0);
+        seen.changed().await;
+        let t_zk = Instant::now();
+        let t_db = wait_status(&pool, 1, "OFFLINE").await;
+        if trial >= WARMUP {
+            offline.push(t0, t_zk, t_db);
+        }
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             while !state.changed().await.is_terminated() {}
         })
@@ -258,12 +281,41 @@ async fn latency(zk_server: &ZooKeeper, db: &MariaDb, stores: u32) -> String {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop(&mut sync);
-    let (a, b) = (stats(offline), stats(online));
     format!(
-        "(a) session closed -> OFFLINE, {stores} stores, {TRIALS} trials: p50 {:.2} ms, p95 {:.2} ms, max {:.2} ms\n\
-         (b) alive created  -> OK,      {stores} stores, {TRIALS} trials: p50 {:.2} ms, p95 {:.2} ms, max {:.2} ms\n",
-        a.p50, a.p95, a.max, b.p50, b.p95, b.max
+        "(a) session closed -> t_store OFFLINE, {stores} stores, {TRIALS} trials:\n{}\
+         (b) alive created  -> t_store OK,      {stores} stores, {TRIALS} trials:\n{}",
+        offline.report(),
+        online.report()
     )
+}
+
+/// Latency samples split at the moment an independent ZooKeeper client saw the change.
+#[derive(Default)]
+struct Trials {
+    total: Vec<Duration>,
+    zookeeper: Vec<Duration>,
+    operator: Vec<Duration>,
+}
+
+impl Trials {
+    fn push(&mut self, t0: Instant, t_zk: Instant, t_db: Instant) {
+        self.total.push(t_db - t0);
+        self.zookeeper.push(t_zk - t0);
+        self.operator.push(t_db.saturating_duration_since(t_zk));
+    }
+
+    fn report(&self) -> String {
+        let line = |name: &str, samples: &[Duration]| {
+            let s = stats(samples.to_vec());
+            format!(
+                "    {name:<36} p50 {:>6.2} ms   p95 {:>6.2} ms   max {:>6.2} ms\n",
+                s.p50, s.p95, s.max
+            )
+        };
+        line("end to end", &self.total)
+            + &line("ZooKeeper (change -> observer event)", &self.zookeeper)
+            + &line("operator (observer event -> row)", &self.operator)
+    }
 }
 
 /// (c): `sync --once` into an empty database, median of 3, at 100 / 1000 / 3000 stores.

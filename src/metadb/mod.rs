@@ -18,7 +18,7 @@ use sqlx::mysql::MySqlPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, MySql, MySqlPool, Sqlite, SqlitePool};
 
-pub use plan::{Note, Plan, plan};
+pub use plan::{Note, Plan, plan, plan_after};
 pub use rows::{DbRows, PortKey, PortRow, STATUS_OFFLINE, STATUS_OK, StoreRow, TrayRow};
 pub use url::{BadDbUrl, DbUrl};
 
@@ -80,7 +80,9 @@ impl MetaDb {
                             .create_if_missing(true)
                             .journal_mode(SqliteJournalMode::Wal)
                             .synchronous(SqliteSynchronous::Normal),
-                        SqlitePoolOptions::new().max_connections(2),
+                        SqlitePoolOptions::new()
+                            .max_connections(2)
+                            .test_before_acquire(false),
                     ),
                     // Every connection to `:memory:` is its own database: keep exactly one, forever.
                     None => (
@@ -97,8 +99,11 @@ impl MetaDb {
                 )
             }
             DbUrl::MySql { options, .. } => Pool::MySql(
+                // No ping before each use: a dead connection fails the statement, the pass is
+                // retried, and the pool replaces it; a ping would cost every pass a round trip.
                 MySqlPoolOptions::new()
                     .max_connections(2)
+                    .test_before_acquire(false)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
                     .connect_lazy_with((**options).clone()),
             ),
@@ -150,6 +155,17 @@ impl MetaDb {
     pub async fn apply(&self, plan: &Plan) -> Result<bool, DbError> {
         if plan.is_empty() {
             return Ok(true);
+        }
+        // One row is one statement, atomic on its own: skip BEGIN and COMMIT round trips.
+        if plan.write_count() == 1 {
+            return match &self.pool {
+                Pool::Sqlite(pool) => {
+                    Sql::<Sqlite>::apply(&mut *self.acquire(pool).await?, plan).await
+                }
+                Pool::MySql(pool) => {
+                    Sql::<MySql>::apply(&mut *self.acquire(pool).await?, plan).await
+                }
+            };
         }
         match &self.pool {
             Pool::Sqlite(pool) => {

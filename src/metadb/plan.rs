@@ -181,6 +181,66 @@ pub fn plan(view: &ClusterView, rows: &DbRows) -> Plan {
     plan
 }
 
+/// The plan for `next` when `rows` already hold what `prev` says (`plan(prev, rows)` is empty,
+/// as after any successful pass) — the event-driven case.
+///
+/// When every store that changed between the two views changed only in liveness (`alive`, a
+/// tray's `online`) or in data the DB does not hold (`free_size`, `state`), nothing that decides
+/// keys, ownership or conflicts moved, so only those stores' status columns can need writing:
+/// they are planned directly, in time proportional to the change instead of the cluster. Any
+/// other change is planned in full. Either way the writes equal `plan(next, rows)`'s (a property
+/// test checks it); only the fast path carries no [`Note`]s.
+pub fn plan_after(prev: &ClusterView, next: &ClusterView, rows: &DbRows) -> Plan {
+    let mut fast = Plan::default();
+    for id in next.changed_since(prev) {
+        let (Some(old), Some(new)) = (prev.get(id), next.get(id)) else {
+            return plan(next, rows);
+        };
+        if !same_keys(old, new) {
+            return plan(next, rows);
+        }
+        let store_id = row_id(id);
+        if let Some(row) = rows.stores.get(&store_id)
+            && row.status != status(new.alive)
+        {
+            fast.store_updates.push(StoreUpdate {
+                id: store_id,
+                mngt_ip: None,
+                status: Some(status(new.alive)),
+            });
+        }
+        for (uuid, tray) in &new.trays {
+            // In sync with `prev`, a tray row belongs to the store that won its uuid.
+            if let Some(row) = rows.trays.get(uuid.as_str())
+                && row.store_id == store_id
+                && row.status != status(tray.online)
+            {
+                fast.tray_updates.push(TrayUpdate {
+                    uuid: uuid.to_string(),
+                    status: Some(status(tray.online)),
+                    ..TrayUpdate::default()
+                });
+            }
+        }
+    }
+    fast
+}
+
+/// Whether two states of a store agree on everything the plan derives keys, ownership,
+/// conflicts and non-status columns from.
+fn same_keys(a: &StoreView, b: &StoreView) -> bool {
+    a.mngt_ip == b.mngt_ip
+        && a.ports == b.ports
+        && a.rep_ports == b.rep_ports
+        && a.trays.len() == b.trays.len()
+        && a.trays.iter().zip(&b.trays).all(|((ua, ta), (ub, tb))| {
+            ua == ub
+                && ta.devname == tb.devname
+                && ta.capacity == tb.capacity
+                && ta.object_size == tb.object_size
+        })
+}
+
 /// Plans t_store and returns every row as it will be after the plan.
 fn plan_stores(view: &ClusterView, rows: &DbRows, plan: &mut Plan) -> BTreeMap<i64, StoreRow> {
     // Addresses the stores in ZooKeeper want; stores iterate in id order, so the lowest wins.
@@ -932,8 +992,101 @@ mod tests {
                 })
         }
 
+        /// A change to one store: liveness only, or anything.
+        fn arb_change() -> impl Strategy<Value = (u32, u8, u32, bool)> {
+            (1u32..7, 0u8..9, 0u32..6, any::<bool>())
+        }
+
+        fn mutate(view: &ClusterView, (id, kind, n, flag): (u32, u8, u32, bool)) -> ClusterView {
+            let mut next = view.clone();
+            let Ok(id) = StoreId::new(id) else {
+                return next;
+            };
+            match kind {
+                0 | 1 => {
+                    if let Some(store) = next.stores.get_mut(&id) {
+                        let store = std::sync::Arc::make_mut(store);
+                        if kind == 0 {
+                            store.alive = flag;
+                        } else if let Some(tray) = {
+                            let count = store.trays.len().max(1);
+                            store.trays.values_mut().nth(n as usize % count)
+                        } {
+                            tray.online = flag;
+                        }
+                    }
+                }
+                2 => {
+                    if let Some(store) = next.stores.get_mut(&id) {
+                        let store = std::sync::Arc::make_mut(store);
+                        if let Some(tray) = store.trays.values_mut().next() {
+                            tray.free_size = Field::Valid(u64::from(n));
+                            tray.state = Field::Valid("X".into());
+                        }
+                    }
+                }
+                3 => {
+                    next.stores.remove(&id);
+                }
+                4 => {
+                    if let Some(store) = next.stores.get_mut(&id) {
+                        std::sync::Arc::make_mut(store).mngt_ip = if flag {
+                            Field::Missing
+                        } else {
+                            Field::Valid(IPS[n as usize % IPS.len()].parse().unwrap())
+                        };
+                    }
+                }
+                _ => {
+                    if let Some(store) = next.stores.get_mut(&id) {
+                        let store = std::sync::Arc::make_mut(store);
+                        let ip: std::net::IpAddr = IPS[n as usize % IPS.len()].parse().unwrap();
+                        let toggle = |set: &mut std::collections::BTreeSet<std::net::IpAddr>| {
+                            if !set.remove(&ip) {
+                                set.insert(ip);
+                            }
+                        };
+                        match kind {
+                            5 => {
+                                store.trays.insert(uuid(n), TrayView::test("/dev/new"));
+                            }
+                            6 => toggle(&mut store.ports),
+                            7 => toggle(&mut store.rep_ports),
+                            _ => {
+                                if let Some(tray) = store.trays.values_mut().next() {
+                                    tray.devname = Field::Valid(format!("/dev/sd{n}"));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            next
+        }
+
+        fn writes(mut plan: Plan) -> Plan {
+            plan.notes.clear();
+            plan.store_updates.sort_by_key(|u| u.id);
+            plan.tray_updates.sort_by(|a, b| a.uuid.cmp(&b.uuid));
+            plan
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            /// The event-driven plan writes exactly what the full plan writes.
+            #[test]
+            fn plan_after_equals_the_full_plan(
+                stores in prop::collection::vec(arb_store(), 0..6),
+                rows in arb_rows(),
+                changes in prop::collection::vec(arb_change(), 1..4),
+            ) {
+                let prev = view(stores);
+                let mut synced = rows.clone();
+                synced.apply(&plan(&prev, &rows)).unwrap();
+                let next = changes.into_iter().fold(prev.clone(), |v, c| mutate(&v, c));
+                prop_assert_eq!(writes(plan_after(&prev, &next, &synced)), writes(plan(&next, &synced)));
+            }
 
             /// Any view over any consistent DB: the plan applies without a constraint error in
             /// SQL order, one plan converges, and the result says what ZooKeeper says.

@@ -62,7 +62,7 @@ pub struct Sql<DB>(PhantomData<DB>);
 
 impl<DB> Sql<DB>
 where
-    DB: Database + RowsAffected,
+    DB: Database + RowsAffected + sqlx::database::HasStatementCache,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB> + Default,
     for<'r> StoreTuple: FromRow<'r, DB::Row>,
@@ -184,8 +184,10 @@ where
                     .push_bind(store.mngt_ip.clone())
                     .push_bind(store.status.clone());
             });
+            // Not prepared for reuse: row counts vary, and each shape would stay cached.
             query
                 .build()
+                .persistent(false)
                 .execute(&mut *conn)
                 .await
                 .map_err(write("insert t_store"))?;
@@ -245,8 +247,10 @@ where
                     .push_bind(tray.object_size)
                     .push_bind(tray.store_id);
             });
+            // Not prepared for reuse: row counts vary, and each shape would stay cached.
             query
                 .build()
+                .persistent(false)
                 .execute(&mut *conn)
                 .await
                 .map_err(write("insert t_tray"))?;
@@ -283,8 +287,10 @@ where
                     .push_bind(key.purpose)
                     .push_bind(port.status.clone());
             });
+            // Not prepared for reuse: row counts vary, and each shape would stay cached.
             query
                 .build()
+                .persistent(false)
                 .execute(&mut *conn)
                 .await
                 .map_err(write("insert t_port"))?;
@@ -314,15 +320,15 @@ where
                 list.push_bind(k.clone());
             }
             query.push(")");
-            let done =
-                query
-                    .build()
-                    .execute(&mut *conn)
-                    .await
-                    .map_err(|source| DbError::Apply {
-                        step: table,
-                        source,
-                    })?;
+            let done = query
+                .build()
+                .persistent(false)
+                .execute(&mut *conn)
+                .await
+                .map_err(|source| DbError::Apply {
+                    step: table,
+                    source,
+                })?;
             matched &= DB::rows_affected(&done) == chunk.len() as u64;
         }
         Ok(matched)

@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::stream::FuturesOrdered;
+use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
@@ -34,7 +34,7 @@ use zookeeper_client::{
 
 use crate::backoff::Backoff;
 use crate::zk::layout::{ClusterLayout, Location, StoreId, StoreNode, TrayField};
-use crate::zk::view::{ClusterView, NodeUpdate, Touched};
+use crate::zk::view::{ClusterView, NodeUpdate, StoreView, Touched};
 
 /// How many store reads a full reload keeps in flight at once.
 const RELOAD_CONCURRENCY: usize = 512;
@@ -553,6 +553,7 @@ async fn apply_batch(
         }
     }
     let results = futures::future::join_all(reads).await;
+    debug!(events = batch.len(), reads = results.len(), "watch events");
     let mut reread_failed = false;
     let mut touched = Vec::new();
     let mut malformed_changed = false;
@@ -599,19 +600,9 @@ async fn apply_batch(
     }
 }
 
-/// What the first round of a reload learns about one store directory.
-struct StoreTop {
-    dir: String,
-    children: Vec<String>,
-    mngt_ip: Option<Vec<u8>>,
-    state: Option<Vec<u8>>,
-    trays: Vec<String>,
-    ports: Vec<String>,
-    rep_ports: Vec<String>,
-}
-
 /// Reads the whole `stores/` tree: one listing, then per store one multi-read of its top level
-/// and one of its trays, with up to [`RELOAD_CONCURRENCY`] requests in flight.
+/// and one of its trays, with up to [`RELOAD_CONCURRENCY`] stores in flight. Each store's view
+/// is built as soon as its reads return, so no copy of the raw tree is ever held.
 async fn load_tree(
     client: &zk::Client,
     layout: &ClusterLayout,
@@ -627,111 +618,40 @@ async fn load_tree(
             });
         }
     };
-    let mut nodes: Vec<(String, String, Vec<u8>)> = Vec::new();
-    let mut valid = Vec::new();
+    let mut view = ClusterView::default();
+    let mut in_flight = FuturesUnordered::new();
     for dir in dirs {
-        if dir.parse::<StoreId>().is_ok() {
-            valid.push(dir);
-        } else {
-            nodes.push((dir, String::new(), Vec::new()));
-        }
-    }
-
-    let tops: Vec<StoreTop> = in_order_bounded(
-        valid
-            .into_iter()
-            .map(|dir| read_store_top(client, layout, dir)),
-    )
-    .await
-    .into_iter()
-    .collect::<Result<Vec<_>, _>>()?
-    .into_iter()
-    .flatten()
-    .collect();
-    let tray_results = in_order_bounded(
-        tops.iter()
-            .filter(|top| !top.trays.is_empty())
-            .map(|top| read_trays(client, layout, top)),
-    )
-    .await
-    .into_iter()
-    .collect::<Result<Vec<_>, _>>()?;
-
-    for top in &tops {
-        let dir = &top.dir;
-        nodes.push((dir.clone(), String::new(), Vec::new()));
-        for child in &top.children {
-            let data = match child.as_str() {
-                "mngt_ip" => top.mngt_ip.clone(),
-                "state" => top.state.clone(),
-                _ => Some(Vec::new()),
-            };
-            if let Some(data) = data {
-                nodes.push((dir.clone(), child.clone(), data));
-            }
-        }
-        for (kind, names) in [
-            ("trays", &top.trays),
-            ("ports", &top.ports),
-            ("rep_ports", &top.rep_ports),
-        ] {
-            for name in names {
-                nodes.push((dir.clone(), format!("{kind}/{name}"), Vec::new()));
-            }
-        }
-    }
-    for (top, results) in tray_results {
-        let mut results = results.into_iter();
-        for tray in &top.trays {
-            let children = children_of(results.next());
-            let fields: Vec<Option<Vec<u8>>> = TrayField::ALL
-                .iter()
-                .map(|_| data_of(results.next()))
-                .collect();
-            let Some(children) = children else { continue };
-            for child in children {
-                let data = match TrayField::ALL.iter().position(|f| f.name() == child) {
-                    Some(i) => fields[i].clone(),
-                    None => Some(Vec::new()),
-                };
-                if let Some(data) = data {
-                    nodes.push((top.dir.clone(), format!("trays/{tray}/{child}"), data));
-                }
-            }
-        }
-    }
-    Ok(ClusterView::from_nodes(
-        nodes
-            .iter()
-            .map(|(d, r, v)| (d.as_str(), r.as_str(), v.as_slice())),
-    ))
-}
-
-/// Runs `futures` with at most [`RELOAD_CONCURRENCY`] in flight; outputs in input order.
-async fn in_order_bounded<F: Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
-    let mut in_flight = FuturesOrdered::new();
-    let mut outputs = Vec::new();
-    for future in futures {
+        let Ok(id) = dir.parse::<StoreId>() else {
+            view.apply(&dir, "", NodeUpdate::Present(&[]));
+            continue;
+        };
         if in_flight.len() >= RELOAD_CONCURRENCY
-            && let Some(output) = in_flight.next().await
+            && let Some(store) = in_flight.next().await
         {
-            outputs.push(output);
+            insert_store(&mut view, store?);
         }
-        in_flight.push_back(future);
+        in_flight.push(read_store(client, layout, id));
     }
-    while let Some(output) = in_flight.next().await {
-        outputs.push(output);
+    while let Some(store) = in_flight.next().await {
+        insert_store(&mut view, store?);
     }
-    outputs
+    Ok(view)
 }
 
-/// One multi-read of a store's top level; `None` if the store went away meanwhile.
-async fn read_store_top(
+fn insert_store(view: &mut ClusterView, store: Option<StoreView>) {
+    if let Some(store) = store {
+        view.stores.insert(store.id, Arc::new(store));
+    }
+}
+
+/// Reads one store: a multi-read of its top level, then one of all its trays. `None` if the
+/// store went away meanwhile.
+async fn read_store(
     client: &zk::Client,
     layout: &ClusterLayout,
-    dir: String,
-) -> Result<Option<StoreTop>, MirrorError> {
-    let path = layout.store_dir(&dir);
+    id: StoreId,
+) -> Result<Option<StoreView>, MirrorError> {
+    let path = layout.store(id);
     let read_error = |source| MirrorError::Read {
         path: path.clone(),
         source,
@@ -752,30 +672,33 @@ async fn read_store_top(
     let Some(children) = children_of(results.next()) else {
         return Ok(None);
     };
-    Ok(Some(StoreTop {
-        children,
-        mngt_ip: data_of(results.next()),
-        state: data_of(results.next()),
-        trays: children_of(results.next()).unwrap_or_default(),
-        ports: children_of(results.next()).unwrap_or_default(),
-        rep_ports: children_of(results.next()).unwrap_or_default(),
-        dir,
-    }))
-}
+    let (mngt_ip, state) = (data_of(results.next()), data_of(results.next()));
+    let trays = children_of(results.next()).unwrap_or_default();
+    let ports = children_of(results.next()).unwrap_or_default();
+    let rep_ports = children_of(results.next()).unwrap_or_default();
 
-/// One multi-read of every tray of a store: each tray's children and data fields.
-async fn read_trays<'t>(
-    client: &zk::Client,
-    layout: &ClusterLayout,
-    top: &'t StoreTop,
-) -> Result<(&'t StoreTop, Vec<MultiReadResult>), MirrorError> {
-    let path = layout.store_dir(&top.dir);
-    let read_error = |source| MirrorError::Read {
-        path: path.clone(),
-        source,
-    };
+    let mut store = StoreView::new(id);
+    for child in &children {
+        let data = match child.as_str() {
+            "mngt_ip" => mngt_ip.as_deref(),
+            "state" => state.as_deref(),
+            _ => Some(&[][..]),
+        };
+        if let Some(data) = data {
+            store.set(child, data);
+        }
+    }
+    for (kind, names) in [("ports", &ports), ("rep_ports", &rep_ports)] {
+        for name in names {
+            store.set(&format!("{kind}/{name}"), &[]);
+        }
+    }
+    if trays.is_empty() {
+        return Ok(Some(store));
+    }
+
     let mut reader = client.new_multi_reader();
-    for tray in &top.trays {
+    for tray in &trays {
         let tray_path = format!("{path}/trays/{tray}");
         reader.add_get_children(&tray_path).map_err(read_error)?;
         for field in TrayField::ALL {
@@ -784,8 +707,26 @@ async fn read_trays<'t>(
                 .map_err(read_error)?;
         }
     }
-    let results = reader.commit().await.map_err(read_error)?;
-    Ok((top, results))
+    let mut results = reader.commit().await.map_err(read_error)?.into_iter();
+    for tray in &trays {
+        let children = children_of(results.next());
+        let fields: Vec<Option<Vec<u8>>> = TrayField::ALL
+            .iter()
+            .map(|_| data_of(results.next()))
+            .collect();
+        let Some(children) = children else { continue }; // deleted meanwhile
+        store.set(&format!("trays/{tray}"), &[]);
+        for child in &children {
+            let data = match TrayField::ALL.iter().position(|f| f.name() == child) {
+                Some(i) => fields[i].as_deref(),
+                None => Some(&[][..]),
+            };
+            if let Some(data) = data {
+                store.set(&format!("trays/{tray}/{child}"), data);
+            }
+        }
+    }
+    Ok(Some(store))
 }
 
 fn children_of(result: Option<MultiReadResult>) -> Option<Vec<String>> {

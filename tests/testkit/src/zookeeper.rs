@@ -20,11 +20,27 @@ pub struct ZooKeeper {
     dir: TempDir,
     port: u16,
     process: Mutex<Option<ServerProcess>>,
+    /// JVM flags: quick start-up for tests, the JVM's defaults for benchmarks.
+    jvm: &'static [&'static str],
 }
+
+/// Tests start many short-lived servers: favour start-up time over peak speed.
+const JVM_FOR_TESTS: &[&str] = &["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1"];
+/// Benchmarks measure the server as it runs in production: default JIT and collector.
+const JVM_FOR_BENCHMARKS: &[&str] = &["-Xmx512m"];
 
 impl ZooKeeper {
     /// Starts a server and waits until it answers `ruok`.
     pub fn start() -> ZooKeeper {
+        Self::start_with(JVM_FOR_TESTS)
+    }
+
+    /// Starts a server with the JVM's default JIT and collector, for benchmarks.
+    pub fn start_for_benchmark() -> ZooKeeper {
+        Self::start_with(JVM_FOR_BENCHMARKS)
+    }
+
+    fn start_with(jvm: &'static [&'static str]) -> ZooKeeper {
         let dir = tempfile::Builder::new()
             .prefix("pf-test-zk-")
             .tempdir()
@@ -41,6 +57,7 @@ impl ZooKeeper {
             dir,
             port,
             process: Mutex::new(None),
+            jvm,
         };
         zk.start_again();
         zk
@@ -94,9 +111,7 @@ impl ZooKeeper {
         );
         let mut command = Command::new(java);
         command
-            .arg("-Xmx256m")
-            .arg("-XX:+UseSerialGC")
-            .arg("-XX:TieredStopAtLevel=1")
+            .args(self.jvm)
             .arg("-cp")
             .arg("/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar")
             .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
