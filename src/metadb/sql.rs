@@ -184,10 +184,8 @@ where
                     .push_bind(store.mngt_ip.clone())
                     .push_bind(store.status.clone());
             });
-            // Not prepared for reuse: row counts vary, and each shape would stay cached.
             query
                 .build()
-                .persistent(false)
                 .execute(&mut *conn)
                 .await
                 .map_err(write("insert t_store"))?;
@@ -247,10 +245,8 @@ where
                     .push_bind(tray.object_size)
                     .push_bind(tray.store_id);
             });
-            // Not prepared for reuse: row counts vary, and each shape would stay cached.
             query
                 .build()
-                .persistent(false)
                 .execute(&mut *conn)
                 .await
                 .map_err(write("insert t_tray"))?;
@@ -287,10 +283,8 @@ where
                     .push_bind(key.purpose)
                     .push_bind(port.status.clone());
             });
-            // Not prepared for reuse: row counts vary, and each shape would stay cached.
             query
                 .build()
-                .persistent(false)
                 .execute(&mut *conn)
                 .await
                 .map_err(write("insert t_port"))?;
