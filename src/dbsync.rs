@@ -150,21 +150,22 @@ pub async fn run(
     let mut retry_at: Option<Instant> = None;
     let mut backoff = Backoff::new(config.retry_initial, config.retry_max);
     let mut known_notes: BTreeSet<String> = BTreeSet::new();
-    let mut waiting_for_trust_logged = false;
+    let mut waiting_logged = false;
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
         let now = Instant::now();
         let retry_pending = retry_at.is_some_and(|at| at > now);
-        if !snapshot.health.is_trusted() {
-            if !waiting_for_trust_logged {
+        let writable = writable(&snapshot);
+        if let Err(reason) = writable {
+            if !waiting_logged {
                 info!(
                     session = snapshot.health.session.as_str(),
-                    "waiting for a trusted ZooKeeper view before writing the DB"
+                    "not writing the DB: {reason}"
                 );
-                waiting_for_trust_logged = true;
+                waiting_logged = true;
             }
         } else if !retry_pending {
-            waiting_for_trust_logged = false;
+            waiting_logged = false;
             let reload = now >= reload_at;
             let result = async {
                 if !schema_ready {
@@ -224,10 +225,7 @@ pub async fn run(
 
         // Untrusted: only a new snapshot can change anything. Otherwise also wake for the
         // retry or the periodic re-read, whichever is due.
-        let wake_at = snapshot
-            .health
-            .is_trusted()
-            .then(|| retry_at.unwrap_or(reload_at));
+        let wake_at = writable.is_ok().then(|| retry_at.unwrap_or(reload_at));
         let timer = async {
             match wake_at {
                 Some(at) => tokio::time::sleep_until(at).await,
@@ -246,6 +244,19 @@ pub async fn run(
     }
     db.close().await;
     info!("metadata DB sync stopped");
+}
+
+/// Whether the DB may be written from `snapshot`, or why not.
+fn writable(snapshot: &Snapshot) -> Result<(), &'static str> {
+    if !snapshot.health.is_trusted() {
+        Err("waiting for a trusted ZooKeeper view (connected and fully reloaded)")
+    } else if !snapshot.view.stores_dir {
+        // An empty view would mark every store OFFLINE and delete every port: with a wrong
+        // cluster name that is a disaster, and with no stores directory nothing is known.
+        Err("ZooKeeper has no stores directory for this cluster")
+    } else {
+        Ok(())
+    }
 }
 
 /// Logs each resolved conflict or skipped value once, when it first appears.

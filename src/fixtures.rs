@@ -92,6 +92,7 @@ pub fn view(stores: impl IntoIterator<Item = StoreView>) -> ClusterView {
     ClusterView {
         stores: stores.into_iter().map(|s| (s.id, Arc::new(s))).collect(),
         malformed_dirs: BTreeMap::new(),
+        stores_dir: true,
     }
 }
 

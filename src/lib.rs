@@ -31,4 +31,8 @@ pub enum Error {
     ZooKeeper(#[from] zk::mirror::MirrorError),
     #[error(transparent)]
     Db(#[from] metadb::DbError),
+    #[error(
+        "ZooKeeper at {zk} has no {path}: is the cluster name right? (the metadata DB was not touched)"
+    )]
+    NoStoresDirectory { zk: String, path: String },
 }

@@ -47,6 +47,12 @@ pub async fn run(args: SyncArgs) -> Result<(), crate::Error> {
 /// `--once`: load, write, summarize. Every failure is an error (and a non-zero exit).
 async fn run_once(config: &MirrorConfig, db_url: &DbUrl) -> Result<(), crate::Error> {
     let view = mirror::load_once(config).await?;
+    if !view.stores_dir {
+        return Err(crate::Error::NoStoresDirectory {
+            zk: config.connect.clone(),
+            path: config.layout.stores().to_owned(),
+        });
+    }
     let db = MetaDb::open(db_url);
     db.ensure_schema().await?;
     let rows = db.load_rows().await?;

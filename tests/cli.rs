@@ -174,12 +174,18 @@ fn unreachable_zookeeper_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_db_is_a_clear_error() {
     let zk = ZooKeeper::shared();
+    let cluster = unique_cluster("cli-no-db");
+    let _store = PfsSim::start(spec(&zk.connect_string(), &cluster, 1))
+        .await
+        .unwrap();
     let port = testkit::free_port();
     let (ok, _, stderr) = run(operator().args([
         "sync",
         "--once",
         "--zk",
         &zk.connect_string(),
+        "--cluster",
+        &cluster,
         "--db",
         &format!("mysql://pf:hunter2@127.0.0.1:{port}/s5"),
     ]));
@@ -320,4 +326,26 @@ async fn malformed_data_is_logged_once_and_the_rest_synced() {
         "{stderr}"
     );
     drop(good);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_refuses_a_cluster_zookeeper_does_not_have() {
+    let zk = ZooKeeper::shared();
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (ok, stdout, stderr) = run(operator().args([
+        "sync",
+        "--once",
+        "--zk",
+        &zk.connect_string(),
+        "--cluster",
+        "no-such-cluster",
+        "--db",
+        &db.url,
+    ]));
+    assert!(!ok, "{stdout}");
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("has no /pureflash/no-such-cluster/stores: is the cluster name right?"),
+        "{stderr}"
+    );
 }

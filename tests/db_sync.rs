@@ -58,6 +58,7 @@ scenarios!(
     vanished_store_is_marked_offline_not_deleted,
     mngt_ip_taken_over_does_not_wedge_the_sync,
     db_outage_converges_when_it_returns,
+    a_wrong_cluster_name_touches_nothing,
 );
 
 fn zk() -> String {
@@ -528,4 +529,44 @@ async fn sync_waits_for_an_unreachable_db_at_start() {
         && t.len() == 2
         && p.len() == 2);
     sync.stop().await;
+}
+
+async fn a_wrong_cluster_name_touches_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("right");
+    let _stores: Vec<PfsSim> =
+        futures::future::try_join_all((1..=2).map(|id| PfsSim::start(spec(&zk(), &cluster, id))))
+            .await
+            .unwrap();
+    let right = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    wait_for!(db, "synced", |s, t, p| s.len() == 2
+        && t.len() == 4
+        && p.len() == 4);
+    right.stop().await;
+    db.audit_writes().await;
+
+    // A typo in the cluster name: ZooKeeper has no such stores directory.
+    let typo = unique_cluster("typo");
+    let mut wrong = Running::start(&zk(), &typo, &db.url, Duration::from_millis(200));
+    assert!(testkit::eventually(PATIENCE, async || wrong.snapshot().health.is_trusted()).await);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        db.audited_writes().await,
+        0,
+        "nothing may be written for a cluster ZooKeeper does not have"
+    );
+
+    // Once the directory exists (and is empty), its truth is that no store is registered.
+    let client = zk::Client::connect(&zk()).await.unwrap();
+    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    client
+        .mkdir(&format!("/pureflash/{typo}/stores"), &persistent)
+        .await
+        .unwrap();
+    wait_for!(db, "an empty cluster synced", |s, _t, p| s
+        .iter()
+        .all(|s| s.2 == "OFFLINE")
+        && p.is_empty());
+    wrong.wait_synced().await;
+    wrong.stop().await;
 }

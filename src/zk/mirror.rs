@@ -123,8 +123,8 @@ pub enum ViewEvent {
         id: StoreId,
         version: u64,
     },
-    /// The set of malformed store directories changed.
-    MalformedDirsChanged {
+    /// The malformed store directories, or the existence of `stores/` itself, changed.
+    DirectoriesChanged {
         version: u64,
     },
     HealthChanged {
@@ -157,6 +157,8 @@ impl Mirror {
         let (snapshot_tx, snapshots) = watch::channel(initial);
         let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
         let publisher = Publisher {
+            stores_path: config.layout.stores().to_owned(),
+            warned_no_stores_dir: false,
             version: 0,
             view: ClusterView::default(),
             health,
@@ -250,6 +252,10 @@ async fn close(client: zk::Client) {
 
 /// Owns the published state; every change goes out through [`Publisher::publish`].
 struct Publisher {
+    /// `/pureflash/<cluster>/stores`, for messages.
+    stores_path: String,
+    /// A missing stores directory was reported (and not yet seen back).
+    warned_no_stores_dir: bool,
     version: u64,
     view: ClusterView,
     health: Health,
@@ -275,7 +281,7 @@ impl Publisher {
 
     fn replace_view(&mut self, fresh: ClusterView) {
         let old_ids: Vec<StoreId> = self.view.stores.keys().copied().collect();
-        let (changed, malformed_changed) = self.view.replace_with(fresh);
+        let (changed, dirs_changed) = self.view.replace_with(fresh);
         if !changed.is_empty() {
             info!(
                 stores = self.view.stores.len(),
@@ -291,20 +297,29 @@ impl Publisher {
         health.last_full_sync = Some(SystemTime::now());
         let health_changed = health != self.health;
         self.health = health;
-        self.publish(&changed, &removed, malformed_changed, health_changed);
+        self.publish(&changed, &removed, dirs_changed, health_changed);
     }
 
     fn publish(
         &mut self,
         changed: &[StoreId],
         removed: &[StoreId],
-        malformed_changed: bool,
+        dirs_changed: bool,
         health_changed: bool,
     ) {
-        if changed.is_empty() && removed.is_empty() && !malformed_changed && !health_changed {
+        if changed.is_empty() && removed.is_empty() && !dirs_changed && !health_changed {
             return;
         }
         log_problem_changes(&self.snapshots.borrow().view, &self.view, changed);
+        // Only a loaded view can say the directory is missing.
+        if self.health.synced && self.view.stores_dir == self.warned_no_stores_dir {
+            self.warned_no_stores_dir = !self.view.stores_dir;
+            if self.warned_no_stores_dir {
+                warn!(path = %self.stores_path, "ZooKeeper has no stores directory: nothing is synced until it exists (is the cluster name right?)");
+            } else {
+                info!(path = %self.stores_path, "stores directory present");
+            }
+        }
         self.version += 1;
         let version = self.version;
         self.snapshots.send_replace(Arc::new(Snapshot {
@@ -319,10 +334,8 @@ impl Publisher {
         for &id in removed {
             let _ = self.events.send(ViewEvent::StoreRemoved { id, version });
         }
-        if malformed_changed {
-            let _ = self
-                .events
-                .send(ViewEvent::MalformedDirsChanged { version });
+        if dirs_changed {
+            let _ = self.events.send(ViewEvent::DirectoriesChanged { version });
         }
         if health_changed {
             let _ = self.events.send(ViewEvent::HealthChanged {
@@ -509,7 +522,8 @@ enum BatchOutcome {
 
 /// One node event resolved to a view update; `read` indexes the pipelined data read, if any.
 struct Step {
-    dir: String,
+    /// The store directory, or `None` for `stores/` itself.
+    dir: Option<String>,
     rel: String,
     deleted: bool,
     read: Option<usize>,
@@ -530,10 +544,20 @@ async fn apply_batch(
         match event.event_type {
             EventType::Session => session_change = Some(event.session_state),
             EventType::NodeCreated | EventType::NodeDataChanged | EventType::NodeDeleted => {
-                let Location::InStore { dir, rel } = layout.locate(&event.path) else {
-                    continue;
-                };
                 let deleted = event.event_type == EventType::NodeDeleted;
+                let (dir, rel) = match layout.locate(&event.path) {
+                    Location::InStore { dir, rel } => (dir, rel),
+                    Location::Stores => {
+                        steps.push(Step {
+                            dir: None,
+                            rel: String::new(),
+                            deleted,
+                            read: None,
+                        });
+                        continue;
+                    }
+                    Location::Elsewhere => continue,
+                };
                 let needs_data = !deleted
                     && dir.parse::<StoreId>().is_ok()
                     && StoreNode::parse(rel).is_ok_and(|node| node.carries_data());
@@ -542,7 +566,7 @@ async fn apply_batch(
                     reads.len() - 1
                 });
                 steps.push(Step {
-                    dir: dir.to_owned(),
+                    dir: Some(dir.to_owned()),
                     rel: rel.to_owned(),
                     deleted,
                     read,
@@ -556,22 +580,26 @@ async fn apply_batch(
     debug!(events = batch.len(), reads = results.len(), "watch events");
     let mut reread_failed = false;
     let mut touched = Vec::new();
-    let mut malformed_changed = false;
+    let mut dirs_changed = false;
     for step in &steps {
+        let Some(dir) = &step.dir else {
+            dirs_changed |= publisher.view.set_stores_dir(!step.deleted) == Touched::Directories;
+            continue;
+        };
         let update = match step.read.map(|i| &results[i]) {
             None if step.deleted => NodeUpdate::Deleted,
             None => NodeUpdate::Present(&[]),
             Some(Ok((data, _))) => NodeUpdate::Present(data),
             Some(Err(zk::Error::NoNode)) => NodeUpdate::Deleted,
             Some(Err(error)) => {
-                debug!(%error, dir = %step.dir, rel = %step.rel, "could not read node data; will reload");
+                debug!(%error, %dir, rel = %step.rel, "could not read node data; will reload");
                 reread_failed = true;
                 continue;
             }
         };
-        match publisher.view.apply(&step.dir, &step.rel, update) {
+        match publisher.view.apply(dir, &step.rel, update) {
             Touched::Store(id) => touched.push(id),
-            Touched::MalformedDir => malformed_changed = true,
+            Touched::Directories => dirs_changed = true,
             Touched::Nothing => {}
         }
     }
@@ -580,7 +608,7 @@ async fn apply_batch(
     let (removed, changed): (Vec<StoreId>, Vec<StoreId>) = touched
         .into_iter()
         .partition(|id| !publisher.view.stores.contains_key(id));
-    publisher.publish(&changed, &removed, malformed_changed, false);
+    publisher.publish(&changed, &removed, dirs_changed, false);
 
     match session_change {
         Some(state) if state.is_terminated() => BatchOutcome::Terminated(state),
@@ -608,8 +636,12 @@ async fn load_tree(
     layout: &ClusterLayout,
 ) -> Result<ClusterView, MirrorError> {
     let stores = layout.stores();
+    let mut view = ClusterView::default();
     let dirs = match client.list_children(stores).await {
-        Ok(dirs) => dirs,
+        Ok(dirs) => {
+            view.stores_dir = true;
+            dirs
+        }
         Err(zk::Error::NoNode) => Vec::new(),
         Err(source) => {
             return Err(MirrorError::Read {
@@ -618,7 +650,6 @@ async fn load_tree(
             });
         }
     };
-    let mut view = ClusterView::default();
     let mut in_flight = FuturesUnordered::new();
     for dir in dirs {
         let Ok(id) = dir.parse::<StoreId>() else {

@@ -337,8 +337,8 @@ pub enum NodeUpdate<'a> {
 pub enum Touched {
     Nothing,
     Store(StoreId),
-    /// A store directory whose name is not a store id appeared or went.
-    MalformedDir,
+    /// A store directory whose name is not a store id appeared or went, or `stores/` itself.
+    Directories,
 }
 
 /// All stores of one cluster. Cheap to clone: stores are shared until modified.
@@ -347,11 +347,26 @@ pub struct ClusterView {
     pub stores: BTreeMap<StoreId, Arc<StoreView>>,
     /// Directories under `stores/` whose name is not a store id (e.g. `x1`): reported, not synced.
     pub malformed_dirs: BTreeMap<String, DataError>,
+    /// `/pureflash/<cluster>/stores` exists. When it does not, the cluster name may well be
+    /// wrong, so an empty view says nothing about the stores (writers must not act on it).
+    pub stores_dir: bool,
 }
 
 impl ClusterView {
+    /// Records whether `/pureflash/<cluster>/stores` exists.
+    pub fn set_stores_dir(&mut self, exists: bool) -> Touched {
+        if std::mem::replace(&mut self.stores_dir, exists) == exists {
+            Touched::Nothing
+        } else {
+            Touched::Directories
+        }
+    }
+
     /// Applies one node change inside store directory `dir`.
     pub fn apply(&mut self, dir: &str, rel: &str, update: NodeUpdate<'_>) -> Touched {
+        if let NodeUpdate::Present(_) = update {
+            self.stores_dir = true; // a child implies its parent
+        }
         let id = match dir.parse::<StoreId>() {
             Ok(id) => id,
             Err(error) => {
@@ -364,7 +379,7 @@ impl ClusterView {
                     (false, _) => false,
                 };
                 return if changed {
-                    Touched::MalformedDir
+                    Touched::Directories
                 } else {
                     Touched::Nothing
                 };
@@ -403,7 +418,7 @@ impl ClusterView {
 
     /// Replaces this view by `fresh`, keeping the existing `Arc` of every store that did not
     /// change (so readers can compare by pointer). Returns the ids that were added, changed or
-    /// removed, and whether the set of malformed directories changed.
+    /// removed, and whether the malformed directories or the existence of `stores/` changed.
     pub fn replace_with(&mut self, mut fresh: ClusterView) -> (Vec<StoreId>, bool) {
         let mut changed = Vec::new();
         for (id, store) in fresh.stores.iter_mut() {
@@ -418,9 +433,10 @@ impl ClusterView {
                 .filter(|id| !fresh.stores.contains_key(id)),
         );
         changed.sort_unstable();
-        let malformed_changed = self.malformed_dirs != fresh.malformed_dirs;
+        let dirs_changed =
+            self.malformed_dirs != fresh.malformed_dirs || self.stores_dir != fresh.stores_dir;
         *self = fresh;
-        (changed, malformed_changed)
+        (changed, dirs_changed)
     }
 
     /// Ids whose store differs between `older` and this view (added, changed or removed).
@@ -709,11 +725,23 @@ mod tests {
     }
 
     #[test]
+    fn the_stores_directory_is_tracked() {
+        let mut view = ClusterView::default();
+        assert!(!view.stores_dir);
+        assert_eq!(view.set_stores_dir(true), Touched::Directories);
+        assert_eq!(view.set_stores_dir(true), Touched::Nothing);
+        assert_eq!(view.set_stores_dir(false), Touched::Directories);
+        view.apply("3", "alive", NodeUpdate::Present(b""));
+        assert!(view.stores_dir, "a store implies the directory");
+        assert!(view_of(&registered_store(1)).stores_dir);
+    }
+
+    #[test]
     fn malformed_dirs_come_and_go() {
         let mut view = ClusterView::default();
         assert_eq!(
             view.apply("x1", "", NodeUpdate::Present(b"")),
-            Touched::MalformedDir
+            Touched::Directories
         );
         assert_eq!(
             view.apply("x1", "alive", NodeUpdate::Present(b"")),
@@ -721,7 +749,7 @@ mod tests {
         );
         assert_eq!(
             view.apply("x1", "", NodeUpdate::Deleted),
-            Touched::MalformedDir
+            Touched::Directories
         );
         assert!(view.malformed_dirs.is_empty());
     }
