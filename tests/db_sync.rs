@@ -68,12 +68,15 @@ fn zk() -> String {
 async fn new_store_gets_exactly_the_conductors_rows(backend: Backend) {
     let db = TestDb::new(backend).await;
     let cluster = unique_cluster("new-store");
-    let mut sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
-    sync.wait_synced().await;
+    let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    sync.wait_trusted().await;
     let store = PfsSim::start(spec(&zk(), &cluster, 7)).await.unwrap();
     let s = store.spec().clone();
+    // Rows appear as pfs registers node by node; wait for the registered end state.
     wait_for!(db, "store 7 rows", |stores, trays, ports| stores.len() == 1
+        && stores[0].2 == "OK"
         && trays.len() == 2
+        && trays.iter().all(|t| t.2 == "OK")
         && ports.len() == 2);
     assert_eq!(
         db.stores().await,
@@ -357,8 +360,8 @@ async fn malformed_store_next_to_good_ones(backend: Backend) {
 async fn store_created_atomically_is_synced(backend: Backend) {
     let db = TestDb::new(backend).await;
     let cluster = unique_cluster("atomic");
-    let mut sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
-    sync.wait_synced().await;
+    let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    sync.wait_trusted().await;
     let _store = PfsSim::start_atomically(spec(&zk(), &cluster, 11))
         .await
         .unwrap();

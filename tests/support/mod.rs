@@ -247,6 +247,19 @@ impl Running {
         );
     }
 
+    /// Waits until the mirror's view is trusted (for clusters with nothing to sync yet).
+    pub async fn wait_trusted(&self) {
+        let ok = testkit::eventually(PATIENCE, async || {
+            self.mirror.snapshot().health.is_trusted()
+        })
+        .await;
+        assert!(
+            ok,
+            "mirror never trusted: {:?}",
+            self.mirror.snapshot().health
+        );
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.sync.await.unwrap();
