@@ -10,7 +10,9 @@
 //!   talks to ZooKeeper through one, which is how a hang (no heartbeats, process alive) is made.
 
 pub mod mariadb;
+pub mod node_agent;
 pub mod pfs;
+pub mod pfs_conf;
 pub mod process;
 pub mod proxy;
 pub mod zookeeper;

@@ -95,3 +95,12 @@ pub fn require(program: &str, package: &str) -> PathBuf {
     }
     panic!("{program} not found: install Debian's {package} package (tools/install-deps does it)");
 }
+
+/// Sends `signal` (e.g. `libc::SIGTERM`) to a process this test bed started.
+pub fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) has no memory effects; a stale pid at worst signals nothing we own.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(pid as libc::pid_t, signal);
+    }
+}

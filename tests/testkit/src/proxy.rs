@@ -30,7 +30,7 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Listens on a free loopback port and forwards to `target` (`host:port`).
+    /// Listens on a free loopback port and forwards to `target` (`host:port[,host:port…]`).
     pub async fn start(target: &str) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let local = listener.local_addr().expect("proxy address");
@@ -85,9 +85,15 @@ async fn pump(mut client: TcpStream, target: String, mut modes: watch::Receiver<
     if *modes.borrow() == ProxyMode::Sever {
         return;
     }
-    let Ok(mut server) = TcpStream::connect(&target).await else {
-        return;
-    };
+    // A ZooKeeper connect string may list several servers: the first that answers serves.
+    let mut server = None;
+    for candidate in target.split(',') {
+        if let Ok(stream) = TcpStream::connect(candidate.trim()).await {
+            server = Some(stream);
+            break;
+        }
+    }
+    let Some(mut server) = server else { return };
     let _ = client.set_nodelay(true);
     let _ = server.set_nodelay(true);
     let (mut client_read, mut client_write) = client.split();

@@ -1,9 +1,12 @@
-//! `pfs-sim`: simulated `pfs` store daemons for demos and benchmarks.
+//! `pfs-sim`: simulated `pfs` store daemons for tests, demos and benchmarks.
 //!
-//! Registers stores `--store-id .. --store-id + --count - 1` in ZooKeeper exactly as `pfs` does
-//! and keeps their sessions until killed. Like `pfs`, SIGTERM aborts without closing the
-//! sessions: the stores go OFFLINE when the sessions expire.
+//! `pfs-sim -c /etc/pureflash/pfs.conf` runs one store configured like the real `pfs`;
+//! `pfs-sim --zk … --store-id N --count M` registers stores N..N+M-1. Either way the stores
+//! register in ZooKeeper exactly as `pfs` does and keep their sessions until the process is
+//! killed. Like `pfs`, SIGTERM aborts without closing the sessions: the stores go OFFLINE only
+//! when the sessions expire.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
@@ -12,7 +15,10 @@ use testkit::pfs::{PfsSim, PfsSpec};
 #[derive(Debug, Parser)]
 #[command(about = "Simulated PureFlash pfs store daemons (ZooKeeper registration only)")]
 struct Args {
-    /// ZooKeeper connect string (one server).
+    /// A pfs.conf, as the real `pfs -c` takes; replaces the store flags below.
+    #[arg(short = 'c', long = "conf")]
+    conf: Option<PathBuf>,
+    /// ZooKeeper connect string.
     #[arg(long, env = "PFS_SIM_ZK", default_value = "127.0.0.1:2181")]
     zk: String,
     /// Cluster name.
@@ -27,31 +33,41 @@ struct Args {
     /// Trays per store.
     #[arg(long, default_value_t = 2)]
     trays: u32,
-    /// Session timeout asked of ZooKeeper.
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    /// Session timeout asked of ZooKeeper (`pfs` asks for 3 s).
+    #[arg(long, env = "PFS_SIM_SESSION_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
     session_timeout: Duration,
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    let specs: Vec<PfsSpec> = match &args.conf {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
+            let spec = testkit::pfs_conf::spec_from_conf(&text).unwrap_or_else(|e| fail(&e));
+            vec![spec.with_session_timeout(args.session_timeout)]
+        }
+        None => (args.store_id..args.store_id + args.count)
+            .map(|id| {
+                PfsSpec::new(&args.zk, &args.cluster, id)
+                    .with_trays(args.trays)
+                    .with_session_timeout(args.session_timeout)
+            })
+            .collect(),
+    };
+    let cluster = specs.first().map(|s| s.cluster.clone()).unwrap_or_default();
     let mut stores = Vec::new();
-    for id in args.store_id..args.store_id + args.count {
-        let spec = PfsSpec::new(&args.zk, &args.cluster, id)
-            .with_trays(args.trays)
-            .with_session_timeout(args.session_timeout);
+    for spec in specs {
+        let id = spec.store_id;
         match PfsSim::start(spec).await {
             Ok(store) => stores.push(store),
-            Err(error) => {
-                eprintln!("pfs-sim: store {id}: {error}");
-                std::process::exit(1);
-            }
+            Err(error) => fail(&format!("store {id}: {error}")),
         }
     }
     println!(
-        "pfs-sim: {} store(s) registered in /pureflash/{}/stores",
-        stores.len(),
-        args.cluster
+        "pfs-sim: {} store(s) registered in /pureflash/{cluster}/stores",
+        stores.len()
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
@@ -62,4 +78,9 @@ async fn main() {
     for store in &mut stores {
         store.kill().await;
     }
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("pfs-sim: {message}");
+    std::process::exit(2);
 }

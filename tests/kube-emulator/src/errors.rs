@@ -1,0 +1,324 @@
+//! API errors as the Kubernetes API server reports them: `meta.k8s.io/v1` `Status` objects with
+//! the right HTTP code, `reason` and `details` (k8s.io/apimachinery/pkg/api/errors).
+
+use serde_json::{Value, json};
+
+use crate::schema::Cause;
+
+/// A failed request, ready to be rendered as a `Status`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    pub details: Option<Value>,
+    /// Seconds for a `Retry-After` header (429).
+    pub retry_after: Option<u64>,
+}
+
+/// What an error is about: `details.{group, kind, name}` (kind is the plural resource name).
+#[derive(Clone, Copy, Debug)]
+pub struct Subject<'a> {
+    pub group: &'a str,
+    pub resource: &'a str,
+    pub name: &'a str,
+}
+
+impl Subject<'_> {
+    /// `pods` or `pureflashstores.pureflash.io`, as messages name a resource.
+    fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.resource.to_owned()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        }
+    }
+
+    fn details(&self) -> Value {
+        let mut details = json!({ "name": self.name, "kind": self.resource });
+        if !self.group.is_empty() {
+            details["group"] = json!(self.group);
+        }
+        details
+    }
+}
+
+impl ApiError {
+    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn not_found(subject: Subject<'_>) -> ApiError {
+        ApiError {
+            details: Some(subject.details()),
+            ..Self::new(
+                404,
+                "NotFound",
+                format!("{} \"{}\" not found", subject.qualified(), subject.name),
+            )
+        }
+    }
+
+    /// A path that names no resource (unknown group, version or plural).
+    pub fn no_route(path: &str) -> ApiError {
+        Self::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
+    }
+
+    pub fn already_exists(subject: Subject<'_>) -> ApiError {
+        ApiError {
+            details: Some(subject.details()),
+            ..Self::new(
+                409,
+                "AlreadyExists",
+                format!(
+                    "{} \"{}\" already exists",
+                    subject.qualified(),
+                    subject.name
+                ),
+            )
+        }
+    }
+
+    /// Optimistic concurrency or precondition failure.
+    pub fn conflict(subject: Subject<'_>, why: &str) -> ApiError {
+        ApiError {
+            details: Some(subject.details()),
+            ..Self::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {} \"{}\": {why}",
+                    subject.qualified(),
+                    subject.name
+                ),
+            )
+        }
+    }
+
+    /// The stored object changed since the client read it.
+    pub fn stale(subject: Subject<'_>) -> ApiError {
+        Self::conflict(
+            subject,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )
+    }
+
+    /// Server-side apply conflicts: one cause per field owned by another manager.
+    pub fn apply_conflicts(subject: Subject<'_>, conflicts: &[(String, String)]) -> ApiError {
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|(manager, field)| {
+                json!({ "reason": "FieldManagerConflict", "message": format!("conflict with \"{manager}\""), "field": field })
+            })
+            .collect();
+        let listing: Vec<String> = conflicts
+            .iter()
+            .map(|(manager, field)| format!("- {manager}: {field}"))
+            .collect();
+        let mut details = subject.details();
+        details["causes"] = json!(causes);
+        ApiError {
+            details: Some(details),
+            ..Self::new(
+                409,
+                "Conflict",
+                format!(
+                    "Apply failed with {} conflict{}: {}",
+                    conflicts.len(),
+                    if conflicts.len() == 1 { "" } else { "s" },
+                    listing.join("\n")
+                ),
+            )
+        }
+    }
+
+    /// Validation failure (422) with one cause per invalid field.
+    pub fn invalid(kind: &str, group: &str, name: &str, causes: &[Cause]) -> ApiError {
+        let qualified = if group.is_empty() {
+            kind.to_owned()
+        } else {
+            format!("{kind}.{group}")
+        };
+        let listing: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        let summary = match listing.as_slice() {
+            [one] => one.clone(),
+            many => format!("[{}]", many.join(", ")),
+        };
+        let mut details = json!({
+            "name": name,
+            "kind": kind,
+            "causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>(),
+        });
+        if !group.is_empty() {
+            details["group"] = json!(group);
+        }
+        ApiError {
+            details: Some(details),
+            ..Self::new(
+                422,
+                "Invalid",
+                format!("{qualified} \"{name}\" is invalid: {summary}"),
+            )
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        Self::new(400, "BadRequest", message)
+    }
+
+    pub fn method_not_allowed(message: impl Into<String>) -> ApiError {
+        Self::new(405, "MethodNotAllowed", message)
+    }
+
+    pub fn unsupported_media_type(content_type: &str) -> ApiError {
+        Self::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml (got {content_type})"
+            ),
+        )
+    }
+
+    /// `410 Gone` for a resourceVersion older than the retained history.
+    pub fn expired(requested: u64, oldest: u64) -> ApiError {
+        Self::new(
+            410,
+            "Expired",
+            format!("too old resource version: {requested} ({oldest})"),
+        )
+    }
+
+    pub fn too_many_requests(retry_after: u64) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                429,
+                "TooManyRequests",
+                "the server has received too many requests and has asked us to try again later",
+            )
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        Self::new(
+            500,
+            "InternalError",
+            format!("Internal error occurred: {}", message.into()),
+        )
+    }
+
+    /// The error as a `Status` object.
+    pub fn status(&self) -> Value {
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some(details) = &self.details {
+            status["details"] = details.clone();
+        }
+        if let Some(seconds) = self.retry_after {
+            let details = status["details"].as_object().cloned().unwrap_or_default();
+            status["details"] = Value::Object(details);
+            status["details"]["retryAfterSeconds"] = json!(seconds);
+        }
+        status
+    }
+}
+
+/// The `Status` returned by deletes that do not return the object (and by collection deletes).
+pub fn success_status(subject: Subject<'_>) -> Value {
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": subject.details(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POD: Subject<'static> = Subject {
+        group: "",
+        resource: "pods",
+        name: "p",
+    };
+
+    #[test]
+    fn not_found_is_the_api_servers_status() {
+        assert_eq!(
+            ApiError::not_found(POD).status(),
+            json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"pods \"p\" not found","reason":"NotFound","details":{"name":"p","kind":"pods"},"code":404})
+        );
+        let crd = Subject {
+            group: "pureflash.io",
+            resource: "pureflashstores",
+            name: "s1",
+        };
+        assert_eq!(
+            ApiError::not_found(crd).message,
+            "pureflashstores.pureflash.io \"s1\" not found"
+        );
+        assert_eq!(
+            ApiError::not_found(crd).status()["details"]["group"],
+            "pureflash.io"
+        );
+    }
+
+    #[test]
+    fn conflicts_and_invalid() {
+        assert_eq!(
+            ApiError::stale(POD).message,
+            "Operation cannot be fulfilled on pods \"p\": the object has been modified; please apply your changes to the latest version and try again"
+        );
+        let cause = Cause {
+            reason: "FieldValueRequired".into(),
+            message: "Required value".into(),
+            field: "spec.trays".into(),
+        };
+        let err = ApiError::invalid("PureFlashStore", "pureflash.io", "s1", &[cause]);
+        assert_eq!(err.code, 422);
+        assert_eq!(
+            err.message,
+            "PureFlashStore.pureflash.io \"s1\" is invalid: spec.trays: Required value"
+        );
+        assert_eq!(err.status()["details"]["causes"][0]["field"], "spec.trays");
+        let conflict = ApiError::apply_conflicts(
+            POD,
+            &[(
+                "kubectl".into(),
+                ".spec.containers[name=\"pfs\"].image".into(),
+            )],
+        );
+        assert!(
+            conflict
+                .message
+                .starts_with("Apply failed with 1 conflict: - kubectl:")
+        );
+        assert_eq!(
+            ApiError::too_many_requests(1).status()["details"]["retryAfterSeconds"],
+            1
+        );
+    }
+}

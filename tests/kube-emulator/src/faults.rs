@@ -1,0 +1,159 @@
+//! Fault injection for tests: fail or delay the next requests that match, drop watch streams.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+/// Which requests a fault applies to; `None` matches anything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Matcher {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`.
+    pub verb: Option<String>,
+    /// Plural resource name, e.g. `pods`, `pureflashstores`.
+    pub resource: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    /// `status` to target only status writes.
+    pub subresource: Option<String>,
+}
+
+impl Matcher {
+    pub fn verb(verb: &str) -> Matcher {
+        Matcher {
+            verb: Some(verb.to_owned()),
+            ..Matcher::default()
+        }
+    }
+
+    pub fn on(mut self, resource: &str) -> Matcher {
+        self.resource = Some(resource.to_owned());
+        self
+    }
+
+    pub fn named(mut self, name: &str) -> Matcher {
+        self.name = Some(name.to_owned());
+        self
+    }
+
+    pub fn subresource(mut self, subresource: &str) -> Matcher {
+        self.subresource = Some(subresource.to_owned());
+        self
+    }
+
+    fn matches(&self, request: &RequestInfo<'_>) -> bool {
+        let field = |want: &Option<String>, have: Option<&str>| {
+            want.as_deref().is_none_or(|w| Some(w) == have)
+        };
+        field(&self.verb, Some(request.verb))
+            && field(&self.resource, Some(request.resource))
+            && field(&self.namespace, request.namespace)
+            && field(&self.name, request.name)
+            && field(&self.subresource, request.subresource)
+    }
+}
+
+/// The request being checked.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestInfo<'a> {
+    pub verb: &'a str,
+    pub resource: &'a str,
+    pub namespace: Option<&'a str>,
+    pub name: Option<&'a str>,
+    pub subresource: Option<&'a str>,
+}
+
+/// What happens to a matching request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Answer with this HTTP status (500, 429 with Retry-After 1, 409, …) instead of serving.
+    Fail(u16),
+    /// Serve, but only after this long.
+    Delay(Duration),
+}
+
+#[derive(Debug)]
+struct Rule {
+    matcher: Matcher,
+    action: Action,
+    remaining: usize,
+}
+
+/// The fault rules of one emulator.
+#[derive(Debug)]
+pub struct Faults {
+    rules: Mutex<Vec<Rule>>,
+    watch_epoch: watch::Sender<u64>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            rules: Mutex::new(Vec::new()),
+            watch_epoch: watch::channel(0).0,
+        }
+    }
+}
+
+impl Faults {
+    /// The next `count` requests matching `matcher` get `action`.
+    pub fn inject(&self, matcher: Matcher, action: Action, count: usize) {
+        self.rules.lock().expect("faults lock").push(Rule {
+            matcher,
+            action,
+            remaining: count,
+        });
+    }
+
+    /// Removes every pending fault.
+    pub fn clear(&self) {
+        self.rules.lock().expect("faults lock").clear();
+    }
+
+    /// Ends every open watch stream (clients see the connection close and must re-watch).
+    pub fn drop_watches(&self) {
+        self.watch_epoch.send_modify(|epoch| *epoch += 1);
+    }
+
+    pub(crate) fn watch_epoch(&self) -> watch::Receiver<u64> {
+        self.watch_epoch.subscribe()
+    }
+
+    /// The action for this request, consuming one use of the first matching rule.
+    pub(crate) fn take(&self, request: &RequestInfo<'_>) -> Option<Action> {
+        let mut rules = self.rules.lock().expect("faults lock");
+        let index = rules
+            .iter()
+            .position(|r| r.remaining > 0 && r.matcher.matches(request))?;
+        rules[index].remaining -= 1;
+        let action = rules[index].action;
+        rules.retain(|r| r.remaining > 0);
+        Some(action)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_match_and_run_out() {
+        let faults = Faults::default();
+        faults.inject(Matcher::verb("patch").on("pods"), Action::Fail(500), 2);
+        let patch = RequestInfo {
+            verb: "patch",
+            resource: "pods",
+            namespace: Some("ns"),
+            name: Some("p"),
+            subresource: None,
+        };
+        let get = RequestInfo {
+            verb: "get",
+            ..patch
+        };
+        assert_eq!(faults.take(&get), None);
+        assert_eq!(faults.take(&patch), Some(Action::Fail(500)));
+        assert_eq!(faults.take(&patch), Some(Action::Fail(500)));
+        assert_eq!(faults.take(&patch), None);
+    }
+}

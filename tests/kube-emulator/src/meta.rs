@@ -1,0 +1,184 @@
+//! Object metadata rules: names, generated names, timestamps, labels (apimachinery validation).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::schema::Cause;
+
+/// RFC 3339 with seconds, as the API server writes timestamps.
+pub fn timestamp(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+pub fn unix_seconds(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
+/// `generateName` + 5 characters from the API server's alphabet (no vowels, no confusables).
+pub fn generate_name(prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let random = uuid::Uuid::new_v4();
+    let suffix: String = random.as_bytes()[..5]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
+    let max_prefix = 63 - 5;
+    format!("{}{suffix}", &prefix[..prefix.len().min(max_prefix)])
+}
+
+fn cause(reason: &str, field: &str, message: String) -> Cause {
+    Cause {
+        reason: reason.into(),
+        message,
+        field: field.into(),
+    }
+}
+
+/// DNS-1123 subdomain: most object names.
+pub fn check_subdomain(name: &str, field: &str) -> Option<Cause> {
+    let valid = !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    (!valid).then(|| {
+        cause(
+            "FieldValueInvalid",
+            field,
+            format!(
+                "Invalid value: \"{name}\": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
+            ),
+        )
+    })
+}
+
+/// DNS-1123 label: namespace names.
+pub fn check_label_name(name: &str, field: &str) -> Option<Cause> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    (!valid).then(|| {
+        cause(
+            "FieldValueInvalid",
+            field,
+            format!(
+                "Invalid value: \"{name}\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
+            ),
+        )
+    })
+}
+
+fn qualified_name_ok(name: &str) -> bool {
+    let (prefix, name) = match name.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, name),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric());
+    name_ok && prefix.is_none_or(|p| check_subdomain(p, "").is_none())
+}
+
+fn label_value_ok(value: &str) -> bool {
+    value.is_empty()
+        || (value.len() <= 63
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && value
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphanumeric())
+            && value
+                .bytes()
+                .last()
+                .is_some_and(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Labels and annotation keys, as `ValidateObjectMeta` checks them.
+pub fn check_labels_and_annotations(metadata: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if let Some(labels) = metadata.get("labels").and_then(Value::as_object) {
+        for (key, value) in labels {
+            if !qualified_name_ok(key) {
+                causes.push(cause("FieldValueInvalid", "metadata.labels", format!("Invalid value: \"{key}\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")));
+            }
+            match value.as_str() {
+                Some(v) if label_value_ok(v) => {}
+                _ => causes.push(cause("FieldValueInvalid", "metadata.labels", format!("Invalid value: {value}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"))),
+            }
+        }
+    }
+    if let Some(annotations) = metadata.get("annotations").and_then(Value::as_object) {
+        for (key, value) in annotations {
+            if !qualified_name_ok(key) {
+                causes.push(cause("FieldValueInvalid", "metadata.annotations", format!("Invalid value: \"{key}\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character")));
+            }
+            if !value.is_string() {
+                causes.push(cause(
+                    "FieldValueTypeInvalid",
+                    &format!("metadata.annotations.{key}"),
+                    "Invalid value: annotation values must be strings".into(),
+                ));
+            }
+        }
+    }
+    causes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn names() {
+        assert!(check_subdomain("pfs-1.example", "metadata.name").is_none());
+        assert!(check_subdomain("Bad_Name", "metadata.name").is_some());
+        assert!(check_label_name("ns-1", "metadata.name").is_none());
+        assert!(check_label_name("a.b", "metadata.name").is_some());
+        let generated = generate_name("pfs-");
+        assert_eq!(generated.len(), 9);
+        assert!(generated.starts_with("pfs-") && check_subdomain(&generated, "").is_none());
+    }
+
+    #[test]
+    fn labels() {
+        assert!(
+            check_labels_and_annotations(
+                &json!({"labels": {"app.kubernetes.io/name": "pf", "x": ""}})
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            check_labels_and_annotations(&json!({"labels": {"-x": "y", "a": "b c"}})).len(),
+            2
+        );
+        assert_eq!(
+            check_labels_and_annotations(&json!({"annotations": {"a": 1}})).len(),
+            1
+        );
+    }
+}

@@ -1,0 +1,850 @@
+//! A kwok-style kubelet for the API emulator: Pods bound to its node are "run" as local
+//! processes, configured from the Pod exactly as a container would be, and their status is
+//! reported through the API.
+//!
+//! - Images map to local programs ([`ImageRule`]): the program stands in for the image's
+//!   entrypoint; a container's `command[1..]` and `args` follow it. An unmapped image waits in
+//!   `ErrImagePull`.
+//! - Volumes (configMap, secret, emptyDir; hostPath and others as empty directories) are
+//!   written under a per-pod directory, and every argument or environment value that names a
+//!   path under a mount is rewritten to the file's real location: a container's view of its
+//!   filesystem, without a chroot.
+//! - Environment: `value`, `fieldRef`, `configMapKeyRef`, `secretKeyRef`, `envFrom`.
+//! - Lifecycle like the kubelet: Running once started; an exited process restarts per
+//!   `restartPolicy` with `restartCount` + 1 after a growing back-off (CrashLoopBackOff
+//!   between); a graceful delete sends SIGTERM, waits the grace period, SIGKILLs, then deletes
+//!   the Pod with grace 0 and a uid precondition; a Pod removed with grace 0 has its processes
+//!   SIGKILLed at once.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::process::signal;
+
+/// Which local program runs a container image.
+#[derive(Clone, Debug)]
+pub struct ImageRule {
+    /// An image repository (`ghcr.io/pureflash/pfs-sim`, matching any tag or digest), an exact
+    /// image reference, or `*` for every image.
+    pub image: String,
+    /// The program and its leading arguments.
+    pub command: Vec<String>,
+}
+
+impl ImageRule {
+    fn matches(&self, image: &str) -> bool {
+        self.image == "*"
+            || self.image == image
+            || image
+                .strip_prefix(&self.image)
+                .is_some_and(|rest| rest.starts_with(':') || rest.starts_with('@'))
+    }
+}
+
+/// Settings of one simulated node.
+#[derive(Clone, Debug)]
+pub struct NodeAgentConfig {
+    pub node_name: String,
+    pub images: Vec<ImageRule>,
+    /// Where pod directories (volumes, logs) are made.
+    pub work_dir: PathBuf,
+    /// The node's address; host-network pods get it as their pod IP.
+    pub node_ip: String,
+    /// First and longest wait before restarting a container that exited.
+    pub restart_backoff: (Duration, Duration),
+}
+
+impl NodeAgentConfig {
+    pub fn new(node_name: &str, work_dir: &Path) -> NodeAgentConfig {
+        NodeAgentConfig {
+            node_name: node_name.to_owned(),
+            images: Vec::new(),
+            work_dir: work_dir.to_owned(),
+            node_ip: "127.0.0.1".into(),
+            restart_backoff: (Duration::from_millis(500), Duration::from_secs(5)),
+        }
+    }
+
+    pub fn run_image(mut self, image: &str, command: &[&str]) -> NodeAgentConfig {
+        self.images.push(ImageRule {
+            image: image.to_owned(),
+            command: command.iter().map(|c| (*c).to_owned()).collect(),
+        });
+        self
+    }
+}
+
+/// A running node agent.
+pub struct NodeAgent {
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl NodeAgent {
+    /// Registers the Node and starts running the Pods bound to it.
+    pub async fn start(client: Client, config: NodeAgentConfig) -> kube::Result<NodeAgent> {
+        register_node(&client, &config).await?;
+        std::fs::create_dir_all(&config.work_dir).map_err(|e| kube::Error::Service(Box::new(e)))?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(client, config, shutdown.clone()));
+        Ok(NodeAgent { shutdown, task })
+    }
+
+    /// Stops the agent; every container process is killed, as when a node loses power.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.task.await;
+    }
+}
+
+async fn register_node(client: &Client, config: &NodeAgentConfig) -> kube::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": config.node_name, "labels": {"kubernetes.io/hostname": config.node_name, "kubernetes.io/os": "linux", "type": "kwok"}},
+    }))
+    .expect("valid node");
+    match nodes.create(&PostParams::default(), &node).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e),
+    }
+    let now = crate_time(SystemTime::now());
+    let status = json!({"status": {
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kwok-style node agent is posting ready status", "lastHeartbeatTime": now, "lastTransitionTime": now}],
+        "addresses": [{"type": "InternalIP", "address": config.node_ip}, {"type": "Hostname", "address": config.node_name}],
+        "nodeInfo": {"kubeletVersion": "v1.33.0", "kubeProxyVersion": "v1.33.0", "containerRuntimeVersion": "emulator://1", "operatingSystem": "linux", "architecture": "amd64", "osImage": "node agent", "kernelVersion": "", "machineID": "", "systemUUID": "", "bootID": ""},
+        "capacity": {"cpu": "32", "memory": "128Gi", "pods": "110"},
+        "allocatable": {"cpu": "32", "memory": "128Gi", "pods": "110"},
+    }});
+    nodes
+        .patch_status(
+            &config.node_name,
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await?;
+    Ok(())
+}
+
+fn crate_time(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// What the agent tells a pod's task.
+enum PodSignal {
+    Updated(Box<Pod>),
+    /// The Pod is gone from the API (force-deleted): kill now.
+    Deleted,
+}
+
+async fn run(client: Client, config: NodeAgentConfig, shutdown: CancellationToken) {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let watch_config =
+        watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name));
+    let mut events = watcher::watcher(pods, watch_config).boxed();
+    let mut tasks: HashMap<String, (mpsc::UnboundedSender<PodSignal>, JoinHandle<()>)> =
+        HashMap::new();
+    let mut seen_in_relist: Option<HashSet<String>> = None;
+    loop {
+        let event = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            event = events.next() => event,
+        };
+        let Some(event) = event else { break };
+        let event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                debug!(%error, "node agent watch error (retrying)");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        match event {
+            Event::Init => seen_in_relist = Some(HashSet::new()),
+            Event::InitApply(pod) | Event::Apply(pod) => {
+                let uid = pod.uid().unwrap_or_default();
+                if let Some(seen) = seen_in_relist.as_mut() {
+                    seen.insert(uid.clone());
+                }
+                tasks.retain(|_, (_, task)| !task.is_finished());
+                match tasks.get(&uid) {
+                    Some((sender, _)) => {
+                        let _ = sender.send(PodSignal::Updated(Box::new(pod)));
+                    }
+                    None if pod.metadata.deletion_timestamp.is_none() => {
+                        let (sender, receiver) = mpsc::unbounded_channel();
+                        let task =
+                            tokio::spawn(run_pod(client.clone(), config.clone(), pod, receiver));
+                        tasks.insert(uid, (sender, task));
+                    }
+                    None => {}
+                }
+            }
+            Event::InitDone => {
+                if let Some(seen) = seen_in_relist.take() {
+                    for (uid, (sender, _)) in &tasks {
+                        if !seen.contains(uid) {
+                            let _ = sender.send(PodSignal::Deleted);
+                        }
+                    }
+                }
+            }
+            Event::Delete(pod) => {
+                if let Some((sender, _)) = tasks.get(&pod.uid().unwrap_or_default()) {
+                    let _ = sender.send(PodSignal::Deleted);
+                }
+            }
+        }
+    }
+    for (_, (sender, task)) in tasks {
+        let _ = sender.send(PodSignal::Deleted);
+        let _ = task.await;
+    }
+}
+
+/// One container's process and history.
+struct ContainerRun {
+    spec: Container,
+    pid: Option<u32>,
+    /// Bumped at each start, so exits of earlier processes are recognised as such.
+    generation: u64,
+    restart_count: i32,
+    started_at: Option<String>,
+    waiting: Option<(String, String)>,
+    last_terminated: Option<Value>,
+    terminated: Option<Value>,
+    restart_at: Option<Instant>,
+    backoff: Duration,
+}
+
+/// A process exit: container index, generation, exit code.
+type Exit = (usize, u64, i32);
+
+struct PodRun {
+    client: Client,
+    config: NodeAgentConfig,
+    pod: Pod,
+    dir: PathBuf,
+    /// Mount path in the container → real directory.
+    mounts: Vec<(String, PathBuf)>,
+    containers: Vec<ContainerRun>,
+    exits: mpsc::UnboundedSender<Exit>,
+    start_time: String,
+}
+
+async fn run_pod(
+    client: Client,
+    config: NodeAgentConfig,
+    pod: Pod,
+    mut signals: mpsc::UnboundedReceiver<PodSignal>,
+) {
+    let uid = pod.uid().unwrap_or_default();
+    let (exits, mut exited) = mpsc::unbounded_channel();
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|spec| ContainerRun {
+            spec,
+            pid: None,
+            generation: 0,
+            restart_count: 0,
+            started_at: None,
+            waiting: Some(("ContainerCreating".into(), String::new())),
+            last_terminated: None,
+            terminated: None,
+            restart_at: None,
+            backoff: config.restart_backoff.0,
+        })
+        .collect();
+    let dir = config.work_dir.join(&uid);
+    let mut run = PodRun {
+        client,
+        config,
+        pod,
+        dir,
+        mounts: Vec::new(),
+        containers,
+        exits,
+        start_time: crate_time(SystemTime::now()),
+    };
+    info!(pod = %run.pod.name_any(), namespace = %run.pod.namespace().unwrap_or_default(), "node agent: starting pod");
+
+    // Volumes first; like the kubelet, retry until their sources exist.
+    loop {
+        match run.materialize_volumes().await {
+            Ok(()) => break,
+            Err(reason) => {
+                debug!(%reason, "volumes not ready");
+                run.report().await;
+                tokio::select! {
+                    signal = signals.recv() => if !run.on_signal(signal).await { return },
+                    _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                }
+            }
+        }
+    }
+    for index in 0..run.containers.len() {
+        run.start(index).await;
+    }
+    run.report().await;
+    loop {
+        let next_restart = run.containers.iter().filter_map(|c| c.restart_at).min();
+        let restart_due = async {
+            match next_restart {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            signal = signals.recv() => if !run.on_signal(signal).await { return },
+            Some((index, generation, code)) = exited.recv() => run.on_exit(index, generation, code).await,
+            _ = restart_due => {
+                let now = Instant::now();
+                for index in 0..run.containers.len() {
+                    if run.containers[index].restart_at.is_some_and(|at| at <= now) {
+                        run.containers[index].restart_at = None;
+                        run.start(index).await;
+                    }
+                }
+                run.report().await;
+            }
+        }
+    }
+}
+
+impl PodRun {
+    fn namespace(&self) -> String {
+        self.pod.namespace().unwrap_or_default()
+    }
+
+    /// Handles a signal; false when the pod's life here is over.
+    async fn on_signal(&mut self, signal: Option<PodSignal>) -> bool {
+        match signal {
+            None | Some(PodSignal::Deleted) => {
+                self.kill_all(libc::SIGKILL);
+                false
+            }
+            Some(PodSignal::Updated(pod)) => {
+                self.pod = *pod;
+                if self.pod.metadata.deletion_timestamp.is_some() {
+                    self.terminate().await;
+                    return false;
+                }
+                true
+            }
+        }
+    }
+
+    fn kill_all(&mut self, sig: i32) {
+        for container in &self.containers {
+            if let Some(pid) = container.pid {
+                signal(pid, sig);
+            }
+        }
+    }
+
+    /// Graceful deletion: SIGTERM, wait the grace period, SIGKILL, then remove the Pod.
+    async fn terminate(&mut self) {
+        let grace = self
+            .pod
+            .metadata
+            .deletion_grace_period_seconds
+            .unwrap_or(30)
+            .max(0) as u64;
+        info!(pod = %self.pod.name_any(), grace, "node agent: stopping pod");
+        self.kill_all(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(grace);
+        while self.containers.iter().any(|c| c.pid.is_some_and(alive)) && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.kill_all(libc::SIGKILL);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: self.pod.uid(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        if let Err(error) = pods.delete(&self.pod.name_any(), &params).await {
+            debug!(%error, "final delete of the pod");
+        }
+    }
+
+    async fn materialize_volumes(&mut self) -> Result<(), String> {
+        let namespace = self.namespace();
+        let spec = self.pod.spec.clone().unwrap_or_default();
+        let mut volume_dirs = BTreeMap::new();
+        for volume in spec.volumes.unwrap_or_default() {
+            let dir = self.dir.join("volumes").join(&volume.name);
+            std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            let files: BTreeMap<String, Vec<u8>> = if let Some(source) = &volume.config_map {
+                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &namespace);
+                match api.get_opt(&source.name).await.map_err(|e| e.to_string())? {
+                    Some(cm) => {
+                        let mut files: BTreeMap<String, Vec<u8>> = cm
+                            .data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.into_bytes()))
+                            .collect();
+                        files.extend(
+                            cm.binary_data
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(k, v)| (k, v.0)),
+                        );
+                        select_items(
+                            files,
+                            source
+                                .items
+                                .as_deref()
+                                .unwrap_or_default()
+                                .iter()
+                                .map(|i| (i.key.clone(), i.path.clone()))
+                                .collect(),
+                        )
+                    }
+                    None if source.optional == Some(true) => BTreeMap::new(),
+                    None => return Err(format!("configmap \"{}\" not found", source.name)),
+                }
+            } else if let Some(source) = &volume.secret {
+                let name = source.secret_name.clone().unwrap_or_default();
+                let api: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+                match api.get_opt(&name).await.map_err(|e| e.to_string())? {
+                    Some(secret) => {
+                        let files = secret
+                            .data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.0))
+                            .collect();
+                        select_items(
+                            files,
+                            source
+                                .items
+                                .as_deref()
+                                .unwrap_or_default()
+                                .iter()
+                                .map(|i| (i.key.clone(), i.path.clone()))
+                                .collect(),
+                        )
+                    }
+                    None if source.optional == Some(true) => BTreeMap::new(),
+                    None => return Err(format!("secret \"{name}\" not found")),
+                }
+            } else {
+                BTreeMap::new()
+            };
+            for (path, content) in files {
+                let file = dir.join(&path);
+                if let Some(parent) = file.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+                }
+                std::fs::write(&file, content).map_err(|e| e.to_string())?;
+            }
+            volume_dirs.insert(volume.name.clone(), dir);
+        }
+        self.mounts.clear();
+        for container in &spec.containers {
+            for mount in container.volume_mounts.as_deref().unwrap_or_default() {
+                if let Some(dir) = volume_dirs.get(&mount.name) {
+                    let target = match mount.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                        Some(sub) => dir.join(sub),
+                        None => dir.clone(),
+                    };
+                    self.mounts.push((mount.mount_path.clone(), target));
+                }
+            }
+        }
+        // Longest mount paths first, so nested mounts win.
+        self.mounts
+            .sort_by_key(|(path, _)| std::cmp::Reverse(path.len()));
+        Ok(())
+    }
+
+    /// A path as the container sees it → where the file really is.
+    fn translate(&self, text: &str) -> String {
+        for (mount_path, dir) in &self.mounts {
+            let mount = mount_path.trim_end_matches('/');
+            if text == mount {
+                return dir.display().to_string();
+            }
+            if let Some(rest) = text.strip_prefix(mount).and_then(|r| r.strip_prefix('/')) {
+                return dir.join(rest).display().to_string();
+            }
+        }
+        text.to_owned()
+    }
+
+    async fn environment(&self, container: &Container) -> Result<Vec<(String, String)>, String> {
+        let namespace = self.namespace();
+        let mut env = vec![
+            ("PATH".to_owned(), std::env::var("PATH").unwrap_or_default()),
+            ("HOSTNAME".to_owned(), self.pod.name_any()),
+        ];
+        let config_maps: Api<ConfigMap> = Api::namespaced(self.client.clone(), &namespace);
+        let secrets: Api<Secret> = Api::namespaced(self.client.clone(), &namespace);
+        for source in container.env_from.as_deref().unwrap_or_default() {
+            let prefix = source.prefix.clone().unwrap_or_default();
+            if let Some(r) = &source.config_map_ref
+                && let Some(cm) = config_maps
+                    .get_opt(&r.name)
+                    .await
+                    .map_err(|e| e.to_string())?
+            {
+                env.extend(
+                    cm.data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (format!("{prefix}{k}"), v)),
+                );
+            }
+            if let Some(r) = &source.secret_ref
+                && let Some(secret) = secrets.get_opt(&r.name).await.map_err(|e| e.to_string())?
+            {
+                env.extend(secret.data.unwrap_or_default().into_iter().map(|(k, v)| {
+                    (
+                        format!("{prefix}{k}"),
+                        String::from_utf8_lossy(&v.0).into_owned(),
+                    )
+                }));
+            }
+        }
+        for var in container.env.as_deref().unwrap_or_default() {
+            let value = match (&var.value, &var.value_from) {
+                (Some(value), _) => value.clone(),
+                (None, Some(from)) => {
+                    if let Some(field) = &from.field_ref {
+                        self.field(&field.field_path)
+                    } else if let Some(key) = &from.config_map_key_ref {
+                        let cm = config_maps
+                            .get_opt(&key.name)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        match cm
+                            .and_then(|cm| cm.data)
+                            .and_then(|d| d.get(&key.key).cloned())
+                        {
+                            Some(value) => value,
+                            None if key.optional == Some(true) => continue,
+                            None => {
+                                return Err(format!("configmap {}/{} not found", key.name, key.key));
+                            }
+                        }
+                    } else if let Some(key) = &from.secret_key_ref {
+                        let secret = secrets
+                            .get_opt(&key.name)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        match secret
+                            .and_then(|s| s.data)
+                            .and_then(|d| d.get(&key.key).cloned())
+                        {
+                            Some(value) => String::from_utf8_lossy(&value.0).into_owned(),
+                            None if key.optional == Some(true) => continue,
+                            None => {
+                                return Err(format!("secret {}/{} not found", key.name, key.key));
+                            }
+                        }
+                    } else {
+                        String::new()
+                    }
+                }
+                (None, None) => String::new(),
+            };
+            env.push((var.name.clone(), self.translate(&value)));
+        }
+        Ok(env)
+    }
+
+    /// A `fieldRef` value.
+    fn field(&self, path: &str) -> String {
+        let pod = serde_json::to_value(&self.pod).unwrap_or_default();
+        let value = match path {
+            "status.podIP" | "status.hostIP" => return self.pod_ip(),
+            _ => pod
+                .pointer(&format!("/{}", path.replace('.', "/")))
+                .cloned()
+                .unwrap_or(Value::Null),
+        };
+        match value {
+            Value::String(s) => s,
+            Value::Null => String::new(),
+            other => other.to_string(),
+        }
+    }
+
+    fn pod_ip(&self) -> String {
+        let host_network = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
+        if host_network {
+            self.config.node_ip.clone()
+        } else {
+            // A stable fake pod address from the uid.
+            let uid = self.pod.uid().unwrap_or_default();
+            let byte = |i: usize| uid.as_bytes().get(i).copied().unwrap_or(0) as u32;
+            format!("10.244.{}.{}", byte(0) % 250, byte(1) % 250 + 2)
+        }
+    }
+
+    /// Starts container `index` (or records why it cannot start).
+    async fn start(&mut self, index: usize) {
+        let spec = self.containers[index].spec.clone();
+        let image = spec.image.clone().unwrap_or_default();
+        let Some(rule) = self
+            .config
+            .images
+            .iter()
+            .find(|r| r.matches(&image))
+            .cloned()
+        else {
+            self.containers[index].waiting = Some((
+                "ErrImagePull".into(),
+                format!("the node agent has no program for image {image:?}"),
+            ));
+            return;
+        };
+        let env = match self.environment(&spec).await {
+            Ok(env) => env,
+            Err(message) => {
+                self.containers[index].waiting =
+                    Some(("CreateContainerConfigError".into(), message));
+                self.containers[index].restart_at = Some(Instant::now() + Duration::from_secs(1));
+                return;
+            }
+        };
+        let mut argv: Vec<String> = rule.command.clone();
+        argv.extend(
+            spec.command
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .skip(1)
+                .map(|a| self.translate(a)),
+        );
+        argv.extend(
+            spec.args
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(|a| self.translate(a)),
+        );
+        let Some((program, args)) = argv.split_first() else {
+            return;
+        };
+        let log = self.dir.join(format!("{}.log", spec.name));
+        let _ = std::fs::create_dir_all(&self.dir);
+        let output = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log);
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(args)
+            .env_clear()
+            .envs(env)
+            .stdin(Stdio::null())
+            .current_dir(&self.dir);
+        if let Ok(out) = output {
+            let err = out.try_clone().ok();
+            command.stdout(out);
+            if let Some(err) = err {
+                command.stderr(err);
+            }
+        }
+        let container = &mut self.containers[index];
+        match command.spawn() {
+            Ok(mut child) => {
+                container.generation += 1;
+                container.pid = child.id();
+                container.started_at = Some(crate_time(SystemTime::now()));
+                container.waiting = None;
+                container.terminated = None;
+                let (exits, generation) = (self.exits.clone(), container.generation);
+                tokio::spawn(async move {
+                    let code = match child.wait().await {
+                        Ok(status) => status.code().unwrap_or_else(|| {
+                            128 + std::os::unix::process::ExitStatusExt::signal(&status)
+                                .unwrap_or(9)
+                        }),
+                        Err(_) => 255,
+                    };
+                    let _ = exits.send((index, generation, code));
+                });
+                info!(container = %spec.name, program = %program, pid = ?container.pid, "node agent: container started");
+            }
+            Err(error) => {
+                warn!(%error, program = %program, "node agent: cannot start container");
+                container.waiting = Some(("RunContainerError".into(), error.to_string()));
+                container.restart_at = Some(Instant::now() + container.backoff);
+            }
+        }
+    }
+
+    async fn on_exit(&mut self, index: usize, generation: u64, code: i32) {
+        let policy = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.clone())
+            .unwrap_or_else(|| "Always".into());
+        let backoff_max = self.config.restart_backoff.1;
+        let container = &mut self.containers[index];
+        if generation != container.generation {
+            return;
+        }
+        container.pid = None;
+        let terminated = json!({
+            "exitCode": code,
+            "reason": if code == 0 { "Completed" } else { "Error" },
+            "startedAt": container.started_at,
+            "finishedAt": crate_time(SystemTime::now()),
+            "containerID": format!("emulator://{}-{}", container.spec.name, generation),
+        });
+        let restart = policy == "Always" || (policy == "OnFailure" && code != 0);
+        info!(container = %container.spec.name, code, restart, "node agent: container exited");
+        if restart {
+            container.restart_count += 1;
+            container.last_terminated = Some(terminated);
+            container.waiting = Some((
+                "CrashLoopBackOff".into(),
+                format!(
+                    "back-off {:?} restarting failed container",
+                    container.backoff
+                ),
+            ));
+            container.restart_at = Some(Instant::now() + container.backoff);
+            container.backoff = (container.backoff * 2).min(backoff_max);
+        } else {
+            container.terminated = Some(terminated);
+        }
+        self.report().await;
+    }
+
+    /// Posts the pod's status, like the kubelet's status manager.
+    async fn report(&self) {
+        let now = crate_time(SystemTime::now());
+        let statuses: Vec<Value> = self
+            .containers
+            .iter()
+            .map(|c| {
+                let state = if let Some(terminated) = &c.terminated {
+                    json!({"terminated": terminated})
+                } else if let Some((reason, message)) = &c.waiting {
+                    json!({"waiting": {"reason": reason, "message": message}})
+                } else {
+                    json!({"running": {"startedAt": c.started_at}})
+                };
+                let running = c.pid.is_some() && c.waiting.is_none();
+                let mut status = json!({
+                    "name": c.spec.name,
+                    "image": c.spec.image,
+                    "imageID": format!("emulator://{}", c.spec.image.clone().unwrap_or_default()),
+                    "ready": running,
+                    "started": running,
+                    "restartCount": c.restart_count,
+                    "state": state,
+                    "lastState": c.last_terminated.as_ref().map_or(json!({}), |t| json!({"terminated": t})),
+                });
+                if running {
+                    status["containerID"] = json!(format!("emulator://{}-{}", c.spec.name, c.generation));
+                }
+                status
+            })
+            .collect();
+        let all_ready = !self.containers.is_empty()
+            && self
+                .containers
+                .iter()
+                .all(|c| c.pid.is_some() && c.waiting.is_none());
+        let finished = self.containers.iter().all(|c| c.terminated.is_some());
+        let phase = if finished {
+            if self
+                .containers
+                .iter()
+                .all(|c| c.terminated.as_ref().and_then(|t| t["exitCode"].as_i64()) == Some(0))
+            {
+                "Succeeded"
+            } else {
+                "Failed"
+            }
+        } else if self.containers.iter().any(|c| c.generation > 0) {
+            "Running"
+        } else {
+            "Pending"
+        };
+        let condition = |kind: &str, ok: bool| json!({"type": kind, "status": if ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": now});
+        let ip = self.pod_ip();
+        let status = json!({"status": {
+            "phase": phase,
+            "conditions": [condition("PodScheduled", true), condition("Initialized", true), condition("ContainersReady", all_ready), condition("Ready", all_ready)],
+            "hostIP": self.config.node_ip, "hostIPs": [{"ip": self.config.node_ip}],
+            "podIP": ip, "podIPs": [{"ip": ip}],
+            "startTime": self.start_time,
+            "containerStatuses": statuses,
+        }});
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
+        if let Err(error) = pods
+            .patch_status(
+                &self.pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&status),
+            )
+            .await
+        {
+            debug!(%error, pod = %self.pod.name_any(), "status update failed (the pod may be gone)");
+        }
+    }
+}
+
+fn select_items(
+    files: BTreeMap<String, Vec<u8>>,
+    items: Vec<(String, String)>,
+) -> BTreeMap<String, Vec<u8>> {
+    if items.is_empty() {
+        return files;
+    }
+    items
+        .into_iter()
+        .filter_map(|(key, path)| files.get(&key).map(|content| (path, content.clone())))
+        .collect()
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+/// Decodes base64 as secrets carry it (for callers building secrets by hand).
+pub fn decode_base64(text: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap_or_default()
+}
