@@ -551,7 +551,10 @@ impl PodRun {
                             Some(value) => value,
                             None if key.optional == Some(true) => continue,
                             None => {
-                                return Err(format!("configmap {}/{} not found", key.name, key.key));
+                                return Err(format!(
+                                    "configmap {}/{} not found",
+                                    key.name, key.key
+                                ));
                             }
                         }
                     } else if let Some(key) = &from.secret_key_ref {

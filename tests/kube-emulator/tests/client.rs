@@ -1,0 +1,903 @@
+//! Conformance of the emulator through the real `kube::Client`. Each expectation is what the
+//! Kubernetes API documentation specifies (API concepts, API conventions, CRD and server-side
+//! apply pages); the page is named where the behaviour is subtle.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Bed, api_error, widget};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Namespace, Pod};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions, WatchEvent,
+    WatchParams,
+};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use kube_emulator::{Action, Matcher};
+use serde_json::json;
+
+fn config_map(name: &str, labels: serde_json::Value) -> ConfigMap {
+    serde_json::from_value(
+        json!({"metadata": {"name": name, "labels": labels}, "data": {"k": "v"}}),
+    )
+    .unwrap()
+}
+
+fn pod(name: &str, node: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"nodeName": node, "containers": [{"name": "pfs", "image": "pfs:1", "env": [{"name": "A", "value": "1"}]}]},
+    }))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn discovery_reports_version_1_33_and_crd_resources() {
+    let bed = Bed::start().await;
+    let version = bed.client.apiserver_version().await.unwrap();
+    assert_eq!(
+        (version.major.as_str(), version.minor.as_str()),
+        ("1", "33")
+    );
+    bed.install_widgets().await;
+    let discovery = kube::discovery::Discovery::new(bed.client.clone())
+        .run()
+        .await
+        .unwrap();
+    let (resource, caps) = discovery
+        .groups()
+        .flat_map(|g| g.recommended_resources())
+        .find(|(r, _)| r.plural == "widgets")
+        .expect("widgets discovered after the CRD is created");
+    assert_eq!(
+        (
+            resource.group.as_str(),
+            resource.version.as_str(),
+            resource.kind.as_str()
+        ),
+        ("test.pureflash.io", "v1alpha1", "Widget")
+    );
+    assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
+    assert!(caps.subresources.iter().any(|(r, _)| r.plural == "status"));
+}
+
+#[tokio::test]
+async fn create_generate_name_and_already_exists() {
+    let bed = Bed::start().await;
+    let ns = bed.namespace("create").await;
+    let maps: Api<ConfigMap> = Api::namespaced(bed.client.clone(), &ns);
+    let generated: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"generateName": "cfg-"}})).unwrap();
+    let created = maps
+        .create(&PostParams::default(), &generated)
+        .await
+        .unwrap();
+    let name = created.name_any();
+    // generateName: the prefix plus five random characters (API conventions, idempotency).
+    assert!(name.starts_with("cfg-") && name.len() == 9, "{name}");
+    assert!(created.uid().is_some() && created.metadata.creation_timestamp.is_some());
+    assert!(created.resource_version().is_some());
+
+    maps.create(&PostParams::default(), &config_map("c", json!({})))
+        .await
+        .unwrap();
+    let error = api_error(
+        maps.create(&PostParams::default(), &config_map("c", json!({})))
+            .await,
+    );
+    assert_eq!((error.code, error.reason.as_str()), (409, "AlreadyExists"));
+    assert_eq!(error.message, "configmaps \"c\" already exists");
+    let missing = api_error(maps.get("nope").await);
+    assert_eq!(
+        (
+            missing.code,
+            missing.reason.as_str(),
+            missing.message.as_str()
+        ),
+        (404, "NotFound", "configmaps \"nope\" not found")
+    );
+    let no_namespace: Api<ConfigMap> = Api::namespaced(bed.client.clone(), "absent");
+    assert_eq!(
+        api_error(
+            no_namespace
+                .create(&PostParams::default(), &config_map("c", json!({})))
+                .await
+        )
+        .code,
+        404
+    );
+}
+
+#[tokio::test]
+async fn list_selectors_and_pagination() {
+    let bed = Bed::start().await;
+    let ns = bed.namespace("list").await;
+    let maps: Api<ConfigMap> = Api::namespaced(bed.client.clone(), &ns);
+    for (name, labels) in [
+        ("a", json!({"tier": "db", "env": "prod"})),
+        ("b", json!({"tier": "web"})),
+        ("c", json!({"tier": "db"})),
+    ] {
+        maps.create(&PostParams::default(), &config_map(name, labels))
+            .await
+            .unwrap();
+    }
+    let names = |list: kube::core::ObjectList<ConfigMap>| {
+        list.items.iter().map(|c| c.name_any()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(
+            maps.list(&ListParams::default().labels("tier=db"))
+                .await
+                .unwrap()
+        ),
+        ["a", "c"]
+    );
+    assert_eq!(
+        names(
+            maps.list(&ListParams::default().labels("tier in (web),env!=prod"))
+                .await
+                .unwrap()
+        ),
+        ["b"]
+    );
+    assert_eq!(
+        names(
+            maps.list(&ListParams::default().labels("!env"))
+                .await
+                .unwrap()
+        ),
+        ["b", "c"]
+    );
+    assert_eq!(
+        names(
+            maps.list(&ListParams::default().fields("metadata.name=c"))
+                .await
+                .unwrap()
+        ),
+        ["c"]
+    );
+    let unsupported = api_error(maps.list(&ListParams::default().fields("data.k=v")).await);
+    assert_eq!(
+        (unsupported.code, unsupported.message.as_str()),
+        (400, "field label not supported: data.k")
+    );
+
+    // Pagination: limit + continue (API concepts, "Retrieving large results sets in chunks").
+    let first = maps.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(names(first.clone()), ["a", "b"]);
+    let token = first.metadata.continue_.clone().expect("continue token");
+    assert_eq!(first.metadata.remaining_item_count, Some(1));
+    let second = maps
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+        .unwrap();
+    assert_eq!(names(second.clone()), ["c"]);
+    assert!(second.metadata.continue_.is_none());
+
+    let pods: Api<Pod> = Api::namespaced(bed.client.clone(), &ns);
+    pods.create(&PostParams::default(), &pod("p1", "node-a"))
+        .await
+        .unwrap();
+    pods.create(&PostParams::default(), &pod("p2", "node-b"))
+        .await
+        .unwrap();
+    let on_a = pods
+        .list(&ListParams::default().fields("spec.nodeName=node-a"))
+        .await
+        .unwrap();
+    assert_eq!(
+        on_a.items.iter().map(|p| p.name_any()).collect::<Vec<_>>(),
+        ["p1"]
+    );
+}
+
+#[tokio::test]
+async fn optimistic_concurrency_and_no_op_updates() {
+    let bed = Bed::start().await;
+    let ns = bed.namespace("occ").await;
+    let leases: Api<Lease> = Api::namespaced(bed.client.clone(), &ns);
+    let lease: Lease = serde_json::from_value(
+        json!({"metadata": {"name": "leader"}, "spec": {"holderIdentity": "a"}}),
+    )
+    .unwrap();
+    let created = leases.create(&PostParams::default(), &lease).await.unwrap();
+    let mut first = created.clone();
+    first.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    let updated = leases
+        .replace("leader", &PostParams::default(), &first)
+        .await
+        .unwrap();
+    assert_ne!(updated.resource_version(), created.resource_version());
+    // The second writer still holds the old resourceVersion: 409 Conflict (API concepts,
+    // "Resource versions": updates are rejected when the version does not match).
+    let mut second = created.clone();
+    second.spec.as_mut().unwrap().holder_identity = Some("c".into());
+    let conflict = api_error(
+        leases
+            .replace("leader", &PostParams::default(), &second)
+            .await,
+    );
+    assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
+    assert!(
+        conflict.message.contains("the object has been modified"),
+        "{}",
+        conflict.message
+    );
+    // Writing what is already stored changes nothing, not even the resourceVersion.
+    let again = leases
+        .replace("leader", &PostParams::default(), &updated)
+        .await
+        .unwrap();
+    assert_eq!(again.resource_version(), updated.resource_version());
+}
+
+#[tokio::test]
+async fn status_subresource_generation_and_observed_fields() {
+    let bed = Bed::start().await;
+    bed.install_widgets().await;
+    let ns = bed.namespace("status").await;
+    let widgets = bed.widgets(&ns);
+    let created = widgets
+        .create(&PostParams::default(), &widget("w", 1))
+        .await
+        .unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    assert_eq!(
+        created.data["spec"]["pullPolicy"], "IfNotPresent",
+        "schema defaults are applied"
+    );
+    assert!(
+        created.data.get("status").is_none(),
+        "status is dropped on create when it is a subresource"
+    );
+
+    // Status written through the main resource is ignored; spec changes bump generation.
+    let patched = widgets
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"nodeName": "node-b"}, "status": {"phase": "Online"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.generation, Some(2));
+    assert!(patched.data.get("status").is_none());
+    // Through /status only status changes, and generation does not move.
+    let status = widgets
+        .patch_status("w", &PatchParams::default(), &Patch::Merge(json!({"spec": {"nodeName": "x"}, "status": {"phase": "Online", "observedGeneration": 2}})))
+        .await
+        .unwrap();
+    assert_eq!(status.data["status"]["phase"], "Online");
+    assert_eq!(status.data["spec"]["nodeName"], "node-b");
+    assert_eq!(status.metadata.generation, Some(2));
+    // A custom resource update must carry a resourceVersion.
+    let mut without_rv = widget("w", 1);
+    without_rv.metadata.resource_version = None;
+    let error = api_error(
+        widgets
+            .replace("w", &PostParams::default(), &without_rv)
+            .await,
+    );
+    assert_eq!(error.code, 422);
+}
+
+#[tokio::test]
+async fn crd_schemas_and_cel_rules_are_enforced() {
+    let bed = Bed::start().await;
+    bed.install_widgets().await;
+    let ns = bed.namespace("schema").await;
+    let widgets = bed.widgets(&ns);
+    let mut bad = widget("bad", 0);
+    bad.data["spec"]["devices"] = json!([{"path": "sda"}]);
+    bad.data["spec"]["pullPolicy"] = json!("Sometimes");
+    let error = api_error(widgets.create(&PostParams::default(), &bad).await);
+    assert_eq!((error.code, error.reason.as_str()), (422, "Invalid"));
+    let causes: Vec<(String, String)> = error
+        .details
+        .unwrap()
+        .causes
+        .into_iter()
+        .map(|c| (c.field, c.reason))
+        .collect();
+    assert!(
+        causes.contains(&("spec.id".into(), "FieldValueInvalid".into())),
+        "{causes:?}"
+    );
+    assert!(
+        causes.contains(&("spec.devices[0].path".into(), "FieldValueInvalid".into())),
+        "{causes:?}"
+    );
+    assert!(
+        causes.contains(&("spec.pullPolicy".into(), "FieldValueNotSupported".into())),
+        "{causes:?}"
+    );
+
+    let mut missing = widget("missing", 1);
+    missing.data["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("devices");
+    let error = api_error(widgets.create(&PostParams::default(), &missing).await);
+    assert!(
+        error.message.contains("spec.devices: Required value"),
+        "{}",
+        error.message
+    );
+
+    let mut rule = widget("rule", 1);
+    rule.data["spec"]["minRestarts"] = json!(9);
+    let error = api_error(widgets.create(&PostParams::default(), &rule).await);
+    assert!(
+        error
+            .message
+            .contains("maxRestarts must not be below minRestarts"),
+        "{}",
+        error.message
+    );
+
+    // Transition rule `self == oldSelf`: create succeeds, changing the id does not.
+    widgets
+        .create(&PostParams::default(), &widget("w", 7))
+        .await
+        .unwrap();
+    let error = api_error(
+        widgets
+            .patch(
+                "w",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"id": 8}})),
+            )
+            .await,
+    );
+    assert_eq!(error.code, 422);
+    assert!(
+        error
+            .message
+            .contains("spec.id: Invalid value: 8: id is immutable"),
+        "{}",
+        error.message
+    );
+
+    // Unknown fields: pruned with a warning by default, rejected under Strict validation.
+    let mut unknown = widget("unknown", 2);
+    unknown.data["spec"]["bogus"] = json!(1);
+    let stored = widgets
+        .create(&PostParams::default(), &unknown)
+        .await
+        .unwrap();
+    assert!(stored.data["spec"].get("bogus").is_none());
+}
+
+#[tokio::test]
+async fn patches_merge_json_strategic() {
+    let bed = Bed::start().await;
+    let ns = bed.namespace("patch").await;
+    let pods: Api<Pod> = Api::namespaced(bed.client.clone(), &ns);
+    pods.create(&PostParams::default(), &pod("p", "node-a"))
+        .await
+        .unwrap();
+    // Strategic merge: containers merge by name, env by name (patchMergeKey).
+    let patched = pods
+        .patch("p", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"containers": [{"name": "pfs", "image": "pfs:2", "env": [{"name": "B", "value": "2"}]}]}})))
+        .await
+        .unwrap();
+    let container = &patched.spec.unwrap().containers[0];
+    assert_eq!(container.image.as_deref(), Some("pfs:2"));
+    assert_eq!(
+        container
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect::<Vec<_>>(),
+        ["A", "B"]
+    );
+
+    let maps: Api<ConfigMap> = Api::namespaced(bed.client.clone(), &ns);
+    maps.create(&PostParams::default(), &config_map("c", json!({"a": "1"})))
+        .await
+        .unwrap();
+    let merged = maps
+        .patch(
+            "c",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": null, "b": "2"}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        merged.labels().clone(),
+        std::collections::BTreeMap::from([("b".to_owned(), "2".to_owned())])
+    );
+    let json_patch: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "add", "path": "/data/x", "value": "y"}])).unwrap();
+    let patched = maps
+        .patch("c", &PatchParams::default(), &Patch::<()>::Json(json_patch))
+        .await
+        .unwrap();
+    assert_eq!(patched.data.unwrap()["x"], "y");
+    let failing: json_patch::Patch =
+        serde_json::from_value(json!([{"op": "test", "path": "/data/x", "value": "z"}])).unwrap();
+    assert_eq!(
+        api_error(
+            maps.patch("c", &PatchParams::default(), &Patch::<()>::Json(failing))
+                .await
+        )
+        .code,
+        422
+    );
+
+    // Strategic merge patch is not supported for custom resources (415).
+    bed.install_widgets().await;
+    let widgets = bed.widgets(&ns);
+    widgets
+        .create(&PostParams::default(), &widget("w", 1))
+        .await
+        .unwrap();
+    let error = api_error(
+        widgets
+            .patch(
+                "w",
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"spec": {"nodeName": "x"}})),
+            )
+            .await,
+    );
+    assert_eq!(error.code, 415);
+}
+
+#[tokio::test]
+async fn server_side_apply_owns_fields_and_reports_conflicts() {
+    let bed = Bed::start().await;
+    let ns = bed.namespace("ssa").await;
+    let maps: Api<ConfigMap> = Api::namespaced(bed.client.clone(), &ns);
+    let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"owned": "1"}});
+    let created = maps
+        .patch("c", &PatchParams::apply("operator"), &Patch::Apply(&config))
+        .await
+        .unwrap();
+    let managers: Vec<(String, String)> = created
+        .metadata
+        .managed_fields
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.manager.unwrap(), m.operation.unwrap()))
+        .collect();
+    assert_eq!(managers, [("operator".to_owned(), "Apply".to_owned())]);
+
+    // Another applier setting a different value conflicts (409 with one cause per field).
+    let other = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"owned": "2"}});
+    let conflict = api_error(
+        maps.patch(
+            "c",
+            &PatchParams::apply("someone-else"),
+            &Patch::Apply(&other),
+        )
+        .await,
+    );
+    assert_eq!((conflict.code, conflict.reason.as_str()), (409, "Conflict"));
+    assert!(
+        conflict.message.contains("conflict with \"operator\"")
+            || conflict.message.contains("- operator: .data.owned"),
+        "{}",
+        conflict.message
+    );
+    // Forcing takes the field over.
+    let forced = maps
+        .patch(
+            "c",
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(&other),
+        )
+        .await
+        .unwrap();
+    assert_eq!(forced.data.unwrap()["owned"], "2");
+    // Re-applying unchanged configuration is a no-op.
+    let before = maps.get("c").await.unwrap();
+    let again = maps
+        .patch(
+            "c",
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(&other),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.resource_version(), before.resource_version());
+    // Fields the applier drops are removed.
+    let dropped =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {}});
+    let after = maps
+        .patch(
+            "c",
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(&dropped),
+        )
+        .await
+        .unwrap();
+    assert!(after.data.unwrap_or_default().is_empty());
+}
+
+#[tokio::test]
+async fn delete_preconditions_finalizers_and_graceful_pods() {
+    let bed = Bed::start().await;
+    let ns = bed.namespace("delete").await;
+    let maps: Api<ConfigMap> = Api::namespaced(bed.client.clone(), &ns);
+    maps.create(&PostParams::default(), &config_map("c", json!({})))
+        .await
+        .unwrap();
+    let wrong_uid = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: Some("nope".into()),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    let error = api_error(maps.delete("c", &wrong_uid).await);
+    assert_eq!(error.code, 409);
+    assert!(
+        error
+            .message
+            .contains("Precondition failed: UID in precondition: nope"),
+        "{}",
+        error.message
+    );
+
+    // Finalizers: delete sets deletionTimestamp; removing the last finalizer deletes.
+    let mut guarded = config_map("f", json!({}));
+    guarded.metadata.finalizers = Some(vec!["test/hold".into()]);
+    maps.create(&PostParams::default(), &guarded).await.unwrap();
+    maps.delete("f", &DeleteParams::default()).await.unwrap();
+    let terminating = maps.get("f").await.unwrap();
+    assert!(terminating.metadata.deletion_timestamp.is_some());
+    maps.patch(
+        "f",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(api_error(maps.get("f").await).code, 404);
+
+    // A bound pod is deleted gracefully (deletionTimestamp + grace period) unless grace is 0.
+    let pods: Api<Pod> = Api::namespaced(bed.client.clone(), &ns);
+    let created = pods
+        .create(&PostParams::default(), &pod("p", "node-a"))
+        .await
+        .unwrap();
+    pods.delete("p", &DeleteParams::default()).await.unwrap();
+    let pending = pods.get("p").await.unwrap();
+    assert_eq!(pending.metadata.deletion_grace_period_seconds, Some(30));
+    let force = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: created.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    pods.delete("p", &force).await.unwrap();
+    assert_eq!(api_error(pods.get("p").await).code, 404);
+    // An unbound pod goes at once.
+    pods.create(&PostParams::default(), &pod("q", ""))
+        .await
+        .unwrap();
+    pods.delete("q", &DeleteParams::default()).await.unwrap();
+    assert_eq!(api_error(pods.get("q").await).code, 404);
+}
+
+#[tokio::test]
+async fn owner_references_are_garbage_collected() {
+    let bed = Bed::start().await;
+    bed.install_widgets().await;
+    let ns = bed.namespace("gc").await;
+    let widgets = bed.widgets(&ns);
+    let owner = widgets
+        .create(&PostParams::default(), &widget("w", 1))
+        .await
+        .unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(bed.client.clone(), &ns);
+    let mut owned = config_map("owned", json!({}));
+    owned.metadata.owner_references = Some(vec![
+        owner
+            .controller_owner_ref(&common::widget_resource())
+            .unwrap(),
+    ]);
+    maps.create(&PostParams::default(), &owned).await.unwrap();
+    widgets.delete("w", &DeleteParams::default()).await.unwrap();
+    assert_eq!(
+        api_error(maps.get("owned").await).code,
+        404,
+        "dependents go with their owner"
+    );
+}
+
+#[tokio::test]
+async fn namespace_deletion_removes_its_content() {
+    let bed = Bed::start().await;
+    let ns = bed.namespace("doomed").await;
+    let maps: Api<ConfigMap> = Api::namespaced(bed.client.clone(), &ns);
+    maps.create(&PostParams::default(), &config_map("c", json!({})))
+        .await
+        .unwrap();
+    let namespaces: Api<Namespace> = Api::all(bed.client.clone());
+    namespaces
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(api_error(namespaces.get(&ns).await).code, 404);
+    assert_eq!(api_error(maps.get("c").await).code, 404);
+}
+
+#[tokio::test]
+async fn watches_resume_bookmark_expire_and_time_out() {
+    let bed = Bed::start().await;
+    let ns = bed.namespace("watch").await;
+    let maps: Api<ConfigMap> = Api::namespaced(bed.client.clone(), &ns);
+    let created = maps
+        .create(&PostParams::default(), &config_map("a", json!({})))
+        .await
+        .unwrap();
+    let rv = created.resource_version().unwrap();
+    maps.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "2"}})),
+    )
+    .await
+    .unwrap();
+    maps.delete("a", &DeleteParams::default()).await.unwrap();
+
+    // Resuming at a resourceVersion replays exactly what happened after it.
+    let events: Vec<String> = maps
+        .watch(&WatchParams::default().timeout(1), &rv)
+        .await
+        .unwrap()
+        .take(2)
+        .map_ok(|e| {
+            match e {
+                WatchEvent::Added(_) => "ADDED",
+                WatchEvent::Modified(_) => "MODIFIED",
+                WatchEvent::Deleted(_) => "DELETED",
+                WatchEvent::Bookmark(_) => "BOOKMARK",
+                WatchEvent::Error(_) => "ERROR",
+            }
+            .to_owned()
+        })
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(events, ["MODIFIED", "DELETED"]);
+
+    // After compaction an old resourceVersion is 410 Gone (API concepts, "410 Gone responses").
+    bed.emulator.compact();
+    let mut stream = maps
+        .watch(&WatchParams::default().timeout(5), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    match stream.next().await {
+        Some(Ok(WatchEvent::Error(status))) => {
+            assert_eq!((status.code, status.reason.as_str()), (410, "Expired"))
+        }
+        other => panic!("expected 410, got {other:?}"),
+    }
+
+    // Bookmarks when asked; the stream ends at timeoutSeconds.
+    let current = bed.emulator.resource_version().to_string();
+    let started = std::time::Instant::now();
+    let events: Vec<WatchEvent<ConfigMap>> = maps
+        .watch(&WatchParams::default().timeout(3), &current)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(
+        events.iter().any(|e| matches!(e, WatchEvent::Bookmark(_))),
+        "bookmarks were requested"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "timeoutSeconds ends the watch"
+    );
+}
+
+#[tokio::test]
+async fn watches_see_objects_enter_and_leave_a_selection() {
+    let bed = Bed::start().await;
+    let ns = bed.namespace("sel").await;
+    let maps: Api<ConfigMap> = Api::namespaced(bed.client.clone(), &ns);
+    let mut stream = maps
+        .watch(&WatchParams::default().labels("app=x").timeout(10), "0")
+        .await
+        .unwrap()
+        .boxed();
+    maps.create(
+        &PostParams::default(),
+        &config_map("c", json!({"app": "y"})),
+    )
+    .await
+    .unwrap();
+    maps.patch(
+        "c",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "x"}}})),
+    )
+    .await
+    .unwrap();
+    maps.patch(
+        "c",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"app": "z"}}})),
+    )
+    .await
+    .unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    let second = stream.next().await.unwrap().unwrap();
+    assert!(
+        matches!(first, WatchEvent::Added(_)),
+        "entering the selection is ADDED: {first:?}"
+    );
+    assert!(
+        matches!(second, WatchEvent::Deleted(_)),
+        "leaving it is DELETED: {second:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_runtime_watcher_survives_dropped_streams_and_compaction() {
+    let bed = Bed::start().await;
+    let ns = bed.namespace("runtime").await;
+    let maps: Api<ConfigMap> = Api::namespaced(bed.client.clone(), &ns);
+    let mut events = watcher::watcher(maps.clone(), watcher::Config::default()).boxed();
+    let mut names = std::collections::BTreeSet::new();
+    maps.create(&PostParams::default(), &config_map("one", json!({})))
+        .await
+        .unwrap();
+    let next_named = async |events: &mut futures::stream::BoxStream<
+        '_,
+        Result<watcher::Event<ConfigMap>, watcher::Error>,
+    >,
+                            names: &mut std::collections::BTreeSet<String>,
+                            want: &str| {
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while !names.contains(want) {
+                if let Some(Ok(watcher::Event::Apply(cm) | watcher::Event::InitApply(cm))) =
+                    events.next().await
+                {
+                    names.insert(cm.name_any());
+                }
+            }
+        })
+        .await
+        .expect("watcher delivered the object");
+    };
+    next_named(&mut events, &mut names, "one").await;
+    bed.emulator.drop_watches();
+    maps.create(&PostParams::default(), &config_map("two", json!({})))
+        .await
+        .unwrap();
+    next_named(&mut events, &mut names, "two").await;
+    bed.emulator.compact();
+    bed.emulator.drop_watches();
+    maps.create(&PostParams::default(), &config_map("three", json!({})))
+        .await
+        .unwrap();
+    next_named(&mut events, &mut names, "three").await;
+}
+
+#[tokio::test]
+async fn injected_faults_are_served_then_clear() {
+    let bed = Bed::start().await;
+    let ns = bed.namespace("faults").await;
+    let maps: Api<ConfigMap> = Api::namespaced(bed.client.clone(), &ns);
+    maps.create(&PostParams::default(), &config_map("c", json!({})))
+        .await
+        .unwrap();
+    let patch = Patch::Merge(json!({"data": {"k": "2"}}));
+    bed.emulator.faults().inject(
+        Matcher::verb("patch").on("configmaps"),
+        Action::Fail(500),
+        2,
+    );
+    assert_eq!(
+        api_error(maps.patch("c", &PatchParams::default(), &patch).await).code,
+        500
+    );
+    assert_eq!(
+        api_error(maps.patch("c", &PatchParams::default(), &patch).await).code,
+        500
+    );
+    maps.patch("c", &PatchParams::default(), &patch)
+        .await
+        .expect("the third patch goes through");
+    // kube::Client retries 429 by default, honouring Retry-After: a throttled request is
+    // invisible to it. A client without retries sees the 429 itself.
+    bed.emulator.faults().inject(
+        Matcher::verb("get").on("configmaps").named("c"),
+        Action::Fail(429),
+        1,
+    );
+    maps.get("c").await.expect("a 429 is retried by the client");
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(&bed.emulator.kubeconfig()).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    config.default_retry = false;
+    let no_retry: Api<ConfigMap> = Api::namespaced(kube::Client::try_from(config).unwrap(), &ns);
+    bed.emulator.faults().inject(
+        Matcher::verb("get").on("configmaps").named("c"),
+        Action::Fail(429),
+        1,
+    );
+    let throttled = api_error(no_retry.get("c").await);
+    assert_eq!(
+        (throttled.code, throttled.reason.as_str()),
+        (429, "TooManyRequests")
+    );
+    bed.emulator
+        .faults()
+        .inject(Matcher::verb("update"), Action::Fail(409), 1);
+    let current = maps.get("c").await.unwrap();
+    assert_eq!(
+        api_error(maps.replace("c", &PostParams::default(), &current).await).code,
+        409
+    );
+    bed.emulator.faults().inject(
+        Matcher::verb("get"),
+        Action::Delay(Duration::from_millis(300)),
+        1,
+    );
+    let started = std::time::Instant::now();
+    maps.get("c").await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn events_in_both_api_groups() {
+    let bed = Bed::start().await;
+    let ns = bed.namespace("events").await;
+    let events: Api<Event> = Api::namespaced(bed.client.clone(), &ns);
+    let event: Event = serde_json::from_value(json!({
+        "metadata": {"generateName": "w."},
+        "involvedObject": {"kind": "Widget", "name": "w", "namespace": ns},
+        "reason": "Restarted", "message": "pod deleted", "type": "Normal",
+    }))
+    .unwrap();
+    events.create(&PostParams::default(), &event).await.unwrap();
+    let found = events
+        .list(&ListParams::default().fields("involvedObject.name=w,reason=Restarted"))
+        .await
+        .unwrap();
+    assert_eq!(found.items.len(), 1);
+    let new_events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(bed.client.clone(), &ns);
+    let event: k8s_openapi::api::events::v1::Event = serde_json::from_value(json!({
+        "metadata": {"generateName": "w."}, "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "pureflash.io/operator", "reportingInstance": "x", "action": "Restart",
+        "reason": "Restarted", "regarding": {"kind": "Widget", "name": "w", "namespace": ns}, "type": "Normal",
+    }))
+    .unwrap();
+    new_events
+        .create(&PostParams::default(), &event)
+        .await
+        .unwrap();
+    assert_eq!(
+        new_events
+            .list(&ListParams::default().fields("regarding.name=w"))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+    assert_eq!(Event::kind(&()), "Event");
+}
