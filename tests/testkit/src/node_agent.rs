@@ -89,10 +89,14 @@ impl NodeAgentConfig {
     }
 }
 
+/// Container processes by pod, for tests that act on them directly (`SIGSTOP` a store).
+type Processes = std::sync::Arc<std::sync::Mutex<HashMap<(String, String), Vec<u32>>>>;
+
 /// A running node agent.
 pub struct NodeAgent {
     shutdown: CancellationToken,
     task: JoinHandle<()>,
+    processes: Processes,
 }
 
 impl NodeAgent {
@@ -101,8 +105,28 @@ impl NodeAgent {
         register_node(&client, &config).await?;
         std::fs::create_dir_all(&config.work_dir).map_err(|e| kube::Error::Service(Box::new(e)))?;
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run(client, config, shutdown.clone()));
-        Ok(NodeAgent { shutdown, task })
+        let processes = Processes::default();
+        let task = tokio::spawn(run(client, config, shutdown.clone(), processes.clone()));
+        Ok(NodeAgent {
+            shutdown,
+            task,
+            processes,
+        })
+    }
+
+    /// Sends `signal` to the processes of a pod's containers, as an administrator on the node
+    /// would (`SIGSTOP` hangs a store, `SIGCONT` resumes it, `SIGKILL` crashes it). Returns
+    /// whether the pod has running processes here.
+    pub fn signal_pod(&self, namespace: &str, pod: &str, sig: i32) -> bool {
+        let processes = self.processes.lock().expect("processes lock");
+        let pids = processes
+            .get(&(namespace.to_owned(), pod.to_owned()))
+            .cloned()
+            .unwrap_or_default();
+        for pid in &pids {
+            signal(*pid, sig);
+        }
+        !pids.is_empty()
     }
 
     /// Stops the agent; every container process is killed, as when a node loses power.
@@ -154,7 +178,12 @@ enum PodSignal {
     Deleted,
 }
 
-async fn run(client: Client, config: NodeAgentConfig, shutdown: CancellationToken) {
+async fn run(
+    client: Client,
+    config: NodeAgentConfig,
+    shutdown: CancellationToken,
+    processes: Processes,
+) {
     let pods: Api<Pod> = Api::all(client.clone());
     let watch_config =
         watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name));
@@ -190,8 +219,13 @@ async fn run(client: Client, config: NodeAgentConfig, shutdown: CancellationToke
                     }
                     None if pod.metadata.deletion_timestamp.is_none() => {
                         let (sender, receiver) = mpsc::unbounded_channel();
-                        let task =
-                            tokio::spawn(run_pod(client.clone(), config.clone(), pod, receiver));
+                        let task = tokio::spawn(run_pod(
+                            client.clone(),
+                            config.clone(),
+                            pod,
+                            receiver,
+                            processes.clone(),
+                        ));
                         tasks.insert(uid, (sender, task));
                     }
                     None => {}
@@ -247,6 +281,7 @@ struct PodRun {
     containers: Vec<ContainerRun>,
     exits: mpsc::UnboundedSender<Exit>,
     start_time: String,
+    processes: Processes,
 }
 
 async fn run_pod(
@@ -254,6 +289,7 @@ async fn run_pod(
     config: NodeAgentConfig,
     pod: Pod,
     mut signals: mpsc::UnboundedReceiver<PodSignal>,
+    processes: Processes,
 ) {
     let uid = pod.uid().unwrap_or_default();
     let (exits, mut exited) = mpsc::unbounded_channel();
@@ -286,6 +322,7 @@ async fn run_pod(
         containers,
         exits,
         start_time: crate_time(SystemTime::now()),
+        processes,
     };
     info!(pod = %run.pod.name_any(), namespace = %run.pod.namespace().unwrap_or_default(), "node agent: starting pod");
 
@@ -342,6 +379,7 @@ impl PodRun {
         match signal {
             None | Some(PodSignal::Deleted) => {
                 self.kill_all(libc::SIGKILL);
+                self.forget_processes();
                 false
             }
             Some(PodSignal::Updated(pod)) => {
@@ -353,6 +391,16 @@ impl PodRun {
                 true
             }
         }
+    }
+
+    fn forget_processes(&mut self) {
+        for container in &mut self.containers {
+            container.pid = None;
+        }
+        self.processes
+            .lock()
+            .expect("processes lock")
+            .remove(&(self.namespace(), self.pod.name_any()));
     }
 
     fn kill_all(&mut self, sig: i32) {
@@ -379,6 +427,7 @@ impl PodRun {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.kill_all(libc::SIGKILL);
+        self.forget_processes();
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
         let params = DeleteParams {
             grace_period_seconds: Some(0),
@@ -751,8 +800,21 @@ impl PodRun {
         self.report().await;
     }
 
+    /// Records which processes run this pod's containers.
+    fn publish_processes(&self) {
+        let key = (self.namespace(), self.pod.name_any());
+        let pids: Vec<u32> = self.containers.iter().filter_map(|c| c.pid).collect();
+        let mut processes = self.processes.lock().expect("processes lock");
+        if pids.is_empty() {
+            processes.remove(&key);
+        } else {
+            processes.insert(key, pids);
+        }
+    }
+
     /// Posts the pod's status, like the kubelet's status manager.
     async fn report(&self) {
+        self.publish_processes();
         let now = crate_time(SystemTime::now());
         let statuses: Vec<Value> = self
             .containers

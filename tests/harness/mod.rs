@@ -1,0 +1,410 @@
+//! The end-to-end harness: real ZooKeeper, real MariaDB, a Kubernetes API (the in-repo
+//! emulator with its node agent, or a real cluster), and the operator binary as a separate
+//! process; plus the helpers tests need (deadlines, DB rows, store faults, ZooKeeper
+//! restarts). Every test gets a fresh namespace and its own PureFlash cluster name, and
+//! cleans up after itself.
+//!
+//! Against a real cluster (kind, k3d…), set:
+//! - `PUREFLASH_E2E_KUBECONFIG`: the cluster's kubeconfig (the emulator and node agent are
+//!   then not used);
+//! - `PUREFLASH_E2E_ZK`: a ZooKeeper reachable from this machine, and
+//!   `PUREFLASH_E2E_ZK_IN_CLUSTER`: the same ZooKeeper as pods reach it (default: the same);
+//! - `PUREFLASH_E2E_PFS_IMAGE`: the pfs simulator image (tests/testkit/Dockerfile), loaded into
+//!   the cluster (`kind load docker-image`);
+//! - `PUREFLASH_E2E_NODE`: the node pfs Pods run on (default: the first node).
+//!
+//! The README section "End-to-end tests on kind" walks through it.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use kube_emulator::Emulator;
+use serde_json::json;
+use testkit::mariadb::MariaDb;
+use testkit::node_agent::{NodeAgent, NodeAgentConfig};
+use testkit::zookeeper::ZooKeeper;
+use zookeeper_client as zk;
+
+/// How long any wait in an e2e test may take before it is a failure (a liveness bound, not a
+/// performance target).
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The image the node agent maps to the pfs simulator in emulated mode.
+pub const EMULATED_PFS_IMAGE: &str = "pureflash/pfs-sim:e2e";
+
+/// The Kubernetes side of a test.
+enum Cluster {
+    Emulated {
+        emulator: Emulator,
+        agent: Option<NodeAgent>,
+        _work: tempfile::TempDir,
+    },
+    Real,
+}
+
+/// Where ZooKeeper comes from.
+enum ZooKeeperAccess {
+    Owned(ZooKeeper),
+    External {
+        from_host: String,
+        from_pods: String,
+    },
+}
+
+pub struct Harness {
+    cluster: Cluster,
+    pub client: Client,
+    kubeconfig: PathBuf,
+    _kubeconfig_file: Option<tempfile::NamedTempFile>,
+    zookeeper: ZooKeeperAccess,
+    /// This test's namespace (created fresh).
+    pub namespace: String,
+    /// This test's PureFlash cluster name (unique, so tests can share a ZooKeeper).
+    pub pf_cluster: String,
+    node: String,
+    operator: Option<Child>,
+}
+
+fn unique(prefix: &str) -> String {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id() % 100_000,
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The pfs simulator binary built by `cargo test --workspace` (testkit's `pfs-sim`).
+pub fn pfs_sim_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let binary = profile_dir.join("pfs-sim");
+    assert!(
+        binary.exists(),
+        "{} not found: run the tests with `cargo test --workspace` (or `cargo build -p testkit --bin pfs-sim`)",
+        binary.display()
+    );
+    binary
+}
+
+impl Harness {
+    /// Starts everything for one test: the API (emulated unless `PUREFLASH_E2E_KUBECONFIG`),
+    /// ZooKeeper, a fresh namespace.
+    pub async fn start(test: &str) -> Harness {
+        testkit::init_test_logging();
+        let namespace = unique(test);
+        let pf_cluster = unique(test);
+        let (cluster, client, kubeconfig, kubeconfig_file, node) =
+            match std::env::var("PUREFLASH_E2E_KUBECONFIG") {
+                Ok(path) => {
+                    let config = Config::from_custom_kubeconfig(
+                        Kubeconfig::read_from(&path).expect("readable kubeconfig"),
+                        &KubeConfigOptions::default(),
+                    )
+                    .await
+                    .expect("usable kubeconfig");
+                    let client = Client::try_from(config).expect("client");
+                    let node = match std::env::var("PUREFLASH_E2E_NODE") {
+                        Ok(node) => node,
+                        Err(_) => {
+                            let nodes: Api<Node> = Api::all(client.clone());
+                            let list = nodes
+                                .list(&ListParams::default())
+                                .await
+                                .expect("list nodes");
+                            list.items
+                                .first()
+                                .and_then(|n| n.metadata.name.clone())
+                                .expect("the cluster has a node")
+                        }
+                    };
+                    (Cluster::Real, client, PathBuf::from(path), None, node)
+                }
+                Err(_) => {
+                    let emulator = Emulator::start().await.expect("emulator starts");
+                    let file = tempfile::NamedTempFile::new().expect("temp file");
+                    emulator.write_kubeconfig(file.path()).expect("kubeconfig");
+                    let config = Config::from_custom_kubeconfig(
+                        Kubeconfig::from_yaml(&emulator.kubeconfig()).expect("kubeconfig"),
+                        &KubeConfigOptions::default(),
+                    )
+                    .await
+                    .expect("config");
+                    let client = Client::try_from(config).expect("client");
+                    let work = tempfile::Builder::new()
+                        .prefix("pf-e2e-node-")
+                        .tempdir()
+                        .expect("work dir");
+                    let node = "node-1".to_owned();
+                    let sim = pfs_sim_binary();
+                    let agent_config = NodeAgentConfig::new(&node, work.path())
+                        .run_image("pureflash/pfs-sim", &[sim.to_str().expect("utf-8 path")])
+                        .run_image("pureflash/pureflash", &[sim.to_str().expect("utf-8 path")]);
+                    let agent = NodeAgent::start(client.clone(), agent_config)
+                        .await
+                        .expect("node agent starts");
+                    let path = file.path().to_owned();
+                    (
+                        Cluster::Emulated {
+                            emulator,
+                            agent: Some(agent),
+                            _work: work,
+                        },
+                        client,
+                        path,
+                        Some(file),
+                        node,
+                    )
+                }
+            };
+        let zookeeper = match std::env::var("PUREFLASH_E2E_ZK") {
+            Ok(from_host) => {
+                let from_pods = std::env::var("PUREFLASH_E2E_ZK_IN_CLUSTER")
+                    .unwrap_or_else(|_| from_host.clone());
+                ZooKeeperAccess::External {
+                    from_host,
+                    from_pods,
+                }
+            }
+            Err(_) => ZooKeeperAccess::Owned(ZooKeeper::start()),
+        };
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let ns = serde_json::from_value(
+            json!({"metadata": {"name": namespace, "labels": {"pureflash.io/e2e": "true"}}}),
+        )
+        .expect("namespace");
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .expect("test namespace created");
+        Harness {
+            cluster,
+            client,
+            kubeconfig,
+            _kubeconfig_file: kubeconfig_file,
+            zookeeper,
+            namespace,
+            pf_cluster,
+            node,
+            operator: None,
+        }
+    }
+
+    pub fn is_emulated(&self) -> bool {
+        matches!(self.cluster, Cluster::Emulated { .. })
+    }
+
+    /// The emulator, for fault injection (emulated mode only).
+    pub fn emulator(&self) -> Option<&Emulator> {
+        match &self.cluster {
+            Cluster::Emulated { emulator, .. } => Some(emulator),
+            Cluster::Real => None,
+        }
+    }
+
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The node pfs Pods are placed on.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The image that runs the pfs simulator here.
+    pub fn pfs_image(&self) -> String {
+        match self.cluster {
+            Cluster::Emulated { .. } => EMULATED_PFS_IMAGE.to_owned(),
+            Cluster::Real => std::env::var("PUREFLASH_E2E_PFS_IMAGE")
+                .unwrap_or_else(|_| "pureflash/pfs-sim:dev".into()),
+        }
+    }
+
+    /// ZooKeeper as this test process reaches it.
+    pub fn zk(&self) -> String {
+        match &self.zookeeper {
+            ZooKeeperAccess::Owned(server) => server.connect_string(),
+            ZooKeeperAccess::External { from_host, .. } => from_host.clone(),
+        }
+    }
+
+    /// ZooKeeper as pods reach it.
+    pub fn zk_for_pods(&self) -> String {
+        match &self.zookeeper {
+            ZooKeeperAccess::Owned(server) => server.connect_string(),
+            ZooKeeperAccess::External { from_pods, .. } => from_pods.clone(),
+        }
+    }
+
+    /// The owned ZooKeeper server, to stop and restart it (emulated mode, or no external ZK).
+    pub fn zookeeper_server(&self) -> Option<&ZooKeeper> {
+        match &self.zookeeper {
+            ZooKeeperAccess::Owned(server) => Some(server),
+            ZooKeeperAccess::External { .. } => None,
+        }
+    }
+
+    /// A new MariaDB database for this test; returns its URL.
+    pub fn database(&self) -> String {
+        MariaDb::shared().new_database("e2e")
+    }
+
+    pub async fn zk_client(&self) -> zk::Client {
+        zk::Client::connect(&self.zk())
+            .await
+            .expect("ZooKeeper reachable")
+    }
+
+    /// Whether store `id` of this test's cluster has its `alive` node.
+    pub async fn store_alive(&self, id: u32) -> bool {
+        let client = self.zk_client().await;
+        client
+            .check_stat(&format!("/pureflash/{}/stores/{id}/alive", self.pf_cluster))
+            .await
+            .ok()
+            .flatten()
+            .is_some()
+    }
+
+    /// The session that owns store `id`'s `alive` node, if it exists.
+    pub async fn alive_owner(&self, id: u32) -> Option<i64> {
+        let client = self.zk_client().await;
+        let stat = client
+            .check_stat(&format!("/pureflash/{}/stores/{id}/alive", self.pf_cluster))
+            .await
+            .ok()
+            .flatten()?;
+        Some(stat.ephemeral_owner)
+    }
+
+    /// Runs kubectl against this test's API.
+    pub fn kubectl(&self, args: &[&str], input: Option<&str>) -> (bool, String, String) {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl is installed");
+        if let Some(input) = input {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
+        }
+        drop(child.stdin.take());
+        let output = child.wait_with_output().expect("kubectl output");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// Signals the pfs process of `pod` as someone on its node would: `SIGSTOP` hangs the
+    /// store (its session expires while the process lives), `SIGCONT` resumes it, `SIGKILL`
+    /// crashes it. On a real cluster this goes through `kubectl exec` (the simulator image runs
+    /// pfs-sim under tini, so it is not PID 1 and can be stopped).
+    pub fn signal_pod(&self, pod: &str, signal: i32) {
+        match &self.cluster {
+            Cluster::Emulated { agent, .. } => {
+                let agent = agent.as_ref().expect("node agent running");
+                assert!(
+                    agent.signal_pod(&self.namespace, pod, signal),
+                    "pod {pod} has no running process"
+                );
+            }
+            Cluster::Real => {
+                let name = match signal {
+                    libc::SIGSTOP => "STOP",
+                    libc::SIGCONT => "CONT",
+                    libc::SIGKILL => "KILL",
+                    libc::SIGTERM => "TERM",
+                    other => panic!("unsupported signal {other}"),
+                };
+                let (ok, _, stderr) = self.kubectl(
+                    &[
+                        "exec",
+                        "-n",
+                        &self.namespace,
+                        pod,
+                        "--",
+                        "pkill",
+                        &format!("-{name}"),
+                        "pfs-sim",
+                    ],
+                    None,
+                );
+                assert!(ok, "kubectl exec pkill failed: {stderr}");
+            }
+        }
+    }
+
+    /// Starts the operator binary with `args` (plus the kubeconfig), as a separate process.
+    pub fn start_operator(&mut self, args: &[&str]) {
+        let child = Command::new(env!("CARGO_BIN_EXE_pureflash-operator"))
+            .args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("operator starts");
+        self.operator = Some(child);
+    }
+
+    /// Deletes the test namespace and stops what the harness started.
+    pub async fn finish(mut self) {
+        if let Some(mut operator) = self.operator.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &operator.id().to_string()])
+                .status();
+            let _ = operator.wait();
+        }
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let _ = namespaces
+            .delete(&self.namespace, &DeleteParams::default())
+            .await;
+        if let Cluster::Emulated { agent, .. } = &mut self.cluster
+            && let Some(agent) = agent.take()
+        {
+            agent.stop().await;
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, or fails the test naming `what`.
+pub async fn wait_for<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {DEADLINE:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A pfs.conf as the operator will generate it (cluster, ZooKeeper, identity, disks, ports).
+pub fn pfs_conf(cluster: &str, zk: &str, store_id: u32) -> String {
+    format!(
+        "[cluster]\nname={cluster}\n[zookeeper]\nip={zk}\n[afs]\nmngt_ip=10.8.0.{store_id}\nid={store_id}\n\
+         [tray.0]\ndev=/dev/nvme0n1\n[port.0]\nip=10.9.0.{store_id}\n[rep_port.0]\nip=10.10.0.{store_id}\n"
+    )
+}
