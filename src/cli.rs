@@ -28,6 +28,8 @@ pub enum Command {
     /// Kubernetes: what the PureFlash conductor's cluster manager does, event-driven and with
     /// periodic drift repair.
     Sync(SyncArgs),
+    /// Print the PureFlashStore CustomResourceDefinition (what `crds/pureflashstore.yaml` holds).
+    Crd,
 }
 
 /// ZooKeeper: where the PureFlash cluster registers its stores.
@@ -130,6 +132,10 @@ pub fn init_logging(args: &LogArgs) {
 pub async fn run(cli: Cli) -> Result<(), crate::Error> {
     match cli.command {
         Command::Sync(args) => sync_command::run(args).await,
+        Command::Crd => {
+            print!("{}", crate::crd::crd_yaml());
+            Ok(())
+        }
     }
 }
 
@@ -146,7 +152,9 @@ mod tests {
     #[test]
     fn sync_flags_and_defaults() {
         let cli = Cli::try_parse_from(["pureflash-operator", "sync"]).unwrap();
-        let Command::Sync(args) = cli.command;
+        let Command::Sync(args) = cli.command else {
+            panic!("sync")
+        };
         assert_eq!(args.zk.connect, "127.0.0.1:2181");
         assert_eq!(args.zk.cluster, "cluster1");
         assert_eq!(args.zk.resync_interval, Duration::from_secs(60));
@@ -166,7 +174,9 @@ mod tests {
             "--once",
         ])
         .unwrap();
-        let Command::Sync(args) = cli.command;
+        let Command::Sync(args) = cli.command else {
+            panic!("sync")
+        };
         assert_eq!(args.zk.connect, "10.0.0.1:2181,10.0.0.2:2181");
         assert_eq!(args.zk.resync_interval, Duration::from_millis(500));
         assert_eq!(args.db.db, "sqlite:///tmp/x.db");

@@ -12,8 +12,10 @@
 
 pub mod backoff;
 pub mod cli;
+pub mod crd;
 pub mod dbsync;
 pub mod metadb;
+pub mod recovery;
 pub mod zk;
 
 #[cfg(test)]

@@ -1,0 +1,375 @@
+//! The `PureFlashStore` custom resource: one store (`pfs` daemon), its disks, its identity in
+//! ZooKeeper, how it is run and how it is recovered. The types here generate the CRD
+//! (`pureflash-operator crd` > `crds/pureflashstore.yaml`); every field's doc comment becomes
+//! its schema description, and validation lives in the schema (types, ranges, patterns) and in
+//! CEL rules, so the API server rejects bad specs before the operator sees them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// Default pfs image (PureFlash's published image).
+pub const DEFAULT_IMAGE: &str = "pureflash/pureflash:1.9.1";
+
+/// An IPv4 address (the metadata DB's port column holds 16 characters).
+const IPV4: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$";
+
+/// A PureFlash store: one `pfs` daemon on one node, with its disks. The operator runs it in a
+/// Pod configured from this spec, mirrors its ZooKeeper registration into the status, and
+/// restarts it when it goes offline while its process keeps running.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "pureflash.io",
+    version = "v1alpha1",
+    kind = "PureFlashStore",
+    plural = "pureflashstores",
+    singular = "pureflashstore",
+    namespaced,
+    shortname = "pfstore",
+    shortname = "pfstores",
+    category = "pureflash",
+    status = "PureFlashStoreStatus",
+    derive = "PartialEq",
+    selectable = ".spec.storeId",
+    selectable = ".spec.nodeName",
+    printcolumn = r#"{"name": "STORE-ID", "type": "integer", "jsonPath": ".spec.storeId", "description": "Store id in ZooKeeper and t_store"}"#,
+    printcolumn = r#"{"name": "PHASE", "type": "string", "jsonPath": ".status.phase"}"#,
+    printcolumn = r#"{"name": "ALIVE", "type": "boolean", "jsonPath": ".status.alive", "description": "The store's alive node exists in ZooKeeper"}"#,
+    printcolumn = r#"{"name": "MNGT-IP", "type": "string", "jsonPath": ".status.mngtIp"}"#,
+    printcolumn = r#"{"name": "TRAYS", "type": "string", "jsonPath": ".status.traysOnline", "description": "Trays online/total"}"#,
+    printcolumn = r#"{"name": "RESTARTS", "type": "integer", "jsonPath": ".status.restartCount", "description": "Restarts made by the operator"}"#,
+    printcolumn = r#"{"name": "AGE", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PureFlashStoreSpec {
+    /// The store's id: `[afs] id` in pfs.conf, its directory under `/pureflash/<cluster>/stores`,
+    /// and `t_store.id`. It never changes: volumes reference it.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("storeId is immutable: create a new PureFlashStore for a new store"))]
+    #[schemars(range(min = 1, max = 2147483647))]
+    pub store_id: i32,
+
+    /// The node with the store's disks; the pfs Pod always runs there.
+    #[schemars(length(min = 1, max = 253))]
+    pub node_name: String,
+
+    /// The disks (trays) pfs serves, in pfs.conf order (`[tray.0]`, `[tray.1]`, …).
+    #[schemars(length(min = 1, max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["device"]))]
+    pub trays: Vec<TraySpec>,
+
+    /// Management address (`[afs] mngt_ip`). Defaults to the node's InternalIP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = IPV4))]
+    pub mngt_ip: Option<String>,
+
+    /// Data-path addresses (`[port.N] ip`). Defaults to the node's InternalIP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(regex(pattern = IPV4)))]
+    pub ports: Vec<String>,
+
+    /// Replication addresses (`[rep_port.N] ip`). Defaults to the node's InternalIP.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(regex(pattern = IPV4)))]
+    pub rep_ports: Vec<String>,
+
+    /// The pfs container image.
+    #[serde(default = "default_image")]
+    #[schemars(length(min = 1))]
+    pub image: String,
+
+    /// When to pull the image.
+    #[serde(default)]
+    pub image_pull_policy: PullPolicy,
+
+    /// CPU and memory for the pfs container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Extra pfs.conf settings, by section and key (`engine: {name: aio}`,
+    /// `afs: {meta_size: "10737418240"}`). The operator owns `[cluster]`, `[zookeeper]`,
+    /// `[afs] id/mngt_ip`, `[tray.N]`, `[port.N]` and `[rep_port.N]`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(s, s != 'cluster' && s != 'zookeeper' && !s.startsWith('tray.') && !s.startsWith('port.') && !s.startsWith('rep_port.'))").message("settings may not set the [cluster], [zookeeper], [tray.N], [port.N] or [rep_port.N] sections: the operator owns them"))]
+    #[x_kube(validation = Rule::new("!('afs' in self) || (!('id' in self.afs) && !('mngt_ip' in self.afs))").message("settings may not set [afs] id or mngt_ip: use storeId and mngtIp"))]
+    pub settings: BTreeMap<String, BTreeMap<String, String>>,
+
+    /// How the operator restarts this store when it goes offline.
+    #[serde(default)]
+    pub recovery: RecoverySpec,
+}
+
+fn default_image() -> String {
+    DEFAULT_IMAGE.to_owned()
+}
+
+/// One disk.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TraySpec {
+    /// Device path on the node, e.g. `/dev/nvme1n1`.
+    #[schemars(regex(pattern = r"^/dev/[A-Za-z0-9._/-]+$"), length(max = 96))]
+    pub device: String,
+}
+
+/// Image pull policy of the pfs container.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq,
+)]
+pub enum PullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// Automated recovery: when the store has been OFFLINE in ZooKeeper for longer than the grace
+/// period while its Pod keeps running, the Pod is force-deleted (the `kill -9`) and recreated.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.backoffMaxSeconds >= self.backoffInitialSeconds").message("backoffMaxSeconds must not be below backoffInitialSeconds"))]
+pub struct RecoverySpec {
+    /// Restart the store automatically. Off: the operator only reports.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// How long the store must be offline, with its Pod running, before it is restarted.
+    #[serde(default = "default_grace")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub offline_grace_period_seconds: u32,
+    /// Wait after a restart that did not bring the store back, doubled per attempt.
+    #[serde(default = "default_backoff_initial")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub backoff_initial_seconds: u32,
+    /// The longest wait between restarts.
+    #[serde(default = "default_backoff_max")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub backoff_max_seconds: u32,
+    /// Restarts allowed within any hour; at the limit recovery stops until they age out (or a
+    /// manual restart is requested) and the RecoveryFrozen condition says why.
+    #[serde(default = "default_max_restarts")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_restarts_per_hour: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_grace() -> u32 {
+    30
+}
+fn default_backoff_initial() -> u32 {
+    10
+}
+fn default_backoff_max() -> u32 {
+    600
+}
+fn default_max_restarts() -> u32 {
+    6
+}
+
+impl Default for RecoverySpec {
+    fn default() -> Self {
+        RecoverySpec {
+            enabled: true,
+            offline_grace_period_seconds: default_grace(),
+            backoff_initial_seconds: default_backoff_initial(),
+            backoff_max_seconds: default_backoff_max(),
+            max_restarts_per_hour: default_max_restarts(),
+        }
+    }
+}
+
+/// The lifecycle phase shown by `kubectl get pfstores`.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The Pod is not running yet (being created, scheduled, pulled).
+    Pending,
+    /// The Pod runs; pfs has not registered yet.
+    Starting,
+    /// `alive` exists in ZooKeeper.
+    Online,
+    /// Not alive in ZooKeeper although its Pod runs (or has been waiting to run).
+    Offline,
+    /// The operator restarted the store and waits for it to come back.
+    Recovering,
+    /// The operator's own ZooKeeper view cannot be trusted right now: nothing is known.
+    Unknown,
+}
+
+/// One disk as ZooKeeper reports it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrayStatus {
+    pub uuid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<i64>,
+    /// Bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_size: Option<i64>,
+    /// Bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_size: Option<i64>,
+    /// The tray's `online` node exists.
+    pub online: bool,
+}
+
+/// What the operator observes and has done; written only through the status subresource.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PureFlashStoreStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// The store id as registered in ZooKeeper.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_id: Option<i32>,
+    /// The store's `alive` node exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alive: Option<bool>,
+    /// The store's `state` node in ZooKeeper.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zk_state: Option<String>,
+    /// Management address registered in ZooKeeper.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mngt_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trays: Vec<TrayStatus>,
+    /// Trays online/total, e.g. `2/2`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trays_online: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rep_ports: Vec<String>,
+    /// The pfs Pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    /// Restarts made by the operator (recovery and manual), over the store's life.
+    #[serde(default)]
+    pub restart_count: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_restart_time: Option<Time>,
+    /// Since when the store is offline in ZooKeeper (kept across operator restarts and leader
+    /// changes, so the grace period is never restarted by them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_since: Option<Time>,
+    /// When the ZooKeeper state in this status was observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_observed_time: Option<Time>,
+    /// The spec generation this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Restart times within the last hour (for maxRestartsPerHour).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_restarts: Vec<Time>,
+    /// Consecutive restarts that did not bring the store back (drives the backoff).
+    #[serde(default)]
+    pub recovery_attempts: u32,
+    /// The last `pureflash.io/restart` annotation value acted upon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_manual_restart: Option<String>,
+    /// The reason of the last recovery decision that was not "healthy" (Events are recorded
+    /// when it changes, not on every reconcile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_decision: Option<String>,
+    /// Ready, Alive, PodReady, DbSynced, RecoveryFrozen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Annotation that pauses automated recovery of one store (`"true"`).
+pub const PAUSE_ANNOTATION: &str = "pureflash.io/recovery-paused";
+/// Annotation that requests one restart: any new value (e.g. a timestamp) triggers it once.
+pub const RESTART_ANNOTATION: &str = "pureflash.io/restart";
+
+/// The CRD as YAML, as `crds/pureflashstore.yaml` holds it.
+pub fn crd_yaml() -> String {
+    use kube::CustomResourceExt;
+    let header = "# Generated by `pureflash-operator crd` from src/crd.rs; do not edit.\n";
+    format!(
+        "{header}{}",
+        serde_yaml::to_string(&PureFlashStore::crd()).expect("the CRD serializes")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn the_committed_crd_is_the_generated_one() {
+        let committed = include_str!("../crds/pureflashstore.yaml");
+        assert!(
+            committed == crd_yaml(),
+            "crds/pureflashstore.yaml is stale: run `cargo run -- crd > crds/pureflashstore.yaml`"
+        );
+    }
+
+    #[test]
+    fn names_columns_and_scope() {
+        let crd = PureFlashStore::crd();
+        assert_eq!(
+            crd.metadata.name.as_deref(),
+            Some("pureflashstores.pureflash.io")
+        );
+        let names = &crd.spec.names;
+        assert_eq!(
+            names.short_names.as_deref(),
+            Some(&["pfstore".to_owned(), "pfstores".to_owned()][..])
+        );
+        assert_eq!(
+            names.categories.as_deref(),
+            Some(&["pureflash".to_owned()][..])
+        );
+        assert_eq!(crd.spec.scope, "Namespaced");
+        let columns: Vec<&str> = crd.spec.versions[0]
+            .additional_printer_columns
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                "STORE-ID", "PHASE", "ALIVE", "MNGT-IP", "TRAYS", "RESTARTS", "AGE"
+            ]
+        );
+        assert!(
+            crd.spec.versions[0]
+                .subresources
+                .as_ref()
+                .unwrap()
+                .status
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn defaults_fill_an_minimal_spec() {
+        let spec: PureFlashStoreSpec = serde_json::from_value(
+            serde_json::json!({"storeId": 1, "nodeName": "n", "trays": [{"device": "/dev/sdb"}]}),
+        )
+        .unwrap();
+        assert_eq!(spec.image, DEFAULT_IMAGE);
+        assert_eq!(spec.image_pull_policy, PullPolicy::IfNotPresent);
+        assert_eq!(spec.recovery, RecoverySpec::default());
+        assert!(spec.recovery.enabled);
+    }
+}

@@ -1,0 +1,1653 @@
+//! The restart decision for one store at one instant.
+//!
+//! A `pfs` daemon can drop out of ZooKeeper (its `alive` node vanishes) while its process keeps
+//! running, and only a "kill -9 and restart" brings it back. This module owns the judgement of
+//! when that restart is due: the grace periods, the backoff, the hourly budget, the cluster-wide
+//! rails against restarting half the cluster at once, and the bookkeeping that must survive a
+//! reconcile (`offline_since`, `attempts`).
+//!
+//! It is pure on purpose and must not do I/O: no clock, no Kubernetes, no ZooKeeper. The
+//! controller gathers the facts into an [`Observation`], calls [`decide`], writes the returned
+//! bookkeeping to the store's status and carries out the [`Verdict`]. That keeps every safety
+//! rail testable against an injected clock.
+
+use jiff::{SignedDuration, Timestamp};
+
+/// The window of the restart budget ([`Policy::max_restarts_per_hour`]).
+const BUDGET_WINDOW: SignedDuration = SignedDuration::from_hours(1);
+
+/// Recovery settings of one store (from its spec) and of the operator (flags).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Policy {
+    /// Automatic restarts are allowed at all. A manual restart does not need it.
+    pub enabled: bool,
+    /// How long the store must be offline (with its Pod running) before a restart.
+    pub offline_grace: SignedDuration,
+    /// The delay after a restart before the next one, while the store stays offline.
+    pub backoff_initial: SignedDuration,
+    /// The cap of the doubling backoff.
+    pub backoff_max: SignedDuration,
+    /// Restarts allowed within any one hour; at the limit recovery stops (terminal until restarts
+    /// age out or a manual restart).
+    pub max_restarts_per_hour: u32,
+    /// How long a pfs Pod must have been running before its store is expected to be registered.
+    pub start_grace: SignedDuration,
+    /// Restarts are frozen cluster-wide when more than this share (0.0–1.0) of the stores are
+    /// offline at once.
+    pub freeze_share: f64,
+    /// At most this many restarts in flight cluster-wide.
+    pub max_in_flight: usize,
+    /// A restart counts as in flight until its store is alive again or this long has passed.
+    pub in_flight_window: SignedDuration,
+}
+
+/// The store's Pod as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodFacts {
+    /// `metadata.uid`, for the precondition of the delete.
+    pub uid: String,
+    /// `status.phase`: Pending, Running, Succeeded, Failed, Unknown.
+    pub phase: String,
+    /// `metadata.deletionTimestamp` is set.
+    pub terminating: bool,
+    /// When the pfs container started running (its `state.running.startedAt`), if it runs.
+    pub running_since: Option<Timestamp>,
+}
+
+/// What the store's status remembers across reconciles and leaders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct History {
+    /// When the current offline episode began, as far as a trusted view could tell.
+    pub offline_since: Option<Timestamp>,
+    /// The last restart, automatic or manual.
+    pub last_restart: Option<Timestamp>,
+    /// Restart times, any age (the function only counts the last hour).
+    pub recent_restarts: Vec<Timestamp>,
+    /// Consecutive restarts that did not bring the store back (drives the backoff).
+    pub attempts: u32,
+    /// Token of the last manual restart request already honoured.
+    pub last_manual_restart: Option<String>,
+}
+
+/// The rest of the cluster, for the cluster-wide rails.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterFacts {
+    /// Stores managed.
+    pub stores: usize,
+    /// How many of the managed stores are offline now (this one included).
+    pub offline: usize,
+    /// Restarts in flight on other stores.
+    pub restarts_in_flight: usize,
+}
+
+/// Everything [`decide`] looks at, gathered by the controller at one instant.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observation {
+    /// The instant of the decision (the controller's clock, injected).
+    pub now: Timestamp,
+    /// The operator's ZooKeeper view is connected and fully resynced since (re)connecting.
+    pub view_trusted: bool,
+    /// The store's `alive` node exists (None: the store is not in ZooKeeper at all — treat as
+    /// offline).
+    pub alive: Option<bool>,
+    /// The store's Pod, if there is one.
+    pub pod: Option<PodFacts>,
+    /// The store's recovery status as last written.
+    pub history: History,
+    /// Annotation `pureflash.io/recovery-paused: "true"`.
+    pub paused: bool,
+    /// Annotation `pureflash.io/restart` value (a token; a restart is requested when it differs
+    /// from `history.last_manual_restart`).
+    pub manual_restart: Option<String>,
+    /// The cluster-wide facts.
+    pub cluster: ClusterFacts,
+}
+
+/// Why a restart happens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RestartReason {
+    /// The store stayed offline past every grace period and safety rail.
+    Offline,
+    /// A human asked for it through the `pureflash.io/restart` annotation.
+    Manual,
+}
+
+impl RestartReason {
+    /// The reason as an Event reason or metric label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RestartReason::Offline => "Offline",
+            RestartReason::Manual => "Manual",
+        }
+    }
+}
+
+/// Why nothing is done now (a fixed list: these become Event reasons and metric labels).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SkipReason {
+    /// The ZooKeeper view is disconnected or not resynced: its "offline" may be stale.
+    ViewUntrusted,
+    /// The policy disables automatic recovery.
+    RecoveryDisabled,
+    /// The store carries `pureflash.io/recovery-paused: "true"`.
+    RecoveryPaused,
+    /// The store has no Pod (creating it is the controller's job, not a restart).
+    PodMissing,
+    /// The Pod is already being deleted.
+    PodTerminating,
+    /// The Pod or its pfs container is not running, so a kill would not help.
+    PodNotRunning,
+    /// The pfs container started too recently to be expected in ZooKeeper.
+    PodStarting,
+    /// The store has not been offline for the grace period yet.
+    WithinGracePeriod,
+    /// The last restart was too recent for the current backoff.
+    BackingOff,
+    /// The hourly restart budget is used up.
+    RestartBudgetExhausted,
+    /// Too large a share of the cluster is offline to trust restarts.
+    ClusterFrozen,
+    /// Enough restarts are in flight elsewhere already.
+    TooManyInFlight,
+}
+
+impl SkipReason {
+    /// The reason as an Event reason or metric label (its CamelCase name).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SkipReason::ViewUntrusted => "ViewUntrusted",
+            SkipReason::RecoveryDisabled => "RecoveryDisabled",
+            SkipReason::RecoveryPaused => "RecoveryPaused",
+            SkipReason::PodMissing => "PodMissing",
+            SkipReason::PodTerminating => "PodTerminating",
+            SkipReason::PodNotRunning => "PodNotRunning",
+            SkipReason::PodStarting => "PodStarting",
+            SkipReason::WithinGracePeriod => "WithinGracePeriod",
+            SkipReason::BackingOff => "BackingOff",
+            SkipReason::RestartBudgetExhausted => "RestartBudgetExhausted",
+            SkipReason::ClusterFrozen => "ClusterFrozen",
+            SkipReason::TooManyInFlight => "TooManyInFlight",
+        }
+    }
+}
+
+/// What the controller should do about the store now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Store alive: nothing to do.
+    Healthy,
+    /// Force-delete the Pod now (grace 0, uid precondition) and recreate it.
+    Restart(RestartReason),
+    /// Not now; look again at `until` (a timer, not a failure). `until` is always after `now`.
+    Wait {
+        /// The instant at which the blocking rule stops applying.
+        until: Timestamp,
+        /// The rule that blocks until then.
+        reason: SkipReason,
+    },
+    /// Not acting, for `reason`, until something changes.
+    Skip(SkipReason),
+}
+
+/// The outcome of [`decide`]: the verdict and the bookkeeping to write back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// What to do now.
+    pub verdict: Verdict,
+    /// The `offline_since` the status must now hold.
+    pub offline_since: Option<Timestamp>,
+    /// The `attempts` the status must now hold.
+    pub attempts: u32,
+}
+
+/// Decides what to do about one store at `observation.now`.
+///
+/// The rules are tried in a fixed order and the first that applies decides:
+///
+/// 1. An untrusted ZooKeeper view decides nothing (`Skip(ViewUntrusted)`), not even a manual
+///    restart: after a disconnect every store may look offline.
+/// 2. A pending manual restart is honoured unless the Pod is already terminating: a human's
+///    explicit request bypasses every other rail, and applies to an alive store too (a request
+///    made while the store is healthy must not lie in wait for its next outage).
+/// 3. An alive store is `Healthy`.
+/// 4. to 8. Recovery disabled or paused, then a Pod that is missing, terminating or not running
+///    are skipped: killing them would not help.
+/// 9. and 10. The pfs container's start grace, then the store's offline grace, are waited out.
+/// 11. The hourly restart budget stops recovery once used up.
+/// 12. The backoff since the last restart is waited out.
+/// 13. and 14. The cluster-wide rails: freeze when too many stores are offline at once (more
+///     likely a ZooKeeper or network problem than a stuck daemon), and cap restarts in flight.
+/// 15. Otherwise the store is restarted.
+///
+/// The bookkeeping is returned with the verdict. An untrusted view leaves it untouched; a trusted
+/// one clears `offline_since` and `attempts` when the store is alive, starts `offline_since` at
+/// `now` when an offline episode begins, and counts each restart in `attempts`.
+pub fn decide(observation: &Observation, policy: &Policy) -> Decision {
+    let history = &observation.history;
+    let (verdict, offline_since) = if !observation.view_trusted {
+        (
+            Verdict::Skip(SkipReason::ViewUntrusted),
+            history.offline_since,
+        )
+    } else if observation.alive == Some(true) {
+        // A manual restart is a human decision: it applies to a healthy store too.
+        let verdict = manual_verdict(observation).unwrap_or(Verdict::Healthy);
+        (verdict, None)
+    } else {
+        let since = history.offline_since.unwrap_or(observation.now);
+        (offline_verdict(observation, policy, since), Some(since))
+    };
+    let attempts = match verdict {
+        // A store that is back proves the last restart worked: the backoff starts over.
+        _ if observation.view_trusted && observation.alive == Some(true) => 0,
+        Verdict::Healthy => 0,
+        Verdict::Restart(_) => history.attempts.saturating_add(1),
+        Verdict::Wait { .. } | Verdict::Skip(_) => history.attempts,
+    };
+    Decision {
+        verdict,
+        offline_since,
+        attempts,
+    }
+}
+
+/// The verdict for a pending manual restart request, if there is one. Deleting a Pod that is
+/// already going away would only race the kubelet.
+fn manual_verdict(observation: &Observation) -> Option<Verdict> {
+    if !manual_restart_requested(observation) {
+        return None;
+    }
+    Some(
+        if observation.pod.as_ref().is_some_and(|pod| pod.terminating) {
+            Verdict::Skip(SkipReason::PodTerminating)
+        } else {
+            Verdict::Restart(RestartReason::Manual)
+        },
+    )
+}
+
+/// Rules 3 to 15, for a store that a trusted view sees offline since `offline_since`.
+fn offline_verdict(
+    observation: &Observation,
+    policy: &Policy,
+    offline_since: Timestamp,
+) -> Verdict {
+    let now = observation.now;
+    let history = &observation.history;
+    let pod = observation.pod.as_ref();
+
+    if let Some(verdict) = manual_verdict(observation) {
+        return verdict;
+    }
+    if !policy.enabled {
+        return Verdict::Skip(SkipReason::RecoveryDisabled);
+    }
+    if observation.paused {
+        return Verdict::Skip(SkipReason::RecoveryPaused);
+    }
+    let Some(pod) = pod else {
+        return Verdict::Skip(SkipReason::PodMissing);
+    };
+    if pod.terminating {
+        return Verdict::Skip(SkipReason::PodTerminating);
+    }
+    // A container that is not running (image pull, CrashLoopBackOff, ...) is not the stuck
+    // process this recovery is for; Kubernetes already restarts it.
+    let running_since = match pod.running_since {
+        Some(since) if pod.phase == "Running" => since,
+        _ => return Verdict::Skip(SkipReason::PodNotRunning),
+    };
+    if let Some(wait) = wait_until(
+        now,
+        running_since,
+        policy.start_grace,
+        SkipReason::PodStarting,
+    ) {
+        return wait;
+    }
+    if let Some(wait) = wait_until(
+        now,
+        offline_since,
+        policy.offline_grace,
+        SkipReason::WithinGracePeriod,
+    ) {
+        return wait;
+    }
+    // The budget is a Skip, not a Wait: hitting it means restarts are not helping, so no timer
+    // is set. A later reconcile resumes once restarts age out, or a human restarts the store.
+    let budget = usize::try_from(policy.max_restarts_per_hour).unwrap_or(usize::MAX);
+    if restarts_within_hour(&history.recent_restarts, now) >= budget {
+        return Verdict::Skip(SkipReason::RestartBudgetExhausted);
+    }
+    if let Some(last_restart) = history.last_restart {
+        let delay = backoff(policy, history.attempts);
+        if let Some(wait) = wait_until(now, last_restart, delay, SkipReason::BackingOff) {
+            return wait;
+        }
+    }
+    if cluster_frozen(&observation.cluster, policy.freeze_share) {
+        return Verdict::Skip(SkipReason::ClusterFrozen);
+    }
+    if observation.cluster.restarts_in_flight >= policy.max_in_flight {
+        return Verdict::Skip(SkipReason::TooManyInFlight);
+    }
+    Verdict::Restart(RestartReason::Offline)
+}
+
+/// A manual restart is pending while the annotation holds a token not yet honoured.
+fn manual_restart_requested(observation: &Observation) -> bool {
+    observation
+        .manual_restart
+        .as_ref()
+        .is_some_and(|token| observation.history.last_manual_restart.as_ref() != Some(token))
+}
+
+/// `Wait` while `now` is before `start + period`; at that instant exactly the rule lets go.
+fn wait_until(
+    now: Timestamp,
+    start: Timestamp,
+    period: SignedDuration,
+    reason: SkipReason,
+) -> Option<Verdict> {
+    let until = saturating_add(start, period);
+    (now < until).then_some(Verdict::Wait { until, reason })
+}
+
+/// `t + d`, pinned to the ends of time instead of failing, so that an absurd policy value (a
+/// grace of `SignedDuration::MAX`) means "never" rather than a panic.
+fn saturating_add(t: Timestamp, d: SignedDuration) -> Timestamp {
+    t.checked_add(d).unwrap_or(if d.is_negative() {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    })
+}
+
+/// Restarts at most an hour old, the hour's start excluded (`t > now - 1h`).
+fn restarts_within_hour(restarts: &[Timestamp], now: Timestamp) -> usize {
+    restarts
+        .iter()
+        .filter(|&&t| now.duration_since(t) < BUDGET_WINDOW)
+        .count()
+}
+
+/// More than `freeze_share` of the stores are offline. Exactly at the share is not frozen.
+fn cluster_frozen(cluster: &ClusterFacts, freeze_share: f64) -> bool {
+    if cluster.stores == 0 {
+        return false;
+    }
+    let share = cluster.offline as f64 / cluster.stores as f64;
+    // A NaN share limit is a broken flag; a safety rail fails closed.
+    freeze_share.is_nan() || share > freeze_share
+}
+
+/// The delay before restart number `attempts + 1`: backoff_initial doubled per previous attempt,
+/// capped at backoff_max (no overflow on big attempts).
+///
+/// So `attempts = 0` waits `backoff_initial` after the previous restart (one from an earlier
+/// offline episode, a rail against a flapping store), `attempts = 1` twice that, and so on.
+/// Negative durations count as zero, and the cap wins over an initial delay above it.
+pub fn backoff(policy: &Policy, attempts: u32) -> SignedDuration {
+    let cap = policy.backoff_max.max(SignedDuration::ZERO);
+    let mut delay = policy.backoff_initial.clamp(SignedDuration::ZERO, cap);
+    // Doubling stops at the cap, so this runs a few dozen times at most whatever `attempts` is.
+    for _ in 0..attempts {
+        if delay.is_zero() || delay >= cap {
+            break;
+        }
+        delay = delay.checked_mul(2).map_or(cap, |doubled| doubled.min(cap));
+    }
+    delay
+}
+
+/// Whether a restart at `last_restart` is still in flight at `now` for a store that is not alive.
+///
+/// It is while the store is not alive, the restart is younger than `in_flight_window`, and it
+/// belongs to the current offline episode (made at or after `offline_since`; a restart from an
+/// earlier episode already brought its store back). The controller sums this over the other
+/// stores into [`ClusterFacts::restarts_in_flight`].
+pub fn in_flight(
+    policy: &Policy,
+    last_restart: Option<Timestamp>,
+    offline_since: Option<Timestamp>,
+    alive: bool,
+    now: Timestamp,
+) -> bool {
+    let Some(last_restart) = last_restart else {
+        return false;
+    };
+    !alive
+        && now.duration_since(last_restart) < policy.in_flight_window
+        && offline_since.is_none_or(|since| last_restart >= since)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The instant every test looks from unless it moves the clock.
+    const NOW: Timestamp = Timestamp::constant(1_750_000_000, 0);
+
+    fn secs(n: i64) -> SignedDuration {
+        SignedDuration::from_secs(n)
+    }
+
+    fn ago(n: i64) -> Timestamp {
+        NOW - secs(n)
+    }
+
+    fn later(n: i64) -> Timestamp {
+        NOW + secs(n)
+    }
+
+    /// Offline grace 60 s, start grace 120 s, backoff 30 s doubling up to 600 s, 3 restarts an
+    /// hour, frozen above half the stores offline, one restart in flight for up to 300 s.
+    fn policy() -> Policy {
+        Policy {
+            enabled: true,
+            offline_grace: secs(60),
+            backoff_initial: secs(30),
+            backoff_max: secs(600),
+            max_restarts_per_hour: 3,
+            start_grace: secs(120),
+            freeze_share: 0.5,
+            max_in_flight: 1,
+            in_flight_window: secs(300),
+        }
+    }
+
+    /// An observation under construction; each method reads as part of a sentence.
+    #[derive(Clone)]
+    struct Obs(Observation);
+
+    impl Obs {
+        /// A store a trusted view sees alive, its Pod running for a day, in a calm cluster of 10.
+        fn alive() -> Obs {
+            Obs(Observation {
+                now: NOW,
+                view_trusted: true,
+                alive: Some(true),
+                pod: Some(PodFacts {
+                    uid: "pod-1".to_string(),
+                    phase: "Running".to_string(),
+                    terminating: false,
+                    running_since: Some(ago(86_400)),
+                }),
+                history: History {
+                    offline_since: None,
+                    last_restart: None,
+                    recent_restarts: Vec::new(),
+                    attempts: 0,
+                    last_manual_restart: None,
+                },
+                paused: false,
+                manual_restart: None,
+                cluster: ClusterFacts {
+                    stores: 10,
+                    offline: 0,
+                    restarts_in_flight: 0,
+                },
+            })
+        }
+
+        /// A store whose `alive` node just vanished: no offline episode recorded yet.
+        fn just_went_offline() -> Obs {
+            let mut obs = Obs::alive();
+            obs.0.alive = Some(false);
+            obs.0.cluster.offline = 1;
+            obs
+        }
+
+        /// A store offline since `t` (as recorded in its status).
+        fn offline_since(t: Timestamp) -> Obs {
+            Obs::just_went_offline().remembering_offline_since(t)
+        }
+
+        /// A store offline for an hour, past every rail: due for a restart.
+        fn due() -> Obs {
+            Obs::offline_since(ago(3_600))
+        }
+
+        /// The status still holds an offline episode that began at `t`.
+        fn remembering_offline_since(mut self, t: Timestamp) -> Obs {
+            self.0.history.offline_since = Some(t);
+            self
+        }
+
+        fn untrusted(mut self) -> Obs {
+            self.0.view_trusted = false;
+            self
+        }
+
+        fn not_in_zookeeper(mut self) -> Obs {
+            self.0.alive = None;
+            self
+        }
+
+        fn pod_mut(&mut self) -> &mut PodFacts {
+            self.0.pod.as_mut().expect("the fixture has a Pod")
+        }
+
+        fn pod_running_since(mut self, t: Timestamp) -> Obs {
+            self.pod_mut().running_since = Some(t);
+            self
+        }
+
+        fn without_pod(mut self) -> Obs {
+            self.0.pod = None;
+            self
+        }
+
+        fn pod_terminating(mut self) -> Obs {
+            self.pod_mut().terminating = true;
+            self
+        }
+
+        fn pod_in_phase(mut self, phase: &str) -> Obs {
+            self.pod_mut().phase = phase.to_string();
+            self
+        }
+
+        fn container_not_running(mut self) -> Obs {
+            self.pod_mut().running_since = None;
+            self
+        }
+
+        /// Restarted at these instants; the latest is `last_restart`.
+        fn restarted_at(mut self, times: &[Timestamp]) -> Obs {
+            self.0.history.recent_restarts = times.to_vec();
+            self.0.history.last_restart = times.iter().copied().max();
+            self
+        }
+
+        fn after_attempts(mut self, attempts: u32) -> Obs {
+            self.0.history.attempts = attempts;
+            self
+        }
+
+        fn paused(mut self) -> Obs {
+            self.0.paused = true;
+            self
+        }
+
+        fn manual_restart(mut self, token: &str) -> Obs {
+            self.0.manual_restart = Some(token.to_string());
+            self
+        }
+
+        fn honoured(mut self, token: &str) -> Obs {
+            self.0.history.last_manual_restart = Some(token.to_string());
+            self
+        }
+
+        fn stores_offline(mut self, offline: usize, stores: usize) -> Obs {
+            self.0.cluster.offline = offline;
+            self.0.cluster.stores = stores;
+            self
+        }
+
+        fn in_flight_elsewhere(mut self, restarts: usize) -> Obs {
+            self.0.cluster.restarts_in_flight = restarts;
+            self
+        }
+
+        fn decide(&self) -> Decision {
+            self.decide_with(&policy())
+        }
+
+        fn decide_with(&self, policy: &Policy) -> Decision {
+            decide(&self.0, policy)
+        }
+
+        fn verdict(&self) -> Verdict {
+            self.decide().verdict
+        }
+
+        fn verdict_with(&self, policy: &Policy) -> Verdict {
+            self.decide_with(policy).verdict
+        }
+    }
+
+    fn wait(until: Timestamp, reason: SkipReason) -> Verdict {
+        Verdict::Wait { until, reason }
+    }
+
+    const RESTART: Verdict = Verdict::Restart(RestartReason::Offline);
+    const MANUAL: Verdict = Verdict::Restart(RestartReason::Manual);
+
+    fn skip(reason: SkipReason) -> Verdict {
+        Verdict::Skip(reason)
+    }
+
+    // --- Bookkeeping ---
+
+    #[test]
+    fn an_untrusted_view_leaves_the_bookkeeping_alone() {
+        for obs in [
+            Obs::alive(),
+            Obs::alive().not_in_zookeeper(),
+            Obs::just_went_offline(),
+            Obs::offline_since(ago(100)).after_attempts(2),
+            Obs::alive().after_attempts(3),
+        ] {
+            let obs = obs.untrusted();
+            let decision = obs.decide();
+            assert_eq!(decision.verdict, skip(SkipReason::ViewUntrusted));
+            assert_eq!(decision.offline_since, obs.0.history.offline_since);
+            assert_eq!(decision.attempts, obs.0.history.attempts);
+        }
+    }
+
+    #[test]
+    fn an_untrusted_view_does_not_reset_an_alive_store() {
+        let decision = Obs::alive()
+            .remembering_offline_since(ago(500))
+            .after_attempts(1)
+            .untrusted()
+            .decide();
+        assert_eq!(decision.offline_since, Some(ago(500)));
+        assert_eq!(decision.attempts, 1);
+    }
+
+    #[test]
+    fn an_alive_store_clears_offline_since_and_attempts() {
+        let obs = Obs::alive()
+            .remembering_offline_since(ago(500))
+            .after_attempts(4);
+        assert_eq!(
+            obs.decide(),
+            Decision {
+                verdict: Verdict::Healthy,
+                offline_since: None,
+                attempts: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn an_offline_episode_starts_now() {
+        let decision = Obs::just_went_offline().decide();
+        assert_eq!(decision.offline_since, Some(NOW));
+    }
+
+    #[test]
+    fn a_store_missing_from_zookeeper_counts_as_offline() {
+        let decision = Obs::alive().not_in_zookeeper().decide();
+        assert_eq!(decision.offline_since, Some(NOW));
+        assert_eq!(
+            decision.verdict,
+            wait(later(60), SkipReason::WithinGracePeriod)
+        );
+        assert_eq!(Obs::due().not_in_zookeeper().verdict(), RESTART);
+    }
+
+    #[test]
+    fn an_offline_episode_keeps_its_start() {
+        let decision = Obs::offline_since(ago(30)).decide();
+        assert_eq!(decision.offline_since, Some(ago(30)));
+    }
+
+    #[test]
+    fn a_restart_counts_an_attempt() {
+        let decision = Obs::due().after_attempts(2).decide();
+        assert_eq!(decision.verdict, RESTART);
+        assert_eq!(decision.attempts, 3);
+
+        let decision = Obs::offline_since(NOW).manual_restart("a").decide();
+        assert_eq!(decision.verdict, MANUAL);
+        assert_eq!(decision.attempts, 1);
+    }
+
+    #[test]
+    fn waiting_or_skipping_keeps_the_attempts() {
+        let waiting = Obs::offline_since(ago(10)).after_attempts(2).decide();
+        assert!(matches!(waiting.verdict, Verdict::Wait { .. }));
+        assert_eq!(waiting.attempts, 2);
+
+        let skipping = Obs::due().paused().after_attempts(2).decide();
+        assert_eq!(skipping.verdict, skip(SkipReason::RecoveryPaused));
+        assert_eq!(skipping.attempts, 2);
+    }
+
+    #[test]
+    fn attempts_saturate_instead_of_overflowing() {
+        let decision = Obs::offline_since(NOW)
+            .manual_restart("a")
+            .after_attempts(u32::MAX)
+            .decide();
+        assert_eq!(decision.attempts, u32::MAX);
+    }
+
+    // --- Rules 1 to 3: trust, health, manual restarts ---
+
+    #[test]
+    fn an_untrusted_view_beats_a_manual_restart() {
+        let obs = Obs::due().manual_restart("a").untrusted();
+        assert_eq!(obs.verdict(), skip(SkipReason::ViewUntrusted));
+    }
+
+    #[test]
+    fn an_alive_store_is_healthy_whatever_else_holds() {
+        let obs = Obs::alive()
+            .without_pod()
+            .paused()
+            .stores_offline(10, 10)
+            .restarted_at(&[NOW]);
+        assert_eq!(obs.verdict(), Verdict::Healthy);
+    }
+
+    #[test]
+    fn a_manual_restart_applies_to_an_alive_store_too() {
+        assert_eq!(Obs::alive().manual_restart("a").verdict(), MANUAL);
+        assert_eq!(
+            Obs::alive().manual_restart("a").honoured("a").verdict(),
+            Verdict::Healthy
+        );
+        assert_eq!(
+            Obs::alive().manual_restart("a").decide().attempts,
+            0,
+            "a healthy store has no failed attempts"
+        );
+    }
+
+    #[test]
+    fn a_manual_restart_is_honoured() {
+        assert_eq!(Obs::due().manual_restart("a").verdict(), MANUAL);
+    }
+
+    #[test]
+    fn a_manual_restart_is_honoured_once() {
+        let obs = Obs::offline_since(ago(10))
+            .manual_restart("a")
+            .honoured("a");
+        assert_eq!(
+            obs.verdict(),
+            wait(later(50), SkipReason::WithinGracePeriod)
+        );
+        // A new token is a new request.
+        let obs = obs.manual_restart("b");
+        assert_eq!(obs.verdict(), MANUAL);
+    }
+
+    #[test]
+    fn a_manual_restart_bypasses_every_rail_but_trust_and_termination() {
+        let disabled = Policy {
+            enabled: false,
+            ..policy()
+        };
+        let blocked = [
+            (Obs::due().paused(), policy()),
+            (Obs::due(), disabled),
+            (Obs::due().without_pod(), policy()),
+            (Obs::due().pod_in_phase("Pending"), policy()),
+            (Obs::due().container_not_running(), policy()),
+            (Obs::due().pod_running_since(ago(5)), policy()),
+            (Obs::just_went_offline(), policy()),
+            (
+                Obs::due().restarted_at(&[ago(30), ago(20), ago(10)]),
+                policy(),
+            ),
+            (Obs::due().restarted_at(&[ago(1)]), policy()),
+            (Obs::due().stores_offline(10, 10), policy()),
+            (Obs::due().in_flight_elsewhere(5), policy()),
+        ];
+        for (obs, policy) in blocked {
+            assert_ne!(obs.verdict_with(&policy), MANUAL, "{:?}", obs.0);
+            let obs = obs.manual_restart("a");
+            assert_eq!(obs.verdict_with(&policy), MANUAL, "{:?}", obs.0);
+        }
+    }
+
+    #[test]
+    fn a_manual_restart_bypasses_all_rails_at_once() {
+        let obs = Obs::just_went_offline()
+            .paused()
+            .pod_running_since(ago(1))
+            .restarted_at(&[ago(3), ago(2), ago(1)])
+            .stores_offline(10, 10)
+            .in_flight_elsewhere(9)
+            .manual_restart("a");
+        let disabled = Policy {
+            enabled: false,
+            ..policy()
+        };
+        assert_eq!(obs.verdict_with(&disabled), MANUAL);
+    }
+
+    #[test]
+    fn a_terminating_pod_beats_a_manual_restart() {
+        let obs = Obs::due().pod_terminating().manual_restart("a");
+        assert_eq!(obs.verdict(), skip(SkipReason::PodTerminating));
+    }
+
+    #[test]
+    fn a_manual_restart_without_a_pod_still_restarts() {
+        // The controller then has nothing to delete and only recreates the Pod.
+        assert_eq!(
+            Obs::due().without_pod().manual_restart("a").verdict(),
+            MANUAL
+        );
+    }
+
+    // --- Rules 4 to 8: switches and the Pod ---
+
+    #[test]
+    fn disabled_recovery_skips() {
+        let disabled = Policy {
+            enabled: false,
+            ..policy()
+        };
+        assert_eq!(
+            Obs::due().verdict_with(&disabled),
+            skip(SkipReason::RecoveryDisabled)
+        );
+    }
+
+    #[test]
+    fn disabled_beats_paused() {
+        let disabled = Policy {
+            enabled: false,
+            ..policy()
+        };
+        assert_eq!(
+            Obs::due().paused().verdict_with(&disabled),
+            skip(SkipReason::RecoveryDisabled)
+        );
+    }
+
+    #[test]
+    fn paused_recovery_skips() {
+        assert_eq!(
+            Obs::due().paused().verdict(),
+            skip(SkipReason::RecoveryPaused)
+        );
+    }
+
+    #[test]
+    fn paused_beats_a_missing_pod() {
+        let obs = Obs::due().paused().without_pod();
+        assert_eq!(obs.verdict(), skip(SkipReason::RecoveryPaused));
+    }
+
+    #[test]
+    fn a_missing_pod_skips() {
+        assert_eq!(
+            Obs::due().without_pod().verdict(),
+            skip(SkipReason::PodMissing)
+        );
+    }
+
+    #[test]
+    fn a_terminating_pod_skips() {
+        assert_eq!(
+            Obs::due().pod_terminating().verdict(),
+            skip(SkipReason::PodTerminating)
+        );
+    }
+
+    #[test]
+    fn terminating_beats_not_running() {
+        let obs = Obs::due().pod_terminating().pod_in_phase("Failed");
+        assert_eq!(obs.verdict(), skip(SkipReason::PodTerminating));
+    }
+
+    #[test]
+    fn a_pod_that_is_not_running_skips() {
+        for phase in ["Pending", "Succeeded", "Failed", "Unknown", "running", ""] {
+            assert_eq!(
+                Obs::due().pod_in_phase(phase).verdict(),
+                skip(SkipReason::PodNotRunning),
+                "phase {phase:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_running_pod_whose_container_is_not_running_skips() {
+        // ContainerCreating, CrashLoopBackOff, an image pull: the phase can say Running anyway.
+        assert_eq!(
+            Obs::due().container_not_running().verdict(),
+            skip(SkipReason::PodNotRunning)
+        );
+    }
+
+    #[test]
+    fn not_running_beats_the_grace_periods() {
+        let obs = Obs::just_went_offline().pod_in_phase("Pending");
+        assert_eq!(obs.verdict(), skip(SkipReason::PodNotRunning));
+    }
+
+    // --- Rules 9 and 10: grace periods ---
+
+    #[test]
+    fn a_pod_that_just_started_waits_for_the_start_grace() {
+        let obs = Obs::due().pod_running_since(ago(119));
+        assert_eq!(obs.verdict(), wait(later(1), SkipReason::PodStarting));
+    }
+
+    #[test]
+    fn the_start_grace_ends_exactly_at_its_instant() {
+        assert_eq!(Obs::due().pod_running_since(ago(120)).verdict(), RESTART);
+    }
+
+    #[test]
+    fn a_container_started_in_the_future_waits() {
+        // Clock skew between the node and the operator must not shorten the grace.
+        let obs = Obs::due().pod_running_since(later(10));
+        assert_eq!(obs.verdict(), wait(later(130), SkipReason::PodStarting));
+    }
+
+    #[test]
+    fn a_store_offline_for_less_than_the_grace_waits() {
+        let obs = Obs::offline_since(ago(59));
+        assert_eq!(obs.verdict(), wait(later(1), SkipReason::WithinGracePeriod));
+    }
+
+    #[test]
+    fn the_offline_grace_ends_exactly_at_its_instant() {
+        assert_eq!(Obs::offline_since(ago(60)).verdict(), RESTART);
+    }
+
+    #[test]
+    fn a_store_that_just_went_offline_waits_the_whole_grace() {
+        assert_eq!(
+            Obs::just_went_offline().verdict(),
+            wait(later(60), SkipReason::WithinGracePeriod)
+        );
+    }
+
+    #[test]
+    fn the_start_grace_beats_the_offline_grace() {
+        let obs = Obs::just_went_offline().pod_running_since(ago(100));
+        assert_eq!(obs.verdict(), wait(later(20), SkipReason::PodStarting));
+    }
+
+    #[test]
+    fn an_endless_grace_waits_until_the_end_of_time_without_panicking() {
+        let endless = Policy {
+            offline_grace: SignedDuration::MAX,
+            ..policy()
+        };
+        assert_eq!(
+            Obs::due().verdict_with(&endless),
+            wait(Timestamp::MAX, SkipReason::WithinGracePeriod)
+        );
+    }
+
+    #[test]
+    fn a_negative_grace_does_not_delay() {
+        let negative = Policy {
+            offline_grace: SignedDuration::MIN,
+            start_grace: secs(-5),
+            ..policy()
+        };
+        let obs = Obs::just_went_offline().pod_running_since(NOW);
+        assert_eq!(obs.verdict_with(&negative), RESTART);
+    }
+
+    // --- Rule 11: the hourly budget ---
+
+    #[test]
+    fn a_spent_budget_skips() {
+        let obs = Obs::due().restarted_at(&[ago(3_000), ago(2_000), ago(1_000)]);
+        assert_eq!(obs.verdict(), skip(SkipReason::RestartBudgetExhausted));
+    }
+
+    #[test]
+    fn a_restart_exactly_an_hour_old_no_longer_counts() {
+        let obs = Obs::due().restarted_at(&[ago(3_600), ago(2_000), ago(1_000)]);
+        assert_eq!(obs.verdict(), RESTART);
+    }
+
+    #[test]
+    fn a_restart_just_under_an_hour_old_still_counts() {
+        let obs = Obs::due().restarted_at(&[ago(3_599), ago(2_000), ago(1_000)]);
+        assert_eq!(obs.verdict(), skip(SkipReason::RestartBudgetExhausted));
+    }
+
+    #[test]
+    fn old_restarts_do_not_count() {
+        let old: Vec<Timestamp> = (0..50).map(|i| ago(3_600 + i * 60)).collect();
+        assert_eq!(Obs::due().restarted_at(&old).verdict(), RESTART);
+    }
+
+    #[test]
+    fn a_budget_of_zero_allows_no_automatic_restart() {
+        let none = Policy {
+            max_restarts_per_hour: 0,
+            ..policy()
+        };
+        assert_eq!(
+            Obs::due().verdict_with(&none),
+            skip(SkipReason::RestartBudgetExhausted)
+        );
+    }
+
+    #[test]
+    fn the_budget_beats_the_backoff() {
+        let obs = Obs::due().restarted_at(&[ago(3), ago(2), ago(1)]);
+        assert_eq!(obs.verdict(), skip(SkipReason::RestartBudgetExhausted));
+    }
+
+    // --- Rule 12: backoff ---
+
+    #[test]
+    fn a_recent_restart_backs_off() {
+        let obs = Obs::due().restarted_at(&[ago(29)]);
+        assert_eq!(obs.verdict(), wait(later(1), SkipReason::BackingOff));
+    }
+
+    #[test]
+    fn the_backoff_ends_exactly_at_its_instant() {
+        assert_eq!(Obs::due().restarted_at(&[ago(30)]).verdict(), RESTART);
+    }
+
+    #[test]
+    fn the_backoff_grows_with_the_attempts() {
+        let obs = Obs::due().restarted_at(&[ago(100)]).after_attempts(2);
+        assert_eq!(obs.verdict(), wait(later(20), SkipReason::BackingOff));
+        let obs = obs.after_attempts(40);
+        assert_eq!(obs.verdict(), wait(later(500), SkipReason::BackingOff));
+    }
+
+    #[test]
+    fn the_backoff_beats_the_cluster_rails() {
+        let obs = Obs::due()
+            .restarted_at(&[ago(10)])
+            .stores_offline(10, 10)
+            .in_flight_elsewhere(5);
+        assert_eq!(obs.verdict(), wait(later(20), SkipReason::BackingOff));
+    }
+
+    #[test]
+    fn backoff_doubles_per_attempt() {
+        let expected = [30, 60, 120, 240, 480, 600, 600];
+        for (attempts, secs_expected) in (0u32..).zip(expected) {
+            assert_eq!(backoff(&policy(), attempts), secs(secs_expected));
+        }
+    }
+
+    #[test]
+    fn backoff_is_capped_without_overflow() {
+        for attempts in [40, 63, 64, 1_000, u32::MAX] {
+            assert_eq!(backoff(&policy(), attempts), secs(600));
+        }
+        let huge = Policy {
+            backoff_initial: SignedDuration::MAX,
+            backoff_max: SignedDuration::MAX,
+            ..policy()
+        };
+        assert_eq!(backoff(&huge, 40), SignedDuration::MAX);
+        let big_cap = Policy {
+            backoff_initial: secs(1),
+            backoff_max: SignedDuration::MAX,
+            ..policy()
+        };
+        assert_eq!(backoff(&big_cap, 10), secs(1_024));
+        assert_eq!(backoff(&big_cap, u32::MAX), SignedDuration::MAX);
+    }
+
+    #[test]
+    fn backoff_keeps_to_the_cap_and_to_zero() {
+        let initial_above_cap = Policy {
+            backoff_initial: secs(900),
+            ..policy()
+        };
+        assert_eq!(backoff(&initial_above_cap, 0), secs(600));
+        let zero = Policy {
+            backoff_initial: SignedDuration::ZERO,
+            ..policy()
+        };
+        assert_eq!(backoff(&zero, u32::MAX), SignedDuration::ZERO);
+        let negative = Policy {
+            backoff_initial: secs(-30),
+            backoff_max: secs(-1),
+            ..policy()
+        };
+        assert_eq!(backoff(&negative, 3), SignedDuration::ZERO);
+    }
+
+    // --- Rules 13 and 14: cluster-wide rails ---
+
+    #[test]
+    fn a_cluster_with_too_many_stores_offline_is_frozen() {
+        let obs = Obs::due().stores_offline(6, 10);
+        assert_eq!(obs.verdict(), skip(SkipReason::ClusterFrozen));
+    }
+
+    #[test]
+    fn exactly_the_freeze_share_is_not_frozen() {
+        assert_eq!(Obs::due().stores_offline(5, 10).verdict(), RESTART);
+        let quarter = Policy {
+            freeze_share: 0.25,
+            ..policy()
+        };
+        assert_eq!(
+            Obs::due().stores_offline(1, 4).verdict_with(&quarter),
+            RESTART
+        );
+        assert_eq!(
+            Obs::due().stores_offline(2, 4).verdict_with(&quarter),
+            skip(SkipReason::ClusterFrozen)
+        );
+    }
+
+    #[test]
+    fn freeze_share_extremes() {
+        let never = Policy {
+            freeze_share: 1.0,
+            ..policy()
+        };
+        assert_eq!(
+            Obs::due().stores_offline(10, 10).verdict_with(&never),
+            RESTART
+        );
+        let always = Policy {
+            freeze_share: 0.0,
+            ..policy()
+        };
+        assert_eq!(
+            Obs::due().stores_offline(1, 10).verdict_with(&always),
+            skip(SkipReason::ClusterFrozen)
+        );
+        let broken = Policy {
+            freeze_share: f64::NAN,
+            ..policy()
+        };
+        assert_eq!(
+            Obs::due().verdict_with(&broken),
+            skip(SkipReason::ClusterFrozen)
+        );
+    }
+
+    #[test]
+    fn a_cluster_without_stores_is_not_frozen() {
+        assert_eq!(Obs::due().stores_offline(0, 0).verdict(), RESTART);
+    }
+
+    #[test]
+    fn too_many_restarts_in_flight_skip() {
+        assert_eq!(
+            Obs::due().in_flight_elsewhere(1).verdict(),
+            skip(SkipReason::TooManyInFlight)
+        );
+        let two = Policy {
+            max_in_flight: 2,
+            ..policy()
+        };
+        assert_eq!(
+            Obs::due().in_flight_elsewhere(1).verdict_with(&two),
+            RESTART
+        );
+        let none = Policy {
+            max_in_flight: 0,
+            ..policy()
+        };
+        assert_eq!(
+            Obs::due().verdict_with(&none),
+            skip(SkipReason::TooManyInFlight)
+        );
+    }
+
+    #[test]
+    fn a_frozen_cluster_beats_restarts_in_flight() {
+        let obs = Obs::due().stores_offline(9, 10).in_flight_elsewhere(3);
+        assert_eq!(obs.verdict(), skip(SkipReason::ClusterFrozen));
+    }
+
+    #[test]
+    fn a_store_past_every_rail_restarts() {
+        assert_eq!(
+            Obs::due().decide(),
+            Decision {
+                verdict: RESTART,
+                offline_since: Some(ago(3_600)),
+                attempts: 1,
+            }
+        );
+    }
+
+    // --- in_flight ---
+
+    #[test]
+    fn no_restart_is_not_in_flight() {
+        assert!(!in_flight(&policy(), None, Some(ago(10)), false, NOW));
+    }
+
+    #[test]
+    fn a_recent_restart_of_an_offline_store_is_in_flight() {
+        assert!(in_flight(
+            &policy(),
+            Some(ago(299)),
+            Some(ago(400)),
+            false,
+            NOW
+        ));
+        assert!(in_flight(&policy(), Some(ago(299)), None, false, NOW));
+    }
+
+    #[test]
+    fn a_restart_of_an_alive_store_is_not_in_flight() {
+        assert!(!in_flight(&policy(), Some(ago(10)), None, true, NOW));
+    }
+
+    #[test]
+    fn a_restart_leaves_flight_exactly_at_the_window() {
+        assert!(!in_flight(
+            &policy(),
+            Some(ago(300)),
+            Some(ago(400)),
+            false,
+            NOW
+        ));
+    }
+
+    #[test]
+    fn a_restart_from_an_earlier_episode_is_not_in_flight() {
+        assert!(!in_flight(
+            &policy(),
+            Some(ago(20)),
+            Some(ago(19)),
+            false,
+            NOW
+        ));
+        assert!(in_flight(
+            &policy(),
+            Some(ago(20)),
+            Some(ago(20)),
+            false,
+            NOW
+        ));
+    }
+
+    // --- Labels ---
+
+    const ALL_SKIP_REASONS: [SkipReason; 12] = [
+        SkipReason::ViewUntrusted,
+        SkipReason::RecoveryDisabled,
+        SkipReason::RecoveryPaused,
+        SkipReason::PodMissing,
+        SkipReason::PodTerminating,
+        SkipReason::PodNotRunning,
+        SkipReason::PodStarting,
+        SkipReason::WithinGracePeriod,
+        SkipReason::BackingOff,
+        SkipReason::RestartBudgetExhausted,
+        SkipReason::ClusterFrozen,
+        SkipReason::TooManyInFlight,
+    ];
+
+    #[test]
+    fn labels_are_the_camel_case_names() {
+        for reason in ALL_SKIP_REASONS {
+            assert_eq!(reason.as_str(), format!("{reason:?}"));
+        }
+        for reason in [RestartReason::Offline, RestartReason::Manual] {
+            assert_eq!(reason.as_str(), format!("{reason:?}"));
+        }
+        assert_eq!(SkipReason::ViewUntrusted.as_str(), "ViewUntrusted");
+        assert_eq!(RestartReason::Manual.as_str(), "Manual");
+    }
+
+    // --- Sequences against an injected clock ---
+
+    /// One store over time, with the controller's side played faithfully: write the bookkeeping
+    /// back, and on a restart record it and bring up a new Pod.
+    struct Store {
+        obs: Observation,
+        policy: Policy,
+        /// Seconds a new pfs container takes to start after a restart.
+        startup: i64,
+        restarts: Vec<Timestamp>,
+    }
+
+    impl Store {
+        fn new(obs: Obs, policy: Policy) -> Store {
+            Store {
+                obs: obs.0,
+                policy,
+                startup: 1,
+                restarts: Vec::new(),
+            }
+        }
+
+        fn step(&mut self, now: Timestamp) -> Verdict {
+            self.obs.now = now;
+            let decision = decide(&self.obs, &self.policy);
+            let history = &mut self.obs.history;
+            history.offline_since = decision.offline_since;
+            history.attempts = decision.attempts;
+            if let Verdict::Restart(reason) = decision.verdict {
+                history.last_restart = Some(now);
+                history.recent_restarts.push(now);
+                if reason == RestartReason::Manual {
+                    history.last_manual_restart = self.obs.manual_restart.clone();
+                }
+                if let Some(pod) = self.obs.pod.as_mut() {
+                    pod.running_since = Some(now + secs(self.startup));
+                }
+                self.restarts.push(now);
+            }
+            decision.verdict
+        }
+
+        /// Steps second by second from `from` to `to` included.
+        fn run(&mut self, from: i64, to: i64) {
+            for s in from..=to {
+                self.step(later(s));
+            }
+        }
+    }
+
+    #[test]
+    fn a_store_goes_offline_waits_restarts_and_comes_back() {
+        let mut store = Store::new(Obs::alive(), policy());
+        assert_eq!(store.step(NOW), Verdict::Healthy);
+
+        store.obs.alive = Some(false);
+        assert_eq!(
+            store.step(later(1)),
+            wait(later(61), SkipReason::WithinGracePeriod)
+        );
+        assert_eq!(store.obs.history.offline_since, Some(later(1)));
+        assert_eq!(
+            store.step(later(60)),
+            wait(later(61), SkipReason::WithinGracePeriod)
+        );
+        assert_eq!(store.step(later(61)), RESTART);
+        assert_eq!(store.obs.history.attempts, 1);
+
+        // The new container is starting: no second restart on its heels.
+        assert_eq!(
+            store.step(later(62)),
+            wait(later(182), SkipReason::PodStarting)
+        );
+
+        store.obs.alive = Some(true);
+        assert_eq!(store.step(later(70)), Verdict::Healthy);
+        assert_eq!(store.obs.history.offline_since, None);
+        assert_eq!(store.obs.history.attempts, 0);
+        assert_eq!(store.restarts, [later(61)]);
+    }
+
+    #[test]
+    fn a_store_that_stays_offline_backs_off_until_the_budget_is_spent() {
+        let quick_start = Policy {
+            start_grace: secs(10),
+            ..policy()
+        };
+        let mut store = Store::new(Obs::offline_since(NOW), quick_start);
+        store.run(0, 3_599);
+        // Grace, then backoffs of 60 s and 120 s, then the budget of 3 an hour is spent.
+        assert_eq!(store.restarts, [later(60), later(120), later(240)]);
+        assert_eq!(store.obs.history.attempts, 3);
+        assert_eq!(
+            store.step(later(3_659)),
+            skip(SkipReason::RestartBudgetExhausted)
+        );
+        // The first restart ages out exactly an hour later; the backoff (240 s) is long over.
+        assert_eq!(store.step(later(3_660)), RESTART);
+        assert_eq!(store.obs.history.attempts, 4);
+
+        // It comes back, then drops out again: a new episode with fresh attempts.
+        store.obs.alive = Some(true);
+        assert_eq!(store.step(later(3_700)), Verdict::Healthy);
+        store.obs.alive = Some(false);
+        store.run(4_000, 4_100);
+        assert_eq!(store.restarts[4..], [later(4_060)]);
+        assert_eq!(store.obs.history.attempts, 1);
+    }
+
+    #[test]
+    fn a_store_that_flaps_right_after_a_restart_backs_off() {
+        let no_grace = Policy {
+            offline_grace: SignedDuration::ZERO,
+            start_grace: SignedDuration::ZERO,
+            ..policy()
+        };
+        let mut store = Store::new(Obs::just_went_offline(), no_grace);
+        assert_eq!(store.step(NOW), RESTART);
+        store.obs.alive = Some(true);
+        assert_eq!(store.step(later(5)), Verdict::Healthy);
+        store.obs.alive = Some(false);
+        // attempts is back to 0, but the previous restart still holds the initial backoff.
+        assert_eq!(
+            store.step(later(10)),
+            wait(later(30), SkipReason::BackingOff)
+        );
+        assert_eq!(store.step(later(30)), RESTART);
+    }
+
+    #[test]
+    fn an_untrusted_spell_neither_starts_nor_resets_the_timer() {
+        let mut store = Store::new(Obs::offline_since(NOW), policy());
+        assert_eq!(
+            store.step(later(10)),
+            wait(later(60), SkipReason::WithinGracePeriod)
+        );
+
+        // The view drops; meanwhile ZooKeeper (stale) says alive, then offline.
+        store.obs.view_trusted = false;
+        store.obs.alive = Some(true);
+        assert_eq!(store.step(later(20)), skip(SkipReason::ViewUntrusted));
+        store.obs.alive = Some(false);
+        assert_eq!(store.step(later(90)), skip(SkipReason::ViewUntrusted));
+        assert_eq!(store.obs.history.offline_since, Some(NOW));
+        assert!(store.restarts.is_empty());
+
+        // Trusted again: the episode that began at NOW is long past its grace.
+        store.obs.view_trusted = true;
+        assert_eq!(store.step(later(100)), RESTART);
+    }
+
+    #[test]
+    fn an_untrusted_view_does_not_start_an_episode() {
+        let mut store = Store::new(Obs::just_went_offline().untrusted(), policy());
+        store.run(0, 100);
+        assert_eq!(store.obs.history.offline_since, None);
+        store.obs.view_trusted = true;
+        assert_eq!(
+            store.step(later(101)),
+            wait(later(161), SkipReason::WithinGracePeriod)
+        );
+    }
+
+    #[test]
+    fn a_manual_restart_happens_once_per_token() {
+        let mut store = Store::new(Obs::offline_since(NOW).manual_restart("t1"), policy());
+        assert_eq!(store.step(NOW), MANUAL);
+        assert_eq!(store.obs.history.last_manual_restart.as_deref(), Some("t1"));
+        assert_eq!(
+            store.step(later(1)),
+            wait(later(121), SkipReason::PodStarting)
+        );
+        store.obs.manual_restart = Some("t2".to_string());
+        assert_eq!(store.step(later(2)), MANUAL);
+        assert_eq!(store.restarts, [NOW, later(2)]);
+        assert_eq!(store.obs.history.attempts, 2);
+    }
+
+    // --- Properties over a grid ---
+
+    /// Whether every automatic rail lets a restart through, checked as one conjunction rather
+    /// than as the ordered rules of [`decide`].
+    fn all_rails_pass(obs: &Observation, policy: &Policy, offline_since: Timestamp) -> bool {
+        let now = obs.now;
+        let history = &obs.history;
+        let pod_ready = obs.pod.as_ref().is_some_and(|pod| {
+            !pod.terminating
+                && pod.phase == "Running"
+                && pod
+                    .running_since
+                    .is_some_and(|since| now.duration_since(since) >= policy.start_grace)
+        });
+        let in_hour = history
+            .recent_restarts
+            .iter()
+            .filter(|&&t| t > now - SignedDuration::from_hours(1))
+            .count();
+        let backed_off = history
+            .last_restart
+            .is_none_or(|last| now.duration_since(last) >= backoff(policy, history.attempts));
+        let cluster = &obs.cluster;
+        let frozen = cluster.stores > 0
+            && cluster.offline as f64 / cluster.stores as f64 > policy.freeze_share;
+        policy.enabled
+            && !obs.paused
+            && pod_ready
+            && now.duration_since(offline_since) >= policy.offline_grace
+            && in_hour < policy.max_restarts_per_hour as usize
+            && backed_off
+            && !frozen
+            && cluster.restarts_in_flight < policy.max_in_flight
+    }
+
+    /// Every observation of `grid` once per value, varied by `apply`.
+    fn vary<T>(grid: Vec<Obs>, values: &[T], apply: impl Fn(Obs, &T) -> Obs) -> Vec<Obs> {
+        grid.iter()
+            .flat_map(|obs| values.iter().map(|value| apply(obs.clone(), value)))
+            .collect()
+    }
+
+    /// Offline stores around every boundary of every rule, in every combination.
+    fn grid() -> Vec<Obs> {
+        let grid = vec![Obs::just_went_offline().honoured("old")];
+        let grid = vary(
+            grid,
+            &[None, Some(0), Some(59), Some(60), Some(3_600)],
+            |obs, age| match age {
+                Some(age) => obs.remembering_offline_since(ago(*age)),
+                None => obs,
+            },
+        );
+        let pods = [
+            "just started",
+            "starting",
+            "past its start grace",
+            "running for a day",
+            "without a running container",
+            "pending",
+            "terminating",
+            "missing",
+        ];
+        let grid = vary(grid, &pods, |obs, pod| match *pod {
+            "just started" => obs.pod_running_since(NOW),
+            "starting" => obs.pod_running_since(ago(119)),
+            "past its start grace" => obs.pod_running_since(ago(120)),
+            "without a running container" => obs.container_not_running(),
+            "pending" => obs.pod_in_phase("Pending"),
+            "terminating" => obs.pod_terminating(),
+            "missing" => obs.without_pod(),
+            _ => obs,
+        });
+        let restart_histories = [
+            vec![],
+            vec![ago(0)],
+            vec![ago(29)],
+            vec![ago(30)],
+            vec![ago(60)],
+            vec![ago(3_600)],
+            vec![ago(2_000), ago(1_000), ago(60)],
+            vec![ago(3_600), ago(2_000), ago(1_000)],
+        ];
+        let grid = vary(grid, &restart_histories, |obs, restarts| {
+            obs.restarted_at(restarts)
+        });
+        let grid = vary(grid, &[0, 1, 40], |obs, attempts| {
+            obs.after_attempts(*attempts)
+        });
+        let grid = vary(
+            grid,
+            &[(1, 0), (5, 0), (6, 0), (1, 1)],
+            |obs, (offline, in_flight)| {
+                obs.stores_offline(*offline, 10)
+                    .in_flight_elsewhere(*in_flight)
+            },
+        );
+        let grid = vary(
+            grid,
+            &[None, Some("old"), Some("new")],
+            |obs, token| match token {
+                Some(token) => obs.manual_restart(token),
+                None => obs,
+            },
+        );
+        let grid = vary(grid, &[false, true], |obs, paused| {
+            if *paused { obs.paused() } else { obs }
+        });
+        vary(grid, &[true, false], |obs, trusted| {
+            if *trusted { obs } else { obs.untrusted() }
+        })
+    }
+
+    #[test]
+    fn properties_hold_over_a_grid() {
+        let disabled = Policy {
+            enabled: false,
+            ..policy()
+        };
+        let grid = grid();
+        assert_eq!(grid.len(), 5 * 8 * 8 * 3 * 4 * 3 * 2 * 2);
+        for policy in [policy(), disabled] {
+            for obs in &grid {
+                check_properties(&obs.0, &policy);
+            }
+        }
+    }
+
+    fn check_properties(obs: &Observation, policy: &Policy) {
+        let decision = decide(obs, policy);
+        let history = &obs.history;
+        let context = format!("{obs:?} -> {decision:?}");
+
+        if !obs.view_trusted {
+            assert_eq!(
+                decision.verdict,
+                skip(SkipReason::ViewUntrusted),
+                "{context}"
+            );
+            assert_eq!(decision.offline_since, history.offline_since, "{context}");
+            assert_eq!(decision.attempts, history.attempts, "{context}");
+            return;
+        }
+        let offline_since = history.offline_since.unwrap_or(obs.now);
+        assert_eq!(decision.offline_since, Some(offline_since), "{context}");
+
+        let restarted = matches!(decision.verdict, Verdict::Restart(_));
+        let expected_attempts = history.attempts + u32::from(restarted);
+        assert_eq!(decision.attempts, expected_attempts, "{context}");
+
+        let manual = obs.manual_restart.as_deref() == Some("new");
+        let terminating = obs.pod.as_ref().is_some_and(|pod| pod.terminating);
+        if manual {
+            let expected = if terminating {
+                skip(SkipReason::PodTerminating)
+            } else {
+                MANUAL
+            };
+            assert_eq!(decision.verdict, expected, "{context}");
+            return;
+        }
+        // Without a manual request, an automatic restart happens exactly when every rail passes.
+        let rails = all_rails_pass(obs, policy, offline_since);
+        assert_eq!(decision.verdict == RESTART, rails, "{context}");
+
+        if let Verdict::Wait { until, reason } = decision.verdict {
+            assert!(until > obs.now, "{context}");
+            // The timer is not spurious: at `until`, the same facts (with the bookkeeping written
+            // back) no longer wait for that rule, and never for an earlier instant.
+            let mut at_until = obs.clone();
+            at_until.now = until;
+            at_until.history.offline_since = decision.offline_since;
+            let again = decide(&at_until, policy);
+            if let Verdict::Wait {
+                until: next,
+                reason: next_reason,
+            } = again.verdict
+            {
+                assert_ne!(next_reason, reason, "{context}");
+                assert!(next > until, "{context}");
+            }
+        }
+    }
+}
