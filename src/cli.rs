@@ -28,8 +28,101 @@ pub enum Command {
     /// Kubernetes: what the PureFlash conductor's cluster manager does, event-driven and with
     /// periodic drift repair.
     Sync(SyncArgs),
+    /// Run the operator: reconcile PureFlashStores into pfs Pods, mirror ZooKeeper into their
+    /// status, restart stores that went offline (safely), keep the metadata DB in sync.
+    Run(Box<RunArgs>),
     /// Print the PureFlashStore CustomResourceDefinition (what `crds/pureflashstore.yaml` holds).
     Crd,
+}
+
+/// Kubernetes access.
+#[derive(Clone, Debug, Args)]
+pub struct KubeArgs {
+    /// Kubeconfig to use; without it, `KUBECONFIG`, `~/.kube/config`, then the in-cluster
+    /// service account.
+    #[arg(long, env = "PUREFLASH_KUBECONFIG")]
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// Namespace whose PureFlashStores to manage; empty: every namespace.
+    #[arg(
+        long = "namespace",
+        env = "PUREFLASH_WATCH_NAMESPACE",
+        default_value = ""
+    )]
+    pub namespace: String,
+}
+
+/// Leader election (only the leader writes).
+#[derive(Clone, Debug, Args)]
+pub struct LeaseArgs {
+    /// Name of the coordination.k8s.io Lease.
+    #[arg(
+        long,
+        env = "PUREFLASH_LEASE_NAME",
+        default_value = "pureflash-operator"
+    )]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: the Pod's namespace from `POD_NAMESPACE`, else `default`).
+    #[arg(long, env = "PUREFLASH_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This replica's identity in the Lease (default: `POD_NAME`, else the hostname and a random suffix).
+    #[arg(long, env = "PUREFLASH_IDENTITY")]
+    pub identity: Option<String>,
+    /// Lease duration: a standby takes over this long after the leader stops renewing.
+    #[arg(long, env = "PUREFLASH_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
+}
+
+/// Recovery settings shared by every store.
+#[derive(Clone, Debug, Args)]
+pub struct RecoveryArgs {
+    /// How long pfs gets to register in ZooKeeper after its container starts.
+    #[arg(long, env = "PUREFLASH_START_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub start_grace: Duration,
+    /// Freeze all restarts when more than this share of the stores is offline at once (a
+    /// ZooKeeper or network fault is more likely than that many stuck daemons).
+    #[arg(long, env = "PUREFLASH_FREEZE_SHARE", default_value_t = 0.5, value_parser = parse_share)]
+    pub freeze_share: f64,
+    /// At most this many restarts in flight at once, cluster-wide.
+    #[arg(long, env = "PUREFLASH_MAX_RESTARTS_IN_FLIGHT", default_value_t = 1)]
+    pub max_restarts_in_flight: usize,
+    /// How long a restart counts as in flight if its store does not come back.
+    #[arg(long, env = "PUREFLASH_RESTART_WINDOW", default_value = "3m", value_parser = parse_duration)]
+    pub restart_window: Duration,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[command(flatten)]
+    pub zk: ZkArgs,
+    /// ZooKeeper connect string as pfs Pods reach it, written into pfs.conf (default: --zk).
+    #[arg(long, env = "PUREFLASH_PFS_ZK")]
+    pub pfs_zk: Option<String>,
+    /// Metadata DB URL to keep in sync (the leader does it); none: no DB sync.
+    #[arg(long, env = "PUREFLASH_DB")]
+    pub db: Option<String>,
+    #[command(flatten)]
+    pub lease: LeaseArgs,
+    #[command(flatten)]
+    pub recovery: RecoveryArgs,
+    /// Address of /livez, /readyz and /metrics.
+    #[arg(long, env = "PUREFLASH_ADMIN_ADDRESS", default_value = "0.0.0.0:8080")]
+    pub admin_address: std::net::SocketAddr,
+    /// Every store is reconciled at least this often, events or not.
+    #[arg(long, env = "PUREFLASH_REQUEUE_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub requeue_interval: Duration,
+}
+
+fn parse_share(text: &str) -> Result<f64, String> {
+    let share: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if (0.0..=1.0).contains(&share) {
+        Ok(share)
+    } else {
+        Err("must be between 0 and 1".into())
+    }
 }
 
 /// ZooKeeper: where the PureFlash cluster registers its stores.
@@ -132,6 +225,7 @@ pub fn init_logging(args: &LogArgs) {
 pub async fn run(cli: Cli) -> Result<(), crate::Error> {
     match cli.command {
         Command::Sync(args) => sync_command::run(args).await,
+        Command::Run(args) => crate::run_command::run(*args).await,
         Command::Crd => {
             print!("{}", crate::crd::crd_yaml());
             Ok(())

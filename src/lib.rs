@@ -10,17 +10,22 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod backoff;
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod dbsync;
+pub mod leader;
 pub mod metadb;
+pub mod metrics;
 pub mod recovery;
+pub mod run_command;
+pub mod sync_command;
 pub mod zk;
 
 #[cfg(test)]
 mod fixtures;
-pub mod sync_command;
 
 /// Why a command failed; each variant's message is the one line users see.
 #[derive(Debug, thiserror::Error)]
@@ -37,4 +42,10 @@ pub enum Error {
         "ZooKeeper at {zk} has no {path}: is the cluster name right? (the metadata DB was not touched)"
     )]
     NoStoresDirectory { zk: String, path: String },
+    #[error("{0}")]
+    Kube(String),
+    #[error(
+        "the PureFlashStore CRD is not installed: run `kubectl apply -f crds/pureflashstore.yaml` (or `pureflash-operator crd | kubectl apply -f -`)"
+    )]
+    CrdMissing,
 }

@@ -69,7 +69,34 @@ pub struct Harness {
     /// This test's PureFlash cluster name (unique, so tests can share a ZooKeeper).
     pub pf_cluster: String,
     node: String,
-    operator: Option<Child>,
+    operators: Vec<Operator>,
+    /// Operator logs; kept (not deleted) when the test fails.
+    logs: Option<tempfile::TempDir>,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(logs) = self.logs.take()
+        {
+            let kept = logs.keep();
+            eprintln!("operator logs kept in {}", kept.display());
+            for entry in std::fs::read_dir(&kept).into_iter().flatten().flatten() {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(60).collect();
+                eprintln!("--- last lines of {} ---", entry.path().display());
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// One operator replica.
+struct Operator {
+    child: Option<Child>,
+    admin: String,
 }
 
 fn unique(prefix: &str) -> String {
@@ -196,7 +223,13 @@ impl Harness {
             namespace,
             pf_cluster,
             node,
-            operator: None,
+            operators: Vec::new(),
+            logs: Some(
+                tempfile::Builder::new()
+                    .prefix("pf-e2e-logs-")
+                    .tempdir()
+                    .expect("log dir"),
+            ),
         }
     }
 
@@ -355,24 +388,129 @@ impl Harness {
         }
     }
 
-    /// Starts the operator binary with `args` (plus the kubeconfig), as a separate process.
-    pub fn start_operator(&mut self, args: &[&str]) {
+    /// Starts one operator replica as a separate process, managing this test's namespace and
+    /// PureFlash cluster, with timings scaled for tests; `extra` adds or overrides flags.
+    /// Returns the replica's index. Its log is `operator-<index>.log` in [`Self::logs`].
+    pub fn start_operator(&mut self, extra: &[&str]) -> usize {
+        let index = self.operators.len();
+        let admin = format!("127.0.0.1:{}", testkit::free_port());
+        let identity = format!("replica-{index}");
+        let kubeconfig = self.kubeconfig.display().to_string();
+        let zk = self.zk();
+        let pfs_zk = self.zk_for_pods();
+        let mut args: Vec<&str> = vec![
+            "run",
+            "--kubeconfig",
+            &kubeconfig,
+            "--zk",
+            &zk,
+            "--pfs-zk",
+            &pfs_zk,
+            "--cluster",
+            &self.pf_cluster,
+            "--namespace",
+            &self.namespace,
+            "--lease-namespace",
+            &self.namespace,
+            "--identity",
+            &identity,
+            "--admin-address",
+            &admin,
+            "--zk-session-timeout",
+            "4s",
+            "--resync-interval",
+            "5s",
+            "--start-grace",
+            "3s",
+            "--lease-duration",
+            "3s",
+            "--requeue-interval",
+            "10s",
+            "--log",
+            "info,pureflash_operator=debug,zookeeper_client=warn",
+        ];
+        args.extend_from_slice(extra);
+        let log_path = self.logs().join(format!("operator-{index}.log"));
+        let log = std::fs::File::create(&log_path).expect("operator log");
         let child = Command::new(env!("CARGO_BIN_EXE_pureflash-operator"))
-            .args(args)
-            .env("KUBECONFIG", &self.kubeconfig)
-            .stdout(Stdio::null())
+            .args(&args)
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
             .spawn()
             .expect("operator starts");
-        self.operator = Some(child);
+        eprintln!(
+            "operator replica {index}: pid {}, admin http://{admin}, log {}",
+            child.id(),
+            log_path.display()
+        );
+        self.operators.push(Operator {
+            child: Some(child),
+            admin,
+        });
+        index
+    }
+
+    /// The admin address (`/metrics`, `/readyz`) of replica `index`.
+    pub fn admin(&self, index: usize) -> &str {
+        &self.operators[index].admin
+    }
+
+    /// Kills replica `index` (SIGKILL: no lease release, no cleanup).
+    pub fn kill_operator(&mut self, index: usize) {
+        if let Some(mut child) = self.operators[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops replica `index` gracefully (SIGTERM) and waits for it.
+    pub fn stop_operator(&mut self, index: usize) -> std::process::ExitStatus {
+        let mut child = self.operators[index].child.take().expect("replica running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        child.wait().expect("operator exit status")
+    }
+
+    /// Where operator logs go.
+    pub fn logs(&self) -> &Path {
+        self.logs
+            .as_ref()
+            .expect("logs until the harness is dropped")
+            .path()
+    }
+
+    /// The replica's log so far.
+    pub fn operator_log(&self, index: usize) -> String {
+        std::fs::read_to_string(self.logs().join(format!("operator-{index}.log")))
+            .unwrap_or_default()
+    }
+
+    /// Fetches `path` from replica `index`'s admin endpoint: (HTTP code, body).
+    pub fn admin_get(&self, index: usize, path: &str) -> Option<(u16, String)> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.admin(index)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).ok()?;
+        let code = response.split_whitespace().nth(1)?.parse().ok()?;
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        Some((code, body))
     }
 
     /// Deletes the test namespace and stops what the harness started.
     pub async fn finish(mut self) {
-        if let Some(mut operator) = self.operator.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &operator.id().to_string()])
-                .status();
-            let _ = operator.wait();
+        for operator in &mut self.operators {
+            if let Some(mut child) = operator.child.take() {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+                let _ = child.wait();
+            }
         }
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
         let _ = namespaces
@@ -406,5 +544,40 @@ pub fn pfs_conf(cluster: &str, zk: &str, store_id: u32) -> String {
     format!(
         "[cluster]\nname={cluster}\n[zookeeper]\nip={zk}\n[afs]\nmngt_ip=10.8.0.{store_id}\nid={store_id}\n\
          [tray.0]\ndev=/dev/nvme0n1\n[port.0]\nip=10.9.0.{store_id}\n[rep_port.0]\nip=10.10.0.{store_id}\n"
+    )
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A PureFlashStore manifest for store `id` on `node`, with its own addresses (so several
+/// stores on one simulated node do not share a management IP) and quick recovery timings.
+pub fn store_manifest(name: &str, id: u32, node: &str, image: &str, grace_seconds: u32) -> String {
+    format!(
+        "apiVersion: pureflash.io/v1alpha1
+kind: PureFlashStore
+metadata:
+  name: {name}
+spec:
+  storeId: {id}
+  nodeName: {node}
+  image: {image}
+  mngtIp: 10.8.0.{id}
+  ports: [10.9.0.{id}]
+  repPorts: [10.10.0.{id}]
+  trays:
+    - device: /dev/nvme0n1
+    - device: /dev/nvme1n1
+  recovery:
+    offlineGracePeriodSeconds: {grace_seconds}
+    backoffInitialSeconds: 2
+    backoffMaxSeconds: 8
+"
     )
 }

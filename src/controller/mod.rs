@@ -1,0 +1,165 @@
+//! The Kubernetes side: reconciling `PureFlashStore`s into a pfs ConfigMap and Pod, a status
+//! that mirrors ZooKeeper, and automated recovery.
+//!
+//! - [`pods`]: what the pfs Pod and its pfs.conf should be (pure);
+//! - [`status`]: what the status should say (pure);
+//! - `reconcile`: observe → decide → act → report for one store.
+
+pub mod pods;
+pub mod reconcile;
+pub mod status;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::Client;
+use kube::api::Api;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::crd::PureFlashStore;
+use crate::dbsync::DbSyncStatus;
+use crate::metrics::Metrics;
+use crate::zk::{Snapshot, ViewEvent};
+pub use reconcile::{Context, MANAGER, Settings};
+
+/// Where the controller works and with what.
+pub struct Term {
+    pub client: Client,
+    /// `None`: every namespace.
+    pub namespace: Option<String>,
+    pub settings: Settings,
+    pub identity: String,
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    pub events: broadcast::Receiver<ViewEvent>,
+    pub metrics: Arc<Metrics>,
+    pub db: Option<watch::Receiver<DbSyncStatus>>,
+}
+
+fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the controller for one leadership term, until `stop`.
+pub async fn run(term: Term, stop: CancellationToken) {
+    let Term {
+        client,
+        namespace,
+        settings,
+        identity,
+        snapshots,
+        mut events,
+        metrics,
+        db,
+    } = term;
+    let owned =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=pureflash-operator");
+    let controller = Controller::new(
+        api::<PureFlashStore>(&client, &namespace),
+        watcher::Config::default(),
+    )
+    .owns(api::<Pod>(&client, &namespace), owned.clone())
+    .owns(api::<ConfigMap>(&client, &namespace), owned);
+    let stores = controller.store();
+
+    // The ZooKeeper view wakes the store it concerns within milliseconds; a change of the
+    // view's trust (disconnect, resync) wakes them all.
+    let (one_tx, one_rx) = mpsc::unbounded_channel::<ObjectRef<PureFlashStore>>();
+    let (all_tx, all_rx) = mpsc::unbounded_channel::<()>();
+    let forwarder_stores = stores.clone();
+    let forwarder_stop = stop.clone();
+    let forwarder = tokio::spawn(async move {
+        let mut trusted: Option<bool> = None;
+        loop {
+            let event = tokio::select! {
+                _ = forwarder_stop.cancelled() => return,
+                event = events.recv() => event,
+            };
+            match event {
+                Ok(ViewEvent::StoreChanged { id, .. } | ViewEvent::StoreRemoved { id, .. }) => {
+                    for store in forwarder_stores
+                        .state()
+                        .iter()
+                        .filter(|s| i64::from(s.spec.store_id) == i64::from(id.get()))
+                    {
+                        let _ = one_tx.send(ObjectRef::from_obj(store.as_ref()));
+                    }
+                }
+                // Only a change of trust matters to every store (a periodic reload only moves
+                // the last-sync time).
+                Ok(ViewEvent::HealthChanged { health, .. }) => {
+                    if trusted != Some(health.is_trusted()) {
+                        trusted = Some(health.is_trusted());
+                        let _ = all_tx.send(());
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    let _ = all_tx.send(());
+                }
+                Ok(ViewEvent::DirectoriesChanged { .. }) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    let one = futures::stream::unfold(
+        one_rx,
+        |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
+    );
+    let all = futures::stream::unfold(
+        all_rx,
+        |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
+    );
+
+    let context = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: MANAGER.into(),
+                instance: Some(identity),
+            },
+        ),
+        client,
+        settings,
+        snapshots,
+        stores,
+        metrics,
+        db,
+        restarts: tokio::sync::Mutex::new(HashMap::new()),
+    });
+    info!(
+        namespace = namespace.as_deref().unwrap_or("(all)"),
+        "controller started"
+    );
+    let shutdown = stop.clone();
+    controller
+        .reconcile_on(one)
+        .reconcile_all_on(all)
+        .graceful_shutdown_on(async move { shutdown.cancelled().await })
+        .run(reconcile::reconcile, reconcile::error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                match error {
+                    kube::runtime::controller::Error::ObjectNotFound(_) => {}
+                    other => warn!(error = %other, "controller"),
+                }
+            }
+        })
+        .await;
+    forwarder.abort();
+    info!("controller stopped");
+}

@@ -1,0 +1,574 @@
+//! One reconcile of one `PureFlashStore`: observe (the resource, its Pod, its node, the
+//! ZooKeeper snapshot, the rest of the cluster) → decide (pfs.conf and Pod, recovery verdict,
+//! status — all pure) → act (ConfigMap, Pod, the restart, the status) → report (Events,
+//! metrics). Never branches on why it was called.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::{Mutex, watch};
+use tracing::{debug, info, warn};
+
+use crate::controller::pods::{self, Environment};
+use crate::controller::status::{self, DbState, Facts, Restart};
+use crate::crd::{
+    PAUSE_ANNOTATION, Phase, PureFlashStore, PureFlashStoreStatus, RESTART_ANNOTATION,
+};
+use crate::dbsync::DbSyncStatus;
+use crate::metrics::{Metrics, ReasonLabels, ResultLabels, StoreLabels};
+use crate::recovery::{
+    self, ClusterFacts, History, Observation, PodFacts, Policy, RestartReason, Verdict,
+};
+use crate::zk::{Snapshot, StoreId};
+
+/// The field manager of every write the operator makes.
+pub const MANAGER: &str = "pureflash-operator";
+
+/// Operator-wide settings of the controller.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// PureFlash cluster name (pfs.conf `[cluster] name`).
+    pub cluster: String,
+    /// ZooKeeper as pfs Pods reach it (pfs.conf `[zookeeper] ip`).
+    pub pfs_zookeeper: String,
+    /// How long pfs gets to register after its container starts.
+    pub start_grace: Duration,
+    /// Restarts freeze when more than this share of stores is offline at once.
+    pub freeze_share: f64,
+    /// At most this many restarts in flight cluster-wide.
+    pub max_in_flight: usize,
+    /// How long a restart counts as in flight.
+    pub in_flight_window: Duration,
+    /// Safety-net requeue of every store.
+    pub requeue: Duration,
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// API access (this replica leads while reconciles run).
+    pub client: Client,
+    pub settings: Settings,
+    /// The ZooKeeper mirror's latest snapshot.
+    pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// Every PureFlashStore, for the cluster-wide rails.
+    pub stores: Store<PureFlashStore>,
+    /// Events are recorded through one recorder so repeats become series.
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    /// The metadata DB sync's progress, when `--db` is given.
+    pub db: Option<watch::Receiver<DbSyncStatus>>,
+    /// Restarts made during this leadership term. The lock serializes recovery decisions so
+    /// the in-flight cap holds even when reconciles run concurrently.
+    pub restarts: Mutex<HashMap<ObjectRef<PureFlashStore>, Timestamp>>,
+}
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("cannot render pfs.conf: {0}")]
+    Render(#[from] pods::RenderError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// A bounded label for metrics and Events.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubernetesApi",
+            Error::Render(_) => "ConfigInvalid",
+            Error::Invalid(_) => "SpecInvalid",
+        }
+    }
+}
+
+fn policy(store: &PureFlashStore, settings: &Settings) -> Policy {
+    let recovery = &store.spec.recovery;
+    let seconds = |s: u32| SignedDuration::from_secs(i64::from(s));
+    Policy {
+        enabled: recovery.enabled,
+        offline_grace: seconds(recovery.offline_grace_period_seconds),
+        backoff_initial: seconds(recovery.backoff_initial_seconds),
+        backoff_max: seconds(recovery.backoff_max_seconds),
+        max_restarts_per_hour: recovery.max_restarts_per_hour,
+        start_grace: SignedDuration::try_from(settings.start_grace).unwrap_or(SignedDuration::MAX),
+        freeze_share: settings.freeze_share,
+        max_in_flight: settings.max_in_flight,
+        in_flight_window: SignedDuration::try_from(settings.in_flight_window)
+            .unwrap_or(SignedDuration::MAX),
+    }
+}
+
+/// The Pod's state as recovery and status need it.
+fn pod_facts(pod: &Pod) -> (PodFacts, bool, Option<String>) {
+    let status = pod.status.clone().unwrap_or_default();
+    let container = status
+        .container_statuses
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.name == pods::CONTAINER);
+    let state = container
+        .as_ref()
+        .and_then(|c| c.state.clone())
+        .unwrap_or_default();
+    let running_since = state.running.and_then(|r| r.started_at).map(|t| t.0);
+    let waiting = state.waiting.and_then(|w| w.reason);
+    let ready = status
+        .conditions
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let facts = PodFacts {
+        uid: pod.uid().unwrap_or_default(),
+        phase: status.phase.unwrap_or_else(|| "Pending".into()),
+        terminating: pod.metadata.deletion_timestamp.is_some(),
+        running_since,
+    };
+    (facts, ready, waiting)
+}
+
+fn alive(snapshot: &Snapshot, store_id: i32) -> bool {
+    u32::try_from(store_id)
+        .ok()
+        .and_then(|id| StoreId::new(id).ok())
+        .and_then(|id| snapshot.view.get(id))
+        .is_some_and(|s| s.alive)
+}
+
+fn db_state(db: &Option<watch::Receiver<DbSyncStatus>>) -> DbState {
+    let Some(db) = db else {
+        return DbState::NotConfigured;
+    };
+    let status = db.borrow();
+    match (&status.last_error, status.last_success) {
+        (Some(error), _) => DbState::Failing(error.clone()),
+        (None, Some(_)) => DbState::Synced,
+        (None, None) => DbState::Pending,
+    }
+}
+
+async fn node_ip(client: &Client, node: &str) -> Result<Option<String>, kube::Error> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let Some(node) = nodes.get_opt(node).await? else {
+        return Ok(None);
+    };
+    let addresses = node.status.and_then(|s| s.addresses).unwrap_or_default();
+    Ok(addresses
+        .into_iter()
+        .find(|a| a.type_ == "InternalIP")
+        .map(|a| a.address))
+}
+
+async fn record(
+    ctx: &Context,
+    store: &PureFlashStore,
+    kind: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_: kind,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &store.object_ref(&())).await {
+        debug!(%error, reason, "could not record an Event");
+    }
+}
+
+/// Reconciles one store.
+pub async fn reconcile(store: Arc<PureFlashStore>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_inner(&store, &ctx).await;
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    ctx.metrics
+        .reconciles
+        .get_or_create(&ResultLabels { result: outcome })
+        .inc();
+    ctx.metrics
+        .reconcile_duration
+        .observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action, Error> {
+    let namespace = store
+        .namespace()
+        .ok_or_else(|| Error::Invalid("a PureFlashStore is namespaced".into()))?;
+    let name = store.name_any();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    let stores: Api<PureFlashStore> = Api::namespaced(ctx.client.clone(), &namespace);
+    let apply = PatchParams::apply(MANAGER).force();
+    let snapshot = ctx.snapshots.borrow().clone();
+    let trusted = snapshot.health.is_trusted();
+    let view = u32::try_from(store.spec.store_id)
+        .ok()
+        .and_then(|id| StoreId::new(id).ok())
+        .and_then(|id| snapshot.view.get(id));
+    let previous = store.status.clone().unwrap_or_default();
+
+    // The pfs.conf and its ConfigMap.
+    let node_ip = if store.spec.mngt_ip.is_none()
+        || store.spec.ports.is_empty()
+        || store.spec.rep_ports.is_empty()
+    {
+        node_ip(&ctx.client, &store.spec.node_name).await?
+    } else {
+        None
+    };
+    let env = Environment {
+        cluster: ctx.settings.cluster.clone(),
+        zookeeper: ctx.settings.pfs_zookeeper.clone(),
+        node_ip,
+    };
+    let conf = match pods::pfs_conf(store, &env) {
+        Ok(conf) => conf,
+        Err(error) => {
+            record(
+                ctx,
+                store,
+                EventType::Warning,
+                "ConfigInvalid",
+                "Render",
+                error.to_string(),
+            )
+            .await;
+            return Err(error.into());
+        }
+    };
+    let hash = pods::config_hash(store, &conf);
+    maps.patch(
+        &pods::config_map_name(store),
+        &apply,
+        &Patch::Apply(pods::config_map(store, &conf)),
+    )
+    .await?;
+
+    // The Pod: created when missing, rolled when what pfs runs on changed.
+    let pod_name = pods::pod_name(store);
+    let mut pod = pods.get_opt(&pod_name).await?;
+    if let Some(existing) = &pod
+        && existing.metadata.deletion_timestamp.is_none()
+        && existing.annotations().get(pods::CONFIG_HASH_ANNOTATION) != Some(&hash)
+    {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: existing.uid(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match pods.delete(&pod_name, &params).await {
+            Ok(_) => {
+                record(
+                    ctx,
+                    store,
+                    EventType::Normal,
+                    "PodRolled",
+                    "Roll",
+                    format!("pfs configuration changed (hash {hash}); pod {pod_name} is replaced"),
+                )
+                .await
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+            Err(error) => return Err(error.into()),
+        }
+        pod = pods.get_opt(&pod_name).await?;
+    }
+    if pod.is_none() {
+        pod = Some(
+            pods.patch(&pod_name, &apply, &Patch::Apply(pods::pod(store, &hash)))
+                .await?,
+        );
+        record(
+            ctx,
+            store,
+            EventType::Normal,
+            "PodCreated",
+            "Create",
+            format!("pod {pod_name} created on node {}", store.spec.node_name),
+        )
+        .await;
+    }
+    let observed_pod = pod.as_ref().map(pod_facts);
+    let (facts, pod_ready, pod_waiting) = match &observed_pod {
+        Some((facts, ready, waiting)) => (Some(facts.clone()), *ready, waiting.clone()),
+        None => (None, false, None),
+    };
+
+    // Recovery: decided and acted on under one lock, so the in-flight cap holds.
+    let policy = policy(store, &ctx.settings);
+    let now = Timestamp::now();
+    let annotations = store.annotations();
+    let mut restarts = ctx.restarts.lock().await;
+    let me = ObjectRef::from_obj(store);
+    let all = ctx.stores.state();
+    let offline = all
+        .iter()
+        .filter(|s| !alive(&snapshot, s.spec.store_id))
+        .count();
+    let in_flight = all
+        .iter()
+        .filter(|s| ObjectRef::from_obj(s.as_ref()) != me)
+        .filter(|s| {
+            let status = s.status.clone().unwrap_or_default();
+            let last = restarts
+                .get(&ObjectRef::from_obj(s.as_ref()))
+                .copied()
+                .or(status.last_restart_time.map(|t| t.0));
+            recovery::in_flight(
+                &policy,
+                last,
+                status.offline_since.map(|t| t.0),
+                alive(&snapshot, s.spec.store_id),
+                now,
+            )
+        })
+        .count();
+    let observation = Observation {
+        now,
+        view_trusted: trusted,
+        alive: view.map(|s| s.alive),
+        pod: facts.clone(),
+        history: History {
+            offline_since: previous.offline_since.as_ref().map(|t| t.0),
+            last_restart: restarts
+                .get(&me)
+                .copied()
+                .or(previous.last_restart_time.as_ref().map(|t| t.0)),
+            recent_restarts: previous.recent_restarts.iter().map(|t| t.0).collect(),
+            attempts: previous.recovery_attempts,
+            last_manual_restart: previous.last_manual_restart.clone(),
+        },
+        paused: annotations
+            .get(PAUSE_ANNOTATION)
+            .is_some_and(|v| v == "true"),
+        manual_restart: annotations.get(RESTART_ANNOTATION).cloned(),
+        cluster: ClusterFacts {
+            stores: all.len().max(1),
+            offline,
+            restarts_in_flight: in_flight,
+        },
+    };
+    let decision = recovery::decide(&observation, &policy);
+    let db = db_state(&ctx.db);
+    let compute = |restart: Option<&Restart>, pod: Option<&PodFacts>| {
+        status::compute(&Facts {
+            now,
+            generation: store.metadata.generation,
+            previous: &previous,
+            view_trusted: trusted,
+            store: view,
+            pod_name: &pod_name,
+            pod,
+            pod_ready,
+            pod_waiting: pod_waiting.as_deref(),
+            decision: &decision,
+            restart,
+            policy: &policy,
+            db: &db,
+        })
+    };
+
+    let new_status = if let Verdict::Restart(reason) = decision.verdict {
+        let manual_token = (reason == RestartReason::Manual)
+            .then(|| observation.manual_restart.clone())
+            .flatten();
+        let restart = Restart {
+            at: now,
+            manual_token,
+        };
+        // Record first, act second: a leader that dies in between has written that it restarted,
+        // so its successor waits for the backoff instead of restarting twice.
+        let recorded = compute(Some(&restart), facts.as_ref());
+        apply_status(&stores, &name, &recorded).await?;
+        restarts.insert(me.clone(), now);
+        drop(restarts);
+        if let Some(old) = &facts {
+            let force = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(old.uid.clone()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match pods.delete(&pod_name, &force).await {
+                Ok(_) | Err(kube::Error::Api(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        pods.patch(&pod_name, &apply, &Patch::Apply(pods::pod(store, &hash)))
+            .await?;
+        ctx.metrics
+            .restarts
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
+        let offline_for = decision
+            .offline_since
+            .map(|since| now.duration_since(since).as_secs())
+            .unwrap_or(0);
+        let note = match reason {
+            RestartReason::Offline => format!(
+                "store {} offline in ZooKeeper for {offline_for}s while pod {pod_name} was running: pod force-deleted (grace 0) and recreated",
+                store.spec.store_id
+            ),
+            RestartReason::Manual => format!(
+                "restart requested by the {RESTART_ANNOTATION} annotation: pod {pod_name} force-deleted (grace 0) and recreated"
+            ),
+        };
+        info!(store = %name, %namespace, reason = reason.as_str(), "restarted pfs");
+        record(
+            ctx,
+            store,
+            EventType::Warning,
+            "StoreRestarted",
+            "Restart",
+            note,
+        )
+        .await;
+        None
+    } else {
+        drop(restarts);
+        Some(compute(None, facts.as_ref()))
+    };
+
+    if let Some(new_status) = &new_status {
+        if *new_status != previous {
+            apply_status(&stores, &name, new_status).await?;
+        }
+        report_transitions(ctx, store, &previous, new_status, &decision.verdict).await;
+    }
+    let labels = StoreLabels {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        store_id: store.spec.store_id.to_string(),
+    };
+    if trusted {
+        ctx.metrics
+            .store_alive
+            .get_or_create(&labels)
+            .set(i64::from(view.is_some_and(|s| s.alive)));
+        ctx.metrics
+            .trays_online
+            .get_or_create(&labels)
+            .set(view.map_or(0, |s| s.trays_online() as i64));
+    }
+
+    Ok(match decision.verdict {
+        Verdict::Wait { until, .. } => {
+            let wait = until
+                .duration_since(now)
+                .max(SignedDuration::from_millis(100));
+            Action::requeue(
+                Duration::try_from(wait)
+                    .unwrap_or(ctx.settings.requeue)
+                    .min(ctx.settings.requeue),
+            )
+        }
+        // A restart: look again soon, to see the new Pod start.
+        Verdict::Restart(_) => Action::requeue(Duration::from_secs(1)),
+        _ => Action::requeue(ctx.settings.requeue),
+    })
+}
+
+async fn apply_status(
+    stores: &Api<PureFlashStore>,
+    name: &str,
+    status: &PureFlashStoreStatus,
+) -> Result<(), Error> {
+    let body = json!({
+        "apiVersion": "pureflash.io/v1alpha1",
+        "kind": "PureFlashStore",
+        "metadata": {"name": name},
+        "status": status,
+    });
+    stores
+        .patch_status(
+            name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await?;
+    Ok(())
+}
+
+/// Events for what changed: the store's phase, and recovery decisions that held it back.
+async fn report_transitions(
+    ctx: &Context,
+    store: &PureFlashStore,
+    previous: &PureFlashStoreStatus,
+    status: &PureFlashStoreStatus,
+    verdict: &Verdict,
+) {
+    if previous.phase != status.phase {
+        match status.phase {
+            Some(Phase::Online) => record(ctx, store, EventType::Normal, "StoreOnline", "Observe", "the store's alive node exists in ZooKeeper".into()).await,
+            Some(Phase::Offline) => record(ctx, store, EventType::Warning, "StoreOffline", "Observe", "the store is not alive in ZooKeeper".into()).await,
+            Some(Phase::Unknown) => record(ctx, store, EventType::Warning, "ViewUntrusted", "Observe", "the operator's ZooKeeper view is not connected or not resynced: no decision is taken".into()).await,
+            _ => {}
+        }
+    }
+    if previous.last_decision != status.last_decision
+        && let Verdict::Skip(reason) | Verdict::Wait { reason, .. } = verdict
+    {
+        ctx.metrics
+            .recovery_skipped
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str(),
+            })
+            .inc();
+        let kind = match reason {
+            recovery::SkipReason::ClusterFrozen
+            | recovery::SkipReason::RestartBudgetExhausted
+            | recovery::SkipReason::TooManyInFlight => EventType::Warning,
+            _ => EventType::Normal,
+        };
+        let note = match verdict {
+            Verdict::Wait { until, .. } => {
+                format!("recovery waits until {until}: {}", reason.as_str())
+            }
+            _ => format!("recovery does not act: {}", reason.as_str()),
+        };
+        if !matches!(reason, recovery::SkipReason::ViewUntrusted)
+            || previous.phase != Some(Phase::Unknown)
+        {
+            record(
+                ctx,
+                store,
+                kind,
+                &format!("Recovery{}", reason.as_str()),
+                "Recover",
+                note,
+            )
+            .await;
+        }
+    }
+    if status.phase == Some(Phase::Offline) && previous.phase != Some(Phase::Offline) {
+        warn!(store = %store.name_any(), "store offline");
+    }
+}
+
+/// Requeue after a failed reconcile.
+pub fn error_policy(store: Arc<PureFlashStore>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(store = %store.name_any(), category = error.category(), %error, "reconcile failed; retrying");
+    let _ = ctx;
+    Action::requeue(Duration::from_secs(2))
+}

@@ -1,0 +1,636 @@
+//! A store's status from what was observed and decided: the ZooKeeper view of the store, its
+//! Pod, the recovery decision and any restart just made. Pure code with `now` passed in.
+//!
+//! The status only changes when something in it changes (conditions keep their
+//! `lastTransitionTime`, `lastObservedTime` moves only with the observation), so an idle store
+//! is never written.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::crd::{Phase, PureFlashStoreStatus, TrayStatus};
+use crate::recovery::{self, Decision, PodFacts, Policy, SkipReason, Verdict};
+use crate::zk::StoreView;
+
+/// The metadata DB sync as this replica sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DbState {
+    /// No `--db`: the operator does not maintain the DB.
+    NotConfigured,
+    /// The last pass succeeded.
+    Synced,
+    /// Not yet synced since start (or waiting for a trusted view).
+    Pending,
+    /// The last pass failed.
+    Failing(String),
+}
+
+/// A restart made in this reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Restart {
+    pub at: Timestamp,
+    /// The manual-restart token honoured, for a manual restart.
+    pub manual_token: Option<String>,
+}
+
+/// Everything the status is computed from.
+pub struct Facts<'a> {
+    pub now: Timestamp,
+    pub generation: Option<i64>,
+    pub previous: &'a PureFlashStoreStatus,
+    pub view_trusted: bool,
+    /// The store as ZooKeeper shows it (None: not registered).
+    pub store: Option<&'a StoreView>,
+    pub pod_name: &'a str,
+    pub pod: Option<&'a PodFacts>,
+    pub pod_ready: bool,
+    /// Why the pfs container is not running, if it waits (`ContainerCreating`, `ErrImagePull`…).
+    pub pod_waiting: Option<&'a str>,
+    pub decision: &'a Decision,
+    pub restart: Option<&'a Restart>,
+    pub policy: &'a Policy,
+    pub db: &'a DbState,
+}
+
+fn time(at: Timestamp) -> Time {
+    Time(at)
+}
+
+/// Sets one condition, keeping its transition time when its status did not change.
+fn condition(
+    previous: &[Condition],
+    kind: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    facts: &Facts<'_>,
+) -> Condition {
+    let since = previous
+        .iter()
+        .find(|c| c.type_ == kind && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| time(facts.now));
+    Condition {
+        type_: kind.to_owned(),
+        status: status.to_owned(),
+        reason: reason.to_owned(),
+        message,
+        last_transition_time: since,
+        observed_generation: facts.generation,
+    }
+}
+
+fn phase(facts: &Facts<'_>, alive: bool, in_flight: bool) -> Phase {
+    if !facts.view_trusted {
+        return Phase::Unknown;
+    }
+    if alive {
+        return Phase::Online;
+    }
+    if in_flight {
+        return Phase::Recovering;
+    }
+    let Some(pod) = facts.pod.filter(|p| !p.terminating) else {
+        return Phase::Pending;
+    };
+    match pod.running_since {
+        Some(since) if pod.phase == "Running" => {
+            if facts.now
+                < since
+                    .saturating_add(facts.policy.start_grace)
+                    .unwrap_or(Timestamp::MAX)
+            {
+                Phase::Starting
+            } else {
+                Phase::Offline
+            }
+        }
+        _ if facts.previous.alive == Some(true) => Phase::Offline,
+        _ => Phase::Pending,
+    }
+}
+
+/// The reason recovery is held for this store, if it is (for RecoveryFrozen).
+fn frozen(verdict: &Verdict) -> Option<(&'static str, String)> {
+    match verdict {
+        Verdict::Skip(reason @ SkipReason::ClusterFrozen) => {
+            Some((reason.as_str(), "too many stores are offline at once (likely a ZooKeeper or network fault): restarts are frozen".into()))
+        }
+        Verdict::Skip(reason @ SkipReason::RestartBudgetExhausted) => Some((
+            reason.as_str(),
+            "maxRestartsPerHour reached: no automatic restart until older restarts age out; annotate pureflash.io/restart to force one".into(),
+        )),
+        Verdict::Skip(reason @ SkipReason::RecoveryPaused) => Some((reason.as_str(), "recovery paused by the pureflash.io/recovery-paused annotation".into())),
+        Verdict::Skip(reason @ SkipReason::RecoveryDisabled) => Some((reason.as_str(), "spec.recovery.enabled is false".into())),
+        _ => None,
+    }
+}
+
+/// The new status.
+pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
+    let previous = facts.previous;
+    let mut status = previous.clone();
+    status.observed_generation = facts.generation;
+    status.pod_name = Some(facts.pod_name.to_owned());
+    status.offline_since = facts.decision.offline_since.map(time);
+    status.recovery_attempts = facts.decision.attempts;
+
+    if facts.view_trusted {
+        match facts.store {
+            Some(store) => {
+                status.store_id = Some(store.id.get() as i32);
+                status.alive = Some(store.alive);
+                status.zk_state = store.state.valid().cloned();
+                status.mngt_ip = store.mngt_ip.valid().map(ToString::to_string);
+                status.trays = store
+                    .trays
+                    .iter()
+                    .map(|(uuid, tray)| TrayStatus {
+                        uuid: uuid.to_string(),
+                        device: tray.devname.valid().cloned(),
+                        capacity: tray.capacity.valid().map(|v| *v as i64),
+                        object_size: tray.object_size.valid().map(|v| *v as i64),
+                        free_size: tray.free_size.valid().map(|v| *v as i64),
+                        online: tray.online,
+                    })
+                    .collect();
+                status.trays_online =
+                    Some(format!("{}/{}", store.trays_online(), store.trays.len()));
+                status.ports = store.ports.iter().map(ToString::to_string).collect();
+                status.rep_ports = store.rep_ports.iter().map(ToString::to_string).collect();
+            }
+            None => {
+                status.store_id = None;
+                status.alive = Some(false);
+                status.zk_state = None;
+                status.mngt_ip = None;
+                status.trays.clear();
+                status.trays_online = None;
+                status.ports.clear();
+                status.rep_ports.clear();
+            }
+        }
+    }
+
+    if let Some(restart) = facts.restart {
+        status.restart_count = previous.restart_count + 1;
+        status.last_restart_time = Some(time(restart.at));
+        status.recent_restarts.push(time(restart.at));
+        if let Some(token) = &restart.manual_token {
+            status.last_manual_restart = Some(token.clone());
+        }
+    }
+    // Only the last hour's restarts matter (maxRestartsPerHour).
+    let hour_ago = facts
+        .now
+        .saturating_sub(jiff::SignedDuration::from_hours(1))
+        .unwrap_or(Timestamp::MIN);
+    status.recent_restarts.retain(|t| t.0 > hour_ago);
+
+    let alive = facts.view_trusted && status.alive == Some(true);
+    let in_flight = recovery::in_flight(
+        facts.policy,
+        status.last_restart_time.as_ref().map(|t| t.0),
+        facts.decision.offline_since,
+        alive,
+        facts.now,
+    );
+    status.phase = Some(phase(facts, alive, in_flight));
+    status.last_decision = match &facts.decision.verdict {
+        Verdict::Healthy => None,
+        Verdict::Restart(reason) => Some(format!("Restart{}", reason.as_str())),
+        Verdict::Wait { reason, .. } | Verdict::Skip(reason) => Some(reason.as_str().to_owned()),
+    };
+
+    let conditions = &previous.conditions;
+    let alive_condition = match (facts.view_trusted, facts.store, alive) {
+        (false, _, _) => condition(
+            conditions,
+            "Alive",
+            "Unknown",
+            "ViewUntrusted",
+            "the operator's ZooKeeper view is not connected or not resynced".into(),
+            facts,
+        ),
+        (true, None, _) => condition(
+            conditions,
+            "Alive",
+            "False",
+            "NotRegistered",
+            "the store is not registered in ZooKeeper".into(),
+            facts,
+        ),
+        (true, Some(_), true) => condition(
+            conditions,
+            "Alive",
+            "True",
+            "StoreAlive",
+            "the store's alive node exists".into(),
+            facts,
+        ),
+        (true, Some(_), false) => condition(
+            conditions,
+            "Alive",
+            "False",
+            "StoreOffline",
+            "the store's alive node does not exist".into(),
+            facts,
+        ),
+    };
+    let pod_condition = match (facts.pod, facts.pod_ready) {
+        (None, _) => condition(
+            conditions,
+            "PodReady",
+            "False",
+            "PodMissing",
+            format!("pod {} does not exist", facts.pod_name),
+            facts,
+        ),
+        (Some(pod), _) if pod.terminating => condition(
+            conditions,
+            "PodReady",
+            "False",
+            "PodTerminating",
+            format!("pod {} is being deleted", facts.pod_name),
+            facts,
+        ),
+        (Some(_), true) => condition(
+            conditions,
+            "PodReady",
+            "True",
+            "PodReady",
+            format!("pod {} is ready", facts.pod_name),
+            facts,
+        ),
+        (Some(pod), false) => {
+            let reason = facts.pod_waiting.unwrap_or(if pod.phase == "Running" {
+                "ContainerNotReady"
+            } else {
+                "PodNotRunning"
+            });
+            condition(
+                conditions,
+                "PodReady",
+                "False",
+                reason,
+                format!("pod {} is {}", facts.pod_name, pod.phase),
+                facts,
+            )
+        }
+    };
+    let db_condition = match facts.db {
+        DbState::NotConfigured => condition(
+            conditions,
+            "DbSynced",
+            "Unknown",
+            "NotConfigured",
+            "the operator runs without --db".into(),
+            facts,
+        ),
+        DbState::Pending => condition(
+            conditions,
+            "DbSynced",
+            "Unknown",
+            "Pending",
+            "the metadata DB has not been synced yet".into(),
+            facts,
+        ),
+        DbState::Synced => condition(
+            conditions,
+            "DbSynced",
+            "True",
+            "Synced",
+            "t_store, t_tray and t_port follow ZooKeeper".into(),
+            facts,
+        ),
+        DbState::Failing(error) => condition(
+            conditions,
+            "DbSynced",
+            "False",
+            "SyncFailing",
+            error.clone(),
+            facts,
+        ),
+    };
+    let frozen_condition = match frozen(&facts.decision.verdict) {
+        Some((reason, message)) => {
+            condition(conditions, "RecoveryFrozen", "True", reason, message, facts)
+        }
+        None => condition(
+            conditions,
+            "RecoveryFrozen",
+            "False",
+            "RecoveryActive",
+            "automated recovery acts on this store".into(),
+            facts,
+        ),
+    };
+    let ready = alive_condition.status == "True" && pod_condition.status == "True";
+    let ready_condition = if ready {
+        condition(
+            conditions,
+            "Ready",
+            "True",
+            "StoreOnline",
+            "the store is alive and its pod is ready".into(),
+            facts,
+        )
+    } else {
+        let (reason, message) = if alive_condition.status != "True" {
+            (
+                alive_condition.reason.clone(),
+                alive_condition.message.clone(),
+            )
+        } else {
+            (pod_condition.reason.clone(), pod_condition.message.clone())
+        };
+        condition(conditions, "Ready", "False", &reason, message, facts)
+    };
+    status.conditions = vec![
+        ready_condition,
+        alive_condition,
+        pod_condition,
+        db_condition,
+        frozen_condition,
+    ];
+
+    // The observation time moves only when what was observed changed, so an idle store is
+    // never rewritten.
+    let mut observed = status.clone();
+    observed.last_observed_time = previous.last_observed_time.clone();
+    if observed != *previous || previous.last_observed_time.is_none() {
+        status.last_observed_time = Some(time(facts.now));
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recovery::{RestartReason, decide};
+    use jiff::SignedDuration;
+
+    fn t(seconds: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + seconds).unwrap()
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            enabled: true,
+            offline_grace: SignedDuration::from_secs(30),
+            backoff_initial: SignedDuration::from_secs(10),
+            backoff_max: SignedDuration::from_secs(600),
+            max_restarts_per_hour: 6,
+            start_grace: SignedDuration::from_secs(20),
+            freeze_share: 0.5,
+            max_in_flight: 1,
+            in_flight_window: SignedDuration::from_secs(180),
+        }
+    }
+
+    fn running_pod(since: Timestamp) -> PodFacts {
+        PodFacts {
+            uid: "u".into(),
+            phase: "Running".into(),
+            terminating: false,
+            running_since: Some(since),
+        }
+    }
+
+    struct Case {
+        now: Timestamp,
+        trusted: bool,
+        store: Option<StoreView>,
+        pod: Option<PodFacts>,
+        ready: bool,
+        previous: PureFlashStoreStatus,
+        decision: Decision,
+        restart: Option<Restart>,
+    }
+
+    impl Case {
+        fn alive_at(now: Timestamp) -> Case {
+            Case {
+                now,
+                trusted: true,
+                store: Some(StoreView::test(7).with_trays(2)),
+                pod: Some(running_pod(t(0))),
+                ready: true,
+                previous: PureFlashStoreStatus::default(),
+                decision: Decision {
+                    verdict: Verdict::Healthy,
+                    offline_since: None,
+                    attempts: 0,
+                },
+                restart: None,
+            }
+        }
+
+        fn status(&self) -> PureFlashStoreStatus {
+            compute(&Facts {
+                now: self.now,
+                generation: Some(3),
+                previous: &self.previous,
+                view_trusted: self.trusted,
+                store: self.store.as_ref(),
+                pod_name: "store-7-pfs",
+                pod: self.pod.as_ref(),
+                pod_ready: self.ready,
+                pod_waiting: None,
+                decision: &self.decision,
+                restart: self.restart.as_ref(),
+                policy: &policy(),
+                db: &DbState::Synced,
+            })
+        }
+    }
+
+    fn condition_of<'a>(status: &'a PureFlashStoreStatus, kind: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == kind).unwrap()
+    }
+
+    #[test]
+    fn an_alive_store_is_online_and_ready_with_its_zookeeper_data() {
+        let status = Case::alive_at(t(100)).status();
+        assert_eq!(status.phase, Some(Phase::Online));
+        assert_eq!(status.alive, Some(true));
+        assert_eq!(status.store_id, Some(7));
+        assert_eq!(status.mngt_ip.as_deref(), Some("10.0.0.7"));
+        assert_eq!(status.trays_online.as_deref(), Some("2/2"));
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(condition_of(&status, "Ready").status, "True");
+        assert_eq!(condition_of(&status, "DbSynced").status, "True");
+        assert_eq!(condition_of(&status, "RecoveryFrozen").status, "False");
+        let kinds: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(
+            kinds,
+            ["Ready", "Alive", "PodReady", "DbSynced", "RecoveryFrozen"]
+        );
+    }
+
+    #[test]
+    fn nothing_changes_when_nothing_changed() {
+        let first = Case::alive_at(t(100)).status();
+        let mut later = Case::alive_at(t(500));
+        later.previous = first.clone();
+        assert_eq!(
+            later.status(),
+            first,
+            "same observation, same status: no write"
+        );
+    }
+
+    #[test]
+    fn transitions_keep_times_of_unchanged_conditions() {
+        let online = Case::alive_at(t(100)).status();
+        let mut offline = Case::alive_at(t(200));
+        offline.previous = online.clone();
+        offline.store = Some(StoreView::test(7).with_trays(2).dead());
+        offline.decision = decide_now(&offline);
+        let status = offline.status();
+        assert_eq!(status.phase, Some(Phase::Offline));
+        assert_eq!(
+            condition_of(&status, "Alive").last_transition_time.0,
+            t(200)
+        );
+        assert_eq!(
+            condition_of(&status, "PodReady").last_transition_time.0,
+            t(100),
+            "unchanged condition keeps its time"
+        );
+        assert_eq!(status.offline_since.as_ref().map(|t| t.0), Some(t(200)));
+        assert_eq!(
+            status.last_observed_time.as_ref().map(|t| t.0),
+            Some(t(200))
+        );
+    }
+
+    fn decide_now(case: &Case) -> Decision {
+        decide(
+            &recovery::Observation {
+                now: case.now,
+                view_trusted: case.trusted,
+                alive: case.store.as_ref().map(|s| s.alive),
+                pod: case.pod.clone(),
+                history: recovery::History {
+                    offline_since: case.previous.offline_since.as_ref().map(|t| t.0),
+                    last_restart: case.previous.last_restart_time.as_ref().map(|t| t.0),
+                    recent_restarts: case.previous.recent_restarts.iter().map(|t| t.0).collect(),
+                    attempts: case.previous.recovery_attempts,
+                    last_manual_restart: case.previous.last_manual_restart.clone(),
+                },
+                paused: false,
+                manual_restart: None,
+                cluster: recovery::ClusterFacts {
+                    stores: 10,
+                    offline: 1,
+                    restarts_in_flight: 0,
+                },
+            },
+            &policy(),
+        )
+    }
+
+    #[test]
+    fn an_untrusted_view_is_unknown_and_keeps_the_last_observation() {
+        let online = Case::alive_at(t(100)).status();
+        let mut blind = Case::alive_at(t(200));
+        blind.previous = online.clone();
+        blind.trusted = false;
+        blind.store = None;
+        blind.decision = Decision {
+            verdict: Verdict::Skip(SkipReason::ViewUntrusted),
+            offline_since: None,
+            attempts: 0,
+        };
+        let status = blind.status();
+        assert_eq!(status.phase, Some(Phase::Unknown));
+        assert_eq!(
+            status.alive,
+            Some(true),
+            "the last observation stays; the phase says it is not current"
+        );
+        assert_eq!(condition_of(&status, "Alive").status, "Unknown");
+        assert_eq!(condition_of(&status, "Ready").status, "False");
+    }
+
+    #[test]
+    fn a_restart_is_recorded_and_the_store_is_recovering() {
+        let mut case = Case::alive_at(t(1000));
+        case.store = Some(StoreView::test(7).dead());
+        case.previous.offline_since = Some(time(t(900)));
+        case.decision = Decision {
+            verdict: Verdict::Restart(RestartReason::Offline),
+            offline_since: Some(t(900)),
+            attempts: 1,
+        };
+        case.restart = Some(Restart {
+            at: t(1000),
+            manual_token: None,
+        });
+        case.previous.recent_restarts = vec![time(t(-5000)), time(t(500))];
+        let status = case.status();
+        assert_eq!(status.phase, Some(Phase::Recovering));
+        assert_eq!(status.restart_count, 1);
+        assert_eq!(
+            status.last_restart_time.as_ref().map(|t| t.0),
+            Some(t(1000))
+        );
+        assert_eq!(
+            status
+                .recent_restarts
+                .iter()
+                .map(|t| t.0)
+                .collect::<Vec<_>>(),
+            [t(500), t(1000)],
+            "older than an hour dropped"
+        );
+        assert_eq!(status.recovery_attempts, 1);
+        assert_eq!(status.last_decision.as_deref(), Some("RestartOffline"));
+    }
+
+    #[test]
+    fn pending_starting_and_frozen() {
+        let mut pending = Case::alive_at(t(100));
+        pending.store = None;
+        pending.pod = None;
+        pending.ready = false;
+        pending.decision = Decision {
+            verdict: Verdict::Skip(SkipReason::PodMissing),
+            offline_since: Some(t(100)),
+            attempts: 0,
+        };
+        let status = pending.status();
+        assert_eq!(status.phase, Some(Phase::Pending));
+        assert_eq!(condition_of(&status, "Alive").reason, "NotRegistered");
+        assert_eq!(condition_of(&status, "PodReady").reason, "PodMissing");
+
+        let mut starting = Case::alive_at(t(10));
+        starting.store = Some(StoreView::test(7).dead());
+        starting.pod = Some(running_pod(t(0)));
+        starting.decision = Decision {
+            verdict: Verdict::Wait {
+                until: t(20),
+                reason: SkipReason::PodStarting,
+            },
+            offline_since: Some(t(10)),
+            attempts: 0,
+        };
+        assert_eq!(starting.status().phase, Some(Phase::Starting));
+
+        let mut frozen = Case::alive_at(t(500));
+        frozen.store = Some(StoreView::test(7).dead());
+        frozen.decision = Decision {
+            verdict: Verdict::Skip(SkipReason::ClusterFrozen),
+            offline_since: Some(t(100)),
+            attempts: 0,
+        };
+        let status = frozen.status();
+        assert_eq!(status.phase, Some(Phase::Offline));
+        let condition = condition_of(&status, "RecoveryFrozen");
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str()),
+            ("True", "ClusterFrozen")
+        );
+    }
+}

@@ -1,0 +1,236 @@
+//! `pureflash-operator run`: the operator. Every replica keeps a warm ZooKeeper view and serves
+//! health and metrics; the replica holding the Lease also runs the controller and the metadata
+//! DB sync, and stops both the moment it stops leading.
+
+use std::sync::Arc;
+
+use kube::api::{Api, ListParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::cli::RunArgs;
+use crate::controller::{self, Settings, Term};
+use crate::crd::PureFlashStore;
+use crate::dbsync::{self, DbSyncConfig, DbSyncStatus};
+use crate::leader::{self, LeaseConfig};
+use crate::metadb::{DbUrl, MetaDb};
+use crate::metrics::Metrics;
+use crate::zk::mirror::MirrorConfig;
+use crate::zk::{ClusterLayout, Mirror};
+
+pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
+    let layout = ClusterLayout::new(&args.zk.cluster)?;
+    let db_url: Option<DbUrl> = args.db.as_deref().map(str::parse).transpose()?;
+    let client = kube_client(&args).await?;
+    let namespace = Some(args.kube.namespace.clone()).filter(|ns| !ns.is_empty());
+    check_crd(&client, &namespace).await?;
+    let identity = args
+        .lease
+        .identity
+        .clone()
+        .or_else(|| std::env::var("POD_NAME").ok())
+        .unwrap_or_else(default_identity);
+    let lease_namespace = args
+        .lease
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".into());
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(crate::sync_command::cancel_on_signal(shutdown.clone()));
+    let metrics = Arc::new(Metrics::new());
+    let mirror_config = MirrorConfig {
+        connect: args.zk.connect.clone(),
+        layout,
+        session_timeout: args.zk.session_timeout,
+        resync_interval: args.zk.resync_interval,
+    };
+    info!(zk = %mirror_config.connect, cluster = mirror_config.layout.cluster(), %identity, "starting the operator");
+    let mirror = Mirror::spawn(mirror_config.clone(), shutdown.clone());
+
+    // Readiness: the ZooKeeper view has been loaded once. The session state is a metric.
+    let (ready_tx, ready_rx) =
+        watch::channel(Err("the ZooKeeper view has not been loaded yet".to_owned()));
+    let mut snapshots = mirror.snapshots();
+    let session_metrics = Arc::clone(&metrics);
+    tokio::spawn(async move {
+        loop {
+            let health = snapshots.borrow_and_update().health.clone();
+            session_metrics.set_session(health.session.as_str());
+            if health.last_full_sync.is_some() {
+                let _ = ready_tx.send_replace(Ok(()));
+            }
+            if snapshots.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    let admin = tokio::spawn(crate::admin::serve(
+        args.admin_address,
+        Arc::clone(&metrics),
+        ready_rx,
+        shutdown.clone(),
+    ));
+
+    let (leading_tx, mut leading) = watch::channel(false);
+    let lease = LeaseConfig::new(
+        &args.lease.lease_name,
+        &lease_namespace,
+        &identity,
+        args.lease.lease_duration,
+    );
+    let election = tokio::spawn(leader::run(
+        client.clone(),
+        lease,
+        leading_tx,
+        shutdown.clone(),
+    ));
+
+    let settings = Settings {
+        cluster: args.zk.cluster.clone(),
+        pfs_zookeeper: args
+            .pfs_zk
+            .clone()
+            .unwrap_or_else(|| args.zk.connect.clone()),
+        start_grace: args.recovery.start_grace,
+        freeze_share: args.recovery.freeze_share,
+        max_in_flight: args.recovery.max_restarts_in_flight,
+        in_flight_window: args.recovery.restart_window,
+        requeue: args.requeue_interval,
+    };
+    'terms: loop {
+        while !*leading.borrow_and_update() {
+            metrics.leader.set(0);
+            tokio::select! {
+                _ = shutdown.cancelled() => break 'terms,
+                changed = leading.changed() => if changed.is_err() { break 'terms },
+            }
+        }
+        metrics.leader.set(1);
+        let term_stop = shutdown.child_token();
+        let mut tasks = Vec::new();
+        let db_status = db_url.as_ref().map(|url| {
+            let (status_tx, status_rx) = watch::channel(DbSyncStatus::default());
+            let db = MetaDb::open(url);
+            let config = DbSyncConfig::new(args.zk.resync_interval);
+            tasks.push(tokio::spawn(dbsync::run(
+                db,
+                mirror.snapshots(),
+                config,
+                status_tx,
+                term_stop.clone(),
+            )));
+            tasks.push(tokio::spawn(count_db_progress(
+                status_rx.clone(),
+                Arc::clone(&metrics),
+                term_stop.clone(),
+            )));
+            status_rx
+        });
+        let term = Term {
+            client: client.clone(),
+            namespace: namespace.clone(),
+            settings: settings.clone(),
+            identity: identity.clone(),
+            snapshots: mirror.snapshots(),
+            events: mirror.events(),
+            metrics: Arc::clone(&metrics),
+            db: db_status,
+        };
+        tasks.push(tokio::spawn(controller::run(term, term_stop.clone())));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = leading.changed() => if changed.is_err() || !*leading.borrow() { break },
+            }
+        }
+        if !shutdown.is_cancelled() {
+            warn!("no longer the leader: stopping the controller and the DB sync");
+        }
+        term_stop.cancel();
+        for task in tasks {
+            let _ = task.await;
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+    }
+    shutdown.cancel();
+    let _ = election.await;
+    let _ = admin.await;
+    mirror.join().await;
+    info!("operator stopped");
+    Ok(())
+}
+
+/// The metadata DB sync's progress as metrics (its status carries running totals).
+async fn count_db_progress(
+    mut status: watch::Receiver<DbSyncStatus>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    let mut counted = DbSyncStatus::default();
+    loop {
+        let current = status.borrow_and_update().clone();
+        metrics
+            .db_rows_written
+            .inc_by(current.rows_written.saturating_sub(counted.rows_written));
+        metrics
+            .db_sync_errors
+            .inc_by(current.errors.saturating_sub(counted.errors));
+        counted = current;
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = status.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "pureflash-operator".into());
+    format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+async fn kube_client(args: &RunArgs) -> Result<Client, crate::Error> {
+    let config = match &args.kube.kubeconfig {
+        Some(path) => {
+            let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
+                crate::Error::Kube(format!("cannot read kubeconfig {}: {e}", path.display()))
+            })?;
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| {
+                    crate::Error::Kube(format!("invalid kubeconfig {}: {e}", path.display()))
+                })?
+        }
+        None => Config::infer().await.map_err(|e| {
+            crate::Error::Kube(format!(
+                "no Kubernetes configuration found (kubeconfig or in-cluster): {e}"
+            ))
+        })?,
+    };
+    let url = config.cluster_url.to_string();
+    Client::try_from(config)
+        .map_err(|e| crate::Error::Kube(format!("cannot build a Kubernetes client for {url}: {e}")))
+}
+
+/// The CRD must be installed; say how if it is not.
+async fn check_crd(client: &Client, namespace: &Option<String>) -> Result<(), crate::Error> {
+    let api: Api<PureFlashStore> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    match api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(crate::Error::CrdMissing),
+        Err(error) => Err(crate::Error::Kube(format!(
+            "cannot list PureFlashStores: {error}"
+        ))),
+    }
+}
