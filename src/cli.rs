@@ -82,6 +82,9 @@ pub struct RecoveryArgs {
     /// ZooKeeper or network fault is more likely than that many stuck daemons).
     #[arg(long, env = "PUREFLASH_FREEZE_SHARE", default_value_t = 0.5, value_parser = parse_share)]
     pub freeze_share: f64,
+    /// …and at least this many stores are offline (a lone stuck store is always recovered).
+    #[arg(long, env = "PUREFLASH_FREEZE_MIN_OFFLINE", default_value_t = 2)]
+    pub freeze_min_offline: usize,
     /// At most this many restarts in flight at once, cluster-wide.
     #[arg(long, env = "PUREFLASH_MAX_RESTARTS_IN_FLIGHT", default_value_t = 1)]
     pub max_restarts_in_flight: usize,

@@ -33,8 +33,11 @@ pub struct Policy {
     /// How long a pfs Pod must have been running before its store is expected to be registered.
     pub start_grace: SignedDuration,
     /// Restarts are frozen cluster-wide when more than this share (0.0–1.0) of the stores are
-    /// offline at once.
+    /// offline at once…
     pub freeze_share: f64,
+    /// …and at least this many are: one store down in a cluster of two is a stuck daemon, not
+    /// a ZooKeeper outage.
+    pub freeze_min_offline: usize,
     /// At most this many restarts in flight cluster-wide.
     pub max_in_flight: usize,
     /// A restart counts as in flight until its store is alive again or this long has passed.
@@ -325,7 +328,7 @@ fn offline_verdict(
             return wait;
         }
     }
-    if cluster_frozen(&observation.cluster, policy.freeze_share) {
+    if cluster_frozen(&observation.cluster, policy) {
         return Verdict::Skip(SkipReason::ClusterFrozen);
     }
     if observation.cluster.restarts_in_flight >= policy.max_in_flight {
@@ -371,14 +374,15 @@ fn restarts_within_hour(restarts: &[Timestamp], now: Timestamp) -> usize {
         .count()
 }
 
-/// More than `freeze_share` of the stores are offline. Exactly at the share is not frozen.
-fn cluster_frozen(cluster: &ClusterFacts, freeze_share: f64) -> bool {
-    if cluster.stores == 0 {
+/// More than `freeze_share` of the stores, and at least `freeze_min_offline` of them, are
+/// offline. Exactly at the share is not frozen.
+fn cluster_frozen(cluster: &ClusterFacts, policy: &Policy) -> bool {
+    if cluster.stores == 0 || cluster.offline < policy.freeze_min_offline {
         return false;
     }
     let share = cluster.offline as f64 / cluster.stores as f64;
     // A NaN share limit is a broken flag; a safety rail fails closed.
-    freeze_share.is_nan() || share > freeze_share
+    policy.freeze_share.is_nan() || share > policy.freeze_share
 }
 
 /// The delay before restart number `attempts + 1`: backoff_initial doubled per previous attempt,
@@ -451,6 +455,7 @@ mod tests {
             max_restarts_per_hour: 3,
             start_grace: secs(120),
             freeze_share: 0.5,
+            freeze_min_offline: 1,
             max_in_flight: 1,
             in_flight_window: secs(300),
         }
@@ -1161,6 +1166,24 @@ mod tests {
     }
 
     #[test]
+    fn a_lone_offline_store_does_not_freeze_a_small_cluster() {
+        let two = Policy {
+            freeze_min_offline: 2,
+            ..policy()
+        };
+        assert_eq!(
+            Obs::due().stores_offline(1, 1).verdict_with(&two),
+            RESTART,
+            "one store, offline: still recovered"
+        );
+        assert_eq!(Obs::due().stores_offline(1, 2).verdict_with(&two), RESTART);
+        assert_eq!(
+            Obs::due().stores_offline(2, 3).verdict_with(&two),
+            skip(SkipReason::ClusterFrozen)
+        );
+    }
+
+    #[test]
     fn a_cluster_without_stores_is_not_frozen() {
         assert_eq!(Obs::due().stores_offline(0, 0).verdict(), RESTART);
     }
@@ -1491,6 +1514,7 @@ mod tests {
             .is_none_or(|last| now.duration_since(last) >= backoff(policy, history.attempts));
         let cluster = &obs.cluster;
         let frozen = cluster.stores > 0
+            && cluster.offline >= policy.freeze_min_offline
             && cluster.offline as f64 / cluster.stores as f64 > policy.freeze_share;
         policy.enabled
             && !obs.paused

@@ -98,6 +98,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             .unwrap_or_else(|| args.zk.connect.clone()),
         start_grace: args.recovery.start_grace,
         freeze_share: args.recovery.freeze_share,
+        freeze_min_offline: args.recovery.freeze_min_offline,
         max_in_flight: args.recovery.max_restarts_in_flight,
         in_flight_window: args.recovery.restart_window,
         requeue: args.requeue_interval,

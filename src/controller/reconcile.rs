@@ -42,8 +42,10 @@ pub struct Settings {
     pub pfs_zookeeper: String,
     /// How long pfs gets to register after its container starts.
     pub start_grace: Duration,
-    /// Restarts freeze when more than this share of stores is offline at once.
+    /// Restarts freeze when more than this share of stores is offline at once…
     pub freeze_share: f64,
+    /// …and at least this many.
+    pub freeze_min_offline: usize,
     /// At most this many restarts in flight cluster-wide.
     pub max_in_flight: usize,
     /// How long a restart counts as in flight.
@@ -104,6 +106,7 @@ fn policy(store: &PureFlashStore, settings: &Settings) -> Policy {
         max_restarts_per_hour: recovery.max_restarts_per_hour,
         start_grace: SignedDuration::try_from(settings.start_grace).unwrap_or(SignedDuration::MAX),
         freeze_share: settings.freeze_share,
+        freeze_min_offline: settings.freeze_min_offline,
         max_in_flight: settings.max_in_flight,
         in_flight_window: SignedDuration::try_from(settings.in_flight_window)
             .unwrap_or(SignedDuration::MAX),

@@ -383,6 +383,7 @@ mod tests {
             max_restarts_per_hour: 6,
             start_grace: SignedDuration::from_secs(20),
             freeze_share: 0.5,
+            freeze_min_offline: 2,
             max_in_flight: 1,
             in_flight_window: SignedDuration::from_secs(180),
         }
