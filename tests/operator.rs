@@ -6,8 +6,11 @@ mod harness;
 mod support;
 
 use harness::{Harness, store_manifest, wait_for};
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::Api;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams};
 use kube::{Resource, ResourceExt};
 use pureflash_operator::crd::{Phase, PureFlashStore};
 
@@ -107,5 +110,142 @@ async fn a_store_runs_goes_online_and_its_db_row_reads_ok() {
         (rows == [(1, "10.8.0.1".to_owned(), "OK".to_owned())]).then_some(())
     })
     .await;
+    harness.finish().await;
+}
+
+/// The events.k8s.io Events about `store` in the test namespace.
+async fn events_about(harness: &Harness, store: &str) -> Vec<Event> {
+    let events: Api<Event> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    events
+        .list(&ListParams::default())
+        .await
+        .expect("list events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.regarding
+                .as_ref()
+                .and_then(|r| r.name.as_deref())
+                .is_some_and(|name| name == store)
+        })
+        .collect()
+}
+
+fn reasons(events: &[Event]) -> Vec<String> {
+    events.iter().filter_map(|e| e.reason.clone()).collect()
+}
+
+async fn pod_uid(pods: &Api<Pod>, name: &str) -> Option<String> {
+    pods.get_opt(name).await.ok().flatten()?.metadata.uid
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_store_is_force_restarted_once_and_comes_back_online() {
+    let mut harness = Harness::start("hung").await;
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    apply(
+        &harness,
+        &store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 4),
+    );
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    let first_pod = pod_uid(&pods, "store-1-pfs").await.unwrap();
+    let first_session = harness.alive_owner(1).await.unwrap();
+
+    // Hang pfs: the process lives, its ZooKeeper session expires.
+    harness.signal_pod("store-1-pfs", libc::SIGSTOP);
+    let offline = wait_phase(&harness, &stores, "store-1", Phase::Offline).await;
+    assert!(offline.status.unwrap().offline_since.is_some());
+
+    // After the grace period the Pod is force-deleted and recreated, and pfs registers again.
+    let second_pod = wait_for("a new store-1 pod", async || {
+        pod_uid(&pods, "store-1-pfs")
+            .await
+            .filter(|uid| *uid != first_pod)
+    })
+    .await;
+    let back = wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    let status = back.status.unwrap();
+    assert_eq!(status.restart_count, 1);
+    assert!(status.last_restart_time.is_some());
+    assert_eq!(status.offline_since, None);
+    assert_ne!(harness.alive_owner(1).await, Some(first_session));
+
+    let events = wait_for("a StoreRestarted event", async || {
+        let events = events_about(&harness, "store-1").await;
+        reasons(&events)
+            .contains(&"StoreRestarted".to_owned())
+            .then_some(events)
+    })
+    .await;
+    let restarted: Vec<&Event> = events
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("StoreRestarted"))
+        .collect();
+    assert_eq!(restarted.len(), 1, "{:?}", reasons(&events));
+    assert_eq!(restarted[0].type_.as_deref(), Some("Warning"));
+    assert!(
+        restarted[0]
+            .note
+            .as_deref()
+            .is_some_and(|note| note.contains("force-deleted")),
+        "{:?}",
+        restarted[0].note
+    );
+
+    // Exactly one restart: the new pod stays.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(pod_uid(&pods, "store-1-pfs").await, Some(second_pod));
+    assert!(
+        harness
+            .admin_get(0, "/metrics")
+            .is_some_and(|(code, body)| {
+                code == 200
+                    && body.lines().any(|l| {
+                        l.starts_with("pureflash_store_restarts_total{reason=\"Offline\"} 1")
+                    })
+            })
+    );
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_store_is_restarted_by_its_pod_and_the_operator_leaves_it_alone() {
+    let mut harness = Harness::start("crash").await;
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    apply(
+        &harness,
+        &store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 60),
+    );
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    let pod = pod_uid(&pods, "store-1-pfs").await.unwrap();
+    let first_session = harness.alive_owner(1).await.unwrap();
+
+    harness.signal_pod("store-1-pfs", libc::SIGKILL);
+    // The container restarts (kubelet), the old session expires, pfs registers again.
+    wait_for("pfs registered with a new session", async || {
+        harness
+            .alive_owner(1)
+            .await
+            .filter(|owner| *owner != first_session)
+    })
+    .await;
+    let back = wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    assert_eq!(back.status.unwrap().restart_count, 0);
+    assert_eq!(pod_uid(&pods, "store-1-pfs").await, Some(pod));
+    let container_restarts = pods
+        .get("store-1-pfs")
+        .await
+        .unwrap()
+        .status
+        .and_then(|s| s.container_statuses)
+        .map(|c| c[0].restart_count);
+    assert_eq!(container_restarts, Some(1));
+    assert!(!reasons(&events_about(&harness, "store-1").await).contains(&"StoreRestarted".into()));
     harness.finish().await;
 }
