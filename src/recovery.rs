@@ -42,6 +42,9 @@ pub struct Policy {
     pub max_in_flight: usize,
     /// A restart counts as in flight until its store is alive again or this long has passed.
     pub in_flight_window: SignedDuration,
+    /// A restart proves it worked only once this long has passed with the store back: a store
+    /// that drops out again sooner is flapping, and its backoff keeps growing.
+    pub stable_period: SignedDuration,
 }
 
 /// The store's Pod as observed.
@@ -240,18 +243,32 @@ pub fn decide(observation: &Observation, policy: &Policy) -> Decision {
         let since = history.offline_since.unwrap_or(observation.now);
         (offline_verdict(observation, policy, since), Some(since))
     };
-    let attempts = match verdict {
-        // A store that is back proves the last restart worked: the backoff starts over.
-        _ if observation.view_trusted && observation.alive == Some(true) => 0,
-        Verdict::Healthy => 0,
-        Verdict::Restart(_) => history.attempts.saturating_add(1),
-        Verdict::Wait { .. } | Verdict::Skip(_) => history.attempts,
+    let attempts = if observation.view_trusted && observation.alive == Some(true) {
+        // A store that is back starts its backoff over, but only once it has stayed back for the
+        // stable period; a manual restart of a healthy store is no failed attempt.
+        if stable_since_last_restart(history, policy, observation.now) {
+            0
+        } else {
+            history.attempts
+        }
+    } else {
+        match verdict {
+            Verdict::Restart(_) => history.attempts.saturating_add(1),
+            Verdict::Healthy | Verdict::Wait { .. } | Verdict::Skip(_) => history.attempts,
+        }
     };
     Decision {
         verdict,
         offline_since,
         attempts,
     }
+}
+
+/// No restart, or the last one is at least the stable period old.
+fn stable_since_last_restart(history: &History, policy: &Policy, now: Timestamp) -> bool {
+    history
+        .last_restart
+        .is_none_or(|last| now.duration_since(last) >= policy.stable_period)
 }
 
 /// The verdict for a pending manual restart request, if there is one. Deleting a Pod that is
@@ -385,17 +402,18 @@ fn cluster_frozen(cluster: &ClusterFacts, policy: &Policy) -> bool {
     policy.freeze_share.is_nan() || share > policy.freeze_share
 }
 
-/// The delay before restart number `attempts + 1`: backoff_initial doubled per previous attempt,
-/// capped at backoff_max (no overflow on big attempts).
+/// The wait after the last restart when `attempts` consecutive restarts have not brought the
+/// store back for good: backoff_initial after the first, doubled for each further one, capped at
+/// backoff_max (no overflow on big attempts).
 ///
-/// So `attempts = 0` waits `backoff_initial` after the previous restart (one from an earlier
-/// offline episode, a rail against a flapping store), `attempts = 1` twice that, and so on.
+/// So `attempts = 1` waits `backoff_initial`, `attempts = 2` twice that, and so on; `attempts =
+/// 0` (the last restart worked, but the store went away again) also waits `backoff_initial`.
 /// Negative durations count as zero, and the cap wins over an initial delay above it.
 pub fn backoff(policy: &Policy, attempts: u32) -> SignedDuration {
     let cap = policy.backoff_max.max(SignedDuration::ZERO);
     let mut delay = policy.backoff_initial.clamp(SignedDuration::ZERO, cap);
     // Doubling stops at the cap, so this runs a few dozen times at most whatever `attempts` is.
-    for _ in 0..attempts {
+    for _ in 1..attempts {
         if delay.is_zero() || delay >= cap {
             break;
         }
@@ -458,6 +476,7 @@ mod tests {
             freeze_min_offline: 1,
             max_in_flight: 1,
             in_flight_window: secs(300),
+            stable_period: secs(600),
         }
     }
 
@@ -1049,7 +1068,7 @@ mod tests {
 
     #[test]
     fn the_backoff_grows_with_the_attempts() {
-        let obs = Obs::due().restarted_at(&[ago(100)]).after_attempts(2);
+        let obs = Obs::due().restarted_at(&[ago(100)]).after_attempts(3);
         assert_eq!(obs.verdict(), wait(later(20), SkipReason::BackingOff));
         let obs = obs.after_attempts(40);
         assert_eq!(obs.verdict(), wait(later(500), SkipReason::BackingOff));
@@ -1066,7 +1085,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_per_attempt() {
-        let expected = [30, 60, 120, 240, 480, 600, 600];
+        let expected = [30, 30, 60, 120, 240, 480, 600, 600];
         for (attempts, secs_expected) in (0u32..).zip(expected) {
             assert_eq!(backoff(&policy(), attempts), secs(secs_expected));
         }
@@ -1088,7 +1107,7 @@ mod tests {
             backoff_max: SignedDuration::MAX,
             ..policy()
         };
-        assert_eq!(backoff(&big_cap, 10), secs(1_024));
+        assert_eq!(backoff(&big_cap, 11), secs(1_024));
         assert_eq!(backoff(&big_cap, u32::MAX), SignedDuration::MAX);
     }
 
@@ -1389,6 +1408,11 @@ mod tests {
         store.obs.alive = Some(true);
         assert_eq!(store.step(later(70)), Verdict::Healthy);
         assert_eq!(store.obs.history.offline_since, None);
+        // Back, but not yet for the stable period: a relapse would wait longer.
+        assert_eq!(store.obs.history.attempts, 1);
+        assert_eq!(store.step(later(660)), Verdict::Healthy);
+        assert_eq!(store.obs.history.attempts, 1);
+        assert_eq!(store.step(later(661)), Verdict::Healthy);
         assert_eq!(store.obs.history.attempts, 0);
         assert_eq!(store.restarts, [later(61)]);
     }
@@ -1401,23 +1425,25 @@ mod tests {
         };
         let mut store = Store::new(Obs::offline_since(NOW), quick_start);
         store.run(0, 3_599);
-        // Grace, then backoffs of 60 s and 120 s, then the budget of 3 an hour is spent.
-        assert_eq!(store.restarts, [later(60), later(120), later(240)]);
+        // Grace, then backoffs of 30 s and 60 s, then the budget of 3 an hour is spent.
+        assert_eq!(store.restarts, [later(60), later(90), later(150)]);
         assert_eq!(store.obs.history.attempts, 3);
         assert_eq!(
             store.step(later(3_659)),
             skip(SkipReason::RestartBudgetExhausted)
         );
-        // The first restart ages out exactly an hour later; the backoff (240 s) is long over.
+        // The first restart ages out exactly an hour later; the backoff (120 s) is long over.
         assert_eq!(store.step(later(3_660)), RESTART);
         assert_eq!(store.obs.history.attempts, 4);
 
-        // It comes back, then drops out again: a new episode with fresh attempts.
+        // It comes back and stays for the stable period, then drops out again: a new episode
+        // with fresh attempts.
         store.obs.alive = Some(true);
-        assert_eq!(store.step(later(3_700)), Verdict::Healthy);
+        store.run(3_700, 4_260);
+        assert_eq!(store.obs.history.attempts, 0);
         store.obs.alive = Some(false);
-        store.run(4_000, 4_100);
-        assert_eq!(store.restarts[4..], [later(4_060)]);
+        store.run(4_300, 4_380);
+        assert_eq!(store.restarts[4..], [later(4_360)]);
         assert_eq!(store.obs.history.attempts, 1);
     }
 
@@ -1426,19 +1452,46 @@ mod tests {
         let no_grace = Policy {
             offline_grace: SignedDuration::ZERO,
             start_grace: SignedDuration::ZERO,
+            max_restarts_per_hour: 10,
             ..policy()
         };
         let mut store = Store::new(Obs::just_went_offline(), no_grace);
         assert_eq!(store.step(NOW), RESTART);
+        // Each relapse within the stable period doubles the wait.
+        for (restarted_at, relapse_at, next_restart) in [(0, 10, 30), (30, 40, 90), (90, 100, 210)]
+        {
+            store.obs.alive = Some(true);
+            assert_eq!(store.step(later(restarted_at + 5)), Verdict::Healthy);
+            store.obs.alive = Some(false);
+            assert_eq!(
+                store.step(later(relapse_at)),
+                wait(later(next_restart), SkipReason::BackingOff)
+            );
+            assert_eq!(store.step(later(next_restart)), RESTART);
+        }
+        assert_eq!(store.obs.history.attempts, 4);
+    }
+
+    #[test]
+    fn a_relapse_after_the_stable_period_waits_the_initial_backoff_only() {
+        let no_grace = Policy {
+            offline_grace: SignedDuration::ZERO,
+            start_grace: SignedDuration::ZERO,
+            backoff_initial: secs(700),
+            backoff_max: secs(3_000),
+            ..policy()
+        };
+        let mut store = Store::new(Obs::just_went_offline().after_attempts(3), no_grace);
+        assert_eq!(store.step(NOW), RESTART);
         store.obs.alive = Some(true);
-        assert_eq!(store.step(later(5)), Verdict::Healthy);
+        assert_eq!(store.step(later(600)), Verdict::Healthy);
+        assert_eq!(store.obs.history.attempts, 0);
         store.obs.alive = Some(false);
-        // attempts is back to 0, but the previous restart still holds the initial backoff.
+        // The backoff starts over, yet still keeps its initial distance from the last restart.
         assert_eq!(
-            store.step(later(10)),
-            wait(later(30), SkipReason::BackingOff)
+            store.step(later(601)),
+            wait(later(700), SkipReason::BackingOff)
         );
-        assert_eq!(store.step(later(30)), RESTART);
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// How long a restart counts as in flight.
     pub in_flight_window: Duration,
+    /// How long a store must stay back after a restart before its backoff starts over.
+    pub stable_period: Duration,
     /// Safety-net requeue of every store.
     pub requeue: Duration,
 }
@@ -109,6 +111,8 @@ fn policy(store: &PureFlashStore, settings: &Settings) -> Policy {
         freeze_min_offline: settings.freeze_min_offline,
         max_in_flight: settings.max_in_flight,
         in_flight_window: SignedDuration::try_from(settings.in_flight_window)
+            .unwrap_or(SignedDuration::MAX),
+        stable_period: SignedDuration::try_from(settings.stable_period)
             .unwrap_or(SignedDuration::MAX),
     }
 }

@@ -386,6 +386,7 @@ mod tests {
             freeze_min_offline: 2,
             max_in_flight: 1,
             in_flight_window: SignedDuration::from_secs(180),
+            stable_period: SignedDuration::from_secs(600),
         }
     }
 
