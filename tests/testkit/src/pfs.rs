@@ -47,6 +47,9 @@ pub struct PfsSpec {
     pub alive_retry: Duration,
     /// Give up registering after this long (a real `pfs` retries forever).
     pub alive_wait_limit: Duration,
+    /// Fault injection for the `pfs-sim` binary: hang (no traffic, process alive) this long
+    /// after registering, as a `pfs` stuck on a disk does.
+    pub hang_after: Option<Duration>,
 }
 
 impl PfsSpec {
@@ -65,6 +68,7 @@ impl PfsSpec {
             session_timeout: Duration::from_millis(3000),
             alive_retry: Duration::from_secs(1),
             alive_wait_limit: Duration::from_secs(60),
+            hang_after: None,
         }
         .with_trays(2)
     }

@@ -3,7 +3,9 @@
 //!
 //! Sections used: `[cluster] name`, `[zookeeper] ip`, `[afs] mngt_ip` and `id`, `[tray.N] dev`,
 //! `[port.N] ip`, `[rep_port.N] ip`. Everything else (engine, meta_size, replicator…) is for
-//! the data path, which the simulator does not have, and is ignored.
+//! the data path, which the simulator does not have, and is ignored — except the simulator's
+//! own fault injection, `[pfs_sim] hang_after = <duration>` (see [`PfsSpec::hang_after`]),
+//! which a real `pfs` ignores in turn.
 
 use ini::Ini;
 
@@ -70,6 +72,11 @@ pub fn spec_from_conf(text: &str) -> Result<PfsSpec, String> {
     spec.trays = trays;
     spec.ports = ips("port")?;
     spec.rep_ports = ips("rep_port")?;
+    if let Some(text) = get("pfs_sim", "hang_after") {
+        spec.hang_after = Some(humantime::parse_duration(text).map_err(|e| {
+            format!("pfs.conf: [pfs_sim] hang_after {text:?} is not a duration: {e}")
+        })?);
+    }
     Ok(spec)
 }
 
@@ -115,6 +122,21 @@ ip=10.3.0.3
         assert_eq!(spec.trays[1].uuid, "0000000c-0000-4000-8000-000000000001");
         assert_eq!(spec.ports, ["10.2.0.3"]);
         assert_eq!(spec.rep_ports, ["10.3.0.3"]);
+        assert_eq!(spec.hang_after, None);
+    }
+
+    #[test]
+    fn reads_the_fault_injection_setting() {
+        let spec = spec_from_conf(&format!("{CONF}[pfs_sim]\nhang_after = 1500ms\n")).unwrap();
+        assert_eq!(
+            spec.hang_after,
+            Some(std::time::Duration::from_millis(1500))
+        );
+        assert!(
+            spec_from_conf(&format!("{CONF}[pfs_sim]\nhang_after=soon\n"))
+                .unwrap_err()
+                .contains("[pfs_sim] hang_after \"soon\" is not a duration")
+        );
     }
 
     #[test]

@@ -102,6 +102,28 @@ async fn a_conf_file_registers_the_store_and_a_kill_lets_the_session_expire() {
     child.wait().unwrap();
 }
 
+#[tokio::test]
+async fn hang_after_keeps_the_process_but_lets_the_session_expire() {
+    let server = ZooKeeper::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pfs.conf");
+    let text = conf(&server.connect_string(), "simhang", 8) + "[pfs_sim]\nhang_after=500ms\n";
+    std::fs::write(&path, text).unwrap();
+    let client = zk::Client::connect(&server.connect_string()).await.unwrap();
+    let alive = "/pureflash/simhang/stores/8/alive";
+
+    let mut child = start(&path);
+    until(async || exists(&client, alive).await, "alive").await;
+    until(
+        async || !exists(&client, alive).await,
+        "alive gone after the hang",
+    )
+    .await;
+    assert!(child.try_wait().unwrap().is_none(), "pfs-sim still runs");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 #[test]
 fn a_bad_conf_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -71,9 +71,26 @@ async fn main() {
     );
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
+    let hang_after = stores.iter().filter_map(|s| s.spec().hang_after).min();
+    let hang = async {
+        match hang_after {
+            Some(delay) => tokio::time::sleep(delay).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+        _ = hang => {
+            println!("pfs-sim: hanging as configured ([pfs_sim] hang_after)");
+            for store in stores.iter().filter(|s| s.spec().hang_after.is_some()) {
+                store.hang();
+            }
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
     }
     for store in &mut stores {
         store.kill().await;
