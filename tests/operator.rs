@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams};
 use kube::{Resource, ResourceExt};
 use pureflash_operator::crd::{Phase, PureFlashStore};
@@ -247,5 +248,230 @@ async fn a_crashed_store_is_restarted_by_its_pod_and_the_operator_leaves_it_alon
         .map(|c| c[0].restart_count);
     assert_eq!(container_restarts, Some(1));
     assert!(!reasons(&events_about(&harness, "store-1").await).contains(&"StoreRestarted".into()));
+    harness.finish().await;
+}
+
+fn condition<'a>(store: &'a PureFlashStore, type_: &str) -> Option<&'a Condition> {
+    store
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+async fn restart_count(stores: &Api<PureFlashStore>, name: &str) -> u32 {
+    stores
+        .get(name)
+        .await
+        .unwrap()
+        .status
+        .map_or(0, |s| s.restart_count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_down_means_unknown_and_no_restart_then_recovery_resumes() {
+    let mut harness = Harness::start("zkdown").await;
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    // store-1 keeps its session across the outage, as the real pfs (C client) does; store-2's
+    // session expires during it, and a pfs never re-registers after an expiry.
+    let keeps_session = store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 2)
+        + "  settings:\n    pfs_sim:\n      session_timeout: 40s\n";
+    apply(&harness, &keeps_session);
+    apply(
+        &harness,
+        &store_manifest("store-2", 2, harness.node(), &harness.pfs_image(), 2),
+    );
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let mut uids = Vec::new();
+    for name in ["store-1", "store-2"] {
+        wait_phase(&harness, &stores, name, Phase::Online).await;
+        uids.push(pod_uid(&pods, &format!("{name}-pfs")).await.unwrap());
+    }
+
+    let zookeeper = harness
+        .zookeeper_server()
+        .expect("this test stops ZooKeeper: run it with the harness's own ZooKeeper");
+    zookeeper.stop();
+    for name in ["store-1", "store-2"] {
+        let unknown = wait_phase(&harness, &stores, name, Phase::Unknown).await;
+        let alive = condition(&unknown, "Alive").unwrap();
+        assert_eq!(alive.status, "Unknown", "{alive:?}");
+    }
+    // Far longer than the grace period, the start grace and store-2's session timeout: a blind
+    // operator must still not touch a Pod.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for (name, uid) in ["store-1", "store-2"].into_iter().zip(&uids) {
+        assert_eq!(
+            pod_uid(&pods, &format!("{name}-pfs")).await.as_ref(),
+            Some(uid)
+        );
+        assert_eq!(restart_count(&stores, name).await, 0);
+    }
+    let (_, metrics) = harness.admin_get(0, "/metrics").unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "pureflash_zookeeper_session{state=\"connected\"} 0"),
+        "{metrics}"
+    );
+
+    // ZooKeeper returns. store-1 is back by itself and left alone; store-2 is OFFLINE for good
+    // and recovery, trusting the view again, restarts it.
+    harness.zookeeper_server().unwrap().start_again();
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    wait_for("store-2 restarted", async || {
+        (restart_count(&stores, "store-2").await == 1).then_some(())
+    })
+    .await;
+    wait_phase(&harness, &stores, "store-2", Phase::Online).await;
+    assert_ne!(pod_uid(&pods, "store-2-pfs").await.as_ref(), Some(&uids[1]));
+    assert_eq!(pod_uid(&pods, "store-1-pfs").await.as_ref(), Some(&uids[0]));
+    assert_eq!(restart_count(&stores, "store-1").await, 0);
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn most_of_the_cluster_offline_freezes_restarts_but_a_manual_restart_still_works() {
+    let mut harness = Harness::start("frozen").await;
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    let names = ["store-1", "store-2", "store-3", "store-4"];
+    for (id, name) in (1..).zip(names) {
+        apply(
+            &harness,
+            &store_manifest(name, id, harness.node(), &harness.pfs_image(), 3),
+        );
+    }
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let mut uids = Vec::new();
+    for name in names {
+        wait_phase(&harness, &stores, name, Phase::Online).await;
+        uids.push(pod_uid(&pods, &format!("{name}-pfs")).await.unwrap());
+    }
+
+    // Three of four hang at once: that looks like a ZooKeeper or network fault, not stuck pfs.
+    for name in &names[..3] {
+        harness.signal_pod(&format!("{name}-pfs"), libc::SIGSTOP);
+    }
+    for name in &names[..3] {
+        wait_for(&format!("{name} frozen"), async || {
+            let store = stores.get(name).await.ok()?;
+            let frozen = condition(&store, "RecoveryFrozen")?;
+            (frozen.status == "True" && frozen.reason == "ClusterFrozen").then_some(())
+        })
+        .await;
+    }
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    for (name, uid) in names.into_iter().zip(&uids) {
+        assert_eq!(
+            pod_uid(&pods, &format!("{name}-pfs")).await.as_ref(),
+            Some(uid),
+            "{name} was restarted while frozen"
+        );
+        assert_eq!(restart_count(&stores, name).await, 0);
+    }
+    let frozen_events: usize = {
+        let mut count = 0;
+        for name in &names[..3] {
+            count += reasons(&events_about(&harness, name).await)
+                .iter()
+                .filter(|r| *r == "RecoveryClusterFrozen")
+                .count();
+        }
+        count
+    };
+    assert!(frozen_events >= 1);
+
+    // A human decides: the annotation restarts store-1 despite the freeze.
+    let (ok, _, stderr) = harness.kubectl(
+        &[
+            "annotate",
+            "-n",
+            &harness.namespace,
+            "pfstore",
+            "store-1",
+            "pureflash.io/restart=first",
+        ],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    wait_for("store-1 manually restarted", async || {
+        pod_uid(&pods, "store-1-pfs")
+            .await
+            .filter(|uid| *uid != uids[0])
+    })
+    .await;
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    let restarted = events_about(&harness, "store-1").await;
+    assert!(
+        restarted
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("StoreRestarted")
+                && e.note.as_deref().is_some_and(|n| n.contains("annotation"))),
+        "{:?}",
+        reasons(&restarted)
+    );
+
+    // Two of four offline is no longer "more than half": automatic recovery resumes, one store
+    // at a time, and the whole cluster comes back.
+    for name in names {
+        wait_phase(&harness, &stores, name, Phase::Online).await;
+    }
+    for name in &names[..3] {
+        assert_eq!(restart_count(&stores, name).await, 1, "{name}");
+    }
+    assert_eq!(restart_count(&stores, "store-4").await, 0);
+    assert_eq!(pod_uid(&pods, "store-4-pfs").await.as_ref(), Some(&uids[3]));
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_store_backs_off_then_exhausts_its_budget() {
+    let mut harness = Harness::start("flap").await;
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    // pfs registers, then hangs a second later, every time it starts.
+    let manifest = store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 2)
+        .replace("backoffInitialSeconds: 2", "backoffInitialSeconds: 4")
+        .replace("backoffMaxSeconds: 8", "backoffMaxSeconds: 16")
+        + "    maxRestartsPerHour: 4\n  settings:\n    pfs_sim:\n      hang_after: 1s\n";
+    apply(&harness, &manifest);
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+
+    let exhausted = wait_for("the restart budget exhausted", async || {
+        let store = stores.get("store-1").await.ok()?;
+        let frozen = condition(&store, "RecoveryFrozen")?;
+        (frozen.status == "True" && frozen.reason == "RestartBudgetExhausted").then_some(store)
+    })
+    .await;
+    let status = exhausted.status.unwrap();
+    assert_eq!(status.restart_count, 4);
+    assert_eq!(status.phase, Some(Phase::Offline));
+    // Waits of 4, 8 and 16 s after the first, second and third restart (times are whole
+    // seconds, hence the one-second slack).
+    let times: Vec<_> = status.recent_restarts.iter().map(|t| t.0).collect();
+    assert_eq!(times.len(), 4);
+    for (gap, backoff) in times.windows(2).zip([4, 8, 16]) {
+        let waited = gap[1].duration_since(gap[0]).as_secs();
+        assert!(
+            waited >= backoff - 1,
+            "restarts {times:?}: waited {waited}s, backoff {backoff}s"
+        );
+    }
+
+    // Terminal: no fifth restart.
+    let uid = pod_uid(&pods, "store-1-pfs").await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    assert_eq!(pod_uid(&pods, "store-1-pfs").await, uid);
+    assert_eq!(restart_count(&stores, "store-1").await, 4);
+    assert!(
+        reasons(&events_about(&harness, "store-1").await)
+            .contains(&"RecoveryRestartBudgetExhausted".into())
+    );
     harness.finish().await;
 }

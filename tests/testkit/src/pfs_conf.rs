@@ -4,8 +4,10 @@
 //! Sections used: `[cluster] name`, `[zookeeper] ip`, `[afs] mngt_ip` and `id`, `[tray.N] dev`,
 //! `[port.N] ip`, `[rep_port.N] ip`. Everything else (engine, meta_size, replicator…) is for
 //! the data path, which the simulator does not have, and is ignored — except the simulator's
-//! own fault injection, `[pfs_sim] hang_after = <duration>` (see [`PfsSpec::hang_after`]),
-//! which a real `pfs` ignores in turn.
+//! own section, which a real `pfs` ignores in turn: `[pfs_sim] hang_after = <duration>` (see
+//! [`PfsSpec::hang_after`]) and `session_timeout = <duration>` (the real `pfs` asks for 3 s; a
+//! longer one stands in for the C client, which never gives up a session on its own and so
+//! keeps it across a ZooKeeper restart that the Rust client would call an expiry).
 
 use ini::Ini;
 
@@ -72,10 +74,18 @@ pub fn spec_from_conf(text: &str) -> Result<PfsSpec, String> {
     spec.trays = trays;
     spec.ports = ips("port")?;
     spec.rep_ports = ips("rep_port")?;
-    if let Some(text) = get("pfs_sim", "hang_after") {
-        spec.hang_after = Some(humantime::parse_duration(text).map_err(|e| {
-            format!("pfs.conf: [pfs_sim] hang_after {text:?} is not a duration: {e}")
-        })?);
+    let duration = |key: &str| -> Result<Option<std::time::Duration>, String> {
+        get("pfs_sim", key)
+            .map(|text| {
+                humantime::parse_duration(text).map_err(|e| {
+                    format!("pfs.conf: [pfs_sim] {key} {text:?} is not a duration: {e}")
+                })
+            })
+            .transpose()
+    };
+    spec.hang_after = duration("hang_after")?;
+    if let Some(timeout) = duration("session_timeout")? {
+        spec.session_timeout = timeout;
     }
     Ok(spec)
 }
@@ -127,11 +137,15 @@ ip=10.3.0.3
 
     #[test]
     fn reads_the_fault_injection_setting() {
-        let spec = spec_from_conf(&format!("{CONF}[pfs_sim]\nhang_after = 1500ms\n")).unwrap();
+        let spec = spec_from_conf(&format!(
+            "{CONF}[pfs_sim]\nhang_after = 1500ms\nsession_timeout=20s\n"
+        ))
+        .unwrap();
         assert_eq!(
             spec.hang_after,
             Some(std::time::Duration::from_millis(1500))
         );
+        assert_eq!(spec.session_timeout, std::time::Duration::from_secs(20));
         assert!(
             spec_from_conf(&format!("{CONF}[pfs_sim]\nhang_after=soon\n"))
                 .unwrap_err()

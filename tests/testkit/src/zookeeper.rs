@@ -11,8 +11,12 @@ use tempfile::TempDir;
 
 use crate::process::{ServerProcess, clean_up_at_exit, require};
 
-/// Ticks of 200 ms make session timeouts range from 400 ms to 4 s, so expiry tests are quick.
+/// Ticks of 200 ms make session timeouts start at 400 ms (and default to at most 4 s), so expiry
+/// tests are quick.
 const TICK_MS: u32 = 200;
+/// A session may ask for up to a minute: tests that restart the server give some simulated
+/// stores a session that outlives the restart.
+const MAX_SESSION_MS: u32 = 60_000;
 
 /// A standalone ZooKeeper on 127.0.0.1, in its own temporary data directory.
 #[derive(Debug)]
@@ -47,7 +51,7 @@ impl ZooKeeper {
             .expect("temp dir");
         let port = crate::free_port();
         let config = format!(
-            "tickTime={TICK_MS}\nminSessionTimeout={}\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
+            "tickTime={TICK_MS}\nminSessionTimeout={}\nmaxSessionTimeout={MAX_SESSION_MS}\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
              4lw.commands.whitelist=*\nadmin.enableServer=false\nmaxClientCnxns=0\n",
             2 * TICK_MS,
             dir.path().join("data").display(),

@@ -33,9 +33,10 @@ struct Args {
     /// Trays per store.
     #[arg(long, default_value_t = 2)]
     trays: u32,
-    /// Session timeout asked of ZooKeeper (`pfs` asks for 3 s).
-    #[arg(long, env = "PFS_SIM_SESSION_TIMEOUT", default_value = "3s", value_parser = humantime::parse_duration)]
-    session_timeout: Duration,
+    /// Session timeout asked of ZooKeeper (default: pfs.conf's `[pfs_sim] session_timeout`, else
+    /// 3 s as `pfs` asks).
+    #[arg(long, env = "PFS_SIM_SESSION_TIMEOUT", value_parser = humantime::parse_duration)]
+    session_timeout: Option<Duration>,
 }
 
 #[tokio::main]
@@ -46,13 +47,18 @@ async fn main() {
             let text = std::fs::read_to_string(path)
                 .unwrap_or_else(|e| fail(&format!("{}: {e}", path.display())));
             let spec = testkit::pfs_conf::spec_from_conf(&text).unwrap_or_else(|e| fail(&e));
-            vec![spec.with_session_timeout(args.session_timeout)]
+            vec![match args.session_timeout {
+                Some(timeout) => spec.with_session_timeout(timeout),
+                None => spec,
+            }]
         }
         None => (args.store_id..args.store_id + args.count)
             .map(|id| {
-                PfsSpec::new(&args.zk, &args.cluster, id)
-                    .with_trays(args.trays)
-                    .with_session_timeout(args.session_timeout)
+                let spec = PfsSpec::new(&args.zk, &args.cluster, id).with_trays(args.trays);
+                match args.session_timeout {
+                    Some(timeout) => spec.with_session_timeout(timeout),
+                    None => spec,
+                }
             })
             .collect(),
     };
