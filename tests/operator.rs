@@ -8,6 +8,7 @@ mod support;
 use harness::{Harness, store_manifest, wait_for};
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -473,5 +474,103 @@ async fn a_flapping_store_backs_off_then_exhausts_its_budget() {
         reasons(&events_about(&harness, "store-1").await)
             .contains(&"RecoveryRestartBudgetExhausted".into())
     );
+    harness.finish().await;
+}
+
+/// The Lease holder's identity.
+async fn lease_holder(harness: &Harness) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    leases
+        .get_opt("pureflash-operator")
+        .await
+        .ok()
+        .flatten()?
+        .spec?
+        .holder_identity
+}
+
+fn leader_gauge(harness: &Harness, replica: usize) -> Option<i64> {
+    let (_, body) = harness.admin_get(replica, "/metrics")?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("pureflash_leader "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn restarts_logged(harness: &Harness, replica: usize) -> usize {
+    harness
+        .operator_log(replica)
+        .lines()
+        .filter(|l| l.contains("restarted pfs"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_of_two_replicas_acts_and_the_other_takes_over_without_a_double_restart() {
+    let mut harness = Harness::start("ha").await;
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    harness.start_operator(&[]);
+    let leader = wait_for("a Lease holder", async || lease_holder(&harness).await).await;
+    let (leader, standby) = match leader.as_str() {
+        "replica-0" => (0, 1),
+        "replica-1" => (1, 0),
+        other => panic!("unexpected holder {other}"),
+    };
+    wait_for("both replicas serve metrics", async || {
+        (leader_gauge(&harness, leader) == Some(1) && leader_gauge(&harness, standby) == Some(0))
+            .then_some(())
+    })
+    .await;
+
+    apply(
+        &harness,
+        &store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 2),
+    );
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    let first_pod = pod_uid(&pods, "store-1-pfs").await.unwrap();
+
+    // The leader restarts a hung store; the standby, whose view is just as warm, does not.
+    harness.signal_pod("store-1-pfs", libc::SIGSTOP);
+    let second_pod = wait_for("store-1 restarted", async || {
+        pod_uid(&pods, "store-1-pfs")
+            .await
+            .filter(|uid| *uid != first_pod)
+    })
+    .await;
+    assert_eq!(restart_count(&stores, "store-1").await, 1);
+    assert_eq!(restarts_logged(&harness, leader), 1);
+    assert_eq!(restarts_logged(&harness, standby), 0);
+
+    // The leader dies right after the restart; the standby takes over within a lease period
+    // and, from the status the old leader wrote, knows the restart already happened.
+    harness.kill_operator(leader);
+    wait_for("the standby holds the Lease", async || {
+        (lease_holder(&harness).await.as_deref() == Some(&format!("replica-{standby}")))
+            .then_some(())
+    })
+    .await;
+    wait_for("the standby leads", async || {
+        (leader_gauge(&harness, standby) == Some(1)).then_some(())
+    })
+    .await;
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(restart_count(&stores, "store-1").await, 1);
+    assert_eq!(
+        pod_uid(&pods, "store-1-pfs").await,
+        Some(second_pod.clone())
+    );
+    assert_eq!(restarts_logged(&harness, standby), 0);
+
+    // And the new leader does act.
+    harness.signal_pod("store-1-pfs", libc::SIGSTOP);
+    wait_for("store-1 restarted by the new leader", async || {
+        (restart_count(&stores, "store-1").await == 2).then_some(())
+    })
+    .await;
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    assert_eq!(restarts_logged(&harness, standby), 1);
     harness.finish().await;
 }
