@@ -574,3 +574,67 @@ async fn one_of_two_replicas_acts_and_the_other_takes_over_without_a_double_rest
     assert_eq!(restarts_logged(&harness, standby), 1);
     harness.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_specs_are_rejected_with_clear_messages() {
+    let harness = Harness::start("invalid").await;
+    install_crd(&harness);
+    let valid = store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 30);
+    let rejected = |manifest: &str| -> String {
+        let (ok, stdout, stderr) = harness.kubectl(
+            &["apply", "-n", &harness.namespace, "-f", "-"],
+            Some(manifest),
+        );
+        assert!(!ok, "accepted:\n{manifest}\n{stdout}");
+        stderr
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (
+            valid.replace("storeId: 1", "storeId: 0"),
+            "should be greater than or equal to 1",
+        ),
+        (
+            valid.replace(
+                "  trays:\n    - device: /dev/nvme0n1\n    - device: /dev/nvme1n1\n",
+                "  trays: []\n",
+            ),
+            "should have at least 1 items",
+        ),
+        (
+            valid.replace(&format!("  nodeName: {}\n", harness.node()), ""),
+            "spec.nodeName: Required value",
+        ),
+        (
+            valid.clone() + "  settings:\n    zookeeper:\n      ip: 10.0.0.1:2181\n",
+            "the operator owns them",
+        ),
+        (
+            valid.clone() + "  settings:\n    afs:\n      id: \"7\"\n",
+            "settings may not set [afs] id or mngt_ip",
+        ),
+        (
+            valid.replace("backoffMaxSeconds: 8", "backoffMaxSeconds: 1"),
+            "backoffMaxSeconds must not be below backoffInitialSeconds",
+        ),
+        (
+            valid.replace("storeId: 1", "storeID: 1"),
+            "unknown field \"spec.storeID\"",
+        ),
+    ];
+    for (manifest, message) in &cases {
+        let stderr = rejected(manifest);
+        assert!(
+            stderr.contains(message),
+            "expected {message:?} in: {stderr}"
+        );
+    }
+
+    // A store keeps its identity: the id cannot be changed in place.
+    apply(&harness, &valid);
+    let stderr = rejected(&valid.replace("storeId: 1", "storeId: 2"));
+    assert!(
+        stderr.contains("storeId is immutable"),
+        "expected the immutability message in: {stderr}"
+    );
+    harness.finish().await;
+}
