@@ -638,3 +638,93 @@ async fn invalid_specs_are_rejected_with_clear_messages() {
     );
     harness.finish().await;
 }
+
+fn metric(harness: &Harness, replica: usize, line_prefix: &str) -> Option<f64> {
+    let (_, body) = harness.admin_get(replica, "/metrics")?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(line_prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_faults_and_lost_watches_converge() {
+    use kube_emulator::faults::{Action, Matcher};
+
+    let mut harness = Harness::start("faults").await;
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    // Against a real cluster nothing can be injected; the convergence is still checked.
+    if let Some(emulator) = harness.emulator() {
+        let faults = emulator.faults();
+        faults.inject(
+            Matcher::verb("patch")
+                .on("pureflashstores")
+                .subresource("status"),
+            Action::Fail(500),
+            3,
+        );
+        faults.inject(Matcher::verb("patch").on("pods"), Action::Fail(409), 2);
+        faults.inject(
+            Matcher::verb("patch").on("configmaps"),
+            Action::Fail(500),
+            1,
+        );
+        faults.inject(Matcher::verb("create").on("events"), Action::Fail(500), 2);
+    }
+    for id in [1, 2] {
+        apply(
+            &harness,
+            &store_manifest(
+                &format!("store-{id}"),
+                id,
+                harness.node(),
+                &harness.pfs_image(),
+                2,
+            ),
+        );
+    }
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    for name in ["store-1", "store-2"] {
+        wait_phase(&harness, &stores, name, Phase::Online).await;
+    }
+    if harness.is_emulated() {
+        let errors = metric(&harness, 0, "pureflash_reconcile_total{result=\"error\"} ");
+        assert!(errors.is_some_and(|e| e >= 1.0), "errors: {errors:?}");
+    }
+
+    // Every watch drops and history is compacted: resuming gets 410 Gone, so the operator must
+    // re-list, and still see what happens next.
+    if let Some(emulator) = harness.emulator() {
+        emulator.compact();
+        emulator.drop_watches();
+    }
+    apply(
+        &harness,
+        &store_manifest("store-3", 3, harness.node(), &harness.pfs_image(), 2),
+    );
+    wait_phase(&harness, &stores, "store-3", Phase::Online).await;
+    let old = pod_uid(&pods, "store-2-pfs").await.unwrap();
+    let (ok, _, stderr) = harness.kubectl(
+        &[
+            "delete",
+            "pod",
+            "-n",
+            &harness.namespace,
+            "store-2-pfs",
+            "--wait=false",
+        ],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    wait_for("store-2's pod recreated", async || {
+        pod_uid(&pods, "store-2-pfs")
+            .await
+            .filter(|uid| *uid != old)
+    })
+    .await;
+    wait_phase(&harness, &stores, "store-2", Phase::Online).await;
+    // A deleted pod is not a recovery restart.
+    assert_eq!(restart_count(&stores, "store-2").await, 0);
+    harness.finish().await;
+}
