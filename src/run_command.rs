@@ -52,23 +52,16 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     info!(zk = %mirror_config.connect, cluster = mirror_config.layout.cluster(), %identity, "starting the operator");
     let mirror = Mirror::spawn(mirror_config.clone(), shutdown.clone());
 
-    // Readiness: the ZooKeeper view has been loaded once. The session state is a metric.
-    let (ready_tx, ready_rx) =
-        watch::channel(Err("the ZooKeeper view has not been loaded yet".to_owned()));
-    let mut snapshots = mirror.snapshots();
-    let session_metrics = Arc::clone(&metrics);
-    tokio::spawn(async move {
-        loop {
-            let health = snapshots.borrow_and_update().health.clone();
-            session_metrics.set_session(health.session.as_str());
-            if health.last_full_sync.is_some() {
-                let _ = ready_tx.send_replace(Ok(()));
-            }
-            if snapshots.changed().await.is_err() {
-                return;
-            }
-        }
-    });
+    let (leading_tx, mut leading) = watch::channel(false);
+    let (cache_synced_tx, cache_synced) = watch::channel(false);
+    let (ready_tx, ready_rx) = watch::channel(readiness(false, false, false));
+    tokio::spawn(track_readiness(
+        mirror.snapshots(),
+        leading.clone(),
+        cache_synced,
+        ready_tx,
+        Arc::clone(&metrics),
+    ));
     let admin = tokio::spawn(crate::admin::serve(
         args.admin_address,
         Arc::clone(&metrics),
@@ -76,7 +69,6 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         shutdown.clone(),
     ));
 
-    let (leading_tx, mut leading) = watch::channel(false);
     let lease = LeaseConfig::new(
         &args.lease.lease_name,
         &lease_namespace,
@@ -142,6 +134,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             events: mirror.events(),
             metrics: Arc::clone(&metrics),
             db: db_status,
+            cache_synced: cache_synced_tx.clone(),
         };
         tasks.push(tokio::spawn(controller::run(term, term_stop.clone())));
         loop {
@@ -167,6 +160,55 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     mirror.join().await;
     info!("operator stopped");
     Ok(())
+}
+
+/// `/readyz`: ready once the ZooKeeper view has been loaded, and, on the leader, once its
+/// PureFlashStore cache has synced too (a standby has no cache: a warm view is all it needs to
+/// take over).
+fn readiness(view_loaded: bool, leading: bool, cache_synced: bool) -> Result<(), String> {
+    if !view_loaded {
+        Err("the ZooKeeper view has not been loaded yet".into())
+    } else if leading && !cache_synced {
+        Err("leading, but the PureFlashStore cache has not synced yet".into())
+    } else {
+        Ok(())
+    }
+}
+
+/// Keeps `/readyz` and the ZooKeeper session metric current.
+async fn track_readiness(
+    mut snapshots: watch::Receiver<Arc<crate::zk::Snapshot>>,
+    mut leading: watch::Receiver<bool>,
+    mut cache_synced: watch::Receiver<bool>,
+    ready: watch::Sender<Result<(), String>>,
+    metrics: Arc<Metrics>,
+) {
+    let mut view_loaded = false;
+    loop {
+        let health = snapshots.borrow_and_update().health.clone();
+        metrics.set_session(health.session.as_str());
+        // Loaded once is enough: a later disconnect shows in status (Unknown), not as a restart
+        // of the operator by its liveness machinery.
+        view_loaded |= health.last_full_sync.is_some();
+        let state = readiness(
+            view_loaded,
+            *leading.borrow_and_update(),
+            *cache_synced.borrow_and_update(),
+        );
+        ready.send_if_modified(|current| {
+            let changed = *current != state;
+            *current = state;
+            changed
+        });
+        let closed = tokio::select! {
+            changed = snapshots.changed() => changed.is_err(),
+            changed = leading.changed() => changed.is_err(),
+            changed = cache_synced.changed() => changed.is_err(),
+        };
+        if closed {
+            return;
+        }
+    }
 }
 
 /// The metadata DB sync's progress as metrics (its status carries running totals).
@@ -234,5 +276,23 @@ async fn check_crd(client: &Client, namespace: &Option<String>) -> Result<(), cr
         Err(error) => Err(crate::Error::Kube(format!(
             "cannot list PureFlashStores: {error}"
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readiness;
+
+    #[test]
+    fn ready_needs_the_view_and_on_the_leader_the_cache() {
+        assert!(readiness(false, false, false).is_err());
+        assert!(readiness(false, true, true).is_err());
+        assert_eq!(readiness(true, false, false), Ok(()));
+        assert!(
+            readiness(true, true, false)
+                .unwrap_err()
+                .contains("cache has not synced")
+        );
+        assert_eq!(readiness(true, true, true), Ok(()));
     }
 }

@@ -9,7 +9,7 @@ use harness::{Harness, store_manifest, wait_for};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{Api, ListParams};
@@ -65,11 +65,16 @@ async fn a_store_runs_goes_online_and_its_db_row_reads_ok() {
         &store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 5),
     );
     let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
-    let online = wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    // pfs creates `alive` before each tray's `online`: the trays follow within moments.
+    let online = wait_for("both trays online", async || {
+        let store = stores.get("store-1").await.ok()?;
+        (store.status.as_ref()?.trays_online.as_deref() == Some("2/2")).then_some(store)
+    })
+    .await;
     let status = online.status.clone().unwrap();
     assert_eq!(status.alive, Some(true));
     assert_eq!(status.mngt_ip.as_deref(), Some("10.8.0.1"));
-    assert_eq!(status.trays_online.as_deref(), Some("2/2"));
     assert_eq!(status.restart_count, 0);
     assert!(
         status
@@ -726,5 +731,132 @@ async fn api_faults_and_lost_watches_converge() {
     wait_phase(&harness, &stores, "store-2", Phase::Online).await;
     // A deleted pod is not a recovery restart.
     assert_eq!(restart_count(&stores, "store-2").await, 0);
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_crd_is_a_clear_startup_error_and_the_admin_endpoints_serve() {
+    let mut harness = Harness::start("admin").await;
+    let without_crd = harness.start_operator(&[]);
+    let status = harness.wait_operator_exit(without_crd).await;
+    assert!(!status.success());
+    let log = harness.operator_log(without_crd);
+    assert!(
+        log.contains("the PureFlashStore CRD is not installed: run `kubectl apply -f crds/pureflashstore.yaml`"),
+        "{log}"
+    );
+
+    install_crd(&harness);
+    let replica = harness.start_operator(&[]);
+    wait_for("/livez", async || {
+        (harness.admin_get(replica, "/livez")?.0 == 200).then_some(())
+    })
+    .await;
+    wait_for("/readyz", async || {
+        (harness.admin_get(replica, "/readyz")?.0 == 200).then_some(())
+    })
+    .await;
+    apply(
+        &harness,
+        &store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 30),
+    );
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    let labels = format!(
+        "{{namespace=\"{}\",name=\"store-1\",store_id=\"1\"}}",
+        harness.namespace
+    );
+    let body = wait_for("store gauges", async || {
+        let (_, body) = harness.admin_get(replica, "/metrics")?;
+        body.contains(&format!("pureflash_store_alive{labels} 1"))
+            .then_some(body)
+    })
+    .await;
+    for expected in [
+        format!("pureflash_store_trays_online{labels} 2"),
+        "pureflash_leader 1".to_owned(),
+        "pureflash_zookeeper_session{state=\"connected\"} 1".to_owned(),
+        "pureflash_reconcile_total{result=\"ok\"}".to_owned(),
+        "pureflash_reconcile_duration_seconds_bucket".to_owned(),
+    ] {
+        assert!(body.contains(&expected), "{expected} missing from:\n{body}");
+    }
+    harness.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_store_is_left_alone_and_a_spec_change_rolls_its_pod() {
+    let mut harness = Harness::start("pause").await;
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    apply(
+        &harness,
+        &store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 2),
+    );
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    let annotate = |annotation: &str| {
+        let (ok, _, stderr) = harness.kubectl(
+            &[
+                "annotate",
+                "-n",
+                &harness.namespace,
+                "pfstore",
+                "store-1",
+                annotation,
+            ],
+            None,
+        );
+        assert!(ok, "{stderr}");
+    };
+
+    annotate("pureflash.io/recovery-paused=true");
+    let first_pod = pod_uid(&pods, "store-1-pfs").await.unwrap();
+    harness.signal_pod("store-1-pfs", libc::SIGSTOP);
+    wait_for("RecoveryFrozen: RecoveryPaused", async || {
+        let store = stores.get("store-1").await.ok()?;
+        let held = condition(&store, "RecoveryFrozen")?;
+        (held.status == "True" && held.reason == "RecoveryPaused").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(pod_uid(&pods, "store-1-pfs").await, Some(first_pod.clone()));
+
+    // Unpaused, the store is recovered.
+    annotate("pureflash.io/recovery-paused-");
+    let restarted = wait_for("store-1 restarted", async || {
+        pod_uid(&pods, "store-1-pfs")
+            .await
+            .filter(|uid| *uid != first_pod)
+    })
+    .await;
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    assert_eq!(restart_count(&stores, "store-1").await, 1);
+
+    // A changed pfs setting rolls the Pod with the new pfs.conf; that is not a recovery restart.
+    apply(
+        &harness,
+        &(store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 2)
+            + "  settings:\n    engine:\n      name: spdk\n"),
+    );
+    wait_for("the pod rolled", async || {
+        pod_uid(&pods, "store-1-pfs")
+            .await
+            .filter(|uid| *uid != restarted)
+    })
+    .await;
+    let configs: Api<ConfigMap> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let conf = configs
+        .get("store-1-pfs-conf")
+        .await
+        .unwrap()
+        .data
+        .unwrap()
+        .remove("pfs.conf")
+        .unwrap();
+    assert!(conf.contains("[engine]\nname=spdk\n"), "{conf}");
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    assert_eq!(restart_count(&stores, "store-1").await, 1);
     harness.finish().await;
 }

@@ -11,6 +11,7 @@ pub mod status;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -40,6 +41,8 @@ pub struct Term {
     pub events: broadcast::Receiver<ViewEvent>,
     pub metrics: Arc<Metrics>,
     pub db: Option<watch::Receiver<DbSyncStatus>>,
+    /// Set once the PureFlashStore cache has its first full list (for `/readyz`).
+    pub cache_synced: watch::Sender<bool>,
 }
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -66,6 +69,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         mut events,
         metrics,
         db,
+        cache_synced,
     } = term;
     let owned =
         watcher::Config::default().labels("app.kubernetes.io/managed-by=pureflash-operator");
@@ -76,6 +80,24 @@ pub async fn run(term: Term, stop: CancellationToken) {
     .owns(api::<Pod>(&client, &namespace), owned.clone())
     .owns(api::<ConfigMap>(&client, &namespace), owned);
     let stores = controller.store();
+    cache_synced.send_replace(false);
+    let ready_stores = stores.clone();
+    let cache_watch = tokio::spawn(async move {
+        // Re-polled on a short timer: with kube-runtime 5.0 a lone `wait_until_ready()` can miss
+        // its wake-up and stay pending after the store became ready (seen against the emulator
+        // with an empty list); polling it again sees the readiness at once.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(100), ready_stores.wait_until_ready())
+                .await
+            {
+                Ok(Ok(())) => break,
+                Ok(Err(_)) => return, // the controller is gone
+                Err(_) => continue,
+            }
+        }
+        info!("PureFlashStore cache synced");
+        cache_synced.send_replace(true);
+    });
 
     // The ZooKeeper view wakes the store it concerns within milliseconds; a change of the
     // view's trust (disconnect, resync) wakes them all.
@@ -161,5 +183,6 @@ pub async fn run(term: Term, stop: CancellationToken) {
         })
         .await;
     forwarder.abort();
+    cache_watch.abort();
     info!("controller stopped");
 }

@@ -472,6 +472,26 @@ impl Harness {
         child.wait().expect("operator exit status")
     }
 
+    /// Waits for replica `index` to exit on its own (a startup error) and returns its status.
+    pub async fn wait_operator_exit(&mut self, index: usize) -> std::process::ExitStatus {
+        let child = self.operators[index]
+            .child
+            .as_mut()
+            .expect("replica running");
+        let deadline = std::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().expect("operator status") {
+                self.operators[index].child = None;
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "operator replica {index} did not exit"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Where operator logs go.
     pub fn logs(&self) -> &Path {
         self.logs
