@@ -768,12 +768,12 @@ async fn a_missing_crd_is_a_clear_startup_error_and_the_admin_endpoints_serve() 
     );
     let body = wait_for("store gauges", async || {
         let (_, body) = harness.admin_get(replica, "/metrics")?;
-        body.contains(&format!("pureflash_store_alive{labels} 1"))
-            .then_some(body)
+        (body.contains(&format!("pureflash_store_alive{labels} 1"))
+            && body.contains(&format!("pureflash_store_trays_online{labels} 2")))
+        .then_some(body)
     })
     .await;
     for expected in [
-        format!("pureflash_store_trays_online{labels} 2"),
         "pureflash_leader 1".to_owned(),
         "pureflash_zookeeper_session{state=\"connected\"} 1".to_owned(),
         "pureflash_reconcile_total{result=\"ok\"}".to_owned(),
