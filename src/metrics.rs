@@ -1,6 +1,9 @@
 //! Every metric the operator exports, in one registry, with bounded labels (reasons come from
 //! fixed lists; stores are labelled by namespace, name and id).
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -22,6 +25,23 @@ pub struct StoreLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HeldLabels {
+    pub namespace: String,
+    pub name: String,
+    pub store_id: String,
+    /// One of [`HELD_REASONS`].
+    pub reason: &'static str,
+}
+
+/// Why recovery can be held for a store (the RecoveryFrozen condition's reasons).
+pub const HELD_REASONS: [&str; 4] = [
+    "ClusterFrozen",
+    "RestartBudgetExhausted",
+    "RecoveryPaused",
+    "RecoveryDisabled",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,
 }
@@ -38,6 +58,10 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     pub store_alive: Family<StoreLabels, Gauge>,
     pub trays_online: Family<StoreLabels, Gauge>,
+    pub recovery_held: Family<HeldLabels, Gauge>,
+    /// Stores with per-store series, so they can be dropped when the store goes or this
+    /// replica stops leading (a standby must not export stale store gauges).
+    stores_exported: Mutex<HashSet<StoreLabels>>,
     pub restarts: Family<ReasonLabels, Counter>,
     pub recovery_skipped: Family<ReasonLabels, Counter>,
     pub zookeeper_session: Family<StateLabels, Gauge>,
@@ -60,6 +84,8 @@ impl Metrics {
             reconcile_duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             store_alive: Family::default(),
             trays_online: Family::default(),
+            recovery_held: Family::default(),
+            stores_exported: Mutex::default(),
             restarts: Family::default(),
             recovery_skipped: Family::default(),
             zookeeper_session: Family::default(),
@@ -87,6 +113,11 @@ impl Metrics {
             "store_trays_online",
             "Trays whose online node exists",
             metrics.trays_online.clone(),
+        );
+        registry.register(
+            "store_recovery_held",
+            "1 while the store's recovery is held, by reason (the RecoveryFrozen condition)",
+            metrics.recovery_held.clone(),
         );
         registry.register(
             "store_restarts",
@@ -139,12 +170,60 @@ impl Metrics {
         }
     }
 
+    /// Sets the per-store gauges: alive, trays online, and why recovery is held (if it is).
+    pub fn observe_store(
+        &self,
+        labels: &StoreLabels,
+        alive: bool,
+        trays_online: usize,
+        held: Option<&str>,
+    ) {
+        self.store_alive.get_or_create(labels).set(i64::from(alive));
+        self.trays_online
+            .get_or_create(labels)
+            .set(i64::try_from(trays_online).unwrap_or(i64::MAX));
+        for reason in HELD_REASONS {
+            self.recovery_held
+                .get_or_create(&held_labels(labels, reason))
+                .set(i64::from(held == Some(reason)));
+        }
+        self.stores_exported
+            .lock()
+            .expect("metrics lock")
+            .insert(labels.clone());
+    }
+
+    /// Drops the per-store series of every store `keep` rejects.
+    pub fn retain_stores(&self, keep: impl Fn(&StoreLabels) -> bool) {
+        let mut exported = self.stores_exported.lock().expect("metrics lock");
+        exported.retain(|labels| {
+            if keep(labels) {
+                return true;
+            }
+            self.store_alive.remove(labels);
+            self.trays_online.remove(labels);
+            for reason in HELD_REASONS {
+                self.recovery_held.remove(&held_labels(labels, reason));
+            }
+            false
+        });
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("writing to a String cannot fail");
         text
+    }
+}
+
+fn held_labels(store: &StoreLabels, reason: &'static str) -> HeldLabels {
+    HeldLabels {
+        namespace: store.namespace.clone(),
+        name: store.name.clone(),
+        store_id: store.store_id.clone(),
+        reason,
     }
 }
 
@@ -184,5 +263,32 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
+    }
+
+    #[test]
+    fn store_series_are_set_together_and_dropped_together() {
+        let metrics = Metrics::new();
+        let store = |name: &str| StoreLabels {
+            namespace: "pf".into(),
+            name: name.into(),
+            store_id: "1".into(),
+        };
+        metrics.observe_store(&store("s1"), false, 1, Some("ClusterFrozen"));
+        metrics.observe_store(&store("s2"), true, 2, None);
+        let text = metrics.encode();
+        for line in [
+            "pureflash_store_alive{namespace=\"pf\",name=\"s1\",store_id=\"1\"} 0",
+            "pureflash_store_trays_online{namespace=\"pf\",name=\"s2\",store_id=\"1\"} 2",
+            "pureflash_store_recovery_held{namespace=\"pf\",name=\"s1\",store_id=\"1\",reason=\"ClusterFrozen\"} 1",
+            "pureflash_store_recovery_held{namespace=\"pf\",name=\"s1\",store_id=\"1\",reason=\"RecoveryPaused\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        metrics.retain_stores(|labels| labels.name == "s2");
+        let text = metrics.encode();
+        assert!(!text.contains("name=\"s1\""), "{text}");
+        assert!(text.contains("name=\"s2\""), "{text}");
+        metrics.retain_stores(|_| false);
+        assert!(!metrics.encode().contains("name=\"s2\""));
     }
 }

@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
-use kube::Client;
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
+use kube::{Client, ResourceExt};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -147,6 +147,29 @@ pub async fn run(term: Term, stop: CancellationToken) {
         |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
     );
 
+    // Per-store metrics of deleted stores go within a minute; when the term ends, all of them
+    // (a standby must not export a stale picture).
+    let pruned_stores = stores.clone();
+    let pruned_metrics = Arc::clone(&metrics);
+    let prune_stop = stop.clone();
+    let pruner = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = prune_stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let present: std::collections::HashSet<(String, String)> = pruned_stores
+                .state()
+                .iter()
+                .map(|s| (s.namespace().unwrap_or_default(), s.name_any()))
+                .collect();
+            pruned_metrics.retain_stores(|labels| {
+                present.contains(&(labels.namespace.clone(), labels.name.clone()))
+            });
+        }
+        pruned_metrics.retain_stores(|_| false);
+    });
     let context = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -184,5 +207,6 @@ pub async fn run(term: Term, stop: CancellationToken) {
         .await;
     forwarder.abort();
     cache_watch.abort();
+    let _ = pruner.await;
     info!("controller stopped");
 }

@@ -469,14 +469,19 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         store_id: store.spec.store_id.to_string(),
     };
     if trusted {
-        ctx.metrics
-            .store_alive
-            .get_or_create(&labels)
-            .set(i64::from(view.is_some_and(|s| s.alive)));
-        ctx.metrics
-            .trays_online
-            .get_or_create(&labels)
-            .set(view.map_or(0, |s| s.trays_online() as i64));
+        let held = new_status.as_ref().and_then(|status| {
+            status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "RecoveryFrozen" && c.status == "True")
+                .map(|c| c.reason.as_str())
+        });
+        ctx.metrics.observe_store(
+            &labels,
+            view.is_some_and(|s| s.alive),
+            view.map_or(0, |s| s.trays_online()),
+            held,
+        );
     }
 
     Ok(match decision.verdict {
