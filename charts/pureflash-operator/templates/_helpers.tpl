@@ -1,0 +1,74 @@
+{{/* The chart name, truncated to the 63 characters a label value allows. */}}
+{{- define "pureflash-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's full name: object names derive from it. */}}
+{{- define "pureflash-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Standard labels on every object. */}}
+{{- define "pureflash-operator.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "pureflash-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: pureflash
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{/* Labels that select the operator's Pods (stable across upgrades). */}}
+{{- define "pureflash-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "pureflash-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "pureflash-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "pureflash-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "pureflash-operator.leaseName" -}}
+{{- default (include "pureflash-operator.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{- define "pureflash-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
+{{- end }}
+
+{{/*
+What the operator does with PureFlashStores, their pfs Pods and ConfigMaps, and Events — the
+exact calls of the code: list/watch the stores and patch their status; get/list/watch, create
+and patch (server-side apply) and delete (the force restart) pfs Pods; list/watch, create and
+patch their ConfigMaps; create and patch (series) events.k8s.io Events.
+*/}}
+{{- define "pureflash-operator.storeRules" -}}
+- apiGroups: ["pureflash.io"]
+  resources: ["pureflashstores"]
+  verbs: ["list", "watch"]
+- apiGroups: ["pureflash.io"]
+  resources: ["pureflashstores/status"]
+  verbs: ["patch"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["list", "watch", "create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}

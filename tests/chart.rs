@@ -1,0 +1,396 @@
+//! The Helm chart (`charts/pureflash-operator`) rendered by a real Helm (tools/install-helm puts
+//! one in .dev/bin): lint, what each values set renders, the values schema, and the plain
+//! manifests in deploy/ kept equal to a fresh render.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn chart() -> PathBuf {
+    Path::new(ROOT).join("charts/pureflash-operator")
+}
+
+/// Helm: `$HELM`, else `.dev/bin/helm` (tools/install-helm), else `helm` on the PATH.
+fn helm() -> Command {
+    let local = Path::new(ROOT).join(".dev/bin/helm");
+    let program = std::env::var_os("HELM")
+        .map(PathBuf::from)
+        .or_else(|| local.exists().then_some(local))
+        .unwrap_or_else(|| PathBuf::from("helm"));
+    let mut command = Command::new(&program);
+    // Helm keeps caches and config under HOME; tests must not depend on a user's.
+    let home = std::env::temp_dir().join("pureflash-chart-tests-helm-home");
+    command
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"));
+    command
+}
+
+fn run(mut command: Command) -> (bool, String, String) {
+    let output = command.output().unwrap_or_else(|e| {
+        panic!(
+            "cannot run helm ({e}): install it with tools/install-helm (tools/install-deps does)"
+        )
+    });
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `helm template` with `--set` values; Err(stderr) when Helm refuses.
+fn try_render(release_namespace: &str, sets: &[&str]) -> Result<String, String> {
+    let mut command = helm();
+    command
+        .arg("template")
+        .arg("pf")
+        .arg(chart())
+        .args(["--namespace", release_namespace]);
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    let (ok, stdout, stderr) = run(command);
+    if ok { Ok(stdout) } else { Err(stderr) }
+}
+
+/// The rendered objects.
+fn render(sets: &[&str]) -> Vec<Value> {
+    let text = try_render("pureflash", sets).unwrap_or_else(|e| panic!("helm template: {e}"));
+    parse(&text)
+}
+
+fn parse(text: &str) -> Vec<Value> {
+    serde_yaml::Deserializer::from_str(text)
+        .filter_map(|doc| {
+            let value = Value::deserialize(doc).expect("rendered YAML parses");
+            (!value.is_null()).then_some(value)
+        })
+        .collect()
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} in {:#?}", kinds(objects)))
+}
+
+fn kinds(objects: &[Value]) -> Vec<String> {
+    let mut kinds: Vec<String> = objects
+        .iter()
+        .map(|o| {
+            format!(
+                "{}/{}",
+                o["kind"].as_str().unwrap(),
+                o["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    kinds.sort();
+    kinds
+}
+
+fn container(objects: &[Value]) -> &Value {
+    &find(objects, "Deployment", "pf-pureflash-operator")["spec"]["template"]["spec"]["containers"]
+        [0]
+}
+
+fn env<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
+    container["env"]
+        .as_array()?
+        .iter()
+        .find(|e| e["name"] == name)
+}
+
+/// Rules as (apiGroup, resource, verbs) triples, for exact comparison.
+fn rules(role: &Value) -> Vec<(String, String, Vec<String>)> {
+    let mut out = Vec::new();
+    for rule in role["rules"].as_array().expect("rules") {
+        let strings = |field: &str| -> Vec<String> {
+            rule[field]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect()
+        };
+        for group in strings("apiGroups") {
+            for resource in strings("resources") {
+                out.push((group.clone(), resource, strings("verbs")));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn rule(group: &str, resource: &str, verbs: &[&str]) -> (String, String, Vec<String>) {
+    (
+        group.to_owned(),
+        resource.to_owned(),
+        verbs.iter().map(|v| (*v).to_owned()).collect(),
+    )
+}
+
+/// Exactly what the operator calls (see the chart's `storeRules`).
+fn store_rules() -> Vec<(String, String, Vec<String>)> {
+    let mut rules = vec![
+        rule("", "configmaps", &["list", "watch", "create", "patch"]),
+        rule(
+            "",
+            "pods",
+            &["get", "list", "watch", "create", "patch", "delete"],
+        ),
+        rule("events.k8s.io", "events", &["create", "patch"]),
+        rule("pureflash.io", "pureflashstores", &["list", "watch"]),
+        rule("pureflash.io", "pureflashstores/status", &["patch"]),
+    ];
+    rules.sort();
+    rules
+}
+
+#[test]
+fn the_chart_carries_the_crd_unchanged() {
+    let top = std::fs::read_to_string(Path::new(ROOT).join("crds/pureflashstore.yaml")).unwrap();
+    let in_chart = std::fs::read_to_string(chart().join("crds/pureflashstore.yaml")).unwrap();
+    assert!(
+        top == in_chart,
+        "charts/pureflash-operator/crds/pureflashstore.yaml differs from crds/pureflashstore.yaml: copy it over"
+    );
+}
+
+#[test]
+fn the_chart_lints_clean_with_every_values_set() {
+    for sets in [
+        &[][..],
+        &["watchNamespace=storage"],
+        &[
+            "database.enabled=true",
+            "database.existingSecret=pf-db",
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.prometheusRule.enabled=true",
+        ],
+        &["replicaCount=1", "podDisruptionBudget.enabled=false"],
+    ] {
+        let mut command = helm();
+        command.arg("lint").arg("--strict").arg(chart());
+        for set in sets {
+            command.args(["--set", set]);
+        }
+        let (ok, stdout, stderr) = run(command);
+        assert!(ok, "helm lint {sets:?}:\n{stdout}{stderr}");
+    }
+}
+
+#[test]
+fn defaults_render_an_ha_deployment_with_cluster_wide_least_privilege() {
+    let objects = render(&[]);
+    assert_eq!(
+        kinds(&objects),
+        [
+            "ClusterRole/pf-pureflash-operator",
+            "ClusterRoleBinding/pf-pureflash-operator",
+            "Deployment/pf-pureflash-operator",
+            "PodDisruptionBudget/pf-pureflash-operator",
+            "Role/pf-pureflash-operator-leader-election",
+            "RoleBinding/pf-pureflash-operator-leader-election",
+            "Service/pf-pureflash-operator-metrics",
+            "ServiceAccount/pf-pureflash-operator",
+        ]
+    );
+    for object in &objects {
+        let labels = &object["metadata"]["labels"];
+        for label in [
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/version",
+            "app.kubernetes.io/managed-by",
+            "helm.sh/chart",
+        ] {
+            assert!(labels[label].is_string(), "{label} missing on {object}");
+        }
+    }
+
+    let deployment = find(&objects, "Deployment", "pf-pureflash-operator");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "pf-pureflash-operator");
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert!(
+        pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+            ["topologyKey"]
+            == "kubernetes.io/hostname"
+    );
+    let container = container(&objects);
+    assert_eq!(container["image"], "pureflash/pureflash-operator:0.1.0");
+    assert_eq!(container["args"][0], "run");
+    let security = &container["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"][0], "ALL");
+    assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/livez");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert!(container["resources"]["requests"]["memory"].is_string());
+    assert_eq!(
+        env(container, "PUREFLASH_ZK").unwrap()["value"],
+        "zookeeper:2181"
+    );
+    assert_eq!(
+        env(container, "PUREFLASH_LEASE_NAME").unwrap()["value"],
+        "pf-pureflash-operator"
+    );
+    assert_eq!(
+        env(container, "POD_NAMESPACE").unwrap()["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
+    assert!(env(container, "PUREFLASH_DB").is_none());
+
+    let mut cluster_rules = store_rules();
+    cluster_rules.push(rule("", "nodes", &["get"]));
+    cluster_rules.sort();
+    assert_eq!(
+        rules(find(&objects, "ClusterRole", "pf-pureflash-operator")),
+        cluster_rules
+    );
+    let lease_role = find(&objects, "Role", "pf-pureflash-operator-leader-election");
+    assert_eq!(lease_role["metadata"]["namespace"], "pureflash");
+    assert_eq!(
+        rules(lease_role),
+        [rule(
+            "coordination.k8s.io",
+            "leases",
+            &["get", "create", "update"]
+        )]
+    );
+    let binding = find(&objects, "ClusterRoleBinding", "pf-pureflash-operator");
+    assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");
+    assert_eq!(binding["subjects"][0]["namespace"], "pureflash");
+}
+
+#[test]
+fn a_watch_namespace_confines_the_store_rules_to_a_role_there() {
+    let objects = render(&["watchNamespace=storage"]);
+    let role = find(&objects, "Role", "pf-pureflash-operator");
+    assert_eq!(role["metadata"]["namespace"], "storage");
+    assert_eq!(rules(role), store_rules());
+    let binding = find(&objects, "RoleBinding", "pf-pureflash-operator");
+    assert_eq!(binding["metadata"]["namespace"], "storage");
+    assert_eq!(binding["subjects"][0]["namespace"], "pureflash");
+    assert_eq!(
+        rules(find(&objects, "ClusterRole", "pf-pureflash-operator")),
+        [rule("", "nodes", &["get"])]
+    );
+    assert_eq!(
+        env(container(&objects), "PUREFLASH_WATCH_NAMESPACE").unwrap()["value"],
+        "storage"
+    );
+}
+
+#[test]
+fn database_and_monitoring_values_render_their_objects() {
+    let objects = render(&[
+        "database.enabled=true",
+        "database.existingSecret=pf-db",
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+    ]);
+    let db = env(container(&objects), "PUREFLASH_DB").unwrap();
+    assert_eq!(db["valueFrom"]["secretKeyRef"]["name"], "pf-db");
+    assert_eq!(db["valueFrom"]["secretKeyRef"]["key"], "url");
+    let monitor = find(&objects, "ServiceMonitor", "pf-pureflash-operator");
+    assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+    let service = find(&objects, "Service", "pf-pureflash-operator-metrics");
+    assert_eq!(service["spec"]["ports"][0]["name"], "metrics");
+    let alerts: Vec<&str> =
+        find(&objects, "PrometheusRule", "pf-pureflash-operator")["spec"]["groups"][0]["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["alert"].as_str().unwrap())
+            .collect();
+    assert_eq!(
+        alerts,
+        [
+            "PureFlashStoreOffline",
+            "PureFlashRecoveryFrozen",
+            "PureFlashOperatorZooKeeperDown",
+            "PureFlashOperatorNoLeader"
+        ]
+    );
+}
+
+#[test]
+fn bad_values_are_refused_with_a_clear_message() {
+    for (sets, message) in [
+        (&["database.enabled=true"][..], "/database/existingSecret"),
+        (&["replicaCount=0"], "/replicaCount"),
+        (&["log.format=xml"], "/log/format"),
+        (&["recovery.freezeShare=2"], "/recovery/freezeShare"),
+        (&["recovery.startGrace=soon"], "/recovery/startGrace"),
+        (&["zookeeper.connect="], "/zookeeper/connect"),
+        (&["replicas=3"], "'replicas' not allowed"),
+        (
+            &[
+                "metrics.serviceMonitor.enabled=true",
+                "metrics.service.enabled=false",
+            ],
+            "metrics.service.enabled",
+        ),
+    ] {
+        let error = try_render("pureflash", sets).expect_err(&format!("{sets:?} rendered"));
+        assert!(error.contains(message), "{sets:?}: {error}");
+    }
+}
+
+#[test]
+fn every_environment_variable_the_chart_sets_is_one_the_operator_reads() {
+    let help = Command::new(env!("CARGO_BIN_EXE_pureflash-operator"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout).into_owned();
+    let objects = render(&[
+        "database.enabled=true",
+        "database.existingSecret=pf-db",
+        "zookeeper.connectFromPods=10.0.0.1:2181",
+    ]);
+    for entry in container(&objects)["env"].as_array().unwrap() {
+        let name = entry["name"].as_str().unwrap();
+        if name == "POD_NAME" || name == "POD_NAMESPACE" {
+            continue; // downward API: identity and Lease namespace defaults
+        }
+        assert!(
+            help.contains(&format!("[env: {name}=")),
+            "the chart sets {name}, which `pureflash-operator run` does not read"
+        );
+    }
+}
+
+#[test]
+fn deploy_manifests_are_the_chart_rendered_with_defaults() {
+    let committed =
+        std::fs::read_to_string(Path::new(ROOT).join("deploy/pureflash-operator.yaml")).unwrap();
+    let mut command = helm();
+    command
+        .arg("template")
+        .arg("pureflash-operator")
+        .arg(chart())
+        .args(["--namespace", "pureflash-system"]);
+    let (ok, fresh, stderr) = run(command);
+    assert!(ok, "{stderr}");
+    let body: String = committed
+        .lines()
+        .skip_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        body == fresh,
+        "deploy/pureflash-operator.yaml is stale: run tools/render-deploy"
+    );
+}
