@@ -33,6 +33,12 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Print the PureFlashStore CustomResourceDefinition (what `crds/pureflashstore.yaml` holds).
     Crd,
+    /// Print a command's flags as a Markdown table (the README's configuration reference).
+    #[command(hide = true)]
+    Reference {
+        /// `run` or `sync`.
+        command: String,
+    },
 }
 
 /// Kubernetes access.
@@ -181,7 +187,7 @@ pub struct LogArgs {
         global = true
     )]
     pub filter: String,
-    /// Log format.
+    /// Log format: `text` for people, `json` for log collectors.
     #[arg(
         long = "log-format",
         env = "PUREFLASH_LOG_FORMAT",
@@ -228,6 +234,41 @@ pub fn init_logging(args: &LogArgs) {
     }
 }
 
+/// The flags of subcommand `name` as a Markdown table: flag, environment variable, default,
+/// and the first line of its help. The README's configuration reference is this output, and a
+/// test keeps the two equal.
+pub fn flags_reference(name: &str) -> Option<String> {
+    let mut root = <Cli as clap::CommandFactory>::command();
+    root.build(); // propagates the global flags (--log, --log-format) to the subcommands
+    let command = root.find_subcommand(name)?;
+    let mut table = String::from("| flag | environment | default | meaning |\n|---|---|---|---|\n");
+    for arg in command.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        if matches!(long, "help" | "version") {
+            continue;
+        }
+        let env = arg
+            .get_env()
+            .map(|e| format!("`{}`", e.to_string_lossy()))
+            .unwrap_or_default();
+        let defaults: Vec<String> = arg
+            .get_default_values()
+            .iter()
+            .map(|v| v.to_string_lossy().into_owned())
+            .collect();
+        let default = match defaults.join(",") {
+            joined if joined.is_empty() => String::new(),
+            joined => format!("`{joined}`"),
+        };
+        let help = arg
+            .get_help()
+            .map(|h| h.to_string().replace('\n', " ").replace('|', "\\|"))
+            .unwrap_or_default();
+        table.push_str(&format!("| `--{long}` | {env} | {default} | {help} |\n"));
+    }
+    Some(table)
+}
+
 /// Runs the chosen command.
 pub async fn run(cli: Cli) -> Result<(), crate::Error> {
     match cli.command {
@@ -237,6 +278,15 @@ pub async fn run(cli: Cli) -> Result<(), crate::Error> {
             print!("{}", crate::crd::crd_yaml());
             Ok(())
         }
+        Command::Reference { command } => match flags_reference(&command) {
+            Some(table) => {
+                print!("{table}");
+                Ok(())
+            }
+            None => Err(crate::Error::Usage(format!(
+                "no command {command:?} (try run or sync)"
+            ))),
+        },
     }
 }
 

@@ -48,4 +48,6 @@ pub enum Error {
         "the PureFlashStore CRD is not installed: run `kubectl apply -f crds/pureflashstore.yaml` (or `pureflash-operator crd | kubectl apply -f -`)"
     )]
     CrdMissing,
+    #[error("{0}")]
+    Usage(String),
 }

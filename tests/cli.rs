@@ -349,3 +349,29 @@ async fn once_refuses_a_cluster_zookeeper_does_not_have() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_readme_configuration_reference_is_generated_from_the_cli() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    for command in ["run", "sync"] {
+        let (ok, table, stderr) = run(operator().args(["reference", command]));
+        assert!(ok, "{stderr}");
+        let begin = format!(
+            "<!-- reference:{command} (generated: pureflash-operator reference {command}) -->\n"
+        );
+        let end = format!("<!-- /reference:{command} -->");
+        let start = readme.find(&begin).expect("reference begin marker") + begin.len();
+        let stop = readme[start..].find(&end).expect("reference end marker") + start;
+        assert!(
+            readme[start..stop] == table,
+            "the README's `{command}` flags are stale; replace them with `pureflash-operator reference {command}`:\n{table}"
+        );
+    }
+    let (ok, _, stderr) = run(operator().args(["reference", "nope"]));
+    assert!(!ok);
+    assert_eq!(
+        stderr.trim(),
+        "error: no command \"nope\" (try run or sync)"
+    );
+}
