@@ -2,76 +2,22 @@
 //! one in .dev/bin): lint, what each values set renders, the values schema, and the plain
 //! manifests in deploy/ kept equal to a fresh render.
 
-use std::path::{Path, PathBuf};
+mod helm;
+
+use std::path::Path;
 use std::process::Command;
 
-use serde::Deserialize;
+use helm::{ROOT, chart, helm, parse, run};
 use serde_json::Value;
 
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
-
-fn chart() -> PathBuf {
-    Path::new(ROOT).join("charts/pureflash-operator")
-}
-
-/// Helm: `$HELM`, else `.dev/bin/helm` (tools/install-helm), else `helm` on the PATH.
-fn helm() -> Command {
-    let local = Path::new(ROOT).join(".dev/bin/helm");
-    let program = std::env::var_os("HELM")
-        .map(PathBuf::from)
-        .or_else(|| local.exists().then_some(local))
-        .unwrap_or_else(|| PathBuf::from("helm"));
-    let mut command = Command::new(&program);
-    // Helm keeps caches and config under HOME; tests must not depend on a user's.
-    let home = std::env::temp_dir().join("pureflash-chart-tests-helm-home");
-    command
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"));
-    command
-}
-
-fn run(mut command: Command) -> (bool, String, String) {
-    let output = command.output().unwrap_or_else(|e| {
-        panic!(
-            "cannot run helm ({e}): install it with tools/install-helm (tools/install-deps does)"
-        )
-    });
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-/// `helm template` with `--set` values; Err(stderr) when Helm refuses.
 fn try_render(release_namespace: &str, sets: &[&str]) -> Result<String, String> {
-    let mut command = helm();
-    command
-        .arg("template")
-        .arg("pf")
-        .arg(chart())
-        .args(["--namespace", release_namespace]);
-    for set in sets {
-        command.args(["--set", set]);
-    }
-    let (ok, stdout, stderr) = run(command);
-    if ok { Ok(stdout) } else { Err(stderr) }
+    helm::template("pf", release_namespace, sets)
 }
 
 /// The rendered objects.
 fn render(sets: &[&str]) -> Vec<Value> {
     let text = try_render("pureflash", sets).unwrap_or_else(|e| panic!("helm template: {e}"));
     parse(&text)
-}
-
-fn parse(text: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(text)
-        .filter_map(|doc| {
-            let value = Value::deserialize(doc).expect("rendered YAML parses");
-            (!value.is_null()).then_some(value)
-        })
-        .collect()
 }
 
 fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
