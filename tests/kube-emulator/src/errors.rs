@@ -175,6 +175,37 @@ impl ApiError {
         }
     }
 
+    /// `401 Unauthorized`: credentials that authenticate nobody (`NewUnauthorized`).
+    pub fn unauthorized() -> ApiError {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    /// `403 Forbidden` (`NewForbidden`): `pods "p" is forbidden: <why>`, `pods is forbidden:
+    /// <why>` when nothing is named, `forbidden: <why>` for a path that is no resource. Details
+    /// carry only what is known, as Go omits empty fields.
+    pub fn forbidden(group: &str, resource: &str, name: &str, why: &str) -> ApiError {
+        let subject = Subject {
+            group,
+            resource,
+            name,
+        };
+        let message = match (resource, name) {
+            ("", _) => format!("forbidden: {why}"),
+            (_, "") => format!("{} is forbidden: {why}", subject.qualified()),
+            _ => format!("{} \"{name}\" is forbidden: {why}", subject.qualified()),
+        };
+        let mut details = serde_json::Map::new();
+        for (key, value) in [("name", name), ("group", group), ("kind", resource)] {
+            if !value.is_empty() {
+                details.insert(key.to_owned(), json!(value));
+            }
+        }
+        ApiError {
+            details: Some(Value::Object(details)),
+            ..Self::new(403, "Forbidden", message)
+        }
+    }
+
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         Self::new(400, "BadRequest", message)
     }
@@ -284,6 +315,31 @@ mod tests {
             ApiError::not_found(crd).status()["details"]["group"],
             "pureflash.io"
         );
+    }
+
+    #[test]
+    fn unauthorized_and_forbidden() {
+        assert_eq!(
+            ApiError::unauthorized().status(),
+            json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401})
+        );
+        let named = ApiError::forbidden("", "pods", "p", "why");
+        assert_eq!(
+            (named.code, named.reason, named.message.as_str()),
+            (403, "Forbidden", "pods \"p\" is forbidden: why")
+        );
+        assert_eq!(
+            named.status()["details"],
+            json!({"name": "p", "kind": "pods"})
+        );
+        let collection = ApiError::forbidden("pureflash.io", "pureflashstores", "", "why");
+        assert_eq!(
+            collection.message,
+            "pureflashstores.pureflash.io is forbidden: why"
+        );
+        let path = ApiError::forbidden("", "", "", "why");
+        assert_eq!(path.message, "forbidden: why");
+        assert_eq!(path.status()["details"], json!({}));
     }
 
     #[test]

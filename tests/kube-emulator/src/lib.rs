@@ -6,27 +6,34 @@
 //! bed and this crate's conformance tests). Test infrastructure only: never shipped.
 //!
 //! Crate map:
+//! - [`transport`]: one port for HTTP and HTTPS;
 //! - [`server`]: HTTP routing, content negotiation, watch streams, discovery;
+//! - [`auth`] (bearer tokens, audit log) and [`rbac`] (the authorizer): who may do what;
 //! - [`state`]: storage and the semantics of every verb;
+//! - [`strategy`]: the built-in kinds' defaults, allocations and validation;
 //! - [`resources`]: built-in types and the types CRDs add;
 //! - [`schema`]: CRD structural schemas — defaulting, pruning, validation, CEL rules;
 //! - [`merge`] (patches) and [`ssa`] (server-side apply, managed fields);
 //! - [`selectors`], [`table`], [`meta`], [`errors`]: the conventions' details;
 //! - [`faults`]: failure injection for tests.
 
+pub mod auth;
 pub mod errors;
 pub mod faults;
 pub mod merge;
 pub mod meta;
 pub mod openapi;
 pub mod protobuf;
+pub mod rbac;
 pub mod resources;
 pub mod schema;
 pub mod selectors;
 pub mod server;
 pub mod ssa;
 pub mod state;
+pub mod strategy;
 pub mod table;
+pub mod transport;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -36,6 +43,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
+pub use auth::AuditRecord;
 pub use faults::{Action, Matcher};
 
 /// How many past events a watch can resume from before it gets `410 Gone`.
@@ -61,19 +69,15 @@ impl Emulator {
         let shared = Arc::new(server::Shared {
             state: Mutex::new(state::State::new(HISTORY)),
             faults: faults::Faults::default(),
+            tokens: auth::Tokens::default(),
+            audit: auth::AuditLog::default(),
             bookmark_interval: Duration::from_secs(2),
         });
         let handler_state = Arc::clone(&shared);
         let app = axum::Router::new()
             .fallback(move |request| server::handle(Arc::clone(&handler_state), request));
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        tokio::spawn(transport::serve(listener, app, stopped));
         Ok(Emulator {
             address,
             shared,
@@ -86,16 +90,68 @@ impl Emulator {
         format!("http://{}", self.address)
     }
 
+    /// `https://127.0.0.1:<port>`: the same port over TLS, with a self-signed certificate.
+    /// Clients that send credentials (kubectl does only over https) use this one.
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.address)
+    }
+
     pub fn address(&self) -> SocketAddr {
         self.address
     }
 
-    /// A kubeconfig pointing at this emulator (context `emulator`, namespace `default`).
+    /// A kubeconfig pointing at this emulator (context `emulator`, namespace `default`). It
+    /// carries no credentials: its requests are the administrator's, allowed everything.
     pub fn kubeconfig(&self) -> String {
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: emulator\n  cluster:\n    server: {url}\ncontexts:\n- name: emulator\n  context:\n    cluster: emulator\n    user: emulator\n    namespace: default\ncurrent-context: emulator\nusers:\n- name: emulator\n  user: {{}}\n",
-            url = self.url()
+        self.kubeconfig_for(&format!("server: {}", self.url()), "{}")
+    }
+
+    /// The same kubeconfig whose user authenticates with `token` (see [`Emulator::add_token`]),
+    /// so that its requests are authorized by RBAC. It uses [`Emulator::https_url`], without
+    /// verifying the certificate, because kubectl sends credentials to https servers only.
+    pub fn kubeconfig_with_token(&self, token: &str) -> String {
+        let token = serde_json::to_string(token).expect("a string serializes");
+        self.kubeconfig_for(
+            &format!(
+                "server: {}\n    insecure-skip-tls-verify: true",
+                self.https_url()
+            ),
+            &format!("{{token: {token}}}"),
         )
+    }
+
+    fn kubeconfig_for(&self, cluster: &str, user: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: emulator\n  cluster:\n    {cluster}\ncontexts:\n- name: emulator\n  context:\n    cluster: emulator\n    user: emulator\n    namespace: default\ncurrent-context: emulator\nusers:\n- name: emulator\n  user: {user}\n"
+        )
+    }
+
+    /// Registers a bearer token for `user` in `groups` (and `system:authenticated`, which every
+    /// authenticated user is in). Requests with the token are authorized by RBAC: they may do
+    /// what the stored Roles and ClusterRoles bound to the user, one of its groups, or (for a
+    /// ServiceAccount user name) its ServiceAccount allow. A user in `system:masters` may do
+    /// everything.
+    pub fn add_token(&self, token: &str, user: &str, groups: &[&str]) {
+        self.shared.tokens.add(token, user, groups);
+    }
+
+    /// Registers and returns a new token of the ServiceAccount `namespace/name`: user
+    /// `system:serviceaccount:<namespace>:<name>`, groups `system:serviceaccounts`,
+    /// `system:serviceaccounts:<namespace>` and `system:authenticated`. Like a real
+    /// ServiceAccount token it authenticates only while the ServiceAccount exists (401 before
+    /// it is created and after it is deleted).
+    pub fn service_account_token(&self, namespace: &str, name: &str) -> String {
+        let token = format!("kube-emulator.{}", uuid::Uuid::new_v4().simple());
+        self.shared
+            .tokens
+            .add_service_account(&token, namespace, name);
+        token
+    }
+
+    /// Every resource request made with a registered token so far, in order, with whether RBAC
+    /// allowed it (requests refused before authorization, with 401, count as not allowed).
+    pub fn audit(&self) -> Vec<AuditRecord> {
+        self.shared.audit.records()
     }
 
     pub fn write_kubeconfig(&self, path: &Path) -> std::io::Result<()> {

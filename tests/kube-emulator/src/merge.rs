@@ -145,10 +145,13 @@ fn key_of<'a>(item: &'a Value, merge_keys: &[String]) -> Vec<Option<&'a Value>> 
 fn merge_keyed_list(
     mut existing: Vec<Value>,
     patch: &[Value],
-    merge_keys: &[String],
+    list_keys: &[String],
     path: &str,
     keys: &ListKeys,
 ) -> Result<Vec<Value>, String> {
+    // A strategic merge patch has one merge key, the list's first key (`patchMergeKey`): two
+    // Service ports with the same number and different protocols are the same item to it.
+    let merge_keys = &list_keys[..list_keys.len().min(1)];
     if patch
         .iter()
         .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"))
@@ -259,6 +262,22 @@ mod tests {
                 {"name": "a", "image": "a:2", "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]},
                 {"name": "c", "image": "c:1"}
             ]}})
+        );
+    }
+
+    #[test]
+    fn strategic_merge_uses_the_patch_merge_key_only() {
+        let keys = builtins()
+            .into_iter()
+            .find(|r| r.plural == "services")
+            .unwrap()
+            .list_keys;
+        let mut service = json!({"spec": {"ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}]}});
+        let patch = json!({"spec": {"ports": [{"port": 80, "targetPort": 9090}, {"port": 443, "name": "https"}]}});
+        strategic_merge(&mut service, &patch, &keys).unwrap();
+        assert_eq!(
+            service["spec"]["ports"],
+            json!([{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 9090}, {"port": 443, "name": "https"}])
         );
     }
 

@@ -80,6 +80,42 @@ pub fn check_label_name(name: &str, field: &str) -> Option<Cause> {
     })
 }
 
+/// DNS-1035 label: Service names (they become DNS names, so they start with a letter).
+pub fn check_dns1035_label(name: &str, field: &str) -> Option<Cause> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && !name.ends_with('-');
+    (!valid).then(|| {
+        cause(
+            "FieldValueInvalid",
+            field,
+            format!(
+                "Invalid value: \"{name}\": a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
+            ),
+        )
+    })
+}
+
+/// `path.ValidatePathSegmentName`: RBAC object names (`system:controller:x` is fine), which
+/// only have to be usable in a URL path.
+pub fn check_path_segment_name(name: &str, field: &str) -> Option<Cause> {
+    let problem = match name {
+        "." | ".." => format!("may not be '{name}'"),
+        _ if name.contains('/') => "may not contain '/'".to_owned(),
+        _ if name.contains('%') => "may not contain '%'".to_owned(),
+        _ => return None,
+    };
+    Some(cause(
+        "FieldValueInvalid",
+        field,
+        format!("Invalid value: \"{name}\": {problem}"),
+    ))
+}
+
 fn qualified_name_ok(name: &str) -> bool {
     let (prefix, name) = match name.rsplit_once('/') {
         Some((prefix, name)) => (Some(prefix), name),
@@ -159,6 +195,18 @@ mod tests {
         assert!(check_subdomain("Bad_Name", "metadata.name").is_some());
         assert!(check_label_name("ns-1", "metadata.name").is_none());
         assert!(check_label_name("a.b", "metadata.name").is_some());
+        assert!(check_dns1035_label("metrics-1", "metadata.name").is_none());
+        for bad in ["1metrics", "metrics.x", "metrics-", "Metrics"] {
+            assert!(check_dns1035_label(bad, "metadata.name").is_some(), "{bad}");
+        }
+        assert!(check_path_segment_name("system:controller:x", "metadata.name").is_none());
+        assert_eq!(
+            check_path_segment_name("a/b", "metadata.name")
+                .unwrap()
+                .message,
+            "Invalid value: \"a/b\": may not contain '/'"
+        );
+        assert!(check_path_segment_name("..", "metadata.name").is_some());
         let generated = generate_name("pfs-");
         assert_eq!(generated.len(), 9);
         assert!(generated.starts_with("pfs-") && check_subdomain(&generated, "").is_none());

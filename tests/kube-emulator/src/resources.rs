@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{Map, Value, json};
 
 use crate::schema::{Cause, Schema};
 use crate::table::{self, Column};
@@ -13,7 +13,10 @@ use crate::table::{self, Column};
 /// How the items of one list field merge (strategic merge patch and server-side apply).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ListType {
-    /// Items are identified by these keys (`x-kubernetes-list-type: map`, `patchMergeKey`).
+    /// Items are identified by these keys (`x-kubernetes-list-type: map` with its
+    /// `x-kubernetes-list-map-keys`). For built-in types the first key is the `patchMergeKey`,
+    /// the only one strategic merge patch merges by (Service ports merge by `port` alone in a
+    /// strategic merge patch, by `port` and `protocol` in server-side apply).
     Map(Vec<String>),
     /// Items are scalars merged as a set (`x-kubernetes-list-type: set`).
     Set,
@@ -22,16 +25,38 @@ pub enum ListType {
 /// List merge semantics by field path; a path names a list field, with `[]` for "inside the
 /// items of a list": `spec.containers`, `spec.containers[].env`. Unlisted lists are atomic.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ListKeys(BTreeMap<String, ListType>);
+pub struct ListKeys {
+    lists: BTreeMap<String, ListType>,
+    /// Defaults of key fields, by list path: server-side apply identifies an item that omits
+    /// one (a Service port without `protocol`) as if it had the default (`TCP`).
+    key_defaults: BTreeMap<String, Map<String, Value>>,
+}
 
 impl ListKeys {
     pub fn get(&self, path: &str) -> Option<&ListType> {
-        self.0.get(path)
+        self.lists.get(path)
     }
 
     fn with(mut self, path: &str, list: ListType) -> Self {
-        self.0.insert(path.to_owned(), list);
+        self.lists.insert(path.to_owned(), list);
         self
+    }
+
+    fn key_default(mut self, path: &str, key: &str, default: Value) -> Self {
+        self.key_defaults
+            .entry(path.to_owned())
+            .or_default()
+            .insert(key.to_owned(), default);
+        self
+    }
+
+    /// Fills in the defaulted key fields an applied configuration omits, so that its items
+    /// are identified like the stored (defaulted) ones.
+    pub fn default_keys(&self, object: &mut Value) {
+        for (path, defaults) in &self.key_defaults {
+            let segments: Vec<&str> = path.split('.').collect();
+            fill_key_defaults(object, &segments, defaults);
+        }
     }
 
     fn keyed(self, path: &str, keys: &[&str]) -> Self {
@@ -53,6 +78,33 @@ impl ListKeys {
         let mut keys = Self::metadata();
         collect_schema_lists(schema, String::new(), &mut keys);
         keys
+    }
+}
+
+fn fill_key_defaults(value: &mut Value, path: &[&str], defaults: &Map<String, Value>) {
+    let Some((segment, rest)) = path.split_first() else {
+        for item in value.as_array_mut().into_iter().flatten() {
+            if let Value::Object(item) = item {
+                for (key, default) in defaults {
+                    item.entry(key.clone()).or_insert_with(|| default.clone());
+                }
+            }
+        }
+        return;
+    };
+    let (field, each_item) = match segment.strip_suffix("[]") {
+        Some(field) => (field, true),
+        None => (*segment, false),
+    };
+    let Some(child) = value.get_mut(field) else {
+        return;
+    };
+    if each_item {
+        for item in child.as_array_mut().into_iter().flatten() {
+            fill_key_defaults(item, rest, defaults);
+        }
+    } else {
+        fill_key_defaults(child, rest, defaults);
     }
 }
 
@@ -83,10 +135,10 @@ fn collect_schema_lists(schema: &Value, path: String, keys: &mut ListKeys) {
                             .collect()
                     })
                     .unwrap_or_default();
-                keys.0.insert(path.clone(), ListType::Map(map_keys));
+                keys.lists.insert(path.clone(), ListType::Map(map_keys));
             }
             Some("set") => {
-                keys.0.insert(path.clone(), ListType::Set);
+                keys.lists.insert(path.clone(), ListType::Set);
             }
             _ => {}
         }
@@ -110,6 +162,9 @@ pub struct ResourceType {
     pub categories: Vec<String>,
     pub namespaced: bool,
     pub status_subresource: bool,
+    /// Whether `metadata.generation` counts changes of the object's spec (custom resources,
+    /// and the built-in kinds whose strategies set it).
+    pub tracks_generation: bool,
     /// Field selector paths supported besides `metadata.name` and `metadata.namespace`.
     pub field_selectors: Vec<String>,
     pub list_keys: ListKeys,
@@ -171,6 +226,7 @@ struct Builtin {
     categories: &'static [&'static str],
     namespaced: bool,
     status: bool,
+    generation: bool,
     fields: &'static [&'static str],
 }
 
@@ -184,6 +240,7 @@ const BUILTINS: &[Builtin] = &[
         categories: &[],
         namespaced: false,
         status: true,
+        generation: false,
         fields: &["status.phase"],
     },
     Builtin {
@@ -195,6 +252,7 @@ const BUILTINS: &[Builtin] = &[
         categories: &["all"],
         namespaced: true,
         status: true,
+        generation: false,
         fields: &[
             "spec.nodeName",
             "spec.restartPolicy",
@@ -215,6 +273,7 @@ const BUILTINS: &[Builtin] = &[
         categories: &[],
         namespaced: true,
         status: false,
+        generation: false,
         fields: &[],
     },
     Builtin {
@@ -226,6 +285,7 @@ const BUILTINS: &[Builtin] = &[
         categories: &[],
         namespaced: true,
         status: false,
+        generation: false,
         fields: &["type"],
     },
     Builtin {
@@ -237,6 +297,7 @@ const BUILTINS: &[Builtin] = &[
         categories: &[],
         namespaced: true,
         status: false,
+        generation: false,
         fields: &[
             "involvedObject.kind",
             "involvedObject.namespace",
@@ -260,6 +321,7 @@ const BUILTINS: &[Builtin] = &[
         categories: &[],
         namespaced: false,
         status: true,
+        generation: false,
         fields: &["spec.unschedulable"],
     },
     Builtin {
@@ -271,6 +333,7 @@ const BUILTINS: &[Builtin] = &[
         categories: &[],
         namespaced: true,
         status: false,
+        generation: false,
         fields: &[
             "regarding.kind",
             "regarding.namespace",
@@ -290,6 +353,7 @@ const BUILTINS: &[Builtin] = &[
         categories: &[],
         namespaced: true,
         status: false,
+        generation: false,
         fields: &[],
     },
     Builtin {
@@ -301,43 +365,148 @@ const BUILTINS: &[Builtin] = &[
         categories: &["api-extensions"],
         namespaced: false,
         status: true,
+        generation: true,
+        fields: &[],
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        kind: "ServiceAccount",
+        plural: "serviceaccounts",
+        short_names: &["sa"],
+        categories: &[],
+        namespaced: true,
+        status: false,
+        generation: false,
+        fields: &[],
+    },
+    Builtin {
+        group: "",
+        version: "v1",
+        kind: "Service",
+        plural: "services",
+        short_names: &["svc"],
+        categories: &["all"],
+        namespaced: true,
+        status: true,
+        generation: false,
+        fields: &["spec.clusterIP", "spec.type"],
+    },
+    Builtin {
+        group: "apps",
+        version: "v1",
+        kind: "Deployment",
+        plural: "deployments",
+        short_names: &["deploy"],
+        categories: &["all"],
+        namespaced: true,
+        status: true,
+        generation: true,
+        fields: &[],
+    },
+    Builtin {
+        group: "policy",
+        version: "v1",
+        kind: "PodDisruptionBudget",
+        plural: "poddisruptionbudgets",
+        short_names: &["pdb"],
+        categories: &[],
+        namespaced: true,
+        status: true,
+        generation: true,
+        fields: &[],
+    },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "Role",
+        plural: "roles",
+        short_names: &[],
+        categories: &[],
+        namespaced: true,
+        status: false,
+        generation: false,
+        fields: &[],
+    },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "RoleBinding",
+        plural: "rolebindings",
+        short_names: &[],
+        categories: &[],
+        namespaced: true,
+        status: false,
+        generation: false,
+        fields: &[],
+    },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "ClusterRole",
+        plural: "clusterroles",
+        short_names: &[],
+        categories: &[],
+        namespaced: false,
+        status: false,
+        generation: false,
+        fields: &[],
+    },
+    Builtin {
+        group: "rbac.authorization.k8s.io",
+        version: "v1",
+        kind: "ClusterRoleBinding",
+        plural: "clusterrolebindings",
+        short_names: &[],
+        categories: &[],
+        namespaced: false,
+        status: false,
+        generation: false,
         fields: &[],
     },
 ];
 
 /// Merge keys of the built-in types' lists that the operator and its tests use
-/// (`patchMergeKey` tags in k8s.io/api).
+/// (`patchMergeKey` and `listMapKey` tags in k8s.io/api). Role rules and binding subjects are
+/// atomic lists, replaced wholesale.
 fn builtin_list_keys(kind: &str) -> ListKeys {
     let keys = ListKeys::metadata();
     match kind {
-        "Pod" => {
-            let mut keys = keys
-                .keyed("spec.volumes", &["name"])
-                .keyed("spec.imagePullSecrets", &["name"])
-                .keyed("status.conditions", &["type"]);
-            for containers in [
-                "spec.containers",
-                "spec.initContainers",
-                "spec.ephemeralContainers",
-            ] {
-                keys = keys
-                    .keyed(containers, &["name"])
-                    .keyed(&format!("{containers}[].env"), &["name"])
-                    .keyed(
-                        &format!("{containers}[].ports"),
-                        &["containerPort", "protocol"],
-                    )
-                    .keyed(&format!("{containers}[].volumeMounts"), &["mountPath"]);
-            }
-            keys
+        "Pod" => pod_spec_keys(keys, "spec").keyed("status.conditions", &["type"]),
+        "Deployment" => {
+            pod_spec_keys(keys, "spec.template.spec").keyed("status.conditions", &["type"])
         }
+        "Service" => keys
+            .keyed("spec.ports", &["port", "protocol"])
+            .key_default("spec.ports", "protocol", json!("TCP"))
+            .keyed("status.conditions", &["type"]),
         "Node" => keys
             .keyed("status.conditions", &["type"])
             .keyed("status.addresses", &["type"]),
-        "Namespace" => keys.keyed("status.conditions", &["type"]),
-        "CustomResourceDefinition" => keys.keyed("status.conditions", &["type"]),
+        "Namespace" | "CustomResourceDefinition" | "PodDisruptionBudget" => {
+            keys.keyed("status.conditions", &["type"])
+        }
         _ => keys,
     }
+}
+
+/// The keyed lists of a pod spec at `spec` (a Pod's `spec`, a template's `spec.template.spec`).
+fn pod_spec_keys(mut keys: ListKeys, spec: &str) -> ListKeys {
+    keys = keys
+        .keyed(&format!("{spec}.volumes"), &["name"])
+        .keyed(&format!("{spec}.imagePullSecrets"), &["name"]);
+    for containers in ["containers", "initContainers", "ephemeralContainers"] {
+        let containers = format!("{spec}.{containers}");
+        keys = keys
+            .keyed(&containers, &["name"])
+            .keyed(&format!("{containers}[].env"), &["name"])
+            .keyed(
+                &format!("{containers}[].ports"),
+                &["containerPort", "protocol"],
+            )
+            .keyed(&format!("{containers}[].volumeMounts"), &["mountPath"]);
+    }
+    keys
 }
 
 /// The built-in types.
@@ -354,6 +523,7 @@ pub fn builtins() -> Vec<ResourceType> {
             categories: b.categories.iter().map(|s| (*s).to_owned()).collect(),
             namespaced: b.namespaced,
             status_subresource: b.status,
+            tracks_generation: b.generation,
             field_selectors: b.fields.iter().map(|s| (*s).to_owned()).collect(),
             list_keys: builtin_list_keys(b.kind),
             columns: table::builtin_columns(b.group, b.kind),
@@ -491,6 +661,7 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, Vec<Cause>> {
             categories: strings(&names, "categories"),
             namespaced: scope == "Namespaced",
             status_subresource: version.pointer("/subresources/status").is_some(),
+            tracks_generation: true,
             field_selectors: selectable,
             list_keys: ListKeys::from_schema(&open_api),
             columns: table::crd_columns(&columns),
@@ -530,6 +701,135 @@ mod tests {
             keys.get("metadata.ownerReferences"),
             Some(&ListType::Map(vec!["uid".into()]))
         );
+    }
+
+    #[test]
+    fn the_kinds_a_chart_installs() {
+        let find = |plural: &str| builtins().into_iter().find(|r| r.plural == plural).unwrap();
+        /// (plural, group, kind, namespaced, short names, categories, status subresource)
+        type Expected = (
+            &'static str,
+            &'static str,
+            &'static str,
+            bool,
+            &'static [&'static str],
+            &'static [&'static str],
+            bool,
+        );
+        let expected: [Expected; 9] = [
+            (
+                "serviceaccounts",
+                "",
+                "ServiceAccount",
+                true,
+                &["sa"],
+                &[],
+                false,
+            ),
+            ("services", "", "Service", true, &["svc"], &["all"], true),
+            ("pods", "", "Pod", true, &["po"], &["all"], true),
+            (
+                "deployments",
+                "apps",
+                "Deployment",
+                true,
+                &["deploy"],
+                &["all"],
+                true,
+            ),
+            (
+                "poddisruptionbudgets",
+                "policy",
+                "PodDisruptionBudget",
+                true,
+                &["pdb"],
+                &[],
+                true,
+            ),
+            (
+                "roles",
+                "rbac.authorization.k8s.io",
+                "Role",
+                true,
+                &[],
+                &[],
+                false,
+            ),
+            (
+                "rolebindings",
+                "rbac.authorization.k8s.io",
+                "RoleBinding",
+                true,
+                &[],
+                &[],
+                false,
+            ),
+            (
+                "clusterroles",
+                "rbac.authorization.k8s.io",
+                "ClusterRole",
+                false,
+                &[],
+                &[],
+                false,
+            ),
+            (
+                "clusterrolebindings",
+                "rbac.authorization.k8s.io",
+                "ClusterRoleBinding",
+                false,
+                &[],
+                &[],
+                false,
+            ),
+        ];
+        for (plural, group, kind, namespaced, short, categories, status) in expected {
+            let rt = find(plural);
+            assert_eq!(
+                (
+                    rt.group.as_str(),
+                    rt.kind.as_str(),
+                    rt.namespaced,
+                    rt.status_subresource
+                ),
+                (group, kind, namespaced, status),
+                "{plural}"
+            );
+            assert_eq!(rt.short_names, short, "{plural}");
+            assert_eq!(rt.categories, categories, "{plural}");
+        }
+        assert!(find("deployments").tracks_generation);
+        assert!(find("poddisruptionbudgets").tracks_generation);
+        assert!(!find("services").tracks_generation);
+        assert!(find("services").supports_field("spec.clusterIP"));
+        let deployments = find("deployments");
+        assert_eq!(
+            deployments.list_keys.get("spec.template.spec.containers"),
+            Some(&ListType::Map(vec!["name".into()]))
+        );
+        assert_eq!(find("roles").list_keys.get("rules"), None, "atomic");
+    }
+
+    #[test]
+    fn applied_service_ports_get_their_default_protocol() {
+        let services = builtins()
+            .into_iter()
+            .find(|r| r.plural == "services")
+            .unwrap();
+        assert_eq!(
+            services.list_keys.get("spec.ports"),
+            Some(&ListType::Map(vec!["port".into(), "protocol".into()]))
+        );
+        let mut applied =
+            json!({"spec": {"ports": [{"port": 80}, {"port": 53, "protocol": "UDP"}]}});
+        services.list_keys.default_keys(&mut applied);
+        assert_eq!(
+            applied["spec"]["ports"],
+            json!([{"port": 80, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}])
+        );
+        let mut no_ports = json!({"spec": {}});
+        services.list_keys.default_keys(&mut no_ports);
+        assert_eq!(no_ports, json!({"spec": {}}));
     }
 
     #[test]

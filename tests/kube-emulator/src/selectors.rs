@@ -35,6 +35,57 @@ impl LabelSelector {
     }
 }
 
+/// The selector string of a `metav1.LabelSelector` object, as
+/// `metav1.LabelSelectorAsSelector(selector).String()` writes it: requirements sorted by key,
+/// `k=v` for `matchLabels`, `k in (a,b)`, `k notin (a,b)`, `k` and `!k` for `matchExpressions`.
+/// [`LabelSelector::parse`] reads it back, to match objects against a selector object.
+pub fn label_selector_text(selector: &Value) -> String {
+    let mut terms: Vec<(String, String)> = Vec::new();
+    for (key, value) in selector
+        .get("matchLabels")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+    {
+        let value = value.as_str().unwrap_or_default();
+        terms.push((key.clone(), format!("{key}={value}")));
+    }
+    for expression in selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let key = expression
+            .get("key")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let mut values: Vec<&str> = expression
+            .get("values")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        let term = match expression.get("operator").and_then(Value::as_str) {
+            Some("In") => format!("{key} in ({})", values.join(",")),
+            Some("NotIn") => format!("{key} notin ({})", values.join(",")),
+            Some("Exists") => key.to_owned(),
+            Some("DoesNotExist") => format!("!{key}"),
+            _ => continue,
+        };
+        terms.push((key.to_owned(), term));
+    }
+    terms.sort_by(|a, b| a.0.cmp(&b.0));
+    terms
+        .into_iter()
+        .map(|(_, term)| term)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// One comma-separated term of a label selector.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Requirement {
@@ -572,8 +623,8 @@ fn aggregate(errors: Vec<String>) -> Result<(), String> {
     }
 }
 
-/// Go's `%q` for the characters a selector can carry.
-fn go_quote(s: &str) -> String {
+/// Go's `%q` (`strconv.Quote`), as validation messages quote values.
+pub fn go_quote(s: &str) -> String {
     let mut quoted = String::with_capacity(s.len() + 2);
     quoted.push('"');
     for c in s.chars() {
@@ -640,6 +691,15 @@ impl FieldSelector {
     /// are supported for the resource.
     pub fn fields(&self) -> Vec<&str> {
         self.terms.iter().map(|t| t.field.as_str()).collect()
+    }
+
+    /// The value `field` must equal for an object to be selected, if a term requires one
+    /// (`fields.Selector.RequiresExactMatch`): `metadata.name=p` names the object `p`.
+    pub fn exact_match(&self, field: &str) -> Option<&str> {
+        self.terms
+            .iter()
+            .find(|t| t.equal && t.field == field)
+            .map(|t| t.value.as_str())
     }
 
     /// Whether `object` is selected: each path is read from the object's JSON (a missing field
@@ -997,6 +1057,47 @@ mod tests {
             selector.fields(),
             vec!["involvedObject.kind", "status.phase"]
         );
+    }
+
+    #[test]
+    fn selector_objects_as_text() {
+        let selector = json!({
+            "matchLabels": {"tier": "db", "app": "pfs"},
+            "matchExpressions": [
+                {"key": "zone", "operator": "In", "values": ["b", "a"]},
+                {"key": "canary", "operator": "DoesNotExist"},
+                {"key": "env", "operator": "NotIn", "values": ["dev"]},
+                {"key": "role", "operator": "Exists"},
+            ],
+        });
+        let text = label_selector_text(&selector);
+        assert_eq!(
+            text,
+            "app=pfs,!canary,env notin (dev),role,tier=db,zone in (a,b)"
+        );
+        let parsed = LabelSelector::parse(&text).unwrap();
+        assert!(parsed.matches(&labels(&[
+            ("app", "pfs"),
+            ("tier", "db"),
+            ("zone", "a"),
+            ("role", "x")
+        ])));
+        assert!(!parsed.matches(&labels(&[
+            ("app", "pfs"),
+            ("tier", "db"),
+            ("zone", "c"),
+            ("role", "x")
+        ])));
+        assert_eq!(label_selector_text(&json!({})), "");
+    }
+
+    #[test]
+    fn exact_matches_name_objects() {
+        let selector = FieldSelector::parse("spec.nodeName=n1,metadata.name==p").unwrap();
+        assert_eq!(selector.exact_match("metadata.name"), Some("p"));
+        assert_eq!(selector.exact_match("status.phase"), None);
+        let negated = FieldSelector::parse("metadata.name!=p").unwrap();
+        assert_eq!(negated.exact_match("metadata.name"), None);
     }
 
     #[test]

@@ -1,19 +1,22 @@
-//! The HTTP face of the emulator: routes Kubernetes API paths to `state` calls, negotiates
-//! Table output, streams watches, serves discovery, and applies injected faults.
+//! The HTTP face of the emulator: authenticates and authorizes requests (bearer tokens, RBAC),
+//! routes Kubernetes API paths to `state` calls, negotiates Table output, streams watches,
+//! serves discovery, and applies injected faults.
 
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use axum::body::{Body, Bytes};
-use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Request, StatusCode, header};
 use axum::response::Response;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::auth::{AuditLog, AuditRecord, Caller, Tokens};
 use crate::errors::{ApiError, Subject};
 use crate::faults::{Action, Faults, RequestInfo};
 use crate::meta;
+use crate::rbac::{self, Attributes};
 use crate::resources::ResourceType;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::state::{
@@ -29,6 +32,8 @@ pub const VERSION: (&str, &str) = ("1", "33");
 pub struct Shared {
     pub state: Mutex<State>,
     pub faults: Faults,
+    pub tokens: Tokens,
+    pub audit: AuditLog,
     /// How often watches that asked for bookmarks get one.
     pub bookmark_interval: Duration,
 }
@@ -124,6 +129,11 @@ impl Shared {
             .collect();
         let state = self.state.lock().expect("state lock");
         let resource = |group: &str, version: &str, rest: &[&str]| -> Result<Route, ApiError> {
+            // The deprecated `/watch/` form: the verb was taken from the path already.
+            let rest = match rest {
+                ["watch", tail @ ..] => tail,
+                _ => rest,
+            };
             let lookup = |plural: &str| {
                 state
                     .registry
@@ -193,12 +203,54 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Authentication and RBAC authorization, as the API server's filters do them before any
+    /// routing: the error to answer with, if any. Requests without credentials are the
+    /// administrator's; resource requests with a registered token are audited.
+    fn authorize(&self, authorization: Option<&str>, request: &Attributes) -> Option<ApiError> {
+        let credential = match self.tokens.caller(authorization) {
+            Caller::Admin => return None,
+            Caller::Unknown => return Some(ApiError::unauthorized()),
+            Caller::Token(credential) => credential,
+        };
+        let audit = |allowed: bool| {
+            if request.resource_request {
+                self.audit
+                    .record(AuditRecord::new(&credential.user, request, allowed));
+            }
+        };
+        let state = self.state.lock().expect("state lock");
+        if let Some((namespace, name)) = &credential.service_account
+            && !state.service_account_exists(namespace, name)
+        {
+            audit(false);
+            return Some(ApiError::unauthorized());
+        }
+        let decision = state.rbac_policy().authorize(&credential.user, request);
+        audit(decision.allowed);
+        (!decision.allowed).then(|| rbac::forbidden(&credential.user, request, &decision))
+    }
+}
+
 /// The single entry point: every request comes here.
 pub async fn handle(shared: Arc<Shared>, request: Request<Body>) -> Response {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
     let query: Query =
         serde_urlencoded::from_str(parts.uri.query().unwrap_or_default()).unwrap_or_default();
+    let mut attributes = Attributes::from_request(parts.method.as_str(), &path, &query);
+    // The API server answers `GET …/pods/p?watch=true` with the object; the emulator serves a
+    // watch of it, so that is what gets authorized.
+    if attributes.resource_request && attributes.verb == "get" && flag(&query, "watch") {
+        attributes.verb = "watch".to_owned();
+    }
+    let authorization = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or_default());
+    if let Some(error) = shared.authorize(authorization, &attributes) {
+        return error_response(&error);
+    }
     let route = match shared.route(&path) {
         Ok(route) => route,
         Err(error) => return error_response(&error),
@@ -212,16 +264,16 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Body>) -> Response {
     else {
         return discovery(&shared, &route, &parts.headers);
     };
-    let watching = flag(&query, "watch");
-    let verb = match (&parts.method, name.is_some()) {
-        (&Method::GET, _) if watching => "watch",
-        (&Method::GET, true) => "get",
-        (&Method::GET, false) => "list",
-        (&Method::POST, false) => "create",
-        (&Method::PUT, true) => "update",
-        (&Method::PATCH, true) => "patch",
-        (&Method::DELETE, true) => "delete",
-        (&Method::DELETE, false) => "deletecollection",
+    // The verb authorized, where the path allows it (`name` is the path's, not a selector's).
+    let verb = match (attributes.verb.as_str(), name.is_some()) {
+        ("watch", _) => "watch",
+        ("get", true) => "get",
+        ("list", false) => "list",
+        ("create", false) => "create",
+        ("update", true) => "update",
+        ("patch", true) => "patch",
+        ("delete", true) => "delete",
+        ("deletecollection", false) => "deletecollection",
         _ => {
             return error_response(&ApiError::method_not_allowed(format!(
                 "{} is not supported on {path}",

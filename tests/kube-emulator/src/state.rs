@@ -1,7 +1,9 @@
 //! The API server's state and the semantics of every verb: storage with resourceVersions, the
 //! event history watches resume from, optimistic concurrency, generation, the status
 //! subresource, finalizers, graceful pod deletion, namespace termination, owner-reference
-//! garbage collection, CRD registration. No HTTP here: `server` parses requests into calls.
+//! garbage collection, CRD registration, and the RBAC policy the stored RBAC objects make up.
+//! Type-specific rules of built-in kinds are in `strategy`. No HTTP here: `server` parses
+//! requests into calls.
 //!
 //! One mutex guards it all; no call awaits, so the lock is never held across an `.await`.
 
@@ -16,10 +18,12 @@ use tokio::sync::broadcast;
 use crate::errors::{ApiError, Subject};
 use crate::merge;
 use crate::meta;
+use crate::rbac::{Policy, RBAC_GROUP};
 use crate::resources::{self, ResourceType};
 use crate::schema::Cause;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::ssa;
+use crate::strategy;
 
 /// Where objects of one resource live: `(group, plural)`.
 pub type StorageKey = (String, String);
@@ -464,40 +468,14 @@ impl State {
     ) -> Result<(), ApiError> {
         let name = meta_str(object, "name").to_owned();
         match (rt.group.as_str(), rt.kind.as_str()) {
-            ("", "Secret") => {
-                if let Some(Value::Object(strings)) =
-                    object.as_object_mut().and_then(|o| o.remove("stringData"))
-                {
-                    let data = object
-                        .as_object_mut()
-                        .expect("object")
-                        .entry("data")
-                        .or_insert_with(|| json!({}));
-                    for (key, value) in strings {
-                        let encoded = base64::engine::general_purpose::STANDARD
-                            .encode(value.as_str().unwrap_or_default());
-                        data[key] = json!(encoded);
-                    }
-                }
-                if object.get("type").is_none() {
-                    object["type"] = json!("Opaque");
-                }
-            }
-            ("", "Pod") if old.is_none() => default_pod(object),
-            ("", "Pod") => {
-                // A pod's containers and node cannot change once created (image excepted).
-                let old = old.expect("matched update");
-                if old
-                    .pointer("/spec/nodeName")
-                    .is_some_and(|n| !n.as_str().unwrap_or_default().is_empty())
-                    && old.pointer("/spec/nodeName") != object.pointer("/spec/nodeName")
-                {
-                    return Err(ApiError::invalid(&rt.kind, "", &name, &[Cause { reason: "FieldValueForbidden".into(), message: "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations), `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)".into(), field: "spec".into() }]));
-                }
-            }
-            ("", "Namespace") if old.is_none() => {
-                object["spec"] = json!({"finalizers": ["kubernetes"]});
-                object["status"] = json!({"phase": "Active"});
+            ("", "Service") => {
+                // What the other Services hold: this one may keep what it has.
+                let namespace = meta_str(object, "namespace").to_owned();
+                let others = self.objects(rt).filter(|s| {
+                    meta_str(s, "namespace") != namespace || meta_str(s, "name") != name
+                });
+                let allocated = strategy::Allocated::by(others.map(|s| s.as_ref()));
+                strategy::prepare_service(object, old, &allocated)?;
             }
             ("apiextensions.k8s.io", "CustomResourceDefinition") => {
                 resources::from_crd(object)
@@ -526,7 +504,7 @@ impl State {
                     ],
                 });
             }
-            _ => {}
+            _ => strategy::prepare(rt, object, old)?,
         }
         let causes =
             meta::check_labels_and_annotations(object.get("metadata").unwrap_or(&Value::Null));
@@ -534,6 +512,37 @@ impl State {
             return Err(ApiError::invalid(&rt.kind, &rt.group, &name, &causes));
         }
         Ok(())
+    }
+
+    /// The RBAC policy in force: the bootstrap policy and the stored RBAC objects.
+    pub fn rbac_policy(&self) -> Policy {
+        let mut policy = Policy::new();
+        let stored = |plural: &str| -> Vec<Arc<Value>> {
+            self.registry
+                .lookup(RBAC_GROUP, "v1", plural)
+                .map(|rt| self.objects(&rt).cloned().collect())
+                .unwrap_or_default()
+        };
+        for role in stored("roles") {
+            policy.add_role(&role);
+        }
+        for cluster_role in stored("clusterroles") {
+            policy.add_cluster_role(&cluster_role);
+        }
+        for binding in stored("rolebindings") {
+            policy.add_role_binding(&binding);
+        }
+        for binding in stored("clusterrolebindings") {
+            policy.add_cluster_role_binding(&binding);
+        }
+        policy
+    }
+
+    /// Whether the ServiceAccount `namespace/name` exists (its tokens authenticate only then).
+    pub fn service_account_exists(&self, namespace: &str, name: &str) -> bool {
+        self.registry
+            .lookup("", "v1", "serviceaccounts")
+            .is_some_and(|rt| self.stored(&rt, namespace, name).is_some())
     }
 
     /// Registers or refreshes the types a CRD serves.
@@ -608,12 +617,7 @@ impl State {
                 }
             };
         }
-        let bad_name = if rt.kind == "Namespace" {
-            meta::check_label_name(&name, "metadata.name")
-        } else {
-            meta::check_subdomain(&name, "metadata.name")
-        };
-        if let Some(cause) = bad_name {
+        if let Some(cause) = strategy::check_name(rt, &name) {
             return Err(ApiError::invalid(&rt.kind, &rt.group, &name, &[cause]));
         }
         if rt.namespaced {
@@ -686,8 +690,7 @@ impl State {
             let metadata = metadata_mut(&mut body);
             metadata.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
             metadata.insert("creationTimestamp".into(), json!(meta::timestamp(now)));
-            // Custom resources and CRDs track generation; of the built-ins served, Pods do from 1.34.
-            if rt.crd.is_some() || rt.kind == "CustomResourceDefinition" {
+            if rt.tracks_generation {
                 metadata.insert("generation".into(), json!(1));
             }
         }
@@ -802,6 +805,9 @@ impl State {
                     "the name of the object ({patch_name}) does not match the name on the URL ({name})"
                 )));
             }
+            // Items of keyed lists are identified by their defaulted keys, as stored.
+            let mut patch = patch;
+            rt.list_keys.default_keys(&mut patch);
             let time = meta::timestamp(SystemTime::now());
             let api_version = rt.api_version();
             let writer = ssa::Writer {
@@ -1258,39 +1264,4 @@ impl State {
         }
         self.registry.remove_crd(&name);
     }
-}
-
-/// The defaults the API server gives a new Pod (the fields our tests and the operator read).
-fn default_pod(pod: &mut Value) {
-    let spec = pod.get_mut("spec").and_then(Value::as_object_mut);
-    if let Some(spec) = spec {
-        spec.entry("restartPolicy").or_insert(json!("Always"));
-        spec.entry("terminationGracePeriodSeconds")
-            .or_insert(json!(30));
-        spec.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
-        spec.entry("schedulerName")
-            .or_insert(json!("default-scheduler"));
-        spec.entry("securityContext").or_insert(json!({}));
-        if let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) {
-            for container in containers.iter_mut().filter_map(Value::as_object_mut) {
-                let image = container
-                    .get("image")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
-                let latest = !image.contains(':') || image.ends_with(":latest");
-                container
-                    .entry("imagePullPolicy")
-                    .or_insert(json!(if latest { "Always" } else { "IfNotPresent" }));
-                container
-                    .entry("terminationMessagePath")
-                    .or_insert(json!("/dev/termination-log"));
-                container
-                    .entry("terminationMessagePolicy")
-                    .or_insert(json!("File"));
-                container.entry("resources").or_insert(json!({}));
-            }
-        }
-    }
-    pod["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
 }

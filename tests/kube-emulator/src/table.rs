@@ -285,7 +285,14 @@ fn printer(group: &str, kind: &str) -> &'static Printer {
         ("events.k8s.io", "Event") => &EVENTS_V1_EVENT,
         ("", "Node") => &NODE,
         ("coordination.k8s.io", "Lease") => &LEASE,
-        ("apiextensions.k8s.io", "CustomResourceDefinition") => &CUSTOM_RESOURCE_DEFINITION,
+        ("", "ServiceAccount") => &SERVICE_ACCOUNT,
+        ("", "Service") => &SERVICE,
+        ("apps", "Deployment") => &DEPLOYMENT,
+        ("policy", "PodDisruptionBudget") => &POD_DISRUPTION_BUDGET,
+        ("rbac.authorization.k8s.io", "RoleBinding") => &ROLE_BINDING,
+        ("rbac.authorization.k8s.io", "ClusterRoleBinding") => &CLUSTER_ROLE_BINDING,
+        ("apiextensions.k8s.io", "CustomResourceDefinition")
+        | ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => &DEFAULT_TABLE_CONVERTOR,
         _ => &DEFAULT,
     }
 }
@@ -383,8 +390,9 @@ fn lease_cells(lease: &Value, now: u64) -> Vec<Value> {
     ]
 }
 
-/// The CRD resource uses the generic default table convertor of the API server.
-const CUSTOM_RESOURCE_DEFINITION: Printer = Printer {
+/// Kinds without a printer of their own (CRDs, Roles, ClusterRoles) get the API server's
+/// generic default table convertor: the name and the creation time.
+const DEFAULT_TABLE_CONVERTOR: Printer = Printer {
     columns: &[
         NAME,
         Spec {
@@ -395,16 +403,295 @@ const CUSTOM_RESOURCE_DEFINITION: Printer = Printer {
             priority: 0,
         },
     ],
-    cells: custom_resource_definition_cells,
+    cells: created_at_cells,
 };
 
-fn custom_resource_definition_cells(crd: &Value, _now: u64) -> Vec<Value> {
-    let created = match &crd["metadata"]["creationTimestamp"] {
+fn created_at_cells(object: &Value, _now: u64) -> Vec<Value> {
+    let created = match &object["metadata"]["creationTimestamp"] {
         Value::String(t) if !t.is_empty() => rfc3339_utc(t).unwrap_or_else(|| t.clone()),
         // Go's zero time, which is what the default convertor prints for an unset timestamp.
         _ => "0001-01-01T00:00:00Z".to_owned(),
     };
-    vec![name(crd), created.into()]
+    vec![name(object), created.into()]
+}
+
+const SERVICE_ACCOUNT: Printer = Printer {
+    columns: &[
+        NAME,
+        shown(
+            "Secrets",
+            "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use. Pods are only limited to this list if this service account has a \"kubernetes.io/enforce-mountable-secrets\" annotation set to \"true\". The \"kubernetes.io/enforce-mountable-secrets\" annotation is deprecated since v1.32. Prefer separate namespaces to isolate access to mounted secrets. This field should not be used to find auto-generated service account token secrets for use outside of pods. Instead, tokens can be requested directly using the TokenRequest API, or service account token secrets can be manually created. More info: https://kubernetes.io/docs/concepts/configuration/secret",
+        ),
+        AGE,
+    ],
+    cells: service_account_cells,
+};
+
+fn service_account_cells(account: &Value, now: u64) -> Vec<Value> {
+    vec![
+        name(account),
+        items(&account["secrets"]).len().into(),
+        creation_age(account, now),
+    ]
+}
+
+// --- Services
+
+const SERVICE: Printer = Printer {
+    columns: &[
+        NAME,
+        shown(
+            "Type",
+            "type determines how the Service is exposed. Defaults to ClusterIP. Valid options are ExternalName, ClusterIP, NodePort, and LoadBalancer. \"ClusterIP\" allocates a cluster-internal IP address for load-balancing to endpoints. Endpoints are determined by the selector or if that is not specified, by manual construction of an Endpoints object or EndpointSlice objects. If clusterIP is \"None\", no virtual IP is allocated and the endpoints are published as a set of endpoints rather than a virtual IP. \"NodePort\" builds on ClusterIP and allocates a port on every node which routes to the same endpoints as the clusterIP. \"LoadBalancer\" builds on NodePort and creates an external load-balancer (if supported in the current cloud) which routes to the same endpoints as the clusterIP. \"ExternalName\" aliases this service to the specified externalName. Several other fields do not apply to ExternalName services. More info: https://kubernetes.io/docs/concepts/services-networking/service/#publishing-services-service-types",
+        ),
+        shown(
+            "Cluster-IP",
+            "clusterIP is the IP address of the service and is usually assigned randomly. If an address is specified manually, is in-range (as per system configuration), and is not in use, it will be allocated to the service; otherwise creation of the service will fail. This field may not be changed through updates unless the type field is also being changed to ExternalName (which requires this field to be blank) or the type field is being changed from ExternalName (in which case this field may optionally be specified, as describe above).  Valid values are \"None\", empty string (\"\"), or a valid IP address. Setting this to \"None\" makes a \"headless service\" (no virtual IP), which is useful when direct endpoint connections are preferred and proxying is not required.  Only applies to types ClusterIP, NodePort, and LoadBalancer. If this field is specified when creating a Service of type ExternalName, creation will fail. This field will be wiped when updating a Service to type ExternalName. More info: https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies",
+        ),
+        shown(
+            "External-IP",
+            "externalIPs is a list of IP addresses for which nodes in the cluster will also accept traffic for this service.  These IPs are not managed by Kubernetes.  The user is responsible for ensuring that traffic arrives at a node with this IP.  A common example is external load-balancers that are not part of the Kubernetes system.",
+        ),
+        shown(
+            "Port(s)",
+            "The list of ports that are exposed by this service. More info: https://kubernetes.io/docs/concepts/services-networking/service/#virtual-ips-and-service-proxies",
+        ),
+        AGE,
+        wide(
+            "Selector",
+            "Route service traffic to pods with label keys and values matching this selector. If empty or not present, the service is assumed to have an external process managing its endpoints, which Kubernetes will not modify. Only applies to types ClusterIP, NodePort, and LoadBalancer. Ignored if type is ExternalName. More info: https://kubernetes.io/docs/concepts/services-networking/service/",
+        ),
+    ],
+    cells: service_cells,
+};
+
+fn service_cells(service: &Value, now: u64) -> Vec<Value> {
+    let spec = &service["spec"];
+    let cluster_ip = items(&spec["clusterIPs"])
+        .first()
+        .map_or("<none>", |ip| text(ip));
+    vec![
+        name(service),
+        text(&spec["type"]).into(),
+        cluster_ip.into(),
+        service_external_ip(service).into(),
+        or_none(&service_ports(spec)),
+        creation_age(service, now),
+        format_labels(&spec["selector"]).into(),
+    ]
+}
+
+/// `getServiceExternalIP` (the wide form: load-balancer addresses are not shortened).
+fn service_external_ip(service: &Value) -> String {
+    let spec = &service["spec"];
+    let external: Vec<&str> = items(&spec["externalIPs"]).iter().map(text).collect();
+    match text(&spec["type"]) {
+        "ClusterIP" | "NodePort" if external.is_empty() => "<none>".to_owned(),
+        "ClusterIP" | "NodePort" => external.join(","),
+        "LoadBalancer" => {
+            let mut balancers: Vec<&str> = items(&service["status"]["loadBalancer"]["ingress"])
+                .iter()
+                .filter_map(|i| {
+                    non_empty(text(&i["ip"])).or_else(|| non_empty(text(&i["hostname"])))
+                })
+                .collect();
+            balancers.sort_unstable();
+            balancers.dedup();
+            balancers.extend(external);
+            if balancers.is_empty() {
+                "<pending>".to_owned()
+            } else {
+                balancers.join(",")
+            }
+        }
+        "ExternalName" => text(&spec["externalName"]).to_owned(),
+        _ => "<unknown>".to_owned(),
+    }
+}
+
+/// `makePortString`: `80/TCP`, `80:30080/TCP` with a node port.
+fn service_ports(spec: &Value) -> String {
+    items(&spec["ports"])
+        .iter()
+        .map(|port| {
+            let number = port["port"].as_i64().unwrap_or(0);
+            let protocol = text(&port["protocol"]);
+            match port["nodePort"].as_i64().filter(|p| *p > 0) {
+                Some(node_port) => format!("{number}:{node_port}/{protocol}"),
+                None => format!("{number}/{protocol}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `labels.FormatLabels`: `a=b,c=d` sorted, `<none>` when empty.
+fn format_labels(labels: &Value) -> String {
+    let pairs: Vec<String> = labels
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={}", text(v)))
+        .collect();
+    if pairs.is_empty() {
+        "<none>".to_owned()
+    } else {
+        pairs.join(",")
+    }
+}
+
+// --- Workloads
+
+const DEPLOYMENT: Printer = Printer {
+    columns: &[
+        NAME,
+        shown("Ready", "Number of the pod with ready state"),
+        shown(
+            "Up-to-date",
+            "Total number of non-terminating pods targeted by this deployment that have the desired template spec.",
+        ),
+        shown(
+            "Available",
+            "Total number of available non-terminating pods (ready for at least minReadySeconds) targeted by this deployment.",
+        ),
+        AGE,
+        wide("Containers", "Names of each container in the template."),
+        wide(
+            "Images",
+            "Images referenced by each container in the template.",
+        ),
+        wide(
+            "Selector",
+            "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment. It must match the pod template's labels.",
+        ),
+    ],
+    cells: deployment_cells,
+};
+
+fn deployment_cells(deployment: &Value, now: u64) -> Vec<Value> {
+    let status = &deployment["status"];
+    let count = |value: &Value| value.as_i64().unwrap_or(0);
+    let containers = items(&deployment["spec"]["template"]["spec"]["containers"]);
+    let names: Vec<&str> = containers.iter().map(|c| text(&c["name"])).collect();
+    let images: Vec<&str> = containers.iter().map(|c| text(&c["image"])).collect();
+    vec![
+        name(deployment),
+        format!(
+            "{}/{}",
+            count(&status["readyReplicas"]),
+            count(&deployment["spec"]["replicas"])
+        )
+        .into(),
+        count(&status["updatedReplicas"]).into(),
+        count(&status["availableReplicas"]).into(),
+        creation_age(deployment, now),
+        names.join(",").into(),
+        images.join(",").into(),
+        crate::selectors::label_selector_text(&deployment["spec"]["selector"]).into(),
+    ]
+}
+
+const POD_DISRUPTION_BUDGET: Printer = Printer {
+    columns: &[
+        NAME,
+        shown(
+            "Min Available",
+            "The minimum number of pods that must be available.",
+        ),
+        shown(
+            "Max Unavailable",
+            "The maximum number of pods that may be unavailable.",
+        ),
+        Spec {
+            name: "Allowed Disruptions",
+            type_: "integer",
+            format: "",
+            description: "Calculated number of pods that may be disrupted at this time.",
+            priority: 0,
+        },
+        AGE,
+    ],
+    cells: pod_disruption_budget_cells,
+};
+
+fn pod_disruption_budget_cells(budget: &Value, now: u64) -> Vec<Value> {
+    // IntOrString.String(): the number or the percentage; `N/A` when unset.
+    let int_or_string = |value: &Value| match value {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => "N/A".to_owned(),
+    };
+    vec![
+        name(budget),
+        int_or_string(&budget["spec"]["minAvailable"]).into(),
+        int_or_string(&budget["spec"]["maxUnavailable"]).into(),
+        budget["status"]["disruptionsAllowed"]
+            .as_i64()
+            .unwrap_or(0)
+            .into(),
+        creation_age(budget, now),
+    ]
+}
+
+// --- RBAC
+
+const ROLE_BINDING: Printer = Printer {
+    columns: &[
+        NAME,
+        shown(
+            "Role",
+            "RoleRef can reference a Role in the current namespace or a ClusterRole in the global namespace. If the RoleRef cannot be resolved, the Authorizer must return an error.",
+        ),
+        AGE,
+        wide("Users", "Users in the roleBinding"),
+        wide("Groups", "Groups in the roleBinding"),
+        wide("ServiceAccounts", "ServiceAccounts in the roleBinding"),
+    ],
+    cells: binding_cells,
+};
+
+const CLUSTER_ROLE_BINDING: Printer = Printer {
+    columns: &[
+        NAME,
+        shown(
+            "Role",
+            "RoleRef can only reference a ClusterRole in the global namespace. If the RoleRef cannot be resolved, the Authorizer must return an error.",
+        ),
+        AGE,
+        wide("Users", "Users in the clusterRoleBinding"),
+        wide("Groups", "Groups in the clusterRoleBinding"),
+        wide(
+            "ServiceAccounts",
+            "ServiceAccounts in the clusterRoleBinding",
+        ),
+    ],
+    cells: binding_cells,
+};
+
+/// `Kind/name` of the role, then the subjects by kind (`rbac.SubjectsStrings`).
+fn binding_cells(binding: &Value, now: u64) -> Vec<Value> {
+    let role_ref = &binding["roleRef"];
+    let subjects = items(&binding["subjects"]);
+    let of_kind = |kind: &str| -> Value {
+        subjects
+            .iter()
+            .filter(|s| text(&s["kind"]) == kind)
+            .map(|s| match kind {
+                "ServiceAccount" => format!("{}/{}", text(&s["namespace"]), text(&s["name"])),
+                _ => text(&s["name"]).to_owned(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+            .into()
+    };
+    vec![
+        name(binding),
+        format!("{}/{}", text(&role_ref["kind"]), text(&role_ref["name"])).into(),
+        creation_age(binding, now),
+        of_kind("User"),
+        of_kind("Group"),
+        of_kind("ServiceAccount"),
+    ]
 }
 
 // --- Pods
@@ -2119,6 +2406,151 @@ mod tests {
         assert_eq!(node_roles(&json!({})), "<none>");
     }
 
+    fn column_names(group: &str, kind: &str) -> Vec<(String, i64)> {
+        builtin_columns(group, kind)
+            .into_iter()
+            .map(|c| (c.name, c.priority))
+            .collect()
+    }
+
+    #[test]
+    fn service_account_and_service_cells() {
+        let account = json!({"metadata": {"name": "op", "creationTimestamp": ago(60)}, "secrets": [{"name": "s"}]});
+        assert_eq!(
+            cells_of("", "ServiceAccount", account),
+            [json!("op"), json!(1), json!("60s")]
+        );
+        assert_eq!(
+            column_names("", "Service"),
+            [
+                ("Name", 0),
+                ("Type", 0),
+                ("Cluster-IP", 0),
+                ("External-IP", 0),
+                ("Port(s)", 0),
+                ("Age", 0),
+                ("Selector", 1)
+            ]
+            .map(|(n, p)| (n.to_owned(), p))
+        );
+        let service = json!({
+            "metadata": {"name": "metrics", "creationTimestamp": ago(7200)},
+            "spec": {"type": "ClusterIP", "clusterIP": "10.96.1.0", "clusterIPs": ["10.96.1.0"], "selector": {"b": "2", "a": "1"},
+                     "ports": [{"port": 8080, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]},
+        });
+        assert_eq!(
+            cells_of("", "Service", service),
+            [
+                "metrics",
+                "ClusterIP",
+                "10.96.1.0",
+                "<none>",
+                "8080/TCP,53/UDP",
+                "120m",
+                "a=1,b=2"
+            ]
+        );
+        let node_port = json!({"metadata": {"name": "web"}, "spec": {"type": "NodePort", "clusterIPs": ["10.96.1.1"], "externalIPs": ["192.0.2.9"], "ports": [{"port": 80, "nodePort": 30086, "protocol": "TCP"}]}});
+        let cells = cells_of("", "Service", node_port);
+        assert_eq!(cells[3..5], ["192.0.2.9", "80:30086/TCP"]);
+        assert_eq!(cells[6], "<none>");
+        let balancer = json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "clusterIPs": ["10.96.1.2"], "ports": []},
+                              "status": {"loadBalancer": {}}});
+        let cells = cells_of("", "Service", balancer);
+        assert_eq!(cells[3..5], ["<pending>", "<none>"]);
+        let external = json!({"metadata": {"name": "db"}, "spec": {"type": "ExternalName", "externalName": "db.example.com"}});
+        assert_eq!(
+            cells_of("", "Service", external)[2..4],
+            ["<none>", "db.example.com"]
+        );
+    }
+
+    #[test]
+    fn deployment_and_budget_cells() {
+        assert_eq!(
+            column_names("apps", "Deployment"),
+            [
+                ("Name", 0),
+                ("Ready", 0),
+                ("Up-to-date", 0),
+                ("Available", 0),
+                ("Age", 0),
+                ("Containers", 1),
+                ("Images", 1),
+                ("Selector", 1)
+            ]
+            .map(|(n, p)| (n.to_owned(), p))
+        );
+        let deployment = json!({
+            "metadata": {"name": "op", "creationTimestamp": ago(30)},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "op"}},
+                     "template": {"spec": {"containers": [{"name": "op", "image": "op:1"}, {"name": "sidecar", "image": "s:2"}]}}},
+            "status": {"readyReplicas": 1, "updatedReplicas": 2},
+        });
+        assert_eq!(
+            cells_of("apps", "Deployment", deployment),
+            [
+                json!("op"),
+                json!("1/2"),
+                json!(2),
+                json!(0),
+                json!("30s"),
+                json!("op,sidecar"),
+                json!("op:1,s:2"),
+                json!("app=op")
+            ]
+        );
+        let budget = json!({"metadata": {"name": "pfs", "creationTimestamp": ago(5)}, "spec": {"maxUnavailable": "50%"}, "status": {"disruptionsAllowed": 1}});
+        assert_eq!(
+            cells_of("policy", "PodDisruptionBudget", budget),
+            [
+                json!("pfs"),
+                json!("N/A"),
+                json!("50%"),
+                json!(1),
+                json!("5s")
+            ]
+        );
+    }
+
+    #[test]
+    fn rbac_cells() {
+        assert_eq!(
+            column_names("rbac.authorization.k8s.io", "Role"),
+            [("Name".to_owned(), 0), ("Created At".to_owned(), 0)]
+        );
+        let role =
+            json!({"metadata": {"name": "reader", "creationTimestamp": "2026-01-02T03:04:05Z"}});
+        assert_eq!(
+            cells_of("rbac.authorization.k8s.io", "ClusterRole", role),
+            ["reader", "2026-01-02T03:04:05Z"]
+        );
+        let binding = json!({
+            "metadata": {"name": "op", "creationTimestamp": ago(90)},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [
+                {"kind": "User", "name": "alice"}, {"kind": "User", "name": "bob"},
+                {"kind": "Group", "name": "ops"},
+                {"kind": "ServiceAccount", "name": "op", "namespace": "pf"},
+            ],
+        });
+        assert_eq!(
+            cells_of("rbac.authorization.k8s.io", "RoleBinding", binding.clone()),
+            [
+                "op",
+                "ClusterRole/view",
+                "90s",
+                "alice, bob",
+                "ops",
+                "pf/op"
+            ]
+        );
+        assert_eq!(
+            cells_of("rbac.authorization.k8s.io", "ClusterRoleBinding", binding)[..2],
+            ["op", "ClusterRole/view"]
+        );
+    }
+
     #[test]
     fn odd_objects_render_without_panicking() {
         for (group, kind) in [
@@ -2131,6 +2563,14 @@ mod tests {
             ("", "Node"),
             ("coordination.k8s.io", "Lease"),
             ("apiextensions.k8s.io", "CustomResourceDefinition"),
+            ("", "ServiceAccount"),
+            ("", "Service"),
+            ("apps", "Deployment"),
+            ("policy", "PodDisruptionBudget"),
+            ("rbac.authorization.k8s.io", "Role"),
+            ("rbac.authorization.k8s.io", "ClusterRole"),
+            ("rbac.authorization.k8s.io", "RoleBinding"),
+            ("rbac.authorization.k8s.io", "ClusterRoleBinding"),
             ("x", "Y"),
         ] {
             for object in [

@@ -901,3 +901,794 @@ async fn events_in_both_api_groups() {
     );
     assert_eq!(Event::kind(&()), "Event");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Authentication and RBAC authorization (kubernetes.io/docs/reference/access-authn-authz/rbac/
+// and authorization/): a token's requests are allowed only by the rules bound to its user.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use kube_emulator::AuditRecord;
+
+const OP: &str = "system:serviceaccount:pf:op";
+
+/// Creates an object as the administrator.
+async fn admin_create<K>(bed: &Bed, namespace: Option<&str>, object: serde_json::Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(bed.client.clone(), namespace.unwrap_or("default"));
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(object).unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+async fn admin_create_cluster<K>(bed: &Bed, object: serde_json::Value) -> K
+where
+    K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + serde::Serialize
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::all(bed.client.clone());
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(object).unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+fn service_account_subject(namespace: &str, name: &str) -> serde_json::Value {
+    json!([{"kind": "ServiceAccount", "name": name, "namespace": namespace}])
+}
+
+fn forbidden(status: &kube::core::Status) -> (u16, &str, &str) {
+    (status.code, status.reason.as_str(), status.message.as_str())
+}
+
+/// The ServiceAccount `pf/op`, and a Role granting it what the RBAC page's examples grant:
+/// reading pods and patching their status.
+async fn service_account_with_pod_reader(bed: &Bed) {
+    bed.namespace("pf").await;
+    bed.namespace("other").await;
+    admin_create::<ServiceAccount>(bed, Some("pf"), json!({"metadata": {"name": "op"}})).await;
+    admin_create::<Role>(
+        bed,
+        Some("pf"),
+        json!({
+            "metadata": {"name": "pod-reader"},
+            "rules": [
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]},
+            ],
+        }),
+    )
+    .await;
+    admin_create::<RoleBinding>(bed, Some("pf"), json!({
+        "metadata": {"name": "op-pod-reader"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
+        "subjects": service_account_subject("pf", "op"),
+    }))
+    .await;
+    for namespace in ["pf", "other"] {
+        let pods: Api<Pod> = Api::namespaced(bed.client.clone(), namespace);
+        pods.create(&PostParams::default(), &pod("p", ""))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_role_binding_grants_a_service_account_its_role_in_its_namespace() {
+    let bed = Bed::start().await;
+    service_account_with_pod_reader(&bed).await;
+    let token = bed.emulator.service_account_token("pf", "op");
+    let client = bed.client_with_token(&token).await;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "pf");
+
+    let listed = pods.list(&ListParams::default()).await.unwrap();
+    assert_eq!(
+        listed
+            .items
+            .iter()
+            .map(|p| p.name_any())
+            .collect::<Vec<_>>(),
+        ["p"]
+    );
+    pods.get("p").await.unwrap();
+    let mut events = pods
+        .watch(&WatchParams::default().timeout(1), "0")
+        .await
+        .unwrap()
+        .boxed();
+    assert!(matches!(
+        events.next().await,
+        Some(Ok(WatchEvent::Added(_)))
+    ));
+    let status = Patch::Merge(json!({"status": {"phase": "Running"}}));
+    pods.patch_status("p", &PatchParams::default(), &status)
+        .await
+        .unwrap();
+
+    // Everything else is denied with the API server's 403 (responsewriters.Forbidden).
+    let elsewhere: Api<Pod> = Api::namespaced(client.clone(), "other");
+    let error = api_error(elsewhere.list(&ListParams::default()).await);
+    assert_eq!(
+        forbidden(&error),
+        (
+            403,
+            "Forbidden",
+            "pods is forbidden: User \"system:serviceaccount:pf:op\" cannot list resource \"pods\" in API group \"\" in the namespace \"other\""
+        )
+    );
+    let error = api_error(pods.delete("p", &DeleteParams::default()).await);
+    assert_eq!(
+        forbidden(&error),
+        (
+            403,
+            "Forbidden",
+            "pods \"p\" is forbidden: User \"system:serviceaccount:pf:op\" cannot delete resource \"pods\" in API group \"\" in the namespace \"pf\""
+        )
+    );
+    let details = error.details.unwrap();
+    assert_eq!(
+        (
+            details.name.as_str(),
+            details.kind.as_str(),
+            details.group.as_str()
+        ),
+        ("p", "pods", "")
+    );
+    let error = api_error(
+        pods.patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"a": "b"}}})),
+        )
+        .await,
+    );
+    assert_eq!(
+        error.message,
+        "pods \"p\" is forbidden: User \"system:serviceaccount:pf:op\" cannot patch resource \"pods\" in API group \"\" in the namespace \"pf\""
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "pf");
+    let error = api_error(secrets.list(&ListParams::default()).await);
+    assert_eq!(
+        error.message,
+        "secrets is forbidden: User \"system:serviceaccount:pf:op\" cannot list resource \"secrets\" in API group \"\" in the namespace \"pf\""
+    );
+    let everywhere: Api<Pod> = Api::all(client.clone());
+    let error = api_error(everywhere.list(&ListParams::default()).await);
+    assert_eq!(
+        error.message,
+        "pods is forbidden: User \"system:serviceaccount:pf:op\" cannot list resource \"pods\" in API group \"\" at the cluster scope"
+    );
+
+    // Every request made with the token, in order, as authorization saw it.
+    let record = |verb: &str,
+                  resource: &str,
+                  subresource: Option<&str>,
+                  namespace: Option<&str>,
+                  name: Option<&str>,
+                  allowed: bool| AuditRecord {
+        user: OP.into(),
+        verb: verb.into(),
+        api_group: String::new(),
+        resource: resource.into(),
+        subresource: subresource.map(Into::into),
+        namespace: namespace.map(Into::into),
+        name: name.map(Into::into),
+        allowed,
+    };
+    assert_eq!(
+        bed.emulator.audit(),
+        [
+            record("list", "pods", None, Some("pf"), None, true),
+            record("get", "pods", None, Some("pf"), Some("p"), true),
+            record("watch", "pods", None, Some("pf"), None, true),
+            record("patch", "pods", Some("status"), Some("pf"), Some("p"), true),
+            record("list", "pods", None, Some("other"), None, false),
+            record("delete", "pods", None, Some("pf"), Some("p"), false),
+            record("patch", "pods", None, Some("pf"), Some("p"), false),
+            record("list", "secrets", None, Some("pf"), None, false),
+            record("list", "pods", None, None, None, false),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn cluster_roles_bound_in_a_namespace_or_cluster_wide() {
+    let bed = Bed::start().await;
+    bed.install_widgets().await;
+    service_account_with_pod_reader(&bed).await;
+    for namespace in ["pf", "other"] {
+        bed.widgets(namespace)
+            .create(&PostParams::default(), &widget("w", 1))
+            .await
+            .unwrap();
+    }
+    admin_create_cluster::<Node>(&bed, json!({"metadata": {"name": "node-1"}})).await;
+    // A ClusterRole bound by a RoleBinding: its rules, in the binding's namespace only.
+    admin_create_cluster::<ClusterRole>(&bed, json!({
+        "metadata": {"name": "widget-status"},
+        "rules": [{"apiGroups": ["test.pureflash.io"], "resources": ["widgets", "widgets/status"], "verbs": ["get", "list", "patch"]}],
+    }))
+    .await;
+    admin_create::<RoleBinding>(&bed, Some("pf"), json!({
+        "metadata": {"name": "op-widget-status"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "widget-status"},
+        "subjects": service_account_subject("pf", "op"),
+    }))
+    .await;
+    // A ClusterRoleBinding: everywhere, cluster-scoped resources included.
+    admin_create_cluster::<ClusterRole>(
+        &bed,
+        json!({
+            "metadata": {"name": "node-getter"},
+            "rules": [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}],
+        }),
+    )
+    .await;
+    admin_create_cluster::<ClusterRoleBinding>(&bed, json!({
+        "metadata": {"name": "op-node-getter"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "node-getter"},
+        "subjects": service_account_subject("pf", "op"),
+    }))
+    .await;
+    let client = bed
+        .client_with_token(&bed.emulator.service_account_token("pf", "op"))
+        .await;
+
+    let widgets = |namespace: &str| {
+        Api::<kube::api::DynamicObject>::namespaced_with(
+            client.clone(),
+            namespace,
+            &common::widget_resource(),
+        )
+    };
+    let status = Patch::Merge(json!({"status": {"phase": "Online"}}));
+    widgets("pf")
+        .patch_status("w", &PatchParams::default(), &status)
+        .await
+        .unwrap();
+    let error = api_error(
+        widgets("other")
+            .patch_status("w", &PatchParams::default(), &status)
+            .await,
+    );
+    assert_eq!(
+        error.message,
+        "widgets.test.pureflash.io \"w\" is forbidden: User \"system:serviceaccount:pf:op\" cannot patch resource \"widgets/status\" in API group \"test.pureflash.io\" in the namespace \"other\""
+    );
+    let all_widgets =
+        Api::<kube::api::DynamicObject>::all_with(client.clone(), &common::widget_resource());
+    let error = api_error(all_widgets.list(&ListParams::default()).await);
+    assert_eq!(
+        error.message,
+        "widgets.test.pureflash.io is forbidden: User \"system:serviceaccount:pf:op\" cannot list resource \"widgets\" in API group \"test.pureflash.io\" at the cluster scope"
+    );
+
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes.get("node-1").await.unwrap();
+    let error = api_error(nodes.list(&ListParams::default()).await);
+    assert_eq!(
+        error.message,
+        "nodes is forbidden: User \"system:serviceaccount:pf:op\" cannot list resource \"nodes\" in API group \"\" at the cluster scope"
+    );
+    let error = api_error(nodes.delete("node-1", &DeleteParams::default()).await);
+    assert_eq!(
+        error.message,
+        "nodes \"node-1\" is forbidden: User \"system:serviceaccount:pf:op\" cannot delete resource \"nodes\" in API group \"\" at the cluster scope"
+    );
+
+    // Users and groups, from tokens registered for them.
+    bed.emulator.add_token("alice-token", "alice", &["ops"]);
+    let alice: Api<Node> = Api::all(bed.client_with_token("alice-token").await);
+    assert_eq!(api_error(alice.get("node-1").await).code, 403);
+    admin_create_cluster::<ClusterRoleBinding>(&bed, json!({
+        "metadata": {"name": "ops-node-getter"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "node-getter"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "ops"}],
+    }))
+    .await;
+    alice
+        .get("node-1")
+        .await
+        .expect("bound through the group ops");
+
+    // A binding to a role that does not exist is reported in the denial.
+    admin_create::<RoleBinding>(
+        &bed,
+        Some("pf"),
+        json!({
+            "metadata": {"name": "dangling"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "missing"},
+            "subjects": service_account_subject("pf", "op"),
+        }),
+    )
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "pf");
+    assert_eq!(
+        api_error(secrets.list(&ListParams::default()).await).message,
+        "secrets is forbidden: User \"system:serviceaccount:pf:op\" cannot list resource \"secrets\" in API group \"\" in the namespace \"pf\": RBAC: role.rbac.authorization.k8s.io \"missing\" not found"
+    );
+}
+
+#[tokio::test]
+async fn resource_names_allow_only_requests_that_name_the_object() {
+    let bed = Bed::start().await;
+    service_account_with_pod_reader(&bed).await;
+    // The leader-election pattern: create any lease, but read and renew only the leader's.
+    admin_create::<Role>(&bed, Some("pf"), json!({
+        "metadata": {"name": "leader"},
+        "rules": [
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["leader"], "verbs": ["get", "update", "list", "watch"]},
+        ],
+    }))
+    .await;
+    admin_create::<RoleBinding>(
+        &bed,
+        Some("pf"),
+        json!({
+            "metadata": {"name": "op-leader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "leader"},
+            "subjects": service_account_subject("pf", "op"),
+        }),
+    )
+    .await;
+    let leases: Api<Lease> = Api::namespaced(
+        bed.client_with_token(&bed.emulator.service_account_token("pf", "op"))
+            .await,
+        "pf",
+    );
+    let lease = |name: &str| -> Lease {
+        serde_json::from_value(
+            json!({"metadata": {"name": name}, "spec": {"holderIdentity": "op-1"}}),
+        )
+        .unwrap()
+    };
+    let created = leases
+        .create(&PostParams::default(), &lease("leader"))
+        .await
+        .unwrap();
+    leases
+        .create(&PostParams::default(), &lease("other"))
+        .await
+        .unwrap();
+    leases
+        .replace("leader", &PostParams::default(), &created)
+        .await
+        .unwrap();
+    assert_eq!(
+        api_error(leases.get("other").await).message,
+        "leases.coordination.k8s.io \"other\" is forbidden: User \"system:serviceaccount:pf:op\" cannot get resource \"leases\" in API group \"coordination.k8s.io\" in the namespace \"pf\""
+    );
+    // A list names nothing, unless its field selector names the object.
+    assert_eq!(
+        api_error(leases.list(&ListParams::default()).await).code,
+        403
+    );
+    let named = leases
+        .list(&ListParams::default().fields("metadata.name=leader"))
+        .await
+        .unwrap();
+    assert_eq!(named.items.len(), 1);
+    let audit = bed.emulator.audit();
+    let last = audit.last().unwrap();
+    assert_eq!(
+        (last.verb.as_str(), last.name.as_deref(), last.allowed),
+        ("list", Some("leader"), true)
+    );
+}
+
+#[tokio::test]
+async fn tokens_authenticate_and_requests_without_one_are_the_administrators() {
+    let bed = Bed::start().await;
+    bed.namespace("pf").await;
+    // A token nobody registered: 401 with the API server's Status, even for discovery.
+    let stranger = bed.client_with_token("nobody-knows-me").await;
+    let pods: Api<Pod> = Api::namespaced(stranger.clone(), "pf");
+    let error = api_error(pods.list(&ListParams::default()).await);
+    assert_eq!(
+        (error.code, error.reason.as_str(), error.message.as_str()),
+        (401, "Unauthorized", "Unauthorized")
+    );
+    assert!(stranger.apiserver_version().await.is_err());
+
+    // A ServiceAccount's token authenticates only while the ServiceAccount exists.
+    let token = bed.emulator.service_account_token("pf", "op");
+    let op = bed.client_with_token(&token).await;
+    let pods: Api<Pod> = Api::namespaced(op.clone(), "pf");
+    assert_eq!(api_error(pods.list(&ListParams::default()).await).code, 401);
+    let accounts: Api<ServiceAccount> = Api::namespaced(bed.client.clone(), "pf");
+    accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "op"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(api_error(pods.list(&ListParams::default()).await).code, 403);
+    // Any authenticated user may read discovery and the version (system:discovery).
+    op.apiserver_version().await.unwrap();
+    let discovery = kube::discovery::Discovery::new(op.clone())
+        .run()
+        .await
+        .unwrap();
+    assert!(discovery.has_group("rbac.authorization.k8s.io"));
+    accounts
+        .delete("op", &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(api_error(pods.list(&ListParams::default()).await).code, 401);
+
+    // system:masters may do anything, as on a real cluster.
+    bed.emulator
+        .add_token("root", "kubernetes-admin", &["system:masters"]);
+    let root: Api<Secret> = Api::namespaced(bed.client_with_token("root").await, "pf");
+    root.list(&ListParams::default()).await.unwrap();
+
+    // No token: the tests' administrator, never audited.
+    let before = bed.emulator.audit().len();
+    let secrets: Api<Secret> = Api::namespaced(bed.client.clone(), "pf");
+    secrets.list(&ListParams::default()).await.unwrap();
+    let nodes: Api<Node> = Api::all(bed.client.clone());
+    nodes.list(&ListParams::default()).await.unwrap();
+    assert_eq!(bed.emulator.audit().len(), before);
+    assert!(
+        bed.emulator
+            .audit()
+            .iter()
+            .all(|r| r.user == OP || r.user == "kubernetes-admin"),
+        "{:?}",
+        bed.emulator.audit()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The kinds a chart installs (API reference: core/v1 ServiceAccount and Service, apps/v1
+// Deployment, policy/v1 PodDisruptionBudget, rbac.authorization.k8s.io/v1).
+
+#[tokio::test]
+async fn services_get_cluster_ips_that_stay() {
+    let bed = Bed::start().await;
+    let ns = bed.namespace("svc").await;
+    let services: Api<Service> = Api::namespaced(bed.client.clone(), &ns);
+    let service = |name: &str, spec: serde_json::Value| -> Service {
+        serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+    };
+    let metrics = services
+        .create(
+            &PostParams::default(),
+            &service(
+                "metrics",
+                json!({"selector": {"app": "op"}, "ports": [{"name": "metrics", "port": 8080}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let spec = metrics.spec.clone().unwrap();
+    let ip: std::net::Ipv4Addr = spec.cluster_ip.clone().unwrap().parse().unwrap();
+    assert_eq!(
+        ip.octets()[..2],
+        [10, 96],
+        "allocated from the service CIDR"
+    );
+    assert_eq!(spec.cluster_ips, Some(vec![ip.to_string()]));
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    let port = &spec.ports.unwrap()[0];
+    assert_eq!(port.protocol.as_deref(), Some("TCP"));
+    assert_eq!(
+        port.target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080))
+    );
+
+    // The address is taken; asking for it again fails like the allocator does.
+    let error = api_error(
+        services
+            .create(
+                &PostParams::default(),
+                &service(
+                    "copy",
+                    json!({"clusterIP": ip.to_string(), "ports": [{"port": 80}]}),
+                ),
+            )
+            .await,
+    );
+    assert_eq!(
+        (error.code, error.message.as_str()),
+        (422, format!("Service \"copy\" is invalid: spec.clusterIPs: Invalid value: []string{{\"{ip}\"}}: failed to allocate IP {ip}: provided IP is already allocated").as_str())
+    );
+    let headless = services
+        .create(
+            &PostParams::default(),
+            &service(
+                "peers",
+                json!({"clusterIP": "None", "selector": {"app": "pfs"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        headless.spec.unwrap().cluster_ips,
+        Some(vec!["None".to_owned()])
+    );
+
+    // A manifest written back without the allocated address keeps it; changing it is refused.
+    let mut replaced = service(
+        "metrics",
+        json!({"selector": {"app": "op"}, "ports": [{"name": "metrics", "port": 9090}]}),
+    );
+    replaced.metadata.resource_version = metrics.resource_version();
+    let replaced = services
+        .replace("metrics", &PostParams::default(), &replaced)
+        .await
+        .unwrap();
+    assert_eq!(replaced.spec.unwrap().cluster_ip, Some(ip.to_string()));
+    let error = api_error(
+        services
+            .patch(
+                "metrics",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"spec": {"clusterIP": "10.96.0.200", "clusterIPs": ["10.96.0.200"]}}),
+                ),
+            )
+            .await,
+    );
+    assert!(
+        error.message.ends_with("may not change once set"),
+        "{}",
+        error.message
+    );
+
+    // Server-side apply identifies ports by port and protocol, protocol defaulting to TCP.
+    let applied = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80}]}});
+    let first = services
+        .patch("web", &PatchParams::apply("chart"), &Patch::Apply(&applied))
+        .await
+        .unwrap();
+    let again = services
+        .patch("web", &PatchParams::apply("chart"), &Patch::Apply(&applied))
+        .await
+        .unwrap();
+    assert_eq!(again.resource_version(), first.resource_version());
+    assert_eq!(again.spec.unwrap().ports.unwrap().len(), 1);
+    // A strategic merge patch merges ports by port.
+    let patched = services
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"ports": [{"port": 80, "targetPort": 8080}]}})),
+        )
+        .await
+        .unwrap();
+    let ports = patched.spec.unwrap().ports.unwrap();
+    assert_eq!((ports.len(), ports[0].name.as_deref()), (1, Some("http")));
+    let by_ip = services
+        .list(&ListParams::default().fields(&format!("spec.clusterIP={ip}")))
+        .await
+        .unwrap();
+    assert_eq!(
+        by_ip.items.iter().map(|s| s.name_any()).collect::<Vec<_>>(),
+        ["metrics"]
+    );
+}
+
+#[tokio::test]
+async fn deployments_and_budgets_track_generation_and_have_a_status_subresource() {
+    let bed = Bed::start().await;
+    let ns = bed.namespace("apps").await;
+    let deployments: Api<Deployment> = Api::namespaced(bed.client.clone(), &ns);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "op"},
+        "spec": {"selector": {"matchLabels": {"app": "op"}},
+                 "template": {"metadata": {"labels": {"app": "op"}}, "spec": {"containers": [
+                     {"name": "op", "image": "op:1", "env": [{"name": "A", "value": "1"}]}]}}},
+    }))
+    .unwrap();
+    let created = deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    let spec = created.spec.clone();
+    assert_eq!(
+        (
+            spec.replicas,
+            spec.revision_history_limit,
+            spec.progress_deadline_seconds
+        ),
+        (Some(1), Some(10), Some(600))
+    );
+    // Strategic merge patch: containers by name, their env by name.
+    let patched = deployments
+        .patch(
+            "op",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "op", "image": "op:2", "env": [{"name": "B", "value": "2"}]}]}}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.generation, Some(2));
+    let container = &patched.spec.template.spec.unwrap().containers[0];
+    assert_eq!(container.image.as_deref(), Some("op:2"));
+    assert_eq!(container.env.as_ref().unwrap().len(), 2);
+    let status = deployments
+        .patch_status(
+            "op",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"status": {"replicas": 1, "readyReplicas": 1, "observedGeneration": 2}}),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        status.metadata.generation,
+        Some(2),
+        "status writes do not count"
+    );
+    assert_eq!(status.status.unwrap().ready_replicas, Some(1));
+    let ignored = deployments
+        .patch(
+            "op",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"readyReplicas": 5}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        ignored.status.unwrap().ready_replicas,
+        Some(1),
+        "status through the main resource is ignored"
+    );
+    let mut mismatched = deployment.clone();
+    mismatched.metadata.name = Some("bad".into());
+    mismatched.spec.template.metadata.as_mut().unwrap().labels =
+        Some([("app".to_owned(), "other".to_owned())].into());
+    let error = api_error(
+        deployments
+            .create(&PostParams::default(), &mismatched)
+            .await,
+    );
+    assert_eq!(
+        (error.code, error.message.as_str()),
+        (
+            422,
+            "Deployment.apps \"bad\" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"other\"}: `selector` does not match template `labels`"
+        )
+    );
+
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(bed.client.clone(), &ns);
+    let budget: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "op"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "op"}}},
+    }))
+    .unwrap();
+    let created = budgets
+        .create(&PostParams::default(), &budget)
+        .await
+        .unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    assert_eq!(created.status.unwrap().disruptions_allowed, Some(0));
+    let status = budgets
+        .patch_status("op", &PatchParams::default(), &Patch::Merge(json!({"status": {"disruptionsAllowed": 1, "currentHealthy": 2, "desiredHealthy": 1, "expectedPods": 2}})))
+        .await
+        .unwrap();
+    assert_eq!(status.status.unwrap().disruptions_allowed, Some(1));
+}
+
+#[tokio::test]
+async fn rbac_objects_keep_their_lists_atomic_and_role_refs_fixed() {
+    let bed = Bed::start().await;
+    let ns = bed.namespace("rbac").await;
+    let roles: Api<ClusterRole> = Api::all(bed.client.clone());
+    let role = |rules: serde_json::Value| json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "op"}, "rules": rules});
+    roles
+        .patch(
+            "op",
+            &PatchParams::apply("chart"),
+            &Patch::Apply(&role(json!([
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
+            ]))),
+        )
+        .await
+        .unwrap();
+    let applied = roles
+        .patch(
+            "op",
+            &PatchParams::apply("chart"),
+            &Patch::Apply(&role(json!([
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+            ]))),
+        )
+        .await
+        .unwrap();
+    let rules = applied.rules.unwrap();
+    assert_eq!(rules.len(), 1, "rules are replaced wholesale");
+    assert_eq!(rules[0].resources, Some(vec!["secrets".to_owned()]));
+
+    let bindings: Api<RoleBinding> = Api::namespaced(bed.client.clone(), &ns);
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "op"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "op"},
+        "subjects": [{"kind": "ServiceAccount", "name": "op"}, {"kind": "User", "name": "alice", "apiGroup": "rbac.authorization.k8s.io"}],
+    }))
+    .unwrap();
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let error = api_error(
+        bindings
+            .patch(
+                "op",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"roleRef": {"name": "other"}})),
+            )
+            .await,
+    );
+    assert_eq!(
+        (error.code, error.message.as_str()),
+        (
+            422,
+            "RoleBinding.rbac.authorization.k8s.io \"op\" is invalid: roleRef: Invalid value: rbac.RoleRef{APIGroup:\"rbac.authorization.k8s.io\", Kind:\"ClusterRole\", Name:\"other\"}: cannot change roleRef"
+        )
+    );
+    let accounts: Api<ServiceAccount> = Api::namespaced(bed.client.clone(), &ns);
+    accounts
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "op"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        accounts
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn one_port_serves_http_and_https_until_the_emulator_is_dropped() {
+    let bed = Bed::start().await;
+    // The same address over TLS (what a kubeconfig with a token uses), for the administrator too.
+    let mut config = kube::Config::new(bed.emulator.https_url().parse().unwrap());
+    config.accept_invalid_certs = true;
+    config.default_retry = false;
+    let over_tls = kube::Client::try_from(config).unwrap();
+    over_tls.apiserver_version().await.unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(over_tls.clone(), "default");
+    maps.list(&ListParams::default()).await.unwrap();
+    let mut config = kube::Config::new(bed.emulator.url().parse().unwrap());
+    config.default_retry = false;
+    let plain: Api<ConfigMap> = Api::namespaced(kube::Client::try_from(config).unwrap(), "default");
+    plain.list(&ListParams::default()).await.unwrap();
+    // Dropped, the emulator closes even the connections clients keep alive.
+    drop(bed);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(plain.list(&ListParams::default()).await.is_err());
+    assert!(maps.list(&ListParams::default()).await.is_err());
+}

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Bed, WIDGETS_CRD};
+use common::{Bed, CHART_MANIFESTS, WIDGETS_CRD};
 
 const WIDGET: &str = "apiVersion: test.pureflash.io/v1alpha1
 kind: Widget
@@ -289,5 +289,459 @@ async fn server_side_apply_and_dry_run_through_kubectl() {
     assert!(
         failed(bed.kubectl(&["get", "wd", "w2"])).contains("NotFound"),
         "dry run stores nothing"
+    );
+}
+
+/// The lines of `kubectl get` output, each split on whitespace.
+fn rows(output: &str) -> Vec<Vec<String>> {
+    output
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect()
+}
+
+/// The row of `output` whose first cell is `name`.
+fn row(output: &str, name: &str) -> Vec<String> {
+    rows(output)
+        .into_iter()
+        .find(|r| r.first().is_some_and(|first| first == name))
+        .unwrap_or_else(|| panic!("no row {name} in:\n{output}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chart_applies_and_its_kinds_print() {
+    let bed = Bed::start().await;
+    ok(bed.kubectl(&["create", "namespace", "pf"]));
+    // `kubectl apply` names each object `<resource>.<group>/<name>` and says what it did.
+    let kinds = [
+        "serviceaccount",
+        "service",
+        "deployment.apps",
+        "poddisruptionbudget.policy",
+        "clusterrole.rbac.authorization.k8s.io",
+        "clusterrolebinding.rbac.authorization.k8s.io",
+        "role.rbac.authorization.k8s.io",
+        "rolebinding.rbac.authorization.k8s.io",
+    ];
+    let created = ok(bed.kubectl_with_input(&["apply", "-f", "-"], Some(CHART_MANIFESTS)));
+    for kind in kinds {
+        let name = if kind == "service" {
+            "pureflash-operator-metrics"
+        } else {
+            "pureflash-operator"
+        };
+        assert!(
+            created.contains(&format!("{kind}/{name} created")),
+            "{kind}: {created}"
+        );
+    }
+    // Applying again changes nothing. kubectl still reports the budget "configured": its
+    // `selector` has patch strategy `replace`, so kubectl's patch for it is never empty.
+    let again = ok(bed.kubectl_with_input(&["apply", "-f", "-"], Some(CHART_MANIFESTS)));
+    assert_eq!(
+        again.matches(" unchanged").count(),
+        kinds.len() - 1,
+        "{again}"
+    );
+    assert!(
+        again.contains("poddisruptionbudget.policy/pureflash-operator configured"),
+        "{again}"
+    );
+
+    // Default columns of each kind (the API server's printers).
+    let deployments = ok(bed.kubectl(&["get", "deploy", "-n", "pf"]));
+    assert_eq!(
+        header(&deployments),
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    );
+    assert_eq!(
+        row(&deployments, "pureflash-operator")[1..4],
+        ["0/2", "0", "0"]
+    );
+    let services = ok(bed.kubectl(&["get", "svc", "-n", "pf"]));
+    assert_eq!(
+        header(&services),
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ]
+    );
+    let service = row(&services, "pureflash-operator-metrics");
+    assert_eq!(
+        (
+            service[1].as_str(),
+            service[3].as_str(),
+            service[4].as_str()
+        ),
+        ("ClusterIP", "<none>", "8080/TCP")
+    );
+    let cluster_ip: std::net::Ipv4Addr = service[2].parse().expect("an IPv4 cluster IP");
+    assert_eq!(cluster_ip.octets()[..2], [10, 96], "from the service CIDR");
+    assert_eq!(
+        ok(bed.kubectl(&[
+            "get",
+            "svc",
+            "pureflash-operator-metrics",
+            "-n",
+            "pf",
+            "-o",
+            "jsonpath={.spec.clusterIPs[0]} {.spec.ports[0].protocol} {.spec.ports[0].targetPort}"
+        ])),
+        format!("{cluster_ip} TCP metrics")
+    );
+    let accounts = ok(bed.kubectl(&["get", "sa", "-n", "pf"]));
+    assert_eq!(header(&accounts), ["NAME", "SECRETS", "AGE"]);
+    assert_eq!(row(&accounts, "pureflash-operator")[1], "0");
+    let budgets = ok(bed.kubectl(&["get", "pdb", "-n", "pf"]));
+    assert_eq!(
+        header(&budgets),
+        [
+            "NAME",
+            "MIN",
+            "AVAILABLE",
+            "MAX",
+            "UNAVAILABLE",
+            "ALLOWED",
+            "DISRUPTIONS",
+            "AGE"
+        ]
+    );
+    assert_eq!(row(&budgets, "pureflash-operator")[1..4], ["N/A", "1", "0"]);
+    let roles = ok(bed.kubectl(&["get", "role", "-n", "pf"]));
+    assert_eq!(header(&roles), ["NAME", "CREATED", "AT"]);
+    let bindings = ok(bed.kubectl(&["get", "rolebinding", "-n", "pf", "-o", "wide"]));
+    assert_eq!(
+        header(&bindings),
+        ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"]
+    );
+    assert_eq!(
+        row(&bindings, "pureflash-operator")[1],
+        "Role/pureflash-operator"
+    );
+    let cluster_bindings = ok(bed.kubectl(&["get", "clusterrolebinding", "-o", "wide"]));
+    let binding = row(&cluster_bindings, "pureflash-operator");
+    assert_eq!(
+        (binding[1].as_str(), binding.last().unwrap().as_str()),
+        ("ClusterRole/pureflash-operator", "pf/pureflash-operator")
+    );
+
+    // Several kinds at once, by short name, as `<resource>.<group>/<name>`.
+    let everything = ok(bed.kubectl(&["get", "deploy,svc,sa,pdb,role,rolebinding", "-n", "pf"]));
+    for name in [
+        "deployment.apps/pureflash-operator",
+        "service/pureflash-operator-metrics",
+        "serviceaccount/pureflash-operator",
+        "poddisruptionbudget.policy/pureflash-operator",
+        "role.rbac.authorization.k8s.io/pureflash-operator",
+        "rolebinding.rbac.authorization.k8s.io/pureflash-operator",
+    ] {
+        assert!(
+            everything.contains(name),
+            "{name} missing from:\n{everything}"
+        );
+    }
+    // The `all` category has Pods, Services and Deployments, not the rest.
+    let all = ok(bed.kubectl(&["get", "all", "-n", "pf", "-o", "name"]));
+    assert!(
+        all.contains("service/pureflash-operator-metrics")
+            && all.contains("deployment.apps/pureflash-operator"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("serviceaccount") && !all.contains("poddisruptionbudget"),
+        "{all}"
+    );
+
+    let resources = ok(bed.kubectl(&["api-resources"]));
+    for (name, short_names, api_version, namespaced, kind) in [
+        ("serviceaccounts", "sa", "v1", "true", "ServiceAccount"),
+        ("services", "svc", "v1", "true", "Service"),
+        ("deployments", "deploy", "apps/v1", "true", "Deployment"),
+        (
+            "poddisruptionbudgets",
+            "pdb",
+            "policy/v1",
+            "true",
+            "PodDisruptionBudget",
+        ),
+    ] {
+        assert_eq!(
+            row(&resources, name),
+            [name, short_names, api_version, namespaced, kind],
+            "{resources}"
+        );
+    }
+    for (name, namespaced, kind) in [
+        ("roles", "true", "Role"),
+        ("rolebindings", "true", "RoleBinding"),
+        ("clusterroles", "false", "ClusterRole"),
+        ("clusterrolebindings", "false", "ClusterRoleBinding"),
+    ] {
+        assert_eq!(
+            row(&resources, name),
+            [name, "rbac.authorization.k8s.io/v1", namespaced, kind],
+            "{resources}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manifest_mistakes_are_rejected_like_the_api_server_does() {
+    let bed = Bed::start().await;
+    ok(bed.kubectl(&["create", "namespace", "pf"]));
+    let mismatched = CHART_MANIFESTS.replace(
+        "    metadata:\n      labels:\n        app.kubernetes.io/name: pureflash-operator",
+        "    metadata:\n      labels:\n        app.kubernetes.io/name: pureflash",
+    );
+    let error = failed(bed.kubectl_with_input(&["apply", "-f", "-"], Some(&mismatched)));
+    assert!(
+        error.contains("The Deployment \"pureflash-operator\" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{\"app.kubernetes.io/instance\":\"pf\", \"app.kubernetes.io/name\":\"pureflash\"}: `selector` does not match template `labels`"),
+        "{error}"
+    );
+    let no_group = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata:\n  name: r\n  namespace: pf\nrules:\n- resources: [pods]\n  verbs: [get]\n";
+    let error = failed(bed.kubectl_with_input(&["apply", "-f", "-"], Some(no_group)));
+    assert!(
+        error.contains("The Role \"r\" is invalid: rules[0].apiGroups: Required value: resource rules must supply at least one api group"),
+        "{error}"
+    );
+    let binding = "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata:\n  name: b\n  namespace: pf\nroleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: r\nsubjects:\n- kind: ServiceAccount\n  name: op\n";
+    ok(bed.kubectl_with_input(&["apply", "-f", "-"], Some(binding)));
+    let error = failed(bed.kubectl_with_input(
+        &["apply", "-f", "-"],
+        Some(&binding.replace("name: r\n", "name: other\n")),
+    ));
+    assert!(error.contains("cannot change roleRef"), "{error}");
+}
+
+/// Admin-applied RBAC for the ServiceAccount `pf/op` (kubernetes.io/docs/reference/
+/// access-authn-authz/rbac): a Role for pods in `pf`, a ClusterRole for ConfigMaps bound in `pf`
+/// only, and a ClusterRole for getting nodes bound cluster-wide. (`kubectl patch
+/// --subresource=status` reads the subresource before patching it, hence `get` on it.)
+const RBAC: &str = "apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: op
+  namespace: pf
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: pod-reader
+  namespace: pf
+rules:
+- apiGroups: [\"\"]
+  resources: [pods]
+  verbs: [get, list, watch]
+- apiGroups: [\"\"]
+  resources: [pods/status]
+  verbs: [get, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: op-pod-reader
+  namespace: pf
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: Role
+  name: pod-reader
+subjects:
+- kind: ServiceAccount
+  name: op
+  namespace: pf
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: config-reader
+rules:
+- apiGroups: [\"\"]
+  resources: [configmaps]
+  verbs: [get, list]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: op-config-reader
+  namespace: pf
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: config-reader
+subjects:
+- kind: ServiceAccount
+  name: op
+  namespace: pf
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: node-getter
+rules:
+- apiGroups: [\"\"]
+  resources: [nodes]
+  verbs: [get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: op-node-getter
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: node-getter
+subjects:
+- kind: ServiceAccount
+  name: op
+  namespace: pf
+";
+
+const OBJECTS: &str = "apiVersion: v1
+kind: Node
+metadata:
+  name: node-1
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: p
+  namespace: pf
+spec:
+  containers:
+  - name: c
+    image: busybox:1
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: q
+  namespace: other
+spec:
+  containers:
+  - name: c
+    image: busybox:1
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: pf
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: settings
+  namespace: other
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rbac_through_kubectl_with_a_service_account_token() {
+    let bed = Bed::start().await;
+    ok(bed.kubectl(&["create", "namespace", "pf"]));
+    ok(bed.kubectl(&["create", "namespace", "other"]));
+    ok(bed.kubectl_with_input(&["apply", "-f", "-"], Some(RBAC)));
+    ok(bed.kubectl_with_input(&["apply", "-f", "-"], Some(OBJECTS)));
+    let token = bed.emulator.service_account_token("pf", "op");
+    let user = "User \"system:serviceaccount:pf:op\"";
+
+    // The Role: pods in its namespace, and only what it lists.
+    assert_eq!(
+        ok(bed.kubectl_as(&token, &["get", "pods", "-n", "pf", "-o", "name"])),
+        "pod/p\n"
+    );
+    ok(bed.kubectl_as(&token, &["get", "pod", "p", "-n", "pf"]));
+    ok(bed.kubectl_as(
+        &token,
+        &[
+            "patch",
+            "pod",
+            "p",
+            "-n",
+            "pf",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Running"}}"#,
+        ],
+    ));
+    let cases = [
+        (
+            vec!["get", "pods", "-n", "other"],
+            format!(
+                "Error from server (Forbidden): pods is forbidden: {user} cannot list resource \"pods\" in API group \"\" in the namespace \"other\""
+            ),
+        ),
+        (
+            vec!["delete", "pod", "p", "-n", "pf"],
+            format!(
+                "Error from server (Forbidden): pods \"p\" is forbidden: {user} cannot delete resource \"pods\" in API group \"\" in the namespace \"pf\""
+            ),
+        ),
+        (
+            vec!["get", "secrets", "-n", "pf"],
+            format!(
+                "Error from server (Forbidden): secrets is forbidden: {user} cannot list resource \"secrets\" in API group \"\" in the namespace \"pf\""
+            ),
+        ),
+        (
+            vec!["label", "pod", "p", "-n", "pf", "tier=db"],
+            format!(
+                "Error from server (Forbidden): pods \"p\" is forbidden: {user} cannot patch resource \"pods\" in API group \"\" in the namespace \"pf\""
+            ),
+        ),
+        // The ClusterRole bound by a RoleBinding grants only in the binding's namespace.
+        (
+            vec!["get", "configmap", "settings", "-n", "other"],
+            format!(
+                "Error from server (Forbidden): configmaps \"settings\" is forbidden: {user} cannot get resource \"configmaps\" in API group \"\" in the namespace \"other\""
+            ),
+        ),
+        // The ClusterRoleBinding grants getting nodes, not listing or deleting them.
+        (
+            vec!["get", "nodes"],
+            format!(
+                "Error from server (Forbidden): nodes is forbidden: {user} cannot list resource \"nodes\" in API group \"\" at the cluster scope"
+            ),
+        ),
+        (
+            vec!["delete", "node", "node-1"],
+            format!(
+                "Error from server (Forbidden): nodes \"node-1\" is forbidden: {user} cannot delete resource \"nodes\" in API group \"\" at the cluster scope"
+            ),
+        ),
+    ];
+    for (args, expected) in cases {
+        let error = failed(bed.kubectl_as(&token, &args));
+        assert_eq!(error.trim_end(), expected, "kubectl {args:?}");
+    }
+    assert!(ok(bed.kubectl_as(&token, &["get", "configmaps", "-n", "pf"])).contains("settings"));
+    assert!(ok(bed.kubectl_as(&token, &["get", "node", "node-1"])).contains("node-1"));
+
+    // A token nobody registered: 401, which kubectl reports as not being logged in (its
+    // discovery client words the reason itself: "the server has asked for the client to
+    // provide credentials").
+    let error = failed(bed.kubectl_as("not-a-token", &["get", "pods", "-n", "pf"]));
+    assert!(
+        error.contains("error: You must be logged in to the server ("),
+        "{error}"
+    );
+    // Without a token, the administrator may do everything.
+    ok(bed.kubectl(&["get", "secrets", "-n", "pf"]));
+    ok(bed.kubectl(&["delete", "pod", "p", "-n", "pf", "--grace-period=0"]));
+    assert!(
+        bed.emulator
+            .audit()
+            .iter()
+            .any(|r| r.verb == "delete" && !r.allowed)
+    );
+    assert!(
+        bed.emulator
+            .audit()
+            .iter()
+            .all(|r| r.user == "system:serviceaccount:pf:op")
     );
 }

@@ -1,5 +1,6 @@
 //! What every conformance test needs: an emulator, a `kube::Client` on it, a kubeconfig for
-//! `kubectl`, and the test CRD.
+//! `kubectl`, the test CRD, and clients that authenticate with a token (to be authorized by
+//! RBAC) instead of being the administrator.
 #![allow(dead_code)] // each test file uses a different subset
 
 use std::process::Command;
@@ -12,6 +13,8 @@ use kube_emulator::Emulator;
 use serde_json::{Value, json};
 
 pub const WIDGETS_CRD: &str = include_str!("../fixtures/widgets-crd.yaml");
+/// What a Helm chart for the operator renders: every kind it installs, in namespace `pf`.
+pub const CHART_MANIFESTS: &str = include_str!("../fixtures/chart-manifests.yaml");
 
 pub struct Bed {
     pub emulator: Emulator,
@@ -60,6 +63,20 @@ impl Bed {
             .expect("CRD created");
     }
 
+    /// A client whose requests carry `token` (see `Emulator::add_token`), authorized by RBAC.
+    /// It does not retry, so that every request shows in the audit log once.
+    pub async fn client_with_token(&self, token: &str) -> Client {
+        let mut config = Config::from_custom_kubeconfig(
+            Kubeconfig::from_yaml(&self.emulator.kubeconfig_with_token(token))
+                .expect("valid kubeconfig"),
+            &KubeConfigOptions::default(),
+        )
+        .await
+        .expect("config");
+        config.default_retry = false;
+        Client::try_from(config).expect("client")
+    }
+
     pub fn widgets(&self, namespace: &str) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), namespace, &widget_resource())
     }
@@ -70,39 +87,53 @@ impl Bed {
     }
 
     pub fn kubectl_with_input(&self, args: &[&str], input: Option<&str>) -> (bool, String, String) {
-        use std::io::Write;
-        let mut command = Command::new("kubectl");
-        command
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig.path())
-            .args(args);
-        command.env(
-            "KUBECACHEDIR",
-            self.kubeconfig.path().with_extension("cache"),
-        );
-        command
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = command
-            .spawn()
-            .expect("kubectl runs (it is installed on every machine)");
-        if let Some(input) = input {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .unwrap();
-        }
-        drop(child.stdin.take());
-        let output = child.wait_with_output().unwrap();
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        run_kubectl(self.kubeconfig.path(), args, input)
     }
+
+    /// Runs kubectl as the holder of `token`.
+    pub fn kubectl_as(&self, token: &str, args: &[&str]) -> (bool, String, String) {
+        let kubeconfig = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(
+            kubeconfig.path(),
+            self.emulator.kubeconfig_with_token(token),
+        )
+        .expect("kubeconfig written");
+        run_kubectl(kubeconfig.path(), args, None)
+    }
+}
+
+/// Runs kubectl with `kubeconfig`; returns (success, stdout, stderr).
+fn run_kubectl(
+    kubeconfig: &std::path::Path,
+    args: &[&str],
+    input: Option<&str>,
+) -> (bool, String, String) {
+    use std::io::Write;
+    let mut command = Command::new("kubectl");
+    command.arg("--kubeconfig").arg(kubeconfig).args(args);
+    command.env("KUBECACHEDIR", kubeconfig.with_extension("cache"));
+    command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command
+        .spawn()
+        .expect("kubectl runs (it is installed on every machine)");
+    if let Some(input) = input {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }
 
 pub fn widget_resource() -> ApiResource {

@@ -1,0 +1,1215 @@
+//! What the API server's registry strategies do to built-in kinds when they are created or
+//! updated: defaulting, server-assigned values (Service cluster IPs and node ports), and the
+//! validation that catches manifest mistakes before anything is stored (a Deployment whose
+//! selector does not match its template, a RoleBinding with a bad roleRef…). Pure code: `state`
+//! supplies what other objects already hold ([`Allocated`]).
+//!
+//! Messages are the API server's (`pkg/apis/*/validation`); bad values are printed the way a
+//! 1.33 server prints them, in Go syntax. Custom resources are checked by their CRD's schema
+//! instead (`schema`), and CRDs by `state`.
+//!
+//! Not emulated: most field validation of pod templates and Services (only what a chart is
+//! likely to get wrong is checked), Deployment selector immutability, the Deployment and
+//! PodDisruptionBudget controllers (their status stays as created), Service dual-stack.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use base64::Engine;
+use serde_json::{Map, Value, json};
+
+use crate::errors::ApiError;
+use crate::meta;
+use crate::rbac::RBAC_GROUP;
+use crate::resources::ResourceType;
+use crate::schema::Cause;
+use crate::selectors::{LabelSelector, go_quote, label_selector_text};
+
+/// The name rule of a kind (`metadata.name`).
+pub fn check_name(rt: &ResourceType, name: &str) -> Option<Cause> {
+    let field = "metadata.name";
+    match (rt.group.as_str(), rt.kind.as_str()) {
+        ("", "Namespace") => meta::check_label_name(name, field),
+        // Service names become DNS labels.
+        ("", "Service") => meta::check_dns1035_label(name, field),
+        (RBAC_GROUP, _) => meta::check_path_segment_name(name, field),
+        _ => meta::check_subdomain(name, field),
+    }
+}
+
+/// Type-specific preparation of a new (`old` is `None`) or updated built-in object; Services
+/// go through [`prepare_service`].
+pub fn prepare(rt: &ResourceType, object: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let invalid = |causes: Vec<Cause>| -> Result<(), ApiError> {
+        if causes.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(&rt.kind, &rt.group, &name, &causes))
+        }
+    };
+    match (rt.group.as_str(), rt.kind.as_str(), old) {
+        ("", "Secret", _) => prepare_secret(object),
+        ("", "Pod", None) => default_pod(object),
+        ("", "Pod", Some(old)) => invalid(check_pod_update(object, old))?,
+        ("", "Namespace", None) => {
+            object["spec"] = json!({"finalizers": ["kubernetes"]});
+            object["status"] = json!({"phase": "Active"});
+        }
+        ("apps", "Deployment", _) => {
+            if old.is_none() {
+                object["status"] = json!({});
+            }
+            default_deployment(object);
+            invalid(check_deployment(object))?;
+        }
+        ("policy", "PodDisruptionBudget", _) => {
+            if old.is_none() {
+                // A new budget allows no disruption until the disruption controller counts pods.
+                object["status"] = json!({"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0});
+            }
+            invalid(check_pod_disruption_budget(object))?;
+        }
+        (RBAC_GROUP, "Role" | "ClusterRole", _) => {
+            invalid(check_rules(object, rt.kind == "Role"))?;
+        }
+        (RBAC_GROUP, "RoleBinding" | "ClusterRoleBinding", _) => {
+            default_binding(object);
+            invalid(check_binding(object, old, rt.kind == "RoleBinding"))?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Go-syntax bad values (a 1.33 API server prints non-scalar values with `%#v`)
+
+fn go_string_slice(values: &[String]) -> String {
+    let quoted: Vec<String> = values.iter().map(|v| go_quote(v)).collect();
+    format!("[]string{{{}}}", quoted.join(", "))
+}
+
+fn go_string_map(map: Option<&Map<String, Value>>) -> String {
+    match map {
+        None => "map[string]string(nil)".to_owned(),
+        Some(map) => {
+            let entries: Vec<String> = map
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{}:{}",
+                        go_quote(k),
+                        go_quote(v.as_str().unwrap_or_default())
+                    )
+                })
+                .collect();
+            format!("map[string]string{{{}}}", entries.join(", "))
+        }
+    }
+}
+
+fn strings_at(value: &Value, key: &str) -> Vec<String> {
+    value
+        .get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_owned)
+        .collect()
+}
+
+fn text_at<'a>(value: &'a Value, key: &str) -> &'a str {
+    value.get(key).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn cause(reason: &str, field: &str, message: String) -> Cause {
+    Cause {
+        reason: reason.into(),
+        message,
+        field: field.into(),
+    }
+}
+
+fn required(field: &str, detail: &str) -> Cause {
+    let message = if detail.is_empty() {
+        "Required value".to_owned()
+    } else {
+        format!("Required value: {detail}")
+    };
+    cause("FieldValueRequired", field, message)
+}
+
+fn invalid_value(field: &str, value: &str, detail: &str) -> Cause {
+    cause(
+        "FieldValueInvalid",
+        field,
+        format!("Invalid value: {value}: {detail}"),
+    )
+}
+
+fn not_supported(field: &str, value: &str, supported: &[&str]) -> Cause {
+    let supported: Vec<String> = supported.iter().map(|s| go_quote(s)).collect();
+    cause(
+        "FieldValueNotSupported",
+        field,
+        format!(
+            "Unsupported value: {}: supported values: {}",
+            go_quote(value),
+            supported.join(", ")
+        ),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets and Pods
+
+fn prepare_secret(secret: &mut Value) {
+    if let Some(Value::Object(strings)) =
+        secret.as_object_mut().and_then(|o| o.remove("stringData"))
+    {
+        let data = secret
+            .as_object_mut()
+            .expect("object")
+            .entry("data")
+            .or_insert_with(|| json!({}));
+        for (key, value) in strings {
+            let encoded = base64::engine::general_purpose::STANDARD
+                .encode(value.as_str().unwrap_or_default());
+            data[key] = json!(encoded);
+        }
+    }
+    if secret.get("type").is_none() {
+        secret["type"] = json!("Opaque");
+    }
+}
+
+/// The defaults the API server gives a new Pod (the fields our tests and the operator read).
+fn default_pod(pod: &mut Value) {
+    if let Some(spec) = pod.get_mut("spec") {
+        default_pod_spec(spec);
+    }
+    pod["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+}
+
+/// `SetDefaults_PodSpec` and `SetDefaults_Container`, for pods and pod templates.
+fn default_pod_spec(spec: &mut Value) {
+    let Some(spec) = spec.as_object_mut() else {
+        return;
+    };
+    spec.entry("restartPolicy").or_insert(json!("Always"));
+    spec.entry("terminationGracePeriodSeconds")
+        .or_insert(json!(30));
+    spec.entry("dnsPolicy").or_insert(json!("ClusterFirst"));
+    spec.entry("schedulerName")
+        .or_insert(json!("default-scheduler"));
+    spec.entry("securityContext").or_insert(json!({}));
+    if let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) {
+        for container in containers.iter_mut().filter_map(Value::as_object_mut) {
+            let image = container
+                .get("image")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let latest = !image.contains(':') || image.ends_with(":latest");
+            container
+                .entry("imagePullPolicy")
+                .or_insert(json!(if latest { "Always" } else { "IfNotPresent" }));
+            container
+                .entry("terminationMessagePath")
+                .or_insert(json!("/dev/termination-log"));
+            container
+                .entry("terminationMessagePolicy")
+                .or_insert(json!("File"));
+            container.entry("resources").or_insert(json!({}));
+        }
+    }
+}
+
+/// A pod's containers and node cannot change once created (image excepted).
+fn check_pod_update(pod: &Value, old: &Value) -> Vec<Cause> {
+    let bound = old
+        .pointer("/spec/nodeName")
+        .is_some_and(|n| !n.as_str().unwrap_or_default().is_empty());
+    if bound && old.pointer("/spec/nodeName") != pod.pointer("/spec/nodeName") {
+        return vec![cause("FieldValueForbidden", "spec", "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations), `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)".into())];
+    }
+    Vec::new()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Deployments
+
+/// `SetDefaults_Deployment` (apps/v1) and the pod defaults of its template.
+fn default_deployment(deployment: &mut Value) {
+    if !deployment.get("spec").is_some_and(Value::is_object) {
+        deployment["spec"] = json!({});
+    }
+    let spec = deployment["spec"].as_object_mut().expect("made an object");
+    spec.entry("replicas").or_insert(json!(1));
+    spec.entry("revisionHistoryLimit").or_insert(json!(10));
+    spec.entry("progressDeadlineSeconds").or_insert(json!(600));
+    let strategy = spec.entry("strategy").or_insert_with(|| json!({}));
+    if strategy.get("type").is_none() {
+        strategy["type"] = json!("RollingUpdate");
+    }
+    if strategy["type"] == "RollingUpdate" {
+        if !strategy.get("rollingUpdate").is_some_and(Value::is_object) {
+            strategy["rollingUpdate"] = json!({});
+        }
+        let rolling = strategy["rollingUpdate"]
+            .as_object_mut()
+            .expect("made an object");
+        rolling.entry("maxUnavailable").or_insert(json!("25%"));
+        rolling.entry("maxSurge").or_insert(json!("25%"));
+    }
+    if let Some(pod_spec) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
+        default_pod_spec(pod_spec);
+    }
+}
+
+/// `ValidateDeploymentSpec`: a selector that is set, not empty, and matches the template.
+fn check_deployment(deployment: &Value) -> Vec<Cause> {
+    let spec = deployment.get("spec").unwrap_or(&Value::Null);
+    let mut causes = Vec::new();
+    let template = spec.get("template").unwrap_or(&Value::Null);
+    let template_labels = template
+        .pointer("/metadata/labels")
+        .and_then(Value::as_object);
+    match spec.get("selector").filter(|s| s.is_object()) {
+        None => causes.push(required("spec.selector", "")),
+        Some(selector) => {
+            let match_labels = selector.get("matchLabels").and_then(Value::as_object);
+            let expressions = selector.get("matchExpressions").and_then(Value::as_array);
+            if match_labels.is_none_or(Map::is_empty) && expressions.is_none_or(Vec::is_empty) {
+                let value = format!(
+                    "v1.LabelSelector{{MatchLabels:{}, MatchExpressions:{}}}",
+                    go_string_map(match_labels),
+                    match expressions {
+                        None => "[]v1.LabelSelectorRequirement(nil)",
+                        Some(_) => "[]v1.LabelSelectorRequirement{}",
+                    }
+                );
+                causes.push(invalid_value(
+                    "spec.selector",
+                    &value,
+                    "empty selector is invalid for deployment",
+                ));
+            } else if let Ok(parsed) = LabelSelector::parse(&label_selector_text(selector)) {
+                let labels: BTreeMap<String, String> = template_labels
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect();
+                if !parsed.matches(&labels) {
+                    causes.push(invalid_value(
+                        "spec.template.metadata.labels",
+                        &go_string_map(template_labels),
+                        "`selector` does not match template `labels`",
+                    ));
+                }
+            }
+        }
+    }
+    if template
+        .pointer("/spec/containers")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+    {
+        causes.push(required("spec.template.spec.containers", ""));
+    }
+    causes
+}
+
+// ---------------------------------------------------------------------------------------------
+// PodDisruptionBudgets
+
+/// `ValidatePodDisruptionBudgetSpec`: minAvailable and maxUnavailable exclude each other.
+fn check_pod_disruption_budget(budget: &Value) -> Vec<Cause> {
+    let spec = budget.get("spec").unwrap_or(&Value::Null);
+    let set = |key: &str| spec.get(key).is_some_and(|v| !v.is_null());
+    if !(set("minAvailable") && set("maxUnavailable")) {
+        return Vec::new();
+    }
+    // The server prints the spec struct, whose pointer fields show as addresses (which differ
+    // from one request to the next; these are placeholders).
+    let pointer = |key: &str, type_: &str| {
+        if set(key) {
+            format!("(*{type_})(0xc000a1c000)")
+        } else {
+            format!("(*{type_})(nil)")
+        }
+    };
+    let value = format!(
+        "policy.PodDisruptionBudgetSpec{{MinAvailable:{}, Selector:{}, MaxUnavailable:{}, UnhealthyPodEvictionPolicy:{}}}",
+        pointer("minAvailable", "intstr.IntOrString"),
+        pointer("selector", "v1.LabelSelector"),
+        pointer("maxUnavailable", "intstr.IntOrString"),
+        pointer(
+            "unhealthyPodEvictionPolicy",
+            "policy.UnhealthyPodEvictionPolicyType"
+        ),
+    );
+    vec![invalid_value(
+        "spec",
+        &value,
+        "minAvailable and maxUnavailable cannot be both set",
+    )]
+}
+
+// ---------------------------------------------------------------------------------------------
+// RBAC
+
+/// `ValidatePolicyRule` for each rule of a Role (namespaced) or ClusterRole.
+fn check_rules(role: &Value, namespaced: bool) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    for (i, rule) in role
+        .get("rules")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let path = format!("rules[{i}]");
+        if strings_at(rule, "verbs").is_empty() {
+            causes.push(required(
+                &format!("{path}.verbs"),
+                "verbs must contain at least one value",
+            ));
+        }
+        let urls = strings_at(rule, "nonResourceURLs");
+        if !urls.is_empty() {
+            let field = format!("{path}.nonResourceURLs");
+            if namespaced {
+                causes.push(invalid_value(
+                    &field,
+                    &go_string_slice(&urls),
+                    "namespaced rules cannot apply to non-resource URLs",
+                ));
+            }
+            if ["apiGroups", "resources", "resourceNames"]
+                .iter()
+                .any(|key| !strings_at(rule, key).is_empty())
+            {
+                causes.push(invalid_value(
+                    &field,
+                    &go_string_slice(&urls),
+                    "rules cannot apply to both regular resources and non-resource URLs",
+                ));
+            }
+            continue;
+        }
+        if strings_at(rule, "apiGroups").is_empty() {
+            causes.push(required(
+                &format!("{path}.apiGroups"),
+                "resource rules must supply at least one api group",
+            ));
+        }
+        if strings_at(rule, "resources").is_empty() {
+            causes.push(required(
+                &format!("{path}.resources"),
+                "resource rules must supply at least one resource",
+            ));
+        }
+    }
+    causes
+}
+
+/// `SetDefaults_RoleBinding`, `SetDefaults_ClusterRoleBinding`, `SetDefaults_Subject`.
+fn default_binding(binding: &mut Value) {
+    if let Some(role_ref) = binding.get_mut("roleRef").and_then(Value::as_object_mut) {
+        let empty = role_ref
+            .get("apiGroup")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        if empty {
+            role_ref.insert("apiGroup".into(), json!(RBAC_GROUP));
+        }
+    }
+    for subject in binding
+        .get_mut("subjects")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
+    {
+        let empty = subject
+            .get("apiGroup")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty);
+        let kind = subject
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if empty && matches!(kind, "User" | "Group") {
+            subject.insert("apiGroup".into(), json!(RBAC_GROUP));
+        }
+    }
+}
+
+/// `ValidateRoleBinding`/`ValidateClusterRoleBinding`, and on update the immutable roleRef.
+fn check_binding(binding: &Value, old: Option<&Value>, namespaced: bool) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let role_ref = binding.get("roleRef").unwrap_or(&Value::Null);
+    let api_group = text_at(role_ref, "apiGroup");
+    if api_group != RBAC_GROUP {
+        causes.push(not_supported("roleRef.apiGroup", api_group, &[RBAC_GROUP]));
+    }
+    let kind = text_at(role_ref, "kind");
+    let kinds: &[&str] = if namespaced {
+        &["Role", "ClusterRole"]
+    } else {
+        &["ClusterRole"]
+    };
+    if !kinds.contains(&kind) {
+        causes.push(not_supported("roleRef.kind", kind, kinds));
+    }
+    let name = text_at(role_ref, "name");
+    if name.is_empty() {
+        causes.push(required("roleRef.name", ""));
+    } else if let Some(bad) = meta::check_path_segment_name(name, "roleRef.name") {
+        causes.push(bad);
+    }
+    for (i, subject) in binding
+        .get("subjects")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        causes.extend(check_subject(
+            subject,
+            namespaced,
+            &format!("subjects[{i}]"),
+        ));
+    }
+    if let Some(old) = old {
+        let old_ref = old.get("roleRef").unwrap_or(&Value::Null);
+        if ["apiGroup", "kind", "name"]
+            .iter()
+            .any(|key| text_at(old_ref, key) != text_at(role_ref, key))
+        {
+            let value = format!(
+                "rbac.RoleRef{{APIGroup:{}, Kind:{}, Name:{}}}",
+                go_quote(api_group),
+                go_quote(kind),
+                go_quote(name)
+            );
+            causes.push(invalid_value("roleRef", &value, "cannot change roleRef"));
+        }
+    }
+    causes
+}
+
+/// `ValidateRoleBindingSubject`.
+fn check_subject(subject: &Value, namespaced: bool, path: &str) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let name = text_at(subject, "name");
+    if name.is_empty() {
+        causes.push(required(&format!("{path}.name"), ""));
+    }
+    let api_group = text_at(subject, "apiGroup");
+    match text_at(subject, "kind") {
+        "ServiceAccount" => {
+            if !name.is_empty()
+                && let Some(bad) = meta::check_subdomain(name, &format!("{path}.name"))
+            {
+                causes.push(bad);
+            }
+            if !api_group.is_empty() {
+                causes.push(not_supported(&format!("{path}.apiGroup"), api_group, &[""]));
+            }
+            if !namespaced && text_at(subject, "namespace").is_empty() {
+                causes.push(required(&format!("{path}.namespace"), ""));
+            }
+        }
+        "User" | "Group" => {
+            if api_group != RBAC_GROUP {
+                causes.push(not_supported(
+                    &format!("{path}.apiGroup"),
+                    api_group,
+                    &[RBAC_GROUP],
+                ));
+            }
+        }
+        other => causes.push(not_supported(
+            &format!("{path}.kind"),
+            other,
+            &["ServiceAccount", "User", "Group"],
+        )),
+    }
+    causes
+}
+
+// ---------------------------------------------------------------------------------------------
+// Services
+
+/// The cluster's service CIDR (kubeadm's default is 10.96.0.0/12; a /16 is plenty here).
+const SERVICE_NETWORK: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 0);
+const SERVICE_PREFIX: u32 = 16;
+const SERVICE_CIDR: &str = "10.96.0.0/16";
+/// The start of the range's lower band, reserved for addresses chosen by users: dynamic
+/// allocation takes the upper band first (the API server's `ServiceIPStaticSubrange`).
+const STATIC_CLUSTER_IPS: u32 = 256;
+const NODE_PORTS: std::ops::RangeInclusive<u64> = 30000..=32767;
+/// The same split for node ports (`ServiceNodePortStaticSubrange`): min(max(16, 2768/32), 128).
+const STATIC_NODE_PORTS: u64 = 86;
+
+/// What the other Services already hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Allocated {
+    pub cluster_ips: BTreeSet<String>,
+    pub node_ports: BTreeSet<u64>,
+}
+
+impl Allocated {
+    /// What `services` hold.
+    pub fn by<'a>(services: impl Iterator<Item = &'a Value>) -> Allocated {
+        let mut allocated = Allocated::default();
+        for service in services {
+            let spec = service.get("spec").unwrap_or(&Value::Null);
+            for ip in strings_at(spec, "clusterIPs") {
+                if ip != "None" {
+                    allocated.cluster_ips.insert(ip);
+                }
+            }
+            for port in spec
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(node_port) = port.get("nodePort").and_then(Value::as_u64) {
+                    allocated.node_ports.insert(node_port);
+                }
+            }
+        }
+        allocated
+    }
+}
+
+fn service_type(spec: &Value) -> &str {
+    text_at(spec, "type")
+}
+
+fn needs_cluster_ip(spec: &Value) -> bool {
+    service_type(spec) != "ExternalName"
+}
+
+fn needs_node_ports(spec: &Value) -> bool {
+    match service_type(spec) {
+        "NodePort" => true,
+        "LoadBalancer" => spec.get("allocateLoadBalancerNodePorts") != Some(&json!(false)),
+        _ => false,
+    }
+}
+
+/// Defaulting, allocation and validation of a Service (`SetDefaults_Service`, the Service
+/// REST storage's IP and port allocators, `ValidateService`). `allocated` is what the other
+/// Services hold.
+pub fn prepare_service(
+    service: &mut Value,
+    old: Option<&Value>,
+    allocated: &Allocated,
+) -> Result<(), ApiError> {
+    let name = service
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let fail = |causes: Vec<Cause>| ApiError::invalid("Service", "", &name, &causes);
+    if !service.get("spec").is_some_and(Value::is_object) {
+        service["spec"] = json!({});
+    }
+    if old.is_none() {
+        service["status"] = json!({"loadBalancer": {}});
+    }
+    let old_spec = old.and_then(|o| o.get("spec")).filter(|s| s.is_object());
+    let spec = &mut service["spec"];
+    default_service(spec);
+    match old_spec {
+        Some(old_spec) => keep_allocated_values(spec, old_spec),
+        // A client that sets only the singular field means the plural too.
+        None => {
+            let ip = text_at(spec, "clusterIP").to_owned();
+            if !ip.is_empty() && strings_at(spec, "clusterIPs").is_empty() {
+                spec["clusterIPs"] = json!([ip]);
+            }
+        }
+    }
+    let causes = check_service(spec, old_spec);
+    if !causes.is_empty() {
+        return Err(fail(causes));
+    }
+    allocate_cluster_ip(spec, old_spec, allocated).map_err(|c| fail(vec![c]))?;
+    allocate_node_ports(spec, old_spec, allocated).map_err(|c| fail(vec![c]))?;
+    Ok(())
+}
+
+/// `SetDefaults_Service`, and the IP family fields a single-stack IPv4 cluster sets.
+fn default_service(spec: &mut Value) {
+    let map = spec.as_object_mut().expect("made an object");
+    map.entry("type").or_insert(json!("ClusterIP"));
+    map.entry("sessionAffinity").or_insert(json!("None"));
+    let type_ = map["type"].as_str().unwrap_or_default().to_owned();
+    let has_external_ips = map
+        .get("externalIPs")
+        .and_then(Value::as_array)
+        .is_some_and(|ips| !ips.is_empty());
+    for port in map
+        .get_mut("ports")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
+    {
+        port.entry("protocol").or_insert(json!("TCP"));
+        let unset = match port.get("targetPort") {
+            None | Some(Value::Null) => true,
+            Some(target) => target == 0 || target == "",
+        };
+        if unset && let Some(number) = port.get("port").cloned() {
+            port.insert("targetPort".into(), number);
+        }
+    }
+    let externally_accessible = matches!(type_.as_str(), "NodePort" | "LoadBalancer")
+        || (type_ == "ClusterIP" && has_external_ips);
+    if externally_accessible {
+        map.entry("externalTrafficPolicy")
+            .or_insert(json!("Cluster"));
+    }
+    if matches!(type_.as_str(), "ClusterIP" | "NodePort" | "LoadBalancer") {
+        map.entry("internalTrafficPolicy")
+            .or_insert(json!("Cluster"));
+    }
+    if type_ == "LoadBalancer" {
+        map.entry("allocateLoadBalancerNodePorts")
+            .or_insert(json!(true));
+    }
+    if type_ == "ExternalName" {
+        // These do not apply, and are wiped when a Service becomes an ExternalName.
+        for field in ["clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"] {
+            map.remove(field);
+        }
+    } else {
+        let headless_without_selector = map.get("clusterIP") == Some(&json!("None"))
+            && map
+                .get("selector")
+                .and_then(Value::as_object)
+                .is_none_or(Map::is_empty);
+        map.entry("ipFamilyPolicy")
+            .or_insert(json!(if headless_without_selector {
+                "RequireDualStack"
+            } else {
+                "SingleStack"
+            }));
+        map.entry("ipFamilies").or_insert(json!(["IPv4"]));
+    }
+    if type_ != "NodePort" && type_ != "LoadBalancer" {
+        for port in map
+            .get_mut("ports")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_object_mut)
+        {
+            port.remove("nodePort");
+        }
+    }
+}
+
+/// `patchAllocatedValues` and `NormalizeClusterIPs` on update: a client that leaves out what
+/// the server allocated (kubectl apply, a PUT of the manifest) keeps it.
+fn keep_allocated_values(spec: &mut Value, old: &Value) {
+    if needs_cluster_ip(spec) && needs_cluster_ip(old) {
+        if text_at(spec, "clusterIP").is_empty() {
+            spec["clusterIP"] = json!(text_at(old, "clusterIP"));
+        }
+        if strings_at(spec, "clusterIPs").is_empty() && !strings_at(old, "clusterIPs").is_empty() {
+            spec["clusterIPs"] = old["clusterIPs"].clone();
+        }
+        // A changed singular field with the plural left as it was changes both.
+        if text_at(spec, "clusterIP") != text_at(old, "clusterIP")
+            && strings_at(spec, "clusterIPs") == strings_at(old, "clusterIPs")
+        {
+            spec["clusterIPs"] = json!([text_at(spec, "clusterIP")]);
+        }
+    }
+    if needs_node_ports(spec) && needs_node_ports(old) {
+        let key = |port: &Value| (port.get("port").cloned(), port.get("protocol").cloned());
+        let old_ports: Vec<(_, u64)> = old
+            .get("ports")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| Some((key(p), p.get("nodePort")?.as_u64()?)))
+            .collect();
+        for port in spec
+            .get_mut("ports")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if port.get("nodePort").is_none()
+                && let Some((_, node_port)) = old_ports.iter().find(|(k, _)| *k == key(port))
+            {
+                port["nodePort"] = json!(node_port);
+            }
+        }
+    }
+}
+
+/// What `ValidateService` checks that a manifest is likely to get wrong.
+fn check_service(spec: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let type_ = service_type(spec);
+    const TYPES: [&str; 4] = ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"];
+    if !TYPES.contains(&type_) {
+        causes.push(not_supported("spec.type", type_, &TYPES));
+    }
+    let headless = text_at(spec, "clusterIP") == "None";
+    let ports = spec
+        .get("ports")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if ports.is_empty() && type_ != "ExternalName" && !headless {
+        causes.push(required("spec.ports", ""));
+    }
+    for (i, port) in ports.iter().enumerate() {
+        if ports.len() > 1 && text_at(port, "name").is_empty() {
+            causes.push(required(&format!("spec.ports[{i}].name"), ""));
+        }
+        let number = port.get("port").and_then(Value::as_i64).unwrap_or(0);
+        if !(1..=65535).contains(&number) {
+            causes.push(invalid_value(
+                &format!("spec.ports[{i}].port"),
+                &number.to_string(),
+                "must be between 1 and 65535, inclusive",
+            ));
+        }
+    }
+    let ips = strings_at(spec, "clusterIPs");
+    let ip = text_at(spec, "clusterIP");
+    if !ip.is_empty() && ips.first().is_some_and(|first| first != ip) {
+        causes.push(invalid_value(
+            "spec.clusterIPs",
+            &go_string_slice(&ips),
+            "first value must match `clusterIP`",
+        ));
+    }
+    if ip.is_empty() && !ips.is_empty() && type_ != "ExternalName" {
+        causes.push(invalid_value(
+            "spec.clusterIPs",
+            &go_string_slice(&ips),
+            "must be empty when `clusterIP` is not specified",
+        ));
+    }
+    // Allocated addresses stay (unless the Service becomes or stops being an ExternalName).
+    if let Some(old) = old
+        && needs_cluster_ip(spec)
+        && needs_cluster_ip(old)
+    {
+        let old_ips = strings_at(old, "clusterIPs");
+        let both_headless = old_ips.first().is_some_and(|ip| ip == "None") && headless;
+        if !both_headless && !old_ips.is_empty() && ips.first() != old_ips.first() {
+            causes.push(invalid_value(
+                "spec.clusterIPs[0]",
+                &go_string_slice(&ips),
+                "may not change once set",
+            ));
+        }
+    }
+    causes
+}
+
+fn in_service_network(ip: Ipv4Addr) -> bool {
+    let mask = u32::MAX << (32 - SERVICE_PREFIX);
+    let network = u32::from(SERVICE_NETWORK);
+    let address = u32::from(ip);
+    // The network and broadcast addresses are never handed out.
+    address & mask == network && address != network && address != network | !mask
+}
+
+/// Assigns a cluster IP when none was asked for; checks the one asked for otherwise.
+fn allocate_cluster_ip(
+    spec: &mut Value,
+    old: Option<&Value>,
+    allocated: &Allocated,
+) -> Result<(), Cause> {
+    if !needs_cluster_ip(spec) {
+        return Ok(());
+    }
+    let requested = text_at(spec, "clusterIP").to_owned();
+    if requested == "None" {
+        spec["clusterIPs"] = json!(["None"]);
+        return Ok(());
+    }
+    if requested.is_empty() {
+        let size = 1u32 << (32 - SERVICE_PREFIX);
+        let network = u32::from(SERVICE_NETWORK);
+        let free = (STATIC_CLUSTER_IPS..size - 1)
+            .chain(1..STATIC_CLUSTER_IPS)
+            .map(|offset| Ipv4Addr::from(network + offset).to_string())
+            .find(|ip| !allocated.cluster_ips.contains(ip));
+        let Some(ip) = free else {
+            return Err(cause(
+                "InternalError",
+                "spec.clusterIPs",
+                "Internal error occurred: failed to allocate a serviceIP: range is full".into(),
+            ));
+        };
+        spec["clusterIP"] = json!(ip);
+        spec["clusterIPs"] = json!([ip]);
+        return Ok(());
+    }
+    let kept = old.is_some_and(|old| text_at(old, "clusterIP") == requested);
+    if kept {
+        return Ok(());
+    }
+    let ips = strings_at(spec, "clusterIPs");
+    let failed = |why: String| {
+        invalid_value(
+            "spec.clusterIPs",
+            &go_string_slice(&ips),
+            &format!("failed to allocate IP {requested}: {why}"),
+        )
+    };
+    let Ok(address) = requested.parse::<Ipv4Addr>() else {
+        return Err(invalid_value(
+            "spec.clusterIPs[0]",
+            &go_quote(&requested),
+            "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+        ));
+    };
+    if !in_service_network(address) {
+        return Err(failed(format!(
+            "the provided IP ({requested}) is not in the valid range. The range of valid IPs is {SERVICE_CIDR}"
+        )));
+    }
+    if allocated.cluster_ips.contains(&requested) {
+        return Err(failed("provided IP is already allocated".to_owned()));
+    }
+    Ok(())
+}
+
+/// Assigns node ports to the ports of NodePort and LoadBalancer Services that have none;
+/// checks the ones asked for.
+fn allocate_node_ports(
+    spec: &mut Value,
+    old: Option<&Value>,
+    allocated: &Allocated,
+) -> Result<(), Cause> {
+    if !needs_node_ports(spec) {
+        return Ok(());
+    }
+    let held: BTreeSet<u64> = old
+        .and_then(|o| o.get("ports"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("nodePort").and_then(Value::as_u64))
+        .collect();
+    let mut taken = allocated.node_ports.clone();
+    let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) else {
+        return Ok(());
+    };
+    for (i, port) in ports.iter_mut().enumerate() {
+        if let Some(requested) = port.get("nodePort").and_then(Value::as_u64) {
+            if held.contains(&requested) {
+                taken.insert(requested);
+                continue;
+            }
+            let field = format!("spec.ports[{i}].nodePort");
+            if !NODE_PORTS.contains(&requested) {
+                return Err(invalid_value(
+                    &field,
+                    &requested.to_string(),
+                    &format!(
+                        "provided port is not in the valid range. The range of valid ports is {}-{}",
+                        NODE_PORTS.start(),
+                        NODE_PORTS.end()
+                    ),
+                ));
+            }
+            if !taken.insert(requested) {
+                return Err(invalid_value(
+                    &field,
+                    &requested.to_string(),
+                    "provided port is already allocated",
+                ));
+            }
+        }
+    }
+    for port in ports.iter_mut() {
+        if port.get("nodePort").is_some() {
+            continue;
+        }
+        let dynamic = NODE_PORTS.start() + STATIC_NODE_PORTS..=*NODE_PORTS.end();
+        let static_band = *NODE_PORTS.start()..NODE_PORTS.start() + STATIC_NODE_PORTS;
+        let Some(free) = dynamic.chain(static_band).find(|p| !taken.contains(p)) else {
+            return Err(cause(
+                "InternalError",
+                "spec.ports",
+                "Internal error occurred: failed to allocate a nodePort: range is full".into(),
+            ));
+        };
+        taken.insert(free);
+        port["nodePort"] = json!(free);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::builtins;
+
+    fn rt(kind: &str) -> ResourceType {
+        builtins().into_iter().find(|r| r.kind == kind).unwrap()
+    }
+
+    fn messages(error: ApiError) -> String {
+        error.message
+    }
+
+    #[test]
+    fn names_by_kind() {
+        assert!(check_name(&rt("Service"), "1svc").is_some(), "DNS-1035");
+        assert!(check_name(&rt("ConfigMap"), "1cm").is_none());
+        assert!(check_name(&rt("ClusterRole"), "system:pureflash:operator").is_none());
+        assert!(check_name(&rt("ConfigMap"), "system:x").is_some());
+    }
+
+    #[test]
+    fn services_get_defaults_and_a_cluster_ip() {
+        let mut service = json!({"metadata": {"name": "metrics"}, "spec": {"selector": {"app": "op"}, "ports": [{"port": 8080}]}});
+        prepare_service(&mut service, None, &Allocated::default()).unwrap();
+        let spec = &service["spec"];
+        assert_eq!(spec["type"], "ClusterIP");
+        assert_eq!(spec["clusterIP"], "10.96.1.0");
+        assert_eq!(spec["clusterIPs"], json!(["10.96.1.0"]));
+        assert_eq!(
+            spec["ports"],
+            json!([{"port": 8080, "protocol": "TCP", "targetPort": 8080}])
+        );
+        assert_eq!(
+            (
+                &spec["sessionAffinity"],
+                &spec["ipFamilyPolicy"],
+                &spec["ipFamilies"],
+                &spec["internalTrafficPolicy"]
+            ),
+            (
+                &json!("None"),
+                &json!("SingleStack"),
+                &json!(["IPv4"]),
+                &json!("Cluster")
+            )
+        );
+        assert_eq!(service["status"], json!({"loadBalancer": {}}));
+
+        // The next Service gets the next free address.
+        let allocated = Allocated::by([&service].into_iter());
+        let mut second = json!({"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80, "targetPort": "http"}]}});
+        prepare_service(&mut second, None, &allocated).unwrap();
+        assert_eq!(second["spec"]["clusterIP"], "10.96.1.1");
+        assert_eq!(second["spec"]["ports"][0]["targetPort"], "http");
+
+        // Headless services keep "None".
+        let mut headless = json!({"metadata": {"name": "peers"}, "spec": {"clusterIP": "None", "selector": {"app": "pfs"}}});
+        prepare_service(&mut headless, None, &allocated).unwrap();
+        assert_eq!(headless["spec"]["clusterIPs"], json!(["None"]));
+    }
+
+    #[test]
+    fn requested_cluster_ips_are_checked() {
+        let taken = Allocated {
+            cluster_ips: BTreeSet::from(["10.96.0.10".to_owned()]),
+            node_ports: BTreeSet::new(),
+        };
+        let mut dns = json!({"metadata": {"name": "dns"}, "spec": {"clusterIP": "10.96.0.10", "ports": [{"port": 53}]}});
+        assert_eq!(
+            messages(prepare_service(&mut dns, None, &taken).unwrap_err()),
+            "Service \"dns\" is invalid: spec.clusterIPs: Invalid value: []string{\"10.96.0.10\"}: failed to allocate IP 10.96.0.10: provided IP is already allocated"
+        );
+        let mut outside = json!({"metadata": {"name": "dns"}, "spec": {"clusterIP": "10.97.0.1", "ports": [{"port": 53}]}});
+        assert!(
+            messages(prepare_service(&mut outside, None, &taken).unwrap_err())
+                .contains("is not in the valid range")
+        );
+        let mut chosen = json!({"metadata": {"name": "dns"}, "spec": {"clusterIP": "10.96.0.11", "ports": [{"port": 53}]}});
+        prepare_service(&mut chosen, None, &taken).unwrap();
+        assert_eq!(chosen["spec"]["clusterIPs"], json!(["10.96.0.11"]));
+    }
+
+    #[test]
+    fn updates_keep_allocated_values_and_may_not_change_them() {
+        let mut service = json!({"metadata": {"name": "web"}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+        prepare_service(&mut service, None, &Allocated::default()).unwrap();
+        assert_eq!(service["spec"]["ports"][0]["nodePort"], 30086);
+        // The manifest applied again, without what the server allocated.
+        let mut again = json!({"metadata": {"name": "web"}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}});
+        prepare_service(&mut again, Some(&service), &Allocated::default()).unwrap();
+        assert_eq!(again["spec"]["clusterIP"], service["spec"]["clusterIP"]);
+        assert_eq!(again["spec"]["clusterIPs"], service["spec"]["clusterIPs"]);
+        assert_eq!(again["spec"]["ports"][0]["nodePort"], 30086);
+        let mut moved = again.clone();
+        moved["spec"]["clusterIP"] = json!("10.96.0.99");
+        assert_eq!(
+            messages(
+                prepare_service(&mut moved, Some(&service), &Allocated::default()).unwrap_err()
+            ),
+            "Service \"web\" is invalid: spec.clusterIPs[0]: Invalid value: []string{\"10.96.0.99\"}: may not change once set"
+        );
+        // Back to ClusterIP: node ports go.
+        let mut cluster_ip = again.clone();
+        cluster_ip["spec"]["type"] = json!("ClusterIP");
+        prepare_service(&mut cluster_ip, Some(&again), &Allocated::default()).unwrap();
+        assert!(cluster_ip["spec"]["ports"][0].get("nodePort").is_none());
+    }
+
+    #[test]
+    fn cluster_ip_fields_must_agree() {
+        let mut mismatched = json!({"metadata": {"name": "x"}, "spec": {"clusterIP": "10.96.0.5", "clusterIPs": ["10.96.0.6"], "ports": [{"port": 80}]}});
+        assert_eq!(
+            messages(prepare_service(&mut mismatched, None, &Allocated::default()).unwrap_err()),
+            "Service \"x\" is invalid: spec.clusterIPs: Invalid value: []string{\"10.96.0.6\"}: first value must match `clusterIP`"
+        );
+        let mut plural_only = json!({"metadata": {"name": "x"}, "spec": {"clusterIPs": ["10.96.0.6"], "ports": [{"port": 80}]}});
+        assert!(
+            messages(prepare_service(&mut plural_only, None, &Allocated::default()).unwrap_err())
+                .ends_with("must be empty when `clusterIP` is not specified")
+        );
+    }
+
+    #[test]
+    fn service_validation() {
+        let mut no_ports = json!({"metadata": {"name": "x"}, "spec": {}});
+        assert_eq!(
+            messages(prepare_service(&mut no_ports, None, &Allocated::default()).unwrap_err()),
+            "Service \"x\" is invalid: spec.ports: Required value"
+        );
+        let mut unnamed = json!({"metadata": {"name": "x"}, "spec": {"type": "Weird", "ports": [{"port": 80}, {"port": 0, "name": "b"}]}});
+        let message =
+            messages(prepare_service(&mut unnamed, None, &Allocated::default()).unwrap_err());
+        assert!(message.contains("spec.type: Unsupported value: \"Weird\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""), "{message}");
+        assert!(
+            message.contains("spec.ports[0].name: Required value"),
+            "{message}"
+        );
+        assert!(
+            message.contains(
+                "spec.ports[1].port: Invalid value: 0: must be between 1 and 65535, inclusive"
+            ),
+            "{message}"
+        );
+    }
+
+    fn deployment(selector: Value, labels: Value) -> Value {
+        json!({"metadata": {"name": "op"}, "spec": {"selector": selector, "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "op", "image": "op:1"}]}}}})
+    }
+
+    #[test]
+    fn deployments_are_defaulted_and_their_selector_checked() {
+        let mut good = deployment(
+            json!({"matchLabels": {"app": "op"}}),
+            json!({"app": "op", "x": "y"}),
+        );
+        prepare(&rt("Deployment"), &mut good, None).unwrap();
+        assert_eq!(good["spec"]["replicas"], 1);
+        assert_eq!(
+            good["spec"]["strategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+        );
+        assert_eq!(good["spec"]["template"]["spec"]["restartPolicy"], "Always");
+        assert_eq!(
+            good["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+            "IfNotPresent"
+        );
+        assert_eq!(good["status"], json!({}));
+
+        let mut mismatch = deployment(
+            json!({"matchLabels": {"app": "op"}}),
+            json!({"app": "other"}),
+        );
+        assert_eq!(
+            messages(prepare(&rt("Deployment"), &mut mismatch, None).unwrap_err()),
+            "Deployment.apps \"op\" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"other\"}: `selector` does not match template `labels`"
+        );
+        let mut empty = deployment(json!({}), json!({"app": "op"}));
+        assert_eq!(
+            messages(prepare(&rt("Deployment"), &mut empty, None).unwrap_err()),
+            "Deployment.apps \"op\" is invalid: spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for deployment"
+        );
+        let mut missing = deployment(Value::Null, json!({"app": "op"}));
+        missing["spec"].as_object_mut().unwrap().remove("selector");
+        missing["spec"]["template"]["spec"]["containers"] = json!([]);
+        assert_eq!(
+            messages(prepare(&rt("Deployment"), &mut missing, None).unwrap_err()),
+            "Deployment.apps \"op\" is invalid: [spec.selector: Required value, spec.template.spec.containers: Required value]"
+        );
+        let mut expressions = deployment(
+            json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["op", "operator"]}]}),
+            json!({"app": "operator"}),
+        );
+        prepare(&rt("Deployment"), &mut expressions, None).unwrap();
+    }
+
+    #[test]
+    fn pod_disruption_budgets() {
+        let mut budget = json!({"metadata": {"name": "pfs"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "pfs"}}}});
+        prepare(&rt("PodDisruptionBudget"), &mut budget, None).unwrap();
+        assert_eq!(budget["status"]["disruptionsAllowed"], 0);
+        budget["spec"]["maxUnavailable"] = json!("50%");
+        let message = messages(
+            prepare(&rt("PodDisruptionBudget"), &mut budget, Some(&json!({}))).unwrap_err(),
+        );
+        assert!(message.starts_with("PodDisruptionBudget.policy \"pfs\" is invalid: spec: Invalid value: policy.PodDisruptionBudgetSpec{MinAvailable:(*intstr.IntOrString)(0x"), "{message}");
+        assert!(message.ends_with("UnhealthyPodEvictionPolicy:(*policy.UnhealthyPodEvictionPolicyType)(nil)}: minAvailable and maxUnavailable cannot be both set"), "{message}");
+    }
+
+    #[test]
+    fn role_rules_are_validated() {
+        let mut role = json!({"metadata": {"name": "r"}, "rules": [
+            {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+            {"resources": ["pods"], "verbs": []},
+            {"nonResourceURLs": ["/healthz"], "verbs": ["get"]},
+        ]});
+        assert_eq!(
+            messages(prepare(&rt("Role"), &mut role, None).unwrap_err()),
+            "Role.rbac.authorization.k8s.io \"r\" is invalid: [rules[1].verbs: Required value: verbs must contain at least one value, rules[1].apiGroups: Required value: resource rules must supply at least one api group, rules[2].nonResourceURLs: Invalid value: []string{\"/healthz\"}: namespaced rules cannot apply to non-resource URLs]"
+        );
+        let mut cluster_role = json!({"metadata": {"name": "r"}, "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]});
+        prepare(&rt("ClusterRole"), &mut cluster_role, None).unwrap();
+    }
+
+    #[test]
+    fn bindings_are_defaulted_and_validated() {
+        let mut binding = json!({"metadata": {"name": "b", "namespace": "pf"}, "roleRef": {"kind": "Role", "name": "r"},
+            "subjects": [{"kind": "User", "name": "alice"}, {"kind": "ServiceAccount", "name": "op"}]});
+        prepare(&rt("RoleBinding"), &mut binding, None).unwrap();
+        assert_eq!(binding["roleRef"]["apiGroup"], RBAC_GROUP);
+        assert_eq!(binding["subjects"][0]["apiGroup"], RBAC_GROUP);
+        assert!(binding["subjects"][1].get("apiGroup").is_none());
+
+        let mut changed = binding.clone();
+        changed["roleRef"]["name"] = json!("other");
+        assert_eq!(
+            messages(prepare(&rt("RoleBinding"), &mut changed, Some(&binding)).unwrap_err()),
+            "RoleBinding.rbac.authorization.k8s.io \"b\" is invalid: roleRef: Invalid value: rbac.RoleRef{APIGroup:\"rbac.authorization.k8s.io\", Kind:\"Role\", Name:\"other\"}: cannot change roleRef"
+        );
+
+        let mut cluster = json!({"metadata": {"name": "b"}, "roleRef": {"apiGroup": "rbac", "kind": "Role", "name": ""},
+            "subjects": [{"kind": "ServiceAccount", "name": "op"}, {"kind": "Robot", "name": "r2"}]});
+        assert_eq!(
+            messages(prepare(&rt("ClusterRoleBinding"), &mut cluster, None).unwrap_err()),
+            "ClusterRoleBinding.rbac.authorization.k8s.io \"b\" is invalid: [roleRef.apiGroup: Unsupported value: \"rbac\": supported values: \"rbac.authorization.k8s.io\", roleRef.kind: Unsupported value: \"Role\": supported values: \"ClusterRole\", roleRef.name: Required value, subjects[0].namespace: Required value, subjects[1].kind: Unsupported value: \"Robot\": supported values: \"ServiceAccount\", \"User\", \"Group\"]"
+        );
+    }
+}
