@@ -3,6 +3,7 @@
 //! MariaDB.
 
 mod harness;
+mod helm;
 mod support;
 
 use harness::{Harness, store_manifest, wait_for};
@@ -696,6 +697,20 @@ async fn api_faults_and_lost_watches_converge() {
     if harness.is_emulated() {
         let errors = metric(&harness, 0, "pureflash_reconcile_total{result=\"error\"} ");
         assert!(errors.is_some_and(|e| e >= 1.0), "errors: {errors:?}");
+        // A failed reconcile is visible where users look.
+        wait_for("a ReconcileFailed event", async || {
+            for name in ["store-1", "store-2"] {
+                let events = events_about(&harness, name).await;
+                if let Some(event) = events
+                    .iter()
+                    .find(|e| e.reason.as_deref() == Some("ReconcileFailed"))
+                {
+                    return event.note.clone();
+                }
+            }
+            None
+        })
+        .await;
     }
 
     // Every watch drops and history is compacted: resuming gets 410 Gone, so the operator must
@@ -858,5 +873,109 @@ async fn a_paused_store_is_left_alone_and_a_spec_change_rolls_its_pod() {
     assert!(conf.contains("[engine]\nname=spdk\n"), "{conf}");
     wait_phase(&harness, &stores, "store-1", Phase::Online).await;
     assert_eq!(restart_count(&stores, "store-1").await, 1);
+    harness.finish().await;
+}
+
+/// The chart's RBAC, enforced: the operator runs as the chart's ServiceAccount (its bearer
+/// token), and every call it makes through a store's life, a hang and a restart must be allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_rbac_covers_every_call_the_operator_makes() {
+    let mut harness = Harness::start("rbac").await;
+    let Some(emulator) = harness.emulator() else {
+        // On a real cluster, install the chart instead; nothing to emulate here.
+        eprintln!("RBAC is enforced by the real cluster: install the chart to check it there");
+        harness.finish().await;
+        return;
+    };
+    install_crd(&harness);
+    let namespace = harness.namespace.clone();
+    let rendered = helm::template("pf", &namespace, &[&format!("watchNamespace={namespace}")])
+        .unwrap_or_else(|e| panic!("helm template: {e}"));
+    let (ok, stdout, stderr) = harness.kubectl(&["apply", "-f", "-"], Some(&rendered));
+    assert!(ok, "the rendered chart was refused:\n{stdout}{stderr}");
+
+    let token = emulator.service_account_token(&namespace, "pf-pureflash-operator");
+    let kubeconfig = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(kubeconfig.path(), emulator.kubeconfig_with_token(&token)).unwrap();
+    harness.start_operator_as(
+        kubeconfig.path(),
+        &["--lease-name", "pf-pureflash-operator"],
+    );
+
+    // Stores with and without explicit addresses (the latter read their Node's InternalIP).
+    apply(
+        &harness,
+        &store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 2),
+    );
+    let node_addressed = store_manifest("store-2", 2, harness.node(), &harness.pfs_image(), 2)
+        .lines()
+        .filter(|l| !l.contains("10.8.0.2") && !l.contains("10.9.0.2") && !l.contains("10.10.0.2"))
+        .map(|l| format!("{l}\n"))
+        .collect::<String>();
+    apply(&harness, &node_addressed);
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &namespace);
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &namespace);
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    wait_phase(&harness, &stores, "store-2", Phase::Online).await;
+    let first = pod_uid(&pods, "store-1-pfs").await.unwrap();
+    harness.signal_pod("store-1-pfs", libc::SIGSTOP);
+    wait_for("store-1 restarted", async || {
+        pod_uid(&pods, "store-1-pfs")
+            .await
+            .filter(|uid| *uid != first)
+    })
+    .await;
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    wait_for("a StoreRestarted event", async || {
+        reasons(&events_about(&harness, "store-1").await)
+            .contains(&"StoreRestarted".to_owned())
+            .then_some(())
+    })
+    .await;
+
+    let user = format!("system:serviceaccount:{namespace}:pf-pureflash-operator");
+    let audit: Vec<_> = harness
+        .emulator()
+        .unwrap()
+        .audit()
+        .into_iter()
+        .filter(|record| record.user == user)
+        .collect();
+    let denied: Vec<String> = audit
+        .iter()
+        .filter(|record| !record.allowed)
+        .map(|r| {
+            format!(
+                "{} {}/{}{} {:?}",
+                r.verb,
+                r.api_group,
+                r.resource,
+                r.subresource
+                    .as_ref()
+                    .map(|s| format!("/{s}"))
+                    .unwrap_or_default(),
+                r.name
+            )
+        })
+        .collect();
+    assert!(denied.is_empty(), "denied to the operator: {denied:#?}");
+    // The run exercised what the rules are for.
+    for (verb, resource) in [
+        ("watch", "pureflashstores"),
+        ("patch", "pureflashstores"),
+        ("patch", "pods"),
+        ("delete", "pods"),
+        ("patch", "configmaps"),
+        ("create", "events"),
+        ("update", "leases"),
+        ("get", "nodes"),
+    ] {
+        assert!(
+            audit
+                .iter()
+                .any(|r| r.verb == verb && r.resource == resource),
+            "the operator never did {verb} {resource}"
+        );
+    }
     harness.finish().await;
 }

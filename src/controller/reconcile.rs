@@ -416,7 +416,11 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 ..DeleteParams::default()
             };
             match pods.delete(&pod_name, &force).await {
-                Ok(_) | Err(kube::Error::Api(_)) => {}
+                // Gone already, or replaced since (the uid precondition): nothing to kill.
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+                // The restart is recorded but not done: the error is reported and, once the
+                // backoff has passed, the next reconcile tries again.
                 Err(error) => return Err(error.into()),
             }
         }
@@ -579,8 +583,32 @@ async fn report_transitions(
 }
 
 /// Requeue after a failed reconcile.
+/// events.k8s.io/v1 refuses notes longer than 1 kB.
+const EVENT_NOTE_MAX: usize = 1024;
+
 pub fn error_policy(store: Arc<PureFlashStore>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(store = %store.name_any(), category = error.category(), %error, "reconcile failed; retrying");
-    let _ = ctx;
+    // Users see failures where they look (kubectl describe); the recorder folds repeats of the
+    // same message into one Event series.
+    let mut note = error.to_string();
+    if note.len() > EVENT_NOTE_MAX {
+        let cut = (0..=EVENT_NOTE_MAX - 3)
+            .rev()
+            .find(|&i| note.is_char_boundary(i))
+            .unwrap_or(0);
+        note.truncate(cut);
+        note.push_str("...");
+    }
+    tokio::spawn(async move {
+        record(
+            &ctx,
+            &store,
+            EventType::Warning,
+            "ReconcileFailed",
+            "Reconcile",
+            note,
+        )
+        .await;
+    });
     Action::requeue(Duration::from_secs(2))
 }

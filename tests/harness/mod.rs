@@ -392,10 +392,16 @@ impl Harness {
     /// PureFlash cluster, with timings scaled for tests; `extra` adds or overrides flags.
     /// Returns the replica's index. Its log is `operator-<index>.log` in [`Self::logs`].
     pub fn start_operator(&mut self, extra: &[&str]) -> usize {
+        let kubeconfig = self.kubeconfig.clone();
+        self.start_operator_as(&kubeconfig, extra)
+    }
+
+    /// Like [`Self::start_operator`], with another identity's kubeconfig (a ServiceAccount's).
+    pub fn start_operator_as(&mut self, kubeconfig: &Path, extra: &[&str]) -> usize {
         let index = self.operators.len();
         let admin = format!("127.0.0.1:{}", testkit::free_port());
         let identity = format!("replica-{index}");
-        let kubeconfig = self.kubeconfig.display().to_string();
+        let kubeconfig = kubeconfig.display().to_string();
         let zk = self.zk();
         let pfs_zk = self.zk_for_pods();
         let mut args: Vec<&str> = vec![
