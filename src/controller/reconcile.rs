@@ -535,11 +535,26 @@ async fn report_transitions(
     verdict: &Verdict,
 ) {
     if previous.phase != status.phase {
-        match status.phase {
-            Some(Phase::Online) => record(ctx, store, EventType::Normal, "StoreOnline", "Observe", "the store's alive node exists in ZooKeeper".into()).await,
-            Some(Phase::Offline) => record(ctx, store, EventType::Warning, "StoreOffline", "Observe", "the store is not alive in ZooKeeper".into()).await,
-            Some(Phase::Unknown) => record(ctx, store, EventType::Warning, "ViewUntrusted", "Observe", "the operator's ZooKeeper view is not connected or not resynced: no decision is taken".into()).await,
-            _ => {}
+        let event = match status.phase {
+            Some(Phase::Online) => Some((
+                EventType::Normal,
+                "StoreOnline",
+                "the store's alive node exists in ZooKeeper",
+            )),
+            Some(Phase::Offline) => Some((
+                EventType::Warning,
+                "StoreOffline",
+                "the store is not alive in ZooKeeper",
+            )),
+            Some(Phase::Unknown) => Some((
+                EventType::Warning,
+                "ViewUntrusted",
+                "the operator's ZooKeeper view is not connected or not resynced: no decision is taken",
+            )),
+            _ => None,
+        };
+        if let Some((kind, reason, note)) = event {
+            record(ctx, store, kind, reason, "Observe", note.to_owned()).await;
         }
     }
     if previous.last_decision != status.last_decision

@@ -112,18 +112,23 @@ fn phase(facts: &Facts<'_>, alive: bool, in_flight: bool) -> Phase {
 
 /// The reason recovery is held for this store, if it is (for RecoveryFrozen).
 fn frozen(verdict: &Verdict) -> Option<(&'static str, String)> {
-    match verdict {
-        Verdict::Skip(reason @ SkipReason::ClusterFrozen) => {
-            Some((reason.as_str(), "too many stores are offline at once (likely a ZooKeeper or network fault): restarts are frozen".into()))
+    let Verdict::Skip(reason) = verdict else {
+        return None;
+    };
+    let message = match reason {
+        SkipReason::ClusterFrozen => {
+            "too many stores are offline at once (likely a ZooKeeper or network fault): restarts are frozen"
         }
-        Verdict::Skip(reason @ SkipReason::RestartBudgetExhausted) => Some((
-            reason.as_str(),
-            "maxRestartsPerHour reached: no automatic restart until older restarts age out; annotate pureflash.io/restart to force one".into(),
-        )),
-        Verdict::Skip(reason @ SkipReason::RecoveryPaused) => Some((reason.as_str(), "recovery paused by the pureflash.io/recovery-paused annotation".into())),
-        Verdict::Skip(reason @ SkipReason::RecoveryDisabled) => Some((reason.as_str(), "spec.recovery.enabled is false".into())),
-        _ => None,
-    }
+        SkipReason::RestartBudgetExhausted => {
+            "maxRestartsPerHour reached: no automatic restart until older restarts age out; annotate pureflash.io/restart to force one"
+        }
+        SkipReason::RecoveryPaused => {
+            "recovery paused by the pureflash.io/recovery-paused annotation"
+        }
+        SkipReason::RecoveryDisabled => "spec.recovery.enabled is false",
+        _ => return None,
+    };
+    Some((reason.as_str(), message.to_owned()))
 }
 
 /// The new status.
