@@ -12,12 +12,14 @@
 //! - [`state`]: storage and the semantics of every verb;
 //! - [`strategy`]: the built-in kinds' defaults, allocations and validation;
 //! - [`resources`]: built-in types and the types CRDs add;
+//! - [`convert`]: kinds served by two groups from one storage (core and events.k8s.io Events);
 //! - [`schema`]: CRD structural schemas — defaulting, pruning, validation, CEL rules;
 //! - [`merge`] (patches) and [`ssa`] (server-side apply, managed fields);
 //! - [`selectors`], [`table`], [`meta`], [`errors`]: the conventions' details;
 //! - [`faults`]: failure injection for tests.
 
 pub mod auth;
+pub mod convert;
 pub mod errors;
 pub mod faults;
 pub mod merge;

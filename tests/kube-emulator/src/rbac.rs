@@ -9,7 +9,9 @@
 //! - [`Policy::authorize`]: the decision, following `plugin/pkg/auth/authorizer/rbac` and
 //!   `pkg/registry/rbac/validation/rule.go` (which bindings apply to whom and where, which rules
 //!   match which request);
-//! - [`forbidden`]: the 403 the API server answers with (`responsewriters.Forbidden`).
+//! - [`forbidden`]: the 403 the API server answers with (`responsewriters.Forbidden`);
+//! - [`create_on_apply`] and [`forbidden_create_on_apply`]: a server-side apply that creates
+//!   its object must also be allowed to `create` it (the patch handler's `withAuthorization`).
 //!
 //! Not emulated: aggregated ClusterRoles (`aggregationRule`), the escalation checks on writes of
 //! RBAC objects (`escalate`/`bind`), impersonation, and the Node authorizer.
@@ -662,6 +664,52 @@ pub fn forbidden(user: &UserInfo, request: &Attributes, decision: &Decision) -> 
         &request.resource,
         request.name.as_deref().unwrap_or_default(),
         &message,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server-side apply that creates
+
+/// The `create` authorization a request also needs, if any: a server-side apply
+/// (`Content-Type: application/apply-patch+yaml`) of the main resource creates its object when
+/// it does not exist, and the API server's patch handler then authorizes `create` of it as
+/// well (`createAuthorizerAttributes`: the patch's attributes with the verb `create`). Patches
+/// of other types answer 404, and subresources never create.
+/// (kubernetes.io/docs/reference/using-api/api-concepts/#patch-and-apply)
+pub fn create_on_apply(
+    request: &Attributes,
+    content_type: &str,
+    exists: bool,
+) -> Option<Attributes> {
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    let apply = matches!(
+        media,
+        "application/apply-patch+yaml"
+            | "application/apply-patch+json"
+            | "application/apply-patch+cbor"
+    );
+    (request.resource_request
+        && request.verb == "patch"
+        && apply
+        && request.subresource.is_none()
+        && request.name.is_some()
+        && !exists)
+        .then(|| Attributes {
+            verb: "create".to_owned(),
+            ..request.clone()
+        })
+}
+
+/// The 403 of an apply that may patch but not create its object. Unlike a request's own
+/// denial (see [`forbidden`]), the patch handler answers `errors.NewForbidden` with only the
+/// authorizer's reason, which RBAC leaves empty unless one of the user's bindings could not be
+/// resolved: `configmaps "settings" is forbidden: ` (sic, with the trailing space).
+pub fn forbidden_create_on_apply(create: &Attributes, decision: &Decision) -> ApiError {
+    ApiError::forbidden(
+        &create.api_group,
+        &create.resource,
+        create.name.as_deref().unwrap_or_default(),
+        &decision.reason,
     )
 }
 
@@ -1514,6 +1562,87 @@ mod tests {
             html.message.contains("User \"&lt;b&gt;&amp;\""),
             "{}",
             html.message
+        );
+    }
+
+    // --- Server-side apply that creates
+
+    #[test]
+    fn an_apply_to_a_missing_object_also_needs_create() {
+        let apply = "application/apply-patch+yaml";
+        let patch = parse("PATCH", "/api/v1/namespaces/pf/configmaps/settings");
+        assert_eq!(
+            create_on_apply(&patch, apply, false),
+            Some(Attributes {
+                verb: "create".into(),
+                ..patch.clone()
+            }),
+            "the same object, namespace and path, with the verb create"
+        );
+        assert_eq!(
+            create_on_apply(&patch, "application/apply-patch+yaml; charset=utf-8", false)
+                .map(|c| c.name),
+            Some(Some("settings".to_owned()))
+        );
+        assert_eq!(create_on_apply(&patch, apply, true), None, "it exists");
+        for other in [
+            "application/merge-patch+json",
+            "application/strategic-merge-patch+json",
+            "application/json-patch+json",
+        ] {
+            assert_eq!(create_on_apply(&patch, other, false), None, "{other}");
+        }
+        let status = parse("PATCH", "/api/v1/namespaces/pf/pods/p/status");
+        assert_eq!(
+            create_on_apply(&status, apply, false),
+            None,
+            "subresources never create"
+        );
+        let put = parse("PUT", "/api/v1/namespaces/pf/configmaps/settings");
+        assert_eq!(create_on_apply(&put, apply, false), None);
+    }
+
+    #[test]
+    fn patch_alone_does_not_allow_an_apply_to_create() {
+        let mut policy = Policy::new();
+        policy.add_role(&role(
+            "pf",
+            "patcher",
+            vec![rule(&["get", "patch"], &[""], &["configmaps"], &[])],
+        ));
+        policy.add_role_binding(&binding("pf", "patcher", "Role", "patcher", sa("pf", "op")));
+        let op = operator();
+        let patch = parse("PATCH", "/api/v1/namespaces/pf/configmaps/settings");
+        assert!(policy.authorize(&op, &patch).allowed);
+        let create = create_on_apply(&patch, "application/apply-patch+yaml", false).unwrap();
+        let decision = policy.authorize(&op, &create);
+        assert!(!decision.allowed);
+        let error = forbidden_create_on_apply(&create, &decision);
+        assert_eq!(
+            error.status(),
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "message": "configmaps \"settings\" is forbidden: ",
+                   "reason": "Forbidden", "details": {"name": "settings", "kind": "configmaps"}, "code": 403})
+        );
+
+        // With create too, on that name only (resourceNames apply to the created object).
+        policy.add_role(&role(
+            "pf",
+            "creator",
+            vec![rule(&["create"], &[""], &["configmaps"], &["settings"])],
+        ));
+        policy.add_role_binding(&binding("pf", "creator", "Role", "creator", sa("pf", "op")));
+        assert!(policy.authorize(&op, &create).allowed);
+        let other = parse("PATCH", "/api/v1/namespaces/pf/configmaps/other");
+        let create_other = create_on_apply(&other, "application/apply-patch+yaml", false).unwrap();
+        assert!(!policy.authorize(&op, &create_other).allowed);
+
+        // A binding to a missing role: the reason is RBAC's.
+        policy.add_role_binding(&binding("pf", "broken", "Role", "missing", sa("pf", "op")));
+        let decision = policy.authorize(&op, &create_other);
+        assert_eq!(
+            forbidden_create_on_apply(&create_other, &decision).message,
+            "configmaps \"other\" is forbidden: RBAC: role.rbac.authorization.k8s.io \"missing\" not found"
         );
     }
 }

@@ -187,9 +187,10 @@ impl ResourceType {
         }
     }
 
-    /// Where objects of this type are stored: every served version shares one storage.
+    /// Where objects of this type are stored: every served version shares one storage, and so
+    /// do the kinds served in two groups (events.k8s.io Events are core Events, see `convert`).
     pub fn storage_key(&self) -> (String, String) {
-        (self.group.clone(), self.plural.clone())
+        crate::convert::storage_key(&self.group, &self.plural)
     }
 
     /// Whether strategic merge patches are accepted (built-in types only, as upstream).
@@ -334,11 +335,15 @@ const BUILTINS: &[Builtin] = &[
         namespaced: true,
         status: false,
         generation: false,
+        // The labels `AddFieldLabelConversionsForEvent` (events/v1) maps to the core ones.
         fields: &[
             "regarding.kind",
             "regarding.namespace",
             "regarding.name",
             "regarding.uid",
+            "regarding.apiVersion",
+            "regarding.resourceVersion",
+            "regarding.fieldPath",
             "reason",
             "reportingController",
             "type",
@@ -398,6 +403,18 @@ const BUILTINS: &[Builtin] = &[
         kind: "Deployment",
         plural: "deployments",
         short_names: &["deploy"],
+        categories: &["all"],
+        namespaced: true,
+        status: true,
+        generation: true,
+        fields: &[],
+    },
+    Builtin {
+        group: "apps",
+        version: "v1",
+        kind: "StatefulSet",
+        plural: "statefulsets",
+        short_names: &["sts"],
         categories: &["all"],
         namespaced: true,
         status: true,
@@ -473,7 +490,9 @@ fn builtin_list_keys(kind: &str) -> ListKeys {
     let keys = ListKeys::metadata();
     match kind {
         "Pod" => pod_spec_keys(keys, "spec").keyed("status.conditions", &["type"]),
-        "Deployment" => {
+        // A StatefulSet's `volumeClaimTemplates` is atomic (`+listType=atomic`, no patch
+        // strategy): patches and applies replace the whole list.
+        "Deployment" | "StatefulSet" => {
             pod_spec_keys(keys, "spec.template.spec").keyed("status.conditions", &["type"])
         }
         "Service" => keys
@@ -716,7 +735,7 @@ mod tests {
             &'static [&'static str],
             bool,
         );
-        let expected: [Expected; 9] = [
+        let expected: [Expected; 10] = [
             (
                 "serviceaccounts",
                 "",
@@ -734,6 +753,15 @@ mod tests {
                 "Deployment",
                 true,
                 &["deploy"],
+                &["all"],
+                true,
+            ),
+            (
+                "statefulsets",
+                "apps",
+                "StatefulSet",
+                true,
+                &["sts"],
                 &["all"],
                 true,
             ),
@@ -808,6 +836,35 @@ mod tests {
             Some(&ListType::Map(vec!["name".into()]))
         );
         assert_eq!(find("roles").list_keys.get("rules"), None, "atomic");
+        let stateful_sets = find("statefulsets");
+        assert!(stateful_sets.tracks_generation);
+        assert_eq!(
+            stateful_sets
+                .list_keys
+                .get("spec.template.spec.containers[].env"),
+            Some(&ListType::Map(vec!["name".into()]))
+        );
+        assert_eq!(
+            stateful_sets.list_keys.get("spec.volumeClaimTemplates"),
+            None,
+            "atomic"
+        );
+    }
+
+    #[test]
+    fn both_event_apis_share_the_core_storage() {
+        let events: Vec<ResourceType> = builtins()
+            .into_iter()
+            .filter(|r| r.kind == "Event")
+            .collect();
+        assert_eq!(events.len(), 2);
+        for rt in &events {
+            assert_eq!(rt.storage_key(), ("".to_owned(), "events".to_owned()));
+        }
+        let new_api = events.iter().find(|r| !r.group.is_empty()).unwrap();
+        assert!(new_api.supports_field("regarding.fieldPath"));
+        assert!(!new_api.supports_field("involvedObject.name"));
+        assert!(!new_api.supports_field("source"));
     }
 
     #[test]

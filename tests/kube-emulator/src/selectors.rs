@@ -705,9 +705,30 @@ impl FieldSelector {
     /// Whether `object` is selected: each path is read from the object's JSON (a missing field
     /// reads as the empty string, as the API server's field sets do).
     pub fn matches(&self, object: &Value) -> bool {
+        self.matches_with(object, field_value)
+    }
+
+    /// Whether `object` is selected when `value_of(object, path)` gives a field's value (for
+    /// fields the API server computes rather than reads, like a core Event's `source`).
+    pub fn matches_with(&self, object: &Value, value_of: impl Fn(&Value, &str) -> String) -> bool {
         self.terms
             .iter()
-            .all(|t| (field_value(object, &t.field) == t.value) == t.equal)
+            .all(|t| (value_of(object, &t.field) == t.value) == t.equal)
+    }
+
+    /// The same selector on renamed fields (a version's field labels converted to the stored
+    /// form's, as `AddFieldLabelConversionFunc` does).
+    pub fn renamed(self, rename: impl Fn(&str) -> String) -> FieldSelector {
+        FieldSelector {
+            terms: self
+                .terms
+                .into_iter()
+                .map(|t| FieldTerm {
+                    field: rename(&t.field),
+                    ..t
+                })
+                .collect(),
+        }
     }
 }
 
@@ -775,7 +796,7 @@ fn unescape_value(raw: &str) -> Result<String, String> {
 }
 
 /// The string form of the value at a dotted path; missing and null read as "".
-fn field_value(object: &Value, path: &str) -> String {
+pub fn field_value(object: &Value, path: &str) -> String {
     let value = path.split('.').try_fold(object, |v, key| v.get(key));
     match value {
         None | Some(Value::Null) => String::new(),

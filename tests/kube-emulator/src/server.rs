@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::auth::{AuditLog, AuditRecord, Caller, Tokens};
+use crate::convert;
 use crate::errors::{ApiError, Subject};
 use crate::faults::{Action, Faults, RequestInfo};
 use crate::meta;
@@ -230,6 +231,56 @@ impl Shared {
         audit(decision.allowed);
         (!decision.allowed).then(|| rbac::forbidden(&credential.user, request, &decision))
     }
+
+    /// The `create` authorization of a server-side apply that creates its object (see
+    /// [`rbac::create_on_apply`]), for token callers; audited as a `create`. The API server
+    /// authorizes it once the object is ready to be created, after the patch was applied and
+    /// the result validated, so the apply is first tried as a dry run: its errors come first.
+    #[allow(clippy::too_many_arguments)]
+    fn authorize_create_on_apply(
+        &self,
+        state: &mut State,
+        authorization: Option<&str>,
+        request: &Attributes,
+        content_type: &str,
+        rt: &ResourceType,
+        namespace: Option<&str>,
+        patch: &Value,
+        options: &WriteOptions,
+    ) -> Result<(), ApiError> {
+        let Caller::Token(credential) = self.tokens.caller(authorization) else {
+            return Ok(());
+        };
+        let name = request.name.as_deref().unwrap_or_default();
+        let exists = state.get(rt, namespace, name).is_ok();
+        let Some(create) = rbac::create_on_apply(request, content_type, exists) else {
+            return Ok(());
+        };
+        let trial = WriteOptions {
+            dry_run: true,
+            ..options.clone()
+        };
+        state.patch(
+            rt,
+            namespace,
+            name,
+            PatchType::Apply,
+            patch.clone(),
+            Part::Main,
+            &trial,
+        )?;
+        let decision = state.rbac_policy().authorize(&credential.user, &create);
+        self.audit.record(AuditRecord::new(
+            &credential.user,
+            &create,
+            decision.allowed,
+        ));
+        if decision.allowed {
+            Ok(())
+        } else {
+            Err(rbac::forbidden_create_on_apply(&create, &decision))
+        }
+    }
 }
 
 /// The single entry point: every request comes here.
@@ -348,6 +399,9 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Body>) -> Response {
         "patch" => patch_type(&content_type).and_then(|patch_type| {
             let body = decode(&bytes, &content_type)?;
             let mut state = shared.state.lock().expect("state lock");
+            if patch_type == PatchType::Apply && part == Part::Main {
+                shared.authorize_create_on_apply(&mut state, authorization, &attributes, &content_type, &rt, ns, &body, &options)?;
+            }
             state.patch(&rt, ns, name.as_deref().unwrap_or_default(), patch_type, body, part, &options).map(|o| json_response(o.code, &o.object, &o.warnings))
         }),
         "delete" => delete_options(&bytes, &query).and_then(|options| {
@@ -485,6 +539,8 @@ fn selection(
             "field label not supported: {unsupported}"
         )));
     }
+    // Selectors are evaluated on stored objects, with the stored form's field names.
+    let fields = fields.map(|f| f.renamed(|label| convert::field_label(rt, label)));
     Ok(Selection {
         namespace: namespace.map(str::to_owned),
         labels,
@@ -552,13 +608,13 @@ fn list(
     Ok(json_response(200, &list, &[]))
 }
 
-/// One watch event line; objects are rendered as `rt`'s version.
+/// One watch event line; stored objects are rendered as `rt`'s version (bookmarks are built
+/// in it, errors are Status objects).
 fn event_line(kind: &str, object: &Value, rt: &ResourceType) -> Bytes {
-    let mut object = object.clone();
-    if object.get("kind").is_some_and(|k| k != "Status") {
-        object["apiVersion"] = json!(rt.api_version());
-        object["kind"] = json!(rt.kind);
-    }
+    let object = match kind {
+        "ERROR" | "BOOKMARK" => object.clone(),
+        _ => convert::to_version(rt, object),
+    };
     let mut line = serde_json::to_vec(&json!({"type": kind, "object": object})).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)

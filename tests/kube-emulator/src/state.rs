@@ -15,6 +15,7 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
+use crate::convert;
 use crate::errors::{ApiError, Subject};
 use crate::merge;
 use crate::meta;
@@ -145,7 +146,10 @@ impl Selection {
                 return false;
             }
         }
-        self.fields.as_ref().is_none_or(|f| f.matches(object))
+        // Fields are read from the stored form (events.k8s.io selectors are converted to it).
+        self.fields
+            .as_ref()
+            .is_none_or(|f| f.matches_with(object, convert::selectable_field))
     }
 }
 
@@ -302,14 +306,13 @@ impl State {
         Ok(self.history.iter().filter(|e| e.rv > rv).cloned().collect())
     }
 
-    /// Renders a stored object as `rt`'s version (all versions share storage).
+    /// Renders a stored object as `rt`'s version (all versions share storage; events.k8s.io
+    /// Events are converted from the stored core Events).
     fn render(rt: &ResourceType, object: &Value) -> Value {
-        let mut object = object.clone();
-        object["apiVersion"] = json!(rt.api_version());
-        object["kind"] = json!(rt.kind);
-        object
+        convert::to_version(rt, object)
     }
 
+    /// The stored objects of `rt`'s storage, in their stored form (core/v1 for Events).
     pub fn objects(&self, rt: &ResourceType) -> impl Iterator<Item = &Arc<Value>> {
         self.objects
             .get(&rt.storage_key())
@@ -321,6 +324,17 @@ impl State {
         self.objects
             .get(&rt.storage_key())
             .and_then(|m| m.get(&(namespace.to_owned(), name.to_owned())))
+    }
+
+    /// A stored object in the form `rt` serves it, for writes through `rt` to start from (stored
+    /// objects of kinds without conversion are shared, not copied).
+    fn current(&self, rt: &ResourceType, namespace: &str, name: &str) -> Option<Arc<Value>> {
+        let stored = self.stored(rt, namespace, name)?;
+        Some(if convert::renders(rt) {
+            Arc::new(Self::render(rt, stored))
+        } else {
+            Arc::clone(stored)
+        })
     }
 
     fn namespace_of(rt: &ResourceType, namespace: Option<&str>) -> String {
@@ -380,14 +394,24 @@ impl State {
         })
     }
 
+    /// Stores a change. `object` and `previous` may be in any served form: they are stored (and
+    /// sent to watches) in the stored form; the result is `object` as `rt` serves it.
     fn commit(
         &mut self,
         rt: &ResourceType,
         kind: EventType,
-        mut object: Value,
+        object: Value,
         previous: Option<Arc<Value>>,
     ) -> Value {
         self.rv += 1;
+        let mut object = convert::to_storage(object);
+        let previous = previous.map(|p| {
+            if convert::converts(&p) {
+                Arc::new(convert::to_storage((*p).clone()))
+            } else {
+                p
+            }
+        });
         metadata_mut(&mut object).insert("resourceVersion".into(), json!(self.rv.to_string()));
         let key = (
             meta_str(&object, "namespace").to_owned(),
@@ -417,7 +441,7 @@ impl State {
             }
         }
         let _ = self.events.send(event);
-        object
+        Self::render(rt, &object)
     }
 
     /// Defaulting, pruning and validation of a custom resource; warnings for pruned fields.
@@ -712,7 +736,7 @@ impl State {
         }
         if options.dry_run {
             return Ok(Outcome {
-                object: body,
+                object: Self::render(rt, &body),
                 code: 201,
                 warnings,
             });
@@ -740,8 +764,7 @@ impl State {
     ) -> Result<Outcome, ApiError> {
         let ns = Self::namespace_of(rt, namespace);
         let existing = self
-            .stored(rt, &ns, name)
-            .cloned()
+            .current(rt, &ns, name)
             .ok_or_else(|| ApiError::not_found(subject(rt, name)))?;
         if !body.is_object() {
             return Err(ApiError::bad_request(
@@ -783,7 +806,7 @@ impl State {
         options: &WriteOptions,
     ) -> Result<Outcome, ApiError> {
         let ns = Self::namespace_of(rt, namespace);
-        let existing = self.stored(rt, &ns, name).cloned();
+        let existing = self.current(rt, &ns, name);
         if patch_type == PatchType::Apply {
             if options.field_manager.is_empty() {
                 return Err(ApiError::bad_request(
@@ -825,6 +848,9 @@ impl State {
             )
             .map_err(|conflicts| ApiError::apply_conflicts(subject(rt, name), &conflicts))?;
             return match existing {
+                // Subresources never create on update (`StatusREST.Update` passes
+                // forceAllowCreate=false).
+                None if part == Part::Status => Err(ApiError::not_found(subject(rt, name))),
                 None => {
                     let managed = ssa::read_managed(&applied);
                     self.create_with(rt, namespace, applied, options, Some(managed))
@@ -965,8 +991,15 @@ impl State {
             };
             ssa::record_update(Some(existing), &mut new, writer, &rt.list_keys);
         }
-        // A write that changes nothing is not a write: same resourceVersion, no event.
-        if content(&new) == content(existing) {
+        // A write that changes nothing is not a write: same resourceVersion, no event. Compared
+        // as stored (an Event read through either API is one stored object).
+        let unchanged = if convert::converts(&new) || convert::converts(existing) {
+            content(&convert::to_storage(new.clone()))
+                == content(&convert::to_storage((**existing).clone()))
+        } else {
+            content(&new) == content(existing)
+        };
+        if unchanged {
             return Ok(Outcome {
                 object: Self::render(rt, existing),
                 code: 200,
@@ -975,7 +1008,7 @@ impl State {
         }
         if options.dry_run {
             return Ok(Outcome {
-                object: new,
+                object: Self::render(rt, &new),
                 code: 200,
                 warnings,
             });
@@ -1199,7 +1232,7 @@ impl State {
         }
     }
 
-    /// Deletes everything in a terminating namespace (each object by its own rules).
+    /// Deletes everything in a terminating namespace (each object by its own rules, once).
     fn terminate_namespace(&mut self, namespace: &str) {
         let types: Vec<Arc<ResourceType>> = self
             .registry
@@ -1207,7 +1240,11 @@ impl State {
             .filter(|rt| rt.namespaced)
             .cloned()
             .collect();
+        let mut seen = std::collections::HashSet::new();
         for rt in types {
+            if !seen.insert(rt.storage_key()) {
+                continue;
+            }
             let names: Vec<String> = self
                 .objects(&rt)
                 .filter(|o| meta_str(o, "namespace") == namespace)

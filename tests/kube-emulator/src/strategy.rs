@@ -9,8 +9,10 @@
 //! instead (`schema`), and CRDs by `state`.
 //!
 //! Not emulated: most field validation of pod templates and Services (only what a chart is
-//! likely to get wrong is checked), Deployment selector immutability, the Deployment and
-//! PodDisruptionBudget controllers (their status stays as created), Service dual-stack.
+//! likely to get wrong is checked), Deployment selector immutability, the Deployment,
+//! StatefulSet and PodDisruptionBudget controllers (their status stays as created), Service
+//! dual-stack, the validation of StatefulSet claim templates (1.34 validates them as
+//! PersistentVolumeClaims).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -32,6 +34,8 @@ pub fn check_name(rt: &ResourceType, name: &str) -> Option<Cause> {
         ("", "Namespace") => meta::check_label_name(name, field),
         // Service names become DNS labels.
         ("", "Service") => meta::check_dns1035_label(name, field),
+        // Its pods' host names are `<name>-<ordinal>`, DNS labels.
+        ("apps", "StatefulSet") => meta::check_label_name(name, field),
         (RBAC_GROUP, _) => meta::check_path_segment_name(name, field),
         _ => meta::check_subdomain(name, field),
     }
@@ -66,6 +70,18 @@ pub fn prepare(rt: &ResourceType, object: &mut Value, old: Option<&Value>) -> Re
             }
             default_deployment(object);
             invalid(check_deployment(object))?;
+        }
+        ("apps", "StatefulSet", _) => {
+            if old.is_none() {
+                // `StatefulSetStatus{}`: its counts without `omitempty` show as zeros.
+                object["status"] = json!({"replicas": 0, "availableReplicas": 0});
+            }
+            default_stateful_set(object);
+            let mut causes = check_stateful_set(object);
+            if let Some(old) = old {
+                causes.extend(check_stateful_set_update(object, old));
+            }
+            invalid(causes)?;
         }
         ("policy", "PodDisruptionBudget", _) => {
             if old.is_none() {
@@ -276,13 +292,29 @@ fn default_deployment(deployment: &mut Value) {
 /// `ValidateDeploymentSpec`: a selector that is set, not empty, and matches the template.
 fn check_deployment(deployment: &Value) -> Vec<Cause> {
     let spec = deployment.get("spec").unwrap_or(&Value::Null);
+    let mut causes = check_selector(spec, "deployment");
+    causes.extend(check_containers(spec));
+    causes
+}
+
+/// The selector of a workload's `spec` and its template's labels: the selector is required and
+/// not empty, and it must select the template's labels. Without a selector,
+/// `LabelSelectorAsSelector` selects nothing, so the labels do not match either.
+fn check_selector(spec: &Value, kind: &str) -> Vec<Cause> {
     let mut causes = Vec::new();
-    let template = spec.get("template").unwrap_or(&Value::Null);
-    let template_labels = template
-        .pointer("/metadata/labels")
+    let template_labels = spec
+        .pointer("/template/metadata/labels")
         .and_then(Value::as_object);
-    match spec.get("selector").filter(|s| s.is_object()) {
-        None => causes.push(required("spec.selector", "")),
+    let labels: BTreeMap<String, String> = template_labels
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+        .collect();
+    let matches = match spec.get("selector").filter(|s| s.is_object()) {
+        None => {
+            causes.push(required("spec.selector", ""));
+            false
+        }
         Some(selector) => {
             let match_labels = selector.get("matchLabels").and_then(Value::as_object);
             let expressions = selector.get("matchExpressions").and_then(Value::as_array);
@@ -298,32 +330,301 @@ fn check_deployment(deployment: &Value) -> Vec<Cause> {
                 causes.push(invalid_value(
                     "spec.selector",
                     &value,
-                    "empty selector is invalid for deployment",
+                    &format!("empty selector is invalid for {kind}"),
                 ));
-            } else if let Ok(parsed) = LabelSelector::parse(&label_selector_text(selector)) {
-                let labels: BTreeMap<String, String> = template_labels
-                    .into_iter()
-                    .flatten()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                    .collect();
-                if !parsed.matches(&labels) {
-                    causes.push(invalid_value(
-                        "spec.template.metadata.labels",
-                        &go_string_map(template_labels),
-                        "`selector` does not match template `labels`",
-                    ));
+                // An empty selector selects everything: no mismatch to report.
+                true
+            } else {
+                LabelSelector::parse(&label_selector_text(selector))
+                    .is_ok_and(|parsed| parsed.matches(&labels))
+            }
+        }
+    };
+    if !matches {
+        causes.push(invalid_value(
+            "spec.template.metadata.labels",
+            &go_string_map(template_labels),
+            "`selector` does not match template `labels`",
+        ));
+    }
+    causes
+}
+
+/// A pod template needs containers (`ValidatePodSpec`).
+fn check_containers(spec: &Value) -> Option<Cause> {
+    spec.pointer("/template/spec/containers")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+        .then(|| required("spec.template.spec.containers", ""))
+}
+
+// ---------------------------------------------------------------------------------------------
+// StatefulSets
+
+/// What an update may change in a StatefulSet's spec (`ValidateStatefulSetUpdate`).
+const STATEFUL_SET_MUTABLE: [&str; 6] = [
+    "replicas",
+    "ordinals",
+    "template",
+    "updateStrategy",
+    "persistentVolumeClaimRetentionPolicy",
+    "minReadySeconds",
+];
+
+/// `SetDefaults_StatefulSet` (apps/v1), the pod defaults of its template, and what its claim
+/// templates get as PersistentVolumeClaims: their type (`apiVersion`, `kind`),
+/// `SetDefaults_PersistentVolumeClaimSpec` (`volumeMode`) and `SetDefaults_PersistentVolumeClaim`
+/// (`status.phase`). GitOps tools famously see these as drift from the manifest.
+fn default_stateful_set(set: &mut Value) {
+    if !set.get("spec").is_some_and(Value::is_object) {
+        set["spec"] = json!({});
+    }
+    let spec = set["spec"].as_object_mut().expect("made an object");
+    if spec
+        .get("podManagementPolicy")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        spec.insert("podManagementPolicy".into(), json!("OrderedReady"));
+    }
+    let strategy = spec.entry("updateStrategy").or_insert_with(|| json!({}));
+    if !strategy.is_object() {
+        *strategy = json!({});
+    }
+    if strategy
+        .get("type")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
+        strategy["type"] = json!("RollingUpdate");
+        if strategy.get("rollingUpdate").is_none_or(Value::is_null) {
+            strategy["rollingUpdate"] = json!({});
+        }
+    }
+    // Only a RollingUpdate strategy's (possibly just defaulted) rollingUpdate gets a partition.
+    if strategy["type"] == "RollingUpdate"
+        && let Some(rolling) = strategy
+            .get_mut("rollingUpdate")
+            .and_then(Value::as_object_mut)
+    {
+        rolling.entry("partition").or_insert(json!(0));
+    }
+    let retention = spec
+        .entry("persistentVolumeClaimRetentionPolicy")
+        .or_insert_with(|| json!({}));
+    if !retention.is_object() {
+        *retention = json!({});
+    }
+    for when in ["whenDeleted", "whenScaled"] {
+        if retention
+            .get(when)
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            retention[when] = json!("Retain");
+        }
+    }
+    spec.entry("replicas").or_insert(json!(1));
+    spec.entry("revisionHistoryLimit").or_insert(json!(10));
+    if let Some(pod_spec) = spec.get_mut("template").and_then(|t| t.get_mut("spec")) {
+        default_pod_spec(pod_spec);
+    }
+    for claim in spec
+        .get_mut("volumeClaimTemplates")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
+    {
+        claim.entry("apiVersion").or_insert(json!("v1"));
+        claim
+            .entry("kind")
+            .or_insert(json!("PersistentVolumeClaim"));
+        let claim_spec = claim.entry("spec").or_insert_with(|| json!({}));
+        if let Some(claim_spec) = claim_spec.as_object_mut() {
+            claim_spec
+                .entry("volumeMode")
+                .or_insert(json!("Filesystem"));
+        }
+        let status = claim.entry("status").or_insert_with(|| json!({}));
+        if let Some(status) = status.as_object_mut() {
+            status.entry("phase").or_insert(json!("Pending"));
+        }
+    }
+}
+
+/// `ValidateNonnegativeField`.
+fn check_nonnegative(value: Option<&Value>, field: &str) -> Option<Cause> {
+    let number = value.and_then(Value::as_i64)?;
+    (number < 0).then(|| {
+        invalid_value(
+            field,
+            &number.to_string(),
+            "must be greater than or equal to 0",
+        )
+    })
+}
+
+/// `ValidateStatefulSetSpec` (1.33), plus the pod template's containers, which API servers
+/// check from 1.34 on (a StatefulSet without containers can never run a pod).
+fn check_stateful_set(set: &Value) -> Vec<Cause> {
+    let spec = set.get("spec").unwrap_or(&Value::Null);
+    let text = |value: Option<&Value>| value.and_then(Value::as_str).unwrap_or_default().to_owned();
+    let mut causes = Vec::new();
+    match text(spec.get("podManagementPolicy")).as_str() {
+        "" => causes.push(required("spec.podManagementPolicy", "")),
+        "OrderedReady" | "Parallel" => {}
+        other => causes.push(invalid_value(
+            "spec.podManagementPolicy",
+            &go_quote(other),
+            "must be 'OrderedReady' or 'Parallel'",
+        )),
+    }
+    let strategy = spec.get("updateStrategy").unwrap_or(&Value::Null);
+    let rolling = strategy.get("rollingUpdate").filter(|r| r.is_object());
+    let go_rolling = |rolling: &Value| {
+        format!(
+            "apps.RollingUpdateStatefulSetStrategy{{Partition:{}, MaxUnavailable:{}}}",
+            rolling
+                .get("partition")
+                .and_then(Value::as_i64)
+                .unwrap_or(0),
+            // A pointer prints as its address (a placeholder here).
+            if rolling.get("maxUnavailable").is_some_and(|m| !m.is_null()) {
+                "(*intstr.IntOrString)(0xc000a1c000)"
+            } else {
+                "(*intstr.IntOrString)(nil)"
+            }
+        )
+    };
+    match text(strategy.get("type")).as_str() {
+        "" => causes.push(required("spec.updateStrategy", "")),
+        "OnDelete" => {
+            if let Some(rolling) = rolling {
+                causes.push(invalid_value(
+                    "spec.updateStrategy.rollingUpdate",
+                    &go_rolling(rolling),
+                    "only allowed for updateStrategy 'RollingUpdate'",
+                ));
+            }
+        }
+        "RollingUpdate" => {
+            if let Some(rolling) = rolling {
+                causes.extend(check_nonnegative(
+                    rolling.get("partition"),
+                    "spec.updateStrategy.rollingUpdate.partition",
+                ));
+            }
+        }
+        other => causes.push(invalid_value(
+            "spec.updateStrategy",
+            &format!(
+                "apps.StatefulSetUpdateStrategy{{Type:{}, RollingUpdate:{}}}",
+                go_quote(other),
+                if rolling.is_some() {
+                    "(*apps.RollingUpdateStatefulSetStrategy)(0xc000a1c000)"
+                } else {
+                    "(*apps.RollingUpdateStatefulSetStrategy)(nil)"
                 }
+            ),
+            "must be 'RollingUpdate' or 'OnDelete'",
+        )),
+    }
+    if let Some(retention) = spec
+        .get("persistentVolumeClaimRetentionPolicy")
+        .filter(|r| r.is_object())
+    {
+        for when in ["whenDeleted", "whenScaled"] {
+            let value = text(retention.get(when));
+            if value != "Retain" && value != "Delete" {
+                causes.push(not_supported(
+                    &format!("spec.persistentVolumeClaimRetentionPolicy.{when}"),
+                    &value,
+                    &["Retain", "Delete"],
+                ));
             }
         }
     }
-    if template
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .is_none_or(Vec::is_empty)
+    // Optional; when set, it becomes the pods' `subdomain`, a DNS-1123 label.
+    let service_name = text(spec.get("serviceName"));
+    if !service_name.is_empty() {
+        causes.extend(meta::check_label_name(&service_name, "spec.serviceName"));
+    }
+    causes.extend(check_nonnegative(spec.get("replicas"), "spec.replicas"));
+    causes.extend(check_nonnegative(
+        spec.get("minReadySeconds"),
+        "spec.minReadySeconds",
+    ));
+    causes.extend(check_nonnegative(
+        spec.pointer("/ordinals/start"),
+        "spec.ordinals.start",
+    ));
+    causes.extend(check_selector(spec, "statefulset"));
+    causes.extend(check_containers(spec));
+    let pod_spec = spec.pointer("/template/spec").unwrap_or(&Value::Null);
+    let restart_policy = text(pod_spec.get("restartPolicy"));
+    if restart_policy != "Always" {
+        causes.push(not_supported(
+            "spec.template.spec.restartPolicy",
+            &restart_policy,
+            &["Always"],
+        ));
+    }
+    if pod_spec
+        .get("activeDeadlineSeconds")
+        .is_some_and(|a| !a.is_null())
     {
-        causes.push(required("spec.template.spec.containers", ""));
+        causes.push(cause(
+            "FieldValueForbidden",
+            "spec.template.spec.activeDeadlineSeconds",
+            "Forbidden: activeDeadlineSeconds in StatefulSet is not Supported".into(),
+        ));
     }
     causes
+}
+
+/// A spec without the fields an update may change, nor empty values (`Semantic.DeepEqual`
+/// holds nil and empty lists and maps equal).
+fn immutable_stateful_set_spec(set: &Value) -> Value {
+    fn without_empty(value: &Value) -> Option<Value> {
+        match value {
+            Value::Null => None,
+            Value::Array(items) if items.is_empty() => None,
+            Value::Object(map) if map.is_empty() => None,
+            Value::Array(items) => Some(Value::Array(
+                items
+                    .iter()
+                    .map(|item| without_empty(item).unwrap_or(Value::Null))
+                    .collect(),
+            )),
+            Value::Object(map) => {
+                let kept: Map<String, Value> = map
+                    .iter()
+                    .filter_map(|(k, v)| without_empty(v).map(|v| (k.clone(), v)))
+                    .collect();
+                (!kept.is_empty()).then_some(Value::Object(kept))
+            }
+            other => Some(other.clone()),
+        }
+    }
+    let mut spec = set.get("spec").cloned().unwrap_or(Value::Null);
+    if let Some(map) = spec.as_object_mut() {
+        for field in STATEFUL_SET_MUTABLE {
+            map.remove(field);
+        }
+    }
+    without_empty(&spec).unwrap_or(Value::Null)
+}
+
+/// `ValidateStatefulSetUpdate`: only some of the spec may change.
+fn check_stateful_set_update(set: &Value, old: &Value) -> Option<Cause> {
+    (immutable_stateful_set_spec(set) != immutable_stateful_set_spec(old)).then(|| {
+        cause(
+            "FieldValueForbidden",
+            "spec",
+            "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden".into(),
+        )
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1152,13 +1453,181 @@ mod tests {
         missing["spec"]["template"]["spec"]["containers"] = json!([]);
         assert_eq!(
             messages(prepare(&rt("Deployment"), &mut missing, None).unwrap_err()),
-            "Deployment.apps \"op\" is invalid: [spec.selector: Required value, spec.template.spec.containers: Required value]"
+            "Deployment.apps \"op\" is invalid: [spec.selector: Required value, spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"op\"}: `selector` does not match template `labels`, spec.template.spec.containers: Required value]"
         );
         let mut expressions = deployment(
             json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["op", "operator"]}]}),
             json!({"app": "operator"}),
         );
         prepare(&rt("Deployment"), &mut expressions, None).unwrap();
+    }
+
+    fn stateful_set(spec: Value) -> Value {
+        let mut set = json!({"metadata": {"name": "pfs"}, "spec": {
+            "selector": {"matchLabels": {"app": "pfs"}},
+            "template": {"metadata": {"labels": {"app": "pfs"}}, "spec": {"containers": [{"name": "pfs", "image": "pfs:1"}]}},
+        }});
+        for (key, value) in spec.as_object().unwrap() {
+            set["spec"][key] = value.clone();
+        }
+        set
+    }
+
+    #[test]
+    fn stateful_sets_get_the_api_servers_defaults() {
+        let mut set = stateful_set(json!({
+            "serviceName": "pfs",
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}],
+        }));
+        prepare(&rt("StatefulSet"), &mut set, None).unwrap();
+        let spec = &set["spec"];
+        assert_eq!(
+            (
+                &spec["replicas"],
+                &spec["revisionHistoryLimit"],
+                &spec["podManagementPolicy"]
+            ),
+            (&json!(1), &json!(10), &json!("OrderedReady"))
+        );
+        assert_eq!(
+            spec["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+        );
+        assert_eq!(
+            spec["persistentVolumeClaimRetentionPolicy"],
+            json!({"whenDeleted": "Retain", "whenScaled": "Retain"})
+        );
+        assert_eq!(spec["template"]["spec"]["restartPolicy"], "Always");
+        assert_eq!(
+            spec["template"]["spec"]["containers"][0]["imagePullPolicy"],
+            "IfNotPresent"
+        );
+        assert_eq!(
+            spec["volumeClaimTemplates"],
+            json!([{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+                    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}, "volumeMode": "Filesystem"},
+                    "status": {"phase": "Pending"}}])
+        );
+        assert_eq!(
+            set["status"],
+            json!({"replicas": 0, "availableReplicas": 0})
+        );
+
+        // What is given stays; an explicit RollingUpdate without parameters gets none.
+        let mut given = stateful_set(json!({
+            "replicas": 0, "podManagementPolicy": "Parallel",
+            "updateStrategy": {"type": "RollingUpdate"},
+            "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Delete"},
+        }));
+        prepare(&rt("StatefulSet"), &mut given, None).unwrap();
+        assert_eq!(given["spec"]["replicas"], 0);
+        assert_eq!(given["spec"]["podManagementPolicy"], "Parallel");
+        assert_eq!(
+            given["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate"})
+        );
+        assert_eq!(
+            given["spec"]["persistentVolumeClaimRetentionPolicy"],
+            json!({"whenDeleted": "Delete", "whenScaled": "Retain"})
+        );
+        let mut on_delete = stateful_set(json!({"updateStrategy": {"type": "OnDelete"}}));
+        prepare(&rt("StatefulSet"), &mut on_delete, None).unwrap();
+        assert_eq!(
+            on_delete["spec"]["updateStrategy"],
+            json!({"type": "OnDelete"})
+        );
+    }
+
+    #[test]
+    fn stateful_set_validation() {
+        let check =
+            |mut set: Value| messages(prepare(&rt("StatefulSet"), &mut set, None).unwrap_err());
+        let mut mismatch = stateful_set(json!({}));
+        mismatch["spec"]["template"]["metadata"]["labels"] = json!({"app": "other"});
+        assert_eq!(
+            check(mismatch),
+            "StatefulSet.apps \"pfs\" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"other\"}: `selector` does not match template `labels`"
+        );
+        let mut no_selector = stateful_set(json!({}));
+        no_selector["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("selector");
+        no_selector["spec"]["template"]["spec"]["containers"] = json!([]);
+        assert_eq!(
+            check(no_selector),
+            "StatefulSet.apps \"pfs\" is invalid: [spec.selector: Required value, spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"pfs\"}: `selector` does not match template `labels`, spec.template.spec.containers: Required value]"
+        );
+        assert_eq!(
+            check(stateful_set(json!({"selector": {}}))),
+            "StatefulSet.apps \"pfs\" is invalid: spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: empty selector is invalid for statefulset"
+        );
+        let mut many = stateful_set(json!({
+            "podManagementPolicy": "Ordered", "updateStrategy": {"type": "Rolling"},
+            "persistentVolumeClaimRetentionPolicy": {"whenScaled": "Keep"},
+            "serviceName": "PFS", "replicas": -1,
+        }));
+        many["spec"]["template"]["spec"]["restartPolicy"] = json!("OnFailure");
+        assert_eq!(
+            check(many),
+            "StatefulSet.apps \"pfs\" is invalid: [spec.podManagementPolicy: Invalid value: \"Ordered\": must be 'OrderedReady' or 'Parallel', spec.updateStrategy: Invalid value: apps.StatefulSetUpdateStrategy{Type:\"Rolling\", RollingUpdate:(*apps.RollingUpdateStatefulSetStrategy)(nil)}: must be 'RollingUpdate' or 'OnDelete', spec.persistentVolumeClaimRetentionPolicy.whenScaled: Unsupported value: \"Keep\": supported values: \"Retain\", \"Delete\", spec.serviceName: Invalid value: \"PFS\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?'), spec.replicas: Invalid value: -1: must be greater than or equal to 0, spec.template.spec.restartPolicy: Unsupported value: \"OnFailure\": supported values: \"Always\"]"
+        );
+        assert_eq!(
+            check(stateful_set(
+                json!({"updateStrategy": {"type": "OnDelete", "rollingUpdate": {"partition": 2}}})
+            )),
+            "StatefulSet.apps \"pfs\" is invalid: spec.updateStrategy.rollingUpdate: Invalid value: apps.RollingUpdateStatefulSetStrategy{Partition:2, MaxUnavailable:(*intstr.IntOrString)(nil)}: only allowed for updateStrategy 'RollingUpdate'"
+        );
+        assert_eq!(
+            check(stateful_set(
+                json!({"updateStrategy": {"rollingUpdate": {"partition": -1}}})
+            )),
+            "StatefulSet.apps \"pfs\" is invalid: spec.updateStrategy.rollingUpdate.partition: Invalid value: -1: must be greater than or equal to 0"
+        );
+        // A name that is not a DNS label (its pods' host names would not be).
+        assert!(check_name(&rt("StatefulSet"), "pfs.a").is_some());
+        assert!(check_name(&rt("Deployment"), "pfs.a").is_none());
+        // serviceName is optional.
+        let mut headless = stateful_set(json!({}));
+        prepare(&rt("StatefulSet"), &mut headless, None).unwrap();
+        assert!(headless["spec"].get("serviceName").is_none());
+    }
+
+    #[test]
+    fn stateful_set_updates_change_only_what_may_change() {
+        let mut set = stateful_set(
+            json!({"serviceName": "pfs", "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"]}}]}),
+        );
+        prepare(&rt("StatefulSet"), &mut set, None).unwrap();
+        // The manifest again, without what the server defaulted; then scaled, re-templated.
+        let mut again = stateful_set(
+            json!({"serviceName": "pfs", "replicas": 3, "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"]}}]}),
+        );
+        again["spec"]["template"]["spec"]["containers"][0]["image"] = json!("pfs:2");
+        again["spec"]["updateStrategy"] = json!({"type": "OnDelete"});
+        again["spec"]["persistentVolumeClaimRetentionPolicy"] = json!({"whenDeleted": "Delete"});
+        prepare(&rt("StatefulSet"), &mut again, Some(&set)).unwrap();
+        let forbidden = "StatefulSet.apps \"pfs\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden";
+        for (field, value) in [
+            ("serviceName", json!("other")),
+            ("podManagementPolicy", json!("Parallel")),
+            ("selector", json!({"matchLabels": {"app": "pfs", "x": "y"}})),
+            (
+                "volumeClaimTemplates",
+                json!([{"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteMany"]}}]),
+            ),
+        ] {
+            let mut changed = again.clone();
+            changed["spec"][field] = value;
+            if field == "selector" {
+                changed["spec"]["template"]["metadata"]["labels"]["x"] = json!("y");
+            }
+            assert_eq!(
+                messages(prepare(&rt("StatefulSet"), &mut changed, Some(&set)).unwrap_err()),
+                forbidden,
+                "{field}"
+            );
+        }
     }
 
     #[test]

@@ -288,6 +288,7 @@ fn printer(group: &str, kind: &str) -> &'static Printer {
         ("", "ServiceAccount") => &SERVICE_ACCOUNT,
         ("", "Service") => &SERVICE,
         ("apps", "Deployment") => &DEPLOYMENT,
+        ("apps", "StatefulSet") => &STATEFUL_SET,
         ("policy", "PodDisruptionBudget") => &POD_DISRUPTION_BUDGET,
         ("rbac.authorization.k8s.io", "RoleBinding") => &ROLE_BINDING,
         ("rbac.authorization.k8s.io", "ClusterRoleBinding") => &CLUSTER_ROLE_BINDING,
@@ -588,6 +589,40 @@ fn deployment_cells(deployment: &Value, now: u64) -> Vec<Value> {
         names.join(",").into(),
         images.join(",").into(),
         crate::selectors::label_selector_text(&deployment["spec"]["selector"]).into(),
+    ]
+}
+
+const STATEFUL_SET: Printer = Printer {
+    columns: &[
+        NAME,
+        shown("Ready", "Number of the pod with ready state"),
+        AGE,
+        wide("Containers", "Names of each container in the template."),
+        wide(
+            "Images",
+            "Images referenced by each container in the template.",
+        ),
+    ],
+    cells: stateful_set_cells,
+};
+
+/// `printStatefulSet`: ready replicas over desired ones.
+fn stateful_set_cells(set: &Value, now: u64) -> Vec<Value> {
+    let count = |value: &Value| value.as_i64().unwrap_or(0);
+    let containers = items(&set["spec"]["template"]["spec"]["containers"]);
+    let names: Vec<&str> = containers.iter().map(|c| text(&c["name"])).collect();
+    let images: Vec<&str> = containers.iter().map(|c| text(&c["image"])).collect();
+    vec![
+        name(set),
+        format!(
+            "{}/{}",
+            count(&set["status"]["readyReplicas"]),
+            count(&set["spec"]["replicas"])
+        )
+        .into(),
+        creation_age(set, now),
+        names.join(",").into(),
+        images.join(",").into(),
     ]
 }
 
@@ -2253,13 +2288,49 @@ mod tests {
 
     #[test]
     fn other_kinds_get_name_and_age() {
-        let columns = builtin_columns("apps", "StatefulSet");
+        let columns = builtin_columns("apps", "DaemonSet");
         assert_eq!(
             columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
             ["Name", "Age"]
         );
         let object = json!({"metadata": {"name": "s", "creationTimestamp": ago(600)}});
-        assert_eq!(cells_of("apps", "StatefulSet", object), ["s", "10m"]);
+        assert_eq!(cells_of("apps", "DaemonSet", object), ["s", "10m"]);
+    }
+
+    #[test]
+    fn stateful_set_columns_and_cells() {
+        let columns = builtin_columns("apps", "StatefulSet");
+        assert_eq!(
+            columns
+                .iter()
+                .map(|c| (c.name.as_str(), c.priority))
+                .collect::<Vec<_>>(),
+            [
+                ("Name", 0),
+                ("Ready", 0),
+                ("Age", 0),
+                ("Containers", 1),
+                ("Images", 1)
+            ]
+        );
+        let set = json!({
+            "metadata": {"name": "pfs", "creationTimestamp": ago(120)},
+            "spec": {"replicas": 3, "template": {"spec": {"containers": [
+                {"name": "pfs", "image": "pureflash/pfs:1.9"}, {"name": "exporter", "image": "exp:2"}]}}},
+            "status": {"replicas": 3, "readyReplicas": 2, "availableReplicas": 2},
+        });
+        assert_eq!(
+            cells_of("apps", "StatefulSet", set),
+            [
+                "pfs",
+                "2/3",
+                "2m",
+                "pfs,exporter",
+                "pureflash/pfs:1.9,exp:2"
+            ]
+        );
+        let new = json!({"metadata": {"name": "new", "creationTimestamp": ago(5)}, "spec": {"replicas": 1}, "status": {"replicas": 0, "availableReplicas": 0}});
+        assert_eq!(cells_of("apps", "StatefulSet", new)[1], "0/1");
     }
 
     #[test]

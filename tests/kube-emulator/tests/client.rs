@@ -861,52 +861,391 @@ async fn injected_faults_are_served_then_clear() {
     assert!(started.elapsed() >= Duration::from_millis(300));
 }
 
+// ---------------------------------------------------------------------------------------------
+// Events: core/v1 and events.k8s.io/v1 are two views of one stored object (API reference,
+// events.k8s.io/v1 Event: "deprecatedSource", "deprecatedCount"… are the core fields; the API
+// server converts between the versions and stores each Event once).
+
+use k8s_openapi::api::events::v1::Event as NewEvent;
+use kube::runtime::events::{Event as Recorded, EventType, Recorder, Reporter};
+
+fn operator_recorder(bed: &Bed) -> Recorder {
+    Recorder::new(
+        bed.client.clone(),
+        Reporter {
+            controller: "pureflash.io/operator".into(),
+            instance: Some("operator-0".into()),
+        },
+    )
+}
+
+fn restarted() -> Recorded {
+    Recorded {
+        type_: EventType::Warning,
+        reason: "Restarted".into(),
+        note: Some("pod deleted to recover the store".into()),
+        action: "Recover".into(),
+        secondary: None,
+    }
+}
+
 #[tokio::test]
-async fn events_in_both_api_groups() {
+async fn events_recorded_through_events_k8s_io_are_core_events() {
     let bed = Bed::start().await;
     let ns = bed.namespace("events").await;
-    let events: Api<Event> = Api::namespaced(bed.client.clone(), &ns);
-    let event: Event = serde_json::from_value(json!({
-        "metadata": {"generateName": "w."},
-        "involvedObject": {"kind": "Widget", "name": "w", "namespace": ns},
-        "reason": "Restarted", "message": "pod deleted", "type": "Normal",
-    }))
-    .unwrap();
-    events.create(&PostParams::default(), &event).await.unwrap();
-    let found = events
-        .list(&ListParams::default().fields("involvedObject.name=w,reason=Restarted"))
+    let pods: Api<Pod> = Api::namespaced(bed.client.clone(), &ns);
+    let pod = pods
+        .create(&PostParams::default(), &pod("p", ""))
         .await
         .unwrap();
-    assert_eq!(found.items.len(), 1);
-    let new_events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(bed.client.clone(), &ns);
-    let event: k8s_openapi::api::events::v1::Event = serde_json::from_value(json!({
-        "metadata": {"generateName": "w."}, "eventTime": "2026-01-01T00:00:00.000000Z",
-        "reportingController": "pureflash.io/operator", "reportingInstance": "x", "action": "Restart",
-        "reason": "Restarted", "regarding": {"kind": "Widget", "name": "w", "namespace": ns}, "type": "Normal",
+    let uid = pod.uid().unwrap();
+    // kube-rs's Recorder: a create through events.k8s.io/v1, then a merge patch of its series.
+    let recorder = operator_recorder(&bed);
+    recorder
+        .publish(&restarted(), &pod.object_ref(&()))
+        .await
+        .unwrap();
+    recorder
+        .publish(&restarted(), &pod.object_ref(&()))
+        .await
+        .unwrap();
+
+    // What `kubectl describe` asks for: core Events about the object, by field selector.
+    let core: Api<Event> = Api::namespaced(bed.client.clone(), &ns);
+    let about_pod = format!(
+        "involvedObject.name=p,involvedObject.namespace={ns},involvedObject.kind=Pod,involvedObject.uid={uid}"
+    );
+    let listed = core
+        .list(&ListParams::default().fields(&about_pod))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1, "one event, its series patched");
+    let event = &listed.items[0];
+    assert_eq!(
+        event.message.as_deref(),
+        Some("pod deleted to recover the store")
+    );
+    assert_eq!(
+        (
+            event.reason.as_deref(),
+            event.type_.as_deref(),
+            event.action.as_deref()
+        ),
+        (Some("Restarted"), Some("Warning"), Some("Recover"))
+    );
+    assert_eq!(
+        (
+            event.reporting_component.as_deref(),
+            event.reporting_instance.as_deref()
+        ),
+        (Some("pureflash.io/operator"), Some("operator-0"))
+    );
+    assert_eq!(event.involved_object.uid.as_deref(), Some(uid.as_str()));
+    assert_eq!(event.series.as_ref().and_then(|s| s.count), Some(2));
+    assert!(event.event_time.is_some());
+    assert_eq!(event.count, None, "singleton-style events carry no count");
+    assert_eq!(event.first_timestamp, None);
+
+    // The same object through events.k8s.io: same name, same resourceVersion.
+    let new_api: Api<NewEvent> = Api::namespaced(bed.client.clone(), &ns);
+    let same = new_api.get(&event.name_any()).await.unwrap();
+    assert_eq!(
+        same.metadata.resource_version,
+        event.metadata.resource_version
+    );
+    assert_eq!(same.note, event.message);
+    assert_eq!(
+        same.regarding.as_ref().and_then(|r| r.uid.as_deref()),
+        Some(uid.as_str())
+    );
+    assert_eq!(
+        same.reporting_controller.as_deref(),
+        Some("pureflash.io/operator")
+    );
+
+    // Field selectors of each version, on the one object.
+    for selector in [
+        "reason=Restarted,type=Warning",
+        "reportingComponent=pureflash.io/operator",
+        // No source: the reporting controller stands in (ToSelectableFields).
+        "source=pureflash.io/operator",
+        "involvedObject.apiVersion=v1",
+    ] {
+        let found = core.list(&ListParams::default().fields(selector)).await;
+        assert_eq!(found.unwrap().items.len(), 1, "core {selector}");
+    }
+    for (selector, expected) in [
+        ("regarding.name=p,regarding.kind=Pod", 1),
+        (&*format!("regarding.uid={uid}"), 1),
+        (
+            "reportingController=pureflash.io/operator,reason=Restarted",
+            1,
+        ),
+        ("regarding.kind=Node", 0),
+        ("type!=Warning", 0),
+    ] {
+        let found = new_api.list(&ListParams::default().fields(selector)).await;
+        assert_eq!(
+            found.unwrap().items.len(),
+            expected,
+            "events.k8s.io {selector}"
+        );
+    }
+    // Each version has its own field labels.
+    for (error, label) in [
+        (
+            api_error(
+                new_api
+                    .list(&ListParams::default().fields("involvedObject.name=p"))
+                    .await,
+            ),
+            "involvedObject.name",
+        ),
+        (
+            api_error(
+                new_api
+                    .list(&ListParams::default().fields("source=x"))
+                    .await,
+            ),
+            "source",
+        ),
+        (
+            api_error(
+                core.list(&ListParams::default().fields("regarding.name=p"))
+                    .await,
+            ),
+            "regarding.name",
+        ),
+    ] {
+        assert_eq!(
+            (error.code, error.message),
+            (400, format!("field label not supported: {label}"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn core_events_read_through_events_k8s_io() {
+    let bed = Bed::start().await;
+    let ns = bed.namespace("events").await;
+    let core: Api<Event> = Api::namespaced(bed.client.clone(), &ns);
+    let event: Event = serde_json::from_value(json!({
+        "metadata": {"generateName": "w."},
+        "involvedObject": {"apiVersion": "test.pureflash.io/v1alpha1", "kind": "Widget", "name": "w", "namespace": ns, "uid": "u-1"},
+        "reason": "Killing", "message": "Stopping container pfs", "type": "Normal",
+        "source": {"component": "kubelet", "host": "node-a"},
+        "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:05:00Z", "count": 3,
     }))
     .unwrap();
-    new_events
-        .create(&PostParams::default(), &event)
+    let created = core.create(&PostParams::default(), &event).await.unwrap();
+    let new_api: Api<NewEvent> = Api::namespaced(bed.client.clone(), &ns);
+    let listed = new_api
+        .list(&ListParams::default().fields("regarding.name=w,reason=Killing"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    let seen = &listed.items[0];
+    assert_eq!(seen.metadata.name, created.metadata.name);
+    assert_eq!(
+        seen.metadata.resource_version,
+        created.metadata.resource_version
+    );
+    assert_eq!(seen.note.as_deref(), Some("Stopping container pfs"));
+    assert_eq!(
+        seen.regarding
+            .as_ref()
+            .map(|r| (r.kind.as_deref(), r.uid.as_deref())),
+        Some((Some("Widget"), Some("u-1")))
+    );
+    let source = seen.deprecated_source.as_ref().unwrap();
+    assert_eq!(
+        (source.component.as_deref(), source.host.as_deref()),
+        (Some("kubelet"), Some("node-a"))
+    );
+    assert_eq!(seen.deprecated_count, Some(3));
+    assert_eq!(
+        seen.deprecated_first_timestamp, created.first_timestamp,
+        "firstTimestamp"
+    );
+    assert_eq!(seen.deprecated_last_timestamp, created.last_timestamp);
+    assert_eq!(seen.event_time, None);
+
+    // A write through events.k8s.io is a write of the core Event.
+    let patched = new_api
+        .patch(
+            &created.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"note": "Stopped container pfs", "deprecatedCount": 4})),
+        )
+        .await
+        .unwrap();
+    let core_view = core.get(&created.name_any()).await.unwrap();
+    assert_eq!(core_view.message.as_deref(), Some("Stopped container pfs"));
+    assert_eq!(core_view.count, Some(4));
+    assert_eq!(
+        core_view.metadata.resource_version,
+        patched.metadata.resource_version
+    );
+    // A PUT of what was read, unchanged, is no write.
+    let replaced = core
+        .replace(&created.name_any(), &PostParams::default(), &core_view)
         .await
         .unwrap();
     assert_eq!(
-        new_events
-            .list(&ListParams::default().fields("regarding.name=w"))
+        replaced.metadata.resource_version,
+        core_view.metadata.resource_version
+    );
+    new_api
+        .delete(&created.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+    assert_eq!(api_error(core.get(&created.name_any()).await).code, 404);
+}
+
+#[tokio::test]
+async fn event_watches_through_either_api_see_every_write() {
+    let bed = Bed::start().await;
+    let ns = bed.namespace("events").await;
+    let core: Api<Event> = Api::namespaced(bed.client.clone(), &ns);
+    let new_api: Api<NewEvent> = Api::namespaced(bed.client.clone(), &ns);
+    let mut new_watch = new_api
+        .watch(&WatchParams::default().timeout(10), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let mut core_watch = core
+        .watch(
+            &WatchParams::default()
+                .fields("involvedObject.name=w")
+                .timeout(10),
+            "0",
+        )
+        .await
+        .unwrap()
+        .boxed();
+    /// (type, resourceVersion, the note or message)
+    fn seen_new(event: WatchEvent<NewEvent>) -> (&'static str, String, String) {
+        match event {
+            WatchEvent::Added(e) => (
+                "ADDED",
+                e.resource_version().unwrap(),
+                e.note.unwrap_or_default(),
+            ),
+            WatchEvent::Modified(e) => (
+                "MODIFIED",
+                e.resource_version().unwrap(),
+                e.note.unwrap_or_default(),
+            ),
+            WatchEvent::Deleted(e) => (
+                "DELETED",
+                e.resource_version().unwrap(),
+                e.note.unwrap_or_default(),
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    fn seen_core(event: WatchEvent<Event>) -> (&'static str, String, String) {
+        match event {
+            WatchEvent::Added(e) => (
+                "ADDED",
+                e.resource_version().unwrap(),
+                e.message.unwrap_or_default(),
+            ),
+            WatchEvent::Modified(e) => (
+                "MODIFIED",
+                e.resource_version().unwrap(),
+                e.message.unwrap_or_default(),
+            ),
+            WatchEvent::Deleted(e) => (
+                "DELETED",
+                e.resource_version().unwrap(),
+                e.message.unwrap_or_default(),
+            ),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    // Created through core/v1.
+    let event: Event = serde_json::from_value(json!({
+        "metadata": {"name": "w.1"},
+        "involvedObject": {"kind": "Widget", "name": "w", "namespace": ns},
+        "reason": "Degraded", "message": "tray 1 is slow", "type": "Warning",
+    }))
+    .unwrap();
+    let created = core.create(&PostParams::default(), &event).await.unwrap();
+    let rv = created.resource_version().unwrap();
+    let expected = ("ADDED", rv, "tray 1 is slow".to_owned());
+    assert_eq!(
+        seen_new(new_watch.try_next().await.unwrap().unwrap()),
+        expected
+    );
+    assert_eq!(
+        seen_core(core_watch.try_next().await.unwrap().unwrap()),
+        expected
+    );
+
+    // Patched through events.k8s.io/v1.
+    let patched = new_api
+        .patch(
+            "w.1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"note": "tray 1 is very slow"})),
+        )
+        .await
+        .unwrap();
+    let expected = (
+        "MODIFIED",
+        patched.resource_version().unwrap(),
+        "tray 1 is very slow".to_owned(),
+    );
+    assert_eq!(
+        seen_new(new_watch.try_next().await.unwrap().unwrap()),
+        expected
+    );
+    assert_eq!(
+        seen_core(core_watch.try_next().await.unwrap().unwrap()),
+        expected
+    );
+
+    // Re-aimed at another object through events.k8s.io: it leaves the core watch's selection.
+    new_api
+        .patch(
+            "w.1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"regarding": {"name": "w2"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        seen_new(new_watch.try_next().await.unwrap().unwrap()).0,
+        "MODIFIED"
+    );
+    assert_eq!(
+        seen_core(core_watch.try_next().await.unwrap().unwrap()).0,
+        "DELETED"
+    );
+
+    // Deleted through core/v1.
+    core.delete("w.1", &DeleteParams::default()).await.unwrap();
+    assert_eq!(
+        seen_new(new_watch.try_next().await.unwrap().unwrap()).0,
+        "DELETED"
+    );
+    assert!(
+        new_api
+            .list(&ListParams::default())
             .await
             .unwrap()
             .items
-            .len(),
-        1
+            .is_empty()
     );
-    assert_eq!(Event::kind(&()), "Event");
 }
 
 // ---------------------------------------------------------------------------------------------
 // Authentication and RBAC authorization (kubernetes.io/docs/reference/access-authn-authz/rbac/
 // and authorization/): a token's requests are allowed only by the rules bound to its user.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{Node, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
@@ -1592,6 +1931,288 @@ async fn deployments_and_budgets_track_generation_and_have_a_status_subresource(
         .await
         .unwrap();
     assert_eq!(status.status.unwrap().disruptions_allowed, Some(1));
+}
+
+#[tokio::test]
+async fn stateful_sets_are_defaulted_track_generation_and_keep_their_identity() {
+    let bed = Bed::start().await;
+    let ns = bed.namespace("apps").await;
+    let sets: Api<StatefulSet> = Api::namespaced(bed.client.clone(), &ns);
+    let manifest = json!({
+        "metadata": {"name": "pfs"},
+        "spec": {"serviceName": "pfs", "replicas": 3,
+                 "selector": {"matchLabels": {"app": "pfs"}},
+                 "template": {"metadata": {"labels": {"app": "pfs"}}, "spec": {"containers": [
+                     {"name": "pfs", "image": "pfs:1", "env": [{"name": "A", "value": "1"}]}]}},
+                 "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                     "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}}}}]},
+    });
+    let set: StatefulSet = serde_json::from_value(manifest.clone()).unwrap();
+    let created = sets.create(&PostParams::default(), &set).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    let spec = created.spec.clone();
+    assert_eq!(
+        (
+            spec.pod_management_policy.as_deref(),
+            spec.revision_history_limit,
+            spec.replicas
+        ),
+        (Some("OrderedReady"), Some(10), Some(3))
+    );
+    let strategy = spec.update_strategy.unwrap();
+    assert_eq!(
+        (
+            strategy.type_.as_deref(),
+            strategy.rolling_update.and_then(|r| r.partition)
+        ),
+        (Some("RollingUpdate"), Some(0))
+    );
+    let retention = spec.persistent_volume_claim_retention_policy.unwrap();
+    assert_eq!(
+        (
+            retention.when_deleted.as_deref(),
+            retention.when_scaled.as_deref()
+        ),
+        (Some("Retain"), Some("Retain"))
+    );
+    let claim = &spec.volume_claim_templates.unwrap()[0];
+    assert_eq!(
+        claim.spec.as_ref().unwrap().volume_mode.as_deref(),
+        Some("Filesystem")
+    );
+    assert_eq!(
+        claim.status.as_ref().unwrap().phase.as_deref(),
+        Some("Pending")
+    );
+    let status = created.status.unwrap();
+    assert_eq!((status.replicas, status.available_replicas), (0, Some(0)));
+
+    // Strategic merge patch of the template: containers and their env merge by name.
+    let patched = sets
+        .patch(
+            "pfs",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "pfs", "image": "pfs:2", "env": [{"name": "B", "value": "2"}]}]}}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.generation, Some(2));
+    let container = &patched.spec.template.spec.unwrap().containers[0];
+    assert_eq!(
+        (
+            container.image.as_deref(),
+            container.env.as_ref().unwrap().len()
+        ),
+        (Some("pfs:2"), 2)
+    );
+    // The status subresource, as the controller writes it; generation does not move.
+    let status = sets
+        .patch_status(
+            "pfs",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"replicas": 3, "readyReplicas": 3, "availableReplicas": 3, "observedGeneration": 2}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status.metadata.generation, Some(2));
+    assert_eq!(status.status.unwrap().ready_replicas, Some(3));
+
+    // Server-side apply of the manifest again (what a chart upgrade does): nothing moves.
+    let mut applied = manifest.clone();
+    applied["apiVersion"] = json!("apps/v1");
+    applied["kind"] = json!("StatefulSet");
+    applied["spec"]["template"]["spec"]["containers"][0]["image"] = json!("pfs:2");
+    applied["spec"]["template"]["spec"]["containers"][0]["env"] =
+        json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]);
+    let again = sets
+        .patch(
+            "pfs",
+            &PatchParams::apply("helm").force(),
+            &Patch::Apply(&applied),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.metadata.generation, Some(2));
+
+    // Its identity may not change: the claim templates are one atomic list, and immutable.
+    let error = api_error(
+        sets.patch(
+            "pfs",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"volumeClaimTemplates": [{"metadata": {"name": "data"},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "20Gi"}}}}]}})),
+        )
+        .await,
+    );
+    assert_eq!(
+        (error.code, error.message.as_str()),
+        (
+            422,
+            "StatefulSet.apps \"pfs\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
+        )
+    );
+    let error = api_error(
+        sets.patch(
+            "pfs",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"serviceName": "other"}})),
+        )
+        .await,
+    );
+    assert_eq!(error.code, 422);
+    let scaled = sets
+        .patch(
+            "pfs",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 5, "updateStrategy": {"type": "OnDelete", "rollingUpdate": null}}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(scaled.spec.replicas, Some(5));
+
+    // serviceName is optional; the selector must select the template.
+    let mut headless = set.clone();
+    headless.metadata.name = Some("solo".into());
+    headless.spec.service_name = None;
+    sets.create(&PostParams::default(), &headless)
+        .await
+        .unwrap();
+    let mut mismatched = set.clone();
+    mismatched.metadata.name = Some("bad".into());
+    mismatched.spec.template.metadata.as_mut().unwrap().labels =
+        Some([("app".to_owned(), "other".to_owned())].into());
+    let error = api_error(sets.create(&PostParams::default(), &mismatched).await);
+    assert_eq!(
+        (error.code, error.message.as_str()),
+        (
+            422,
+            "StatefulSet.apps \"bad\" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"other\"}: `selector` does not match template `labels`"
+        )
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server-side apply that creates needs `create` too (API concepts, "Patch and apply": "if the
+// object does not exist, it is created… the requester needs the create permission").
+
+#[tokio::test]
+async fn an_apply_creates_only_with_create_permission() {
+    let bed = Bed::start().await;
+    bed.namespace("pf").await;
+    admin_create::<ServiceAccount>(&bed, Some("pf"), json!({"metadata": {"name": "op"}})).await;
+    admin_create::<Role>(
+        &bed,
+        Some("pf"),
+        json!({"metadata": {"name": "patcher"},
+               "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["patch"]}]}),
+    )
+    .await;
+    admin_create::<RoleBinding>(
+        &bed,
+        Some("pf"),
+        json!({
+            "metadata": {"name": "op-patcher"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "patcher"},
+            "subjects": service_account_subject("pf", "op"),
+        }),
+    )
+    .await;
+    admin_create::<ConfigMap>(
+        &bed,
+        Some("pf"),
+        json!({"metadata": {"name": "existing"}, "data": {"a": "1"}}),
+    )
+    .await;
+    let token = bed.emulator.service_account_token("pf", "op");
+    let maps: Api<ConfigMap> = Api::namespaced(bed.client_with_token(&token).await, "pf");
+    let apply = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"b": "2"}});
+    let params = PatchParams::apply("pureflash-operator");
+
+    // Patching an existing object needs patch only.
+    let existing = maps
+        .patch("existing", &params, &Patch::Apply(apply("existing")))
+        .await
+        .unwrap();
+    assert_eq!(
+        existing.data.unwrap().get("b").map(String::as_str),
+        Some("2")
+    );
+
+    // Creating by apply needs create too: 403, nothing created, both decisions audited.
+    let before = bed.emulator.audit().len();
+    let error = api_error(
+        maps.patch("settings", &params, &Patch::Apply(apply("settings")))
+            .await,
+    );
+    assert_eq!(
+        forbidden(&error),
+        (403, "Forbidden", "configmaps \"settings\" is forbidden: ")
+    );
+    let details = error.details.unwrap();
+    assert_eq!(
+        (details.name.as_str(), details.kind.as_str()),
+        ("settings", "configmaps")
+    );
+    let records: Vec<(String, Option<String>, bool)> = bed.emulator.audit()[before..]
+        .iter()
+        .map(|r| (r.verb.clone(), r.name.clone(), r.allowed))
+        .collect();
+    assert_eq!(
+        records,
+        [
+            ("patch".to_owned(), Some("settings".to_owned()), true),
+            ("create".to_owned(), Some("settings".to_owned()), false),
+        ]
+    );
+    let admin_maps: Api<ConfigMap> = Api::namespaced(bed.client.clone(), "pf");
+    assert_eq!(api_error(admin_maps.get("settings").await).code, 404);
+    // Other patches of a missing object are 404, whatever the permissions.
+    let error = api_error(
+        maps.patch(
+            "settings",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"b": "2"}})),
+        )
+        .await,
+    );
+    assert_eq!(error.code, 404);
+    // An invalid object is refused as such before the create is authorized.
+    let error = api_error(
+        maps.patch("Bad_Name", &params, &Patch::Apply(apply("Bad_Name")))
+            .await,
+    );
+    assert_eq!(error.code, 422);
+
+    // With create too, the apply creates it (201).
+    let role: Api<Role> = Api::namespaced(bed.client.clone(), "pf");
+    role.patch(
+        "patcher",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["patch", "create"]}]})),
+    )
+    .await
+    .unwrap();
+    let created = maps
+        .patch("settings", &params, &Patch::Apply(apply("settings")))
+        .await
+        .unwrap();
+    assert_eq!(
+        created.metadata.managed_fields.unwrap()[0]
+            .operation
+            .as_deref(),
+        Some("Apply")
+    );
+    let last = bed.emulator.audit().last().cloned().unwrap();
+    assert_eq!(
+        (
+            last.verb.as_str(),
+            last.resource.as_str(),
+            last.name.as_deref(),
+            last.allowed
+        ),
+        ("create", "configmaps", Some("settings"), true)
+    );
 }
 
 #[tokio::test]

@@ -745,3 +745,331 @@ async fn rbac_through_kubectl_with_a_service_account_token() {
             .all(|r| r.user == "system:serviceaccount:pf:op")
     );
 }
+
+const STATEFUL_SET: &str = "apiVersion: v1
+kind: Service
+metadata:
+  name: pfs
+  namespace: store
+spec:
+  clusterIP: None
+  selector:
+    app: pfs
+  ports:
+  - name: rpc
+    port: 49162
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: pfs
+  namespace: store
+spec:
+  serviceName: pfs
+  replicas: 3
+  selector:
+    matchLabels:
+      app: pfs
+  template:
+    metadata:
+      labels:
+        app: pfs
+    spec:
+      containers:
+      - name: pfs
+        image: pureflash/pfs:1.9
+        volumeMounts:
+        - name: data
+          mountPath: /var/lib/pfs
+  volumeClaimTemplates:
+  - metadata:
+      name: data
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources:
+        requests:
+          storage: 10Gi
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateful_sets_apply_print_and_keep_their_claims() {
+    let bed = Bed::start().await;
+    ok(bed.kubectl(&["create", "namespace", "store"]));
+    let created = ok(bed.kubectl_with_input(&["apply", "-f", "-"], Some(STATEFUL_SET)));
+    assert!(
+        created.contains("service/pfs created") && created.contains("statefulset.apps/pfs created"),
+        "{created}"
+    );
+    // Applying again changes nothing. kubectl still reports the set "configured", as with a
+    // real API server (kubernetes/kubernetes#66450): `volumeClaimTemplates` is an atomic list,
+    // and the live one has the server's defaults, so kubectl's patch always carries it.
+    let version = || {
+        ok(bed.kubectl(&[
+            "get",
+            "sts",
+            "pfs",
+            "-n",
+            "store",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}/{.metadata.generation}",
+        ]))
+    };
+    let before = version();
+    let again = ok(bed.kubectl_with_input(&["apply", "-f", "-"], Some(STATEFUL_SET)));
+    assert!(
+        again.contains("service/pfs unchanged")
+            && again.contains("statefulset.apps/pfs configured"),
+        "{again}"
+    );
+    assert_eq!(version(), before, "a no-op write");
+    assert!(before.ends_with("/1"), "{before}");
+
+    let sets = ok(bed.kubectl(&["get", "sts", "-n", "store"]));
+    assert_eq!(header(&sets), ["NAME", "READY", "AGE"]);
+    assert_eq!(row(&sets, "pfs")[1], "0/3");
+    let wide = ok(bed.kubectl(&["get", "statefulsets", "-n", "store", "-o", "wide"]));
+    assert_eq!(
+        header(&wide),
+        ["NAME", "READY", "AGE", "CONTAINERS", "IMAGES"]
+    );
+    assert_eq!(row(&wide, "pfs")[3..], ["pfs", "pureflash/pfs:1.9"]);
+    assert_eq!(
+        ok(bed.kubectl(&[
+            "get",
+            "sts",
+            "pfs",
+            "-n",
+            "store",
+            "-o",
+            "jsonpath={.spec.podManagementPolicy} {.spec.updateStrategy.rollingUpdate.partition} {.spec.volumeClaimTemplates[0].kind} {.spec.volumeClaimTemplates[0].spec.volumeMode}"
+        ])),
+        "OrderedReady 0 PersistentVolumeClaim Filesystem"
+    );
+    let all = ok(bed.kubectl(&["get", "all", "-n", "store", "-o", "name"]));
+    assert!(
+        all.contains("statefulset.apps/pfs") && all.contains("service/pfs"),
+        "{all}"
+    );
+    let resources = ok(bed.kubectl(&["api-resources", "--api-group=apps"]));
+    assert_eq!(
+        row(&resources, "statefulsets"),
+        ["statefulsets", "sts", "apps/v1", "true", "StatefulSet"]
+    );
+    let described = ok(bed.kubectl(&["describe", "sts", "pfs", "-n", "store"]));
+    assert!(
+        described.contains("Volume Claims:") && described.contains("Name:          data"),
+        "{described}"
+    );
+
+    // A new image rolls through the template; the claims are the set's identity.
+    let upgraded = STATEFUL_SET.replace("pfs:1.9", "pfs:2.0");
+    assert!(
+        ok(bed.kubectl_with_input(&["apply", "-f", "-"], Some(&upgraded)))
+            .contains("statefulset.apps/pfs configured")
+    );
+    let error = failed(bed.kubectl_with_input(
+        &["apply", "-f", "-"],
+        Some(&upgraded.replace("storage: 10Gi", "storage: 20Gi")),
+    ));
+    assert!(
+        error.contains("The StatefulSet \"pfs\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"),
+        "{error}"
+    );
+    let error = failed(bed.kubectl_with_input(
+        &["apply", "-f", "-"],
+        Some(&STATEFUL_SET.replace(
+            "name: pfs\n  namespace: store\nspec:\n  serviceName",
+            "name: pfs.store\n  namespace: store\nspec:\n  serviceName",
+        )),
+    ));
+    assert!(
+        error.contains("The StatefulSet \"pfs.store\" is invalid: metadata.name: Invalid value: \"pfs.store\": a lowercase RFC 1123 label"),
+        "{error}"
+    );
+}
+
+/// `kubectl describe`'s Events table row (`Type Reason Age From Message`) of `reason`.
+fn event_row(described: &str, reason: &str) -> String {
+    let events = described
+        .split_once("Events:")
+        .unwrap_or_else(|| panic!("no Events section in:\n{described}"))
+        .1;
+    events
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(reason))
+        .unwrap_or_else(|| panic!("no {reason} event in:\n{events}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_lists_events_recorded_through_either_api() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, ListParams};
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    use kube::{Resource, ResourceExt};
+
+    let bed = Bed::start().await;
+    ok(bed.kubectl(&["create", "namespace", "pf"]));
+    ok(bed.kubectl_with_input(&["apply", "-f", "-"], Some(WIDGETS_CRD)));
+    ok(bed.kubectl_with_input(&["apply", "-n", "pf", "-f", "-"], Some(WIDGET)));
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: store-1-pfs\n  namespace: pf\nspec:\n  containers:\n  - name: pfs\n    image: pfs:1\n";
+    ok(bed.kubectl_with_input(&["apply", "-f", "-"], Some(pod)));
+    // Before anything is recorded.
+    let described = ok(bed.kubectl(&["describe", "pod", "store-1-pfs", "-n", "pf"]));
+    assert_eq!(
+        described
+            .lines()
+            .last()
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        ["Events:", "<none>"],
+        "{described}"
+    );
+
+    // The operator records through events.k8s.io (kube-rs's Recorder), about its custom
+    // resource and a pod; the pod's event twice, as a series.
+    let recorder = Recorder::new(
+        bed.client.clone(),
+        Reporter {
+            controller: "pureflash.io/operator".into(),
+            instance: Some("operator-0".into()),
+        },
+    );
+    let pods: Api<Pod> = Api::namespaced(bed.client.clone(), "pf");
+    let pod = pods.get("store-1-pfs").await.unwrap();
+    let restarted = Event {
+        type_: EventType::Warning,
+        reason: "Restarted".into(),
+        note: Some("pod deleted to recover the store".into()),
+        action: "Recover".into(),
+        secondary: None,
+    };
+    recorder
+        .publish(&restarted, &pod.object_ref(&()))
+        .await
+        .unwrap();
+    recorder
+        .publish(&restarted, &pod.object_ref(&()))
+        .await
+        .unwrap();
+    let widget = bed.widgets("pf").get("w1").await.unwrap();
+    let reference = widget.object_ref(&common::widget_resource());
+    recorder
+        .publish(
+            &Event {
+                type_: EventType::Normal,
+                reason: "Reconciled".into(),
+                note: Some("3 trays ready".into()),
+                action: "Reconcile".into(),
+                secondary: None,
+            },
+            &reference,
+        )
+        .await
+        .unwrap();
+
+    // `kubectl describe` lists core Events about the object (by name, namespace, kind, uid).
+    let described = ok(bed.kubectl(&["describe", "pod", "store-1-pfs", "-n", "pf"]));
+    let line = event_row(&described, "Restarted");
+    assert!(
+        line.contains("Warning")
+            && line.contains("(x2 over")
+            && line.contains("pureflash.io/operator")
+            && line.ends_with("pod deleted to recover the store"),
+        "{line}"
+    );
+    let described = ok(bed.kubectl(&["describe", "widget", "w1", "-n", "pf"]));
+    let line = event_row(&described, "Reconciled");
+    assert!(
+        line.contains("Normal")
+            && line.contains("pureflash.io/operator")
+            && line.ends_with("3 trays ready"),
+        "{line}"
+    );
+    assert!(!described.contains("Restarted"), "only the widget's events");
+
+    // `kubectl get events` is the core API: the recorded events are there.
+    let events = ok(bed.kubectl(&["get", "events", "-n", "pf"]));
+    assert_eq!(
+        header(&events),
+        ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    );
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("Restarted") && l.contains("pod/store-1-pfs")),
+        "{events}"
+    );
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("Reconciled") && l.contains("widget/w1")),
+        "{events}"
+    );
+    let selected = ok(bed.kubectl(&[
+        "get",
+        "events",
+        "-n",
+        "pf",
+        "--field-selector",
+        "involvedObject.kind=Widget,type=Normal",
+        "-o",
+        "name",
+    ]));
+    assert_eq!(selected.lines().count(), 1, "{selected}");
+
+    // The reverse: a core Event (as kubelets and client-go's old recorder write them) shows
+    // through events.k8s.io, and in describe next to the other one.
+    let uid = pod.uid().unwrap();
+    let core_event = format!(
+        "apiVersion: v1\nkind: Event\nmetadata:\n  name: store-1-pfs.killing\n  namespace: pf\ninvolvedObject:\n  apiVersion: v1\n  kind: Pod\n  name: store-1-pfs\n  namespace: pf\n  uid: {uid}\nreason: Killing\nmessage: Stopping container pfs\ntype: Normal\nsource:\n  component: kubelet\n  host: node-a\nfirstTimestamp: \"2026-01-01T00:00:00Z\"\nlastTimestamp: \"2026-01-01T00:00:00Z\"\ncount: 1\n"
+    );
+    ok(bed.kubectl_with_input(&["create", "-f", "-"], Some(&core_event)));
+    let new_api = ok(bed.kubectl(&["get", "events.events.k8s.io", "-n", "pf", "-o", "wide"]));
+    assert!(
+        new_api.lines().any(|l| l.contains("Killing")
+            && l.contains("kubelet, node-a")
+            && l.contains("Stopping container pfs")),
+        "{new_api}"
+    );
+    assert_eq!(
+        ok(bed.kubectl(&[
+            "get",
+            "events.v1.events.k8s.io",
+            "store-1-pfs.killing",
+            "-n",
+            "pf",
+            "-o",
+            "jsonpath={.note}|{.regarding.uid}|{.deprecatedSource.component}"
+        ])),
+        format!("Stopping container pfs|{uid}|kubelet")
+    );
+    let described = ok(bed.kubectl(&["describe", "pod", "store-1-pfs", "-n", "pf"]));
+    // describe's From column is the source's component (or the reporting controller).
+    let line = event_row(&described, "Killing");
+    assert!(
+        line.contains(" kubelet ") && line.ends_with("Stopping container pfs"),
+        "{line}"
+    );
+    assert!(event_row(&described, "Restarted").contains("(x2 over"));
+    let through_new: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(bed.client.clone(), "pf");
+    let listed = through_new
+        .list(&ListParams::default().fields(&format!("regarding.uid={uid}")))
+        .await
+        .unwrap();
+    let mut reasons: Vec<String> = listed
+        .items
+        .iter()
+        .filter_map(|e| e.reason.clone())
+        .collect();
+    reasons.sort();
+    assert_eq!(reasons, ["Killing", "Restarted"]);
+    assert!(
+        listed
+            .items
+            .iter()
+            .all(|e| e.name_any().starts_with("store-1-pfs."))
+    );
+}
