@@ -340,3 +340,129 @@ fn deploy_manifests_are_the_chart_rendered_with_defaults() {
         "deploy/pureflash-operator.yaml is stale: run tools/render-deploy"
     );
 }
+
+/// kubectl against an emulator: (success, stdout + stderr).
+fn kubectl(kubeconfig: &Path, args: &[&str], input: Option<&str>) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl is installed");
+    if let Some(input) = input {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+// Multi-threaded: kubectl blocks this test's thread while the emulator serves it on another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rendering_and_deploy_manifest_is_accepted_by_the_api() {
+    let emulator = kube_emulator::Emulator::start().await.unwrap();
+    let kubeconfig = tempfile::NamedTempFile::new().unwrap();
+    emulator.write_kubeconfig(kubeconfig.path()).unwrap();
+    let kubeconfig = kubeconfig.path();
+    let apply = |args: &[&str], input: Option<&str>| {
+        let (ok, output) = kubectl(kubeconfig, args, input);
+        assert!(ok, "kubectl {args:?} refused:\n{output}");
+        output
+    };
+    apply(&["apply", "-f", &format!("{ROOT}/crds/")], None);
+    apply(
+        &[
+            "apply",
+            "-f",
+            &format!("{ROOT}/tests/fixtures/monitoring-crds.yaml"),
+        ],
+        None,
+    );
+    for namespace in ["pureflash", "storage", "pureflash-system"] {
+        apply(&["create", "namespace", namespace], None);
+    }
+    // Every values set, each as its own release.
+    for (release, sets) in [
+        ("a", &[][..]),
+        ("b", &["watchNamespace=storage"]),
+        (
+            "c",
+            &[
+                "database.enabled=true",
+                "database.existingSecret=pf-db",
+                "metrics.serviceMonitor.enabled=true",
+                "metrics.prometheusRule.enabled=true",
+            ],
+        ),
+        (
+            "d",
+            &["replicaCount=1", "podDisruptionBudget.enabled=false"],
+        ),
+    ] {
+        let rendered = helm::template(release, "pureflash", sets).unwrap();
+        let output = apply(&["apply", "-f", "-"], Some(&rendered));
+        assert_eq!(
+            output.lines().count(),
+            parse(&rendered).len(),
+            "one line per object created:\n{output}"
+        );
+    }
+    let deployments = apply(&["get", "deployments", "-n", "pureflash"], None);
+    for release in ["a", "b", "c", "d"] {
+        assert!(
+            deployments.contains(&format!("{release}-pureflash-operator")),
+            "{deployments}"
+        );
+    }
+
+    // The plain manifests, the samples and the kind dev stack.
+    apply(
+        &[
+            "apply",
+            "-f",
+            &format!("{ROOT}/deploy/pureflash-operator.yaml"),
+        ],
+        None,
+    );
+    apply(
+        &[
+            "apply",
+            "-n",
+            "storage",
+            "-f",
+            &format!("{ROOT}/deploy/samples/pureflashstore.yaml"),
+        ],
+        None,
+    );
+    let stores = apply(&["get", "pfstores", "-n", "storage"], None);
+    assert_eq!(stores.lines().count(), 4, "{stores}");
+    apply(&["apply", "-k", &format!("{ROOT}/deploy/dev")], None);
+    let dev = apply(
+        &[
+            "get",
+            "statefulsets,services,configmaps,secrets",
+            "-n",
+            "pureflash-dev",
+        ],
+        None,
+    );
+    for object in ["zookeeper", "mariadb", "mariadb-initdb"] {
+        assert!(dev.contains(object), "{object} missing:\n{dev}");
+    }
+}
