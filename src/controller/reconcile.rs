@@ -546,7 +546,8 @@ async fn report_transitions(
                 "StoreOffline",
                 "the store is not alive in ZooKeeper",
             )),
-            Some(Phase::Unknown) => Some((
+            // A store seen for the first time while the view loads is not news.
+            Some(Phase::Unknown) if previous.phase.is_some() => Some((
                 EventType::Warning,
                 "ViewUntrusted",
                 "the operator's ZooKeeper view is not connected or not resynced: no decision is taken",
@@ -573,14 +574,15 @@ async fn report_transitions(
             _ => EventType::Normal,
         };
         let note = match verdict {
-            Verdict::Wait { until, .. } => {
-                format!("recovery waits until {until}: {}", reason.as_str())
-            }
+            Verdict::Wait { until, .. } => format!(
+                "recovery waits until {}: {}",
+                until.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                reason.as_str()
+            ),
             _ => format!("recovery does not act: {}", reason.as_str()),
         };
-        if !matches!(reason, recovery::SkipReason::ViewUntrusted)
-            || previous.phase != Some(Phase::Unknown)
-        {
+        // An untrusted view is the phase's Event (ViewUntrusted) already.
+        if !matches!(reason, recovery::SkipReason::ViewUntrusted) {
             record(
                 ctx,
                 store,
