@@ -881,37 +881,65 @@ async fn a_paused_store_is_left_alone_and_a_spec_change_rolls_its_pod() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_charts_rbac_covers_every_call_the_operator_makes() {
     let mut harness = Harness::start("rbac").await;
-    let Some(emulator) = harness.emulator() else {
-        // On a real cluster, install the chart instead; nothing to emulate here.
-        eprintln!("RBAC is enforced by the real cluster: install the chart to check it there");
-        harness.finish().await;
-        return;
-    };
     install_crd(&harness);
     let namespace = harness.namespace.clone();
-    let rendered = helm::template("pf", &namespace, &[&format!("watchNamespace={namespace}")])
-        .unwrap_or_else(|e| panic!("helm template: {e}"));
-    let (ok, stdout, stderr) = harness.kubectl(&["apply", "-f", "-"], Some(&rendered));
-    assert!(ok, "the rendered chart was refused:\n{stdout}{stderr}");
+    // The release is named after the namespace: its ClusterRole must not collide with another
+    // test's on a shared real cluster.
+    let release = namespace.clone();
+    let rendered = helm::template(
+        &release,
+        &namespace,
+        &[&format!("watchNamespace={namespace}")],
+    )
+    .unwrap_or_else(|e| panic!("helm template: {e}"));
+    // Only the identity and its RBAC: the test runs the operator itself (on a real cluster the
+    // chart's Deployment would start more replicas).
+    let identity: Vec<serde_json::Value> = helm::parse(&rendered)
+        .into_iter()
+        .filter(|object| {
+            matches!(
+                object["kind"].as_str(),
+                Some(
+                    "ServiceAccount"
+                        | "Role"
+                        | "RoleBinding"
+                        | "ClusterRole"
+                        | "ClusterRoleBinding"
+                )
+            )
+        })
+        .collect();
+    assert_eq!(identity.len(), 7, "{identity:#?}");
+    let documents: Vec<String> = identity.iter().map(|o| o.to_string()).collect();
+    let (ok, stdout, stderr) =
+        harness.kubectl(&["apply", "-f", "-"], Some(&documents.join("\n---\n")));
+    assert!(ok, "the chart's RBAC was refused:\n{stdout}{stderr}");
 
-    let token = emulator.service_account_token(&namespace, "pf-pureflash-operator");
+    let account = format!("{release}-pureflash-operator");
     let kubeconfig = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(kubeconfig.path(), emulator.kubeconfig_with_token(&token)).unwrap();
-    harness.start_operator_as(
+    std::fs::write(
         kubeconfig.path(),
-        &["--lease-name", "pf-pureflash-operator"],
-    );
+        service_account_kubeconfig(&harness, &account),
+    )
+    .unwrap();
+    harness.start_operator_as(kubeconfig.path(), &["--lease-name", &account]);
 
     // Stores with and without explicit addresses (the latter read their Node's InternalIP).
     apply(
         &harness,
         &store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 2),
     );
-    let node_addressed = store_manifest("store-2", 2, harness.node(), &harness.pfs_image(), 2)
-        .lines()
-        .filter(|l| !l.contains("10.8.0.2") && !l.contains("10.9.0.2") && !l.contains("10.10.0.2"))
-        .map(|l| format!("{l}\n"))
-        .collect::<String>();
+    let explicit_address = |line: &&str| {
+        ["10.8.0.2", "10.9.0.2", "10.10.0.2"]
+            .iter()
+            .any(|ip| line.contains(ip))
+    };
+    let node_addressed: String =
+        store_manifest("store-2", 2, harness.node(), &harness.pfs_image(), 2)
+            .lines()
+            .filter(|line| !explicit_address(line))
+            .map(|line| format!("{line}\n"))
+            .collect();
     apply(&harness, &node_addressed);
     let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &namespace);
     let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &namespace);
@@ -933,10 +961,16 @@ async fn the_charts_rbac_covers_every_call_the_operator_makes() {
     })
     .await;
 
-    let user = format!("system:serviceaccount:{namespace}:pf-pureflash-operator");
-    let audit: Vec<_> = harness
-        .emulator()
-        .unwrap()
+    let Some(emulator) = harness.emulator() else {
+        // A real cluster enforced its RBAC on every call above; drop the cluster-scoped part.
+        for kind in ["clusterrolebinding", "clusterrole"] {
+            harness.kubectl(&["delete", kind, &account], None);
+        }
+        harness.finish().await;
+        return;
+    };
+    let user = format!("system:serviceaccount:{namespace}:{account}");
+    let audit: Vec<_> = emulator
         .audit()
         .into_iter()
         .filter(|record| record.user == user)
@@ -978,4 +1012,42 @@ async fn the_charts_rbac_covers_every_call_the_operator_makes() {
         );
     }
     harness.finish().await;
+}
+
+/// A kubeconfig that acts as ServiceAccount `account` of the test namespace: a token from the
+/// emulator, or from the TokenRequest API (`kubectl create token`) on a real cluster.
+fn service_account_kubeconfig(harness: &Harness, account: &str) -> String {
+    if let Some(emulator) = harness.emulator() {
+        return emulator
+            .kubeconfig_with_token(&emulator.service_account_token(&harness.namespace, account));
+    }
+    let (ok, token, stderr) = harness.kubectl(
+        &[
+            "create",
+            "token",
+            account,
+            "-n",
+            &harness.namespace,
+            "--duration",
+            "1h",
+        ],
+        None,
+    );
+    assert!(ok, "kubectl create token: {stderr}");
+    let (ok, current, stderr) =
+        harness.kubectl(&["config", "view", "--raw", "--minify", "-o", "json"], None);
+    assert!(ok, "kubectl config view: {stderr}");
+    let current: serde_json::Value = serde_json::from_str(&current).unwrap();
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": current["clusters"],
+        "contexts": [{"name": "operator", "context": {
+            "cluster": current["clusters"][0]["name"],
+            "user": "operator",
+        }}],
+        "current-context": "operator",
+        "users": [{"name": "operator", "user": {"token": token.trim()}}],
+    })
+    .to_string()
 }
