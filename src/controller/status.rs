@@ -105,7 +105,10 @@ fn phase(facts: &Facts<'_>, alive: bool, in_flight: bool) -> Phase {
                 Phase::Offline
             }
         }
-        _ if facts.previous.alive == Some(true) => Phase::Offline,
+        // It was up and went down (and stays Offline, not Pending, while its Pod is not running).
+        _ if facts.previous.alive == Some(true) || facts.previous.phase == Some(Phase::Offline) => {
+            Phase::Offline
+        }
         _ => Phase::Pending,
     }
 }
@@ -639,5 +642,66 @@ mod tests {
             (condition.status.as_str(), condition.reason.as_str()),
             ("True", "ClusterFrozen")
         );
+    }
+
+    /// The status is a fixpoint: computed again from its own output with nothing new observed,
+    /// it is the same. (A store that went offline while its Pod was not running once read
+    /// Offline, then Pending on the next reconcile.)
+    #[test]
+    fn the_status_does_not_change_when_nothing_new_is_observed() {
+        let not_running = |phase: &str| PodFacts {
+            uid: "u".into(),
+            phase: phase.into(),
+            terminating: false,
+            running_since: None,
+        };
+        let pods = [
+            None,
+            Some(running_pod(t(0))),
+            Some(running_pod(t(95))),
+            Some(not_running("Pending")),
+            Some(not_running("Failed")),
+        ];
+        let verdicts = [
+            Verdict::Healthy,
+            Verdict::Skip(SkipReason::PodNotRunning),
+            Verdict::Skip(SkipReason::ClusterFrozen),
+            Verdict::Wait {
+                until: t(130),
+                reason: SkipReason::WithinGracePeriod,
+            },
+        ];
+        let mut cases = Vec::new();
+        for alive in [true, false] {
+            for pod in &pods {
+                for verdict in &verdicts {
+                    for trusted in [true, false] {
+                        cases.push((alive, pod.clone(), *verdict, trusted));
+                    }
+                }
+            }
+        }
+        for (alive, pod, verdict, trusted) in cases {
+            let mut case = Case::alive_at(t(100));
+            case.trusted = trusted;
+            case.store = Some(if alive {
+                StoreView::test(7).with_trays(2)
+            } else {
+                StoreView::test(7).with_trays(2).dead()
+            });
+            case.ready = alive && pod.is_some();
+            case.pod = pod;
+            case.decision = Decision {
+                verdict,
+                offline_since: (!alive).then_some(t(90)),
+                attempts: 0,
+            };
+            // From a store seen alive before, then again from what that gave.
+            case.previous = Case::alive_at(t(50)).status();
+            let first = case.status();
+            case.previous = first.clone();
+            let second = case.status();
+            assert_eq!(first, second, "alive {alive}, trusted {trusted}");
+        }
     }
 }
