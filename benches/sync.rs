@@ -14,7 +14,8 @@
 //! and MariaDB (started like the tests do) and reads the DB with plain SQL, polling without
 //! sleeps, so latencies include one poll round trip (~0.1–0.3 ms).
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
 use sqlx::MySqlPool;
@@ -22,10 +23,11 @@ use testkit::mariadb::MariaDb;
 use testkit::zookeeper::ZooKeeper;
 use zookeeper_client::{self as zk, Acls, AddWatchMode, CreateMode};
 
+use common::{TRAYS, median, operator, populate, stats, stop};
+
 const TRIALS: usize = 25;
 /// Untimed trials first, so JIT and caches are warm.
 const WARMUP: usize = 5;
-const TRAYS: u32 = 4;
 
 #[tokio::main]
 async fn main() {
@@ -50,107 +52,6 @@ async fn main() {
         report += &footprint(&zk, &db).await;
     }
     println!("\n{report}");
-}
-
-/// Creates `count` stores (ids `1..=count`) with every node `pfs` writes. Each store's `alive`
-/// and trays' `online` belong to `owner` unless the store is in `skip_alive`.
-async fn populate(
-    admin: &zk::Client,
-    owner: &zk::Client,
-    cluster: &str,
-    count: u32,
-    skip_alive: &[u32],
-) {
-    let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
-    let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
-    let stores = format!("/pureflash/{cluster}/stores");
-    admin.mkdir(&stores, &persistent).await.unwrap();
-    let mut persistent_nodes: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut ephemeral_nodes: Vec<String> = Vec::new();
-    for id in 1..=count {
-        let base = format!("{stores}/{id}");
-        let (hi, lo) = (id / 256, id % 256);
-        persistent_nodes.push((base.clone(), vec![]));
-        persistent_nodes.push((
-            format!("{base}/mngt_ip"),
-            format!("10.10.{hi}.{lo}").into_bytes(),
-        ));
-        persistent_nodes.push((format!("{base}/trays"), vec![]));
-        for t in 0..TRAYS {
-            let tray = format!("{base}/trays/{id:08x}-0000-4000-8000-{t:012x}");
-            persistent_nodes.push((tray.clone(), vec![]));
-            for (field, value) in [
-                ("devname", format!("/dev/nvme{t}n1")),
-                ("capacity", "1000204886016".into()),
-                ("object_size", "67108864".into()),
-                ("free_size", "999000000000".into()),
-                ("state", "OK".into()),
-            ] {
-                persistent_nodes.push((format!("{tray}/{field}"), value.into_bytes()));
-            }
-            if !skip_alive.contains(&id) {
-                ephemeral_nodes.push(format!("{tray}/online"));
-            }
-        }
-        persistent_nodes.push((format!("{base}/ports"), vec![]));
-        persistent_nodes.push((format!("{base}/ports/10.20.{hi}.{lo}"), vec![]));
-        persistent_nodes.push((format!("{base}/rep_ports"), vec![]));
-        persistent_nodes.push((format!("{base}/rep_ports/10.30.{hi}.{lo}"), vec![]));
-        persistent_nodes.push((format!("{base}/state"), b"OK".to_vec()));
-        if !skip_alive.contains(&id) {
-            ephemeral_nodes.push(format!("{base}/alive"));
-        }
-    }
-    // Parents come before children in the list; creating in waves of one depth keeps that order
-    // while pipelining each wave.
-    let depth = |path: &str| path.matches('/').count();
-    let mut depths: Vec<usize> = persistent_nodes.iter().map(|(p, _)| depth(p)).collect();
-    depths.sort_unstable();
-    depths.dedup();
-    for d in depths {
-        let wave: Vec<_> = persistent_nodes
-            .iter()
-            .filter(|(p, _)| depth(p) == d)
-            .collect();
-        for chunk in wave.chunks(2000) {
-            let results = futures::future::join_all(
-                chunk
-                    .iter()
-                    .map(|(p, data)| admin.create(p, data, &persistent)),
-            )
-            .await;
-            for r in results {
-                r.map(|_| ())
-                    .or_else(|e| {
-                        if e == zk::Error::NodeExists {
-                            Ok(())
-                        } else {
-                            Err(e)
-                        }
-                    })
-                    .unwrap();
-            }
-        }
-    }
-    for chunk in ephemeral_nodes.chunks(2000) {
-        for r in
-            futures::future::join_all(chunk.iter().map(|p| owner.create(p, b"", &ephemeral))).await
-        {
-            r.unwrap();
-        }
-    }
-}
-
-fn operator(args: &[&str]) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_pureflash-operator"));
-    // PUREFLASH_BENCH_LOG=pureflash_operator=debug shows where the time goes.
-    let log = std::env::var("PUREFLASH_BENCH_LOG").unwrap_or_else(|_| "warn".into());
-    command
-        .args(args)
-        .env("PUREFLASH_LOG", log)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    command
 }
 
 async fn count_status(pool: &MySqlPool, status: &str) -> i64 {
@@ -189,28 +90,6 @@ async fn wait_count(pool: &MySqlPool, status: &str, count: i64, limit: Duration)
         assert!(Instant::now() < deadline, "never {count} rows {status}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-struct Stats {
-    p50: f64,
-    p95: f64,
-    max: f64,
-}
-
-fn stats(mut samples: Vec<Duration>) -> Stats {
-    samples.sort_unstable();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let at = |q: f64| ms(samples[((samples.len() as f64 - 1.0) * q).round() as usize]);
-    Stats {
-        p50: at(0.5),
-        p95: at(0.95),
-        max: ms(*samples.last().unwrap()),
-    }
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort_unstable();
-    samples[samples.len() / 2]
 }
 
 /// (a) and (b) at `stores` stores: store 1's alive toggled by a session of its own.
@@ -449,12 +328,4 @@ async fn footprint(zk_server: &ZooKeeper, db: &MariaDb) -> String {
         stop(&mut sync);
     }
     out
-}
-
-/// Graceful stop, as Kubernetes would.
-fn stop(child: &mut Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
 }

@@ -1,0 +1,436 @@
+//! Benchmark of `pureflash-operator run` at scale: a real ZooKeeper, the Kubernetes API
+//! emulator, and the release operator binary as its own process.
+//!
+//!     cargo bench --bench controller             # 100 and 1000 stores, about 4 minutes
+//!     cargo bench --bench controller -- 3000     # other sizes
+//!
+//! Per size N (N PureFlashStores in one namespace, N stores registered in ZooKeeper):
+//! (a) operator start → every store's status reads Online, and the API requests that took;
+//! (b) steady state: API requests per reconcile over three requeue periods (10 s each), by verb
+//!     and resource, from the emulator's audit log and the operator's reconcile counter;
+//! (c) one store's `alive` deleted → its status reads Offline; created again → Online
+//!     (p50/p95/max over 25 trials after 5 warm-up, each on another store).
+//!
+//! The stores' Pods are not run (no node agent: they stay Pending), so recovery never acts and
+//! every figure is the controller's own work. The operator authenticates with a token, so the
+//! emulator audits its requests and only its requests. The emulator runs on a runtime thread of
+//! its own; it is the API server in every figure, so absolute times include its costs too.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::Child;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher;
+use kube::{Client, Config, ResourceExt};
+use kube_emulator::Emulator;
+use pureflash_operator::crd::{Phase, PureFlashStore};
+use serde_json::json;
+use testkit::zookeeper::ZooKeeper;
+use tokio::sync::Notify;
+use zookeeper_client::{self as zk, Acls, CreateMode};
+
+use common::{median, operator, populate, stats, stop};
+
+const CRD: &str = include_str!("../crds/pureflashstore.yaml");
+const TOKEN: &str = "bench-operator-token";
+const OPERATOR_USER: &str = "bench-operator";
+const NODE: &str = "bench-node";
+const REQUEUE: Duration = Duration::from_secs(10);
+const TRIALS: usize = 25;
+const WARMUP: usize = 5;
+
+fn main() {
+    let sizes: Vec<u32> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    let sizes = if sizes.is_empty() {
+        vec![100, 1000]
+    } else {
+        sizes
+    };
+    let api_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("emulator")
+        .enable_all()
+        .build()
+        .expect("emulator runtime");
+    let emulator = api_runtime
+        .block_on(Emulator::start())
+        .expect("emulator starts");
+    emulator.add_token(TOKEN, OPERATOR_USER, &["system:masters"]);
+    let bench_runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("benchmark runtime");
+    let report = bench_runtime.block_on(async {
+        eprintln!("starting ZooKeeper…");
+        let zk = ZooKeeper::start_for_benchmark();
+        let client = setup(&emulator).await;
+        let mut report = String::new();
+        for stores in sizes {
+            report += &one_size(&emulator, &client, &zk, stores).await;
+        }
+        report
+    });
+    println!("\n{report}");
+}
+
+/// The CRD and the node every store runs on.
+async fn setup(emulator: &Emulator) -> Client {
+    let config = Config::from_custom_kubeconfig(
+        Kubeconfig::from_yaml(&emulator.kubeconfig()).expect("kubeconfig"),
+        &KubeConfigOptions::default(),
+    )
+    .await
+    .expect("config");
+    let client = Client::try_from(config).expect("client");
+    let crd: CustomResourceDefinition = serde_yaml::from_str(CRD).expect("the CRD parses");
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &crd)
+        .await
+        .expect("CRD created");
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = serde_json::from_value(json!({"metadata": {"name": NODE}})).expect("node");
+    nodes
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("node created");
+    nodes
+        .patch_status(
+            NODE,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"addresses": [
+                {"type": "InternalIP", "address": "10.0.0.1"},
+                {"type": "Hostname", "address": NODE},
+            ]}})),
+        )
+        .await
+        .expect("node status");
+    client
+}
+
+/// A store's phase changes, with when the benchmark's watch saw each.
+type Changes = Vec<(Option<Phase>, Instant)>;
+
+/// Every store's phase changes as the benchmark's own watch saw them.
+struct Phases {
+    by_name: Mutex<HashMap<String, Changes>>,
+    changed: Notify,
+    api: Api<PureFlashStore>,
+}
+
+impl Phases {
+    fn watch(client: Client, namespace: &str) -> Arc<Phases> {
+        let api: Api<PureFlashStore> = Api::namespaced(client, namespace);
+        let phases = Arc::new(Phases {
+            by_name: Mutex::default(),
+            changed: Notify::new(),
+            api: api.clone(),
+        });
+        let writer = Arc::clone(&phases);
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher(api, watcher::Config::default()));
+            while let Some(event) = events.next().await {
+                let store = match event {
+                    Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s)) => s,
+                    Ok(_) => continue,
+                    Err(error) => {
+                        eprintln!("benchmark watch: {error}");
+                        continue;
+                    }
+                };
+                let phase = store.status.as_ref().and_then(|s| s.phase);
+                let mut by_name = writer.by_name.lock().expect("phases lock");
+                let changes = by_name.entry(store.name_any()).or_default();
+                if changes.last().is_none_or(|(last, _)| *last != phase) {
+                    changes.push((phase, Instant::now()));
+                    writer.changed.notify_waiters();
+                }
+            }
+        });
+        phases
+    }
+
+    fn count(&self, phase: Phase) -> usize {
+        let by_name = self.by_name.lock().expect("phases lock");
+        by_name
+            .values()
+            .filter(|changes| changes.last().is_some_and(|(p, _)| *p == Some(phase)))
+            .count()
+    }
+
+    /// When `name` first read `phase` after `since` (waits for it).
+    async fn reached(&self, name: &str, phase: Phase, since: Instant, limit: Duration) -> Instant {
+        let reached = self
+            .until(limit, || {
+                let by_name = self.by_name.lock().expect("phases lock");
+                by_name
+                    .get(name)?
+                    .iter()
+                    .find_map(|(p, at)| (*p == Some(phase) && *at >= since).then_some(*at))
+            })
+            .await;
+        match reached {
+            Some(at) => at,
+            None => {
+                let now = self.api.get(name).await.ok().and_then(|s| s.status);
+                panic!("{name} never read {phase:?} (the API says {now:?})")
+            }
+        }
+    }
+
+    async fn until<T>(&self, limit: Duration, check: impl Fn() -> Option<T>) -> Option<T> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let changed = self.changed.notified();
+            if let Some(value) = check() {
+                return Some(value);
+            }
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), changed).await;
+        }
+    }
+}
+
+async fn one_size(emulator: &Emulator, client: &Client, zk_server: &ZooKeeper, n: u32) -> String {
+    eprintln!("{n} stores: registering in ZooKeeper and creating the PureFlashStores…");
+    let namespace = format!("bench-{n}");
+    let cluster = format!("ctl{n}");
+    let admin = zk::Client::connect(&zk_server.connect_string())
+        .await
+        .expect("ZooKeeper");
+    let owner = zk::Client::connect(&zk_server.connect_string())
+        .await
+        .expect("ZooKeeper");
+    populate(&admin, &owner, &cluster, n, &[]).await;
+
+    Api::<Namespace>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("namespace"),
+        )
+        .await
+        .expect("namespace created");
+    let stores: Api<PureFlashStore> = Api::namespaced(client.clone(), &namespace);
+    for chunk in (1..=n).collect::<Vec<_>>().chunks(50) {
+        let created = futures::future::join_all(chunk.iter().map(|id| {
+            let store: PureFlashStore = serde_json::from_value(json!({
+                "apiVersion": "pureflash.io/v1alpha1",
+                "kind": "PureFlashStore",
+                "metadata": {"name": format!("store-{id}")},
+                "spec": {
+                    "storeId": id,
+                    "nodeName": NODE,
+                    "trays": [{"device": "/dev/nvme0n1"}, {"device": "/dev/nvme1n1"}, {"device": "/dev/nvme2n1"}, {"device": "/dev/nvme3n1"}],
+                },
+            }))
+            .expect("a PureFlashStore");
+            let stores = stores.clone();
+            async move { stores.create(&PostParams::default(), &store).await }
+        }))
+        .await;
+        for result in created {
+            result.expect("PureFlashStore created");
+        }
+    }
+    let phases = Phases::watch(client.clone(), &namespace);
+    phases
+        .until(Duration::from_secs(60), || {
+            (phases.by_name.lock().expect("phases lock").len() == n as usize).then_some(())
+        })
+        .await
+        .expect("the benchmark's watch sees every store");
+
+    // (a) Start → every store Online.
+    let kubeconfig = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(kubeconfig.path(), emulator.kubeconfig_with_token(TOKEN)).expect("kubeconfig");
+    let admin_address = format!("127.0.0.1:{}", testkit::free_port());
+    let audited_before = operator_requests(emulator).len();
+    let started = Instant::now();
+    let mut process = KillOnDrop(start_operator(
+        kubeconfig.path().to_str().expect("utf-8 path"),
+        zk_server,
+        &cluster,
+        &namespace,
+        &admin_address,
+    ));
+    phases
+        .until(Duration::from_secs(600), || {
+            (phases.count(Phase::Online) == n as usize).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("not every store became Online"));
+    let all_online = started.elapsed();
+    let startup_requests = operator_requests(emulator)[audited_before..].to_vec();
+
+    // (b) Steady state: requests per reconcile.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let requests_before = operator_requests(emulator);
+    let reconciles_before = reconciles(&admin_address).await;
+    tokio::time::sleep(3 * REQUEUE).await;
+    let requests = operator_requests(emulator)[requests_before.len()..].to_vec();
+    let reconciled = reconciles(&admin_address).await - reconciles_before;
+
+    // (c) alive deleted → Offline, created → Online.
+    let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+    let mut offline = Vec::new();
+    let mut online = Vec::new();
+    for trial in 0..WARMUP + TRIALS {
+        let id = 1 + (trial as u32 * 37) % n;
+        let name = format!("store-{id}");
+        let alive = format!("/pureflash/{cluster}/stores/{id}/alive");
+        let t0 = Instant::now();
+        admin.delete(&alive, None).await.expect("alive deleted");
+        let t_offline = phases
+            .reached(&name, Phase::Offline, t0, Duration::from_secs(30))
+            .await;
+        let t1 = Instant::now();
+        owner
+            .create(&alive, b"", &ephemeral)
+            .await
+            .expect("alive created");
+        let t_online = phases
+            .reached(&name, Phase::Online, t1, Duration::from_secs(30))
+            .await;
+        if trial >= WARMUP {
+            offline.push(t_offline.saturating_duration_since(t0));
+            online.push(t_online.saturating_duration_since(t1));
+        }
+    }
+    stop(&mut process.0);
+
+    let mut out = format!("## {n} stores\n");
+    out += &format!(
+        "(a) operator start -> all {n} Online: {:.2} s, {} API requests ({:.1} per store)\n",
+        all_online.as_secs_f64(),
+        startup_requests.len(),
+        startup_requests.len() as f64 / f64::from(n),
+    );
+    out += &breakdown(&startup_requests);
+    out += &format!(
+        "(b) steady state over {} s: {reconciled} reconciles, {} API requests, {:.2} per reconcile\n",
+        (3 * REQUEUE).as_secs(),
+        requests.len(),
+        requests.len() as f64 / reconciled.max(1) as f64,
+    );
+    out += &breakdown(&requests);
+    for (what, samples) in [
+        ("(c) alive deleted -> Offline", offline),
+        ("    alive created -> Online ", online),
+    ] {
+        let s = stats(samples.clone());
+        out += &format!(
+            "{what}: p50 {:.2} ms  p95 {:.2} ms  max {:.2} ms  (median {:.2} ms)\n",
+            s.p50,
+            s.p95,
+            s.max,
+            median(samples).as_secs_f64() * 1000.0
+        );
+    }
+    eprint!("{out}");
+    out
+}
+
+/// The operator process, killed if the benchmark fails half-way.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_operator(
+    kubeconfig: &str,
+    zk_server: &ZooKeeper,
+    cluster: &str,
+    namespace: &str,
+    admin_address: &str,
+) -> Child {
+    let zk = zk_server.connect_string();
+    let requeue = format!("{}s", REQUEUE.as_secs());
+    operator(&[
+        "run",
+        "--kubeconfig",
+        kubeconfig,
+        "--zk",
+        &zk,
+        "--cluster",
+        cluster,
+        "--namespace",
+        namespace,
+        "--lease-namespace",
+        namespace,
+        "--identity",
+        "bench",
+        "--admin-address",
+        admin_address,
+        "--requeue-interval",
+        &requeue,
+    ])
+    .spawn()
+    .expect("operator starts")
+}
+
+/// The operator's requests so far, as `verb resource[/subresource]`.
+fn operator_requests(emulator: &Emulator) -> Vec<String> {
+    emulator
+        .audit()
+        .into_iter()
+        .filter(|r| r.user == OPERATOR_USER)
+        .map(|r| {
+            let group = if r.api_group.is_empty() {
+                String::new()
+            } else {
+                format!(".{}", r.api_group)
+            };
+            match r.subresource {
+                Some(sub) => format!("{} {}{group}/{sub}", r.verb, r.resource),
+                None => format!("{} {}{group}", r.verb, r.resource),
+            }
+        })
+        .collect()
+}
+
+/// Requests counted by kind, one line each.
+fn breakdown(requests: &[String]) -> String {
+    let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+    for request in requests {
+        *by_kind.entry(request).or_default() += 1;
+    }
+    by_kind
+        .iter()
+        .map(|(kind, count)| format!("      {kind:<44} {count}\n"))
+        .collect()
+}
+
+/// `pureflash_reconcile_total`, all results.
+async fn reconciles(admin_address: &str) -> u64 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(admin_address)
+        .await
+        .expect("admin endpoint");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("metrics request");
+    let mut body = String::new();
+    stream
+        .read_to_string(&mut body)
+        .await
+        .expect("metrics response");
+    body.lines()
+        .filter(|l| l.starts_with("pureflash_reconcile_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
