@@ -362,6 +362,21 @@ fn manual_restart_requested(observation: &Observation) -> bool {
         .is_some_and(|token| observation.history.last_manual_restart.as_ref() != Some(token))
 }
 
+/// Whether [`decide`] could restart the store for some state of its Pod: the view is trusted
+/// and the store is not alive, or a manual restart is pending. A reconcile reads the Pod of such
+/// a store from the API rather than from its watch cache, so that no restart is ever decided on
+/// a cached Pod that has since been replaced.
+pub fn may_restart(
+    view_trusted: bool,
+    alive: Option<bool>,
+    manual_restart: Option<&str>,
+    last_manual_restart: Option<&str>,
+) -> bool {
+    view_trusted
+        && (alive != Some(true)
+            || manual_restart.is_some_and(|token| last_manual_restart != Some(token)))
+}
+
 /// `Wait` while `now` is before `start + period`; at that instant exactly the rule lets go.
 fn wait_until(
     now: Timestamp,
@@ -1657,6 +1672,35 @@ mod tests {
         })
     }
 
+    fn may_restart_for(obs: &Observation) -> bool {
+        may_restart(
+            obs.view_trusted,
+            obs.alive,
+            obs.manual_restart.as_deref(),
+            obs.history.last_manual_restart.as_deref(),
+        )
+    }
+
+    /// The other side of [`may_restart`]: a store it rules out is never restarted, whatever
+    /// its Pod, history or cluster.
+    #[test]
+    fn an_alive_store_without_a_new_manual_request_never_restarts() {
+        let alive = grid().into_iter().map(|obs| {
+            let mut obs = obs.0;
+            obs.alive = Some(true);
+            obs
+        });
+        for obs in alive {
+            let decision = decide(&obs, &policy());
+            if !may_restart_for(&obs) {
+                assert!(
+                    !matches!(decision.verdict, Verdict::Restart(_)),
+                    "{obs:?} -> {decision:?}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn properties_hold_over_a_grid() {
         let disabled = Policy {
@@ -1676,6 +1720,9 @@ mod tests {
         let decision = decide(obs, policy);
         let history = &obs.history;
         let context = format!("{obs:?} -> {decision:?}");
+        if matches!(decision.verdict, Verdict::Restart(_)) {
+            assert!(may_restart_for(obs), "{context}");
+        }
 
         if !obs.view_trusted {
             assert_eq!(

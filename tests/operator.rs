@@ -13,9 +13,10 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 use pureflash_operator::crd::{Phase, PureFlashStore};
+use serde_json::json;
 
 const CRD: &str = include_str!("../crds/pureflashstore.yaml");
 
@@ -873,6 +874,33 @@ async fn a_paused_store_is_left_alone_and_a_spec_change_rolls_its_pod() {
     assert!(conf.contains("[engine]\nname=spdk\n"), "{conf}");
     wait_phase(&harness, &stores, "store-1", Phase::Online).await;
     assert_eq!(restart_count(&stores, "store-1").await, 1);
+
+    // The operator skips writing a ConfigMap its cache shows as current; one edited or deleted
+    // behind its back is put back (and the running pfs is left alone).
+    let rolled = pod_uid(&pods, "store-1-pfs").await;
+    configs
+        .patch(
+            "store-1-pfs-conf",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"pfs.conf": "# edited by hand\n"}})),
+        )
+        .await
+        .unwrap();
+    let current_conf = async || {
+        configs
+            .get_opt("store-1-pfs-conf")
+            .await
+            .unwrap()
+            .and_then(|map| map.data?.remove("pfs.conf"))
+            .filter(|text| *text == conf)
+    };
+    wait_for("the edited pfs.conf restored", current_conf).await;
+    configs
+        .delete("store-1-pfs-conf", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("the deleted ConfigMap recreated", current_conf).await;
+    assert_eq!(pod_uid(&pods, "store-1-pfs").await, rolled);
     harness.finish().await;
 }
 
@@ -1038,7 +1066,7 @@ fn service_account_kubeconfig(harness: &Harness, account: &str) -> String {
         harness.kubectl(&["config", "view", "--raw", "--minify", "-o", "json"], None);
     assert!(ok, "kubectl config view: {stderr}");
     let current: serde_json::Value = serde_json::from_str(&current).unwrap();
-    serde_json::json!({
+    json!({
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": current["clusters"],

@@ -17,8 +17,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::Api;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self as cache, ObjectRef};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -73,12 +73,28 @@ pub async fn run(term: Term, stop: CancellationToken) {
     } = term;
     let owned =
         watcher::Config::default().labels("app.kubernetes.io/managed-by=pureflash-operator");
+    // The owned Pods and ConfigMaps are cached as well as watched: reconciles read them from
+    // memory. Their managedFields are dropped on the way in (never read, and most of the bytes).
+    let (pods, pod_writer) = cache::store::<Pod>();
+    let pod_events = cache::reflector(
+        pod_writer,
+        watcher(api::<Pod>(&client, &namespace), owned.clone())
+            .modify(|pod| pod.managed_fields_mut().clear()),
+    )
+    .touched_objects();
+    let (config_maps, config_map_writer) = cache::store::<ConfigMap>();
+    let config_map_events = cache::reflector(
+        config_map_writer,
+        watcher(api::<ConfigMap>(&client, &namespace), owned)
+            .modify(|map| map.managed_fields_mut().clear()),
+    )
+    .touched_objects();
     let controller = Controller::new(
         api::<PureFlashStore>(&client, &namespace),
         watcher::Config::default(),
     )
-    .owns(api::<Pod>(&client, &namespace), owned.clone())
-    .owns(api::<ConfigMap>(&client, &namespace), owned);
+    .owns_stream(pod_events)
+    .owns_stream(config_map_events);
     let stores = controller.store();
     cache_synced.send_replace(false);
     let ready_stores = stores.clone();
@@ -147,29 +163,6 @@ pub async fn run(term: Term, stop: CancellationToken) {
         |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
     );
 
-    // Per-store metrics of deleted stores go within a minute; when the term ends, all of them
-    // (a standby must not export a stale picture).
-    let pruned_stores = stores.clone();
-    let pruned_metrics = Arc::clone(&metrics);
-    let prune_stop = stop.clone();
-    let pruner = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tokio::select! {
-                _ = prune_stop.cancelled() => break,
-                _ = tick.tick() => {}
-            }
-            let present: std::collections::HashSet<(String, String)> = pruned_stores
-                .state()
-                .iter()
-                .map(|s| (s.namespace().unwrap_or_default(), s.name_any()))
-                .collect();
-            pruned_metrics.retain_stores(|labels| {
-                present.contains(&(labels.namespace.clone(), labels.name.clone()))
-            });
-        }
-        pruned_metrics.retain_stores(|_| false);
-    });
     let context = Arc::new(Context {
         recorder: Recorder::new(
             client.clone(),
@@ -182,9 +175,43 @@ pub async fn run(term: Term, stop: CancellationToken) {
         settings,
         snapshots,
         stores,
+        pods,
+        config_maps,
+        node_addresses: reconcile::NodeAddresses::default(),
+        written: reconcile::WrittenStatuses::default(),
         metrics,
         db,
         restarts: tokio::sync::Mutex::new(HashMap::new()),
+    });
+    // What is kept per store goes within a minute of the store's deletion: its metrics and this
+    // term's memory of it. When the term ends, all per-store metrics go (a standby must not
+    // export a stale picture).
+    let pruned = Arc::clone(&context);
+    let prune_stop = stop.clone();
+    let pruner = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = prune_stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let present: std::collections::HashSet<ObjectRef<PureFlashStore>> = pruned
+                .stores
+                .state()
+                .iter()
+                .map(|s| ObjectRef::from_obj(s.as_ref()))
+                .collect();
+            pruned.metrics.retain_stores(|labels| {
+                present.contains(&ObjectRef::new(&labels.name).within(&labels.namespace))
+            });
+            pruned.written.retain(|store| present.contains(store));
+            pruned
+                .restarts
+                .lock()
+                .await
+                .retain(|store, _| present.contains(store));
+        }
+        pruned.metrics.retain_stores(|_| false);
     });
     info!(
         namespace = namespace.as_deref().unwrap_or("(all)"),

@@ -177,6 +177,34 @@ pub fn config_map(store: &PureFlashStore, conf: &str) -> ConfigMap {
     .expect("a valid ConfigMap")
 }
 
+/// Whether `existing` already holds everything `desired` sets (its data, labels and owner), so
+/// that applying `desired` would change nothing and the write can be skipped. What others added
+/// (more labels, more keys) does not matter: an apply would leave it too.
+pub fn config_map_up_to_date(existing: &ConfigMap, desired: &ConfigMap) -> bool {
+    fn contains<K: Ord, V: PartialEq>(
+        have: Option<&BTreeMap<K, V>>,
+        want: Option<&BTreeMap<K, V>>,
+    ) -> bool {
+        want.into_iter()
+            .flatten()
+            .all(|(key, value)| have.and_then(|have| have.get(key)) == Some(value))
+    }
+    let owners_present = desired.owner_references().iter().all(|want| {
+        existing.owner_references().iter().any(|have| {
+            have.uid == want.uid
+                && have.controller == want.controller
+                && have.block_owner_deletion == want.block_owner_deletion
+        })
+    });
+    existing.metadata.deletion_timestamp.is_none()
+        && contains(existing.data.as_ref(), desired.data.as_ref())
+        && contains(
+            existing.metadata.labels.as_ref(),
+            desired.metadata.labels.as_ref(),
+        )
+        && owners_present
+}
+
 /// The pfs Pod: on the store's node, host network, privileged (pfs drives the disks directly),
 /// the pfs.conf mounted where pfs reads it, `/dev` from the host.
 pub fn pod(store: &PureFlashStore, hash: &str) -> Pod {
@@ -344,5 +372,63 @@ mod tests {
         );
         let cm = serde_json::to_value(config_map(&store, "x")).unwrap();
         assert_eq!(cm["data"]["pfs.conf"], "x");
+    }
+
+    #[test]
+    fn a_config_map_holding_what_the_operator_sets_needs_no_write() {
+        let store =
+            store(json!({"storeId": 7, "nodeName": "n", "trays": [{"device": "/dev/sda"}]}));
+        let desired = config_map(&store, "conf");
+        assert!(config_map_up_to_date(&desired, &desired));
+
+        // What others add survives an apply anyway.
+        let mut extended = desired.clone();
+        extended
+            .labels_mut()
+            .insert("team".into(), "storage".into());
+        extended
+            .data
+            .get_or_insert_default()
+            .insert("notes".into(), "x".into());
+        assert!(config_map_up_to_date(&extended, &desired));
+    }
+
+    #[test]
+    fn a_config_map_missing_anything_the_operator_sets_is_written() {
+        let store =
+            store(json!({"storeId": 7, "nodeName": "n", "trays": [{"device": "/dev/sda"}]}));
+        let desired = config_map(&store, "conf");
+        type Change = fn(&mut ConfigMap);
+        let variants: [(&str, Change); 7] = [
+            ("other conf", |cm| {
+                cm.data
+                    .get_or_insert_default()
+                    .insert(CONF_FILE.into(), "edited".into());
+            }),
+            ("no data", |cm| cm.data = None),
+            ("label changed", |cm| {
+                cm.labels_mut().insert(STORE_ID_LABEL.into(), "8".into());
+            }),
+            ("label missing", |cm| {
+                cm.labels_mut().remove("app.kubernetes.io/managed-by");
+            }),
+            ("no owner", |cm| cm.metadata.owner_references = None),
+            ("owner not controller", |cm| {
+                for owner in cm.owner_references_mut() {
+                    owner.controller = None;
+                }
+            }),
+            ("being deleted", |cm| {
+                cm.metadata.deletion_timestamp =
+                    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        jiff::Timestamp::UNIX_EPOCH,
+                    ));
+            }),
+        ];
+        for (what, change) in variants {
+            let mut existing = desired.clone();
+            change(&mut existing);
+            assert!(!config_map_up_to_date(&existing, &desired), "{what}");
+        }
     }
 }

@@ -65,6 +65,15 @@ pub struct Context {
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     /// Every PureFlashStore, for the cluster-wide rails.
     pub stores: Store<PureFlashStore>,
+    /// The operator's Pods and ConfigMaps as its watches last saw them. A reconcile reads these
+    /// instead of the API; it asks the API itself only where a stale answer could do harm (a
+    /// Pod that seems missing, the Pod of a store that may be restarted).
+    pub pods: Store<Pod>,
+    pub config_maps: Store<ConfigMap>,
+    /// Node InternalIPs, read from the API at most once per [`NODE_ADDRESS_TTL`].
+    pub node_addresses: NodeAddresses,
+    /// The statuses this term wrote that the PureFlashStore cache may not show yet.
+    pub written: WrittenStatuses,
     /// Events are recorded through one recorder so repeats become series.
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
@@ -73,6 +82,55 @@ pub struct Context {
     /// Restarts made during this leadership term. The lock serializes recovery decisions so
     /// the in-flight cap holds even when reconciles run concurrently.
     pub restarts: Mutex<HashMap<ObjectRef<PureFlashStore>, Timestamp>>,
+}
+
+/// Statuses this term wrote, each with the resourceVersion of the object it was computed from.
+///
+/// A reconcile starts from the cached PureFlashStore, and the watch may not have delivered the
+/// status the previous reconcile wrote: while the cache still shows the very version that status
+/// was computed from, the written status is the truth. Without this, a quick second reconcile
+/// would announce the same phase change twice and restart an offline timer it already recorded.
+/// resourceVersions are only compared for equality, as the API conventions allow.
+#[derive(Default)]
+pub struct WrittenStatuses {
+    by_store: std::sync::Mutex<HashMap<ObjectRef<PureFlashStore>, (String, PureFlashStoreStatus)>>,
+}
+
+impl WrittenStatuses {
+    /// The store's current status: the cached one, unless this term wrote over that version.
+    pub fn current(&self, store: &PureFlashStore) -> PureFlashStoreStatus {
+        let key = ObjectRef::from_obj(store);
+        let mut by_store = self.by_store.lock().expect("written statuses");
+        match by_store.get(&key) {
+            Some((based_on, written)) if store.resource_version().as_ref() == Some(based_on) => {
+                written.clone()
+            }
+            Some(_) => {
+                // The cache has moved past what was written: it is the truth again.
+                by_store.remove(&key);
+                store.status.clone().unwrap_or_default()
+            }
+            None => store.status.clone().unwrap_or_default(),
+        }
+    }
+
+    /// `status` was written over `store` as the cache showed it.
+    pub fn wrote(&self, store: &PureFlashStore, status: &PureFlashStoreStatus) {
+        if let Some(version) = store.resource_version() {
+            self.by_store
+                .lock()
+                .expect("written statuses")
+                .insert(ObjectRef::from_obj(store), (version, status.clone()));
+        }
+    }
+
+    /// Forgets stores for which `keep` is false (deleted ones).
+    pub fn retain(&self, mut keep: impl FnMut(&ObjectRef<PureFlashStore>) -> bool) {
+        self.by_store
+            .lock()
+            .expect("written statuses")
+            .retain(|key, _| keep(key));
+    }
 }
 
 /// Why a reconcile failed.
@@ -165,16 +223,50 @@ fn db_state(db: &Option<watch::Receiver<DbSyncStatus>>) -> DbState {
     }
 }
 
-async fn node_ip(client: &Client, node: &str) -> Result<Option<String>, kube::Error> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let Some(node) = nodes.get_opt(node).await? else {
-        return Ok(None);
-    };
-    let addresses = node.status.and_then(|s| s.addresses).unwrap_or_default();
-    Ok(addresses
-        .into_iter()
-        .find(|a| a.type_ == "InternalIP")
-        .map(|a| a.address))
+/// How long a node's InternalIP is reused before it is read again: a changed address reaches
+/// pfs.conf (and rolls the Pod) within this time.
+pub const NODE_ADDRESS_TTL: Duration = Duration::from_secs(60);
+
+/// Node InternalIPs, so that thousands of stores on a few nodes do not read the same Node on
+/// every reconcile. Only found addresses are kept: a node without one is asked again each time.
+#[derive(Default)]
+pub struct NodeAddresses {
+    known: std::sync::Mutex<HashMap<String, (String, std::time::Instant)>>,
+}
+
+impl NodeAddresses {
+    async fn internal_ip(
+        &self,
+        client: &Client,
+        node: &str,
+    ) -> Result<Option<String>, kube::Error> {
+        if let Some((address, read_at)) = self.known.lock().expect("node addresses").get(node)
+            && read_at.elapsed() < NODE_ADDRESS_TTL
+        {
+            return Ok(Some(address.clone()));
+        }
+        let nodes: Api<Node> = Api::all(client.clone());
+        let address = nodes.get_opt(node).await?.and_then(|node| {
+            node.status?
+                .addresses?
+                .into_iter()
+                .find(|a| a.type_ == "InternalIP")
+                .map(|a| a.address)
+        });
+        let mut known = self.known.lock().expect("node addresses");
+        match &address {
+            Some(address) => {
+                known.insert(
+                    node.to_owned(),
+                    (address.clone(), std::time::Instant::now()),
+                );
+            }
+            None => {
+                known.remove(node);
+            }
+        }
+        Ok(address)
+    }
 }
 
 async fn record(
@@ -227,14 +319,16 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         .ok()
         .and_then(|id| StoreId::new(id).ok())
         .and_then(|id| snapshot.view.get(id));
-    let previous = store.status.clone().unwrap_or_default();
+    let previous = ctx.written.current(store);
 
     // The pfs.conf and its ConfigMap.
     let node_ip = if store.spec.mngt_ip.is_none()
         || store.spec.ports.is_empty()
         || store.spec.rep_ports.is_empty()
     {
-        node_ip(&ctx.client, &store.spec.node_name).await?
+        ctx.node_addresses
+            .internal_ip(&ctx.client, &store.spec.node_name)
+            .await?
     } else {
         None
     };
@@ -259,16 +353,37 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         }
     };
     let hash = pods::config_hash(store, &conf);
-    maps.patch(
-        &pods::config_map_name(store),
-        &apply,
-        &Patch::Apply(pods::config_map(store, &conf)),
-    )
-    .await?;
+    let config_map_name = pods::config_map_name(store);
+    let config_map = pods::config_map(store, &conf);
+    let cached_map = ctx
+        .config_maps
+        .get(&ObjectRef::new(&config_map_name).within(&namespace));
+    if !cached_map.is_some_and(|existing| pods::config_map_up_to_date(&existing, &config_map)) {
+        maps.patch(&config_map_name, &apply, &Patch::Apply(config_map))
+            .await?;
+    }
 
-    // The Pod: created when missing, rolled when what pfs runs on changed.
+    // The Pod: created when missing, rolled when what pfs runs on changed. Read from the cache
+    // unless the cache says it is missing (it may just lag a create) or the store may be
+    // restarted (that decision is taken on the Pod as the API has it now).
     let pod_name = pods::pod_name(store);
-    let mut pod = pods.get_opt(&pod_name).await?;
+    let restart_possible = recovery::may_restart(
+        trusted,
+        view.map(|s| s.alive),
+        store
+            .annotations()
+            .get(RESTART_ANNOTATION)
+            .map(String::as_str),
+        previous.last_manual_restart.as_deref(),
+    );
+    let cached_pod = ctx
+        .pods
+        .get(&ObjectRef::new(&pod_name).within(&namespace))
+        .filter(|_| !restart_possible);
+    let mut pod = match cached_pod {
+        Some(pod) => Some(Pod::clone(&pod)),
+        None => pods.get_opt(&pod_name).await?,
+    };
     if let Some(existing) = &pod
         && existing.metadata.deletion_timestamp.is_none()
         && existing.annotations().get(pods::CONFIG_HASH_ANNOTATION) != Some(&hash)
@@ -329,19 +444,27 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         .iter()
         .filter(|s| !alive(&snapshot, s.spec.store_id))
         .count();
+    // Runs for every store on every reconcile: no allocation unless this term restarted some.
     let in_flight = all
         .iter()
-        .filter(|s| ObjectRef::from_obj(s.as_ref()) != me)
         .filter(|s| {
-            let status = s.status.clone().unwrap_or_default();
-            let last = restarts
-                .get(&ObjectRef::from_obj(s.as_ref()))
-                .copied()
-                .or(status.last_restart_time.map(|t| t.0));
+            s.metadata.name != store.metadata.name
+                || s.metadata.namespace != store.metadata.namespace
+        })
+        .filter(|s| {
+            let status = s.status.as_ref();
+            let restarted_this_term = || {
+                (!restarts.is_empty())
+                    .then(|| restarts.get(&ObjectRef::from_obj(s.as_ref())).copied())
+                    .flatten()
+            };
+            let last = restarted_this_term().or(status
+                .and_then(|s| s.last_restart_time.as_ref())
+                .map(|t| t.0));
             recovery::in_flight(
                 &policy,
                 last,
-                status.offline_since.map(|t| t.0),
+                status.and_then(|s| s.offline_since.as_ref()).map(|t| t.0),
                 alive(&snapshot, s.spec.store_id),
                 now,
             )
@@ -404,6 +527,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         // so its successor waits for the backoff instead of restarting twice.
         let recorded = compute(Some(&restart), facts.as_ref());
         apply_status(&stores, &name, &recorded).await?;
+        ctx.written.wrote(store, &recorded);
         restarts.insert(me.clone(), now);
         drop(restarts);
         if let Some(old) = &facts {
@@ -464,6 +588,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     if let Some(new_status) = &new_status {
         if *new_status != previous {
             apply_status(&stores, &name, new_status).await?;
+            ctx.written.wrote(store, new_status);
         }
         report_transitions(ctx, store, &previous, new_status, &decision.verdict).await;
     }
@@ -628,4 +753,67 @@ pub fn error_policy(store: Arc<PureFlashStore>, error: &Error, ctx: Arc<Context>
         .await;
     });
     Action::requeue(Duration::from_secs(2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::PureFlashStoreSpec;
+
+    fn store(version: &str, phase: Option<Phase>) -> PureFlashStore {
+        let spec: PureFlashStoreSpec = serde_json::from_value(
+            json!({"storeId": 1, "nodeName": "n", "trays": [{"device": "/dev/sda"}]}),
+        )
+        .unwrap();
+        let mut store = PureFlashStore::new("store-1", spec);
+        store.metadata.namespace = Some("pf".into());
+        store.metadata.resource_version = Some(version.into());
+        store.status = Some(PureFlashStoreStatus {
+            phase,
+            ..PureFlashStoreStatus::default()
+        });
+        store
+    }
+
+    fn status(phase: Phase) -> PureFlashStoreStatus {
+        PureFlashStoreStatus {
+            phase: Some(phase),
+            ..PureFlashStoreStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_cache_that_still_shows_the_written_over_version_reads_as_the_written_status() {
+        let written = WrittenStatuses::default();
+        let seen = store("10", Some(Phase::Pending));
+        assert_eq!(written.current(&seen).phase, Some(Phase::Pending));
+        written.wrote(&seen, &status(Phase::Online));
+        assert_eq!(written.current(&seen).phase, Some(Phase::Online));
+        // Written again from the same stale version: the latest write counts.
+        written.wrote(&seen, &status(Phase::Offline));
+        assert_eq!(written.current(&seen).phase, Some(Phase::Offline));
+    }
+
+    #[test]
+    fn a_cache_that_moved_on_is_the_truth_again() {
+        let written = WrittenStatuses::default();
+        written.wrote(&store("10", None), &status(Phase::Online));
+        // Someone else wrote after us (or the watch delivered our write): the cache wins…
+        let newer = store("12", Some(Phase::Offline));
+        assert_eq!(written.current(&newer).phase, Some(Phase::Offline));
+        // …and the memory is gone, even if an old version were seen again.
+        assert_eq!(written.current(&store("10", None)).phase, None);
+    }
+
+    #[test]
+    fn other_stores_are_not_confused_and_deleted_ones_are_forgotten() {
+        let written = WrittenStatuses::default();
+        let one = store("10", None);
+        let mut two = store("10", None);
+        two.metadata.name = Some("store-2".into());
+        written.wrote(&one, &status(Phase::Online));
+        assert_eq!(written.current(&two).phase, None);
+        written.retain(|s| s.name != "store-1");
+        assert_eq!(written.current(&one).phase, None);
+    }
 }
