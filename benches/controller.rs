@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -271,6 +272,7 @@ async fn one_size(emulator: &Emulator, client: &Client, zk_server: &ZooKeeper, n
         .unwrap_or_else(|| panic!("not every store became Online"));
     let all_online = started.elapsed();
     let startup_requests = operator_requests(emulator)[audited_before..].to_vec();
+    let repeated = repeated_events(client, &namespace).await;
 
     // (b) Steady state: requests per reconcile.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -316,6 +318,7 @@ async fn one_size(emulator: &Emulator, client: &Client, zk_server: &ZooKeeper, n
         startup_requests.len() as f64 / f64::from(n),
     );
     out += &breakdown(&startup_requests);
+    out += &format!("    Events repeated during the start (reason: count): {repeated}\n");
     out += &format!(
         "(b) steady state over {} s: {reconciled} reconciles, {} API requests, {:.2} per reconcile\n",
         (3 * REQUEUE).as_secs(),
@@ -400,6 +403,30 @@ fn operator_requests(emulator: &Emulator) -> Vec<String> {
             }
         })
         .collect()
+}
+
+/// Events recorded more than once (a series), by reason: each one the same news told twice.
+async fn repeated_events(client: &Client, namespace: &str) -> String {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
+    for event in events
+        .list(&Default::default())
+        .await
+        .expect("events listed")
+        .items
+    {
+        if event.series.is_some() {
+            *by_reason.entry(event.reason.unwrap_or_default()).or_default() += 1;
+        }
+    }
+    if by_reason.is_empty() {
+        return "none".into();
+    }
+    by_reason
+        .iter()
+        .map(|(reason, count)| format!("{reason}: {count}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Requests counted by kind, one line each.

@@ -84,29 +84,40 @@ pub struct Context {
     pub restarts: Mutex<HashMap<ObjectRef<PureFlashStore>, Timestamp>>,
 }
 
-/// Statuses this term wrote, each with the resourceVersion of the object it was computed from.
+/// Statuses this term wrote that the PureFlashStore cache may not show yet.
 ///
 /// A reconcile starts from the cached PureFlashStore, and the watch may not have delivered the
-/// status the previous reconcile wrote: while the cache still shows the very version that status
-/// was computed from, the written status is the truth. Without this, a quick second reconcile
-/// would announce the same phase change twice and restart an offline timer it already recorded.
-/// resourceVersions are only compared for equality, as the API conventions allow.
+/// status the previous reconcile wrote — or may deliver the operator's own earlier writes one by
+/// one. While the cache shows a version this term's writes have superseded, the last written
+/// status is the truth. Without this, a quick second reconcile would announce the same phase
+/// change twice and move an offline timer it already recorded. resourceVersions are only
+/// compared for equality, as the API conventions allow.
 #[derive(Default)]
 pub struct WrittenStatuses {
-    by_store: std::sync::Mutex<HashMap<ObjectRef<PureFlashStore>, (String, PureFlashStoreStatus)>>,
+    by_store: std::sync::Mutex<HashMap<ObjectRef<PureFlashStore>, Written>>,
 }
 
+struct Written {
+    /// Versions older than `status`: the ones written over, and earlier writes' results.
+    superseded: Vec<String>,
+    status: PureFlashStoreStatus,
+}
+
+/// Bounds the memory of one store's superseded versions (a cache this far behind is rare).
+const SUPERSEDED_MAX: usize = 16;
+
 impl WrittenStatuses {
-    /// The store's current status: the cached one, unless this term wrote over that version.
+    /// The store's current status: the cached one, unless this term has written over it.
     pub fn current(&self, store: &PureFlashStore) -> PureFlashStoreStatus {
         let key = ObjectRef::from_obj(store);
         let mut by_store = self.by_store.lock().expect("written statuses");
+        let cached = store.resource_version();
         match by_store.get(&key) {
-            Some((based_on, written)) if store.resource_version().as_ref() == Some(based_on) => {
-                written.clone()
+            Some(written) if cached.is_some_and(|v| written.superseded.contains(&v)) => {
+                written.status.clone()
             }
             Some(_) => {
-                // The cache has moved past what was written: it is the truth again.
+                // The cache shows the last write, or someone else's since: it is the truth.
                 by_store.remove(&key);
                 store.status.clone().unwrap_or_default()
             }
@@ -114,14 +125,34 @@ impl WrittenStatuses {
         }
     }
 
-    /// `status` was written over `store` as the cache showed it.
-    pub fn wrote(&self, store: &PureFlashStore, status: &PureFlashStoreStatus) {
-        if let Some(version) = store.resource_version() {
-            self.by_store
-                .lock()
-                .expect("written statuses")
-                .insert(ObjectRef::from_obj(store), (version, status.clone()));
+    /// `status` was written over `store` as the cache showed it; the API answered with
+    /// version `result` (`None` if it did not say).
+    pub fn wrote(
+        &self,
+        store: &PureFlashStore,
+        status: &PureFlashStoreStatus,
+        result: Option<String>,
+    ) {
+        let Some(based_on) = store.resource_version() else {
+            return;
+        };
+        let mut by_store = self.by_store.lock().expect("written statuses");
+        let written = by_store
+            .entry(ObjectRef::from_obj(store))
+            .or_insert_with(|| Written {
+                superseded: Vec::new(),
+                status: PureFlashStoreStatus::default(),
+            });
+        for version in [Some(based_on), result].into_iter().flatten() {
+            if !written.superseded.contains(&version) {
+                written.superseded.push(version);
+            }
         }
+        let excess = written.superseded.len().saturating_sub(SUPERSEDED_MAX);
+        written.superseded.drain(..excess);
+        written.status = status.clone();
+        // `result` is listed too: a cache showing it shows `status` itself, and once a later
+        // write exists it is superseded for real.
     }
 
     /// Forgets stores for which `keep` is false (deleted ones).
@@ -228,19 +259,28 @@ fn db_state(db: &Option<watch::Receiver<DbSyncStatus>>) -> DbState {
 pub const NODE_ADDRESS_TTL: Duration = Duration::from_secs(60);
 
 /// Node InternalIPs, so that thousands of stores on a few nodes do not read the same Node on
-/// every reconcile. Only found addresses are kept: a node without one is asked again each time.
+/// every reconcile. One read per node at a time: the reconciles of a start wait for the first
+/// read of their node instead of all asking at once. Only found addresses are kept: a node
+/// without one is asked again each time.
 #[derive(Default)]
 pub struct NodeAddresses {
-    known: std::sync::Mutex<HashMap<String, (String, std::time::Instant)>>,
+    by_node: std::sync::Mutex<HashMap<String, Arc<NodeAddress>>>,
 }
 
+/// A node's InternalIP and when it was read; locked while it is being read.
+type NodeAddress = Mutex<Option<(String, std::time::Instant)>>;
+
 impl NodeAddresses {
-    async fn internal_ip(
-        &self,
-        client: &Client,
-        node: &str,
-    ) -> Result<Option<String>, kube::Error> {
-        if let Some((address, read_at)) = self.known.lock().expect("node addresses").get(node)
+    async fn internal_ip(&self, client: &Client, node: &str) -> Result<Option<String>, kube::Error> {
+        let slot = Arc::clone(
+            self.by_node
+                .lock()
+                .expect("node addresses")
+                .entry(node.to_owned())
+                .or_default(),
+        );
+        let mut known = slot.lock().await;
+        if let Some((address, read_at)) = known.as_ref()
             && read_at.elapsed() < NODE_ADDRESS_TTL
         {
             return Ok(Some(address.clone()));
@@ -253,18 +293,9 @@ impl NodeAddresses {
                 .find(|a| a.type_ == "InternalIP")
                 .map(|a| a.address)
         });
-        let mut known = self.known.lock().expect("node addresses");
-        match &address {
-            Some(address) => {
-                known.insert(
-                    node.to_owned(),
-                    (address.clone(), std::time::Instant::now()),
-                );
-            }
-            None => {
-                known.remove(node);
-            }
-        }
+        *known = address
+            .clone()
+            .map(|address| (address, std::time::Instant::now()));
         Ok(address)
     }
 }
@@ -526,8 +557,8 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         // Record first, act second: a leader that dies in between has written that it restarted,
         // so its successor waits for the backoff instead of restarting twice.
         let recorded = compute(Some(&restart), facts.as_ref());
-        apply_status(&stores, &name, &recorded).await?;
-        ctx.written.wrote(store, &recorded);
+        let result = apply_status(&stores, &name, &recorded).await?;
+        ctx.written.wrote(store, &recorded, result);
         restarts.insert(me.clone(), now);
         drop(restarts);
         if let Some(old) = &facts {
@@ -587,8 +618,8 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
 
     if let Some(new_status) = &new_status {
         if *new_status != previous {
-            apply_status(&stores, &name, new_status).await?;
-            ctx.written.wrote(store, new_status);
+            let result = apply_status(&stores, &name, new_status).await?;
+            ctx.written.wrote(store, new_status, result);
         }
         report_transitions(ctx, store, &previous, new_status, &decision.verdict).await;
     }
@@ -634,21 +665,21 @@ async fn apply_status(
     stores: &Api<PureFlashStore>,
     name: &str,
     status: &PureFlashStoreStatus,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let body = json!({
         "apiVersion": "pureflash.io/v1alpha1",
         "kind": "PureFlashStore",
         "metadata": {"name": name},
         "status": status,
     });
-    stores
+    let written = stores
         .patch_status(
             name,
             &PatchParams::apply(MANAGER).force(),
             &Patch::Apply(body),
         )
         .await?;
-    Ok(())
+    Ok(written.resource_version())
 }
 
 /// Events for what changed: the store's phase, and recovery decisions that held it back.
@@ -787,22 +818,64 @@ mod tests {
         let written = WrittenStatuses::default();
         let seen = store("10", Some(Phase::Pending));
         assert_eq!(written.current(&seen).phase, Some(Phase::Pending));
-        written.wrote(&seen, &status(Phase::Online));
+        written.wrote(&seen, &status(Phase::Online), Some("11".into()));
         assert_eq!(written.current(&seen).phase, Some(Phase::Online));
         // Written again from the same stale version: the latest write counts.
-        written.wrote(&seen, &status(Phase::Offline));
+        written.wrote(&seen, &status(Phase::Offline), Some("12".into()));
         assert_eq!(written.current(&seen).phase, Some(Phase::Offline));
+    }
+
+    #[test]
+    fn the_operators_own_earlier_writes_arriving_late_do_not_count() {
+        let written = WrittenStatuses::default();
+        // Written Unknown over version 10 (result 11), then Online over a stale 10 (result 12).
+        written.wrote(
+            &store("10", None),
+            &status(Phase::Unknown),
+            Some("11".into()),
+        );
+        written.wrote(
+            &store("10", None),
+            &status(Phase::Online),
+            Some("12".into()),
+        );
+        // The watch now delivers version 11, the first write: still superseded.
+        let first_write = store("11", Some(Phase::Unknown));
+        assert_eq!(written.current(&first_write).phase, Some(Phase::Online));
+        // Version 12 is the last write itself.
+        let last_write = store("12", Some(Phase::Online));
+        assert_eq!(written.current(&last_write).phase, Some(Phase::Online));
     }
 
     #[test]
     fn a_cache_that_moved_on_is_the_truth_again() {
         let written = WrittenStatuses::default();
-        written.wrote(&store("10", None), &status(Phase::Online));
-        // Someone else wrote after us (or the watch delivered our write): the cache wins…
-        let newer = store("12", Some(Phase::Offline));
+        written.wrote(
+            &store("10", None),
+            &status(Phase::Online),
+            Some("11".into()),
+        );
+        // Someone else wrote after us: the cache wins…
+        let newer = store("13", Some(Phase::Offline));
         assert_eq!(written.current(&newer).phase, Some(Phase::Offline));
         // …and the memory is gone, even if an old version were seen again.
         assert_eq!(written.current(&store("10", None)).phase, None);
+    }
+
+    #[test]
+    fn the_memory_of_one_store_is_bounded() {
+        let written = WrittenStatuses::default();
+        for version in 0..100 {
+            written.wrote(
+                &store(&version.to_string(), None),
+                &status(Phase::Online),
+                None,
+            );
+        }
+        let by_store = written.by_store.lock().unwrap();
+        let kept = &by_store.values().next().unwrap().superseded;
+        assert_eq!(kept.len(), SUPERSEDED_MAX);
+        assert_eq!(kept.last().map(String::as_str), Some("99"));
     }
 
     #[test]
@@ -811,7 +884,7 @@ mod tests {
         let one = store("10", None);
         let mut two = store("10", None);
         two.metadata.name = Some("store-2".into());
-        written.wrote(&one, &status(Phase::Online));
+        written.wrote(&one, &status(Phase::Online), None);
         assert_eq!(written.current(&two).phase, None);
         written.retain(|s| s.name != "store-1");
         assert_eq!(written.current(&one).phase, None);
