@@ -416,7 +416,9 @@ async fn repeated_events(client: &Client, namespace: &str) -> String {
         .items
     {
         if event.series.is_some() {
-            *by_reason.entry(event.reason.unwrap_or_default()).or_default() += 1;
+            *by_reason
+                .entry(event.reason.unwrap_or_default())
+                .or_default() += 1;
         }
     }
     if by_reason.is_empty() {

@@ -271,7 +271,11 @@ pub struct NodeAddresses {
 type NodeAddress = Mutex<Option<(String, std::time::Instant)>>;
 
 impl NodeAddresses {
-    async fn internal_ip(&self, client: &Client, node: &str) -> Result<Option<String>, kube::Error> {
+    async fn internal_ip(
+        &self,
+        client: &Client,
+        node: &str,
+    ) -> Result<Option<String>, kube::Error> {
         let slot = Arc::clone(
             self.by_node
                 .lock()
