@@ -300,24 +300,35 @@ impl Harness {
 
     /// Whether store `id` of this test's cluster has its `alive` node.
     pub async fn store_alive(&self, id: u32) -> bool {
-        let client = self.zk_client().await;
-        client
-            .check_stat(&format!("/pureflash/{}/stores/{id}/alive", self.pf_cluster))
-            .await
-            .ok()
-            .flatten()
-            .is_some()
+        self.alive_stat(id).await.is_some()
     }
 
     /// The session that owns store `id`'s `alive` node, if it exists.
     pub async fn alive_owner(&self, id: u32) -> Option<i64> {
-        let client = self.zk_client().await;
-        let stat = client
-            .check_stat(&format!("/pureflash/{}/stores/{id}/alive", self.pf_cluster))
-            .await
-            .ok()
-            .flatten()?;
-        Some(stat.ephemeral_owner)
+        Some(self.alive_stat(id).await?.ephemeral_owner)
+    }
+
+    /// The `alive` node's stat, as ZooKeeper answers it: a failed read (a connection lost on a
+    /// loaded machine) is asked again, never taken for "no node".
+    async fn alive_stat(&self, id: u32) -> Option<zk::Stat> {
+        let path = format!("/pureflash/{}/stores/{id}/alive", self.pf_cluster);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let answer = match zk::Client::connect(&self.zk()).await {
+                Ok(client) => client.check_stat(&path).await.map_err(|e| e.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            match answer {
+                Ok(stat) => return stat,
+                Err(error) => {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "ZooKeeper did not answer for {path}: {error}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
     }
 
     /// Runs kubectl against this test's API.
