@@ -97,6 +97,7 @@ pub struct WrittenStatuses {
     by_store: std::sync::Mutex<HashMap<ObjectRef<PureFlashStore>, Written>>,
 }
 
+#[derive(Default)]
 struct Written {
     /// Versions older than `status`: the ones written over, and earlier writes' results.
     superseded: Vec<String>,
@@ -137,12 +138,7 @@ impl WrittenStatuses {
             return;
         };
         let mut by_store = self.by_store.lock().expect("written statuses");
-        let written = by_store
-            .entry(ObjectRef::from_obj(store))
-            .or_insert_with(|| Written {
-                superseded: Vec::new(),
-                status: PureFlashStoreStatus::default(),
-            });
+        let written = by_store.entry(ObjectRef::from_obj(store)).or_default();
         for version in [Some(based_on), result].into_iter().flatten() {
             if !written.superseded.contains(&version) {
                 written.superseded.push(version);
@@ -488,12 +484,12 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         })
         .filter(|s| {
             let status = s.status.as_ref();
-            let restarted_this_term = || {
-                (!restarts.is_empty())
-                    .then(|| restarts.get(&ObjectRef::from_obj(s.as_ref())).copied())
-                    .flatten()
+            let restarted_this_term = if restarts.is_empty() {
+                None
+            } else {
+                restarts.get(&ObjectRef::from_obj(s.as_ref())).copied()
             };
-            let last = restarted_this_term().or(status
+            let last = restarted_this_term.or(status
                 .and_then(|s| s.last_restart_time.as_ref())
                 .map(|t| t.0));
             recovery::in_flight(
