@@ -343,13 +343,18 @@ async fn connect(spec: &PfsSpec) -> Result<(Proxy, zk::Client), RegisterError> {
 
 /// Creates or overwrites a persistent node.
 async fn put(client: &zk::Client, path: &str, data: &[u8]) -> Result<(), RegisterError> {
-    match client.create(path, data, &persistent()).await {
+    match answered(client, async || {
+        client.create(path, data, &persistent()).await
+    })
+    .await
+    {
         Ok(_) => Ok(()),
-        Err(zk::Error::NodeExists) => client
-            .set_data(path, data, None)
-            .await
-            .map(|_| ())
-            .map_err(at(path)),
+        Err(zk::Error::NodeExists) => {
+            answered(client, async || client.set_data(path, data, None).await)
+                .await
+                .map(|_| ())
+                .map_err(at(path))
+        }
         Err(error) => Err(RegisterError {
             path: path.to_owned(),
             error,
@@ -357,11 +362,41 @@ async fn put(client: &zk::Client, path: &str, data: &[u8]) -> Result<(), Registe
     }
 }
 
+/// Runs `request` until ZooKeeper answers it. A request cut off by a lost connection (the
+/// server was slow to reply, the socket dropped) is sent again while the session lives, as
+/// every ZooKeeper client must: the session, and with it the ephemerals, survive a reconnect.
+/// A lost reply does not say whether the request was applied, so each request sent through
+/// here is one whose repetition is harmless or recognised by the caller.
+async fn answered<T>(
+    client: &zk::Client,
+    mut request: impl AsyncFnMut() -> Result<T, zk::Error>,
+) -> Result<T, zk::Error> {
+    loop {
+        match request().await {
+            Err(zk::Error::ConnectionLoss | zk::Error::Timeout | zk::Error::Custom(_))
+                if !client.state().is_terminated() =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether `path` is an ephemeral node of `client`'s own session: a create whose reply was
+/// lost may have been applied.
+async fn owned_by_session(client: &zk::Client, path: &str) -> bool {
+    answered(client, async || client.check_stat(path).await)
+        .await
+        .ok()
+        .flatten()
+        .is_some_and(|stat| stat.ephemeral_owner == client.session_id().0)
+}
+
 /// Registration in `pfs` order: persistent nodes, then `alive`, then each tray's `online`.
 async fn register(client: &zk::Client, spec: &PfsSpec) -> Result<(), RegisterError> {
     let base = spec.store_path();
-    client
-        .mkdir(&base, &persistent())
+    answered(client, async || client.mkdir(&base, &persistent()).await)
         .await
         .map_err(at(&base))?;
     put(client, &format!("{base}/mngt_ip"), spec.mngt_ip.as_bytes()).await?;
@@ -384,8 +419,13 @@ async fn register(client: &zk::Client, spec: &PfsSpec) -> Result<(), RegisterErr
     let alive = format!("{base}/alive");
     let deadline = Instant::now() + spec.alive_wait_limit;
     loop {
-        match client.create(&alive, b"", &ephemeral()).await {
+        match answered(client, async || {
+            client.create(&alive, b"", &ephemeral()).await
+        })
+        .await
+        {
             Ok(_) => break,
+            Err(zk::Error::NodeExists) if owned_by_session(client, &alive).await => break,
             Err(zk::Error::NodeExists) if Instant::now() < deadline => {
                 tokio::time::sleep(spec.alive_retry).await
             }
@@ -394,7 +434,11 @@ async fn register(client: &zk::Client, spec: &PfsSpec) -> Result<(), RegisterErr
     }
     for tray in &spec.trays {
         let online = format!("{base}/trays/{}/online", tray.uuid);
-        match client.create(&online, b"", &ephemeral()).await {
+        match answered(client, async || {
+            client.create(&online, b"", &ephemeral()).await
+        })
+        .await
+        {
             Ok(_) | Err(zk::Error::NodeExists) => {}
             Err(error) => {
                 return Err(RegisterError {
