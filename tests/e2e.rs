@@ -174,13 +174,18 @@ async fn pods_restart_on_exit_stop_gracefully_and_hang_like_pfs() {
     .await;
     harness.signal_pod("store-3", libc::SIGCONT);
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let status = pods.get("store-3").await.unwrap().status.unwrap();
+    let restarts = status.container_statuses.as_ref().unwrap()[0].restart_count;
+    assert_eq!(
+        restarts, 1,
+        "the pfs process that was hung is still the one running (no exit of its own)"
+    );
     assert!(
         !harness.store_alive(3).await,
         "a resumed pfs does not re-register"
     );
-    let pod = pods.get("store-3").await.unwrap();
     assert_eq!(
-        pod.status.unwrap().phase.as_deref(),
+        status.phase.as_deref(),
         Some("Running"),
         "the Pod still looks fine: only ZooKeeper knows"
     );

@@ -44,7 +44,7 @@ enum Cluster {
     Emulated {
         emulator: Emulator,
         agent: Option<NodeAgent>,
-        _work: tempfile::TempDir,
+        work: tempfile::TempDir,
     },
     Real,
 }
@@ -76,19 +76,37 @@ pub struct Harness {
 
 impl Drop for Harness {
     fn drop(&mut self) {
-        if std::thread::panicking()
-            && let Some(logs) = self.logs.take()
-        {
+        if !std::thread::panicking() {
+            return;
+        }
+        if let Some(logs) = self.logs.take() {
             let kept = logs.keep();
             eprintln!("operator logs kept in {}", kept.display());
-            for entry in std::fs::read_dir(&kept).into_iter().flatten().flatten() {
-                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(60).collect();
-                eprintln!("--- last lines of {} ---", entry.path().display());
-                for line in tail.into_iter().rev() {
-                    eprintln!("{line}");
-                }
-            }
+            print_log_tails(&kept);
+        }
+        // What the simulated containers printed (a pfs that exits says why on stderr).
+        if let Cluster::Emulated { work, .. } = &self.cluster {
+            print_log_tails(work.path());
+        }
+    }
+}
+
+/// Prints the last lines of every `*.log` file under `dir`, for a failed test's output.
+fn print_log_tails(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            print_log_tails(&path);
+            continue;
+        }
+        if path.extension().is_none_or(|ext| ext != "log") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(60).collect();
+        eprintln!("--- last lines of {} ---", path.display());
+        for line in tail.into_iter().rev() {
+            eprintln!("{line}");
         }
     }
 }
@@ -185,7 +203,7 @@ impl Harness {
                         Cluster::Emulated {
                             emulator,
                             agent: Some(agent),
-                            _work: work,
+                            work,
                         },
                         client,
                         path,
