@@ -94,6 +94,11 @@ pub struct RecoveryArgs {
     /// At most this many restarts in flight at once, cluster-wide.
     #[arg(long, env = "PUREFLASH_MAX_RESTARTS_IN_FLIGHT", default_value_t = 1)]
     pub max_restarts_in_flight: usize,
+    /// A changed spec replaces a serving store's Pod only while fewer than this many other
+    /// stores are unavailable (offline, not running, or within --start-grace of a start);
+    /// stores that serve nothing are replaced at once.
+    #[arg(long, env = "PUREFLASH_MAX_UNAVAILABLE", default_value_t = 1)]
+    pub max_unavailable: usize,
     /// How long a restart counts as in flight if its store does not come back.
     #[arg(long, env = "PUREFLASH_RESTART_WINDOW", default_value = "3m", value_parser = parse_duration)]
     pub restart_window: Duration,

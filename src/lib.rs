@@ -20,6 +20,7 @@ pub mod leader;
 pub mod metadb;
 pub mod metrics;
 pub mod recovery;
+pub mod rollout;
 pub mod run_command;
 pub mod sync_command;
 pub mod zk;

@@ -92,6 +92,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         freeze_share: args.recovery.freeze_share,
         freeze_min_offline: args.recovery.freeze_min_offline,
         max_in_flight: args.recovery.max_restarts_in_flight,
+        max_unavailable: args.recovery.max_unavailable,
         in_flight_window: args.recovery.restart_window,
         stable_period: args.recovery.stable_period,
         requeue: args.requeue_interval,

@@ -144,6 +144,18 @@ fn reasons(events: &[Event]) -> Vec<String> {
     events.iter().filter_map(|e| e.reason.clone()).collect()
 }
 
+/// The pfs.conf the operator wrote for `store`.
+async fn pfs_conf_of(configs: &Api<ConfigMap>, store: &str) -> String {
+    configs
+        .get(&format!("{store}-pfs-conf"))
+        .await
+        .unwrap()
+        .data
+        .unwrap()
+        .remove("pfs.conf")
+        .unwrap()
+}
+
 async fn pod_uid(pods: &Api<Pod>, name: &str) -> Option<String> {
     pods.get_opt(name).await.ok().flatten()?.metadata.uid
 }
@@ -863,14 +875,7 @@ async fn a_paused_store_is_left_alone_and_a_spec_change_rolls_its_pod() {
     })
     .await;
     let configs: Api<ConfigMap> = Api::namespaced(harness.client.clone(), &harness.namespace);
-    let conf = configs
-        .get("store-1-pfs-conf")
-        .await
-        .unwrap()
-        .data
-        .unwrap()
-        .remove("pfs.conf")
-        .unwrap();
+    let conf = pfs_conf_of(&configs, "store-1").await;
     assert!(conf.contains("[engine]\nname=spdk\n"), "{conf}");
     wait_phase(&harness, &stores, "store-1", Phase::Online).await;
     assert_eq!(restart_count(&stores, "store-1").await, 1);
@@ -901,6 +906,119 @@ async fn a_paused_store_is_left_alone_and_a_spec_change_rolls_its_pod() {
         .unwrap();
     wait_for("the deleted ConfigMap recreated", current_conf).await;
     assert_eq!(pod_uid(&pods, "store-1-pfs").await, rolled);
+    harness.finish().await;
+}
+
+/// A spec change applied to every store at once replaces their Pods one store at a time: the
+/// next serving store's Pod goes only once the previous store is back in a new session and has
+/// settled; meanwhile the held stores say why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_to_every_store_rolls_their_pods_one_store_at_a_time() {
+    let mut harness = Harness::start("rollout").await;
+    install_crd(&harness);
+    // Longer than the simulator's 3 s session: a replaced pfs's old alive is gone by then.
+    harness.start_operator(&["--start-grace", "6s"]);
+    let names = ["store-1", "store-2", "store-3"];
+    let manifests = |extra: &str| {
+        names
+            .iter()
+            .zip(1..)
+            .map(|(name, id)| {
+                store_manifest(name, id, harness.node(), &harness.pfs_image(), 30) + extra
+            })
+            .collect::<Vec<_>>()
+            .join("---\n")
+    };
+    apply(&harness, &manifests(""));
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    for name in names {
+        wait_phase(&harness, &stores, name, Phase::Online).await;
+    }
+    let mut first = Vec::new();
+    for (name, id) in names.iter().zip(1u32..) {
+        let uid = pod_uid(&pods, &format!("{name}-pfs")).await.unwrap();
+        let owner = harness.alive_owner(id).await.unwrap();
+        first.push((uid, owner));
+    }
+
+    apply(
+        &harness,
+        &manifests("  settings:\n    engine:\n      name: spdk\n"),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(150);
+    let mut held_seen = false;
+    loop {
+        // A store is disrupted from its old Pod's replacement until pfs is alive again in a new
+        // session; at most one may be at any moment.
+        let mut disrupted = Vec::new();
+        let mut done = 0;
+        for ((name, id), (old_uid, old_owner)) in names.iter().zip(1u32..).zip(&first) {
+            let pod = pods.get_opt(&format!("{name}-pfs")).await.unwrap();
+            let replaced = pod.as_ref().is_none_or(|pod| {
+                pod.metadata.uid.as_ref() != Some(old_uid)
+                    || pod.metadata.deletion_timestamp.is_some()
+            });
+            let back = harness
+                .alive_owner(id)
+                .await
+                .is_some_and(|owner| owner != *old_owner);
+            if replaced && !back {
+                disrupted.push(*name);
+            }
+            if replaced && back {
+                done += 1;
+            }
+        }
+        assert!(
+            disrupted.len() <= 1,
+            "stores disrupted together: {disrupted:?} (operator log: {})",
+            harness.logs().display()
+        );
+        for name in names {
+            let store = stores.get(name).await.unwrap();
+            held_seen |= condition(&store, "UpToDate")
+                .is_some_and(|c| c.status == "False" && c.reason == "OtherStoresUnavailable");
+        }
+        if done == names.len() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollout did not finish (operator log: {})",
+            harness.logs().display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(held_seen, "a held store says so in its UpToDate condition");
+
+    let configs: Api<ConfigMap> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    for name in names {
+        let store = wait_phase(&harness, &stores, name, Phase::Online).await;
+        let status = store.status.as_ref().unwrap();
+        assert_eq!(
+            status.restart_count, 0,
+            "{name}: a rollout is not a recovery restart"
+        );
+        wait_for(&format!("{name} UpToDate"), async || {
+            let store = stores.get(name).await.ok()?;
+            (condition(&store, "UpToDate")?.status == "True").then_some(())
+        })
+        .await;
+        let conf = pfs_conf_of(&configs, name).await;
+        assert!(conf.contains("[engine]\nname=spdk\n"), "{name}: {conf}");
+    }
+    let held_events: usize = {
+        let mut count = 0;
+        for name in names {
+            count += reasons(&events_about(&harness, name).await)
+                .iter()
+                .filter(|r| *r == "RolloutHeld")
+                .count();
+        }
+        count
+    };
+    assert!(held_events >= 1, "a held rollout is an Event");
     harness.finish().await;
 }
 

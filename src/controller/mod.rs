@@ -182,6 +182,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         metrics,
         db,
         restarts: tokio::sync::Mutex::new(HashMap::new()),
+        rolls: tokio::sync::Mutex::new(HashMap::new()),
     });
     // What is kept per store goes within a minute of the store's deletion: its metrics and this
     // term's memory of it. When the term ends, all per-store metrics go (a standby must not

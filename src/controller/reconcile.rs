@@ -28,6 +28,7 @@ use crate::metrics::{Metrics, ReasonLabels, ResultLabels, StoreLabels};
 use crate::recovery::{
     self, ClusterFacts, History, Observation, PodFacts, Policy, RestartReason, Verdict,
 };
+use crate::rollout::{self, HoldReason, RollObservation, RollPolicy, RollVerdict};
 use crate::zk::{Snapshot, StoreId};
 
 /// The field manager of every write the operator makes.
@@ -48,6 +49,9 @@ pub struct Settings {
     pub freeze_min_offline: usize,
     /// At most this many restarts in flight cluster-wide.
     pub max_in_flight: usize,
+    /// A serving store's Pod is replaced for a changed spec only while fewer than this many
+    /// other stores are unavailable.
+    pub max_unavailable: usize,
     /// How long a restart counts as in flight.
     pub in_flight_window: Duration,
     /// How long a store must stay back after a restart before its backoff starts over.
@@ -82,6 +86,10 @@ pub struct Context {
     /// Restarts made during this leadership term. The lock serializes recovery decisions so
     /// the in-flight cap holds even when reconciles run concurrently.
     pub restarts: Mutex<HashMap<ObjectRef<PureFlashStore>, Timestamp>>,
+    /// Pods replaced for a changed spec during this term, and when; kept while the replacement
+    /// settles (the Pod cache may not show the deletion yet). The lock serializes rollout
+    /// decisions so `max_unavailable` holds even when reconciles run concurrently.
+    pub rolls: Mutex<HashMap<ObjectRef<PureFlashStore>, Timestamp>>,
 }
 
 /// Statuses this term wrote that the PureFlashStore cache may not show yet.
@@ -202,6 +210,56 @@ fn policy(store: &PureFlashStore, settings: &Settings) -> Policy {
     }
 }
 
+fn roll_policy(settings: &Settings) -> RollPolicy {
+    RollPolicy {
+        max_unavailable: settings.max_unavailable,
+        settle: SignedDuration::try_from(settings.start_grace).unwrap_or(SignedDuration::MAX),
+    }
+}
+
+/// How many stores other than `store` are not [`rollout::available`], and the names of the
+/// first few. A store whose Pod this term replaced counts as unavailable while the replacement
+/// settles, whatever the (possibly lagging) Pod cache shows.
+fn unavailable_others(
+    ctx: &Context,
+    store: &PureFlashStore,
+    snapshot: &Snapshot,
+    rolled: &HashMap<ObjectRef<PureFlashStore>, Timestamp>,
+    now: Timestamp,
+) -> (usize, Vec<String>) {
+    const NAMED: usize = 3;
+    let policy = roll_policy(&ctx.settings);
+    let me = ObjectRef::from_obj(store);
+    let mut count = 0;
+    let mut names = Vec::new();
+    for other in ctx.stores.state() {
+        let key = ObjectRef::from_obj(other.as_ref());
+        if key == me {
+            continue;
+        }
+        let namespace = other.namespace().unwrap_or_default();
+        let pod = ctx
+            .pods
+            .get(&ObjectRef::new(&pods::pod_name(&other)).within(&namespace))
+            .map(|pod| pod_facts(&pod).0);
+        let settling = rolled.contains_key(&key);
+        if settling
+            || !rollout::available(
+                alive(snapshot, other.spec.store_id),
+                pod.as_ref(),
+                now,
+                &policy,
+            )
+        {
+            count += 1;
+            if names.len() < NAMED {
+                names.push(other.name_any());
+            }
+        }
+    }
+    (count, names)
+}
+
 /// The Pod's state as recovery and status need it.
 fn pod_facts(pod: &Pod) -> (PodFacts, bool, Option<String>) {
     let status = pod.status.clone().unwrap_or_default();
@@ -249,6 +307,9 @@ fn db_state(db: &Option<watch::Receiver<DbSyncStatus>>) -> DbState {
         (None, None) => DbState::Pending,
     }
 }
+
+/// How often a rollout held for other stores' sake looks again.
+const ROLL_RECHECK: Duration = Duration::from_secs(5);
 
 /// How long a node's InternalIP is reused before it is read again: a changed address reaches
 /// pfs.conf (and rolls the Pod) within this time.
@@ -389,10 +450,8 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     let cached_map = ctx
         .config_maps
         .get(&ObjectRef::new(&config_map_name).within(&namespace));
-    if !cached_map.is_some_and(|existing| pods::config_map_up_to_date(&existing, &config_map)) {
-        maps.patch(&config_map_name, &apply, &Patch::Apply(config_map))
-            .await?;
-    }
+    let map_stale =
+        !cached_map.is_some_and(|existing| pods::config_map_up_to_date(&existing, &config_map));
 
     // The Pod: created when missing, rolled when what pfs runs on changed. Read from the cache
     // unless the cache says it is missing (it may just lag a create) or the store may be
@@ -415,10 +474,43 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         Some(pod) => Some(Pod::clone(&pod)),
         None => pods.get_opt(&pod_name).await?,
     };
-    if let Some(existing) = &pod
-        && existing.metadata.deletion_timestamp.is_none()
-        && existing.annotations().get(pods::CONFIG_HASH_ANNOTATION) != Some(&hash)
-    {
+    // A Pod running an older configuration is replaced when the rest of the cluster can spare
+    // its store. Until then its pfs.conf stays as it is too: a pfs restarted in place by the
+    // kubelet must not pick up half of a change.
+    let outdated = pod
+        .as_ref()
+        .filter(|existing| existing.annotations().get(pods::CONFIG_HASH_ANNOTATION) != Some(&hash));
+    // Only outdated Pods take the lock: it serializes rollout decisions, not every reconcile.
+    let mut rolls = match outdated {
+        Some(_) => Some(ctx.rolls.lock().await),
+        None => None,
+    };
+    let roll = outdated.zip(rolls.as_mut()).map(|(existing, rolls)| {
+        let (facts, _, _) = pod_facts(existing);
+        let now = Timestamp::now();
+        let roll_policy = roll_policy(&ctx.settings);
+        rolls.retain(|_, at| now.duration_since(*at) < roll_policy.settle);
+        let (count, names) = unavailable_others(ctx, store, &snapshot, rolls, now);
+        rollout::decide(
+            &RollObservation {
+                view_trusted: trusted,
+                alive: view.is_some_and(|s| s.alive),
+                pod: &facts,
+                unavailable_others: &names,
+                unavailable_count: count,
+            },
+            &roll_policy,
+        )
+    });
+    let roll_held = match &roll {
+        Some(RollVerdict::Hold(hold)) => Some(hold.clone()),
+        _ => None,
+    };
+    if map_stale && roll_held.is_none() {
+        maps.patch(&config_map_name, &apply, &Patch::Apply(config_map.clone()))
+            .await?;
+    }
+    if let (Some(RollVerdict::Roll(reason)), Some(existing)) = (&roll, &pod) {
         let params = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: existing.uid(),
@@ -428,13 +520,23 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         };
         match pods.delete(&pod_name, &params).await {
             Ok(_) => {
+                if let Some(mut rolls) = rolls.take() {
+                    rolls.insert(ObjectRef::from_obj(store), Timestamp::now());
+                }
+                let why = match reason {
+                    rollout::RollReason::PodNotRunning => "its pod was not running",
+                    rollout::RollReason::StoreOffline => "the store was offline",
+                    rollout::RollReason::WithinBudget => "every other store is available",
+                };
                 record(
                     ctx,
                     store,
                     EventType::Normal,
                     "PodRolled",
                     "Roll",
-                    format!("pfs configuration changed (hash {hash}); pod {pod_name} is replaced"),
+                    format!(
+                        "pfs configuration changed (hash {hash}); pod {pod_name} is replaced ({why})"
+                    ),
                 )
                 .await
             }
@@ -443,6 +545,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         }
         pod = pods.get_opt(&pod_name).await?;
     }
+    drop(rolls);
     if pod.is_none() {
         pod = Some(
             pods.patch(&pod_name, &apply, &Patch::Apply(pods::pod(store, &hash)))
@@ -543,6 +646,8 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             restart,
             policy: &policy,
             db: &db,
+            rollout_held: roll_held.as_ref(),
+            max_unavailable: ctx.settings.max_unavailable,
         })
     };
 
@@ -578,6 +683,11 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 // backoff has passed, the next reconcile tries again.
                 Err(error) => return Err(error.into()),
             }
+        }
+        // The new Pod runs the current spec, held rollout or not: so does its pfs.conf.
+        if map_stale && roll_held.is_some() {
+            maps.patch(&config_map_name, &apply, &Patch::Apply(config_map))
+                .await?;
         }
         pods.patch(&pod_name, &apply, &Patch::Apply(pods::pod(store, &hash)))
             .await?;
@@ -657,6 +767,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         }
         // A restart: look again soon, to see the new Pod start.
         Verdict::Restart(_) => Action::requeue(Duration::from_secs(1)),
+        // Nothing wakes a held rollout when another store settles: look again.
+        _ if matches!(roll_held, Some(HoldReason::OthersUnavailable { .. })) => {
+            Action::requeue(ROLL_RECHECK.min(ctx.settings.requeue))
+        }
         _ => Action::requeue(ctx.settings.requeue),
     })
 }
@@ -749,6 +863,28 @@ async fn report_transitions(
             )
             .await;
         }
+    }
+    let up_to_date = |status: &PureFlashStoreStatus| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "UpToDate")
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    if let Some((state, reason, message)) = up_to_date(status)
+        && state == "False"
+        && reason == rollout::OTHERS_UNAVAILABLE
+        && up_to_date(previous).is_none_or(|(was, why, _)| was != state || why != reason)
+    {
+        record(
+            ctx,
+            store,
+            EventType::Normal,
+            "RolloutHeld",
+            "Roll",
+            message,
+        )
+        .await;
     }
     if status.phase == Some(Phase::Offline) && previous.phase != Some(Phase::Offline) {
         warn!(store = %store.name_any(), "store offline");

@@ -10,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{Phase, PureFlashStoreStatus, TrayStatus};
 use crate::recovery::{self, Decision, PodFacts, Policy, SkipReason, Verdict};
+use crate::rollout::HoldReason;
 use crate::zk::StoreView;
 
 /// The metadata DB sync as this replica sees it.
@@ -50,6 +51,10 @@ pub struct Facts<'a> {
     pub restart: Option<&'a Restart>,
     pub policy: &'a Policy,
     pub db: &'a DbState,
+    /// Why the Pod still runs an older configuration, if it is held back.
+    pub rollout_held: Option<&'a HoldReason>,
+    /// `--max-unavailable`, for the held rollout's message.
+    pub max_unavailable: usize,
 }
 
 fn time(at: Timestamp) -> Time {
@@ -354,12 +359,31 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
         };
         condition(conditions, "Ready", "False", &reason, message, facts)
     };
+    let up_to_date_condition = match facts.rollout_held {
+        Some(hold) => condition(
+            conditions,
+            "UpToDate",
+            "False",
+            hold.as_str(),
+            hold.message(facts.max_unavailable),
+            facts,
+        ),
+        None => condition(
+            conditions,
+            "UpToDate",
+            "True",
+            "Applied",
+            "the pod runs, or is being replaced to run, the current spec".into(),
+            facts,
+        ),
+    };
     status.conditions = vec![
         ready_condition,
         alive_condition,
         pod_condition,
         db_condition,
         frozen_condition,
+        up_to_date_condition,
     ];
 
     // The observation time moves only when what was observed changed, so an idle store is
@@ -416,6 +440,7 @@ mod tests {
         previous: PureFlashStoreStatus,
         decision: Decision,
         restart: Option<Restart>,
+        rollout_held: Option<HoldReason>,
     }
 
     impl Case {
@@ -433,6 +458,7 @@ mod tests {
                     attempts: 0,
                 },
                 restart: None,
+                rollout_held: None,
             }
         }
 
@@ -451,6 +477,8 @@ mod tests {
                 restart: self.restart.as_ref(),
                 policy: &policy(),
                 db: &DbState::Synced,
+                rollout_held: self.rollout_held.as_ref(),
+                max_unavailable: 1,
             })
         }
     }
@@ -474,8 +502,50 @@ mod tests {
         let kinds: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(
             kinds,
-            ["Ready", "Alive", "PodReady", "DbSynced", "RecoveryFrozen"]
+            [
+                "Ready",
+                "Alive",
+                "PodReady",
+                "DbSynced",
+                "RecoveryFrozen",
+                "UpToDate"
+            ]
         );
+        assert_eq!(condition_of(&status, "UpToDate").status, "True");
+    }
+
+    #[test]
+    fn a_held_rollout_says_why_and_keeps_its_transition_time() {
+        let mut case = Case::alive_at(t(100));
+        case.rollout_held = Some(HoldReason::OthersUnavailable {
+            count: 1,
+            names: vec!["store-2".into()],
+        });
+        let held = case.status();
+        let condition = condition_of(&held, "UpToDate");
+        assert_eq!(condition.status, "False");
+        assert_eq!(condition.reason, "OtherStoresUnavailable");
+        assert!(
+            condition.message.contains("store-2"),
+            "{}",
+            condition.message
+        );
+        assert_eq!(
+            held.phase,
+            Some(Phase::Online),
+            "a held rollout is not an outage"
+        );
+        assert_eq!(condition_of(&held, "Ready").status, "True");
+
+        case.previous = held.clone();
+        case.now = t(200);
+        assert_eq!(case.status(), held, "still held: nothing to write");
+
+        case.rollout_held = None;
+        let applied = case.status();
+        let condition = condition_of(&applied, "UpToDate");
+        assert_eq!(condition.status, "True");
+        assert_eq!(condition.last_transition_time, Time(t(200)));
     }
 
     #[test]

@@ -464,7 +464,13 @@ impl Harness {
             "--log",
             "info,pureflash_operator=debug,zookeeper_client=warn",
         ];
-        args.extend_from_slice(extra);
+        // `extra` is `--flag value` pairs; a flag given here replaces the default above.
+        for pair in extra.chunks(2) {
+            match args.iter().position(|arg| *arg == pair[0]) {
+                Some(at) if pair.len() == 2 => args[at + 1] = pair[1],
+                _ => args.extend_from_slice(pair),
+            }
+        }
         let log_path = self.logs().join(format!("operator-{index}.log"));
         let log = std::fs::File::create(&log_path).expect("operator log");
         let child = Command::new(env!("CARGO_BIN_EXE_pureflash-operator"))

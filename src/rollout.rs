@@ -1,0 +1,317 @@
+//! When a store's Pod may be replaced to apply a changed spec (a rolling update).
+//!
+//! Replacing a pfs Pod takes its store out of the PureFlash cluster until the new pfs has
+//! registered. A change applied to every store at once (a new image, a new pfs setting) must
+//! therefore not replace every Pod at once: that would take all replicas of every volume down
+//! together. This module owns that judgement. A store that serves nothing (its Pod is not
+//! running, or ZooKeeper says it is offline) is replaced at once, since a new configuration may
+//! be exactly what brings it back; a serving store is replaced only while fewer than
+//! `max_unavailable` other stores are unavailable, offline or still settling after their own
+//! replacement, the way a PodDisruptionBudget guards voluntary disruptions.
+//!
+//! Pure on purpose, like `recovery`: the controller gathers the facts, calls [`decide`] and
+//! carries out the [`RollVerdict`].
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::recovery::PodFacts;
+
+/// Rolling-update settings (operator-wide).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RollPolicy {
+    /// Serving stores are replaced only while fewer than this many other stores are unavailable.
+    pub max_unavailable: usize,
+    /// A store counts as available again only once its pfs container has run this long with
+    /// the store alive: `pfs` does not close its session on SIGTERM, so for up to a session
+    /// timeout after a replacement the old session's `alive` still stands for the new Pod.
+    pub settle: SignedDuration,
+}
+
+/// Whether a store serves the PureFlash cluster now, for the other stores' rollouts.
+///
+/// Available means: alive in ZooKeeper, its Pod running and not being deleted, and that for at
+/// least [`RollPolicy::settle`].
+pub fn available(alive: bool, pod: Option<&PodFacts>, now: Timestamp, policy: &RollPolicy) -> bool {
+    alive
+        && pod.is_some_and(|pod| {
+            pod.phase == "Running"
+                && !pod.terminating
+                && pod
+                    .running_since
+                    .is_some_and(|since| now.duration_since(since) >= policy.settle)
+        })
+}
+
+/// What a store's rollout observes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RollObservation<'a> {
+    /// The operator's ZooKeeper view is connected and resynced.
+    pub view_trusted: bool,
+    /// The store is alive in that view.
+    pub alive: bool,
+    /// The store's Pod, which runs an older configuration.
+    pub pod: &'a PodFacts,
+    /// Other stores that are not [`available`], by name (for the message), at most a few.
+    pub unavailable_others: &'a [String],
+    /// How many other stores are not available in all.
+    pub unavailable_count: usize,
+}
+
+/// Why a Pod is replaced now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RollReason {
+    /// The Pod is not running: replacing it disrupts nothing.
+    PodNotRunning,
+    /// The store is offline in ZooKeeper: replacing it disrupts nothing.
+    StoreOffline,
+    /// The store serves, and the cluster can spare it.
+    WithinBudget,
+}
+
+/// The condition reason of a rollout held for other stores' sake.
+pub const OTHERS_UNAVAILABLE: &str = "OtherStoresUnavailable";
+
+/// Why a Pod keeps its old configuration for now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HoldReason {
+    /// The Pod is being deleted already; its successor gets the new configuration.
+    PodTerminating,
+    /// The ZooKeeper view cannot tell whether the store serves.
+    ViewUntrusted,
+    /// `max_unavailable` other stores are unavailable.
+    OthersUnavailable {
+        count: usize,
+        /// A few of them, for the message.
+        names: Vec<String>,
+    },
+}
+
+impl HoldReason {
+    /// The condition reason.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            HoldReason::PodTerminating => "PodTerminating",
+            HoldReason::ViewUntrusted => "ViewUntrusted",
+            HoldReason::OthersUnavailable { .. } => OTHERS_UNAVAILABLE,
+        }
+    }
+
+    /// What a person reads in the condition.
+    pub fn message(&self, max_unavailable: usize) -> String {
+        match self {
+            HoldReason::PodTerminating => {
+                "the pod is being deleted; its successor runs the new configuration".into()
+            }
+            HoldReason::ViewUntrusted => {
+                "the ZooKeeper view cannot tell whether the store serves: the pod is not replaced"
+                    .into()
+            }
+            HoldReason::OthersUnavailable { count, names } => {
+                let more = count.saturating_sub(names.len());
+                let listed = names.join(", ");
+                let listed = if more > 0 {
+                    format!("{listed} and {more} more")
+                } else {
+                    listed
+                };
+                format!(
+                    "waits to replace the pod with the new configuration: {count} other store(s) unavailable ({listed}), at most {max_unavailable} may be (--max-unavailable)"
+                )
+            }
+        }
+    }
+}
+
+/// The rollout verdict for a store whose Pod runs an older configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RollVerdict {
+    Roll(RollReason),
+    Hold(HoldReason),
+}
+
+/// Decides whether the Pod of a store whose configuration changed is replaced now.
+pub fn decide(observation: &RollObservation<'_>, policy: &RollPolicy) -> RollVerdict {
+    let pod = observation.pod;
+    if pod.terminating {
+        return RollVerdict::Hold(HoldReason::PodTerminating);
+    }
+    if pod.phase != "Running" {
+        return RollVerdict::Roll(RollReason::PodNotRunning);
+    }
+    if !observation.view_trusted {
+        return RollVerdict::Hold(HoldReason::ViewUntrusted);
+    }
+    if !observation.alive {
+        return RollVerdict::Roll(RollReason::StoreOffline);
+    }
+    if observation.unavailable_count >= policy.max_unavailable {
+        return RollVerdict::Hold(HoldReason::OthersUnavailable {
+            count: observation.unavailable_count,
+            names: observation.unavailable_others.to_vec(),
+        });
+    }
+    RollVerdict::Roll(RollReason::WithinBudget)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: Timestamp = Timestamp::constant(1_750_000_000, 0);
+
+    fn policy() -> RollPolicy {
+        RollPolicy {
+            max_unavailable: 1,
+            settle: SignedDuration::from_secs(30),
+        }
+    }
+
+    fn pod(phase: &str, running_for: Option<i64>) -> PodFacts {
+        PodFacts {
+            uid: "uid-1".into(),
+            phase: phase.into(),
+            terminating: false,
+            running_since: running_for.map(|secs| NOW - SignedDuration::from_secs(secs)),
+        }
+    }
+
+    fn observe<'a>(alive: bool, pod: &'a PodFacts, others: &'a [String]) -> RollObservation<'a> {
+        RollObservation {
+            view_trusted: true,
+            alive,
+            pod,
+            unavailable_others: others,
+            unavailable_count: others.len(),
+        }
+    }
+
+    #[test]
+    fn a_serving_store_rolls_when_every_other_store_is_available() {
+        let running = pod("Running", Some(300));
+        assert_eq!(
+            decide(&observe(true, &running, &[]), &policy()),
+            RollVerdict::Roll(RollReason::WithinBudget)
+        );
+    }
+
+    #[test]
+    fn a_serving_store_waits_while_another_store_is_unavailable() {
+        let running = pod("Running", Some(300));
+        let others = ["store-2".to_owned()];
+        let verdict = decide(&observe(true, &running, &others), &policy());
+        assert_eq!(
+            verdict,
+            RollVerdict::Hold(HoldReason::OthersUnavailable {
+                count: 1,
+                names: others.to_vec(),
+            })
+        );
+        let RollVerdict::Hold(hold) = verdict else {
+            unreachable!()
+        };
+        assert_eq!(hold.as_str(), "OtherStoresUnavailable");
+        assert!(hold.message(1).contains("store-2"), "{}", hold.message(1));
+
+        // A larger budget lets it go.
+        let two = RollPolicy {
+            max_unavailable: 2,
+            ..policy()
+        };
+        assert_eq!(
+            decide(&observe(true, &running, &others), &two),
+            RollVerdict::Roll(RollReason::WithinBudget)
+        );
+        // A budget of zero never replaces a serving store.
+        let zero = RollPolicy {
+            max_unavailable: 0,
+            ..policy()
+        };
+        assert!(matches!(
+            decide(&observe(true, &running, &[]), &zero),
+            RollVerdict::Hold(HoldReason::OthersUnavailable { count: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn a_store_that_serves_nothing_rolls_at_once() {
+        let others = ["store-2".to_owned(), "store-3".to_owned()];
+        for phase in ["Pending", "Failed", "Unknown", "Succeeded"] {
+            let not_running = pod(phase, None);
+            assert_eq!(
+                decide(&observe(true, &not_running, &others), &policy()),
+                RollVerdict::Roll(RollReason::PodNotRunning),
+                "{phase}"
+            );
+            // Even with an untrusted view: a Pod that does not run serves nothing.
+            let untrusted = RollObservation {
+                view_trusted: false,
+                ..observe(false, &not_running, &others)
+            };
+            assert_eq!(
+                decide(&untrusted, &policy()),
+                RollVerdict::Roll(RollReason::PodNotRunning)
+            );
+        }
+        let running = pod("Running", Some(300));
+        assert_eq!(
+            decide(&observe(false, &running, &others), &policy()),
+            RollVerdict::Roll(RollReason::StoreOffline)
+        );
+    }
+
+    #[test]
+    fn nothing_rolls_on_an_untrusted_view_or_a_terminating_pod() {
+        let running = pod("Running", Some(300));
+        let untrusted = RollObservation {
+            view_trusted: false,
+            ..observe(false, &running, &[])
+        };
+        assert_eq!(
+            decide(&untrusted, &policy()),
+            RollVerdict::Hold(HoldReason::ViewUntrusted)
+        );
+        let terminating = PodFacts {
+            terminating: true,
+            ..pod("Running", Some(300))
+        };
+        assert_eq!(
+            decide(&observe(false, &terminating, &[]), &policy()),
+            RollVerdict::Hold(HoldReason::PodTerminating)
+        );
+    }
+
+    #[test]
+    fn a_store_is_available_once_alive_and_settled() {
+        let policy = policy();
+        let settled = pod("Running", Some(30));
+        assert!(available(true, Some(&settled), NOW, &policy));
+        assert!(!available(false, Some(&settled), NOW, &policy), "offline");
+        assert!(!available(true, None, NOW, &policy), "no pod");
+        // Just replaced: the old session's alive may still be standing for it.
+        let young = pod("Running", Some(29));
+        assert!(!available(true, Some(&young), NOW, &policy), "settling");
+        let terminating = PodFacts {
+            terminating: true,
+            ..settled.clone()
+        };
+        assert!(!available(true, Some(&terminating), NOW, &policy));
+        assert!(!available(true, Some(&pod("Pending", None)), NOW, &policy));
+        assert!(
+            !available(true, Some(&pod("Running", None)), NOW, &policy),
+            "running without a start time: not known to have settled"
+        );
+    }
+
+    #[test]
+    fn the_message_names_a_few_and_counts_the_rest() {
+        let hold = HoldReason::OthersUnavailable {
+            count: 7,
+            names: vec!["a".into(), "b".into(), "c".into()],
+        };
+        let message = hold.message(1);
+        assert!(
+            message.contains("7 other store(s) unavailable (a, b, c and 4 more)"),
+            "{message}"
+        );
+    }
+}
