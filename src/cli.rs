@@ -96,7 +96,8 @@ pub struct RecoveryArgs {
     pub max_restarts_in_flight: usize,
     /// A changed spec replaces a serving store's Pod only while fewer than this many other
     /// stores are unavailable (offline, not running, or within --start-grace of a start);
-    /// stores that serve nothing are replaced at once.
+    /// stores that serve nothing are replaced at once; 0: a serving store's Pod is replaced only
+    /// by a manual restart.
     #[arg(long, env = "PUREFLASH_MAX_UNAVAILABLE", default_value_t = 1)]
     pub max_unavailable: usize,
     /// How long a restart counts as in flight if its store does not come back.

@@ -96,7 +96,9 @@ impl HoldReason {
         }
     }
 
-    /// What a person reads in the condition.
+    /// What a person reads in the condition. It names no other store: the set of unavailable
+    /// stores moves while a rollout proceeds, and a message that moved with it would rewrite
+    /// every held store's status at each step.
     pub fn message(&self, max_unavailable: usize) -> String {
         match self {
             HoldReason::PodTerminating => {
@@ -106,6 +108,15 @@ impl HoldReason {
                 "the ZooKeeper view cannot tell whether the store serves: the pod is not replaced"
                     .into()
             }
+            HoldReason::OthersUnavailable { .. } => format!(
+                "a changed spec waits to replace the pod of this serving store: other stores are unavailable and at most {max_unavailable} may be (--max-unavailable); the RolloutHeld Event names them"
+            ),
+        }
+    }
+
+    /// The condition message with the other stores named, for the Event.
+    pub fn detail(&self, max_unavailable: usize) -> String {
+        match self {
             HoldReason::OthersUnavailable { count, names } => {
                 let more = count.saturating_sub(names.len());
                 let listed = names.join(", ");
@@ -115,9 +126,10 @@ impl HoldReason {
                     listed
                 };
                 format!(
-                    "waits to replace the pod with the new configuration: {count} other store(s) unavailable ({listed}), at most {max_unavailable} may be (--max-unavailable)"
+                    "a changed spec waits to replace the pod of this serving store: {count} other store(s) unavailable ({listed}), at most {max_unavailable} may be (--max-unavailable)"
                 )
             }
+            other => other.message(max_unavailable),
         }
     }
 }
@@ -135,7 +147,9 @@ pub fn decide(observation: &RollObservation<'_>, policy: &RollPolicy) -> RollVer
     if pod.terminating {
         return RollVerdict::Hold(HoldReason::PodTerminating);
     }
-    if pod.phase != "Running" {
+    // Pending, Failed, Succeeded: no pfs runs. `Unknown` (the node is unreachable) is not
+    // among them: its pfs may well serve, so it is judged like a running one.
+    if matches!(pod.phase.as_str(), "Pending" | "Failed" | "Succeeded") {
         return RollVerdict::Roll(RollReason::PodNotRunning);
     }
     if !observation.view_trusted {
@@ -210,7 +224,16 @@ mod tests {
             unreachable!()
         };
         assert_eq!(hold.as_str(), "OtherStoresUnavailable");
-        assert!(hold.message(1).contains("store-2"), "{}", hold.message(1));
+        assert!(hold.detail(1).contains("store-2"), "{}", hold.detail(1));
+        let other_step = HoldReason::OthersUnavailable {
+            count: 2,
+            names: vec!["store-3".into(), "store-4".into()],
+        };
+        assert_eq!(
+            hold.message(1),
+            other_step.message(1),
+            "the condition message does not move with the rollout"
+        );
 
         // A larger budget lets it go.
         let two = RollPolicy {
@@ -235,7 +258,7 @@ mod tests {
     #[test]
     fn a_store_that_serves_nothing_rolls_at_once() {
         let others = ["store-2".to_owned(), "store-3".to_owned()];
-        for phase in ["Pending", "Failed", "Unknown", "Succeeded"] {
+        for phase in ["Pending", "Failed", "Succeeded"] {
             let not_running = pod(phase, None);
             assert_eq!(
                 decide(&observe(true, &not_running, &others), &policy()),
@@ -255,6 +278,20 @@ mod tests {
         let running = pod("Running", Some(300));
         assert_eq!(
             decide(&observe(false, &running, &others), &policy()),
+            RollVerdict::Roll(RollReason::StoreOffline)
+        );
+    }
+
+    #[test]
+    fn a_pod_on_an_unreachable_node_is_judged_like_a_running_one() {
+        let unknown = pod("Unknown", Some(300));
+        let others = ["store-2".to_owned()];
+        assert!(matches!(
+            decide(&observe(true, &unknown, &others), &policy()),
+            RollVerdict::Hold(HoldReason::OthersUnavailable { .. })
+        ));
+        assert_eq!(
+            decide(&observe(false, &unknown, &others), &policy()),
             RollVerdict::Roll(RollReason::StoreOffline)
         );
     }
@@ -303,15 +340,15 @@ mod tests {
     }
 
     #[test]
-    fn the_message_names_a_few_and_counts_the_rest() {
+    fn the_event_names_a_few_and_counts_the_rest() {
         let hold = HoldReason::OthersUnavailable {
             count: 7,
             names: vec!["a".into(), "b".into(), "c".into()],
         };
-        let message = hold.message(1);
+        let detail = hold.detail(1);
         assert!(
-            message.contains("7 other store(s) unavailable (a, b, c and 4 more)"),
-            "{message}"
+            detail.contains("7 other store(s) unavailable (a, b, c and 4 more)"),
+            "{detail}"
         );
     }
 }

@@ -89,7 +89,7 @@ pub struct Context {
     /// Pods replaced for a changed spec during this term, and when; kept while the replacement
     /// settles (the Pod cache may not show the deletion yet). The lock serializes rollout
     /// decisions so `max_unavailable` holds even when reconciles run concurrently.
-    pub rolls: Mutex<HashMap<ObjectRef<PureFlashStore>, Timestamp>>,
+    pub rolls: Mutex<Replaced>,
 }
 
 /// Statuses this term wrote that the PureFlashStore cache may not show yet.
@@ -217,71 +217,84 @@ fn roll_policy(settings: &Settings) -> RollPolicy {
     }
 }
 
-/// How many stores other than `store` are not [`rollout::available`], and the names of the
-/// first few. A store whose Pod this term replaced counts as unavailable while the replacement
-/// settles, whatever the (possibly lagging) Pod cache shows.
+/// Pods replaced this term for a changed spec and not yet settled: when, and the uid of the
+/// Pod that was replaced.
+type Replaced = HashMap<ObjectRef<PureFlashStore>, (Timestamp, Option<String>)>;
+
+/// How many stores other than `store` are not [`rollout::available`], and the first few names
+/// in order. A store whose Pod this term replaced or restarted counts as unavailable while the
+/// replacement settles, whatever the (possibly lagging) Pod cache shows.
 fn unavailable_others(
     ctx: &Context,
     store: &PureFlashStore,
     snapshot: &Snapshot,
-    rolled: &HashMap<ObjectRef<PureFlashStore>, Timestamp>,
+    replaced: &Replaced,
+    restarted: &HashMap<ObjectRef<PureFlashStore>, Timestamp>,
     now: Timestamp,
 ) -> (usize, Vec<String>) {
     const NAMED: usize = 3;
     let policy = roll_policy(&ctx.settings);
     let me = ObjectRef::from_obj(store);
     let mut count = 0;
-    let mut names = Vec::new();
+    let mut names: Vec<String> = Vec::new();
     for other in ctx.stores.state() {
         let key = ObjectRef::from_obj(other.as_ref());
         if key == me {
             continue;
         }
-        let namespace = other.namespace().unwrap_or_default();
-        let pod = ctx
-            .pods
-            .get(&ObjectRef::new(&pods::pod_name(&other)).within(&namespace))
-            .map(|pod| pod_facts(&pod).0);
-        let settling = rolled.contains_key(&key);
-        if settling
-            || !rollout::available(
+        let settling = replaced.contains_key(&key)
+            || restarted
+                .get(&key)
+                .is_some_and(|at| now.duration_since(*at) < policy.settle);
+        let unavailable = settling || {
+            let namespace = other.namespace().unwrap_or_default();
+            let pod = ctx
+                .pods
+                .get(&ObjectRef::new(&pods::pod_name(&other)).within(&namespace))
+                .map(|pod| pod_facts(&pod).0);
+            !rollout::available(
                 alive(snapshot, other.spec.store_id),
                 pod.as_ref(),
                 now,
                 &policy,
             )
-        {
+        };
+        if unavailable {
             count += 1;
-            if names.len() < NAMED {
-                names.push(other.name_any());
+            let name = other.name_any();
+            let at = names.partition_point(|n| *n < name);
+            if at < NAMED {
+                names.insert(at, name);
+                names.truncate(NAMED);
             }
         }
     }
     (count, names)
 }
 
-/// The Pod's state as recovery and status need it.
+/// The Pod's state as recovery and status need it. Borrows what it reads: rollouts call it for
+/// every store.
 fn pod_facts(pod: &Pod) -> (PodFacts, bool, Option<String>) {
-    let status = pod.status.clone().unwrap_or_default();
-    let container = status
-        .container_statuses
-        .unwrap_or_default()
-        .into_iter()
-        .find(|c| c.name == pods::CONTAINER);
-    let state = container
-        .as_ref()
-        .and_then(|c| c.state.clone())
-        .unwrap_or_default();
-    let running_since = state.running.and_then(|r| r.started_at).map(|t| t.0);
-    let waiting = state.waiting.and_then(|w| w.reason);
+    let status = pod.status.as_ref();
+    let state = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|all| all.iter().find(|c| c.name == pods::CONTAINER))
+        .and_then(|c| c.state.as_ref());
+    let running_since = state
+        .and_then(|s| s.running.as_ref())
+        .and_then(|r| r.started_at.as_ref())
+        .map(|t| t.0);
+    let waiting = state
+        .and_then(|s| s.waiting.as_ref())
+        .and_then(|w| w.reason.clone());
     let ready = status
-        .conditions
-        .unwrap_or_default()
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|all| all.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
     let facts = PodFacts {
         uid: pod.uid().unwrap_or_default(),
-        phase: status.phase.unwrap_or_else(|| "Pending".into()),
+        phase: status
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_else(|| "Pending".into()),
         terminating: pod.metadata.deletion_timestamp.is_some(),
         running_since,
     };
@@ -485,23 +498,40 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         Some(_) => Some(ctx.rolls.lock().await),
         None => None,
     };
-    let roll = outdated.zip(rolls.as_mut()).map(|(existing, rolls)| {
-        let (facts, _, _) = pod_facts(existing);
-        let now = Timestamp::now();
-        let roll_policy = roll_policy(&ctx.settings);
-        rolls.retain(|_, at| now.duration_since(*at) < roll_policy.settle);
-        let (count, names) = unavailable_others(ctx, store, &snapshot, rolls, now);
-        rollout::decide(
-            &RollObservation {
-                view_trusted: trusted,
-                alive: view.is_some_and(|s| s.alive),
-                pod: &facts,
-                unavailable_others: &names,
-                unavailable_count: count,
-            },
-            &roll_policy,
-        )
-    });
+    let roll = match (outdated, rolls.as_mut()) {
+        (Some(existing), Some(rolls)) => {
+            let now = Timestamp::now();
+            let roll_policy = roll_policy(&ctx.settings);
+            rolls.retain(|_, (at, _)| now.duration_since(*at) < roll_policy.settle);
+            let replaced_already = rolls
+                .get(&ObjectRef::from_obj(store))
+                .is_some_and(|(_, uid)| *uid == existing.uid());
+            if replaced_already {
+                // The cache still shows the Pod this term deleted: the rollout is under way.
+                None
+            } else {
+                let (facts, _, _) = pod_facts(existing);
+                // The world as it is now, not as it was when this reconcile began: it may have
+                // waited for the lock behind many others.
+                let current = ctx.snapshots.borrow().clone();
+                let restarted = ctx.restarts.lock().await;
+                let (count, names) =
+                    unavailable_others(ctx, store, &current, rolls, &restarted, now);
+                drop(restarted);
+                Some(rollout::decide(
+                    &RollObservation {
+                        view_trusted: current.health.is_trusted(),
+                        alive: alive(&current, store.spec.store_id),
+                        pod: &facts,
+                        unavailable_others: &names,
+                        unavailable_count: count,
+                    },
+                    &roll_policy,
+                ))
+            }
+        }
+        _ => None,
+    };
     let roll_held = match &roll {
         Some(RollVerdict::Hold(hold)) => Some(hold.clone()),
         _ => None,
@@ -521,7 +551,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         match pods.delete(&pod_name, &params).await {
             Ok(_) => {
                 if let Some(mut rolls) = rolls.take() {
-                    rolls.insert(ObjectRef::from_obj(store), Timestamp::now());
+                    rolls.insert(
+                        ObjectRef::from_obj(store),
+                        (Timestamp::now(), existing.uid()),
+                    );
                 }
                 let why = match reason {
                     rollout::RollReason::PodNotRunning => "its pod was not running",
@@ -646,7 +679,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             restart,
             policy: &policy,
             db: &db,
-            rollout_held: roll_held.as_ref(),
+            rollout_held: roll_held.as_ref().filter(|_| restart.is_none()),
             max_unavailable: ctx.settings.max_unavailable,
         })
     };
@@ -731,7 +764,15 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             let result = apply_status(&stores, &name, new_status).await?;
             ctx.written.wrote(store, new_status, result);
         }
-        report_transitions(ctx, store, &previous, new_status, &decision.verdict).await;
+        report_transitions(
+            ctx,
+            store,
+            &previous,
+            new_status,
+            &decision.verdict,
+            roll_held.as_ref(),
+        )
+        .await;
     }
     let labels = StoreLabels {
         namespace: namespace.clone(),
@@ -803,6 +844,7 @@ async fn report_transitions(
     previous: &PureFlashStoreStatus,
     status: &PureFlashStoreStatus,
     verdict: &Verdict,
+    roll_held: Option<&HoldReason>,
 ) {
     if previous.phase != status.phase {
         let event = match status.phase {
@@ -869,22 +911,16 @@ async fn report_transitions(
             .conditions
             .iter()
             .find(|c| c.type_ == "UpToDate")
-            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+            .map(|c| (c.status.clone(), c.reason.clone()))
     };
-    if let Some((state, reason, message)) = up_to_date(status)
+    if let Some((state, reason)) = up_to_date(status)
         && state == "False"
         && reason == rollout::OTHERS_UNAVAILABLE
-        && up_to_date(previous).is_none_or(|(was, why, _)| was != state || why != reason)
+        && up_to_date(previous).is_none_or(|(was, why)| was != state || why != reason)
+        && let Some(hold) = roll_held
     {
-        record(
-            ctx,
-            store,
-            EventType::Normal,
-            "RolloutHeld",
-            "Roll",
-            message,
-        )
-        .await;
+        let note = hold.detail(ctx.settings.max_unavailable);
+        record(ctx, store, EventType::Normal, "RolloutHeld", "Roll", note).await;
     }
     if status.phase == Some(Phase::Offline) && previous.phase != Some(Phase::Offline) {
         warn!(store = %store.name_any(), "store offline");

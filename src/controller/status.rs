@@ -526,7 +526,7 @@ mod tests {
         assert_eq!(condition.status, "False");
         assert_eq!(condition.reason, "OtherStoresUnavailable");
         assert!(
-            condition.message.contains("store-2"),
+            condition.message.contains("--max-unavailable"),
             "{}",
             condition.message
         );
