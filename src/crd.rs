@@ -51,7 +51,10 @@ pub struct PureFlashStoreSpec {
     #[schemars(range(min = 1, max = 2147483647))]
     pub store_id: i32,
 
-    /// The node with the store's disks; the pfs Pod always runs there.
+    /// The node with the store's disks; the pfs Pod always runs there. It never changes: the
+    /// trays are disks in that node, and pfs started elsewhere under the same id would serve
+    /// other disks as this store.
+    #[x_kube(validation = Rule::new("self == oldSelf").message("nodeName is immutable: the store's trays are disks in that node; disks moved to another node make a new PureFlashStore"))]
     #[schemars(length(min = 1, max = 253))]
     pub node_name: String,
 

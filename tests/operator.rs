@@ -655,6 +655,15 @@ async fn invalid_specs_are_rejected_with_clear_messages() {
         stderr.contains("storeId is immutable"),
         "expected the immutability message in: {stderr}"
     );
+    // Nor can its disks' node.
+    let stderr = rejected(&valid.replace(
+        &format!("nodeName: {}", harness.node()),
+        "nodeName: another-node",
+    ));
+    assert!(
+        stderr.contains("nodeName is immutable"),
+        "expected the immutability message in: {stderr}"
+    );
     harness.finish().await;
 }
 
