@@ -118,6 +118,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
     // The ZooKeeper view wakes the store it concerns within milliseconds; a change of the
     // view's trust (disconnect, resync) wakes them all.
     let (one_tx, one_rx) = mpsc::unbounded_channel::<ObjectRef<PureFlashStore>>();
+    let held_rollouts = reconcile::HeldRollouts::new(one_tx.clone());
     let (all_tx, all_rx) = mpsc::unbounded_channel::<()>();
     let forwarder_stores = stores.clone();
     let forwarder_stop = stop.clone();
@@ -183,6 +184,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         db,
         restarts: tokio::sync::Mutex::new(HashMap::new()),
         rolls: tokio::sync::Mutex::new(HashMap::new()),
+        held_rollouts,
     });
     // What is kept per store goes within a minute of the store's deletion: its metrics and this
     // term's memory of it. When the term ends, all per-store metrics go (a standby must not
@@ -206,6 +208,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
                 present.contains(&ObjectRef::new(&labels.name).within(&labels.namespace))
             });
             pruned.written.retain(|store| present.contains(store));
+            pruned.held_rollouts.retain(|store| present.contains(store));
             pruned
                 .restarts
                 .lock()

@@ -3,7 +3,7 @@
 //! status — all pure) → act (ConfigMap, Pod, the restart, the status) → report (Events,
 //! metrics). Never branches on why it was called.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, mpsc, watch};
 use tracing::{debug, info, warn};
 
 use crate::controller::pods::{self, Environment};
@@ -90,6 +90,74 @@ pub struct Context {
     /// settles (the Pod cache may not show the deletion yet). The lock serializes rollout
     /// decisions so `max_unavailable` holds even when reconciles run concurrently.
     pub rolls: Mutex<Replaced>,
+    /// Rollouts held for other stores' sake, woken as those stores become available.
+    pub held_rollouts: HeldRollouts,
+}
+
+/// Rollouts held for other stores' sake, and the stores that keep them waiting.
+///
+/// Nothing about a held store changes when another store becomes available again, so without
+/// help it would have to poll. Instead, the reconcile of a store last seen unavailable that
+/// finds it available wakes the longest-held store: that one rolls or, still held, goes to the
+/// back of the line. A slow poll ([`HELD_RECHECK`]) stays as the safety net for a lost wake-up.
+pub struct HeldRollouts {
+    wake: mpsc::UnboundedSender<ObjectRef<PureFlashStore>>,
+    state: std::sync::Mutex<HeldState>,
+}
+
+#[derive(Default)]
+struct HeldState {
+    /// Held stores, longest-held first.
+    held: VecDeque<ObjectRef<PureFlashStore>>,
+    /// Stores whose last reconcile found them unavailable.
+    unavailable: HashSet<ObjectRef<PureFlashStore>>,
+}
+
+impl HeldRollouts {
+    /// `wake` reconciles the store sent to it.
+    pub fn new(wake: mpsc::UnboundedSender<ObjectRef<PureFlashStore>>) -> HeldRollouts {
+        HeldRollouts {
+            wake,
+            state: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Records whether `store`'s rollout is held for others now.
+    fn set_held(&self, store: &ObjectRef<PureFlashStore>, held: bool) {
+        let mut state = self.state.lock().expect("held rollouts");
+        let position = state.held.iter().position(|s| s == store);
+        match (held, position) {
+            (true, None) => state.held.push_back(store.clone()),
+            (false, Some(at)) => {
+                state.held.remove(at);
+            }
+            _ => {}
+        }
+    }
+
+    /// Records whether `store` is available; becoming so wakes the longest-held rollout.
+    fn observe(&self, store: &ObjectRef<PureFlashStore>, available: bool) {
+        let mut state = self.state.lock().expect("held rollouts");
+        if !available {
+            state.unavailable.insert(store.clone());
+            return;
+        }
+        if !state.unavailable.remove(store) {
+            return;
+        }
+        if let Some(at) = state.held.iter().position(|s| s != store)
+            && let Some(next) = state.held.remove(at)
+        {
+            let _ = self.wake.send(next);
+        }
+    }
+
+    /// Forgets stores for which `keep` is false (deleted ones).
+    pub fn retain(&self, mut keep: impl FnMut(&ObjectRef<PureFlashStore>) -> bool) {
+        let mut state = self.state.lock().expect("held rollouts");
+        state.held.retain(|s| keep(s));
+        state.unavailable.retain(|s| keep(s));
+    }
 }
 
 /// Statuses this term wrote that the PureFlashStore cache may not show yet.
@@ -222,8 +290,9 @@ fn roll_policy(settings: &Settings) -> RollPolicy {
 type Replaced = HashMap<ObjectRef<PureFlashStore>, (Timestamp, Option<String>)>;
 
 /// How many stores other than `store` are not [`rollout::available`], and the first few names
-/// in order. A store whose Pod this term replaced or restarted counts as unavailable while the
-/// replacement settles, whatever the (possibly lagging) Pod cache shows.
+/// in order. A store whose Pod this term replaced counts as unavailable while the (possibly
+/// lagging) Pod cache still shows the replaced Pod; one restarted this term, while the restart
+/// settles.
 fn unavailable_others(
     ctx: &Context,
     store: &PureFlashStore,
@@ -242,23 +311,28 @@ fn unavailable_others(
         if key == me {
             continue;
         }
-        let settling = replaced.contains_key(&key)
-            || restarted
-                .get(&key)
-                .is_some_and(|at| now.duration_since(*at) < policy.settle);
-        let unavailable = settling || {
-            let namespace = other.namespace().unwrap_or_default();
-            let pod = ctx
-                .pods
-                .get(&ObjectRef::new(&pods::pod_name(&other)).within(&namespace))
-                .map(|pod| pod_facts(&pod).0);
-            !rollout::available(
+        let namespace = other.namespace().unwrap_or_default();
+        let pod = ctx
+            .pods
+            .get(&ObjectRef::new(&pods::pod_name(&other)).within(&namespace))
+            .map(|pod| pod_facts(&pod).0);
+        // The cache may still show a Pod this term replaced; once it shows the successor, the
+        // successor is judged on its own.
+        let replaced_in_cache = replaced.get(&key).is_some_and(|(_, uid)| {
+            pod.as_ref()
+                .is_some_and(|pod| Some(&pod.uid) == uid.as_ref())
+        });
+        let restarting = restarted
+            .get(&key)
+            .is_some_and(|at| now.duration_since(*at) < policy.settle);
+        let unavailable = replaced_in_cache
+            || restarting
+            || !rollout::available(
                 alive(snapshot, other.spec.store_id),
                 pod.as_ref(),
                 now,
                 &policy,
-            )
-        };
+            );
         if unavailable {
             count += 1;
             let name = other.name_any();
@@ -321,8 +395,8 @@ fn db_state(db: &Option<watch::Receiver<DbSyncStatus>>) -> DbState {
     }
 }
 
-/// How often a rollout held for other stores' sake looks again.
-const ROLL_RECHECK: Duration = Duration::from_secs(5);
+/// How often a rollout held for other stores' sake looks again if no wake-up came.
+const HELD_RECHECK: Duration = Duration::from_secs(15);
 
 /// How long a node's InternalIP is reused before it is read again: a changed address reaches
 /// pfs.conf (and rolls the Pod) within this time.
@@ -536,6 +610,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         Some(RollVerdict::Hold(hold)) => Some(hold.clone()),
         _ => None,
     };
+    ctx.held_rollouts.set_held(
+        &ObjectRef::from_obj(store),
+        matches!(roll_held, Some(HoldReason::OthersUnavailable { .. })),
+    );
     if map_stale && roll_held.is_none() {
         maps.patch(&config_map_name, &apply, &Patch::Apply(config_map.clone()))
             .await?;
@@ -561,6 +639,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                     rollout::RollReason::StoreOffline => "the store was offline",
                     rollout::RollReason::WithinBudget => "every other store is available",
                 };
+                info!(store = %name, %namespace, why, "replacing the pfs pod for a changed spec");
                 record(
                     ctx,
                     store,
@@ -795,25 +874,45 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         );
     }
 
-    Ok(match decision.verdict {
-        Verdict::Wait { until, .. } => {
-            let wait = until
+    // Whether this store serves, for the rollouts held on its account; a Pod that is still
+    // settling is looked at again when it has.
+    let roll_policy = roll_policy(&ctx.settings);
+    if trusted {
+        ctx.held_rollouts.observe(
+            &ObjectRef::from_obj(store),
+            rollout::available(
+                view.is_some_and(|s| s.alive),
+                facts.as_ref(),
+                now,
+                &roll_policy,
+            ),
+        );
+    }
+    let settles_in = facts
+        .as_ref()
+        .filter(|pod| pod.phase == "Running" && !pod.terminating)
+        .and_then(|pod| pod.running_since)
+        .and_then(|since| roll_policy.settle.checked_sub(now.duration_since(since)))
+        .filter(|left| left.is_positive())
+        .and_then(|left| Duration::try_from(left).ok());
+    let requeue = match decision.verdict {
+        Verdict::Wait { until, .. } => Duration::try_from(
+            until
                 .duration_since(now)
-                .max(SignedDuration::from_millis(100));
-            Action::requeue(
-                Duration::try_from(wait)
-                    .unwrap_or(ctx.settings.requeue)
-                    .min(ctx.settings.requeue),
-            )
-        }
+                .max(SignedDuration::from_millis(100)),
+        )
+        .unwrap_or(ctx.settings.requeue),
         // A restart: look again soon, to see the new Pod start.
-        Verdict::Restart(_) => Action::requeue(Duration::from_secs(1)),
-        // Nothing wakes a held rollout when another store settles: look again.
-        _ if matches!(roll_held, Some(HoldReason::OthersUnavailable { .. })) => {
-            Action::requeue(ROLL_RECHECK.min(ctx.settings.requeue))
-        }
-        _ => Action::requeue(ctx.settings.requeue),
-    })
+        Verdict::Restart(_) => Duration::from_secs(1),
+        // Woken when another store becomes available; this is the safety net.
+        _ if matches!(roll_held, Some(HoldReason::OthersUnavailable { .. })) => HELD_RECHECK,
+        _ => ctx.settings.requeue,
+    };
+    let requeue = match settles_in {
+        Some(left) => requeue.min(left + Duration::from_millis(50)),
+        None => requeue,
+    };
+    Ok(Action::requeue(requeue.min(ctx.settings.requeue)))
 }
 
 async fn apply_status(
@@ -962,6 +1061,43 @@ pub fn error_policy(store: Arc<PureFlashStore>, error: &Error, ctx: Arc<Context>
 mod tests {
     use super::*;
     use crate::crd::PureFlashStoreSpec;
+
+    #[test]
+    fn a_store_becoming_available_wakes_the_longest_held_rollout_once() {
+        let (wake, mut woken) = mpsc::unbounded_channel();
+        let held = HeldRollouts::new(wake);
+        let store = |name: &str| ObjectRef::<PureFlashStore>::new(name).within("pf");
+        let (a, b, rolled) = (store("a"), store("b"), store("rolled"));
+        held.set_held(&a, true);
+        held.set_held(&b, true);
+        held.set_held(&a, true);
+
+        // Available all along (like the held stores themselves): wakes nobody.
+        held.observe(&a, true);
+        held.observe(&b, true);
+        assert!(woken.try_recv().is_err());
+
+        // Replaced, then back: the longest-held store is woken, once.
+        held.observe(&rolled, false);
+        assert!(woken.try_recv().is_err());
+        held.observe(&rolled, true);
+        assert_eq!(woken.try_recv().unwrap(), a);
+        held.observe(&rolled, true);
+        assert!(woken.try_recv().is_err());
+
+        // Still held when woken: `a` goes to the back of the line.
+        held.set_held(&a, true);
+        held.observe(&rolled, false);
+        held.observe(&rolled, true);
+        assert_eq!(woken.try_recv().unwrap(), b);
+
+        // A store no longer held, or deleted, is not woken.
+        held.set_held(&b, false);
+        held.retain(|s| *s != a);
+        held.observe(&rolled, false);
+        held.observe(&rolled, true);
+        assert!(woken.try_recv().is_err());
+    }
 
     fn store(version: &str, phase: Option<Phase>) -> PureFlashStore {
         let spec: PureFlashStoreSpec = serde_json::from_value(
