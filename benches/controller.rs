@@ -9,7 +9,10 @@
 //! (b) steady state: API requests per reconcile over three requeue periods (10 s each), by verb
 //!     and resource, from the emulator's audit log and the operator's reconcile counter;
 //! (c) one store's `alive` deleted → its status reads Offline; created again → Online
-//!     (p50/p95/max over 25 trials after 5 warm-up, each on another store).
+//!     (p50/p95/max over 25 trials after 5 warm-up, each on another store);
+//! (d) takeover: a new operator process (a new leader) starts with every store's Pod and
+//!     ConfigMap in place; the API requests until it has reconciled every store once, and how
+//!     long that took.
 //!
 //! The stores' Pods are not run (no node agent: they stay Pending), so recovery never acts and
 //! every figure is the controller's own work. The operator authenticates with a token, so the
@@ -310,6 +313,32 @@ async fn one_size(emulator: &Emulator, client: &Client, zk_server: &ZooKeeper, n
     }
     stop(&mut process.0);
 
+    // (d) Takeover: what a new leader asks of the API before it has looked at every store.
+    let admin_address = format!("127.0.0.1:{}", testkit::free_port());
+    let audited_before = operator_requests(emulator).len();
+    let started = Instant::now();
+    let mut process = KillOnDrop(start_operator(
+        kubeconfig.path().to_str().expect("utf-8 path"),
+        zk_server,
+        &cluster,
+        &namespace,
+        &admin_address,
+    ));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let takeover = loop {
+        let done = reconciles_if_up(&admin_address).await >= u64::from(n);
+        if done {
+            break started.elapsed();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new leader did not reconcile every store"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let takeover_requests = operator_requests(emulator)[audited_before..].to_vec();
+    stop(&mut process.0);
+
     let mut out = format!("## {n} stores\n");
     out += &format!(
         "(a) operator start -> all {n} Online: {:.2} s, {} API requests ({:.1} per store)\n",
@@ -339,6 +368,13 @@ async fn one_size(emulator: &Emulator, client: &Client, zk_server: &ZooKeeper, n
             median(samples).as_secs_f64() * 1000.0
         );
     }
+    out += &format!(
+        "(d) takeover: a new operator reconciled all {n} in {:.2} s with {} API requests ({:.2} per store)\n",
+        takeover.as_secs_f64(),
+        takeover_requests.len(),
+        takeover_requests.len() as f64 / f64::from(n),
+    );
+    out += &breakdown(&takeover_requests);
     eprint!("{out}");
     out
 }
@@ -441,6 +477,14 @@ fn breakdown(requests: &[String]) -> String {
         .iter()
         .map(|(kind, count)| format!("      {kind:<44} {count}\n"))
         .collect()
+}
+
+/// `pureflash_reconcile_total`, or 0 while the admin endpoint is not up yet.
+async fn reconciles_if_up(admin_address: &str) -> u64 {
+    match tokio::net::TcpStream::connect(admin_address).await {
+        Ok(_) => reconciles(admin_address).await,
+        Err(_) => 0,
+    }
 }
 
 /// `pureflash_reconcile_total`, all results.

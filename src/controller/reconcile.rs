@@ -484,6 +484,7 @@ pub async fn reconcile(store: Arc<PureFlashStore>, ctx: Arc<Context>) -> Result<
 }
 
 async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action, Error> {
+    owned_caches_loaded(ctx).await;
     let namespace = store
         .namespace()
         .ok_or_else(|| Error::Invalid("a PureFlashStore is namespaced".into()))?;
@@ -1024,6 +1025,31 @@ async fn report_transitions(
     if status.phase == Some(Phase::Offline) && previous.phase != Some(Phase::Offline) {
         warn!(store = %store.name_any(), "store offline");
     }
+}
+
+/// Waits (a bounded time) until the Pod and ConfigMap caches hold their first full list.
+///
+/// A term's first reconciles start while those lists are still loading; reading the empty
+/// caches then would GET every store's Pod and re-apply every ConfigMap, a burst of two
+/// requests per store at every leader change. The reflectors are driven by the controller
+/// alongside the reconciles, so waiting here does not stop them. Past the bound the reconcile
+/// goes on regardless: the caches only save requests, the API remains the truth.
+async fn owned_caches_loaded(ctx: &Context) {
+    const BOUND: Duration = Duration::from_secs(30);
+    let deadline = tokio::time::Instant::now() + BOUND;
+    // Re-polled on a short timer, like the PureFlashStore cache: with kube-runtime 5.0 a lone
+    // `wait_until_ready()` can miss its wake-up.
+    while tokio::time::Instant::now() < deadline {
+        let both = async {
+            ctx.pods.wait_until_ready().await?;
+            ctx.config_maps.wait_until_ready().await
+        };
+        match tokio::time::timeout(Duration::from_millis(100), both).await {
+            Ok(_) => return,
+            Err(_) => continue,
+        }
+    }
+    warn!("the Pod and ConfigMap caches did not load within {BOUND:?}; reading the API instead");
 }
 
 /// Requeue after a failed reconcile.
