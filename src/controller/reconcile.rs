@@ -1016,7 +1016,8 @@ async fn report_transitions(
     if let Some((state, reason)) = up_to_date(status)
         && state == "False"
         && reason == rollout::OTHERS_UNAVAILABLE
-        && up_to_date(previous).is_none_or(|(was, why)| was != state || why != reason)
+        // Once per hold: not again when a ZooKeeper blip (ViewUntrusted) interrupted it.
+        && up_to_date(previous).is_none_or(|(was, _)| was != "False")
         && let Some(hold) = roll_held
     {
         let note = hold.detail(ctx.settings.max_unavailable);
