@@ -88,6 +88,9 @@ impl Drop for Harness {
         if let Cluster::Emulated { work, .. } = &self.cluster {
             print_log_tails(work.path());
         }
+        if let Some(server) = self.zookeeper_server() {
+            print_log_tail(&server.log_path());
+        }
     }
 }
 
@@ -99,15 +102,19 @@ fn print_log_tails(dir: &Path) {
             print_log_tails(&path);
             continue;
         }
-        if path.extension().is_none_or(|ext| ext != "log") {
-            continue;
+        if path.extension().is_some_and(|ext| ext == "log") {
+            print_log_tail(&path);
         }
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let tail: Vec<&str> = text.lines().rev().take(60).collect();
-        eprintln!("--- last lines of {} ---", path.display());
-        for line in tail.into_iter().rev() {
-            eprintln!("{line}");
-        }
+    }
+}
+
+/// Prints the last lines of one log file.
+fn print_log_tail(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let tail: Vec<&str> = text.lines().rev().take(60).collect();
+    eprintln!("--- last lines of {} ---", path.display());
+    for line in tail.into_iter().rev() {
+        eprintln!("{line}");
     }
 }
 

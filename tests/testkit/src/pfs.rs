@@ -250,12 +250,30 @@ impl PfsSim {
 
     /// (Re)starts with a new session and registers; the old session, if any, is abandoned the
     /// way a restarted process abandons it (left to expire unless already gone).
+    ///
+    /// A session lost before registration completed (a ZooKeeper server stalled past the
+    /// session timeout while this store waited for its old `alive` to go) is replaced and the
+    /// registration starts over, within [`PfsSpec::alive_wait_limit`]: the process that was
+    /// started is the one that registers. Only a session lost after registration stays lost.
     pub async fn restart(&mut self) -> Result<(), RegisterError> {
         self.kill().await;
-        let (proxy, client) = connect(&self.spec).await?;
-        register(&client, &self.spec).await?;
-        self.session = Some((proxy, client));
-        Ok(())
+        let deadline = Instant::now() + self.spec.alive_wait_limit;
+        loop {
+            let (proxy, client) = connect(&self.spec).await?;
+            match register(&client, &self.spec).await {
+                Ok(()) => {
+                    self.session = Some((proxy, client));
+                    return Ok(());
+                }
+                Err(error) if client.state().is_terminated() && Instant::now() < deadline => {
+                    eprintln!(
+                        "pfs-sim: store {}: {error}; registering again in a new session",
+                        self.spec.store_id
+                    );
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// Deletes tray `index`'s `online` node (the disk failed; the store lives on).

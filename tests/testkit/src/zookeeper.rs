@@ -97,6 +97,11 @@ impl ZooKeeper {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The server's own log (stdout and stderr), for a failed test's output.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("zookeeper.log")
+    }
+
     pub fn port(&self) -> u16 {
         self.port
     }
