@@ -257,16 +257,20 @@ async fn one_size(emulator: &Emulator, client: &Client, zk_server: &ZooKeeper, n
     // (a) Start → every store Online.
     let kubeconfig = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(kubeconfig.path(), emulator.kubeconfig_with_token(TOKEN)).expect("kubeconfig");
-    let admin_address = format!("127.0.0.1:{}", testkit::free_port());
-    let audited_before = operator_requests(emulator).len();
-    let started = Instant::now();
-    let mut process = KillOnDrop(start_operator(
-        kubeconfig.path().to_str().expect("utf-8 path"),
-        zk_server,
-        &cluster,
-        &namespace,
-        &admin_address,
-    ));
+    // A new operator process, its admin address, and the audit position it starts from.
+    let launch = || {
+        let admin_address = format!("127.0.0.1:{}", testkit::free_port());
+        let audited_before = operator_requests(emulator).len();
+        let process = KillOnDrop(start_operator(
+            kubeconfig.path().to_str().expect("utf-8 path"),
+            zk_server,
+            &cluster,
+            &namespace,
+            &admin_address,
+        ));
+        (process, admin_address, audited_before, Instant::now())
+    };
+    let (mut process, admin_address, audited_before, started) = launch();
     phases
         .until(Duration::from_secs(600), || {
             (phases.count(Phase::Online) == n as usize).then_some(())
@@ -314,16 +318,7 @@ async fn one_size(emulator: &Emulator, client: &Client, zk_server: &ZooKeeper, n
     stop(&mut process.0);
 
     // (d) Takeover: what a new leader asks of the API before it has looked at every store.
-    let admin_address = format!("127.0.0.1:{}", testkit::free_port());
-    let audited_before = operator_requests(emulator).len();
-    let started = Instant::now();
-    let mut process = KillOnDrop(start_operator(
-        kubeconfig.path().to_str().expect("utf-8 path"),
-        zk_server,
-        &cluster,
-        &namespace,
-        &admin_address,
-    ));
+    let (mut process, admin_address, audited_before, started) = launch();
     let deadline = Instant::now() + Duration::from_secs(300);
     let takeover = loop {
         let done = reconciles_if_up(&admin_address).await >= u64::from(n);

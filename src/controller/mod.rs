@@ -58,6 +58,27 @@ where
     }
 }
 
+/// Waits until `cache` holds its first full list (`Err`: its reflector is gone).
+///
+/// Re-polled on a short timer: with kube-runtime 5.0 a lone `wait_until_ready()` can miss its
+/// wake-up and stay pending after the cache became ready (seen against the emulator with an
+/// empty list); asking again sees the readiness at once.
+pub(crate) async fn cache_loaded<K>(
+    cache: &cache::Store<K>,
+) -> Result<(), cache::store::WriterDropped>
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        if let Ok(result) =
+            tokio::time::timeout(Duration::from_millis(100), cache.wait_until_ready()).await
+        {
+            return result;
+        }
+    }
+}
+
 /// Runs the controller for one leadership term, until `stop`.
 pub async fn run(term: Term, stop: CancellationToken) {
     let Term {
@@ -99,17 +120,8 @@ pub async fn run(term: Term, stop: CancellationToken) {
     cache_synced.send_replace(false);
     let ready_stores = stores.clone();
     let cache_watch = tokio::spawn(async move {
-        // Re-polled on a short timer: with kube-runtime 5.0 a lone `wait_until_ready()` can miss
-        // its wake-up and stay pending after the store became ready (seen against the emulator
-        // with an empty list); polling it again sees the readiness at once.
-        loop {
-            match tokio::time::timeout(Duration::from_millis(100), ready_stores.wait_until_ready())
-                .await
-            {
-                Ok(Ok(())) => break,
-                Ok(Err(_)) => return, // the controller is gone
-                Err(_) => continue,
-            }
+        if cache_loaded(&ready_stores).await.is_err() {
+            return; // the controller is gone
         }
         info!("PureFlashStore cache synced");
         cache_synced.send_replace(true);

@@ -18,6 +18,7 @@ use serde_json::json;
 use tokio::sync::{Mutex, mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::controller::cache_loaded;
 use crate::controller::pods::{self, Environment};
 use crate::controller::status::{self, DbState, Facts, Restart};
 use crate::crd::{
@@ -1006,19 +1007,13 @@ async fn report_transitions(
             .await;
         }
     }
-    let up_to_date = |status: &PureFlashStoreStatus| {
-        status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "UpToDate")
-            .map(|c| (c.status.clone(), c.reason.clone()))
-    };
-    if let Some((state, reason)) = up_to_date(status)
-        && state == "False"
-        && reason == rollout::OTHERS_UNAVAILABLE
-        // Once per hold: not again when a ZooKeeper blip (ViewUntrusted) interrupted it.
-        && up_to_date(previous).is_none_or(|(was, _)| was != "False")
-        && let Some(hold) = roll_held
+    // Once per hold: not again when a ZooKeeper blip (ViewUntrusted) interrupted it.
+    let held_before = previous
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "UpToDate" && c.status == "False");
+    if let Some(hold @ HoldReason::OthersUnavailable { .. }) = roll_held
+        && !held_before
     {
         let note = hold.detail(ctx.settings.max_unavailable);
         record(ctx, store, EventType::Normal, "RolloutHeld", "Roll", note).await;
@@ -1037,20 +1032,15 @@ async fn report_transitions(
 /// goes on regardless: the caches only save requests, the API remains the truth.
 async fn owned_caches_loaded(ctx: &Context) {
     const BOUND: Duration = Duration::from_secs(30);
-    let deadline = tokio::time::Instant::now() + BOUND;
-    // Re-polled on a short timer, like the PureFlashStore cache: with kube-runtime 5.0 a lone
-    // `wait_until_ready()` can miss its wake-up.
-    while tokio::time::Instant::now() < deadline {
-        let both = async {
-            ctx.pods.wait_until_ready().await?;
-            ctx.config_maps.wait_until_ready().await
-        };
-        match tokio::time::timeout(Duration::from_millis(100), both).await {
-            Ok(_) => return,
-            Err(_) => continue,
-        }
+    let both = async {
+        cache_loaded(&ctx.pods).await?;
+        cache_loaded(&ctx.config_maps).await
+    };
+    if tokio::time::timeout(BOUND, both).await.is_err() {
+        warn!(
+            "the Pod and ConfigMap caches did not load within {BOUND:?}; reading the API instead"
+        );
     }
-    warn!("the Pod and ConfigMap caches did not load within {BOUND:?}; reading the API instead");
 }
 
 /// Requeue after a failed reconcile.
