@@ -58,6 +58,25 @@ pub struct PodFacts {
     pub terminating: bool,
     /// When the pfs container started running (its `state.running.startedAt`), if it runs.
     pub running_since: Option<Timestamp>,
+    /// How often the kubelet restarted the pfs container in place (`restartCount`).
+    pub container_restarts: i32,
+    /// Whose `alive` stood when the operator created the Pod.
+    pub predecessor: Predecessor,
+}
+
+/// The ZooKeeper session that owned the store's `alive` when its Pod was created. `pfs` does
+/// not close its session when stopped, so a new Pod's store can look alive on the strength of
+/// the old process until that session expires; an `alive` owned by any other session is the
+/// new pfs's own.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Predecessor {
+    /// Not recorded: the view could not be trusted then, or the Pod predates the record.
+    #[default]
+    Unknown,
+    /// No `alive` stood: any `alive` now comes from the new pfs.
+    NoSession,
+    /// `alive` was owned by this session, the old pfs's.
+    Session(i64),
 }
 
 /// What the store's status remembers across reconciles and leaders.
@@ -511,6 +530,8 @@ mod tests {
                     phase: "Running".to_string(),
                     terminating: false,
                     running_since: Some(ago(86_400)),
+                    container_restarts: 0,
+                    predecessor: Predecessor::Unknown,
                 }),
                 history: History {
                     offline_since: None,

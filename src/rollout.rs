@@ -14,32 +14,79 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::recovery::PodFacts;
+use crate::recovery::{PodFacts, Predecessor};
 
 /// Rolling-update settings (operator-wide).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RollPolicy {
     /// Serving stores are replaced only while fewer than this many other stores are unavailable.
     pub max_unavailable: usize,
-    /// A store counts as available again only once its pfs container has run this long with
-    /// the store alive: `pfs` does not close its session on SIGTERM, so for up to a session
-    /// timeout after a replacement the old session's `alive` still stands for the new Pod.
+    /// When it cannot be told whose session `alive` belongs to, a store counts as available
+    /// again only once its pfs container has run this long with the store alive: `pfs` does
+    /// not close its session on SIGTERM, so for up to a session timeout after a replacement
+    /// the old session's `alive` still stands for the new Pod.
     pub settle: SignedDuration,
+}
+
+/// The store's `alive` node as the ZooKeeper view has it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AliveNode {
+    pub exists: bool,
+    /// The session owning it, when known.
+    pub session: Option<i64>,
+}
+
+/// Whether the standing `alive` is known to be this Pod's pfs's own: its container has not
+/// been restarted in place (a restarted container's old session may linger just the same)
+/// and `alive` is owned by another session than the one the Pod was created after.
+pub fn registered_by(pod: &PodFacts, alive: AliveNode) -> bool {
+    alive.exists
+        && pod.container_restarts == 0
+        && match (pod.predecessor, alive.session) {
+            (Predecessor::NoSession, _) => true,
+            (Predecessor::Session(old), Some(now)) => old != now,
+            _ => false,
+        }
 }
 
 /// Whether a store serves the PureFlash cluster now, for the other stores' rollouts.
 ///
-/// Available means: alive in ZooKeeper, its Pod running and not being deleted, and that for at
-/// least [`RollPolicy::settle`].
-pub fn available(alive: bool, pod: Option<&PodFacts>, now: Timestamp, policy: &RollPolicy) -> bool {
-    alive
+/// Available means: alive in ZooKeeper, its Pod running and not being deleted, and `alive`
+/// either [`registered_by`] the Pod's pfs or standing since the container has run for
+/// [`RollPolicy::settle`].
+pub fn available(
+    alive: AliveNode,
+    pod: Option<&PodFacts>,
+    now: Timestamp,
+    policy: &RollPolicy,
+) -> bool {
+    alive.exists
         && pod.is_some_and(|pod| {
             pod.phase == "Running"
                 && !pod.terminating
-                && pod
-                    .running_since
-                    .is_some_and(|since| now.duration_since(since) >= policy.settle)
+                && (registered_by(pod, alive)
+                    || pod
+                        .running_since
+                        .is_some_and(|since| now.duration_since(since) >= policy.settle))
         })
+}
+
+/// How long until a store that is not [`available`] only for lack of proof that `alive` is its
+/// own becomes available by time alone; `None` when time will not change the answer.
+pub fn settles_in(
+    alive: AliveNode,
+    pod: Option<&PodFacts>,
+    now: Timestamp,
+    policy: &RollPolicy,
+) -> Option<SignedDuration> {
+    let pod = pod.filter(|pod| pod.phase == "Running" && !pod.terminating)?;
+    if !alive.exists || registered_by(pod, alive) {
+        return None;
+    }
+    let left = policy
+        .settle
+        .checked_sub(now.duration_since(pod.running_since?))?;
+    left.is_positive().then_some(left)
 }
 
 /// What a store's rollout observes.
@@ -186,6 +233,24 @@ mod tests {
             phase: phase.into(),
             terminating: false,
             running_since: running_for.map(|secs| NOW - SignedDuration::from_secs(secs)),
+            container_restarts: 0,
+            predecessor: Predecessor::Unknown,
+        }
+    }
+
+    const ALIVE: AliveNode = AliveNode {
+        exists: true,
+        session: None,
+    };
+    const GONE: AliveNode = AliveNode {
+        exists: false,
+        session: None,
+    };
+
+    fn owned_by(session: i64) -> AliveNode {
+        AliveNode {
+            exists: true,
+            session: Some(session),
         }
     }
 
@@ -318,25 +383,99 @@ mod tests {
     }
 
     #[test]
-    fn a_store_is_available_once_alive_and_settled() {
+    fn without_knowing_whose_alive_it_is_a_store_is_available_once_settled() {
         let policy = policy();
         let settled = pod("Running", Some(30));
-        assert!(available(true, Some(&settled), NOW, &policy));
-        assert!(!available(false, Some(&settled), NOW, &policy), "offline");
-        assert!(!available(true, None, NOW, &policy), "no pod");
+        assert!(available(ALIVE, Some(&settled), NOW, &policy));
+        assert!(!available(GONE, Some(&settled), NOW, &policy), "offline");
+        assert!(!available(ALIVE, None, NOW, &policy), "no pod");
         // Just replaced: the old session's alive may still be standing for it.
         let young = pod("Running", Some(29));
-        assert!(!available(true, Some(&young), NOW, &policy), "settling");
+        assert!(!available(ALIVE, Some(&young), NOW, &policy), "settling");
+        assert_eq!(
+            settles_in(ALIVE, Some(&young), NOW, &policy),
+            Some(SignedDuration::from_secs(1))
+        );
+        assert_eq!(settles_in(ALIVE, Some(&settled), NOW, &policy), None);
+        assert_eq!(
+            settles_in(GONE, Some(&young), NOW, &policy),
+            None,
+            "time will not do"
+        );
         let terminating = PodFacts {
             terminating: true,
             ..settled.clone()
         };
-        assert!(!available(true, Some(&terminating), NOW, &policy));
-        assert!(!available(true, Some(&pod("Pending", None)), NOW, &policy));
+        assert!(!available(ALIVE, Some(&terminating), NOW, &policy));
+        assert!(!available(ALIVE, Some(&pod("Pending", None)), NOW, &policy));
         assert!(
-            !available(true, Some(&pod("Running", None)), NOW, &policy),
+            !available(ALIVE, Some(&pod("Running", None)), NOW, &policy),
             "running without a start time: not known to have settled"
         );
+    }
+
+    #[test]
+    fn an_alive_owned_by_a_new_session_proves_the_new_pfs_at_once() {
+        let policy = policy();
+        let replacing = |predecessor| PodFacts {
+            predecessor,
+            ..pod("Running", Some(1))
+        };
+        let after_old_session = replacing(Predecessor::Session(7));
+        assert!(
+            !available(owned_by(7), Some(&after_old_session), NOW, &policy),
+            "the old pfs's session still holds alive"
+        );
+        assert!(available(
+            owned_by(8),
+            Some(&after_old_session),
+            NOW,
+            &policy
+        ));
+        assert_eq!(
+            settles_in(owned_by(8), Some(&after_old_session), NOW, &policy),
+            None
+        );
+        assert!(
+            !available(ALIVE, Some(&after_old_session), NOW, &policy),
+            "owner unknown: wait as long as it takes to settle"
+        );
+        let after_none = replacing(Predecessor::NoSession);
+        assert!(available(owned_by(7), Some(&after_none), NOW, &policy));
+        assert!(available(ALIVE, Some(&after_none), NOW, &policy));
+        assert!(!available(GONE, Some(&after_none), NOW, &policy));
+
+        // Restarted in place, the container's previous session may linger just the same.
+        let restarted_in_place = PodFacts {
+            container_restarts: 1,
+            ..after_none.clone()
+        };
+        assert!(!available(
+            owned_by(8),
+            Some(&restarted_in_place),
+            NOW,
+            &policy
+        ));
+        assert!(available(
+            owned_by(8),
+            Some(&PodFacts {
+                running_since: Some(NOW - SignedDuration::from_secs(30)),
+                ..restarted_in_place
+            }),
+            NOW,
+            &policy
+        ));
+        // Nor does a new session help a Pod that does not run.
+        let pending = PodFacts {
+            phase: "Pending".into(),
+            ..after_none.clone()
+        };
+        assert!(!available(owned_by(8), Some(&pending), NOW, &policy));
+        let terminating = PodFacts {
+            terminating: true,
+            ..after_none
+        };
+        assert!(!available(owned_by(8), Some(&terminating), NOW, &policy));
     }
 
     #[test]

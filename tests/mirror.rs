@@ -68,6 +68,11 @@ async fn loads_existing_stores_and_follows_every_change() {
     let expected = stores[1].spec();
     assert!(store.alive);
     assert_eq!(
+        store.alive_session,
+        stores[1].session_id(),
+        "alive's owner is the session that registered it"
+    );
+    assert_eq!(
         store.mngt_ip,
         Field::Valid(expected.mngt_ip.parse().unwrap())
     );
@@ -118,10 +123,20 @@ async fn loads_existing_stores_and_follows_every_change() {
     );
 
     // Restart, tray offline/online, free size updates.
+    let crashed_session = mirror.snapshot().view.get(id(1)).unwrap().alive_session;
+    assert_eq!(crashed_session, None, "no alive, no owner");
+    let old_session = stores[0].session_id();
     stores[0].restart().await.unwrap();
-    until(&mirror, "store 1 alive again", |v| {
-        v.get(id(1)).unwrap().alive
-    })
+    let new_session = stores[0].session_id();
+    assert_ne!(new_session, old_session);
+    until(
+        &mirror,
+        "store 1 alive again, owned by its new session",
+        |v| {
+            let store = v.get(id(1)).unwrap();
+            store.alive && store.alive_session == new_session
+        },
+    )
     .await;
     stores[2].tray_offline(1).await.unwrap();
     until(&mirror, "tray offline", |v| {

@@ -10,6 +10,7 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::crd::PureFlashStore;
+use crate::recovery::Predecessor;
 
 /// Where pfs reads its configuration inside the container.
 pub const CONF_DIR: &str = "/etc/pureflash";
@@ -18,6 +19,8 @@ pub const CONF_FILE: &str = "pfs.conf";
 pub const PFS_BINARY: &str = "/opt/pureflash/pfs";
 /// Pod annotation: hash of everything the running pfs was started with.
 pub const CONFIG_HASH_ANNOTATION: &str = "pureflash.io/config-hash";
+/// Pod annotation: the [`Predecessor`] session, recorded when the operator creates the Pod.
+pub const PREDECESSOR_ANNOTATION: &str = "pureflash.io/predecessor-session";
 /// Pod label: the store id.
 pub const STORE_ID_LABEL: &str = "pureflash.io/store-id";
 /// The container name.
@@ -207,7 +210,34 @@ pub fn config_map_up_to_date(existing: &ConfigMap, desired: &ConfigMap) -> bool 
 
 /// The pfs Pod: on the store's node, host network, privileged (pfs drives the disks directly),
 /// the pfs.conf mounted where pfs reads it, `/dev` from the host.
-pub fn pod(store: &PureFlashStore, hash: &str) -> Pod {
+/// The [`PREDECESSOR_ANNOTATION`] value: `none`, or the session id in hex as ZooKeeper's own
+/// tools print it (`0x…`). `None` when there is nothing to record.
+pub fn predecessor_annotation(predecessor: Predecessor) -> Option<String> {
+    match predecessor {
+        Predecessor::Unknown => None,
+        Predecessor::NoSession => Some("none".into()),
+        Predecessor::Session(id) => Some(format!("{id:#x}")),
+    }
+}
+
+/// Reads a [`PREDECESSOR_ANNOTATION`] value; anything unreadable is `Unknown`, which only
+/// makes the judgement slower, never wrong.
+pub fn parse_predecessor(value: Option<&str>) -> Predecessor {
+    match value {
+        Some("none") => Predecessor::NoSession,
+        Some(hex) => hex
+            .strip_prefix("0x")
+            .and_then(|digits| u64::from_str_radix(digits, 16).ok())
+            .map_or(Predecessor::Unknown, |id| {
+                Predecessor::Session(id.cast_signed())
+            }),
+        None => Predecessor::Unknown,
+    }
+}
+
+/// The Pod running the store's pfs. `predecessor` is recorded in an annotation, which is why
+/// the Pod is only ever applied to create it.
+pub fn pod(store: &PureFlashStore, hash: &str, predecessor: Predecessor) -> Pod {
     let spec = &store.spec;
     let mut container = json!({
         "name": CONTAINER,
@@ -223,6 +253,10 @@ pub fn pod(store: &PureFlashStore, hash: &str) -> Pod {
     if let Some(resources) = &spec.resources {
         container["resources"] = serde_json::to_value(resources).expect("resources serialize");
     }
+    let mut annotations = json!({CONFIG_HASH_ANNOTATION: hash});
+    if let Some(session) = predecessor_annotation(predecessor) {
+        annotations[PREDECESSOR_ANNOTATION] = session.into();
+    }
     serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -230,7 +264,7 @@ pub fn pod(store: &PureFlashStore, hash: &str) -> Pod {
             "name": pod_name(store),
             "namespace": store.namespace(),
             "labels": labels(store),
-            "annotations": {CONFIG_HASH_ANNOTATION: hash},
+            "annotations": annotations,
             "ownerReferences": owner(store),
         },
         "spec": {
@@ -348,12 +382,16 @@ mod tests {
         let store = store(
             json!({"storeId": 7, "nodeName": "node-a", "trays": [{"device": "/dev/sdb"}], "resources": {"limits": {"memory": "4Gi"}}}),
         );
-        let pod = serde_json::to_value(pod(&store, "abc")).unwrap();
+        let pod = serde_json::to_value(pod(&store, "abc", Predecessor::Session(-2))).unwrap();
         assert_eq!(pod["metadata"]["name"], "store-7-pfs");
         assert_eq!(pod["metadata"]["labels"][STORE_ID_LABEL], "7");
         assert_eq!(
             pod["metadata"]["annotations"][CONFIG_HASH_ANNOTATION],
             "abc"
+        );
+        assert_eq!(
+            pod["metadata"]["annotations"][PREDECESSOR_ANNOTATION],
+            "0xfffffffffffffffe"
         );
         assert_eq!(pod["metadata"]["ownerReferences"][0]["uid"], "uid-7");
         assert_eq!(pod["metadata"]["ownerReferences"][0]["controller"], true);
@@ -372,6 +410,42 @@ mod tests {
         );
         let cm = serde_json::to_value(config_map(&store, "x")).unwrap();
         assert_eq!(cm["data"]["pfs.conf"], "x");
+    }
+
+    #[test]
+    fn the_predecessor_session_survives_the_annotation() {
+        for predecessor in [
+            Predecessor::NoSession,
+            Predecessor::Session(0x1000_0a3f_5c00_0002),
+            Predecessor::Session(i64::MIN),
+            Predecessor::Session(-1),
+        ] {
+            let value = predecessor_annotation(predecessor);
+            assert_eq!(
+                parse_predecessor(value.as_deref()),
+                predecessor,
+                "{value:?}"
+            );
+        }
+        assert_eq!(predecessor_annotation(Predecessor::Unknown), None);
+        for unreadable in [
+            None,
+            Some(""),
+            Some("0x"),
+            Some("12"),
+            Some("0xzz"),
+            Some("0x1ffffffffffffffff"),
+        ] {
+            assert_eq!(
+                parse_predecessor(unreadable),
+                Predecessor::Unknown,
+                "{unreadable:?}"
+            );
+        }
+        let store =
+            store(json!({"storeId": 7, "nodeName": "n", "trays": [{"device": "/dev/sda"}]}));
+        let unknown = pod(&store, "abc", Predecessor::Unknown);
+        assert!(!unknown.annotations().contains_key(PREDECESSOR_ANNOTATION));
     }
 
     #[test]

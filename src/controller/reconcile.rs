@@ -27,9 +27,9 @@ use crate::crd::{
 use crate::dbsync::DbSyncStatus;
 use crate::metrics::{Metrics, ReasonLabels, ResultLabels, StoreLabels};
 use crate::recovery::{
-    self, ClusterFacts, History, Observation, PodFacts, Policy, RestartReason, Verdict,
+    self, ClusterFacts, History, Observation, PodFacts, Policy, Predecessor, RestartReason, Verdict,
 };
-use crate::rollout::{self, HoldReason, RollObservation, RollPolicy, RollVerdict};
+use crate::rollout::{self, AliveNode, HoldReason, RollObservation, RollPolicy, RollVerdict};
 use crate::zk::{Snapshot, StoreId};
 
 /// The field manager of every write the operator makes.
@@ -291,15 +291,13 @@ fn roll_policy(settings: &Settings) -> RollPolicy {
 type Replaced = HashMap<ObjectRef<PureFlashStore>, (Timestamp, Option<String>)>;
 
 /// How many stores other than `store` are not [`rollout::available`], and the first few names
-/// in order. A store whose Pod this term replaced counts as unavailable while the (possibly
-/// lagging) Pod cache still shows the replaced Pod; one restarted this term, while the restart
-/// settles.
+/// in order. A store whose Pod this term replaced or restarted counts as unavailable while the
+/// (possibly lagging) Pod cache still shows the replaced Pod.
 fn unavailable_others(
     ctx: &Context,
     store: &PureFlashStore,
     snapshot: &Snapshot,
     replaced: &Replaced,
-    restarted: &HashMap<ObjectRef<PureFlashStore>, Timestamp>,
     now: Timestamp,
 ) -> (usize, Vec<String>) {
     const NAMED: usize = 3;
@@ -323,13 +321,9 @@ fn unavailable_others(
             pod.as_ref()
                 .is_some_and(|pod| Some(&pod.uid) == uid.as_ref())
         });
-        let restarting = restarted
-            .get(&key)
-            .is_some_and(|at| now.duration_since(*at) < policy.settle);
         let unavailable = replaced_in_cache
-            || restarting
             || !rollout::available(
-                alive(snapshot, other.spec.store_id),
+                alive_node(snapshot, other.spec.store_id),
                 pod.as_ref(),
                 now,
                 &policy,
@@ -365,6 +359,10 @@ fn pod_facts(pod: &Pod) -> (PodFacts, bool, Option<String>) {
     let ready = status
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|all| all.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    let container_restarts = status
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|all| all.iter().find(|c| c.name == pods::CONTAINER))
+        .map_or(0, |c| c.restart_count);
     let facts = PodFacts {
         uid: pod.uid().unwrap_or_default(),
         phase: status
@@ -372,16 +370,44 @@ fn pod_facts(pod: &Pod) -> (PodFacts, bool, Option<String>) {
             .unwrap_or_else(|| "Pending".into()),
         terminating: pod.metadata.deletion_timestamp.is_some(),
         running_since,
+        container_restarts,
+        predecessor: pods::parse_predecessor(
+            pod.annotations()
+                .get(pods::PREDECESSOR_ANNOTATION)
+                .map(String::as_str),
+        ),
     };
     (facts, ready, waiting)
 }
 
 fn alive(snapshot: &Snapshot, store_id: i32) -> bool {
+    alive_node(snapshot, store_id).exists
+}
+
+fn alive_node(snapshot: &Snapshot, store_id: i32) -> AliveNode {
     u32::try_from(store_id)
         .ok()
         .and_then(|id| StoreId::new(id).ok())
         .and_then(|id| snapshot.view.get(id))
-        .is_some_and(|s| s.alive)
+        .map_or(AliveNode::default(), |s| AliveNode {
+            exists: s.alive,
+            session: s.alive_session,
+        })
+}
+
+/// What a Pod created now records about the `alive` it must not take for its own.
+fn predecessor(snapshot: &Snapshot, store_id: i32) -> Predecessor {
+    if !snapshot.health.is_trusted() {
+        return Predecessor::Unknown;
+    }
+    match alive_node(snapshot, store_id) {
+        AliveNode { exists: false, .. } => Predecessor::NoSession,
+        AliveNode {
+            session: Some(session),
+            ..
+        } => Predecessor::Session(session),
+        AliveNode { session: None, .. } => Predecessor::Unknown,
+    }
 }
 
 fn db_state(db: &Option<watch::Receiver<DbSyncStatus>>) -> DbState {
@@ -590,10 +616,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 // The world as it is now, not as it was when this reconcile began: it may have
                 // waited for the lock behind many others.
                 let current = ctx.snapshots.borrow().clone();
-                let restarted = ctx.restarts.lock().await;
-                let (count, names) =
-                    unavailable_others(ctx, store, &current, rolls, &restarted, now);
-                drop(restarted);
+                let (count, names) = unavailable_others(ctx, store, &current, rolls, now);
                 Some(rollout::decide(
                     &RollObservation {
                         view_trusted: current.health.is_trusted(),
@@ -661,9 +684,14 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     }
     drop(rolls);
     if pod.is_none() {
+        let predecessor = predecessor(&ctx.snapshots.borrow(), store.spec.store_id);
         pod = Some(
-            pods.patch(&pod_name, &apply, &Patch::Apply(pods::pod(store, &hash)))
-                .await?,
+            pods.patch(
+                &pod_name,
+                &apply,
+                &Patch::Apply(pods::pod(store, &hash, predecessor)),
+            )
+            .await?,
         );
         record(
             ctx,
@@ -781,6 +809,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         restarts.insert(me.clone(), now);
         drop(restarts);
         if let Some(old) = &facts {
+            // Other stores' rollouts count this one unavailable until the Pod cache moves on.
+            let mut rolls = ctx.rolls.lock().await;
+            rolls.insert(me.clone(), (now, Some(old.uid.clone())));
+            drop(rolls);
             let force = DeleteParams {
                 grace_period_seconds: Some(0),
                 preconditions: Some(Preconditions {
@@ -803,8 +835,13 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             maps.patch(&config_map_name, &apply, &Patch::Apply(config_map))
                 .await?;
         }
-        pods.patch(&pod_name, &apply, &Patch::Apply(pods::pod(store, &hash)))
-            .await?;
+        let predecessor = predecessor(&ctx.snapshots.borrow(), store.spec.store_id);
+        pods.patch(
+            &pod_name,
+            &apply,
+            &Patch::Apply(pods::pod(store, &hash, predecessor)),
+        )
+        .await?;
         ctx.metrics
             .restarts
             .get_or_create(&ReasonLabels {
@@ -876,26 +913,21 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         );
     }
 
-    // Whether this store serves, for the rollouts held on its account; a Pod that is still
-    // settling is looked at again when it has.
+    // Whether this store serves, for the rollouts held on its account. A new pfs registering
+    // changes `alive`, which wakes this reconcile; a Pod that can only settle by time is looked
+    // at again when it has.
     let roll_policy = roll_policy(&ctx.settings);
+    let alive_now = view.map_or(AliveNode::default(), |s| AliveNode {
+        exists: s.alive,
+        session: s.alive_session,
+    });
     if trusted {
         ctx.held_rollouts.observe(
             &ObjectRef::from_obj(store),
-            rollout::available(
-                view.is_some_and(|s| s.alive),
-                facts.as_ref(),
-                now,
-                &roll_policy,
-            ),
+            rollout::available(alive_now, facts.as_ref(), now, &roll_policy),
         );
     }
-    let settles_in = facts
-        .as_ref()
-        .filter(|pod| pod.phase == "Running" && !pod.terminating)
-        .and_then(|pod| pod.running_since)
-        .and_then(|since| roll_policy.settle.checked_sub(now.duration_since(since)))
-        .filter(|left| left.is_positive())
+    let settles_in = rollout::settles_in(alive_now, facts.as_ref(), now, &roll_policy)
         .and_then(|left| Duration::try_from(left).ok());
     let requeue = match decision.verdict {
         Verdict::Wait { until, .. } => Duration::try_from(

@@ -399,7 +399,7 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::recovery::{RestartReason, decide};
+    use crate::recovery::{Predecessor, RestartReason, decide};
     use jiff::SignedDuration;
 
     fn t(seconds: i64) -> Timestamp {
@@ -428,6 +428,8 @@ mod tests {
             phase: "Running".into(),
             terminating: false,
             running_since: Some(since),
+            container_restarts: 0,
+            predecessor: Predecessor::Unknown,
         }
     }
 
@@ -724,6 +726,8 @@ mod tests {
             phase: phase.into(),
             terminating: false,
             running_since: None,
+            container_restarts: 0,
+            predecessor: Predecessor::Unknown,
         };
         let pods = [
             None,

@@ -527,6 +527,8 @@ struct Step {
     rel: String,
     deleted: bool,
     read: Option<usize>,
+    /// The node is the store's `alive`: its read is for the owner, not the data.
+    alive: bool,
 }
 
 /// Applies a batch of watch events: issues every needed data read at once, then applies the
@@ -553,15 +555,19 @@ async fn apply_batch(
                             rel: String::new(),
                             deleted,
                             read: None,
+                            alive: false,
                         });
                         continue;
                     }
                     Location::Elsewhere => continue,
                 };
-                let needs_data = !deleted
+                // `alive` is read for its owner, the data nodes for their data.
+                let node = StoreNode::parse(rel);
+                let alive = node == Ok(StoreNode::Alive);
+                let needs_read = !deleted
                     && dir.parse::<StoreId>().is_ok()
-                    && StoreNode::parse(rel).is_ok_and(|node| node.carries_data());
-                let read = needs_data.then(|| {
+                    && (alive || node.is_ok_and(|node| node.carries_data()));
+                let read = needs_read.then(|| {
                     reads.push(client.get_data(&event.path));
                     reads.len() - 1
                 });
@@ -570,6 +576,7 @@ async fn apply_batch(
                     rel: rel.to_owned(),
                     deleted,
                     read,
+                    alive,
                 });
             }
             // A recursive watch never sends these; nothing to do if one comes.
@@ -589,6 +596,7 @@ async fn apply_batch(
         let update = match step.read.map(|i| &results[i]) {
             None if step.deleted => NodeUpdate::Deleted,
             None => NodeUpdate::Present(&[]),
+            Some(Ok((_, stat))) if step.alive => NodeUpdate::Ephemeral(stat.ephemeral_owner),
             Some(Ok((data, _))) => NodeUpdate::Present(data),
             Some(Err(zk::Error::NoNode)) => NodeUpdate::Deleted,
             Some(Err(error)) => {
@@ -689,7 +697,7 @@ async fn read_store(
     };
     let mut reader = client.new_multi_reader();
     reader.add_get_children(&path).map_err(read_error)?;
-    for data in ["mngt_ip", "state"] {
+    for data in ["mngt_ip", "state", "alive"] {
         reader
             .add_get_data(&format!("{path}/{data}"))
             .map_err(read_error)?;
@@ -704,6 +712,10 @@ async fn read_store(
         return Ok(None);
     };
     let (mngt_ip, state) = (data_of(results.next()), data_of(results.next()));
+    let alive_owner = match results.next() {
+        Some(MultiReadResult::Data { stat, .. }) => Some(stat.ephemeral_owner),
+        _ => None,
+    };
     let trays = children_of(results.next()).unwrap_or_default();
     let ports = children_of(results.next()).unwrap_or_default();
     let rep_ports = children_of(results.next()).unwrap_or_default();
@@ -713,6 +725,14 @@ async fn read_store(
         let data = match child.as_str() {
             "mngt_ip" => mngt_ip.as_deref(),
             "state" => state.as_deref(),
+            "alive" => match alive_owner {
+                Some(owner) => {
+                    store.set_ephemeral(child, owner);
+                    continue;
+                }
+                // Listed but not read (replaced in between): there, owner unknown.
+                None => Some(&[][..]),
+            },
             _ => Some(&[][..]),
         };
         if let Some(data) = data {

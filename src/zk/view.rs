@@ -120,6 +120,10 @@ pub struct StoreView {
     pub state: Field<String>,
     /// The ephemeral `alive` node exists: the `pfs` process holds a live session.
     pub alive: bool,
+    /// The ZooKeeper session that owns `alive` (its `ephemeralOwner`), when known. A `pfs`
+    /// restarted while its old session lingers finds `alive` still standing for the old one:
+    /// a new owner is what proves the new process registered.
+    pub alive_session: Option<i64>,
     pub trays: BTreeMap<TrayUuid, TrayView>,
     pub ports: BTreeSet<IpAddr>,
     pub rep_ports: BTreeSet<IpAddr>,
@@ -142,6 +146,7 @@ impl StoreView {
             mngt_ip: Field::Missing,
             state: Field::Missing,
             alive: false,
+            alive_session: None,
             trays: BTreeMap::new(),
             ports: BTreeSet::new(),
             rep_ports: BTreeSet::new(),
@@ -152,6 +157,18 @@ impl StoreView {
     /// Records that the node at `rel` exists with `data`. Returns whether anything changed.
     pub fn set(&mut self, rel: &str, data: &[u8]) -> bool {
         self.update(rel, Some(data))
+    }
+
+    /// Records that the ephemeral node at `rel` exists, owned by `session`. Only `alive`'s
+    /// owner is kept. Returns whether anything changed.
+    pub fn set_ephemeral(&mut self, rel: &str, session: i64) -> bool {
+        if StoreNode::parse(rel) != Ok(StoreNode::Alive) {
+            return self.update(rel, Some(&[]));
+        }
+        let before = (self.alive, self.alive_session);
+        self.alive = true;
+        self.alive_session = Some(session);
+        before != (true, Some(session))
     }
 
     /// Records that the node at `rel` (and so everything below it) is gone.
@@ -203,7 +220,11 @@ impl StoreView {
                 self.state = value;
                 changed
             }
-            StoreNode::Alive => flag(&mut self.alive, present),
+            StoreNode::Alive => {
+                // Present without an owner: whose session it is is not known (any more).
+                let owner_known = self.alive_session.take().is_some();
+                flag(&mut self.alive, present) | owner_known
+            }
             StoreNode::Trays if present => false,
             StoreNode::Trays => {
                 let changed = !self.trays.is_empty();
@@ -329,6 +350,8 @@ fn parse_size(data: &[u8]) -> Result<u64, DataError> {
 pub enum NodeUpdate<'a> {
     /// The node exists; its data (empty for nodes whose data means nothing).
     Present(&'a [u8]),
+    /// The ephemeral node exists, owned by this ZooKeeper session (its `ephemeralOwner`).
+    Ephemeral(i64),
     Deleted,
 }
 
@@ -364,7 +387,7 @@ impl ClusterView {
 
     /// Applies one node change inside store directory `dir`.
     pub fn apply(&mut self, dir: &str, rel: &str, update: NodeUpdate<'_>) -> Touched {
-        if let NodeUpdate::Present(_) = update {
+        if update != NodeUpdate::Deleted {
             self.stores_dir = true; // a child implies its parent
         }
         let id = match dir.parse::<StoreId>() {
@@ -372,10 +395,8 @@ impl ClusterView {
             Err(error) => {
                 // Only the directory itself counts; what lies below a malformed one is ignored.
                 let changed = match (rel.is_empty(), update) {
-                    (true, NodeUpdate::Present(_)) => {
-                        self.malformed_dirs.insert(dir.to_owned(), error).is_none()
-                    }
                     (true, NodeUpdate::Deleted) => self.malformed_dirs.remove(dir).is_some(),
+                    (true, _) => self.malformed_dirs.insert(dir.to_owned(), error).is_none(),
                     (false, _) => false,
                 };
                 return if changed {
@@ -391,13 +412,19 @@ impl ClusterView {
                 Some(store) => Arc::make_mut(store).remove(rel),
                 None => false,
             },
-            NodeUpdate::Present(data) => {
+            NodeUpdate::Present(_) | NodeUpdate::Ephemeral(_) => {
                 let mut created = false;
                 let store = self.stores.entry(id).or_insert_with(|| {
                     created = true;
                     Arc::new(StoreView::new(id))
                 });
-                Arc::make_mut(store).set(rel, data) | created
+                let store = Arc::make_mut(store);
+                created
+                    | match update {
+                        NodeUpdate::Ephemeral(session) => store.set_ephemeral(rel, session),
+                        NodeUpdate::Present(data) => store.set(rel, data),
+                        NodeUpdate::Deleted => unreachable!("matched above"),
+                    }
             }
         };
         if changed {
@@ -646,6 +673,54 @@ mod tests {
                 value: "010.0.0.1".into()
             })
         );
+    }
+
+    #[test]
+    fn alive_remembers_which_session_owns_it() {
+        let mut view = view_of(&registered_store(5));
+        let owner = |view: &ClusterView| view.get(id(5)).unwrap().alive_session;
+        assert_eq!(owner(&view), None, "listed without a stat: owner unknown");
+        assert_eq!(
+            view.apply("5", "alive", NodeUpdate::Ephemeral(0x51)),
+            Touched::Store(id(5)),
+            "learning the owner is a change"
+        );
+        assert_eq!(owner(&view), Some(0x51));
+        assert_eq!(
+            view.apply("5", "alive", NodeUpdate::Ephemeral(0x51)),
+            Touched::Nothing,
+            "idempotent"
+        );
+        // A pfs restarted after its old session expired registers under a new one.
+        view.apply("5", "alive", NodeUpdate::Deleted);
+        assert_eq!(owner(&view), None);
+        assert_eq!(
+            view.apply("5", "alive", NodeUpdate::Ephemeral(0x52)),
+            Touched::Store(id(5))
+        );
+        assert_eq!(owner(&view), Some(0x52));
+        assert!(view.get(id(5)).unwrap().alive);
+        // Seen again without a stat, the owner is no longer known.
+        assert_eq!(
+            view.apply("5", "alive", NodeUpdate::Present(b"")),
+            Touched::Store(id(5))
+        );
+        assert_eq!(owner(&view), None);
+        // Only alive has an owner worth keeping; other ephemeral nodes are just there.
+        let tray_online = format!("trays/{U1}/online");
+        view.apply("5", &tray_online, NodeUpdate::Deleted);
+        assert_eq!(
+            view.apply("5", &tray_online, NodeUpdate::Ephemeral(0x52)),
+            Touched::Store(id(5))
+        );
+        assert_eq!(view.get(id(5)).unwrap().trays_online(), 1);
+        assert_eq!(owner(&view), None);
+        // A store first seen through its alive node exists from then on.
+        assert_eq!(
+            view.apply("9", "alive", NodeUpdate::Ephemeral(0x60)),
+            Touched::Store(id(9))
+        );
+        assert_eq!(view.get(id(9)).unwrap().alive_session, Some(0x60));
     }
 
     #[test]

@@ -195,6 +195,13 @@ impl PfsSim {
         self.session.as_ref().map(|(_, client)| client.state())
     }
 
+    /// The current session's id (what ZooKeeper records as `alive`'s `ephemeralOwner`).
+    pub fn session_id(&self) -> Option<i64> {
+        self.session
+            .as_ref()
+            .map(|(_, client)| client.session_id().0)
+    }
+
     /// Crash with the session closed: the server deletes the ephemerals at once.
     pub async fn crash(&mut self) {
         if let Some((proxy, client)) = self.session.take() {
