@@ -143,28 +143,8 @@ pub struct Mirror {
 impl Mirror {
     /// Starts the mirror task. It runs until `shutdown` is cancelled, then closes its session.
     pub fn spawn(config: MirrorConfig, shutdown: CancellationToken) -> Mirror {
-        let health = Health {
-            session: SessionStatus::Connecting,
-            synced: false,
-            last_full_sync: None,
-            sessions: 0,
-        };
-        let initial = Arc::new(Snapshot {
-            version: 0,
-            view: ClusterView::default(),
-            health: health.clone(),
-        });
-        let (snapshot_tx, snapshots) = watch::channel(initial);
-        let (events, _) = broadcast::channel(EVENT_CHANNEL_CAPACITY);
-        let publisher = Publisher {
-            stores_path: config.layout.stores().to_owned(),
-            warned_no_stores_dir: false,
-            version: 0,
-            view: ClusterView::default(),
-            health,
-            snapshots: snapshot_tx,
-            events: events.clone(),
-        };
+        let publisher = Publisher::new(config.layout.stores());
+        let (snapshots, events) = (publisher.snapshots.subscribe(), publisher.events.clone());
         let task = tokio::spawn(run(config, publisher, shutdown));
         Mirror {
             snapshots,
@@ -264,6 +244,29 @@ struct Publisher {
 }
 
 impl Publisher {
+    fn new(stores_path: &str) -> Publisher {
+        let health = Health {
+            session: SessionStatus::Connecting,
+            synced: false,
+            last_full_sync: None,
+            sessions: 0,
+        };
+        let initial = Arc::new(Snapshot {
+            version: 0,
+            view: ClusterView::default(),
+            health: health.clone(),
+        });
+        Publisher {
+            stores_path: stores_path.to_owned(),
+            warned_no_stores_dir: false,
+            version: 0,
+            view: ClusterView::default(),
+            health,
+            snapshots: watch::channel(initial).0,
+            events: broadcast::channel(EVENT_CHANNEL_CAPACITY).0,
+        }
+    }
+
     fn set_session(&mut self, session: SessionStatus) {
         let mut health = self.health.clone();
         // Only staying connected keeps the view synced; any other transition needs a reload.
@@ -541,10 +544,12 @@ async fn apply_batch(
 ) -> BatchOutcome {
     let mut steps = Vec::with_capacity(batch.len());
     let mut reads = Vec::new();
-    let mut session_change = None;
+    // Every session change, in order: a disconnection and the reconnection after it may both
+    // sit in one batch, and the disconnection must still cost the view its trust.
+    let mut session_changes = Vec::new();
     for event in &batch {
         match event.event_type {
-            EventType::Session => session_change = Some(event.session_state),
+            EventType::Session => session_changes.push(event.session_state),
             EventType::NodeCreated | EventType::NodeDataChanged | EventType::NodeDeleted => {
                 let deleted = event.event_type == EventType::NodeDeleted;
                 let (dir, rel) = match layout.locate(&event.path) {
@@ -618,22 +623,38 @@ async fn apply_batch(
         .partition(|id| !publisher.view.stores.contains_key(id));
     publisher.publish(&changed, &removed, dirs_changed, false);
 
-    match session_change {
-        Some(state) if state.is_terminated() => BatchOutcome::Terminated(state),
-        Some(SessionState::Disconnected) => {
-            warn!(
-                "ZooKeeper connection lost; the view is not trusted until reconnected and reloaded"
-            );
-            publisher.set_session(SessionStatus::Disconnected);
-            BatchOutcome::Disconnected
+    apply_session_changes(
+        publisher,
+        &session_changes,
+        BatchOutcome::Applied { reread_failed },
+    )
+}
+
+/// Publishes a batch's session changes in order; the outcome is the last one's.
+fn apply_session_changes(
+    publisher: &mut Publisher,
+    changes: &[SessionState],
+    mut outcome: BatchOutcome,
+) -> BatchOutcome {
+    for &state in changes {
+        match state {
+            state if state.is_terminated() => return BatchOutcome::Terminated(state),
+            SessionState::Disconnected => {
+                warn!(
+                    "ZooKeeper connection lost; the view is not trusted until reconnected and reloaded"
+                );
+                publisher.set_session(SessionStatus::Disconnected);
+                outcome = BatchOutcome::Disconnected;
+            }
+            SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
+                info!("ZooKeeper connection re-established; reloading");
+                publisher.set_session(SessionStatus::Connected);
+                outcome = BatchOutcome::Reconnected;
+            }
+            _ => {}
         }
-        Some(SessionState::SyncConnected | SessionState::ConnectedReadOnly) => {
-            info!("ZooKeeper connection re-established; reloading");
-            publisher.set_session(SessionStatus::Connected);
-            BatchOutcome::Reconnected
-        }
-        _ => BatchOutcome::Applied { reread_failed },
     }
+    outcome
 }
 
 /// Reads the whole `stores/` tree: one listing, then per store one multi-read of its top level
@@ -791,5 +812,50 @@ fn data_of(result: Option<MultiReadResult>) -> Option<Vec<u8>> {
     match result {
         Some(MultiReadResult::Data { data, .. }) => Some(data),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_disconnection_costs_trust_even_when_the_reconnection_comes_in_the_same_batch() {
+        let mut publisher = Publisher::new("/pureflash/c/stores");
+        publisher.set_session(SessionStatus::Connected);
+        publisher.replace_view(ClusterView::default());
+        assert!(publisher.health.is_trusted());
+        let outcome = apply_session_changes(
+            &mut publisher,
+            &[SessionState::Disconnected, SessionState::SyncConnected],
+            BatchOutcome::Applied {
+                reread_failed: false,
+            },
+        );
+        assert!(matches!(outcome, BatchOutcome::Reconnected), "reload due");
+        assert_eq!(publisher.health.session, SessionStatus::Connected);
+        assert!(
+            !publisher.health.is_trusted(),
+            "events may have been lost while disconnected: untrusted until reloaded"
+        );
+        publisher.replace_view(ClusterView::default());
+        assert!(publisher.health.is_trusted());
+    }
+
+    #[test]
+    fn a_terminal_session_event_ends_the_batch() {
+        let mut publisher = Publisher::new("/pureflash/c/stores");
+        publisher.set_session(SessionStatus::Connected);
+        let outcome = apply_session_changes(
+            &mut publisher,
+            &[SessionState::Disconnected, SessionState::Expired],
+            BatchOutcome::Applied {
+                reread_failed: false,
+            },
+        );
+        assert!(matches!(
+            outcome,
+            BatchOutcome::Terminated(SessionState::Expired)
+        ));
     }
 }
