@@ -427,7 +427,7 @@ fn restarts_within_hour(restarts: &[Timestamp], now: Timestamp) -> usize {
 
 /// More than `freeze_share` of the stores, and at least `freeze_min_offline` of them, are
 /// offline. Exactly at the share is not frozen.
-fn cluster_frozen(cluster: &ClusterFacts, policy: &Policy) -> bool {
+pub fn cluster_frozen(cluster: &ClusterFacts, policy: &Policy) -> bool {
     if cluster.stores == 0 || cluster.offline < policy.freeze_min_offline {
         return false;
     }

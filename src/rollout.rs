@@ -102,6 +102,11 @@ pub struct RollObservation<'a> {
     pub unavailable_others: &'a [String],
     /// How many other stores are not available in all.
     pub unavailable_count: usize,
+    /// The store carries the recovery-paused annotation: someone works on it by hand.
+    pub paused: bool,
+    /// Recovery restarts are frozen cluster-wide: so many stores are offline at once that a
+    /// ZooKeeper or network fault is the likelier cause.
+    pub cluster_frozen: bool,
 }
 
 /// Why a Pod is replaced now.
@@ -125,6 +130,11 @@ pub enum HoldReason {
     PodTerminating,
     /// The ZooKeeper view cannot tell whether the store serves.
     ViewUntrusted,
+    /// The store's recovery is paused by hand: its running pfs is left alone.
+    RecoveryPaused,
+    /// The store is offline while restarts are frozen cluster-wide: replacing its running pfs
+    /// would be the restart the freeze withholds.
+    ClusterFrozen,
     /// `max_unavailable` other stores are unavailable.
     OthersUnavailable {
         count: usize,
@@ -139,6 +149,8 @@ impl HoldReason {
         match self {
             HoldReason::PodTerminating => "PodTerminating",
             HoldReason::ViewUntrusted => "ViewUntrusted",
+            HoldReason::RecoveryPaused => "RecoveryPaused",
+            HoldReason::ClusterFrozen => "ClusterFrozen",
             HoldReason::OthersUnavailable { .. } => OTHERS_UNAVAILABLE,
         }
     }
@@ -154,6 +166,12 @@ impl HoldReason {
             HoldReason::ViewUntrusted => {
                 "the ZooKeeper view cannot tell whether the store serves: the pod is not replaced"
                     .into()
+            }
+            HoldReason::RecoveryPaused => {
+                "recovery of this store is paused (pureflash.io/recovery-paused): its running pod is not replaced; remove the annotation, or annotate pureflash.io/restart to replace it now".into()
+            }
+            HoldReason::ClusterFrozen => {
+                "the store is offline while restarts are frozen cluster-wide (too many stores offline at once): its running pod is not replaced until the freeze lifts".into()
             }
             HoldReason::OthersUnavailable { .. } => format!(
                 "a changed spec waits to replace the pod of this serving store: other stores are unavailable and at most {max_unavailable} may be (--max-unavailable); the RolloutHeld Event names them"
@@ -202,7 +220,14 @@ pub fn decide(observation: &RollObservation<'_>, policy: &RollPolicy) -> RollVer
     if !observation.view_trusted {
         return RollVerdict::Hold(HoldReason::ViewUntrusted);
     }
+    // From here the Pod runs a pfs: replacing it is a kill, so recovery's hand-brakes apply.
+    if observation.paused {
+        return RollVerdict::Hold(HoldReason::RecoveryPaused);
+    }
     if !observation.alive {
+        if observation.cluster_frozen {
+            return RollVerdict::Hold(HoldReason::ClusterFrozen);
+        }
         return RollVerdict::Roll(RollReason::StoreOffline);
     }
     if observation.unavailable_count >= policy.max_unavailable {
@@ -261,6 +286,8 @@ mod tests {
             pod,
             unavailable_others: others,
             unavailable_count: others.len(),
+            paused: false,
+            cluster_frozen: false,
         }
     }
 
@@ -345,6 +372,51 @@ mod tests {
             decide(&observe(false, &running, &others), &policy()),
             RollVerdict::Roll(RollReason::StoreOffline)
         );
+    }
+
+    #[test]
+    fn a_running_pfs_is_not_replaced_against_recoverys_hand_brakes() {
+        let running = pod("Running", Some(300));
+        let paused = |alive| RollObservation {
+            paused: true,
+            ..observe(alive, &running, &[])
+        };
+        for alive in [true, false] {
+            assert_eq!(
+                decide(&paused(alive), &policy()),
+                RollVerdict::Hold(HoldReason::RecoveryPaused),
+                "paused, alive {alive}"
+            );
+        }
+        let frozen = |alive| RollObservation {
+            cluster_frozen: true,
+            ..observe(alive, &running, &[])
+        };
+        assert_eq!(
+            decide(&frozen(false), &policy()),
+            RollVerdict::Hold(HoldReason::ClusterFrozen),
+            "an offline store's replacement is the restart the freeze withholds"
+        );
+        assert_eq!(
+            decide(&frozen(true), &policy()),
+            RollVerdict::Roll(RollReason::WithinBudget),
+            "a serving store is guarded by the budget instead"
+        );
+        // A Pod that runs no pfs is replaced all the same: that kills nothing.
+        let pending = pod("Pending", None);
+        let held_back = RollObservation {
+            paused: true,
+            cluster_frozen: true,
+            ..observe(false, &pending, &[])
+        };
+        assert_eq!(
+            decide(&held_back, &policy()),
+            RollVerdict::Roll(RollReason::PodNotRunning)
+        );
+        for hold in [HoldReason::RecoveryPaused, HoldReason::ClusterFrozen] {
+            assert_eq!(hold.detail(1), hold.message(1));
+            assert!(!hold.message(1).is_empty());
+        }
     }
 
     #[test]

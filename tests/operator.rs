@@ -848,15 +848,19 @@ async fn a_paused_store_is_left_alone_and_a_spec_change_rolls_its_pod() {
         assert!(ok, "{stderr}");
     };
 
-    annotate("pureflash.io/recovery-paused=true");
+    let paused_with_its_pfs_stopped = async |pod: &str| {
+        annotate("pureflash.io/recovery-paused=true");
+        harness.signal_pod(pod, libc::SIGSTOP);
+        wait_for("RecoveryFrozen: RecoveryPaused", async || {
+            let store = stores.get("store-1").await.ok()?;
+            let held = condition(&store, "RecoveryFrozen")?;
+            (held.status == "True" && held.reason == "RecoveryPaused").then_some(())
+        })
+        .await;
+    };
+
     let first_pod = pod_uid(&pods, "store-1-pfs").await.unwrap();
-    harness.signal_pod("store-1-pfs", libc::SIGSTOP);
-    wait_for("RecoveryFrozen: RecoveryPaused", async || {
-        let store = stores.get("store-1").await.ok()?;
-        let held = condition(&store, "RecoveryFrozen")?;
-        (held.status == "True" && held.reason == "RecoveryPaused").then_some(())
-    })
-    .await;
+    paused_with_its_pfs_stopped("store-1-pfs").await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(pod_uid(&pods, "store-1-pfs").await, Some(first_pod.clone()));
 
@@ -871,12 +875,25 @@ async fn a_paused_store_is_left_alone_and_a_spec_change_rolls_its_pod() {
     wait_phase(&harness, &stores, "store-1", Phase::Online).await;
     assert_eq!(restart_count(&stores, "store-1").await, 1);
 
-    // A changed pfs setting rolls the Pod with the new pfs.conf; that is not a recovery restart.
+    // Paused again, a changed spec does not replace the paused store's running pfs either.
+    paused_with_its_pfs_stopped("store-1-pfs").await;
     apply(
         &harness,
         &(store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 2)
             + "  settings:\n    engine:\n      name: spdk\n"),
     );
+    wait_for("UpToDate: RecoveryPaused", async || {
+        let store = stores.get("store-1").await.ok()?;
+        let held = condition(&store, "UpToDate")?;
+        (held.status == "False" && held.reason == "RecoveryPaused").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(pod_uid(&pods, "store-1-pfs").await, Some(restarted.clone()));
+
+    // Unpaused, the offline store's Pod is rolled with the new pfs.conf; that is not a
+    // recovery restart.
+    annotate("pureflash.io/recovery-paused-");
     wait_for("the pod rolled", async || {
         pod_uid(&pods, "store-1-pfs")
             .await

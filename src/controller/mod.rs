@@ -130,7 +130,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
     // The ZooKeeper view wakes the store it concerns within milliseconds; a change of the
     // view's trust (disconnect, resync) wakes them all.
     let (one_tx, one_rx) = mpsc::unbounded_channel::<ObjectRef<PureFlashStore>>();
-    let held_rollouts = reconcile::HeldRollouts::new(one_tx.clone());
+    let waiting = reconcile::WaitingStores::new(one_tx.clone());
     let (all_tx, all_rx) = mpsc::unbounded_channel::<()>();
     let forwarder_stores = stores.clone();
     let forwarder_stop = stop.clone();
@@ -196,7 +196,9 @@ pub async fn run(term: Term, stop: CancellationToken) {
         db,
         restarts: tokio::sync::Mutex::new(HashMap::new()),
         rolls: tokio::sync::Mutex::new(HashMap::new()),
-        held_rollouts,
+        waiting,
+        failures: std::sync::Mutex::default(),
+        term: stop.clone(),
     });
     // What is kept per store goes within a minute of the store's deletion: its metrics and this
     // term's memory of it. When the term ends, all per-store metrics go (a standby must not
@@ -220,15 +222,20 @@ pub async fn run(term: Term, stop: CancellationToken) {
                 present.contains(&ObjectRef::new(&labels.name).within(&labels.namespace))
             });
             pruned.written.retain(|store| present.contains(store));
-            pruned.held_rollouts.retain(|store| present.contains(store));
+            pruned.waiting.retain(|store| present.contains(store));
+            pruned
+                .failures
+                .lock()
+                .expect("failures")
+                .retain(|store, _| present.contains(store));
             pruned
                 .restarts
                 .lock()
                 .await
                 .retain(|store, _| present.contains(store));
         }
-        pruned.metrics.retain_stores(|_| false);
     });
+    let term_metrics = Arc::clone(&context.metrics);
     info!(
         namespace = namespace.as_deref().unwrap_or("(all)"),
         "controller started"
@@ -251,5 +258,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
     forwarder.abort();
     cache_watch.abort();
     let _ = pruner.await;
+    // Only now: reconciles finishing during the graceful shutdown still set store gauges.
+    term_metrics.retain_stores(|_| false);
     info!("controller stopped");
 }

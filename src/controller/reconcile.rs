@@ -16,8 +16,10 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::{Mutex, mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::backoff::Backoff;
 use crate::controller::cache_loaded;
 use crate::controller::pods::{self, Environment};
 use crate::controller::status::{self, DbState, Facts, Restart};
@@ -91,41 +93,61 @@ pub struct Context {
     /// settles (the Pod cache may not show the deletion yet). The lock serializes rollout
     /// decisions so `max_unavailable` holds even when reconciles run concurrently.
     pub rolls: Mutex<Replaced>,
-    /// Rollouts held for other stores' sake, woken as those stores become available.
-    pub held_rollouts: HeldRollouts,
+    /// Stores waiting for others, woken as those become available.
+    pub waiting: WaitingStores,
+    /// Consecutive failed reconciles per store, spacing out their retries: an API server that
+    /// fails or throttles is not answered with more load.
+    pub failures: std::sync::Mutex<HashMap<ObjectRef<PureFlashStore>, Backoff>>,
+    /// Cancelled when this replica's leadership term ends. Reconciles still running then may
+    /// finish reading but must not write: another replica may lead already.
+    pub term: CancellationToken,
 }
 
-/// Rollouts held for other stores' sake, and the stores that keep them waiting.
+impl Context {
+    /// Called before every write: fails once the term has ended.
+    fn still_leading(&self) -> Result<(), Error> {
+        if self.term.is_cancelled() {
+            Err(Error::TermEnded)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Stores that wait for other stores to become available, and the stores that keep them
+/// waiting: rollouts held for other stores' sake, and recoveries held by the cluster-wide rails
+/// (restarts in flight, the freeze), which lift as other stores come back.
 ///
-/// Nothing about a held store changes when another store becomes available again, so without
-/// help it would have to poll. Instead, the reconcile of a store last seen unavailable that
-/// finds it available wakes the longest-held store: that one rolls or, still held, goes to the
-/// back of the line. A slow poll ([`HELD_RECHECK`]) stays as the safety net for a lost wake-up.
-pub struct HeldRollouts {
+/// Nothing about a waiting store changes when another store becomes available again, so
+/// without help it would have to poll. Instead, the reconcile of a store last seen unavailable
+/// that finds it available wakes the longest-waiting store: that one acts or, still held, goes
+/// to the back of the line. A slow poll ([`HELD_RECHECK`]) stays as the safety net for a lost
+/// wake-up (and for rails that lift with time, like the in-flight window).
+pub struct WaitingStores {
     wake: mpsc::UnboundedSender<ObjectRef<PureFlashStore>>,
-    state: std::sync::Mutex<HeldState>,
+    state: std::sync::Mutex<WaitingState>,
 }
 
 #[derive(Default)]
-struct HeldState {
-    /// Held stores, longest-held first.
+struct WaitingState {
+    /// Waiting stores, longest-waiting first.
     held: VecDeque<ObjectRef<PureFlashStore>>,
     /// Stores whose last reconcile found them unavailable.
     unavailable: HashSet<ObjectRef<PureFlashStore>>,
 }
 
-impl HeldRollouts {
+impl WaitingStores {
     /// `wake` reconciles the store sent to it.
-    pub fn new(wake: mpsc::UnboundedSender<ObjectRef<PureFlashStore>>) -> HeldRollouts {
-        HeldRollouts {
+    pub fn new(wake: mpsc::UnboundedSender<ObjectRef<PureFlashStore>>) -> WaitingStores {
+        WaitingStores {
             wake,
             state: std::sync::Mutex::default(),
         }
     }
 
-    /// Records whether `store`'s rollout is held for others now.
-    fn set_held(&self, store: &ObjectRef<PureFlashStore>, held: bool) {
-        let mut state = self.state.lock().expect("held rollouts");
+    /// Records whether `store` waits for others now.
+    fn set_waiting(&self, store: &ObjectRef<PureFlashStore>, held: bool) {
+        let mut state = self.state.lock().expect("waiting stores");
         let position = state.held.iter().position(|s| s == store);
         match (held, position) {
             (true, None) => state.held.push_back(store.clone()),
@@ -136,9 +158,9 @@ impl HeldRollouts {
         }
     }
 
-    /// Records whether `store` is available; becoming so wakes the longest-held rollout.
+    /// Records whether `store` is available; becoming so wakes the longest-waiting store.
     fn observe(&self, store: &ObjectRef<PureFlashStore>, available: bool) {
-        let mut state = self.state.lock().expect("held rollouts");
+        let mut state = self.state.lock().expect("waiting stores");
         if !available {
             state.unavailable.insert(store.clone());
             return;
@@ -155,7 +177,7 @@ impl HeldRollouts {
 
     /// Forgets stores for which `keep` is false (deleted ones).
     pub fn retain(&self, mut keep: impl FnMut(&ObjectRef<PureFlashStore>) -> bool) {
-        let mut state = self.state.lock().expect("held rollouts");
+        let mut state = self.state.lock().expect("waiting stores");
         state.held.retain(|s| keep(s));
         state.unavailable.retain(|s| keep(s));
     }
@@ -246,6 +268,8 @@ pub enum Error {
     Render(#[from] pods::RenderError),
     #[error("{0}")]
     Invalid(String),
+    #[error("this replica no longer leads: the write is left to the new leader")]
+    TermEnded,
 }
 
 impl Error {
@@ -255,6 +279,7 @@ impl Error {
             Error::Kube(_) => "KubernetesApi",
             Error::Render(_) => "ConfigInvalid",
             Error::Invalid(_) => "SpecInvalid",
+            Error::TermEnded => "TermEnded",
         }
     }
 }
@@ -422,7 +447,8 @@ fn db_state(db: &Option<watch::Receiver<DbSyncStatus>>) -> DbState {
     }
 }
 
-/// How often a rollout held for other stores' sake looks again if no wake-up came.
+/// How often a store waiting for others (a held rollout or recovery) looks again if no wake-up
+/// came.
 const HELD_RECHECK: Duration = Duration::from_secs(15);
 
 /// How long a node's InternalIP is reused before it is read again: a changed address reaches
@@ -483,6 +509,9 @@ async fn record(
     action: &str,
     note: String,
 ) {
+    if ctx.still_leading().is_err() {
+        return;
+    }
     let event = Event {
         type_: kind,
         reason: reason.to_owned(),
@@ -500,6 +529,12 @@ pub async fn reconcile(store: Arc<PureFlashStore>, ctx: Arc<Context>) -> Result<
     let started = std::time::Instant::now();
     let result = reconcile_inner(&store, &ctx).await;
     let outcome = if result.is_ok() { "ok" } else { "error" };
+    if result.is_ok() {
+        ctx.failures
+            .lock()
+            .expect("failures")
+            .remove(&ObjectRef::from_obj(store.as_ref()));
+    }
     ctx.metrics
         .reconciles
         .get_or_create(&ResultLabels { result: outcome })
@@ -617,6 +652,15 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 // waited for the lock behind many others.
                 let current = ctx.snapshots.borrow().clone();
                 let (count, names) = unavailable_others(ctx, store, &current, rolls, now);
+                let all = ctx.stores.state();
+                let cluster = ClusterFacts {
+                    stores: all.len().max(1),
+                    offline: all
+                        .iter()
+                        .filter(|s| !alive(&current, s.spec.store_id))
+                        .count(),
+                    restarts_in_flight: 0,
+                };
                 Some(rollout::decide(
                     &RollObservation {
                         view_trusted: current.health.is_trusted(),
@@ -624,6 +668,14 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                         pod: &facts,
                         unavailable_others: &names,
                         unavailable_count: count,
+                        paused: store
+                            .annotations()
+                            .get(PAUSE_ANNOTATION)
+                            .is_some_and(|v| v == "true"),
+                        cluster_frozen: recovery::cluster_frozen(
+                            &cluster,
+                            &policy(store, &ctx.settings),
+                        ),
                     },
                     &roll_policy,
                 ))
@@ -635,11 +687,8 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         Some(RollVerdict::Hold(hold)) => Some(hold.clone()),
         _ => None,
     };
-    ctx.held_rollouts.set_held(
-        &ObjectRef::from_obj(store),
-        matches!(roll_held, Some(HoldReason::OthersUnavailable { .. })),
-    );
     if map_stale && roll_held.is_none() {
+        ctx.still_leading()?;
         maps.patch(&config_map_name, &apply, &Patch::Apply(config_map.clone()))
             .await?;
     }
@@ -651,6 +700,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             }),
             ..DeleteParams::default()
         };
+        ctx.still_leading()?;
         match pods.delete(&pod_name, &params).await {
             Ok(_) => {
                 if let Some(mut rolls) = rolls.take() {
@@ -685,6 +735,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     drop(rolls);
     if pod.is_none() {
         let predecessor = predecessor(&ctx.snapshots.borrow(), store.spec.store_id);
+        ctx.still_leading()?;
         pod = Some(
             pods.patch(
                 &pod_name,
@@ -711,14 +762,24 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
 
     // Recovery: decided and acted on under one lock, so the in-flight cap holds.
     let policy = policy(store, &ctx.settings);
-    let now = Timestamp::now();
     let annotations = store.annotations();
     let mut restarts = ctx.restarts.lock().await;
+    // The lock may have been a long wait behind other stores' restarts: the clock and the
+    // cluster-wide counts are taken now. This store's own facts (and so whether its Pod was
+    // read from the API) came from the view at the start; if they changed meanwhile, the
+    // decision is taken again on fresh reads (the change has queued this store anyway).
+    let now = Timestamp::now();
+    let current = ctx.snapshots.borrow().clone();
+    if current.health.is_trusted() != trusted
+        || alive(&current, store.spec.store_id) != alive(&snapshot, store.spec.store_id)
+    {
+        return Ok(Action::requeue(Duration::ZERO));
+    }
     let me = ObjectRef::from_obj(store);
     let all = ctx.stores.state();
     let offline = all
         .iter()
-        .filter(|s| !alive(&snapshot, s.spec.store_id))
+        .filter(|s| !alive(&current, s.spec.store_id))
         .count();
     // Runs for every store on every reconcile: no allocation unless this term restarted some.
     let in_flight = all
@@ -741,7 +802,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 &policy,
                 last,
                 status.and_then(|s| s.offline_since.as_ref()).map(|t| t.0),
-                alive(&snapshot, s.spec.store_id),
+                alive(&current, s.spec.store_id),
                 now,
             )
         })
@@ -804,10 +865,12 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         // Record first, act second: a leader that dies in between has written that it restarted,
         // so its successor waits for the backoff instead of restarting twice.
         let recorded = compute(Some(&restart), facts.as_ref());
+        ctx.still_leading()?;
         let result = apply_status(&stores, &name, &recorded).await?;
         ctx.written.wrote(store, &recorded, result);
         restarts.insert(me.clone(), now);
         drop(restarts);
+        let mut killed = false;
         if let Some(old) = &facts {
             // Other stores' rollouts count this one unavailable until the Pod cache moves on.
             let mut rolls = ctx.rolls.lock().await;
@@ -821,47 +884,43 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 }),
                 ..DeleteParams::default()
             };
+            ctx.still_leading()?;
             match pods.delete(&pod_name, &force).await {
+                Ok(_) => killed = true,
                 // Gone already, or replaced since (the uid precondition): nothing to kill.
-                Ok(_) => {}
                 Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
                 // The restart is recorded but not done: the error is reported and, once the
                 // backoff has passed, the next reconcile tries again.
                 Err(error) => return Err(error.into()),
             }
         }
-        // The new Pod runs the current spec, held rollout or not: so does its pfs.conf.
-        if map_stale && roll_held.is_some() {
-            maps.patch(&config_map_name, &apply, &Patch::Apply(config_map))
-                .await?;
-        }
-        let predecessor = predecessor(&ctx.snapshots.borrow(), store.spec.store_id);
-        pods.patch(
-            &pod_name,
-            &apply,
-            &Patch::Apply(pods::pod(store, &hash, predecessor)),
-        )
-        .await?;
-        ctx.metrics
-            .restarts
-            .get_or_create(&ReasonLabels {
-                reason: reason.as_str(),
-            })
-            .inc();
+        // Reported as soon as it is done: a failure to create the new Pod below must not hide
+        // that a pfs was killed.
         let offline_for = decision
             .offline_since
             .map(|since| now.duration_since(since).as_secs())
             .unwrap_or(0);
-        let note = match reason {
+        let why = match reason {
             RestartReason::Offline => format!(
-                "store {} offline in ZooKeeper for {offline_for}s while pod {pod_name} was running: pod force-deleted (grace 0) and recreated",
+                "store {} offline in ZooKeeper for {offline_for}s while pod {pod_name} was running",
                 store.spec.store_id
             ),
-            RestartReason::Manual => format!(
-                "restart requested by the {RESTART_ANNOTATION} annotation: pod {pod_name} force-deleted (grace 0) and recreated"
-            ),
+            RestartReason::Manual => {
+                format!("restart requested by the {RESTART_ANNOTATION} annotation")
+            }
         };
-        info!(store = %name, %namespace, reason = reason.as_str(), "restarted pfs");
+        let note = if killed {
+            ctx.metrics
+                .restarts
+                .get_or_create(&ReasonLabels {
+                    reason: reason.as_str(),
+                })
+                .inc();
+            info!(store = %name, %namespace, reason = reason.as_str(), "restarted pfs");
+            format!("{why}: pod {pod_name} force-deleted (grace 0); a new pod is created")
+        } else {
+            format!("{why}: pod {pod_name} was gone or replaced already; a new pod is created")
+        };
         record(
             ctx,
             store,
@@ -871,6 +930,20 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             note,
         )
         .await;
+        // The new Pod runs the current spec, held rollout or not: so does its pfs.conf.
+        if map_stale && roll_held.is_some() {
+            ctx.still_leading()?;
+            maps.patch(&config_map_name, &apply, &Patch::Apply(config_map))
+                .await?;
+        }
+        let predecessor = predecessor(&ctx.snapshots.borrow(), store.spec.store_id);
+        ctx.still_leading()?;
+        pods.patch(
+            &pod_name,
+            &apply,
+            &Patch::Apply(pods::pod(store, &hash, predecessor)),
+        )
+        .await?;
         None
     } else {
         drop(restarts);
@@ -879,6 +952,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
 
     if let Some(new_status) = &new_status {
         if *new_status != previous {
+            ctx.still_leading()?;
             let result = apply_status(&stores, &name, new_status).await?;
             ctx.written.wrote(store, new_status, result);
         }
@@ -921,8 +995,17 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         exists: s.alive,
         session: s.alive_session,
     });
+    let waits_for_others = matches!(roll_held, Some(HoldReason::OthersUnavailable { .. }))
+        || matches!(
+            decision.verdict,
+            Verdict::Skip(
+                recovery::SkipReason::TooManyInFlight | recovery::SkipReason::ClusterFrozen
+            )
+        );
+    ctx.waiting
+        .set_waiting(&ObjectRef::from_obj(store), waits_for_others);
     if trusted {
-        ctx.held_rollouts.observe(
+        ctx.waiting.observe(
             &ObjectRef::from_obj(store),
             rollout::available(alive_now, facts.as_ref(), now, &roll_policy),
         );
@@ -939,7 +1022,9 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         // A restart: look again soon, to see the new Pod start.
         Verdict::Restart(_) => Duration::from_secs(1),
         // Woken when another store becomes available; this is the safety net.
-        _ if matches!(roll_held, Some(HoldReason::OthersUnavailable { .. })) => HELD_RECHECK,
+        _ if waits_for_others || matches!(roll_held, Some(HoldReason::ClusterFrozen)) => {
+            HELD_RECHECK
+        }
         _ => ctx.settings.requeue,
     };
     let requeue = match settles_in {
@@ -1075,11 +1160,25 @@ async fn owned_caches_loaded(ctx: &Context) {
     }
 }
 
-/// Requeue after a failed reconcile.
+/// Retries of a failing store's reconcile start this soon and back off to this.
+const RETRY_INITIAL: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(120);
+
 /// events.k8s.io/v1 refuses notes longer than 1 kB.
 const EVENT_NOTE_MAX: usize = 1024;
 
+/// Requeue after a failed reconcile, later after each consecutive failure.
 pub fn error_policy(store: Arc<PureFlashStore>, error: &Error, ctx: Arc<Context>) -> Action {
+    if let Error::TermEnded = error {
+        return Action::await_change();
+    }
+    let retry_in = ctx
+        .failures
+        .lock()
+        .expect("failures")
+        .entry(ObjectRef::from_obj(store.as_ref()))
+        .or_insert_with(|| Backoff::new(RETRY_INITIAL, RETRY_MAX))
+        .next_delay();
     warn!(store = %store.name_any(), category = error.category(), %error, "reconcile failed; retrying");
     // Users see failures where they look (kubectl describe); the recorder folds repeats of the
     // same message into one Event series.
@@ -1103,7 +1202,7 @@ pub fn error_policy(store: Arc<PureFlashStore>, error: &Error, ctx: Arc<Context>
         )
         .await;
     });
-    Action::requeue(Duration::from_secs(2))
+    Action::requeue(retry_in)
 }
 
 #[cfg(test)]
@@ -1114,12 +1213,12 @@ mod tests {
     #[test]
     fn a_store_becoming_available_wakes_the_longest_held_rollout_once() {
         let (wake, mut woken) = mpsc::unbounded_channel();
-        let held = HeldRollouts::new(wake);
+        let held = WaitingStores::new(wake);
         let store = |name: &str| ObjectRef::<PureFlashStore>::new(name).within("pf");
         let (a, b, rolled) = (store("a"), store("b"), store("rolled"));
-        held.set_held(&a, true);
-        held.set_held(&b, true);
-        held.set_held(&a, true);
+        held.set_waiting(&a, true);
+        held.set_waiting(&b, true);
+        held.set_waiting(&a, true);
 
         // Available all along (like the held stores themselves): wakes nobody.
         held.observe(&a, true);
@@ -1135,13 +1234,13 @@ mod tests {
         assert!(woken.try_recv().is_err());
 
         // Still held when woken: `a` goes to the back of the line.
-        held.set_held(&a, true);
+        held.set_waiting(&a, true);
         held.observe(&rolled, false);
         held.observe(&rolled, true);
         assert_eq!(woken.try_recv().unwrap(), b);
 
         // A store no longer held, or deleted, is not woken.
-        held.set_held(&b, false);
+        held.set_waiting(&b, false);
         held.retain(|s| *s != a);
         held.observe(&rolled, false);
         held.observe(&rolled, true);
