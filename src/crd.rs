@@ -94,7 +94,22 @@ pub struct PureFlashStoreSpec {
     /// Extra pfs.conf settings, by section and key (`engine: {name: aio}`,
     /// `afs: {meta_size: "10737418240"}`). The operator owns `[cluster]`, `[zookeeper]`,
     /// `[afs] id/mngt_ip`, `[tray.N]`, `[port.N]` and `[rep_port.N]`.
+    /// Names and values are written into pfs.conf as they are, so they are confined to what a
+    /// line of it can hold: a newline in a value would add lines of its own (a second `id=`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend(
+        "maxProperties" = 32,
+        "additionalProperties" = {
+            "type": "object",
+            "maxProperties": 64,
+            "additionalProperties": {"type": "string", "maxLength": 1024, "pattern": "^[^\r\n]*$"},
+            "x-kubernetes-validations": [{
+                "rule": "self.all(k, k.matches('^[A-Za-z0-9_.-]{1,64}$'))",
+                "message": "settings keys are pfs.conf names: letters, digits, '_', '.', '-' (at most 64)"
+            }]
+        }
+    ))]
+    #[x_kube(validation = Rule::new("self.all(s, s.matches('^[A-Za-z0-9_.-]{1,64}$'))").message("settings sections are pfs.conf section names: letters, digits, '_', '.', '-' (at most 64)"))]
     #[x_kube(validation = Rule::new("self.all(s, s != 'cluster' && s != 'zookeeper' && !s.startsWith('tray.') && !s.startsWith('port.') && !s.startsWith('rep_port.'))").message("settings may not set the [cluster], [zookeeper], [tray.N], [port.N] or [rep_port.N] sections: the operator owns them"))]
     #[x_kube(validation = Rule::new("!('afs' in self) || (!('id' in self.afs) && !('mngt_ip' in self.afs))").message("settings may not set [afs] id or mngt_ip: use storeId and mngtIp"))]
     pub settings: BTreeMap<String, BTreeMap<String, String>>,

@@ -632,6 +632,18 @@ async fn invalid_specs_are_rejected_with_clear_messages() {
             "settings may not set [afs] id or mngt_ip",
         ),
         (
+            valid.clone() + "  settings:\n    engine:\n      name: \"aio\\n[afs]\\nid=7\"\n",
+            "spec.settings.engine.name in body should match",
+        ),
+        (
+            valid.clone() + "  settings:\n    engine:\n      \"name=aio\": x\n",
+            "settings keys are pfs.conf names",
+        ),
+        (
+            valid.clone() + "  settings:\n    \"afs]\\n[x\":\n      a: b\n",
+            "settings sections are pfs.conf section names",
+        ),
+        (
             valid.replace("backoffMaxSeconds: 8", "backoffMaxSeconds: 1"),
             "backoffMaxSeconds must not be below backoffInitialSeconds",
         ),

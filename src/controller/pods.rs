@@ -44,6 +44,19 @@ pub enum RenderError {
         "node {node} has no InternalIP to default mngtIp/ports/repPorts from; set them in the spec"
     )]
     NoNodeAddress { node: String },
+    #[error(
+        "settings.{section}.{key} cannot be written into pfs.conf (names: letters, digits, '_', '.', '-'; values: one line)"
+    )]
+    UnwritableSetting { section: String, key: String },
+}
+
+/// Whether a settings section or key can stand in pfs.conf as it is.
+fn is_conf_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Names of the objects a store owns.
@@ -78,6 +91,17 @@ pub fn pfs_conf(store: &PureFlashStore, env: &Environment) -> Result<String, Ren
     };
     let ports = or_node(&spec.ports)?;
     let rep_ports = or_node(&spec.rep_ports)?;
+    // The CRD's schema says the same; this holds where an older CRD let such a spec through.
+    for (section, keys) in &spec.settings {
+        for (key, value) in keys {
+            if !is_conf_name(section) || !is_conf_name(key) || value.contains(['\n', '\r']) {
+                return Err(RenderError::UnwritableSetting {
+                    section: section.clone(),
+                    key: key.clone(),
+                });
+            }
+        }
+    }
 
     let empty = BTreeMap::new();
     let mut conf = String::new();
@@ -321,6 +345,32 @@ mod tests {
              [port.0]\nip=192.168.1.7\n[rep_port.0]\nip=10.2.0.7\n\
              [engine]\nname=aio\n[replicator]\nconn_type=tcp\n"
         );
+    }
+
+    #[test]
+    fn a_setting_that_would_add_lines_of_its_own_is_refused() {
+        for settings in [
+            json!({"engine": {"name": "aio\n[afs]\nid=7"}}),
+            json!({"engine": {"name": "aio\rid=7"}}),
+            json!({"engine": {"na=me": "aio"}}),
+            json!({"eng]ine": {"name": "aio"}}),
+            json!({"engine": {"": "aio"}}),
+        ] {
+            let store = store(
+                json!({"storeId": 7, "nodeName": "n", "trays": [{"device": "/dev/sda"}], "settings": settings.clone()}),
+            );
+            assert!(
+                matches!(
+                    pfs_conf(&store, &env()),
+                    Err(RenderError::UnwritableSetting { .. })
+                ),
+                "{settings}"
+            );
+        }
+        let fine = store(
+            json!({"storeId": 7, "nodeName": "n", "trays": [{"device": "/dev/sda"}], "settings": {"replicator": {"conn_type": "rdma", "max.io-depth_2": "x = y # z"}}}),
+        );
+        assert!(pfs_conf(&fine, &env()).is_ok());
     }
 
     #[test]
