@@ -24,7 +24,8 @@ use crate::zk::{ClusterLayout, Mirror};
 pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     let layout = ClusterLayout::new(&args.zk.cluster)?;
     let db_url: Option<DbUrl> = args.db.as_deref().map(str::parse).transpose()?;
-    let client = kube_client(&args).await?;
+    let kube_config = kube_config(&args).await?;
+    let client = kube_client(kube_config.clone())?;
     let namespace = Some(args.kube.namespace.clone()).filter(|ns| !ns.is_empty());
     check_crd(&client, &namespace).await?;
     let identity = args
@@ -75,8 +76,13 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         &identity,
         args.lease.lease_duration,
     );
+    let lease_client = leader::lease_client(kube_config, &lease).map_err(|e| {
+        crate::Error::Kube(format!(
+            "cannot build a Kubernetes client for the Lease: {e}"
+        ))
+    })?;
     let election = tokio::spawn(leader::run(
-        client.clone(),
+        lease_client,
         lease,
         leading_tx,
         shutdown.clone(),
@@ -242,7 +248,7 @@ fn default_identity() -> String {
     format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
-async fn kube_client(args: &RunArgs) -> Result<Client, crate::Error> {
+async fn kube_config(args: &RunArgs) -> Result<Config, crate::Error> {
     let config = match &args.kube.kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
@@ -260,6 +266,10 @@ async fn kube_client(args: &RunArgs) -> Result<Client, crate::Error> {
             ))
         })?,
     };
+    Ok(config)
+}
+
+fn kube_client(config: Config) -> Result<Client, crate::Error> {
     let url = config.cluster_url.to_string();
     Client::try_from(config)
         .map_err(|e| crate::Error::Kube(format!("cannot build a Kubernetes client for {url}: {e}")))
