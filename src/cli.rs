@@ -73,8 +73,8 @@ pub struct LeaseArgs {
     /// This replica's identity in the Lease (default: `POD_NAME`, else the hostname and a random suffix).
     #[arg(long, env = "PUREFLASH_IDENTITY")]
     pub identity: Option<String>,
-    /// Lease duration: a standby takes over this long after the leader stops renewing.
-    #[arg(long, env = "PUREFLASH_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    /// Lease duration, at least 1s: a standby takes over this long after it last saw the leader renew.
+    #[arg(long, env = "PUREFLASH_LEASE_DURATION", default_value = "15s", value_parser = parse_lease_duration)]
     pub lease_duration: Duration,
 }
 
@@ -221,6 +221,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(duration)
 }
 
+/// A lease duration: the Lease publishes whole seconds, and a lease of less than one second
+/// would not survive one slow request.
+pub fn parse_lease_duration(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration < Duration::from_secs(1) {
+        return Err("must be at least 1s (the Lease counts whole seconds)".into());
+    }
+    Ok(duration)
+}
+
 /// Logs go to stderr (stdout carries command output such as the `--once` summary).
 pub fn init_logging(args: &LogArgs) {
     let filter = EnvFilter::try_new(&args.filter).unwrap_or_else(|error| {
@@ -350,6 +360,12 @@ mod tests {
         assert!(
             Cli::try_parse_from(["pureflash-operator", "sync", "--resync-interval", "fast"])
                 .is_err()
+        );
+        assert_eq!(parse_lease_duration("1s"), Ok(Duration::from_secs(1)));
+        assert!(
+            parse_lease_duration("500ms")
+                .unwrap_err()
+                .contains("at least 1s")
         );
     }
 }

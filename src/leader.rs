@@ -1,22 +1,40 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so that only one operator replica
 //! writes (status, Pods, Events, the metadata DB) while the others keep their views warm.
 //!
-//! The decision ([`step`]) is pure; the loop ([`run`]) applies it with optimistic concurrency
-//! (every write carries the Lease's resourceVersion, so two candidates cannot both win). A
-//! leader that cannot renew within `renew_deadline` (shorter than the lease duration) stops
-//! leading before anyone else may take over; on shutdown it releases the Lease so a standby
-//! takes over at once.
+//! This module owns the Lease: creating, renewing, taking over and releasing it, and the
+//! `leading` signal the rest of the operator acts on. The decisions ([`step`], [`held`],
+//! [`Complaints`]) are pure and take the time as an argument; the loop ([`run`]) applies them
+//! with optimistic concurrency (every write carries the Lease's resourceVersion, so two
+//! candidates cannot both win).
+//!
+//! Timing never compares one replica's clock with another's (like client-go): a follower
+//! measures the Lease's expiry on its own monotonic clock, from when it last saw the Lease
+//! change, and the leader measures its term from just before its last successful renewal was
+//! sent. A leader that cannot renew within `renew_deadline` (shorter than the lease duration)
+//! stops leading even while a request is still in flight, so it stops before anyone else may
+//! take over. On shutdown the Lease is released, so a standby takes over at once; the caller
+//! decides when, once nothing acts on this replica's leadership any more.
 
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
 use kube::api::{Api, PostParams};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
+
+use crate::backoff::Backoff;
+
+/// First retry delay after a failed Lease request.
+const RETRY_MIN: Duration = Duration::from_millis(500);
+/// Retries of a persistent failure (missing RBAC, missing namespace) slow down to this.
+const RETRY_MAX: Duration = Duration::from_secs(10);
+/// A failure that goes on is warned about again this often.
+const WARN_EVERY: Duration = Duration::from_secs(30);
 
 /// Lease settings.
 #[derive(Clone, Debug)]
@@ -25,7 +43,8 @@ pub struct LeaseConfig {
     pub namespace: String,
     /// This replica's identity (the Pod name in a cluster).
     pub identity: String,
-    /// How long a lease is valid without renewal: a standby takes over after this.
+    /// How long a lease is valid without renewal: a standby takes over after this. Published
+    /// in whole seconds, rounded up (see [`lease_seconds`]).
     pub duration: Duration,
     /// How often the leader renews.
     pub renew_every: Duration,
@@ -46,6 +65,26 @@ impl LeaseConfig {
     }
 }
 
+/// The Lease's `leaseDurationSeconds` for `duration`: rounded up, and at least 1 s, so that
+/// what followers wait for is never shorter than what the leader's own deadline assumes
+/// (truncating 1.5 s to 1 s, or 500 ms to 0 s, would let a standby take over early).
+pub fn lease_seconds(duration: Duration) -> i32 {
+    let seconds = duration.as_secs() + u64::from(duration.subsec_nanos() > 0);
+    i32::try_from(seconds.max(1)).unwrap_or(i32::MAX)
+}
+
+/// A client for the Lease requests alone. kube's default client retries 429/503/504 for
+/// minutes and waits for an answer forever; a leader must instead find out within its renew
+/// deadline that it cannot renew, and retry on its own schedule. (Every attempt is also bounded
+/// by a timeout in [`run`]; this keeps a dead connection from being reused for the next one.)
+pub fn lease_client(mut config: kube::Config, lease: &LeaseConfig) -> kube::Result<Client> {
+    config.default_retry = false;
+    config.read_timeout = Some(lease.renew_deadline);
+    // Count the read timeout from each request, not from when a pooled connection went idle.
+    config.reset_reader_on_write = true;
+    Client::try_from(config)
+}
+
 /// What to do about the Lease.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -55,47 +94,70 @@ pub enum Step {
     Renew,
     /// Held by nobody, or its holder stopped renewing: take it.
     TakeOver,
-    /// Someone else holds it until `expires`.
-    Follow { holder: String, expires: Timestamp },
+    /// Someone else holds it; unless the Lease changes, it is ours to take at `until`.
+    Follow { holder: String, until: Instant },
 }
 
-/// The step for `me` given the current Lease spec, at `now`.
+/// Someone else's Lease as this replica last saw it, and since when (on this replica's own
+/// clock) it has looked like that.
+#[derive(Clone, Debug)]
+pub struct Sighting {
+    spec: LeaseSpec,
+    since: Instant,
+}
+
+/// The step for `me` given the current Lease spec, observed at `now` (after the read that
+/// returned it completed, so that a late answer makes us wait longer, never shorter).
+///
+/// `last_seen` is what the previous calls saw; a holder's renewal is recognised by the spec
+/// changing, never by comparing its `renewTime` with our clock (the replicas' clocks may
+/// disagree by more than the lease duration).
 pub fn step(
     lease: Option<&LeaseSpec>,
     me: &str,
-    now: Timestamp,
+    last_seen: &mut Option<Sighting>,
+    now: Instant,
     default_duration: Duration,
 ) -> Step {
     let Some(spec) = lease else {
+        *last_seen = None;
         return Step::Create;
     };
     let holder = spec.holder_identity.clone().unwrap_or_default();
     if holder == me {
+        *last_seen = None;
         return Step::Renew;
     }
     if holder.is_empty() {
         return Step::TakeOver;
     }
-    let seconds = spec
+    let since = match last_seen {
+        Some(seen) if seen.spec == *spec => seen.since,
+        _ => {
+            *last_seen = Some(Sighting {
+                spec: spec.clone(),
+                since: now,
+            });
+            now
+        }
+    };
+    // The holder's published duration: it is the one that promised to stop by then.
+    let duration = spec
         .lease_duration_seconds
-        .map(i64::from)
-        .unwrap_or(default_duration.as_secs() as i64);
-    let renewed = spec
-        .renew_time
-        .as_ref()
-        .or(spec.acquire_time.as_ref())
-        .map(|t| t.0);
-    let expires = renewed
-        .and_then(|at| at.checked_add(SignedDuration::from_secs(seconds)).ok())
-        .unwrap_or(Timestamp::MIN);
-    if expires <= now {
+        .filter(|&seconds| seconds > 0)
+        .map_or(default_duration, |seconds| {
+            Duration::from_secs(seconds as u64)
+        });
+    let until = since + duration;
+    if now >= until {
         Step::TakeOver
     } else {
-        Step::Follow { holder, expires }
+        Step::Follow { holder, until }
     }
 }
 
-/// The Lease spec after `me` creates, renews or takes it over at `now`.
+/// The Lease spec after `me` creates, renews or takes it over at `now` (wall-clock time, for
+/// people reading the Lease; no replica's timing depends on it).
 pub fn held(
     previous: Option<&LeaseSpec>,
     me: &str,
@@ -106,7 +168,7 @@ pub fn held(
     let transitions = previous.and_then(|p| p.lease_transitions).unwrap_or(0);
     LeaseSpec {
         holder_identity: Some(me.to_owned()),
-        lease_duration_seconds: Some(duration.as_secs() as i32),
+        lease_duration_seconds: Some(lease_seconds(duration)),
         acquire_time: if already_mine {
             previous.and_then(|p| p.acquire_time.clone())
         } else {
@@ -122,61 +184,148 @@ pub fn held(
     }
 }
 
-/// Runs the election until `shutdown`; `leading` says whether this replica leads now.
+/// Which failed Lease requests to warn about: the first of a run of failures, a different
+/// failure, and one that goes on at most every [`WARN_EVERY`] — so that a missing RBAC rule
+/// or namespace is visible at the default log level without a warning every retry.
+#[derive(Debug, Default)]
+pub struct Complaints {
+    /// The failure last warned about, and when.
+    warned: Option<(String, Instant)>,
+}
+
+impl Complaints {
+    /// A request failed with `error` at `now`: whether to warn about it.
+    pub fn failed(&mut self, error: &str, now: Instant) -> bool {
+        let warn = match &self.warned {
+            Some((last, at)) => last != error || now.duration_since(*at) >= WARN_EVERY,
+            None => true,
+        };
+        if warn {
+            self.warned = Some((error.to_owned(), now));
+        }
+        warn
+    }
+
+    /// A request succeeded: whether failures had been warned about (and now are over).
+    pub fn succeeded(&mut self) -> bool {
+        self.warned.take().is_some()
+    }
+}
+
+/// Runs the election until `stop`; `leading` says whether this replica leads now.
+///
+/// Cancelling `stop` releases the Lease (if this replica holds it), letting a standby take over
+/// at once: cancel it only once nothing acts on this replica's leadership any more. Until then
+/// a leader keeps renewing.
 pub async fn run(
     client: Client,
     config: LeaseConfig,
     leading: watch::Sender<bool>,
-    shutdown: CancellationToken,
+    stop: CancellationToken,
 ) {
     let leases: Api<Lease> = Api::namespaced(client, &config.namespace);
-    let mut last_renewal: Option<tokio::time::Instant> = None;
+    let mut last_seen = None;
+    // While leading: when the term ends unless renewed (the last renewal's start + deadline).
+    let mut term_end: Option<Instant> = None;
+    let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
+    let mut complaints = Complaints::default();
     loop {
-        let wait = match attempt(&leases, &config).await {
-            Ok(true) => {
-                last_renewal = Some(tokio::time::Instant::now());
-                if !*leading.borrow() {
-                    info!(lease = %config.name, identity = %config.identity, "became leader");
-                    leading.send_replace(true);
+        update_leading(&leading, &mut term_end, &config, Instant::now(), false);
+        // Taken before the request: the Lease's renewal happens after this, so a term counted
+        // from here ends before any follower (which starts counting once it sees the renewal)
+        // may take over.
+        let started = Instant::now();
+        // No attempt outlives our term; a candidate's takes no longer than a renewal may.
+        let bound = term_end.unwrap_or(started + config.renew_deadline);
+        let outcome = tokio::select! {
+            _ = stop.cancelled() => break,
+            outcome = tokio::time::timeout_at(bound, attempt(&leases, &config, &mut last_seen)) => outcome,
+        };
+        let failure = match outcome {
+            Ok(Ok(holding)) => {
+                if complaints.succeeded() {
+                    info!(lease = %config.name, "Lease requests succeed again");
                 }
-                config.renew_every
+                backoff.reset();
+                term_end = holding.then(|| started + config.renew_deadline);
+                update_leading(&leading, &mut term_end, &config, Instant::now(), !holding);
+                None
             }
-            Ok(false) => {
-                if *leading.borrow() {
-                    warn!(lease = %config.name, "lost the lease to another replica; stepping down");
-                    leading.send_replace(false);
+            Ok(Err(error)) => Some(error.to_string()),
+            Err(_elapsed) => Some("no answer in time".to_owned()),
+        };
+        let wait = match failure {
+            None => config.renew_every,
+            Some(error) => {
+                if complaints.failed(&error, Instant::now()) {
+                    warn!(lease = %config.name, namespace = %config.namespace, %error, "Lease request failed; retrying");
+                } else {
+                    debug!(lease = %config.name, %error, "Lease request failed");
                 }
-                last_renewal = None;
-                config.renew_every
-            }
-            Err(error) => {
-                debug!(%error, "lease request failed");
-                let overdue = last_renewal.is_some_and(|at| at.elapsed() >= config.renew_deadline);
-                if *leading.borrow() && overdue {
-                    warn!(lease = %config.name, %error, "could not renew the lease in time; stepping down");
-                    leading.send_replace(false);
-                    last_renewal = None;
-                }
-                Duration::from_millis(500)
+                update_leading(&leading, &mut term_end, &config, Instant::now(), false);
+                backoff.next_delay()
             }
         };
+        // Wake at the term's end at the latest, to stop leading on time.
+        let wake = Instant::now() + wait;
+        let wake = term_end.map_or(wake, |end| end.min(wake));
         tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep_until(wake) => {}
         }
     }
-    if *leading.borrow() {
-        leading.send_replace(false);
-        release(&leases, &config).await;
+    leading.send_replace(false);
+    // Bounded like a renewal: a release that cannot get through is not worth waiting for (the
+    // Lease then expires).
+    if tokio::time::timeout(config.renew_deadline, release(&leases, &config))
+        .await
+        .is_err()
+    {
+        debug!(lease = %config.name, "could not release the lease in time (it will expire)");
     }
 }
 
+/// Publishes whether we lead at `now`: only while the term has not ended. `lost` says the last
+/// attempt found the Lease held by someone else (rather than our renewals failing).
+fn update_leading(
+    leading: &watch::Sender<bool>,
+    term_end: &mut Option<Instant>,
+    config: &LeaseConfig,
+    now: Instant,
+    lost: bool,
+) {
+    if term_end.is_some_and(|end| now >= end) {
+        *term_end = None;
+    }
+    let leads = term_end.is_some();
+    if leads == *leading.borrow() {
+        return;
+    }
+    if leads {
+        info!(lease = %config.name, identity = %config.identity, "became leader");
+    } else if lost {
+        warn!(lease = %config.name, "lost the lease to another replica; stepping down");
+    } else {
+        warn!(lease = %config.name, deadline = ?config.renew_deadline, "could not renew the lease in time; stepping down");
+    }
+    leading.send_replace(leads);
+}
+
 /// One round: returns whether we hold the Lease afterwards.
-async fn attempt(leases: &Api<Lease>, config: &LeaseConfig) -> kube::Result<bool> {
-    let now = Timestamp::now();
+async fn attempt(
+    leases: &Api<Lease>,
+    config: &LeaseConfig,
+    last_seen: &mut Option<Sighting>,
+) -> kube::Result<bool> {
     let current = leases.get_opt(&config.name).await?;
     let spec = current.as_ref().and_then(|l| l.spec.clone());
-    match step(spec.as_ref(), &config.identity, now, config.duration) {
+    match step(
+        spec.as_ref(),
+        &config.identity,
+        last_seen,
+        Instant::now(),
+        config.duration,
+    ) {
         Step::Follow { .. } => Ok(false),
         Step::Create => {
             let lease = Lease {
@@ -185,7 +334,12 @@ async fn attempt(leases: &Api<Lease>, config: &LeaseConfig) -> kube::Result<bool
                     namespace: Some(config.namespace.clone()),
                     ..ObjectMeta::default()
                 },
-                spec: Some(held(None, &config.identity, now, config.duration)),
+                spec: Some(held(
+                    None,
+                    &config.identity,
+                    Timestamp::now(),
+                    config.duration,
+                )),
             };
             match leases.create(&PostParams::default(), &lease).await {
                 Ok(_) => Ok(true),
@@ -195,7 +349,12 @@ async fn attempt(leases: &Api<Lease>, config: &LeaseConfig) -> kube::Result<bool
         }
         Step::Renew | Step::TakeOver => {
             let mut lease = current.expect("a lease to renew or take over");
-            lease.spec = Some(held(spec.as_ref(), &config.identity, now, config.duration));
+            lease.spec = Some(held(
+                spec.as_ref(),
+                &config.identity,
+                Timestamp::now(),
+                config.duration,
+            ));
             // The resourceVersion read above makes this a compare-and-swap.
             match leases
                 .replace(&config.name, &PostParams::default(), &lease)
@@ -209,7 +368,7 @@ async fn attempt(leases: &Api<Lease>, config: &LeaseConfig) -> kube::Result<bool
     }
 }
 
-/// Gives the Lease up so a standby does not wait for it to expire.
+/// Gives the Lease up, if we hold it, so a standby does not wait for it to expire.
 async fn release(leases: &Api<Lease>, config: &LeaseConfig) {
     let Ok(Some(mut lease)) = leases.get_opt(&config.name).await else {
         return;
@@ -237,7 +396,7 @@ mod tests {
 
     const DURATION: Duration = Duration::from_secs(15);
 
-    fn t(seconds: i64) -> Timestamp {
+    fn wall(seconds: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + seconds).unwrap()
     }
 
@@ -245,69 +404,357 @@ mod tests {
         LeaseSpec {
             holder_identity: holder.map(str::to_owned),
             lease_duration_seconds: Some(15),
-            renew_time: Some(MicroTime(t(renewed))),
-            acquire_time: Some(MicroTime(t(0))),
+            renew_time: Some(MicroTime(wall(renewed))),
+            acquire_time: Some(MicroTime(wall(0))),
             lease_transitions: Some(2),
             ..LeaseSpec::default()
         }
     }
 
+    /// A clock for the pure decisions: instants `seconds` after a fixed origin.
+    struct Clock(Instant);
+
+    impl Clock {
+        fn new() -> Clock {
+            Clock(Instant::now())
+        }
+
+        fn at(&self, seconds: u64) -> Instant {
+            self.0 + Duration::from_secs(seconds)
+        }
+    }
+
     #[test]
     fn the_steps() {
-        assert_eq!(step(None, "a", t(0), DURATION), Step::Create);
+        let clock = Clock::new();
+        let mut seen = None;
         assert_eq!(
-            step(Some(&lease(Some("a"), 0)), "a", t(100), DURATION),
+            step(None, "a", &mut seen, clock.at(0), DURATION),
+            Step::Create
+        );
+        assert_eq!(
+            step(
+                Some(&lease(Some("a"), 0)),
+                "a",
+                &mut seen,
+                clock.at(100),
+                DURATION
+            ),
             Step::Renew,
             "our own lease is renewed even if late"
         );
         assert_eq!(
-            step(Some(&lease(None, 0)), "a", t(1), DURATION),
+            step(Some(&lease(None, 0)), "a", &mut seen, clock.at(1), DURATION),
             Step::TakeOver,
             "released"
-        );
-        assert_eq!(
-            step(Some(&lease(Some("b"), 0)), "a", t(14), DURATION),
-            Step::Follow {
-                holder: "b".into(),
-                expires: t(15)
-            }
-        );
-        assert_eq!(
-            step(Some(&lease(Some("b"), 0)), "a", t(15), DURATION),
-            Step::TakeOver,
-            "expired exactly at renew + duration"
-        );
-        let no_times = LeaseSpec {
-            holder_identity: Some("b".into()),
-            ..LeaseSpec::default()
-        };
-        assert_eq!(
-            step(Some(&no_times), "a", t(0), DURATION),
-            Step::TakeOver,
-            "a lease never renewed is free"
         );
     }
 
     #[test]
+    fn a_lease_expires_a_duration_after_it_was_first_seen_unchanged() {
+        let clock = Clock::new();
+        let mut seen = None;
+        let b = lease(Some("b"), 0);
+        let follow = |until| Step::Follow {
+            holder: "b".into(),
+            until,
+        };
+        // However old its renewTime, a lease seen for the first time is followed for a whole
+        // duration: we cannot tell how far the holder's clock is from ours.
+        assert_eq!(
+            step(Some(&b), "a", &mut seen, clock.at(0), DURATION),
+            follow(clock.at(15))
+        );
+        assert_eq!(
+            step(Some(&b), "a", &mut seen, clock.at(14), DURATION),
+            follow(clock.at(15))
+        );
+        assert_eq!(
+            step(Some(&b), "a", &mut seen, clock.at(15), DURATION),
+            Step::TakeOver,
+            "unchanged for exactly a duration"
+        );
+    }
+
+    #[test]
+    fn a_renewal_restarts_the_wait() {
+        let clock = Clock::new();
+        let mut seen = None;
+        step(
+            Some(&lease(Some("b"), 0)),
+            "a",
+            &mut seen,
+            clock.at(0),
+            DURATION,
+        );
+        assert_eq!(
+            step(
+                Some(&lease(Some("b"), 5)),
+                "a",
+                &mut seen,
+                clock.at(10),
+                DURATION
+            ),
+            Step::Follow {
+                holder: "b".into(),
+                until: clock.at(25)
+            }
+        );
+        assert_eq!(
+            step(
+                Some(&lease(Some("b"), 5)),
+                "a",
+                &mut seen,
+                clock.at(24),
+                DURATION
+            ),
+            Step::Follow {
+                holder: "b".into(),
+                until: clock.at(25)
+            }
+        );
+        assert_eq!(
+            step(
+                Some(&lease(Some("b"), 5)),
+                "a",
+                &mut seen,
+                clock.at(25),
+                DURATION
+            ),
+            Step::TakeOver
+        );
+    }
+
+    #[test]
+    fn clock_skew_between_replicas_does_not_matter() {
+        let clock = Clock::new();
+        // The holder's clock is an hour behind ours, and it renews every 5 s: its renewTime
+        // always looks long expired to us, yet it is healthy.
+        let mut seen = None;
+        for tick in 0..40 {
+            let renewed = -3600 + 5 * tick as i64;
+            assert!(
+                matches!(
+                    step(
+                        Some(&lease(Some("b"), renewed)),
+                        "a",
+                        &mut seen,
+                        clock.at(5 * tick),
+                        DURATION
+                    ),
+                    Step::Follow { .. }
+                ),
+                "a renewing holder is followed (tick {tick})"
+            );
+        }
+        // The holder's clock is an hour ahead of ours, and it stopped renewing: its renewTime
+        // looks valid for an hour, yet it is gone.
+        let mut seen = None;
+        let stale = lease(Some("b"), 3600);
+        step(Some(&stale), "a", &mut seen, clock.at(0), DURATION);
+        assert_eq!(
+            step(Some(&stale), "a", &mut seen, clock.at(15), DURATION),
+            Step::TakeOver
+        );
+    }
+
+    #[test]
+    fn the_holders_published_duration_counts() {
+        let clock = Clock::new();
+        let mut seen = None;
+        let long = LeaseSpec {
+            lease_duration_seconds: Some(40),
+            ..lease(Some("b"), 0)
+        };
+        assert_eq!(
+            step(Some(&long), "a", &mut seen, clock.at(0), DURATION),
+            Step::Follow {
+                holder: "b".into(),
+                until: clock.at(40)
+            }
+        );
+        let mut seen = None;
+        let unset = LeaseSpec {
+            lease_duration_seconds: Some(0),
+            ..lease(Some("b"), 0)
+        };
+        assert_eq!(
+            step(Some(&unset), "a", &mut seen, clock.at(0), DURATION),
+            Step::Follow {
+                holder: "b".into(),
+                until: clock.at(15)
+            },
+            "no usable duration: ours"
+        );
+    }
+
+    #[test]
+    fn published_seconds_never_undercut_the_duration() {
+        for (millis, seconds) in [(1, 1), (500, 1), (1000, 1), (1500, 2), (15_000, 15)] {
+            let duration = Duration::from_millis(millis);
+            assert_eq!(lease_seconds(duration), seconds, "{duration:?}");
+            assert!(Duration::from_secs(seconds as u64) >= duration);
+        }
+        let spec = held(None, "a", wall(0), Duration::from_millis(1500));
+        assert_eq!(spec.lease_duration_seconds, Some(2));
+    }
+
+    #[test]
     fn holding_counts_transitions_and_keeps_the_acquire_time() {
-        let renewed = held(Some(&lease(Some("a"), 5)), "a", t(10), DURATION);
+        let renewed = held(Some(&lease(Some("a"), 5)), "a", wall(10), DURATION);
         assert_eq!(
             (
                 renewed.acquire_time.unwrap().0,
                 renewed.renew_time.unwrap().0,
                 renewed.lease_transitions
             ),
-            (t(0), t(10), Some(2))
+            (wall(0), wall(10), Some(2))
         );
-        let taken = held(Some(&lease(Some("b"), 5)), "a", t(30), DURATION);
+        let taken = held(Some(&lease(Some("b"), 5)), "a", wall(30), DURATION);
         assert_eq!(
             (
                 taken.holder_identity.as_deref(),
                 taken.acquire_time.unwrap().0,
                 taken.lease_transitions
             ),
-            (Some("a"), t(30), Some(3))
+            (Some("a"), wall(30), Some(3))
         );
-        assert_eq!(held(None, "a", t(0), DURATION).lease_transitions, Some(0));
+        assert_eq!(
+            held(None, "a", wall(0), DURATION).lease_transitions,
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn failures_are_warned_about_first_on_change_and_then_every_30s() {
+        let clock = Clock::new();
+        let mut complaints = Complaints::default();
+        assert!(!complaints.succeeded(), "nothing to recover from");
+        assert!(complaints.failed("forbidden", clock.at(0)));
+        assert!(!complaints.failed("forbidden", clock.at(1)));
+        assert!(!complaints.failed("forbidden", clock.at(29)));
+        assert!(complaints.failed("forbidden", clock.at(30)));
+        assert!(!complaints.failed("forbidden", clock.at(31)));
+        assert!(
+            complaints.failed("not found", clock.at(32)),
+            "another error"
+        );
+        assert!(complaints.succeeded());
+        assert!(
+            complaints.failed("not found", clock.at(33)),
+            "a new run of failures"
+        );
+    }
+
+    /// The election against an API server: the emulator the e2e tests use, in process.
+    mod against_an_api_server {
+        use super::*;
+        use kube_emulator::{Action, Emulator, Matcher};
+
+        /// Generous: these wait for things that happen within seconds, or never.
+        const PATIENCE: Duration = Duration::from_secs(30);
+
+        async fn emulator() -> (Emulator, Client, LeaseConfig) {
+            let emulator = Emulator::start().await.unwrap();
+            let config = kube::Config::new(emulator.url().parse().unwrap());
+            let lease = LeaseConfig::new("op", "default", "a", Duration::from_secs(3));
+            let client = lease_client(config, &lease).unwrap();
+            (emulator, client, lease)
+        }
+
+        async fn becomes(leading: &mut watch::Receiver<bool>, want: bool) {
+            tokio::time::timeout(PATIENCE, leading.wait_for(|&l| l == want))
+                .await
+                .unwrap_or_else(|_| panic!("leading never became {want}"))
+                .unwrap();
+        }
+
+        fn holder(lease: &Lease) -> Option<&str> {
+            lease.spec.as_ref()?.holder_identity.as_deref()
+        }
+
+        #[tokio::test]
+        async fn a_leader_whose_renewals_hang_stops_leading() {
+            let (emulator, _, config) = emulator().await;
+            // kube's default client (which waits for answers forever): the election must bound
+            // its requests itself, whatever client it is given.
+            let url = emulator.url().parse().unwrap();
+            let client = Client::try_from(kube::Config::new(url)).unwrap();
+            let (leading_tx, mut leading) = watch::channel(false);
+            let stop = CancellationToken::new();
+            let election = tokio::spawn(run(client, config, leading_tx, stop.clone()));
+            becomes(&mut leading, true).await;
+            // The API server accepts requests and never answers (in practice: an overloaded
+            // server, or retries of 429/503 with long backoffs).
+            let hang = Action::Delay(Duration::from_secs(3600));
+            for verb in ["get", "update"] {
+                emulator
+                    .faults()
+                    .inject(Matcher::verb(verb).on("leases"), hang, 1000);
+            }
+            becomes(&mut leading, false).await;
+            stop.cancel();
+            election.await.unwrap();
+        }
+
+        #[tokio::test]
+        async fn the_lease_client_reports_an_unavailable_server_instead_of_retrying() {
+            let (emulator, client, _) = emulator().await;
+            let leases: Api<Lease> = Api::namespaced(client, "default");
+            emulator
+                .faults()
+                .inject(Matcher::verb("get").on("leases"), Action::Fail(503), 1);
+            let error = leases.get_opt("op").await.unwrap_err();
+            assert!(
+                matches!(&error, kube::Error::Api(status) if status.code == 503),
+                "{error}"
+            );
+            assert_eq!(leases.get_opt("op").await.unwrap(), None, "served again");
+        }
+
+        #[tokio::test]
+        async fn a_lease_whose_holder_clock_runs_ahead_is_taken_once_it_stops_changing() {
+            let (_emulator, client, config) = emulator().await;
+            let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+            // Its renewTime says it is valid for another hour; its holder is gone.
+            let mut ahead = held(
+                None,
+                "b",
+                Timestamp::now() + jiff::SignedDuration::from_hours(1),
+                Duration::from_secs(1),
+            );
+            ahead.acquire_time = None;
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some("op".into()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(ahead),
+            };
+            leases.create(&PostParams::default(), &lease).await.unwrap();
+            let (leading_tx, mut leading) = watch::channel(false);
+            let stop = CancellationToken::new();
+            let election = tokio::spawn(run(client, config, leading_tx, stop.clone()));
+            becomes(&mut leading, true).await;
+            let taken = leases.get("op").await.unwrap();
+            assert_eq!(holder(&taken), Some("a"));
+            stop.cancel();
+            election.await.unwrap();
+        }
+
+        #[tokio::test]
+        async fn stopping_releases_the_lease() {
+            let (_emulator, client, config) = emulator().await;
+            let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+            let (leading_tx, mut leading) = watch::channel(false);
+            let stop = CancellationToken::new();
+            let election = tokio::spawn(run(client, config, leading_tx, stop.clone()));
+            becomes(&mut leading, true).await;
+            assert_eq!(holder(&leases.get("op").await.unwrap()), Some("a"));
+            stop.cancel();
+            election.await.unwrap();
+            assert!(!*leading.borrow());
+            assert_eq!(holder(&leases.get("op").await.unwrap()), None);
+        }
     }
 }

@@ -1,13 +1,19 @@
 //! `pureflash-operator run`: the operator. Every replica keeps a warm ZooKeeper view and serves
 //! health and metrics; the replica holding the Lease also runs the controller and the metadata
 //! DB sync, and stops both the moment it stops leading.
+//!
+//! On shutdown the order matters: the leader first stops its term (the controller and the DB
+//! sync, within [`TERM_STOP_GRACE`]), still renewing the Lease meanwhile, and only then releases
+//! it — so a standby never takes over while the old leader is still writing.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::api::{Api, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -21,10 +27,16 @@ use crate::metrics::Metrics;
 use crate::zk::mirror::MirrorConfig;
 use crate::zk::{ClusterLayout, Mirror};
 
+/// How long a term's tasks get to finish what they are doing once their term is over; then they
+/// are aborted. Within the Pod's default 30 s termination grace period, with room for releasing
+/// the Lease afterwards (bounded by the renew deadline).
+const TERM_STOP_GRACE: Duration = Duration::from_secs(15);
+
 pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     let layout = ClusterLayout::new(&args.zk.cluster)?;
     let db_url: Option<DbUrl> = args.db.as_deref().map(str::parse).transpose()?;
-    let client = kube_client(&args).await?;
+    let kube_config = kube_config(&args).await?;
+    let client = kube_client(kube_config.clone())?;
     let namespace = Some(args.kube.namespace.clone()).filter(|ns| !ns.is_empty());
     check_crd(&client, &namespace).await?;
     let identity = args
@@ -75,11 +87,18 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         &identity,
         args.lease.lease_duration,
     );
+    let lease_client = leader::lease_client(kube_config, &lease).map_err(|e| {
+        crate::Error::Kube(format!(
+            "cannot build a Kubernetes client for the Lease: {e}"
+        ))
+    })?;
+    // Not `shutdown`: the Lease is released only once the term has stopped (below).
+    let election_stop = CancellationToken::new();
     let election = tokio::spawn(leader::run(
-        client.clone(),
+        lease_client,
         lease,
         leading_tx,
-        shutdown.clone(),
+        election_stop.clone(),
     ));
 
     let settings = Settings {
@@ -147,20 +166,45 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         if !shutdown.is_cancelled() {
             warn!("no longer the leader: stopping the controller and the DB sync");
         }
-        term_stop.cancel();
-        for task in tasks {
-            let _ = task.await;
+        let aborted = stop_term(&term_stop, tasks, TERM_STOP_GRACE).await;
+        if aborted > 0 {
+            warn!(
+                aborted,
+                grace = ?TERM_STOP_GRACE,
+                "the term's tasks did not stop in time; aborted them"
+            );
         }
         if shutdown.is_cancelled() {
             break;
         }
     }
     shutdown.cancel();
+    // Nothing acts on our leadership any more: now a standby may take over at once.
+    election_stop.cancel();
     let _ = election.await;
     let _ = admin.await;
     mirror.join().await;
     info!("operator stopped");
     Ok(())
+}
+
+/// Ends a leadership term: cancels `stop` and waits for the term's tasks, aborting those still
+/// running after `grace` (so that neither a new term nor the release of the Lease waits forever).
+/// Returns how many were aborted; either way, none of them runs any more when this returns.
+async fn stop_term(stop: &CancellationToken, tasks: Vec<JoinHandle<()>>, grace: Duration) -> usize {
+    stop.cancel();
+    let deadline = tokio::time::Instant::now() + grace;
+    let mut aborted = 0;
+    for mut task in tasks {
+        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+            task.abort();
+            // An aborted task stops at its next await; wait for that, so that it has really
+            // stopped (and dropped whatever it was writing) before we go on.
+            let _ = task.await;
+            aborted += 1;
+        }
+    }
+    aborted
 }
 
 /// `/readyz`: ready once the ZooKeeper view has been loaded, and, on the leader, once its
@@ -242,7 +286,7 @@ fn default_identity() -> String {
     format!("{host}-{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
 }
 
-async fn kube_client(args: &RunArgs) -> Result<Client, crate::Error> {
+async fn kube_config(args: &RunArgs) -> Result<Config, crate::Error> {
     let config = match &args.kube.kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path).map_err(|e| {
@@ -260,6 +304,10 @@ async fn kube_client(args: &RunArgs) -> Result<Client, crate::Error> {
             ))
         })?,
     };
+    Ok(config)
+}
+
+fn kube_client(config: Config) -> Result<Client, crate::Error> {
     let url = config.cluster_url.to_string();
     Client::try_from(config)
         .map_err(|e| crate::Error::Kube(format!("cannot build a Kubernetes client for {url}: {e}")))
@@ -282,7 +330,39 @@ async fn check_crd(client: &Client, namespace: &Option<String>) -> Result<(), cr
 
 #[cfg(test)]
 mod tests {
-    use super::readiness;
+    use super::*;
+
+    #[tokio::test]
+    async fn a_term_stops_gracefully_and_stragglers_are_aborted() {
+        let stop = CancellationToken::new();
+        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let polite = {
+            let (stop, finished) = (stop.clone(), Arc::clone(&finished));
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                // Finishing what it was doing takes a moment.
+                tokio::task::yield_now().await;
+                finished.store(true, std::sync::atomic::Ordering::SeqCst);
+            })
+        };
+        let held = Arc::new(());
+        let stubborn = {
+            let held = Arc::clone(&held);
+            tokio::spawn(async move {
+                let _held = held;
+                std::future::pending::<()>().await;
+            })
+        };
+        let aborted = stop_term(&stop, vec![polite, stubborn], Duration::from_millis(50)).await;
+        assert_eq!(aborted, 1);
+        assert!(finished.load(std::sync::atomic::Ordering::SeqCst));
+        assert!(stop.is_cancelled());
+        assert_eq!(
+            Arc::strong_count(&held),
+            1,
+            "the aborted task has stopped and dropped what it held"
+        );
+    }
 
     #[test]
     fn ready_needs_the_view_and_on_the_leader_the_cache() {
