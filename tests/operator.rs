@@ -833,6 +833,70 @@ async fn a_missing_crd_is_a_clear_startup_error_and_the_admin_endpoints_serve() 
     harness.finish().await;
 }
 
+/// Two PureFlashStores claiming one store id: the first created runs, the second says why it
+/// does not, and takes the id over once the first is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_store_with_the_same_id_is_not_run_until_the_first_is_gone() {
+    let mut harness = Harness::start("duplicate").await;
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    apply(
+        &harness,
+        &store_manifest("first", 5, harness.node(), &harness.pfs_image(), 30),
+    );
+    wait_phase(&harness, &stores, "first", Phase::Online).await;
+    let first_pod = pod_uid(&pods, "first-pfs").await.unwrap();
+
+    apply(
+        &harness,
+        &store_manifest("second", 5, harness.node(), &harness.pfs_image(), 30),
+    );
+    let second = wait_for("second: Ready=False DuplicateStoreId", async || {
+        let store = stores.get("second").await.ok()?;
+        let ready = condition(&store, "Ready")?;
+        (ready.status == "False" && ready.reason == "DuplicateStoreId").then_some(store)
+    })
+    .await;
+    let message = &condition(&second, "Ready").unwrap().message;
+    assert!(
+        message.contains(&format!(
+            "storeId 5 belongs to PureFlashStore {}/first",
+            harness.namespace
+        )),
+        "{message}"
+    );
+    assert_eq!(second.status.as_ref().unwrap().phase, Some(Phase::Pending));
+    assert!(
+        reasons(&events_about(&harness, "second").await).contains(&"DuplicateStoreId".to_owned())
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        pod_uid(&pods, "second-pfs").await,
+        None,
+        "no second pfs under one id"
+    );
+    assert_eq!(pod_uid(&pods, "first-pfs").await, Some(first_pod));
+    assert_eq!(
+        stores.get("first").await.unwrap().status.unwrap().phase,
+        Some(Phase::Online)
+    );
+
+    // The holder goes (and its Pod with it): the id is the second store's now.
+    stores
+        .delete("first", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for("second runs a pod", async || {
+        pod_uid(&pods, "second-pfs").await
+    })
+    .await;
+    let second = wait_phase(&harness, &stores, "second", Phase::Online).await;
+    assert_eq!(second.status.as_ref().unwrap().store_id, Some(5));
+    harness.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_store_is_left_alone_and_a_spec_change_rolls_its_pod() {
     let mut harness = Harness::start("pause").await;

@@ -366,6 +366,106 @@ fn unavailable_others(
     (count, names)
 }
 
+/// The PureFlashStore that owns `store_id`: of all claiming it, the one created first (then by
+/// namespace and name, for a total order every replica agrees on).
+fn first_claimant<'a>(
+    stores: impl Iterator<Item = &'a PureFlashStore>,
+    store_id: i32,
+) -> Option<&'a PureFlashStore> {
+    stores
+        .filter(|s| s.spec.store_id == store_id)
+        .min_by(|a, b| {
+            let key = |s: &'a PureFlashStore| {
+                (
+                    s.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    s.metadata.namespace.as_deref(),
+                    s.metadata.name.as_deref(),
+                )
+            };
+            // A store without a creation time (not yet persisted) sorts last.
+            let (ka, kb) = (key(a), key(b));
+            match (ka.0, kb.0) {
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                _ => ka.cmp(&kb),
+            }
+        })
+}
+
+/// A store whose id `holder` claimed first: says so in its status and Events, and removes a
+/// Pod of its own (a second pfs under one id would wait for the holder's `alive` and take the
+/// id over, with other disks, whenever the holder's session drops).
+async fn stand_aside(
+    ctx: &Context,
+    store: &PureFlashStore,
+    previous: &PureFlashStoreStatus,
+    holder: &PureFlashStore,
+    pods: &Api<Pod>,
+) -> Result<Action, Error> {
+    let holder = format!(
+        "{}/{}",
+        holder.namespace().unwrap_or_default(),
+        holder.name_any()
+    );
+    let status = status::duplicate(
+        previous,
+        store.spec.store_id,
+        &holder,
+        Timestamp::now(),
+        store.metadata.generation,
+    );
+    if status != *previous {
+        ctx.still_leading()?;
+        let namespace = store.namespace().unwrap_or_default();
+        let stores: Api<PureFlashStore> = Api::namespaced(ctx.client.clone(), &namespace);
+        let result = apply_status(&stores, &store.name_any(), &status).await?;
+        ctx.written.wrote(store, &status, result);
+        warn!(store = %store.name_any(), %namespace, %holder, "duplicate storeId: store not run");
+        record(
+            ctx,
+            store,
+            EventType::Warning,
+            status::DUPLICATE_STORE_ID,
+            "Observe",
+            status.conditions[0].message.clone(),
+        )
+        .await;
+    }
+    let pod_name = pods::pod_name(store);
+    if let Some(pod) = pods.get_opt(&pod_name).await?
+        && pod.metadata.deletion_timestamp.is_none()
+    {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: pod.uid(),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        ctx.still_leading()?;
+        match pods.delete(&pod_name, &params).await {
+            Ok(_) => {
+                record(
+                    ctx,
+                    store,
+                    EventType::Warning,
+                    status::DUPLICATE_STORE_ID,
+                    "Delete",
+                    format!(
+                        "pod {pod_name} deleted: storeId {} belongs to {holder}",
+                        store.spec.store_id
+                    ),
+                )
+                .await;
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    // Nothing about this store changes when the holder goes: look again now and then.
+    Ok(Action::requeue(HELD_RECHECK))
+}
+
 /// The Pod's state as recovery and status need it. Borrows what it reads: rollouts call it for
 /// every store.
 fn pod_facts(pod: &Pod) -> (PodFacts, bool, Option<String>) {
@@ -562,6 +662,15 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         .and_then(|id| StoreId::new(id).ok())
         .and_then(|id| snapshot.view.get(id));
     let previous = ctx.written.current(store);
+
+    // One store id, one pfs: a store whose id another PureFlashStore claimed first is not run.
+    let all = ctx.stores.state();
+    let claimant = first_claimant(all.iter().map(AsRef::as_ref), store.spec.store_id);
+    if let Some(holder) =
+        claimant.filter(|holder| ObjectRef::from_obj(*holder) != ObjectRef::from_obj(store))
+    {
+        return stand_aside(ctx, store, &previous, holder, &pods).await;
+    }
 
     // The pfs.conf and its ConfigMap.
     let node_ip = if store.spec.mngt_ip.is_none()
@@ -1209,6 +1318,49 @@ pub fn error_policy(store: Arc<PureFlashStore>, error: &Error, ctx: Arc<Context>
 mod tests {
     use super::*;
     use crate::crd::PureFlashStoreSpec;
+
+    #[test]
+    fn the_first_created_store_owns_its_id() {
+        let claim = |name: &str, namespace: &str, id: i32, created: Option<i64>| {
+            let mut store = store("1", None);
+            store.metadata.name = Some(name.into());
+            store.metadata.namespace = Some(namespace.into());
+            store.spec.store_id = id;
+            store.metadata.creation_timestamp = created.map(|secs| {
+                k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    Timestamp::from_second(secs).unwrap(),
+                )
+            });
+            store
+        };
+        let name = |s: Option<&PureFlashStore>| s.map(|s| s.name_any());
+        let stores = [
+            claim("late", "a", 7, Some(200)),
+            claim("early", "b", 7, Some(100)),
+            claim("other-id", "a", 8, Some(50)),
+            claim("unsaved", "a", 7, None),
+        ];
+        assert_eq!(name(first_claimant(stores.iter(), 7)), Some("early".into()));
+        assert_eq!(
+            name(first_claimant(stores.iter(), 8)),
+            Some("other-id".into())
+        );
+        assert_eq!(name(first_claimant(stores.iter(), 9)), None);
+        // Created in the same second: namespace, then name decide, the same on every replica.
+        let tied = [
+            claim("b", "ns-2", 7, Some(100)),
+            claim("z", "ns-1", 7, Some(100)),
+            claim("a", "ns-2", 7, Some(100)),
+        ];
+        assert_eq!(name(first_claimant(tied.iter(), 7)), Some("z".into()));
+        assert_eq!(
+            name(first_claimant(tied.iter().rev(), 7)),
+            Some("z".into()),
+            "the order of the cache does not matter"
+        );
+        let unsaved = [claim("x", "a", 7, None), claim("y", "a", 7, Some(100))];
+        assert_eq!(name(first_claimant(unsaved.iter(), 7)), Some("y".into()));
+    }
 
     #[test]
     fn a_store_becoming_available_wakes_the_longest_held_rollout_once() {

@@ -70,18 +70,77 @@ fn condition(
     message: String,
     facts: &Facts<'_>,
 ) -> Condition {
+    condition_at(
+        previous,
+        (kind, status, reason),
+        message,
+        facts.now,
+        facts.generation,
+    )
+}
+
+fn condition_at(
+    previous: &[Condition],
+    (kind, status, reason): (&str, &str, &str),
+    message: String,
+    now: Timestamp,
+    generation: Option<i64>,
+) -> Condition {
     let since = previous
         .iter()
         .find(|c| c.type_ == kind && c.status == status)
         .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| time(facts.now));
+        .unwrap_or_else(|| time(now));
     Condition {
         type_: kind.to_owned(),
         status: status.to_owned(),
         reason: reason.to_owned(),
         message,
         last_transition_time: since,
-        observed_generation: facts.generation,
+        observed_generation: generation,
+    }
+}
+
+/// The Ready condition reason of a store whose storeId another PureFlashStore claimed first.
+pub const DUPLICATE_STORE_ID: &str = "DuplicateStoreId";
+
+/// The status of a store that is not run because `holder` (`namespace/name`) claimed its
+/// storeId first. What ZooKeeper shows under that id is the holder's, so none of it is
+/// mirrored here; the restart history stays.
+pub fn duplicate(
+    previous: &PureFlashStoreStatus,
+    store_id: i32,
+    holder: &str,
+    now: Timestamp,
+    generation: Option<i64>,
+) -> PureFlashStoreStatus {
+    let ready = condition_at(
+        &previous.conditions,
+        ("Ready", "False", DUPLICATE_STORE_ID),
+        format!(
+            "storeId {store_id} belongs to PureFlashStore {holder}, created earlier: this store is not run while that one exists"
+        ),
+        now,
+        generation,
+    );
+    let status = PureFlashStoreStatus {
+        phase: Some(Phase::Pending),
+        observed_generation: generation,
+        conditions: vec![ready],
+        last_observed_time: previous.last_observed_time.clone(),
+        restart_count: previous.restart_count,
+        last_restart_time: previous.last_restart_time.clone(),
+        recent_restarts: previous.recent_restarts.clone(),
+        recovery_attempts: previous.recovery_attempts,
+        last_manual_restart: previous.last_manual_restart.clone(),
+        ..PureFlashStoreStatus::default()
+    };
+    if status == *previous {
+        return status;
+    }
+    PureFlashStoreStatus {
+        last_observed_time: Some(time(now)),
+        ..status
     }
 }
 
@@ -777,5 +836,36 @@ mod tests {
             let second = case.status();
             assert_eq!(first, second, "alive {alive}, trusted {trusted}");
         }
+    }
+
+    #[test]
+    fn a_duplicate_shows_only_that_it_is_one_and_keeps_its_history() {
+        let mirrored = PureFlashStoreStatus {
+            phase: Some(Phase::Online),
+            alive: Some(true),
+            mngt_ip: Some("10.0.0.7".into()),
+            restart_count: 2,
+            ..PureFlashStoreStatus::default()
+        };
+        let now = Timestamp::constant(1_750_000_000, 0);
+        let status = duplicate(&mirrored, 7, "pf/store-a", now, Some(3));
+        assert_eq!(status.phase, Some(Phase::Pending));
+        assert_eq!(status.alive, None, "the id's liveness is the holder's");
+        assert_eq!(status.mngt_ip, None);
+        assert_eq!(status.restart_count, 2);
+        assert_eq!(status.observed_generation, Some(3));
+        let ready = condition_of(&status, "Ready");
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", DUPLICATE_STORE_ID)
+        );
+        assert!(
+            ready
+                .message
+                .contains("storeId 7 belongs to PureFlashStore pf/store-a")
+        );
+        // Nothing changed, nothing to write: not even the observation time moves.
+        let later = now + SignedDuration::from_secs(60);
+        assert_eq!(duplicate(&status, 7, "pf/store-a", later, Some(3)), status);
     }
 }
