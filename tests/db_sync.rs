@@ -616,6 +616,49 @@ async fn sync_waits_for_an_unreachable_db_at_start() {
     sync.stop().await;
 }
 
+/// jconductor's database with an account that may only read and write rows (no CREATE): the
+/// tables exist, so the sync must not need more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_least_privilege_account_syncs_into_existing_tables() {
+    testkit::init_test_logging();
+    let server = testkit::mariadb::MariaDb::shared();
+    let owner = TestDb::new(Backend::MariaDb).await;
+    for (_, ddl) in pureflash_operator::metadb::sql::CREATE_TABLES {
+        owner.execute(ddl).await;
+    }
+    let database = owner.url.rsplit('/').next().unwrap().to_owned();
+    let user = format!("dml_{database}");
+    for host in ["%", "localhost"] {
+        server.admin_sql(&format!(
+            "create user '{user}'@'{host}' identified by 'dml-secret'; \
+             grant select, insert, update, delete on `{database}`.* to '{user}'@'{host}';"
+        ));
+    }
+    let db = TestDb::mysql(format!(
+        "mysql://{user}:dml-secret@127.0.0.1:{}/{database}",
+        server.port()
+    ));
+    // The account really lacks CREATE, even for a table that exists (MariaDB's ERROR 1142).
+    let denied = db
+        .try_query::<(i64,)>(pureflash_operator::metadb::sql::CREATE_TABLES[0].1)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(denied.contains("1142"), "{denied}");
+
+    let cluster = unique_cluster("dml-only");
+    let _store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    let mut sync = Running::start(&zk(), &cluster, &db.url, FAST_RESYNC);
+    wait_for!(db, "synced", |s, t, p| s.len() == 1
+        && s[0].2 == "OK"
+        && t.len() == 2
+        && p.len() == 2);
+    sync.wait_synced().await;
+    let status = sync.status.borrow().clone();
+    assert_eq!((status.errors, status.last_error), (0, None));
+    sync.stop().await;
+}
+
 async fn a_wrong_cluster_name_touches_nothing(backend: Backend) {
     let db = TestDb::new(backend).await;
     let cluster = unique_cluster("right");
