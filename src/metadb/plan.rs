@@ -214,6 +214,15 @@ impl Plan {
             + self.port_inserts.len()
     }
 
+    /// Number of existing t_store rows changed. Not the statements: a row that steps aside to
+    /// its placeholder address and also changes status is two statements but one row.
+    pub fn store_rows_updated(&self) -> usize {
+        let ids: BTreeSet<i64> = (self.store_vacates.iter().copied())
+            .chain(self.store_updates.iter().map(|u| u.id))
+            .collect();
+        ids.len()
+    }
+
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
         self.write_count() == 0
@@ -1093,6 +1102,12 @@ mod tests {
         let (plan, after) = plan_and_apply(&v, &rows);
         assert_eq!(after.stores[&1], store_row("vacated:1", "OFFLINE"));
         assert_eq!(after.stores[&2], store_row("10.5.5.5", "OK"));
+        assert_eq!(
+            (plan.store_vacates.len(), plan.store_updates.len()),
+            (1, 1),
+            "row 1 steps aside and goes OFFLINE"
+        );
+        assert_eq!(plan.store_rows_updated(), 1, "one row, two statements");
         assert!(
             after
                 .trays
