@@ -3,7 +3,8 @@
 //! - Event-driven: every new snapshot is planned against a cache of the DB's rows and the plan
 //!   is applied in one transaction, so a store's `alive` disappearing reaches t_store within
 //!   one ZooKeeper event plus one commit. Liveness changes are planned in time proportional to
-//!   the change ([`plan_after`]), not to the cluster.
+//!   the change ([`plan_fast`]), not to the cluster, unless liveness decides who owns a key
+//!   several stores register.
 //! - Periodic: every `resync_interval` the three tables are re-read and re-planned, which
 //!   repairs any drift (a wiped table, another writer's wrong rows) without touching `pfs`.
 //! - Quiet: an empty plan writes nothing; the cache means no reads either between periods.
@@ -24,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
-use crate::metadb::{DbError, DbRows, MetaDb, Note, plan, plan_after};
+use crate::metadb::{DbError, DbRows, MetaDb, Note, plan, plan_fast};
 use crate::zk::Snapshot;
 
 /// Settings of the sync loop.
@@ -66,7 +67,7 @@ pub struct DbSyncStatus {
 pub struct PassReport {
     pub writes: usize,
     /// Conflicts resolved and values skipped, when the pass planned in full (the event-driven
-    /// fast path does not recompute them).
+    /// fast path does not recompute them; it runs only where they cannot have changed).
     pub notes: Option<Vec<Note>>,
     /// The DB did not hold what the cache said; re-read it soon.
     pub stale: bool,
@@ -97,8 +98,15 @@ pub async fn sync_pass(
         },
     };
     let planning = std::time::Instant::now();
-    let (plan, full) = match &current.in_sync_with {
-        Some(prev) => (plan_after(&prev.view, &snapshot.view, &current.rows), false),
+    let fast = current
+        .in_sync_with
+        .as_ref()
+        .and_then(|prev| plan_fast(&prev.view, &snapshot.view, &current.rows));
+    // A full plan is also what an event needs when it changes keys or ownership, and its notes
+    // are then logged at once (a redeployed store taking over an address, say), not only at
+    // the next periodic re-read.
+    let (plan, full) = match fast {
+        Some(fast) => (fast, false),
         None => (plan(&snapshot.view, &current.rows), true),
     };
     let planned_in = planning.elapsed();

@@ -119,7 +119,7 @@ pub fn summary(
         out,
         "  t_store: {} inserted, {} updated; t_tray: {} inserted, {} updated; t_port: {} inserted, {} updated, {} deleted",
         plan.store_inserts.len(),
-        plan.store_updates.len() + plan.store_vacates.len(),
+        plan.store_rows_updated(),
         plan.tray_inserts.len(),
         plan.tray_updates.len(),
         plan.port_inserts.len(),
@@ -147,4 +147,35 @@ pub(crate) async fn cancel_on_signal(shutdown: CancellationToken) {
         _ = tokio::signal::ctrl_c() => info!("SIGINT received; finishing the current transaction"),
     }
     shutdown.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::fixtures::view;
+    use crate::zk::StoreView;
+
+    #[test]
+    fn a_row_that_steps_aside_and_goes_offline_counts_once() {
+        let config = MirrorConfig {
+            connect: "zk:2181".into(),
+            layout: ClusterLayout::new("cluster1").unwrap(),
+            session_timeout: Duration::from_secs(3),
+            resync_interval: Duration::from_secs(60),
+        };
+        // Store 1 held the address; store 2 has it now and store 1 is gone.
+        let before = DbRows::synced_from(&view([StoreView::test(1).at("10.5.5.5")]));
+        let now = view([StoreView::test(2).at("10.5.5.5")]);
+        let plan = plan(&now, &before);
+        assert_eq!(plan.store_vacates, vec![1]);
+        assert_eq!(plan.store_updates.len(), 1);
+        let text = summary(&config, "sqlite://x.db", &now, &before, &plan);
+        assert!(text.contains("t_store: 1 inserted, 1 updated;"), "{text}");
+        assert!(
+            text.contains("resolved: mngt_ip 10.5.5.5 now belongs to store 2"),
+            "{text}"
+        );
+    }
 }

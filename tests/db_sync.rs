@@ -57,6 +57,8 @@ scenarios!(
     nothing_changed_means_nothing_written,
     vanished_store_is_marked_offline_not_deleted,
     mngt_ip_taken_over_does_not_wedge_the_sync,
+    redeployed_store_takes_over_from_its_dead_predecessor,
+    tray_uuids_differing_in_case_are_one_row,
     db_outage_converges_when_it_returns,
     a_wrong_cluster_name_touches_nothing,
 );
@@ -449,6 +451,86 @@ async fn mngt_ip_taken_over_does_not_wedge_the_sync(backend: Backend) {
     sync.stop().await;
 }
 
+async fn redeployed_store_takes_over_from_its_dead_predecessor(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("redeploy");
+    let mut old = PfsSim::start(spec(&zk(), &cluster, 1).with_mngt_ip("10.78.0.1"))
+        .await
+        .unwrap();
+    // Events only: the hand-over must not wait for a periodic re-read.
+    let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    wait_for!(db, "store 1", |s, t, p| s.len() == 1
+        && s[0].2 == "OK"
+        && t.len() == 2
+        && p.len() == 2);
+    // design.md §1: the container is recreated and pfs comes back under a new store id, on the
+    // same host (address, disks, ports). Store 1's directory stays with its persistent nodes;
+    // only `alive` and the trays' `online` went with the old session.
+    old.crash().await;
+    wait_for!(db, "store 1 OFFLINE", |s, _t, _p| s[0].2 == "OFFLINE");
+    let mut redeployed = spec(&zk(), &cluster, 2).with_mngt_ip("10.78.0.1");
+    redeployed.trays = old.spec().trays.clone();
+    redeployed.ports = old.spec().ports.clone();
+    redeployed.rep_ports = old.spec().rep_ports.clone();
+    let mut new = PfsSim::start(redeployed).await.unwrap();
+    wait_for!(db, "store 2 owns the host", |s, t, p| s
+        == vec![
+            (1, "vacated:1".to_owned(), "OFFLINE".to_owned()),
+            (2, "10.78.0.1".to_owned(), "OK".to_owned())
+        ]
+        && t.len() == 2
+        && t.iter().all(|t| t.5 == 2 && t.2 == "OK")
+        && p.len() == 2
+        && p.iter().all(|p| p.2 == Some(2)));
+
+    // Both dead: the rows stay with store 2 (no flip back to the lower id), OFFLINE.
+    new.crash().await;
+    wait_for!(db, "store 2 OFFLINE, still the owner", |s, t, p| s
+        == vec![
+            (1, "vacated:1".to_owned(), "OFFLINE".to_owned()),
+            (2, "10.78.0.1".to_owned(), "OFFLINE".to_owned())
+        ]
+        && t.iter().all(|t| t.5 == 2 && t.2 == "OFFLINE")
+        && p.iter().all(|p| p.2 == Some(2)));
+
+    // Whichever store is alive owns the host: the old one, restarted, takes it back.
+    old.restart().await.unwrap();
+    wait_for!(db, "store 1 owns the host again", |s, t, p| s
+        == vec![
+            (1, "10.78.0.1".to_owned(), "OK".to_owned()),
+            (2, "vacated:2".to_owned(), "OFFLINE".to_owned())
+        ]
+        && t.iter().all(|t| t.5 == 1 && t.2 == "OK")
+        && p.iter().all(|p| p.2 == Some(1)));
+    sync.stop().await;
+}
+
+async fn tray_uuids_differing_in_case_are_one_row(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("tray-case");
+    // One uuid to MariaDB's case-insensitive primary key, two to ZooKeeper.
+    let upper = "0000000A-0000-4000-8000-00000000000B";
+    let lower = upper.to_ascii_lowercase();
+    let mut one = spec(&zk(), &cluster, 1);
+    one.trays[0].uuid = upper.to_owned();
+    let mut two = spec(&zk(), &cluster, 2);
+    two.trays[0].uuid = lower.clone();
+    let _one = PfsSim::start(one).await.unwrap();
+    let _two = PfsSim::start(two).await.unwrap();
+    let mut sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    // Everything else is written; the uuid is one row, lowercase, of the lower id.
+    wait_for!(db, "synced", |s, t, p| s.len() == 2
+        && s.iter().all(|s| s.2 == "OK")
+        && t.len() == 3
+        && p.len() == 4);
+    let trays = db.trays().await;
+    let row = trays.iter().find(|t| t.0.eq_ignore_ascii_case(upper));
+    assert_eq!(row.map(|t| (t.0.as_str(), t.5)), Some((lower.as_str(), 1)));
+    sync.wait_synced().await;
+    assert!(sync.status.borrow().last_error.is_none());
+    sync.stop().await;
+}
+
 async fn db_outage_converges_when_it_returns(backend: Backend) {
     let cluster = unique_cluster("db-outage");
     let mut store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
@@ -531,6 +613,49 @@ async fn sync_waits_for_an_unreachable_db_at_start() {
     wait_for!(db, "synced once the DB is up", |s, t, p| s.len() == 1
         && t.len() == 2
         && p.len() == 2);
+    sync.stop().await;
+}
+
+/// jconductor's database with an account that may only read and write rows (no CREATE): the
+/// tables exist, so the sync must not need more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_least_privilege_account_syncs_into_existing_tables() {
+    testkit::init_test_logging();
+    let server = testkit::mariadb::MariaDb::shared();
+    let owner = TestDb::new(Backend::MariaDb).await;
+    for (_, ddl) in pureflash_operator::metadb::sql::CREATE_TABLES {
+        owner.execute(ddl).await;
+    }
+    let database = owner.url.rsplit('/').next().unwrap().to_owned();
+    let user = format!("dml_{database}");
+    for host in ["%", "localhost"] {
+        server.admin_sql(&format!(
+            "create user '{user}'@'{host}' identified by 'dml-secret'; \
+             grant select, insert, update, delete on `{database}`.* to '{user}'@'{host}';"
+        ));
+    }
+    let db = TestDb::mysql(format!(
+        "mysql://{user}:dml-secret@127.0.0.1:{}/{database}",
+        server.port()
+    ));
+    // The account really lacks CREATE, even for a table that exists (MariaDB's ERROR 1142).
+    let denied = db
+        .try_query::<(i64,)>(pureflash_operator::metadb::sql::CREATE_TABLES[0].1)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(denied.contains("1142"), "{denied}");
+
+    let cluster = unique_cluster("dml-only");
+    let _store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    let mut sync = Running::start(&zk(), &cluster, &db.url, FAST_RESYNC);
+    wait_for!(db, "synced", |s, t, p| s.len() == 1
+        && s[0].2 == "OK"
+        && t.len() == 2
+        && p.len() == 2);
+    sync.wait_synced().await;
+    let status = sync.status.borrow().clone();
+    assert_eq!((status.errors, status.last_error), (0, None));
     sync.stop().await;
 }
 

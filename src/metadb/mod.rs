@@ -18,7 +18,7 @@ use sqlx::mysql::MySqlPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, MySql, MySqlPool, Sqlite, SqlitePool};
 
-pub use plan::{Note, Plan, plan, plan_after};
+pub use plan::{Note, Plan, Precedence, plan, plan_after, plan_fast};
 pub use rows::{DbRows, PortKey, PortRow, STATUS_OFFLINE, STATUS_OK, StoreRow, TrayRow};
 pub use url::{BadDbUrl, DbUrl};
 

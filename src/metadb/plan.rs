@@ -4,13 +4,20 @@
 //! - t_store: one row per store that has a usable mngt_ip (or already has a row), status `OK`
 //!   when `alive` exists, else `OFFLINE`. A store that vanished from ZooKeeper keeps its row,
 //!   marked `OFFLINE`: volumes reference it, so rows are never deleted.
-//! - mngt_ip is unique: when two stores claim one address the lower id keeps it; a row whose
-//!   address now belongs to another store gets [`vacated_mngt_ip`]; address swaps and chains go
-//!   through that placeholder first so no statement ever collides.
+//! - A key several stores register — an mngt_ip (t_store's unique index), a tray uuid, a port —
+//!   goes to one of them, by the same rule for all three (`Claim`): a live store before a dead
+//!   one, then the store the DB already names (so ownership does not flip back and forth), then
+//!   the lowest id. Liveness comes first because of redeploys: a `pfs` recreated under a new
+//!   store id registers the host's address, disks and ports again, while the old store
+//!   directory keeps its persistent nodes and only loses `alive`; the live store must get the
+//!   rows. Every losing claim is a [`Note`].
+//! - A row whose address now belongs to another store gets [`vacated_mngt_ip`]; address swaps
+//!   and chains go through that placeholder first so no statement ever collides.
 //! - t_tray: one row per tray of a store with a row; `OK` when `online` exists, else `OFFLINE`.
 //!   A tray row ZooKeeper no longer lists is marked `OFFLINE`, never deleted. Fields that cannot
 //!   be read keep their DB value; a new row is inserted once device, capacity and object size
-//!   are all known.
+//!   are all known. Uuids are compared without regard to letter case, as MariaDB's primary key
+//!   compares them, and new rows get the lowercase form ([`tray_key`]).
 //! - t_port: exactly the `ports` (purpose 0) and `rep_ports` (purpose 1) of every store in the
 //!   view with a row, status `OK`; any other row is deleted. (Nothing references t_port, and a
 //!   store's tree is deleted node by node, so "keep the ports of a vanished store" would depend
@@ -19,6 +26,8 @@
 //!
 //! Anything that had to be resolved or skipped is a [`Note`], for the logs.
 
+use std::borrow::Cow;
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -26,7 +35,7 @@ use crate::metadb::rows::{
     DEVICE_WIDTH, DbRows, MNGT_IP_WIDTH, PORT_IP_WIDTH, PURPOSE_DATA, PURPOSE_REPLICATION, PortKey,
     PortRow, STATUS_OFFLINE, STATUS_OK, StoreRow, TrayRow, vacated_mngt_ip,
 };
-use crate::zk::{ClusterView, StoreId, StoreView};
+use crate::zk::{ClusterView, StoreId, StoreView, TrayUuid, TrayView};
 
 /// Changes to some columns of one t_store row; `None` leaves a column as it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,24 +66,54 @@ impl TrayUpdate {
     }
 }
 
+/// Why the store that kept a contested key won over another claimant (see `Claim`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Precedence {
+    /// The keeper is alive and the other store is not.
+    Alive,
+    /// Both equally alive; the DB already gave the key to the keeper.
+    HoldsRow,
+    /// Nothing else told them apart; the keeper has the lower id.
+    LowerId,
+}
+
+impl fmt::Display for Precedence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precedence::Alive => "it is alive and the other is not",
+            Precedence::HoldsRow => "the DB already gives it to that store",
+            Precedence::LowerId => "it has the lower id",
+        })
+    }
+}
+
 /// Something the plan resolved or had to skip.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Note {
-    /// Two stores registered the same mngt_ip in ZooKeeper; the lower id keeps it.
-    MngtIpClaimedTwice { ip: String, kept: i64, ignored: i64 },
+    /// Two stores registered the same mngt_ip in ZooKeeper; `ignored` gets no address from it.
+    MngtIpClaimedTwice {
+        ip: String,
+        kept: i64,
+        ignored: i64,
+        why: Precedence,
+    },
     /// Row `displaced` held `ip`, which store `by` now uses; the row keeps a placeholder.
     MngtIpTaken { ip: String, by: i64, displaced: i64 },
-    /// Two stores registered the same tray uuid; the lower id keeps it.
+    /// Two stores registered the same tray uuid (letter case aside).
     TrayClaimedTwice {
         uuid: String,
         kept: i64,
         ignored: i64,
+        why: Precedence,
     },
-    /// Two stores registered the same port; the lower id keeps it.
+    /// One store lists a tray uuid twice, in different letter case; the first is used.
+    TrayListedTwice { store: i64, uuid: String },
+    /// Two stores registered the same port.
     PortClaimedTwice {
         key: PortKey,
         kept: i64,
         ignored: i64,
+        why: Precedence,
     },
     /// A value from ZooKeeper does not fit its column.
     TooLong {
@@ -87,10 +126,15 @@ pub enum Note {
 impl fmt::Display for Note {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Note::MngtIpClaimedTwice { ip, kept, ignored } => {
+            Note::MngtIpClaimedTwice {
+                ip,
+                kept,
+                ignored,
+                why,
+            } => {
                 write!(
                     f,
-                    "stores {kept} and {ignored} both register mngt_ip {ip}; store {kept} keeps it"
+                    "stores {kept} and {ignored} both register mngt_ip {ip}; store {kept} keeps it: {why}"
                 )
             }
             Note::MngtIpTaken { ip, by, displaced } => write!(
@@ -102,16 +146,28 @@ impl fmt::Display for Note {
                 uuid,
                 kept,
                 ignored,
+                why,
             } => {
                 write!(
                     f,
-                    "stores {kept} and {ignored} both register tray {uuid}; store {kept} keeps it"
+                    "stores {kept} and {ignored} both register tray {uuid}; store {kept} keeps it: {why}"
                 )
             }
-            Note::PortClaimedTwice { key, kept, ignored } => {
+            Note::TrayListedTwice { store, uuid } => {
                 write!(
                     f,
-                    "stores {kept} and {ignored} both register port {key}; store {kept} keeps it"
+                    "store {store} lists tray {uuid} twice, in different letter case; the first is used"
+                )
+            }
+            Note::PortClaimedTwice {
+                key,
+                kept,
+                ignored,
+                why,
+            } => {
+                write!(
+                    f,
+                    "stores {kept} and {ignored} both register port {key}; store {kept} keeps it: {why}"
                 )
             }
             Note::TooLong {
@@ -158,6 +214,15 @@ impl Plan {
             + self.port_inserts.len()
     }
 
+    /// Number of existing t_store rows changed. Not the statements: a row that steps aside to
+    /// its placeholder address and also changes status is two statements but one row.
+    pub fn store_rows_updated(&self) -> usize {
+        let ids: BTreeSet<i64> = (self.store_vacates.iter().copied())
+            .chain(self.store_updates.iter().map(|u| u.id))
+            .collect();
+        ids.len()
+    }
+
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
         self.write_count() == 0
@@ -182,52 +247,67 @@ pub fn plan(view: &ClusterView, rows: &DbRows) -> Plan {
 }
 
 /// The plan for `next` when `rows` already hold what `prev` says (`plan(prev, rows)` is empty,
-/// as after any successful pass) — the event-driven case.
+/// as after any successful pass) — the event-driven case: [`plan_fast`] where it applies, else
+/// the full [`plan`]. Either way the writes equal `plan(next, rows)`'s (a property test checks
+/// it).
+pub fn plan_after(prev: &ClusterView, next: &ClusterView, rows: &DbRows) -> Plan {
+    plan_fast(prev, next, rows).unwrap_or_else(|| plan(next, rows))
+}
+
+/// The event-driven plan when it can be made without the full one; `None` when the full
+/// [`plan`] is needed.
 ///
 /// When every store that changed between the two views changed only in liveness (`alive`, a
-/// tray's `online`) or in data the DB does not hold (`free_size`, `state`), nothing that decides
-/// keys, ownership or conflicts moved, so only those stores' status columns can need writing:
-/// they are planned directly, in time proportional to the change instead of the cluster. Any
-/// other change is planned in full. Either way the writes equal `plan(next, rows)`'s (a property
-/// test checks it); only the fast path carries no [`Note`]s.
-pub fn plan_after(prev: &ClusterView, next: &ClusterView, rows: &DbRows) -> Plan {
+/// tray's `online`) or in data the DB does not hold (`free_size`, `state`), no key moved, so
+/// only those stores' status columns can need writing: they are planned directly, in time
+/// proportional to the change instead of the cluster. Two more cases need the full plan,
+/// because there liveness decides more than a status:
+/// - a store whose `alive` flipped while another store registers one of its keys (its mngt_ip,
+///   a tray, a port): a live claimant beats a dead one, so the owner may change;
+/// - a listed tray of a store with a row that has no row under its lowercase uuid (unreadable
+///   data, or a row spelt in other letter case, which the full plan finds).
+///
+/// The fast plan carries no [`Note`]s: nothing it covers can add or resolve a conflict.
+pub fn plan_fast(prev: &ClusterView, next: &ClusterView, rows: &DbRows) -> Option<Plan> {
     let mut fast = Plan::default();
     for id in next.changed_since(prev) {
-        let (Some(old), Some(new)) = (prev.get(id), next.get(id)) else {
-            return plan(next, rows);
-        };
-        if !same_keys(old, new) {
-            return plan(next, rows);
+        let (old, new) = (prev.get(id)?, next.get(id)?);
+        if !same_keys(old, new) || (old.alive != new.alive && shares_a_key(next, new)) {
+            return None;
         }
         let store_id = row_id(id);
-        if let Some(row) = rows.stores.get(&store_id)
-            && row.status != status(new.alive)
-        {
+        let Some(row) = rows.stores.get(&store_id) else {
+            // In sync with `prev` and uncontested: no row then, none now, and no trays either.
+            continue;
+        };
+        if row.status != status(new.alive) {
             fast.store_updates.push(StoreUpdate {
                 id: store_id,
                 mngt_ip: None,
                 status: Some(status(new.alive)),
             });
         }
+        let mut seen: BTreeSet<Cow<'_, str>> = BTreeSet::new();
         for (uuid, tray) in &new.trays {
+            let key = tray_key(uuid);
+            let row = rows.trays.get(key.as_ref())?;
             // In sync with `prev`, a tray row belongs to the store that won its uuid.
-            if let Some(row) = rows.trays.get(uuid.as_str())
-                && row.store_id == store_id
-                && row.status != status(tray.online)
-            {
+            let update = row.store_id == store_id && row.status != status(tray.online);
+            // The full plan uses the first of a store's case variants of one uuid.
+            if seen.insert(key.clone()) && update {
                 fast.tray_updates.push(TrayUpdate {
-                    uuid: uuid.to_string(),
+                    uuid: key.into_owned(),
                     status: Some(status(tray.online)),
                     ..TrayUpdate::default()
                 });
             }
         }
     }
-    fast
+    Some(fast)
 }
 
 /// Whether two states of a store agree on everything the plan derives keys, ownership,
-/// conflicts and non-status columns from.
+/// conflicts and non-status columns from (liveness aside, which [`plan_fast`] checks itself).
 fn same_keys(a: &StoreView, b: &StoreView) -> bool {
     a.mngt_ip == b.mngt_ip
         && a.ports == b.ports
@@ -241,11 +321,124 @@ fn same_keys(a: &StoreView, b: &StoreView) -> bool {
         })
 }
 
+/// Whether another store in `view` registers one of `store`'s keys: its mngt_ip, one of its
+/// tray uuids (in any letter case) or one of its ports. A superset of the conflicts the full
+/// plan resolves (it also counts values too long for their column), which is what
+/// [`plan_fast`] needs: one pass over the stores, cheap comparisons, no allocation per store.
+fn shares_a_key(view: &ClusterView, store: &StoreView) -> bool {
+    let ip = store.mngt_ip.valid();
+    let trays: Vec<Cow<'_, str>> = store.trays.keys().map(tray_key).collect();
+    view.stores.values().any(|other| {
+        other.id != store.id
+            && ((ip.is_some() && other.mngt_ip.valid() == ip)
+                || !other.ports.is_disjoint(&store.ports)
+                || !other.rep_ports.is_disjoint(&store.rep_ports)
+                || other.trays.keys().any(|uuid| {
+                    trays
+                        .iter()
+                        .any(|mine| mine.eq_ignore_ascii_case(uuid.as_str()))
+                }))
+    })
+}
+
+/// The t_tray key of a ZooKeeper tray uuid: lowercase. MariaDB's primary key on t_tray compares
+/// case-insensitively, so two spellings of one uuid are one row there; treating them as one
+/// everywhere keeps a plan from inserting both (a duplicate-key error that would fail every
+/// pass) and makes SQLite hold what MariaDB holds.
+pub fn tray_key(uuid: &TrayUuid) -> Cow<'_, str> {
+    let uuid = uuid.as_str();
+    if uuid.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(uuid.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(uuid)
+    }
+}
+
+/// How strongly a store claims a key (mngt_ip, tray uuid, port) that several stores register;
+/// the smallest claim wins. The field order is the precedence:
+/// 1. a live store before a dead one: after a redeploy under a new id, the old directory still
+///    registers the host's address, disks and ports, and must not keep them from the live one;
+/// 2. then the store the DB already gives the key to, so that the owner does not flip back and
+///    forth between two equally live (or equally dead) stores;
+/// 3. then the lowest id, so the result does not depend on anything else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Claim {
+    dead: bool,
+    not_in_db: bool,
+    id: i64,
+}
+
+impl Claim {
+    fn new(alive: bool, in_db: bool, id: i64) -> Self {
+        Claim {
+            dead: !alive,
+            not_in_db: !in_db,
+            id,
+        }
+    }
+
+    /// Why `self`, the winner, beat `loser`.
+    fn precedence_over(&self, loser: &Claim) -> Precedence {
+        if self.dead != loser.dead {
+            Precedence::Alive
+        } else if self.not_in_db != loser.not_in_db {
+            Precedence::HoldsRow
+        } else {
+            Precedence::LowerId
+        }
+    }
+}
+
+/// The claims on one key: the best so far (with its value) and every other.
+struct Claims<V> {
+    winner: Claim,
+    value: V,
+    losers: Vec<Claim>,
+}
+
+/// Claims collected per key, decided once all are in (so every loser's note names the final
+/// winner).
+struct Contest<K, V>(BTreeMap<K, Claims<V>>);
+
+impl<K: Ord, V> Contest<K, V> {
+    fn new() -> Self {
+        Contest(BTreeMap::new())
+    }
+
+    /// Records a claim. Returns false, ignoring it, when the same store already claimed `key`
+    /// (a tray uuid listed twice in different letter case): its first claim stands.
+    fn claim(&mut self, key: K, claim: Claim, value: V) -> bool {
+        match self.0.entry(key) {
+            Entry::Vacant(entry) => {
+                entry.insert(Claims {
+                    winner: claim,
+                    value,
+                    losers: Vec::new(),
+                });
+                true
+            }
+            Entry::Occupied(mut entry) => {
+                let claims = entry.get_mut();
+                if claims.winner.id == claim.id || claims.losers.iter().any(|l| l.id == claim.id) {
+                    return false;
+                }
+                if claim < claims.winner {
+                    claims
+                        .losers
+                        .push(std::mem::replace(&mut claims.winner, claim));
+                    claims.value = value;
+                } else {
+                    claims.losers.push(claim);
+                }
+                true
+            }
+        }
+    }
+}
+
 /// Plans t_store and returns every row as it will be after the plan.
 fn plan_stores(view: &ClusterView, rows: &DbRows, plan: &mut Plan) -> BTreeMap<i64, StoreRow> {
-    // Addresses the stores in ZooKeeper want; stores iterate in id order, so the lowest wins.
-    let mut claimed: BTreeMap<String, i64> = BTreeMap::new();
-    let mut wanted: BTreeMap<i64, String> = BTreeMap::new();
+    let mut contest: Contest<String, ()> = Contest::new();
     for store in view.stores.values() {
         let id = row_id(store.id);
         let Some(ip) = store.mngt_ip.valid().map(|ip| ip.to_string()) else {
@@ -259,17 +452,23 @@ fn plan_stores(view: &ClusterView, rows: &DbRows, plan: &mut Plan) -> BTreeMap<i
             });
             continue;
         }
-        match claimed.get(&ip) {
-            Some(&kept) => plan.notes.push(Note::MngtIpClaimedTwice {
-                ip,
-                kept,
-                ignored: id,
-            }),
-            None => {
-                claimed.insert(ip.clone(), id);
-                wanted.insert(id, ip);
-            }
+        let in_db = rows.stores.get(&id).is_some_and(|row| row.mngt_ip == ip);
+        contest.claim(ip, Claim::new(store.alive, in_db, id), ());
+    }
+    // Address -> the store that gets it, and the reverse.
+    let mut claimed: BTreeMap<String, i64> = BTreeMap::new();
+    let mut wanted: BTreeMap<i64, String> = BTreeMap::new();
+    for (ip, claims) in contest.0 {
+        for loser in &claims.losers {
+            plan.notes.push(Note::MngtIpClaimedTwice {
+                ip: ip.clone(),
+                kept: claims.winner.id,
+                ignored: loser.id,
+                why: claims.winner.precedence_over(loser),
+            });
         }
+        wanted.insert(claims.winner.id, ip.clone());
+        claimed.insert(ip, claims.winner.id);
     }
 
     let ids: BTreeSet<i64> = rows
@@ -366,48 +565,87 @@ fn plan_trays(
     finals: &BTreeMap<i64, StoreRow>,
     plan: &mut Plan,
 ) {
-    let mut wants: BTreeMap<String, TrayWant> = BTreeMap::new();
+    // Rows spelt with uppercase letters (another writer copied ZooKeeper's spelling), by their
+    // lowercase key: such a row is the tray's row, addressed by its own spelling so that the
+    // statements match it on SQLite too. Where SQLite holds several spellings, the exact
+    // lowercase one, else the first, is the tray's; the others are rows nothing lists.
+    let mut spelt: BTreeMap<String, &str> = BTreeMap::new();
+    for uuid in rows.trays.keys() {
+        if uuid.bytes().any(|b| b.is_ascii_uppercase()) {
+            spelt.entry(uuid.to_ascii_lowercase()).or_insert(uuid);
+        }
+    }
+    let mut contest: Contest<String, (&TrayView, i64)> = Contest::new();
     for store in view.stores.values() {
         let store_id = row_id(store.id);
         if !finals.contains_key(&store_id) {
             continue; // no t_store row for the foreign key
         }
         for (uuid, tray) in &store.trays {
-            if let Some(kept) = wants.get(uuid.as_str()) {
-                plan.notes.push(Note::TrayClaimedTwice {
+            let lower = tray_key(uuid);
+            let key = match spelt.get(lower.as_ref()) {
+                Some(&row_key) if !rows.trays.contains_key(lower.as_ref()) => row_key.to_owned(),
+                _ => lower.into_owned(),
+            };
+            let in_db = rows
+                .trays
+                .get(&key)
+                .is_some_and(|row| row.store_id == store_id);
+            let claim = Claim::new(store.alive, in_db, store_id);
+            if !contest.claim(key, claim, (tray, store_id)) {
+                plan.notes.push(Note::TrayListedTwice {
+                    store: store_id,
                     uuid: uuid.to_string(),
-                    kept: kept.store_id,
-                    ignored: store_id,
                 });
-                continue;
             }
-            let device = tray.devname.valid().and_then(|device| {
-                if device.len() > DEVICE_WIDTH {
-                    plan.notes.push(Note::TooLong {
-                        store: store_id,
-                        column: "t_tray.device",
-                        value: device.clone(),
-                    });
-                    None
-                } else {
-                    Some(device.clone())
-                }
-            });
-            let size = |value: Option<&u64>| value.map(|&v| v as i64); // parse bounds them to i64
-            wants.insert(
-                uuid.to_string(),
-                TrayWant {
-                    device,
-                    raw_capacity: size(tray.capacity.valid()),
-                    object_size: size(tray.object_size.valid()),
-                    status: status(tray.online),
-                    store_id,
-                },
-            );
         }
     }
 
-    let listed: BTreeSet<String> = wants.keys().cloned().collect();
+    let mut wants: BTreeMap<String, TrayWant> = BTreeMap::new();
+    for (uuid, claims) in contest.0 {
+        for loser in &claims.losers {
+            plan.notes.push(Note::TrayClaimedTwice {
+                uuid: uuid.clone(),
+                kept: claims.winner.id,
+                ignored: loser.id,
+                why: claims.winner.precedence_over(loser),
+            });
+        }
+        let (tray, store_id) = claims.value;
+        let device = tray.devname.valid().and_then(|device| {
+            if device.len() > DEVICE_WIDTH {
+                plan.notes.push(Note::TooLong {
+                    store: store_id,
+                    column: "t_tray.device",
+                    value: device.clone(),
+                });
+                None
+            } else {
+                Some(device.clone())
+            }
+        });
+        let size = |value: Option<&u64>| value.map(|&v| v as i64); // parse bounds them to i64
+        wants.insert(
+            uuid,
+            TrayWant {
+                device,
+                raw_capacity: size(tray.capacity.valid()),
+                object_size: size(tray.object_size.valid()),
+                status: status(tray.online),
+                store_id,
+            },
+        );
+    }
+
+    for (uuid, have) in &rows.trays {
+        if !wants.contains_key(uuid) && have.status != STATUS_OFFLINE {
+            plan.tray_updates.push(TrayUpdate {
+                uuid: uuid.clone(),
+                status: Some(STATUS_OFFLINE),
+                ..TrayUpdate::default()
+            });
+        }
+    }
     for (uuid, want) in wants {
         match rows.trays.get(&uuid) {
             None => {
@@ -440,15 +678,6 @@ fn plan_trays(
             }
         }
     }
-    for (uuid, have) in &rows.trays {
-        if !listed.contains(uuid) && have.status != STATUS_OFFLINE {
-            plan.tray_updates.push(TrayUpdate {
-                uuid: uuid.clone(),
-                status: Some(STATUS_OFFLINE),
-                ..TrayUpdate::default()
-            });
-        }
-    }
 }
 
 fn plan_ports(
@@ -457,7 +686,7 @@ fn plan_ports(
     finals: &BTreeMap<i64, StoreRow>,
     plan: &mut Plan,
 ) {
-    let mut wants: BTreeMap<PortKey, i64> = BTreeMap::new();
+    let mut contest: Contest<PortKey, ()> = Contest::new();
     for store in view.stores.values() {
         let store_id = row_id(store.id);
         if !finals.contains_key(&store_id) {
@@ -476,17 +705,24 @@ fn plan_ports(
                 continue;
             }
             let key = PortKey { ip_addr, purpose };
-            match wants.get(&key) {
-                Some(&kept) => plan.notes.push(Note::PortClaimedTwice {
-                    key,
-                    kept,
-                    ignored: store_id,
-                }),
-                None => {
-                    wants.insert(key, store_id);
-                }
-            }
+            let in_db = rows
+                .ports
+                .get(&key)
+                .is_some_and(|row| row.store_id == Some(store_id));
+            contest.claim(key, Claim::new(store.alive, in_db, store_id), ());
         }
+    }
+    let mut wants: BTreeMap<PortKey, i64> = BTreeMap::new();
+    for (key, claims) in contest.0 {
+        for loser in &claims.losers {
+            plan.notes.push(Note::PortClaimedTwice {
+                key: key.clone(),
+                kept: claims.winner.id,
+                ignored: loser.id,
+                why: claims.winner.precedence_over(loser),
+            });
+        }
+        wants.insert(key, claims.winner.id);
     }
     plan.port_deletes.extend(
         rows.ports
@@ -789,7 +1025,7 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_claims_keep_the_lowest_id() {
+    fn equal_claims_keep_the_lowest_id() {
         let u = uuid(1);
         let v = view([
             StoreView::test(3)
@@ -811,7 +1047,8 @@ mod tests {
         assert!(plan.notes.contains(&Note::MngtIpClaimedTwice {
             ip: "10.5.5.5".into(),
             kept: 3,
-            ignored: 8
+            ignored: 8,
+            why: Precedence::LowerId
         }));
 
         // With distinct addresses the tray and port conflicts surface as well.
@@ -829,13 +1066,252 @@ mod tests {
         assert!(plan.notes.contains(&Note::TrayClaimedTwice {
             uuid: u.to_string(),
             kept: 3,
-            ignored: 8
+            ignored: 8,
+            why: Precedence::LowerId
         }));
         assert!(plan.notes.contains(&Note::PortClaimedTwice {
             key: port_key("10.9.9.9", 0),
             kept: 3,
-            ignored: 8
+            ignored: 8,
+            why: Precedence::LowerId
         }));
+    }
+
+    /// design.md §1: a `pfs` recreated under a new store id registers the same host address,
+    /// disks and ports; the old directory keeps its persistent nodes but has no `alive`.
+    fn redeployed(id: u32, alive: bool) -> StoreView {
+        let store = StoreView::test(id)
+            .at("10.5.5.5")
+            .with_tray(uuid(1), TrayView::test("/dev/nvme0n1"))
+            .with_tray(uuid(2), TrayView::test("/dev/nvme1n1"))
+            .with_port("10.6.6.6")
+            .with_rep_port("10.7.7.7");
+        if alive {
+            store
+        } else {
+            let mut store = store.dead();
+            store.trays.values_mut().for_each(|t| t.online = false);
+            store
+        }
+    }
+
+    #[test]
+    fn a_redeployed_store_takes_over_from_its_dead_predecessor() {
+        let rows = DbRows::synced_from(&view([redeployed(1, true)]));
+        let v = view([redeployed(1, false), redeployed(2, true)]);
+        let (plan, after) = plan_and_apply(&v, &rows);
+        assert_eq!(after.stores[&1], store_row("vacated:1", "OFFLINE"));
+        assert_eq!(after.stores[&2], store_row("10.5.5.5", "OK"));
+        assert_eq!(
+            (plan.store_vacates.len(), plan.store_updates.len()),
+            (1, 1),
+            "row 1 steps aside and goes OFFLINE"
+        );
+        assert_eq!(plan.store_rows_updated(), 1, "one row, two statements");
+        assert!(
+            after
+                .trays
+                .values()
+                .all(|t| t.store_id == 2 && t.status == "OK")
+        );
+        assert_eq!(
+            after.ports,
+            BTreeMap::from([
+                (port_key("10.6.6.6", 0), port_row(2)),
+                (port_key("10.7.7.7", 1), port_row(2))
+            ])
+        );
+        // The losing store is still reported, with the reason.
+        let alive = Precedence::Alive;
+        for note in [
+            Note::MngtIpClaimedTwice {
+                ip: "10.5.5.5".into(),
+                kept: 2,
+                ignored: 1,
+                why: alive,
+            },
+            Note::MngtIpTaken {
+                ip: "10.5.5.5".into(),
+                by: 2,
+                displaced: 1,
+            },
+            Note::TrayClaimedTwice {
+                uuid: uuid(1).to_string(),
+                kept: 2,
+                ignored: 1,
+                why: alive,
+            },
+            Note::PortClaimedTwice {
+                key: port_key("10.7.7.7", 1),
+                kept: 2,
+                ignored: 1,
+                why: alive,
+            },
+        ] {
+            assert!(plan.notes.contains(&note), "{note} missing: {plan:#?}");
+        }
+        assert!(
+            plan.notes[0]
+                .to_string()
+                .ends_with("store 2 keeps it: it is alive and the other is not"),
+            "{}",
+            plan.notes[0]
+        );
+
+        // The new store crashes too: both dead, the rows stay where they are (no flip back to
+        // the lower id), only the status follows.
+        let v = view([redeployed(1, false), redeployed(2, false)]);
+        let (plan, after) = plan_and_apply(&v, &after);
+        assert_eq!(after.stores[&2], store_row("10.5.5.5", "OFFLINE"));
+        assert!(after.trays.values().all(|t| t.store_id == 2));
+        assert_eq!(plan.store_updates.len(), 1);
+        assert!(plan.notes.contains(&Note::MngtIpClaimedTwice {
+            ip: "10.5.5.5".into(),
+            kept: 2,
+            ignored: 1,
+            why: Precedence::HoldsRow,
+        }));
+
+        // Whichever is alive owns the host.
+        let (_, after) = plan_and_apply(&view([redeployed(1, true), redeployed(2, false)]), &after);
+        assert_eq!(after.stores[&1], store_row("10.5.5.5", "OK"));
+        assert_eq!(after.stores[&2], store_row("vacated:2", "OFFLINE"));
+        assert!(after.trays.values().all(|t| t.store_id == 1));
+        assert!(after.ports.values().all(|p| p.store_id == Some(1)));
+    }
+
+    #[test]
+    fn a_redeploy_seen_as_events_is_planned_in_full() {
+        // Store 2 registers its persistent nodes first and `alive` last, as pfs does: until
+        // then store 1, dead, keeps everything; `alive` appearing alone must hand it all over.
+        let rows = DbRows::synced_from(&view([redeployed(1, true)]));
+        let registering = view([redeployed(1, false), redeployed(2, false)]);
+        let rows = {
+            let mut after = rows.clone();
+            after.apply(&plan(&registering, &rows)).unwrap();
+            after
+        };
+        assert_eq!(
+            rows.stores.len(),
+            1,
+            "store 2 has no address of its own yet"
+        );
+        let live = view([redeployed(1, false), redeployed(2, true)]);
+        let fast = plan_after(&registering, &live, &rows);
+        assert_eq!(fast, plan(&live, &rows));
+        let mut after = rows;
+        after.apply(&fast).unwrap();
+        assert_eq!(after.stores[&2], store_row("10.5.5.5", "OK"));
+        assert!(after.trays.values().all(|t| t.store_id == 2));
+    }
+
+    #[test]
+    fn equally_live_claimants_leave_the_key_where_the_db_has_it() {
+        let u = uuid(1);
+        let mut rows = DbRows::default();
+        rows.stores.insert(8, store_row("10.5.5.5", "OK"));
+        // Store 3 has a row of its own (only stores with a row can own trays and ports).
+        rows.stores.insert(3, store_row("10.3.3.3", "OK"));
+        rows.trays
+            .insert(u.to_string(), tray_row(8, "/dev/a", "OK"));
+        rows.ports.insert(port_key("10.9.9.9", 0), port_row(8));
+        let v = view([
+            StoreView::test(3)
+                .at("10.5.5.5")
+                .with_tray(u.clone(), TrayView::test("/dev/a"))
+                .with_port("10.9.9.9"),
+            StoreView::test(8)
+                .at("10.5.5.5")
+                .with_tray(u.clone(), TrayView::test("/dev/a"))
+                .with_port("10.9.9.9"),
+        ]);
+        let (plan, after) = plan_and_apply(&v, &rows);
+        assert!(plan.is_empty(), "{plan:#?}");
+        assert_eq!(after, rows);
+        assert!(plan.notes.iter().all(|n| matches!(
+            n,
+            Note::MngtIpClaimedTwice {
+                kept: 8,
+                ignored: 3,
+                why: Precedence::HoldsRow,
+                ..
+            } | Note::TrayClaimedTwice {
+                kept: 8,
+                ignored: 3,
+                why: Precedence::HoldsRow,
+                ..
+            } | Note::PortClaimedTwice {
+                kept: 8,
+                ignored: 3,
+                why: Precedence::HoldsRow,
+                ..
+            }
+        )));
+        assert_eq!(plan.notes.len(), 3);
+    }
+
+    fn spelt(uuid: &str) -> TrayUuid {
+        uuid.parse().expect("valid uuid")
+    }
+
+    #[test]
+    fn tray_uuids_differing_in_case_are_one_row() {
+        let lower = "0000000a-0000-4000-8000-00000000000b";
+        let upper = "0000000A-0000-4000-8000-00000000000B";
+        // Two stores: one row, under the lowercase key, which MariaDB would also accept.
+        let v = view([
+            StoreView::test(1).with_tray(spelt(upper), TrayView::test("/dev/a")),
+            StoreView::test(2).with_tray(spelt(lower), TrayView::test("/dev/b")),
+        ]);
+        let (plan, after) = plan_and_apply(&v, &DbRows::default());
+        assert_eq!(after.trays.keys().collect::<Vec<_>>(), vec![lower]);
+        assert_eq!(after.trays[lower].store_id, 1);
+        assert!(plan.notes.contains(&Note::TrayClaimedTwice {
+            uuid: lower.into(),
+            kept: 1,
+            ignored: 2,
+            why: Precedence::LowerId
+        }));
+
+        // One store listing both spellings: the first is used, once.
+        let v = view([StoreView::test(1)
+            .with_tray(spelt(upper), TrayView::test("/dev/a"))
+            .with_tray(spelt(lower), TrayView::test("/dev/b"))]);
+        let (plan, after) = plan_and_apply(&v, &DbRows::default());
+        assert_eq!(after.trays.len(), 1);
+        assert_eq!(after.trays[lower].device, "/dev/a");
+        assert_eq!(
+            plan.notes,
+            vec![Note::TrayListedTwice {
+                store: 1,
+                uuid: lower.into()
+            }]
+        );
+
+        // A row another writer spelt in uppercase is that tray's row: updated where it is,
+        // never inserted again (a duplicate key on MariaDB).
+        let mut rows = DbRows::synced_from(&view([StoreView::test(1)]));
+        rows.trays
+            .insert(upper.into(), tray_row(1, "/dev/a", "OFFLINE"));
+        let v = view([StoreView::test(1).with_tray(spelt(lower), TrayView::test("/dev/a"))]);
+        let (plan, after) = plan_and_apply(&v, &rows);
+        assert!(plan.tray_inserts.is_empty());
+        assert_eq!(
+            plan.tray_updates,
+            vec![TrayUpdate {
+                uuid: upper.into(),
+                status: Some(STATUS_OK),
+                ..Default::default()
+            }]
+        );
+        assert_eq!(after.trays.len(), 1);
+        // The fast path finds it too (by planning in full).
+        let dead_tray =
+            view([StoreView::test(1).with_tray(spelt(lower), TrayView::test("/dev/a").offline())]);
+        assert_eq!(
+            plan_after(&v, &dead_tray, &after),
+            super::plan(&dead_tray, &after)
+        );
     }
 
     #[test]
@@ -914,6 +1390,16 @@ mod tests {
 
         const IPS: [&str; 5] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"];
 
+        /// Tray uuid `n`, spelt in uppercase when `upper` (the same uuid to MariaDB).
+        fn cased_uuid(n: u32, upper: bool) -> TrayUuid {
+            let head = if upper { "0000000A" } else { "0000000a" };
+            spelt(&format!("{head}-0000-4000-8000-{n:012}"))
+        }
+
+        fn arb_uuid() -> impl Strategy<Value = TrayUuid> {
+            (0u32..6, prop::bool::weighted(0.2)).prop_map(|(n, upper)| cased_uuid(n, upper))
+        }
+
         fn arb_tray() -> impl Strategy<Value = TrayView> {
             (any::<bool>(), 0u8..4, any::<bool>()).prop_map(|(online, dev, readable)| {
                 let mut tray = TrayView::test(&format!("/dev/sd{dev}"));
@@ -930,7 +1416,7 @@ mod tests {
                 1u32..7,
                 prop::option::of(0..IPS.len()),
                 any::<bool>(),
-                prop::collection::btree_map(0u32..6, arb_tray(), 0..3),
+                prop::collection::btree_map(arb_uuid(), arb_tray(), 0..3),
                 prop::collection::btree_set(0..IPS.len(), 0..3),
                 prop::collection::btree_set(0..IPS.len(), 0..2),
             )
@@ -939,7 +1425,7 @@ mod tests {
                     store.mngt_ip =
                         ip.map_or(Field::Missing, |i| Field::Valid(IPS[i].parse().unwrap()));
                     store.alive = alive;
-                    store.trays = trays.into_iter().map(|(n, t)| (uuid(n), t)).collect();
+                    store.trays = trays;
                     store.ports = ports.into_iter().map(|i| IPS[i].parse().unwrap()).collect();
                     store.rep_ports = rep_ports
                         .into_iter()
@@ -953,7 +1439,7 @@ mod tests {
         fn arb_rows() -> impl Strategy<Value = DbRows> {
             (
                 prop::collection::btree_map(0i64..8, (0..IPS.len() + 2, any::<bool>()), 0..6),
-                prop::collection::btree_map(0u32..6, (0usize..6, any::<bool>()), 0..4),
+                prop::collection::btree_map(arb_uuid(), (0usize..6, any::<bool>()), 0..4),
                 prop::collection::btree_map(
                     (0..IPS.len(), 0i64..2),
                     (0i64..8, any::<bool>()),
@@ -973,12 +1459,13 @@ mod tests {
                         }
                     }
                     let ids: Vec<i64> = rows.stores.keys().copied().collect();
-                    for (n, (owner, ok)) in trays {
+                    // Both spellings of one uuid only on SQLite, but the plan must cope.
+                    for (uuid, (owner, ok)) in trays {
                         if let Some(&store_id) = ids.get(owner % ids.len().max(1)) {
                             let mut row =
                                 tray_row(store_id, "/dev/old", if ok { "OK" } else { "OFFLINE" });
                             row.raw_capacity = 5;
-                            rows.trays.insert(uuid(n).to_string(), row);
+                            rows.trays.insert(uuid.to_string(), row);
                         }
                     }
                     for ((ip, purpose), (store_id, ok)) in ports {
@@ -1048,7 +1535,9 @@ mod tests {
                         };
                         match kind {
                             5 => {
-                                store.trays.insert(uuid(n), TrayView::test("/dev/new"));
+                                store
+                                    .trays
+                                    .insert(cased_uuid(n, flag), TrayView::test("/dev/new"));
                             }
                             6 => toggle(&mut store.ports),
                             7 => toggle(&mut store.rep_ports),
@@ -1097,54 +1586,85 @@ mod tests {
             ) {
                 let v = view(stores);
                 let (_, after) = plan_and_apply(&v, &rows);
+                let alive = |id: i64| view_store(&v, id).is_some_and(|s| s.alive);
+                // A key several stores register goes to a live one before a dead one, then to
+                // the one the DB gave it to, then to the lowest id.
+                let beats = |winner: i64, loser: i64, held: &dyn Fn(i64) -> bool| {
+                    if alive(winner) != alive(loser) {
+                        alive(winner)
+                    } else if held(winner) != held(loser) {
+                        held(winner)
+                    } else {
+                        winner < loser
+                    }
+                };
+                let has_row = |s: &&std::sync::Arc<StoreView>| after.stores.contains_key(&row_id(s.id));
                 // Nothing is ever deleted from t_store or t_tray.
                 prop_assert!(rows.stores.keys().all(|id| after.stores.contains_key(id)));
                 prop_assert!(rows.trays.keys().all(|u| after.trays.contains_key(u)));
                 for (id, row) in &after.stores {
-                    let live = u32::try_from(*id).ok().and_then(|n| StoreId::new(n).ok()).and_then(|sid| v.get(sid)).is_some_and(|s| s.alive);
-                    prop_assert_eq!(&row.status, if live { "OK" } else { "OFFLINE" });
+                    prop_assert_eq!(&row.status, if alive(*id) { "OK" } else { "OFFLINE" });
                 }
-                // A tray no store with a row lists is OFFLINE; a listed one belongs to the
-                // lowest such store.
-                for (uuid, tray) in &after.trays {
-                    let owners: Vec<i64> = v.stores.values()
-                        .filter(|s| after.stores.contains_key(&i64::from(s.id.get())) && s.trays.keys().any(|u| u.as_str() == uuid))
-                        .map(|s| i64::from(s.id.get()))
+                // Addresses: a store without its own is beaten by the row that has it.
+                for store in v.stores.values() {
+                    let id = row_id(store.id);
+                    let Some(ip) = store.mngt_ip.valid().map(|ip| ip.to_string()) else { continue };
+                    if after.stores.get(&id).is_some_and(|row| row.mngt_ip == ip) {
+                        continue;
+                    }
+                    let holder = after.stores.iter().find(|(_, row)| row.mngt_ip == ip).map(|(id, _)| *id);
+                    prop_assert!(holder.is_some(), "nobody got {ip}, which store {id} registers");
+                    let holder = holder.unwrap();
+                    prop_assert!(view_store(&v, holder).is_some_and(|s| s.mngt_ip.valid().map(|i| i.to_string()) == Some(ip.clone())));
+                    let held = |s: i64| rows.stores.get(&s).is_some_and(|row| row.mngt_ip == ip);
+                    prop_assert!(beats(holder, id, &held), "store {holder} got {ip} over store {id}");
+                }
+                // Trays: one row per uuid (letter case aside), owned by the best claimant and
+                // following its `online`; any other row is OFFLINE.
+                for (key, tray) in &after.trays {
+                    let claimants: Vec<i64> = v.stores.values().filter(has_row)
+                        .filter(|s| s.trays.keys().any(|u| u.as_str().eq_ignore_ascii_case(key)))
+                        .map(|s| row_id(s.id))
                         .collect();
-                    match owners.first() {
-                        None => prop_assert_eq!(&tray.status, "OFFLINE"),
-                        Some(&owner) => prop_assert_eq!(tray.store_id, owner),
+                    let lower = key.to_ascii_lowercase();
+                    let chosen = if after.trays.contains_key(&lower) {
+                        &lower
+                    } else {
+                        after.trays.keys().find(|k| k.eq_ignore_ascii_case(key)).unwrap()
+                    };
+                    if claimants.is_empty() || key != chosen {
+                        prop_assert_eq!(&tray.status, "OFFLINE");
+                        continue;
+                    }
+                    let owner = tray.store_id;
+                    prop_assert!(claimants.contains(&owner), "tray {key} given to store {owner}, not a claimant");
+                    let held = |s: i64| rows.trays.get(key).is_some_and(|row| row.store_id == s);
+                    for &other in &claimants {
+                        prop_assert!(other == owner || beats(owner, other, &held), "tray {key}: store {owner} over {other}");
+                    }
+                    let (_, listed) = view_store(&v, owner).unwrap().trays.iter().find(|(u, _)| u.as_str().eq_ignore_ascii_case(key)).unwrap();
+                    prop_assert_eq!(&tray.status, if listed.online { "OK" } else { "OFFLINE" });
+                }
+                // Ports: exactly the ones stores with a row register, each owned by the best
+                // claimant.
+                for store in v.stores.values().filter(has_row) {
+                    for (ips, purpose) in [(&store.ports, 0), (&store.rep_ports, 1)] {
+                        for ip in ips {
+                            prop_assert!(after.ports.contains_key(&port_key(&ip.to_string(), purpose)));
+                        }
                     }
                 }
-                // Every port row is one a store with a row lists (t_port equals ZooKeeper).
                 for (key, port) in &after.ports {
                     let ip: std::net::IpAddr = key.ip_addr.parse().unwrap();
-                    let owner = port.store_id.and_then(|id| u32::try_from(id).ok()).and_then(|n| StoreId::new(n).ok()).and_then(|sid| v.get(sid));
-                    let listed = owner.is_some_and(|s| {
-                        after.stores.contains_key(&i64::from(s.id.get()))
-                            && if key.purpose == 0 { s.ports.contains(&ip) } else { s.rep_ports.contains(&ip) }
-                    });
-                    prop_assert!(listed, "port row {key} {port:?} is not in ZooKeeper");
-                }
-                for store in v.stores.values() {
-                    let id = i64::from(store.id.get());
-                    let Some(row) = after.stores.get(&id) else { continue };
-                    if let Some(ip) = store.mngt_ip.valid() {
-                        // Either the store got its address or a lower id holds it.
-                        let ip = ip.to_string();
-                        prop_assert!(row.mngt_ip == ip || v.stores.values().any(|o| o.id < store.id && o.mngt_ip.valid().map(|i| i.to_string()) == Some(ip.clone())));
-                    }
-                    for (uuid, tray) in &store.trays {
-                        if let Some(t) = after.trays.get(uuid.as_str()) && t.store_id == id {
-                            prop_assert_eq!(&t.status, if tray.online { "OK" } else { "OFFLINE" });
-                        }
-                    }
-                    for (key, port) in &after.ports {
-                        if port.store_id == Some(id) {
-                            let ip: std::net::IpAddr = key.ip_addr.parse().unwrap();
-                            let listed = if key.purpose == 0 { store.ports.contains(&ip) } else { store.rep_ports.contains(&ip) };
-                            prop_assert!(listed, "port {key} of store {id} is not in ZooKeeper");
-                        }
+                    let claimants: Vec<i64> = v.stores.values().filter(has_row)
+                        .filter(|s| if key.purpose == 0 { s.ports.contains(&ip) } else { s.rep_ports.contains(&ip) })
+                        .map(|s| row_id(s.id))
+                        .collect();
+                    let owner = port.store_id.unwrap_or(-1);
+                    prop_assert!(claimants.contains(&owner), "port row {key} {port:?} is not in ZooKeeper");
+                    let held = |s: i64| rows.ports.get(key).is_some_and(|row| row.store_id == Some(s));
+                    for &other in &claimants {
+                        prop_assert!(other == owner || beats(owner, other, &held), "port {key}: store {owner} over {other}");
                     }
                 }
             }

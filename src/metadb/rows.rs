@@ -71,7 +71,7 @@ pub enum ConstraintError {
     NoSuchStore(i64),
     #[error("t_store: mngt_ip {0:?} already used by another row")]
     DuplicateMngtIp(String),
-    #[error("t_tray: duplicate uuid {0}")]
+    #[error("t_tray: duplicate uuid {0} (letter case aside, as MariaDB compares)")]
     DuplicateTray(String),
     #[error("t_tray: no row with uuid {0}")]
     NoSuchTray(String),
@@ -171,8 +171,14 @@ impl DbRows {
                 row.object_size = object_size;
             }
         }
+        // MariaDB's t_tray primary key compares case-insensitively: model the stricter backend.
+        let mut uuids: HashSet<String> = if plan.tray_inserts.is_empty() {
+            HashSet::new()
+        } else {
+            self.trays.keys().map(|u| u.to_ascii_lowercase()).collect()
+        };
         for (uuid, row) in &plan.tray_inserts {
-            if self.trays.contains_key(uuid) {
+            if !uuids.insert(uuid.to_ascii_lowercase()) {
                 return Err(ConstraintError::DuplicateTray(uuid.clone()));
             }
             if !self.stores.contains_key(&row.store_id) {

@@ -11,6 +11,7 @@ use crate::metadb::rows::{DbRows, PortKey, PortRow, StoreRow, TrayRow, vacated_m
 
 /// PureFlash's definitions of the three tables (design.md §3), created only where missing.
 /// The same text is valid SQLite and MariaDB; on MariaDB the foreign key is enforced.
+/// `if not exists` still matters: two operators starting on an empty DB may both create.
 pub const CREATE_TABLES: [(&str, &str); 3] = [
     (
         "t_store",
@@ -62,12 +63,13 @@ pub struct Sql<DB>(PhantomData<DB>);
 
 impl<DB> Sql<DB>
 where
-    DB: Database + RowsAffected + sqlx::database::HasStatementCache,
+    DB: Database + Dialect + sqlx::database::HasStatementCache,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB> + Default,
     for<'r> StoreTuple: FromRow<'r, DB::Row>,
     for<'r> TrayTuple: FromRow<'r, DB::Row>,
     for<'r> PortTuple: FromRow<'r, DB::Row>,
+    for<'r> (String,): FromRow<'r, DB::Row>,
     for<'q> i64: Encode<'q, DB> + Type<DB>,
     for<'q> Option<i64>: Encode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Type<DB>,
@@ -75,8 +77,25 @@ where
 {
     /// Creates whichever of the three tables is missing, then checks that each has the columns
     /// the operator uses (a table of the same name with other columns is an error, not altered).
+    ///
+    /// Tables that exist are not created again, not even with `if not exists`: MariaDB checks
+    /// the CREATE privilege before it looks for the table, so a least-privilege account (select,
+    /// insert, update, delete on jconductor's database) would fail every pass with ERROR 1142.
     pub async fn ensure_schema(conn: &mut DB::Connection) -> Result<(), DbError> {
+        let existing: Vec<(String,)> = sqlx::query_as(DB::EXISTING_TABLES)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(|source| DbError::Schema {
+                table: "t_store/t_tray/t_port",
+                source,
+            })?;
         for (table, ddl) in CREATE_TABLES {
+            if existing
+                .iter()
+                .any(|(name,)| name.eq_ignore_ascii_case(table))
+            {
+                continue;
+            }
             sqlx::query(ddl)
                 .execute(&mut *conn)
                 .await
@@ -329,18 +348,31 @@ where
     }
 }
 
-/// Rows affected, per backend (the QueryResult types differ).
-pub trait RowsAffected: Database {
+/// What differs between the backends: result types and catalogs.
+pub trait Dialect: Database {
+    /// Which of t_store, t_tray and t_port exist. A view of that name counts too: it is not
+    /// ours to replace, and the column probe that follows decides whether it is usable.
+    const EXISTING_TABLES: &'static str;
+
     fn rows_affected(result: &Self::QueryResult) -> u64;
 }
 
-impl RowsAffected for sqlx::Sqlite {
+impl Dialect for sqlx::Sqlite {
+    const EXISTING_TABLES: &'static str = "select name from sqlite_master \
+         where type in ('table', 'view') and name in ('t_store', 't_tray', 't_port')";
+
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
     }
 }
 
-impl RowsAffected for sqlx::MySql {
+impl Dialect for sqlx::MySql {
+    // information_schema lists only what the account may use, which is what matters here.
+    // `cast` because some servers report the name as binary.
+    const EXISTING_TABLES: &'static str = "select cast(table_name as char) \
+         from information_schema.tables \
+         where table_schema = database() and table_name in ('t_store', 't_tray', 't_port')";
+
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
     }
