@@ -868,9 +868,13 @@ async fn a_second_store_with_the_same_id_is_not_run_until_the_first_is_gone() {
         "{message}"
     );
     assert_eq!(second.status.as_ref().unwrap().phase, Some(Phase::Pending));
-    assert!(
-        reasons(&events_about(&harness, "second").await).contains(&"DuplicateStoreId".to_owned())
-    );
+    // The Event follows the status write.
+    wait_for("a DuplicateStoreId Event", async || {
+        reasons(&events_about(&harness, "second").await)
+            .contains(&"DuplicateStoreId".to_owned())
+            .then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         pod_uid(&pods, "second-pfs").await,
