@@ -241,8 +241,15 @@ pub async fn run(
             _ = stop.cancelled() => break,
             outcome = tokio::time::timeout_at(bound, attempt(&leases, &config, &mut last_seen)) => outcome,
         };
+        // A follower looks again when the Lease would be ours, if that comes before the next
+        // regular look: a standby takes over as soon as the holder's time is up.
+        let mut take_over_at = None;
         let failure = match outcome {
-            Ok(Ok(holding)) => {
+            Ok(Ok(found)) => {
+                let holding = matches!(found, Attempt::Holding);
+                if let Attempt::Following { until } = found {
+                    take_over_at = until;
+                }
                 if complaints.succeeded() {
                     info!(lease = %config.name, "Lease requests succeed again");
                 }
@@ -269,6 +276,7 @@ pub async fn run(
         // Wake at the term's end at the latest, to stop leading on time.
         let wake = Instant::now() + wait;
         let wake = term_end.map_or(wake, |end| end.min(wake));
+        let wake = take_over_at.map_or(wake, |at| at.min(wake));
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep_until(wake) => {}
@@ -312,11 +320,19 @@ fn update_leading(
 }
 
 /// One round: returns whether we hold the Lease afterwards.
+/// What one attempt found.
+enum Attempt {
+    /// We hold the Lease (created, renewed or taken over).
+    Holding,
+    /// Someone else holds it; it is ours to take at `until`, if known, unless it changes.
+    Following { until: Option<Instant> },
+}
+
 async fn attempt(
     leases: &Api<Lease>,
     config: &LeaseConfig,
     last_seen: &mut Option<Sighting>,
-) -> kube::Result<bool> {
+) -> kube::Result<Attempt> {
     let current = leases.get_opt(&config.name).await?;
     let spec = current.as_ref().and_then(|l| l.spec.clone());
     match step(
@@ -326,7 +342,7 @@ async fn attempt(
         Instant::now(),
         config.duration,
     ) {
-        Step::Follow { .. } => Ok(false),
+        Step::Follow { until, .. } => Ok(Attempt::Following { until: Some(until) }),
         Step::Create => {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -342,8 +358,10 @@ async fn attempt(
                 )),
             };
             match leases.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+                Ok(_) => Ok(Attempt::Holding),
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    Ok(Attempt::Following { until: None })
+                }
                 Err(error) => Err(error),
             }
         }
@@ -360,8 +378,10 @@ async fn attempt(
                 .replace(&config.name, &PostParams::default(), &lease)
                 .await
             {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+                Ok(_) => Ok(Attempt::Holding),
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    Ok(Attempt::Following { until: None })
+                }
                 Err(error) => Err(error),
             }
         }
