@@ -530,8 +530,8 @@ struct Step {
     rel: String,
     deleted: bool,
     read: Option<usize>,
-    /// The node is the store's `alive`: its read is for the owner, not the data.
-    alive: bool,
+    /// The node is the store's `alive`, read for its owner.
+    owner_read: Option<usize>,
 }
 
 /// Applies a batch of watch events: issues every needed data read at once, then applies the
@@ -544,6 +544,7 @@ async fn apply_batch(
 ) -> BatchOutcome {
     let mut steps = Vec::with_capacity(batch.len());
     let mut reads = Vec::new();
+    let mut owner_reads = Vec::new();
     // Every session change, in order: a disconnection and the reconnection after it may both
     // sit in one batch, and the disconnection must still cost the view its trust.
     let mut session_changes = Vec::new();
@@ -560,28 +561,31 @@ async fn apply_batch(
                             rel: String::new(),
                             deleted,
                             read: None,
-                            alive: false,
+                            owner_read: None,
                         });
                         continue;
                     }
                     Location::Elsewhere => continue,
                 };
-                // `alive` is read for its owner, the data nodes for their data.
+                // The data nodes are read for their data; `alive` for its owner, which is not
+                // waited for (see below).
                 let node = StoreNode::parse(rel);
-                let alive = node == Ok(StoreNode::Alive);
-                let needs_read = !deleted
-                    && dir.parse::<StoreId>().is_ok()
-                    && (alive || node.is_ok_and(|node| node.carries_data()));
-                let read = needs_read.then(|| {
-                    reads.push(client.get_data(&event.path));
-                    reads.len() - 1
+                let readable = !deleted && dir.parse::<StoreId>().is_ok();
+                let read =
+                    (readable && node.as_ref().is_ok_and(StoreNode::carries_data)).then(|| {
+                        reads.push(client.get_data(&event.path));
+                        reads.len() - 1
+                    });
+                let owner_read = (readable && node == Ok(StoreNode::Alive)).then(|| {
+                    owner_reads.push(client.get_data(&event.path));
+                    owner_reads.len() - 1
                 });
                 steps.push(Step {
                     dir: Some(dir.to_owned()),
                     rel: rel.to_owned(),
                     deleted,
                     read,
-                    alive,
+                    owner_read,
                 });
             }
             // A recursive watch never sends these; nothing to do if one comes.
@@ -601,7 +605,6 @@ async fn apply_batch(
         let update = match step.read.map(|i| &results[i]) {
             None if step.deleted => NodeUpdate::Deleted,
             None => NodeUpdate::Present(&[]),
-            Some(Ok((_, stat))) if step.alive => NodeUpdate::Ephemeral(stat.ephemeral_owner),
             Some(Ok((data, _))) => NodeUpdate::Present(data),
             Some(Err(zk::Error::NoNode)) => NodeUpdate::Deleted,
             Some(Err(error)) => {
@@ -616,18 +619,50 @@ async fn apply_batch(
             Touched::Nothing => {}
         }
     }
-    touched.sort_unstable();
-    touched.dedup();
-    let (removed, changed): (Vec<StoreId>, Vec<StoreId>) = touched
-        .into_iter()
-        .partition(|id| !publisher.view.stores.contains_key(id));
-    publisher.publish(&changed, &removed, dirs_changed, false);
+    publish_touched(publisher, touched, dirs_changed);
+
+    // Whose session a new `alive` belongs to matters to rollouts only, not to the DB or the
+    // status: the store is published alive (owner unknown) without waiting for that read, and
+    // again once the owner is known. The reads went out with the others, so this is no extra
+    // round trip; like them they may show a later state, whose events then follow.
+    if !owner_reads.is_empty() {
+        let owners = futures::future::join_all(owner_reads).await;
+        let mut touched = Vec::new();
+        for step in &steps {
+            let (Some(dir), Some(i)) = (&step.dir, step.owner_read) else {
+                continue;
+            };
+            let update = match &owners[i] {
+                Ok((_, stat)) => NodeUpdate::Ephemeral(stat.ephemeral_owner),
+                Err(zk::Error::NoNode) => NodeUpdate::Deleted,
+                Err(error) => {
+                    debug!(%error, %dir, "could not read alive's owner; will reload");
+                    reread_failed = true;
+                    continue;
+                }
+            };
+            if let Touched::Store(id) = publisher.view.apply(dir, &step.rel, update) {
+                touched.push(id);
+            }
+        }
+        publish_touched(publisher, touched, false);
+    }
 
     apply_session_changes(
         publisher,
         &session_changes,
         BatchOutcome::Applied { reread_failed },
     )
+}
+
+/// Publishes the stores a batch touched (and whether the directories changed).
+fn publish_touched(publisher: &mut Publisher, mut touched: Vec<StoreId>, dirs_changed: bool) {
+    touched.sort_unstable();
+    touched.dedup();
+    let (removed, changed): (Vec<StoreId>, Vec<StoreId>) = touched
+        .into_iter()
+        .partition(|id| !publisher.view.stores.contains_key(id));
+    publisher.publish(&changed, &removed, dirs_changed, false);
 }
 
 /// Publishes a batch's session changes in order; the outcome is the last one's.
