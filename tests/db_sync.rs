@@ -59,6 +59,7 @@ scenarios!(
     mngt_ip_taken_over_does_not_wedge_the_sync,
     redeployed_store_takes_over_from_its_dead_predecessor,
     tray_uuids_differing_in_case_are_one_row,
+    a_device_name_a_latin1_table_refuses_costs_only_its_tray,
     db_outage_converges_when_it_returns,
     a_wrong_cluster_name_touches_nothing,
 );
@@ -528,6 +529,25 @@ async fn tray_uuids_differing_in_case_are_one_row(backend: Backend) {
     assert_eq!(row.map(|t| (t.0.as_str(), t.5)), Some((lower.as_str(), 1)));
     sync.wait_synced().await;
     assert!(sync.status.borrow().last_error.is_none());
+    sync.stop().await;
+}
+
+async fn a_device_name_a_latin1_table_refuses_costs_only_its_tray(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("not-ascii");
+    let mut odd = spec(&zk(), &cluster, 1);
+    odd.trays[0].device = "/dev/диск".to_owned();
+    let _odd = PfsSim::start(odd).await.unwrap();
+    let _good = PfsSim::start(spec(&zk(), &cluster, 2)).await.unwrap();
+    let mut sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    // Both stores, every port, and every tray but the one whose device cannot be written.
+    wait_for!(db, "synced", |s, t, p| s.len() == 2
+        && s.iter().all(|s| s.2 == "OK")
+        && t.len() == 3
+        && p.len() == 4);
+    sync.wait_synced().await;
+    assert!(sync.status.borrow().last_error.is_none());
+    assert!(db.trays().await.iter().all(|t| t.1.is_ascii()));
     sync.stop().await;
 }
 

@@ -121,6 +121,13 @@ pub enum Note {
         column: &'static str,
         value: String,
     },
+    /// A device name that is not ASCII: PureFlash's tables are often latin1, where MariaDB in
+    /// strict mode refuses it (ERROR 1366) and with it the whole pass.
+    NotAscii {
+        store: i64,
+        column: &'static str,
+        value: String,
+    },
 }
 
 impl fmt::Display for Note {
@@ -178,6 +185,16 @@ impl fmt::Display for Note {
                 write!(
                     f,
                     "store {store}: {value:?} does not fit {column}; not written"
+                )
+            }
+            Note::NotAscii {
+                store,
+                column,
+                value,
+            } => {
+                write!(
+                    f,
+                    "store {store}: {value:?} is not ASCII, which a latin1 {column} refuses; not written"
                 )
             }
         }
@@ -615,6 +632,13 @@ fn plan_trays(
         let device = tray.devname.valid().and_then(|device| {
             if device.len() > DEVICE_WIDTH {
                 plan.notes.push(Note::TooLong {
+                    store: store_id,
+                    column: "t_tray.device",
+                    value: device.clone(),
+                });
+                None
+            } else if !device.is_ascii() {
+                plan.notes.push(Note::NotAscii {
                     store: store_id,
                     column: "t_tray.device",
                     value: device.clone(),
@@ -1342,6 +1366,41 @@ mod tests {
         let (plan, rows) = plan_and_apply(&v, &DbRows::default());
         assert!(rows.ports.is_empty() && rows.trays.is_empty());
         assert_eq!(plan.notes.len(), 2);
+    }
+
+    #[test]
+    fn a_device_name_a_latin1_column_refuses_is_left_out_with_a_note() {
+        let v = view([StoreView::test(1).with_tray(uuid(1), TrayView::test("/dev/диск"))]);
+        let (plan, rows) = plan_and_apply(&v, &DbRows::default());
+        assert_eq!(rows.stores.len(), 1, "the rest of the store is written");
+        assert!(rows.trays.is_empty(), "a new tray row needs its device");
+        let not_ascii = |plan: &Plan| {
+            plan.notes.iter().any(|n| {
+                matches!(
+                    n,
+                    Note::NotAscii {
+                        store: 1,
+                        column: "t_tray.device",
+                        ..
+                    }
+                )
+            })
+        };
+        assert!(not_ascii(&plan));
+        // An existing row keeps its device and follows everything else.
+        let mut before = rows.clone();
+        before
+            .trays
+            .insert(uuid(1).as_str().to_owned(), tray_row(1, "/dev/sdb", "OK"));
+        let offline =
+            view([StoreView::test(1).with_tray(uuid(1), TrayView::test("/dev/диск").offline())]);
+        let (plan, after) = plan_and_apply(&offline, &before);
+        assert!(not_ascii(&plan));
+        let tray = &after.trays[uuid(1).as_str()];
+        assert_eq!(
+            (tray.device.as_str(), tray.status.as_str()),
+            ("/dev/sdb", "OFFLINE")
+        );
     }
 
     #[test]
