@@ -70,7 +70,7 @@ pub struct PodFacts {
 /// new pfs's own.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Predecessor {
-    /// Not recorded: the view could not be trusted then, or the Pod predates the record.
+    /// Not recorded: the Pod predates the record, or `alive`'s owner was not read yet.
     #[default]
     Unknown,
     /// No `alive` stood: any `alive` now comes from the new pfs.

@@ -1055,6 +1055,7 @@ async fn a_change_to_every_store_rolls_their_pods_one_store_at_a_time() {
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(150);
     let mut held_seen = false;
+    let mut predecessor_seen = false;
     loop {
         // A store is disrupted from its old Pod's replacement until pfs is alive again in a new
         // session; at most one may be at any moment.
@@ -1086,6 +1087,9 @@ async fn a_change_to_every_store_rolls_their_pods_one_store_at_a_time() {
             let store = stores.get(name).await.unwrap();
             held_seen |= condition(&store, "UpToDate")
                 .is_some_and(|c| c.status == "False" && c.reason == "OtherStoresUnavailable");
+            predecessor_seen |= condition(&store, "Alive")
+                .is_some_and(|c| c.status == "False" && c.reason == "PredecessorSession")
+                && store.status.as_ref().unwrap().phase == Some(Phase::Starting);
         }
         if done == names.len() {
             break;
@@ -1098,6 +1102,12 @@ async fn a_change_to_every_store_rolls_their_pods_one_store_at_a_time() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(held_seen, "a held store says so in its UpToDate condition");
+    // pfs-sim, like pfs, leaves its session to expire on SIGTERM: for a few seconds each new
+    // Pod's store is alive only on its predecessor's account.
+    assert!(
+        predecessor_seen,
+        "a replaced store reads Starting while the old session's alive stands"
+    );
 
     let configs: Api<ConfigMap> = Api::namespaced(harness.client.clone(), &harness.namespace);
     for name in names {

@@ -842,8 +842,12 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         pod = pods.get_opt(&pod_name).await?;
     }
     drop(rolls);
-    if pod.is_none() {
-        let predecessor = predecessor(&ctx.snapshots.borrow(), store.spec.store_id);
+    // A Pod records whose `alive` it replaces, which only a trusted view can tell; without one
+    // the Pod waits (a pfs could not register then anyway), and the view becoming trusted
+    // wakes every store.
+    let view_now = ctx.snapshots.borrow().clone();
+    if pod.is_none() && view_now.health.is_trusted() {
+        let predecessor = predecessor(&view_now, store.spec.store_id);
         ctx.still_leading()?;
         pod = Some(
             pods.patch(

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{Phase, PureFlashStoreStatus, TrayStatus};
-use crate::recovery::{self, Decision, PodFacts, Policy, SkipReason, Verdict};
+use crate::recovery::{self, Decision, PodFacts, Policy, Predecessor, SkipReason, Verdict};
 use crate::rollout::HoldReason;
 use crate::zk::StoreView;
 
@@ -144,9 +144,23 @@ pub fn duplicate(
     }
 }
 
+/// Whether the `alive` that stands is the one of the pfs the Pod replaced, whose session has
+/// not expired yet: the store looks alive, but the pfs behind it is gone and the new one waits.
+fn alive_of_predecessor(facts: &Facts<'_>) -> bool {
+    let (Some(store), Some(pod)) = (facts.store, facts.pod) else {
+        return false;
+    };
+    store.alive
+        && pod.container_restarts == 0
+        && matches!(pod.predecessor, Predecessor::Session(old) if store.alive_session == Some(old))
+}
+
 fn phase(facts: &Facts<'_>, alive: bool, in_flight: bool) -> Phase {
     if !facts.view_trusted {
         return Phase::Unknown;
+    }
+    if alive && alive_of_predecessor(facts) {
+        return Phase::Starting;
     }
     if alive {
         return Phase::Online;
@@ -290,6 +304,14 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
             "False",
             "NotRegistered",
             "the store is not registered in ZooKeeper".into(),
+            facts,
+        ),
+        (true, Some(_), true) if alive_of_predecessor(facts) => condition(
+            conditions,
+            "Alive",
+            "False",
+            "PredecessorSession",
+            "the alive node still belongs to the replaced pfs's session; the new pfs registers once it expires".into(),
             facts,
         ),
         (true, Some(_), true) => condition(
@@ -573,6 +595,36 @@ mod tests {
             ]
         );
         assert_eq!(condition_of(&status, "UpToDate").status, "True");
+    }
+
+    #[test]
+    fn an_alive_left_by_the_replaced_pfs_is_not_the_store_online() {
+        let mut case = Case::alive_at(t(100));
+        case.store.as_mut().unwrap().alive_session = Some(0x51);
+        case.pod.as_mut().unwrap().predecessor = Predecessor::Session(0x51);
+        let waiting = case.status();
+        assert_eq!(waiting.phase, Some(Phase::Starting));
+        assert_eq!(
+            waiting.alive,
+            Some(true),
+            "ALIVE still says what ZooKeeper has"
+        );
+        let alive = condition_of(&waiting, "Alive");
+        assert_eq!(
+            (alive.status.as_str(), alive.reason.as_str()),
+            ("False", "PredecessorSession")
+        );
+        assert_eq!(condition_of(&waiting, "Ready").status, "False");
+
+        // The new pfs registered under its own session.
+        case.store.as_mut().unwrap().alive_session = Some(0x52);
+        assert_eq!(case.status().phase, Some(Phase::Online));
+        // Owner unknown, or a container restarted in place: no claim either way, as before.
+        case.store.as_mut().unwrap().alive_session = None;
+        assert_eq!(case.status().phase, Some(Phase::Online));
+        case.store.as_mut().unwrap().alive_session = Some(0x51);
+        case.pod.as_mut().unwrap().container_restarts = 1;
+        assert_eq!(case.status().phase, Some(Phase::Online));
     }
 
     #[test]
