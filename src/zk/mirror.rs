@@ -451,7 +451,9 @@ async fn serve_session(
     let mut reload_at = Instant::now();
     loop {
         if connected && reload_at <= Instant::now() {
-            match load_tree(client, &config.layout).await {
+            match distrust_while_disconnected(client, publisher, load_tree(client, &config.layout))
+                .await
+            {
                 Ok(fresh) => {
                     publisher.replace_view(fresh);
                     backoff.reset();
@@ -592,7 +594,8 @@ async fn apply_batch(
             EventType::NodeChildrenChanged => {}
         }
     }
-    let results = futures::future::join_all(reads).await;
+    let results =
+        distrust_while_disconnected(client, publisher, futures::future::join_all(reads)).await;
     debug!(events = batch.len(), reads = results.len(), "watch events");
     let mut reread_failed = false;
     let mut touched = Vec::new();
@@ -626,7 +629,9 @@ async fn apply_batch(
     // again once the owner is known. The reads went out with the others, so this is no extra
     // round trip; like them they may show a later state, whose events then follow.
     if !owner_reads.is_empty() {
-        let owners = futures::future::join_all(owner_reads).await;
+        let owners =
+            distrust_while_disconnected(client, publisher, futures::future::join_all(owner_reads))
+                .await;
         let mut touched = Vec::new();
         for step in &steps {
             let (Some(dir), Some(i)) = (&step.dir, step.owner_read) else {
@@ -653,6 +658,31 @@ async fn apply_batch(
         &session_changes,
         BatchOutcome::Applied { reread_failed },
     )
+}
+
+/// Awaits `work` (reads). A read sent while the connection is down waits for it to come back,
+/// or for the session to expire: for that long the view would pass for trusted while events go
+/// unseen. So the session is published as disconnected as soon as it is; the session events
+/// that follow in the watch stream bring the reconnection and the reload.
+async fn distrust_while_disconnected<T>(
+    client: &zk::Client,
+    publisher: &mut Publisher,
+    work: impl Future<Output = T>,
+) -> T {
+    let mut state = client.state_watcher();
+    let mut work = std::pin::pin!(work);
+    loop {
+        if !matches!(
+            state.state(),
+            SessionState::SyncConnected | SessionState::ConnectedReadOnly
+        ) {
+            publisher.set_session(SessionStatus::Disconnected);
+        }
+        tokio::select! {
+            done = &mut work => return done,
+            _ = state.changed() => {}
+        }
+    }
 }
 
 /// Publishes the stores a batch touched (and whether the directories changed).
