@@ -228,6 +228,10 @@ pub fn parse_lease_duration(text: &str) -> Result<Duration, String> {
     if duration < Duration::from_secs(1) {
         return Err("must be at least 1s (the Lease counts whole seconds)".into());
     }
+    // A day is far past any sensible takeover time, and keeps the timing arithmetic in range.
+    if duration > Duration::from_secs(24 * 3600) {
+        return Err("must be at most 24h (a standby waits this long to take over)".into());
+    }
     Ok(duration)
 }
 
@@ -366,6 +370,11 @@ mod tests {
             parse_lease_duration("500ms")
                 .unwrap_err()
                 .contains("at least 1s")
+        );
+        assert!(
+            parse_lease_duration("25h")
+                .unwrap_err()
+                .contains("at most 24h")
         );
     }
 }

@@ -112,6 +112,21 @@ impl Context {
             Ok(())
         }
     }
+
+    /// Runs one write unless, or until, the term ends: a write still under way then (the
+    /// client retries throttled requests for a long while) is dropped, so it cannot land after
+    /// the next leader's. The outer error is [`Error::TermEnded`]; the inner one the write's.
+    async fn leading<T, E>(
+        &self,
+        write: impl Future<Output = Result<T, E>>,
+    ) -> Result<Result<T, E>, Error> {
+        self.still_leading()?;
+        tokio::select! {
+            biased;
+            _ = self.term.cancelled() => Err(Error::TermEnded),
+            result = write => Ok(result),
+        }
+    }
 }
 
 /// Stores that wait for other stores to become available, and the stores that keep them
@@ -321,6 +336,7 @@ type Replaced = HashMap<ObjectRef<PureFlashStore>, (Timestamp, Option<String>)>;
 fn unavailable_others(
     ctx: &Context,
     store: &PureFlashStore,
+    (all, aside): (&[Arc<PureFlashStore>], &HashSet<&str>),
     snapshot: &Snapshot,
     replaced: &Replaced,
     now: Timestamp,
@@ -330,7 +346,7 @@ fn unavailable_others(
     let me = ObjectRef::from_obj(store);
     let mut count = 0;
     let mut names: Vec<String> = Vec::new();
-    for other in ctx.stores.state() {
+    for other in all.iter().filter(|s| !stands_aside(aside, s)) {
         let key = ObjectRef::from_obj(other.as_ref());
         if key == me {
             continue;
@@ -338,7 +354,7 @@ fn unavailable_others(
         let namespace = other.namespace().unwrap_or_default();
         let pod = ctx
             .pods
-            .get(&ObjectRef::new(&pods::pod_name(&other)).within(&namespace))
+            .get(&ObjectRef::new(&pods::pod_name(other)).within(&namespace))
             .map(|pod| pod_facts(&pod).0);
         // The cache may still show a Pod this term replaced; once it shows the successor, the
         // successor is judged on its own.
@@ -374,22 +390,56 @@ fn first_claimant<'a>(
 ) -> Option<&'a PureFlashStore> {
     stores
         .filter(|s| s.spec.store_id == store_id)
-        .min_by(|a, b| {
-            let key = |s: &'a PureFlashStore| {
-                (
-                    s.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                    s.metadata.namespace.as_deref(),
-                    s.metadata.name.as_deref(),
-                )
-            };
-            // A store without a creation time (not yet persisted) sorts last.
-            let (ka, kb) = (key(a), key(b));
-            match (ka.0, kb.0) {
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                _ => ka.cmp(&kb),
+        .min_by_key(|s| claim_order(s))
+}
+
+/// The order in which stores claim an id: a store without a creation time (not persisted yet)
+/// comes last.
+fn claim_order(store: &PureFlashStore) -> (bool, Option<Timestamp>, Option<&str>, Option<&str>) {
+    let created = store.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    (
+        created.is_none(),
+        created,
+        store.metadata.namespace.as_deref(),
+        store.metadata.name.as_deref(),
+    )
+}
+
+/// The uids of the stores that stand aside because another store claims their id first. They
+/// run nothing, so the cluster-wide rails (offline share, unavailable stores) leave them out.
+/// Usually empty; one pass, no allocation per store.
+fn standing_aside(all: &[Arc<PureFlashStore>]) -> HashSet<&str> {
+    let mut first: HashMap<i32, &PureFlashStore> = HashMap::with_capacity(all.len());
+    let mut aside = HashSet::new();
+    for store in all {
+        let store = store.as_ref();
+        let loser = match first.entry(store.spec.store_id) {
+            std::collections::hash_map::Entry::Vacant(entry) => {
+                entry.insert(store);
+                continue;
             }
-        })
+            std::collections::hash_map::Entry::Occupied(mut entry) => {
+                if claim_order(store) < claim_order(entry.get()) {
+                    entry.insert(store)
+                } else {
+                    store
+                }
+            }
+        };
+        if let Some(uid) = loser.metadata.uid.as_deref() {
+            aside.insert(uid);
+        }
+    }
+    aside
+}
+
+fn stands_aside(aside: &HashSet<&str>, store: &PureFlashStore) -> bool {
+    !aside.is_empty()
+        && store
+            .metadata
+            .uid
+            .as_deref()
+            .is_some_and(|uid| aside.contains(uid))
 }
 
 /// A store whose id `holder` claimed first: says so in its status and Events, and removes a
@@ -415,10 +465,11 @@ async fn stand_aside(
         store.metadata.generation,
     );
     if status != *previous {
-        ctx.still_leading()?;
         let namespace = store.namespace().unwrap_or_default();
         let stores: Api<PureFlashStore> = Api::namespaced(ctx.client.clone(), &namespace);
-        let result = apply_status(&stores, &store.name_any(), &status).await?;
+        let result = ctx
+            .leading(apply_status(&stores, &store.name_any(), &status))
+            .await??;
         ctx.written.wrote(store, &status, result);
         warn!(store = %store.name_any(), %namespace, %holder, "duplicate storeId: store not run");
         record(
@@ -442,8 +493,7 @@ async fn stand_aside(
             }),
             ..DeleteParams::default()
         };
-        ctx.still_leading()?;
-        match pods.delete(&pod_name, &params).await {
+        match ctx.leading(pods.delete(&pod_name, &params)).await? {
             Ok(_) => {
                 record(
                     ctx,
@@ -619,7 +669,10 @@ async fn record(
         action: action.to_owned(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder.publish(&event, &store.object_ref(&())).await {
+    if let Ok(Err(error)) = ctx
+        .leading(ctx.recorder.publish(&event, &store.object_ref(&())))
+        .await
+    {
         debug!(%error, reason, "could not record an Event");
     }
 }
@@ -665,9 +718,9 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
 
     // One store id, one pfs: a store whose id another PureFlashStore claimed first is not run.
     let all = ctx.stores.state();
-    let claimant = first_claimant(all.iter().map(AsRef::as_ref), store.spec.store_id);
-    if let Some(holder) =
-        claimant.filter(|holder| ObjectRef::from_obj(*holder) != ObjectRef::from_obj(store))
+    let aside = standing_aside(&all);
+    if stands_aside(&aside, store)
+        && let Some(holder) = first_claimant(all.iter().map(AsRef::as_ref), store.spec.store_id)
     {
         return stand_aside(ctx, store, &previous, holder, &pods).await;
     }
@@ -760,12 +813,12 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 // The world as it is now, not as it was when this reconcile began: it may have
                 // waited for the lock behind many others.
                 let current = ctx.snapshots.borrow().clone();
-                let (count, names) = unavailable_others(ctx, store, &current, rolls, now);
-                let all = ctx.stores.state();
+                let (count, names) =
+                    unavailable_others(ctx, store, (&all, &aside), &current, rolls, now);
+                let running = || all.iter().filter(|s| !stands_aside(&aside, s));
                 let cluster = ClusterFacts {
-                    stores: all.len().max(1),
-                    offline: all
-                        .iter()
+                    stores: running().count().max(1),
+                    offline: running()
                         .filter(|s| !alive(&current, s.spec.store_id))
                         .count(),
                     restarts_in_flight: 0,
@@ -797,9 +850,8 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         _ => None,
     };
     if map_stale && roll_held.is_none() {
-        ctx.still_leading()?;
-        maps.patch(&config_map_name, &apply, &Patch::Apply(config_map.clone()))
-            .await?;
+        ctx.leading(maps.patch(&config_map_name, &apply, &Patch::Apply(config_map.clone())))
+            .await??;
     }
     if let (Some(RollVerdict::Roll(reason)), Some(existing)) = (&roll, &pod) {
         let params = DeleteParams {
@@ -809,8 +861,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             }),
             ..DeleteParams::default()
         };
-        ctx.still_leading()?;
-        match pods.delete(&pod_name, &params).await {
+        match ctx.leading(pods.delete(&pod_name, &params)).await? {
             Ok(_) => {
                 if let Some(mut rolls) = rolls.take() {
                     rolls.insert(
@@ -848,14 +899,13 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     let view_now = ctx.snapshots.borrow().clone();
     if pod.is_none() && view_now.health.is_trusted() {
         let predecessor = predecessor(&view_now, store.spec.store_id);
-        ctx.still_leading()?;
         pod = Some(
-            pods.patch(
+            ctx.leading(pods.patch(
                 &pod_name,
                 &apply,
                 &Patch::Apply(pods::pod(store, &hash, predecessor)),
-            )
-            .await?,
+            ))
+            .await??,
         );
         record(
             ctx,
@@ -890,13 +940,13 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     }
     let me = ObjectRef::from_obj(store);
     let all = ctx.stores.state();
-    let offline = all
-        .iter()
+    let aside = standing_aside(&all);
+    let running = || all.iter().filter(|s| !stands_aside(&aside, s));
+    let offline = running()
         .filter(|s| !alive(&current, s.spec.store_id))
         .count();
     // Runs for every store on every reconcile: no allocation unless this term restarted some.
-    let in_flight = all
-        .iter()
+    let in_flight = running()
         .filter(|s| {
             s.metadata.name != store.metadata.name
                 || s.metadata.namespace != store.metadata.namespace
@@ -940,12 +990,22 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             .is_some_and(|v| v == "true"),
         manual_restart: annotations.get(RESTART_ANNOTATION).cloned(),
         cluster: ClusterFacts {
-            stores: all.len().max(1),
+            stores: running().count().max(1),
             offline,
             restarts_in_flight: in_flight,
         },
     };
     let decision = recovery::decide(&observation, &policy);
+    // Before any await: a store that becomes available meanwhile must find this one waiting.
+    let waits_for_others = matches!(roll_held, Some(HoldReason::OthersUnavailable { .. }))
+        || matches!(
+            decision.verdict,
+            Verdict::Skip(
+                recovery::SkipReason::TooManyInFlight | recovery::SkipReason::ClusterFrozen
+            )
+        );
+    ctx.waiting
+        .set_waiting(&ObjectRef::from_obj(store), waits_for_others);
     let db = db_state(&ctx.db);
     let compute = |restart: Option<&Restart>, pod: Option<&PodFacts>| {
         status::compute(&Facts {
@@ -978,12 +1038,15 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         // Record first, act second: a leader that dies in between has written that it restarted,
         // so its successor waits for the backoff instead of restarting twice.
         let recorded = compute(Some(&restart), facts.as_ref());
-        ctx.still_leading()?;
-        let result = apply_status(&stores, &name, &recorded).await?;
+        let result = ctx
+            .leading(apply_status(&stores, &name, &recorded))
+            .await??;
         ctx.written.wrote(store, &recorded, result);
         restarts.insert(me.clone(), now);
         drop(restarts);
+        // What the force delete found: killed the pfs, found the Pod gone, or found it replaced.
         let mut killed = false;
+        let mut replaced_since = false;
         if let Some(old) = &facts {
             // Other stores' rollouts count this one unavailable until the Pod cache moves on.
             let mut rolls = ctx.rolls.lock().await;
@@ -997,32 +1060,33 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 }),
                 ..DeleteParams::default()
             };
-            ctx.still_leading()?;
-            match pods.delete(&pod_name, &force).await {
+            match ctx.leading(pods.delete(&pod_name, &force)).await? {
                 Ok(_) => killed = true,
-                // Gone already, or replaced since (the uid precondition): nothing to kill.
-                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                // The uid precondition: another Pod has the name now. It is left as it is (it
+                // records its own predecessor); nothing was killed.
+                Err(kube::Error::Api(status)) if status.code == 409 => replaced_since = true,
                 // The restart is recorded but not done: the error is reported and, once the
                 // backoff has passed, the next reconcile tries again.
                 Err(error) => return Err(error.into()),
             }
         }
-        // Reported as soon as it is done: a failure to create the new Pod below must not hide
-        // that a pfs was killed.
-        let offline_for = decision
-            .offline_since
-            .map(|since| now.duration_since(since).as_secs())
-            .unwrap_or(0);
-        let why = match reason {
-            RestartReason::Offline => format!(
-                "store {} offline in ZooKeeper for {offline_for}s while pod {pod_name} was running",
-                store.spec.store_id
-            ),
-            RestartReason::Manual => {
-                format!("restart requested by the {RESTART_ANNOTATION} annotation")
-            }
-        };
-        let note = if killed {
+        if killed {
+            // Reported as soon as it is done: a failure to create the new Pod below must not
+            // hide that a pfs was killed.
+            let offline_for = decision
+                .offline_since
+                .map(|since| now.duration_since(since).as_secs())
+                .unwrap_or(0);
+            let why = match reason {
+                RestartReason::Offline => format!(
+                    "store {} offline in ZooKeeper for {offline_for}s while pod {pod_name} was running",
+                    store.spec.store_id
+                ),
+                RestartReason::Manual => {
+                    format!("restart requested by the {RESTART_ANNOTATION} annotation")
+                }
+            };
             ctx.metrics
                 .restarts
                 .get_or_create(&ReasonLabels {
@@ -1030,33 +1094,44 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 })
                 .inc();
             info!(store = %name, %namespace, reason = reason.as_str(), "restarted pfs");
-            format!("{why}: pod {pod_name} force-deleted (grace 0); a new pod is created")
-        } else {
-            format!("{why}: pod {pod_name} was gone or replaced already; a new pod is created")
-        };
-        record(
-            ctx,
-            store,
-            EventType::Warning,
-            "StoreRestarted",
-            "Restart",
-            note,
-        )
-        .await;
-        // The new Pod runs the current spec, held rollout or not: so does its pfs.conf.
-        if map_stale && roll_held.is_some() {
-            ctx.still_leading()?;
-            maps.patch(&config_map_name, &apply, &Patch::Apply(config_map))
-                .await?;
+            record(
+                ctx,
+                store,
+                EventType::Warning,
+                "StoreRestarted",
+                "Restart",
+                format!("{why}: pod {pod_name} force-deleted (grace 0); a new pod is created"),
+            )
+            .await;
         }
-        let predecessor = predecessor(&ctx.snapshots.borrow(), store.spec.store_id);
-        ctx.still_leading()?;
-        pods.patch(
-            &pod_name,
-            &apply,
-            &Patch::Apply(pods::pod(store, &hash, predecessor)),
-        )
-        .await?;
+        if !replaced_since {
+            // The new Pod runs the current spec, held rollout or not: so does its pfs.conf.
+            if map_stale && roll_held.is_some() {
+                ctx.leading(maps.patch(&config_map_name, &apply, &Patch::Apply(config_map)))
+                    .await??;
+            }
+            // A force delete removes the Pod before the kubelet has stopped its container,
+            // which may still register (a crash-looping pfs starting just then): whatever
+            // `alive` appears cannot be told from the new pfs's, so only time settles it.
+            let predecessor = Predecessor::Unknown;
+            ctx.leading(pods.patch(
+                &pod_name,
+                &apply,
+                &Patch::Apply(pods::pod(store, &hash, predecessor)),
+            ))
+            .await??;
+            if !killed {
+                record(
+                    ctx,
+                    store,
+                    EventType::Normal,
+                    "PodCreated",
+                    "Create",
+                    format!("pod {pod_name} created on node {} (the restarted store's pod was gone already)", store.spec.node_name),
+                )
+                .await;
+            }
+        }
         None
     } else {
         drop(restarts);
@@ -1065,8 +1140,9 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
 
     if let Some(new_status) = &new_status {
         if *new_status != previous {
-            ctx.still_leading()?;
-            let result = apply_status(&stores, &name, new_status).await?;
+            let result = ctx
+                .leading(apply_status(&stores, &name, new_status))
+                .await??;
             ctx.written.wrote(store, new_status, result);
         }
         report_transitions(
@@ -1108,15 +1184,6 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         exists: s.alive,
         session: s.alive_session,
     });
-    let waits_for_others = matches!(roll_held, Some(HoldReason::OthersUnavailable { .. }))
-        || matches!(
-            decision.verdict,
-            Verdict::Skip(
-                recovery::SkipReason::TooManyInFlight | recovery::SkipReason::ClusterFrozen
-            )
-        );
-    ctx.waiting
-        .set_waiting(&ObjectRef::from_obj(store), waits_for_others);
     if trusted {
         ctx.waiting.observe(
             &ObjectRef::from_obj(store),
@@ -1364,6 +1431,28 @@ mod tests {
         );
         let unsaved = [claim("x", "a", 7, None), claim("y", "a", 7, Some(100))];
         assert_eq!(name(first_claimant(unsaved.iter(), 7)), Some("y".into()));
+
+        // Those that are not first stand aside, whatever order the cache lists them in.
+        let all: Vec<Arc<PureFlashStore>> = stores
+            .iter()
+            .cloned()
+            .map(|mut s| {
+                s.metadata.uid = s.metadata.name.clone();
+                Arc::new(s)
+            })
+            .collect();
+        for listing in [all.clone(), all.iter().rev().cloned().collect()] {
+            let aside = standing_aside(&listing);
+            let mut names: Vec<&str> = aside.iter().copied().collect();
+            names.sort_unstable();
+            assert_eq!(names, ["late", "unsaved"]);
+            assert!(stands_aside(&aside, &all[0]));
+            assert!(!stands_aside(&aside, &all[1]));
+        }
+        assert!(
+            standing_aside(&all[1..3]).is_empty(),
+            "no duplicates, nobody aside"
+        );
     }
 
     #[test]
