@@ -59,10 +59,14 @@ pub struct Metrics {
     pub store_alive: Family<StoreLabels, Gauge>,
     pub trays_online: Family<StoreLabels, Gauge>,
     pub recovery_held: Family<HeldLabels, Gauge>,
+    pub rollout_held: Family<StoreLabels, Gauge>,
+    pub duplicate_id: Family<StoreLabels, Gauge>,
     /// Stores with per-store series, so they can be dropped when the store goes or this
     /// replica stops leading (a standby must not export stale store gauges).
     stores_exported: Mutex<HashSet<StoreLabels>>,
     pub restarts: Family<ReasonLabels, Counter>,
+    /// Pods replaced for a changed spec, by [`crate::rollout::RollReason`].
+    pub rolls: Family<ReasonLabels, Counter>,
     pub recovery_skipped: Family<ReasonLabels, Counter>,
     pub zookeeper_session: Family<StateLabels, Gauge>,
     pub db_rows_written: Counter,
@@ -85,8 +89,11 @@ impl Metrics {
             store_alive: Family::default(),
             trays_online: Family::default(),
             recovery_held: Family::default(),
+            rollout_held: Family::default(),
+            duplicate_id: Family::default(),
             stores_exported: Mutex::default(),
             restarts: Family::default(),
+            rolls: Family::default(),
             recovery_skipped: Family::default(),
             zookeeper_session: Family::default(),
             db_rows_written: Counter::default(),
@@ -118,6 +125,21 @@ impl Metrics {
             "store_recovery_held",
             "1 while the store's recovery is held, by reason (the RecoveryFrozen condition)",
             metrics.recovery_held.clone(),
+        );
+        registry.register(
+            "store_rollout_held",
+            "1 while a changed spec waits to replace the store's pod (the UpToDate condition)",
+            metrics.rollout_held.clone(),
+        );
+        registry.register(
+            "store_duplicate_id",
+            "1 while the store runs nothing because an earlier PureFlashStore has its storeId",
+            metrics.duplicate_id.clone(),
+        );
+        registry.register(
+            "pod_rolls",
+            "pfs Pods replaced for a changed spec, by reason (PodNotRunning, StoreOffline, WithinBudget)",
+            metrics.rolls.clone(),
         );
         registry.register(
             "store_restarts",
@@ -170,14 +192,20 @@ impl Metrics {
         }
     }
 
-    /// Sets the per-store gauges: alive, trays online, and why recovery is held (if it is).
+    /// Sets the per-store gauges: alive, trays online, why recovery is held (if it is), and
+    /// whether a rollout waits.
     pub fn observe_store(
         &self,
         labels: &StoreLabels,
         alive: bool,
         trays_online: usize,
         held: Option<&str>,
+        rollout_held: bool,
     ) {
+        self.duplicate_id.get_or_create(labels).set(0);
+        self.rollout_held
+            .get_or_create(labels)
+            .set(i64::from(rollout_held));
         self.store_alive.get_or_create(labels).set(i64::from(alive));
         self.trays_online
             .get_or_create(labels)
@@ -193,6 +221,26 @@ impl Metrics {
             .insert(labels.clone());
     }
 
+    /// A store standing aside for another with its storeId: only that is exported for it (what
+    /// ZooKeeper says of the id is the other store's).
+    pub fn observe_duplicate(&self, labels: &StoreLabels) {
+        self.remove_store_series(labels);
+        self.duplicate_id.get_or_create(labels).set(1);
+        self.stores_exported
+            .lock()
+            .expect("metrics lock")
+            .insert(labels.clone());
+    }
+
+    fn remove_store_series(&self, labels: &StoreLabels) {
+        self.store_alive.remove(labels);
+        self.trays_online.remove(labels);
+        self.rollout_held.remove(labels);
+        for reason in HELD_REASONS {
+            self.recovery_held.remove(&held_labels(labels, reason));
+        }
+    }
+
     /// Drops the per-store series of every store `keep` rejects.
     pub fn retain_stores(&self, keep: impl Fn(&StoreLabels) -> bool) {
         let mut exported = self.stores_exported.lock().expect("metrics lock");
@@ -200,11 +248,8 @@ impl Metrics {
             if keep(labels) {
                 return true;
             }
-            self.store_alive.remove(labels);
-            self.trays_online.remove(labels);
-            for reason in HELD_REASONS {
-                self.recovery_held.remove(&held_labels(labels, reason));
-            }
+            self.remove_store_series(labels);
+            self.duplicate_id.remove(labels);
             false
         });
     }
@@ -273,10 +318,14 @@ mod tests {
             name: name.into(),
             store_id: "1".into(),
         };
-        metrics.observe_store(&store("s1"), false, 1, Some("ClusterFrozen"));
-        metrics.observe_store(&store("s2"), true, 2, None);
+        metrics.observe_store(&store("s1"), false, 1, Some("ClusterFrozen"), false);
+        metrics.observe_store(&store("s2"), true, 2, None, true);
+        metrics.observe_duplicate(&store("s3"));
         let text = metrics.encode();
         for line in [
+            "pureflash_store_rollout_held{namespace=\"pf\",name=\"s2\",store_id=\"1\"} 1",
+            "pureflash_store_duplicate_id{namespace=\"pf\",name=\"s3\",store_id=\"1\"} 1",
+            "pureflash_store_duplicate_id{namespace=\"pf\",name=\"s1\",store_id=\"1\"} 0",
             "pureflash_store_alive{namespace=\"pf\",name=\"s1\",store_id=\"1\"} 0",
             "pureflash_store_trays_online{namespace=\"pf\",name=\"s2\",store_id=\"1\"} 2",
             "pureflash_store_recovery_held{namespace=\"pf\",name=\"s1\",store_id=\"1\",reason=\"ClusterFrozen\"} 1",
@@ -284,9 +333,14 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
+        assert!(
+            !text.contains("pureflash_store_alive{namespace=\"pf\",name=\"s3\""),
+            "a duplicate's id is another store's: {text}"
+        );
         metrics.retain_stores(|labels| labels.name == "s2");
         let text = metrics.encode();
         assert!(!text.contains("name=\"s1\""), "{text}");
+        assert!(!text.contains("name=\"s3\""), "{text}");
         assert!(text.contains("name=\"s2\""), "{text}");
         metrics.retain_stores(|_| false);
         assert!(!metrics.encode().contains("name=\"s2\""));

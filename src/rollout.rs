@@ -120,6 +120,17 @@ pub enum RollReason {
     WithinBudget,
 }
 
+impl RollReason {
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollReason::PodNotRunning => "PodNotRunning",
+            RollReason::StoreOffline => "StoreOffline",
+            RollReason::WithinBudget => "WithinBudget",
+        }
+    }
+}
+
 /// The condition reason of a rollout held for other stores' sake.
 pub const OTHERS_UNAVAILABLE: &str = "OtherStoresUnavailable";
 

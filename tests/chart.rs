@@ -265,6 +265,8 @@ fn database_and_monitoring_values_render_their_objects() {
         [
             "PureFlashStoreOffline",
             "PureFlashRecoveryFrozen",
+            "PureFlashRolloutStuck",
+            "PureFlashDuplicateStoreId",
             "PureFlashOperatorZooKeeperDown",
             "PureFlashOperatorNoLeader"
         ]

@@ -875,6 +875,14 @@ async fn a_second_store_with_the_same_id_is_not_run_until_the_first_is_gone() {
             .then_some(())
     })
     .await;
+    let duplicate_gauge = format!(
+        "pureflash_store_duplicate_id{{namespace=\"{}\",name=\"second\",store_id=\"5\"}}",
+        harness.namespace
+    );
+    wait_for("the duplicate_id gauge", async || {
+        (metric(&harness, 0, &duplicate_gauge) == Some(1.0)).then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(
         pod_uid(&pods, "second-pfs").await,
@@ -898,6 +906,10 @@ async fn a_second_store_with_the_same_id_is_not_run_until_the_first_is_gone() {
     .await;
     let second = wait_phase(&harness, &stores, "second", Phase::Online).await;
     assert_eq!(second.status.as_ref().unwrap().store_id, Some(5));
+    wait_for("the duplicate_id gauge back at 0", async || {
+        (metric(&harness, 0, &duplicate_gauge) == Some(0.0)).then_some(())
+    })
+    .await;
     harness.finish().await;
 }
 
@@ -1136,6 +1148,17 @@ async fn a_change_to_every_store_rolls_their_pods_one_store_at_a_time() {
         count
     };
     assert!(held_events >= 1, "a held rollout is an Event");
+    let rolls: f64 = ["PodNotRunning", "StoreOffline", "WithinBudget"]
+        .iter()
+        .filter_map(|reason| {
+            metric(
+                &harness,
+                0,
+                &format!("pureflash_pod_rolls_total{{reason=\"{reason}\"}}"),
+            )
+        })
+        .sum();
+    assert_eq!(rolls, 3.0, "one roll per store, counted");
     harness.finish().await;
 }
 

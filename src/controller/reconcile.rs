@@ -457,6 +457,11 @@ async fn stand_aside(
         holder.namespace().unwrap_or_default(),
         holder.name_any()
     );
+    ctx.metrics.observe_duplicate(&StoreLabels {
+        namespace: store.namespace().unwrap_or_default(),
+        name: store.name_any(),
+        store_id: store.spec.store_id.to_string(),
+    });
     let status = status::duplicate(
         previous,
         store.spec.store_id,
@@ -869,6 +874,12 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                         (Timestamp::now(), existing.uid()),
                     );
                 }
+                ctx.metrics
+                    .rolls
+                    .get_or_create(&ReasonLabels {
+                        reason: reason.as_str(),
+                    })
+                    .inc();
                 let why = match reason {
                     rollout::RollReason::PodNotRunning => "its pod was not running",
                     rollout::RollReason::StoreOffline => "the store was offline",
@@ -1173,6 +1184,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             view.is_some_and(|s| s.alive),
             view.map_or(0, |s| s.trays_online()),
             held,
+            roll_held.is_some(),
         );
     }
 
