@@ -491,13 +491,7 @@ async fn stand_aside(
     if let Some(pod) = pods.get_opt(&pod_name).await?
         && pod.metadata.deletion_timestamp.is_none()
     {
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: pod.uid(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
+        let params = delete_exactly(pod.uid(), None);
         match ctx.leading(pods.delete(&pod_name, &params)).await? {
             Ok(_) => {
                 record(
@@ -519,6 +513,19 @@ async fn stand_aside(
     }
     // Nothing about this store changes when the holder goes: look again now and then.
     Ok(Action::requeue(HELD_RECHECK))
+}
+
+/// Deletes the Pod with this uid and no other (one recreated under its name since is left
+/// alone: 409), with the Pod's own grace period unless `grace_seconds` is given.
+fn delete_exactly(uid: Option<String>, grace_seconds: Option<u32>) -> DeleteParams {
+    DeleteParams {
+        grace_period_seconds: grace_seconds,
+        preconditions: Some(Preconditions {
+            uid,
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    }
 }
 
 /// The Pod's state as recovery and status need it. Borrows what it reads: rollouts call it for
@@ -664,9 +671,6 @@ async fn record(
     action: &str,
     note: String,
 ) {
-    if ctx.still_leading().is_err() {
-        return;
-    }
     let event = Event {
         type_: kind,
         reason: reason.to_owned(),
@@ -859,13 +863,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             .await??;
     }
     if let (Some(RollVerdict::Roll(reason)), Some(existing)) = (&roll, &pod) {
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: existing.uid(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
+        let params = delete_exactly(existing.uid(), None);
         match ctx.leading(pods.delete(&pod_name, &params)).await? {
             Ok(_) => {
                 if let Some(mut rolls) = rolls.take() {
@@ -950,8 +948,8 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         return Ok(Action::requeue(Duration::ZERO));
     }
     let me = ObjectRef::from_obj(store);
+    // Who stands aside is known from the start (by uid, which the fresh listing shares).
     let all = ctx.stores.state();
-    let aside = standing_aside(&all);
     let running = || all.iter().filter(|s| !stands_aside(&aside, s));
     let offline = running()
         .filter(|s| !alive(&current, s.spec.store_id))
@@ -1063,14 +1061,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             let mut rolls = ctx.rolls.lock().await;
             rolls.insert(me.clone(), (now, Some(old.uid.clone())));
             drop(rolls);
-            let force = DeleteParams {
-                grace_period_seconds: Some(0),
-                preconditions: Some(Preconditions {
-                    uid: Some(old.uid.clone()),
-                    resource_version: None,
-                }),
-                ..DeleteParams::default()
-            };
+            let force = delete_exactly(Some(old.uid.clone()), Some(0));
             match ctx.leading(pods.delete(&pod_name, &force)).await? {
                 Ok(_) => killed = true,
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
