@@ -145,12 +145,23 @@ pub fn duplicate(
 }
 
 /// Whether the `alive` that stands is the one of the pfs the Pod replaced, whose session has
-/// not expired yet: the store looks alive, but the pfs behind it is gone and the new one waits.
+/// not expired yet, while the new pfs runs and waits for it: the store looks alive, but what
+/// stands behind it is gone. Only within the start grace: a session older than the Pod that
+/// lives on belongs to a pfs that still serves (one running outside Kubernetes, say, when the
+/// operator adopts a store), and the store is online through it.
 fn alive_of_predecessor(facts: &Facts<'_>) -> bool {
     let (Some(store), Some(pod)) = (facts.store, facts.pod) else {
         return false;
     };
-    store.alive
+    let starting = pod.phase == "Running"
+        && pod.running_since.is_some_and(|since| {
+            facts.now
+                < since
+                    .saturating_add(facts.policy.start_grace)
+                    .unwrap_or(Timestamp::MAX)
+        });
+    starting
+        && store.alive
         && pod.container_restarts == 0
         && matches!(pod.predecessor, Predecessor::Session(old) if store.alive_session == Some(old))
 }
@@ -599,7 +610,8 @@ mod tests {
 
     #[test]
     fn an_alive_left_by_the_replaced_pfs_is_not_the_store_online() {
-        let mut case = Case::alive_at(t(100));
+        // The new container started 10 s ago (the start grace is 20 s).
+        let mut case = Case::alive_at(t(10));
         case.store.as_mut().unwrap().alive_session = Some(0x51);
         case.pod.as_mut().unwrap().predecessor = Predecessor::Session(0x51);
         let waiting = case.status();
@@ -624,6 +636,16 @@ mod tests {
         assert_eq!(case.status().phase, Some(Phase::Online));
         case.store.as_mut().unwrap().alive_session = Some(0x51);
         case.pod.as_mut().unwrap().container_restarts = 1;
+        assert_eq!(case.status().phase, Some(Phase::Online));
+        case.pod.as_mut().unwrap().container_restarts = 0;
+        assert_eq!(case.status().phase, Some(Phase::Starting));
+        // Past the start grace, or with a Pod that does not run, the old session is a pfs that
+        // still serves (adopting a store whose pfs runs outside Kubernetes).
+        case.now = t(20);
+        assert_eq!(case.status().phase, Some(Phase::Online));
+        case.now = t(10);
+        case.pod.as_mut().unwrap().phase = "Pending".into();
+        case.pod.as_mut().unwrap().running_since = None;
         assert_eq!(case.status().phase, Some(Phase::Online));
     }
 
