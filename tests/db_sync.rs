@@ -718,3 +718,141 @@ async fn a_wrong_cluster_name_touches_nothing(backend: Backend) {
     wrong.wait_synced().await;
     wrong.stop().await;
 }
+
+/// PureFlash's own database (`deploy/dev/init_s5metadb.sql`, what jconductor runs on): t_tray's
+/// foreign key to t_store is enforced, views over t_tray and t_port feed the conductor's replica
+/// placement, a volume has replicas on the stores, and a trigger watches t_replica. The sync
+/// must work inside it, keep those views truthful through a crash, a redeploy and a removal, and
+/// leave every other table as it found it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pureflash_own_database_with_volumes_on_the_stores() {
+    testkit::init_test_logging();
+    let server = testkit::mariadb::MariaDb::shared();
+    let url = server.new_database("s5");
+    let database = url.rsplit('/').next().unwrap().to_owned();
+    // The script creates and enters database `s5`; here it loads into a scratch database.
+    let script = include_str!("../deploy/dev/init_s5metadb.sql");
+    let retargeted: Vec<&str> = script
+        .lines()
+        .filter(|line| {
+            let statement = line.trim().trim_end_matches(';').trim();
+            statement != "create database s5" && statement != "use s5"
+        })
+        .collect();
+    assert_eq!(
+        retargeted.len() + 2,
+        script.lines().count(),
+        "the script's `create database s5` / `use s5` lines moved"
+    );
+    server.run_script(&database, &retargeted.join("\n"));
+
+    let cluster = unique_cluster("s5");
+    let mut one = PfsSim::start(spec(&zk(), &cluster, 1).with_mngt_ip("10.79.0.1"))
+        .await
+        .unwrap();
+    let mut two = PfsSim::start(spec(&zk(), &cluster, 2).with_mngt_ip("10.79.0.2"))
+        .await
+        .unwrap();
+    let (s1, s2) = (one.spec().clone(), two.spec().clone());
+    let db = TestDb::mysql(url.clone());
+    // A volume with one shard, replicated on store 1's first tray and store 2's first tray.
+    db.execute(
+        "insert into t_volume(id, name, size, iops, cbs, bw, tenant_id, status) \
+         values (100, 'vol1', 1073741824, 0, 0, 0, 0, 'OK')",
+    )
+    .await;
+    db.execute(
+        "insert into t_shard(id, volume_id, shard_index, primary_rep_index, status) \
+         values (1000, 100, 0, 0, 'OK')",
+    )
+    .await;
+    for (index, store) in [&s1, &s2].into_iter().enumerate() {
+        db.execute(&format!(
+            "insert into t_replica(replica_index, volume_id, shard_id, store_id, tray_uuid, status) \
+             values ({index}, 100, 1000, {}, '{}', 'OK')",
+            store.store_id, store.trays[0].uuid
+        ))
+        .await;
+    }
+    let others = "checksum table t_tenant, t_quotaset, t_volume, t_shard, t_replica, t_snapshot";
+    let untouched = server.admin_sql(&format!("use `{database}`; {others}"));
+
+    let mut sync = Running::start(&zk(), &cluster, &url, FAST_RESYNC);
+    wait_for!(db, "both stores", |s, t, p| s.len() == 2
+        && s.iter().all(|s| s.2 == "OK")
+        && t.len() == 4
+        && t.iter().all(|t| t.2 == "OK")
+        && p.len() == 4);
+    let capacity =
+        |spec: &testkit::pfs::PfsSpec| spec.trays.iter().map(|t| t.capacity as i64).sum();
+    let total_sizes: Vec<(i64, i64)> = db
+        .query(
+            "select store_id, cast(total_size as signed) from v_store_total_size order by store_id",
+        )
+        .await;
+    assert_eq!(total_sizes, vec![(1, capacity(&s1)), (2, capacity(&s2))]);
+    let replica_ports: Vec<(i64, Option<String>, Option<String>)> = db
+        .query("select store_id, data_ports, rep_ports from v_replica_ext order by store_id")
+        .await;
+    assert_eq!(
+        replica_ports,
+        vec![
+            (1, Some(s1.ports[0].clone()), Some(s1.rep_ports[0].clone())),
+            (2, Some(s2.ports[0].clone()), Some(s2.rep_ports[0].clone())),
+        ]
+    );
+
+    // A crashed store leaves the capacity the conductor places replicas on.
+    one.crash().await;
+    wait_for!(db, "store 1 OFFLINE", |s, t, _p| s[0].2 == "OFFLINE"
+        && t.iter().filter(|t| t.5 == 1).all(|t| t.2 == "OFFLINE"));
+    let total_sizes: Vec<(i64, i64)> = db
+        .query(
+            "select store_id, cast(total_size as signed) from v_store_total_size order by store_id",
+        )
+        .await;
+    assert_eq!(total_sizes, vec![(2, capacity(&s2))]);
+
+    // Redeployed on the same host under a new id: its disks move to store 3, which the foreign
+    // key lets them do only once store 3's row exists.
+    let mut redeployed = spec(&zk(), &cluster, 3).with_mngt_ip("10.79.0.1");
+    redeployed.trays = s1.trays.clone();
+    redeployed.ports = s1.ports.clone();
+    redeployed.rep_ports = s1.rep_ports.clone();
+    let _three = PfsSim::start(redeployed).await.unwrap();
+    wait_for!(db, "store 3 owns store 1's host", |s, t, p| s
+        == vec![
+            (1, "vacated:1".to_owned(), "OFFLINE".to_owned()),
+            (2, "10.79.0.2".to_owned(), "OK".to_owned()),
+            (3, "10.79.0.1".to_owned(), "OK".to_owned()),
+        ]
+        && t.iter().filter(|t| t.5 == 3).count() == 2
+        && t.iter().all(|t| t.2 == "OK")
+        && p.iter().filter(|p| p.2 == Some(3)).count() == 2);
+
+    // Store 2 is removed from ZooKeeper: its rows stay (t_tray and the replica reference it),
+    // OFFLINE; only its ports go.
+    two.crash().await;
+    let client = zk::Client::connect(&zk()).await.unwrap();
+    delete_tree(&client, &format!("/pureflash/{cluster}/stores/2")).await;
+    wait_for!(db, "store 2 OFFLINE, kept", |s, t, p| s.len() == 3
+        && s[1].2 == "OFFLINE"
+        && t.iter().filter(|t| t.5 == 2).count() == 2
+        && t.iter().filter(|t| t.5 == 2).all(|t| t.2 == "OFFLINE")
+        && p.iter().all(|p| p.2 == Some(3)));
+
+    // Drift in the conductor's tables is repaired by the periodic pass.
+    db.execute("update t_store set status = 'OK' where id = 2")
+        .await;
+    db.execute("delete from t_port").await;
+    wait_for!(db, "drift repaired", |s, _t, p| s[1].2 == "OFFLINE"
+        && p.len() == 2);
+    sync.wait_synced().await;
+    assert_eq!(sync.status.borrow().last_error, None);
+    assert_eq!(
+        server.admin_sql(&format!("use `{database}`; {others}")),
+        untouched,
+        "volumes, shards, replicas and tenants are not the sync's to touch"
+    );
+    sync.stop().await;
+}

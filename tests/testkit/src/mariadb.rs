@@ -118,6 +118,36 @@ impl MariaDb {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Runs an SQL script as root in `database`, fed on stdin as `mariadb < file.sql` would be,
+    /// so client commands such as `DELIMITER` (trigger bodies) work; panics on the first error.
+    pub fn run_script(&self, database: &str, script: &str) {
+        use std::io::Write;
+        let client = require("mariadb", "mariadb-client");
+        let mut child = Command::new(client)
+            .arg("--no-defaults")
+            .arg(format!("--socket={}", self.socket().display()))
+            .arg("-uroot")
+            .arg("--batch")
+            .arg(database)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run mariadb client");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .expect("write the script");
+        let output = child.wait_with_output().expect("wait for mariadb client");
+        assert!(
+            output.status.success(),
+            "SQL script failed in {database}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     /// Kills the server (SIGKILL; InnoDB recovers on restart). Data stays.
     pub fn stop(&self) {
         if let Some(process) = self.process.lock().unwrap().take() {
