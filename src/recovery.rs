@@ -79,6 +79,21 @@ pub enum Predecessor {
     Session(i64),
 }
 
+/// Whether the node a store's Pod is bound to is in contact with Kubernetes (its `Ready`
+/// condition). A node that stopped reporting shows its Pods as they were when it fell silent,
+/// and a force delete removes only the API object: the process it was meant to kill goes on
+/// until the kubelet is back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NodeHealth {
+    /// Not read, or not readable: no rule depends on it.
+    #[default]
+    Unknown,
+    /// `Ready` is `True`.
+    Ready,
+    /// `Ready` is `False` or `Unknown`, or the Node object does not exist.
+    NotReady,
+}
+
 /// What the store's status remembers across reconciles and leaders.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct History {
@@ -117,6 +132,8 @@ pub struct Observation {
     pub alive: Option<bool>,
     /// The store's Pod, if there is one.
     pub pod: Option<PodFacts>,
+    /// The health of the node the Pod is bound to.
+    pub node: NodeHealth,
     /// The store's recovery status as last written.
     pub history: History,
     /// Annotation `pureflash.io/recovery-paused: "true"`.
@@ -160,6 +177,8 @@ pub enum SkipReason {
     PodMissing,
     /// The Pod is already being deleted.
     PodTerminating,
+    /// The Pod's node is not ready: its Pod status is stale and a kill would not reach pfs.
+    NodeNotReady,
     /// The Pod or its pfs container is not running, so a kill would not help.
     PodNotRunning,
     /// The pfs container started too recently to be expected in ZooKeeper.
@@ -185,6 +204,7 @@ impl SkipReason {
             SkipReason::RecoveryPaused => "RecoveryPaused",
             SkipReason::PodMissing => "PodMissing",
             SkipReason::PodTerminating => "PodTerminating",
+            SkipReason::NodeNotReady => "NodeNotReady",
             SkipReason::PodNotRunning => "PodNotRunning",
             SkipReason::PodStarting => "PodStarting",
             SkipReason::WithinGracePeriod => "WithinGracePeriod",
@@ -235,14 +255,14 @@ pub struct Decision {
 ///    explicit request bypasses every other rail, and applies to an alive store too (a request
 ///    made while the store is healthy must not lie in wait for its next outage).
 /// 3. An alive store is `Healthy`.
-/// 4. to 8. Recovery disabled or paused, then a Pod that is missing, terminating or not running
-///    are skipped: killing them would not help.
-/// 9. and 10. The pfs container's start grace, then the store's offline grace, are waited out.
-/// 11. The hourly restart budget stops recovery once used up.
-/// 12. The backoff since the last restart is waited out.
-/// 13. and 14. The cluster-wide rails: freeze when too many stores are offline at once (more
+/// 4. to 9. Recovery disabled or paused, then a Pod that is missing or terminating, on a node
+///    that is not ready, or not running are skipped: killing them would not help.
+/// 10. and 11. The pfs container's start grace, then the store's offline grace, are waited out.
+/// 12. The hourly restart budget stops recovery once used up.
+/// 13. The backoff since the last restart is waited out.
+/// 14. and 15. The cluster-wide rails: freeze when too many stores are offline at once (more
 ///     likely a ZooKeeper or network problem than a stuck daemon), and cap restarts in flight.
-/// 15. Otherwise the store is restarted.
+/// 16. Otherwise the store is restarted.
 ///
 /// The bookkeeping is returned with the verdict. An untrusted view leaves it untouched; a trusted
 /// one clears `offline_since` and `attempts` when the store is alive, starts `offline_since` at
@@ -305,7 +325,7 @@ fn manual_verdict(observation: &Observation) -> Option<Verdict> {
     )
 }
 
-/// Rules 3 to 15, for a store that a trusted view sees offline since `offline_since`.
+/// Rules 4 to 16, for a store that a trusted view sees offline since `offline_since`.
 fn offline_verdict(
     observation: &Observation,
     policy: &Policy,
@@ -329,6 +349,13 @@ fn offline_verdict(
     };
     if pod.terminating {
         return Verdict::Skip(SkipReason::PodTerminating);
+    }
+    // Whatever the Pod says about its container is what the kubelet last reported; a pfs on a
+    // partitioned node is killed, if at all, when its kubelet is back, and a restart made now
+    // would only spend the budget and an in-flight slot. The node coming back is a restart
+    // then, if the store is still offline.
+    if observation.node == NodeHealth::NotReady {
+        return Verdict::Skip(SkipReason::NodeNotReady);
     }
     // A container that is not running (image pull, CrashLoopBackOff, ...) is not the stuck
     // process this recovery is for; Kubernetes already restarts it.
@@ -533,6 +560,7 @@ mod tests {
                     container_restarts: 0,
                     predecessor: Predecessor::Unknown,
                 }),
+                node: NodeHealth::Ready,
                 history: History {
                     offline_since: None,
                     last_restart: None,
@@ -605,6 +633,11 @@ mod tests {
 
         fn pod_in_phase(mut self, phase: &str) -> Obs {
             self.pod_mut().phase = phase.to_string();
+            self
+        }
+
+        fn on_node(mut self, node: NodeHealth) -> Obs {
+            self.0.node = node;
             self
         }
 
@@ -889,7 +922,7 @@ mod tests {
         );
     }
 
-    // --- Rules 4 to 8: switches and the Pod ---
+    // --- Rules 4 to 9: switches, the Pod and its node ---
 
     #[test]
     fn disabled_recovery_skips() {
@@ -972,12 +1005,55 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_on_a_node_that_is_not_ready_skips() {
+        assert_eq!(
+            Obs::due().on_node(NodeHealth::NotReady).verdict(),
+            skip(SkipReason::NodeNotReady)
+        );
+        // Its last reported state may be anything: the node's silence is the reason.
+        for obs in [
+            Obs::due().container_not_running(),
+            Obs::due().pod_in_phase("Pending"),
+            Obs::just_went_offline(),
+        ] {
+            assert_eq!(
+                obs.on_node(NodeHealth::NotReady).verdict(),
+                skip(SkipReason::NodeNotReady)
+            );
+        }
+    }
+
+    #[test]
+    fn a_node_whose_health_is_unknown_is_no_obstacle() {
+        assert_eq!(Obs::due().on_node(NodeHealth::Unknown).verdict(), RESTART);
+    }
+
+    #[test]
+    fn a_not_ready_node_is_no_reason_to_leave_a_terminating_pod_or_a_manual_restart() {
+        assert_eq!(
+            Obs::due()
+                .pod_terminating()
+                .on_node(NodeHealth::NotReady)
+                .verdict(),
+            skip(SkipReason::PodTerminating)
+        );
+        // A human asked: the Pod object is replaced now, the kubelet does the rest when back.
+        assert_eq!(
+            Obs::due()
+                .manual_restart("now")
+                .on_node(NodeHealth::NotReady)
+                .verdict(),
+            MANUAL
+        );
+    }
+
+    #[test]
     fn not_running_beats_the_grace_periods() {
         let obs = Obs::just_went_offline().pod_in_phase("Pending");
         assert_eq!(obs.verdict(), skip(SkipReason::PodNotRunning));
     }
 
-    // --- Rules 9 and 10: grace periods ---
+    // --- Rules 10 and 11: grace periods ---
 
     #[test]
     fn a_pod_that_just_started_waits_for_the_start_grace() {
@@ -1045,7 +1121,7 @@ mod tests {
         assert_eq!(obs.verdict_with(&negative), RESTART);
     }
 
-    // --- Rule 11: the hourly budget ---
+    // --- Rule 12: the hourly budget ---
 
     #[test]
     fn a_spent_budget_skips() {
@@ -1089,7 +1165,7 @@ mod tests {
         assert_eq!(obs.verdict(), skip(SkipReason::RestartBudgetExhausted));
     }
 
-    // --- Rule 12: backoff ---
+    // --- Rule 13: backoff ---
 
     #[test]
     fn a_recent_restart_backs_off() {
@@ -1167,7 +1243,7 @@ mod tests {
         assert_eq!(backoff(&negative, 3), SignedDuration::ZERO);
     }
 
-    // --- Rules 13 and 14: cluster-wide rails ---
+    // --- Rules 14 and 15: cluster-wide rails ---
 
     #[test]
     fn a_cluster_with_too_many_stores_offline_is_frozen() {
@@ -1608,6 +1684,7 @@ mod tests {
         policy.enabled
             && !obs.paused
             && pod_ready
+            && obs.node != NodeHealth::NotReady
             && now.duration_since(offline_since) >= policy.offline_grace
             && in_hour < policy.max_restarts_per_hour as usize
             && backed_off
@@ -1688,6 +1765,11 @@ mod tests {
         let grid = vary(grid, &[false, true], |obs, paused| {
             if *paused { obs.paused() } else { obs }
         });
+        let grid = vary(
+            grid,
+            &[NodeHealth::Ready, NodeHealth::Unknown, NodeHealth::NotReady],
+            |obs, node| obs.on_node(*node),
+        );
         vary(grid, &[true, false], |obs, trusted| {
             if *trusted { obs } else { obs.untrusted() }
         })
@@ -1729,7 +1811,7 @@ mod tests {
             ..policy()
         };
         let grid = grid();
-        assert_eq!(grid.len(), 5 * 8 * 8 * 3 * 4 * 3 * 2 * 2);
+        assert_eq!(grid.len(), 5 * 8 * 8 * 3 * 4 * 3 * 2 * 3 * 2);
         for policy in [policy(), disabled] {
             for obs in &grid {
                 check_properties(&obs.0, &policy);

@@ -281,6 +281,35 @@ fn bad_values_are_refused_with_a_clear_message() {
         (&["log.format=xml"], "/log/format"),
         (&["recovery.freezeShare=2"], "/recovery/freezeShare"),
         (&["recovery.startGrace=soon"], "/recovery/startGrace"),
+        // Values the operator would refuse at start, crash-looping the Deployment.
+        (&["recovery.startGrace=0s"], "/recovery/startGrace"),
+        (
+            &["zookeeper.resyncInterval=0.0m"],
+            "/zookeeper/resyncInterval",
+        ),
+        (
+            &["leaderElection.leaseDuration=500ms"],
+            "/leaderElection/leaseDuration",
+        ),
+        (
+            &["leaderElection.leaseDuration=0.5s"],
+            "/leaderElection/leaseDuration",
+        ),
+        // Prometheus reads these, and knows no `min` or fractions.
+        (
+            &[
+                "metrics.prometheusRule.enabled=true",
+                "metrics.prometheusRule.storeOfflineFor=5min",
+            ],
+            "/metrics/prometheusRule/storeOfflineFor",
+        ),
+        (
+            &[
+                "metrics.serviceMonitor.enabled=true",
+                "metrics.serviceMonitor.interval=1.5m",
+            ],
+            "/metrics/serviceMonitor/interval",
+        ),
         (&["zookeeper.connect="], "/zookeeper/connect"),
         (&["replicas=3"], "'replicas' not allowed"),
         (
@@ -293,6 +322,16 @@ fn bad_values_are_refused_with_a_clear_message() {
     ] {
         let error = try_render("pureflash", sets).expect_err(&format!("{sets:?} rendered"));
         assert!(error.contains(message), "{sets:?}: {error}");
+    }
+    // The edges that are fine.
+    for set in [
+        "leaderElection.leaseDuration=1s",
+        "leaderElection.leaseDuration=1500ms",
+        "leaderElection.leaseDuration=1m 30s",
+        "recovery.startGrace=0.5s",
+        "zookeeper.resyncInterval=10ms",
+    ] {
+        try_render("pureflash", &[set]).unwrap_or_else(|error| panic!("{set}: {error}"));
     }
 }
 

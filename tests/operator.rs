@@ -232,6 +232,65 @@ async fn a_hung_store_is_force_restarted_once_and_comes_back_online() {
     harness.finish().await;
 }
 
+/// A node cut off from the API server shows its Pods as they were, and a force delete would
+/// remove only the API object: a store hung there is left alone, with a Warning Event, and
+/// restarted as soon as the node reports again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_on_a_silent_node_is_restarted_once_the_node_is_back() {
+    let mut harness = Harness::start("silent-node").await;
+    if !harness.is_emulated() {
+        // A real cluster's kubelet cannot be silenced through the API this suite drives.
+        eprintln!("needs the emulated cluster's node agent; not run against a real cluster");
+        harness.finish().await;
+        return;
+    }
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    apply(
+        &harness,
+        &store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 2),
+    );
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    let first_pod = pod_uid(&pods, "store-1-pfs").await.unwrap();
+
+    // The node falls silent, and its pfs hangs: the store goes offline in ZooKeeper.
+    harness.set_node_reachable(false).await;
+    harness.signal_pod("store-1-pfs", libc::SIGSTOP);
+    wait_phase(&harness, &stores, "store-1", Phase::Offline).await;
+    let events = wait_for("a RecoveryNodeNotReady event", async || {
+        let events = events_about(&harness, "store-1").await;
+        reasons(&events)
+            .contains(&"RecoveryNodeNotReady".to_owned())
+            .then_some(events)
+    })
+    .await;
+    let held = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("RecoveryNodeNotReady"))
+        .unwrap();
+    assert_eq!(held.type_.as_deref(), Some("Warning"));
+    // Well past the 2 s grace period: still the same Pod, no restart recorded.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(pod_uid(&pods, "store-1-pfs").await, Some(first_pod.clone()));
+    assert_eq!(restart_count(&stores, "store-1").await, 0);
+
+    // Back in contact, the kubelet reports its Pods again; the store, still offline (its pfs
+    // lost its session for good), is restarted at once.
+    harness.set_node_reachable(true).await;
+    let second_pod = wait_for("a new store-1 pod", async || {
+        pod_uid(&pods, "store-1-pfs")
+            .await
+            .filter(|uid| *uid != first_pod)
+    })
+    .await;
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    assert_eq!(restart_count(&stores, "store-1").await, 1);
+    assert_eq!(pod_uid(&pods, "store-1-pfs").await, Some(second_pod));
+    harness.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_store_is_restarted_by_its_pod_and_the_operator_leaves_it_alone() {
     let mut harness = Harness::start("crash").await;

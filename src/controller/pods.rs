@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::crd::PureFlashStore;
-use crate::recovery::Predecessor;
+use crate::recovery::{NodeHealth, Predecessor};
 
 /// Where pfs reads its configuration inside the container.
 pub const CONF_DIR: &str = "/etc/pureflash";
@@ -297,6 +297,14 @@ pub fn pod(store: &PureFlashStore, hash: &str, predecessor: Predecessor) -> Pod 
             "dnsPolicy": "ClusterFirstWithHostNet",
             "restartPolicy": "Always",
             "terminationGracePeriodSeconds": 30,
+            // As a DaemonSet's Pods do: the store's disks are on this node, so a Pod evicted
+            // from it (by default 300 s after the node stops reporting) could run nowhere else,
+            // and a pfs that kept its ZooKeeper session through the silence would be killed for
+            // nothing. Recovery decides about a silent node's store once it reports again.
+            "tolerations": [
+                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"},
+                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"},
+            ],
             "containers": [container],
             "volumes": [
                 {"name": "conf", "configMap": {"name": config_map_name(store)}},
@@ -305,6 +313,25 @@ pub fn pod(store: &PureFlashStore, hash: &str, predecessor: Predecessor) -> Pod 
         },
     }))
     .expect("a valid Pod")
+}
+
+/// The health of a store's node as recovery sees it: `Ready` from its `Ready` condition, not
+/// ready when that is `False` or `Unknown` (the kubelet stopped reporting) or the node does not
+/// exist, unknown when the node has no `Ready` condition.
+pub fn node_health(node: Option<&Node>) -> NodeHealth {
+    let Some(node) = node else {
+        return NodeHealth::NotReady;
+    };
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .and_then(|conditions| conditions.iter().find(|c| c.type_ == "Ready"));
+    match ready.map(|c| c.status.as_str()) {
+        Some("True") => NodeHealth::Ready,
+        Some(_) => NodeHealth::NotReady,
+        None => NodeHealth::Unknown,
+    }
 }
 
 #[cfg(test)]
@@ -458,8 +485,48 @@ mod tests {
             pod["spec"]["volumes"][0]["configMap"]["name"],
             "store-7-pfs-conf"
         );
+        // A silent node does not get its store's only possible Pod evicted.
+        let tolerated: Vec<(&str, &str)> = pod["spec"]["tolerations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["operator"] == "Exists" && t.get("tolerationSeconds").is_none())
+            .map(|t| (t["key"].as_str().unwrap(), t["effect"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            tolerated,
+            [
+                ("node.kubernetes.io/not-ready", "NoExecute"),
+                ("node.kubernetes.io/unreachable", "NoExecute")
+            ]
+        );
         let cm = serde_json::to_value(config_map(&store, "x")).unwrap();
         assert_eq!(cm["data"]["pfs.conf"], "x");
+    }
+
+    #[test]
+    fn a_node_is_ready_only_while_its_ready_condition_is_true() {
+        let node = |conditions: serde_json::Value| -> Node {
+            serde_json::from_value(
+                json!({"metadata": {"name": "n"}, "status": {"conditions": conditions}}),
+            )
+            .unwrap()
+        };
+        let ready = |status: &str| {
+            node(json!([
+                {"type": "MemoryPressure", "status": "False"},
+                {"type": "Ready", "status": status},
+            ]))
+        };
+        assert_eq!(node_health(Some(&ready("True"))), NodeHealth::Ready);
+        assert_eq!(node_health(Some(&ready("False"))), NodeHealth::NotReady);
+        // What the node lifecycle controller sets when the kubelet stops reporting.
+        assert_eq!(node_health(Some(&ready("Unknown"))), NodeHealth::NotReady);
+        assert_eq!(node_health(None), NodeHealth::NotReady);
+        let no_ready = node(json!([{"type": "MemoryPressure", "status": "False"}]));
+        assert_eq!(node_health(Some(&no_ready)), NodeHealth::Unknown);
+        let no_status: Node = serde_json::from_value(json!({"metadata": {"name": "n"}})).unwrap();
+        assert_eq!(node_health(Some(&no_status)), NodeHealth::Unknown);
     }
 
     #[test]

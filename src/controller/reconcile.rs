@@ -29,7 +29,8 @@ use crate::crd::{
 use crate::dbsync::DbSyncStatus;
 use crate::metrics::{Metrics, ReasonLabels, ResultLabels, StoreLabels};
 use crate::recovery::{
-    self, ClusterFacts, History, Observation, PodFacts, Policy, Predecessor, RestartReason, Verdict,
+    self, ClusterFacts, History, NodeHealth, Observation, PodFacts, Policy, Predecessor,
+    RestartReason, Verdict,
 };
 use crate::rollout::{self, AliveNode, HoldReason, RollObservation, RollPolicy, RollVerdict};
 use crate::zk::{Snapshot, StoreId};
@@ -926,6 +927,20 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         )
         .await;
     }
+    // The node of a Pod that may be restarted, read fresh like the Pod: a silent node's Pods
+    // show what its kubelet last reported.
+    let node = match &pod {
+        Some(existing) if restart_possible && existing.metadata.deletion_timestamp.is_none() => {
+            let node_name = existing
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.node_name.as_deref())
+                .unwrap_or(&store.spec.node_name);
+            let nodes: Api<Node> = Api::all(ctx.client.clone());
+            pods::node_health(nodes.get_opt(node_name).await?.as_ref())
+        }
+        _ => NodeHealth::Unknown,
+    };
     let observed_pod = pod.as_ref().map(pod_facts);
     let (facts, pod_ready, pod_waiting) = match &observed_pod {
         Some((facts, ready, waiting)) => (Some(facts.clone()), *ready, waiting.clone()),
@@ -984,6 +999,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         view_trusted: trusted,
         alive: view.map(|s| s.alive),
         pod: facts.clone(),
+        node,
         history: History {
             offline_since: previous.offline_since.as_ref().map(|t| t.0),
             last_restart: restarts
@@ -1208,6 +1224,8 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         _ if waits_for_others || matches!(roll_held, Some(HoldReason::ClusterFrozen)) => {
             HELD_RECHECK
         }
+        // Nodes are not watched: a node that reports again is seen at the next look.
+        Verdict::Skip(recovery::SkipReason::NodeNotReady) => HELD_RECHECK,
         _ => ctx.settings.requeue,
     };
     let requeue = match settles_in {
@@ -1283,7 +1301,8 @@ async fn report_transitions(
         let kind = match reason {
             recovery::SkipReason::ClusterFrozen
             | recovery::SkipReason::RestartBudgetExhausted
-            | recovery::SkipReason::TooManyInFlight => EventType::Warning,
+            | recovery::SkipReason::TooManyInFlight
+            | recovery::SkipReason::NodeNotReady => EventType::Warning,
             _ => EventType::Normal,
         };
         let note = match verdict {

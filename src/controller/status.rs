@@ -727,6 +727,7 @@ mod tests {
                 view_trusted: case.trusted,
                 alive: case.store.as_ref().map(|s| s.alive),
                 pod: case.pod.clone(),
+                node: recovery::NodeHealth::Unknown,
                 history: recovery::History {
                     offline_since: case.previous.offline_since.as_ref().map(|t| t.0),
                     last_restart: case.previous.last_restart_time.as_ref().map(|t| t.0),

@@ -21,8 +21,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Node};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use kube_emulator::Emulator;
@@ -421,6 +421,78 @@ impl Harness {
                 );
                 assert!(ok, "kubectl exec pkill failed: {stderr}");
             }
+        }
+    }
+
+    /// Cuts the pfs node off from the API server, or reconnects it, playing both sides of a
+    /// partition: the kubelet (the node agent stops watching and reporting, its processes go
+    /// on) and the node lifecycle controller (the node's `Ready` turns `Unknown`, it is tainted
+    /// unreachable, and its Pods' `Ready` turns `False`). Reconnected, the kubelet reports its
+    /// node and Pods again and the taint goes. Needs the emulator: a real cluster's kubelet
+    /// cannot be silenced through its API.
+    pub async fn set_node_reachable(&self, reachable: bool) {
+        let Cluster::Emulated { agent, .. } = &self.cluster else {
+            panic!("set_node_reachable needs the emulated cluster");
+        };
+        let agent = agent.as_ref().expect("node agent running");
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let params = PatchParams::default();
+        if reachable {
+            nodes
+                .patch(
+                    &self.node,
+                    &params,
+                    &Patch::Merge(json!({"spec": {"taints": null}})),
+                )
+                .await
+                .expect("untaint the node");
+            agent.set_reachable(true);
+            return;
+        }
+        agent.set_reachable(false);
+        let now = jiff::Timestamp::now()
+            .strftime("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
+        let silent = json!({
+            "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+            "message": "Kubelet stopped posting node status.",
+            "lastHeartbeatTime": now, "lastTransitionTime": now,
+        });
+        nodes
+            .patch_status(
+                &self.node,
+                &params,
+                &Patch::Merge(json!({"status": {"conditions": [silent]}})),
+            )
+            .await
+            .expect("node Ready=Unknown");
+        let taint = json!({"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "timeAdded": now});
+        nodes
+            .patch(
+                &self.node,
+                &params,
+                &Patch::Merge(json!({"spec": {"taints": [taint]}})),
+            )
+            .await
+            .expect("taint the node");
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
+        let on_node = ListParams::default().fields(&format!("spec.nodeName={}", self.node));
+        for pod in pods.list(&on_node).await.expect("list pods") {
+            let mut conditions = pod
+                .status
+                .and_then(|status| status.conditions)
+                .unwrap_or_default();
+            for condition in conditions.iter_mut().filter(|c| c.type_ == "Ready") {
+                condition.status = "False".into();
+            }
+            let name = pod.metadata.name.expect("pod name");
+            pods.patch_status(
+                &name,
+                &params,
+                &Patch::Merge(json!({"status": {"conditions": conditions}})),
+            )
+            .await
+            .expect("pod Ready=False");
         }
     }
 

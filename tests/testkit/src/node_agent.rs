@@ -15,6 +15,10 @@
 //!   between); a graceful delete sends SIGTERM, waits the grace period, SIGKILLs, then deletes
 //!   the Pod with grace 0 and a uid precondition; a Pod removed with grace 0 has its processes
 //!   SIGKILLed at once.
+//! - A node cut off from the API server ([`NodeAgent::set_reachable`]): its processes go on and
+//!   exited containers still restart, but it sees no Pod changes (a Pod deleted meanwhile keeps
+//!   running) and posts no status until it is reachable again; then it catches up, reports
+//!   every Pod and its node `Ready`, as a kubelet does after a partition.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -28,7 +32,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -97,6 +101,7 @@ pub struct NodeAgent {
     shutdown: CancellationToken,
     task: JoinHandle<()>,
     processes: Processes,
+    reachable: watch::Sender<bool>,
 }
 
 impl NodeAgent {
@@ -106,12 +111,27 @@ impl NodeAgent {
         std::fs::create_dir_all(&config.work_dir).map_err(|e| kube::Error::Service(Box::new(e)))?;
         let shutdown = CancellationToken::new();
         let processes = Processes::default();
-        let task = tokio::spawn(run(client, config, shutdown.clone(), processes.clone()));
+        let (reachable, reachable_now) = watch::channel(true);
+        let task = tokio::spawn(run(
+            client,
+            config,
+            shutdown.clone(),
+            processes.clone(),
+            reachable_now,
+        ));
         Ok(NodeAgent {
             shutdown,
             task,
             processes,
+            reachable,
         })
+    }
+
+    /// Cuts the node off from the API server (`false`) or reconnects it (`true`). What the
+    /// control plane makes of a silent node (its `Ready` condition going `Unknown`) is the
+    /// caller's to play: the agent is the kubelet, not the node lifecycle controller.
+    pub fn set_reachable(&self, reachable: bool) {
+        self.reachable.send_replace(reachable);
     }
 
     /// Sends `signal` to the processes of a pod's containers, as an administrator on the node
@@ -183,6 +203,7 @@ async fn run(
     config: NodeAgentConfig,
     shutdown: CancellationToken,
     processes: Processes,
+    mut reachable: watch::Receiver<bool>,
 ) {
     let pods: Api<Pod> = Api::all(client.clone());
     let watch_config =
@@ -192,7 +213,18 @@ async fn run(
         HashMap::new();
     let mut seen_in_relist: Option<HashSet<String>> = None;
     loop {
+        if !*reachable.borrow_and_update() {
+            // Cut off: no Pod changes reach the node until it is back.
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = reachable.wait_for(|reachable| *reachable) => {}
+            }
+            if let Err(error) = register_node(&client, &config).await {
+                warn!(%error, "node agent could not report its node ready again");
+            }
+        }
         let event = tokio::select! {
+            Ok(()) = reachable.changed() => continue,
             _ = shutdown.cancelled() => break,
             event = events.next() => event,
         };
@@ -225,6 +257,7 @@ async fn run(
                             pod,
                             receiver,
                             processes.clone(),
+                            reachable.clone(),
                         ));
                         tasks.insert(uid, (sender, task));
                     }
@@ -282,6 +315,7 @@ struct PodRun {
     exits: mpsc::UnboundedSender<Exit>,
     start_time: String,
     processes: Processes,
+    reachable: watch::Receiver<bool>,
 }
 
 async fn run_pod(
@@ -290,7 +324,9 @@ async fn run_pod(
     pod: Pod,
     mut signals: mpsc::UnboundedReceiver<PodSignal>,
     processes: Processes,
+    reachable: watch::Receiver<bool>,
 ) {
+    let mut reconnected = reachable.clone();
     let uid = pod.uid().unwrap_or_default();
     let (exits, mut exited) = mpsc::unbounded_channel();
     let containers = pod
@@ -323,6 +359,7 @@ async fn run_pod(
         exits,
         start_time: crate_time(SystemTime::now()),
         processes,
+        reachable,
     };
     info!(pod = %run.pod.name_any(), namespace = %run.pod.namespace().unwrap_or_default(), "node agent: starting pod");
 
@@ -355,6 +392,12 @@ async fn run_pod(
         tokio::select! {
             signal = signals.recv() => if !run.on_signal(signal).await { return },
             Some((index, generation, code)) = exited.recv() => run.on_exit(index, generation, code).await,
+            Ok(()) = reconnected.changed() => {
+                if *reconnected.borrow_and_update() {
+                    // What happened while cut off is reported now.
+                    run.report().await;
+                }
+            }
             _ = restart_due => {
                 let now = Instant::now();
                 for index in 0..run.containers.len() {
@@ -812,9 +855,12 @@ impl PodRun {
         }
     }
 
-    /// Posts the pod's status, like the kubelet's status manager.
+    /// Posts the pod's status, like the kubelet's status manager (not while cut off).
     async fn report(&self) {
         self.publish_processes();
+        if !*self.reachable.borrow() {
+            return;
+        }
         let now = crate_time(SystemTime::now());
         let statuses: Vec<Value> = self
             .containers
