@@ -11,9 +11,11 @@
 //! - Careful: nothing is written while the view is not trusted (ZooKeeper disconnected, or not
 //!   reloaded since reconnecting).
 //! - Stubborn: any DB error drops the cache and retries with backoff; the view is kept, and the
-//!   first pass after the DB returns writes whatever changed meanwhile.
+//!   first pass after the DB returns writes whatever changed meanwhile. A pass that gets no
+//!   answer within `pass_timeout` (a table locked by another client, a DB host that vanished
+//!   without resetting the connection) is such an error too, and its connections are replaced.
 //!
-//! On shutdown it finishes the transaction in progress and returns.
+//! On shutdown it finishes the transaction in progress (within `pass_timeout`) and returns.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -36,7 +38,13 @@ pub struct DbSyncConfig {
     /// First retry delay after a DB error; doubles up to `retry_max`.
     pub retry_initial: Duration,
     pub retry_max: Duration,
+    /// The longest one pass (read, plan, write) may take before it is abandoned as failed.
+    pub pass_timeout: Duration,
 }
+
+/// The default [`DbSyncConfig::pass_timeout`]: a full pass over 3000 stores takes under a
+/// second, so this is only ever reached by a DB that does not answer.
+pub const PASS_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl DbSyncConfig {
     pub fn new(resync_interval: Duration) -> Self {
@@ -44,6 +52,7 @@ impl DbSyncConfig {
             resync_interval,
             retry_initial: Duration::from_millis(200),
             retry_max: Duration::from_secs(10),
+            pass_timeout: PASS_TIMEOUT,
         }
     }
 }
@@ -146,7 +155,7 @@ pub async fn sync_pass(
 
 /// Runs the sync until `shutdown`; publishes progress on `status`.
 pub async fn run(
-    db: MetaDb,
+    mut db: MetaDb,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     config: DbSyncConfig,
     status: watch::Sender<DbSyncStatus>,
@@ -175,14 +184,22 @@ pub async fn run(
         } else if !retry_pending {
             waiting_logged = false;
             let reload = now >= reload_at;
-            let result = async {
+            let pass = async {
                 if !schema_ready {
                     db.ensure_schema().await?;
                     schema_ready = true;
                 }
                 sync_pass(&db, &snapshot, &mut cache, reload).await
-            }
-            .await;
+            };
+            let result = match tokio::time::timeout(config.pass_timeout, pass).await {
+                Ok(result) => result,
+                Err(_) => {
+                    // Dropped mid-statement: whatever it was waiting for, the transaction is
+                    // rolled back, and its connection must not be the next pass's.
+                    db.replace_connections();
+                    Err(DbError::TimedOut(config.pass_timeout))
+                }
+            };
             match result {
                 Ok(report) => {
                     if status.borrow().last_error.is_some() {

@@ -8,7 +8,7 @@ use tracing::info;
 
 use crate::cli::SyncArgs;
 use crate::dbsync::{self, DbSyncConfig, DbSyncStatus};
-use crate::metadb::{DbRows, DbUrl, MetaDb, Plan, plan};
+use crate::metadb::{DbError, DbRows, DbUrl, MetaDb, Plan, plan};
 use crate::zk::mirror::{self, MirrorConfig};
 use crate::zk::{ClusterLayout, ClusterView, Mirror};
 
@@ -54,10 +54,16 @@ async fn run_once(config: &MirrorConfig, db_url: &DbUrl) -> Result<(), crate::Er
         });
     }
     let db = MetaDb::open(db_url);
-    db.ensure_schema().await?;
-    let rows = db.load_rows().await?;
-    let plan = plan(&view, &rows);
-    db.apply(&plan).await?;
+    let pass = async {
+        db.ensure_schema().await?;
+        let rows = db.load_rows().await?;
+        let plan = plan(&view, &rows);
+        db.apply(&plan).await?;
+        Ok::<_, DbError>((rows, plan))
+    };
+    let (rows, plan) = tokio::time::timeout(dbsync::PASS_TIMEOUT, pass)
+        .await
+        .unwrap_or(Err(DbError::TimedOut(dbsync::PASS_TIMEOUT)))?;
     db.close().await;
     print!(
         "{}",

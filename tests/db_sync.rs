@@ -856,3 +856,65 @@ async fn pureflash_own_database_with_volumes_on_the_stores() {
     );
     sync.stop().await;
 }
+
+/// A table another client keeps locked (a `LOCK TABLES` left open, a dump): statements wait on
+/// the server, not fail. The sync must say so within its pass timeout, stay stoppable, and
+/// write what changed once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_locked_by_another_client_is_reported_and_synced_once_released() {
+    use sqlx::Connection;
+    testkit::init_test_logging();
+    let db = TestDb::new(Backend::MariaDb).await;
+    let cluster = unique_cluster("locked");
+    let mut store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    let pass_timeout = Duration::from_secs(1);
+    let sync = Running::start_with(&zk(), &cluster, &db.url, NO_RESYNC, |config| {
+        config.pass_timeout = pass_timeout;
+    });
+    wait_for!(db, "store 1 OK", |s, t, p| s.len() == 1
+        && s[0].2 == "OK"
+        && t.len() == 2
+        && p.len() == 2);
+
+    let mut locker = sqlx::mysql::MySqlConnection::connect(&db.url)
+        .await
+        .unwrap();
+    sqlx::query("lock tables t_store write")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    store.crash().await;
+    let noticed = testkit::eventually(PATIENCE, async || {
+        sync.status
+            .borrow()
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("did not answer"))
+    })
+    .await;
+    assert!(noticed, "{:?}", *sync.status.borrow());
+    sqlx::query("unlock tables")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    wait_for!(db, "OFFLINE once the lock is gone", |s, _t, _p| s[0].2
+        == "OFFLINE");
+    assert!(
+        testkit::eventually(PATIENCE, async || sync.status.borrow().last_error.is_none()).await
+    );
+
+    // Locked again, with a change waiting: stopping takes at most one pass timeout.
+    sqlx::query("lock tables t_store write")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    store.restart().await.unwrap();
+    let errors = sync.status.borrow().errors;
+    assert!(testkit::eventually(PATIENCE, async || sync.status.borrow().errors > errors).await);
+    let stopping = std::time::Instant::now();
+    tokio::time::timeout(pass_timeout * 5, sync.stop())
+        .await
+        .expect("the sync stops while the table stays locked");
+    assert!(stopping.elapsed() < pass_timeout * 5);
+    locker.close().await.unwrap();
+}

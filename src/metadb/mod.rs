@@ -27,6 +27,12 @@ use sql::Sql;
 /// How long to wait for a pooled connection before reporting the DB unreachable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Run on every new MariaDB connection: a statement waits at most 20 s for a lock (a `LOCK
+/// TABLES` or a long transaction of another client) before it fails. The server's defaults are
+/// a day and 50 s; a sync pass is abandoned sooner anyway, and this makes the server give up
+/// too instead of keeping the abandoned statement waiting.
+const LIMIT_LOCK_WAITS: &str = "set session lock_wait_timeout = 20, innodb_lock_wait_timeout = 20";
+
 /// A failed DB operation, naming what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -49,6 +55,8 @@ pub enum DbError {
     },
     #[error("cannot commit the transaction: {0}")]
     Commit(sqlx::Error),
+    #[error("the metadata DB did not answer within {}s (locked, or the connection is dead); its connections are replaced", .0.as_secs_f64())]
+    TimedOut(Duration),
 }
 
 enum Pool {
@@ -59,6 +67,7 @@ enum Pool {
 /// The metadata DB behind one interface, whichever the backend.
 pub struct MetaDb {
     pool: Pool,
+    source: DbUrl,
     url: String,
 }
 
@@ -68,7 +77,33 @@ impl MetaDb {
     /// A SQLite file is created if missing and put in WAL mode so other tools can read while
     /// the operator writes.
     pub fn open(url: &DbUrl) -> MetaDb {
-        let pool = match url {
+        MetaDb {
+            pool: Self::pool(url),
+            source: url.clone(),
+            url: url.to_string(),
+        }
+    }
+
+    /// Drops every pooled connection for new ones, after an operation was abandoned: a
+    /// connection left inside a statement (waiting on a lock, or on a peer that vanished
+    /// without a reset) would hold up the next one, and the pool would test it on release by a
+    /// ping that may never be answered. The old pool closes in the background. An in-memory
+    /// SQLite database lives in its one connection, and is kept.
+    pub fn replace_connections(&mut self) {
+        if matches!(self.source, DbUrl::Sqlite { path: None }) {
+            return;
+        }
+        let old = std::mem::replace(&mut self.pool, Self::pool(&self.source));
+        tokio::spawn(async move {
+            match old {
+                Pool::Sqlite(pool) => pool.close().await,
+                Pool::MySql(pool) => pool.close().await,
+            }
+        });
+    }
+
+    fn pool(url: &DbUrl) -> Pool {
+        match url {
             DbUrl::Sqlite { path } => {
                 let options = SqliteConnectOptions::new()
                     .busy_timeout(Duration::from_secs(5))
@@ -105,12 +140,16 @@ impl MetaDb {
                     .max_connections(2)
                     .test_before_acquire(false)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            sqlx::query(LIMIT_LOCK_WAITS)
+                                .execute(conn)
+                                .await
+                                .map(|_| ())
+                        })
+                    })
                     .connect_lazy_with((**options).clone()),
             ),
-        };
-        MetaDb {
-            pool,
-            url: url.to_string(),
         }
     }
 

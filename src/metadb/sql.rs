@@ -194,7 +194,14 @@ where
                 .filter(|u| u.status == Some(status))
                 .map(|u| u.id)
                 .collect();
-            matched &= Self::set_status(conn, "t_store", "id", status, &ids).await?;
+            matched &= Self::set_status(
+                conn,
+                ("t_store", "update t_store status"),
+                "id",
+                status,
+                &ids,
+            )
+            .await?;
         }
         for chunk in plan.store_inserts.chunks(CHUNK) {
             let mut query = QueryBuilder::<DB>::new("insert into t_store (id, mngt_ip, status) ");
@@ -250,7 +257,14 @@ where
                 .filter(|u| u.status == Some(status))
                 .map(|u| u.uuid.clone())
                 .collect();
-            matched &= Self::set_status(conn, "t_tray", "uuid", status, &uuids).await?;
+            matched &= Self::set_status(
+                conn,
+                ("t_tray", "update t_tray status"),
+                "uuid",
+                status,
+                &uuids,
+            )
+            .await?;
         }
         for chunk in plan.tray_inserts.chunks(CHUNK) {
             let mut query = QueryBuilder::<DB>::new(
@@ -313,9 +327,10 @@ where
 
     /// `update <table> set status = ? where <key> in (…)`, chunked; returns whether every key
     /// matched a row.
+    /// `step` names the statement in errors (`update t_store status`).
     async fn set_status<K>(
         conn: &mut DB::Connection,
-        table: &'static str,
+        (table, step): (&'static str, &'static str),
         key: &str,
         status: &'static str,
         keys: &[K],
@@ -338,10 +353,7 @@ where
                 .persistent(false)
                 .execute(&mut *conn)
                 .await
-                .map_err(|source| DbError::Apply {
-                    step: table,
-                    source,
-                })?;
+                .map_err(|source| DbError::Apply { step, source })?;
             matched &= DB::rows_affected(&done) == chunk.len() as u64;
         }
         Ok(matched)

@@ -206,12 +206,24 @@ pub fn mirror_config(zk: &str, cluster: &str, resync: Duration) -> MirrorConfig 
 
 impl Running {
     pub fn start(zk: &str, cluster: &str, db_url: &str, resync: Duration) -> Running {
+        Self::start_with(zk, cluster, db_url, resync, |_| {})
+    }
+
+    /// Like [`Self::start`], with the sync's settings adjusted by `adjust`.
+    pub fn start_with(
+        zk: &str,
+        cluster: &str,
+        db_url: &str,
+        resync: Duration,
+        adjust: impl FnOnce(&mut DbSyncConfig),
+    ) -> Running {
         let shutdown = CancellationToken::new();
         let mirror = Mirror::spawn(mirror_config(zk, cluster, resync), shutdown.clone());
         let (status_tx, status) = watch::channel(DbSyncStatus::default());
         let db = MetaDb::open(&db_url.parse::<DbUrl>().unwrap());
         let mut config = DbSyncConfig::new(resync);
         config.retry_max = Duration::from_secs(1);
+        adjust(&mut config);
         let sync = tokio::spawn(dbsync::run(
             db,
             mirror.snapshots(),
