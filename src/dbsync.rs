@@ -168,6 +168,11 @@ pub async fn run(
     let mut backoff = Backoff::new(config.retry_initial, config.retry_max);
     let mut known_notes: BTreeSet<String> = BTreeSet::new();
     let mut waiting_logged = false;
+    // Passes in a row whose writes did not match the rows just read: once is a race with
+    // another writer, again means rows the plan cannot address, and re-reading at once would
+    // spin.
+    let mut stale_passes = Backoff::new(config.retry_initial, config.resync_interval);
+    let mut stale_in_a_row = 0u32;
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
         let now = Instant::now();
@@ -211,8 +216,20 @@ pub async fn run(
                         reload_at = now + config.resync_interval;
                     }
                     if report.stale {
-                        debug!("DB rows differed from the cache; re-reading");
+                        stale_in_a_row += 1;
                         reload_at = Instant::now();
+                        if stale_in_a_row == 1 {
+                            debug!("DB rows differed from the cache; re-reading");
+                        } else {
+                            let delay = stale_passes.next_delay();
+                            if stale_in_a_row == 2 {
+                                warn!(retry_in = ?delay, "DB rows keep differing from what was just read and written (another writer, or rows no statement can address); re-reading with backoff");
+                            }
+                            reload_at += delay;
+                        }
+                    } else {
+                        stale_in_a_row = 0;
+                        stale_passes.reset();
                     }
                     if let Some(notes) = &report.notes {
                         log_new_notes(notes, &mut known_notes);
@@ -225,7 +242,10 @@ pub async fn run(
                         );
                     }
                     status.send_modify(|s| {
-                        s.synced_version = Some(snapshot.version);
+                        // A stale pass wrote, but did not confirm the DB matches the view.
+                        if !report.stale {
+                            s.synced_version = Some(snapshot.version);
+                        }
                         s.last_success = Some(SystemTime::now());
                         s.last_error = None;
                         if report.writes > 0 {

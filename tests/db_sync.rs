@@ -918,3 +918,52 @@ async fn a_table_locked_by_another_client_is_reported_and_synced_once_released()
     assert!(stopping.elapsed() < pass_timeout * 5);
     locker.close().await.unwrap();
 }
+
+/// SQLite lets a primary key other than an integer one hold NULL, so another tool can leave
+/// t_tray and t_port rows no statement can address. They are left alone, and do not stop the
+/// sync of everything else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_without_a_key_left_by_another_tool_are_skipped() {
+    testkit::init_test_logging();
+    let db = TestDb::new(Backend::Sqlite).await;
+    for (_, ddl) in pureflash_operator::metadb::sql::CREATE_TABLES {
+        db.execute(ddl).await;
+    }
+    db.execute("insert into t_store (id, mngt_ip, status) values (90, '10.90.0.1', 'OK')")
+        .await;
+    db.execute(
+        "insert into t_tray (uuid, device, status, raw_capacity, object_size, store_id) \
+         values (null, '/dev/sdz', 'OK', 1, 1, 90)",
+    )
+    .await;
+    db.execute(
+        "insert into t_port (ip_addr, store_id, purpose, status) values (null, 90, 0, 'OK')",
+    )
+    .await;
+    let cluster = unique_cluster("null-keys");
+    let _store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    let mut sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    sync.wait_synced().await;
+    assert_eq!(sync.status.borrow().last_error, None);
+    // Settled: no pass keeps trying to write the keyless rows.
+    let settled = sync.status.borrow().clone();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(*sync.status.borrow(), settled);
+    let stores = db.stores().await;
+    assert_eq!(stores.len(), 2);
+    assert_eq!(stores[0].2, "OK");
+    // Store 90 is in no ZooKeeper directory: OFFLINE, as any vanished store.
+    assert_eq!(
+        stores[1],
+        (90, "10.90.0.1".to_owned(), "OFFLINE".to_owned())
+    );
+    let keyless: Vec<(i64,)> = db
+        .query("select (select count(*) from t_tray where uuid is null) + (select count(*) from t_port where ip_addr is null)")
+        .await;
+    assert_eq!(keyless, vec![(2,)]);
+    let trays: Vec<(i64,)> = db
+        .query("select count(*) from t_tray where store_id = 1 and status = 'OK'")
+        .await;
+    assert_eq!(trays, vec![(2,)]);
+    sync.stop().await;
+}

@@ -54,7 +54,7 @@ const SELECT_PORTS: &str = "select ip_addr, purpose, store_id, status from t_por
 const CHUNK: usize = 500;
 
 type StoreTuple = (i64, String, String);
-type TrayTuple = (String, String, String, i64, i64, i64);
+type TrayTuple = (Option<String>, String, String, i64, i64, i64);
 type PortTuple = (Option<String>, Option<i64>, Option<i64>, String);
 
 /// The statements, generic over the backend. The bounds say: connections execute queries,
@@ -130,7 +130,9 @@ where
             .fetch_all(&mut *conn)
             .await
             .map_err(load("t_tray"))?;
+        // SQLite lets primary-key columns hold NULL; such rows cannot be addressed and are skipped.
         for (uuid, device, status, raw_capacity, object_size, store_id) in trays {
+            let Some(uuid) = uuid else { continue };
             rows.trays.insert(
                 uuid,
                 TrayRow {
@@ -146,7 +148,6 @@ where
             .fetch_all(&mut *conn)
             .await
             .map_err(load("t_port"))?;
-        // SQLite lets primary-key columns hold NULL; such rows cannot be addressed and are skipped.
         for (ip_addr, purpose, store_id, status) in ports {
             if let (Some(ip_addr), Some(purpose)) = (ip_addr, purpose) {
                 rows.ports

@@ -283,7 +283,6 @@ impl Publisher {
     }
 
     fn replace_view(&mut self, fresh: ClusterView) {
-        let old_ids: Vec<StoreId> = self.view.stores.keys().copied().collect();
         let (changed, dirs_changed) = self.view.replace_with(fresh);
         if !changed.is_empty() {
             info!(
@@ -294,7 +293,8 @@ impl Publisher {
         }
         let (removed, changed): (Vec<StoreId>, Vec<StoreId>) = changed
             .into_iter()
-            .partition(|id| old_ids.contains(id) && !self.view.stores.contains_key(id));
+            // A changed store missing now was there before.
+            .partition(|id| !self.view.stores.contains_key(id));
         let mut health = self.health.clone();
         health.synced = true;
         health.last_full_sync = Some(SystemTime::now());
@@ -511,6 +511,13 @@ async fn serve_session(
     }
 }
 
+fn is_connected(state: SessionState) -> bool {
+    matches!(
+        state,
+        SessionState::SyncConnected | SessionState::ConnectedReadOnly
+    )
+}
+
 fn is_terminal(event: &WatchedEvent) -> bool {
     event.event_type == EventType::Session && event.session_state.is_terminated()
 }
@@ -594,6 +601,11 @@ async fn apply_batch(
             EventType::NodeChildrenChanged => {}
         }
     }
+    // The connection was lost somewhere in this batch: what follows the gap may miss events,
+    // so none of it is published as trusted (a reconnection in the batch brings a reload).
+    if session_changes.iter().any(|&state| !is_connected(state)) {
+        publisher.set_session(SessionStatus::Disconnected);
+    }
     let results =
         distrust_while_disconnected(client, publisher, futures::future::join_all(reads)).await;
     debug!(events = batch.len(), reads = results.len(), "watch events");
@@ -672,10 +684,7 @@ async fn distrust_while_disconnected<T>(
     let mut state = client.state_watcher();
     let mut work = std::pin::pin!(work);
     loop {
-        if !matches!(
-            state.state(),
-            SessionState::SyncConnected | SessionState::ConnectedReadOnly
-        ) {
+        if !is_connected(state.state()) {
             publisher.set_session(SessionStatus::Disconnected);
         }
         tokio::select! {
