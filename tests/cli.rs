@@ -375,3 +375,73 @@ fn the_readme_configuration_reference_is_generated_from_the_cli() {
         "error: no command \"nope\" (try run or sync)"
     );
 }
+
+/// SIGTERM while ZooKeeper does not answer: a reload in progress would wait until the client
+/// gives the connection up (here ~13 s into a 20 s session); the process exits promptly
+/// instead, and likewise with ZooKeeper plainly down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_zookeeper_is_frozen_or_down_exits_promptly() {
+    for down in [false, true] {
+        sigterm_without_zookeeper(down).await;
+    }
+}
+
+async fn sigterm_without_zookeeper(down: bool) {
+    let zk = ZooKeeper::start();
+    let cluster = unique_cluster("cli-zk-down");
+    let _store = PfsSim::start(spec(&zk.connect_string(), &cluster, 1))
+        .await
+        .unwrap();
+    let db = TestDb::new(Backend::Sqlite).await;
+    let mut child = operator()
+        .args([
+            "sync",
+            "--zk",
+            &zk.connect_string(),
+            "--cluster",
+            &cluster,
+            "--db",
+            &db.url,
+            "--zk-session-timeout",
+            "20s",
+            "--resync-interval",
+            "200ms",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for!(db, "OK", |s, _t, _p| s.len() == 1 && s[0].2 == "OK");
+    if down {
+        zk.stop();
+    } else {
+        // Frozen: with a reload every 200 ms, one is soon waiting on an unanswered read.
+        zk.freeze(true);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(5),
+            "no exit within 5 s of SIGTERM (ZooKeeper down: {down})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "exit status {status}\n{stderr}");
+    if !down {
+        zk.freeze(false);
+    }
+}

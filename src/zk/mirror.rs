@@ -451,9 +451,15 @@ async fn serve_session(
     let mut reload_at = Instant::now();
     loop {
         if connected && reload_at <= Instant::now() {
-            match distrust_while_disconnected(client, publisher, load_tree(client, &config.layout))
-                .await
-            {
+            // Reads wait for a lost connection to come back or the session to expire; a
+            // shutdown does not.
+            let reload =
+                distrust_while_disconnected(client, publisher, load_tree(client, &config.layout));
+            let loaded = tokio::select! {
+                _ = shutdown.cancelled() => return SessionEnd::Shutdown,
+                loaded = reload => loaded,
+            };
+            match loaded {
                 Ok(fresh) => {
                     publisher.replace_view(fresh);
                     backoff.reset();
@@ -485,7 +491,11 @@ async fn serve_session(
                         None => break,
                     }
                 }
-                match apply_batch(client, &config.layout, batch, publisher).await {
+                let applied = tokio::select! {
+                    _ = shutdown.cancelled() => return SessionEnd::Shutdown,
+                    applied = apply_batch(client, &config.layout, batch, publisher) => applied,
+                };
+                match applied {
                     BatchOutcome::Applied { reread_failed } => {
                         if reread_failed {
                             reload_at = Instant::now();

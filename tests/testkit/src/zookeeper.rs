@@ -113,6 +113,18 @@ impl ZooKeeper {
         }
     }
 
+    /// Freezes the server (SIGSTOP) or thaws it (SIGCONT): connections stay open and nothing is
+    /// answered, as with a stalled host or a partition that drops packets. Clients notice only
+    /// by their own timeouts.
+    pub fn freeze(&self, frozen: bool) {
+        let slot = self.process.lock().unwrap();
+        let pid = slot
+            .as_ref()
+            .and_then(ServerProcess::pid)
+            .expect("ZooKeeper runs");
+        crate::process::signal(pid, if frozen { libc::SIGSTOP } else { libc::SIGCONT });
+    }
+
     /// (Re)starts the server on the same port and data directory and waits until it serves.
     pub fn start_again(&self) {
         let mut slot = self.process.lock().unwrap();
