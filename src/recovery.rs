@@ -255,13 +255,14 @@ pub struct Decision {
 ///    explicit request bypasses every other rail, and applies to an alive store too (a request
 ///    made while the store is healthy must not lie in wait for its next outage).
 /// 3. An alive store is `Healthy`.
-/// 4. to 9. Recovery disabled or paused, then a Pod that is missing or terminating, on a node
-///    that is not ready, or not running are skipped: killing them would not help.
-/// 10. and 11. The pfs container's start grace, then the store's offline grace, are waited out.
-/// 12. The hourly restart budget stops recovery once used up.
-/// 13. The backoff since the last restart is waited out.
-/// 14. and 15. The cluster-wide rails: freeze when too many stores are offline at once (more
+/// 4. to 8. Recovery disabled or paused, then a Pod that is missing, terminating or not running
+///    are skipped: killing them would not help.
+/// 9. and 10. The pfs container's start grace, then the store's offline grace, are waited out.
+/// 11. The hourly restart budget stops recovery once used up.
+/// 12. The backoff since the last restart is waited out.
+/// 13. and 14. The cluster-wide rails: freeze when too many stores are offline at once (more
 ///     likely a ZooKeeper or network problem than a stuck daemon), and cap restarts in flight.
+/// 15. A Pod whose node is not ready is skipped: a kill would not reach it.
 /// 16. Otherwise the store is restarted.
 ///
 /// The bookkeeping is returned with the verdict. An untrusted view leaves it untouched; a trusted
@@ -350,13 +351,6 @@ fn offline_verdict(
     if pod.terminating {
         return Verdict::Skip(SkipReason::PodTerminating);
     }
-    // Whatever the Pod says about its container is what the kubelet last reported; a pfs on a
-    // partitioned node is killed, if at all, when its kubelet is back, and a restart made now
-    // would only spend the budget and an in-flight slot. The node coming back is a restart
-    // then, if the store is still offline.
-    if observation.node == NodeHealth::NotReady {
-        return Verdict::Skip(SkipReason::NodeNotReady);
-    }
     // A container that is not running (image pull, CrashLoopBackOff, ...) is not the stuck
     // process this recovery is for; Kubernetes already restarts it.
     let running_since = match pod.running_since {
@@ -396,6 +390,13 @@ fn offline_verdict(
     }
     if observation.cluster.restarts_in_flight >= policy.max_in_flight {
         return Verdict::Skip(SkipReason::TooManyInFlight);
+    }
+    // Last, so the controller reads the node only for a restart otherwise due. Whatever the
+    // Pod says about its container is what the kubelet last reported; a pfs on a node out of
+    // contact is killed, if at all, when its kubelet is back, and a restart made now would only
+    // spend the budget and an in-flight slot. The node coming back is the restart then.
+    if observation.node == NodeHealth::NotReady {
+        return Verdict::Skip(SkipReason::NodeNotReady);
     }
     Verdict::Restart(RestartReason::Offline)
 }
@@ -922,7 +923,7 @@ mod tests {
         );
     }
 
-    // --- Rules 4 to 9: switches, the Pod and its node ---
+    // --- Rules 4 to 8: switches and the Pod ---
 
     #[test]
     fn disabled_recovery_skips() {
@@ -1005,55 +1006,12 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_on_a_node_that_is_not_ready_skips() {
-        assert_eq!(
-            Obs::due().on_node(NodeHealth::NotReady).verdict(),
-            skip(SkipReason::NodeNotReady)
-        );
-        // Its last reported state may be anything: the node's silence is the reason.
-        for obs in [
-            Obs::due().container_not_running(),
-            Obs::due().pod_in_phase("Pending"),
-            Obs::just_went_offline(),
-        ] {
-            assert_eq!(
-                obs.on_node(NodeHealth::NotReady).verdict(),
-                skip(SkipReason::NodeNotReady)
-            );
-        }
-    }
-
-    #[test]
-    fn a_node_whose_health_is_unknown_is_no_obstacle() {
-        assert_eq!(Obs::due().on_node(NodeHealth::Unknown).verdict(), RESTART);
-    }
-
-    #[test]
-    fn a_not_ready_node_is_no_reason_to_leave_a_terminating_pod_or_a_manual_restart() {
-        assert_eq!(
-            Obs::due()
-                .pod_terminating()
-                .on_node(NodeHealth::NotReady)
-                .verdict(),
-            skip(SkipReason::PodTerminating)
-        );
-        // A human asked: the Pod object is replaced now, the kubelet does the rest when back.
-        assert_eq!(
-            Obs::due()
-                .manual_restart("now")
-                .on_node(NodeHealth::NotReady)
-                .verdict(),
-            MANUAL
-        );
-    }
-
-    #[test]
     fn not_running_beats_the_grace_periods() {
         let obs = Obs::just_went_offline().pod_in_phase("Pending");
         assert_eq!(obs.verdict(), skip(SkipReason::PodNotRunning));
     }
 
-    // --- Rules 10 and 11: grace periods ---
+    // --- Rules 9 and 10: grace periods ---
 
     #[test]
     fn a_pod_that_just_started_waits_for_the_start_grace() {
@@ -1121,7 +1079,7 @@ mod tests {
         assert_eq!(obs.verdict_with(&negative), RESTART);
     }
 
-    // --- Rule 12: the hourly budget ---
+    // --- Rule 11: the hourly budget ---
 
     #[test]
     fn a_spent_budget_skips() {
@@ -1165,7 +1123,7 @@ mod tests {
         assert_eq!(obs.verdict(), skip(SkipReason::RestartBudgetExhausted));
     }
 
-    // --- Rule 13: backoff ---
+    // --- Rule 12: backoff ---
 
     #[test]
     fn a_recent_restart_backs_off() {
@@ -1243,7 +1201,7 @@ mod tests {
         assert_eq!(backoff(&negative, 3), SignedDuration::ZERO);
     }
 
-    // --- Rules 14 and 15: cluster-wide rails ---
+    // --- Rules 13 and 14: cluster-wide rails ---
 
     #[test]
     fn a_cluster_with_too_many_stores_offline_is_frozen() {
@@ -1358,6 +1316,49 @@ mod tests {
                 offline_since: Some(ago(3_600)),
                 attempts: 1,
             }
+        );
+    }
+
+    // --- Rule 15: the node ---
+
+    #[test]
+    fn a_due_restart_on_a_node_that_is_not_ready_skips() {
+        assert_eq!(
+            Obs::due().on_node(NodeHealth::NotReady).verdict(),
+            skip(SkipReason::NodeNotReady)
+        );
+        assert_eq!(Obs::due().on_node(NodeHealth::Ready).verdict(), RESTART);
+        // Not read (or unreadable): no obstacle.
+        assert_eq!(Obs::due().on_node(NodeHealth::Unknown).verdict(), RESTART);
+    }
+
+    #[test]
+    fn the_node_is_asked_about_only_when_a_restart_is_otherwise_due() {
+        // Every earlier rule decides without it, so the controller reads the node only then.
+        for obs in [
+            Obs::due().container_not_running(),
+            Obs::due().pod_in_phase("Pending"),
+            Obs::due().pod_terminating(),
+            Obs::just_went_offline(),
+            Obs::due().stores_offline(6, 10),
+            Obs::due().in_flight_elsewhere(1),
+            Obs::due().paused(),
+        ] {
+            let without = obs.clone().on_node(NodeHealth::Unknown).verdict();
+            assert_ne!(without, RESTART);
+            assert_eq!(obs.on_node(NodeHealth::NotReady).verdict(), without);
+        }
+    }
+
+    #[test]
+    fn a_not_ready_node_does_not_hold_a_manual_restart() {
+        // A human asked: the Pod object is replaced now, the kubelet does the rest when back.
+        assert_eq!(
+            Obs::due()
+                .manual_restart("now")
+                .on_node(NodeHealth::NotReady)
+                .verdict(),
+            MANUAL
         );
     }
 

@@ -927,20 +927,6 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         )
         .await;
     }
-    // The node of a Pod that may be restarted, read fresh like the Pod: a silent node's Pods
-    // show what its kubelet last reported.
-    let node = match &pod {
-        Some(existing) if restart_possible && existing.metadata.deletion_timestamp.is_none() => {
-            let node_name = existing
-                .spec
-                .as_ref()
-                .and_then(|spec| spec.node_name.as_deref())
-                .unwrap_or(&store.spec.node_name);
-            let nodes: Api<Node> = Api::all(ctx.client.clone());
-            pods::node_health(nodes.get_opt(node_name).await?.as_ref())
-        }
-        _ => NodeHealth::Unknown,
-    };
     let observed_pod = pod.as_ref().map(pod_facts);
     let (facts, pod_ready, pod_waiting) = match &observed_pod {
         Some((facts, ready, waiting)) => (Some(facts.clone()), *ready, waiting.clone()),
@@ -994,12 +980,13 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             )
         })
         .count();
-    let observation = Observation {
+    let mut observation = Observation {
         now,
         view_trusted: trusted,
         alive: view.map(|s| s.alive),
         pod: facts.clone(),
-        node,
+        // Read below, only if it would decide.
+        node: NodeHealth::Unknown,
         history: History {
             offline_since: previous.offline_since.as_ref().map(|t| t.0),
             last_restart: restarts
@@ -1020,8 +1007,24 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             restarts_in_flight: in_flight,
         },
     };
-    let decision = recovery::decide(&observation, &policy);
-    // Before any await: a store that becomes available meanwhile must find this one waiting.
+    let mut decision = recovery::decide(&observation, &policy);
+    // An automatic restart needs the node of the Pod in contact: a silent node's Pods show what
+    // its kubelet last reported, and a force delete would not reach the container. Read fresh
+    // like the Pod, and only now: every other rule is decided without it.
+    if decision.verdict == Verdict::Restart(RestartReason::Offline)
+        && let Some(existing) = &pod
+    {
+        let node_name = existing
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.node_name.as_deref())
+            .unwrap_or(&store.spec.node_name);
+        let nodes: Api<Node> = Api::all(ctx.client.clone());
+        observation.node = pods::node_health(nodes.get_opt(node_name).await?.as_ref());
+        decision = recovery::decide(&observation, &policy);
+    }
+    // Before any further await (the node read above comes only with a restart, which never
+    // waits for others): a store that becomes available meanwhile must find this one waiting.
     let waits_for_others = matches!(roll_held, Some(HoldReason::OthersUnavailable { .. }))
         || matches!(
             decision.verdict,
