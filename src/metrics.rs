@@ -34,11 +34,12 @@ pub struct HeldLabels {
 }
 
 /// Why recovery can be held for a store (the RecoveryFrozen condition's reasons).
-pub const HELD_REASONS: [&str; 4] = [
+pub const HELD_REASONS: [&str; 5] = [
     "ClusterFrozen",
     "RestartBudgetExhausted",
     "RecoveryPaused",
     "RecoveryDisabled",
+    "NodeNotReady",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

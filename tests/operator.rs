@@ -271,6 +271,12 @@ async fn a_store_on_a_silent_node_is_restarted_once_the_node_is_back() {
         .find(|e| e.reason.as_deref() == Some("RecoveryNodeNotReady"))
         .unwrap();
     assert_eq!(held.type_.as_deref(), Some("Warning"));
+    let store = stores.get("store-1").await.unwrap();
+    let frozen = condition(&store, "RecoveryFrozen").expect("RecoveryFrozen condition");
+    assert_eq!(
+        (frozen.status.as_str(), frozen.reason.as_str()),
+        ("True", "NodeNotReady")
+    );
     // Well past the 2 s grace period: still the same Pod, no restart recorded.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(pod_uid(&pods, "store-1-pfs").await, Some(first_pod.clone()));

@@ -203,42 +203,56 @@ impl WaitingStores {
 ///
 /// A reconcile starts from the cached PureFlashStore, and the watch may not have delivered the
 /// status the previous reconcile wrote — or may deliver the operator's own earlier writes one by
-/// one. While the cache shows a version this term's writes have superseded, the last written
-/// status is the truth. Without this, a quick second reconcile would announce the same phase
-/// change twice and move an offline timer it already recorded. resourceVersions are only
+/// one. Until the cache shows the version the last write produced, the last written status is
+/// the truth: while the cache shows a version that write superseded, and for
+/// [`UNSEEN_VERSION_TRUST`] while it shows a version this term did not write (someone's
+/// metadata or spec change, made before or after the write: within a term only the leader
+/// writes status, so the written one stands either way). Without this, a quick second
+/// reconcile would announce the same phase change twice, move an offline timer it already
+/// recorded, or honour a manual restart token a second time. resourceVersions are only
 /// compared for equality, as the API conventions allow.
 #[derive(Default)]
 pub struct WrittenStatuses {
     by_store: std::sync::Mutex<HashMap<ObjectRef<PureFlashStore>, Written>>,
 }
 
-#[derive(Default)]
 struct Written {
     /// Versions older than `status`: the ones written over, and earlier writes' results.
     superseded: Vec<String>,
     status: PureFlashStoreStatus,
+    /// The version the write of `status` produced, if the API said.
+    result: Option<String>,
+    written_at: std::time::Instant,
 }
 
 /// Bounds the memory of one store's superseded versions (a cache this far behind is rare).
 const SUPERSEDED_MAX: usize = 16;
 
+/// How long a written status outranks a cached version this term did not write. A watch lags
+/// by far less; past this the cache is the truth again, whatever happened.
+pub const UNSEEN_VERSION_TRUST: Duration = Duration::from_secs(60);
+
 impl WrittenStatuses {
     /// The store's current status: the cached one, unless this term has written over it.
     pub fn current(&self, store: &PureFlashStore) -> PureFlashStoreStatus {
+        self.current_at(store, std::time::Instant::now())
+    }
+
+    fn current_at(&self, store: &PureFlashStore, now: std::time::Instant) -> PureFlashStoreStatus {
         let key = ObjectRef::from_obj(store);
         let mut by_store = self.by_store.lock().expect("written statuses");
         let cached = store.resource_version();
-        match by_store.get(&key) {
-            Some(written) if cached.is_some_and(|v| written.superseded.contains(&v)) => {
-                written.status.clone()
-            }
-            Some(_) => {
-                // The cache shows the last write, or someone else's since: it is the truth.
-                by_store.remove(&key);
-                store.status.clone().unwrap_or_default()
-            }
-            None => store.status.clone().unwrap_or_default(),
+        let Some(written) = by_store.get(&key) else {
+            return store.status.clone().unwrap_or_default();
+        };
+        let shows_the_write = cached.is_some() && cached == written.result;
+        let superseded = cached.is_some_and(|v| written.superseded.contains(&v));
+        let recent = now.saturating_duration_since(written.written_at) < UNSEEN_VERSION_TRUST;
+        if !shows_the_write && (superseded || recent) {
+            return written.status.clone();
         }
+        by_store.remove(&key);
+        store.status.clone().unwrap_or_default()
     }
 
     /// `status` was written over `store` as the cache showed it; the API answered with
@@ -253,8 +267,19 @@ impl WrittenStatuses {
             return;
         };
         let mut by_store = self.by_store.lock().expect("written statuses");
-        let written = by_store.entry(ObjectRef::from_obj(store)).or_default();
-        for version in [Some(based_on), result].into_iter().flatten() {
+        let written = by_store
+            .entry(ObjectRef::from_obj(store))
+            .or_insert_with(|| Written {
+                superseded: Vec::new(),
+                status: PureFlashStoreStatus::default(),
+                result: None,
+                written_at: std::time::Instant::now(),
+            });
+        // The earlier write's result is superseded by this one.
+        for version in [Some(based_on), written.result.take()]
+            .into_iter()
+            .flatten()
+        {
             if !written.superseded.contains(&version) {
                 written.superseded.push(version);
             }
@@ -262,8 +287,8 @@ impl WrittenStatuses {
         let excess = written.superseded.len().saturating_sub(SUPERSEDED_MAX);
         written.superseded.drain(..excess);
         written.status = status.clone();
-        // `result` is listed too: a cache showing it shows `status` itself, and once a later
-        // write exists it is superseded for real.
+        written.result = result;
+        written.written_at = std::time::Instant::now();
     }
 
     /// Forgets stores for which `keep` is false (deleted ones).
@@ -907,7 +932,8 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // the Pod waits (a pfs could not register then anyway), and the view becoming trusted
     // wakes every store.
     let view_now = ctx.snapshots.borrow().clone();
-    if pod.is_none() && view_now.health.is_trusted() {
+    let created_now = pod.is_none() && view_now.health.is_trusted();
+    if created_now {
         let predecessor = predecessor(&view_now, store.spec.store_id);
         pod = Some(
             ctx.leading(pods.patch(
@@ -1075,7 +1101,9 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         // What the force delete found: killed the pfs, found the Pod gone, or found it replaced.
         let mut killed = false;
         let mut replaced_since = false;
-        if let Some(old) = &facts {
+        // A Pod this reconcile just created starts a fresh pfs: that is the restart asked for
+        // (a manual one; an automatic one needs a running Pod), not a Pod to kill.
+        if let Some(old) = facts.as_ref().filter(|_| !created_now) {
             // Other stores' rollouts count this one unavailable until the Pod cache moves on.
             let mut rolls = ctx.rolls.lock().await;
             rolls.insert(me.clone(), (now, Some(old.uid.clone())));
@@ -1125,7 +1153,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             )
             .await;
         }
-        if !replaced_since {
+        if !replaced_since && !created_now {
             // The new Pod runs the current spec, held rollout or not: so does its pfs.conf.
             if map_stale && roll_held.is_some() {
                 ctx.leading(maps.patch(&config_map_name, &apply, &Patch::Apply(config_map)))
@@ -1574,18 +1602,59 @@ mod tests {
     }
 
     #[test]
-    fn a_cache_that_moved_on_is_the_truth_again() {
+    fn a_cache_that_shows_the_write_is_the_truth_again() {
         let written = WrittenStatuses::default();
         written.wrote(
             &store("10", None),
             &status(Phase::Online),
             Some("11".into()),
         );
-        // Someone else wrote after us: the cache wins…
-        let newer = store("13", Some(Phase::Offline));
-        assert_eq!(written.current(&newer).phase, Some(Phase::Offline));
-        // …and the memory is gone, even if an old version were seen again.
+        assert_eq!(
+            written.current(&store("11", Some(Phase::Online))).phase,
+            Some(Phase::Online)
+        );
+        // The memory is gone, even if an old version were seen again.
         assert_eq!(written.current(&store("10", None)).phase, None);
+    }
+
+    #[test]
+    fn a_version_this_term_did_not_write_does_not_undo_a_write() {
+        // Someone's metadata edit (11) landed between the read (10) and the write (12) that
+        // recorded a restart: the cache's 11 still has the status before the restart.
+        let written = WrittenStatuses::default();
+        let mut restarted = status(Phase::Recovering);
+        restarted.last_manual_restart = Some("token-1".into());
+        written.wrote(
+            &store("10", Some(Phase::Online)),
+            &restarted,
+            Some("12".into()),
+        );
+        let edited = store("11", Some(Phase::Online));
+        let now = std::time::Instant::now();
+        let seen = written.current_at(&edited, now);
+        assert_eq!(seen.last_manual_restart.as_deref(), Some("token-1"));
+        // A watch lags far less than this: past it the cache is the truth again.
+        let much_later = now + UNSEEN_VERSION_TRUST + Duration::from_secs(1);
+        assert_eq!(
+            written.current_at(&edited, much_later).phase,
+            Some(Phase::Online)
+        );
+        assert_eq!(written.current(&edited).last_manual_restart, None);
+    }
+
+    #[test]
+    fn a_version_superseded_long_ago_still_reads_as_the_write() {
+        let written = WrittenStatuses::default();
+        written.wrote(
+            &store("10", None),
+            &status(Phase::Online),
+            Some("11".into()),
+        );
+        let later = std::time::Instant::now() + UNSEEN_VERSION_TRUST * 2;
+        assert_eq!(
+            written.current_at(&store("10", None), later).phase,
+            Some(Phase::Online)
+        );
     }
 
     #[test]

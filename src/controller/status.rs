@@ -218,6 +218,9 @@ fn frozen(verdict: &Verdict) -> Option<(&'static str, String)> {
             "recovery paused by the pureflash.io/recovery-paused annotation"
         }
         SkipReason::RecoveryDisabled => "spec.recovery.enabled is false",
+        SkipReason::NodeNotReady => {
+            "the pod's node is out of contact with Kubernetes: a restart waits until its kubelet reports again"
+        }
         _ => return None,
     };
     Some((reason.as_str(), message.to_owned()))
