@@ -145,7 +145,9 @@ fn defaults_render_an_ha_deployment_with_cluster_wide_least_privilege() {
             "Deployment/pf-pureflash-operator",
             "PodDisruptionBudget/pf-pureflash-operator",
             "Role/pf-pureflash-operator-leader-election",
+            "Role/pf-pureflash-operator-node-leases",
             "RoleBinding/pf-pureflash-operator-leader-election",
+            "RoleBinding/pf-pureflash-operator-node-leases",
             "Service/pf-pureflash-operator-metrics",
             "ServiceAccount/pf-pureflash-operator",
         ]
@@ -213,6 +215,13 @@ fn defaults_render_an_ha_deployment_with_cluster_wide_least_privilege() {
             "leases",
             &["get", "create", "update"]
         )]
+    );
+    // Node Leases are read, only there.
+    let node_leases = find(&objects, "Role", "pf-pureflash-operator-node-leases");
+    assert_eq!(node_leases["metadata"]["namespace"], "kube-node-lease");
+    assert_eq!(
+        rules(node_leases),
+        [rule("coordination.k8s.io", "leases", &["get"])]
     );
     let binding = find(&objects, "ClusterRoleBinding", "pf-pureflash-operator");
     assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
@@ -315,13 +316,37 @@ pub fn pod(store: &PureFlashStore, hash: &str, predecessor: Predecessor) -> Pod 
     .expect("a valid Pod")
 }
 
-/// The health of a store's node as recovery sees it: `Ready` from its `Ready` condition, not
-/// ready when that is `False` or `Unknown` (the kubelet stopped reporting) or the node does not
-/// exist, unknown when the node has no `Ready` condition.
-pub fn node_health(node: Option<&Node>) -> NodeHealth {
+/// Where kubelets renew their node's Lease (every 10 s by default).
+pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
+
+/// The health of a store's node as recovery sees it, for a store offline since
+/// `offline_since`:
+/// - not ready when the node does not exist, or its `Ready` condition is `False` or `Unknown`;
+/// - not ready when its kubelet has not renewed the node's Lease since the store went offline.
+///   The node lifecycle controller marks a silent node `Unknown` only after its grace period
+///   (40–50 s), later than a store's default offline grace of 30 s: the Lease tells first. A
+///   kubelet in contact renews it every 10 s, so past the store's grace a renewal since it
+///   went offline is expected (the comparison holds across clock skews up to the grace minus
+///   the renew interval);
+/// - ready when `Ready` is `True` and the Lease, if any, was renewed since; unknown when the
+///   node has no `Ready` condition and the Lease does not say otherwise.
+pub fn node_health(
+    node: Option<&Node>,
+    lease: Option<&Lease>,
+    offline_since: Option<jiff::Timestamp>,
+) -> NodeHealth {
     let Some(node) = node else {
         return NodeHealth::NotReady;
     };
+    let renewed = lease
+        .and_then(|lease| lease.spec.as_ref())
+        .and_then(|spec| spec.renew_time.as_ref())
+        .map(|time| time.0);
+    if let (Some(renewed), Some(since)) = (renewed, offline_since)
+        && renewed <= since
+    {
+        return NodeHealth::NotReady;
+    }
     let ready = node
         .status
         .as_ref()
@@ -518,15 +543,52 @@ mod tests {
                 {"type": "Ready", "status": status},
             ]))
         };
-        assert_eq!(node_health(Some(&ready("True"))), NodeHealth::Ready);
-        assert_eq!(node_health(Some(&ready("False"))), NodeHealth::NotReady);
+        let health = |node: Option<&Node>| node_health(node, None, None);
+        assert_eq!(health(Some(&ready("True"))), NodeHealth::Ready);
+        assert_eq!(health(Some(&ready("False"))), NodeHealth::NotReady);
         // What the node lifecycle controller sets when the kubelet stops reporting.
-        assert_eq!(node_health(Some(&ready("Unknown"))), NodeHealth::NotReady);
-        assert_eq!(node_health(None), NodeHealth::NotReady);
+        assert_eq!(health(Some(&ready("Unknown"))), NodeHealth::NotReady);
+        assert_eq!(health(None), NodeHealth::NotReady);
         let no_ready = node(json!([{"type": "MemoryPressure", "status": "False"}]));
-        assert_eq!(node_health(Some(&no_ready)), NodeHealth::Unknown);
+        assert_eq!(health(Some(&no_ready)), NodeHealth::Unknown);
         let no_status: Node = serde_json::from_value(json!({"metadata": {"name": "n"}})).unwrap();
-        assert_eq!(node_health(Some(&no_status)), NodeHealth::Unknown);
+        assert_eq!(health(Some(&no_status)), NodeHealth::Unknown);
+    }
+
+    #[test]
+    fn a_kubelet_silent_since_the_store_went_offline_is_out_of_contact_before_the_node_says_so() {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n"},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        }))
+        .unwrap();
+        let lease = |renewed: &str| -> Lease {
+            serde_json::from_value(json!({
+                "metadata": {"name": "n", "namespace": NODE_LEASE_NAMESPACE},
+                "spec": {"holderIdentity": "n", "leaseDurationSeconds": 40, "renewTime": renewed},
+            }))
+            .unwrap()
+        };
+        let offline_since: jiff::Timestamp = "2026-12-05T10:00:00Z".parse().unwrap();
+        let health =
+            |renewed: &str| node_health(Some(&node), Some(&lease(renewed)), Some(offline_since));
+        // Still Ready (the node lifecycle controller has not noticed), but no renewal since.
+        assert_eq!(health("2026-12-05T09:59:52.500000Z"), NodeHealth::NotReady);
+        assert_eq!(health("2026-12-05T10:00:00.000000Z"), NodeHealth::NotReady);
+        assert_eq!(health("2026-12-05T10:00:07.250000Z"), NodeHealth::Ready);
+        // No Lease, or no offline episode: the Ready condition alone decides.
+        assert_eq!(
+            node_health(Some(&node), None, Some(offline_since)),
+            NodeHealth::Ready
+        );
+        assert_eq!(
+            node_health(
+                Some(&node),
+                Some(&lease("2026-12-05T09:00:00.000000Z")),
+                None
+            ),
+            NodeHealth::Ready
+        );
     }
 
     #[test]

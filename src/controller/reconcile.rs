@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
@@ -1035,8 +1036,9 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     };
     let mut decision = recovery::decide(&observation, &policy);
     // An automatic restart needs the node of the Pod in contact: a silent node's Pods show what
-    // its kubelet last reported, and a force delete would not reach the container. Read fresh
-    // like the Pod, and only now: every other rule is decided without it.
+    // its kubelet last reported, and a force delete would not reach the container. The Node and
+    // its kubelet's Lease are read fresh like the Pod, and only now: every other rule is decided
+    // without them.
     if decision.verdict == Verdict::Restart(RestartReason::Offline)
         && let Some(existing) = &pod
     {
@@ -1046,7 +1048,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             .and_then(|spec| spec.node_name.as_deref())
             .unwrap_or(&store.spec.node_name);
         let nodes: Api<Node> = Api::all(ctx.client.clone());
-        observation.node = pods::node_health(nodes.get_opt(node_name).await?.as_ref());
+        let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), pods::NODE_LEASE_NAMESPACE);
+        let (node, lease) =
+            futures::future::try_join(nodes.get_opt(node_name), leases.get_opt(node_name)).await?;
+        observation.node = pods::node_health(node.as_ref(), lease.as_ref(), decision.offline_since);
         decision = recovery::decide(&observation, &policy);
     }
     // Before any further await (the node read above comes only with a restart, which never

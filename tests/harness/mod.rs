@@ -424,32 +424,37 @@ impl Harness {
         }
     }
 
-    /// Cuts the pfs node off from the API server, or reconnects it, playing both sides of a
-    /// partition: the kubelet (the node agent stops watching and reporting, its processes go
-    /// on) and the node lifecycle controller (the node's `Ready` turns `Unknown`, it is tainted
-    /// unreachable, and its Pods' `Ready` turns `False`). Reconnected, the kubelet reports its
-    /// node and Pods again and the taint goes. Needs the emulator: a real cluster's kubelet
-    /// cannot be silenced through its API.
+    /// Cuts the pfs node's kubelet (the node agent) off from the API server, or reconnects it:
+    /// cut off, it stops watching, reporting and renewing its node Lease while its processes go
+    /// on; reconnected, it reports its node and Pods again, and any unreachable taint goes.
+    /// Needs the emulator: a real cluster's kubelet cannot be silenced through its API.
     pub async fn set_node_reachable(&self, reachable: bool) {
         let Cluster::Emulated { agent, .. } = &self.cluster else {
             panic!("set_node_reachable needs the emulated cluster");
         };
         let agent = agent.as_ref().expect("node agent running");
-        let nodes: Api<Node> = Api::all(self.client.clone());
-        let params = PatchParams::default();
-        if reachable {
-            nodes
-                .patch(
-                    &self.node,
-                    &params,
-                    &Patch::Merge(json!({"spec": {"taints": null}})),
-                )
-                .await
-                .expect("untaint the node");
-            agent.set_reachable(true);
+        if !reachable {
+            agent.set_reachable(false);
             return;
         }
-        agent.set_reachable(false);
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        nodes
+            .patch(
+                &self.node,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"taints": null}})),
+            )
+            .await
+            .expect("untaint the node");
+        agent.set_reachable(true);
+    }
+
+    /// What the node lifecycle controller does once a silent node's grace period (40–50 s)
+    /// has passed: the node's `Ready` turns `Unknown`, it is tainted unreachable, and its Pods'
+    /// `Ready` turns `False`.
+    pub async fn mark_node_unreachable(&self) {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let params = PatchParams::default();
         let now = jiff::Timestamp::now()
             .strftime("%Y-%m-%dT%H:%M:%SZ")
             .to_string();

@@ -27,6 +27,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::watcher::{self, Event};
@@ -71,6 +72,8 @@ pub struct NodeAgentConfig {
     pub node_ip: String,
     /// First and longest wait before restarting a container that exited.
     pub restart_backoff: (Duration, Duration),
+    /// How often the node's Lease in `kube-node-lease` is renewed (a kubelet: every 10 s).
+    pub lease_renew: Duration,
 }
 
 impl NodeAgentConfig {
@@ -81,6 +84,7 @@ impl NodeAgentConfig {
             work_dir: work_dir.to_owned(),
             node_ip: "127.0.0.1".into(),
             restart_backoff: (Duration::from_millis(500), Duration::from_secs(5)),
+            lease_renew: Duration::from_millis(500),
         }
     }
 
@@ -112,6 +116,12 @@ impl NodeAgent {
         let shutdown = CancellationToken::new();
         let processes = Processes::default();
         let (reachable, reachable_now) = watch::channel(true);
+        tokio::spawn(renew_lease(
+            client.clone(),
+            config.clone(),
+            shutdown.clone(),
+            reachable_now.clone(),
+        ));
         let task = tokio::spawn(run(
             client,
             config,
@@ -185,6 +195,39 @@ async fn register_node(client: &Client, config: &NodeAgentConfig) -> kube::Resul
         )
         .await?;
     Ok(())
+}
+
+/// Keeps the node's Lease in `kube-node-lease` renewed while the node is in contact, as the
+/// kubelet's heartbeat does.
+async fn renew_lease(
+    client: Client,
+    config: NodeAgentConfig,
+    shutdown: CancellationToken,
+    reachable: watch::Receiver<bool>,
+) {
+    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    let params = PatchParams::apply("kubelet").force();
+    loop {
+        if *reachable.borrow() {
+            let now = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+            let lease = json!({
+                "apiVersion": "coordination.k8s.io/v1",
+                "kind": "Lease",
+                "metadata": {"name": config.node_name, "namespace": "kube-node-lease"},
+                "spec": {"holderIdentity": config.node_name, "leaseDurationSeconds": 40, "renewTime": now},
+            });
+            if let Err(error) = leases
+                .patch(&config.node_name, &params, &Patch::Apply(&lease))
+                .await
+            {
+                debug!(%error, "node lease renewal failed");
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(config.lease_renew) => {}
+        }
+    }
 }
 
 fn crate_time(at: SystemTime) -> String {
