@@ -307,7 +307,14 @@ async fn kube_config(args: &RunArgs) -> Result<Config, crate::Error> {
     Ok(config)
 }
 
-fn kube_client(config: Config) -> Result<Client, crate::Error> {
+/// A request that gets no answer fails after this long (kube's default is never). Longer than
+/// a watch's server-side timeout (290 s), so quiet watches are not cut; a stalled request is.
+const API_READ_TIMEOUT: Duration = Duration::from_secs(295);
+
+fn kube_client(mut config: Config) -> Result<Client, crate::Error> {
+    config.read_timeout = Some(API_READ_TIMEOUT);
+    // Counted from each request, not from when its pooled connection went idle.
+    config.reset_reader_on_write = true;
     let url = config.cluster_url.to_string();
     Client::try_from(config)
         .map_err(|e| crate::Error::Kube(format!("cannot build a Kubernetes client for {url}: {e}")))

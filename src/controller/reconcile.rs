@@ -594,6 +594,43 @@ fn pod_facts(pod: &Pod) -> (PodFacts, bool, Option<String>) {
     (facts, ready, waiting)
 }
 
+/// Restarts in flight among the `running` stores other than `store`: each one's last restart
+/// (this term's, or its status's) still awaiting its store. No allocation unless this term
+/// restarted some.
+fn restarts_in_flight<'a>(
+    running: impl Iterator<Item = &'a PureFlashStore>,
+    store: &PureFlashStore,
+    restarted_this_term: &HashMap<ObjectRef<PureFlashStore>, Timestamp>,
+    policy: &Policy,
+    current: &Snapshot,
+    now: Timestamp,
+) -> usize {
+    running
+        .filter(|s| {
+            s.metadata.name != store.metadata.name
+                || s.metadata.namespace != store.metadata.namespace
+        })
+        .filter(|s| {
+            let status = s.status.as_ref();
+            let this_term = if restarted_this_term.is_empty() {
+                None
+            } else {
+                restarted_this_term.get(&ObjectRef::from_obj(*s)).copied()
+            };
+            let last = this_term.or(status
+                .and_then(|s| s.last_restart_time.as_ref())
+                .map(|t| t.0));
+            recovery::in_flight(
+                policy,
+                last,
+                status.and_then(|s| s.offline_since.as_ref()).map(|t| t.0),
+                alive(current, s.spec.store_id),
+                now,
+            )
+        })
+        .count()
+}
+
 fn alive(snapshot: &Snapshot, store_id: i32) -> bool {
     alive_node(snapshot, store_id).exists
 }
@@ -960,10 +997,15 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         None => (None, false, None),
     };
 
-    // Recovery: decided and acted on under one lock, so the in-flight cap holds.
+    // Recovery: decided and acted on under one lock, so the in-flight cap holds. Only a store
+    // that may be restarted takes it (and counts the cluster): for the others the decision
+    // cannot be a restart, and they must not queue behind a restart's API writes.
     let policy = policy(store, &ctx.settings);
     let annotations = store.annotations();
-    let mut restarts = ctx.restarts.lock().await;
+    let mut restarts = match restart_possible {
+        true => Some(ctx.restarts.lock().await),
+        false => None,
+    };
     // The lock may have been a long wait behind other stores' restarts: the clock and the
     // cluster-wide counts are taken now. This store's own facts (and so whether its Pod was
     // read from the API) came from the view at the start; if they changed meanwhile, the
@@ -979,34 +1021,27 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // Who stands aside is known from the start (by uid, which the fresh listing shares).
     let all = ctx.stores.state();
     let running = || all.iter().filter(|s| !stands_aside(&aside, s));
-    let offline = running()
-        .filter(|s| !alive(&current, s.spec.store_id))
-        .count();
-    // Runs for every store on every reconcile: no allocation unless this term restarted some.
-    let in_flight = running()
-        .filter(|s| {
-            s.metadata.name != store.metadata.name
-                || s.metadata.namespace != store.metadata.namespace
-        })
-        .filter(|s| {
-            let status = s.status.as_ref();
-            let restarted_this_term = if restarts.is_empty() {
-                None
-            } else {
-                restarts.get(&ObjectRef::from_obj(s.as_ref())).copied()
-            };
-            let last = restarted_this_term.or(status
-                .and_then(|s| s.last_restart_time.as_ref())
-                .map(|t| t.0));
-            recovery::in_flight(
+    let cluster = match &restarts {
+        None => ClusterFacts {
+            stores: 1,
+            offline: 0,
+            restarts_in_flight: 0,
+        },
+        Some(restarts) => ClusterFacts {
+            stores: running().count().max(1),
+            offline: running()
+                .filter(|s| !alive(&current, s.spec.store_id))
+                .count(),
+            restarts_in_flight: restarts_in_flight(
+                running().map(AsRef::as_ref),
+                store,
+                restarts,
                 &policy,
-                last,
-                status.and_then(|s| s.offline_since.as_ref()).map(|t| t.0),
-                alive(&current, s.spec.store_id),
+                &current,
                 now,
-            )
-        })
-        .count();
+            ),
+        },
+    };
     let mut observation = Observation {
         now,
         view_trusted: trusted,
@@ -1017,8 +1052,8 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         history: History {
             offline_since: previous.offline_since.as_ref().map(|t| t.0),
             last_restart: restarts
-                .get(&me)
-                .copied()
+                .as_ref()
+                .and_then(|restarts| restarts.get(&me).copied())
                 .or(previous.last_restart_time.as_ref().map(|t| t.0)),
             recent_restarts: previous.recent_restarts.iter().map(|t| t.0).collect(),
             attempts: previous.recovery_attempts,
@@ -1028,11 +1063,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             .get(PAUSE_ANNOTATION)
             .is_some_and(|v| v == "true"),
         manual_restart: annotations.get(RESTART_ANNOTATION).cloned(),
-        cluster: ClusterFacts {
-            stores: running().count().max(1),
-            offline,
-            restarts_in_flight: in_flight,
-        },
+        cluster,
     };
     let mut decision = recovery::decide(&observation, &policy);
     // An automatic restart needs the node of the Pod in contact: a silent node's Pods show what
@@ -1101,7 +1132,9 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             .leading(apply_status(&stores, &name, &recorded))
             .await??;
         ctx.written.wrote(store, &recorded, result);
-        restarts.insert(me.clone(), now);
+        if let Some(restarts) = restarts.as_mut() {
+            restarts.insert(me.clone(), now);
+        }
         drop(restarts);
         // What the force delete found: killed the pfs, found the Pod gone, or found it replaced.
         let mut killed = false;
