@@ -212,12 +212,14 @@ pub async fn run(term: Term, stop: CancellationToken) {
                 _ = prune_stop.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            let present: std::collections::HashSet<ObjectRef<PureFlashStore>> = pruned
-                .stores
-                .state()
+            let stores = pruned.stores.state();
+            let present: std::collections::HashSet<ObjectRef<PureFlashStore>> = stores
                 .iter()
                 .map(|s| ObjectRef::from_obj(s.as_ref()))
                 .collect();
+            let nodes: std::collections::HashSet<&str> =
+                stores.iter().map(|s| s.spec.node_name.as_str()).collect();
+            pruned.node_addresses.retain(|node| nodes.contains(node));
             pruned.metrics.retain_stores(|labels| {
                 present.contains(&ObjectRef::new(&labels.name).within(&labels.namespace))
             });
@@ -230,6 +232,11 @@ pub async fn run(term: Term, stop: CancellationToken) {
                 .retain(|store, _| present.contains(store));
             pruned
                 .restarts
+                .lock()
+                .await
+                .retain(|store, _| present.contains(store));
+            pruned
+                .rolls
                 .lock()
                 .await
                 .retain(|store, _| present.contains(store));

@@ -218,6 +218,8 @@ pub struct WrittenStatuses {
 }
 
 struct Written {
+    /// The store object written to: one recreated under the same name is another store.
+    uid: Option<String>,
     /// Versions older than `status`: the ones written over, and earlier writes' results.
     superseded: Vec<String>,
     status: PureFlashStoreStatus,
@@ -246,6 +248,10 @@ impl WrittenStatuses {
         let Some(written) = by_store.get(&key) else {
             return store.status.clone().unwrap_or_default();
         };
+        if written.uid != store.metadata.uid {
+            by_store.remove(&key);
+            return store.status.clone().unwrap_or_default();
+        }
         let shows_the_write = cached.is_some() && cached == written.result;
         let superseded = cached.is_some_and(|v| written.superseded.contains(&v));
         let recent = now.saturating_duration_since(written.written_at) < UNSEEN_VERSION_TRUST;
@@ -271,11 +277,18 @@ impl WrittenStatuses {
         let written = by_store
             .entry(ObjectRef::from_obj(store))
             .or_insert_with(|| Written {
+                uid: store.metadata.uid.clone(),
                 superseded: Vec::new(),
                 status: PureFlashStoreStatus::default(),
                 result: None,
                 written_at: std::time::Instant::now(),
             });
+        if written.uid != store.metadata.uid {
+            // A store recreated under the same name: nothing of the old one's memory holds.
+            written.uid = store.metadata.uid.clone();
+            written.superseded.clear();
+            written.result = None;
+        }
         // The earlier write's result is superseded by this one.
         for version in [Some(based_on), written.result.take()]
             .into_iter()
@@ -694,6 +707,14 @@ pub struct NodeAddresses {
 type NodeAddress = Mutex<Option<(String, std::time::Instant)>>;
 
 impl NodeAddresses {
+    /// Forgets nodes for which `keep` is false (no store is placed there any more).
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        self.by_node
+            .lock()
+            .expect("node addresses")
+            .retain(|node, _| keep(node));
+    }
+
     async fn internal_ip(
         &self,
         client: &Client,
@@ -1678,6 +1699,19 @@ mod tests {
             Some(Phase::Online)
         );
         assert_eq!(written.current(&edited).last_manual_restart, None);
+    }
+
+    #[test]
+    fn a_store_recreated_under_the_same_name_does_not_inherit_the_old_ones_status() {
+        let written = WrittenStatuses::default();
+        written.wrote(
+            &store("10", None),
+            &status(Phase::Recovering),
+            Some("11".into()),
+        );
+        let mut recreated = store("20", None);
+        recreated.metadata.uid = Some("another-uid".into());
+        assert_eq!(written.current(&recreated).phase, None);
     }
 
     #[test]
