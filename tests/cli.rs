@@ -2,7 +2,7 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use support::{Backend, PATIENCE, TestDb, spec, unique_cluster};
@@ -198,6 +198,45 @@ async fn unreachable_db_is_a_clear_error() {
     assert!(!stderr.contains("hunter2"));
 }
 
+/// `pureflash-operator sync` on `zk`/`cluster` into `db`, with `extra` flags; stderr piped.
+fn spawn_sync(zk: &ZooKeeper, cluster: &str, db: &TestDb, extra: &[&str]) -> Child {
+    let zk = zk.connect_string();
+    operator()
+        .args(["sync", "--zk", &zk, "--cluster", cluster, "--db", &db.url])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Sends SIGTERM and asserts the process exits 0 within `within`; returns its stderr.
+fn sigterm_and_wait_for_exit_0(child: &mut Child, within: Duration) -> String {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < within,
+            "no exit within {within:?} of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "exit status {status}\n{stderr}");
+    stderr
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_follows_changes_and_sigterm_closes_the_session() {
     let zk = ZooKeeper::start();
@@ -206,22 +245,7 @@ async fn sync_follows_changes_and_sigterm_closes_the_session() {
         .await
         .unwrap();
     let db = TestDb::new(Backend::Sqlite).await;
-    let mut child = operator()
-        .args([
-            "sync",
-            "--zk",
-            &zk.connect_string(),
-            "--cluster",
-            &cluster,
-            "--db",
-            &db.url,
-            "--zk-session-timeout",
-            "4s",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_sync(&zk, &cluster, &db, &["--zk-session-timeout", "4s"]);
     wait_for!(db, "OK", |s, _t, _p| s.len() == 1 && s[0].2 == "OK");
     store.crash().await;
     wait_for!(db, "OFFLINE", |s, _t, _p| s[0].2 == "OFFLINE");
@@ -231,25 +255,7 @@ async fn sync_follows_changes_and_sigterm_closes_the_session() {
         "only the operator's session is left"
     );
 
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = Instant::now() + PATIENCE;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "no exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert!(status.success(), "exit status {status}\n{stderr}");
+    let stderr = sigterm_and_wait_for_exit_0(&mut child, PATIENCE);
     assert!(stderr.contains("SIGTERM received"), "{stderr}");
     // Closed, not left to expire: gone well before its 4 s timeout.
     let gone = testkit::eventually(Duration::from_millis(1500), async || {
@@ -393,24 +399,12 @@ async fn sigterm_without_zookeeper(down: bool) {
         .await
         .unwrap();
     let db = TestDb::new(Backend::Sqlite).await;
-    let mut child = operator()
-        .args([
-            "sync",
-            "--zk",
-            &zk.connect_string(),
-            "--cluster",
-            &cluster,
-            "--db",
-            &db.url,
-            "--zk-session-timeout",
-            "20s",
-            "--resync-interval",
-            "200ms",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_sync(
+        &zk,
+        &cluster,
+        &db,
+        &["--zk-session-timeout", "20s", "--resync-interval", "200ms"],
+    );
     wait_for!(db, "OK", |s, _t, _p| s.len() == 1 && s[0].2 == "OK");
     if down {
         zk.stop();
@@ -419,28 +413,7 @@ async fn sigterm_without_zookeeper(down: bool) {
         zk.freeze(true);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let pid = child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let signalled = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(5),
-            "no exit within 5 s of SIGTERM (ZooKeeper down: {down})"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert!(status.success(), "exit status {status}\n{stderr}");
+    sigterm_and_wait_for_exit_0(&mut child, Duration::from_secs(5));
     if !down {
         zk.freeze(false);
     }

@@ -160,19 +160,35 @@ async fn pod_uid(pods: &Api<Pod>, name: &str) -> Option<String> {
     pods.get_opt(name).await.ok().flatten()?.metadata.uid
 }
 
+/// Applies store-1 (store id 1, offline grace `grace_seconds`) and waits until it is Online;
+/// returns the store and Pod APIs of the test namespace and its Pod's uid.
+async fn store_1_online(
+    harness: &Harness,
+    grace_seconds: u32,
+) -> (Api<PureFlashStore>, Api<Pod>, String) {
+    apply(
+        harness,
+        &store_manifest(
+            "store-1",
+            1,
+            harness.node(),
+            &harness.pfs_image(),
+            grace_seconds,
+        ),
+    );
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    wait_phase(harness, &stores, "store-1", Phase::Online).await;
+    let pod = pod_uid(&pods, "store-1-pfs").await.unwrap();
+    (stores, pods, pod)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_store_is_force_restarted_once_and_comes_back_online() {
     let mut harness = Harness::start("hung").await;
     install_crd(&harness);
     harness.start_operator(&[]);
-    apply(
-        &harness,
-        &store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 4),
-    );
-    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
-    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
-    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
-    let first_pod = pod_uid(&pods, "store-1-pfs").await.unwrap();
+    let (stores, pods, first_pod) = store_1_online(&harness, 4).await;
     let first_session = harness.alive_owner(1).await.unwrap();
 
     // Hang pfs: the process lives, its ZooKeeper session expires.
@@ -249,15 +265,8 @@ async fn a_store_on_a_silent_node_is_restarted_once_the_node_is_back() {
     }
     install_crd(&harness);
     harness.start_operator(&[]);
-    apply(
-        &harness,
-        &store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 2),
-    );
-    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
-    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let (stores, pods, first_pod) = store_1_online(&harness, 2).await;
     let nodes: Api<Node> = Api::all(harness.client.clone());
-    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
-    let first_pod = pod_uid(&pods, "store-1-pfs").await.unwrap();
 
     // The kubelet falls silent, and its pfs hangs: the store goes offline in ZooKeeper.
     harness.set_node_reachable(false).await;
@@ -621,14 +630,7 @@ async fn one_of_two_replicas_acts_and_the_other_takes_over_without_a_double_rest
     })
     .await;
 
-    apply(
-        &harness,
-        &store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 2),
-    );
-    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
-    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
-    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
-    let first_pod = pod_uid(&pods, "store-1-pfs").await.unwrap();
+    let (stores, pods, first_pod) = store_1_online(&harness, 2).await;
 
     // The leader restarts a hung store; the standby, whose view is just as warm, does not.
     harness.signal_pod("store-1-pfs", libc::SIGSTOP);
