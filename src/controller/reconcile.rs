@@ -274,20 +274,19 @@ impl WrittenStatuses {
             return;
         };
         let mut by_store = self.by_store.lock().expect("written statuses");
+        let fresh = || Written {
+            uid: store.metadata.uid.clone(),
+            superseded: Vec::new(),
+            status: PureFlashStoreStatus::default(),
+            result: None,
+            written_at: std::time::Instant::now(),
+        };
         let written = by_store
             .entry(ObjectRef::from_obj(store))
-            .or_insert_with(|| Written {
-                uid: store.metadata.uid.clone(),
-                superseded: Vec::new(),
-                status: PureFlashStoreStatus::default(),
-                result: None,
-                written_at: std::time::Instant::now(),
-            });
+            .or_insert_with(fresh);
         if written.uid != store.metadata.uid {
             // A store recreated under the same name: nothing of the old one's memory holds.
-            written.uid = store.metadata.uid.clone();
-            written.superseded.clear();
-            written.result = None;
+            *written = fresh();
         }
         // The earlier write's result is superseded by this one.
         for version in [Some(based_on), written.result.take()]
@@ -1023,9 +1022,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // cannot be a restart, and they must not queue behind a restart's API writes.
     let policy = policy(store, &ctx.settings);
     let annotations = store.annotations();
-    let mut restarts = match restart_possible {
-        true => Some(ctx.restarts.lock().await),
-        false => None,
+    let mut restarts = if restart_possible {
+        Some(ctx.restarts.lock().await)
+    } else {
+        None
     };
     // The lock may have been a long wait behind other stores' restarts: the clock and the
     // cluster-wide counts are taken now. This store's own facts (and so whether its Pod was
