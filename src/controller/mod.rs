@@ -194,7 +194,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         written: reconcile::WrittenStatuses::default(),
         metrics,
         db,
-        restarts: tokio::sync::Mutex::new(HashMap::new()),
+        restarts: tokio::sync::Mutex::default(),
         rolls: tokio::sync::Mutex::new(HashMap::new()),
         waiting,
         failures: std::sync::Mutex::default(),
@@ -234,7 +234,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
                 .restarts
                 .lock()
                 .await
-                .retain(|store, _| present.contains(store));
+                .retain(|store| present.contains(store));
             pruned
                 .rolls
                 .lock()

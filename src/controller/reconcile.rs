@@ -90,7 +90,7 @@ pub struct Context {
     pub db: Option<watch::Receiver<DbSyncStatus>>,
     /// Restarts made during this leadership term. The lock serializes recovery decisions so
     /// the in-flight cap holds even when reconciles run concurrently.
-    pub restarts: Mutex<HashMap<ObjectRef<PureFlashStore>, Timestamp>>,
+    pub restarts: Mutex<TermRestarts>,
     /// Pods replaced for a changed spec during this term, and when; kept while the replacement
     /// settles (the Pod cache may not show the deletion yet). The lock serializes rollout
     /// decisions so `max_unavailable` holds even when reconciles run concurrently.
@@ -606,13 +606,43 @@ fn pod_facts(pod: &Pod) -> (PodFacts, bool, Option<String>) {
     (facts, ready, waiting)
 }
 
+/// When this term restarted each store. An entry holds only for the store object it was made
+/// for: one recreated under the same name has no restart behind it.
+#[derive(Default)]
+pub struct TermRestarts {
+    by_store: HashMap<ObjectRef<PureFlashStore>, (Option<String>, Timestamp)>,
+}
+
+impl TermRestarts {
+    /// When this term restarted `store`, if it did.
+    pub fn of(&self, store: &PureFlashStore) -> Option<Timestamp> {
+        if self.by_store.is_empty() {
+            return None;
+        }
+        self.by_store
+            .get(&ObjectRef::from_obj(store))
+            .filter(|(uid, _)| *uid == store.metadata.uid)
+            .map(|(_, at)| *at)
+    }
+
+    pub fn record(&mut self, store: &PureFlashStore, at: Timestamp) {
+        self.by_store
+            .insert(ObjectRef::from_obj(store), (store.metadata.uid.clone(), at));
+    }
+
+    /// Keeps only the stores for which `keep` holds.
+    pub fn retain(&mut self, mut keep: impl FnMut(&ObjectRef<PureFlashStore>) -> bool) {
+        self.by_store.retain(|store, _| keep(store));
+    }
+}
+
 /// Restarts in flight among the `running` stores other than `store`: each one's last restart
 /// (this term's, or its status's) still awaiting its store. No allocation unless this term
 /// restarted some.
 fn restarts_in_flight<'a>(
     running: impl Iterator<Item = &'a PureFlashStore>,
     store: &PureFlashStore,
-    restarted_this_term: &HashMap<ObjectRef<PureFlashStore>, Timestamp>,
+    restarted_this_term: &TermRestarts,
     policy: &Policy,
     current: &Snapshot,
     now: Timestamp,
@@ -624,12 +654,7 @@ fn restarts_in_flight<'a>(
         })
         .filter(|s| {
             let status = s.status.as_ref();
-            let this_term = if restarted_this_term.is_empty() {
-                None
-            } else {
-                restarted_this_term.get(&ObjectRef::from_obj(*s)).copied()
-            };
-            let last = this_term.or(status
+            let last = restarted_this_term.of(s).or(status
                 .and_then(|s| s.last_restart_time.as_ref())
                 .map(|t| t.0));
             recovery::in_flight(
@@ -1074,7 +1099,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             offline_since: previous.offline_since.as_ref().map(|t| t.0),
             last_restart: restarts
                 .as_ref()
-                .and_then(|restarts| restarts.get(&me).copied())
+                .and_then(|restarts| restarts.of(store))
                 .or(previous.last_restart_time.as_ref().map(|t| t.0)),
             recent_restarts: previous.recent_restarts.iter().map(|t| t.0).collect(),
             attempts: previous.recovery_attempts,
@@ -1154,7 +1179,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             .await??;
         ctx.written.wrote(store, &recorded, result);
         if let Some(restarts) = restarts.as_mut() {
-            restarts.insert(me.clone(), now);
+            restarts.record(store, now);
         }
         drop(restarts);
         // What the force delete found: killed the pfs, found the Pod gone, or found it replaced.
@@ -1712,6 +1737,25 @@ mod tests {
         let mut recreated = store("20", None);
         recreated.metadata.uid = Some("another-uid".into());
         assert_eq!(written.current(&recreated).phase, None);
+    }
+
+    #[test]
+    fn a_store_recreated_under_the_same_name_has_no_restart_behind_it() {
+        let mut restarts = TermRestarts::default();
+        let mut old = store("10", None);
+        old.metadata.uid = Some("old-uid".into());
+        let at = Timestamp::from_second(1_000).unwrap();
+        restarts.record(&old, at);
+        assert_eq!(restarts.of(&old), Some(at));
+        let mut recreated = store("20", None);
+        recreated.metadata.uid = Some("new-uid".into());
+        assert_eq!(restarts.of(&recreated), None);
+        let mut other = store("10", None);
+        other.metadata.name = Some("store-2".into());
+        other.metadata.uid = Some("old-uid".into());
+        assert_eq!(restarts.of(&other), None);
+        restarts.retain(|s| s.name != "store-1");
+        assert_eq!(restarts.of(&old), None);
     }
 
     #[test]
