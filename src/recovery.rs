@@ -90,7 +90,15 @@ pub enum NodeHealth {
     Unknown,
     /// `Ready` is `True`.
     Ready,
-    /// `Ready` is `False` or `Unknown`, or the Node object does not exist.
+    /// `Ready` is `True`, but whether the kubelet is still in contact is not confirmed yet:
+    /// it has not renewed the node's Lease since the store went offline, as far as the operator
+    /// has looked. Out of contact from `silent_at` if it does not renew by then.
+    Unconfirmed {
+        /// When the Lease's duration will have passed without a renewal.
+        silent_at: Timestamp,
+    },
+    /// `Ready` is `False` or `Unknown`, the Node object does not exist, or its kubelet has not
+    /// renewed the node's Lease for the Lease's duration since the store went offline.
     NotReady,
 }
 
@@ -179,6 +187,9 @@ pub enum SkipReason {
     PodTerminating,
     /// The Pod's node is not ready: its Pod status is stale and a kill would not reach pfs.
     NodeNotReady,
+    /// The Pod's node reads ready, but its kubelet has not been seen in contact since the
+    /// store went offline yet.
+    AwaitingNodeContact,
     /// The Pod or its pfs container is not running, so a kill would not help.
     PodNotRunning,
     /// The pfs container started too recently to be expected in ZooKeeper.
@@ -205,6 +216,7 @@ impl SkipReason {
             SkipReason::PodMissing => "PodMissing",
             SkipReason::PodTerminating => "PodTerminating",
             SkipReason::NodeNotReady => "NodeNotReady",
+            SkipReason::AwaitingNodeContact => "AwaitingNodeContact",
             SkipReason::PodNotRunning => "PodNotRunning",
             SkipReason::PodStarting => "PodStarting",
             SkipReason::WithinGracePeriod => "WithinGracePeriod",
@@ -262,7 +274,8 @@ pub struct Decision {
 /// 12. The backoff since the last restart is waited out.
 /// 13. and 14. The cluster-wide rails: freeze when too many stores are offline at once (more
 ///     likely a ZooKeeper or network problem than a stuck daemon), and cap restarts in flight.
-/// 15. A Pod whose node is not ready is skipped: a kill would not reach it.
+/// 15. A Pod whose node is not ready is skipped: a kill would not reach it. One whose kubelet
+///     has not been seen in contact since the store went offline is waited for, briefly.
 /// 16. Otherwise the store is restarted.
 ///
 /// The bookkeeping is returned with the verdict. An untrusted view leaves it untouched; a trusted
@@ -395,10 +408,16 @@ fn offline_verdict(
     // Pod says about its container is what the kubelet last reported; a pfs on a node out of
     // contact is killed, if at all, when its kubelet is back, and a restart made now would only
     // spend the budget and an in-flight slot. The node coming back is the restart then.
-    if observation.node == NodeHealth::NotReady {
-        return Verdict::Skip(SkipReason::NodeNotReady);
+    match observation.node {
+        NodeHealth::NotReady => Verdict::Skip(SkipReason::NodeNotReady),
+        // A kubelet in contact renews within a quarter of its Lease's duration: the controller
+        // looks again well before `silent_at`, and that renewal is the restart.
+        NodeHealth::Unconfirmed { silent_at } => Verdict::Wait {
+            until: silent_at,
+            reason: SkipReason::AwaitingNodeContact,
+        },
+        NodeHealth::Ready | NodeHealth::Unknown => Verdict::Restart(RestartReason::Offline),
     }
-    Verdict::Restart(RestartReason::Offline)
 }
 
 /// A manual restart is pending while the annotation holds a token not yet honoured.
@@ -1333,6 +1352,20 @@ mod tests {
     }
 
     #[test]
+    fn a_due_restart_on_a_node_not_yet_seen_in_contact_waits_until_it_would_be_silent() {
+        let silent_at = NOW + SignedDuration::from_secs(25);
+        assert_eq!(
+            Obs::due()
+                .on_node(NodeHealth::Unconfirmed { silent_at })
+                .verdict(),
+            Verdict::Wait {
+                until: silent_at,
+                reason: SkipReason::AwaitingNodeContact
+            }
+        );
+    }
+
+    #[test]
     fn the_node_is_asked_about_only_when_a_restart_is_otherwise_due() {
         // Every earlier rule decides without it, so the controller reads the node only then.
         for obs in [
@@ -1685,7 +1718,7 @@ mod tests {
         policy.enabled
             && !obs.paused
             && pod_ready
-            && obs.node != NodeHealth::NotReady
+            && matches!(obs.node, NodeHealth::Ready | NodeHealth::Unknown)
             && now.duration_since(offline_since) >= policy.offline_grace
             && in_hour < policy.max_restarts_per_hour as usize
             && backed_off
@@ -1768,7 +1801,14 @@ mod tests {
         });
         let grid = vary(
             grid,
-            &[NodeHealth::Ready, NodeHealth::Unknown, NodeHealth::NotReady],
+            &[
+                NodeHealth::Ready,
+                NodeHealth::Unknown,
+                NodeHealth::Unconfirmed {
+                    silent_at: NOW + SignedDuration::from_secs(10),
+                },
+                NodeHealth::NotReady,
+            ],
             |obs, node| obs.on_node(*node),
         );
         vary(grid, &[true, false], |obs, trusted| {
@@ -1812,7 +1852,7 @@ mod tests {
             ..policy()
         };
         let grid = grid();
-        assert_eq!(grid.len(), 5 * 8 * 8 * 3 * 4 * 3 * 2 * 3 * 2);
+        assert_eq!(grid.len(), 5 * 8 * 8 * 3 * 4 * 3 * 2 * 4 * 2);
         for policy in [policy(), disabled] {
             for obs in &grid {
                 check_properties(&obs.0, &policy);
@@ -1867,6 +1907,12 @@ mod tests {
             let mut at_until = obs.clone();
             at_until.now = until;
             at_until.history.offline_since = decision.offline_since;
+            // A node still silent by then is out of contact (as the controller would find it).
+            if let NodeHealth::Unconfirmed { silent_at } = at_until.node
+                && silent_at <= until
+            {
+                at_until.node = NodeHealth::NotReady;
+            }
             let again = decide(&at_until, policy);
             if let Verdict::Wait {
                 until: next,

@@ -194,6 +194,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         written: reconcile::WrittenStatuses::default(),
         metrics,
         db,
+        lease_sightings: reconcile::LeaseSightings::default(),
         restarts: tokio::sync::Mutex::default(),
         rolls: tokio::sync::Mutex::new(HashMap::new()),
         waiting,
@@ -224,6 +225,9 @@ pub async fn run(term: Term, stop: CancellationToken) {
                 present.contains(&ObjectRef::new(&labels.name).within(&labels.namespace))
             });
             pruned.written.retain(|store| present.contains(store));
+            pruned
+                .lease_sightings
+                .retain(|store| present.contains(store));
             pruned.waiting.retain(|store| present.contains(store));
             pruned
                 .failures

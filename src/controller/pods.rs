@@ -319,43 +319,84 @@ pub fn pod(store: &PureFlashStore, hash: &str, predecessor: Predecessor) -> Pod 
 /// Where kubelets renew their node's Lease (every 10 s by default).
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
-/// The health of a store's node as recovery sees it, for a store offline since
-/// `offline_since`:
+/// What one read of a node's Lease showed, kept to tell later whether its kubelet renewed it
+/// since. Renew times are the node's clock: they are only compared with each other, never
+/// with the operator's clock, so no clock skew between them matters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseSighting {
+    /// The Lease's `renewTime` (None: no Lease, or never renewed).
+    pub renewed: Option<jiff::Timestamp>,
+    /// When the read returned, by the operator's clock.
+    pub read_at: jiff::Timestamp,
+}
+
+impl LeaseSighting {
+    pub fn of(lease: Option<&Lease>, read_at: jiff::Timestamp) -> LeaseSighting {
+        LeaseSighting {
+            renewed: renew_time(lease),
+            read_at,
+        }
+    }
+}
+
+fn renew_time(lease: Option<&Lease>) -> Option<jiff::Timestamp> {
+    lease
+        .and_then(|lease| lease.spec.as_ref())
+        .and_then(|spec| spec.renew_time.as_ref())
+        .map(|time| time.0)
+}
+
+/// How long a kubelet's Lease holds when it does not say (the kubelet's default).
+const DEFAULT_NODE_LEASE_DURATION: jiff::SignedDuration = jiff::SignedDuration::from_secs(40);
+
+/// The health of a store's node as recovery sees it, now, given `since`: a read of the node's
+/// Lease taken after the store went offline (or was last restarted).
 /// - not ready when the node does not exist, or its `Ready` condition is `False` or `Unknown`;
-/// - not ready when its kubelet has not renewed the node's Lease since the store went offline.
-///   The node lifecycle controller marks a silent node `Unknown` only after its grace period
-///   (40–50 s), later than a store's default offline grace of 30 s: the Lease tells first. A
-///   kubelet in contact renews it every 10 s, so past the store's grace a renewal since it
-///   went offline is expected (the comparison holds across clock skews up to the grace minus
-///   the renew interval);
-/// - ready when `Ready` is `True` and the Lease, if any, was renewed since; unknown when the
-///   node has no `Ready` condition and the Lease does not say otherwise.
+/// - when the Lease shows the same renewal as `since`: unconfirmed until the Lease's duration
+///   has passed since that read, not ready from then on. The node lifecycle controller marks a
+///   silent node `Unknown` only after its grace period (40–50 s), later than a store's default
+///   offline grace of 30 s: the Lease tells first. A kubelet in contact renews it every quarter
+///   of its duration (10 s by default), so a store's grace usually shows a renewal already;
+/// - otherwise (renewed since, or no Lease at all) the `Ready` condition decides: ready when
+///   `True`, unknown when the node has none.
 pub fn node_health(
     node: Option<&Node>,
     lease: Option<&Lease>,
-    offline_since: Option<jiff::Timestamp>,
+    since: &LeaseSighting,
+    now: jiff::Timestamp,
 ) -> NodeHealth {
     let Some(node) = node else {
         return NodeHealth::NotReady;
     };
-    let renewed = lease
-        .and_then(|lease| lease.spec.as_ref())
-        .and_then(|spec| spec.renew_time.as_ref())
-        .map(|time| time.0);
-    if let (Some(renewed), Some(since)) = (renewed, offline_since)
-        && renewed <= since
-    {
-        return NodeHealth::NotReady;
-    }
     let ready = node
         .status
         .as_ref()
         .and_then(|status| status.conditions.as_ref())
         .and_then(|conditions| conditions.iter().find(|c| c.type_ == "Ready"));
-    match ready.map(|c| c.status.as_str()) {
+    let by_condition = match ready.map(|c| c.status.as_str()) {
         Some("True") => NodeHealth::Ready,
-        Some(_) => NodeHealth::NotReady,
+        Some(_) => return NodeHealth::NotReady,
         None => NodeHealth::Unknown,
+    };
+    let Some(lease) = lease else {
+        return by_condition;
+    };
+    if renew_time(Some(lease)) != since.renewed {
+        return by_condition;
+    }
+    let duration = lease
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.lease_duration_seconds)
+        .filter(|secs| *secs > 0)
+        .map_or(DEFAULT_NODE_LEASE_DURATION, |secs| {
+            jiff::SignedDuration::from_secs(i64::from(secs))
+        });
+    let silent_at = since.read_at + duration;
+    if now >= silent_at {
+        NodeHealth::NotReady
+    } else {
+        NodeHealth::Unconfirmed { silent_at }
     }
 }
 
@@ -543,7 +584,9 @@ mod tests {
                 {"type": "Ready", "status": status},
             ]))
         };
-        let health = |node: Option<&Node>| node_health(node, None, None);
+        let at: jiff::Timestamp = "2026-12-05T10:00:00Z".parse().unwrap();
+        let no_lease = LeaseSighting::of(None, at);
+        let health = |node: Option<&Node>| node_health(node, None, &no_lease, at);
         assert_eq!(health(Some(&ready("True"))), NodeHealth::Ready);
         assert_eq!(health(Some(&ready("False"))), NodeHealth::NotReady);
         // What the node lifecycle controller sets when the kubelet stops reporting.
@@ -569,26 +612,93 @@ mod tests {
             }))
             .unwrap()
         };
-        let offline_since: jiff::Timestamp = "2026-12-05T10:00:00Z".parse().unwrap();
-        let health =
-            |renewed: &str| node_health(Some(&node), Some(&lease(renewed)), Some(offline_since));
-        // Still Ready (the node lifecycle controller has not noticed), but no renewal since.
-        assert_eq!(health("2026-12-05T09:59:52.500000Z"), NodeHealth::NotReady);
-        assert_eq!(health("2026-12-05T10:00:00.000000Z"), NodeHealth::NotReady);
-        assert_eq!(health("2026-12-05T10:00:07.250000Z"), NodeHealth::Ready);
-        // No Lease, or no offline episode: the Ready condition alone decides.
+        let at = |s: &str| -> jiff::Timestamp { s.parse().unwrap() };
+        // Read just after the store went offline: the node's clock is an hour behind.
+        let sighting = LeaseSighting::of(
+            Some(&lease("2026-12-05T08:59:55.000000Z")),
+            at("2026-12-05T10:00:01Z"),
+        );
+        let health = |renewed: &str, now: &str| {
+            node_health(Some(&node), Some(&lease(renewed)), &sighting, at(now))
+        };
+        // Renewed since: in contact, whatever the clocks say.
         assert_eq!(
-            node_health(Some(&node), None, Some(offline_since)),
+            health("2026-12-05T09:00:05.000000Z", "2026-12-05T10:00:30Z"),
             NodeHealth::Ready
         );
+        // Not renewed since: still Ready (the node lifecycle controller has not noticed), but
+        // unconfirmed for the Lease's duration after the sighting, out of contact from then on.
+        assert_eq!(
+            health("2026-12-05T08:59:55.000000Z", "2026-12-05T10:00:30Z"),
+            NodeHealth::Unconfirmed {
+                silent_at: at("2026-12-05T10:00:41Z")
+            }
+        );
+        assert_eq!(
+            health("2026-12-05T08:59:55.000000Z", "2026-12-05T10:00:41Z"),
+            NodeHealth::NotReady
+        );
+        // A node that reads not Ready is out of contact at once, renewed or not.
+        let not_ready: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n"},
+            "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]},
+        }))
+        .unwrap();
+        assert_eq!(
+            node_health(
+                Some(&not_ready),
+                Some(&lease("2026-12-05T09:00:05.000000Z")),
+                &sighting,
+                at("2026-12-05T10:00:30Z")
+            ),
+            NodeHealth::NotReady
+        );
+        // No Lease now: the Ready condition alone decides. A Lease appearing is a renewal.
+        assert_eq!(
+            node_health(Some(&node), None, &sighting, at("2026-12-05T10:05:00Z")),
+            NodeHealth::Ready
+        );
+        let before_any_lease = LeaseSighting::of(None, at("2026-12-05T10:00:01Z"));
         assert_eq!(
             node_health(
                 Some(&node),
-                Some(&lease("2026-12-05T09:00:00.000000Z")),
-                None
+                Some(&lease("2026-12-05T08:59:55.000000Z")),
+                &before_any_lease,
+                at("2026-12-05T10:00:02Z")
             ),
             NodeHealth::Ready
         );
+    }
+
+    #[test]
+    fn a_lease_without_a_duration_holds_for_the_kubelets_default() {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": "n"},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        }))
+        .unwrap();
+        let lease: Lease = serde_json::from_value(json!({
+            "metadata": {"name": "n", "namespace": NODE_LEASE_NAMESPACE},
+            "spec": {"renewTime": "2026-12-05T10:00:00.000000Z", "leaseDurationSeconds": 0},
+        }))
+        .unwrap();
+        let read_at: jiff::Timestamp = "2026-12-05T10:00:00Z".parse().unwrap();
+        let sighting = LeaseSighting::of(Some(&lease), read_at);
+        let health = |secs: i64| {
+            node_health(
+                Some(&node),
+                Some(&lease),
+                &sighting,
+                read_at + jiff::SignedDuration::from_secs(secs),
+            )
+        };
+        assert_eq!(
+            health(39),
+            NodeHealth::Unconfirmed {
+                silent_at: read_at + jiff::SignedDuration::from_secs(40)
+            }
+        );
+        assert_eq!(health(40), NodeHealth::NotReady);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::controller::cache_loaded;
-use crate::controller::pods::{self, Environment};
+use crate::controller::pods::{self, Environment, LeaseSighting};
 use crate::controller::status::{self, DbState, Facts, Restart};
 use crate::crd::{
     PAUSE_ANNOTATION, Phase, PureFlashStore, PureFlashStoreStatus, RESTART_ANNOTATION,
@@ -88,6 +88,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// The metadata DB sync's progress, when `--db` is given.
     pub db: Option<watch::Receiver<DbSyncStatus>>,
+    /// Reads of node Leases taken during stores' offline episodes.
+    pub lease_sightings: LeaseSightings,
     /// Restarts made during this leadership term. The lock serializes recovery decisions so
     /// the in-flight cap holds even when reconciles run concurrently.
     pub restarts: Mutex<TermRestarts>,
@@ -606,6 +608,78 @@ fn pod_facts(pod: &Pod) -> (PodFacts, bool, Option<String>) {
     (facts, ready, waiting)
 }
 
+/// How often a due restart looks again at a node whose kubelet has not been seen in contact
+/// since the store went offline (kubelets renew their Lease every 10 s by default).
+const NODE_CONTACT_RECHECK: SignedDuration = SignedDuration::from_secs(2);
+
+/// Whether a store with this verdict may be restarted automatically later in its offline
+/// episode without anything but time passing or other stores changing: its node's Lease is
+/// read ahead for it.
+fn takes_a_lease_sighting(verdict: &Verdict) -> bool {
+    use recovery::SkipReason as Why;
+    match verdict {
+        Verdict::Wait { .. } => true,
+        Verdict::Skip(reason) => matches!(
+            reason,
+            Why::ClusterFrozen | Why::TooManyInFlight | Why::RestartBudgetExhausted
+        ),
+        Verdict::Healthy | Verdict::Restart(_) => false,
+    }
+}
+
+/// Per store, a read of its node's Lease taken during its current offline episode: what the
+/// read made when its restart is due is compared with, to tell whether the kubelet is in
+/// contact. Keyed like [`TermRestarts`]: a store recreated under its name starts afresh.
+#[derive(Default)]
+pub struct LeaseSightings {
+    by_store: std::sync::Mutex<HashMap<ObjectRef<PureFlashStore>, NodeSighting>>,
+}
+
+struct NodeSighting {
+    uid: Option<String>,
+    node: String,
+    sighting: LeaseSighting,
+}
+
+impl LeaseSightings {
+    /// The sighting of `node`'s Lease taken for `store` at or after `since`, if there is one.
+    pub fn since(
+        &self,
+        store: &PureFlashStore,
+        node: &str,
+        since: Timestamp,
+    ) -> Option<LeaseSighting> {
+        let by_store = self.by_store.lock().expect("lease sightings");
+        by_store
+            .get(&ObjectRef::from_obj(store))
+            .filter(|seen| {
+                seen.uid == store.metadata.uid
+                    && seen.node == node
+                    && seen.sighting.read_at >= since
+            })
+            .map(|seen| seen.sighting.clone())
+    }
+
+    pub fn record(&self, store: &PureFlashStore, node: &str, sighting: LeaseSighting) {
+        self.by_store.lock().expect("lease sightings").insert(
+            ObjectRef::from_obj(store),
+            NodeSighting {
+                uid: store.metadata.uid.clone(),
+                node: node.to_owned(),
+                sighting,
+            },
+        );
+    }
+
+    /// Keeps only the stores for which `keep` holds.
+    pub fn retain(&self, mut keep: impl FnMut(&ObjectRef<PureFlashStore>) -> bool) {
+        self.by_store
+            .lock()
+            .expect("lease sightings")
+            .retain(|store, _| keep(store));
+    }
+}
+
 /// When this term restarted each store. An entry holds only for the store object it was made
 /// for: one recreated under the same name has no restart behind it.
 #[derive(Default)]
@@ -1116,19 +1190,38 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // its kubelet last reported, and a force delete would not reach the container. The Node and
     // its kubelet's Lease are read fresh like the Pod, and only now: every other rule is decided
     // without them.
-    if decision.verdict == Verdict::Restart(RestartReason::Offline)
-        && let Some(existing) = &pod
-    {
-        let node_name = existing
+    // The kubelet is in contact if it renewed the node's Lease since the store went offline
+    // (or was last restarted): judged against a read of the Lease taken since.
+    let contact_since = decision.offline_since.map(|offline| {
+        observation
+            .history
+            .last_restart
+            .map_or(offline, |r| r.max(offline))
+    });
+    let pod_node = pod.as_ref().map(|existing| {
+        existing
             .spec
             .as_ref()
-            .and_then(|spec| spec.node_name.as_deref())
-            .unwrap_or(&store.spec.node_name);
+            .and_then(|spec| spec.node_name.clone())
+            .unwrap_or_else(|| store.spec.node_name.clone())
+    });
+    if decision.verdict == Verdict::Restart(RestartReason::Offline)
+        && let (Some(node_name), Some(since)) = (&pod_node, contact_since)
+    {
         let nodes: Api<Node> = Api::all(ctx.client.clone());
         let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), pods::NODE_LEASE_NAMESPACE);
         let (node, lease) =
             futures::future::try_join(nodes.get_opt(node_name), leases.get_opt(node_name)).await?;
-        observation.node = pods::node_health(node.as_ref(), lease.as_ref(), decision.offline_since);
+        let read_at = Timestamp::now();
+        let sighting = ctx
+            .lease_sightings
+            .since(store, node_name, since)
+            .unwrap_or_else(|| {
+                let first = LeaseSighting::of(lease.as_ref(), read_at);
+                ctx.lease_sightings.record(store, node_name, first.clone());
+                first
+            });
+        observation.node = pods::node_health(node.as_ref(), lease.as_ref(), &sighting, read_at);
         decision = recovery::decide(&observation, &policy);
     }
     // Before any further await (the node read above comes only with a restart, which never
@@ -1288,6 +1381,23 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         )
         .await;
     }
+    // A store on the way to an automatic restart has its node's Lease read once the episode
+    // began, so that its restart, when due, can tell a kubelet in contact at once.
+    if let (Some(node_name), Some(since)) = (&pod_node, contact_since)
+        && takes_a_lease_sighting(&decision.verdict)
+        && ctx.lease_sightings.since(store, node_name, since).is_none()
+    {
+        let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), pods::NODE_LEASE_NAMESPACE);
+        match leases.get_opt(node_name).await {
+            Ok(lease) => ctx.lease_sightings.record(
+                store,
+                node_name,
+                LeaseSighting::of(lease.as_ref(), Timestamp::now()),
+            ),
+            // The restart, when due, takes one then.
+            Err(error) => debug!(store = %name, node = %node_name, %error, "node lease not read"),
+        }
+    }
     let labels = StoreLabels {
         namespace: namespace.clone(),
         name: name.clone(),
@@ -1327,6 +1437,16 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     let settles_in = rollout::settles_in(alive_now, facts.as_ref(), now, &roll_policy)
         .and_then(|left| Duration::try_from(left).ok());
     let requeue = match decision.verdict {
+        // Nodes are not watched: the kubelet's next renewal is seen at the next look.
+        Verdict::Wait {
+            until,
+            reason: recovery::SkipReason::AwaitingNodeContact,
+        } => Duration::try_from(
+            until
+                .duration_since(now)
+                .clamp(SignedDuration::from_millis(100), NODE_CONTACT_RECHECK),
+        )
+        .unwrap_or(NODE_CONTACT_RECHECK.unsigned_abs()),
         Verdict::Wait { until, .. } => Duration::try_from(
             until
                 .duration_since(now)

@@ -219,7 +219,7 @@ fn frozen(verdict: &Verdict) -> Option<(&'static str, String)> {
         }
         SkipReason::RecoveryDisabled => "spec.recovery.enabled is false",
         SkipReason::NodeNotReady => {
-            "the pod's node is out of contact with Kubernetes (not Ready, or its kubelet has not renewed the node's Lease in kube-node-lease since the store went offline): a restart waits until it reports again"
+            "the pod's node is out of contact with Kubernetes (not Ready, or its kubelet has not renewed the node's Lease in kube-node-lease for the Lease's duration since the store went offline): a restart waits until it reports again"
         }
         _ => return None,
     };

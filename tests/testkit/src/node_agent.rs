@@ -72,7 +72,8 @@ pub struct NodeAgentConfig {
     pub node_ip: String,
     /// First and longest wait before restarting a container that exited.
     pub restart_backoff: (Duration, Duration),
-    /// How often the node's Lease in `kube-node-lease` is renewed (a kubelet: every 10 s).
+    /// How often the node's Lease in `kube-node-lease` is renewed. Like a kubelet's (every
+    /// 10 s of a 40 s Lease), the Lease's duration is four times this, in whole seconds.
     pub lease_renew: Duration,
 }
 
@@ -207,6 +208,7 @@ async fn renew_lease(
 ) {
     let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
     let params = PatchParams::apply("kubelet").force();
+    let duration_seconds = (config.lease_renew * 4).as_secs_f64().ceil().max(1.0) as i32;
     loop {
         if *reachable.borrow() {
             let now = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
@@ -214,7 +216,7 @@ async fn renew_lease(
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
                 "metadata": {"name": config.node_name, "namespace": "kube-node-lease"},
-                "spec": {"holderIdentity": config.node_name, "leaseDurationSeconds": 40, "renewTime": now},
+                "spec": {"holderIdentity": config.node_name, "leaseDurationSeconds": duration_seconds, "renewTime": now},
             });
             if let Err(error) = leases
                 .patch(&config.node_name, &params, &Patch::Apply(&lease))
