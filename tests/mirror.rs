@@ -7,7 +7,7 @@ use std::time::Duration;
 use pureflash_operator::zk::{Field, Mirror, SessionStatus, StoreId, ViewEvent};
 use support::{PATIENCE, delete_tree, mirror_config, spec, unique_cluster};
 use testkit::eventually;
-use testkit::pfs::PfsSim;
+use testkit::pfs::{PfsSim, PfsSpec};
 use testkit::zookeeper::ZooKeeper;
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
@@ -323,6 +323,57 @@ async fn a_zookeeper_restart_is_survived_and_untrusted_meanwhile() {
     })
     .await;
     assert!(mirror.snapshot().health.sessions >= 1);
+    shutdown.cancel();
+    mirror.join().await;
+}
+
+/// A server restart shorter than the session: the client reconnects in the same session, and
+/// changes must keep arriving as events (zookeeper-client 0.11.2 forgets to resend persistent
+/// watches on reconnect). The resync timer is an hour: only the watch can tell.
+#[tokio::test]
+async fn changes_keep_arriving_after_a_reconnect_within_the_session() {
+    testkit::init_test_logging();
+    let zk = ZooKeeper::start();
+    let cluster = unique_cluster("mirror-zk-reconnect");
+    let long_session = |id| {
+        PfsSpec::new(&zk.connect_string(), &cluster, id)
+            .with_session_timeout(Duration::from_secs(30))
+    };
+    let mut store = PfsSim::start(long_session(1)).await.unwrap();
+    let shutdown = CancellationToken::new();
+    let mut config = mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600));
+    config.session_timeout = Duration::from_secs(30);
+    let mirror = Mirror::spawn(config, shutdown.clone());
+    trusted(&mirror).await;
+    let session = mirror.snapshot().health.sessions;
+
+    zk.stop();
+    assert!(
+        eventually(PATIENCE, async || !mirror.snapshot().health.is_trusted()).await,
+        "the view must not be trusted while ZooKeeper is down"
+    );
+    zk.start_again();
+    trusted(&mirror).await;
+    assert_eq!(
+        mirror.snapshot().health.sessions,
+        session,
+        "the session outlives a short restart"
+    );
+    until(&mirror, "store 1 alive after the restart", |v| {
+        v.get(id(1)).is_some_and(|s| s.alive)
+    })
+    .await;
+
+    store.crash().await;
+    until(&mirror, "store 1 offline, told by the watch", |v| {
+        v.get(id(1)).is_some_and(|s| !s.alive)
+    })
+    .await;
+    let _second = PfsSim::start(long_session(2)).await.unwrap();
+    until(&mirror, "store 2 appearing, told by the watch", |v| {
+        v.get(id(2)).is_some_and(|s| s.alive)
+    })
+    .await;
     shutdown.cancel();
     mirror.join().await;
 }

@@ -6,9 +6,9 @@
 //! subscribers that want to know *which* store changed). It never writes to ZooKeeper.
 //!
 //! How the view stays equal to ZooKeeper:
-//! - the watch is armed before every full reload, so a change made while reloading arrives as
-//!   an event afterwards and is applied on top (events are idempotent: existence is set from the
-//!   event, data is re-read);
+//! - the watch is armed before every full reload (again after a reconnect), so a change made
+//!   while reloading arrives as an event afterwards and is applied on top (events are
+//!   idempotent: existence is set from the event, data is re-read);
 //! - events are handled in batches; data reads for a batch are pipelined on the session and
 //!   applied in event order, which ZooKeeper's per-session ordering makes equal to the final
 //!   state;
@@ -433,17 +433,9 @@ async fn serve_session(
     backoff: &mut Backoff,
 ) -> SessionEnd {
     let stores = config.layout.stores();
-    let mut watcher = match client
-        .watch(stores, AddWatchMode::PersistentRecursive)
-        .await
-    {
+    let mut watcher = match arm_watch(client, stores, shutdown).await {
         Ok(watcher) => watcher,
-        Err(source) => {
-            return SessionEnd::Failed(MirrorError::Watch {
-                path: stores.to_owned(),
-                source,
-            });
-        }
+        Err(end) => return end,
     };
     publisher.set_session(SessionStatus::Connected);
     let mut connected = true;
@@ -505,6 +497,15 @@ async fn serve_session(
                         connected = false;
                     }
                     BatchOutcome::Reconnected => {
+                        // zookeeper-client 0.11.2 does not send persistent watches again on a
+                        // reconnect within the session (`resend_watches` never picks
+                        // SetWatches2), and the server forgot them with the old connection:
+                        // the watch is armed anew, before the reload. The old watcher goes
+                        // once the new one is registered, so no RemoveWatches is sent.
+                        watcher = match arm_watch(client, stores, shutdown).await {
+                            Ok(watcher) => watcher,
+                            Err(end) => return end,
+                        };
                         connected = true;
                         reload_at = Instant::now();
                     }
@@ -519,6 +520,25 @@ async fn serve_session(
             }
         }
     }
+}
+
+/// Arms the persistent recursive watch on `stores/`; a shutdown meanwhile ends the session (the
+/// request waits for a lost connection to come back).
+async fn arm_watch(
+    client: &zk::Client,
+    stores: &str,
+    shutdown: &CancellationToken,
+) -> Result<zk::PersistentWatcher, SessionEnd> {
+    let armed = tokio::select! {
+        _ = shutdown.cancelled() => return Err(SessionEnd::Shutdown),
+        armed = client.watch(stores, AddWatchMode::PersistentRecursive) => armed,
+    };
+    armed.map_err(|source| {
+        SessionEnd::Failed(MirrorError::Watch {
+            path: stores.to_owned(),
+            source,
+        })
+    })
 }
 
 fn is_connected(state: SessionState) -> bool {
