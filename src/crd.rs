@@ -210,6 +210,17 @@ impl Default for RecoverySpec {
 }
 
 /// The lifecycle phase shown by `kubectl get pfstores`.
+/// A restart recorded in the status before its Pod is force-deleted.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct UnfinishedRestart {
+    /// The uid of the Pod the restart force-deletes.
+    pub pod_uid: String,
+    /// Asked for with the `pureflash.io/restart` annotation (else decided by recovery).
+    #[serde(default)]
+    pub manual: bool,
+}
+
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     /// The Pod is not running yet (being created, scheduled, pulled).
@@ -300,6 +311,10 @@ pub struct PureFlashStoreStatus {
     /// The last `pureflash.io/restart` annotation value acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_manual_restart: Option<String>,
+    /// The last restart, from when it is recorded until its Pod is seen gone: a reconcile that
+    /// still finds that Pod finishes the restart instead of deciding, and counting, another.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unfinished_restart: Option<UnfinishedRestart>,
     /// The reason of the last recovery decision that was not "healthy" (Events are recorded
     /// when it changes, not on every reconcile).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -115,6 +115,18 @@ pub struct History {
     pub attempts: u32,
     /// Token of the last manual restart request already honoured.
     pub last_manual_restart: Option<String>,
+    /// The last restart, recorded but maybe not carried out yet: the Pod it force-deletes.
+    pub unfinished: Option<Unfinished>,
+}
+
+/// A restart recorded before its Pod was force-deleted. While that Pod is still there (the
+/// delete failed, or the leader stopped in between), the restart is not done: it is finished
+/// rather than decided, and counted, again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unfinished {
+    /// The uid of the Pod the restart force-deletes.
+    pub pod_uid: String,
+    pub reason: RestartReason,
 }
 
 /// The rest of the cluster, for the cluster-wide rails.
@@ -255,6 +267,11 @@ pub struct Decision {
     pub offline_since: Option<Timestamp>,
     /// The `attempts` the status must now hold.
     pub attempts: u32,
+    /// A `Restart` verdict finishes [`History::unfinished`] instead of making a new restart:
+    /// nothing is recorded or counted again.
+    pub finishes: bool,
+    /// The unfinished restart the status must now hold.
+    pub unfinished: Option<Unfinished>,
 }
 
 /// Decides what to do about one store at `observation.now`.
@@ -265,13 +282,15 @@ pub struct Decision {
 ///    restart: after a disconnect every store may look offline.
 /// 2. A pending manual restart is honoured unless the Pod is already terminating: a human's
 ///    explicit request bypasses every other rail, and applies to an alive store too (a request
-///    made while the store is healthy must not lie in wait for its next outage).
+///    made while the store is healthy must not lie in wait for its next outage). An
+///    unfinished manual restart whose Pod is still there is still pending.
 /// 3. An alive store is `Healthy`.
 /// 4. to 8. Recovery disabled or paused, then a Pod that is missing, terminating or not running
 ///    are skipped: killing them would not help.
 /// 9. and 10. The pfs container's start grace, then the store's offline grace, are waited out.
 /// 11. The hourly restart budget stops recovery once used up.
-/// 12. The backoff since the last restart is waited out.
+/// 12. The backoff since the last restart is waited out. Neither applies to finishing an
+///     unfinished restart: it is the restart they already counted.
 /// 13. and 14. The cluster-wide rails: freeze when too many stores are offline at once (more
 ///     likely a ZooKeeper or network problem than a stuck daemon), and cap restarts in flight.
 /// 15. A Pod whose node is not ready is skipped: a kill would not reach it. One whose kubelet
@@ -280,7 +299,9 @@ pub struct Decision {
 ///
 /// The bookkeeping is returned with the verdict. An untrusted view leaves it untouched; a trusted
 /// one clears `offline_since` and `attempts` when the store is alive, starts `offline_since` at
-/// `now` when an offline episode begins, and counts each restart in `attempts`.
+/// `now` when an offline episode begins, and counts each new restart in `attempts`. An
+/// unfinished restart is kept while its Pod is there and it still applies (manual, or the
+/// store still offline); a new restart of a Pod becomes the unfinished one.
 pub fn decide(observation: &Observation, policy: &Policy) -> Decision {
     let history = &observation.history;
     let (verdict, offline_since) = if !observation.view_trusted {
@@ -296,6 +317,25 @@ pub fn decide(observation: &Observation, policy: &Policy) -> Decision {
         let since = history.offline_since.unwrap_or(observation.now);
         (offline_verdict(observation, policy, since), Some(since))
     };
+    let finishing = finishing(observation);
+    let finishes = matches!(
+        (verdict, &finishing),
+        (Verdict::Restart(reason), Some(unfinished)) if unfinished.reason == reason
+    );
+    let unfinished = if !observation.view_trusted {
+        history.unfinished.clone()
+    } else if finishes {
+        finishing.cloned()
+    } else if let Verdict::Restart(reason) = verdict {
+        observation.pod.as_ref().map(|pod| Unfinished {
+            pod_uid: pod.uid.clone(),
+            reason,
+        })
+    } else {
+        finishing
+            .filter(|u| u.reason == RestartReason::Manual || observation.alive != Some(true))
+            .cloned()
+    };
     let attempts = if observation.view_trusted && observation.alive == Some(true) {
         // A store that is back starts its backoff over, but only once it has stayed back for the
         // stable period; a manual restart of a healthy store is no failed attempt.
@@ -306,15 +346,27 @@ pub fn decide(observation: &Observation, policy: &Policy) -> Decision {
         }
     } else {
         match verdict {
-            Verdict::Restart(_) => history.attempts.saturating_add(1),
-            Verdict::Healthy | Verdict::Wait { .. } | Verdict::Skip(_) => history.attempts,
+            Verdict::Restart(_) if !finishes => history.attempts.saturating_add(1),
+            _ => history.attempts,
         }
     };
     Decision {
         verdict,
         offline_since,
         attempts,
+        finishes,
+        unfinished,
     }
+}
+
+/// The unfinished restart, if its Pod is still there and not going away already.
+fn finishing(observation: &Observation) -> Option<&Unfinished> {
+    let unfinished = observation.history.unfinished.as_ref()?;
+    observation
+        .pod
+        .as_ref()
+        .is_some_and(|pod| pod.uid == unfinished.pod_uid && !pod.terminating)
+        .then_some(unfinished)
 }
 
 /// No restart, or the last one is at least the stable period old.
@@ -388,11 +440,12 @@ fn offline_verdict(
     }
     // The budget is a Skip, not a Wait: hitting it means restarts are not helping, so no timer
     // is set. A later reconcile resumes once restarts age out, or a human restarts the store.
+    let finishing = finishing(observation).is_some_and(|u| u.reason == RestartReason::Offline);
     let budget = usize::try_from(policy.max_restarts_per_hour).unwrap_or(usize::MAX);
-    if restarts_within_hour(&history.recent_restarts, now) >= budget {
+    if !finishing && restarts_within_hour(&history.recent_restarts, now) >= budget {
         return Verdict::Skip(SkipReason::RestartBudgetExhausted);
     }
-    if let Some(last_restart) = history.last_restart {
+    if !finishing && let Some(last_restart) = history.last_restart {
         let delay = backoff(policy, history.attempts);
         if let Some(wait) = wait_until(now, last_restart, delay, SkipReason::BackingOff) {
             return wait;
@@ -420,27 +473,32 @@ fn offline_verdict(
     }
 }
 
-/// A manual restart is pending while the annotation holds a token not yet honoured.
+/// A manual restart is pending while the annotation holds a token not yet honoured, or while
+/// the Pod an honoured one force-deletes is still there.
 fn manual_restart_requested(observation: &Observation) -> bool {
     observation
         .manual_restart
         .as_ref()
         .is_some_and(|token| observation.history.last_manual_restart.as_ref() != Some(token))
+        || finishing(observation).is_some_and(|u| u.reason == RestartReason::Manual)
 }
 
 /// Whether [`decide`] could restart the store for some state of its Pod: the view is trusted
-/// and the store is not alive, or a manual restart is pending. A reconcile reads the Pod of such
-/// a store from the API rather than from its watch cache, so that no restart is ever decided on
-/// a cached Pod that has since been replaced.
+/// and the store is not alive, a manual restart is pending, or the last restart may be
+/// unfinished. A reconcile reads the Pod of such a store from the API rather than from its
+/// watch cache, so that no restart is ever decided on a cached Pod that has since been
+/// replaced.
 pub fn may_restart(
     view_trusted: bool,
     alive: Option<bool>,
     manual_restart: Option<&str>,
-    last_manual_restart: Option<&str>,
+    history: &History,
 ) -> bool {
     view_trusted
         && (alive != Some(true)
-            || manual_restart.is_some_and(|token| last_manual_restart != Some(token)))
+            || history.unfinished.is_some()
+            || manual_restart
+                .is_some_and(|token| history.last_manual_restart.as_deref() != Some(token)))
 }
 
 /// `Wait` while `now` is before `start + period`; at that instant exactly the rule lets go.
@@ -587,6 +645,7 @@ mod tests {
                     recent_restarts: Vec::new(),
                     attempts: 0,
                     last_manual_restart: None,
+                    unfinished: None,
                 },
                 paused: false,
                 manual_restart: None,
@@ -670,6 +729,15 @@ mod tests {
         fn restarted_at(mut self, times: &[Timestamp]) -> Obs {
             self.0.history.recent_restarts = times.to_vec();
             self.0.history.last_restart = times.iter().copied().max();
+            self
+        }
+
+        /// The last restart was recorded for the Pod `pod_uid` (the fixture's is `pod-1`).
+        fn unfinished(mut self, pod_uid: &str, reason: RestartReason) -> Obs {
+            self.0.history.unfinished = Some(Unfinished {
+                pod_uid: pod_uid.to_string(),
+                reason,
+            });
             self
         }
 
@@ -773,6 +841,8 @@ mod tests {
                 verdict: Verdict::Healthy,
                 offline_since: None,
                 attempts: 0,
+                finishes: false,
+                unfinished: None,
             }
         );
     }
@@ -1334,8 +1404,101 @@ mod tests {
                 verdict: RESTART,
                 offline_since: Some(ago(3_600)),
                 attempts: 1,
+                finishes: false,
+                unfinished: Some(Unfinished {
+                    pod_uid: "pod-1".into(),
+                    reason: RestartReason::Offline,
+                }),
             }
         );
+    }
+
+    // --- Unfinished restarts ---
+
+    #[test]
+    fn a_restart_whose_pod_is_still_there_is_finished_not_counted_again() {
+        // Recorded a second ago, the budget spent by it: the backoff and the budget counted
+        // this very restart.
+        let obs = Obs::due()
+            .restarted_at(&[ago(1)])
+            .after_attempts(1)
+            .unfinished("pod-1", RestartReason::Offline);
+        let mut tight = policy();
+        tight.max_restarts_per_hour = 1;
+        let decision = decide(&obs.0, &tight);
+        assert_eq!(decision.verdict, RESTART);
+        assert!(decision.finishes);
+        assert_eq!(decision.attempts, 1);
+        assert_eq!(decision.unfinished, obs.0.history.unfinished);
+        // The other rails still hold it.
+        for held in [
+            obs.clone().paused(),
+            obs.clone().stores_offline(6, 10),
+            obs.clone().on_node(NodeHealth::NotReady),
+        ] {
+            let decision = held.decide();
+            assert!(
+                !matches!(decision.verdict, Verdict::Restart(_)),
+                "{decision:?}"
+            );
+            assert_eq!(decision.unfinished, held.0.history.unfinished);
+        }
+    }
+
+    #[test]
+    fn a_restart_whose_pod_is_gone_or_going_is_done() {
+        let recorded = || Obs::due().restarted_at(&[ago(1)]).after_attempts(1);
+        for done in [
+            recorded().unfinished("pod-0", RestartReason::Offline),
+            recorded()
+                .unfinished("pod-1", RestartReason::Offline)
+                .pod_terminating(),
+            recorded()
+                .unfinished("pod-1", RestartReason::Offline)
+                .without_pod(),
+        ] {
+            let decision = done.decide();
+            assert!(
+                !matches!(decision.verdict, Verdict::Restart(_)),
+                "{decision:?}"
+            );
+            assert!(!decision.finishes);
+            assert_eq!(decision.unfinished, None);
+        }
+    }
+
+    #[test]
+    fn an_unfinished_recovery_restart_of_a_store_back_online_is_dropped() {
+        let decision = Obs::alive()
+            .restarted_at(&[ago(1)])
+            .unfinished("pod-1", RestartReason::Offline)
+            .decide();
+        assert_eq!(decision.verdict, Verdict::Healthy);
+        assert_eq!(decision.unfinished, None);
+    }
+
+    #[test]
+    fn an_unfinished_manual_restart_is_finished_even_for_a_healthy_store() {
+        let obs = Obs::alive()
+            .manual_restart("t1")
+            .honoured("t1")
+            .restarted_at(&[ago(1)])
+            .unfinished("pod-1", RestartReason::Manual);
+        assert!(may_restart_for(&obs.0));
+        let decision = obs.decide();
+        assert_eq!(decision.verdict, MANUAL);
+        assert!(decision.finishes);
+        assert_eq!(decision.unfinished, obs.0.history.unfinished);
+    }
+
+    #[test]
+    fn an_untrusted_view_keeps_an_unfinished_restart() {
+        let obs = Obs::due()
+            .unfinished("pod-1", RestartReason::Offline)
+            .untrusted();
+        let decision = obs.decide();
+        assert_eq!(decision.verdict, skip(SkipReason::ViewUntrusted));
+        assert_eq!(decision.unfinished, obs.0.history.unfinished);
     }
 
     // --- Rule 15: the node ---
@@ -1505,13 +1668,16 @@ mod tests {
             let history = &mut self.obs.history;
             history.offline_since = decision.offline_since;
             history.attempts = decision.attempts;
+            history.unfinished = decision.unfinished.clone();
             if let Verdict::Restart(reason) = decision.verdict {
                 history.last_restart = Some(now);
                 history.recent_restarts.push(now);
                 if reason == RestartReason::Manual {
                     history.last_manual_restart = self.obs.manual_restart.clone();
                 }
+                // The restart's new Pod.
                 if let Some(pod) = self.obs.pod.as_mut() {
+                    pod.uid = format!("pod-{}", self.restarts.len() + 2);
                     pod.running_since = Some(now + secs(self.startup));
                 }
                 self.restarts.push(now);
@@ -1693,7 +1859,13 @@ mod tests {
 
     /// Whether every automatic rail lets a restart through, checked as one conjunction rather
     /// than as the ordered rules of [`decide`].
-    fn all_rails_pass(obs: &Observation, policy: &Policy, offline_since: Timestamp) -> bool {
+    /// Finishing an unfinished restart passes the budget and the backoff (which counted it).
+    fn all_rails_pass(
+        obs: &Observation,
+        policy: &Policy,
+        offline_since: Timestamp,
+        finishing: bool,
+    ) -> bool {
         let now = obs.now;
         let history = &obs.history;
         let pod_ready = obs.pod.as_ref().is_some_and(|pod| {
@@ -1720,8 +1892,8 @@ mod tests {
             && pod_ready
             && matches!(obs.node, NodeHealth::Ready | NodeHealth::Unknown)
             && now.duration_since(offline_since) >= policy.offline_grace
-            && in_hour < policy.max_restarts_per_hour as usize
-            && backed_off
+            && (finishing || in_hour < policy.max_restarts_per_hour as usize)
+            && (finishing || backed_off)
             && !frozen
             && cluster.restarts_in_flight < policy.max_in_flight
     }
@@ -1811,6 +1983,19 @@ mod tests {
             ],
             |obs, node| obs.on_node(*node),
         );
+        let grid = vary(
+            grid,
+            &[
+                None,
+                Some(("pod-1", RestartReason::Offline)),
+                Some(("pod-1", RestartReason::Manual)),
+                Some(("pod-0", RestartReason::Offline)),
+            ],
+            |obs, unfinished| match unfinished {
+                Some((pod, reason)) => obs.unfinished(pod, *reason),
+                None => obs,
+            },
+        );
         vary(grid, &[true, false], |obs, trusted| {
             if *trusted { obs } else { obs.untrusted() }
         })
@@ -1821,7 +2006,7 @@ mod tests {
             obs.view_trusted,
             obs.alive,
             obs.manual_restart.as_deref(),
-            obs.history.last_manual_restart.as_deref(),
+            &obs.history,
         )
     }
 
@@ -1852,7 +2037,7 @@ mod tests {
             ..policy()
         };
         let grid = grid();
-        assert_eq!(grid.len(), 5 * 8 * 8 * 3 * 4 * 3 * 2 * 4 * 2);
+        assert_eq!(grid.len(), 5 * 8 * 8 * 3 * 4 * 3 * 2 * 4 * 4 * 2);
         for policy in [policy(), disabled] {
             for obs in &grid {
                 check_properties(&obs.0, &policy);
@@ -1882,10 +2067,37 @@ mod tests {
         assert_eq!(decision.offline_since, Some(offline_since), "{context}");
 
         let restarted = matches!(decision.verdict, Verdict::Restart(_));
-        let expected_attempts = history.attempts + u32::from(restarted);
+        let expected_attempts = history.attempts + u32::from(restarted && !decision.finishes);
         assert_eq!(decision.attempts, expected_attempts, "{context}");
 
-        let manual = obs.manual_restart.as_deref() == Some("new");
+        // An unfinished restart is finished only for the Pod it was recorded for, and is
+        // forgotten once that Pod is gone; a new restart of a Pod is the unfinished one.
+        let finishing = history.unfinished.as_ref().filter(|u| {
+            obs.pod
+                .as_ref()
+                .is_some_and(|pod| pod.uid == u.pod_uid && !pod.terminating)
+        });
+        if decision.finishes {
+            assert!(restarted && finishing.is_some(), "{context}");
+        }
+        if finishing.is_none() {
+            assert!(!decision.finishes, "{context}");
+        }
+        if restarted && !decision.finishes {
+            let Verdict::Restart(reason) = decision.verdict else {
+                unreachable!()
+            };
+            let expected = obs.pod.as_ref().map(|pod| Unfinished {
+                pod_uid: pod.uid.clone(),
+                reason,
+            });
+            assert_eq!(decision.unfinished, expected, "{context}");
+        } else if finishing.is_none() {
+            assert_eq!(decision.unfinished, None, "{context}");
+        }
+
+        let manual = obs.manual_restart.as_deref() == Some("new")
+            || finishing.is_some_and(|u| u.reason == RestartReason::Manual);
         let terminating = obs.pod.as_ref().is_some_and(|pod| pod.terminating);
         if manual {
             let expected = if terminating {
@@ -1897,7 +2109,7 @@ mod tests {
             return;
         }
         // Without a manual request, an automatic restart happens exactly when every rail passes.
-        let rails = all_rails_pass(obs, policy, offline_since);
+        let rails = all_rails_pass(obs, policy, offline_since, finishing.is_some());
         assert_eq!(decision.verdict == RESTART, rails, "{context}");
 
         if let Verdict::Wait { until, reason } = decision.verdict {

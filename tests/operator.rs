@@ -190,6 +190,15 @@ async fn a_hung_store_is_force_restarted_once_and_comes_back_online() {
     harness.start_operator(&[]);
     let (stores, pods, first_pod) = store_1_online(&harness, 4).await;
     let first_session = harness.alive_owner(1).await.unwrap();
+    // The restart's force delete fails once: the restart is recorded already, and is finished
+    // by the retry, not made (and counted) a second time.
+    let delete_fails = harness.emulator().map(|emulator| {
+        emulator.faults().inject(
+            kube_emulator::faults::Matcher::verb("delete").on("pods"),
+            kube_emulator::faults::Action::Fail(500),
+            1,
+        );
+    });
 
     // Hang pfs: the process lives, its ZooKeeper session expires.
     harness.signal_pod("store-1-pfs", libc::SIGSTOP);
@@ -231,6 +240,17 @@ async fn a_hung_store_is_force_restarted_once_and_comes_back_online() {
         "{:?}",
         restarted[0].note
     );
+    if delete_fails.is_some() {
+        assert!(
+            restarted[0]
+                .note
+                .as_deref()
+                .is_some_and(|note| note.contains("finishing the restart recorded earlier")),
+            "{:?}",
+            restarted[0].note
+        );
+        assert!(reasons(&events).contains(&"ReconcileFailed".to_owned()));
+    }
 
     // Exactly one restart: the new pod stays.
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -710,6 +710,28 @@ impl TermRestarts {
     }
 }
 
+/// What the status remembers for recovery.
+fn history_of(status: &PureFlashStoreStatus) -> History {
+    History {
+        offline_since: status.offline_since.as_ref().map(|t| t.0),
+        last_restart: status.last_restart_time.as_ref().map(|t| t.0),
+        recent_restarts: status.recent_restarts.iter().map(|t| t.0).collect(),
+        attempts: status.recovery_attempts,
+        last_manual_restart: status.last_manual_restart.clone(),
+        unfinished: status
+            .unfinished_restart
+            .as_ref()
+            .map(|u| recovery::Unfinished {
+                pod_uid: u.pod_uid.clone(),
+                reason: if u.manual {
+                    RestartReason::Manual
+                } else {
+                    RestartReason::Offline
+                },
+            }),
+    }
+}
+
 /// Restarts in flight among the `running` stores other than `store`: each one's last restart
 /// (this term's, or its status's) still awaiting its store. No allocation unless this term
 /// restarted some.
@@ -961,6 +983,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // unless the cache says it is missing (it may just lag a create) or the store may be
     // restarted (that decision is taken on the Pod as the API has it now).
     let pod_name = pods::pod_name(store);
+    let history = history_of(&previous);
     let restart_possible = recovery::may_restart(
         trusted,
         view.map(|s| s.alive),
@@ -968,7 +991,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             .annotations()
             .get(RESTART_ANNOTATION)
             .map(String::as_str),
-        previous.last_manual_restart.as_deref(),
+        &history,
     );
     let cached_pod = ctx
         .pods
@@ -1170,14 +1193,11 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         // Read below, only if it would decide.
         node: NodeHealth::Unknown,
         history: History {
-            offline_since: previous.offline_since.as_ref().map(|t| t.0),
             last_restart: restarts
                 .as_ref()
                 .and_then(|restarts| restarts.of(store))
-                .or(previous.last_restart_time.as_ref().map(|t| t.0)),
-            recent_restarts: previous.recent_restarts.iter().map(|t| t.0).collect(),
-            attempts: previous.recovery_attempts,
-            last_manual_restart: previous.last_manual_restart.clone(),
+                .or(history.last_restart),
+            ..history
         },
         paused: annotations
             .get(PAUSE_ANNOTATION)
@@ -1224,6 +1244,11 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         observation.node = pods::node_health(node.as_ref(), lease.as_ref(), &sighting, read_at);
         decision = recovery::decide(&observation, &policy);
     }
+    // A Pod this reconcile created is the restart's new Pod (a manual restart of a store that had
+    // none), not one it has yet to kill.
+    if created_now {
+        decision.unfinished = None;
+    }
     // Before any further await (the node read above comes only with a restart, which never
     // waits for others): a store that becomes available meanwhile must find this one waiting.
     let waits_for_others = matches!(roll_held, Some(HoldReason::OthersUnavailable { .. }))
@@ -1264,15 +1289,18 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             at: now,
             manual_token,
         };
-        // Record first, act second: a leader that dies in between has written that it restarted,
-        // so its successor waits for the backoff instead of restarting twice.
-        let recorded = compute(Some(&restart), facts.as_ref());
-        let result = ctx
-            .leading(apply_status(&stores, &name, &recorded))
-            .await??;
-        ctx.written.wrote(store, &recorded, result);
-        if let Some(restarts) = restarts.as_mut() {
-            restarts.record(store, now);
+        // Record first, act second: a leader that dies in between has written that it restarted
+        // and which Pod it kills, so its successor finishes that restart instead of making
+        // another. A restart being finished is recorded already.
+        if !decision.finishes {
+            let recorded = compute(Some(&restart), facts.as_ref());
+            let result = ctx
+                .leading(apply_status(&stores, &name, &recorded))
+                .await??;
+            ctx.written.wrote(store, &recorded, result);
+            if let Some(restarts) = restarts.as_mut() {
+                restarts.record(store, now);
+            }
         }
         drop(restarts);
         // What the force delete found: killed the pfs, found the Pod gone, or found it replaced.
@@ -1304,6 +1332,11 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 .offline_since
                 .map(|since| now.duration_since(since).as_secs())
                 .unwrap_or(0);
+            let finishing = if decision.finishes {
+                " (finishing the restart recorded earlier)"
+            } else {
+                ""
+            };
             let why = match reason {
                 RestartReason::Offline => format!(
                     "store {} offline in ZooKeeper for {offline_for}s while pod {pod_name} was running",
@@ -1326,7 +1359,9 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 EventType::Warning,
                 "StoreRestarted",
                 "Restart",
-                format!("{why}: pod {pod_name} force-deleted (grace 0); a new pod is created"),
+                format!(
+                    "{why}: pod {pod_name} force-deleted (grace 0){finishing}; a new pod is created"
+                ),
             )
             .await;
         }

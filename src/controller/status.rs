@@ -8,8 +8,10 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{Phase, PureFlashStoreStatus, TrayStatus};
-use crate::recovery::{self, Decision, PodFacts, Policy, Predecessor, SkipReason, Verdict};
+use crate::crd::{Phase, PureFlashStoreStatus, TrayStatus, UnfinishedRestart};
+use crate::recovery::{
+    self, Decision, PodFacts, Policy, Predecessor, RestartReason, SkipReason, Verdict,
+};
 use crate::rollout::HoldReason;
 use crate::zk::StoreView;
 
@@ -234,6 +236,15 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
     status.pod_name = Some(facts.pod_name.to_owned());
     status.offline_since = facts.decision.offline_since.map(time);
     status.recovery_attempts = facts.decision.attempts;
+    status.unfinished_restart =
+        facts
+            .decision
+            .unfinished
+            .as_ref()
+            .map(|unfinished| UnfinishedRestart {
+                pod_uid: unfinished.pod_uid.clone(),
+                manual: unfinished.reason == RestartReason::Manual,
+            });
 
     if facts.view_trusted {
         match facts.store {
@@ -553,6 +564,8 @@ mod tests {
                     verdict: Verdict::Healthy,
                     offline_since: None,
                     attempts: 0,
+                    finishes: false,
+                    unfinished: None,
                 },
                 restart: None,
                 rollout_held: None,
@@ -737,6 +750,7 @@ mod tests {
                     recent_restarts: case.previous.recent_restarts.iter().map(|t| t.0).collect(),
                     attempts: case.previous.recovery_attempts,
                     last_manual_restart: case.previous.last_manual_restart.clone(),
+                    unfinished: None,
                 },
                 paused: false,
                 manual_restart: None,
@@ -761,6 +775,8 @@ mod tests {
             verdict: Verdict::Skip(SkipReason::ViewUntrusted),
             offline_since: None,
             attempts: 0,
+            finishes: false,
+            unfinished: None,
         };
         let status = blind.status();
         assert_eq!(status.phase, Some(Phase::Unknown));
@@ -782,6 +798,8 @@ mod tests {
             verdict: Verdict::Restart(RestartReason::Offline),
             offline_since: Some(t(900)),
             attempts: 1,
+            finishes: false,
+            unfinished: None,
         };
         case.restart = Some(Restart {
             at: t(1000),
@@ -818,6 +836,8 @@ mod tests {
             verdict: Verdict::Skip(SkipReason::PodMissing),
             offline_since: Some(t(100)),
             attempts: 0,
+            finishes: false,
+            unfinished: None,
         };
         let status = pending.status();
         assert_eq!(status.phase, Some(Phase::Pending));
@@ -834,6 +854,8 @@ mod tests {
             },
             offline_since: Some(t(10)),
             attempts: 0,
+            finishes: false,
+            unfinished: None,
         };
         assert_eq!(starting.status().phase, Some(Phase::Starting));
 
@@ -843,6 +865,8 @@ mod tests {
             verdict: Verdict::Skip(SkipReason::ClusterFrozen),
             offline_since: Some(t(100)),
             attempts: 0,
+            finishes: false,
+            unfinished: None,
         };
         let status = frozen.status();
         assert_eq!(status.phase, Some(Phase::Offline));
@@ -906,6 +930,8 @@ mod tests {
                 verdict,
                 offline_since: (!alive).then_some(t(90)),
                 attempts: 0,
+                finishes: false,
+                unfinished: None,
             };
             // From a store seen alive before, then again from what that gave.
             case.previous = Case::alive_at(t(50)).status();

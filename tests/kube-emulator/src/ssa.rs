@@ -247,6 +247,15 @@ fn remove_at(value: &mut Value, path: &[String]) {
     };
     if let Some(next) = next {
         remove_at(next, rest);
+        // A map left empty goes too, as structured-merge-diff's removal leaves no empty map
+        // behind (a struct with required fields would otherwise stay, invalid).
+        if let (Some(field), Value::Object(map)) = (first.strip_prefix("f:"), &mut *value)
+            && map
+                .get(field)
+                .is_some_and(|v| v.as_object().is_some_and(Map::is_empty))
+        {
+            map.remove(field);
+        }
     }
 }
 
@@ -581,6 +590,16 @@ mod tests {
                 .get("labels")
                 .is_none_or(|l| l.get("a").is_none())
         );
+    }
+
+    #[test]
+    fn a_map_whose_fields_the_applier_all_dropped_goes_with_them() {
+        let keys = pod_keys();
+        let first = json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "c"}, "status": {"phase": "A", "restart": {"podUid": "u", "manual": false}}});
+        let created = apply(None, &first, by("op"), false, &keys).unwrap();
+        let second = json!({"apiVersion": "v1", "kind": "X", "metadata": {"name": "c"}, "status": {"phase": "B"}});
+        let updated = apply(Some(&created), &second, by("op"), false, &keys).unwrap();
+        assert_eq!(updated["status"], json!({"phase": "B"}));
     }
 
     #[test]
