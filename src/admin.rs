@@ -13,14 +13,26 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 
-/// Serves until `shutdown`. `ready` says whether `/readyz` answers 200, and why not otherwise.
+/// Binds the admin address: done before anything else starts, so that a taken port is a clear
+/// startup error rather than probes failing against a process that logs nothing.
+pub async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, crate::Error> {
+    tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|error| {
+            crate::Error::Usage(format!(
+                "cannot listen on {address} (--admin-address): {error}"
+            ))
+        })
+}
+
+/// Serves on `listener` until `shutdown`. `ready` says whether `/readyz` answers 200, and why
+/// not otherwise.
 pub async fn serve(
-    address: SocketAddr,
+    listener: tokio::net::TcpListener,
     metrics: Arc<Metrics>,
     ready: watch::Receiver<Result<(), String>>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(address).await?;
     let app = Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route(

@@ -39,6 +39,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     let client = kube_client(kube_config.clone())?;
     let namespace = Some(args.kube.namespace.clone()).filter(|ns| !ns.is_empty());
     check_crd(&client, &namespace).await?;
+    let admin_listener = crate::admin::bind(args.admin_address).await?;
     let identity = args
         .lease
         .identity
@@ -75,7 +76,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         Arc::clone(&metrics),
     ));
     let admin = tokio::spawn(crate::admin::serve(
-        args.admin_address,
+        admin_listener,
         Arc::clone(&metrics),
         ready_rx,
         shutdown.clone(),
@@ -167,6 +168,10 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             warn!("no longer the leader: stopping the controller and the DB sync");
         }
         let aborted = stop_term(&term_stop, tasks, TERM_STOP_GRACE).await;
+        // A standby exports no per-store picture, and is not ready as a leader any more; the
+        // controller clears both when it stops by itself, not when it was aborted.
+        metrics.retain_stores(|_| false);
+        cache_synced_tx.send_replace(false);
         if aborted > 0 {
             warn!(
                 aborted,

@@ -898,6 +898,22 @@ async fn a_missing_crd_is_a_clear_startup_error_and_the_admin_endpoints_serve() 
     );
 
     install_crd(&harness);
+    // An admin port already taken: a clear startup error, not a silent process whose probes
+    // fail.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_address = taken.local_addr().unwrap().to_string();
+    let port_taken = harness.start_operator(&["--admin-address", &taken_address]);
+    let status = harness.wait_operator_exit(port_taken).await;
+    assert!(!status.success());
+    let log = harness.operator_log(port_taken);
+    assert!(
+        log.contains(&format!(
+            "cannot listen on {taken_address} (--admin-address)"
+        )),
+        "{log}"
+    );
+    drop(taken);
+
     let replica = harness.start_operator(&[]);
     wait_for("/livez", async || {
         (harness.admin_get(replica, "/livez")?.0 == 200).then_some(())
