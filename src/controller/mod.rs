@@ -134,12 +134,29 @@ pub async fn run(term: Term, stop: CancellationToken) {
     let (all_tx, all_rx) = mpsc::unbounded_channel::<()>();
     let forwarder_stores = stores.clone();
     let forwarder_stop = stop.clone();
+    let mut forwarder_db = db.clone();
     let forwarder = tokio::spawn(async move {
         let mut trusted: Option<bool> = None;
+        let mut db_state = forwarder_db.as_ref().map(reconcile::db_kind);
         loop {
             let event = tokio::select! {
                 _ = forwarder_stop.cancelled() => return,
                 event = events.recv() => event,
+                // The DB sync's state is every store's DbSynced condition: a change of it (not
+                // of its error message) wakes them all.
+                Ok(()) = async {
+                    match forwarder_db.as_mut() {
+                        Some(db) => db.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let now = forwarder_db.as_ref().map(reconcile::db_kind);
+                    if now != db_state {
+                        db_state = now;
+                        let _ = all_tx.send(());
+                    }
+                    continue;
+                }
             };
             match event {
                 Ok(ViewEvent::StoreChanged { id, .. } | ViewEvent::StoreRemoved { id, .. }) => {
@@ -221,8 +238,14 @@ pub async fn run(term: Term, stop: CancellationToken) {
             let nodes: std::collections::HashSet<&str> =
                 stores.iter().map(|s| s.spec.node_name.as_str()).collect();
             pruned.node_addresses.retain(|node| nodes.contains(node));
+            // A store recreated under its name with another id exports under the new id only.
+            let ids: std::collections::HashMap<ObjectRef<PureFlashStore>, String> = stores
+                .iter()
+                .map(|s| (ObjectRef::from_obj(s.as_ref()), s.spec.store_id.to_string()))
+                .collect();
             pruned.metrics.retain_stores(|labels| {
-                present.contains(&ObjectRef::new(&labels.name).within(&labels.namespace))
+                ids.get(&ObjectRef::new(&labels.name).within(&labels.namespace))
+                    == Some(&labels.store_id)
             });
             pruned.written.retain(|store| present.contains(store));
             pruned

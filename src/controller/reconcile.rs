@@ -794,7 +794,12 @@ fn predecessor(snapshot: &Snapshot, store_id: i32) -> Predecessor {
     }
 }
 
-fn db_state(db: &Option<watch::Receiver<DbSyncStatus>>) -> DbState {
+/// What kind of state the DB sync is in: Pending, Synced or Failing, whatever the error.
+pub(crate) fn db_kind(db: &watch::Receiver<DbSyncStatus>) -> std::mem::Discriminant<DbState> {
+    std::mem::discriminant(&db_state(Some(db)))
+}
+
+fn db_state(db: Option<&watch::Receiver<DbSyncStatus>>) -> DbState {
     let Some(db) = db else {
         return DbState::NotConfigured;
     };
@@ -1260,7 +1265,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         );
     ctx.waiting
         .set_waiting(&ObjectRef::from_obj(store), waits_for_others);
-    let db = db_state(&ctx.db);
+    let db = db_state(ctx.db.as_ref());
     let compute = |restart: Option<&Restart>, pod: Option<&PodFacts>| {
         status::compute(&Facts {
             now,

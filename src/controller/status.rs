@@ -406,14 +406,22 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
             "the operator runs without --db".into(),
             facts,
         ),
-        DbState::Pending => condition(
-            conditions,
-            "DbSynced",
-            "Unknown",
-            "Pending",
-            "the metadata DB has not been synced yet".into(),
-            facts,
-        ),
+        // A new leadership term's sync has not finished its first pass yet: what the last
+        // term found stands until it has (a leader change is no news about the DB).
+        DbState::Pending => match conditions.iter().find(|c| c.type_ == "DbSynced") {
+            Some(known) => Condition {
+                observed_generation: facts.generation,
+                ..known.clone()
+            },
+            None => condition(
+                conditions,
+                "DbSynced",
+                "Unknown",
+                "Pending",
+                "the metadata DB has not been synced yet".into(),
+                facts,
+            ),
+        },
         DbState::Synced => condition(
             conditions,
             "DbSynced",
@@ -549,6 +557,7 @@ mod tests {
         decision: Decision,
         restart: Option<Restart>,
         rollout_held: Option<HoldReason>,
+        db: DbState,
     }
 
     impl Case {
@@ -569,6 +578,7 @@ mod tests {
                 },
                 restart: None,
                 rollout_held: None,
+                db: DbState::Synced,
             }
         }
 
@@ -586,7 +596,7 @@ mod tests {
                 decision: &self.decision,
                 restart: self.restart.as_ref(),
                 policy: &policy(),
-                db: &DbState::Synced,
+                db: &self.db,
                 rollout_held: self.rollout_held.as_ref(),
                 max_unavailable: 1,
             })
@@ -595,6 +605,37 @@ mod tests {
 
     fn condition_of<'a>(status: &'a PureFlashStoreStatus, kind: &str) -> &'a Condition {
         status.conditions.iter().find(|c| c.type_ == kind).unwrap()
+    }
+
+    #[test]
+    fn a_new_terms_db_sync_not_done_yet_leaves_the_last_known_db_condition() {
+        let mut case = Case::alive_at(t(100));
+        case.db = DbState::Pending;
+        let first = case.status();
+        assert_eq!(condition_of(&first, "DbSynced").status, "Unknown");
+        assert_eq!(condition_of(&first, "DbSynced").reason, "Pending");
+
+        case.db = DbState::Synced;
+        case.previous = first;
+        let synced = case.status();
+        assert_eq!(condition_of(&synced, "DbSynced").status, "True");
+
+        // Leadership moves: the new term's sync has not finished a pass.
+        let mut next_term = Case::alive_at(t(500));
+        next_term.db = DbState::Pending;
+        next_term.previous = synced.clone();
+        let kept = next_term.status();
+        assert_eq!(
+            condition_of(&kept, "DbSynced"),
+            condition_of(&synced, "DbSynced")
+        );
+        next_term.db = DbState::Failing("connection refused".into());
+        let failing = next_term.status();
+        assert_eq!(condition_of(&failing, "DbSynced").status, "False");
+        assert_eq!(
+            condition_of(&failing, "DbSynced").last_transition_time,
+            time(t(500))
+        );
     }
 
     #[test]
