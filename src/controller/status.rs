@@ -307,7 +307,10 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
         facts.now,
     );
     status.phase = Some(phase(facts, alive, in_flight));
+    // An untrusted view decides nothing: the last decision stands (and is not announced again
+    // when the view is back).
     status.last_decision = match &facts.decision.verdict {
+        Verdict::Skip(SkipReason::ViewUntrusted) => previous.last_decision.clone(),
         Verdict::Healthy => None,
         Verdict::Restart(reason) => Some(format!("Restart{}", reason.as_str())),
         Verdict::Wait { reason, .. } | Verdict::Skip(reason) => Some(reason.as_str().to_owned()),
@@ -439,7 +442,13 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
             facts,
         ),
     };
+    let last_frozen = conditions.iter().find(|c| c.type_ == "RecoveryFrozen");
     let frozen_condition = match frozen(&facts.decision.verdict) {
+        // Nothing is decided while the view is untrusted: what held recovery still holds it.
+        None if !facts.view_trusted && last_frozen.is_some() => Condition {
+            observed_generation: facts.generation,
+            ..last_frozen.cloned().expect("checked")
+        },
         Some((reason, message)) => {
             condition(conditions, "RecoveryFrozen", "True", reason, message, facts)
         }
@@ -462,8 +471,8 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
             "the store is alive and its pod is ready".into(),
             facts,
         )
-    } else {
-        let (reason, message) = if alive_condition.status != "True" {
+    } else if alive_condition.status == "False" || pod_condition.status != "True" {
+        let (reason, message) = if alive_condition.status == "False" {
             (
                 alive_condition.reason.clone(),
                 alive_condition.message.clone(),
@@ -472,6 +481,16 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
             (pod_condition.reason.clone(), pod_condition.message.clone())
         };
         condition(conditions, "Ready", "False", &reason, message, facts)
+    } else {
+        // Whether the store is alive is not known: neither is whether it is ready.
+        condition(
+            conditions,
+            "Ready",
+            "Unknown",
+            &alive_condition.reason,
+            alive_condition.message.clone(),
+            facts,
+        )
     };
     let up_to_date_condition = match facts.rollout_held {
         Some(hold) => condition(
@@ -827,7 +846,44 @@ mod tests {
             "the last observation stays; the phase says it is not current"
         );
         assert_eq!(condition_of(&status, "Alive").status, "Unknown");
-        assert_eq!(condition_of(&status, "Ready").status, "False");
+        assert_eq!(condition_of(&status, "Ready").status, "Unknown");
+        assert_eq!(condition_of(&status, "Ready").reason, "ViewUntrusted");
+    }
+
+    #[test]
+    fn an_untrusted_view_leaves_the_recovery_decision_and_its_condition_as_they_were() {
+        let mut frozen = Case::alive_at(t(100));
+        frozen.store = Some(StoreView::test(7).dead());
+        frozen.decision = Decision {
+            verdict: Verdict::Skip(SkipReason::RestartBudgetExhausted),
+            offline_since: Some(t(50)),
+            attempts: 6,
+            finishes: false,
+            unfinished: None,
+        };
+        let held = frozen.status();
+        assert_eq!(condition_of(&held, "RecoveryFrozen").status, "True");
+
+        let mut blind = Case::alive_at(t(200));
+        blind.previous = held.clone();
+        blind.trusted = false;
+        blind.store = None;
+        blind.decision = Decision {
+            verdict: Verdict::Skip(SkipReason::ViewUntrusted),
+            offline_since: Some(t(50)),
+            attempts: 6,
+            finishes: false,
+            unfinished: None,
+        };
+        let status = blind.status();
+        assert_eq!(status.last_decision, held.last_decision);
+        assert_eq!(
+            condition_of(&status, "RecoveryFrozen"),
+            condition_of(&held, "RecoveryFrozen")
+        );
+        // With a pod not ready, the store is known not to be ready.
+        blind.ready = false;
+        assert_eq!(condition_of(&blind.status(), "Ready").status, "False");
     }
 
     #[test]
