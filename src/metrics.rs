@@ -34,12 +34,13 @@ pub struct HeldLabels {
 }
 
 /// Why recovery can be held for a store (the RecoveryFrozen condition's reasons).
-pub const HELD_REASONS: [&str; 5] = [
+pub const HELD_REASONS: [&str; 6] = [
     "ClusterFrozen",
     "RestartBudgetExhausted",
     "RecoveryPaused",
     "RecoveryDisabled",
     "NodeNotReady",
+    "ConfigInvalid",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

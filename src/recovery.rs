@@ -154,6 +154,8 @@ pub struct Observation {
     pub pod: Option<PodFacts>,
     /// The health of the node the Pod is bound to.
     pub node: NodeHealth,
+    /// A Pod can be made for the store: its pfs.conf renders (its node has an address).
+    pub pod_renderable: bool,
     /// The store's recovery status as last written.
     pub history: History,
     /// Annotation `pureflash.io/recovery-paused: "true"`.
@@ -216,6 +218,9 @@ pub enum SkipReason {
     ClusterFrozen,
     /// Enough restarts are in flight elsewhere already.
     TooManyInFlight,
+    /// No pfs.conf can be rendered for the store (its node has no InternalIP, or is gone): a
+    /// killed Pod could not be recreated.
+    ConfigInvalid,
 }
 
 impl SkipReason {
@@ -236,6 +241,7 @@ impl SkipReason {
             SkipReason::RestartBudgetExhausted => "RestartBudgetExhausted",
             SkipReason::ClusterFrozen => "ClusterFrozen",
             SkipReason::TooManyInFlight => "TooManyInFlight",
+            SkipReason::ConfigInvalid => "ConfigInvalid",
         }
     }
 }
@@ -280,7 +286,9 @@ pub struct Decision {
 ///
 /// 1. An untrusted ZooKeeper view decides nothing (`Skip(ViewUntrusted)`), not even a manual
 ///    restart: after a disconnect every store may look offline.
-/// 2. A pending manual restart is honoured unless the Pod is already terminating: a human's
+/// 2. A store for which no Pod can be made (its pfs.conf does not render) is not restarted,
+///    not even by hand: its Pod could not be recreated (`Skip(ConfigInvalid)`). Otherwise a
+///    pending manual restart is honoured unless the Pod is already terminating: a human's
 ///    explicit request bypasses every other rail, and applies to an alive store too (a request
 ///    made while the store is healthy must not lie in wait for its next outage). An
 ///    unfinished manual restart whose Pod is still there is still pending.
@@ -382,13 +390,13 @@ fn manual_verdict(observation: &Observation) -> Option<Verdict> {
     if !manual_restart_requested(observation) {
         return None;
     }
-    Some(
-        if observation.pod.as_ref().is_some_and(|pod| pod.terminating) {
-            Verdict::Skip(SkipReason::PodTerminating)
-        } else {
-            Verdict::Restart(RestartReason::Manual)
-        },
-    )
+    Some(if !observation.pod_renderable {
+        Verdict::Skip(SkipReason::ConfigInvalid)
+    } else if observation.pod.as_ref().is_some_and(|pod| pod.terminating) {
+        Verdict::Skip(SkipReason::PodTerminating)
+    } else {
+        Verdict::Restart(RestartReason::Manual)
+    })
 }
 
 /// Rules 4 to 16, for a store that a trusted view sees offline since `offline_since`.
@@ -401,6 +409,9 @@ fn offline_verdict(
     let history = &observation.history;
     let pod = observation.pod.as_ref();
 
+    if !observation.pod_renderable {
+        return Verdict::Skip(SkipReason::ConfigInvalid);
+    }
     if let Some(verdict) = manual_verdict(observation) {
         return verdict;
     }
@@ -639,6 +650,7 @@ mod tests {
                     predecessor: Predecessor::Unknown,
                 }),
                 node: NodeHealth::Ready,
+                pod_renderable: true,
                 history: History {
                     offline_since: None,
                     last_restart: None,
@@ -1413,6 +1425,32 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_store_whose_pod_cannot_be_made_is_never_restarted() {
+        let unrenderable = |obs: Obs| {
+            let mut obs = obs;
+            obs.0.pod_renderable = false;
+            obs
+        };
+        assert_eq!(
+            unrenderable(Obs::due()).verdict(),
+            skip(SkipReason::ConfigInvalid)
+        );
+        assert_eq!(
+            unrenderable(Obs::due().manual_restart("now")).verdict(),
+            skip(SkipReason::ConfigInvalid)
+        );
+        assert_eq!(
+            unrenderable(Obs::alive().manual_restart("now")).verdict(),
+            skip(SkipReason::ConfigInvalid)
+        );
+        // Nothing to hold for a healthy store.
+        assert_eq!(unrenderable(Obs::alive()).verdict(), Verdict::Healthy);
+        // The request waits: it is honoured once a Pod can be made again.
+        let decision = unrenderable(Obs::due().manual_restart("now")).decide();
+        assert_eq!(decision.attempts, 0);
+    }
+
     // --- Unfinished restarts ---
 
     #[test]
@@ -1613,7 +1651,7 @@ mod tests {
 
     // --- Labels ---
 
-    const ALL_SKIP_REASONS: [SkipReason; 12] = [
+    const ALL_SKIP_REASONS: [SkipReason; 15] = [
         SkipReason::ViewUntrusted,
         SkipReason::RecoveryDisabled,
         SkipReason::RecoveryPaused,
@@ -1626,6 +1664,9 @@ mod tests {
         SkipReason::RestartBudgetExhausted,
         SkipReason::ClusterFrozen,
         SkipReason::TooManyInFlight,
+        SkipReason::ConfigInvalid,
+        SkipReason::NodeNotReady,
+        SkipReason::AwaitingNodeContact,
     ];
 
     #[test]

@@ -698,7 +698,7 @@ async fn one_of_two_replicas_acts_and_the_other_takes_over_without_a_double_rest
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_specs_are_rejected_with_clear_messages() {
-    let harness = Harness::start("invalid").await;
+    let mut harness = Harness::start("invalid").await;
     install_crd(&harness);
     let valid = store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 30);
     let rejected = |manifest: &str| -> String {
@@ -777,6 +777,49 @@ async fn invalid_specs_are_rejected_with_clear_messages() {
     assert!(
         stderr.contains("nodeName is immutable"),
         "expected the immutability message in: {stderr}"
+    );
+
+    // A valid spec the operator cannot run: its addresses default to its node's InternalIP,
+    // and the node does not exist. No Pod, and the status says why.
+    harness.start_operator(&[]);
+    let nowhere = format!(
+        "apiVersion: pureflash.io/v1alpha1
+kind: PureFlashStore
+metadata:
+  name: nowhere
+spec:
+  storeId: 9
+  nodeName: no-such-node
+  image: {}
+  trays:
+    - device: /dev/nvme0n1
+",
+        harness.pfs_image()
+    );
+    apply(&harness, &nowhere);
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let up_to_date = wait_for("nowhere: UpToDate=False ConfigInvalid", async || {
+        let store = stores.get("nowhere").await.ok()?;
+        condition(&store, "UpToDate")
+            .filter(|c| c.status == "False" && c.reason == "ConfigInvalid")
+            .cloned()
+    })
+    .await;
+    assert!(
+        up_to_date.message.contains("no-such-node"),
+        "{}",
+        up_to_date.message
+    );
+    let store = stores.get("nowhere").await.unwrap();
+    let alive = condition(&store, "Alive").expect("Alive condition");
+    assert_eq!(
+        (alive.status.as_str(), alive.reason.as_str()),
+        ("False", "NotRegistered")
+    );
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    assert_eq!(pod_uid(&pods, "nowhere-pfs").await, None);
+    assert!(
+        reasons(&events_about(&harness, "nowhere").await).contains(&"ConfigInvalid".to_owned())
     );
     harness.finish().await;
 }

@@ -960,9 +960,19 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         zookeeper: ctx.settings.pfs_zookeeper.clone(),
         node_ip,
     };
-    let conf = match pods::pfs_conf(store, &env) {
-        Ok(conf) => conf,
+    // A store whose pfs.conf cannot be rendered (its node has no InternalIP, or is gone) keeps
+    // its ConfigMap and Pod as they are and gets no new ones, but its status still follows
+    // ZooKeeper and the Pod.
+    let (rendered, config_error) = match pods::pfs_conf(store, &env) {
+        Ok(conf) => (
+            Some((
+                pods::config_hash(store, &conf),
+                pods::config_map(store, &conf),
+            )),
+            None,
+        ),
         Err(error) => {
+            warn!(store = %name, %namespace, %error, "no pfs.conf for the store");
             record(
                 ctx,
                 store,
@@ -972,17 +982,16 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 error.to_string(),
             )
             .await;
-            return Err(error.into());
+            (None, Some(error.to_string()))
         }
     };
-    let hash = pods::config_hash(store, &conf);
     let config_map_name = pods::config_map_name(store);
-    let config_map = pods::config_map(store, &conf);
     let cached_map = ctx
         .config_maps
         .get(&ObjectRef::new(&config_map_name).within(&namespace));
-    let map_stale =
-        !cached_map.is_some_and(|existing| pods::config_map_up_to_date(&existing, &config_map));
+    let map_stale = rendered.as_ref().is_some_and(|(_, config_map)| {
+        !cached_map.is_some_and(|existing| pods::config_map_up_to_date(&existing, config_map))
+    });
 
     // The Pod: created when missing, rolled when what pfs runs on changed. Read from the cache
     // unless the cache says it is missing (it may just lag a create) or the store may be
@@ -1009,9 +1018,11 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // A Pod running an older configuration is replaced when the rest of the cluster can spare
     // its store. Until then its pfs.conf stays as it is too: a pfs restarted in place by the
     // kubelet must not pick up half of a change.
-    let outdated = pod
-        .as_ref()
-        .filter(|existing| existing.annotations().get(pods::CONFIG_HASH_ANNOTATION) != Some(&hash));
+    let outdated = pod.as_ref().filter(|existing| {
+        rendered.as_ref().is_some_and(|(hash, _)| {
+            existing.annotations().get(pods::CONFIG_HASH_ANNOTATION) != Some(hash)
+        })
+    });
     // Only outdated Pods take the lock: it serializes rollout decisions, not every reconcile.
     let mut rolls = match outdated {
         Some(_) => Some(ctx.rolls.lock().await),
@@ -1069,11 +1080,22 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         Some(RollVerdict::Hold(hold)) => Some(hold.clone()),
         _ => None,
     };
-    if map_stale && roll_held.is_none() {
-        ctx.leading(maps.patch(&config_map_name, &apply, &Patch::Apply(config_map.clone())))
-            .await??;
+    // The new pfs.conf is written when nothing runs the old one any more: right away, or once
+    // a rolled Pod is deleted (the old pfs, restarted in place, must not read half a change).
+    let apply_map = async || -> Result<(), Error> {
+        if let Some((_, config_map)) = rendered.as_ref().filter(|_| map_stale) {
+            ctx.leading(maps.patch(&config_map_name, &apply, &Patch::Apply(config_map)))
+                .await??;
+        }
+        Ok(())
+    };
+    let rolling = matches!(roll, Some(RollVerdict::Roll(_)));
+    if roll_held.is_none() && !rolling {
+        apply_map().await?;
     }
-    if let (Some(RollVerdict::Roll(reason)), Some(existing)) = (&roll, &pod) {
+    if let (Some(RollVerdict::Roll(reason)), Some(existing), Some((hash, _))) =
+        (&roll, &pod, &rendered)
+    {
         let params = delete_exactly(existing.uid(), None);
         match ctx.leading(pods.delete(&pod_name, &params)).await? {
             Ok(_) => {
@@ -1110,6 +1132,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
             Err(error) => return Err(error.into()),
         }
+        apply_map().await?;
         pod = pods.get_opt(&pod_name).await?;
     }
     drop(rolls);
@@ -1117,14 +1140,14 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // the Pod waits (a pfs could not register then anyway), and the view becoming trusted
     // wakes every store.
     let view_now = ctx.snapshots.borrow().clone();
-    let created_now = pod.is_none() && view_now.health.is_trusted();
-    if created_now {
+    let created_now = pod.is_none() && view_now.health.is_trusted() && rendered.is_some();
+    if let (true, Some((hash, _))) = (created_now, &rendered) {
         let predecessor = predecessor(&view_now, store.spec.store_id);
         pod = Some(
             ctx.leading(pods.patch(
                 &pod_name,
                 &apply,
-                &Patch::Apply(pods::pod(store, &hash, predecessor)),
+                &Patch::Apply(pods::pod(store, hash, predecessor)),
             ))
             .await??,
         );
@@ -1197,6 +1220,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         pod: facts.clone(),
         // Read below, only if it would decide.
         node: NodeHealth::Unknown,
+        pod_renderable: rendered.is_some(),
         history: History {
             last_restart: restarts
                 .as_ref()
@@ -1282,6 +1306,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             policy: &policy,
             db: &db,
             rollout_held: roll_held.as_ref().filter(|_| restart.is_none()),
+            config_error: config_error.as_deref(),
             max_unavailable: ctx.settings.max_unavailable,
         })
     };
@@ -1370,7 +1395,8 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             )
             .await;
         }
-        if !replaced_since && !created_now {
+        // A restart is decided only for a store whose pfs.conf renders.
+        if let (false, false, Some((hash, config_map))) = (replaced_since, created_now, &rendered) {
             // The new Pod runs the current spec, held rollout or not: so does its pfs.conf.
             if map_stale && roll_held.is_some() {
                 ctx.leading(maps.patch(&config_map_name, &apply, &Patch::Apply(config_map)))
@@ -1383,7 +1409,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             ctx.leading(pods.patch(
                 &pod_name,
                 &apply,
-                &Patch::Apply(pods::pod(store, &hash, predecessor)),
+                &Patch::Apply(pods::pod(store, hash, predecessor)),
             ))
             .await??;
             if !killed {
@@ -1501,6 +1527,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         }
         // Nodes are not watched: a node that reports again is seen at the next look.
         Verdict::Skip(recovery::SkipReason::NodeNotReady) => HELD_RECHECK,
+        _ if config_error.is_some() => HELD_RECHECK,
         _ => ctx.settings.requeue,
     };
     let requeue = match settles_in {

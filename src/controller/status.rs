@@ -55,6 +55,8 @@ pub struct Facts<'a> {
     pub db: &'a DbState,
     /// Why the Pod still runs an older configuration, if it is held back.
     pub rollout_held: Option<&'a HoldReason>,
+    /// Why no pfs.conf can be rendered for the store, if it cannot.
+    pub config_error: Option<&'a str>,
     /// `--max-unavailable`, for the held rollout's message.
     pub max_unavailable: usize,
 }
@@ -220,6 +222,9 @@ fn frozen(verdict: &Verdict) -> Option<(&'static str, String)> {
             "recovery paused by the pureflash.io/recovery-paused annotation"
         }
         SkipReason::RecoveryDisabled => "spec.recovery.enabled is false",
+        SkipReason::ConfigInvalid => {
+            "no pfs.conf can be rendered for the store (see its UpToDate condition): its pod could not be recreated, so it is not restarted"
+        }
         SkipReason::NodeNotReady => {
             "the pod's node is out of contact with Kubernetes (not Ready, or its kubelet has not renewed the node's Lease in kube-node-lease for the Lease's duration since the store went offline): a restart waits until it reports again"
         }
@@ -493,6 +498,14 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
         )
     };
     let up_to_date_condition = match facts.rollout_held {
+        _ if let Some(error) = facts.config_error => condition(
+            conditions,
+            "UpToDate",
+            "False",
+            "ConfigInvalid",
+            format!("no pfs.conf can be rendered: {error}"),
+            facts,
+        ),
         Some(hold) => condition(
             conditions,
             "UpToDate",
@@ -577,6 +590,7 @@ mod tests {
         restart: Option<Restart>,
         rollout_held: Option<HoldReason>,
         db: DbState,
+        config_error: Option<String>,
     }
 
     impl Case {
@@ -598,6 +612,7 @@ mod tests {
                 restart: None,
                 rollout_held: None,
                 db: DbState::Synced,
+                config_error: None,
             }
         }
 
@@ -617,6 +632,7 @@ mod tests {
                 policy: &policy(),
                 db: &self.db,
                 rollout_held: self.rollout_held.as_ref(),
+                config_error: self.config_error.as_deref(),
                 max_unavailable: 1,
             })
         }
@@ -624,6 +640,22 @@ mod tests {
 
     fn condition_of<'a>(status: &'a PureFlashStoreStatus, kind: &str) -> &'a Condition {
         status.conditions.iter().find(|c| c.type_ == kind).unwrap()
+    }
+
+    #[test]
+    fn a_store_without_a_pfs_conf_says_why_in_up_to_date() {
+        let mut case = Case::alive_at(t(100));
+        case.config_error = Some("node n has no InternalIP".into());
+        let status = case.status();
+        let up_to_date = condition_of(&status, "UpToDate");
+        assert_eq!(
+            (up_to_date.status.as_str(), up_to_date.reason.as_str()),
+            ("False", "ConfigInvalid")
+        );
+        assert!(up_to_date.message.contains("node n has no InternalIP"));
+        // The rest still mirrors ZooKeeper and the Pod.
+        assert_eq!(status.phase, Some(Phase::Online));
+        assert_eq!(condition_of(&status, "Ready").status, "True");
     }
 
     #[test]
@@ -804,6 +836,7 @@ mod tests {
                 alive: case.store.as_ref().map(|s| s.alive),
                 pod: case.pod.clone(),
                 node: recovery::NodeHealth::Unknown,
+                pod_renderable: true,
                 history: recovery::History {
                     offline_since: case.previous.offline_since.as_ref().map(|t| t.0),
                     last_restart: case.previous.last_restart_time.as_ref().map(|t| t.0),
