@@ -57,6 +57,7 @@ scenarios!(
     nothing_changed_means_nothing_written,
     vanished_store_is_marked_offline_not_deleted,
     mngt_ip_taken_over_does_not_wedge_the_sync,
+    an_address_another_writer_spelt_differently_is_handed_over,
     redeployed_store_takes_over_from_its_dead_predecessor,
     tray_uuids_differing_in_case_are_one_row,
     a_device_name_a_latin1_table_refuses_costs_only_its_tray,
@@ -449,6 +450,50 @@ async fn mngt_ip_taken_over_does_not_wedge_the_sync(backend: Backend) {
     // And the sync keeps going.
     new.crash().await;
     wait_for!(db, "store 2 OFFLINE", |s, _t, _p| s[1].2 == "OFFLINE");
+    sync.stop().await;
+}
+
+/// jconductor writes mngt_ip as ZooKeeper spells it (`FD00::7`), the operator canonically
+/// (`fd00::7`); MariaDB's unique index, in a case-insensitive PAD SPACE collation, holds both
+/// for one key, and so does a trailing space. A store taking over such an address must move the
+/// old row aside first: inserting beside it would be a duplicate key, in every pass, and no
+/// status would ever reach the DB again.
+async fn an_address_another_writer_spelt_differently_is_handed_over(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    for (_, ddl) in pureflash_operator::metadb::sql::CREATE_TABLES {
+        db.execute(ddl).await;
+    }
+    db.execute(
+        "insert into t_store (id, mngt_ip, status) values (3, 'FD00::7', 'OK'), (4, '10.80.0.4 ', 'OK')",
+    )
+    .await;
+    let cluster = unique_cluster("ip-spelling");
+    // Stores 3 and 4 still register those addresses, but are dead; 7 and 8 now have them.
+    for (id, ip) in [(3, "FD00::7"), (4, "10.80.0.4")] {
+        let mut old = PfsSim::start(spec(&zk(), &cluster, id).with_mngt_ip(ip))
+            .await
+            .unwrap();
+        old.crash().await;
+    }
+    let _seven = PfsSim::start(spec(&zk(), &cluster, 7).with_mngt_ip("fd00::7"))
+        .await
+        .unwrap();
+    let _eight = PfsSim::start(spec(&zk(), &cluster, 8).with_mngt_ip("10.80.0.4"))
+        .await
+        .unwrap();
+    let mut sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    wait_for!(db, "the addresses handed over", |s, t, p| s
+        == vec![
+            (3, "vacated:3".to_owned(), "OFFLINE".to_owned()),
+            (4, "vacated:4".to_owned(), "OFFLINE".to_owned()),
+            (7, "fd00::7".to_owned(), "OK".to_owned()),
+            (8, "10.80.0.4".to_owned(), "OK".to_owned()),
+        ]
+        && t.len() == 8
+        && p.len() == 8);
+    sync.wait_synced().await;
+    let status = sync.status.borrow().clone();
+    assert_eq!((status.errors, status.last_error), (0, None));
     sync.stop().await;
 }
 

@@ -12,7 +12,11 @@
 //!   directory keeps its persistent nodes and only loses `alive`; the live store must get the
 //!   rows. Every losing claim is a [`Note`].
 //! - A row whose address now belongs to another store gets [`vacated_mngt_ip`]; address swaps
-//!   and chains go through that placeholder first so no statement ever collides.
+//!   and chains go through that placeholder first so no statement ever collides. Addresses are
+//!   compared as MariaDB's unique index compares them ([`mngt_ip_key`]: letter case and
+//!   trailing spaces aside), so a row another writer spelt `FD00::7` is the row of `fd00::7`:
+//!   it steps aside when another store takes that address, and keeps its spelling when its own
+//!   store still holds it.
 //! - t_tray: one row per tray of a store with a row; `OK` when `online` exists, else `OFFLINE`.
 //!   A tray row ZooKeeper no longer lists is marked `OFFLINE`, never deleted. Fields that cannot
 //!   be read keep their DB value; a new row is inserted once device, capacity and object size
@@ -33,7 +37,7 @@ use std::fmt;
 
 use crate::metadb::rows::{
     DEVICE_WIDTH, DbRows, MNGT_IP_WIDTH, PORT_IP_WIDTH, PURPOSE_DATA, PURPOSE_REPLICATION, PortKey,
-    PortRow, STATUS_OFFLINE, STATUS_OK, StoreRow, TrayRow, vacated_mngt_ip,
+    PortRow, STATUS_OFFLINE, STATUS_OK, StoreRow, TrayRow, mngt_ip_key, vacated_mngt_ip,
 };
 use crate::zk::{ClusterView, StoreId, StoreView, TrayUuid, TrayView};
 
@@ -469,10 +473,14 @@ fn plan_stores(view: &ClusterView, rows: &DbRows, plan: &mut Plan) -> BTreeMap<i
             });
             continue;
         }
-        let in_db = rows.stores.get(&id).is_some_and(|row| row.mngt_ip == ip);
+        let in_db = rows
+            .stores
+            .get(&id)
+            .is_some_and(|row| mngt_ip_key(&row.mngt_ip) == ip.as_str());
+        // `ip` is canonical (no uppercase, no spaces), so it is its own `mngt_ip_key`.
         contest.claim(ip, Claim::new(store.alive, in_db, id), ());
     }
-    // Address -> the store that gets it, and the reverse.
+    // Address (as `mngt_ip_key`) -> the store that gets it, and the reverse.
     let mut claimed: BTreeMap<String, i64> = BTreeMap::new();
     let mut wanted: BTreeMap<i64, String> = BTreeMap::new();
     for (ip, claims) in contest.0 {
@@ -498,8 +506,12 @@ fn plan_stores(view: &ClusterView, rows: &DbRows, plan: &mut Plan) -> BTreeMap<i
     for id in ids {
         let live = view_store(view, id).is_some_and(|s| s.alive);
         let mngt_ip = match (wanted.get(&id), rows.stores.get(&id)) {
+            // The row already holds its address, in a spelling MariaDB finds equal: leave it.
+            (Some(ip), Some(row)) if mngt_ip_key(&row.mngt_ip) == ip.as_str() => {
+                row.mngt_ip.clone()
+            }
             (Some(ip), _) => ip.clone(),
-            (None, Some(row)) => match claimed.get(&row.mngt_ip) {
+            (None, Some(row)) => match claimed.get(mngt_ip_key(&row.mngt_ip).as_ref()) {
                 Some(&by) => {
                     plan.notes.push(Note::MngtIpTaken {
                         ip: row.mngt_ip.clone(),
@@ -522,9 +534,9 @@ fn plan_stores(view: &ClusterView, rows: &DbRows, plan: &mut Plan) -> BTreeMap<i
         );
     }
 
-    let holder_of: BTreeMap<&str, i64> = finals
+    let holder_of: BTreeMap<Cow<'_, str>, i64> = finals
         .iter()
-        .map(|(id, row)| (row.mngt_ip.as_str(), *id))
+        .map(|(id, row)| (mngt_ip_key(&row.mngt_ip), *id))
         .collect();
     for (&id, want) in &finals {
         let Some(have) = rows.stores.get(&id) else {
@@ -534,7 +546,7 @@ fn plan_stores(view: &ClusterView, rows: &DbRows, plan: &mut Plan) -> BTreeMap<i
         let mut mngt_ip = (have.mngt_ip != want.mngt_ip).then(|| want.mngt_ip.clone());
         if mngt_ip.is_some()
             && holder_of
-                .get(have.mngt_ip.as_str())
+                .get(mngt_ip_key(&have.mngt_ip).as_ref())
                 .is_some_and(|&holder| holder != id)
         {
             // Another row will take this address: step aside first, whatever the update order.
@@ -1020,6 +1032,58 @@ mod tests {
         assert!(plan.notes[0].to_string().contains("vacated:1"));
     }
 
+    /// MariaDB's unique index on mngt_ip ignores letter case and trailing spaces; jconductor
+    /// writes ZooKeeper's spelling, the plan the canonical one.
+    #[test]
+    fn an_address_spelt_differently_in_the_db_is_the_same_address() {
+        // Row 3 was written as `FD00::7`; store 3's directory still says so, but it is dead, and
+        // store 7 now has the address. Row 3 must step aside before row 7 is inserted.
+        let mut rows = DbRows::default();
+        rows.stores.insert(3, store_row("FD00::7", "OK"));
+        let v = view([
+            StoreView::test(3).at("FD00::7").dead(),
+            StoreView::test(7).at("fd00::7"),
+        ]);
+        let (plan, after) = plan_and_apply(&v, &rows);
+        assert_eq!(plan.store_vacates, vec![3]);
+        assert_eq!(after.stores[&3], store_row("vacated:3", "OFFLINE"));
+        assert_eq!(after.stores[&7], store_row("fd00::7", "OK"));
+        assert!(plan.notes.contains(&Note::MngtIpTaken {
+            ip: "FD00::7".into(),
+            by: 7,
+            displaced: 3
+        }));
+
+        // The same with a trailing space, which MariaDB's PAD SPACE collations ignore.
+        let mut rows = DbRows::default();
+        rows.stores.insert(3, store_row("10.5.5.5 ", "OK"));
+        let v = view([
+            StoreView::test(3).at("10.5.5.5").dead(),
+            StoreView::test(7).at("10.5.5.5"),
+        ]);
+        let (_, after) = plan_and_apply(&v, &rows);
+        assert_eq!(after.stores[&3], store_row("vacated:3", "OFFLINE"));
+        assert_eq!(after.stores[&7], store_row("10.5.5.5", "OK"));
+
+        // A row whose own store holds the address keeps it, in its spelling, and so wins the
+        // address over an equally live newcomer (it is the store the DB gives it to).
+        let mut rows = DbRows::default();
+        rows.stores.insert(3, store_row("FD00::7", "OK"));
+        let v = view([
+            StoreView::test(3).at("fd00::7"),
+            StoreView::test(2).at("fd00::7"),
+        ]);
+        let (plan, after) = plan_and_apply(&v, &rows);
+        assert!(plan.is_empty(), "{plan:#?}");
+        assert_eq!(after, rows);
+        assert!(plan.notes.contains(&Note::MngtIpClaimedTwice {
+            ip: "fd00::7".into(),
+            kept: 3,
+            ignored: 2,
+            why: Precedence::HoldsRow
+        }));
+    }
+
     #[test]
     fn two_stores_swapping_addresses_never_collide() {
         let rows = DbRows::synced_from(&view([
@@ -1433,6 +1497,29 @@ mod tests {
             rows.apply(&clash),
             Err(ConstraintError::DuplicateMngtIp("10.0.0.2".into()))
         );
+        // MariaDB's unique index ignores letter case and trailing spaces...
+        rows.stores.insert(5, store_row("FD00::5", "OK"));
+        for spelling in ["fd00::5", "fd00::5 "] {
+            let again = Plan {
+                store_inserts: vec![(9, store_row(spelling, "OK"))],
+                ..Plan::default()
+            };
+            assert_eq!(
+                rows.apply(&again),
+                Err(ConstraintError::DuplicateMngtIp(spelling.into()))
+            );
+        }
+        // ...so a row may change the spelling of its own address, and nothing else collides.
+        let respelt = Plan {
+            store_updates: vec![StoreUpdate {
+                id: 5,
+                mngt_ip: Some("fd00::5".into()),
+                status: None,
+            }],
+            ..Plan::default()
+        };
+        assert_eq!(rows.apply(&respelt), Ok(()));
+        assert_eq!(rows.stores[&5].mngt_ip, "fd00::5");
         let orphan = Plan {
             tray_inserts: vec![("t".into(), tray_row(9, "/dev/x", "OK"))],
             ..Plan::default()
@@ -1447,7 +1534,9 @@ mod tests {
         use super::*;
         use proptest::prelude::*;
 
-        const IPS: [&str; 5] = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"];
+        const IPS: [&str; 6] = [
+            "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "fd00::6",
+        ];
 
         /// Tray uuid `n`, spelt in uppercase when `upper` (the same uuid to MariaDB).
         fn cased_uuid(n: u32, upper: bool) -> TrayUuid {
@@ -1495,9 +1584,15 @@ mod tests {
         }
 
         /// Rows a real DB could hold: unique addresses, trays pointing at existing stores.
+        /// Addresses are sometimes spelt as another writer might (uppercase, a trailing space):
+        /// one address to MariaDB, and SQLite may even hold several spellings of it.
         fn arb_rows() -> impl Strategy<Value = DbRows> {
             (
-                prop::collection::btree_map(0i64..8, (0..IPS.len() + 2, any::<bool>()), 0..6),
+                prop::collection::btree_map(
+                    0i64..8,
+                    (0..IPS.len() + 2, 0u8..4, any::<bool>()),
+                    0..6,
+                ),
                 prop::collection::btree_map(arb_uuid(), (0usize..6, any::<bool>()), 0..4),
                 prop::collection::btree_map(
                     (0..IPS.len(), 0i64..2),
@@ -1508,10 +1603,15 @@ mod tests {
                 .prop_map(|(stores, trays, ports)| {
                     let mut rows = DbRows::default();
                     let mut used = std::collections::BTreeSet::new();
-                    for (id, (ip, ok)) in stores {
-                        let ip = IPS
-                            .get(ip)
-                            .map_or_else(|| format!("old-{id}"), |s| s.to_string());
+                    for (id, (ip, spelling, ok)) in stores {
+                        let ip = IPS.get(ip).map_or_else(
+                            || format!("old-{id}"),
+                            |s| match spelling {
+                                0 => s.to_ascii_uppercase(),
+                                1 => format!("{s} "),
+                                _ => s.to_string(),
+                            },
+                        );
                         if used.insert(ip.clone()) {
                             rows.stores
                                 .insert(id, store_row(&ip, if ok { "OK" } else { "ERROR" }));
@@ -1665,17 +1765,21 @@ mod tests {
                     prop_assert_eq!(&row.status, if alive(*id) { "OK" } else { "OFFLINE" });
                 }
                 // Addresses: a store without its own is beaten by the row that has it.
+                // Spelling aside, as MariaDB's unique index compares them.
+                let is = |row: &StoreRow, ip: &str| mngt_ip_key(&row.mngt_ip) == ip;
                 for store in v.stores.values() {
                     let id = row_id(store.id);
                     let Some(ip) = store.mngt_ip.valid().map(|ip| ip.to_string()) else { continue };
-                    if after.stores.get(&id).is_some_and(|row| row.mngt_ip == ip) {
+                    let holders = after.stores.values().filter(|row| is(row, &ip)).count();
+                    prop_assert_eq!(holders, 1, "{} rows hold {}, which store {} registers", holders, ip, id);
+                    if after.stores.get(&id).is_some_and(|row| is(row, &ip)) {
                         continue;
                     }
-                    let holder = after.stores.iter().find(|(_, row)| row.mngt_ip == ip).map(|(id, _)| *id);
+                    let holder = after.stores.iter().find(|(_, row)| is(row, &ip)).map(|(id, _)| *id);
                     prop_assert!(holder.is_some(), "nobody got {ip}, which store {id} registers");
                     let holder = holder.unwrap();
                     prop_assert!(view_store(&v, holder).is_some_and(|s| s.mngt_ip.valid().map(|i| i.to_string()) == Some(ip.clone())));
-                    let held = |s: i64| rows.stores.get(&s).is_some_and(|row| row.mngt_ip == ip);
+                    let held = |s: i64| rows.stores.get(&s).is_some_and(|row| is(row, &ip));
                     prop_assert!(beats(holder, id, &held), "store {holder} got {ip} over store {id}");
                 }
                 // Trays: one row per uuid (letter case aside), owned by the best claimant and

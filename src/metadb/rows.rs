@@ -5,7 +5,8 @@
 //! committed transaction, and the plan's tests use it to prove that every plan applies without
 //! violating a key, a unique index or a foreign key, in the order the SQL runs.
 
-use std::collections::{BTreeMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use crate::metadb::plan::Plan;
@@ -69,7 +70,9 @@ pub enum ConstraintError {
     DuplicateStore(i64),
     #[error("t_store: no row with id {0}")]
     NoSuchStore(i64),
-    #[error("t_store: mngt_ip {0:?} already used by another row")]
+    #[error(
+        "t_store: mngt_ip {0:?} already used by another row (spelling aside, as MariaDB compares)"
+    )]
     DuplicateMngtIp(String),
     #[error("t_tray: duplicate uuid {0} (letter case aside, as MariaDB compares)")]
     DuplicateTray(String),
@@ -94,31 +97,46 @@ impl DbRows {
     /// database does after each statement. On error the rows are left partly changed, as a
     /// rolled-back transaction would *not* be: callers discard them.
     pub fn apply(&mut self, plan: &Plan) -> Result<(), ConstraintError> {
-        // The unique index on mngt_ip, built only when some step touches it.
+        // The unique index on mngt_ip, built only when some step touches it: how many rows hold
+        // each address as MariaDB compares them ([`mngt_ip_key`]). A count, not a set, because
+        // SQLite may already hold spellings MariaDB would call one address; moving one of them
+        // away must leave the other counted.
         let touches_ips = !plan.store_vacates.is_empty()
             || !plan.store_inserts.is_empty()
             || plan.store_updates.iter().any(|u| u.mngt_ip.is_some());
-        let mut ips: HashSet<String> = if touches_ips {
-            self.stores.values().map(|r| r.mngt_ip.clone()).collect()
-        } else {
-            HashSet::new()
-        };
+        let mut ips: HashMap<String, usize> = HashMap::new();
+        if touches_ips {
+            for row in self.stores.values() {
+                *ips.entry(mngt_ip_key(&row.mngt_ip).into_owned())
+                    .or_default() += 1;
+            }
+        }
+        fn take(ips: &mut HashMap<String, usize>, ip: &str) -> Result<(), ConstraintError> {
+            let held = ips.entry(mngt_ip_key(ip).into_owned()).or_default();
+            if *held > 0 {
+                return Err(ConstraintError::DuplicateMngtIp(ip.to_owned()));
+            }
+            *held = 1;
+            Ok(())
+        }
         fn set_ip(
             stores: &mut BTreeMap<i64, StoreRow>,
-            ips: &mut HashSet<String>,
+            ips: &mut HashMap<String, usize>,
             id: i64,
             ip: &str,
         ) -> Result<(), ConstraintError> {
             let row = stores
                 .get_mut(&id)
                 .ok_or(ConstraintError::NoSuchStore(id))?;
-            if row.mngt_ip != ip {
-                if !ips.insert(ip.to_owned()) {
-                    return Err(ConstraintError::DuplicateMngtIp(ip.to_owned()));
+            let old = mngt_ip_key(&row.mngt_ip);
+            // Another spelling of the row's own address collides with nothing but itself.
+            if old != mngt_ip_key(ip) {
+                take(ips, ip)?;
+                if let Some(held) = ips.get_mut(old.as_ref()) {
+                    *held = held.saturating_sub(1);
                 }
-                ips.remove(&row.mngt_ip);
-                row.mngt_ip = ip.to_owned();
             }
+            row.mngt_ip = ip.to_owned();
             Ok(())
         }
 
@@ -141,9 +159,7 @@ impl DbRows {
             if self.stores.contains_key(id) {
                 return Err(ConstraintError::DuplicateStore(*id));
             }
-            if !ips.insert(row.mngt_ip.clone()) {
-                return Err(ConstraintError::DuplicateMngtIp(row.mngt_ip.clone()));
-            }
+            take(&mut ips, &row.mngt_ip)?;
             self.stores.insert(*id, row.clone());
         }
 
@@ -220,4 +236,24 @@ impl DbRows {
 /// (it contains the row's own id), fits the column, and is plainly not an address.
 pub fn vacated_mngt_ip(id: i64) -> String {
     format!("vacated:{id}")
+}
+
+/// The form of an mngt_ip that t_store's unique index compares: ASCII letters lowercased,
+/// trailing spaces dropped.
+///
+/// MariaDB compares `varchar` keys in the table's collation, which by default (`latin1_swedish_ci`,
+/// `utf8mb4_general_ci`, …) ignores letter case and pads with spaces, so `FD00::7` and
+/// `fd00::7 ` are the same key there. The plan writes canonical addresses (lowercase IPv6), but
+/// another writer (jconductor copies ZooKeeper's spelling) may have left any spelling, and a
+/// plan that missed the match would insert a second copy: a duplicate-key error that fails
+/// every pass. Comparing this coarsely is harmless where the DB is stricter (SQLite compares
+/// bytes; a `_bin` or NO PAD collation): two spellings of one address are one address, and the
+/// worst it costs there is a placeholder written where none was needed.
+pub fn mngt_ip_key(ip: &str) -> Cow<'_, str> {
+    let ip = ip.trim_end_matches(' ');
+    if ip.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(ip.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(ip)
+    }
 }
