@@ -10,6 +10,9 @@
 //! - Quiet: an empty plan writes nothing; the cache means no reads either between periods.
 //! - Careful: nothing is written while the view is not trusted (ZooKeeper disconnected, or not
 //!   reloaded since reconnecting).
+//! - Patient with other writers: a pass whose statements miss the rows they expected re-reads
+//!   the tables soon, and with backoff when that keeps happening. Events in between are planned
+//!   against the cache: they neither re-read the tables nor wait for the re-read.
 //! - Stubborn: any DB error drops the cache and retries with backoff; the view is kept, and the
 //!   first pass after the DB returns writes whatever changed meanwhile. A pass that gets no
 //!   answer within `pass_timeout` (a table locked by another client, a DB host that vanished
@@ -78,7 +81,9 @@ pub struct PassReport {
     /// Conflicts resolved and values skipped, when the pass planned in full (the event-driven
     /// fast path does not recompute them; it runs only where they cannot have changed).
     pub notes: Option<Vec<Note>>,
-    /// The DB did not hold what the cache said; re-read it soon.
+    /// Some statement did not find the rows it expected (another writer changed them since
+    /// they were read, or undoes our writes): the cache holds what the plan meant the tables to
+    /// hold, and they should be re-read soon ([`run`] backs off when this repeats).
     pub stale: bool,
 }
 
@@ -92,7 +97,8 @@ pub struct DbCache {
 
 /// Brings the DB in line with `snapshot` once: reads the tables when there is no cache (or
 /// `reload`), plans (incrementally when the cache is in sync with an earlier snapshot), applies
-/// in one transaction, and keeps the cache equal to what the DB now holds.
+/// in one transaction, and keeps the cache equal to what the DB now holds — or, after a stale
+/// pass, to what it would hold had no other writer interfered. On an error the cache is gone.
 pub async fn sync_pass(
     db: &MetaDb,
     snapshot: &Arc<Snapshot>,
@@ -135,18 +141,16 @@ pub async fn sync_pass(
             apply_us = applying.elapsed().as_micros() as u64,
             "plan applied"
         );
-        match current.rows.apply(&plan) {
-            Ok(()) if matched => {}
-            Ok(()) => {
-                report.stale = true;
-                return Ok(report);
-            }
-            Err(error) => {
-                warn!(%error, "plan does not fit the cached rows; re-reading the DB");
-                report.stale = true;
-                return Ok(report);
-            }
+        if let Err(error) = current.rows.apply(&plan) {
+            warn!(%error, "plan does not fit the cached rows; re-reading the DB");
+            report.stale = true;
+            return Ok(report);
         }
+        // A statement that missed its rows leaves the cache as the plan meant the tables to be,
+        // not dropped: the next event is planned against it without reading anything, so while
+        // another writer keeps interfering, reads happen only as often as `run` schedules the
+        // re-read, and a real change (a store's `alive`) is still written at once.
+        report.stale = !matched;
     }
     current.in_sync_with = Some(Arc::clone(snapshot));
     *cache = Some(current);
@@ -168,9 +172,11 @@ pub async fn run(
     let mut backoff = Backoff::new(config.retry_initial, config.retry_max);
     let mut known_notes: BTreeSet<String> = BTreeSet::new();
     let mut waiting_logged = false;
-    // Passes in a row whose writes did not match the rows just read: once is a race with
-    // another writer, again means rows the plan cannot address, and re-reading at once would
-    // spin.
+    // Re-reads in a row whose writes did not match the rows just read: once is a race with
+    // another writer, again means a writer that keeps undoing ours or rows the plan cannot
+    // address, and re-reading at once would spin. Only the re-read at `reload_at` reads the
+    // tables (a pass without a cache waits for it), so this backoff bounds the reads whatever
+    // the rate of ZooKeeper events; passes in between plan against the cache.
     let mut stale_passes = Backoff::new(config.retry_initial, config.resync_interval);
     let mut stale_in_a_row = 0u32;
     loop {
@@ -186,7 +192,8 @@ pub async fn run(
                 );
                 waiting_logged = true;
             }
-        } else if !retry_pending {
+        } else if !retry_pending && (cache.is_some() || now >= reload_at) {
+            // (Without a cache a pass has to read the tables, so it waits for the re-read.)
             waiting_logged = false;
             let reload = now >= reload_at;
             let pass = async {
@@ -215,7 +222,10 @@ pub async fn run(
                     if reload {
                         reload_at = now + config.resync_interval;
                     }
-                    if report.stale {
+                    // Only a pass that read the tables counts, either way: one planned against the
+                    // cache proves nothing about them, and while a re-read is scheduled its
+                    // mismatch is for that re-read to look at.
+                    if report.stale && (reload || stale_in_a_row == 0) {
                         stale_in_a_row += 1;
                         reload_at = Instant::now();
                         if stale_in_a_row == 1 {
@@ -227,7 +237,7 @@ pub async fn run(
                             }
                             reload_at += delay;
                         }
-                    } else {
+                    } else if !report.stale && reload {
                         stale_in_a_row = 0;
                         stale_passes.reset();
                     }
@@ -242,8 +252,9 @@ pub async fn run(
                         );
                     }
                     status.send_modify(|s| {
-                        // A stale pass wrote, but did not confirm the DB matches the view.
-                        if !report.stale {
+                        // A stale pass wrote, but did not confirm the DB matches the view; nor
+                        // does any pass until a re-read finds the tables as expected.
+                        if stale_in_a_row == 0 {
                             s.synced_version = Some(snapshot.version);
                         }
                         s.last_success = Some(SystemTime::now());
@@ -260,6 +271,8 @@ pub async fn run(
                     let delay = backoff.next_delay();
                     warn!(%error, retry_in = ?delay, "metadata DB sync failed");
                     retry_at = Some(Instant::now() + delay);
+                    // Without a cache the retry has to read the tables: it is the re-read.
+                    reload_at = Instant::now();
                     status.send_modify(|s| {
                         s.last_error = Some(error.to_string());
                         s.errors += 1;
@@ -269,8 +282,11 @@ pub async fn run(
         }
 
         // Untrusted: only a new snapshot can change anything. Otherwise also wake for the
-        // retry or the periodic re-read, whichever is due.
-        let wake_at = writable.is_ok().then(|| retry_at.unwrap_or(reload_at));
+        // re-read (periodic, or after a stale pass), or after an error for the retry, which
+        // (having no cache) also waits for the re-read to be due.
+        let wake_at = writable
+            .is_ok()
+            .then(|| retry_at.map_or(reload_at, |at| at.max(reload_at)));
         let timer = async {
             match wake_at {
                 Some(at) => tokio::time::sleep_until(at).await,

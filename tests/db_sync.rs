@@ -1012,3 +1012,65 @@ async fn rows_without_a_key_left_by_another_tool_are_skipped() {
     assert_eq!(trays, vec![(2,)]);
     sync.stop().await;
 }
+
+/// Another tool silently undoes one of our writes every time (here a trigger that drops it):
+/// every pass that re-reads the tables plans that write again and finds it missed its row
+/// ("stale"), so the re-reads back off. ZooKeeper events in between must not re-read the tables
+/// and retry it (a busy cluster's `free_size` updates would otherwise drive a full re-read
+/// each), yet a real change must still be written at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_another_tool_keeps_undoing_is_retried_with_backoff_not_per_event() {
+    testkit::init_test_logging();
+    let db = TestDb::new(Backend::Sqlite).await;
+    for (_, ddl) in pureflash_operator::metadb::sql::CREATE_TABLES {
+        db.execute(ddl).await;
+    }
+    // Store 90 is in no ZooKeeper directory, so the sync marks it OFFLINE, which never sticks.
+    db.execute("insert into t_store (id, mngt_ip, status) values (90, '10.90.0.1', 'OK')")
+        .await;
+    db.execute("create table pf_vetoed (n integer)").await;
+    db.execute(
+        "create trigger veto before update on t_store when old.id = 90 \
+         begin insert into pf_vetoed values (1); select raise(ignore); end",
+    )
+    .await;
+    let vetoed = async || db.query::<(i64,)>("select count(*) from pf_vetoed").await[0].0;
+
+    let cluster = unique_cluster("vetoed");
+    let one = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    let mut two = PfsSim::start(spec(&zk(), &cluster, 2)).await.unwrap();
+    // Re-reads 20 ms, 40 ms, … apart: the 9th is followed by a pause of 2.56 s.
+    let sync = Running::start_with(&zk(), &cluster, &db.url, NO_RESYNC, |config| {
+        config.retry_initial = Duration::from_millis(20);
+    });
+    assert!(testkit::eventually(PATIENCE, async || vetoed().await >= 9).await);
+    let before = vetoed().await;
+    let started = std::time::Instant::now();
+    for free in 0..30 {
+        one.set_free_size(0, 1_000_000 + free).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    two.crash().await;
+    wait_for!(db, "store 2 OFFLINE", |s, _t, _p| s
+        .iter()
+        .any(|s| s.0 == 2 && s.2 == "OFFLINE"));
+    let elapsed = started.elapsed();
+    let retried = vetoed().await - before;
+    assert!(
+        elapsed < Duration::from_millis(2000),
+        "too slow to tell event passes from the backed-off re-read: {elapsed:?}"
+    );
+    assert_eq!(
+        retried, 0,
+        "30 free_size events and a crash re-read the tables and retried the undone write {retried} times"
+    );
+    // The undone write is still retried, by the backed-off re-read.
+    assert!(testkit::eventually(PATIENCE, async || vetoed().await > before).await);
+    let status = sync.status.borrow().clone();
+    assert_eq!(status.last_error, None, "a stale pass is not an error");
+    assert_eq!(
+        status.synced_version, None,
+        "the DB never matched the view: row 90 stays OK"
+    );
+    sync.stop().await;
+}
