@@ -209,7 +209,6 @@ impl Default for RecoverySpec {
     }
 }
 
-/// The lifecycle phase shown by `kubectl get pfstores`.
 /// A restart recorded in the status before its Pod is force-deleted.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
@@ -221,6 +220,7 @@ pub struct UnfinishedRestart {
     pub manual: bool,
 }
 
+/// The lifecycle phase shown by `kubectl get pfstores`.
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     /// The Pod is not running yet (being created, scheduled, pulled).

@@ -274,7 +274,8 @@ pub struct Decision {
     /// The `attempts` the status must now hold.
     pub attempts: u32,
     /// A `Restart` verdict finishes [`History::unfinished`] instead of making a new restart:
-    /// nothing is recorded or counted again.
+    /// nothing is counted again (a manual request it also answers is still recorded as
+    /// honoured).
     pub finishes: bool,
     /// The unfinished restart the status must now hold.
     pub unfinished: Option<Unfinished>,
@@ -326,14 +327,11 @@ pub fn decide(observation: &Observation, policy: &Policy) -> Decision {
         (offline_verdict(observation, policy, since), Some(since))
     };
     let finishing = finishing(observation);
-    let finishes = matches!(
-        (verdict, &finishing),
-        (Verdict::Restart(reason), Some(unfinished)) if unfinished.reason == reason
-    );
+    // Whatever asks for it now (a manual request meanwhile, say), a restart of the Pod an
+    // unfinished one kills is that same restart: it kills once and is counted once.
+    let finishes = matches!(verdict, Verdict::Restart(_)) && finishing.is_some();
     let unfinished = if !observation.view_trusted {
         history.unfinished.clone()
-    } else if finishes {
-        finishing.cloned()
     } else if let Verdict::Restart(reason) = verdict {
         observation.pod.as_ref().map(|pod| Unfinished {
             pod_uid: pod.uid.clone(),
@@ -1484,6 +1482,26 @@ mod tests {
     }
 
     #[test]
+    fn a_manual_request_meanwhile_is_answered_by_the_unfinished_restart() {
+        let obs = Obs::due()
+            .restarted_at(&[ago(1)])
+            .after_attempts(1)
+            .unfinished("pod-1", RestartReason::Offline)
+            .manual_restart("new");
+        let decision = obs.decide();
+        assert_eq!(decision.verdict, MANUAL);
+        assert!(decision.finishes);
+        assert_eq!(decision.attempts, 1);
+        assert_eq!(
+            decision.unfinished,
+            Some(Unfinished {
+                pod_uid: "pod-1".into(),
+                reason: RestartReason::Manual,
+            })
+        );
+    }
+
+    #[test]
     fn a_restart_whose_pod_is_gone_or_going_is_done() {
         let recorded = || Obs::due().restarted_at(&[ago(1)]).after_attempts(1);
         for done in [
@@ -2118,13 +2136,12 @@ mod tests {
                 .as_ref()
                 .is_some_and(|pod| pod.uid == u.pod_uid && !pod.terminating)
         });
-        if decision.finishes {
-            assert!(restarted && finishing.is_some(), "{context}");
-        }
-        if finishing.is_none() {
-            assert!(!decision.finishes, "{context}");
-        }
-        if restarted && !decision.finishes {
+        assert_eq!(
+            decision.finishes,
+            restarted && finishing.is_some(),
+            "{context}"
+        );
+        if restarted {
             let Verdict::Restart(reason) = decision.verdict else {
                 unreachable!()
             };

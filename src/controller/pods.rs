@@ -349,24 +349,34 @@ fn renew_time(lease: Option<&Lease>) -> Option<jiff::Timestamp> {
 /// How long a kubelet's Lease holds when it does not say (the kubelet's default).
 const DEFAULT_NODE_LEASE_DURATION: jiff::SignedDuration = jiff::SignedDuration::from_secs(40);
 
-/// The health of a store's node as recovery sees it, now, given `since`: a read of the node's
-/// Lease taken after the store went offline (or was last restarted).
+/// The health of a store's node as recovery sees it `now`, from the Node, its Lease as just
+/// read, and `sighting`: a read of the Lease taken during the store's current offline episode
+/// (since it went offline, or was last restarted), if any. Returns the sighting to keep when it
+/// is a new one.
 /// - not ready when the node does not exist, or its `Ready` condition is `False` or `Unknown`;
-/// - when the Lease shows the same renewal as `since`: unconfirmed until the Lease's duration
-///   has passed since that read, not ready from then on. The node lifecycle controller marks a
-///   silent node `Unknown` only after its grace period (40–50 s), later than a store's default
-///   offline grace of 30 s: the Lease tells first. A kubelet in contact renews it every quarter
-///   of its duration (10 s by default), so a store's grace usually shows a renewal already;
-/// - otherwise (renewed since, or no Lease at all) the `Ready` condition decides: ready when
-///   `True`, unknown when the node has none.
+/// - no Lease at all: the `Ready` condition decides (ready when `True`, unknown when absent);
+/// - the Lease shows the same renewal as the sighting: unconfirmed until the Lease's duration
+///   has passed since the sighting, not ready from then on. The node lifecycle controller marks
+///   a silent node `Unknown` only after its grace period (40–50 s), later than a store's
+///   default offline grace of 30 s: the Lease tells first. A kubelet in contact renews it every
+///   quarter of its duration (10 s by default), so a store's grace usually shows a renewal;
+/// - renewed since a sighting at most one Lease duration old: in contact, so the `Ready`
+///   condition decides. A renewal seen against an older sighting may itself be old (the store
+///   was held meanwhile, and the node may have gone silent since): a new sighting is taken and
+///   the node is unconfirmed until the next renewal, at most a quarter of a duration away;
+/// - no sighting yet (a new leader, or an episode's first look at it): this read is the
+///   sighting, and the node is unconfirmed likewise.
+///
+/// Renew times are the node's clock and are only compared with each other; durations are
+/// measured on the operator's clock between its own reads. No clock skew matters.
 pub fn node_health(
     node: Option<&Node>,
     lease: Option<&Lease>,
-    since: &LeaseSighting,
+    sighting: Option<&LeaseSighting>,
     now: jiff::Timestamp,
-) -> NodeHealth {
+) -> (NodeHealth, Option<LeaseSighting>) {
     let Some(node) = node else {
-        return NodeHealth::NotReady;
+        return (NodeHealth::NotReady, None);
     };
     let ready = node
         .status
@@ -375,15 +385,12 @@ pub fn node_health(
         .and_then(|conditions| conditions.iter().find(|c| c.type_ == "Ready"));
     let by_condition = match ready.map(|c| c.status.as_str()) {
         Some("True") => NodeHealth::Ready,
-        Some(_) => return NodeHealth::NotReady,
+        Some(_) => return (NodeHealth::NotReady, None),
         None => NodeHealth::Unknown,
     };
     let Some(lease) = lease else {
-        return by_condition;
+        return (by_condition, None);
     };
-    if renew_time(Some(lease)) != since.renewed {
-        return by_condition;
-    }
     let duration = lease
         .spec
         .as_ref()
@@ -392,11 +399,25 @@ pub fn node_health(
         .map_or(DEFAULT_NODE_LEASE_DURATION, |secs| {
             jiff::SignedDuration::from_secs(i64::from(secs))
         });
-    let silent_at = since.read_at + duration;
-    if now >= silent_at {
-        NodeHealth::NotReady
+    let fresh = || {
+        let sighting = LeaseSighting::of(Some(lease), now);
+        let silent_at = now + duration;
+        (NodeHealth::Unconfirmed { silent_at }, Some(sighting))
+    };
+    let Some(sighting) = sighting else {
+        return fresh();
+    };
+    let silent_at = sighting.read_at + duration;
+    if renew_time(Some(lease)) == sighting.renewed {
+        if now >= silent_at {
+            (NodeHealth::NotReady, None)
+        } else {
+            (NodeHealth::Unconfirmed { silent_at }, None)
+        }
+    } else if now <= silent_at {
+        (by_condition, None)
     } else {
-        NodeHealth::Unconfirmed { silent_at }
+        fresh()
     }
 }
 
@@ -584,9 +605,8 @@ mod tests {
                 {"type": "Ready", "status": status},
             ]))
         };
-        let at: jiff::Timestamp = "2026-12-05T10:00:00Z".parse().unwrap();
-        let no_lease = LeaseSighting::of(None, at);
-        let health = |node: Option<&Node>| node_health(node, None, &no_lease, at);
+        let now = at("2026-12-05T10:00:00Z");
+        let health = |node: Option<&Node>| node_health(node, None, None, now).0;
         assert_eq!(health(Some(&ready("True"))), NodeHealth::Ready);
         assert_eq!(health(Some(&ready("False"))), NodeHealth::NotReady);
         // What the node lifecycle controller sets when the kubelet stops reporting.
@@ -598,99 +618,155 @@ mod tests {
         assert_eq!(health(Some(&no_status)), NodeHealth::Unknown);
     }
 
+    fn ready_node(status: &str) -> Node {
+        serde_json::from_value(json!({
+            "metadata": {"name": "n"},
+            "status": {"conditions": [{"type": "Ready", "status": status}]},
+        }))
+        .unwrap()
+    }
+
+    fn lease(renewed: &str, seconds: i32) -> Lease {
+        serde_json::from_value(json!({
+            "metadata": {"name": "n", "namespace": NODE_LEASE_NAMESPACE},
+            "spec": {"holderIdentity": "n", "leaseDurationSeconds": seconds, "renewTime": renewed},
+        }))
+        .unwrap()
+    }
+
+    fn at(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn a_kubelet_silent_since_the_store_went_offline_is_out_of_contact_before_the_node_says_so() {
-        let node: Node = serde_json::from_value(json!({
-            "metadata": {"name": "n"},
-            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
-        }))
-        .unwrap();
-        let lease = |renewed: &str| -> Lease {
-            serde_json::from_value(json!({
-                "metadata": {"name": "n", "namespace": NODE_LEASE_NAMESPACE},
-                "spec": {"holderIdentity": "n", "leaseDurationSeconds": 40, "renewTime": renewed},
-            }))
-            .unwrap()
-        };
-        let at = |s: &str| -> jiff::Timestamp { s.parse().unwrap() };
+        let node = ready_node("True");
         // Read just after the store went offline: the node's clock is an hour behind.
         let sighting = LeaseSighting::of(
-            Some(&lease("2026-12-05T08:59:55.000000Z")),
+            Some(&lease("2026-12-05T08:59:55.000000Z", 40)),
             at("2026-12-05T10:00:01Z"),
         );
         let health = |renewed: &str, now: &str| {
-            node_health(Some(&node), Some(&lease(renewed)), &sighting, at(now))
+            node_health(
+                Some(&node),
+                Some(&lease(renewed, 40)),
+                Some(&sighting),
+                at(now),
+            )
         };
         // Renewed since: in contact, whatever the clocks say.
         assert_eq!(
             health("2026-12-05T09:00:05.000000Z", "2026-12-05T10:00:30Z"),
-            NodeHealth::Ready
+            (NodeHealth::Ready, None)
         );
         // Not renewed since: still Ready (the node lifecycle controller has not noticed), but
         // unconfirmed for the Lease's duration after the sighting, out of contact from then on.
         assert_eq!(
             health("2026-12-05T08:59:55.000000Z", "2026-12-05T10:00:30Z"),
-            NodeHealth::Unconfirmed {
-                silent_at: at("2026-12-05T10:00:41Z")
-            }
+            (
+                NodeHealth::Unconfirmed {
+                    silent_at: at("2026-12-05T10:00:41Z")
+                },
+                None
+            )
         );
         assert_eq!(
-            health("2026-12-05T08:59:55.000000Z", "2026-12-05T10:00:41Z"),
-            NodeHealth::NotReady
+            health("2026-12-05T08:59:55.000000Z", "2026-12-05T10:05:00Z"),
+            (NodeHealth::NotReady, None)
         );
         // A node that reads not Ready is out of contact at once, renewed or not.
-        let not_ready: Node = serde_json::from_value(json!({
-            "metadata": {"name": "n"},
-            "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]},
-        }))
-        .unwrap();
         assert_eq!(
             node_health(
-                Some(&not_ready),
-                Some(&lease("2026-12-05T09:00:05.000000Z")),
-                &sighting,
+                Some(&ready_node("Unknown")),
+                Some(&lease("2026-12-05T09:00:05.000000Z", 40)),
+                Some(&sighting),
                 at("2026-12-05T10:00:30Z")
-            ),
+            )
+            .0,
             NodeHealth::NotReady
         );
         // No Lease now: the Ready condition alone decides. A Lease appearing is a renewal.
         assert_eq!(
-            node_health(Some(&node), None, &sighting, at("2026-12-05T10:05:00Z")),
+            node_health(
+                Some(&node),
+                None,
+                Some(&sighting),
+                at("2026-12-05T10:00:30Z")
+            )
+            .0,
             NodeHealth::Ready
         );
         let before_any_lease = LeaseSighting::of(None, at("2026-12-05T10:00:01Z"));
         assert_eq!(
             node_health(
                 Some(&node),
-                Some(&lease("2026-12-05T08:59:55.000000Z")),
-                &before_any_lease,
+                Some(&lease("2026-12-05T08:59:55.000000Z", 40)),
+                Some(&before_any_lease),
                 at("2026-12-05T10:00:02Z")
-            ),
+            )
+            .0,
             NodeHealth::Ready
         );
     }
 
     #[test]
+    fn without_a_sighting_or_with_an_old_one_the_next_renewal_is_waited_for() {
+        let node = ready_node("True");
+        let now = at("2026-12-05T10:10:00Z");
+        let current = lease("2026-12-05T10:09:55.000000Z", 40);
+        let taken_now = LeaseSighting::of(Some(&current), now);
+        let unconfirmed = (
+            NodeHealth::Unconfirmed {
+                silent_at: at("2026-12-05T10:10:40Z"),
+            },
+            Some(taken_now.clone()),
+        );
+        // A new leader has none: this read is the sighting.
+        assert_eq!(
+            node_health(Some(&node), Some(&current), None, now),
+            unconfirmed
+        );
+        // One taken minutes ago (the store was held meanwhile): the renewal seen since may be
+        // old, and the node silent since; it is taken again.
+        let old = LeaseSighting::of(
+            Some(&lease("2026-12-05T10:00:00.000000Z", 40)),
+            at("2026-12-05T10:00:01Z"),
+        );
+        assert_eq!(
+            node_health(Some(&node), Some(&current), Some(&old), now),
+            unconfirmed
+        );
+        // The next renewal, then, is contact.
+        assert_eq!(
+            node_health(
+                Some(&node),
+                Some(&lease("2026-12-05T10:10:05.000000Z", 40)),
+                Some(&taken_now),
+                at("2026-12-05T10:10:06Z")
+            ),
+            (NodeHealth::Ready, None)
+        );
+        // No Lease and no sighting: nothing to wait for.
+        assert_eq!(
+            node_health(Some(&node), None, None, now),
+            (NodeHealth::Ready, None)
+        );
+    }
+
+    #[test]
     fn a_lease_without_a_duration_holds_for_the_kubelets_default() {
-        let node: Node = serde_json::from_value(json!({
-            "metadata": {"name": "n"},
-            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
-        }))
-        .unwrap();
-        let lease: Lease = serde_json::from_value(json!({
-            "metadata": {"name": "n", "namespace": NODE_LEASE_NAMESPACE},
-            "spec": {"renewTime": "2026-12-05T10:00:00.000000Z", "leaseDurationSeconds": 0},
-        }))
-        .unwrap();
-        let read_at: jiff::Timestamp = "2026-12-05T10:00:00Z".parse().unwrap();
+        let node = ready_node("True");
+        let lease = lease("2026-12-05T10:00:00.000000Z", 0);
+        let read_at = at("2026-12-05T10:00:00Z");
         let sighting = LeaseSighting::of(Some(&lease), read_at);
         let health = |secs: i64| {
             node_health(
                 Some(&node),
                 Some(&lease),
-                &sighting,
+                Some(&sighting),
                 read_at + jiff::SignedDuration::from_secs(secs),
             )
+            .0
         };
         assert_eq!(
             health(39),

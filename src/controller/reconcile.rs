@@ -608,8 +608,8 @@ fn pod_facts(pod: &Pod) -> (PodFacts, bool, Option<String>) {
     (facts, ready, waiting)
 }
 
-/// How often a due restart looks again at a node whose kubelet has not been seen in contact
-/// since the store went offline (kubelets renew their Lease every 10 s by default).
+/// How often, at most, a due restart looks again at a node whose kubelet has not been seen in
+/// contact since the store went offline (kubelets renew their Lease every 10 s by default).
 const NODE_CONTACT_RECHECK: SignedDuration = SignedDuration::from_secs(2);
 
 /// Whether a store with this verdict may be restarted automatically later in its offline
@@ -629,7 +629,8 @@ fn takes_a_lease_sighting(verdict: &Verdict) -> bool {
 
 /// Per store, a read of its node's Lease taken during its current offline episode: what the
 /// read made when its restart is due is compared with, to tell whether the kubelet is in
-/// contact. Keyed like [`TermRestarts`]: a store recreated under its name starts afresh.
+/// contact ([`pods::node_health`]). Keyed like [`TermRestarts`]: a store recreated under its
+/// name starts afresh.
 #[derive(Default)]
 pub struct LeaseSightings {
     by_store: std::sync::Mutex<HashMap<ObjectRef<PureFlashStore>, NodeSighting>>,
@@ -638,34 +639,43 @@ pub struct LeaseSightings {
 struct NodeSighting {
     uid: Option<String>,
     node: String,
+    /// The episode it was taken in: when it began (the later of the store going offline and
+    /// its last restart), as the status says. Matched by value, never compared with this
+    /// replica's clock: the status may have been written by another replica's.
+    episode: Timestamp,
     sighting: LeaseSighting,
 }
 
 impl LeaseSightings {
-    /// The sighting of `node`'s Lease taken for `store` at or after `since`, if there is one.
-    pub fn since(
+    /// The sighting of `node`'s Lease taken for `store` in the episode that began at `episode`.
+    pub fn of_episode(
         &self,
         store: &PureFlashStore,
         node: &str,
-        since: Timestamp,
+        episode: Timestamp,
     ) -> Option<LeaseSighting> {
         let by_store = self.by_store.lock().expect("lease sightings");
         by_store
             .get(&ObjectRef::from_obj(store))
             .filter(|seen| {
-                seen.uid == store.metadata.uid
-                    && seen.node == node
-                    && seen.sighting.read_at >= since
+                seen.uid == store.metadata.uid && seen.node == node && seen.episode == episode
             })
             .map(|seen| seen.sighting.clone())
     }
 
-    pub fn record(&self, store: &PureFlashStore, node: &str, sighting: LeaseSighting) {
+    pub fn record(
+        &self,
+        store: &PureFlashStore,
+        node: &str,
+        episode: Timestamp,
+        sighting: LeaseSighting,
+    ) {
         self.by_store.lock().expect("lease sightings").insert(
             ObjectRef::from_obj(store),
             NodeSighting {
                 uid: store.metadata.uid.clone(),
                 node: node.to_owned(),
+                episode,
                 sighting,
             },
         );
@@ -972,16 +982,24 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             None,
         ),
         Err(error) => {
-            warn!(store = %name, %namespace, %error, "no pfs.conf for the store");
-            record(
-                ctx,
-                store,
-                EventType::Warning,
-                "ConfigInvalid",
-                "Render",
-                error.to_string(),
-            )
-            .await;
+            // Announced once per cause: the status keeps saying it (UpToDate).
+            let reported = status::config_invalid_message(&error.to_string());
+            let announced = previous
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "UpToDate" && c.message == reported);
+            if !announced {
+                warn!(store = %name, %namespace, %error, "no pfs.conf for the store");
+                record(
+                    ctx,
+                    store,
+                    EventType::Warning,
+                    "ConfigInvalid",
+                    "Render",
+                    error.to_string(),
+                )
+                .await;
+            }
             (None, Some(error.to_string()))
         }
     };
@@ -1262,15 +1280,14 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         let (node, lease) =
             futures::future::try_join(nodes.get_opt(node_name), leases.get_opt(node_name)).await?;
         let read_at = Timestamp::now();
-        let sighting = ctx
-            .lease_sightings
-            .since(store, node_name, since)
-            .unwrap_or_else(|| {
-                let first = LeaseSighting::of(lease.as_ref(), read_at);
-                ctx.lease_sightings.record(store, node_name, first.clone());
-                first
-            });
-        observation.node = pods::node_health(node.as_ref(), lease.as_ref(), &sighting, read_at);
+        let sighting = ctx.lease_sightings.of_episode(store, node_name, since);
+        let (health, new_sighting) =
+            pods::node_health(node.as_ref(), lease.as_ref(), sighting.as_ref(), read_at);
+        if let Some(new_sighting) = new_sighting {
+            ctx.lease_sightings
+                .record(store, node_name, since, new_sighting);
+        }
+        observation.node = health;
         decision = recovery::decide(&observation, &policy);
     }
     // A Pod this reconcile created is the restart's new Pod (a manual restart of a store that had
@@ -1318,19 +1335,25 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         let restart = Restart {
             at: now,
             manual_token,
+            finishing: decision.finishes,
         };
         // Record first, act second: a leader that dies in between has written that it restarted
         // and which Pod it kills, so its successor finishes that restart instead of making
-        // another. A restart being finished is recorded already.
-        if !decision.finishes {
-            let recorded = compute(Some(&restart), facts.as_ref());
+        // another. A restart being finished is recorded already, unless it also answers a
+        // manual request made meanwhile.
+        let recorded = compute(Some(&restart), facts.as_ref());
+        if !decision.finishes
+            || recorded.last_manual_restart != previous.last_manual_restart
+            || recorded.unfinished_restart != previous.unfinished_restart
+        {
             let result = ctx
                 .leading(apply_status(&stores, &name, &recorded))
                 .await??;
             ctx.written.wrote(store, &recorded, result);
-            if let Some(restarts) = restarts.as_mut() {
-                restarts.record(store, now);
-            }
+        }
+        // Other stores count the kill in flight from now.
+        if let Some(restarts) = restarts.as_mut() {
+            restarts.record(store, now);
         }
         drop(restarts);
         // What the force delete found: killed the pfs, found the Pod gone, or found it replaced.
@@ -1451,13 +1474,17 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // began, so that its restart, when due, can tell a kubelet in contact at once.
     if let (Some(node_name), Some(since)) = (&pod_node, contact_since)
         && takes_a_lease_sighting(&decision.verdict)
-        && ctx.lease_sightings.since(store, node_name, since).is_none()
+        && ctx
+            .lease_sightings
+            .of_episode(store, node_name, since)
+            .is_none()
     {
         let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), pods::NODE_LEASE_NAMESPACE);
         match leases.get_opt(node_name).await {
             Ok(lease) => ctx.lease_sightings.record(
                 store,
                 node_name,
+                since,
                 LeaseSighting::of(lease.as_ref(), Timestamp::now()),
             ),
             // The restart, when due, takes one then.
@@ -1503,13 +1530,14 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     let settles_in = rollout::settles_in(alive_now, facts.as_ref(), now, &roll_policy)
         .and_then(|left| Duration::try_from(left).ok());
     let requeue = match decision.verdict {
-        // Nodes are not watched: the kubelet's next renewal is seen at the next look.
+        // Nodes are not watched: the kubelet's next renewal is seen at the next look. A kubelet
+        // renews every quarter of its Lease's duration (`until` is at most one duration away),
+        // so looking that often sees a renewal well within the duration, as it must count.
         Verdict::Wait {
             until,
             reason: recovery::SkipReason::AwaitingNodeContact,
         } => Duration::try_from(
-            until
-                .duration_since(now)
+            (until.duration_since(now) / 4)
                 .clamp(SignedDuration::from_millis(100), NODE_CONTACT_RECHECK),
         )
         .unwrap_or(NODE_CONTACT_RECHECK.unsigned_abs()),

@@ -34,6 +34,8 @@ pub struct Restart {
     pub at: Timestamp,
     /// The manual-restart token honoured, for a manual restart.
     pub manual_token: Option<String>,
+    /// It finishes the restart recorded last ([`Decision::finishes`]): not counted again.
+    pub finishing: bool,
 }
 
 /// Everything the status is computed from.
@@ -233,6 +235,11 @@ fn frozen(verdict: &Verdict) -> Option<(&'static str, String)> {
     Some((reason.as_str(), message.to_owned()))
 }
 
+/// The UpToDate message of a store whose pfs.conf cannot be rendered.
+pub fn config_invalid_message(error: &str) -> String {
+    format!("no pfs.conf can be rendered: {error}")
+}
+
 /// The new status.
 pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
     let previous = facts.previous;
@@ -289,9 +296,11 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
     }
 
     if let Some(restart) = facts.restart {
-        status.restart_count = previous.restart_count + 1;
-        status.last_restart_time = Some(time(restart.at));
-        status.recent_restarts.push(time(restart.at));
+        if !restart.finishing {
+            status.restart_count = previous.restart_count + 1;
+            status.last_restart_time = Some(time(restart.at));
+            status.recent_restarts.push(time(restart.at));
+        }
         if let Some(token) = &restart.manual_token {
             status.last_manual_restart = Some(token.clone());
         }
@@ -503,7 +512,7 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
             "UpToDate",
             "False",
             "ConfigInvalid",
-            format!("no pfs.conf can be rendered: {error}"),
+            config_invalid_message(error),
             facts,
         ),
         Some(hold) => condition(
@@ -920,6 +929,43 @@ mod tests {
     }
 
     #[test]
+    fn finishing_a_restart_counts_nothing_again_but_honours_a_new_token() {
+        let mut case = Case::alive_at(t(1000));
+        case.store = Some(StoreView::test(7).dead());
+        case.previous.restart_count = 3;
+        case.previous.last_restart_time = Some(time(t(990)));
+        case.previous.recent_restarts = vec![time(t(990))];
+        case.previous.last_manual_restart = Some("t1".into());
+        case.decision = Decision {
+            verdict: Verdict::Restart(RestartReason::Manual),
+            offline_since: Some(t(900)),
+            attempts: 2,
+            finishes: true,
+            unfinished: Some(recovery::Unfinished {
+                pod_uid: "u".into(),
+                reason: RestartReason::Manual,
+            }),
+        };
+        case.restart = Some(Restart {
+            at: t(1000),
+            manual_token: Some("t2".into()),
+            finishing: true,
+        });
+        let status = case.status();
+        assert_eq!(status.restart_count, 3);
+        assert_eq!(status.last_restart_time, Some(time(t(990))));
+        assert_eq!(status.recent_restarts, vec![time(t(990))]);
+        assert_eq!(status.last_manual_restart.as_deref(), Some("t2"));
+        assert_eq!(
+            status.unfinished_restart,
+            Some(UnfinishedRestart {
+                pod_uid: "u".into(),
+                manual: true
+            })
+        );
+    }
+
+    #[test]
     fn a_restart_is_recorded_and_the_store_is_recovering() {
         let mut case = Case::alive_at(t(1000));
         case.store = Some(StoreView::test(7).dead());
@@ -934,6 +980,7 @@ mod tests {
         case.restart = Some(Restart {
             at: t(1000),
             manual_token: None,
+            finishing: false,
         });
         case.previous.recent_restarts = vec![time(t(-5000)), time(t(500))];
         let status = case.status();
