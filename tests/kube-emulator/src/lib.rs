@@ -68,16 +68,31 @@ impl Emulator {
     pub async fn start_on(address: SocketAddr) -> std::io::Result<Emulator> {
         let listener = TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
+        let state = state::State::new(HISTORY);
+        let clock = state.clock.clone();
         let shared = Arc::new(server::Shared {
-            state: Mutex::new(state::State::new(HISTORY)),
+            state: Mutex::new(state),
             faults: faults::Faults::default(),
             tokens: auth::Tokens::default(),
             audit: auth::AuditLog::default(),
             bookmark_interval: Duration::from_secs(2),
         });
         let handler_state = Arc::clone(&shared);
-        let app = axum::Router::new()
-            .fallback(move |request| server::handle(Arc::clone(&handler_state), request));
+        let app = axum::Router::new().fallback(move |request| {
+            let shared = Arc::clone(&handler_state);
+            let clock = clock.clone();
+            async move {
+                let mut response = server::handle(shared, request).await;
+                // Stamped by the server's own clock (hyper would stamp the machine's).
+                let date = httpdate::fmt_http_date(clock.now());
+                if let Ok(date) = axum::http::HeaderValue::from_str(&date) {
+                    response
+                        .headers_mut()
+                        .insert(axum::http::header::DATE, date);
+                }
+                response
+            }
+        });
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(transport::serve(listener, app, stopped));
         Ok(Emulator {
@@ -85,6 +100,17 @@ impl Emulator {
             shared,
             stop: Some(stop),
         })
+    }
+
+    /// Sets the server's clock `offset_ms` milliseconds ahead of the machine's (behind when
+    /// negative): the timestamps it sets from now on and the `Date` of its answers follow it.
+    pub fn set_clock_offset_ms(&self, offset_ms: i64) {
+        self.shared
+            .state
+            .lock()
+            .expect("state lock")
+            .clock
+            .set_offset_ms(offset_ms);
     }
 
     /// `http://127.0.0.1:<port>`

@@ -1,10 +1,37 @@
 //! Object metadata rules: names, generated names, timestamps, labels (apimachinery validation).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
 use crate::schema::Cause;
+
+/// The server's clock: the machine's, shifted by an offset a test may set to play a cluster
+/// whose clock differs from its clients' (its kubelets' too: see the node agent's). Shared by
+/// the timestamps the server sets and the `Date` header of its answers.
+#[derive(Clone, Debug, Default)]
+pub struct Clock {
+    offset_ms: Arc<AtomicI64>,
+}
+
+impl Clock {
+    pub fn now(&self) -> SystemTime {
+        let offset = self.offset_ms.load(Ordering::Relaxed);
+        let magnitude = Duration::from_millis(offset.unsigned_abs());
+        if offset >= 0 {
+            SystemTime::now() + magnitude
+        } else {
+            SystemTime::now() - magnitude
+        }
+    }
+
+    /// Server time − machine time, in milliseconds.
+    pub fn set_offset_ms(&self, offset_ms: i64) {
+        self.offset_ms.store(offset_ms, Ordering::Relaxed);
+    }
+}
 
 /// RFC 3339 with seconds, as the API server writes timestamps.
 pub fn timestamp(at: SystemTime) -> String {

@@ -382,7 +382,7 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Body>) -> Response {
             let state = shared.state.lock().expect("state lock");
             state.get(&rt, ns, name.as_deref().unwrap_or_default()).map(|object| {
                 if wants_table(&parts.headers) {
-                    return json_response(200, &render_table(&rt, &[object], &query, &state.current_rv().to_string()), &[]);
+                    return json_response(200, &render_table(&rt, &[object], &query, &state.current_rv().to_string(), state.clock.now()), &[]);
                 }
                 json_response(200, &object, &[])
             })
@@ -553,6 +553,7 @@ fn render_table(
     objects: &[Value],
     query: &Query,
     resource_version: &str,
+    now: SystemTime,
 ) -> Value {
     let include = match param(query, "includeObject") {
         Some("None") => IncludeObject::None,
@@ -566,7 +567,7 @@ fn render_table(
         objects,
         include,
         resource_version,
-        meta::unix_seconds(SystemTime::now()),
+        meta::unix_seconds(now),
     )
 }
 
@@ -599,7 +600,13 @@ fn list(
     let list = state.list(rt, &selection, limit, after.as_ref());
     if wants_table(headers) {
         let items = list["items"].as_array().cloned().unwrap_or_default();
-        let mut table = render_table(rt, &items, query, &state.current_rv().to_string());
+        let mut table = render_table(
+            rt,
+            &items,
+            query,
+            &state.current_rv().to_string(),
+            state.clock.now(),
+        );
         if let Some(token) = list.pointer("/metadata/continue") {
             table["metadata"]["continue"] = token.clone();
         }

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{Map, Value, json};
@@ -192,6 +192,8 @@ pub struct State {
     /// A watch must start at or after this resourceVersion; older ones get 410.
     oldest_watchable: u64,
     events: broadcast::Sender<Arc<Event>>,
+    /// What the server's clock says (creation, deletion and managed-field times).
+    pub clock: meta::Clock,
 }
 
 fn subject<'a>(rt: &'a ResourceType, name: &'a str) -> Subject<'a> {
@@ -264,6 +266,7 @@ impl State {
             history_limit,
             oldest_watchable: 1,
             events,
+            clock: meta::Clock::default(),
         };
         for namespace in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let rt = state
@@ -518,7 +521,7 @@ impl State {
                             .collect()
                     })
                     .unwrap_or_default();
-                let now = meta::timestamp(SystemTime::now());
+                let now = meta::timestamp(self.clock.now());
                 object["status"] = json!({
                     "acceptedNames": names,
                     "storedVersions": storage,
@@ -709,7 +712,7 @@ impl State {
         }
         self.prepare(rt, &mut body, None)?;
         let warnings = Self::check_custom(rt, &mut body, None, options.field_validation)?;
-        let now = SystemTime::now();
+        let now = self.clock.now();
         {
             let metadata = metadata_mut(&mut body);
             metadata.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
@@ -831,7 +834,7 @@ impl State {
             // Items of keyed lists are identified by their defaulted keys, as stored.
             let mut patch = patch;
             rt.list_keys.default_keys(&mut patch);
-            let time = meta::timestamp(SystemTime::now());
+            let time = meta::timestamp(self.clock.now());
             let api_version = rt.api_version();
             let writer = ssa::Writer {
                 manager: &options.field_manager,
@@ -981,7 +984,7 @@ impl State {
             metadata_mut(&mut new).insert("generation".into(), json!(generation + 1));
         }
         if applied.is_none() {
-            let time = meta::timestamp(SystemTime::now());
+            let time = meta::timestamp(self.clock.now());
             let api_version = rt.api_version();
             let writer = ssa::Writer {
                 manager: &options.field_manager,
@@ -1086,7 +1089,7 @@ impl State {
                 warnings: Vec::new(),
             });
         }
-        let now = SystemTime::now();
+        let now = self.clock.now();
         let is_pod = rt.kind == "Pod" && rt.group.is_empty();
         let bound = is_pod
             && existing

@@ -2313,3 +2313,53 @@ async fn one_port_serves_http_and_https_until_the_emulator_is_dropped() {
     assert!(plain.list(&ListParams::default()).await.is_err());
     assert!(maps.list(&ListParams::default()).await.is_err());
 }
+
+/// Every answer carries a `Date` header (RFC 9110 §6.6.1: an origin server with a clock sends
+/// one), and the timestamps the server sets come from the same clock; a test may set that clock
+/// apart from the machine's, to play a cluster whose clock differs from its clients'.
+#[tokio::test]
+async fn the_server_clock_stamps_answers_and_objects() {
+    fn date_of(response: &http::Response<kube::client::Body>) -> std::time::SystemTime {
+        let date = response
+            .headers()
+            .get(http::header::DATE)
+            .expect("a Date header")
+            .to_str()
+            .unwrap();
+        httpdate::parse_http_date(date).expect("an HTTP date")
+    }
+    fn seconds_apart(a: std::time::SystemTime, b: std::time::SystemTime) -> f64 {
+        match a.duration_since(b) {
+            Ok(d) => d.as_secs_f64(),
+            Err(e) => -e.duration().as_secs_f64(),
+        }
+    }
+    let bed = Bed::start().await;
+    let version = || {
+        http::Request::get("/version")
+            .body(kube::client::Body::empty())
+            .unwrap()
+    };
+    let answer = bed.client.send(version()).await.unwrap();
+    let skew = seconds_apart(date_of(&answer), std::time::SystemTime::now());
+    assert!(skew.abs() < 2.0, "in step with the machine: {skew}");
+
+    bed.emulator.set_clock_offset_ms(-90_000);
+    let answer = bed.client.send(version()).await.unwrap();
+    let skew = seconds_apart(date_of(&answer), std::time::SystemTime::now());
+    assert!((-92.0..=-88.0).contains(&skew), "90 s behind: {skew}");
+    let ns = bed.namespace("clock").await;
+    let maps: Api<ConfigMap> = Api::namespaced(bed.client.clone(), &ns);
+    let created = maps
+        .create(&PostParams::default(), &config_map("stamped", json!({})))
+        .await
+        .unwrap();
+    let created_at = created.creation_timestamp().expect("creationTimestamp").0;
+    let behind = jiff::Timestamp::now()
+        .duration_since(created_at)
+        .as_secs_f64();
+    assert!(
+        (88.0..=92.0).contains(&behind),
+        "created 90 s ago by the machine's clock: {behind}"
+    );
+}

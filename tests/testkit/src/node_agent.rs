@@ -75,6 +75,10 @@ pub struct NodeAgentConfig {
     /// How often the node's Lease in `kube-node-lease` is renewed. Like a kubelet's (every
     /// 10 s of a 40 s Lease), the Lease's duration is four times this, in whole seconds.
     pub lease_renew: Duration,
+    /// The node's clock − the machine's, in milliseconds: the times it writes (Lease renewals,
+    /// container start and finish) follow it. A kubelet's clock is in step with its cluster's,
+    /// so a test that sets the emulator's clock apart sets this to the same offset.
+    pub clock_offset_ms: i64,
 }
 
 impl NodeAgentConfig {
@@ -86,6 +90,17 @@ impl NodeAgentConfig {
             node_ip: "127.0.0.1".into(),
             restart_backoff: (Duration::from_millis(500), Duration::from_secs(5)),
             lease_renew: Duration::from_millis(500),
+            clock_offset_ms: 0,
+        }
+    }
+
+    /// What the node's clock says.
+    pub fn now(&self) -> SystemTime {
+        let magnitude = Duration::from_millis(self.clock_offset_ms.unsigned_abs());
+        if self.clock_offset_ms >= 0 {
+            SystemTime::now() + magnitude
+        } else {
+            SystemTime::now() - magnitude
         }
     }
 
@@ -180,7 +195,7 @@ async fn register_node(client: &Client, config: &NodeAgentConfig) -> kube::Resul
         Err(kube::Error::Api(e)) if e.code == 409 => {}
         Err(e) => return Err(e),
     }
-    let now = crate_time(SystemTime::now());
+    let now = crate_time(config.now());
     let status = json!({"status": {
         "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "kwok-style node agent is posting ready status", "lastHeartbeatTime": now, "lastTransitionTime": now}],
         "addresses": [{"type": "InternalIP", "address": config.node_ip}, {"type": "Hostname", "address": config.node_name}],
@@ -211,7 +226,7 @@ async fn renew_lease(
     let duration_seconds = (config.lease_renew * 4).as_secs_f64().ceil().max(1.0) as i32;
     loop {
         if *reachable.borrow() {
-            let now = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
+            let now = humantime::format_rfc3339_micros(config.now()).to_string();
             let lease = json!({
                 "apiVersion": "coordination.k8s.io/v1",
                 "kind": "Lease",
@@ -394,6 +409,7 @@ async fn run_pod(
         })
         .collect();
     let dir = config.work_dir.join(&uid);
+    let start_time = crate_time(config.now());
     let mut run = PodRun {
         client,
         config,
@@ -402,7 +418,7 @@ async fn run_pod(
         mounts: Vec::new(),
         containers,
         exits,
-        start_time: crate_time(SystemTime::now()),
+        start_time,
         processes,
         reachable,
     };
@@ -824,7 +840,7 @@ impl PodRun {
             Ok(mut child) => {
                 container.generation += 1;
                 container.pid = child.id();
-                container.started_at = Some(crate_time(SystemTime::now()));
+                container.started_at = Some(crate_time(self.config.now()));
                 container.waiting = None;
                 container.terminated = None;
                 let (exits, generation) = (self.exits.clone(), container.generation);
@@ -865,7 +881,7 @@ impl PodRun {
             "exitCode": code,
             "reason": if code == 0 { "Completed" } else { "Error" },
             "startedAt": container.started_at,
-            "finishedAt": crate_time(SystemTime::now()),
+            "finishedAt": crate_time(self.config.now()),
             "containerID": format!("emulator://{}-{}", container.spec.name, generation),
         });
         let restart = policy == "Always" || (policy == "OnFailure" && code != 0);
@@ -906,7 +922,7 @@ impl PodRun {
         if !*self.reachable.borrow() {
             return;
         }
-        let now = crate_time(SystemTime::now());
+        let now = crate_time(self.config.now());
         let statuses: Vec<Value> = self
             .containers
             .iter()
