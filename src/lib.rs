@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod backoff;
 pub mod cli;
+pub mod clock;
 pub mod controller;
 pub mod crd;
 pub mod dbsync;

@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -74,6 +75,8 @@ pub struct Metrics {
     pub db_rows_written: Counter,
     pub db_sync_errors: Counter,
     pub leader: Gauge,
+    /// Server time − this replica's time (see [`crate::clock`]).
+    pub api_clock_offset: Gauge<f64, AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -101,6 +104,7 @@ impl Metrics {
             db_rows_written: Counter::default(),
             db_sync_errors: Counter::default(),
             leader: Gauge::default(),
+            api_clock_offset: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -172,6 +176,11 @@ impl Metrics {
             "leader",
             "1 while this replica is the leader",
             metrics.leader.clone(),
+        );
+        registry.register(
+            "api_clock_offset_seconds",
+            "How far the API server's clock is ahead of this replica's (status times are kept in the server's)",
+            metrics.api_clock_offset.clone(),
         );
         Metrics {
             registry,

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cli::RunArgs;
+use crate::clock::ClusterClock;
 use crate::controller::{self, Settings, Term};
 use crate::crd::PureFlashStore;
 use crate::dbsync::{self, DbSyncConfig, DbSyncStatus};
@@ -82,6 +83,16 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         shutdown.clone(),
     ));
 
+    // Every replica keeps in step with the API server's clock, so that it is known before the
+    // replica first leads (see `crate::clock`).
+    let clock = ClusterClock::default();
+    tokio::spawn(crate::clock::follow(
+        client.clone(),
+        clock.clone(),
+        Arc::clone(&metrics),
+        shutdown.clone(),
+    ));
+
     let lease = LeaseConfig::new(
         &args.lease.lease_name,
         &lease_namespace,
@@ -126,6 +137,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             }
         }
         metrics.leader.set(1);
+        await_cluster_time(&clock, &shutdown).await;
         let term_stop = shutdown.child_token();
         let mut tasks = Vec::new();
         let db_status = db_url.as_ref().map(|url| {
@@ -156,6 +168,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             metrics: Arc::clone(&metrics),
             db: db_status,
             cache_synced: cache_synced_tx.clone(),
+            clock: clock.clone(),
         };
         tasks.push(tokio::spawn(controller::run(term, term_stop.clone())));
         loop {
@@ -191,6 +204,27 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     mirror.join().await;
     info!("operator stopped");
     Ok(())
+}
+
+/// Waits (boundedly) for the API server's time: a term's status times are written in it. The
+/// first answers come in well before a replica wins the Lease, so this wait is for a server
+/// that answers the Lease but not `/version` — then the term goes on in this replica's time.
+async fn await_cluster_time(clock: &ClusterClock, shutdown: &CancellationToken) {
+    const PATIENCE: Duration = Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while clock.offset().is_none() {
+        if tokio::time::Instant::now() >= deadline {
+            warn!(
+                waited = ?PATIENCE,
+                "the API server's time is not known yet: leading in this replica's own time"
+            );
+            return;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
 }
 
 /// Ends a leadership term: cancels `stop` and waits for the term's tasks, aborting those still

@@ -277,7 +277,8 @@ fn database_and_monitoring_values_render_their_objects() {
             "PureFlashRolloutStuck",
             "PureFlashDuplicateStoreId",
             "PureFlashOperatorZooKeeperDown",
-            "PureFlashOperatorNoLeader"
+            "PureFlashOperatorNoLeader",
+            "PureFlashOperatorClockSkew"
         ]
     );
 }

@@ -268,6 +268,84 @@ async fn a_hung_store_is_force_restarted_once_and_comes_back_online() {
     harness.finish().await;
 }
 
+/// What time the API server says it is, from the `Date` of an answer (whole seconds).
+async fn server_time(harness: &Harness) -> jiff::Timestamp {
+    let request = http::Request::get("/version")
+        .body(kube::client::Body::empty())
+        .unwrap();
+    let answer = harness.client.send(request).await.unwrap();
+    let date = answer.headers()[http::header::DATE].to_str().unwrap();
+    jiff::fmt::rfc2822::parse(date).unwrap().timestamp()
+}
+
+/// Status times are compared by whichever replica leads later, so they are kept in the API
+/// server's time, not in the clock of the replica that wrote them. Here the cluster's clock is
+/// two minutes behind the operator's machine: the times the operator writes still read as the
+/// cluster's, and the grace period holds in them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_times_are_the_api_servers_even_when_the_operators_clock_is_off() {
+    const BEHIND: jiff::SignedDuration = jiff::SignedDuration::from_secs(120);
+    const GRACE: u32 = 6;
+    let mut harness =
+        Harness::start_with_cluster_clock("clock", -(BEHIND.as_millis() as i64)).await;
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    let (stores, _pods, _first_pod) = store_1_online(&harness, GRACE).await;
+    // Within a second either way of the server's time (its Date has whole seconds).
+    let near = |written: jiff::Timestamp, low: jiff::Timestamp, high: jiff::Timestamp| {
+        let slack = jiff::SignedDuration::from_secs(2);
+        written >= low - slack && written <= high + slack
+    };
+
+    let hung_at = server_time(&harness).await;
+    harness.signal_pod("store-1-pfs", libc::SIGSTOP);
+    let offline = wait_phase(&harness, &stores, "store-1", Phase::Offline).await;
+    let seen_at = server_time(&harness).await;
+    let offline_since = offline
+        .status
+        .unwrap()
+        .offline_since
+        .expect("offlineSince")
+        .0;
+    assert!(
+        near(offline_since, hung_at, seen_at),
+        "offlineSince {offline_since} is not in the server's time ({hung_at} … {seen_at})"
+    );
+
+    let restarted = wait_for("store-1 restarted", async || {
+        let store = stores.get_opt("store-1").await.ok().flatten()?;
+        let status = store.status?;
+        (status.restart_count == 1).then_some(status)
+    })
+    .await;
+    let restarted_at = restarted.last_restart_time.expect("lastRestartTime").0;
+    assert!(
+        near(restarted_at, offline_since, server_time(&harness).await),
+        "lastRestartTime {restarted_at} is not in the server's time"
+    );
+    assert!(
+        restarted_at.duration_since(offline_since) >= jiff::SignedDuration::from_secs(GRACE.into()),
+        "restarted at {restarted_at}, before the grace of {GRACE} s from {offline_since} was over"
+    );
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+
+    let metrics = harness.admin_get(0, "/metrics").expect("metrics").1;
+    let offset: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("pureflash_api_clock_offset_seconds "))
+        .expect("the offset metric")
+        .trim()
+        .parse()
+        .unwrap();
+    if harness.is_emulated() {
+        assert!(
+            (offset + BEHIND.as_secs_f64()).abs() < 1.5,
+            "offset {offset}"
+        );
+    }
+    harness.finish().await;
+}
+
 /// A node cut off from the API server shows its Pods as they were, and a force delete would
 /// remove only the API object. A store hung there is left alone, with a Warning Event, as soon
 /// as its restart is due: the kubelet has not renewed its node Lease since the store went

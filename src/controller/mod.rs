@@ -24,6 +24,7 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::clock::ClusterClock;
 use crate::crd::PureFlashStore;
 use crate::dbsync::DbSyncStatus;
 use crate::metrics::Metrics;
@@ -43,6 +44,8 @@ pub struct Term {
     pub db: Option<watch::Receiver<DbSyncStatus>>,
     /// Set once the PureFlashStore cache has its first full list (for `/readyz`).
     pub cache_synced: watch::Sender<bool>,
+    /// The API server's time, in which status times are written and compared.
+    pub clock: ClusterClock,
 }
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -91,6 +94,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         metrics,
         db,
         cache_synced,
+        clock,
     } = term;
     let owned =
         watcher::Config::default().labels("app.kubernetes.io/managed-by=pureflash-operator");
@@ -217,6 +221,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         waiting,
         failures: std::sync::Mutex::default(),
         term: stop.clone(),
+        clock,
     });
     // What is kept per store goes within a minute of the store's deletion: its metrics and this
     // term's memory of it. When the term ends, all per-store metrics go (a standby must not

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
+use crate::clock::ClusterClock;
 use crate::controller::cache_loaded;
 use crate::controller::pods::{self, Environment, LeaseSighting};
 use crate::controller::status::{self, DbState, Facts, Restart};
@@ -105,6 +106,9 @@ pub struct Context {
     /// Cancelled when this replica's leadership term ends. Reconciles still running then may
     /// finish reading but must not write: another replica may lead already.
     pub term: CancellationToken,
+    /// "Now" for everything written to or compared with status: the API server's time, shared
+    /// by every replica (see [`crate::clock`]).
+    pub clock: ClusterClock,
 }
 
 impl Context {
@@ -507,7 +511,7 @@ async fn stand_aside(
         previous,
         store.spec.store_id,
         &holder,
-        Timestamp::now(),
+        ctx.clock.now(),
         store.metadata.generation,
     );
     if status != *previous {
@@ -1048,7 +1052,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     };
     let roll = match (outdated, rolls.as_mut()) {
         (Some(existing), Some(rolls)) => {
-            let now = Timestamp::now();
+            let now = ctx.clock.now();
             let roll_policy = roll_policy(&ctx.settings);
             rolls.retain(|_, (at, _)| now.duration_since(*at) < roll_policy.settle);
             let replaced_already = rolls
@@ -1120,7 +1124,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 if let Some(mut rolls) = rolls.take() {
                     rolls.insert(
                         ObjectRef::from_obj(store),
-                        (Timestamp::now(), existing.uid()),
+                        (ctx.clock.now(), existing.uid()),
                     );
                 }
                 ctx.metrics
@@ -1199,7 +1203,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // cluster-wide counts are taken now. This store's own facts (and so whether its Pod was
     // read from the API) came from the view at the start; if they changed meanwhile, the
     // decision is taken again on fresh reads (the change has queued this store anyway).
-    let now = Timestamp::now();
+    let now = ctx.clock.now();
     let current = ctx.snapshots.borrow().clone();
     if current.health.is_trusted() != trusted
         || alive(&current, store.spec.store_id) != alive(&snapshot, store.spec.store_id)
@@ -1279,7 +1283,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), pods::NODE_LEASE_NAMESPACE);
         let (node, lease) =
             futures::future::try_join(nodes.get_opt(node_name), leases.get_opt(node_name)).await?;
-        let read_at = Timestamp::now();
+        let read_at = ctx.clock.now();
         let sighting = ctx.lease_sightings.of_episode(store, node_name, since);
         let (health, new_sighting) =
             pods::node_health(node.as_ref(), lease.as_ref(), sighting.as_ref(), read_at);
@@ -1485,7 +1489,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 store,
                 node_name,
                 since,
-                LeaseSighting::of(lease.as_ref(), Timestamp::now()),
+                LeaseSighting::of(lease.as_ref(), ctx.clock.now()),
             ),
             // The restart, when due, takes one then.
             Err(error) => debug!(store = %name, node = %node_name, %error, "node lease not read"),

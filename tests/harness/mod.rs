@@ -153,6 +153,13 @@ impl Harness {
     /// Starts everything for one test: the API (emulated unless `PUREFLASH_E2E_KUBECONFIG`),
     /// ZooKeeper, a fresh namespace.
     pub async fn start(test: &str) -> Harness {
+        Self::start_with_cluster_clock(test, 0).await
+    }
+
+    /// Like [`Harness::start`], with the emulated cluster's clock (the API server's and the
+    /// node's) `offset_ms` milliseconds ahead of this machine's, where the operator runs. A real
+    /// cluster keeps its own clock: there the offset is whatever it is, and tests hold anyway.
+    pub async fn start_with_cluster_clock(test: &str, offset_ms: i64) -> Harness {
         testkit::init_test_logging();
         let namespace = unique(test);
         let pf_cluster = unique(test);
@@ -184,6 +191,7 @@ impl Harness {
                 }
                 Err(_) => {
                     let emulator = Emulator::start().await.expect("emulator starts");
+                    emulator.set_clock_offset_ms(offset_ms);
                     let file = tempfile::NamedTempFile::new().expect("temp file");
                     emulator.write_kubeconfig(file.path()).expect("kubeconfig");
                     let config = Config::from_custom_kubeconfig(
@@ -199,9 +207,10 @@ impl Harness {
                         .expect("work dir");
                     let node = "node-1".to_owned();
                     let sim = pfs_sim_binary();
-                    let agent_config = NodeAgentConfig::new(&node, work.path())
+                    let mut agent_config = NodeAgentConfig::new(&node, work.path())
                         .run_image("pureflash/pfs-sim", &[sim.to_str().expect("utf-8 path")])
                         .run_image("pureflash/pureflash", &[sim.to_str().expect("utf-8 path")]);
+                    agent_config.clock_offset_ms = offset_ms;
                     let agent = NodeAgent::start(client.clone(), agent_config)
                         .await
                         .expect("node agent starts");
