@@ -8,6 +8,7 @@ use pureflash_operator::zk::{Field, Mirror, SessionStatus, StoreId, ViewEvent};
 use support::{PATIENCE, delete_tree, mirror_config, spec, unique_cluster};
 use testkit::eventually;
 use testkit::pfs::{PfsSim, PfsSpec};
+use testkit::proxy::{Proxy, ProxyMode};
 use testkit::zookeeper::ZooKeeper;
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
@@ -370,6 +371,57 @@ async fn changes_keep_arriving_after_a_reconnect_within_the_session() {
     })
     .await;
     let _second = PfsSim::start(long_session(2)).await.unwrap();
+    until(&mirror, "store 2 appearing, told by the watch", |v| {
+        v.get(id(2)).is_some_and(|s| s.alive)
+    })
+    .await;
+    shutdown.cancel();
+    mirror.join().await;
+}
+
+/// A flaky link to ZooKeeper: each reconnection drops again right after its handshake, while
+/// the watch is being armed anew on it. The session lives on through that (it is the
+/// connection, not the session, that failed), and once the link holds the watch is armed and
+/// changes arrive again.
+#[tokio::test]
+async fn a_connection_lost_again_while_the_watch_is_rearmed_keeps_the_session() {
+    testkit::init_test_logging();
+    let zk = ZooKeeper::shared();
+    let cluster = unique_cluster("mirror-flaky-link");
+    let mut store = PfsSim::start(spec(&zk.connect_string(), &cluster, 1))
+        .await
+        .unwrap();
+    let link = Proxy::start(&zk.connect_string()).await;
+    let shutdown = CancellationToken::new();
+    let mut config = mirror_config(&link.address(), &cluster, Duration::from_secs(3600));
+    config.session_timeout = Duration::from_secs(30);
+    let mirror = Mirror::spawn(config, shutdown.clone());
+    trusted(&mirror).await;
+    let session = mirror.snapshot().health.sessions;
+
+    link.set_mode(ProxyMode::Flaky { answers: 2 });
+    assert!(
+        eventually(PATIENCE, async || !mirror.snapshot().health.is_trusted()).await,
+        "the view must not be trusted while the link drops"
+    );
+    // Several reconnections come and go.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    link.set_mode(ProxyMode::Forward);
+    trusted(&mirror).await;
+    assert_eq!(
+        mirror.snapshot().health.sessions,
+        session,
+        "a dropped connection is no reason for a new session"
+    );
+
+    store.crash().await;
+    until(&mirror, "store 1 offline, told by the watch", |v| {
+        v.get(id(1)).is_some_and(|s| !s.alive)
+    })
+    .await;
+    let _second = PfsSim::start(spec(&zk.connect_string(), &cluster, 2))
+        .await
+        .unwrap();
     until(&mirror, "store 2 appearing, told by the watch", |v| {
         v.get(id(2)).is_some_and(|s| s.alive)
     })

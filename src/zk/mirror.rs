@@ -435,7 +435,7 @@ async fn serve_session(
     let stores = config.layout.stores();
     let mut watcher = match arm_watch(client, stores, shutdown).await {
         Ok(watcher) => watcher,
-        Err(end) => return end,
+        Err(failure) => return failure.ends_session(stores),
     };
     publisher.set_session(SessionStatus::Connected);
     let mut connected = true;
@@ -502,12 +502,22 @@ async fn serve_session(
                         // SetWatches2), and the server forgot them with the old connection:
                         // the watch is armed anew, before the reload. The old watcher goes
                         // once the new one is registered, so no RemoveWatches is sent.
-                        watcher = match arm_watch(client, stores, shutdown).await {
-                            Ok(watcher) => watcher,
-                            Err(end) => return end,
-                        };
-                        connected = true;
-                        reload_at = Instant::now();
+                        match arm_watch(client, stores, shutdown).await {
+                            Ok(armed) => {
+                                watcher = armed;
+                                connected = true;
+                                reload_at = Instant::now();
+                            }
+                            // Lost again before the server answered: the old watcher tells of
+                            // the next reconnection (session events reach every watcher), and
+                            // the watch is armed then. The session itself is still good.
+                            Err(ArmFailure::ConnectionLost) => {
+                                info!("ZooKeeper connection lost again while re-arming the watch");
+                                publisher.set_session(SessionStatus::Disconnected);
+                                connected = false;
+                            }
+                            Err(failure) => return failure.ends_session(stores),
+                        }
                     }
                     BatchOutcome::Terminated(SessionState::Expired) => return SessionEnd::Expired,
                     BatchOutcome::Terminated(state) => {
@@ -522,22 +532,45 @@ async fn serve_session(
     }
 }
 
-/// Arms the persistent recursive watch on `stores/`; a shutdown meanwhile ends the session (the
-/// request waits for a lost connection to come back).
-async fn arm_watch(
-    client: &zk::Client,
-    stores: &str,
-    shutdown: &CancellationToken,
-) -> Result<zk::PersistentWatcher, SessionEnd> {
-    let armed = tokio::select! {
-        _ = shutdown.cancelled() => return Err(SessionEnd::Shutdown),
-        armed = client.watch(stores, AddWatchMode::PersistentRecursive) => armed,
-    };
-    armed.map_err(|source| {
+/// Why the watch could not be armed.
+enum ArmFailure {
+    Shutdown,
+    /// The connection dropped before the server answered; the session may well live on.
+    ConnectionLost,
+    Expired,
+    Failed(zk::Error),
+}
+
+impl ArmFailure {
+    /// How the session ends when there is no watch to go on with.
+    fn ends_session(self, stores: &str) -> SessionEnd {
+        let source = match self {
+            ArmFailure::Shutdown => return SessionEnd::Shutdown,
+            ArmFailure::Expired => return SessionEnd::Expired,
+            ArmFailure::ConnectionLost => zk::Error::ConnectionLoss,
+            ArmFailure::Failed(source) => source,
+        };
         SessionEnd::Failed(MirrorError::Watch {
             path: stores.to_owned(),
             source,
         })
+    }
+}
+
+/// Arms the persistent recursive watch on `stores/`.
+async fn arm_watch(
+    client: &zk::Client,
+    stores: &str,
+    shutdown: &CancellationToken,
+) -> Result<zk::PersistentWatcher, ArmFailure> {
+    let armed = tokio::select! {
+        _ = shutdown.cancelled() => return Err(ArmFailure::Shutdown),
+        armed = client.watch(stores, AddWatchMode::PersistentRecursive) => armed,
+    };
+    armed.map_err(|error| match error {
+        zk::Error::ConnectionLoss => ArmFailure::ConnectionLost,
+        zk::Error::SessionExpired => ArmFailure::Expired,
+        error => ArmFailure::Failed(error),
     })
 }
 

@@ -20,6 +20,13 @@ pub enum ProxyMode {
     Stall,
     /// Close every connection and refuse new ones (closed right after accept).
     Sever,
+    /// A flaky link: each connection carries the server's first `answers` answers (strictly,
+    /// reads from the server: a ZooKeeper client waits for each answer before its next step
+    /// while it connects); the client's next request is swallowed and the connection closed.
+    /// Connections past as many answers already are closed at once. With 2, a ZooKeeper client
+    /// gets its session's connect answer and first ping answer, declares itself reconnected,
+    /// and loses the connection with its first request.
+    Flaky { answers: u32 },
 }
 
 /// A running proxy from a local port to `target`.
@@ -100,12 +107,15 @@ async fn pump(mut client: TcpStream, target: String, mut modes: watch::Receiver<
     let (mut server_read, mut server_write) = server.split();
     let mut up = vec![0u8; 64 * 1024];
     let mut down = vec![0u8; 64 * 1024];
+    let mut answered = 0;
     loop {
         let mode = *modes.borrow_and_update();
-        if mode == ProxyMode::Sever {
-            return;
+        match mode {
+            ProxyMode::Sever => return,
+            ProxyMode::Flaky { answers } if answered > answers => return,
+            _ => {}
         }
-        let forwarding = mode == ProxyMode::Forward;
+        let forwarding = matches!(mode, ProxyMode::Forward | ProxyMode::Flaky { .. });
         tokio::select! {
             changed = modes.changed() => {
                 if changed.is_err() {
@@ -114,11 +124,17 @@ async fn pump(mut client: TcpStream, target: String, mut modes: watch::Receiver<
             }
             read = client_read.read(&mut up), if forwarding => match read {
                 Ok(0) | Err(_) => return,
+                Ok(_) if matches!(mode, ProxyMode::Flaky { answers } if answered >= answers) => return,
                 Ok(n) => if server_write.write_all(&up[..n]).await.is_err() { return },
             },
             read = server_read.read(&mut down), if forwarding => match read {
                 Ok(0) | Err(_) => return,
-                Ok(n) => if client_write.write_all(&down[..n]).await.is_err() { return },
+                Ok(n) => {
+                    if client_write.write_all(&down[..n]).await.is_err() {
+                        return;
+                    }
+                    answered += 1;
+                }
             },
         }
     }
