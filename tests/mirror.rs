@@ -13,6 +13,9 @@ use testkit::zookeeper::ZooKeeper;
 use tokio_util::sync::CancellationToken;
 use zookeeper_client as zk;
 
+/// ZooKeeper's op code of `AddWatch` (3.6+).
+const ADD_WATCH: i32 = 106;
+
 fn id(n: u32) -> StoreId {
     StoreId::new(n).unwrap()
 }
@@ -379,8 +382,8 @@ async fn changes_keep_arriving_after_a_reconnect_within_the_session() {
     mirror.join().await;
 }
 
-/// A flaky link to ZooKeeper: each reconnection drops again right after its handshake, while
-/// the watch is being armed anew on it. The session lives on through that (it is the
+/// A flaky link to ZooKeeper: each reconnection drops again while the watch is being armed
+/// anew on it (the AddWatch request is in flight). The session lives on through that (it is the
 /// connection, not the session, that failed), and once the link holds the watch is armed and
 /// changes arrive again.
 #[tokio::test]
@@ -392,20 +395,39 @@ async fn a_connection_lost_again_while_the_watch_is_rearmed_keeps_the_session() 
         .await
         .unwrap();
     let link = Proxy::start(&zk.connect_string()).await;
+    // From the start: the session's first watch cannot be armed either.
+    link.set_mode(ProxyMode::CloseOnZkRequest { op_code: ADD_WATCH });
     let shutdown = CancellationToken::new();
     let mut config = mirror_config(&link.address(), &cluster, Duration::from_secs(3600));
     config.session_timeout = Duration::from_secs(30);
     let mirror = Mirror::spawn(config, shutdown.clone());
+    assert!(
+        eventually(PATIENCE, async || link.closed_on_request() >= 3).await,
+        "the first watch was never armed on the flaky link"
+    );
+    assert!(!mirror.snapshot().health.is_trusted());
+    link.set_mode(ProxyMode::Forward);
     trusted(&mirror).await;
     let session = mirror.snapshot().health.sessions;
+    assert_eq!(
+        session, 1,
+        "the first watch is armed within the first session"
+    );
+    let closed_before = link.closed_on_request();
 
-    link.set_mode(ProxyMode::Flaky { answers: 2 });
+    // Drop the connection, then let reconnections through but not the watch's AddWatch.
+    link.set_mode(ProxyMode::Sever);
     assert!(
         eventually(PATIENCE, async || !mirror.snapshot().health.is_trusted()).await,
-        "the view must not be trusted while the link drops"
+        "the view must not be trusted while the link is down"
     );
-    // Several reconnections come and go.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    link.set_mode(ProxyMode::CloseOnZkRequest { op_code: ADD_WATCH });
+    assert!(
+        eventually(PATIENCE, async || link.closed_on_request()
+            >= closed_before + 3)
+        .await,
+        "the watch was never re-armed on the flaky link"
+    );
     link.set_mode(ProxyMode::Forward);
     trusted(&mirror).await;
     assert_eq!(

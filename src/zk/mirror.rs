@@ -433,9 +433,9 @@ async fn serve_session(
     backoff: &mut Backoff,
 ) -> SessionEnd {
     let stores = config.layout.stores();
-    let mut watcher = match arm_watch(client, stores, shutdown).await {
+    let mut watcher = match arm_first_watch(client, stores, shutdown).await {
         Ok(watcher) => watcher,
-        Err(failure) => return failure.ends_session(stores),
+        Err(end) => return end,
     };
     publisher.set_session(SessionStatus::Connected);
     let mut connected = true;
@@ -567,11 +567,58 @@ async fn arm_watch(
         _ = shutdown.cancelled() => return Err(ArmFailure::Shutdown),
         armed = client.watch(stores, AddWatchMode::PersistentRecursive) => armed,
     };
-    armed.map_err(|error| match error {
-        zk::Error::ConnectionLoss => ArmFailure::ConnectionLost,
-        zk::Error::SessionExpired => ArmFailure::Expired,
-        error => ArmFailure::Failed(error),
+    armed.map_err(|error| {
+        // Told by the session, not the error: a connection reset or a response timeout fail
+        // the request with a custom error, not `ConnectionLoss`, yet leave the session to
+        // reconnect like a clean close does.
+        let transport = matches!(
+            error,
+            zk::Error::ConnectionLoss | zk::Error::Custom(_) | zk::Error::Timeout
+        );
+        match client.state() {
+            SessionState::Expired => ArmFailure::Expired,
+            state if state.is_terminated() => ArmFailure::Failed(error),
+            // Reconnected already, or reconnecting.
+            state if transport || !is_connected(state) => ArmFailure::ConnectionLost,
+            // The server refused it: a new session will not change its mind soon.
+            _ => ArmFailure::Failed(error),
+        }
     })
+}
+
+/// Arms the watch of a session that has none yet: a connection lost meanwhile is waited out
+/// (the session reconnects by itself) and the watch armed on the next connection.
+async fn arm_first_watch(
+    client: &zk::Client,
+    stores: &str,
+    shutdown: &CancellationToken,
+) -> Result<zk::PersistentWatcher, SessionEnd> {
+    loop {
+        match arm_watch(client, stores, shutdown).await {
+            Ok(watcher) => return Ok(watcher),
+            Err(ArmFailure::ConnectionLost) => {
+                info!("ZooKeeper connection lost while arming the watch; waiting to reconnect");
+                let mut states = client.state_watcher();
+                loop {
+                    match states.state() {
+                        state if is_connected(state) => break,
+                        SessionState::Expired => return Err(SessionEnd::Expired),
+                        state if state.is_terminated() => {
+                            return Err(
+                                ArmFailure::Failed(zk::Error::ClientClosed).ends_session(stores)
+                            );
+                        }
+                        _ => {}
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Err(SessionEnd::Shutdown),
+                        _ = states.changed() => {}
+                    }
+                }
+            }
+            Err(failure) => return Err(failure.ends_session(stores)),
+        }
+    }
 }
 
 fn is_connected(state: SessionState) -> bool {

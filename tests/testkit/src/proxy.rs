@@ -5,6 +5,8 @@
 //! that hangs (SIGSTOP, GC-like pause, network blip), without stopping the test process.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,13 +22,11 @@ pub enum ProxyMode {
     Stall,
     /// Close every connection and refuse new ones (closed right after accept).
     Sever,
-    /// A flaky link: each connection carries the server's first `answers` answers (strictly,
-    /// reads from the server: a ZooKeeper client waits for each answer before its next step
-    /// while it connects); the client's next request is swallowed and the connection closed.
-    /// Connections past as many answers already are closed at once. With 2, a ZooKeeper client
-    /// gets its session's connect answer and first ping answer, declares itself reconnected,
-    /// and loses the connection with its first request.
-    Flaky { answers: u32 },
+    /// Forward ZooKeeper traffic, but close the connection instead of passing on a request
+    /// with this op code (`AddWatch` is 106): the request is in flight when the connection
+    /// goes. Only connections made in this mode are looked into (their requests are framed
+    /// from the first byte); those made before are closed when it is set.
+    CloseOnZkRequest { op_code: i32 },
 }
 
 /// A running proxy from a local port to `target`.
@@ -34,6 +34,7 @@ pub struct Proxy {
     local: SocketAddr,
     mode: watch::Sender<ProxyMode>,
     task: JoinHandle<()>,
+    closed_on_request: Arc<AtomicUsize>,
 }
 
 impl Proxy {
@@ -44,6 +45,8 @@ impl Proxy {
         let (mode, _) = watch::channel(ProxyMode::Forward);
         let target = target.to_owned();
         let modes = mode.clone();
+        let closed_on_request = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::clone(&closed_on_request);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -54,10 +57,15 @@ impl Proxy {
                     drop(client);
                     continue;
                 }
-                tokio::spawn(pump(client, target.clone(), modes));
+                tokio::spawn(pump(client, target.clone(), modes, Arc::clone(&closed)));
             }
         });
-        Proxy { local, mode, task }
+        Proxy {
+            local,
+            mode,
+            task,
+            closed_on_request,
+        }
     }
 
     /// The address clients connect to.
@@ -72,6 +80,11 @@ impl Proxy {
     pub fn mode(&self) -> ProxyMode {
         *self.mode.borrow()
     }
+
+    /// Connections closed so far by [`ProxyMode::CloseOnZkRequest`] on its request.
+    pub fn closed_on_request(&self) -> usize {
+        self.closed_on_request.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for Proxy {
@@ -82,7 +95,12 @@ impl Drop for Proxy {
 }
 
 /// Moves bytes between `client` and a new connection to `target` while the mode allows.
-async fn pump(mut client: TcpStream, target: String, mut modes: watch::Receiver<ProxyMode>) {
+async fn pump(
+    mut client: TcpStream,
+    target: String,
+    mut modes: watch::Receiver<ProxyMode>,
+    closed_on_request: Arc<AtomicUsize>,
+) {
     // A stalled proxy does not even connect upstream until traffic may flow.
     while *modes.borrow_and_update() == ProxyMode::Stall {
         if modes.changed().await.is_err() {
@@ -107,15 +125,27 @@ async fn pump(mut client: TcpStream, target: String, mut modes: watch::Receiver<
     let (mut server_read, mut server_write) = server.split();
     let mut up = vec![0u8; 64 * 1024];
     let mut down = vec![0u8; 64 * 1024];
-    let mut answered = 0;
+    let framing = match *modes.borrow() {
+        ProxyMode::CloseOnZkRequest { op_code } => Some(op_code),
+        _ => None,
+    };
+    let mut requests = ZkRequests::default();
     loop {
         let mode = *modes.borrow_and_update();
-        match mode {
-            ProxyMode::Sever => return,
-            ProxyMode::Flaky { answers } if answered > answers => return,
+        match (mode, framing) {
+            (ProxyMode::Sever, _) => return,
+            // Frames of a connection made before cannot be told apart any more.
+            (ProxyMode::CloseOnZkRequest { .. }, None) => return,
             _ => {}
         }
-        let forwarding = matches!(mode, ProxyMode::Forward | ProxyMode::Flaky { .. });
+        let forwarding = matches!(
+            mode,
+            ProxyMode::Forward | ProxyMode::CloseOnZkRequest { .. }
+        );
+        let closing_on = match mode {
+            ProxyMode::CloseOnZkRequest { op_code } => Some(op_code),
+            _ => None,
+        };
         tokio::select! {
             changed = modes.changed() => {
                 if changed.is_err() {
@@ -124,18 +154,90 @@ async fn pump(mut client: TcpStream, target: String, mut modes: watch::Receiver<
             }
             read = client_read.read(&mut up), if forwarding => match read {
                 Ok(0) | Err(_) => return,
-                Ok(_) if matches!(mode, ProxyMode::Flaky { answers } if answered >= answers) => return,
-                Ok(n) => if server_write.write_all(&up[..n]).await.is_err() { return },
+                Ok(n) => {
+                    if framing.is_some() && requests.feed(&up[..n], closing_on) {
+                        closed_on_request.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    }
+                    if server_write.write_all(&up[..n]).await.is_err() {
+                        return;
+                    }
+                }
             },
             read = server_read.read(&mut down), if forwarding => match read {
                 Ok(0) | Err(_) => return,
-                Ok(n) => {
-                    if client_write.write_all(&down[..n]).await.is_err() {
-                        return;
-                    }
-                    answered += 1;
-                }
+                Ok(n) => if client_write.write_all(&down[..n]).await.is_err() { return },
             },
         }
+    }
+}
+
+/// Splits a ZooKeeper client's byte stream into requests (4-byte big-endian length, then the
+/// body; after the connect request, every body starts with its xid and op code).
+#[derive(Default)]
+struct ZkRequests {
+    buffer: Vec<u8>,
+    connected: bool,
+}
+
+impl ZkRequests {
+    /// Takes in bytes read from the client; true when they complete a request with op code
+    /// `close_on` (the connection is to be closed; nothing read here is passed on then, which
+    /// is all the same to a request that cannot be answered anyway).
+    fn feed(&mut self, bytes: &[u8], close_on: Option<i32>) -> bool {
+        self.buffer.extend_from_slice(bytes);
+        loop {
+            let Some(length) = self.buffer.get(..4) else {
+                return false;
+            };
+            let length = u32::from_be_bytes(length.try_into().expect("4 bytes")) as usize;
+            if self.buffer.len() < 4 + length {
+                return false;
+            }
+            let body: Vec<u8> = self.buffer.drain(..4 + length).skip(4).collect();
+            if !std::mem::replace(&mut self.connected, true) {
+                continue;
+            }
+            let op_code = body
+                .get(4..8)
+                .map(|b| i32::from_be_bytes(b.try_into().expect("4 bytes")));
+            if op_code.is_some() && op_code == close_on {
+                return true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ZkRequests;
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut framed = (body.len() as u32).to_be_bytes().to_vec();
+        framed.extend_from_slice(body);
+        framed
+    }
+
+    fn request(xid: i32, op_code: i32) -> Vec<u8> {
+        let mut body = xid.to_be_bytes().to_vec();
+        body.extend_from_slice(&op_code.to_be_bytes());
+        body.extend_from_slice(b"/some/path");
+        frame(&body)
+    }
+
+    #[test]
+    fn finds_a_request_by_op_code_across_reads_but_never_the_connect_request() {
+        let mut stream = frame(&[0, 0, 0, 0, 0, 0, 0, 106, 1, 2, 3]);
+        stream.extend(request(1, 12));
+        stream.extend(request(-2, 11));
+        stream.extend(request(2, 106));
+        let mut requests = ZkRequests::default();
+        let split = stream.len() - 3;
+        assert!(!requests.feed(&stream[..split], Some(106)));
+        assert!(requests.feed(&stream[split..], Some(106)));
+
+        let mut requests = ZkRequests::default();
+        assert!(!requests.feed(&stream, Some(49)));
+        assert!(requests.buffer.is_empty());
     }
 }
