@@ -37,6 +37,9 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(10_137);
 const FIRST_SAMPLES: usize = 5;
 const FIRST_SAMPLE_GAP: Duration = Duration::from_millis(203);
 
+/// Answers implying an offset beyond this are ignored.
+const IMPLAUSIBLE_OFFSET: SignedDuration = SignedDuration::from_hours(365 * 24);
+
 /// An offset beyond this is worth a warning: the clocks of the cluster are not in step.
 const NOTABLE_OFFSET: SignedDuration = SignedDuration::from_secs(2);
 
@@ -55,7 +58,8 @@ impl OffsetBounds {
     pub fn of_answer(sent: Timestamp, received: Timestamp, date: Timestamp) -> OffsetBounds {
         OffsetBounds {
             low: date.duration_since(received),
-            high: (date + SignedDuration::from_secs(1)).duration_since(sent),
+            // Added to the duration, not to `date`: a Date near the end of time must not panic.
+            high: date.duration_since(sent) + SignedDuration::from_secs(1),
         }
     }
 
@@ -88,6 +92,10 @@ impl OffsetEstimate {
             // The local clock was stepped back while the request was out: it says nothing.
             return;
         }
+        if answer.low.abs() > IMPLAUSIBLE_OFFSET || answer.high.abs() > IMPLAUSIBLE_OFFSET {
+            // A broken Date header (or clock), not a cluster to keep time with.
+            return;
+        }
         self.answers.push_back(answer);
         if self.answers.len() > WINDOW {
             self.answers.pop_front();
@@ -118,7 +126,9 @@ pub struct ClusterClock {
 
 impl ClusterClock {
     pub fn now(&self) -> Timestamp {
-        Timestamp::now() + self.offset().unwrap_or(SignedDuration::ZERO)
+        let local = Timestamp::now();
+        let offset = self.offset().unwrap_or(SignedDuration::ZERO);
+        local.checked_add(offset).unwrap_or(local)
     }
 
     /// Server time − local time, once known.
@@ -170,6 +180,8 @@ pub async fn sample(client: &Client) -> Result<OffsetBounds, SampleError> {
                 .map(|zoned| zoned.timestamp())
                 .map_err(|e| SampleError::NoDate(format!("{text:?}: {e}")))
         })?;
+    // Read to the end (a few hundred bytes), so the connection can serve the next request.
+    let _ = response.into_body().collect_bytes().await;
     Ok(OffsetBounds::of_answer(sent, received, date))
 }
 
@@ -182,22 +194,29 @@ pub async fn follow(
     metrics: Arc<Metrics>,
     stop: CancellationToken,
 ) {
-    let mut answers = 0usize;
+    let mut attempts = 0usize;
+    let mut failing = false;
     let mut reported: Option<SignedDuration> = None;
     loop {
+        attempts += 1;
         match sample(&client).await {
             Ok(answer) => {
                 clock.record(answer);
-                answers += 1;
+                failing = false;
                 if let Some(bounds) = clock.bounds() {
                     let offset = bounds.midpoint();
                     metrics.api_clock_offset.set(offset.as_secs_f64());
                     report(offset, &mut reported, bounds);
                 }
             }
+            // Said once per failing streak; the last estimate stands meanwhile.
+            Err(error) if !std::mem::replace(&mut failing, true) => {
+                warn!(%error, "the API server's time could not be read; asking again every 10 s");
+            }
             Err(error) => debug!(%error, "the API server's time was not read"),
         }
-        let pause = if answers < FIRST_SAMPLES {
+        // Quick answers only at the start: a server that does not answer is not asked faster.
+        let pause = if attempts < FIRST_SAMPLES && !failing {
             FIRST_SAMPLE_GAP
         } else {
             SAMPLE_EVERY
@@ -285,6 +304,17 @@ mod tests {
         estimate.record(answer(35.0, 210.4, 0.001, 0.002));
         let bounds = estimate.bounds().unwrap();
         assert!(bounds.low <= secs(35.0) && secs(35.0) <= bounds.high);
+    }
+
+    #[test]
+    fn answers_from_the_end_of_time_are_ignored_not_a_panic() {
+        let mut estimate = OffsetEstimate::default();
+        let last_second = Timestamp::from_second(Timestamp::MAX.as_second()).unwrap();
+        estimate.record(OffsetBounds::of_answer(at(0.0), at(0.01), last_second));
+        assert_eq!(estimate.bounds(), None);
+        estimate.record(answer(3.0, 1.0, 0.001, 0.002));
+        estimate.record(OffsetBounds::of_answer(at(2.0), at(2.01), Timestamp::MIN));
+        assert!((estimate.offset().unwrap() - secs(3.0)).abs() < secs(0.51));
     }
 
     #[test]

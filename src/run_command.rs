@@ -137,7 +137,14 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             }
         }
         metrics.leader.set(1);
-        await_cluster_time(&clock, &shutdown).await;
+        await_cluster_time(&clock, &shutdown, &leading).await;
+        if shutdown.is_cancelled() {
+            break 'terms;
+        }
+        if !*leading.borrow() {
+            // Lost while waiting: nothing was started.
+            continue 'terms;
+        }
         let term_stop = shutdown.child_token();
         let mut tasks = Vec::new();
         let db_status = db_url.as_ref().map(|url| {
@@ -209,10 +216,14 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
 /// Waits (boundedly) for the API server's time: a term's status times are written in it. The
 /// first answers come in well before a replica wins the Lease, so this wait is for a server
 /// that answers the Lease but not `/version` — then the term goes on in this replica's time.
-async fn await_cluster_time(clock: &ClusterClock, shutdown: &CancellationToken) {
+async fn await_cluster_time(
+    clock: &ClusterClock,
+    shutdown: &CancellationToken,
+    leading: &watch::Receiver<bool>,
+) {
     const PATIENCE: Duration = Duration::from_secs(10);
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while clock.offset().is_none() {
+    while clock.offset().is_none() && *leading.borrow() {
         if tokio::time::Instant::now() >= deadline {
             warn!(
                 waited = ?PATIENCE,

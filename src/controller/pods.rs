@@ -326,7 +326,8 @@ pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 pub struct LeaseSighting {
     /// The Lease's `renewTime` (None: no Lease, or never renewed).
     pub renewed: Option<jiff::Timestamp>,
-    /// When the read returned, by the operator's clock.
+    /// When the read returned, in the API server's time as the operator reckons it
+    /// ([`crate::clock`]); only compared with later reads of the same operator.
     pub read_at: jiff::Timestamp,
 }
 
