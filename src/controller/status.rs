@@ -424,8 +424,12 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
             facts,
         ),
         // A new leadership term's sync has not finished its first pass yet: what the last
-        // term found stands until it has (a leader change is no news about the DB).
-        DbState::Pending => match conditions.iter().find(|c| c.type_ == "DbSynced") {
+        // term found stands until it has (a leader change is no news about the DB), unless the
+        // last term ran without a DB, which is no news about this one.
+        DbState::Pending => match conditions
+            .iter()
+            .find(|c| c.type_ == "DbSynced" && c.reason != "NotConfigured")
+        {
             Some(known) => Condition {
                 observed_generation: facts.generation,
                 ..known.clone()
@@ -695,6 +699,24 @@ mod tests {
         assert_eq!(
             condition_of(&failing, "DbSynced").last_transition_time,
             time(t(500))
+        );
+    }
+
+    #[test]
+    fn a_db_given_after_running_without_one_is_pending_until_its_first_pass() {
+        let mut without = Case::alive_at(t(100));
+        without.db = DbState::NotConfigured;
+        let before = without.status();
+        assert_eq!(condition_of(&before, "DbSynced").reason, "NotConfigured");
+
+        let mut with_db = Case::alive_at(t(200));
+        with_db.db = DbState::Pending;
+        with_db.previous = before;
+        let pending = with_db.status();
+        let condition = condition_of(&pending, "DbSynced");
+        assert_eq!(
+            (condition.status.as_str(), condition.reason.as_str()),
+            ("Unknown", "Pending")
         );
     }
 
