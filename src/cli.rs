@@ -131,6 +131,10 @@ pub struct RunArgs {
     /// Every store is reconciled at least this often, events or not.
     #[arg(long, env = "PUREFLASH_REQUEUE_INTERVAL", default_value = "5m", value_parser = parse_duration)]
     pub requeue_interval: Duration,
+    /// At most this many stores are reconciled at once (0: no limit). Bounds the requests in
+    /// flight to the API server, and so its connections, when every store wakes at once.
+    #[arg(long, env = "PUREFLASH_RECONCILE_CONCURRENCY", default_value_t = 16)]
+    pub reconcile_concurrency: u16,
 }
 
 fn parse_share(text: &str) -> Result<f64, String> {

@@ -127,6 +127,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         in_flight_window: args.recovery.restart_window,
         stable_period: args.recovery.stable_period,
         requeue: args.requeue_interval,
+        concurrency: args.reconcile_concurrency,
     };
     'terms: loop {
         while !*leading.borrow_and_update() {

@@ -119,7 +119,8 @@ pub async fn run(term: Term, stop: CancellationToken) {
         watcher::Config::default(),
     )
     .owns_stream(pod_events)
-    .owns_stream(config_map_events);
+    .owns_stream(config_map_events)
+    .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency));
     let stores = controller.store();
     cache_synced.send_replace(false);
     let ready_stores = stores.clone();

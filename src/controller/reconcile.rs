@@ -64,6 +64,8 @@ pub struct Settings {
     pub stable_period: Duration,
     /// Safety-net requeue of every store.
     pub requeue: Duration,
+    /// Reconciles running at once (0: unbounded).
+    pub concurrency: u16,
 }
 
 /// What every reconcile shares.
