@@ -104,6 +104,8 @@ pub enum Step {
 pub struct Sighting {
     spec: LeaseSpec,
     since: Instant,
+    /// Since when the Lease has been missing, if it went while held.
+    absent_since: Option<Instant>,
 }
 
 /// The step for `me` given the current Lease spec, observed at `now` (after the read that
@@ -120,6 +122,23 @@ pub fn step(
     default_duration: Duration,
 ) -> Step {
     let Some(spec) = lease else {
+        // Deleted while someone else held it (by hand, to force an election, say): that holder
+        // acts on until its next renewal finds the Lease gone, so it is waited out like a
+        // Lease that stopped changing, from when it was first seen missing. Meanwhile the
+        // holder, if alive, creates it again and goes on leading.
+        if let Some(seen) = last_seen.as_mut().filter(|seen| {
+            seen.spec
+                .holder_identity
+                .as_deref()
+                .is_some_and(|h| !h.is_empty())
+        }) {
+            let until =
+                *seen.absent_since.get_or_insert(now) + published(&seen.spec, default_duration);
+            if now < until {
+                let holder = seen.spec.holder_identity.clone().unwrap_or_default();
+                return Step::Follow { holder, until };
+            }
+        }
         *last_seen = None;
         return Step::Create;
     };
@@ -132,28 +151,31 @@ pub fn step(
         return Step::TakeOver;
     }
     let since = match last_seen {
-        Some(seen) if seen.spec == *spec => seen.since,
+        Some(seen) if seen.spec == *spec && seen.absent_since.is_none() => seen.since,
         _ => {
             *last_seen = Some(Sighting {
                 spec: spec.clone(),
                 since: now,
+                absent_since: None,
             });
             now
         }
     };
-    // The holder's published duration: it is the one that promised to stop by then.
-    let duration = spec
-        .lease_duration_seconds
-        .filter(|&seconds| seconds > 0)
-        .map_or(default_duration, |seconds| {
-            Duration::from_secs(seconds as u64)
-        });
-    let until = since + duration;
+    let until = since + published(spec, default_duration);
     if now >= until {
         Step::TakeOver
     } else {
         Step::Follow { holder, until }
     }
+}
+
+/// The holder's published duration: it is the one that promised to stop by then.
+fn published(spec: &LeaseSpec, default_duration: Duration) -> Duration {
+    spec.lease_duration_seconds
+        .filter(|&seconds| seconds > 0)
+        .map_or(default_duration, |seconds| {
+            Duration::from_secs(seconds as u64)
+        })
 }
 
 /// The Lease spec after `me` creates, renews or takes it over at `now` (wall-clock time, for
@@ -333,6 +355,36 @@ async fn attempt(
     config: &LeaseConfig,
     last_seen: &mut Option<Sighting>,
 ) -> kube::Result<Attempt> {
+    match attempt_once(leases, config, last_seen).await? {
+        // Our renewal met a Lease changed since it was read (someone edited its labels, or an
+        // earlier renewal of ours landed late): read it again rather than step down; if
+        // another replica holds it now, the second look says so.
+        Tried::Conflict { renewing: true } => {
+            debug!(lease = %config.name, "the Lease changed under a renewal; reading it again");
+            match attempt_once(leases, config, last_seen).await? {
+                Tried::Done(found) => Ok(found),
+                Tried::Conflict { .. } => Ok(Attempt::Following { until: None }),
+            }
+        }
+        Tried::Conflict { renewing: false } => Ok(Attempt::Following { until: None }),
+        Tried::Done(found) => Ok(found),
+    }
+}
+
+/// What one read-and-write found.
+enum Tried {
+    Done(Attempt),
+    /// The write lost a race (409); `renewing`: it was a renewal of our own Lease.
+    Conflict {
+        renewing: bool,
+    },
+}
+
+async fn attempt_once(
+    leases: &Api<Lease>,
+    config: &LeaseConfig,
+    last_seen: &mut Option<Sighting>,
+) -> kube::Result<Tried> {
     let current = leases.get_opt(&config.name).await?;
     let spec = current.as_ref().and_then(|l| l.spec.clone());
     match step(
@@ -342,7 +394,7 @@ async fn attempt(
         Instant::now(),
         config.duration,
     ) {
-        Step::Follow { until, .. } => Ok(Attempt::Following { until: Some(until) }),
+        Step::Follow { until, .. } => Ok(Tried::Done(Attempt::Following { until: Some(until) })),
         Step::Create => {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -358,14 +410,14 @@ async fn attempt(
                 )),
             };
             match leases.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(Attempt::Holding),
+                Ok(_) => Ok(Tried::Done(Attempt::Holding)),
                 Err(kube::Error::Api(status)) if status.code == 409 => {
-                    Ok(Attempt::Following { until: None })
+                    Ok(Tried::Conflict { renewing: false })
                 }
                 Err(error) => Err(error),
             }
         }
-        Step::Renew | Step::TakeOver => {
+        step @ (Step::Renew | Step::TakeOver) => {
             let mut lease = current.expect("a lease to renew or take over");
             lease.spec = Some(held(
                 spec.as_ref(),
@@ -378,10 +430,10 @@ async fn attempt(
                 .replace(&config.name, &PostParams::default(), &lease)
                 .await
             {
-                Ok(_) => Ok(Attempt::Holding),
-                Err(kube::Error::Api(status)) if status.code == 409 => {
-                    Ok(Attempt::Following { until: None })
-                }
+                Ok(_) => Ok(Tried::Done(Attempt::Holding)),
+                Err(kube::Error::Api(status)) if status.code == 409 => Ok(Tried::Conflict {
+                    renewing: step == Step::Renew,
+                }),
                 Err(error) => Err(error),
             }
         }
@@ -666,6 +718,66 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_lease_deleted_under_its_holder_is_waited_out_not_created_at_once() {
+        let clock = Clock::new();
+        let mut seen = None;
+        let theirs = lease(Some("b"), 0);
+        assert!(matches!(
+            step(Some(&theirs), "a", &mut seen, clock.at(0), DURATION),
+            Step::Follow { .. }
+        ));
+        // Deleted at 4 s: b may act until its next renewal finds that out.
+        assert_eq!(
+            step(None, "a", &mut seen, clock.at(4), DURATION),
+            Step::Follow {
+                holder: "b".into(),
+                until: clock.at(19)
+            }
+        );
+        assert!(matches!(
+            step(None, "a", &mut seen, clock.at(18), DURATION),
+            Step::Follow { .. }
+        ));
+        // b is alive and creates it again: followed afresh, from when it is seen.
+        let again = lease(Some("b"), 6);
+        assert_eq!(
+            step(Some(&again), "a", &mut seen, clock.at(6), DURATION),
+            Step::Follow {
+                holder: "b".into(),
+                until: clock.at(21)
+            }
+        );
+        // Deleted again and b is gone: created once the wait is over.
+        assert!(matches!(
+            step(None, "a", &mut seen, clock.at(10), DURATION),
+            Step::Follow { .. }
+        ));
+        assert_eq!(
+            step(None, "a", &mut seen, clock.at(25), DURATION),
+            Step::Create
+        );
+    }
+
+    #[test]
+    fn a_lease_missing_from_the_start_or_after_a_release_is_created_at_once() {
+        let clock = Clock::new();
+        let mut seen = None;
+        assert_eq!(
+            step(None, "a", &mut seen, clock.at(0), DURATION),
+            Step::Create
+        );
+        let released = lease(None, 0);
+        assert_eq!(
+            step(Some(&released), "a", &mut seen, clock.at(1), DURATION),
+            Step::TakeOver
+        );
+        assert_eq!(
+            step(None, "a", &mut seen, clock.at(2), DURATION),
+            Step::Create
+        );
+    }
+
     /// The election against an API server: the emulator the e2e tests use, in process.
     mod against_an_api_server {
         use super::*;
@@ -713,6 +825,29 @@ mod tests {
                     .inject(Matcher::verb(verb).on("leases"), hang, 1000);
             }
             becomes(&mut leading, false).await;
+            stop.cancel();
+            election.await.unwrap();
+        }
+
+        #[tokio::test]
+        async fn a_renewal_that_meets_a_changed_lease_reads_it_again_instead_of_stepping_down() {
+            let (emulator, client, config) = emulator().await;
+            let renew_every = config.renew_every;
+            let (leading_tx, mut leading) = watch::channel(false);
+            let stop = CancellationToken::new();
+            let election = tokio::spawn(run(client, config, leading_tx, stop.clone()));
+            becomes(&mut leading, true).await;
+            leading.borrow_and_update();
+            emulator
+                .faults()
+                .inject(Matcher::verb("update").on("leases"), Action::Fail(409), 1);
+            // Several renewals later, leadership never wavered.
+            tokio::time::sleep(renew_every * 3).await;
+            assert!(
+                !leading.has_changed().unwrap(),
+                "the leader stepped down over a conflict on its own Lease"
+            );
+            assert!(*leading.borrow());
             stop.cancel();
             election.await.unwrap();
         }
