@@ -52,4 +52,6 @@ pub enum Error {
     CrdMissing,
     #[error("{0}")]
     Usage(String),
+    #[error("{0}; exiting, so that another replica (or this one, restarted) takes over")]
+    Stopped(String),
 }

@@ -15,7 +15,7 @@ use kube::{Client, Config};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::cli::RunArgs;
 use crate::clock::ClusterClock;
@@ -129,6 +129,8 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         requeue: args.requeue_interval,
         concurrency: args.reconcile_concurrency,
     };
+    // Why this replica stops on its own, if it does.
+    let mut fatal: Option<String> = None;
     'terms: loop {
         while !*leading.borrow_and_update() {
             metrics.leader.set(0);
@@ -147,23 +149,27 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             continue 'terms;
         }
         let term_stop = shutdown.child_token();
+        // Cancelled when one of the term's tasks ends (returns or panics) before the term is
+        // stopped: leading on with it gone would hold the Lease while nothing acts.
+        let term_ended = CancellationToken::new();
+        let spawn = |task| tokio::spawn(watched(task, term_stop.clone(), term_ended.clone()));
         let mut tasks = Vec::new();
         let db_status = db_url.as_ref().map(|url| {
             let (status_tx, status_rx) = watch::channel(DbSyncStatus::default());
             let db = MetaDb::open(url);
             let config = DbSyncConfig::new(args.zk.resync_interval);
-            tasks.push(tokio::spawn(dbsync::run(
+            tasks.push(spawn(Box::pin(dbsync::run(
                 db,
                 mirror.snapshots(),
                 config,
                 status_tx,
                 term_stop.clone(),
-            )));
-            tasks.push(tokio::spawn(count_db_progress(
+            ))));
+            tasks.push(spawn(Box::pin(count_db_progress(
                 status_rx.clone(),
                 Arc::clone(&metrics),
                 term_stop.clone(),
-            )));
+            ))));
             status_rx
         });
         let term = Term {
@@ -178,29 +184,58 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             cache_synced: cache_synced_tx.clone(),
             clock: clock.clone(),
         };
-        tasks.push(tokio::spawn(controller::run(term, term_stop.clone())));
+        tasks.push(spawn(Box::pin(controller::run(term, term_stop.clone()))));
+        let mut election_gone = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                changed = leading.changed() => if changed.is_err() || !*leading.borrow() { break },
+                _ = term_ended.cancelled() => {
+                    fatal = Some("the controller or the DB sync stopped while leading".to_owned());
+                    break;
+                }
+                changed = leading.changed() => {
+                    if changed.is_err() {
+                        election_gone = true;
+                        fatal = Some("the leader election stopped while leading".to_owned());
+                        break;
+                    }
+                    if !*leading.borrow() {
+                        break;
+                    }
+                }
             }
         }
-        if !shutdown.is_cancelled() {
-            warn!("no longer the leader: stopping the controller and the DB sync");
+        let lost = !*leading.borrow() || election_gone;
+        if lost {
+            metrics.leader.set(0);
         }
-        let aborted = stop_term(&term_stop, tasks, TERM_STOP_GRACE).await;
+        // Another replica may lead soon after we lost the Lease: the term stops at once, so
+        // that nothing of it (a DB transaction, say) lands after the new leader's writes; the
+        // controller's writes are held back already. Otherwise (shutdown, a failed task) the
+        // Lease is still ours: the term gets time to finish what it is writing.
+        let grace = if lost {
+            Duration::ZERO
+        } else {
+            TERM_STOP_GRACE
+        };
+        if let Some(why) = &fatal {
+            error!(%why, "stopping this replica");
+        } else if lost {
+            warn!("no longer the leader: stopping the controller and the DB sync at once");
+        }
+        let aborted = stop_term(&term_stop, tasks, grace).await;
         // A standby exports no per-store picture, and is not ready as a leader any more; the
         // controller clears both when it stops by itself, not when it was aborted.
         metrics.retain_stores(|_| false);
         cache_synced_tx.send_replace(false);
-        if aborted > 0 {
+        if aborted > 0 && !lost {
             warn!(
                 aborted,
-                grace = ?TERM_STOP_GRACE,
+                ?grace,
                 "the term's tasks did not stop in time; aborted them"
             );
         }
-        if shutdown.is_cancelled() {
+        if shutdown.is_cancelled() || fatal.is_some() {
             break;
         }
     }
@@ -210,8 +245,36 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     let _ = election.await;
     let _ = admin.await;
     mirror.join().await;
-    info!("operator stopped");
-    Ok(())
+    match fatal {
+        None => {
+            info!("operator stopped");
+            Ok(())
+        }
+        Some(why) => Err(crate::Error::Stopped(why)),
+    }
+}
+
+/// Runs one of a leadership term's tasks, telling `ended` if it ends (returns or panics)
+/// before `stop` ended the term.
+async fn watched(
+    task: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    stop: CancellationToken,
+    ended: CancellationToken,
+) {
+    struct EndsTerm {
+        stop: CancellationToken,
+        ended: CancellationToken,
+    }
+    impl Drop for EndsTerm {
+        // Runs on a panic's unwinding too.
+        fn drop(&mut self) {
+            if !self.stop.is_cancelled() {
+                self.ended.cancel();
+            }
+        }
+    }
+    let _ends_term = EndsTerm { stop, ended };
+    task.await;
 }
 
 /// Waits (boundedly) for the API server's time: a term's status times are written in it. The
@@ -247,12 +310,16 @@ async fn stop_term(stop: &CancellationToken, tasks: Vec<JoinHandle<()>>, grace: 
     let deadline = tokio::time::Instant::now() + grace;
     let mut aborted = 0;
     for mut task in tasks {
-        if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
-            task.abort();
-            // An aborted task stops at its next await; wait for that, so that it has really
-            // stopped (and dropped whatever it was writing) before we go on.
-            let _ = task.await;
-            aborted += 1;
+        match tokio::time::timeout_at(deadline, &mut task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => error!(%error, "a task of the leadership term failed"),
+            Err(_) => {
+                task.abort();
+                // An aborted task stops at its next await; wait for that, so that it has
+                // really stopped (and dropped whatever it was writing) before we go on.
+                let _ = task.await;
+                aborted += 1;
+            }
         }
     }
     aborted
@@ -389,6 +456,45 @@ async fn check_crd(client: &Client, namespace: &Option<String>) -> Result<(), cr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_term_task_that_panics_or_returns_while_leading_ends_the_term() {
+        let stop = CancellationToken::new();
+        let ended = CancellationToken::new();
+        let panics = tokio::spawn(watched(
+            Box::pin(async { panic!("a bug in a reconcile") }),
+            stop.clone(),
+            ended.clone(),
+        ));
+        assert!(panics.await.unwrap_err().is_panic());
+        assert!(ended.is_cancelled());
+
+        let ended = CancellationToken::new();
+        watched(Box::pin(async {}), stop.clone(), ended.clone()).await;
+        assert!(ended.is_cancelled(), "returned on its own");
+    }
+
+    #[tokio::test]
+    async fn a_term_task_stopped_with_its_term_does_not() {
+        let stop = CancellationToken::new();
+        let ended = CancellationToken::new();
+        let task = {
+            let told = stop.clone();
+            tokio::spawn(watched(
+                Box::pin(async move { told.cancelled().await }),
+                stop.clone(),
+                ended.clone(),
+            ))
+        };
+        let straggler = tokio::spawn(watched(
+            Box::pin(std::future::pending()),
+            stop.clone(),
+            ended.clone(),
+        ));
+        // Without grace the straggler is aborted (the other may or may not be, by timing).
+        assert!(stop_term(&stop, vec![task, straggler], Duration::ZERO).await >= 1);
+        assert!(!ended.is_cancelled());
+    }
 
     #[tokio::test]
     async fn a_term_stops_gracefully_and_stragglers_are_aborted() {
