@@ -18,7 +18,10 @@
 //!   answer within `pass_timeout` (a table locked by another client, a DB host that vanished
 //!   without resetting the connection) is such an error too, and its connections are replaced.
 //!
-//! On shutdown it finishes the transaction in progress (within `pass_timeout`) and returns.
+//! On shutdown it finishes the transaction in progress (within `pass_timeout`) and returns,
+//! unless its caller aborts it first: the operator gives a leadership term's tasks 15 s on
+//! SIGTERM and none once the Lease is lost; an aborted transaction is rolled back, never half
+//! committed.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

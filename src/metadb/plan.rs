@@ -37,7 +37,8 @@ use std::fmt;
 
 use crate::metadb::rows::{
     DEVICE_WIDTH, DbRows, MNGT_IP_WIDTH, PORT_IP_WIDTH, PURPOSE_DATA, PURPOSE_REPLICATION, PortKey,
-    PortRow, STATUS_OFFLINE, STATUS_OK, StoreRow, TrayRow, mngt_ip_key, vacated_mngt_ip,
+    PortRow, STATUS_OFFLINE, STATUS_OK, StoreRow, TrayRow, collation_key, mngt_ip_key,
+    vacated_mngt_ip,
 };
 use crate::zk::{ClusterView, StoreId, StoreView, TrayUuid, TrayView};
 
@@ -354,25 +355,20 @@ fn shares_a_key(view: &ClusterView, store: &StoreView) -> bool {
             && ((ip.is_some() && other.mngt_ip.valid() == ip)
                 || !other.ports.is_disjoint(&store.ports)
                 || !other.rep_ports.is_disjoint(&store.rep_ports)
-                || other.trays.keys().any(|uuid| {
-                    trays
-                        .iter()
-                        .any(|mine| mine.eq_ignore_ascii_case(uuid.as_str()))
-                }))
+                || other
+                    .trays
+                    .keys()
+                    .any(|uuid| trays.contains(&tray_key(uuid))))
     })
 }
 
-/// The t_tray key of a ZooKeeper tray uuid: lowercase. MariaDB's primary key on t_tray compares
-/// case-insensitively, so two spellings of one uuid are one row there; treating them as one
-/// everywhere keeps a plan from inserting both (a duplicate-key error that would fail every
-/// pass) and makes SQLite hold what MariaDB holds.
+/// The t_tray key of a ZooKeeper tray uuid: lowercase, without trailing spaces. MariaDB's
+/// primary key on t_tray ignores letter case and trailing spaces ([`collation_key`]), so two
+/// spellings of one uuid are one row there; treating them as one everywhere keeps a plan from
+/// inserting both (a duplicate-key error that would fail every pass) and makes SQLite hold
+/// what MariaDB holds.
 pub fn tray_key(uuid: &TrayUuid) -> Cow<'_, str> {
-    let uuid = uuid.as_str();
-    if uuid.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(uuid.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(uuid)
-    }
+    collation_key(uuid.as_str())
 }
 
 /// How strongly a store claims a key (mngt_ip, tray uuid, port) that several stores register;
@@ -594,14 +590,16 @@ fn plan_trays(
     finals: &BTreeMap<i64, StoreRow>,
     plan: &mut Plan,
 ) {
-    // Rows spelt with uppercase letters (another writer copied ZooKeeper's spelling), by their
-    // lowercase key: such a row is the tray's row, addressed by its own spelling so that the
-    // statements match it on SQLite too. Where SQLite holds several spellings, the exact
-    // lowercase one, else the first, is the tray's; the others are rows nothing lists.
+    // Rows spelt otherwise (uppercase letters, trailing spaces: another writer copied
+    // ZooKeeper's spelling, or padded it), by their key: such a row is the tray's row,
+    // addressed by its own spelling so that the statements match it on SQLite too. Where
+    // SQLite holds several spellings, the canonical one, else the first, is the tray's; the
+    // others are rows nothing lists.
     let mut spelt: BTreeMap<String, &str> = BTreeMap::new();
     for uuid in rows.trays.keys() {
-        if uuid.bytes().any(|b| b.is_ascii_uppercase()) {
-            spelt.entry(uuid.to_ascii_lowercase()).or_insert(uuid);
+        let key = collation_key(uuid);
+        if key != uuid.as_str() {
+            spelt.entry(key.into_owned()).or_insert(uuid);
         }
     }
     let mut contest: Contest<String, (&TrayView, i64)> = Contest::new();
@@ -1593,7 +1591,11 @@ mod tests {
                     (0..IPS.len() + 2, 0u8..4, any::<bool>()),
                     0..6,
                 ),
-                prop::collection::btree_map(arb_uuid(), (0usize..6, any::<bool>()), 0..4),
+                prop::collection::btree_map(
+                    (arb_uuid(), prop::bool::weighted(0.2)),
+                    (0usize..6, any::<bool>()),
+                    0..4,
+                ),
                 prop::collection::btree_map(
                     (0..IPS.len(), 0i64..2),
                     (0i64..8, any::<bool>()),
@@ -1619,12 +1621,17 @@ mod tests {
                     }
                     let ids: Vec<i64> = rows.stores.keys().copied().collect();
                     // Both spellings of one uuid only on SQLite, but the plan must cope.
-                    for (uuid, (owner, ok)) in trays {
+                    for ((uuid, padded), (owner, ok)) in trays {
                         if let Some(&store_id) = ids.get(owner % ids.len().max(1)) {
                             let mut row =
                                 tray_row(store_id, "/dev/old", if ok { "OK" } else { "OFFLINE" });
                             row.raw_capacity = 5;
-                            rows.trays.insert(uuid.to_string(), row);
+                            let spelling = if padded {
+                                format!("{uuid} ")
+                            } else {
+                                uuid.to_string()
+                            };
+                            rows.trays.insert(spelling, row);
                         }
                     }
                     for ((ip, purpose), (store_id, ok)) in ports {
@@ -1785,15 +1792,16 @@ mod tests {
                 // Trays: one row per uuid (letter case aside), owned by the best claimant and
                 // following its `online`; any other row is OFFLINE.
                 for (key, tray) in &after.trays {
+                    let same = |a: &str, b: &str| collation_key(a) == collation_key(b);
                     let claimants: Vec<i64> = v.stores.values().filter(has_row)
-                        .filter(|s| s.trays.keys().any(|u| u.as_str().eq_ignore_ascii_case(key)))
+                        .filter(|s| s.trays.keys().any(|u| same(u.as_str(), key)))
                         .map(|s| row_id(s.id))
                         .collect();
-                    let lower = key.to_ascii_lowercase();
-                    let chosen = if after.trays.contains_key(&lower) {
-                        &lower
+                    let canonical = collation_key(key).into_owned();
+                    let chosen = if after.trays.contains_key(&canonical) {
+                        &canonical
                     } else {
-                        after.trays.keys().find(|k| k.eq_ignore_ascii_case(key)).unwrap()
+                        after.trays.keys().find(|k| same(k, key)).unwrap()
                     };
                     if claimants.is_empty() || key != chosen {
                         prop_assert_eq!(&tray.status, "OFFLINE");
@@ -1805,7 +1813,7 @@ mod tests {
                     for &other in &claimants {
                         prop_assert!(other == owner || beats(owner, other, &held), "tray {key}: store {owner} over {other}");
                     }
-                    let (_, listed) = view_store(&v, owner).unwrap().trays.iter().find(|(u, _)| u.as_str().eq_ignore_ascii_case(key)).unwrap();
+                    let (_, listed) = view_store(&v, owner).unwrap().trays.iter().find(|(u, _)| same(u.as_str(), key)).unwrap();
                     prop_assert_eq!(&tray.status, if listed.online { "OK" } else { "OFFLINE" });
                 }
                 // Ports: exactly the ones stores with a row register, each owned by the best

@@ -187,14 +187,18 @@ impl DbRows {
                 row.object_size = object_size;
             }
         }
-        // MariaDB's t_tray primary key compares case-insensitively: model the stricter backend.
+        // MariaDB's t_tray primary key ignores letter case and trailing spaces: model the
+        // stricter backend.
         let mut uuids: HashSet<String> = if plan.tray_inserts.is_empty() {
             HashSet::new()
         } else {
-            self.trays.keys().map(|u| u.to_ascii_lowercase()).collect()
+            self.trays
+                .keys()
+                .map(|u| collation_key(u).into_owned())
+                .collect()
         };
         for (uuid, row) in &plan.tray_inserts {
-            if !uuids.insert(uuid.to_ascii_lowercase()) {
+            if !uuids.insert(collation_key(uuid).into_owned()) {
                 return Err(ConstraintError::DuplicateTray(uuid.clone()));
             }
             if !self.stores.contains_key(&row.store_id) {
@@ -250,10 +254,16 @@ pub fn vacated_mngt_ip(id: i64) -> String {
 /// bytes; a `_bin` or NO PAD collation): two spellings of one address are one address, and the
 /// worst it costs there is a placeholder written where none was needed.
 pub fn mngt_ip_key(ip: &str) -> Cow<'_, str> {
-    let ip = ip.trim_end_matches(' ');
-    if ip.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(ip.to_ascii_lowercase())
+    collation_key(ip)
+}
+
+/// A `varchar` key as MariaDB's default collations compare it: ASCII letters lowercased,
+/// trailing spaces dropped (see [`mngt_ip_key`]; t_tray's uuid primary key compares alike).
+pub fn collation_key(key: &str) -> Cow<'_, str> {
+    let key = key.trim_end_matches(' ');
+    if key.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(key.to_ascii_lowercase())
     } else {
-        Cow::Borrowed(ip)
+        Cow::Borrowed(key)
     }
 }

@@ -90,11 +90,18 @@ pub fn redact(url: &str) -> String {
     };
     let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-            None => url.to_owned(),
+    // A password with an unencoded `/` or `?` ends the authority early (and the URL will not
+    // parse, so this is what the error shows): then everything up to the last `@` is the
+    // userinfo. Masking too much is fine here; showing a password is not.
+    let (userinfo, host_and_tail) = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => (userinfo, format!("{host}{tail}")),
+        None => match rest.rsplit_once('@') {
+            Some((userinfo, after)) => (userinfo, after.to_owned()),
+            None => return url.to_owned(),
         },
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host_and_tail}"),
         None => url.to_owned(),
     }
 }
@@ -169,5 +176,12 @@ mod tests {
         assert_eq!(redact("mysql://u@h/db"), "mysql://u@h/db");
         assert_eq!(redact("mysql://u:p:q@h/db"), "mysql://u:***@h/db");
         assert_eq!(redact("sqlite:///a/b.db"), "sqlite:///a/b.db");
+        // Unencoded `/` or `?` in the password (such a URL does not parse, and is shown).
+        assert_eq!(
+            redact("mysql://root:pa/ss@h:3306/s5"),
+            "mysql://root:***@h:3306/s5"
+        );
+        assert_eq!(redact("mysql://root:pa?ss@h/s5"), "mysql://root:***@h/s5");
+        assert_eq!(redact("mysql://root:a/b@c@h/s5"), "mysql://root:***@h/s5");
     }
 }
