@@ -786,20 +786,32 @@ async fn apply_batch(
 /// or for the session to expire: for that long the view would pass for trusted while events go
 /// unseen. So the session is published as disconnected as soon as it is; the session events
 /// that follow in the watch stream bring the reconnection and the reload.
+///
+/// Any change of the session state while the work runs counts as a disconnection, even when
+/// the state reads connected again by the time it is looked at: the state channel keeps only
+/// the latest state, so a quick drop and reconnect shows as one change to connected — and the
+/// server forgot the watch with the old connection. What was read across it is not trusted
+/// until the reconnection's own reload.
 async fn distrust_while_disconnected<T>(
     client: &zk::Client,
     publisher: &mut Publisher,
     work: impl Future<Output = T>,
 ) -> T {
     let mut state = client.state_watcher();
+    if !is_connected(state.state()) {
+        publisher.set_session(SessionStatus::Disconnected);
+    }
     let mut work = std::pin::pin!(work);
     loop {
-        if !is_connected(state.state()) {
-            publisher.set_session(SessionStatus::Disconnected);
-        }
         tokio::select! {
-            done = &mut work => return done,
-            _ = state.changed() => {}
+            done = &mut work => {
+                // A change that came with the last answer counts too.
+                if state.changed().now_or_never().is_some() {
+                    publisher.set_session(SessionStatus::Disconnected);
+                }
+                return done;
+            }
+            _ = state.changed() => publisher.set_session(SessionStatus::Disconnected),
         }
     }
 }
