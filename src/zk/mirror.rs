@@ -596,20 +596,13 @@ async fn arm_first_watch(
     loop {
         match arm_watch(client, stores, shutdown).await {
             Ok(watcher) => return Ok(watcher),
+            // Tried again once the state moves on: connected, the request goes through; ended,
+            // it fails at once and `arm_watch` tells how.
             Err(ArmFailure::ConnectionLost) => {
                 info!("ZooKeeper connection lost while arming the watch; waiting to reconnect");
                 let mut states = client.state_watcher();
-                loop {
-                    match states.state() {
-                        state if is_connected(state) => break,
-                        SessionState::Expired => return Err(SessionEnd::Expired),
-                        state if state.is_terminated() => {
-                            return Err(
-                                ArmFailure::Failed(zk::Error::ClientClosed).ends_session(stores)
-                            );
-                        }
-                        _ => {}
-                    }
+                let state = states.state();
+                if !is_connected(state) && !state.is_terminated() {
                     tokio::select! {
                         _ = shutdown.cancelled() => return Err(SessionEnd::Shutdown),
                         _ = states.changed() => {}

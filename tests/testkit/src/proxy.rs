@@ -125,27 +125,25 @@ async fn pump(
     let (mut server_read, mut server_write) = server.split();
     let mut up = vec![0u8; 64 * 1024];
     let mut down = vec![0u8; 64 * 1024];
-    let framing = match *modes.borrow() {
+    let closing_on = |mode: ProxyMode| match mode {
         ProxyMode::CloseOnZkRequest { op_code } => Some(op_code),
         _ => None,
     };
+    // Requests are framed only on connections made in that mode, from their first byte.
+    let framing = closing_on(*modes.borrow()).is_some();
     let mut requests = ZkRequests::default();
     loop {
         let mode = *modes.borrow_and_update();
-        match (mode, framing) {
-            (ProxyMode::Sever, _) => return,
+        match mode {
+            ProxyMode::Sever => return,
             // Frames of a connection made before cannot be told apart any more.
-            (ProxyMode::CloseOnZkRequest { .. }, None) => return,
+            ProxyMode::CloseOnZkRequest { .. } if !framing => return,
             _ => {}
         }
         let forwarding = matches!(
             mode,
             ProxyMode::Forward | ProxyMode::CloseOnZkRequest { .. }
         );
-        let closing_on = match mode {
-            ProxyMode::CloseOnZkRequest { op_code } => Some(op_code),
-            _ => None,
-        };
         tokio::select! {
             changed = modes.changed() => {
                 if changed.is_err() {
@@ -155,7 +153,7 @@ async fn pump(
             read = client_read.read(&mut up), if forwarding => match read {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
-                    if framing.is_some() && requests.feed(&up[..n], closing_on) {
+                    if framing && requests.feed(&up[..n], closing_on(mode)) {
                         closed_on_request.fetch_add(1, Ordering::Relaxed);
                         return;
                     }
