@@ -143,7 +143,9 @@ pub fn check_path_segment_name(name: &str, field: &str) -> Option<Cause> {
     ))
 }
 
-fn qualified_name_ok(name: &str) -> bool {
+/// `ValidateQualifiedName`: an optional DNS subdomain prefix and `/`, then a name of at most
+/// 63 alphanumerics, `-`, `_` or `.` that starts and ends alphanumeric.
+pub fn qualified_name_ok(name: &str) -> bool {
     let (prefix, name) = match name.rsplit_once('/') {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, name),

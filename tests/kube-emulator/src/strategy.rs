@@ -1,7 +1,8 @@
 //! What the API server's registry strategies do to built-in kinds when they are created or
 //! updated: defaulting, server-assigned values (Service cluster IPs and node ports), and the
 //! validation that catches manifest mistakes before anything is stored (a Deployment whose
-//! selector does not match its template, a RoleBinding with a bad roleRef…). Pure code: `state`
+//! selector does not match its template, a RoleBinding with a bad roleRef, an Event that breaks
+//! events.k8s.io/v1's rules…). Pure code: `state`
 //! supplies what other objects already hold ([`Allocated`]).
 //!
 //! Messages are the API server's (`pkg/apis/*/validation`); bad values are printed the way a
@@ -20,6 +21,7 @@ use std::net::Ipv4Addr;
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
+use crate::convert::{self, EVENTS_GROUP};
 use crate::errors::ApiError;
 use crate::meta;
 use crate::rbac::RBAC_GROUP;
@@ -89,6 +91,9 @@ pub fn prepare(rt: &ResourceType, object: &mut Value, old: Option<&Value>) -> Re
                 object["status"] = json!({"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0});
             }
             invalid(check_pod_disruption_budget(object))?;
+        }
+        ("" | EVENTS_GROUP, "Event", _) => {
+            invalid(check_event(object, old, rt.group == EVENTS_GROUP))?;
         }
         (RBAC_GROUP, "Role" | "ClusterRole", _) => {
             invalid(check_rules(object, rt.kind == "Role"))?;
@@ -1264,6 +1269,192 @@ fn allocate_node_ports(
         port["nodePort"] = json!(free);
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events (`pkg/apis/core/validation/events.go`)
+
+const REPORTING_INSTANCE_LENGTH_LIMIT: usize = 128;
+const ACTION_LENGTH_LIMIT: usize = 128;
+const REASON_LENGTH_LIMIT: usize = 128;
+const NOTE_LENGTH_LIMIT: usize = 1024;
+
+/// `ValidateEventCreate` / `ValidateEventUpdate`. Both APIs validate the one internal (core)
+/// Event, so the checks run on the stored form and name its fields; a write through
+/// events.k8s.io/v1 (`strict`) is held to the new API's rules, a core/v1 write only to the
+/// legacy ones.
+fn check_event(object: &Value, old: Option<&Value>, strict: bool) -> Vec<Cause> {
+    let event = convert::to_storage(object.clone());
+    let mut causes = legacy_event_causes(&event, strict);
+    if !strict {
+        return causes;
+    }
+    let unset = |field: &str| invalid_value(field, "\"\"", "needs to be unset");
+    match old {
+        None => {
+            causes.extend(event_series_causes(&event));
+            if event.get("eventTime").is_none() {
+                causes.push(required("eventTime", ""));
+            }
+            let kind = text_at(&event, "type");
+            if kind != "Normal" && kind != "Warning" {
+                causes.push(invalid_value(
+                    "type",
+                    "\"\"",
+                    &format!("has invalid value: {kind}"),
+                ));
+            }
+            for (core, field) in [
+                ("firstTimestamp", "deprecatedFirstTimestamp"),
+                ("lastTimestamp", "deprecatedLastTimestamp"),
+                ("count", "deprecatedCount"),
+                ("source", "deprecatedSource"),
+            ] {
+                if event.get(core).is_some() {
+                    causes.push(unset(field));
+                }
+            }
+        }
+        Some(old) => {
+            let old = convert::to_storage(old.clone());
+            if event.get("series") != old.get("series") {
+                causes.extend(event_series_causes(&event));
+            }
+            for field in [
+                "involvedObject",
+                "reason",
+                "message",
+                "source",
+                "firstTimestamp",
+                "lastTimestamp",
+                "count",
+                "type",
+                "eventTime",
+                "action",
+                "related",
+                "reportingComponent",
+                "reportingInstance",
+            ] {
+                let new_value = event.get(field);
+                if new_value != old.get(field) {
+                    let shown = match new_value {
+                        Some(Value::String(text)) => go_quote(text),
+                        Some(value) => value.to_string(),
+                        None => "\"\"".to_owned(),
+                    };
+                    causes.push(invalid_value(
+                        immutable_event_field_path(field),
+                        &shown,
+                        "field is immutable",
+                    ));
+                }
+            }
+        }
+    }
+    causes
+}
+
+/// The path `ValidateEventUpdate` reports an immutable field under (the internal names, except
+/// the reporting controller's).
+fn immutable_event_field_path(field: &str) -> &str {
+    match field {
+        "reportingComponent" => "reportingController",
+        other => other,
+    }
+}
+
+/// `validateV1EventSeries`.
+fn event_series_causes(event: &Value) -> Vec<Cause> {
+    let Some(series) = event.get("series") else {
+        return Vec::new();
+    };
+    let mut causes = Vec::new();
+    if series.get("count").and_then(Value::as_i64).unwrap_or(0) < 2 {
+        causes.push(invalid_value(
+            "series.count",
+            "\"\"",
+            "should be at least 2",
+        ));
+    }
+    if series.get("lastObservedTime").is_none_or(Value::is_null) {
+        causes.push(required("series.lastObservedTime", ""));
+    }
+    causes
+}
+
+/// `legacyValidateEvent`: an Event with an `eventTime` (a "new" Event, whichever API wrote it)
+/// must name its reporter and action and keep its texts short; one without only has to sit
+/// in its object's namespace.
+fn legacy_event_causes(event: &Value, strict: bool) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let namespace = event
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let involved_namespace = event
+        .pointer("/involvedObject/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let mismatch = || {
+        invalid_value(
+            "involvedObject.namespace",
+            &go_quote(involved_namespace),
+            "does not match event.namespace",
+        )
+    };
+    if event.get("eventTime").is_none() {
+        let matches = if involved_namespace.is_empty() {
+            namespace.is_empty() || namespace == "default"
+        } else {
+            namespace == involved_namespace
+        };
+        if !matches {
+            causes.push(mismatch());
+        }
+        return causes;
+    }
+    if involved_namespace.is_empty() && namespace != "default" && namespace != "kube-system" {
+        causes.push(mismatch());
+    }
+    let controller_field = if strict {
+        "reportingController"
+    } else {
+        "reportingComponent"
+    };
+    let controller = text_at(event, "reportingComponent");
+    if controller.is_empty() {
+        causes.push(required(controller_field, ""));
+    }
+    if !meta::qualified_name_ok(controller) {
+        causes.push(invalid_value(
+            controller_field,
+            &go_quote(controller),
+            "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')",
+        ));
+    }
+    let mut limited = |field: &str, path: &str, limit: usize, needed: bool| {
+        let text = text_at(event, field);
+        if needed && text.is_empty() {
+            causes.push(required(path, ""));
+        }
+        if text.len() > limit {
+            causes.push(invalid_value(
+                path,
+                "\"\"",
+                &format!("can have at most {limit} characters"),
+            ));
+        }
+    };
+    limited(
+        "reportingInstance",
+        "reportingInstance",
+        REPORTING_INSTANCE_LENGTH_LIMIT,
+        true,
+    );
+    limited("action", "action", ACTION_LENGTH_LIMIT, true);
+    limited("reason", "reason", REASON_LENGTH_LIMIT, true);
+    limited("message", "message", NOTE_LENGTH_LIMIT, false);
+    causes
 }
 
 #[cfg(test)]

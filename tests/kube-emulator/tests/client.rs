@@ -1070,18 +1070,56 @@ async fn core_events_read_through_events_k8s_io() {
     assert_eq!(seen.deprecated_last_timestamp, created.last_timestamp);
     assert_eq!(seen.event_time, None);
 
+    // events.k8s.io/v1 holds updates to its own rules (`ValidateEventUpdate`): what an Event
+    // says is immutable there, only its series and metadata may change.
+    let rejected = api_error(
+        new_api
+            .patch(
+                &created.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(json!({"note": "Stopped container pfs", "deprecatedCount": 4})),
+            )
+            .await,
+    );
+    assert_eq!(rejected.code, 422);
+    assert_eq!(
+        rejected.message,
+        format!(
+            "Event.events.k8s.io \"{}\" is invalid: [message: Invalid value: \"Stopped container pfs\": field is immutable, count: Invalid value: 4: field is immutable]",
+            created.name_any()
+        )
+    );
     // A write through events.k8s.io is a write of the core Event.
     let patched = new_api
         .patch(
             &created.name_any(),
             &PatchParams::default(),
-            &Patch::Merge(json!({"note": "Stopped container pfs", "deprecatedCount": 4})),
+            &Patch::Merge(
+                json!({"series": {"count": 4, "lastObservedTime": "2026-01-01T00:06:00.000000Z"}}),
+            ),
         )
         .await
         .unwrap();
     let core_view = core.get(&created.name_any()).await.unwrap();
-    assert_eq!(core_view.message.as_deref(), Some("Stopped container pfs"));
-    assert_eq!(core_view.count, Some(4));
+    assert_eq!(core_view.series.as_ref().and_then(|s| s.count), Some(4));
+    assert_eq!(core_view.message.as_deref(), Some("Stopping container pfs"));
+    assert_eq!(
+        core_view.metadata.resource_version,
+        patched.metadata.resource_version
+    );
+    // core/v1 keeps the legacy rules: a controller may still rewrite its message and count.
+    let patched = core
+        .patch(
+            &created.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"message": "Stopped container pfs", "count": 4})),
+        )
+        .await
+        .unwrap();
+    let seen = new_api.get(&created.name_any()).await.unwrap();
+    assert_eq!(seen.note.as_deref(), Some("Stopped container pfs"));
+    assert_eq!(seen.deprecated_count, Some(4));
+    let core_view = core.get(&created.name_any()).await.unwrap();
     assert_eq!(
         core_view.metadata.resource_version,
         patched.metadata.resource_version
@@ -1100,6 +1138,108 @@ async fn core_events_read_through_events_k8s_io() {
         .await
         .unwrap();
     assert_eq!(api_error(core.get(&created.name_any()).await).code, 404);
+}
+
+/// `ValidateEventCreate` for events.k8s.io/v1 (API reference, Event v1 events.k8s.io: "note …
+/// must be at most 1kB in size", "eventTime is the time when this Event was first observed. It
+/// is required."): a new-API Event names its reporter and action, has an eventTime, a known
+/// type, a real series, short texts, and none of the deprecated fields.
+#[tokio::test]
+async fn events_k8s_io_holds_new_events_to_its_rules() {
+    let bed = Bed::start().await;
+    let ns = bed.namespace("events").await;
+    let new_api: Api<NewEvent> = Api::namespaced(bed.client.clone(), &ns);
+    let good = json!({
+        "metadata": {"name": "store-1.1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "regarding": {"kind": "PureFlashStore", "name": "store-1", "namespace": ns},
+        "reportingController": "pureflash-operator", "reportingInstance": "operator-0",
+        "action": "Restart", "reason": "StoreRestarted", "type": "Warning",
+        "note": "x".repeat(1024),
+    });
+    let with = |changes: serde_json::Value| -> NewEvent {
+        let mut event = good.clone();
+        for (key, value) in changes.as_object().unwrap() {
+            if value.is_null() {
+                event.as_object_mut().unwrap().remove(key);
+            } else {
+                event[key] = value.clone();
+            }
+        }
+        serde_json::from_value(event).unwrap()
+    };
+    let invalid = async |event: NewEvent| -> String {
+        let error = api_error(new_api.create(&PostParams::default(), &event).await);
+        assert_eq!((error.code, error.reason.as_str()), (422, "Invalid"));
+        error.message
+    };
+    let head = "Event.events.k8s.io \"store-1.1\" is invalid: ";
+    assert_eq!(
+        invalid(with(json!({"note": "x".repeat(1025)}))).await,
+        format!("{head}message: Invalid value: \"\": can have at most 1024 characters")
+    );
+    assert_eq!(
+        invalid(with(json!({"eventTime": null}))).await,
+        format!("{head}eventTime: Required value")
+    );
+    assert_eq!(
+        invalid(with(
+            json!({"series": {"count": 1, "lastObservedTime": "2026-01-01T00:00:01.000000Z"}})
+        ))
+        .await,
+        format!("{head}series.count: Invalid value: \"\": should be at least 2")
+    );
+    assert_eq!(
+        invalid(with(
+            json!({"action": null, "reportingInstance": "i".repeat(129)})
+        ))
+        .await,
+        format!(
+            "{head}[reportingInstance: Invalid value: \"\": can have at most 128 characters, action: Required value]"
+        )
+    );
+    assert_eq!(
+        invalid(with(json!({"type": "Error", "deprecatedCount": 2}))).await,
+        format!(
+            "{head}[type: Invalid value: \"\": has invalid value: Error, deprecatedCount: Invalid value: \"\": needs to be unset]"
+        )
+    );
+    assert!(
+        invalid(with(json!({"reportingController": "pureflash operator"})))
+            .await
+            .starts_with(&format!(
+                "{head}reportingController: Invalid value: \"pureflash operator\""
+            )),
+    );
+
+    // What passes is stored; its series may grow, nothing else changes.
+    let created = new_api
+        .create(&PostParams::default(), &with(json!({})))
+        .await
+        .unwrap();
+    assert_eq!(created.note.map(|n| n.len()), Some(1024));
+    let series = json!({"series": {"count": 2, "lastObservedTime": "2026-01-01T00:00:05.000000Z"}});
+    new_api
+        .patch("store-1.1", &PatchParams::default(), &Patch::Merge(series))
+        .await
+        .unwrap();
+    let error = api_error(
+        new_api
+            .patch(
+                "store-1.1",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    json!({"eventTime": "2026-01-01T00:00:09.000000Z", "reason": "Other"}),
+                ),
+            )
+            .await,
+    );
+    assert_eq!(
+        error.message,
+        format!(
+            "{head}[reason: Invalid value: \"Other\": field is immutable, eventTime: Invalid value: \"2026-01-01T00:00:09.000000Z\": field is immutable]"
+        )
+    );
 }
 
 #[tokio::test]
@@ -1184,19 +1324,21 @@ async fn event_watches_through_either_api_see_every_write() {
         expected
     );
 
-    // Patched through events.k8s.io/v1.
+    // Patched through events.k8s.io/v1 (its series: the rest is immutable there).
     let patched = new_api
         .patch(
             "w.1",
             &PatchParams::default(),
-            &Patch::Merge(json!({"note": "tray 1 is very slow"})),
+            &Patch::Merge(
+                json!({"series": {"count": 2, "lastObservedTime": "2026-01-01T00:01:00.000000Z"}}),
+            ),
         )
         .await
         .unwrap();
     let expected = (
         "MODIFIED",
         patched.resource_version().unwrap(),
-        "tray 1 is very slow".to_owned(),
+        "tray 1 is slow".to_owned(),
     );
     assert_eq!(
         seen_new(new_watch.try_next().await.unwrap().unwrap()),
@@ -1207,15 +1349,15 @@ async fn event_watches_through_either_api_see_every_write() {
         expected
     );
 
-    // Re-aimed at another object through events.k8s.io: it leaves the core watch's selection.
-    new_api
-        .patch(
-            "w.1",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"regarding": {"name": "w2"}})),
-        )
-        .await
-        .unwrap();
+    // Re-aimed at another object (through core/v1, where that is allowed): it leaves the core
+    // watch's selection.
+    core.patch(
+        "w.1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"involvedObject": {"name": "w2"}})),
+    )
+    .await
+    .unwrap();
     assert_eq!(
         seen_new(new_watch.try_next().await.unwrap().unwrap()).0,
         "MODIFIED"

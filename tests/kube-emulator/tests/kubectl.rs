@@ -515,6 +515,16 @@ async fn manifest_mistakes_are_rejected_like_the_api_server_does() {
         Some(&binding.replace("name: r\n", "name: other\n")),
     ));
     assert!(error.contains("cannot change roleRef"), "{error}");
+    // events.k8s.io/v1 Events: a note past 1 kB and a count of the deprecated kind.
+    let event = format!(
+        "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata:\n  name: e\n  namespace: pf\neventTime: \"2026-01-01T00:00:00.000000Z\"\nregarding:\n  kind: Pod\n  name: p\n  namespace: pf\nreportingController: pureflash-operator\nreportingInstance: op-0\naction: Restart\nreason: StoreRestarted\ntype: Warning\ndeprecatedCount: 2\nnote: {}\n",
+        "x".repeat(1025)
+    );
+    let error = failed(bed.kubectl_with_input(&["create", "-f", "-"], Some(&event)));
+    assert!(
+        error.contains("The Event \"e\" is invalid: \n* message: Invalid value: \"\": can have at most 1024 characters\n* deprecatedCount: Invalid value: \"\": needs to be unset"),
+        "{error}"
+    );
 }
 
 /// Admin-applied RBAC for the ServiceAccount `pf/op` (kubernetes.io/docs/reference/
