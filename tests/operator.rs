@@ -327,6 +327,19 @@ async fn status_times_are_the_api_servers_even_when_the_operators_clock_is_off()
         restarted_at.duration_since(offline_since) >= jiff::SignedDuration::from_secs(GRACE.into()),
         "restarted at {restarted_at}, before the grace of {GRACE} s from {offline_since} was over"
     );
+    // Its Event too: `kubectl describe` would otherwise age it by the operator's clock.
+    let event = wait_for("a StoreRestarted event", async || {
+        events_about(&harness, "store-1")
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("StoreRestarted"))
+    })
+    .await;
+    let recorded_at = event.event_time.expect("eventTime").0;
+    assert!(
+        near(recorded_at, restarted_at, server_time(&harness).await),
+        "the StoreRestarted Event's time {recorded_at} is not in the server's time"
+    );
     wait_phase(&harness, &stores, "store-1", Phase::Online).await;
 
     let metrics = harness.admin_get(0, "/metrics").expect("metrics").1;

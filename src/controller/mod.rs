@@ -1,10 +1,12 @@
 //! The Kubernetes side: reconciling `PureFlashStore`s into a pfs ConfigMap and Pod, a status
 //! that mirrors ZooKeeper, and automated recovery.
 //!
+//! - [`events`]: Events stamped with the API server's time, repeats folded into series;
 //! - [`pods`]: what the pfs Pod and its pfs.conf should be (pure);
 //! - [`status`]: what the status should say (pure);
 //! - `reconcile`: observe → decide → act → report for one store.
 
+pub mod events;
 pub mod pods;
 pub mod reconcile;
 pub mod status;
@@ -16,7 +18,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::Api;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self as cache, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -199,13 +200,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
     );
 
     let context = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: MANAGER.into(),
-                instance: Some(identity),
-            },
-        ),
+        recorder: events::Recorder::new(client.clone(), MANAGER, &identity, clock.clone()),
         client,
         settings,
         snapshots,

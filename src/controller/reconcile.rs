@@ -12,7 +12,6 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -23,6 +22,7 @@ use tracing::{debug, info, warn};
 use crate::backoff::Backoff;
 use crate::clock::ClusterClock;
 use crate::controller::cache_loaded;
+use crate::controller::events::{EventType, Record, Recorder};
 use crate::controller::pods::{self, Environment, LeaseSighting};
 use crate::controller::status::{self, DbState, Facts, Restart};
 use crate::crd::{
@@ -897,15 +897,14 @@ async fn record(
     action: &str,
     note: String,
 ) {
-    let event = Event {
-        type_: kind,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: action.to_owned(),
-        secondary: None,
+    let record = Record {
+        kind,
+        reason,
+        action,
+        note,
     };
     if let Ok(Err(error)) = ctx
-        .leading(ctx.recorder.publish(&event, &store.object_ref(&())))
+        .leading(ctx.recorder.publish(&store.object_ref(&()), record))
         .await
     {
         debug!(%error, reason, "could not record an Event");
@@ -1702,9 +1701,6 @@ async fn owned_caches_loaded(ctx: &Context) {
 const RETRY_INITIAL: Duration = Duration::from_secs(2);
 const RETRY_MAX: Duration = Duration::from_secs(120);
 
-/// events.k8s.io/v1 refuses notes longer than 1 kB.
-const EVENT_NOTE_MAX: usize = 1024;
-
 /// Requeue after a failed reconcile, later after each consecutive failure.
 pub fn error_policy(store: Arc<PureFlashStore>, error: &Error, ctx: Arc<Context>) -> Action {
     if let Error::TermEnded = error {
@@ -1718,17 +1714,9 @@ pub fn error_policy(store: Arc<PureFlashStore>, error: &Error, ctx: Arc<Context>
         .or_insert_with(|| Backoff::new(RETRY_INITIAL, RETRY_MAX))
         .next_delay();
     warn!(store = %store.name_any(), category = error.category(), %error, "reconcile failed; retrying");
-    // Users see failures where they look (kubectl describe); the recorder folds repeats of the
-    // same message into one Event series.
-    let mut note = error.to_string();
-    if note.len() > EVENT_NOTE_MAX {
-        let cut = (0..=EVENT_NOTE_MAX - 3)
-            .rev()
-            .find(|&i| note.is_char_boundary(i))
-            .unwrap_or(0);
-        note.truncate(cut);
-        note.push_str("...");
-    }
+    // Users see failures where they look (kubectl describe); the recorder folds repeats into
+    // the first failure's Event series and cuts long messages to the API's limit.
+    let note = error.to_string();
     tokio::spawn(async move {
         record(
             &ctx,
