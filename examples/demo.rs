@@ -66,8 +66,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let kubeconfig = work.path().join("kubeconfig");
     emulator.write_kubeconfig(&kubeconfig)?;
     say(&format!(
-        "API on {}; try: kubectl --kubeconfig {} get pfstores -n {NAMESPACE}",
+        "API on {}; try: {} --kubeconfig {} get pfstores -n {NAMESPACE}",
         emulator.url(),
+        kube_emulator::kubectl().get_program().to_string_lossy(),
         kubeconfig.display()
     ));
     let config = kube::Config::from_custom_kubeconfig(
@@ -212,7 +213,7 @@ struct Kubectl(PathBuf);
 impl Kubectl {
     fn run(&self, args: &[&str], input: Option<&str>) -> Result<String, String> {
         use std::io::Write;
-        let mut child = Command::new("kubectl")
+        let mut child = kube_emulator::kubectl()
             .arg("--kubeconfig")
             .arg(&self.0)
             .args(args)

@@ -368,7 +368,7 @@ impl Harness {
     /// Runs kubectl against this test's API.
     pub fn kubectl(&self, args: &[&str], input: Option<&str>) -> (bool, String, String) {
         use std::io::Write;
-        let mut child = Command::new("kubectl")
+        let mut child = kube_emulator::kubectl()
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(args)
@@ -376,7 +376,7 @@ impl Harness {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("kubectl is installed");
+            .expect("kubectl runs (tools/install-deps installs one in .dev/bin)");
         if let Some(input) = input {
             child
                 .stdin

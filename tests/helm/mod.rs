@@ -1,4 +1,4 @@
-//! A real Helm for the tests (tools/install-helm puts one in .dev/bin), and the chart's
+//! A real Helm for the tests (tools/install-kube-clients puts one in .dev/bin), and the chart's
 //! rendered objects.
 #![allow(dead_code)] // each test binary uses a different subset
 
@@ -14,7 +14,7 @@ pub fn chart() -> PathBuf {
     Path::new(ROOT).join("charts/pureflash-operator")
 }
 
-/// Helm: `$HELM`, else `.dev/bin/helm` (tools/install-helm), else `helm` on the PATH.
+/// Helm: `$HELM`, else `.dev/bin/helm` (tools/install-kube-clients), else `helm` on the PATH.
 pub fn helm() -> Command {
     let local = Path::new(ROOT).join(".dev/bin/helm");
     let program = std::env::var_os("HELM")
@@ -35,7 +35,7 @@ pub fn helm() -> Command {
 pub fn run(mut command: Command) -> (bool, String, String) {
     let output = command.output().unwrap_or_else(|e| {
         panic!(
-            "cannot run helm ({e}): install it with tools/install-helm (tools/install-deps does)"
+            "cannot run helm ({e}): install it with tools/install-kube-clients (tools/install-deps does)"
         )
     });
     (

@@ -48,6 +48,18 @@ use tokio::sync::oneshot;
 pub use auth::AuditRecord;
 pub use faults::{Action, Matcher};
 
+/// The kubectl that drives the emulator (and a real cluster in the end-to-end tests):
+/// `$KUBECTL`, else the repository's pinned `.dev/bin/kubectl` (tools/install-kube-clients,
+/// which tools/install-deps runs), else `kubectl` on the PATH.
+pub fn kubectl() -> std::process::Command {
+    let pinned = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.dev/bin/kubectl");
+    let program = std::env::var_os("KUBECTL")
+        .map(std::path::PathBuf::from)
+        .or_else(|| pinned.canonicalize().ok())
+        .unwrap_or_else(|| "kubectl".into());
+    std::process::Command::new(program)
+}
+
 /// How many past events a watch can resume from before it gets `410 Gone`.
 const HISTORY: usize = 50_000;
 

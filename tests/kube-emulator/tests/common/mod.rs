@@ -3,7 +3,6 @@
 //! RBAC) instead of being the administrator.
 #![allow(dead_code)] // each test file uses a different subset
 
-use std::process::Command;
 
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -109,7 +108,7 @@ fn run_kubectl(
     input: Option<&str>,
 ) -> (bool, String, String) {
     use std::io::Write;
-    let mut command = Command::new("kubectl");
+    let mut command = kube_emulator::kubectl();
     command.arg("--kubeconfig").arg(kubeconfig).args(args);
     command.env("KUBECACHEDIR", kubeconfig.with_extension("cache"));
     command
@@ -118,7 +117,7 @@ fn run_kubectl(
         .stderr(std::process::Stdio::piped());
     let mut child = command
         .spawn()
-        .expect("kubectl runs (it is installed on every machine)");
+        .expect("kubectl runs (tools/install-deps installs one in .dev/bin)");
     if let Some(input) = input {
         child
             .stdin
