@@ -1,4 +1,4 @@
-//! The Helm chart (`charts/pureflash-operator`) rendered by a real Helm (tools/install-helm puts
+//! The Helm chart (`charts/pureflash-operator`) rendered by a real Helm (tools/install-kube-clients puts
 //! one in .dev/bin): lint, what each values set renders, the values schema, and the plain
 //! manifests in deploy/ kept equal to a fresh render.
 
@@ -96,6 +96,9 @@ fn store_rules() -> Vec<(String, String, Vec<String>)> {
         rule("events.k8s.io", "events", &["create", "patch"]),
         rule("pureflash.io", "pureflashstores", &["list", "watch"]),
         rule("pureflash.io", "pureflashstores/status", &["patch"]),
+        // Owner references with blockOwnerDeletion, where OwnerReferencesPermissionEnforcement
+        // admits them only from who may update the owner's finalizers.
+        rule("pureflash.io", "pureflashstores/finalizers", &["update"]),
     ];
     rules.sort();
     rules
@@ -369,6 +372,66 @@ fn every_environment_variable_the_chart_sets_is_one_the_operator_reads() {
     }
 }
 
+/// pfs Pods resolve names in their store's namespace, not the operator's: a bare Service name
+/// in `zookeeper.connect` reaches them qualified by the release namespace.
+#[test]
+fn pfs_pods_get_a_zookeeper_address_they_can_resolve() {
+    let pfs_zookeeper = |sets: &[&str]| {
+        env(container(&render(sets)), "PUREFLASH_PFS_ZK").expect("PUREFLASH_PFS_ZK")["value"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(pfs_zookeeper(&[]), "zookeeper.pureflash.svc:2181");
+    assert_eq!(
+        pfs_zookeeper(&["zookeeper.connect=zk:2181\\,zk-b:2182/pf"]),
+        "zk.pureflash.svc:2181,zk-b.pureflash.svc:2182/pf"
+    );
+    for kept in [
+        "zk-0.zk.storage.svc:2181",
+        "10.0.0.1:2181\\,10.0.0.2:2181",
+        "localhost:2181",
+    ] {
+        let connect = format!("zookeeper.connect={kept}");
+        assert_eq!(pfs_zookeeper(&[&connect]), kept.replace("\\", ""));
+    }
+    assert_eq!(
+        pfs_zookeeper(&["zookeeper.connectFromPods=192.168.1.5:2181"]),
+        "192.168.1.5:2181"
+    );
+}
+
+/// Counts from a values file are YAML numbers, which Go templates print as floats (`1e+06`);
+/// the operator reads integers.
+#[test]
+fn large_counts_from_a_values_file_render_as_integers() {
+    let values = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        values.path(),
+        "recovery:\n  freezeMinOffline: 1000000\n  maxRestartsInFlight: 2000000\nrollout:\n  maxUnavailable: 3000000\nreconcileConcurrency: 60000\n",
+    )
+    .unwrap();
+    let mut command = helm();
+    command
+        .arg("template")
+        .arg("pf")
+        .arg(chart())
+        .args(["--namespace", "pureflash", "-f"])
+        .arg(values.path());
+    let (ok, rendered, stderr) = run(command);
+    assert!(ok, "{stderr}");
+    let objects = parse(&rendered);
+    let container = container(&objects);
+    for (name, value) in [
+        ("PUREFLASH_FREEZE_MIN_OFFLINE", "1000000"),
+        ("PUREFLASH_MAX_RESTARTS_IN_FLIGHT", "2000000"),
+        ("PUREFLASH_MAX_UNAVAILABLE", "3000000"),
+        ("PUREFLASH_RECONCILE_CONCURRENCY", "60000"),
+    ] {
+        assert_eq!(env(container, name).unwrap()["value"], value, "{name}");
+    }
+}
+
 #[test]
 fn deploy_manifests_are_the_chart_rendered_with_defaults() {
     let committed =
@@ -395,7 +458,7 @@ fn deploy_manifests_are_the_chart_rendered_with_defaults() {
 /// kubectl against an emulator: (success, stdout + stderr).
 fn kubectl(kubeconfig: &Path, args: &[&str], input: Option<&str>) -> (bool, String) {
     use std::io::Write;
-    let mut child = Command::new("kubectl")
+    let mut child = kube_emulator::kubectl()
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(args)
@@ -403,7 +466,7 @@ fn kubectl(kubeconfig: &Path, args: &[&str], input: Option<&str>) -> (bool, Stri
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("kubectl is installed");
+        .expect("kubectl runs (tools/install-deps installs one in .dev/bin)");
     if let Some(input) = input {
         child
             .stdin
@@ -504,6 +567,18 @@ async fn every_rendering_and_deploy_manifest_is_accepted_by_the_api() {
     let stores = apply(&["get", "pfstores", "-n", "storage"], None);
     assert_eq!(stores.lines().count(), 4, "{stores}");
     apply(&["apply", "-k", &format!("{ROOT}/deploy/dev")], None);
+    apply(
+        &[
+            "apply",
+            "-n",
+            "pureflash-dev",
+            "-f",
+            &format!("{ROOT}/deploy/dev/stores.yaml"),
+        ],
+        None,
+    );
+    let stores = apply(&["get", "pfstores", "-n", "pureflash-dev"], None);
+    assert_eq!(stores.lines().count(), 4, "{stores}");
     let dev = apply(
         &[
             "get",

@@ -23,7 +23,7 @@ fn pfs_pod(name: &str, node: &str, image: &str, config_map: &str) -> Pod {
             "containers": [{
                 "name": "pfs",
                 "image": image,
-                "args": ["-c", "/etc/pureflash/pfs.conf"],
+                "command": ["/opt/pureflash/pfs", "-c", "/etc/pureflash/pfs.conf"],
                 "env": [{"name": "PFS_SIM_SESSION_TIMEOUT", "value": "2s"}],
                 "securityContext": {"privileged": true},
                 "volumeMounts": [{"name": "conf", "mountPath": "/etc/pureflash"}],

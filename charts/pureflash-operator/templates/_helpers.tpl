@@ -45,6 +45,30 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- default (include "pureflash-operator.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
 
+{{/*
+ZooKeeper as pfs Pods reach it: zookeeper.connectFromPods, else zookeeper.connect with each
+bare Service name qualified by the release's namespace. pfs Pods run in the stores'
+namespaces, where `zookeeper:2181` would name another (or no) Service.
+*/}}
+{{- define "pureflash-operator.pfsZookeeper" -}}
+{{- if .Values.zookeeper.connectFromPods }}
+{{- .Values.zookeeper.connectFromPods }}
+{{- else }}
+{{- $namespace := .Release.Namespace }}
+{{- $servers := list }}
+{{- range (splitList "," .Values.zookeeper.connect) }}
+{{- $server := trim . }}
+{{- $host := first (splitList ":" $server) }}
+{{- if or (contains "." $host) (contains "[" $host) (eq $host "localhost") (eq $host "") }}
+{{- $servers = append $servers $server }}
+{{- else }}
+{{- $servers = append $servers (printf "%s.%s.svc%s" $host $namespace (trimPrefix $host $server)) }}
+{{- end }}
+{{- end }}
+{{- join "," $servers }}
+{{- end }}
+{{- end }}
+
 {{- define "pureflash-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
@@ -53,7 +77,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 What the operator does with PureFlashStores, their pfs Pods and ConfigMaps, and Events — the
 exact calls of the code: list/watch the stores and patch their status; get/list/watch, create
 and patch (server-side apply) and delete (the force restart) pfs Pods; list/watch, create and
-patch their ConfigMaps; create and patch (series) events.k8s.io Events.
+patch their ConfigMaps; create and patch (series) events.k8s.io Events. Update of the stores'
+finalizers is what setting `blockOwnerDeletion` in the Pods' and ConfigMaps' owner references
+needs where the OwnerReferencesPermissionEnforcement admission plugin runs (OpenShift, hardened
+clusters); the operator never writes finalizers itself.
 */}}
 {{- define "pureflash-operator.storeRules" -}}
 - apiGroups: ["pureflash.io"]
@@ -62,6 +89,9 @@ patch their ConfigMaps; create and patch (series) events.k8s.io Events.
 - apiGroups: ["pureflash.io"]
   resources: ["pureflashstores/status"]
   verbs: ["patch"]
+- apiGroups: ["pureflash.io"]
+  resources: ["pureflashstores/finalizers"]
+  verbs: ["update"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
