@@ -70,6 +70,8 @@ pub struct Metrics {
     pub restarts: Family<ReasonLabels, Counter>,
     /// Pods replaced for a changed spec, by [`crate::rollout::RollReason`].
     pub rolls: Family<ReasonLabels, Counter>,
+    /// pfs Pods replaced because they had stopped for good (evicted, rejected, shut down).
+    pub stopped_pods_replaced: Counter,
     pub recovery_skipped: Family<ReasonLabels, Counter>,
     pub zookeeper_session: Family<StateLabels, Gauge>,
     pub db_rows_written: Counter,
@@ -99,6 +101,7 @@ impl Metrics {
             stores_exported: Mutex::default(),
             restarts: Family::default(),
             rolls: Family::default(),
+            stopped_pods_replaced: Counter::default(),
             recovery_skipped: Family::default(),
             zookeeper_session: Family::default(),
             db_rows_written: Counter::default(),
@@ -146,6 +149,11 @@ impl Metrics {
             "pod_rolls",
             "pfs Pods replaced for a changed spec, by reason (PodNotRunning, StoreOffline, WithinBudget)",
             metrics.rolls.clone(),
+        );
+        registry.register(
+            "stopped_pods_replaced",
+            "pfs Pods replaced because they had stopped for good (Failed: evicted, refused at admission, node shutdown)",
+            metrics.stopped_pods_replaced.clone(),
         );
         registry.register(
             "store_restarts",

@@ -359,6 +359,65 @@ async fn status_times_are_the_api_servers_even_when_the_operators_clock_is_off()
     harness.finish().await;
 }
 
+/// The kubelet evicts a store's Pod under node pressure: the Pod is left `Failed` and never
+/// runs again, so the operator replaces it (a terminal Pod is no restart: no grace period, no
+/// backoff) and the store comes back Online in a new Pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_pod_is_replaced_and_the_store_comes_back() {
+    let mut harness = Harness::start("evicted").await;
+    if !harness.is_emulated() {
+        // A real kubelet evicts only under real node pressure.
+        eprintln!("needs the emulated cluster's node agent; not run against a real cluster");
+        harness.finish().await;
+        return;
+    }
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    // A long grace: coming back must not wait for an offline restart.
+    let (stores, pods, first_pod) = store_1_online(&harness, 600).await;
+    harness.evict_pod(
+        "store-1-pfs",
+        "The node was low on resource: memory. Threshold quantity: 100Mi, available: 80Mi.",
+    );
+    let second_pod = wait_for("a new store-1 pod", async || {
+        pod_uid(&pods, "store-1-pfs")
+            .await
+            .filter(|uid| *uid != first_pod)
+    })
+    .await;
+    let online = wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    assert_eq!(pod_uid(&pods, "store-1-pfs").await, Some(second_pod));
+    let status = online.status.expect("status");
+    assert_eq!(status.restart_count, 0, "a replaced pod is no restart");
+    let events = wait_for("a PodReplaced event", async || {
+        let events = events_about(&harness, "store-1").await;
+        reasons(&events)
+            .contains(&"PodReplaced".to_owned())
+            .then_some(events)
+    })
+    .await;
+    let replaced = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("PodReplaced"))
+        .unwrap();
+    assert!(
+        replaced
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("Failed, Evicted: The node was low on resource: memory")),
+        "{replaced:?}"
+    );
+    assert!(!reasons(&events).contains(&"StoreRestarted".to_owned()));
+    let metrics = harness.admin_get(0, "/metrics").expect("metrics").1;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "pureflash_stopped_pods_replaced_total 1"),
+        "{metrics}"
+    );
+    harness.finish().await;
+}
+
 /// A node cut off from the API server shows its Pods as they were, and a force delete would
 /// remove only the API object. A store hung there is left alone, with a Warning Event, as soon
 /// as its restart is due: the kubelet has not renewed its node Lease since the store went

@@ -316,6 +316,33 @@ pub fn pod(store: &PureFlashStore, hash: &str, predecessor: Predecessor) -> Pod 
     .expect("a valid Pod")
 }
 
+/// Why `pod` has stopped for good, if it has: a Pod in a terminal phase (`Failed`,
+/// `Succeeded`) never runs again, whatever its restart policy. The kubelet evicted it under node
+/// pressure, refused it at admission (`OutOfcpu`…), or stopped it for a node shutdown; it is
+/// replaced as a missing Pod is. A Pod already terminating is on its way out anyway.
+pub fn stopped_for_good(pod: &Pod) -> Option<String> {
+    if pod.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let status = pod.status.as_ref()?;
+    let phase = status.phase.as_deref()?;
+    if !matches!(phase, "Failed" | "Succeeded") {
+        return None;
+    }
+    let detail = [status.reason.as_deref(), status.message.as_deref()]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ");
+    Some(if detail.is_empty() {
+        phase.to_owned()
+    } else {
+        format!("{phase}, {detail}")
+    })
+}
+
 /// Where kubelets renew their node's Lease (every 10 s by default).
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
@@ -425,6 +452,47 @@ pub fn node_health(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_pods_in_a_terminal_phase_have_stopped_for_good() {
+        let pod_in = |phase: Option<&str>, reason: Option<&str>, message: Option<&str>| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": "store-1-pfs"},
+                "status": {"phase": phase, "reason": reason, "message": message},
+            }))
+            .unwrap()
+        };
+        for phase in [None, Some("Pending"), Some("Running"), Some("Unknown")] {
+            assert_eq!(
+                stopped_for_good(&pod_in(phase, None, None)),
+                None,
+                "{phase:?}"
+            );
+        }
+        assert_eq!(
+            stopped_for_good(&pod_in(
+                Some("Failed"),
+                Some("Evicted"),
+                Some("The node was low on resource: memory. ")
+            ))
+            .as_deref(),
+            Some("Failed, Evicted: The node was low on resource: memory.")
+        );
+        assert_eq!(
+            stopped_for_good(&pod_in(Some("Failed"), Some("OutOfcpu"), None)).as_deref(),
+            Some("Failed, OutOfcpu")
+        );
+        assert_eq!(
+            stopped_for_good(&pod_in(Some("Succeeded"), None, Some(""))).as_deref(),
+            Some("Succeeded")
+        );
+        let mut terminating = pod_in(Some("Failed"), Some("Evicted"), None);
+        terminating.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        assert_eq!(stopped_for_good(&terminating), None, "on its way out");
+        assert_eq!(stopped_for_good(&Pod::default()), None, "no status yet");
+    }
     use crate::crd::PureFlashStoreSpec;
 
     fn store(spec: serde_json::Value) -> PureFlashStore {

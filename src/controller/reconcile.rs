@@ -1163,7 +1163,39 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // the Pod waits (a pfs could not register then anyway), and the view becoming trusted
     // wakes every store.
     let view_now = ctx.snapshots.borrow().clone();
-    let created_now = pod.is_none() && view_now.health.is_trusted() && rendered.is_some();
+    let can_create = view_now.health.is_trusted() && rendered.is_some();
+    // A Pod stopped for good (evicted, refused at admission, shut down with its node) is
+    // never run again by its kubelet: it is deleted and replaced as a missing one is. No pfs
+    // runs in it, so no recovery rail applies; a terminal Pod is deleted at once.
+    if let Some((stopped, why)) = pod
+        .as_ref()
+        .filter(|_| can_create)
+        .and_then(|p| pods::stopped_for_good(p).map(|why| (p, why)))
+    {
+        match ctx
+            .leading(pods.delete(&pod_name, &delete_exactly(stopped.uid(), None)))
+            .await?
+        {
+            Ok(_) => {
+                ctx.metrics.stopped_pods_replaced.inc();
+                info!(store = %name, %namespace, pod = %pod_name, %why, "replacing a pfs pod that stopped for good");
+                record(
+                    ctx,
+                    store,
+                    EventType::Warning,
+                    "PodReplaced",
+                    "Replace",
+                    format!("pod {pod_name} stopped for good ({why}); a new pod is created"),
+                )
+                .await;
+            }
+            // Gone or replaced meanwhile: what is there now is read below.
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+            Err(error) => return Err(error.into()),
+        }
+        pod = pods.get_opt(&pod_name).await?;
+    }
+    let created_now = pod.is_none() && can_create;
     if let (true, Some((hash, _))) = (created_now, &rendered) {
         let predecessor = predecessor(&view_now, store.spec.store_id);
         pod = Some(

@@ -433,6 +433,17 @@ impl Harness {
         }
     }
 
+    /// Evicts a pod as the kubelet does under node pressure (its containers killed, the Pod
+    /// left `Failed`, reason `Evicted`). Needs the emulator: a real kubelet evicts only under
+    /// real pressure.
+    pub fn evict_pod(&self, pod: &str, message: &str) {
+        let Cluster::Emulated { agent, .. } = &self.cluster else {
+            panic!("evict_pod needs the emulated cluster");
+        };
+        let agent = agent.as_ref().expect("node agent running");
+        agent.evict_pod(&self.namespace, pod, message);
+    }
+
     /// Cuts the pfs node's kubelet (the node agent) off from the API server, or reconnects it:
     /// cut off, it stops watching, reporting and renewing its node Lease while its processes go
     /// on; reconnected, it reports its node and Pods again, and any unreachable taint goes.

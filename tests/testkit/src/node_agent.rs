@@ -15,6 +15,9 @@
 //!   between); a graceful delete sends SIGTERM, waits the grace period, SIGKILLs, then deletes
 //!   the Pod with grace 0 and a uid precondition; a Pod removed with grace 0 has its processes
 //!   SIGKILLed at once.
+//! - Eviction ([`NodeAgent::evict_pod`]), as the kubelet's eviction manager does under node
+//!   pressure: the containers are killed and the Pod is left in phase `Failed`, reason
+//!   `Evicted`; like every Pod in a terminal phase it is never run again.
 //! - A node cut off from the API server ([`NodeAgent::set_reachable`]): its processes go on and
 //!   exited containers still restart, but it sees no Pod changes (a Pod deleted meanwhile keeps
 //!   running) and posts no status until it is reachable again; then it catches up, reports
@@ -122,7 +125,11 @@ pub struct NodeAgent {
     task: JoinHandle<()>,
     processes: Processes,
     reachable: watch::Sender<bool>,
+    evictions: mpsc::UnboundedSender<Eviction>,
 }
+
+/// A Pod to evict: namespace, name, and the message its status gets.
+type Eviction = (String, String, String);
 
 impl NodeAgent {
     /// Registers the Node and starts running the Pods bound to it.
@@ -132,6 +139,7 @@ impl NodeAgent {
         let shutdown = CancellationToken::new();
         let processes = Processes::default();
         let (reachable, reachable_now) = watch::channel(true);
+        let (evictions, evictions_rx) = mpsc::unbounded_channel();
         tokio::spawn(renew_lease(
             client.clone(),
             config.clone(),
@@ -144,12 +152,14 @@ impl NodeAgent {
             shutdown.clone(),
             processes.clone(),
             reachable_now,
+            evictions_rx,
         ));
         Ok(NodeAgent {
             shutdown,
             task,
             processes,
             reachable,
+            evictions,
         })
     }
 
@@ -173,6 +183,15 @@ impl NodeAgent {
             signal(*pid, sig);
         }
         !pids.is_empty()
+    }
+
+    /// Evicts a pod as the kubelet does under node pressure: its containers are killed and it
+    /// is left `Failed` with reason `Evicted` and `message`, never to run again. What becomes
+    /// of the Pod object is up to its controller.
+    pub fn evict_pod(&self, namespace: &str, pod: &str, message: &str) {
+        let _ = self
+            .evictions
+            .send((namespace.to_owned(), pod.to_owned(), message.to_owned()));
     }
 
     /// Stops the agent; every container process is killed, as when a node loses power.
@@ -256,6 +275,8 @@ enum PodSignal {
     Updated(Box<Pod>),
     /// The Pod is gone from the API (force-deleted): kill now.
     Deleted,
+    /// Evicted with this message: kill now, report `Failed`.
+    Evict(String),
 }
 
 async fn run(
@@ -264,6 +285,7 @@ async fn run(
     shutdown: CancellationToken,
     processes: Processes,
     mut reachable: watch::Receiver<bool>,
+    mut evictions: mpsc::UnboundedReceiver<Eviction>,
 ) {
     let pods: Api<Pod> = Api::all(client.clone());
     let watch_config =
@@ -272,6 +294,8 @@ async fn run(
     let mut tasks: HashMap<String, (mpsc::UnboundedSender<PodSignal>, JoinHandle<()>)> =
         HashMap::new();
     let mut seen_in_relist: Option<HashSet<String>> = None;
+    // (namespace, name) → uid of the Pods this node runs, for evictions by name.
+    let mut uids: HashMap<(String, String), String> = HashMap::new();
     loop {
         if !*reachable.borrow_and_update() {
             // Cut off: no Pod changes reach the node until it is back.
@@ -286,6 +310,13 @@ async fn run(
         let event = tokio::select! {
             Ok(()) = reachable.changed() => continue,
             _ = shutdown.cancelled() => break,
+            Some((namespace, name, message)) = evictions.recv() => {
+                let task = uids.get(&(namespace, name)).and_then(|uid| tasks.get(uid));
+                if let Some((sender, _)) = task {
+                    let _ = sender.send(PodSignal::Evict(message));
+                }
+                continue;
+            }
             event = events.next() => event,
         };
         let Some(event) = event else { break };
@@ -301,6 +332,10 @@ async fn run(
             Event::Init => seen_in_relist = Some(HashSet::new()),
             Event::InitApply(pod) | Event::Apply(pod) => {
                 let uid = pod.uid().unwrap_or_default();
+                uids.insert(
+                    (pod.namespace().unwrap_or_default(), pod.name_any()),
+                    uid.clone(),
+                );
                 if let Some(seen) = seen_in_relist.as_mut() {
                     seen.insert(uid.clone());
                 }
@@ -309,7 +344,8 @@ async fn run(
                     Some((sender, _)) => {
                         let _ = sender.send(PodSignal::Updated(Box::new(pod)));
                     }
-                    None if pod.metadata.deletion_timestamp.is_none() => {
+                    // A Pod in a terminal phase is never run again.
+                    None if pod.metadata.deletion_timestamp.is_none() && !is_terminal(&pod) => {
                         let (sender, receiver) = mpsc::unbounded_channel();
                         let task = tokio::spawn(run_pod(
                             client.clone(),
@@ -346,6 +382,13 @@ async fn run(
     }
 }
 
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
 /// One container's process and history.
 struct ContainerRun {
     spec: Container,
@@ -376,6 +419,8 @@ struct PodRun {
     start_time: String,
     processes: Processes,
     reachable: watch::Receiver<bool>,
+    /// Why the kubelet stopped the Pod for good: `(reason, message)` of its status.
+    stopped: Option<(String, String)>,
 }
 
 async fn run_pod(
@@ -421,6 +466,7 @@ async fn run_pod(
         start_time,
         processes,
         reachable,
+        stopped: None,
     };
     info!(pod = %run.pod.name_any(), namespace = %run.pod.namespace().unwrap_or_default(), "node agent: starting pod");
 
@@ -484,6 +530,23 @@ impl PodRun {
             None | Some(PodSignal::Deleted) => {
                 self.kill_all(libc::SIGKILL);
                 self.forget_processes();
+                false
+            }
+            Some(PodSignal::Evict(message)) => {
+                info!(pod = %self.pod.name_any(), "node agent: evicting pod");
+                self.kill_all(libc::SIGKILL);
+                self.forget_processes();
+                let now = crate_time(self.config.now());
+                for container in &mut self.containers {
+                    container.restart_at = None;
+                    container.waiting = None;
+                    container.terminated = Some(json!({
+                        "exitCode": 137, "reason": "Error",
+                        "startedAt": container.started_at, "finishedAt": now,
+                    }));
+                }
+                self.stopped = Some(("Evicted".into(), message));
+                self.report().await;
                 false
             }
             Some(PodSignal::Updated(pod)) => {
@@ -974,7 +1037,7 @@ impl PodRun {
         };
         let condition = |kind: &str, ok: bool| json!({"type": kind, "status": if ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": now});
         let ip = self.pod_ip();
-        let status = json!({"status": {
+        let mut status = json!({"status": {
             "phase": phase,
             "conditions": [condition("PodScheduled", true), condition("Initialized", true), condition("ContainersReady", all_ready), condition("Ready", all_ready)],
             "hostIP": self.config.node_ip, "hostIPs": [{"ip": self.config.node_ip}],
@@ -982,6 +1045,10 @@ impl PodRun {
             "startTime": self.start_time,
             "containerStatuses": statuses,
         }});
+        if let Some((reason, message)) = &self.stopped {
+            status["status"]["reason"] = json!(reason);
+            status["status"]["message"] = json!(message);
+        }
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
         if let Err(error) = pods
             .patch_status(

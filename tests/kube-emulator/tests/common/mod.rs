@@ -3,7 +3,6 @@
 //! RBAC) instead of being the administrator.
 #![allow(dead_code)] // each test file uses a different subset
 
-
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::core::{ApiResource, GroupVersionKind};
