@@ -359,6 +359,70 @@ async fn status_times_are_the_api_servers_even_when_the_operators_clock_is_off()
     harness.finish().await;
 }
 
+/// A store being deleted is left to the garbage collector: while another controller's
+/// finalizer holds it (or a foreground deletion waits for its Pod to end), a Pod or ConfigMap
+/// that goes is not written again, and once the store goes, so do they.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_being_deleted_gets_no_new_pod() {
+    const HOLD: &str = "test.pureflash.io/hold";
+    let mut harness = Harness::start("deleting").await;
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    let (stores, pods, _first_pod) = store_1_online(&harness, 600).await;
+    let configs: Api<ConfigMap> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    stores
+        .patch(
+            "store-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": [HOLD]}})),
+        )
+        .await
+        .expect("hold the store");
+    stores
+        .delete("store-1", &DeleteParams::default())
+        .await
+        .expect("delete the store");
+    wait_for("store-1 marked for deletion", async || {
+        let store = stores.get_opt("store-1").await.ok().flatten()?;
+        store.metadata.deletion_timestamp.map(|_| ())
+    })
+    .await;
+    // What the garbage collector (or a user) removes is not brought back.
+    pods.delete("store-1-pfs", &DeleteParams::default().grace_period(0))
+        .await
+        .expect("delete the pod");
+    configs
+        .delete("store-1-pfs-conf", &DeleteParams::default())
+        .await
+        .expect("delete the config map");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        pods.get_opt("store-1-pfs").await.unwrap().is_none(),
+        "a pod was created for a store being deleted"
+    );
+    assert!(
+        configs.get_opt("store-1-pfs-conf").await.unwrap().is_none(),
+        "the pfs.conf was written again for a store being deleted"
+    );
+    stores
+        .patch(
+            "store-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .expect("release the store");
+    wait_for("store-1 gone", async || {
+        stores
+            .get_opt("store-1")
+            .await
+            .ok()
+            .and_then(|s| s.is_none().then_some(()))
+    })
+    .await;
+    harness.finish().await;
+}
+
 /// The kubelet evicts a store's Pod under node pressure: the Pod is left `Failed` and never
 /// runs again, so the operator replaces it (a terminal Pod is no restart: no grace period, no
 /// backoff) and the store comes back Online in a new Pod.

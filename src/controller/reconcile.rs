@@ -938,6 +938,13 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         .namespace()
         .ok_or_else(|| Error::Invalid("a PureFlashStore is namespaced".into()))?;
     let name = store.name_any();
+    // A store being deleted (waiting on finalizers, or on its Pod's graceful end in a
+    // foreground deletion) is left to the garbage collector: a ConfigMap or Pod written now
+    // would bring back a pfs the user is removing, or be collected and written again in a loop.
+    if store.metadata.deletion_timestamp.is_some() {
+        debug!(store = %name, %namespace, "being deleted; nothing to do");
+        return Ok(Action::await_change());
+    }
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let maps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
     let stores: Api<PureFlashStore> = Api::namespaced(ctx.client.clone(), &namespace);
