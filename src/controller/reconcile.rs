@@ -332,6 +332,8 @@ pub enum Error {
     Invalid(String),
     #[error("this replica no longer leads: the write is left to the new leader")]
     TermEnded,
+    #[error("the Kubernetes API did not answer within {0:?} while other stores' restarts waited")]
+    SlowApi(Duration),
 }
 
 impl Error {
@@ -342,8 +344,26 @@ impl Error {
             Error::Render(_) => "ConfigInvalid",
             Error::Invalid(_) => "SpecInvalid",
             Error::TermEnded => "TermEnded",
+            Error::SlowApi(_) => "KubernetesApi",
         }
     }
+}
+
+/// How long an API call made while holding the cluster-wide restart lock may take: every other
+/// offline store's reconcile waits on that lock, and the client retries a throttled call for
+/// minutes. A call cut short fails the reconcile, which is retried with backoff.
+const UNDER_RESTART_LOCK: Duration = Duration::from_secs(10);
+
+async fn under_restart_lock<T, E>(
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, Error>
+where
+    Error: From<E>,
+{
+    tokio::time::timeout(UNDER_RESTART_LOCK, call)
+        .await
+        .map_err(|_| Error::SlowApi(UNDER_RESTART_LOCK))?
+        .map_err(Error::from)
 }
 
 fn policy(store: &PureFlashStore, settings: &Settings) -> Policy {
@@ -1321,8 +1341,11 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     {
         let nodes: Api<Node> = Api::all(ctx.client.clone());
         let leases: Api<Lease> = Api::namespaced(ctx.client.clone(), pods::NODE_LEASE_NAMESPACE);
-        let (node, lease) =
-            futures::future::try_join(nodes.get_opt(node_name), leases.get_opt(node_name)).await?;
+        let (node, lease) = under_restart_lock(futures::future::try_join(
+            nodes.get_opt(node_name),
+            leases.get_opt(node_name),
+        ))
+        .await?;
         let read_at = ctx.clock.now();
         let sighting = ctx.lease_sightings.of_episode(store, node_name, since);
         let (health, new_sighting) =
@@ -1390,9 +1413,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             || recorded.last_manual_restart != previous.last_manual_restart
             || recorded.unfinished_restart != previous.unfinished_restart
         {
-            let result = ctx
-                .leading(apply_status(&stores, &name, &recorded))
-                .await??;
+            // Should the write land after this gives up, the restart stands recorded and the
+            // next reconcile finishes it.
+            let result =
+                under_restart_lock(ctx.leading(apply_status(&stores, &name, &recorded))).await??;
             ctx.written.wrote(store, &recorded, result);
         }
         // Other stores count the kill in flight from now.
@@ -1422,9 +1446,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 Err(error) => return Err(error.into()),
             }
         }
-        if killed {
-            // Reported as soon as it is done: a failure to create the new Pod below must not
-            // hide that a pfs was killed.
+        // The restart's Event is written once the new Pod is asked for, whether or not that
+        // worked: a slow or throttled Event write must not keep the store without a Pod, and
+        // a failure to create the Pod must not hide that a pfs was killed.
+        let restarted_note = killed.then(|| {
             let offline_for = decision
                 .offline_since
                 .map(|since| now.duration_since(since).as_secs())
@@ -1450,20 +1475,14 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 })
                 .inc();
             info!(store = %name, %namespace, reason = reason.as_str(), "restarted pfs");
-            record(
-                ctx,
-                store,
-                EventType::Warning,
-                "StoreRestarted",
-                "Restart",
-                format!(
-                    "{why}: pod {pod_name} force-deleted (grace 0){finishing}; a new pod is created"
-                ),
-            )
-            .await;
-        }
+            format!("{why}: pod {pod_name} force-deleted (grace 0){finishing}; a new pod is created")
+        });
         // A restart is decided only for a store whose pfs.conf renders.
-        if let (false, false, Some((hash, config_map))) = (replaced_since, created_now, &rendered) {
+        let replacement = async || -> Result<(), Error> {
+            let (false, false, Some((hash, config_map))) = (replaced_since, created_now, &rendered)
+            else {
+                return Ok(());
+            };
             // The new Pod runs the current spec, held rollout or not: so does its pfs.conf.
             if map_stale && roll_held.is_some() {
                 ctx.leading(maps.patch(&config_map_name, &apply, &Patch::Apply(config_map)))
@@ -1479,17 +1498,31 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 &Patch::Apply(pods::pod(store, hash, predecessor)),
             ))
             .await??;
-            if !killed {
-                record(
-                    ctx,
-                    store,
-                    EventType::Normal,
-                    "PodCreated",
-                    "Create",
-                    format!("pod {pod_name} created on node {} (the restarted store's pod was gone already)", store.spec.node_name),
-                )
-                .await;
-            }
+            Ok(())
+        };
+        let replaced = replacement().await;
+        if let Some(note) = restarted_note {
+            record(
+                ctx,
+                store,
+                EventType::Warning,
+                "StoreRestarted",
+                "Restart",
+                note,
+            )
+            .await;
+        }
+        replaced?;
+        if !killed && !replaced_since && !created_now && rendered.is_some() {
+            record(
+                ctx,
+                store,
+                EventType::Normal,
+                "PodCreated",
+                "Create",
+                format!("pod {pod_name} created on node {} (the restarted store's pod was gone already)", store.spec.node_name),
+            )
+            .await;
         }
         None
     } else {
