@@ -87,7 +87,13 @@ fn rule(group: &str, resource: &str, verbs: &[&str]) -> (String, String, Vec<Str
 /// Exactly what the operator calls (see the chart's `storeRules`).
 fn store_rules() -> Vec<(String, String, Vec<String>)> {
     let mut rules = vec![
-        rule("", "configmaps", &["list", "watch", "create", "patch"]),
+        // delete: OwnerReferencesPermissionEnforcement lets only who may delete an object set
+        // its owner references.
+        rule(
+            "",
+            "configmaps",
+            &["list", "watch", "create", "patch", "delete"],
+        ),
         rule(
             "",
             "pods",

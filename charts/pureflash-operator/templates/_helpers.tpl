@@ -78,9 +78,10 @@ What the operator does with PureFlashStores, their pfs Pods and ConfigMaps, and 
 exact calls of the code: list/watch the stores and patch their status; get/list/watch, create
 and patch (server-side apply) and delete (the force restart) pfs Pods; list/watch, create and
 patch their ConfigMaps; create and patch (series) events.k8s.io Events. Update of the stores'
-finalizers is what setting `blockOwnerDeletion` in the Pods' and ConfigMaps' owner references
-needs where the OwnerReferencesPermissionEnforcement admission plugin runs (OpenShift, hardened
-clusters); the operator never writes finalizers itself.
+finalizers, and delete on ConfigMaps, are what setting owner references (with
+`blockOwnerDeletion`) on the Pods and ConfigMaps needs where the
+OwnerReferencesPermissionEnforcement admission plugin runs (OpenShift, hardened clusters); the
+operator itself never writes finalizers or deletes a ConfigMap.
 */}}
 {{- define "pureflash-operator.storeRules" -}}
 - apiGroups: ["pureflash.io"]
@@ -97,7 +98,7 @@ clusters); the operator never writes finalizers itself.
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["configmaps"]
-  verbs: ["list", "watch", "create", "patch"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
