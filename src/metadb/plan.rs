@@ -283,12 +283,13 @@ pub fn plan_after(prev: &ClusterView, next: &ClusterView, rows: &DbRows) -> Plan
 /// When every store that changed between the two views changed only in liveness (`alive`, a
 /// tray's `online`) or in data the DB does not hold (`free_size`, `state`), no key moved, so
 /// only those stores' status columns can need writing: they are planned directly, in time
-/// proportional to the change instead of the cluster. Two more cases need the full plan,
-/// because there liveness decides more than a status:
+/// proportional to the change instead of the cluster. More cases need the full plan, because
+/// there liveness decides more than a status:
 /// - a store whose `alive` flipped while another store registers one of its keys (its mngt_ip,
-///   a tray, a port): a live claimant beats a dead one, so the owner may change;
-/// - a listed tray of a store with a row that has no row under its lowercase uuid (unreadable
-///   data, or a row spelt in other letter case, which the full plan finds).
+///   a tray, a port), or while its mngt_ip cannot be read (it claims its row's address): a
+///   live claimant beats a dead one, so the owner may change;
+/// - a listed tray of a store with a row that has no row under its lowercase uuid, unless its
+///   data cannot make one and no row is spelt otherwise (the full plan finds such a row).
 ///
 /// The fast plan carries no [`Note`]s: nothing it covers can add or resolve a conflict.
 pub fn plan_fast(prev: &ClusterView, next: &ClusterView, rows: &DbRows) -> Option<Plan> {
@@ -298,6 +299,8 @@ pub fn plan_fast(prev: &ClusterView, next: &ClusterView, rows: &DbRows) -> Optio
     // at once the check stays linear in the cluster (a scan per flip was quadratic).
     let mut flips = 0;
     let mut claims: Option<KeyClaims<'_>> = None;
+    // Whether any t_tray row is spelt otherwise than its key (found once, when needed).
+    let mut odd_spellings: Option<bool> = None;
     for id in next.changed_since(prev) {
         let (old, new) = (prev.get(id)?, next.get(id)?);
         if !same_keys(old, new) {
@@ -311,10 +314,10 @@ pub fn plan_fast(prev: &ClusterView, next: &ClusterView, rows: &DbRows) -> Optio
             }
             flips += 1;
             let shared = if flips <= SCANNED_FLIPS {
-                shares_a_key(next, new)
+                shares_a_key(next, rows, new)
             } else {
                 claims
-                    .get_or_insert_with(|| KeyClaims::of(next))
+                    .get_or_insert_with(|| KeyClaims::of(next, rows))
                     .shared(new)
             };
             if shared {
@@ -336,7 +339,17 @@ pub fn plan_fast(prev: &ClusterView, next: &ClusterView, rows: &DbRows) -> Optio
         let mut seen: BTreeSet<Cow<'_, str>> = BTreeSet::new();
         for (uuid, tray) in &new.trays {
             let key = tray_key(uuid);
-            let row = rows.trays.get(key.as_ref())?;
+            let Some(row) = rows.trays.get(key.as_ref()) else {
+                // No row, and none due: its data cannot make one (and did not change), unless a
+                // row spelt otherwise is its row, which the full plan finds.
+                let spelt_otherwise = *odd_spellings.get_or_insert_with(|| {
+                    rows.trays.keys().any(|k| collation_key(k) != k.as_str())
+                });
+                if can_have_row(tray) || spelt_otherwise {
+                    return None;
+                }
+                continue;
+            };
             // In sync with `prev`, a tray row belongs to the store that won its uuid.
             let update = row.store_id == store_id && row.status != status(tray.online);
             // The full plan uses the first of a store's case variants of one uuid.
@@ -350,6 +363,15 @@ pub fn plan_fast(prev: &ClusterView, next: &ClusterView, rows: &DbRows) -> Optio
         }
     }
     Some(fast)
+}
+
+/// Whether a tray's data can make a t_tray row (what `plan_trays` requires of one to insert).
+fn can_have_row(tray: &TrayView) -> bool {
+    tray.devname
+        .valid()
+        .is_some_and(|device| device.len() <= DEVICE_WIDTH && device.is_ascii())
+        && tray.capacity.valid().is_some()
+        && tray.object_size.valid().is_some()
 }
 
 /// Whether two states of a store agree on everything the plan derives keys, ownership,
@@ -371,16 +393,22 @@ fn same_keys(a: &StoreView, b: &StoreView) -> bool {
 /// [`KeyClaims`] costs about three scans.
 const SCANNED_FLIPS: usize = 3;
 
-/// Whether another store in `view` registers one of `store`'s keys: its mngt_ip, one of its
-/// tray uuids (in any letter case) or one of its ports. A superset of the conflicts the full
-/// plan resolves (it also counts values too long for their column), which is what
-/// [`plan_fast`] needs: one pass over the stores, cheap comparisons, no allocation per store.
-fn shares_a_key(view: &ClusterView, store: &StoreView) -> bool {
+/// Whether another store in `view` registers one of `store`'s keys: its mngt_ip (or, having no
+/// readable one, holds it in its row), one of its tray uuids (in any letter case) or one of
+/// its ports. A superset of the conflicts the full plan resolves (it also counts values too
+/// long for their column), which is what [`plan_fast`] needs: one pass over the stores, cheap
+/// comparisons, no allocation per store.
+fn shares_a_key(view: &ClusterView, rows: &DbRows, store: &StoreView) -> bool {
     let ip = store.mngt_ip.valid();
     let trays: Vec<Cow<'_, str>> = store.trays.keys().map(tray_key).collect();
+    let same_ip = |other: &StoreView| match (ip, other.mngt_ip.valid()) {
+        (None, _) => false,
+        (Some(ip), Some(other)) => ip == other,
+        (Some(ip), None) => held_address(rows, other).is_some_and(|held| held == ip.to_string()),
+    };
     view.stores.values().any(|other| {
         other.id != store.id
-            && ((ip.is_some() && other.mngt_ip.valid() == ip)
+            && (same_ip(other)
                 || !other.ports.is_disjoint(&store.ports)
                 || !other.rep_ports.is_disjoint(&store.rep_ports)
                 || other
@@ -390,10 +418,19 @@ fn shares_a_key(view: &ClusterView, store: &StoreView) -> bool {
     })
 }
 
+/// The address a store without a readable mngt_ip claims: its row's.
+fn held_address<'a>(rows: &'a DbRows, store: &StoreView) -> Option<Cow<'a, str>> {
+    rows.stores
+        .get(&row_id(store.id))
+        .map(|row| mngt_ip_key(&row.mngt_ip))
+}
+
 /// Which stores register each key of `view` (mngt_ip, tray uuid in any letter case, port):
 /// what [`shares_a_key`] tells, by lookups.
 struct KeyClaims<'a> {
     ips: HashMap<&'a IpAddr, Claimants>,
+    /// Addresses held in their rows by stores without a readable mngt_ip.
+    held_ips: HashMap<Cow<'a, str>, Claimants>,
     trays: HashMap<Cow<'a, str>, Claimants>,
     ports: HashMap<&'a IpAddr, Claimants>,
     rep_ports: HashMap<&'a IpAddr, Claimants>,
@@ -407,7 +444,7 @@ struct Claimants {
 }
 
 impl<'a> KeyClaims<'a> {
-    fn of(view: &'a ClusterView) -> KeyClaims<'a> {
+    fn of(view: &'a ClusterView, rows: &'a DbRows) -> KeyClaims<'a> {
         fn claim<K: Eq + std::hash::Hash>(map: &mut HashMap<K, Claimants>, key: K, id: StoreId) {
             map.entry(key)
                 .and_modify(|c| c.shared |= c.first != id)
@@ -418,13 +455,19 @@ impl<'a> KeyClaims<'a> {
         }
         let mut claims = KeyClaims {
             ips: HashMap::new(),
+            held_ips: HashMap::new(),
             trays: HashMap::new(),
             ports: HashMap::new(),
             rep_ports: HashMap::new(),
         };
         for store in view.stores.values() {
-            if let Some(ip) = store.mngt_ip.valid() {
-                claim(&mut claims.ips, ip, store.id);
+            match store.mngt_ip.valid() {
+                Some(ip) => claim(&mut claims.ips, ip, store.id),
+                None => {
+                    if let Some(held) = held_address(rows, store) {
+                        claim(&mut claims.held_ips, held, store.id);
+                    }
+                }
             }
             for uuid in store.trays.keys() {
                 claim(&mut claims.trays, tray_key(uuid), store.id);
@@ -442,10 +485,14 @@ impl<'a> KeyClaims<'a> {
     /// Whether another store registers one of `store`'s keys.
     fn shared(&self, store: &StoreView) -> bool {
         let shared = |c: Option<&Claimants>| c.is_some_and(|c| c.shared);
+        // Only stores with a readable address flip here (the others go to the full plan).
+        let held_by_another = |ip: &IpAddr| {
+            !self.held_ips.is_empty() && self.held_ips.contains_key(ip.to_string().as_str())
+        };
         store
             .mngt_ip
             .valid()
-            .is_some_and(|ip| shared(self.ips.get(ip)))
+            .is_some_and(|ip| shared(self.ips.get(ip)) || held_by_another(ip))
             || store
                 .trays
                 .keys()
