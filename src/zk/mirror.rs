@@ -34,7 +34,7 @@ use zookeeper_client::{
 
 use crate::backoff::Backoff;
 use crate::zk::layout::{ClusterLayout, Location, StoreId, StoreNode, TrayField};
-use crate::zk::view::{ClusterView, NodeUpdate, StoreView, Touched};
+use crate::zk::view::{ClusterView, NodeUpdate, Problem, StoreView, Touched};
 
 /// How many store reads a full reload keeps in flight at once.
 const RELOAD_CONCURRENCY: usize = 512;
@@ -360,7 +360,10 @@ fn log_problem_changes(old: &ClusterView, new: &ClusterView, changed: &[StoreId]
         let before = old.get(id).map(|s| s.problems()).unwrap_or_default();
         let Some(store) = new.get(id) else { continue };
         let after = store.problems();
-        for problem in after.iter().filter(|p| !before.contains(p)) {
+        // A set: a store with thousands of junk nodes must not cost a quadratic comparison
+        // on each of its events.
+        let known: std::collections::HashSet<&Problem> = before.iter().collect();
+        for problem in after.iter().filter(|p| !known.contains(p)) {
             warn!(store = %id, path = %problem.path, error = %problem.error, "malformed store data; the rest of the store is still mirrored");
         }
         if after.is_empty() && !before.is_empty() {

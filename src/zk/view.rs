@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::zk::layout::{StoreId, StoreNode, TrayField, TrayUuid};
 
 /// What is wrong with a node or its data, per node, so one bad node never hides the rest.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum DataError {
     #[error(
         "{value:?} is not a store id (expected a positive decimal integer without leading zeros, at most 2147483647)"
@@ -132,7 +132,7 @@ pub struct StoreView {
 }
 
 /// A problem found in one store's data, for logs and status.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Problem {
     /// Path relative to the store directory.
     pub path: String,
