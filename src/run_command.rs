@@ -149,6 +149,9 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             continue 'terms;
         }
         let term_stop = shutdown.child_token();
+        // The controller's writes end with the term's stop when the Lease is lost, else at
+        // the end of the stop grace (see `stop_term`).
+        let writes_end = CancellationToken::new();
         // Cancelled when one of the term's tasks ends (returns or panics) before the term is
         // stopped: leading on with it gone would hold the Lease while nothing acts.
         let term_ended = CancellationToken::new();
@@ -183,6 +186,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             db: db_status,
             cache_synced: cache_synced_tx.clone(),
             clock: clock.clone(),
+            writes_end: writes_end.clone(),
         };
         tasks.push(spawn(Box::pin(controller::run(term, term_stop.clone()))));
         let mut election_gone = false;
@@ -223,7 +227,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         } else if lost {
             warn!("no longer the leader: stopping the controller and the DB sync at once");
         }
-        let aborted = stop_term(&term_stop, tasks, grace).await;
+        let aborted = stop_term(&term_stop, &writes_end, tasks, grace).await;
         // A standby exports no per-store picture, and is not ready as a leader any more; the
         // controller clears both when it stops by itself, not when it was aborted.
         metrics.retain_stores(|_| false);
@@ -304,9 +308,19 @@ async fn await_cluster_time(
 
 /// Ends a leadership term: cancels `stop` and waits for the term's tasks, aborting those still
 /// running after `grace` (so that neither a new term nor the release of the Lease waits forever).
-/// Returns how many were aborted; either way, none of them runs any more when this returns.
-async fn stop_term(stop: &CancellationToken, tasks: Vec<JoinHandle<()>>, grace: Duration) -> usize {
+/// `writes_end` is cancelled once they are done or out of time, at once without a grace: until
+/// then a reconcile under way may finish what it writes (a restart's new Pod). Returns how many
+/// were aborted; either way, none of them runs any more when this returns.
+async fn stop_term(
+    stop: &CancellationToken,
+    writes_end: &CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    grace: Duration,
+) -> usize {
     stop.cancel();
+    if grace.is_zero() {
+        writes_end.cancel();
+    }
     let deadline = tokio::time::Instant::now() + grace;
     let mut aborted = 0;
     for mut task in tasks {
@@ -314,6 +328,8 @@ async fn stop_term(stop: &CancellationToken, tasks: Vec<JoinHandle<()>>, grace: 
             Ok(Ok(())) => {}
             Ok(Err(error)) => error!(%error, "a task of the leadership term failed"),
             Err(_) => {
+                // Out of time: nothing of the term may write any more, whatever it is at.
+                writes_end.cancel();
                 task.abort();
                 // An aborted task stops at its next await; wait for that, so that it has
                 // really stopped (and dropped whatever it was writing) before we go on.
@@ -322,6 +338,7 @@ async fn stop_term(stop: &CancellationToken, tasks: Vec<JoinHandle<()>>, grace: 
             }
         }
     }
+    writes_end.cancel();
     aborted
 }
 
@@ -457,6 +474,61 @@ async fn check_crd(client: &Client, namespace: &Option<String>) -> Result<(), cr
 mod tests {
     use super::*;
 
+    /// What a reconcile under way at the stop sees: may it still write?
+    fn finishing_task(
+        stop: &CancellationToken,
+        writes_end: &CancellationToken,
+        work: Duration,
+    ) -> (JoinHandle<()>, Arc<std::sync::Mutex<Option<bool>>>) {
+        let could_write = Arc::new(std::sync::Mutex::new(None));
+        let seen = Arc::clone(&could_write);
+        let (stop, writes_end) = (stop.clone(), writes_end.clone());
+        let task = tokio::spawn(async move {
+            stop.cancelled().await;
+            tokio::time::sleep(work).await;
+            *seen.lock().unwrap() = Some(!writes_end.is_cancelled());
+        });
+        (task, could_write)
+    }
+
+    #[tokio::test]
+    async fn a_stopping_term_may_write_until_its_tasks_are_done_or_out_of_time() {
+        // Shutdown: the grace lets a reconcile under way finish, writing.
+        let (stop, writes_end) = (CancellationToken::new(), CancellationToken::new());
+        let (task, could_write) = finishing_task(&stop, &writes_end, Duration::from_millis(50));
+        let aborted = stop_term(&stop, &writes_end, vec![task], Duration::from_secs(5)).await;
+        assert_eq!(aborted, 0);
+        assert_eq!(*could_write.lock().unwrap(), Some(true));
+        assert!(writes_end.is_cancelled(), "no writes once the term is over");
+
+        // Out of time: writes end before the task is aborted.
+        let (stop, writes_end) = (CancellationToken::new(), CancellationToken::new());
+        let (task, could_write) = finishing_task(&stop, &writes_end, Duration::from_secs(60));
+        let aborted = stop_term(&stop, &writes_end, vec![task], Duration::from_millis(50)).await;
+        assert_eq!(aborted, 1);
+        assert_eq!(
+            *could_write.lock().unwrap(),
+            None,
+            "aborted before it wrote"
+        );
+        assert!(writes_end.is_cancelled());
+
+        // The Lease lost: no grace, and no write from the moment the term stops.
+        let (stop, writes_end) = (CancellationToken::new(), CancellationToken::new());
+        let (task, could_write) = finishing_task(&stop, &writes_end, Duration::ZERO);
+        let watcher = {
+            let writes_end = writes_end.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                stop.cancelled().await;
+                writes_end.is_cancelled()
+            })
+        };
+        stop_term(&stop, &writes_end, vec![task], Duration::ZERO).await;
+        assert!(watcher.await.unwrap(), "writes ended with the stop");
+        assert_ne!(*could_write.lock().unwrap(), Some(true));
+    }
+
     #[tokio::test]
     async fn a_term_task_that_panics_or_returns_while_leading_ends_the_term() {
         let stop = CancellationToken::new();
@@ -492,7 +564,16 @@ mod tests {
             ended.clone(),
         ));
         // Without grace the straggler is aborted (the other may or may not be, by timing).
-        assert!(stop_term(&stop, vec![task, straggler], Duration::ZERO).await >= 1);
+        assert!(
+            stop_term(
+                &stop,
+                &CancellationToken::new(),
+                vec![task, straggler],
+                Duration::ZERO
+            )
+            .await
+                >= 1
+        );
         assert!(!ended.is_cancelled());
     }
 
@@ -517,7 +598,13 @@ mod tests {
                 std::future::pending::<()>().await;
             })
         };
-        let aborted = stop_term(&stop, vec![polite, stubborn], Duration::from_millis(50)).await;
+        let aborted = stop_term(
+            &stop,
+            &CancellationToken::new(),
+            vec![polite, stubborn],
+            Duration::from_millis(50),
+        )
+        .await;
         assert_eq!(aborted, 1);
         assert!(finished.load(std::sync::atomic::Ordering::SeqCst));
         assert!(stop.is_cancelled());

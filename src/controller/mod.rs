@@ -47,6 +47,10 @@ pub struct Term {
     pub cache_synced: watch::Sender<bool>,
     /// The API server's time, in which status times are written and compared.
     pub clock: ClusterClock,
+    /// Cancelled once this replica may no longer write: when it loses the Lease, at once; on
+    /// a shutdown, only once the reconciles under way have had their grace to finish (it
+    /// still holds the Lease meanwhile), so a restart half done is not left without its Pod.
+    pub writes_end: CancellationToken,
 }
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -83,7 +87,8 @@ where
     }
 }
 
-/// Runs the controller for one leadership term, until `stop`.
+/// Runs the controller for one leadership term: until `stop`, after which no reconcile starts
+/// and those under way finish (writing until [`Term::writes_end`]).
 pub async fn run(term: Term, stop: CancellationToken) {
     let Term {
         client,
@@ -96,6 +101,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         db,
         cache_synced,
         clock,
+        writes_end,
     } = term;
     let owned =
         watcher::Config::default().labels("app.kubernetes.io/managed-by=pureflash-operator");
@@ -216,7 +222,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         rolls: tokio::sync::Mutex::new(HashMap::new()),
         waiting,
         failures: std::sync::Mutex::default(),
-        term: stop.clone(),
+        term: writes_end,
         clock,
     });
     // What is kept per store goes within a minute of the store's deletion: its metrics and this
