@@ -227,7 +227,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         } else if lost {
             warn!("no longer the leader: stopping the controller and the DB sync at once");
         }
-        let aborted = stop_term(&term_stop, &writes_end, tasks, grace).await;
+        let aborted = stop_term(&term_stop, &writes_end, leading.clone(), tasks, grace).await;
         // A standby exports no per-store picture, and is not ready as a leader any more; the
         // controller clears both when it stops by itself, not when it was aborted.
         metrics.retain_stores(|_| false);
@@ -308,12 +308,14 @@ async fn await_cluster_time(
 
 /// Ends a leadership term: cancels `stop` and waits for the term's tasks, aborting those still
 /// running after `grace` (so that neither a new term nor the release of the Lease waits forever).
-/// `writes_end` is cancelled once they are done or out of time, at once without a grace: until
-/// then a reconcile under way may finish what it writes (a restart's new Pod). Returns how many
-/// were aborted; either way, none of them runs any more when this returns.
+/// `writes_end` is cancelled once they are done or out of time, at once without a grace, and
+/// as soon as `leading` turns false (the Lease lost during the grace): until then a reconcile
+/// under way may finish what it writes (a restart's new Pod). Returns how many were aborted;
+/// either way, none of them runs any more when this returns.
 async fn stop_term(
     stop: &CancellationToken,
     writes_end: &CancellationToken,
+    mut leading: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
     grace: Duration,
 ) -> usize {
@@ -321,6 +323,16 @@ async fn stop_term(
     if grace.is_zero() {
         writes_end.cancel();
     }
+    let lease_guard = {
+        let writes_end = writes_end.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                // Lost, or the election gone: either way no longer the leader.
+                _ = leading.wait_for(|leading| !*leading) => writes_end.cancel(),
+                _ = writes_end.cancelled() => {}
+            }
+        })
+    };
     let deadline = tokio::time::Instant::now() + grace;
     let mut aborted = 0;
     for mut task in tasks {
@@ -339,6 +351,7 @@ async fn stop_term(
         }
     }
     writes_end.cancel();
+    let _ = lease_guard.await;
     aborted
 }
 
@@ -496,7 +509,15 @@ mod tests {
         // Shutdown: the grace lets a reconcile under way finish, writing.
         let (stop, writes_end) = (CancellationToken::new(), CancellationToken::new());
         let (task, could_write) = finishing_task(&stop, &writes_end, Duration::from_millis(50));
-        let aborted = stop_term(&stop, &writes_end, vec![task], Duration::from_secs(5)).await;
+        let (_leading_tx, leading) = watch::channel(true);
+        let aborted = stop_term(
+            &stop,
+            &writes_end,
+            leading.clone(),
+            vec![task],
+            Duration::from_secs(5),
+        )
+        .await;
         assert_eq!(aborted, 0);
         assert_eq!(*could_write.lock().unwrap(), Some(true));
         assert!(writes_end.is_cancelled(), "no writes once the term is over");
@@ -504,7 +525,14 @@ mod tests {
         // Out of time: writes end before the task is aborted.
         let (stop, writes_end) = (CancellationToken::new(), CancellationToken::new());
         let (task, could_write) = finishing_task(&stop, &writes_end, Duration::from_secs(60));
-        let aborted = stop_term(&stop, &writes_end, vec![task], Duration::from_millis(50)).await;
+        let aborted = stop_term(
+            &stop,
+            &writes_end,
+            leading.clone(),
+            vec![task],
+            Duration::from_millis(50),
+        )
+        .await;
         assert_eq!(aborted, 1);
         assert_eq!(
             *could_write.lock().unwrap(),
@@ -524,9 +552,41 @@ mod tests {
                 writes_end.is_cancelled()
             })
         };
-        stop_term(&stop, &writes_end, vec![task], Duration::ZERO).await;
+        stop_term(
+            &stop,
+            &writes_end,
+            leading.clone(),
+            vec![task],
+            Duration::ZERO,
+        )
+        .await;
         assert!(watcher.await.unwrap(), "writes ended with the stop");
         assert_ne!(*could_write.lock().unwrap(), Some(true));
+
+        // The Lease lost during a shutdown's grace: writes end then, not at the grace's end.
+        let (stop, writes_end) = (CancellationToken::new(), CancellationToken::new());
+        let (leading_tx, leading) = watch::channel(true);
+        let (task, could_write) = finishing_task(&stop, &writes_end, Duration::from_millis(300));
+        let lose = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            leading_tx.send_replace(false);
+            leading_tx
+        });
+        let aborted = stop_term(
+            &stop,
+            &writes_end,
+            leading,
+            vec![task],
+            Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(aborted, 0);
+        assert_eq!(
+            *could_write.lock().unwrap(),
+            Some(false),
+            "no write after the Lease was lost"
+        );
+        drop(lose.await);
     }
 
     #[tokio::test]
@@ -568,6 +628,7 @@ mod tests {
             stop_term(
                 &stop,
                 &CancellationToken::new(),
+                watch::channel(true).1,
                 vec![task, straggler],
                 Duration::ZERO
             )
@@ -601,6 +662,7 @@ mod tests {
         let aborted = stop_term(
             &stop,
             &CancellationToken::new(),
+            watch::channel(true).1,
             vec![polite, stubborn],
             Duration::from_millis(50),
         )
