@@ -482,6 +482,47 @@ async fn an_evicted_pod_is_replaced_and_the_store_comes_back() {
     harness.finish().await;
 }
 
+/// A node that refuses every new Pod at admission (out of CPU, say): the evicted store's Pod is
+/// replaced at once, then again after 2 s, 4 s, 8 s… instead of at the API's pace, and once the
+/// node admits Pods again the store comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacements_of_pods_a_node_refuses_are_spaced_out() {
+    let mut harness = Harness::start("refused").await;
+    if !harness.is_emulated() {
+        eprintln!("needs the emulated cluster's node agent; not run against a real cluster");
+        harness.finish().await;
+        return;
+    }
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    let (stores, _pods, _first_pod) = store_1_online(&harness, 600).await;
+    harness.refuse_new_pods(Some((
+        "OutOfcpu",
+        "Pod was rejected: Node didn't have enough resource: cpu, requested: 2000, used: 7000, capacity: 8000",
+    )));
+    harness.evict_pod("store-1-pfs", "The node was low on resource: memory.");
+    let replaced = || {
+        let metrics = harness.admin_get(0, "/metrics").expect("metrics").1;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("pureflash_stopped_pods_replaced_total "))
+            .map_or(0, |n| n.trim().parse::<u64>().unwrap())
+    };
+    // At once, after 2 s and after 4 s more: three in 9 s (not one per API round trip).
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    let count = replaced();
+    assert!(
+        (2..=4).contains(&count),
+        "{count} replacements in 9 s of refusals"
+    );
+    let refused = events_about(&harness, "store-1").await;
+    assert!(reasons(&refused).contains(&"PodReplaced".to_owned()));
+
+    harness.refuse_new_pods(None);
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    harness.finish().await;
+}
+
 /// A node cut off from the API server shows its Pods as they were, and a force delete would
 /// remove only the API object. A store hung there is left alone, with a Warning Event, as soon
 /// as its restart is due: the kubelet has not renewed its node Lease since the store went

@@ -217,10 +217,13 @@ pub fn new_event(
     now: Timestamp,
 ) -> Event {
     // Unique per object and nanosecond, as client-go names them; the prefix gives way to the
-    // suffix when the object's name is long.
+    // suffix when the object's name is long, and a cut one must still end alphanumeric (a
+    // DNS subdomain's labels do).
     let suffix = format!(".{:x}", now.as_nanosecond());
     let prefix = regarding.name.as_deref().unwrap_or(controller);
-    let name = format!("{}{suffix}", cut_plain(prefix, NAME_LIMIT - suffix.len()));
+    let prefix = cut_plain(prefix, NAME_LIMIT - suffix.len())
+        .trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    let name = format!("{prefix}{suffix}");
     Event {
         metadata: ObjectMeta {
             name: Some(name),
@@ -428,6 +431,28 @@ mod tests {
         let name = event.metadata.name.unwrap();
         assert_eq!(name.len(), 253);
         assert!(name.ends_with(&format!(".{:x}", at(0).as_nanosecond())));
+    }
+
+    #[test]
+    fn a_long_name_cut_at_a_dash_or_dot_still_makes_a_valid_name() {
+        let mut long = store("u1");
+        // The cut falls just after the dash.
+        let keep = NAME_LIMIT - format!(".{:x}", at(0).as_nanosecond()).len();
+        long.name = Some(format!("{}-.{}", "s".repeat(keep - 2), "t".repeat(20)));
+        let name = new_event("c", "i", &long, &record("R", "n"), at(0))
+            .metadata
+            .name
+            .unwrap();
+        assert!(name.len() <= NAME_LIMIT);
+        assert!(
+            name.starts_with(&format!("{}.", "s".repeat(keep - 2))),
+            "{name}"
+        );
+        assert!(
+            name.split('.')
+                .all(|label| !label.is_empty() && !label.ends_with('-')),
+            "{name}"
+        );
     }
 
     #[test]

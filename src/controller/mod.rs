@@ -222,7 +222,9 @@ pub async fn run(term: Term, stop: CancellationToken) {
         rolls: tokio::sync::Mutex::new(HashMap::new()),
         waiting,
         failures: std::sync::Mutex::default(),
+        stopped_pods: reconcile::StoppedPodReplacements::default(),
         term: writes_end,
+        draining: stop.clone(),
         clock,
     });
     // What is kept per store goes within a minute of the store's deletion: its metrics and this
@@ -259,6 +261,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
                 .lease_sightings
                 .retain(|store| present.contains(store));
             pruned.waiting.retain(|store| present.contains(store));
+            pruned.stopped_pods.retain(|store| present.contains(store));
             pruned
                 .failures
                 .lock()

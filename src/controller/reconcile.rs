@@ -105,9 +105,14 @@ pub struct Context {
     /// Consecutive failed reconciles per store, spacing out their retries: an API server that
     /// fails or throttles is not answered with more load.
     pub failures: std::sync::Mutex<HashMap<ObjectRef<PureFlashStore>, Backoff>>,
-    /// Cancelled when this replica's leadership term ends. Reconciles still running then may
-    /// finish reading but must not write: another replica may lead already.
+    /// When each store's Pod that stopped for good may next be replaced.
+    pub stopped_pods: StoppedPodReplacements,
+    /// Cancelled when this replica may no longer write ([`super::Term::writes_end`]): at once
+    /// when it loses the Lease (another replica may lead already), at the end of the stop
+    /// grace on a shutdown.
     pub term: CancellationToken,
+    /// Cancelled when the term starts stopping: no new restart is begun from then on.
+    pub draining: CancellationToken,
     /// "Now" for everything written to or compared with status: the API server's time, shared
     /// by every replica (see [`crate::clock`]).
     pub clock: ClusterClock,
@@ -653,6 +658,58 @@ fn takes_a_lease_sighting(verdict: &Verdict) -> bool {
     }
 }
 
+/// When each store's Pod that stopped for good may next be replaced. The first replacement is
+/// at once; until a replacement has run, each next one waits twice as long, up to
+/// [`STOPPED_POD_RETRY_MAX`]: a node that refuses every Pod at admission (full, short of its
+/// requests, shutting down) would otherwise have it replaced at the API's pace.
+#[derive(Default)]
+pub struct StoppedPodReplacements {
+    by_store: std::sync::Mutex<HashMap<ObjectRef<PureFlashStore>, (Backoff, std::time::Instant)>>,
+}
+
+/// The first and longest wait between replacements of a store's stopped Pod.
+pub const STOPPED_POD_RETRY_INITIAL: Duration = Duration::from_secs(2);
+pub const STOPPED_POD_RETRY_MAX: Duration = Duration::from_secs(300);
+
+impl StoppedPodReplacements {
+    /// How long until `store`'s stopped Pod may be replaced; `None`: now.
+    pub fn due_in(
+        &self,
+        store: &ObjectRef<PureFlashStore>,
+        now: std::time::Instant,
+    ) -> Option<Duration> {
+        let by_store = self.by_store.lock().expect("stopped pods");
+        let (_, next) = by_store.get(store)?;
+        let left = next.saturating_duration_since(now);
+        (!left.is_zero()).then_some(left)
+    }
+
+    /// `store`'s stopped Pod was just replaced.
+    pub fn replaced(&self, store: ObjectRef<PureFlashStore>, now: std::time::Instant) {
+        let mut by_store = self.by_store.lock().expect("stopped pods");
+        let (backoff, next) = by_store.entry(store).or_insert_with(|| {
+            (
+                Backoff::new(STOPPED_POD_RETRY_INITIAL, STOPPED_POD_RETRY_MAX),
+                now,
+            )
+        });
+        *next = now + backoff.next_delay();
+    }
+
+    /// `store`'s Pod runs: the next replacement, if any, is at once again.
+    pub fn ran(&self, store: &ObjectRef<PureFlashStore>) {
+        self.by_store.lock().expect("stopped pods").remove(store);
+    }
+
+    /// Keeps only the stores for which `keep` holds.
+    pub fn retain(&self, mut keep: impl FnMut(&ObjectRef<PureFlashStore>) -> bool) {
+        self.by_store
+            .lock()
+            .expect("stopped pods")
+            .retain(|store, _| keep(store));
+    }
+}
+
 /// Per store, a read of its node's Lease taken during its current offline episode: what the
 /// read made when its restart is due is compared with, to tell whether the kubelet is in
 /// contact ([`pods::node_health`]). Keyed like [`TermRestarts`]: a store recreated under its
@@ -1193,46 +1250,67 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     let can_create = view_now.health.is_trusted() && rendered.is_some();
     // A Pod stopped for good (evicted, refused at admission, shut down with its node) is
     // never run again by its kubelet: it is deleted and replaced as a missing one is. No pfs
-    // runs in it, so no recovery rail applies; a terminal Pod is deleted at once.
+    // runs in it, so no recovery rail applies; a terminal Pod is deleted at once. Replacements
+    // are spaced out until a replacement runs (a node refusing every Pod would loop).
+    let mut replaced_stopped: Option<String> = None;
+    let mut replacement_due_in: Option<Duration> = None;
     if let Some((stopped, why)) = pod
         .as_ref()
         .filter(|_| can_create)
         .and_then(|p| pods::stopped_for_good(p).map(|why| (p, why)))
     {
-        match ctx
-            .leading(pods.delete(&pod_name, &delete_exactly(stopped.uid(), None)))
-            .await?
-        {
-            Ok(_) => {
-                ctx.metrics.stopped_pods_replaced.inc();
-                info!(store = %name, %namespace, pod = %pod_name, %why, "replacing a pfs pod that stopped for good");
-                record(
-                    ctx,
-                    store,
-                    EventType::Warning,
-                    "PodReplaced",
-                    "Replace",
-                    format!("pod {pod_name} stopped for good ({why}); a new pod is created"),
-                )
-                .await;
+        let key = ObjectRef::from_obj(store);
+        match ctx.stopped_pods.due_in(&key, std::time::Instant::now()) {
+            Some(left) => {
+                debug!(store = %name, %namespace, ?left, %why, "pfs pod stopped for good; replacing it later");
+                replacement_due_in = Some(left);
             }
-            // Gone or replaced meanwhile: what is there now is read below.
-            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
-            Err(error) => return Err(error.into()),
+            None => {
+                match ctx
+                    .leading(pods.delete(&pod_name, &delete_exactly(stopped.uid(), None)))
+                    .await?
+                {
+                    Ok(_) => {
+                        ctx.stopped_pods.replaced(key, std::time::Instant::now());
+                        ctx.metrics.stopped_pods_replaced.inc();
+                        info!(store = %name, %namespace, pod = %pod_name, %why, "replacing a pfs pod that stopped for good");
+                        replaced_stopped = Some(format!(
+                            "pod {pod_name} stopped for good ({why}); a new pod is created"
+                        ));
+                    }
+                    // Gone or replaced meanwhile: what is there now is read below.
+                    Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+                    Err(error) => return Err(error.into()),
+                }
+                pod = pods.get_opt(&pod_name).await?;
+            }
         }
-        pod = pods.get_opt(&pod_name).await?;
     }
     let created_now = pod.is_none() && can_create;
     if let (true, Some((hash, _))) = (created_now, &rendered) {
         let predecessor = predecessor(&view_now, store.spec.store_id);
-        pod = Some(
-            ctx.leading(pods.patch(
+        let created = ctx
+            .leading(pods.patch(
                 &pod_name,
                 &apply,
                 &Patch::Apply(pods::pod(store, hash, predecessor)),
             ))
-            .await??,
-        );
+            .await
+            .and_then(|applied| applied.map_err(Error::from));
+        // Written once the new Pod is asked for (an Event write may be throttled for long),
+        // and also when that failed: the old Pod is gone either way.
+        if let Some(note) = replaced_stopped.take() {
+            record(
+                ctx,
+                store,
+                EventType::Warning,
+                "PodReplaced",
+                "Replace",
+                note,
+            )
+            .await;
+        }
+        pod = Some(created?);
         record(
             ctx,
             store,
@@ -1243,7 +1321,25 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         )
         .await;
     }
+    if let Some(note) = replaced_stopped {
+        // Replaced by someone else meanwhile: the replacement is still what happened.
+        record(
+            ctx,
+            store,
+            EventType::Warning,
+            "PodReplaced",
+            "Replace",
+            note,
+        )
+        .await;
+    }
     let observed_pod = pod.as_ref().map(pod_facts);
+    if observed_pod
+        .as_ref()
+        .is_some_and(|(facts, _, _)| facts.phase == "Running")
+    {
+        ctx.stopped_pods.ran(&ObjectRef::from_obj(store));
+    }
     let (facts, pod_ready, pod_waiting) = match &observed_pod {
         Some((facts, ready, waiting)) => (Some(facts.clone()), *ready, waiting.clone()),
         None => (None, false, None),
@@ -1259,6 +1355,11 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     } else {
         None
     };
+    // A term being stopped lets what is under way finish, but starts no restart: one begun now
+    // might be cut off between its kill and its new Pod. The next leader decides.
+    if restarts.is_some() && ctx.draining.is_cancelled() {
+        return Err(Error::TermEnded);
+    }
     // The lock may have been a long wait behind other stores' restarts: the clock and the
     // cluster-wide counts are taken now. This store's own facts (and so whether its Pod was
     // read from the API) came from the view at the start; if they changed meanwhile, the
@@ -1639,6 +1740,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         Some(left) => requeue.min(left + Duration::from_millis(50)),
         None => requeue,
     };
+    let requeue = match replacement_due_in {
+        Some(left) => requeue.min(left + Duration::from_millis(50)),
+        None => requeue,
+    };
     Ok(Action::requeue(requeue.min(ctx.settings.requeue)))
 }
 
@@ -1807,6 +1912,37 @@ pub fn error_policy(store: Arc<PureFlashStore>, error: &Error, ctx: Arc<Context>
 mod tests {
     use super::*;
     use crate::crd::PureFlashStoreSpec;
+
+    #[test]
+    fn stopped_pods_are_replaced_at_once_then_spaced_out_until_one_runs() {
+        let replacements = StoppedPodReplacements::default();
+        let key = ObjectRef::new("store-1").within("storage");
+        let t0 = std::time::Instant::now();
+        assert_eq!(replacements.due_in(&key, t0), None, "the first one at once");
+        replacements.replaced(key.clone(), t0);
+        assert_eq!(
+            replacements.due_in(&key, t0),
+            Some(STOPPED_POD_RETRY_INITIAL)
+        );
+        let t1 = t0 + STOPPED_POD_RETRY_INITIAL;
+        assert_eq!(replacements.due_in(&key, t1), None);
+        replacements.replaced(key.clone(), t1);
+        assert_eq!(
+            replacements.due_in(&key, t1),
+            Some(STOPPED_POD_RETRY_INITIAL * 2),
+            "refused again: twice as long"
+        );
+        let mut t = t1;
+        for _ in 0..20 {
+            t += STOPPED_POD_RETRY_MAX;
+            replacements.replaced(key.clone(), t);
+        }
+        assert_eq!(replacements.due_in(&key, t), Some(STOPPED_POD_RETRY_MAX));
+        let other = ObjectRef::new("store-2").within("storage");
+        assert_eq!(replacements.due_in(&other, t), None, "per store");
+        replacements.ran(&key);
+        assert_eq!(replacements.due_in(&key, t), None, "it ran: at once again");
+    }
 
     #[test]
     fn the_first_created_store_owns_its_id() {

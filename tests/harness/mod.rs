@@ -444,6 +444,18 @@ impl Harness {
         agent.evict_pod(&self.namespace, pod, message);
     }
 
+    /// Has the pfs node's kubelet refuse every new Pod at admission with `reason` and
+    /// `message`, or admit them again (`None`). Needs the emulator.
+    pub fn refuse_new_pods(&self, refusal: Option<(&str, &str)>) {
+        let Cluster::Emulated { agent, .. } = &self.cluster else {
+            panic!("refuse_new_pods needs the emulated cluster");
+        };
+        agent
+            .as_ref()
+            .expect("node agent running")
+            .refuse_new_pods(refusal);
+    }
+
     /// Cuts the pfs node's kubelet (the node agent) off from the API server, or reconnects it:
     /// cut off, it stops watching, reporting and renewing its node Lease while its processes go
     /// on; reconnected, it reports its node and Pods again, and any unreachable taint goes.

@@ -18,6 +18,9 @@
 //! - Eviction ([`NodeAgent::evict_pod`]), as the kubelet's eviction manager does under node
 //!   pressure: the containers are killed and the Pod is left in phase `Failed`, reason
 //!   `Evicted`; like every Pod in a terminal phase it is never run again.
+//! - Admission ([`NodeAgent::refuse_new_pods`]): while set, a new Pod is not run but left
+//!   `Failed` with the given reason, as the kubelet does with a Pod it cannot admit
+//!   (`OutOfcpu`, `OutOfpods`, a node shutting down).
 //! - A node cut off from the API server ([`NodeAgent::set_reachable`]): its processes go on and
 //!   exited containers still restart, but it sees no Pod changes (a Pod deleted meanwhile keeps
 //!   running) and posts no status until it is reachable again; then it catches up, reports
@@ -126,7 +129,11 @@ pub struct NodeAgent {
     processes: Processes,
     reachable: watch::Sender<bool>,
     evictions: mpsc::UnboundedSender<Eviction>,
+    refusal: watch::Sender<Option<Refusal>>,
 }
+
+/// Why new Pods are refused at admission: the status `reason` and `message` they get.
+pub type Refusal = (String, String);
 
 /// A Pod to evict: namespace, name, and the message its status gets.
 type Eviction = (String, String, String);
@@ -140,6 +147,7 @@ impl NodeAgent {
         let processes = Processes::default();
         let (reachable, reachable_now) = watch::channel(true);
         let (evictions, evictions_rx) = mpsc::unbounded_channel();
+        let (refusal, refusal_rx) = watch::channel(None);
         tokio::spawn(renew_lease(
             client.clone(),
             config.clone(),
@@ -153,6 +161,7 @@ impl NodeAgent {
             processes.clone(),
             reachable_now,
             evictions_rx,
+            refusal_rx,
         ));
         Ok(NodeAgent {
             shutdown,
@@ -160,6 +169,7 @@ impl NodeAgent {
             processes,
             reachable,
             evictions,
+            refusal,
         })
     }
 
@@ -192,6 +202,13 @@ impl NodeAgent {
         let _ = self
             .evictions
             .send((namespace.to_owned(), pod.to_owned(), message.to_owned()));
+    }
+
+    /// Refuses every new Pod at admission with `reason` and `message` (`None`: admits again).
+    /// Pods already running are left alone.
+    pub fn refuse_new_pods(&self, refusal: Option<(&str, &str)>) {
+        self.refusal
+            .send_replace(refusal.map(|(reason, message)| (reason.to_owned(), message.to_owned())));
     }
 
     /// Stops the agent; every container process is killed, as when a node loses power.
@@ -286,6 +303,7 @@ async fn run(
     processes: Processes,
     mut reachable: watch::Receiver<bool>,
     mut evictions: mpsc::UnboundedReceiver<Eviction>,
+    refusal: watch::Receiver<Option<Refusal>>,
 ) {
     let pods: Api<Pod> = Api::all(client.clone());
     let watch_config =
@@ -346,6 +364,11 @@ async fn run(
                     }
                     // A Pod in a terminal phase is never run again.
                     None if pod.metadata.deletion_timestamp.is_none() && !is_terminal(&pod) => {
+                        let refused = refusal.borrow().clone();
+                        if let Some((reason, message)) = refused {
+                            reject(&client, &pod, &reason, &message, &config).await;
+                            continue;
+                        }
                         let (sender, receiver) = mpsc::unbounded_channel();
                         let task = tokio::spawn(run_pod(
                             client.clone(),
@@ -379,6 +402,26 @@ async fn run(
     for (_, (sender, task)) in tasks {
         let _ = sender.send(PodSignal::Deleted);
         let _ = task.await;
+    }
+}
+
+/// What the kubelet writes of a Pod it cannot admit: `Failed`, never run.
+async fn reject(client: &Client, pod: &Pod, reason: &str, message: &str, config: &NodeAgentConfig) {
+    info!(pod = %pod.name_any(), reason, "node agent: refusing pod at admission");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+    let status = json!({"status": {
+        "phase": "Failed", "reason": reason, "message": message,
+        "startTime": crate_time(config.now()),
+    }});
+    if let Err(error) = pods
+        .patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await
+    {
+        debug!(%error, pod = %pod.name_any(), "could not refuse the pod");
     }
 }
 
