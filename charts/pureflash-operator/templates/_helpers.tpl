@@ -69,6 +69,15 @@ namespaces, where `zookeeper:2181` would name another (or no) Service.
 {{- end }}
 {{- end }}
 
+{{/*
+A count as the operator reads it: a values file's whole numbers arrive as floats, which print
+as 1e+06; they are printed as integers. Anything else is passed on as it is, for the operator
+to refuse with a clear message (the schema refuses it first).
+*/}}
+{{- define "pureflash-operator.count" -}}
+{{- if and (kindIs "float64" .) (eq . (float64 (int64 .))) }}{{ int64 . }}{{ else }}{{ . }}{{ end }}
+{{- end }}
+
 {{- define "pureflash-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
