@@ -308,10 +308,11 @@ async fn await_cluster_time(
 
 /// Ends a leadership term: cancels `stop` and waits for the term's tasks, aborting those still
 /// running after `grace` (so that neither a new term nor the release of the Lease waits forever).
-/// `writes_end` is cancelled once they are done or out of time, at once without a grace, and
-/// as soon as `leading` turns false (the Lease lost during the grace): until then a reconcile
-/// under way may finish what it writes (a restart's new Pod). Returns how many were aborted;
-/// either way, none of them runs any more when this returns.
+/// `writes_end` is cancelled once they are done or out of time, at once without a grace: until
+/// then a reconcile under way may finish what it writes (a restart's new Pod). Should
+/// `leading` turn false during the grace (the Lease lost), the grace is over: writes end and
+/// the tasks still running (a DB transaction, say) are aborted, as when no grace was given.
+/// Returns how many were aborted; either way, none of them runs any more when this returns.
 async fn stop_term(
     stop: &CancellationToken,
     writes_end: &CancellationToken,
@@ -323,12 +324,16 @@ async fn stop_term(
     if grace.is_zero() {
         writes_end.cancel();
     }
+    let lost = CancellationToken::new();
     let lease_guard = {
-        let writes_end = writes_end.clone();
+        let (writes_end, lost) = (writes_end.clone(), lost.clone());
         tokio::spawn(async move {
             tokio::select! {
                 // Lost, or the election gone: either way no longer the leader.
-                _ = leading.wait_for(|leading| !*leading) => writes_end.cancel(),
+                _ = leading.wait_for(|leading| !*leading) => {
+                    writes_end.cancel();
+                    lost.cancel();
+                }
                 _ = writes_end.cancelled() => {}
             }
         })
@@ -336,11 +341,18 @@ async fn stop_term(
     let deadline = tokio::time::Instant::now() + grace;
     let mut aborted = 0;
     for mut task in tasks {
-        match tokio::time::timeout_at(deadline, &mut task).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => error!(%error, "a task of the leadership term failed"),
-            Err(_) => {
-                // Out of time: nothing of the term may write any more, whatever it is at.
+        let outcome = tokio::select! {
+            // A task that has finished counts as finished, lost Lease or not.
+            biased;
+            outcome = tokio::time::timeout_at(deadline, &mut task) => outcome.ok(),
+            _ = lost.cancelled() => None,
+        };
+        match outcome {
+            Some(Ok(())) => {}
+            Some(Err(error)) => error!(%error, "a task of the leadership term failed"),
+            None => {
+                // Out of time, or the Lease lost: nothing of the term may write any more,
+                // whatever it is at.
                 writes_end.cancel();
                 task.abort();
                 // An aborted task stops at its next await; wait for that, so that it has
@@ -563,29 +575,32 @@ mod tests {
         assert!(watcher.await.unwrap(), "writes ended with the stop");
         assert_ne!(*could_write.lock().unwrap(), Some(true));
 
-        // The Lease lost during a shutdown's grace: writes end then, not at the grace's end.
+        // The Lease lost during a shutdown's grace: the grace is over then, not at its end.
         let (stop, writes_end) = (CancellationToken::new(), CancellationToken::new());
         let (leading_tx, leading) = watch::channel(true);
-        let (task, could_write) = finishing_task(&stop, &writes_end, Duration::from_millis(300));
+        let (task, could_write) = finishing_task(&stop, &writes_end, Duration::from_secs(30));
         let lose = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
             leading_tx.send_replace(false);
             leading_tx
         });
+        let started = tokio::time::Instant::now();
         let aborted = stop_term(
             &stop,
             &writes_end,
             leading,
             vec![task],
-            Duration::from_secs(5),
+            Duration::from_secs(60),
         )
         .await;
-        assert_eq!(aborted, 0);
+        assert_eq!(aborted, 1, "stopped at the loss, not at the grace's end");
+        assert!(started.elapsed() < Duration::from_secs(10));
         assert_eq!(
             *could_write.lock().unwrap(),
-            Some(false),
-            "no write after the Lease was lost"
+            None,
+            "aborted before it wrote"
         );
+        assert!(writes_end.is_cancelled());
         drop(lose.await);
     }
 

@@ -1282,7 +1282,23 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                     Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
                     Err(error) => return Err(error.into()),
                 }
-                pod = pods.get_opt(&pod_name).await?;
+                pod = match pods.get_opt(&pod_name).await {
+                    Ok(pod) => pod,
+                    Err(error) => {
+                        if let Some(note) = replaced_stopped.take() {
+                            record(
+                                ctx,
+                                store,
+                                EventType::Warning,
+                                "PodReplaced",
+                                "Replace",
+                                note,
+                            )
+                            .await;
+                        }
+                        return Err(error.into());
+                    }
+                };
             }
         }
     }
@@ -1496,6 +1512,11 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         })
     };
 
+    // Checked again here: the reads above may have been long, and the term may have begun
+    // stopping meanwhile.
+    if matches!(decision.verdict, Verdict::Restart(_)) && ctx.draining.is_cancelled() {
+        return Err(Error::TermEnded);
+    }
     let new_status = if let Verdict::Restart(reason) = decision.verdict {
         let manual_token = (reason == RestartReason::Manual)
             .then(|| observation.manual_restart.clone())
