@@ -1934,6 +1934,19 @@ mod tests {
     use super::*;
     use crate::crd::PureFlashStoreSpec;
 
+    #[tokio::test(start_paused = true)]
+    async fn calls_under_the_restart_lock_give_up_at_their_limit() {
+        let started = tokio::time::Instant::now();
+        let stuck = under_restart_lock(std::future::pending::<Result<(), kube::Error>>()).await;
+        assert!(
+            matches!(stuck, Err(Error::SlowApi(limit)) if limit == UNDER_RESTART_LOCK),
+            "{stuck:?}"
+        );
+        assert_eq!(started.elapsed(), UNDER_RESTART_LOCK);
+        let answered = under_restart_lock(async { Ok::<_, kube::Error>(7) }).await;
+        assert_eq!(answered.unwrap(), 7);
+    }
+
     #[test]
     fn stopped_pods_are_replaced_at_once_then_spaced_out_until_one_runs() {
         let replacements = StoppedPodReplacements::default();
