@@ -342,14 +342,8 @@ async fn status_times_are_the_api_servers_even_when_the_operators_clock_is_off()
     );
     wait_phase(&harness, &stores, "store-1", Phase::Online).await;
 
-    let metrics = harness.admin_get(0, "/metrics").expect("metrics").1;
-    let offset: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("pureflash_api_clock_offset_seconds "))
-        .expect("the offset metric")
-        .trim()
-        .parse()
-        .unwrap();
+    let offset =
+        metric(&harness, 0, "pureflash_api_clock_offset_seconds ").expect("the offset metric");
     if harness.is_emulated() {
         assert!(
             (offset + BEHIND.as_secs_f64()).abs() < 1.5,
@@ -423,18 +417,27 @@ async fn a_store_being_deleted_gets_no_new_pod() {
     harness.finish().await;
 }
 
+/// A harness for a test that needs the emulator's node agent (a real kubelet cannot be
+/// silenced, made to evict or to refuse Pods through the API); `None`, after saying so, on a
+/// real cluster.
+async fn start_emulated(test: &str) -> Option<Harness> {
+    let harness = Harness::start(test).await;
+    if harness.is_emulated() {
+        return Some(harness);
+    }
+    eprintln!("needs the emulated cluster's node agent; not run against a real cluster");
+    harness.finish().await;
+    None
+}
+
 /// The kubelet evicts a store's Pod under node pressure: the Pod is left `Failed` and never
 /// runs again, so the operator replaces it (a terminal Pod is no restart: no grace period, no
 /// backoff) and the store comes back Online in a new Pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evicted_pod_is_replaced_and_the_store_comes_back() {
-    let mut harness = Harness::start("evicted").await;
-    if !harness.is_emulated() {
-        // A real kubelet evicts only under real node pressure.
-        eprintln!("needs the emulated cluster's node agent; not run against a real cluster");
-        harness.finish().await;
+    let Some(mut harness) = start_emulated("evicted").await else {
         return;
-    }
+    };
     install_crd(&harness);
     harness.start_operator(&[]);
     // A long grace: coming back must not wait for an offline restart.
@@ -472,12 +475,9 @@ async fn an_evicted_pod_is_replaced_and_the_store_comes_back() {
         "{replaced:?}"
     );
     assert!(!reasons(&events).contains(&"StoreRestarted".to_owned()));
-    let metrics = harness.admin_get(0, "/metrics").expect("metrics").1;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l == "pureflash_stopped_pods_replaced_total 1"),
-        "{metrics}"
+    assert_eq!(
+        metric(&harness, 0, "pureflash_stopped_pods_replaced_total "),
+        Some(1.0)
     );
     harness.finish().await;
 }
@@ -487,12 +487,9 @@ async fn an_evicted_pod_is_replaced_and_the_store_comes_back() {
 /// node admits Pods again the store comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacements_of_pods_a_node_refuses_are_spaced_out() {
-    let mut harness = Harness::start("refused").await;
-    if !harness.is_emulated() {
-        eprintln!("needs the emulated cluster's node agent; not run against a real cluster");
-        harness.finish().await;
+    let Some(mut harness) = start_emulated("refused").await else {
         return;
-    }
+    };
     install_crd(&harness);
     harness.start_operator(&[]);
     let (stores, _pods, _first_pod) = store_1_online(&harness, 600).await;
@@ -501,18 +498,11 @@ async fn replacements_of_pods_a_node_refuses_are_spaced_out() {
         "Pod was rejected: Node didn't have enough resource: cpu, requested: 2000, used: 7000, capacity: 8000",
     )));
     harness.evict_pod("store-1-pfs", "The node was low on resource: memory.");
-    let replaced = || {
-        let metrics = harness.admin_get(0, "/metrics").expect("metrics").1;
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix("pureflash_stopped_pods_replaced_total "))
-            .map_or(0, |n| n.trim().parse::<u64>().unwrap())
-    };
     // At once, after 2 s and after 4 s more: three in 9 s (not one per API round trip).
     tokio::time::sleep(Duration::from_secs(9)).await;
-    let count = replaced();
+    let count = metric(&harness, 0, "pureflash_stopped_pods_replaced_total ").unwrap_or(0.0);
     assert!(
-        (2..=4).contains(&count),
+        (2.0..=4.0).contains(&count),
         "{count} replacements in 9 s of refusals"
     );
     let refused = events_about(&harness, "store-1").await;
@@ -531,13 +521,9 @@ async fn replacements_of_pods_a_node_refuses_are_spaced_out() {
 /// unreachable, and is restarted as soon as the node reports again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_on_a_silent_node_is_restarted_once_the_node_is_back() {
-    let mut harness = Harness::start("silent-node").await;
-    if !harness.is_emulated() {
-        // A real cluster's kubelet cannot be silenced through the API this suite drives.
-        eprintln!("needs the emulated cluster's node agent; not run against a real cluster");
-        harness.finish().await;
+    let Some(mut harness) = start_emulated("silent-node").await else {
         return;
-    }
+    };
     install_crd(&harness);
     harness.start_operator(&[]);
     let (stores, pods, first_pod) = store_1_online(&harness, 2).await;

@@ -138,10 +138,12 @@ impl SeriesBook {
         self.open.remove(key);
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.open.len()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.open.is_empty()
     }

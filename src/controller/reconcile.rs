@@ -1254,6 +1254,19 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // are spaced out until a replacement runs (a node refusing every Pod would loop).
     let mut replaced_stopped: Option<String> = None;
     let mut replacement_due_in: Option<Duration> = None;
+    let report_replaced = async |note: Option<String>| {
+        if let Some(note) = note {
+            record(
+                ctx,
+                store,
+                EventType::Warning,
+                "PodReplaced",
+                "Replace",
+                note,
+            )
+            .await;
+        }
+    };
     if let Some((stopped, why)) = pod
         .as_ref()
         .filter(|_| can_create)
@@ -1285,17 +1298,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 pod = match pods.get_opt(&pod_name).await {
                     Ok(pod) => pod,
                     Err(error) => {
-                        if let Some(note) = replaced_stopped.take() {
-                            record(
-                                ctx,
-                                store,
-                                EventType::Warning,
-                                "PodReplaced",
-                                "Replace",
-                                note,
-                            )
-                            .await;
-                        }
+                        report_replaced(replaced_stopped.take()).await;
                         return Err(error.into());
                     }
                 };
@@ -1315,17 +1318,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             .and_then(|applied| applied.map_err(Error::from));
         // Written once the new Pod is asked for (an Event write may be throttled for long),
         // and also when that failed: the old Pod is gone either way.
-        if let Some(note) = replaced_stopped.take() {
-            record(
-                ctx,
-                store,
-                EventType::Warning,
-                "PodReplaced",
-                "Replace",
-                note,
-            )
-            .await;
-        }
+        report_replaced(replaced_stopped.take()).await;
         pod = Some(created?);
         record(
             ctx,
@@ -1337,18 +1330,8 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         )
         .await;
     }
-    if let Some(note) = replaced_stopped {
-        // Replaced by someone else meanwhile: the replacement is still what happened.
-        record(
-            ctx,
-            store,
-            EventType::Warning,
-            "PodReplaced",
-            "Replace",
-            note,
-        )
-        .await;
-    }
+    // Replaced by someone else meanwhile: the replacement is still what happened.
+    report_replaced(replaced_stopped).await;
     let observed_pod = pod.as_ref().map(pod_facts);
     if observed_pod
         .as_ref()
