@@ -314,6 +314,15 @@ fn bad_values_are_refused_with_a_clear_message() {
             &["leaderElection.leaseDuration=0.5s"],
             "/leaderElection/leaseDuration",
         ),
+        // Over the operator's 24h limit, which the schema's patterns cannot express.
+        (
+            &["leaderElection.leaseDuration=25h"],
+            "leaderElection.leaseDuration \"25h\" is over 24h",
+        ),
+        (
+            &["leaderElection.leaseDuration=23h 60m 0.5s"],
+            "is over 24h",
+        ),
         // Prometheus reads these, and knows no `min` or fractions.
         (
             &[
@@ -347,6 +356,9 @@ fn bad_values_are_refused_with_a_clear_message() {
         "leaderElection.leaseDuration=1s",
         "leaderElection.leaseDuration=1500ms",
         "leaderElection.leaseDuration=1m 30s",
+        "leaderElection.leaseDuration=24h",
+        "leaderElection.leaseDuration=1d",
+        "leaderElection.leaseDuration=1439m 60s",
         "recovery.startGrace=0.5s",
         "zookeeper.resyncInterval=10ms",
     ] {

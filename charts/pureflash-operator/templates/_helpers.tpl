@@ -78,6 +78,25 @@ to refuse with a clear message (the schema refuses it first).
 {{- if and (kindIs "float64" .) (eq . (float64 (int64 .))) }}{{ int64 . }}{{ else }}{{ . }}{{ end }}
 {{- end }}
 
+{{/*
+leaderElection.leaseDuration as given, after the one check the schema cannot make: the operator
+refuses a lease over 24h, and would crash-loop on it. The duration is summed the way the
+operator reads it (humantime units, fractions allowed).
+*/}}
+{{- define "pureflash-operator.leaseDuration" -}}
+{{- $text := .Values.leaderElection.leaseDuration }}
+{{- $unitSeconds := dict "ns" 1e-9 "us" 1e-6 "µs" 1e-6 "ms" 1e-3 "s" 1.0 "m" 60.0 "min" 60.0 "h" 3600.0 "d" 86400.0 }}
+{{- $seconds := 0.0 }}
+{{- range regexFindAll `[0-9]+(\.[0-9]+)?(ns|us|µs|ms|min|s|m|h|d)` $text -1 }}
+{{- $number := regexFind `^[0-9]+(\.[0-9]+)?` . }}
+{{- $seconds = addf $seconds (mulf (float64 $number) (get $unitSeconds (trimPrefix $number .))) }}
+{{- end }}
+{{- if gt $seconds 86400.0 }}
+{{- fail (printf "leaderElection.leaseDuration %q is over 24h, the longest lease the operator accepts (a standby waits this long to take over)" $text) }}
+{{- end }}
+{{- $text }}
+{{- end }}
+
 {{- define "pureflash-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) }}
 {{- end }}
