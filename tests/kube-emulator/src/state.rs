@@ -834,6 +834,9 @@ impl State {
             // Items of keyed lists are identified by their defaulted keys, as stored.
             let mut patch = patch;
             rt.list_keys.default_keys(&mut patch);
+            // A resourceVersion in the applied configuration is a precondition, as in any
+            // update: the registry refuses a write whose version is not the stored one.
+            let requested_rv = meta_str(&patch, "resourceVersion").to_owned();
             let time = meta::timestamp(self.clock.now());
             let api_version = rt.api_version();
             let writer = ssa::Writer {
@@ -858,7 +861,15 @@ impl State {
                     let managed = ssa::read_managed(&applied);
                     self.create_with(rt, namespace, applied, options, Some(managed))
                 }
-                Some(existing) => self.write(rt, &existing, applied, part, "", options, Some(())),
+                Some(existing) => self.write(
+                    rt,
+                    &existing,
+                    applied,
+                    part,
+                    &requested_rv,
+                    options,
+                    Some(()),
+                ),
             };
         }
         let existing = existing.ok_or_else(|| ApiError::not_found(subject(rt, name)))?;

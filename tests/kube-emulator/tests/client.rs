@@ -274,6 +274,33 @@ async fn status_subresource_generation_and_observed_fields() {
     assert_eq!(status.data["status"]["phase"], "Online");
     assert_eq!(status.data["spec"]["nodeName"], "node-b");
     assert_eq!(status.metadata.generation, Some(2));
+    // A status apply pinned to a version the object has moved past is refused.
+    let apply_status = |version: &str| {
+        Patch::Apply(
+            json!({"apiVersion": "test.pureflash.io/v1alpha1", "kind": "Widget",
+            "metadata": {"name": "w", "resourceVersion": version},
+            "status": {"phase": "Offline"}}),
+        )
+    };
+    let error = api_error(
+        widgets
+            .patch_status(
+                "w",
+                &PatchParams::apply("op").force(),
+                &apply_status(&patched.resource_version().unwrap()),
+            )
+            .await,
+    );
+    assert_eq!(error.code, 409);
+    let applied = widgets
+        .patch_status(
+            "w",
+            &PatchParams::apply("op").force(),
+            &apply_status(&status.resource_version().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(applied.data["status"]["phase"], "Offline");
     // A custom resource update must carry a resourceVersion.
     let mut without_rv = widget("w", 1);
     without_rv.metadata.resource_version = None;
@@ -520,7 +547,48 @@ async fn server_side_apply_owns_fields_and_reports_conflicts() {
         )
         .await
         .unwrap();
-    assert!(after.data.unwrap_or_default().is_empty());
+    assert!(after.data.clone().unwrap_or_default().is_empty());
+
+    // A resourceVersion in the applied configuration is a precondition, on the object and on
+    // its status alike: a stale one is refused whole, the current one is applied.
+    let stale = before.resource_version().unwrap();
+    let current = after.resource_version().unwrap();
+    let pinned = |version: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "c", "resourceVersion": version}, "data": {"late": "1"}})
+    };
+    let error = api_error(
+        maps.patch(
+            "c",
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(pinned(&stale)),
+        )
+        .await,
+    );
+    assert_eq!((error.code, error.reason.as_str()), (409, "Conflict"));
+    assert!(
+        error.message.contains("the object has been modified"),
+        "{}",
+        error.message
+    );
+    assert!(
+        maps.get("c")
+            .await
+            .unwrap()
+            .data
+            .unwrap_or_default()
+            .is_empty()
+    );
+    let applied = maps
+        .patch(
+            "c",
+            &PatchParams::apply("someone-else").force(),
+            &Patch::Apply(pinned(&current)),
+        )
+        .await
+        .unwrap();
+    assert_ne!(applied.resource_version().unwrap(), current);
+    assert_eq!(applied.data.unwrap()["late"], "1");
 }
 
 #[tokio::test]
