@@ -417,15 +417,17 @@ async fn a_store_being_deleted_gets_no_new_pod() {
     harness.finish().await;
 }
 
-/// A harness for a test that needs the emulator's node agent (a real kubelet cannot be
-/// silenced, made to evict or to refuse Pods through the API); `None`, after saying so, on a
-/// real cluster.
+/// A harness for a test that needs the emulator: its node agent (a real kubelet cannot be
+/// silenced, made to evict or to refuse Pods through the API) or its power to hold a request;
+/// `None`, after saying so, on a real cluster.
 async fn start_emulated(test: &str) -> Option<Harness> {
     let harness = Harness::start(test).await;
     if harness.is_emulated() {
         return Some(harness);
     }
-    eprintln!("needs the emulated cluster's node agent; not run against a real cluster");
+    eprintln!(
+        "needs the API emulator (its node agent or fault injection); not run against a real cluster"
+    );
     harness.finish().await;
     None
 }
@@ -934,6 +936,110 @@ async fn one_of_two_replicas_acts_and_the_other_takes_over_without_a_double_rest
     .await;
     wait_phase(&harness, &stores, "store-1", Phase::Online).await;
     assert_eq!(restarts_logged(&harness, standby), 1);
+    harness.finish().await;
+}
+
+/// A leader frozen (a long GC pause, a suspended VM) with a status write queued at the API
+/// server loses its Lease; its successor restarts the store on request and records it; the
+/// queued write then lands on a store it no longer describes. Were it accepted, it would erase
+/// the record of that restart, and the successor would honour the same request twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_former_leaders_late_status_write_does_not_undo_its_successors() {
+    use kube_emulator::faults::{Action, Matcher};
+
+    // The write is held at the API server, which only the emulator can do.
+    let Some(mut harness) = start_emulated("late-write").await else {
+        return;
+    };
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    harness.start_operator(&[]);
+    let leader = wait_for("a Lease holder", async || lease_holder(&harness).await).await;
+    let (leader, standby) = if leader == "replica-0" {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    let (stores, pods, first_pod) = store_1_online(&harness, 30).await;
+
+    // The leader's next status write of store-1, for a spec change, is held for 25 s.
+    let held = Duration::from_secs(25);
+    let faults = harness.emulator().unwrap().faults();
+    faults.inject(
+        Matcher::verb("patch")
+            .on("pureflashstores")
+            .named("store-1")
+            .subresource("status"),
+        Action::Delay(held),
+        1,
+    );
+    stores
+        .patch(
+            "store-1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"recovery": {"offlineGracePeriodSeconds": 31}}})),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "the leader's status write reaches the API server",
+        async || (faults.pending() == 0).then_some(()),
+    )
+    .await;
+    let write_arrived = std::time::Instant::now();
+    harness.signal_operator(leader, libc::SIGSTOP);
+
+    // The standby takes over and restarts the store as asked, once.
+    wait_for("the standby leads", async || {
+        (leader_gauge(&harness, standby) == Some(1)).then_some(())
+    })
+    .await;
+    let (ok, _, stderr) = harness.kubectl(
+        &[
+            "annotate",
+            "-n",
+            &harness.namespace,
+            "pfstore",
+            "store-1",
+            "pureflash.io/restart=once",
+        ],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    let restarted_pod = wait_for("store-1 restarted", async || {
+        pod_uid(&pods, "store-1-pfs")
+            .await
+            .filter(|uid| *uid != first_pod)
+    })
+    .await;
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    let recorded = async || {
+        let status = stores.get("store-1").await.unwrap().status.unwrap();
+        (status.restart_count, status.last_manual_restart)
+    };
+    assert_eq!(recorded().await, (1, Some("once".to_owned())));
+    assert!(
+        write_arrived.elapsed() < held,
+        "the restart must be recorded before the held write is served"
+    );
+
+    // The held write is served, and refused: the store moved on since it was computed.
+    tokio::time::sleep(held.saturating_sub(write_arrived.elapsed()) + Duration::from_secs(1)).await;
+    for _ in 0..8 {
+        assert_eq!(recorded().await, (1, Some("once".to_owned())));
+        assert_eq!(
+            pod_uid(&pods, "store-1-pfs").await.as_ref(),
+            Some(&restarted_pod)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(restarts_logged(&harness, standby), 1);
+    // Thawed, the former leader finds its Lease gone and acts on nothing.
+    harness.signal_operator(leader, libc::SIGCONT);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(recorded().await, (1, Some("once".to_owned())));
+    assert_eq!(leader_gauge(&harness, leader), Some(0));
+    assert_eq!(restarts_logged(&harness, leader), 0);
     harness.finish().await;
 }
 

@@ -225,6 +225,11 @@ impl WaitingStores {
 /// reconcile would announce the same phase change twice, move an offline timer it already
 /// recorded, or honour a manual restart token a second time. resourceVersions are only
 /// compared for equality, as the API conventions allow.
+///
+/// Every status write is conditioned on the version its status was computed from
+/// ([`Baseline::version`]): a write computed from a view someone has since written over — a
+/// former leader's write queued at the API server, or this leader's own from a lagging cache —
+/// is refused with 409 instead of undoing the newer one.
 #[derive(Default)]
 pub struct WrittenStatuses {
     by_store: std::sync::Mutex<HashMap<ObjectRef<PureFlashStore>, Written>>,
@@ -248,31 +253,60 @@ const SUPERSEDED_MAX: usize = 16;
 /// by far less; past this the cache is the truth again, whatever happened.
 pub const UNSEEN_VERSION_TRUST: Duration = Duration::from_secs(60);
 
+/// A store's status as a reconcile starts from it, and the version a write of the next status
+/// must find on the server.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Baseline {
+    pub status: PureFlashStoreStatus,
+    /// `None` when no version is known (the API did not say): the write is unconditional.
+    pub version: Option<String>,
+}
+
 impl WrittenStatuses {
     /// The store's current status: the cached one, unless this term has written over it.
-    pub fn current(&self, store: &PureFlashStore) -> PureFlashStoreStatus {
+    pub fn current(&self, store: &PureFlashStore) -> Baseline {
         self.current_at(store, std::time::Instant::now())
     }
 
-    fn current_at(&self, store: &PureFlashStore, now: std::time::Instant) -> PureFlashStoreStatus {
+    fn current_at(&self, store: &PureFlashStore, now: std::time::Instant) -> Baseline {
         let key = ObjectRef::from_obj(store);
         let mut by_store = self.by_store.lock().expect("written statuses");
         let cached = store.resource_version();
+        let as_cached = || Baseline {
+            status: store.status.clone().unwrap_or_default(),
+            version: cached.clone(),
+        };
         let Some(written) = by_store.get(&key) else {
-            return store.status.clone().unwrap_or_default();
+            return as_cached();
         };
         if written.uid != store.metadata.uid {
             by_store.remove(&key);
-            return store.status.clone().unwrap_or_default();
+            return as_cached();
         }
         let shows_the_write = cached.is_some() && cached == written.result;
-        let superseded = cached.is_some_and(|v| written.superseded.contains(&v));
-        let recent = now.saturating_duration_since(written.written_at) < UNSEEN_VERSION_TRUST;
-        if !shows_the_write && (superseded || recent) {
-            return written.status.clone();
+        if !shows_the_write {
+            // The cache lags behind the write: the write's result is the latest version known.
+            if cached
+                .as_ref()
+                .is_some_and(|v| written.superseded.contains(v))
+            {
+                return Baseline {
+                    status: written.status.clone(),
+                    version: written.result.clone(),
+                };
+            }
+            // A version this term did not write: someone's change to the spec or metadata
+            // (status stands as written), or a status write that raced this term's. Writing
+            // on it either succeeds on the latest version or is refused and retried.
+            if now.saturating_duration_since(written.written_at) < UNSEEN_VERSION_TRUST {
+                return Baseline {
+                    status: written.status.clone(),
+                    version: cached,
+                };
+            }
         }
         by_store.remove(&key);
-        store.status.clone().unwrap_or_default()
+        as_cached()
     }
 
     /// `status` was written over `store` as the cache showed it; the API answered with
@@ -339,6 +373,11 @@ pub enum Error {
     TermEnded,
     #[error("the Kubernetes API did not answer within {0:?} while other stores' restarts waited")]
     SlowApi(Duration),
+    /// The store changed since the status was computed (409 on the version precondition).
+    #[error(
+        "the PureFlashStore changed since its status was computed; recomputing from the latest version"
+    )]
+    StaleStatus,
 }
 
 impl Error {
@@ -350,6 +389,7 @@ impl Error {
             Error::Invalid(_) => "SpecInvalid",
             Error::TermEnded => "TermEnded",
             Error::SlowApi(_) => "KubernetesApi",
+            Error::StaleStatus => "Conflict",
         }
     }
 }
@@ -520,10 +560,11 @@ fn stands_aside(aside: &HashSet<&str>, store: &PureFlashStore) -> bool {
 async fn stand_aside(
     ctx: &Context,
     store: &PureFlashStore,
-    previous: &PureFlashStoreStatus,
+    baseline: &Baseline,
     holder: &PureFlashStore,
     pods: &Api<Pod>,
 ) -> Result<Action, Error> {
+    let previous = &baseline.status;
     let holder = format!(
         "{}/{}",
         holder.namespace().unwrap_or_default(),
@@ -545,7 +586,12 @@ async fn stand_aside(
         let namespace = store.namespace().unwrap_or_default();
         let stores: Api<PureFlashStore> = Api::namespaced(ctx.client.clone(), &namespace);
         let result = ctx
-            .leading(apply_status(&stores, &store.name_any(), &status))
+            .leading(apply_status(
+                &stores,
+                &store.name_any(),
+                baseline.version.as_deref(),
+                &status,
+            ))
             .await??;
         ctx.written.wrote(store, &status, result);
         warn!(store = %store.name_any(), %namespace, %holder, "duplicate storeId: store not run");
@@ -992,7 +1038,11 @@ async fn record(
 pub async fn reconcile(store: Arc<PureFlashStore>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = std::time::Instant::now();
     let result = reconcile_inner(&store, &ctx).await;
-    let outcome = if result.is_ok() { "ok" } else { "error" };
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(Error::StaleStatus) => "conflict",
+        Err(_) => "error",
+    };
     if result.is_ok() {
         ctx.failures
             .lock()
@@ -1032,7 +1082,8 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         .ok()
         .and_then(|id| StoreId::new(id).ok())
         .and_then(|id| snapshot.view.get(id));
-    let previous = ctx.written.current(store);
+    let baseline = ctx.written.current(store);
+    let previous = &baseline.status;
 
     // One store id, one pfs: a store whose id another PureFlashStore claimed first is not run.
     let all = ctx.stores.state();
@@ -1040,7 +1091,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     if stands_aside(&aside, store)
         && let Some(holder) = first_claimant(all.iter().map(AsRef::as_ref), store.spec.store_id)
     {
-        return stand_aside(ctx, store, &previous, holder, &pods).await;
+        return stand_aside(ctx, store, &baseline, holder, &pods).await;
     }
 
     // The pfs.conf and its ConfigMap.
@@ -1104,7 +1155,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // unless the cache says it is missing (it may just lag a create) or the store may be
     // restarted (that decision is taken on the Pod as the API has it now).
     let pod_name = pods::pod_name(store);
-    let history = history_of(&previous);
+    let history = history_of(previous);
     let restart_possible = recovery::may_restart(
         trusted,
         view.map(|s| s.alive),
@@ -1478,7 +1529,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         status::compute(&Facts {
             now,
             generation: store.metadata.generation,
-            previous: &previous,
+            previous,
             view_trusted: trusted,
             store: view,
             pod_name: &pod_name,
@@ -1520,8 +1571,13 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         {
             // Should the write land after this gives up, the restart stands recorded and the
             // next reconcile finishes it.
-            let result =
-                under_restart_lock(ctx.leading(apply_status(&stores, &name, &recorded))).await??;
+            let result = under_restart_lock(ctx.leading(apply_status(
+                &stores,
+                &name,
+                baseline.version.as_deref(),
+                &recorded,
+            )))
+            .await??;
             ctx.written.wrote(store, &recorded, result);
         }
         // Other stores count the kill in flight from now.
@@ -1636,16 +1692,21 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     };
 
     if let Some(new_status) = &new_status {
-        if *new_status != previous {
+        if new_status != previous {
             let result = ctx
-                .leading(apply_status(&stores, &name, new_status))
+                .leading(apply_status(
+                    &stores,
+                    &name,
+                    baseline.version.as_deref(),
+                    new_status,
+                ))
                 .await??;
             ctx.written.wrote(store, new_status, result);
         }
         report_transitions(
             ctx,
             store,
-            &previous,
+            previous,
             new_status,
             &decision.verdict,
             roll_held.as_ref(),
@@ -1751,15 +1812,23 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     Ok(Action::requeue(requeue.min(ctx.settings.requeue)))
 }
 
+/// Writes `status` if the store is still at `based_on` (the baseline's version); answers the
+/// version the write produced.
 async fn apply_status(
     stores: &Api<PureFlashStore>,
     name: &str,
+    based_on: Option<&str>,
     status: &PureFlashStoreStatus,
 ) -> Result<Option<String>, Error> {
+    let mut metadata = json!({"name": name});
+    if let Some(version) = based_on {
+        // In an applied configuration, a resourceVersion is a precondition.
+        metadata["resourceVersion"] = json!(version);
+    }
     let body = json!({
         "apiVersion": "pureflash.io/v1alpha1",
         "kind": "PureFlashStore",
-        "metadata": {"name": name},
+        "metadata": metadata,
         "status": status,
     });
     let written = stores
@@ -1768,8 +1837,12 @@ async fn apply_status(
             &PatchParams::apply(MANAGER).force(),
             &Patch::Apply(body),
         )
-        .await?;
-    Ok(written.resource_version())
+        .await;
+    match written {
+        Ok(written) => Ok(written.resource_version()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Err(Error::StaleStatus),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Events for what changed: the store's phase, and recovery decisions that held it back.
@@ -1882,6 +1955,10 @@ async fn owned_caches_loaded(ctx: &Context) {
 const RETRY_INITIAL: Duration = Duration::from_secs(2);
 const RETRY_MAX: Duration = Duration::from_secs(120);
 
+/// A status write refused for a stale version is retried this much sooner than a failure: the
+/// watch delivers the newer version within milliseconds, and the store's status waits on it.
+const STALE_STATUS_SPEEDUP: u32 = 8;
+
 /// Requeue after a failed reconcile, later after each consecutive failure.
 pub fn error_policy(store: Arc<PureFlashStore>, error: &Error, ctx: Arc<Context>) -> Action {
     if let Error::TermEnded = error {
@@ -1894,6 +1971,13 @@ pub fn error_policy(store: Arc<PureFlashStore>, error: &Error, ctx: Arc<Context>
         .entry(ObjectRef::from_obj(store.as_ref()))
         .or_insert_with(|| Backoff::new(RETRY_INITIAL, RETRY_MAX))
         .next_delay();
+    if let Error::StaleStatus = error {
+        // Not a failure to show users: someone (a user's edit, a former leader's late write)
+        // changed the store after the cache this status came from. Still backed off, should
+        // the cache never catch up.
+        debug!(store = %store.name_any(), "status based on a stale version; recomputing");
+        return Action::requeue(retry_in / STALE_STATUS_SPEEDUP);
+    }
     warn!(store = %store.name_any(), category = error.category(), %error, "reconcile failed; retrying");
     // Users see failures where they look (kubectl describe); the recorder folds repeats into
     // the first failure's Event series and cuts long messages to the API's limit.
@@ -2089,12 +2173,26 @@ mod tests {
     fn a_cache_that_still_shows_the_written_over_version_reads_as_the_written_status() {
         let written = WrittenStatuses::default();
         let seen = store("10", Some(Phase::Pending));
-        assert_eq!(written.current(&seen).phase, Some(Phase::Pending));
+        assert_eq!(
+            written.current(&seen),
+            Baseline {
+                status: status(Phase::Pending),
+                version: Some("10".into())
+            }
+        );
         written.wrote(&seen, &status(Phase::Online), Some("11".into()));
-        assert_eq!(written.current(&seen).phase, Some(Phase::Online));
+        assert_eq!(
+            written.current(&seen),
+            Baseline {
+                status: status(Phase::Online),
+                version: Some("11".into())
+            },
+            "the next write is based on the write's result, not on the lagging cache"
+        );
         // Written again from the same stale version: the latest write counts.
         written.wrote(&seen, &status(Phase::Offline), Some("12".into()));
-        assert_eq!(written.current(&seen).phase, Some(Phase::Offline));
+        assert_eq!(written.current(&seen).status.phase, Some(Phase::Offline));
+        assert_eq!(written.current(&seen).version.as_deref(), Some("12"));
     }
 
     #[test]
@@ -2113,10 +2211,17 @@ mod tests {
         );
         // The watch now delivers version 11, the first write: still superseded.
         let first_write = store("11", Some(Phase::Unknown));
-        assert_eq!(written.current(&first_write).phase, Some(Phase::Online));
+        assert_eq!(
+            written.current(&first_write).status.phase,
+            Some(Phase::Online)
+        );
+        assert_eq!(written.current(&first_write).version.as_deref(), Some("12"));
         // Version 12 is the last write itself.
         let last_write = store("12", Some(Phase::Online));
-        assert_eq!(written.current(&last_write).phase, Some(Phase::Online));
+        assert_eq!(
+            written.current(&last_write).status.phase,
+            Some(Phase::Online)
+        );
     }
 
     #[test]
@@ -2128,11 +2233,14 @@ mod tests {
             Some("11".into()),
         );
         assert_eq!(
-            written.current(&store("11", Some(Phase::Online))).phase,
+            written
+                .current(&store("11", Some(Phase::Online)))
+                .status
+                .phase,
             Some(Phase::Online)
         );
         // The memory is gone, even if an old version were seen again.
-        assert_eq!(written.current(&store("10", None)).phase, None);
+        assert_eq!(written.current(&store("10", None)).status.phase, None);
     }
 
     #[test]
@@ -2150,14 +2258,16 @@ mod tests {
         let edited = store("11", Some(Phase::Online));
         let now = std::time::Instant::now();
         let seen = written.current_at(&edited, now);
-        assert_eq!(seen.last_manual_restart.as_deref(), Some("token-1"));
+        assert_eq!(seen.status.last_manual_restart.as_deref(), Some("token-1"));
+        // Written on 11: the write lands if 11 is still the latest, else it is refused.
+        assert_eq!(seen.version.as_deref(), Some("11"));
         // A watch lags far less than this: past it the cache is the truth again.
         let much_later = now + UNSEEN_VERSION_TRUST + Duration::from_secs(1);
         assert_eq!(
-            written.current_at(&edited, much_later).phase,
+            written.current_at(&edited, much_later).status.phase,
             Some(Phase::Online)
         );
-        assert_eq!(written.current(&edited).last_manual_restart, None);
+        assert_eq!(written.current(&edited).status.last_manual_restart, None);
     }
 
     #[test]
@@ -2170,7 +2280,7 @@ mod tests {
         );
         let mut recreated = store("20", None);
         recreated.metadata.uid = Some("another-uid".into());
-        assert_eq!(written.current(&recreated).phase, None);
+        assert_eq!(written.current(&recreated).status.phase, None);
     }
 
     #[test]
@@ -2202,7 +2312,7 @@ mod tests {
         );
         let later = std::time::Instant::now() + UNSEEN_VERSION_TRUST * 2;
         assert_eq!(
-            written.current_at(&store("10", None), later).phase,
+            written.current_at(&store("10", None), later).status.phase,
             Some(Phase::Online)
         );
     }
@@ -2230,8 +2340,8 @@ mod tests {
         let mut two = store("10", None);
         two.metadata.name = Some("store-2".into());
         written.wrote(&one, &status(Phase::Online), None);
-        assert_eq!(written.current(&two).phase, None);
+        assert_eq!(written.current(&two).status.phase, None);
         written.retain(|s| s.name != "store-1");
-        assert_eq!(written.current(&one).phase, None);
+        assert_eq!(written.current(&one).status.phase, None);
     }
 }

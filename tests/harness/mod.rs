@@ -620,6 +620,22 @@ impl Harness {
         }
     }
 
+    /// Sends `signal` to replica `index`: `SIGSTOP` freezes it as a long GC pause or a
+    /// suspended VM would (its connections stay open), `SIGCONT` resumes it.
+    pub fn signal_operator(&self, index: usize, signal: i32) {
+        let child = self.operators[index]
+            .child
+            .as_ref()
+            .expect("replica running");
+        let pid = i32::try_from(child.id()).expect("pid");
+        // SAFETY: kill(2) with a pid this harness spawned and has not reaped.
+        assert_eq!(
+            unsafe { libc::kill(pid, signal) },
+            0,
+            "signal replica {index}"
+        );
+    }
+
     /// Stops replica `index` gracefully (SIGTERM) and waits for it.
     pub fn stop_operator(&mut self, index: usize) -> std::process::ExitStatus {
         let mut child = self.operators[index].child.take().expect("replica running");

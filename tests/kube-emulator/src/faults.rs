@@ -105,6 +105,17 @@ impl Faults {
         });
     }
 
+    /// How many more requests the pending faults will catch: 0 once every fault has struck
+    /// (a delayed request is then being held, or served).
+    pub fn pending(&self) -> usize {
+        self.rules
+            .lock()
+            .expect("faults lock")
+            .iter()
+            .map(|r| r.remaining)
+            .sum()
+    }
+
     /// Removes every pending fault.
     pub fn clear(&self) {
         self.rules.lock().expect("faults lock").clear();
@@ -152,8 +163,10 @@ mod tests {
             ..patch
         };
         assert_eq!(faults.take(&get), None);
+        assert_eq!(faults.pending(), 2);
         assert_eq!(faults.take(&patch), Some(Action::Fail(500)));
         assert_eq!(faults.take(&patch), Some(Action::Fail(500)));
+        assert_eq!(faults.pending(), 0);
         assert_eq!(faults.take(&patch), None);
     }
 }
