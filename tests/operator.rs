@@ -939,6 +939,66 @@ async fn one_of_two_replicas_acts_and_the_other_takes_over_without_a_double_rest
     harness.finish().await;
 }
 
+/// The API refuses a store's new Pod (a ResourceQuota, an admission webhook): the store,
+/// whose pfs went with its old Pod, must not go on reading Online. Its status says why no Pod
+/// runs, an Event says what failed, and the Pod comes once the API accepts it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_whose_new_pod_is_refused_says_why_and_recovers_once_allowed() {
+    use kube_emulator::faults::{Action, Matcher};
+
+    // A refusal on demand needs the emulator.
+    let Some(mut harness) = start_emulated("pod-refused").await else {
+        return;
+    };
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    let (stores, pods, first_pod) = store_1_online(&harness, 30).await;
+    let faults = harness.emulator().unwrap().faults();
+    faults.inject(
+        Matcher::verb("patch").on("pods").named("store-1-pfs"),
+        Action::Fail(403),
+        10_000,
+    );
+    pods.delete(
+        "store-1-pfs",
+        &DeleteParams {
+            grace_period_seconds: Some(0),
+            ..DeleteParams::default()
+        },
+    )
+    .await
+    .unwrap();
+    let refused = wait_for("the refusal in store-1's status", async || {
+        let store = stores.get("store-1").await.ok()?;
+        let refused = condition(&store, "PodReady")?.reason == "PodCreateFailed"
+            && store.status.as_ref()?.alive == Some(false);
+        refused.then_some(store)
+    })
+    .await;
+    assert_ne!(refused.status.as_ref().unwrap().phase, Some(Phase::Online));
+    let message = &condition(&refused, "PodReady").unwrap().message;
+    assert!(
+        message.contains("is forbidden: exceeded quota"),
+        "{message}"
+    );
+    let failed = events_about(&harness, "store-1").await;
+    assert!(
+        failed
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("ReconcileFailed")
+                && e.note.as_deref().is_some_and(|n| n.contains("forbidden"))),
+        "{:?}",
+        reasons(&failed)
+    );
+
+    faults.clear();
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    assert_ne!(pod_uid(&pods, "store-1-pfs").await, Some(first_pod));
+    let store = stores.get("store-1").await.unwrap();
+    assert_eq!(condition(&store, "PodReady").unwrap().reason, "PodReady");
+    harness.finish().await;
+}
+
 /// A leader frozen (a long GC pause, a suspended VM) with a status write queued at the API
 /// server loses its Lease; its successor restarts the store on request and records it; the
 /// queued write then lands on a store it no longer describes. Were it accepted, it would erase

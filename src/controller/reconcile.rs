@@ -1084,6 +1084,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         .and_then(|id| snapshot.view.get(id));
     let baseline = ctx.written.current(store);
     let previous = &baseline.status;
+    // A write that fails (a Pod refused by a quota or admission, a ConfigMap write that errs)
+    // does not end the reconcile: the status is still written, so that a store left without
+    // its Pod does not read Online, and the error is returned after it, to be retried.
+    let mut failed_write: Option<Error> = None;
 
     // One store id, one pfs: a store whose id another PureFlashStore claimed first is not run.
     let all = ctx.stores.state();
@@ -1240,6 +1244,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     };
     // The new pfs.conf is written when nothing runs the old one any more: right away, or once
     // a rolled Pod is deleted (the old pfs, restarted in place, must not read half a change).
+    let mut map_current = !map_stale;
     let apply_map = async || -> Result<(), Error> {
         if let Some((_, config_map)) = rendered.as_ref().filter(|_| map_stale) {
             ctx.leading(maps.patch(&config_map_name, &apply, &Patch::Apply(config_map)))
@@ -1249,7 +1254,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     };
     let rolling = matches!(roll, Some(RollVerdict::Roll(_)));
     if roll_held.is_none() && !rolling {
-        apply_map().await?;
+        map_current = keep_going(apply_map().await, &mut failed_write)?.is_some();
     }
     if let (Some(RollVerdict::Roll(reason)), Some(existing), Some((hash, _))) =
         (&roll, &pod, &rendered)
@@ -1288,10 +1293,13 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 .await
             }
             Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
-            Err(error) => return Err(error.into()),
+            // The old Pod stays, and so does its pfs.conf.
+            Err(error) => failed_write = Some(error.into()),
         }
-        apply_map().await?;
-        pod = pods.get_opt(&pod_name).await?;
+        if failed_write.is_none() {
+            map_current = keep_going(apply_map().await, &mut failed_write)?.is_some();
+            pod = pods.get_opt(&pod_name).await?;
+        }
     }
     drop(rolls);
     // A Pod records whose `alive` it replaces, which only a trusted view can tell; without one
@@ -1344,19 +1352,28 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                     }
                     // Gone or replaced meanwhile: what is there now is read below.
                     Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
-                    Err(error) => return Err(error.into()),
+                    // The stopped Pod stays, and is deleted at the retry.
+                    Err(error) => failed_write = Some(error.into()),
                 }
-                pod = match pods.get_opt(&pod_name).await {
-                    Ok(pod) => pod,
-                    Err(error) => {
-                        report_replaced(replaced_stopped.take()).await;
-                        return Err(error.into());
-                    }
-                };
+                if failed_write.is_none() {
+                    pod = match pods.get_opt(&pod_name).await {
+                        Ok(pod) => pod,
+                        Err(error) => {
+                            report_replaced(replaced_stopped.take()).await;
+                            return Err(error.into());
+                        }
+                    };
+                }
             }
         }
     }
-    let created_now = pod.is_none() && can_create;
+    let mut created_now = pod.is_none() && can_create;
+    // A new Pod runs the current spec, held rollout or not, and so does its pfs.conf: one
+    // started on the previous pfs.conf under the new hash would never be rolled.
+    if created_now && !map_current {
+        map_current = keep_going(apply_map().await, &mut failed_write)?.is_some();
+        created_now = map_current;
+    }
     if let (true, Some((hash, _))) = (created_now, &rendered) {
         let predecessor = predecessor(&view_now, store.spec.store_id);
         let created = ctx
@@ -1370,16 +1387,21 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         // Written once the new Pod is asked for (an Event write may be throttled for long),
         // and also when that failed: the old Pod is gone either way.
         report_replaced(replaced_stopped.take()).await;
-        pod = Some(created?);
-        record(
-            ctx,
-            store,
-            EventType::Normal,
-            "PodCreated",
-            "Create",
-            format!("pod {pod_name} created on node {}", store.spec.node_name),
-        )
-        .await;
+        match keep_going(created, &mut failed_write)? {
+            Some(created) => {
+                pod = Some(created);
+                record(
+                    ctx,
+                    store,
+                    EventType::Normal,
+                    "PodCreated",
+                    "Create",
+                    format!("pod {pod_name} created on node {}", store.spec.node_name),
+                )
+                .await;
+            }
+            None => created_now = false,
+        }
     }
     // Replaced by someone else meanwhile: the replacement is still what happened.
     report_replaced(replaced_stopped).await;
@@ -1525,6 +1547,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     ctx.waiting
         .set_waiting(&ObjectRef::from_obj(store), waits_for_others);
     let db = db_state(ctx.db.as_ref());
+    let write_error = failed_write.as_ref().map(ToString::to_string);
     let compute = |restart: Option<&Restart>, pod: Option<&PodFacts>| {
         status::compute(&Facts {
             now,
@@ -1542,6 +1565,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             db: &db,
             rollout_held: roll_held.as_ref().filter(|_| restart.is_none()),
             config_error: config_error.as_deref(),
+            write_error: write_error.as_deref(),
             max_unavailable: ctx.settings.max_unavailable,
         })
     };
@@ -1645,7 +1669,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 return Ok(());
             };
             // The new Pod runs the current spec, held rollout or not: so does its pfs.conf.
-            if map_stale && roll_held.is_some() {
+            if !map_current {
                 ctx.leading(maps.patch(&config_map_name, &apply, &Patch::Apply(config_map)))
                     .await??;
             }
@@ -1809,6 +1833,9 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         Some(left) => requeue.min(left + Duration::from_millis(50)),
         None => requeue,
     };
+    if let Some(error) = failed_write {
+        return Err(error);
+    }
     Ok(Action::requeue(requeue.min(ctx.settings.requeue)))
 }
 
@@ -1948,6 +1975,19 @@ async fn owned_caches_loaded(ctx: &Context) {
         warn!(
             "the Pod and ConfigMap caches did not load within {BOUND:?}; reading the API instead"
         );
+    }
+}
+
+/// A failed write the reconcile goes on after: the first one is kept in `failed`, to be
+/// returned once the status is written. A term that ended stops the reconcile at once.
+fn keep_going<T>(result: Result<T, Error>, failed: &mut Option<Error>) -> Result<Option<T>, Error> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(Error::TermEnded) => Err(Error::TermEnded),
+        Err(error) => {
+            failed.get_or_insert(error);
+            Ok(None)
+        }
     }
 }
 

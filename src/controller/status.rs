@@ -59,6 +59,8 @@ pub struct Facts<'a> {
     pub rollout_held: Option<&'a HoldReason>,
     /// Why no pfs.conf can be rendered for the store, if it cannot.
     pub config_error: Option<&'a str>,
+    /// A write of the store's ConfigMap or Pod that failed in this reconcile, if one did.
+    pub write_error: Option<&'a str>,
     /// `--max-unavailable`, for the held rollout's message.
     pub max_unavailable: usize,
 }
@@ -374,6 +376,14 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
         ),
     };
     let pod_condition = match (facts.pod, facts.pod_ready) {
+        (None, _) if let Some(error) = facts.write_error => condition(
+            conditions,
+            "PodReady",
+            "False",
+            "PodCreateFailed",
+            format!("pod {} could not be created: {error}", facts.pod_name),
+            facts,
+        ),
         (None, _) => condition(
             conditions,
             "PodReady",
@@ -604,6 +614,7 @@ mod tests {
         rollout_held: Option<HoldReason>,
         db: DbState,
         config_error: Option<String>,
+        write_error: Option<String>,
     }
 
     impl Case {
@@ -626,6 +637,7 @@ mod tests {
                 rollout_held: None,
                 db: DbState::Synced,
                 config_error: None,
+                write_error: None,
             }
         }
 
@@ -646,6 +658,7 @@ mod tests {
                 db: &self.db,
                 rollout_held: self.rollout_held.as_ref(),
                 config_error: self.config_error.as_deref(),
+                write_error: self.write_error.as_deref(),
                 max_unavailable: 1,
             })
         }
@@ -653,6 +666,37 @@ mod tests {
 
     fn condition_of<'a>(status: &'a PureFlashStoreStatus, kind: &str) -> &'a Condition {
         status.conditions.iter().find(|c| c.type_ == kind).unwrap()
+    }
+
+    #[test]
+    fn a_store_whose_pod_cannot_be_created_says_why_and_stops_reading_online() {
+        let mut case = Case::alive_at(t(100));
+        case.previous = case.status();
+        assert_eq!(case.previous.phase, Some(Phase::Online));
+        // The Pod is gone with its pfs, and the API refuses the new one.
+        case.store = Some(StoreView::test(7).with_trays(2).dead());
+        case.pod = None;
+        case.ready = false;
+        case.write_error = Some("pods \"store-7-pfs\" is forbidden: exceeded quota".into());
+        let status = case.status();
+        // Without a Pod the store waits for one: Pending, as when it was first applied.
+        assert_eq!(status.phase, Some(Phase::Pending));
+        assert_eq!(status.alive, Some(false));
+        let pod_ready = condition_of(&status, "PodReady");
+        assert_eq!(
+            (pod_ready.status.as_str(), pod_ready.reason.as_str()),
+            ("False", "PodCreateFailed")
+        );
+        assert!(
+            pod_ready.message.contains("exceeded quota"),
+            "{}",
+            pod_ready.message
+        );
+        // A write that failed while the Pod stands says nothing about the Pod.
+        case.pod = Some(running_pod(t(0)));
+        case.ready = true;
+        let status = case.status();
+        assert_eq!(condition_of(&status, "PodReady").reason, "PodReady");
     }
 
     #[test]

@@ -66,7 +66,8 @@ pub struct RequestInfo<'a> {
 /// What happens to a matching request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Answer with this HTTP status (500, 429 with Retry-After 1, 409, …) instead of serving.
+    /// Answer with this HTTP status (500, 429 with Retry-After 1, 409, 403 as a quota refusal,
+    /// …) instead of serving.
     Fail(u16),
     /// Serve, but only after this long.
     Delay(Duration),

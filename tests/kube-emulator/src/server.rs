@@ -441,6 +441,13 @@ fn injected(code: u16, rt: &ResourceType, name: &str) -> ApiError {
     };
     match code {
         429 => ApiError::too_many_requests(1),
+        // As a ResourceQuota or an admission webhook refuses an object.
+        403 => ApiError::forbidden(
+            &rt.group,
+            &rt.plural,
+            name,
+            "exceeded quota: injected fault",
+        ),
         409 => ApiError::stale(subject),
         404 => ApiError::not_found(subject),
         410 => ApiError::expired(0, 0),
