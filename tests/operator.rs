@@ -689,6 +689,15 @@ async fn zookeeper_down_means_unknown_and_no_restart_then_recovery_resumes() {
             .any(|l| l == "pureflash_zookeeper_session{state=\"connected\"} 0"),
         "{metrics}"
     );
+    // Each store's skipped recovery is counted once for the outage.
+    assert_eq!(
+        metric(
+            &harness,
+            0,
+            "pureflash_recovery_skipped_total{reason=\"ViewUntrusted\"}"
+        ),
+        Some(2.0)
+    );
 
     // ZooKeeper returns. store-1 is back by itself and left alone; store-2 is OFFLINE for good
     // and recovery, trusting the view again, restarts it.

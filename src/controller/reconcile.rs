@@ -1609,6 +1609,17 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             restarts.record(store, now);
         }
         drop(restarts);
+        // The node read and the status write above may have taken seconds: a view that lost
+        // trust meanwhile, or an offline store whose pfs registered again, is not killed on
+        // the earlier observation. The restart stays recorded as unfinished, and the reconcile
+        // the change has queued finishes it only if it still holds.
+        let latest = ctx.snapshots.borrow().clone();
+        if !latest.health.is_trusted()
+            || (reason == RestartReason::Offline && alive(&latest, store.spec.store_id))
+        {
+            info!(store = %name, %namespace, "restart called off: the store's state changed while it was prepared");
+            return Ok(Action::requeue(Duration::ZERO));
+        }
         // What the force delete found: killed the pfs, found the Pod gone, or found it replaced.
         let mut killed = false;
         let mut replaced_since = false;
@@ -1903,6 +1914,19 @@ async fn report_transitions(
         };
         if let Some((kind, reason, note)) = event {
             record(ctx, store, kind, reason, "Observe", note.to_owned()).await;
+        }
+        // The last decision stands through an untrusted view, so the skip is counted here, once
+        // per store and outage, as its Event is written.
+        if status.phase == Some(Phase::Unknown)
+            && previous.phase.is_some()
+            && *verdict == Verdict::Skip(recovery::SkipReason::ViewUntrusted)
+        {
+            ctx.metrics
+                .recovery_skipped
+                .get_or_create(&ReasonLabels {
+                    reason: recovery::SkipReason::ViewUntrusted.as_str(),
+                })
+                .inc();
         }
     }
     if previous.last_decision != status.last_decision
