@@ -116,7 +116,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub zk: ZkArgs,
     /// ZooKeeper connect string as pfs Pods reach it, written into pfs.conf (default: --zk).
-    #[arg(long, env = "PUREFLASH_PFS_ZK")]
+    #[arg(long, env = "PUREFLASH_PFS_ZK", value_parser = parse_connect_string)]
     pub pfs_zk: Option<String>,
     /// Metadata DB URL to keep in sync (the leader does it); none: no DB sync.
     #[arg(long, env = "PUREFLASH_DB")]
@@ -151,8 +151,8 @@ fn parse_share(text: &str) -> Result<f64, String> {
 /// ZooKeeper: where the PureFlash cluster registers its stores.
 #[derive(Clone, Debug, Args)]
 pub struct ZkArgs {
-    /// ZooKeeper connect string, `host:port[,host:port…]`.
-    #[arg(long = "zk", env = "PUREFLASH_ZK", default_value = "127.0.0.1:2181")]
+    /// ZooKeeper connect string, `host:port[,host:port…][/chroot]`.
+    #[arg(long = "zk", env = "PUREFLASH_ZK", default_value = "127.0.0.1:2181", value_parser = parse_connect_string)]
     pub connect: String,
     /// PureFlash cluster name: the stores live under `/pureflash/<cluster>/stores`.
     #[arg(long, env = "PUREFLASH_CLUSTER", default_value = crate::zk::layout::DEFAULT_CLUSTER)]
@@ -214,15 +214,88 @@ pub enum LogFormat {
     Json,
 }
 
+/// The longest period or timeout accepted: past any sensible setting, and far from the limits
+/// of the clock arithmetic that schedules it.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// Parses `500ms`, `2s`, `1m`, `1h 30m`; zero is refused (every duration here is a period or
-/// a timeout).
+/// a timeout), and so is more than a year.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let duration =
         humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 500ms, 2s, 1m)"))?;
     if duration.is_zero() {
         return Err("must be greater than zero".into());
     }
+    if duration > MAX_DURATION {
+        return Err("must be at most 365d".into());
+    }
     Ok(duration)
+}
+
+fn without_scheme(server: &str) -> &str {
+    server
+        .strip_prefix("tcp://")
+        .or_else(|| server.strip_prefix("tcp+tls://"))
+        .unwrap_or(server)
+}
+
+/// Checks a ZooKeeper connect string as the ZooKeeper client reads it —
+/// `[tcp://]host[:port][,…][/chroot]`, IPv6 hosts in brackets — so that a typo is a clear
+/// error at start rather than a connection retried forever.
+pub fn parse_connect_string(text: &str) -> Result<String, String> {
+    if text.trim().is_empty() {
+        return Err("no server given (example: zk-0:2181,zk-1:2181/pureflash)".into());
+    }
+    // The chroot follows the last server.
+    let (servers, last) = text.rsplit_once(',').unwrap_or(("", text));
+    let last = without_scheme(last);
+    let (last, chroot) = match last.find('/') {
+        Some(slash) => (&last[..slash], Some(&last[slash..])),
+        None => (last, None),
+    };
+    let servers = servers
+        .split(',')
+        .filter(|_| !servers.is_empty())
+        .chain([last]);
+    for server in servers {
+        let address = without_scheme(server);
+        let (host, port) = match address.strip_prefix('[') {
+            Some(bracketed) => {
+                let (host, rest) = bracketed
+                    .split_once(']')
+                    .ok_or_else(|| format!("{server:?}: an IPv6 address lacks its closing ']'"))?;
+                match rest {
+                    "" => (host, None),
+                    _ => (
+                        host,
+                        Some(rest.strip_prefix(':').ok_or_else(|| {
+                            format!("{server:?}: expected ':port' after the IPv6 address")
+                        })?),
+                    ),
+                }
+            }
+            None => match address.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (address, None),
+            },
+        };
+        if host.is_empty() {
+            return Err(format!("{server:?}: no host (example: zk-0:2181)"));
+        }
+        if let Some(port) = port
+            && !port.is_empty()
+            && !port.parse::<u16>().is_ok_and(|p| p > 0)
+        {
+            return Err(format!("{server:?}: {port:?} is not a port (1-65535)"));
+        }
+    }
+    if let Some(chroot) = chroot
+        && chroot != "/"
+        && (chroot.ends_with('/') || chroot.contains("//"))
+    {
+        return Err(format!("chroot {chroot:?}: must be /name[/name…]"));
+    }
+    Ok(text.to_owned())
 }
 
 /// A lease duration: the Lease publishes whole seconds, and a lease of less than one second
@@ -379,6 +452,47 @@ mod tests {
             parse_lease_duration("25h")
                 .unwrap_err()
                 .contains("at most 24h")
+        );
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+        assert!(
+            parse_duration("100000000y")
+                .unwrap_err()
+                .contains("at most 365d")
+        );
+    }
+
+    #[test]
+    fn connect_strings() {
+        for good in [
+            "127.0.0.1:2181",
+            "zk-0:2181,zk-1:2181,zk-2",
+            "zk-0.zk.storage.svc:2181/pureflash",
+            "zk-0:2181,zk-1:2181/pf/a",
+            "[::1]:2181,[fe80::1]",
+            "tcp://zk:2181,tcp+tls://zk-b:2182",
+            "localhost",
+            "zk:2181/",
+        ] {
+            assert_eq!(parse_connect_string(good).as_deref(), Ok(good), "{good}");
+        }
+        for (bad, why) in [
+            ("", "no server"),
+            ("/pf", "no host"),
+            ("127.0.0.1:21a81", "not a port"),
+            ("zk:0", "not a port"),
+            ("zk:70000", "not a port"),
+            ("zk-0:2181,,zk-1:2181", "no host"),
+            (":2181", "no host"),
+            ("[::1:2181", "closing ']'"),
+            ("[::1]2181", "expected ':port'"),
+            ("zk:2181/pf/", "chroot"),
+            ("zk:2181/pf//a", "chroot"),
+        ] {
+            let error = parse_connect_string(bad).unwrap_err();
+            assert!(error.contains(why), "{bad:?}: {error}");
+        }
+        assert!(
+            Cli::try_parse_from(["pureflash-operator", "sync", "--zk", "127.0.0.1:21a81"]).is_err()
         );
     }
 }

@@ -296,7 +296,9 @@ pub async fn run(
                 None => std::future::pending().await,
             }
         };
+        // Shutdown first: a snapshot published meanwhile must not start another pass.
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => break,
             changed = snapshots.changed() => {
                 if changed.is_err() {

@@ -54,4 +54,6 @@ pub enum Error {
     Usage(String),
     #[error("{0}; exiting, so that another replica (or this one, restarted) takes over")]
     Stopped(String),
+    #[error("the ZooKeeper mirror failed: {0}")]
+    MirrorFailed(String),
 }

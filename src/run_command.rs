@@ -248,7 +248,9 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     election_stop.cancel();
     let _ = election.await;
     let _ = admin.await;
-    mirror.join().await;
+    if let Err(why) = mirror.join().await {
+        fatal.get_or_insert(format!("the ZooKeeper mirror failed: {why}"));
+    }
     match fatal {
         None => {
             info!("operator stopped");

@@ -21,12 +21,12 @@ pub async fn run(args: SyncArgs) -> Result<(), crate::Error> {
         session_timeout: args.zk.session_timeout,
         resync_interval: args.zk.resync_interval,
     };
-    if args.once {
-        return run_once(&config, &db_url).await;
-    }
-
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    if args.once {
+        return run_once(&config, &db_url, &shutdown).await;
+    }
+
     info!(zk = %config.connect, cluster = config.layout.cluster(), db = %db_url, "starting sync");
     let mirror = Mirror::spawn(config.clone(), shutdown.clone());
     let (status, _) = watch::channel(DbSyncStatus::default());
@@ -40,13 +40,21 @@ pub async fn run(args: SyncArgs) -> Result<(), crate::Error> {
     )
     .await;
     shutdown.cancel();
-    mirror.join().await;
-    Ok(())
+    mirror.join().await.map_err(crate::Error::MirrorFailed)
 }
 
-/// `--once`: load, write, summarize. Every failure is an error (and a non-zero exit).
-async fn run_once(config: &MirrorConfig, db_url: &DbUrl) -> Result<(), crate::Error> {
-    let view = mirror::load_once(config).await?;
+/// `--once`: load, write, summarize. Every failure is an error (and a non-zero exit). A signal
+/// during the load ends it (nothing written, the session closed); one during the DB pass lets
+/// that transaction finish.
+async fn run_once(
+    config: &MirrorConfig,
+    db_url: &DbUrl,
+    shutdown: &CancellationToken,
+) -> Result<(), crate::Error> {
+    let Some(view) = mirror::load_once(config, shutdown).await? else {
+        info!("stopped before anything was written");
+        return Ok(());
+    };
     if !view.stores_dir {
         return Err(crate::Error::NoStoresDirectory {
             zk: config.connect.clone(),

@@ -338,6 +338,14 @@ fn bad_values_are_refused_with_a_clear_message() {
             ],
             "/metrics/serviceMonitor/interval",
         ),
+        (
+            &["zookeeper.resyncInterval=366d"],
+            "zookeeper.resyncInterval \"366d\" is over 365d",
+        ),
+        (
+            &["requeueInterval=8761h"],
+            "requeueInterval \"8761h\" is over 365d",
+        ),
         (&["zookeeper.connect="], "/zookeeper/connect"),
         (&["replicas=3"], "'replicas' not allowed"),
         (
@@ -359,6 +367,7 @@ fn bad_values_are_refused_with_a_clear_message() {
         "leaderElection.leaseDuration=24h",
         "leaderElection.leaseDuration=1d",
         "leaderElection.leaseDuration=1439m 60s",
+        "recovery.stablePeriod=365d",
         "recovery.startGrace=0.5s",
         "zookeeper.resyncInterval=10ms",
     ] {

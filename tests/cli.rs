@@ -146,6 +146,13 @@ fn bad_flags_are_refused_by_the_parser() {
     let (ok, _, stderr) = run(operator().args(["sync", "--cluster", "a/b", "--once"]));
     assert!(!ok);
     assert!(stderr.contains("invalid cluster name"), "{stderr}");
+    // A typo in the connect string is an error at once, not a connection retried forever.
+    let (ok, _, stderr) = run(operator().args(["sync", "--zk", "127.0.0.1:21a81"]));
+    assert!(!ok);
+    assert!(stderr.contains("\"21a81\" is not a port"), "{stderr}");
+    let (ok, _, stderr) = run(operator().args(["sync", "--resync-interval", "100000000y"]));
+    assert!(!ok);
+    assert!(stderr.contains("at most 365d"), "{stderr}");
 }
 
 #[test]
@@ -390,6 +397,37 @@ async fn sigterm_while_zookeeper_is_frozen_or_down_exits_promptly() {
     for down in [false, true] {
         sigterm_without_zookeeper(down).await;
     }
+}
+
+/// `--once` stopped by SIGTERM while ZooKeeper does not answer its reads: it exits 0 at once,
+/// having written nothing, instead of dying by the signal or waiting out the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_exits_cleanly_on_sigterm_before_writing() {
+    let zk = ZooKeeper::start();
+    let cluster = unique_cluster("cli-once-term");
+    let _store = PfsSim::start(spec(&zk.connect_string(), &cluster, 1))
+        .await
+        .unwrap();
+    let db = TestDb::new(Backend::Sqlite).await;
+    zk.freeze(true);
+    let mut child = spawn_sync(
+        &zk,
+        &cluster,
+        &db,
+        &["--once", "--zk-session-timeout", "20s"],
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let stderr = sigterm_and_wait_for_exit_0(&mut child, Duration::from_secs(5));
+    assert!(
+        stderr.contains("stopped before anything was written"),
+        "{stderr}"
+    );
+    zk.freeze(false);
+    // Not even the tables were created.
+    let written = db
+        .try_query::<support::StoreRow>("select id, mngt_ip, status from t_store")
+        .await;
+    assert!(written.is_err(), "{written:?}");
 }
 
 async fn sigterm_without_zookeeper(down: bool) {

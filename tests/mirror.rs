@@ -172,7 +172,7 @@ async fn loads_existing_stores_and_follows_every_change() {
     until(&mirror, "store 2 removed", |v| v.get(id(2)).is_none()).await;
 
     shutdown.cancel();
-    mirror.join().await;
+    mirror.join().await.expect("the mirror task ends cleanly");
 }
 
 #[tokio::test]
@@ -250,7 +250,7 @@ async fn malformed_data_is_reported_and_the_rest_is_mirrored() {
     .await;
     drop(good);
     shutdown.cancel();
-    mirror.join().await;
+    mirror.join().await.expect("the mirror task ends cleanly");
 }
 
 #[tokio::test]
@@ -275,7 +275,7 @@ async fn a_store_created_in_one_atomic_step_is_seen() {
     .await;
     drop(sim);
     shutdown.cancel();
-    mirror.join().await;
+    mirror.join().await.expect("the mirror task ends cleanly");
 }
 
 #[tokio::test]
@@ -328,7 +328,7 @@ async fn a_zookeeper_restart_is_survived_and_untrusted_meanwhile() {
     .await;
     assert!(mirror.snapshot().health.sessions >= 1);
     shutdown.cancel();
-    mirror.join().await;
+    mirror.join().await.expect("the mirror task ends cleanly");
 }
 
 /// A server restart shorter than the session: the client reconnects in the same session, and
@@ -379,7 +379,7 @@ async fn changes_keep_arriving_after_a_reconnect_within_the_session() {
     })
     .await;
     shutdown.cancel();
-    mirror.join().await;
+    mirror.join().await.expect("the mirror task ends cleanly");
 }
 
 /// A flaky link to ZooKeeper: each reconnection drops again while the watch is being armed
@@ -449,7 +449,7 @@ async fn a_connection_lost_again_while_the_watch_is_rearmed_keeps_the_session() 
     })
     .await;
     shutdown.cancel();
-    mirror.join().await;
+    mirror.join().await.expect("the mirror task ends cleanly");
 }
 
 #[tokio::test]
@@ -474,7 +474,7 @@ async fn a_hung_store_goes_offline_and_stays_offline() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!mirror.snapshot().view.get(id(5)).unwrap().alive);
     shutdown.cancel();
-    mirror.join().await;
+    mirror.join().await.expect("the mirror task ends cleanly");
 }
 
 #[tokio::test]
@@ -489,6 +489,6 @@ async fn the_mirror_closes_its_session_on_shutdown() {
     trusted(&mirror).await;
     let snapshots = mirror.snapshots();
     shutdown.cancel();
-    mirror.join().await;
+    mirror.join().await.expect("the mirror task ends cleanly");
     assert_eq!(snapshots.borrow().health.session, SessionStatus::Closed);
 }

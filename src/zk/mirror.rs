@@ -168,11 +168,13 @@ impl Mirror {
         self.events.subscribe()
     }
 
-    /// Waits for the task to finish (after shutdown it has closed its session).
-    pub async fn join(self) {
-        if let Err(error) = self.task.await {
+    /// Waits for the task to finish (after shutdown it has closed its session); an error says
+    /// how it failed (a panic), so that the process does not exit as if all went well.
+    pub async fn join(self) -> Result<(), String> {
+        self.task.await.map_err(|error| {
             warn!(%error, "ZooKeeper mirror task failed");
-        }
+            error.to_string()
+        })
     }
 }
 
@@ -202,11 +204,23 @@ fn describe_connect_error(error: &zk::Error, timeout: Duration) -> String {
 }
 
 /// Connects, reads the whole `stores/` tree once, and closes the session (for `sync --once`).
-pub async fn load_once(config: &MirrorConfig) -> Result<ClusterView, MirrorError> {
-    let client = connect(config).await?;
-    let view = load_tree(&client, &config.layout).await;
+/// Loads the whole tree once in a session of its own; `None` if `shutdown` came first.
+pub async fn load_once(
+    config: &MirrorConfig,
+    shutdown: &CancellationToken,
+) -> Result<Option<ClusterView>, MirrorError> {
+    let client = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => return Ok(None),
+        client = connect(config) => client?,
+    };
+    let view = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => None,
+        view = load_tree(&client, &config.layout) => Some(view),
+    };
     close(client).await;
-    view
+    view.transpose()
 }
 
 async fn connect(config: &MirrorConfig) -> Result<zk::Client, MirrorError> {
@@ -475,6 +489,7 @@ async fn serve_session(
             }
         };
         tokio::select! {
+            biased;
             _ = shutdown.cancelled() => return SessionEnd::Shutdown,
             _ = reload_due => {}
             event = watcher.changed() => {

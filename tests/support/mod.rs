@@ -275,7 +275,10 @@ impl Running {
     pub async fn stop(self) {
         self.shutdown.cancel();
         self.sync.await.unwrap();
-        self.mirror.join().await;
+        self.mirror
+            .join()
+            .await
+            .expect("the mirror task ends cleanly");
     }
 }
 

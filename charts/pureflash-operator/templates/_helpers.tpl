@@ -79,22 +79,30 @@ to refuse with a clear message (the schema refuses it first).
 {{- end }}
 
 {{/*
-leaderElection.leaseDuration as given, after the one check the schema cannot make: the operator
-refuses a lease over 24h, and would crash-loop on it. The duration is summed the way the
-operator reads it (humantime units, fractions allowed).
+A duration as given, after the one check the schema's patterns cannot make: its upper limit
+in the operator, which refuses a longer one at start (a crash loop). Called with a list:
+the value's name, the value, the limit in seconds and how the limit reads. The duration is
+summed the way the operator reads it (humantime units, fractions allowed).
 */}}
-{{- define "pureflash-operator.leaseDuration" -}}
-{{- $text := .Values.leaderElection.leaseDuration }}
+{{- define "pureflash-operator.duration" -}}
+{{- $name := index . 0 }}
+{{- $text := index . 1 }}
+{{- $limit := index . 2 }}
 {{- $unitSeconds := dict "ns" 1e-9 "us" 1e-6 "µs" 1e-6 "ms" 1e-3 "s" 1.0 "m" 60.0 "min" 60.0 "h" 3600.0 "d" 86400.0 }}
 {{- $seconds := 0.0 }}
 {{- range regexFindAll `[0-9]+(\.[0-9]+)?(ns|us|µs|ms|min|s|m|h|d)` $text -1 }}
 {{- $number := regexFind `^[0-9]+(\.[0-9]+)?` . }}
 {{- $seconds = addf $seconds (mulf (float64 $number) (get $unitSeconds (trimPrefix $number .))) }}
 {{- end }}
-{{- if gt $seconds 86400.0 }}
-{{- fail (printf "leaderElection.leaseDuration %q is over 24h, the longest lease the operator accepts (a standby waits this long to take over)" $text) }}
+{{- if gt $seconds (float64 $limit) }}
+{{- fail (printf "%s %q is over %s, the longest the operator accepts" $name $text (index . 3)) }}
 {{- end }}
 {{- $text }}
+{{- end }}
+
+{{/* Any period or timeout: at most 365 days. */}}
+{{- define "pureflash-operator.period" -}}
+{{- include "pureflash-operator.duration" (list (index . 0) (index . 1) 31536000 "365d") }}
 {{- end }}
 
 {{- define "pureflash-operator.image" -}}
