@@ -143,24 +143,31 @@ pub fn summary(
     out
 }
 
-/// Cancels `shutdown` on SIGTERM or SIGINT.
+/// Cancels `shutdown` on SIGTERM or SIGINT; a second one ends the process at once.
 pub(crate) async fn cancel_on_signal(shutdown: CancellationToken) {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
+    let Ok(mut terminate) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .inspect_err(|error| tracing::warn!(%error, "cannot listen for SIGTERM"))
+    else {
+        let _ = tokio::signal::ctrl_c().await;
+        info!("SIGINT received; finishing the current transaction");
+        shutdown.cancel();
+        return;
     };
     tokio::select! {
-        _ = terminate => info!("SIGTERM received; finishing the current transaction"),
+        _ = terminate.recv() => info!("SIGTERM received; finishing the current transaction"),
         _ = tokio::signal::ctrl_c() => info!("SIGINT received; finishing the current transaction"),
     }
     shutdown.cancel();
+    // The handlers stay installed: without this a second signal would do nothing while a
+    // transaction waits out its timeout. Asked twice, the process stops at once (a database
+    // rolls back what a closed connection left unfinished).
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::warn!("second signal received; exiting without waiting");
+    std::process::exit(130);
 }
 
 #[cfg(test)]

@@ -399,6 +399,60 @@ async fn sigterm_while_zookeeper_is_frozen_or_down_exits_promptly() {
     }
 }
 
+/// SIGTERM lets the transaction in progress finish, which a table another client keeps locked
+/// makes wait for the pass timeout (30 s); a second signal stops the process at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_a_sync_waiting_on_a_locked_table() {
+    use sqlx::Connection;
+    let zk = ZooKeeper::shared();
+    let cluster = unique_cluster("cli-second-signal");
+    let mut store = PfsSim::start(spec(&zk.connect_string(), &cluster, 1))
+        .await
+        .unwrap();
+    let db = TestDb::new(Backend::MariaDb).await;
+    let mut child = spawn_sync(zk, &cluster, &db, &["--resync-interval", "1h"]);
+    wait_for!(db, "OK", |s, _t, _p| s.len() == 1 && s[0].2 == "OK");
+    let mut locker = sqlx::mysql::MySqlConnection::connect(&db.url)
+        .await
+        .unwrap();
+    sqlx::query("lock tables t_store write")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    // The crash is written in a pass that now waits on the lock.
+    store.crash().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let signal = |child: &Child| {
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    signal(&child);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first SIGTERM waits for the transaction in progress"
+    );
+    signal(&child);
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(3),
+            "no exit after a second SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(130), "{status}");
+    locker.close().await.unwrap();
+}
+
 /// `--once` stopped by SIGTERM while ZooKeeper does not answer its reads: it exits 0 at once,
 /// having written nothing, instead of dying by the signal or waiting out the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
