@@ -368,6 +368,8 @@ fn bad_values_are_refused_with_a_clear_message() {
         "leaderElection.leaseDuration=1d",
         "leaderElection.leaseDuration=1439m 60s",
         "recovery.stablePeriod=365d",
+        // Set by Helm when the chart is another chart's dependency.
+        "global.imageRegistry=registry.example",
         "recovery.startGrace=0.5s",
         "zookeeper.resyncInterval=10ms",
     ] {

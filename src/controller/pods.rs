@@ -298,6 +298,8 @@ pub fn pod(store: &PureFlashStore, hash: &str, predecessor: Predecessor) -> Pod 
             "dnsPolicy": "ClusterFirstWithHostNet",
             "restartPolicy": "Always",
             "terminationGracePeriodSeconds": 30,
+            // pfs never calls the Kubernetes API: no token in a privileged Pod.
+            "automountServiceAccountToken": false,
             // As a DaemonSet's Pods do: the store's disks are on this node, so a Pod evicted
             // from it (by default 300 s after the node stops reporting) could run nowhere else,
             // and a pfs that kept its ZooKeeper session through the silence would be killed for
@@ -630,6 +632,7 @@ mod tests {
         assert_eq!(pod["metadata"]["ownerReferences"][0]["controller"], true);
         assert_eq!(pod["spec"]["nodeName"], "node-a");
         assert_eq!(pod["spec"]["hostNetwork"], true);
+        assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
         let container = &pod["spec"]["containers"][0];
         assert_eq!(
             container["command"],
