@@ -152,6 +152,13 @@ pub enum HoldReason {
         /// A few of them, for the message.
         names: Vec<String>,
     },
+    /// The API refuses the Pod the new configuration makes (a dry run of its create failed:
+    /// invalid resources, a quota, an admission policy): the running Pod is not deleted for a
+    /// successor that could not be created.
+    ReplacementRefused {
+        /// The API's message.
+        why: String,
+    },
 }
 
 impl HoldReason {
@@ -163,6 +170,7 @@ impl HoldReason {
             HoldReason::RecoveryPaused => "RecoveryPaused",
             HoldReason::ClusterFrozen => "ClusterFrozen",
             HoldReason::OthersUnavailable { .. } => OTHERS_UNAVAILABLE,
+            HoldReason::ReplacementRefused { .. } => "ReplacementRefused",
         }
     }
 
@@ -186,6 +194,9 @@ impl HoldReason {
             }
             HoldReason::OthersUnavailable { .. } => format!(
                 "a changed spec waits to replace the pod of this serving store: other stores are unavailable and at most {max_unavailable} may be (--max-unavailable); the RolloutHeld Event names them"
+            ),
+            HoldReason::ReplacementRefused { why } => format!(
+                "the pod the changed spec makes would be refused, so the running one is kept: {why}"
             ),
         }
     }

@@ -948,6 +948,68 @@ async fn one_of_two_replicas_acts_and_the_other_takes_over_without_a_double_rest
     harness.finish().await;
 }
 
+/// A spec change whose Pod the API would refuse (a request above its limit) must not take the
+/// serving Pod away for a successor that cannot be created: the rollout is held and says why,
+/// and goes on once the spec is fixed. A real API server refuses such a Pod too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_change_the_api_would_refuse_keeps_the_running_pod() {
+    let mut harness = Harness::start("refused-roll").await;
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    let (stores, pods, first_pod) = store_1_online(&harness, 30).await;
+    let set_resources = async |requests: &str| {
+        stores
+            .patch(
+                "store-1",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"resources": {
+                    "requests": {"memory": requests},
+                    "limits": {"memory": "4Gi"},
+                }}})),
+            )
+            .await
+            .unwrap();
+    };
+    set_resources("8Gi").await;
+    let held = wait_for("the rollout held", async || {
+        let store = stores.get("store-1").await.ok()?;
+        let up_to_date = condition(&store, "UpToDate")?;
+        (up_to_date.reason == "ReplacementRefused").then(|| up_to_date.message.clone())
+    })
+    .await;
+    assert!(
+        held.contains("must be less than or equal to memory limit of 4Gi"),
+        "{held}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        pod_uid(&pods, "store-1-pfs").await.as_ref(),
+        Some(&first_pod)
+    );
+    let store = stores.get("store-1").await.unwrap();
+    assert_eq!(store.status.unwrap().phase, Some(Phase::Online));
+    let events = events_about(&harness, "store-1").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("RolloutRefused")),
+        "{:?}",
+        reasons(&events)
+    );
+
+    set_resources("2Gi").await;
+    wait_for("store-1 rolled", async || {
+        pod_uid(&pods, "store-1-pfs")
+            .await
+            .filter(|uid| *uid != first_pod)
+    })
+    .await;
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    let store = stores.get("store-1").await.unwrap();
+    assert_eq!(condition(&store, "UpToDate").unwrap().reason, "Applied");
+    harness.finish().await;
+}
+
 /// The API refuses a store's new Pod (a ResourceQuota, an admission webhook): the store,
 /// whose pfs went with its old Pod, must not go on reading Online. Its status says why no Pod
 /// runs, an Event says what failed, and the Pod comes once the API accepts it.

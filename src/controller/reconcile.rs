@@ -10,7 +10,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
@@ -1238,6 +1238,20 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         }
         _ => None,
     };
+    // A successor the API would refuse is not worth the running Pod: its create is tried as a
+    // dry run first (validation, quota and admission run, nothing is stored).
+    let roll = match (roll, &rendered) {
+        (Some(RollVerdict::Roll(reason)), Some((hash, _))) => {
+            match refusal_of(&pods, &pods::pod(store, hash, Predecessor::Unknown)).await? {
+                Some(why) => {
+                    warn!(store = %name, %namespace, %why, "a changed spec makes a pod the API refuses; the running pod is kept");
+                    Some(RollVerdict::Hold(HoldReason::ReplacementRefused { why }))
+                }
+                None => Some(RollVerdict::Roll(reason)),
+            }
+        }
+        (roll, _) => roll,
+    };
     let roll_held = match &roll {
         Some(RollVerdict::Hold(hold)) => Some(hold.clone()),
         _ => None,
@@ -1850,6 +1864,25 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     Ok(Action::requeue(requeue.min(ctx.settings.requeue)))
 }
 
+/// Why the API would refuse to create `pod`, if it would: a dry run of its create under a
+/// generated name (the real one is taken by the Pod it is to replace). Errors that say
+/// nothing about the Pod (unavailable, throttled) are returned as errors.
+async fn refusal_of(pods: &Api<Pod>, pod: &Pod) -> Result<Option<String>, Error> {
+    let mut probe = pod.clone();
+    probe.metadata.generate_name = probe.metadata.name.take().map(|name| format!("{name}-"));
+    let params = PostParams {
+        dry_run: true,
+        field_manager: Some(MANAGER.to_owned()),
+    };
+    match pods.create(&params, &probe).await {
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(status)) if matches!(status.code, 400 | 403 | 422) => {
+            Ok(Some(status.message))
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// Writes `status` if the store is still at `based_on` (the baseline's version); answers the
 /// version the write produced.
 async fn apply_status(
@@ -1976,6 +2009,25 @@ async fn report_transitions(
     {
         let note = hold.detail(ctx.settings.max_unavailable);
         record(ctx, store, EventType::Normal, "RolloutHeld", "Roll", note).await;
+    }
+    // Once per refusal, as the condition shows it.
+    let refused_before = previous
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "UpToDate" && c.reason == "ReplacementRefused");
+    if let Some(hold @ HoldReason::ReplacementRefused { .. }) = roll_held
+        && !refused_before
+    {
+        let note = hold.message(ctx.settings.max_unavailable);
+        record(
+            ctx,
+            store,
+            EventType::Warning,
+            "RolloutRefused",
+            "Roll",
+            note,
+        )
+        .await;
     }
     if status.phase == Some(Phase::Offline) && previous.phase != Some(Phase::Offline) {
         warn!(store = %store.name_any(), "store offline");

@@ -60,7 +60,10 @@ pub fn prepare(rt: &ResourceType, object: &mut Value, old: Option<&Value>) -> Re
     };
     match (rt.group.as_str(), rt.kind.as_str(), old) {
         ("", "Secret", _) => prepare_secret(object),
-        ("", "Pod", None) => default_pod(object),
+        ("", "Pod", None) => {
+            invalid(check_pod_resources(object)?)?;
+            default_pod(object);
+        }
         ("", "Pod", Some(old)) => invalid(check_pod_update(object, old))?,
         ("", "Namespace", None) => {
             object["spec"] = json!({"finalizers": ["kubernetes"]});
@@ -253,6 +256,86 @@ fn default_pod_spec(spec: &mut Value) {
 }
 
 /// A pod's containers and node cannot change once created (image excepted).
+/// A resource quantity's value (`500m`, `4Gi`, `1e3`), as `resource.ParseQuantity` reads it.
+fn quantity(text: &str) -> Option<f64> {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let scale = match suffix {
+        "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024f64,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        exponent => 10f64.powi(exponent.strip_prefix(['e', 'E'])?.parse().ok()?),
+    };
+    Some(number * scale)
+}
+
+/// A Pod's container resources: every quantity must parse (the request is refused whole when
+/// one does not, as decoding fails), and no request may exceed its limit
+/// (`ValidateResourceRequirements`).
+fn check_pod_resources(pod: &Value) -> Result<Vec<Cause>, ApiError> {
+    let mut causes = Vec::new();
+    for kind in ["initContainers", "containers"] {
+        let containers = pod
+            .pointer(&format!("/spec/{kind}"))
+            .and_then(Value::as_array)
+            .map_or(&[][..], Vec::as_slice);
+        for (index, container) in containers.iter().enumerate() {
+            let read = |part: &str| -> Result<BTreeMap<String, (String, f64)>, ApiError> {
+                let Some(list) = container
+                    .pointer(&format!("/resources/{part}"))
+                    .and_then(Value::as_object)
+                else {
+                    return Ok(BTreeMap::new());
+                };
+                list.iter()
+                    .map(|(name, value)| {
+                        let text = match value {
+                            Value::String(text) => text.clone(),
+                            other => other.to_string(),
+                        };
+                        let parsed = quantity(&text).ok_or_else(|| {
+                            ApiError::bad_request(format!(
+                                "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$' (spec.{kind}[{index}].resources.{part}.{name}: {text:?})"
+                            ))
+                        })?;
+                        Ok((name.clone(), (text, parsed)))
+                    })
+                    .collect()
+            };
+            let requests = read("requests")?;
+            let limits = read("limits")?;
+            for (name, (text, requested)) in &requests {
+                if let Some((limit_text, limit)) = limits.get(name)
+                    && requested > limit
+                {
+                    causes.push(invalid_value(
+                        &format!("spec.{kind}[{index}].resources.requests"),
+                        &go_quote(text),
+                        &format!("must be less than or equal to {name} limit of {limit_text}"),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(causes)
+}
+
 fn check_pod_update(pod: &Value, old: &Value) -> Vec<Cause> {
     let bound = old
         .pointer("/spec/nodeName")
@@ -1460,6 +1543,39 @@ fn legacy_event_causes(event: &Value, strict: bool) -> Vec<Cause> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_resources_parse_and_requests_stay_within_limits() {
+        assert_eq!(quantity("4Gi"), Some(4.0 * 1024f64.powi(3)));
+        assert_eq!(quantity("500m"), Some(0.5));
+        assert_eq!(quantity("1e3"), Some(1000.0));
+        assert_eq!(quantity("2"), Some(2.0));
+        assert_eq!(quantity("4GB"), None);
+        let pod = |requests: Value, limits: Value| json!({"spec": {"containers": [{"name": "c", "resources": {"requests": requests, "limits": limits}}]}});
+        assert!(
+            check_pod_resources(&pod(
+                json!({"memory": "1Gi", "cpu": "500m"}),
+                json!({"memory": "1Gi", "cpu": 1})
+            ))
+            .unwrap()
+            .is_empty()
+        );
+        let causes =
+            check_pod_resources(&pod(json!({"memory": "8Gi"}), json!({"memory": "4Gi"}))).unwrap();
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "spec.containers[0].resources.requests");
+        assert_eq!(
+            causes[0].message,
+            "Invalid value: \"8Gi\": must be less than or equal to memory limit of 4Gi"
+        );
+        let error = check_pod_resources(&pod(json!({"memory": "4GB"}), json!({}))).unwrap_err();
+        assert_eq!(error.code, 400);
+        assert!(
+            error.message.contains("quantities must match"),
+            "{}",
+            error.message
+        );
+    }
     use crate::resources::builtins;
 
     fn rt(kind: &str) -> ResourceType {
