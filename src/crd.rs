@@ -96,13 +96,15 @@ pub struct PureFlashStoreSpec {
     /// `[afs] id/mngt_ip`, `[tray.N]`, `[port.N]` and `[rep_port.N]`.
     /// Names and values are written into pfs.conf as they are, so they are confined to what a
     /// line of it can hold: a newline in a value would add lines of its own (a second `id=`).
+    /// Values are at most 256 characters, so that the largest pfs.conf fits the 1 MiB a
+    /// ConfigMap may hold.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend(
         "maxProperties" = 32,
         "additionalProperties" = {
             "type": "object",
             "maxProperties": 64,
-            "additionalProperties": {"type": "string", "maxLength": 1024, "pattern": "^[^\r\n]*$"},
+            "additionalProperties": {"type": "string", "maxLength": 256, "pattern": "^[^\r\n]*$"},
             "x-kubernetes-validations": [{
                 "rule": "self.all(k, k.matches('^[A-Za-z0-9_.-]{1,64}$'))",
                 "message": "settings keys are pfs.conf names: letters, digits, '_', '.', '-' (at most 64)"

@@ -513,6 +513,48 @@ mod tests {
         }
     }
 
+    /// The schema's limits keep the largest pfs.conf within the 1 MiB a ConfigMap may hold.
+    #[test]
+    fn the_largest_spec_the_schema_admits_makes_a_config_map_the_api_accepts() {
+        use kube::CustomResourceExt;
+        let crd = serde_json::to_value(PureFlashStore::crd()).unwrap();
+        let settings_schema = crd
+            .pointer("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/settings")
+            .unwrap();
+        let limit = |pointer: &str| settings_schema.pointer(pointer).unwrap().as_u64().unwrap();
+        let (sections, keys, value_length) = (
+            limit("/maxProperties"),
+            limit("/additionalProperties/maxProperties"),
+            limit("/additionalProperties/additionalProperties/maxLength"),
+        );
+        let value = "v".repeat(value_length as usize);
+        let settings: serde_json::Map<String, serde_json::Value> = (0..sections)
+            .map(|section| {
+                let keys: serde_json::Map<String, serde_json::Value> = (0..keys)
+                    .map(|key| (format!("{key:0>64}"), json!(value)))
+                    .collect();
+                (format!("section{section:0>57}"), json!(keys))
+            })
+            .collect();
+        let trays: Vec<_> = (0..64)
+            .map(|n| json!({"device": format!("/dev/{n:0>91}")}))
+            .collect();
+        let ips: Vec<_> = (0..16).map(|n| format!("255.255.255.{n}")).collect();
+        let largest = store(json!({
+            "storeId": 2147483647, "nodeName": "n".repeat(253), "mngtIp": "255.255.255.255",
+            "trays": trays, "ports": ips, "repPorts": ips, "settings": settings,
+        }));
+        let conf = pfs_conf(&largest, &env()).unwrap();
+        let map = config_map(&largest, &conf);
+        let size: usize = map
+            .data
+            .iter()
+            .flatten()
+            .map(|(key, value)| key.len() + value.len())
+            .sum();
+        assert!(size < 1024 * 1024, "{size} bytes");
+    }
+
     #[test]
     fn pfs_conf_is_what_pfs_reads_in_a_fixed_order() {
         let store = store(json!({
