@@ -60,6 +60,7 @@ pub fn prepare(rt: &ResourceType, object: &mut Value, old: Option<&Value>) -> Re
     };
     match (rt.group.as_str(), rt.kind.as_str(), old) {
         ("", "Secret", _) => prepare_secret(object),
+        ("", "ConfigMap", _) => invalid(check_config_map(object))?,
         ("", "Pod", None) => {
             invalid(check_pod_resources(object)?)?;
             default_pod(object);
@@ -256,6 +257,48 @@ fn default_pod_spec(spec: &mut Value) {
 }
 
 /// A pod's containers and node cannot change once created (image excepted).
+/// `ValidateConfigMap`: keys are config keys, and the data takes at most 1 MiB.
+fn check_config_map(map: &Value) -> Vec<Cause> {
+    const MAX_SIZE: usize = 1024 * 1024;
+    let mut causes = Vec::new();
+    let mut size = 0;
+    for part in ["data", "binaryData"] {
+        let Some(entries) = map.get(part).and_then(Value::as_object) else {
+            continue;
+        };
+        for (key, value) in entries {
+            let key_ok = !key.is_empty()
+                && key.len() <= 253
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !key_ok {
+                causes.push(invalid_value(
+                    &format!("{part}[{key}]"),
+                    &go_quote(key),
+                    "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+                ));
+            }
+            let text = value.as_str().unwrap_or_default();
+            size += match part {
+                // Counted decoded, as stored.
+                "binaryData" => base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_or(text.len(), |bytes| bytes.len()),
+                _ => text.len(),
+            };
+        }
+    }
+    if size > MAX_SIZE {
+        causes.push(cause(
+            "FieldValueTooLong",
+            "",
+            format!("Too long: must have at most {MAX_SIZE} bytes"),
+        ));
+    }
+    causes
+}
+
 /// A resource quantity's value (`500m`, `4Gi`, `1e3`), as `resource.ParseQuantity` reads it.
 fn quantity(text: &str) -> Option<f64> {
     let split = text
@@ -1543,6 +1586,19 @@ fn legacy_event_causes(event: &Value, strict: bool) -> Vec<Cause> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_maps_hold_config_keys_and_at_most_a_mebibyte() {
+        assert!(check_config_map(&json!({"data": {"pfs.conf": "x", "a-b_c": ""}})).is_empty());
+        let bad_key = check_config_map(&json!({"data": {"a/b": "x"}}));
+        assert_eq!(bad_key[0].field, "data[a/b]");
+        let big = "x".repeat(600 * 1024);
+        let too_big = check_config_map(&json!({"data": {"a": big, "b": big}}));
+        assert_eq!(
+            too_big[0].message,
+            "Too long: must have at most 1048576 bytes"
+        );
+    }
 
     #[test]
     fn pod_resources_parse_and_requests_stay_within_limits() {
