@@ -61,6 +61,7 @@ pub fn prepare(rt: &ResourceType, object: &mut Value, old: Option<&Value>) -> Re
     match (rt.group.as_str(), rt.kind.as_str(), old) {
         ("", "Secret", _) => prepare_secret(object),
         ("", "ConfigMap", _) => invalid(check_config_map(object))?,
+        ("coordination.k8s.io", "Lease", _) => invalid(check_lease(object))?,
         ("", "Pod", None) => {
             invalid(check_pod_resources(object)?)?;
             default_pod(object);
@@ -257,6 +258,41 @@ fn default_pod_spec(spec: &mut Value) {
 }
 
 /// A pod's containers and node cannot change once created (image excepted).
+/// `ValidateLeaseSpec`: a positive duration, no negative transition count, and a preferred
+/// holder only with a strategy.
+fn check_lease(lease: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let spec = lease.get("spec").unwrap_or(&Value::Null);
+    if let Some(duration) = spec.get("leaseDurationSeconds").and_then(Value::as_i64)
+        && duration <= 0
+    {
+        causes.push(invalid_value(
+            "spec.leaseDurationSeconds",
+            &duration.to_string(),
+            "must be greater than 0",
+        ));
+    }
+    if let Some(transitions) = spec.get("leaseTransitions").and_then(Value::as_i64)
+        && transitions < 0
+    {
+        causes.push(invalid_value(
+            "spec.leaseTransitions",
+            &transitions.to_string(),
+            "must be greater than or equal to 0",
+        ));
+    }
+    if spec.get("preferredHolder").is_some_and(|h| !h.is_null())
+        && spec.get("strategy").is_none_or(Value::is_null)
+    {
+        causes.push(cause(
+            "FieldValueForbidden",
+            "spec.preferredHolder",
+            "Forbidden: preferredHolder is only allowed if strategy is set".into(),
+        ));
+    }
+    causes
+}
+
 /// `ValidateConfigMap`: keys are config keys, and the data takes at most 1 MiB.
 fn check_config_map(map: &Value) -> Vec<Cause> {
     const MAX_SIZE: usize = 1024 * 1024;
@@ -1586,6 +1622,23 @@ fn legacy_event_causes(event: &Value, strict: bool) -> Vec<Cause> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leases_have_a_positive_duration() {
+        assert!(check_lease(&json!({"spec": {"holderIdentity": "a", "leaseDurationSeconds": 15, "leaseTransitions": 0}})).is_empty());
+        assert_eq!(
+            check_lease(&json!({"spec": {"leaseDurationSeconds": 0}}))[0].field,
+            "spec.leaseDurationSeconds"
+        );
+        assert_eq!(
+            check_lease(&json!({"spec": {"leaseTransitions": -1}}))[0].field,
+            "spec.leaseTransitions"
+        );
+        assert_eq!(
+            check_lease(&json!({"spec": {"preferredHolder": "b"}}))[0].field,
+            "spec.preferredHolder"
+        );
+    }
 
     #[test]
     fn config_maps_hold_config_keys_and_at_most_a_mebibyte() {
