@@ -66,7 +66,13 @@ pub fn prepare(rt: &ResourceType, object: &mut Value, old: Option<&Value>) -> Re
             invalid(check_pod_resources(object)?)?;
             default_pod(object);
         }
-        ("", "Pod", Some(old)) => invalid(check_pod_update(object, old))?,
+        ("", "Pod", Some(old)) => {
+            // Defaults apply to an update's body too, before it is compared with the Pod.
+            if let Some(spec) = object.get_mut("spec") {
+                default_pod_spec(spec);
+            }
+            invalid(check_pod_update(object, old))?;
+        }
         ("", "Namespace", None) => {
             object["spec"] = json!({"finalizers": ["kubernetes"]});
             object["status"] = json!({"phase": "Active"});
@@ -415,11 +421,51 @@ fn check_pod_resources(pod: &Value) -> Result<Vec<Cause>, ApiError> {
     Ok(causes)
 }
 
+/// `ValidatePodUpdate`: a Pod's spec is immutable but for its images, its active deadline,
+/// added tolerations, its grace period, scheduling gates, and a node name set once (binding).
 fn check_pod_update(pod: &Value, old: &Value) -> Vec<Cause> {
     let bound = old
         .pointer("/spec/nodeName")
         .is_some_and(|n| !n.as_str().unwrap_or_default().is_empty());
-    if bound && old.pointer("/spec/nodeName") != pod.pointer("/spec/nodeName") {
+    let mutable_removed = |spec: Option<&Value>| {
+        let mut spec = spec.cloned().unwrap_or(Value::Null);
+        if let Some(fields) = spec.as_object_mut() {
+            for mutable in [
+                "activeDeadlineSeconds",
+                "terminationGracePeriodSeconds",
+                "tolerations",
+                "schedulingGates",
+            ] {
+                fields.remove(mutable);
+            }
+            if !bound {
+                fields.remove("nodeName");
+            }
+            for kind in ["containers", "initContainers"] {
+                for container in fields
+                    .get_mut(kind)
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_object_mut)
+                {
+                    container.remove("image");
+                }
+            }
+        }
+        spec
+    };
+    let tolerations = |pod: &Value| {
+        pod.pointer("/spec/tolerations")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let new_tolerations = tolerations(pod);
+    let only_added = tolerations(old)
+        .iter()
+        .all(|kept| new_tolerations.contains(kept));
+    if mutable_removed(pod.get("spec")) != mutable_removed(old.get("spec")) || !only_added {
         return vec![cause("FieldValueForbidden", "spec", "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations), `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)".into())];
     }
     Vec::new()
@@ -1622,6 +1668,31 @@ fn legacy_event_causes(event: &Value, strict: bool) -> Vec<Cause> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pods_spec_changes_only_where_the_api_allows() {
+        let pod = |node: &str, image: &str, tolerations: Value, env: Value| {
+            json!({"spec": {"nodeName": node, "tolerations": tolerations,
+                "containers": [{"name": "c", "image": image, "env": env}]}})
+        };
+        let old = pod("n", "a:1", json!([{"key": "k"}]), json!([]));
+        assert!(
+            check_pod_update(
+                &pod("n", "a:2", json!([{"key": "k"}, {"key": "l"}]), json!([])),
+                &old
+            )
+            .is_empty()
+        );
+        for changed in [
+            pod("n", "a:1", json!([]), json!([])),
+            pod("n", "a:1", json!([{"key": "k"}]), json!([{"name": "E"}])),
+            pod("m", "a:1", json!([{"key": "k"}]), json!([])),
+        ] {
+            assert_eq!(check_pod_update(&changed, &old).len(), 1, "{changed}");
+        }
+        let unbound = pod("", "a:1", json!([]), json!([]));
+        assert!(check_pod_update(&pod("n", "a:1", json!([]), json!([])), &unbound).is_empty());
+    }
 
     #[test]
     fn leases_have_a_positive_duration() {

@@ -407,9 +407,14 @@ async fn patches_merge_json_strategic() {
     pods.create(&PostParams::default(), &pod("p", "node-a"))
         .await
         .unwrap();
-    // Strategic merge: containers merge by name, env by name (patchMergeKey).
+    // Strategic merge: containers merge by name (patchMergeKey), so the image alone changes;
+    // replacing the list would have dropped the container's env.
     let patched = pods
-        .patch("p", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"containers": [{"name": "pfs", "image": "pfs:2", "env": [{"name": "B", "value": "2"}]}]}})))
+        .patch(
+            "p",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"spec": {"containers": [{"name": "pfs", "image": "pfs:2"}]}})),
+        )
         .await
         .unwrap();
     let container = &patched.spec.unwrap().containers[0];
@@ -422,7 +427,18 @@ async fn patches_merge_json_strategic() {
             .iter()
             .map(|e| e.name.as_str())
             .collect::<Vec<_>>(),
-        ["A", "B"]
+        ["A"]
+    );
+    // Env merges by name too, but a Pod's spec is immutable beyond its images.
+    let error = api_error(
+        pods.patch("p", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"containers": [{"name": "pfs", "env": [{"name": "B", "value": "2"}]}]}})))
+            .await,
+    );
+    assert_eq!((error.code, error.reason.as_str()), (422, "Invalid"));
+    assert!(
+        error.message.contains("pod updates may not change fields"),
+        "{}",
+        error.message
     );
 
     let maps: Api<ConfigMap> = Api::namespaced(bed.client.clone(), &ns);
