@@ -998,7 +998,7 @@ async fn a_spec_change_the_api_would_refuse_keeps_the_running_pod() {
     );
 
     set_resources("2Gi").await;
-    wait_for("store-1 rolled", async || {
+    let second_pod = wait_for("store-1 rolled", async || {
         pod_uid(&pods, "store-1-pfs")
             .await
             .filter(|uid| *uid != first_pod)
@@ -1007,6 +1007,26 @@ async fn a_spec_change_the_api_would_refuse_keeps_the_running_pod() {
     wait_phase(&harness, &stores, "store-1", Phase::Online).await;
     let store = stores.get("store-1").await.unwrap();
     assert_eq!(condition(&store, "UpToDate").unwrap().reason, "Applied");
+
+    // A quota's refusal of the dry run does not hold the rollout: the Pod to be replaced
+    // still counts against the quota.
+    if let Some(emulator) = harness.emulator() {
+        use kube_emulator::faults::{Action, Matcher};
+        emulator.faults().inject(
+            Matcher::verb("create").on("pods"),
+            Action::Fail(403),
+            10_000,
+        );
+        set_resources("1Gi").await;
+        wait_for("store-1 rolled despite the quota's answer", async || {
+            pod_uid(&pods, "store-1-pfs")
+                .await
+                .filter(|uid| *uid != first_pod && *uid != second_pod)
+        })
+        .await;
+        wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+        emulator.faults().clear();
+    }
     harness.finish().await;
 }
 

@@ -1865,8 +1865,9 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
 }
 
 /// Why the API would refuse to create `pod`, if it would: a dry run of its create under a
-/// generated name (the real one is taken by the Pod it is to replace). Errors that say
-/// nothing about the Pod (unavailable, throttled) are returned as errors.
+/// generated name (the real one is taken by the Pod it is to replace) runs validation and
+/// admission. A quota's answer is ignored, and errors that say nothing about the Pod
+/// (unavailable, throttled) are returned as errors.
 async fn refusal_of(pods: &Api<Pod>, pod: &Pod) -> Result<Option<String>, Error> {
     let mut probe = pod.clone();
     probe.metadata.generate_name = probe.metadata.name.take().map(|name| format!("{name}-"));
@@ -1876,6 +1877,13 @@ async fn refusal_of(pods: &Api<Pod>, pod: &Pod) -> Result<Option<String>, Error>
     };
     match pods.create(&params, &probe).await {
         Ok(_) => Ok(None),
+        // A ResourceQuota still counts the Pod to be replaced: what it would say of the
+        // successor is not known until that one is gone.
+        Err(kube::Error::Api(status))
+            if status.code == 403 && status.message.contains("exceeded quota") =>
+        {
+            Ok(None)
+        }
         Err(kube::Error::Api(status)) if matches!(status.code, 400 | 403 | 422) => {
             Ok(Some(status.message))
         }
