@@ -981,12 +981,20 @@ async fn a_spec_change_the_api_would_refuse_keeps_the_running_pod() {
         held.contains("must be less than or equal to memory limit of 4Gi"),
         "{held}"
     );
+    assert!(held.contains("\"store-1-pfs\""), "names the pod: {held}");
+    // Held, the status settles: no write wakes the store for another dry run.
+    let version = stores.get("store-1").await.unwrap().resource_version();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         pod_uid(&pods, "store-1-pfs").await.as_ref(),
         Some(&first_pod)
     );
     let store = stores.get("store-1").await.unwrap();
+    assert_eq!(
+        store.resource_version(),
+        version,
+        "the held status keeps being rewritten"
+    );
     assert_eq!(store.status.unwrap().phase, Some(Phase::Online));
     let events = events_about(&harness, "store-1").await;
     assert!(

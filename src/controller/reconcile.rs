@@ -1870,7 +1870,8 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
 /// (unavailable, throttled) are returned as errors.
 async fn refusal_of(pods: &Api<Pod>, pod: &Pod) -> Result<Option<String>, Error> {
     let mut probe = pod.clone();
-    probe.metadata.generate_name = probe.metadata.name.take().map(|name| format!("{name}-"));
+    let name = probe.metadata.name.take().unwrap_or_default();
+    probe.metadata.generate_name = Some(format!("{name}-"));
     let params = PostParams {
         dry_run: true,
         field_manager: Some(MANAGER.to_owned()),
@@ -1885,10 +1886,28 @@ async fn refusal_of(pods: &Api<Pod>, pod: &Pod) -> Result<Option<String>, Error>
             Ok(None)
         }
         Err(kube::Error::Api(status)) if matches!(status.code, 400 | 403 | 422) => {
-            Ok(Some(status.message))
+            Ok(Some(with_name(&status.message, &name)))
         }
         Err(error) => Err(error.into()),
     }
+}
+
+/// `message` about the dry run's Pod, with the name the server generated for it (`"p-x7k2q"`)
+/// read as the real one (`"p"`): a message that changed with every try would rewrite the
+/// status, and so wake the store again, at each reconcile.
+fn with_name(message: &str, name: &str) -> String {
+    let generated = format!("\"{name}-");
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(at) = rest.find(&generated) {
+        let after = &rest[at + generated.len()..];
+        let Some(end) = after.find('"') else { break };
+        out.push_str(&rest[..at]);
+        out.push_str(&format!("\"{name}\""));
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Writes `status` if the store is still at `based_on` (the baseline's version); answers the
@@ -2124,6 +2143,22 @@ pub fn error_policy(store: Arc<PureFlashStore>, error: &Error, ctx: Arc<Context>
 mod tests {
     use super::*;
     use crate::crd::PureFlashStoreSpec;
+
+    #[test]
+    fn a_refusal_names_the_pod_not_the_dry_runs_generated_name() {
+        assert_eq!(
+            with_name(
+                "Pod \"store-1-pfs-x7k2q\" is invalid: spec.containers[0].resources.requests: Invalid value: \"8Gi\"",
+                "store-1-pfs"
+            ),
+            "Pod \"store-1-pfs\" is invalid: spec.containers[0].resources.requests: Invalid value: \"8Gi\""
+        );
+        assert_eq!(
+            with_name("pods \"p-abcde\" is forbidden: violates PodSecurity", "p"),
+            "pods \"p\" is forbidden: violates PodSecurity"
+        );
+        assert_eq!(with_name("no name here", "p"), "no name here");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn calls_under_the_restart_lock_give_up_at_their_limit() {
