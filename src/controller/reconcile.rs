@@ -1274,6 +1274,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         (&roll, &pod, &rendered)
     {
         let params = delete_exactly(existing.uid(), None);
+        let mut old_pod_stays = false;
         match ctx.leading(pods.delete(&pod_name, &params)).await? {
             Ok(_) => {
                 if let Some(mut rolls) = rolls.take() {
@@ -1308,9 +1309,12 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             }
             Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
             // The old Pod stays, and so does its pfs.conf.
-            Err(error) => failed_write = Some(error.into()),
+            Err(error) => {
+                failed_write.get_or_insert(error.into());
+                old_pod_stays = true;
+            }
         }
-        if failed_write.is_none() {
+        if !old_pod_stays {
             map_current = keep_going(apply_map().await, &mut failed_write)?.is_some();
             pod = pods.get_opt(&pod_name).await?;
         }
@@ -1352,6 +1356,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 replacement_due_in = Some(left);
             }
             None => {
+                let mut stopped_pod_stays = false;
                 match ctx
                     .leading(pods.delete(&pod_name, &delete_exactly(stopped.uid(), None)))
                     .await?
@@ -1367,9 +1372,12 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                     // Gone or replaced meanwhile: what is there now is read below.
                     Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
                     // The stopped Pod stays, and is deleted at the retry.
-                    Err(error) => failed_write = Some(error.into()),
+                    Err(error) => {
+                        failed_write.get_or_insert(error.into());
+                        stopped_pod_stays = true;
+                    }
                 }
-                if failed_write.is_none() {
+                if !stopped_pod_stays {
                     pod = match pods.get_opt(&pod_name).await {
                         Ok(pod) => pod,
                         Err(error) => {
@@ -1598,6 +1606,21 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             manual_token,
             finishing: decision.finishes,
         };
+        // The node read above, and the status write below, may take seconds: a view that lost
+        // trust meanwhile, or an offline store whose pfs registered again, is not restarted on
+        // the earlier observation. The reconcile the change has queued decides again.
+        let changed_meanwhile = || {
+            let latest = ctx.snapshots.borrow().clone();
+            !latest.health.is_trusted()
+                || (reason == RestartReason::Offline && alive(&latest, store.spec.store_id))
+        };
+        let call_off = |failed_write: Option<Error>| {
+            info!(store = %name, %namespace, "restart called off: the store's state changed while it was prepared");
+            failed_write.map_or(Ok(Action::requeue(Duration::ZERO)), Err)
+        };
+        if changed_meanwhile() {
+            return call_off(failed_write);
+        }
         // Record first, act second: a leader that dies in between has written that it restarted
         // and which Pod it kills, so its successor finishes that restart instead of making
         // another. A restart being finished is recorded already, unless it also answers a
@@ -1618,22 +1641,16 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             .await??;
             ctx.written.wrote(store, &recorded, result);
         }
+        // Called off after the write, the restart stays recorded as unfinished: the next
+        // reconcile finishes it only if it still holds.
+        if changed_meanwhile() {
+            return call_off(failed_write);
+        }
         // Other stores count the kill in flight from now.
         if let Some(restarts) = restarts.as_mut() {
             restarts.record(store, now);
         }
         drop(restarts);
-        // The node read and the status write above may have taken seconds: a view that lost
-        // trust meanwhile, or an offline store whose pfs registered again, is not killed on
-        // the earlier observation. The restart stays recorded as unfinished, and the reconcile
-        // the change has queued finishes it only if it still holds.
-        let latest = ctx.snapshots.borrow().clone();
-        if !latest.health.is_trusted()
-            || (reason == RestartReason::Offline && alive(&latest, store.spec.store_id))
-        {
-            info!(store = %name, %namespace, "restart called off: the store's state changed while it was prepared");
-            return Ok(Action::requeue(Duration::ZERO));
-        }
         // What the force delete found: killed the pfs, found the Pod gone, or found it replaced.
         let mut killed = false;
         let mut replaced_since = false;

@@ -381,7 +381,10 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
             "PodReady",
             "False",
             "PodCreateFailed",
-            format!("pod {} could not be created: {error}", facts.pod_name),
+            format!(
+                "pod {} does not exist, and a write to create it failed: {error}",
+                facts.pod_name
+            ),
             facts,
         ),
         (None, _) => condition(
