@@ -116,7 +116,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub zk: ZkArgs,
     /// ZooKeeper connect string as pfs Pods reach it, written into pfs.conf (default: --zk).
-    #[arg(long, env = "PUREFLASH_PFS_ZK", value_parser = parse_connect_string)]
+    #[arg(long, env = "PUREFLASH_PFS_ZK", value_parser = parse_pfs_connect_string)]
     pub pfs_zk: Option<String>,
     /// Metadata DB URL to keep in sync (the leader does it); none: no DB sync.
     #[arg(long, env = "PUREFLASH_DB")]
@@ -233,18 +233,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn without_scheme(server: &str) -> &str {
-    server
-        .strip_prefix("tcp://")
-        .or_else(|| server.strip_prefix("tcp+tls://"))
-        .unwrap_or(server)
+    server.strip_prefix("tcp://").unwrap_or(server)
 }
 
 /// Checks a ZooKeeper connect string as the ZooKeeper client reads it —
 /// `[tcp://]host[:port][,…][/chroot]`, IPv6 hosts in brackets — so that a typo is a clear
-/// error at start rather than a connection retried forever.
+/// error at start rather than a connection retried forever. TLS (`tcp+tls://`) is refused:
+/// the client is built without it.
 pub fn parse_connect_string(text: &str) -> Result<String, String> {
     if text.trim().is_empty() {
         return Err("no server given (example: zk-0:2181,zk-1:2181/pureflash)".into());
+    }
+    if text.contains("tcp+tls://") {
+        return Err("ZooKeeper over TLS (tcp+tls://) is not supported".into());
     }
     // The chroot follows the last server.
     let (servers, last) = text.rsplit_once(',').unwrap_or(("", text));
@@ -291,11 +292,22 @@ pub fn parse_connect_string(text: &str) -> Result<String, String> {
     }
     if let Some(chroot) = chroot
         && chroot != "/"
-        && (chroot.ends_with('/') || chroot.contains("//"))
+        && chroot[1..].split('/').any(|name| {
+            name.is_empty() || name == "." || name == ".." || name.contains(char::is_control)
+        })
     {
         return Err(format!("chroot {chroot:?}: must be /name[/name…]"));
     }
     Ok(text.to_owned())
+}
+
+/// A connect string as pfs's own ZooKeeper client reads it: host:port pairs and a chroot,
+/// without the `tcp://` prefixes only the operator's client knows.
+pub fn parse_pfs_connect_string(text: &str) -> Result<String, String> {
+    if text.contains("://") {
+        return Err("pfs reads host:port[,host:port…][/chroot], without a scheme".into());
+    }
+    parse_connect_string(text)
 }
 
 /// A lease duration: the Lease publishes whole seconds, and a lease of less than one second
@@ -469,7 +481,7 @@ mod tests {
             "zk-0.zk.storage.svc:2181/pureflash",
             "zk-0:2181,zk-1:2181/pf/a",
             "[::1]:2181,[fe80::1]",
-            "tcp://zk:2181,tcp+tls://zk-b:2182",
+            "tcp://zk:2181,tcp://zk-b:2182",
             "localhost",
             "zk:2181/",
         ] {
@@ -487,12 +499,22 @@ mod tests {
             ("[::1]2181", "expected ':port'"),
             ("zk:2181/pf/", "chroot"),
             ("zk:2181/pf//a", "chroot"),
+            ("zk:2181/./pf", "chroot"),
+            ("zk:2181/a/../b", "chroot"),
+            ("zk:2181/a\tb", "chroot"),
+            ("tcp+tls://zk:2181", "TLS"),
         ] {
             let error = parse_connect_string(bad).unwrap_err();
             assert!(error.contains(why), "{bad:?}: {error}");
         }
         assert!(
             Cli::try_parse_from(["pureflash-operator", "sync", "--zk", "127.0.0.1:21a81"]).is_err()
+        );
+        assert!(parse_pfs_connect_string("zk-0:2181,zk-1:2181/pf").is_ok());
+        assert!(
+            parse_pfs_connect_string("tcp://zk:2181")
+                .unwrap_err()
+                .contains("scheme")
         );
     }
 }

@@ -56,4 +56,6 @@ pub enum Error {
     Stopped(String),
     #[error("the ZooKeeper mirror failed: {0}")]
     MirrorFailed(String),
+    #[error("stopped by a signal before anything was written")]
+    Interrupted,
 }

@@ -44,16 +44,16 @@ pub async fn run(args: SyncArgs) -> Result<(), crate::Error> {
 }
 
 /// `--once`: load, write, summarize. Every failure is an error (and a non-zero exit). A signal
-/// during the load ends it (nothing written, the session closed); one during the DB pass lets
-/// that transaction finish.
+/// during the load ends it (nothing written, the session closed, an error); one during the DB
+/// pass lets that transaction finish.
 async fn run_once(
     config: &MirrorConfig,
     db_url: &DbUrl,
     shutdown: &CancellationToken,
 ) -> Result<(), crate::Error> {
+    // Stopped, nothing is synced: not a success (a Job must not read as done).
     let Some(view) = mirror::load_once(config, shutdown).await? else {
-        info!("stopped before anything was written");
-        return Ok(());
+        return Err(crate::Error::Interrupted);
     };
     if !view.stores_dir {
         return Err(crate::Error::NoStoresDirectory {

@@ -453,10 +453,11 @@ async fn a_second_signal_stops_a_sync_waiting_on_a_locked_table() {
     locker.close().await.unwrap();
 }
 
-/// `--once` stopped by SIGTERM while ZooKeeper does not answer its reads: it exits 0 at once,
-/// having written nothing, instead of dying by the signal or waiting out the session.
+/// `--once` stopped by SIGTERM while ZooKeeper does not answer its reads: it exits at once,
+/// having written nothing, with one clear line and exit code 1 (a Job stopped so did not
+/// succeed), instead of dying by the signal or waiting out the session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn once_exits_cleanly_on_sigterm_before_writing() {
+async fn once_stopped_before_writing_exits_at_once_with_an_error() {
     let zk = ZooKeeper::start();
     let cluster = unique_cluster("cli-once-term");
     let _store = PfsSim::start(spec(&zk.connect_string(), &cluster, 1))
@@ -471,9 +472,29 @@ async fn once_exits_cleanly_on_sigterm_before_writing() {
         &["--once", "--zk-session-timeout", "20s"],
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let stderr = sigterm_and_wait_for_exit_0(&mut child, Duration::from_secs(5));
     assert!(
-        stderr.contains("stopped before anything was written"),
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(signalled.elapsed() < Duration::from_secs(5), "no exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .is_some_and(|l| l == "error: stopped by a signal before anything was written"),
         "{stderr}"
     );
     zk.freeze(false);
