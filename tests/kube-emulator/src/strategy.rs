@@ -287,9 +287,12 @@ fn check_lease(lease: &Value) -> Vec<Cause> {
             "must be greater than or equal to 0",
         ));
     }
-    if spec.get("preferredHolder").is_some_and(|h| !h.is_null())
-        && spec.get("strategy").is_none_or(Value::is_null)
-    {
+    let set = |field: &str| {
+        spec.get(field)
+            .and_then(Value::as_str)
+            .is_some_and(|v| !v.is_empty())
+    };
+    if set("preferredHolder") && !set("strategy") {
         causes.push(cause(
             "FieldValueForbidden",
             "spec.preferredHolder",
@@ -341,33 +344,58 @@ fn check_config_map(map: &Value) -> Vec<Cause> {
     causes
 }
 
-/// A resource quantity's value (`500m`, `4Gi`, `1e3`), as `resource.ParseQuantity` reads it.
-fn quantity(text: &str) -> Option<f64> {
+/// A resource quantity in nano-units (`500m` is 500_000_000), exactly, as
+/// `resource.ParseQuantity` reads it; `None` if it does not parse (or is absurdly large).
+fn quantity(text: &str) -> Option<i128> {
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
         .unwrap_or(text.len());
     let (number, suffix) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let scale = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024f64,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        exponent => 10f64.powi(exponent.strip_prefix(['e', 'E'])?.parse().ok()?),
+    let (negative, number) = match number.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, number.strip_prefix('+').unwrap_or(number)),
     };
-    Some(number * scale)
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && fraction.is_empty()
+        || !whole
+            .chars()
+            .chain(fraction.chars())
+            .all(|c| c.is_ascii_digit())
+    {
+        return None;
+    }
+    // The digits as an integer, and the power of ten that scales them to nano-units.
+    let digits: i128 = format!("{whole}{fraction}").parse().ok()?;
+    let mut ten_power = 9 - i32::try_from(fraction.len()).ok()?;
+    let mut binary = 1i128;
+    match suffix {
+        "" => {}
+        "n" => ten_power -= 9,
+        "u" => ten_power -= 6,
+        "m" => ten_power -= 3,
+        "k" => ten_power += 3,
+        "M" => ten_power += 6,
+        "G" => ten_power += 9,
+        "T" => ten_power += 12,
+        "P" => ten_power += 15,
+        "E" => ten_power += 18,
+        "Ki" => binary = 1 << 10,
+        "Mi" => binary = 1 << 20,
+        "Gi" => binary = 1 << 30,
+        "Ti" => binary = 1 << 40,
+        "Pi" => binary = 1 << 50,
+        "Ei" => binary = 1 << 60,
+        exponent => ten_power += exponent.strip_prefix(['e', 'E'])?.parse::<i32>().ok()?,
+    }
+    let scaled = if ten_power >= 0 {
+        digits.checked_mul(10i128.checked_pow(ten_power.unsigned_abs())?)?
+    } else {
+        // Below a nano-unit: rounded up, as the API server does.
+        let divisor = 10i128.checked_pow(ten_power.unsigned_abs())?;
+        (digits + divisor - 1) / divisor
+    };
+    let value = scaled.checked_mul(binary)?;
+    Some(if negative { -value } else { value })
 }
 
 /// A Pod's container resources: every quantity must parse (the request is refused whole when
@@ -381,7 +409,7 @@ fn check_pod_resources(pod: &Value) -> Result<Vec<Cause>, ApiError> {
             .and_then(Value::as_array)
             .map_or(&[][..], Vec::as_slice);
         for (index, container) in containers.iter().enumerate() {
-            let read = |part: &str| -> Result<BTreeMap<String, (String, f64)>, ApiError> {
+            let read = |part: &str| -> Result<BTreeMap<String, (String, i128)>, ApiError> {
                 let Some(list) = container
                     .pointer(&format!("/resources/{part}"))
                     .and_then(Value::as_object)
@@ -419,6 +447,31 @@ fn check_pod_resources(pod: &Value) -> Result<Vec<Cause>, ApiError> {
         }
     }
     Ok(causes)
+}
+
+/// `value` without empty lists, empty objects and nulls: the API server compares decoded
+/// objects, where those read as absent.
+fn without_empty(value: Value) -> Value {
+    match value {
+        Value::Object(fields) => Value::Object(
+            fields
+                .into_iter()
+                .map(|(key, value)| (key, without_empty(value)))
+                .filter(|(_, value)| !is_empty(value))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_empty).collect()),
+        other => other,
+    }
+}
+
+fn is_empty(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(items) => items.is_empty(),
+        Value::Object(fields) => fields.is_empty(),
+        _ => false,
+    }
 }
 
 /// `ValidatePodUpdate`: a Pod's spec is immutable but for its images, its active deadline,
@@ -465,7 +518,10 @@ fn check_pod_update(pod: &Value, old: &Value) -> Vec<Cause> {
     let only_added = tolerations(old)
         .iter()
         .all(|kept| new_tolerations.contains(kept));
-    if mutable_removed(pod.get("spec")) != mutable_removed(old.get("spec")) || !only_added {
+    if without_empty(mutable_removed(pod.get("spec")))
+        != without_empty(mutable_removed(old.get("spec")))
+        || !only_added
+    {
         return vec![cause("FieldValueForbidden", "spec", "Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.initContainers[*].image`, `spec.activeDeadlineSeconds`, `spec.tolerations` (only additions to existing tolerations), `spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)".into())];
     }
     Vec::new()
@@ -1690,6 +1746,13 @@ mod tests {
         ] {
             assert_eq!(check_pod_update(&changed, &old).len(), 1, "{changed}");
         }
+        // An empty list reads as no list.
+        let mut unset = pod("n", "a:1", json!([{"key": "k"}]), json!([]));
+        unset["spec"]["containers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("env");
+        assert!(check_pod_update(&unset, &old).is_empty());
         let unbound = pod("", "a:1", json!([]), json!([]));
         assert!(check_pod_update(&pod("n", "a:1", json!([]), json!([])), &unbound).is_empty());
     }
@@ -1726,11 +1789,19 @@ mod tests {
 
     #[test]
     fn pod_resources_parse_and_requests_stay_within_limits() {
-        assert_eq!(quantity("4Gi"), Some(4.0 * 1024f64.powi(3)));
-        assert_eq!(quantity("500m"), Some(0.5));
-        assert_eq!(quantity("1e3"), Some(1000.0));
-        assert_eq!(quantity("2"), Some(2.0));
+        const NANO: i128 = 1_000_000_000;
+        assert_eq!(quantity("4Gi"), Some(4 * (1 << 30) * NANO));
+        assert_eq!(quantity("500m"), Some(NANO / 2));
+        assert_eq!(quantity("1e3"), Some(1000 * NANO));
+        assert_eq!(quantity("2"), Some(2 * NANO));
+        assert_eq!(
+            quantity("0.7"),
+            quantity("700m"),
+            "exact, not floating point"
+        );
+        assert_eq!(quantity("1.5Gi"), Some(3 * (1 << 29) * NANO));
         assert_eq!(quantity("4GB"), None);
+        assert_eq!(quantity("."), None);
         let pod = |requests: Value, limits: Value| json!({"spec": {"containers": [{"name": "c", "resources": {"requests": requests, "limits": limits}}]}});
         assert!(
             check_pod_resources(&pod(
