@@ -154,7 +154,8 @@ pub struct Observation {
     pub pod: Option<PodFacts>,
     /// The health of the node the Pod is bound to.
     pub node: NodeHealth,
-    /// A Pod can be made for the store: its pfs.conf renders (its node has an address).
+    /// A Pod can be made for the store: its pfs.conf renders (its node has an address), and
+    /// the API would not refuse the Pod its spec makes.
     pub pod_renderable: bool,
     /// The store's recovery status as last written.
     pub history: History,

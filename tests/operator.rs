@@ -1004,6 +1004,35 @@ async fn a_spec_change_the_api_would_refuse_keeps_the_running_pod() {
         "{:?}",
         reasons(&events)
     );
+    // Nor does a restart, even one asked for: its new Pod could not be made either.
+    let annotate = |value: &str| {
+        let (ok, _, stderr) = harness.kubectl(
+            &[
+                "annotate",
+                "-n",
+                &harness.namespace,
+                "pfstore",
+                "store-1",
+                value,
+            ],
+            None,
+        );
+        assert!(ok, "{stderr}");
+    };
+    annotate("pureflash.io/restart=while-refused");
+    let frozen = wait_for("the restart withheld", async || {
+        let store = stores.get("store-1").await.ok()?;
+        let frozen = condition(&store, "RecoveryFrozen")?;
+        (frozen.reason == "ConfigInvalid").then(|| frozen.message.clone())
+    })
+    .await;
+    assert!(frozen.contains("could not be recreated"), "{frozen}");
+    assert_eq!(
+        pod_uid(&pods, "store-1-pfs").await.as_ref(),
+        Some(&first_pod)
+    );
+    assert_eq!(restart_count(&stores, "store-1").await, 0);
+    annotate("pureflash.io/restart-");
 
     set_resources("2Gi").await;
     let second_pod = wait_for("store-1 rolled", async || {

@@ -1497,7 +1497,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         pod: facts.clone(),
         // Read below, only if it would decide.
         node: NodeHealth::Unknown,
-        pod_renderable: rendered.is_some(),
+        // A Pod the API would refuse cannot be made either: a restart would leave the store
+        // without one.
+        pod_renderable: rendered.is_some()
+            && !matches!(roll_held, Some(HoldReason::ReplacementRefused { .. })),
         history: History {
             last_restart: restarts
                 .as_ref()

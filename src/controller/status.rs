@@ -227,7 +227,7 @@ fn frozen(verdict: &Verdict) -> Option<(&'static str, String)> {
         }
         SkipReason::RecoveryDisabled => "spec.recovery.enabled is false",
         SkipReason::ConfigInvalid => {
-            "no pfs.conf can be rendered for the store (see its UpToDate condition): its pod could not be recreated, so it is not restarted"
+            "the store's pod could not be recreated (see its UpToDate condition: no pfs.conf can be rendered, or the API would refuse the pod its spec makes), so it is not restarted"
         }
         SkipReason::NodeNotReady => {
             "the pod's node is out of contact with Kubernetes (not Ready, or its kubelet has not renewed the node's Lease in kube-node-lease for the Lease's duration since the store went offline): a restart waits until it reports again"
