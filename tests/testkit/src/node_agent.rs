@@ -933,7 +933,10 @@ impl PodRun {
             .env_clear()
             .envs(env)
             .stdin(Stdio::null())
-            .current_dir(&self.dir);
+            .current_dir(&self.dir)
+            // A test that panics never stops its agent: its processes end with the runtime
+            // (which drops the task waiting on them) instead of outliving the test run.
+            .kill_on_drop(true);
         if let Ok(out) = output {
             let err = out.try_clone().ok();
             command.stdout(out);
