@@ -217,29 +217,35 @@ fn spawn_sync(zk: &ZooKeeper, cluster: &str, db: &TestDb, extra: &[&str]) -> Chi
         .unwrap()
 }
 
-/// Sends SIGTERM and asserts the process exits 0 within `within`; returns its stderr.
-fn sigterm_and_wait_for_exit_0(child: &mut Child, within: Duration) -> String {
-    let pid = child.id().to_string();
+fn sigterm(child: &Child) {
     assert!(
         Command::new("kill")
-            .args(["-TERM", &pid])
+            .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap()
             .success()
     );
-    let signalled = Instant::now();
+}
+
+/// Waits for the process to exit, failing past `within`; its exit status and stderr.
+fn wait_for_exit(child: &mut Child, within: Duration) -> (std::process::ExitStatus, String) {
+    let since = Instant::now();
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(
-            signalled.elapsed() < within,
-            "no exit within {within:?} of SIGTERM"
-        );
+        assert!(since.elapsed() < within, "no exit within {within:?}");
         std::thread::sleep(Duration::from_millis(20));
     };
     let mut stderr = String::new();
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    (status, stderr)
+}
+
+/// Sends SIGTERM and asserts the process exits 0 within `within`; returns its stderr.
+fn sigterm_and_wait_for_exit_0(child: &mut Child, within: Duration) -> String {
+    sigterm(child);
+    let (status, stderr) = wait_for_exit(child, within);
     assert!(status.success(), "exit status {status}\n{stderr}");
     stderr
 }
@@ -422,34 +428,15 @@ async fn a_second_signal_stops_a_sync_waiting_on_a_locked_table() {
     // The crash is written in a pass that now waits on the lock.
     store.crash().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let signal = |child: &Child| {
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
-    signal(&child);
+    sigterm(&child);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         child.try_wait().unwrap().is_none(),
         "the first SIGTERM waits for the transaction in progress"
     );
-    signal(&child);
-    let signalled = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(3),
-            "no exit after a second SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(130), "{status}");
+    sigterm(&child);
+    let (status, stderr) = wait_for_exit(&mut child, Duration::from_secs(3));
+    assert_eq!(status.code(), Some(130), "{status}\n{stderr}");
     locker.close().await.unwrap();
 }
 
@@ -472,23 +459,8 @@ async fn once_stopped_before_writing_exits_at_once_with_an_error() {
         &["--once", "--zk-session-timeout", "20s"],
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let signalled = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(signalled.elapsed() < Duration::from_secs(5), "no exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    sigterm(&child);
+    let (status, stderr) = wait_for_exit(&mut child, Duration::from_secs(5));
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr
