@@ -1064,6 +1064,33 @@ async fn a_spec_change_the_api_would_refuse_keeps_the_running_pod() {
         wait_phase(&harness, &stores, "store-1", Phase::Online).await;
         emulator.faults().clear();
     }
+
+    // A rollout held for another reason (here: recovery paused) is no dry run yet; a restart
+    // asked for meanwhile would replace the Pod by the changed spec's all the same, so it asks
+    // the API first too.
+    let serving = pod_uid(&pods, "store-1-pfs").await.unwrap();
+    annotate("pureflash.io/recovery-paused=true");
+    set_resources("8Gi").await;
+    wait_for("the rollout held by the pause", async || {
+        let store = stores.get("store-1").await.ok()?;
+        (condition(&store, "UpToDate")?.reason == "RecoveryPaused").then_some(())
+    })
+    .await;
+    annotate("pureflash.io/restart=while-paused");
+    let refused = wait_for("the paused store's restart withheld", async || {
+        let store = stores.get("store-1").await.ok()?;
+        let up_to_date = condition(&store, "UpToDate")?;
+        let frozen = condition(&store, "RecoveryFrozen")?;
+        (up_to_date.reason == "ReplacementRefused" && frozen.reason == "ConfigInvalid")
+            .then(|| up_to_date.message.clone())
+    })
+    .await;
+    assert!(
+        refused.contains("must be less than or equal to memory limit of 4Gi"),
+        "{refused}"
+    );
+    assert_eq!(pod_uid(&pods, "store-1-pfs").await, Some(serving));
+    assert_eq!(restart_count(&stores, "store-1").await, 0);
     harness.finish().await;
 }
 

@@ -954,6 +954,10 @@ fn db_state(db: Option<&watch::Receiver<DbSyncStatus>>) -> DbState {
 /// came.
 const HELD_RECHECK: Duration = Duration::from_secs(15);
 
+/// How often a rollout the API refused is tried again (as a dry run) without any change of
+/// the store.
+const REFUSED_RECHECK: Duration = Duration::from_secs(60);
+
 /// How long a node's InternalIP is reused before it is read again: a changed address reaches
 /// pfs.conf (and rolls the Pod) within this time.
 pub const NODE_ADDRESS_TTL: Duration = Duration::from_secs(60);
@@ -1252,7 +1256,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         }
         (roll, _) => roll,
     };
-    let roll_held = match &roll {
+    let mut roll_held = match &roll {
         Some(RollVerdict::Hold(hold)) => Some(hold.clone()),
         _ => None,
     };
@@ -1554,6 +1558,22 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         }
         observation.node = health;
         decision = recovery::decide(&observation, &policy);
+    }
+    // A restart replaces a Pod whose rollout is held (paused, frozen, waiting for others) with
+    // one of the changed spec: like the rollout, it first asks whether the API would take it.
+    if matches!(decision.verdict, Verdict::Restart(_))
+        && roll_held
+            .as_ref()
+            .is_some_and(|hold| !matches!(hold, HoldReason::ReplacementRefused { .. }))
+        && let Some((hash, _)) = &rendered
+    {
+        let successor = pods::pod(store, hash, Predecessor::Unknown);
+        if let Some(why) = under_restart_lock(refusal_of(&pods, &successor)).await? {
+            warn!(store = %name, %namespace, %why, "the restart's new pod would be refused; the running pod is kept");
+            roll_held = Some(HoldReason::ReplacementRefused { why });
+            observation.pod_renderable = false;
+            decision = recovery::decide(&observation, &policy);
+        }
     }
     // A Pod this reconcile created is the restart's new Pod (a manual restart of a store that had
     // none), not one it has yet to kill.
@@ -1868,6 +1888,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         // Nodes are not watched: a node that reports again is seen at the next look.
         Verdict::Skip(recovery::SkipReason::NodeNotReady) => HELD_RECHECK,
         _ if config_error.is_some() => HELD_RECHECK,
+        // What made the API refuse may change without the store changing (a namespace's Pod
+        // Security level, a LimitRange, an admission policy): asked again, not too often, as
+        // each ask is a dry-run create.
+        _ if matches!(roll_held, Some(HoldReason::ReplacementRefused { .. })) => REFUSED_RECHECK,
         _ => ctx.settings.requeue,
     };
     let requeue = match settles_in {
