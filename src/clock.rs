@@ -12,10 +12,15 @@
 //! second bound it from different sides; the intersection of recent answers' intervals is
 //! narrow ([`OffsetEstimate`], pure). [`follow`] keeps asking; [`ClusterClock`] is what
 //! everyone else reads.
+//!
+//! "This replica's clock" is its wall clock as read once, carried on by the monotonic clock
+//! ([`local_now`]): a step of the wall clock (an NTP correction, a person with `date -s`)
+//! would otherwise move "now" by the step until the next answer, and a step forward would
+//! cut grace periods short by as much.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
 use kube::Client;
@@ -117,6 +122,31 @@ impl OffsetEstimate {
     }
 }
 
+/// A wall-clock reading and the monotonic instant it was taken at.
+#[derive(Clone, Copy, Debug)]
+struct Anchor {
+    instant: Instant,
+    wall: Timestamp,
+}
+
+impl Anchor {
+    /// The wall-clock time at `instant`, as the monotonic clock counts from the anchor.
+    fn at(self, instant: Instant) -> Timestamp {
+        let elapsed = instant.saturating_duration_since(self.instant);
+        self.wall.checked_add(elapsed).unwrap_or(self.wall)
+    }
+}
+
+/// This replica's time: its wall clock as first read, carried on by the monotonic clock, so
+/// that no step of the wall clock moves it.
+pub fn local_now() -> Timestamp {
+    static ANCHOR: LazyLock<Anchor> = LazyLock::new(|| Anchor {
+        instant: Instant::now(),
+        wall: Timestamp::now(),
+    });
+    ANCHOR.at(Instant::now())
+}
+
 /// The API server's time as this replica reckons it; cheap to clone, shared by every task.
 /// Until the server has answered once, it is this replica's own clock.
 #[derive(Clone, Debug, Default)]
@@ -126,7 +156,7 @@ pub struct ClusterClock {
 
 impl ClusterClock {
     pub fn now(&self) -> Timestamp {
-        let local = Timestamp::now();
+        let local = local_now();
         let offset = self.offset().unwrap_or(SignedDuration::ZERO);
         local.checked_add(offset).unwrap_or(local)
     }
@@ -165,9 +195,9 @@ pub async fn sample(client: &Client) -> Result<OffsetBounds, SampleError> {
     let request = http::Request::get("/version")
         .body(kube::client::Body::empty())
         .expect("a static request is valid");
-    let sent = Timestamp::now();
+    let sent = local_now();
     let response = client.send(request).await?;
-    let received = Timestamp::now();
+    let received = local_now();
     let date = response
         .headers()
         .get(http::header::DATE)
@@ -328,15 +358,36 @@ mod tests {
     }
 
     #[test]
+    fn local_time_runs_on_the_monotonic_clock_from_one_wall_reading() {
+        let anchor = Anchor {
+            instant: Instant::now(),
+            wall: Timestamp::from_second(1_790_000_000).unwrap(),
+        };
+        let later = anchor.instant + Duration::from_millis(2_500);
+        assert_eq!(
+            anchor.at(later),
+            Timestamp::from_second(1_790_000_000).unwrap() + SignedDuration::from_millis(2_500)
+        );
+        assert_eq!(anchor.at(anchor.instant), anchor.wall);
+        // Nothing at all before the anchor's instant (it is taken before any caller's).
+        assert!(
+            anchor
+                .instant
+                .checked_sub(Duration::from_secs(1))
+                .is_none_or(|earlier| anchor.at(earlier) == anchor.wall)
+        );
+    }
+
+    #[test]
     fn without_answers_the_clock_is_the_local_one() {
         let clock = ClusterClock::default();
         assert_eq!(clock.offset(), None);
-        let before = Timestamp::now();
+        let before = local_now();
         let now = clock.now();
         assert!(now >= before && now.duration_since(before) < SignedDuration::from_secs(1));
         clock.record(answer(-120.0, 0.0, 0.0, 0.0));
         let shifted = clock.now();
-        let behind = Timestamp::now().duration_since(shifted);
+        let behind = local_now().duration_since(shifted);
         assert!(behind > secs(119.0) && behind < secs(121.5), "{behind:?}");
     }
 }
