@@ -15,6 +15,7 @@
 //! take over. On shutdown the Lease is released, so a standby takes over at once; the caller
 //! decides when, once nothing acts on this replica's leadership any more.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -234,7 +235,37 @@ impl Complaints {
     }
 }
 
-/// Runs the election until `stop`; `leading` says whether this replica leads now.
+/// Until when this replica's term lasts for sure, as the election counts it on the monotonic
+/// clock: the start of the last renewal plus the renew deadline, pushed on by each renewal.
+/// Shared with everything that writes, which checks it itself before a write: the news that a
+/// term ended (`leading` turning false) reaches other tasks only once the election's task runs
+/// again, and after a stall of the whole process (stopped, frozen, starved of CPU) the others
+/// may run first.
+#[derive(Clone, Debug, Default)]
+pub struct TermDeadline(Arc<Mutex<Option<Instant>>>);
+
+impl TermDeadline {
+    /// Whether the term still holds now.
+    pub fn holds(&self) -> bool {
+        self.holds_at(Instant::now())
+    }
+
+    fn holds_at(&self, now: Instant) -> bool {
+        self.lock().is_some_and(|end| now < end)
+    }
+
+    fn set(&self, end: Option<Instant>) {
+        *self.lock() = end;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        // Nothing panics while holding it.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs the election until `stop`; `leading` says whether this replica leads now, `deadline`
+/// until when for sure.
 ///
 /// Cancelling `stop` releases the Lease (if this replica holds it), letting a standby take over
 /// at once: cancel it only once nothing acts on this replica's leadership any more. Until then
@@ -243,6 +274,7 @@ pub async fn run(
     client: Client,
     config: LeaseConfig,
     leading: watch::Sender<bool>,
+    deadline: TermDeadline,
     stop: CancellationToken,
 ) {
     let leases: Api<Lease> = Api::namespaced(client, &config.namespace);
@@ -252,7 +284,14 @@ pub async fn run(
     let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
     let mut complaints = Complaints::default();
     loop {
-        update_leading(&leading, &mut term_end, &config, Instant::now(), false);
+        update_leading(
+            &leading,
+            &deadline,
+            &mut term_end,
+            &config,
+            Instant::now(),
+            false,
+        );
         // Taken before the request: the Lease's renewal happens after this, so a term counted
         // from here ends before any follower (which starts counting once it sees the renewal)
         // may take over.
@@ -277,7 +316,14 @@ pub async fn run(
                 }
                 backoff.reset();
                 term_end = holding.then(|| started + config.renew_deadline);
-                update_leading(&leading, &mut term_end, &config, Instant::now(), !holding);
+                update_leading(
+                    &leading,
+                    &deadline,
+                    &mut term_end,
+                    &config,
+                    Instant::now(),
+                    !holding,
+                );
                 None
             }
             Ok(Err(error)) => Some(error.to_string()),
@@ -291,7 +337,14 @@ pub async fn run(
                 } else {
                     debug!(lease = %config.name, %error, "Lease request failed");
                 }
-                update_leading(&leading, &mut term_end, &config, Instant::now(), false);
+                update_leading(
+                    &leading,
+                    &deadline,
+                    &mut term_end,
+                    &config,
+                    Instant::now(),
+                    false,
+                );
                 backoff.next_delay()
             }
         };
@@ -304,6 +357,7 @@ pub async fn run(
             _ = tokio::time::sleep_until(wake) => {}
         }
     }
+    deadline.set(None);
     leading.send_replace(false);
     // Bounded like a renewal: a release that cannot get through is not worth waiting for (the
     // Lease then expires).
@@ -319,6 +373,7 @@ pub async fn run(
 /// attempt found the Lease held by someone else (rather than our renewals failing).
 fn update_leading(
     leading: &watch::Sender<bool>,
+    deadline: &TermDeadline,
     term_end: &mut Option<Instant>,
     config: &LeaseConfig,
     now: Instant,
@@ -327,6 +382,7 @@ fn update_leading(
     if term_end.is_some_and(|end| now >= end) {
         *term_end = None;
     }
+    deadline.set(*term_end);
     let leads = term_end.is_some();
     if leads == *leading.borrow() {
         return;
@@ -467,6 +523,36 @@ mod tests {
     use super::*;
 
     const DURATION: Duration = Duration::from_secs(15);
+
+    #[test]
+    fn a_term_holds_until_its_deadline_whoever_hears_of_it_first() {
+        let config = LeaseConfig::new("op", "default", "a", DURATION);
+        let (leading, _) = watch::channel(false);
+        let deadline = TermDeadline::default();
+        let start = Instant::now();
+        assert!(
+            !deadline.holds_at(start),
+            "no term before the first renewal"
+        );
+        let mut term_end = Some(start + config.renew_deadline);
+        update_leading(&leading, &deadline, &mut term_end, &config, start, false);
+        assert!(*leading.borrow());
+        assert!(deadline.holds_at(start + config.renew_deadline - Duration::from_millis(1)));
+        // Past the deadline the term is over for a writer that checks, even while the election
+        // has not run again to say so.
+        assert!(!deadline.holds_at(start + config.renew_deadline));
+        assert!(*leading.borrow());
+        update_leading(
+            &leading,
+            &deadline,
+            &mut term_end,
+            &config,
+            start + config.renew_deadline,
+            false,
+        );
+        assert!(!*leading.borrow());
+        assert!(!deadline.holds_at(start));
+    }
 
     fn wall(seconds: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + seconds).unwrap()
@@ -814,7 +900,13 @@ mod tests {
             let client = Client::try_from(kube::Config::new(url)).unwrap();
             let (leading_tx, mut leading) = watch::channel(false);
             let stop = CancellationToken::new();
-            let election = tokio::spawn(run(client, config, leading_tx, stop.clone()));
+            let election = tokio::spawn(run(
+                client,
+                config,
+                leading_tx,
+                TermDeadline::default(),
+                stop.clone(),
+            ));
             becomes(&mut leading, true).await;
             // The API server accepts requests and never answers (in practice: an overloaded
             // server, or retries of 429/503 with long backoffs).
@@ -835,7 +927,13 @@ mod tests {
             let renew_every = config.renew_every;
             let (leading_tx, mut leading) = watch::channel(false);
             let stop = CancellationToken::new();
-            let election = tokio::spawn(run(client, config, leading_tx, stop.clone()));
+            let election = tokio::spawn(run(
+                client,
+                config,
+                leading_tx,
+                TermDeadline::default(),
+                stop.clone(),
+            ));
             becomes(&mut leading, true).await;
             leading.borrow_and_update();
             emulator
@@ -889,7 +987,13 @@ mod tests {
             leases.create(&PostParams::default(), &lease).await.unwrap();
             let (leading_tx, mut leading) = watch::channel(false);
             let stop = CancellationToken::new();
-            let election = tokio::spawn(run(client, config, leading_tx, stop.clone()));
+            let election = tokio::spawn(run(
+                client,
+                config,
+                leading_tx,
+                TermDeadline::default(),
+                stop.clone(),
+            ));
             becomes(&mut leading, true).await;
             let taken = leases.get("op").await.unwrap();
             assert_eq!(holder(&taken), Some("a"));
@@ -903,7 +1007,13 @@ mod tests {
             let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
             let (leading_tx, mut leading) = watch::channel(false);
             let stop = CancellationToken::new();
-            let election = tokio::spawn(run(client, config, leading_tx, stop.clone()));
+            let election = tokio::spawn(run(
+                client,
+                config,
+                leading_tx,
+                TermDeadline::default(),
+                stop.clone(),
+            ));
             becomes(&mut leading, true).await;
             assert_eq!(holder(&leases.get("op").await.unwrap()), Some("a"));
             stop.cancel();

@@ -106,10 +106,12 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     })?;
     // Not `shutdown`: the Lease is released only once the term has stopped (below).
     let election_stop = CancellationToken::new();
+    let term_deadline = leader::TermDeadline::default();
     let election = tokio::spawn(leader::run(
         lease_client,
         lease,
         leading_tx,
+        term_deadline.clone(),
         election_stop.clone(),
     ));
 
@@ -187,6 +189,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             cache_synced: cache_synced_tx.clone(),
             clock: clock.clone(),
             writes_end: writes_end.clone(),
+            term_deadline: term_deadline.clone(),
         };
         tasks.push(spawn(Box::pin(controller::run(term, term_stop.clone()))));
         let mut election_gone = false;

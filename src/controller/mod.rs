@@ -28,6 +28,7 @@ use tracing::{info, warn};
 use crate::clock::ClusterClock;
 use crate::crd::PureFlashStore;
 use crate::dbsync::DbSyncStatus;
+use crate::leader::TermDeadline;
 use crate::metrics::Metrics;
 use crate::zk::{Snapshot, ViewEvent};
 pub use reconcile::{Context, MANAGER, Settings};
@@ -51,6 +52,9 @@ pub struct Term {
     /// a shutdown, only once the reconciles under way have had their grace to finish (it
     /// still holds the Lease meanwhile), so a restart half done is not left without its Pod.
     pub writes_end: CancellationToken,
+    /// Until when the term holds for sure: checked before each write too, as `writes_end`
+    /// is cancelled only once the news of a lost Lease has gone round.
+    pub term_deadline: TermDeadline,
 }
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -102,6 +106,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         cache_synced,
         clock,
         writes_end,
+        term_deadline,
     } = term;
     let owned =
         watcher::Config::default().labels("app.kubernetes.io/managed-by=pureflash-operator");
@@ -224,6 +229,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         failures: std::sync::Mutex::default(),
         stopped_pods: reconcile::StoppedPodReplacements::default(),
         term: writes_end,
+        term_deadline,
         draining: stop.clone(),
         clock,
     });

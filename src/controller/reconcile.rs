@@ -29,6 +29,7 @@ use crate::crd::{
     PAUSE_ANNOTATION, Phase, PureFlashStore, PureFlashStoreStatus, RESTART_ANNOTATION,
 };
 use crate::dbsync::DbSyncStatus;
+use crate::leader::TermDeadline;
 use crate::metrics::{Metrics, ReasonLabels, ResultLabels, StoreLabels};
 use crate::recovery::{
     self, ClusterFacts, History, NodeHealth, Observation, PodFacts, Policy, Predecessor,
@@ -111,6 +112,8 @@ pub struct Context {
     /// when it loses the Lease (another replica may lead already), at the end of the stop
     /// grace on a shutdown.
     pub term: CancellationToken,
+    /// Until when the Lease holds for sure, by the election's own count.
+    pub term_deadline: TermDeadline,
     /// Cancelled when the term starts stopping: no new restart is begun from then on.
     pub draining: CancellationToken,
     /// "Now" for everything written to or compared with status: the API server's time, shared
@@ -121,7 +124,7 @@ pub struct Context {
 impl Context {
     /// Called before every write: fails once the term has ended.
     fn still_leading(&self) -> Result<(), Error> {
-        if self.term.is_cancelled() {
+        if self.term.is_cancelled() || !self.term_deadline.holds() {
             Err(Error::TermEnded)
         } else {
             Ok(())
@@ -654,10 +657,14 @@ fn pod_facts(pod: &Pod) -> (PodFacts, bool, Option<String>) {
         .and_then(|s| s.container_statuses.as_ref())
         .and_then(|all| all.iter().find(|c| c.name == pods::CONTAINER))
         .and_then(|c| c.state.as_ref());
+    // `startedAt` is the kubelet's, stamped by its node's clock: a node running behind would
+    // make a fresh pfs look older than it is and cut its start grace short. No container of the
+    // Pod started before the API server created it, by the server's clock.
+    let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let running_since = state
         .and_then(|s| s.running.as_ref())
         .and_then(|r| r.started_at.as_ref())
-        .map(|t| t.0);
+        .map(|t| created.map_or(t.0, |created| created.max(t.0)));
     let waiting = state
         .and_then(|s| s.waiting.as_ref())
         .and_then(|w| w.reason.clone());
@@ -1462,7 +1469,11 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // cluster-wide counts are taken now. This store's own facts (and so whether its Pod was
     // read from the API) came from the view at the start; if they changed meanwhile, the
     // decision is taken again on fresh reads (the change has queued this store anyway).
+    // In whole seconds, as status times go over the wire (metav1.Time): a time written from
+    // here reads back equal to the one kept in memory meanwhile (this term's restarts, the
+    // Lease sighting of an offline episode).
     let now = ctx.clock.now();
+    let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
     let current = ctx.snapshots.borrow().clone();
     if current.health.is_trusted() != trusted
         || alive(&current, store.spec.store_id) != alive(&snapshot, store.spec.store_id)
@@ -1664,6 +1675,17 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             .await??;
             ctx.written.wrote(store, &recorded, result);
         }
+        // A Pod this reconcile just created starts a fresh pfs: that is the restart asked for
+        // (a manual one; an automatic one needs a running Pod), not a Pod to kill.
+        let to_kill = facts.as_ref().filter(|_| !created_now);
+        // Taken before the last look, as a rollout may hold it through slow calls: nothing
+        // but the delete itself stands between that look and the kill.
+        let mut rolls = match to_kill {
+            Some(_) => {
+                Some(under_restart_lock(async { Ok::<_, Error>(ctx.rolls.lock().await) }).await?)
+            }
+            None => None,
+        };
         // Called off after the write, the restart stays recorded as unfinished: the next
         // reconcile finishes it only if it still holds.
         if changed_meanwhile() {
@@ -1677,24 +1699,38 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         // What the force delete found: killed the pfs, found the Pod gone, or found it replaced.
         let mut killed = false;
         let mut replaced_since = false;
-        // A Pod this reconcile just created starts a fresh pfs: that is the restart asked for
-        // (a manual one; an automatic one needs a running Pod), not a Pod to kill.
-        if let Some(old) = facts.as_ref().filter(|_| !created_now) {
-            // Other stores' rollouts count this one unavailable until the Pod cache moves on.
-            let mut rolls = ctx.rolls.lock().await;
-            rolls.insert(me.clone(), (now, Some(old.uid.clone())));
-            drop(rolls);
-            let force = delete_exactly(Some(old.uid.clone()), Some(0));
-            match ctx.leading(pods.delete(&pod_name, &force)).await? {
+        if let (Some(old), Some(mut rolls)) = (to_kill, rolls.take()) {
+            // The Pod as it was read and judged, and no later version of it: one whose
+            // container the kubelet restarted in place since runs a fresh pfs, and is judged
+            // again.
+            let mut force = delete_exactly(Some(old.uid.clone()), Some(0));
+            if let Some(preconditions) = force.preconditions.as_mut() {
+                preconditions.resource_version = pod.as_ref().and_then(|p| p.resource_version());
+            }
+            // Other stores' rollouts count this one unavailable from the delete on, until the
+            // Pod cache moves on; the lock is held through the delete so that none of them
+            // decides in between.
+            let deleted = ctx.leading(pods.delete(&pod_name, &force)).await?;
+            match deleted {
                 Ok(_) => killed = true,
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
-                // The uid precondition: another Pod has the name now. It is left as it is (it
-                // records its own predecessor); nothing was killed.
-                Err(kube::Error::Api(status)) if status.code == 409 => replaced_since = true,
+                // A precondition: another Pod has the name now, left as it is (it records its
+                // own predecessor), or this one changed since it was read.
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    let there = pods.get_opt(&pod_name).await?;
+                    if there.as_ref().and_then(|p| p.uid()) == Some(old.uid.clone()) {
+                        return call_off(failed_write);
+                    }
+                    replaced_since = true;
+                }
                 // The restart is recorded but not done: the error is reported and, once the
                 // backoff has passed, the next reconcile tries again.
-                Err(error) => return Err(error.into()),
+                Err(error) => {
+                    rolls.insert(me.clone(), (now, Some(old.uid.clone())));
+                    return Err(error.into());
+                }
             }
+            rolls.insert(me.clone(), (now, Some(old.uid.clone())));
         }
         // The restart's Event is written once the new Pod is asked for, whether or not that
         // worked: a slow or throttled Event write must not keep the store without a Pod, and
@@ -2202,6 +2238,29 @@ mod tests {
             "pods \"p\" is forbidden: violates PodSecurity"
         );
         assert_eq!(with_name("no name here", "p"), "no name here");
+    }
+
+    #[test]
+    fn a_pfs_runs_no_longer_than_its_pod_exists_whatever_the_kubelets_clock() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let at = |second: i64| Time(Timestamp::from_second(1_790_000_000 + second).unwrap());
+        let pod = |created: Option<Time>, started: Time| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": "store-1-pfs", "uid": "u1", "creationTimestamp": created},
+                "status": {"phase": "Running", "containerStatuses": [{
+                    "name": pods::CONTAINER, "image": "pfs", "imageID": "", "ready": true,
+                    "restartCount": 0, "state": {"running": {"startedAt": started}},
+                }]},
+            }))
+            .unwrap()
+        };
+        // The node's clock runs 25 s behind the API server's.
+        let behind = pod_facts(&pod(Some(at(100)), at(80))).0;
+        assert_eq!(behind.running_since, Some(at(100).0));
+        let in_step = pod_facts(&pod(Some(at(100)), at(103))).0;
+        assert_eq!(in_step.running_since, Some(at(103).0));
+        let unknown_creation = pod_facts(&pod(None, at(80))).0;
+        assert_eq!(unknown_creation.running_since, Some(at(80).0));
     }
 
     #[tokio::test(start_paused = true)]
