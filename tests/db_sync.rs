@@ -716,6 +716,50 @@ async fn sync_waits_for_an_unreachable_db_at_start() {
     sync.stop().await;
 }
 
+/// A server configured not to autocommit (some DBAs set `autocommit=0` in my.cnf) and to drop
+/// connections idle for two seconds: a one-row write (a tray going offline) must still be
+/// committed, and the first write after an idle spell must not fail on a dropped connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_autocommit_that_drops_idle_connections_loses_no_write() {
+    testkit::init_test_logging();
+    // A private server: its global settings would disturb other tests.
+    let server = testkit::mariadb::MariaDb::start();
+    server.admin_sql("create database pf; set global autocommit = 0; set global wait_timeout = 2");
+    // Read through a fresh client session each time: a pooled reader would itself sit in
+    // the transaction autocommit=0 opens, and see a snapshot.
+    let tray_states = || {
+        if server.admin_sql("show tables from pf").contains("t_tray") {
+            server.admin_sql("select status from pf.t_tray order by uuid")
+        } else {
+            String::new()
+        }
+    };
+    let cluster = unique_cluster("no-autocommit");
+    let store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    let db_url = server.url("pf");
+    let sync = Running::start(&zk(), &cluster, &db_url, NO_RESYNC);
+    assert!(
+        testkit::eventually(PATIENCE, async || tray_states() == "OK\nOK\n").await,
+        "synced: {:?}",
+        tray_states()
+    );
+    // The server drops the sync's idle connections.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    store.tray_offline(0).await.unwrap();
+    assert!(
+        testkit::eventually(PATIENCE, async || tray_states().contains("OFFLINE")).await,
+        "the one-row write is committed: {:?}",
+        tray_states()
+    );
+    assert_eq!(
+        sync.status.borrow().errors,
+        0,
+        "no pass failed on a dropped connection"
+    );
+    sync.stop().await;
+    assert_eq!(tray_states().matches("OFFLINE").count(), 1);
+}
+
 /// jconductor's database with an account that may only read and write rows (no CREATE): the
 /// tables exist, so the sync must not need more.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

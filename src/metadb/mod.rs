@@ -27,11 +27,15 @@ use sql::Sql;
 /// How long to wait for a pooled connection before reporting the DB unreachable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Run on every new MariaDB connection: a statement waits at most 20 s for a lock (a `LOCK
-/// TABLES` or a long transaction of another client) before it fails. The server's defaults are
-/// a day and 50 s; a sync pass is abandoned sooner anyway, and this makes the server give up
-/// too instead of keeping the abandoned statement waiting.
-const LIMIT_LOCK_WAITS: &str = "set session lock_wait_timeout = 20, innodb_lock_wait_timeout = 20";
+/// Run on every new MariaDB connection:
+/// - autocommit on, whatever the server's default (`autocommit=0` in a my.cnf): a plan of one
+///   statement runs without BEGIN and COMMIT, and would otherwise never be committed;
+/// - a statement waits at most 20 s for a lock (a `LOCK TABLES` or a long transaction of
+///   another client) before it fails. The server's defaults are a day and 50 s; a sync pass is
+///   abandoned sooner anyway, and this makes the server give up too instead of keeping the
+///   abandoned statement waiting.
+const SESSION_SETTINGS: &str =
+    "set session autocommit = 1, lock_wait_timeout = 20, innodb_lock_wait_timeout = 20";
 
 /// A failed DB operation, naming what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -134,15 +138,17 @@ impl MetaDb {
                 )
             }
             DbUrl::MySql { options, .. } => Pool::MySql(
-                // No ping before each use: a dead connection fails the statement, the pass is
-                // retried, and the pool replaces it; a ping would cost every pass a round trip.
+                // A ping before each use: the server (`wait_timeout`) or a proxy may have closed
+                // a connection while it idled, and a pass that found out by failing would wait
+                // out a retry's backoff (an event's write made late). A round trip is cheap
+                // beside a pass's own.
                 MySqlPoolOptions::new()
                     .max_connections(2)
-                    .test_before_acquire(false)
+                    .test_before_acquire(true)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
-                            sqlx::query(LIMIT_LOCK_WAITS)
+                            sqlx::query(SESSION_SETTINGS)
                                 .execute(conn)
                                 .await
                                 .map(|_| ())
