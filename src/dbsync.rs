@@ -20,8 +20,11 @@
 //!
 //! On shutdown it finishes the transaction in progress (within `pass_timeout`) and returns,
 //! unless its caller aborts it first: the operator gives a leadership term's tasks 15 s on
-//! SIGTERM and none once the Lease is lost; an aborted transaction is rolled back, never half
-//! committed.
+//! SIGTERM and none once the Lease is lost. A transaction is all or nothing: one aborted before
+//! its COMMIT went out is rolled back, but one whose COMMIT was on its way may still land, after
+//! the next leader's first writes even (a round trip's window). What it wrote then was ZooKeeper's
+//! truth of a moment ago; the next leader's periodic re-read of the tables repairs it within one
+//! resync interval.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
