@@ -418,14 +418,13 @@ async fn vanished_store_is_marked_offline_not_deleted(backend: Backend) {
     store.crash().await;
     let client = zk::Client::connect(&zk()).await.unwrap();
     delete_tree(&client, &store.spec().store_path()).await;
-    // Stores and trays are referenced by volumes and replicas: kept, OFFLINE; the store's
-    // ports stay with it, as the conductor leaves them.
+    // Stores and trays are referenced by volumes and replicas: kept, OFFLINE. Ports follow
+    // ZooKeeper exactly.
     wait_for!(db, "kept, OFFLINE", |s, t, p| s.len() == 1
         && s[0].2 == "OFFLINE"
         && t.len() == 2
         && t.iter().all(|t| t.2 == "OFFLINE")
-        && p.len() == 2
-        && p.iter().all(|p| p.2 == Some(1)));
+        && p.is_empty());
     sync.stop().await;
 }
 

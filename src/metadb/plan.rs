@@ -907,26 +907,16 @@ fn plan_ports(
         }
         wants.insert(key, claims.winner.id);
     }
-    // Only rows this sync answers for are deleted: of stores ZooKeeper lists (their port lists
-    // are the truth), with the purposes pfs registers. A store ZooKeeper no longer lists keeps
-    // its t_store row (volumes reference it) and so its ports, as the conductor leaves them;
-    // any other purpose is someone else's.
-    let listed = |row: &PortRow| {
-        row.store_id.is_some_and(|id| {
-            finals.contains_key(&id)
-                && StoreId::new(u32::try_from(id).unwrap_or(0))
-                    .is_ok_and(|id| view.stores.contains_key(&id))
-        })
-    };
+    // Rows of the purposes pfs registers follow ZooKeeper exactly; any other purpose is
+    // someone else's.
     plan.port_deletes.extend(
         rows.ports
-            .iter()
-            .filter(|(key, row)| {
+            .keys()
+            .filter(|key| {
                 !wants.contains_key(*key)
                     && matches!(key.purpose, PURPOSE_DATA | PURPOSE_REPLICATION)
-                    && listed(row)
             })
-            .map(|(key, _)| key.clone()),
+            .cloned(),
     );
     for (key, store_id) in wants {
         let want = PortRow {
@@ -1069,33 +1059,21 @@ mod tests {
             (2, 2),
             "stores and trays are never deleted"
         );
-        assert!(
-            plan.port_deletes.is_empty(),
-            "a vanished store's ports stay with its row, as the conductor leaves them"
-        );
-        assert_eq!(after.ports[&port_key("10.9.0.1", 0)], port_row(1));
-        // Once a listed store registers the address, it is that store's.
-        let (_, after) = plan_and_apply(&view([StoreView::test(2).with_port("10.9.0.1")]), &after);
-        assert_eq!(after.ports[&port_key("10.9.0.1", 0)], port_row(2));
-    }
-
-    #[test]
-    fn port_rows_the_sync_does_not_answer_for_are_left_alone() {
-        let mut rows = DbRows::synced_from(&view([StoreView::test(1).with_port("10.9.0.1")]));
-        // Another purpose than data (0) or replication (1), a store nobody knows, no store.
-        rows.ports.insert(port_key("10.9.0.1", 7), port_row(1));
-        rows.ports.insert(port_key("10.9.0.5", 0), port_row(42));
-        let orphan = PortRow {
-            store_id: None,
-            status: STATUS_OK.to_owned(),
-        };
-        rows.ports.insert(port_key("10.9.0.6", 1), orphan);
-        let (plan, _) = plan_and_apply(&view([StoreView::test(1)]), &rows);
         assert_eq!(
             plan.port_deletes,
             vec![port_key("10.9.0.1", 0)],
-            "only the listed store's own port, which ZooKeeper no longer lists"
+            "ports follow ZooKeeper exactly"
         );
+    }
+
+    #[test]
+    fn port_rows_of_other_purposes_are_left_alone() {
+        let mut rows = DbRows::synced_from(&view([StoreView::test(1).with_port("10.9.0.1")]));
+        rows.ports.insert(port_key("10.9.0.1", 7), port_row(1));
+        rows.ports.insert(port_key("10.9.0.5", -1), port_row(42));
+        let (plan, after) = plan_and_apply(&view([StoreView::test(1)]), &rows);
+        assert_eq!(plan.port_deletes, vec![port_key("10.9.0.1", 0)]);
+        assert_eq!(after.ports.len(), 2);
     }
 
     #[test]
@@ -2113,27 +2091,20 @@ mod tests {
                         }
                     }
                 }
-                // A row the sync does not answer for is never deleted (a store may claim it).
-                for (key, port) in &rows.ports {
-                    let answered = matches!(key.purpose, 0 | 1)
-                        && v.stores.values().filter(has_row).any(|s| port.store_id == Some(row_id(s.id)));
-                    prop_assert!(answered || after.ports.contains_key(key), "port row {} deleted", key);
+                for key in rows.ports.keys().filter(|key| !matches!(key.purpose, 0 | 1)) {
+                    prop_assert!(after.ports.contains_key(key), "port row {} deleted", key);
                 }
                 for (key, port) in &after.ports {
+                    if !matches!(key.purpose, 0 | 1) {
+                        // Not pfs's: left as it was.
+                        prop_assert_eq!(rows.ports.get(key), Some(port), "port row {} changed", key);
+                        continue;
+                    }
                     let ip: std::net::IpAddr = key.ip_addr.parse().unwrap();
                     let claimants: Vec<i64> = v.stores.values().filter(has_row)
                         .filter(|s| if key.purpose == 0 { s.ports.contains(&ip) } else { s.rep_ports.contains(&ip) })
                         .map(|s| row_id(s.id))
                         .collect();
-                    if claimants.is_empty() {
-                        // Registered by no store: only a row the sync does not answer for (of
-                        // a store ZooKeeper does not list, or of another purpose) stays, as it was.
-                        let answered = matches!(key.purpose, 0 | 1)
-                            && v.stores.values().filter(has_row).any(|s| port.store_id == Some(row_id(s.id)));
-                        prop_assert!(!answered, "port row {key} {port:?} is not in ZooKeeper");
-                        prop_assert_eq!(rows.ports.get(key), Some(port), "port row {} changed", key);
-                        continue;
-                    }
                     let owner = port.store_id.unwrap_or(-1);
                     prop_assert!(claimants.contains(&owner), "port row {key} {port:?} is not in ZooKeeper");
                     let held = |s: i64| rows.ports.get(key).is_some_and(|row| row.store_id == Some(s));
