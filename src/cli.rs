@@ -84,8 +84,9 @@ pub struct RecoveryArgs {
     /// How long pfs gets to register in ZooKeeper after its container starts.
     #[arg(long, env = "PUREFLASH_START_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub start_grace: Duration,
-    /// Freeze all restarts when more than this share of the stores is offline at once (a
-    /// ZooKeeper or network fault is more likely than that many stuck daemons).
+    /// Freeze all restarts when more than this share of the stores is offline at once while
+    /// their pfs runs (a ZooKeeper or network fault is more likely than that many stuck
+    /// daemons).
     #[arg(long, env = "PUREFLASH_FREEZE_SHARE", default_value_t = 0.5, value_parser = parse_share)]
     pub freeze_share: f64,
     /// …and at least this many stores are offline (a lone stuck store is always recovered).

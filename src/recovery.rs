@@ -134,7 +134,8 @@ pub struct Unfinished {
 pub struct ClusterFacts {
     /// Stores managed.
     pub stores: usize,
-    /// How many of the managed stores are offline now (this one included).
+    /// How many of the managed stores are offline now while their pfs runs
+    /// ([`offline_while_running`]; this one included).
     pub offline: usize,
     /// Restarts in flight on other stores.
     pub restarts_in_flight: usize,
@@ -540,8 +541,19 @@ fn restarts_within_hour(restarts: &[Timestamp], now: Timestamp) -> usize {
         .count()
 }
 
+/// Whether a store counts as offline for the cluster freeze: not alive in ZooKeeper while its
+/// pfs runs (its Pod's pfs container runs and the Pod is not being deleted). That is the
+/// symptom a ZooKeeper or network fault gives every store it reaches, and the one recovery
+/// acts on. A store whose pfs does not run at all (its node died and its Pod was evicted, its
+/// Pod is pending or gone, its container crash-loops) is down for a reason of its own, which
+/// no restart by this recovery answers: counted, one long-dead node in a small cluster would
+/// freeze recovery at the next stuck pfs.
+pub fn offline_while_running(alive: bool, pod: Option<&PodFacts>) -> bool {
+    !alive && pod.is_some_and(|pod| !pod.terminating && pod.running_since.is_some())
+}
+
 /// More than `freeze_share` of the stores, and at least `freeze_min_offline` of them, are
-/// offline. Exactly at the share is not frozen.
+/// offline while their pfs runs. Exactly at the share is not frozen.
 pub fn cluster_frozen(cluster: &ClusterFacts, policy: &Policy) -> bool {
     if cluster.stores == 0 || cluster.offline < policy.freeze_min_offline {
         return false;
@@ -2088,6 +2100,33 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn only_stores_offline_while_their_pfs_runs_count_for_the_freeze() {
+        let running = Obs::alive().0.pod.unwrap();
+        assert!(offline_while_running(false, Some(&running)));
+        assert!(!offline_while_running(true, Some(&running)), "alive");
+        let terminating = PodFacts {
+            terminating: true,
+            ..running.clone()
+        };
+        let not_running = PodFacts {
+            phase: "Pending".into(),
+            running_since: None,
+            ..running.clone()
+        };
+        // Evicted from a dead node, waiting to be scheduled or pulled, crash-looping, gone.
+        for pod in [Some(&terminating), Some(&not_running), None] {
+            assert!(!offline_while_running(false, pod), "{pod:?}");
+        }
+        // A Pod whose node stopped reporting still shows its container running: its pfs may
+        // well run, cut off like the others.
+        let unknown = PodFacts {
+            phase: "Unknown".into(),
+            ..running
+        };
+        assert!(offline_while_running(false, Some(&unknown)));
     }
 
     #[test]

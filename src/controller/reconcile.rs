@@ -548,6 +548,19 @@ fn standing_aside(all: &[Arc<PureFlashStore>]) -> HashSet<&str> {
     aside
 }
 
+/// Whether `store` counts for the cluster freeze ([`recovery::offline_while_running`]), its
+/// Pod as cached.
+fn offline_while_running(ctx: &Context, store: &PureFlashStore, snapshot: &Snapshot) -> bool {
+    if alive(snapshot, store.spec.store_id) {
+        return false;
+    }
+    let namespace = store.namespace().unwrap_or_default();
+    let pod = ctx
+        .pods
+        .get(&ObjectRef::new(&pods::pod_name(store)).within(&namespace));
+    recovery::offline_while_running(false, pod.map(|pod| pod_facts(&pod).0).as_ref())
+}
+
 fn stands_aside(aside: &HashSet<&str>, store: &PureFlashStore) -> bool {
     !aside.is_empty()
         && store
@@ -1223,7 +1236,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 let cluster = ClusterFacts {
                     stores: running().count().max(1),
                     offline: running()
-                        .filter(|s| !alive(&current, s.spec.store_id))
+                        .filter(|s| offline_while_running(ctx, s, &current))
                         .count(),
                     restarts_in_flight: 0,
                 };
@@ -1493,7 +1506,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         Some(restarts) => ClusterFacts {
             stores: running().count().max(1),
             offline: running()
-                .filter(|s| !alive(&current, s.spec.store_id))
+                .filter(|s| offline_while_running(ctx, s, &current))
                 .count(),
             restarts_in_flight: restarts_in_flight(
                 running().map(AsRef::as_ref),
