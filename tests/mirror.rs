@@ -492,3 +492,44 @@ async fn the_mirror_closes_its_session_on_shutdown() {
     mirror.join().await.expect("the mirror task ends cleanly");
     assert_eq!(snapshots.borrow().health.session, SessionStatus::Closed);
 }
+
+/// A store listing thousands of trays (bad data, most likely) is read in requests ZooKeeper
+/// accepts: read in one, it broke the connection at every reload, and the view never became
+/// trusted, the other stores included.
+#[tokio::test]
+async fn a_store_with_thousands_of_trays_does_not_wedge_the_mirror() {
+    const TRAYS: usize = 2500;
+    testkit::init_test_logging();
+    let zk = ZooKeeper::shared();
+    let cluster = unique_cluster("mirror-big");
+    let _good = PfsSim::start(spec(&zk.connect_string(), &cluster, 1))
+        .await
+        .unwrap();
+    let client = raw_client(zk).await;
+    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let trays = format!("/pureflash/{cluster}/stores/2/trays");
+    client.mkdir(&trays, &persistent).await.unwrap();
+    let names: Vec<String> = (0..TRAYS)
+        .map(|n| format!("{trays}/00000002-0000-4000-8000-{n:012}"))
+        .collect();
+    for chunk in names.chunks(250) {
+        futures::future::try_join_all(
+            chunk
+                .iter()
+                .map(|path| client.create(path, &[], &persistent)),
+        )
+        .await
+        .unwrap();
+    }
+    let shutdown = CancellationToken::new();
+    let mirror = Mirror::spawn(
+        mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600)),
+        shutdown.clone(),
+    );
+    trusted(&mirror).await;
+    let view = &mirror.snapshot().view;
+    assert!(view.get(id(1)).is_some_and(|store| store.alive));
+    assert_eq!(view.get(id(2)).map(|store| store.trays.len()), Some(TRAYS));
+    shutdown.cancel();
+    mirror.join().await.expect("the mirror task ends cleanly");
+}

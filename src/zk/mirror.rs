@@ -40,6 +40,12 @@ use crate::zk::view::{ClusterView, NodeUpdate, Problem, StoreView, Touched};
 const RELOAD_CONCURRENCY: usize = 512;
 /// The most watch events handled as one batch (one round of pipelined reads, one publish).
 const MAX_EVENT_BATCH: usize = 4096;
+
+/// Trays read per multi-read of a reload. ZooKeeper refuses a request larger than its
+/// `jute.maxbuffer` (1 MB by default) by dropping the connection: a store listing thousands of
+/// trays (bad data, most likely) read in one request would fail every reload of the cluster.
+/// At six reads per tray and paths of about 100 bytes, a chunk stays near 40 kB.
+const TRAYS_PER_READ: usize = 64;
 /// Capacity of the event channel; a subscriber that falls further behind gets `Lagged` and
 /// should re-read the snapshot.
 const EVENT_CHANNEL_CAPACITY: usize = 4096;
@@ -458,6 +464,9 @@ async fn serve_session(
     let mut connected = true;
     // When the next full reload is due: now, right after (re)connecting.
     let mut reload_at = Instant::now();
+    // After a failed reload, not before its backoff, reconnection or not: a reload that
+    // breaks the connection (a request the server refuses) must not be retried at once.
+    let mut retry_at: Option<Instant> = None;
     loop {
         if connected && reload_at <= Instant::now() {
             // Reads wait for a lost connection to come back or the session to expire; a
@@ -472,12 +481,14 @@ async fn serve_session(
                 Ok(fresh) => {
                     publisher.replace_view(fresh);
                     backoff.reset();
+                    retry_at = None;
                     reload_at = Instant::now() + config.resync_interval;
                 }
                 Err(error) => {
                     let delay = backoff.next_delay();
                     warn!(%error, retry_in = ?delay, "full reload from ZooKeeper failed");
                     reload_at = Instant::now() + delay;
+                    retry_at = Some(reload_at);
                 }
             }
         }
@@ -524,7 +535,7 @@ async fn serve_session(
                             Ok(armed) => {
                                 watcher = armed;
                                 connected = true;
-                                reload_at = Instant::now();
+                                reload_at = retry_at.map_or(Instant::now(), |at| at.max(Instant::now()));
                             }
                             // Lost again before the server answered: the old watcher tells of
                             // the next reconnection (session events reach every watcher), and
@@ -972,36 +983,34 @@ async fn read_store(
             store.set(&format!("{kind}/{name}"), &[]);
         }
     }
-    if trays.is_empty() {
-        return Ok(Some(store));
-    }
-
-    let mut reader = client.new_multi_reader();
-    for tray in &trays {
-        let tray_path = format!("{path}/trays/{tray}");
-        reader.add_get_children(&tray_path).map_err(read_error)?;
-        for field in TrayField::ALL {
-            reader
-                .add_get_data(&format!("{tray_path}/{}", field.name()))
-                .map_err(read_error)?;
+    for chunk in trays.chunks(TRAYS_PER_READ) {
+        let mut reader = client.new_multi_reader();
+        for tray in chunk {
+            let tray_path = format!("{path}/trays/{tray}");
+            reader.add_get_children(&tray_path).map_err(read_error)?;
+            for field in TrayField::ALL {
+                reader
+                    .add_get_data(&format!("{tray_path}/{}", field.name()))
+                    .map_err(read_error)?;
+            }
         }
-    }
-    let mut results = reader.commit().await.map_err(read_error)?.into_iter();
-    for tray in &trays {
-        let children = children_of(results.next());
-        let fields: Vec<Option<Vec<u8>>> = TrayField::ALL
-            .iter()
-            .map(|_| data_of(results.next()))
-            .collect();
-        let Some(children) = children else { continue }; // deleted meanwhile
-        store.set(&format!("trays/{tray}"), &[]);
-        for child in &children {
-            let data = match TrayField::ALL.iter().position(|f| f.name() == child) {
-                Some(i) => fields[i].as_deref(),
-                None => Some(&[][..]),
-            };
-            if let Some(data) = data {
-                store.set(&format!("trays/{tray}/{child}"), data);
+        let mut results = reader.commit().await.map_err(read_error)?.into_iter();
+        for tray in chunk {
+            let children = children_of(results.next());
+            let fields: Vec<Option<Vec<u8>>> = TrayField::ALL
+                .iter()
+                .map(|_| data_of(results.next()))
+                .collect();
+            let Some(children) = children else { continue }; // deleted meanwhile
+            store.set(&format!("trays/{tray}"), &[]);
+            for child in &children {
+                let data = match TrayField::ALL.iter().position(|f| f.name() == child) {
+                    Some(i) => fields[i].as_deref(),
+                    None => Some(&[][..]),
+                };
+                if let Some(data) = data {
+                    store.set(&format!("trays/{tray}/{child}"), data);
+                }
             }
         }
     }
