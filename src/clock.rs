@@ -139,7 +139,7 @@ impl Anchor {
 
 /// This replica's time: its wall clock as first read, carried on by the monotonic clock, so
 /// that no step of the wall clock moves it.
-pub fn local_now() -> Timestamp {
+fn local_now() -> Timestamp {
     static ANCHOR: LazyLock<Anchor> = LazyLock::new(|| Anchor {
         instant: Instant::now(),
         wall: Timestamp::now(),

@@ -283,15 +283,11 @@ pub async fn run(
     let mut term_end: Option<Instant> = None;
     let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
     let mut complaints = Complaints::default();
+    let publish = |term_end: &mut Option<Instant>, lost: bool| {
+        update_leading(&leading, &deadline, term_end, &config, Instant::now(), lost);
+    };
     loop {
-        update_leading(
-            &leading,
-            &deadline,
-            &mut term_end,
-            &config,
-            Instant::now(),
-            false,
-        );
+        publish(&mut term_end, false);
         // Taken before the request: the Lease's renewal happens after this, so a term counted
         // from here ends before any follower (which starts counting once it sees the renewal)
         // may take over.
@@ -316,14 +312,7 @@ pub async fn run(
                 }
                 backoff.reset();
                 term_end = holding.then(|| started + config.renew_deadline);
-                update_leading(
-                    &leading,
-                    &deadline,
-                    &mut term_end,
-                    &config,
-                    Instant::now(),
-                    !holding,
-                );
+                publish(&mut term_end, !holding);
                 None
             }
             Ok(Err(error)) => Some(error.to_string()),
@@ -337,14 +326,7 @@ pub async fn run(
                 } else {
                     debug!(lease = %config.name, %error, "Lease request failed");
                 }
-                update_leading(
-                    &leading,
-                    &deadline,
-                    &mut term_end,
-                    &config,
-                    Instant::now(),
-                    false,
-                );
+                publish(&mut term_end, false);
                 backoff.next_delay()
             }
         };

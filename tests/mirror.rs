@@ -41,6 +41,14 @@ async fn until(
     );
 }
 
+/// A mirror of `cluster` with no timed reload in a test's time (so only events and reconnects
+/// explain what it sees), and the token that stops it.
+fn follow(zk: &ZooKeeper, cluster: &str) -> (Mirror, CancellationToken) {
+    let shutdown = CancellationToken::new();
+    let config = mirror_config(&zk.connect_string(), cluster, Duration::from_secs(3600));
+    (Mirror::spawn(config, shutdown.clone()), shutdown)
+}
+
 async fn raw_client(zk: &ZooKeeper) -> zk::Client {
     zk::Client::connect(&zk.connect_string()).await.unwrap()
 }
@@ -58,11 +66,7 @@ async fn loads_existing_stores_and_follows_every_change() {
                 .unwrap(),
         );
     }
-    let shutdown = CancellationToken::new();
-    let mirror = Mirror::spawn(
-        mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600)),
-        shutdown.clone(),
-    );
+    let (mirror, shutdown) = follow(zk, &cluster);
     let mut events = mirror.events();
     trusted(&mirror).await;
 
@@ -212,11 +216,7 @@ async fn malformed_data_is_reported_and_the_rest_is_mirrored() {
         .await
         .unwrap();
 
-    let shutdown = CancellationToken::new();
-    let mirror = Mirror::spawn(
-        mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600)),
-        shutdown.clone(),
-    );
+    let (mirror, shutdown) = follow(zk, &cluster);
     trusted(&mirror).await;
     let view = mirror.snapshot().view.clone();
     assert_eq!(view.malformed_dirs.keys().collect::<Vec<_>>(), ["x1"]);
@@ -258,11 +258,7 @@ async fn a_store_created_in_one_atomic_step_is_seen() {
     testkit::init_test_logging();
     let zk = ZooKeeper::shared();
     let cluster = unique_cluster("mirror-atomic");
-    let shutdown = CancellationToken::new();
-    let mirror = Mirror::spawn(
-        mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600)),
-        shutdown.clone(),
-    );
+    let (mirror, shutdown) = follow(zk, &cluster);
     trusted(&mirror).await;
     let sim = PfsSim::start_atomically(spec(&zk.connect_string(), &cluster, 9))
         .await
@@ -286,11 +282,7 @@ async fn a_zookeeper_restart_is_survived_and_untrusted_meanwhile() {
     let mut store = PfsSim::start(spec(&zk.connect_string(), &cluster, 1))
         .await
         .unwrap();
-    let shutdown = CancellationToken::new();
-    let mirror = Mirror::spawn(
-        mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600)),
-        shutdown.clone(),
-    );
+    let (mirror, shutdown) = follow(&zk, &cluster);
     trusted(&mirror).await;
 
     zk.stop();
@@ -460,11 +452,7 @@ async fn a_hung_store_goes_offline_and_stays_offline() {
     let mut store = PfsSim::start(spec(&zk.connect_string(), &cluster, 5))
         .await
         .unwrap();
-    let shutdown = CancellationToken::new();
-    let mirror = Mirror::spawn(
-        mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600)),
-        shutdown.clone(),
-    );
+    let (mirror, shutdown) = follow(zk, &cluster);
     trusted(&mirror).await;
     assert!(mirror.snapshot().view.get(id(5)).unwrap().alive);
     store.lose_session().await;
@@ -481,11 +469,7 @@ async fn a_hung_store_goes_offline_and_stays_offline() {
 async fn the_mirror_closes_its_session_on_shutdown() {
     let zk = ZooKeeper::shared();
     let cluster = unique_cluster("mirror-close");
-    let shutdown = CancellationToken::new();
-    let mirror = Mirror::spawn(
-        mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600)),
-        shutdown.clone(),
-    );
+    let (mirror, shutdown) = follow(zk, &cluster);
     trusted(&mirror).await;
     let snapshots = mirror.snapshots();
     shutdown.cancel();
@@ -521,11 +505,7 @@ async fn a_store_with_thousands_of_trays_does_not_wedge_the_mirror() {
         .await
         .unwrap();
     }
-    let shutdown = CancellationToken::new();
-    let mirror = Mirror::spawn(
-        mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(3600)),
-        shutdown.clone(),
-    );
+    let (mirror, shutdown) = follow(zk, &cluster);
     trusted(&mirror).await;
     let view = &mirror.snapshot().view;
     assert!(view.get(id(1)).is_some_and(|store| store.alive));

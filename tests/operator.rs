@@ -156,6 +156,23 @@ async fn pfs_conf_of(configs: &Api<ConfigMap>, store: &str) -> String {
         .unwrap()
 }
 
+/// `kubectl annotate` of a PureFlashStore in the test namespace (`key=value`, or `key-` to
+/// remove), as a person would.
+fn annotate(harness: &Harness, store: &str, annotation: &str) {
+    let (ok, _, stderr) = harness.kubectl(
+        &[
+            "annotate",
+            "-n",
+            &harness.namespace,
+            "pfstore",
+            store,
+            annotation,
+        ],
+        None,
+    );
+    assert!(ok, "{stderr}");
+}
+
 async fn pod_uid(pods: &Api<Pod>, name: &str) -> Option<String> {
     pods.get_opt(name).await.ok().flatten()?.metadata.uid
 }
@@ -774,18 +791,7 @@ async fn most_of_the_cluster_offline_freezes_restarts_but_a_manual_restart_still
     assert!(frozen_events >= 1);
 
     // A human decides: the annotation restarts store-1 despite the freeze.
-    let (ok, _, stderr) = harness.kubectl(
-        &[
-            "annotate",
-            "-n",
-            &harness.namespace,
-            "pfstore",
-            "store-1",
-            "pureflash.io/restart=first",
-        ],
-        None,
-    );
-    assert!(ok, "{stderr}");
+    annotate(&harness, "store-1", "pureflash.io/restart=first");
     wait_for("store-1 manually restarted", async || {
         pod_uid(&pods, "store-1-pfs")
             .await
@@ -1011,21 +1017,7 @@ async fn a_spec_change_the_api_would_refuse_keeps_the_running_pod() {
         reasons(&events)
     );
     // Nor does a restart, even one asked for: its new Pod could not be made either.
-    let annotate = |value: &str| {
-        let (ok, _, stderr) = harness.kubectl(
-            &[
-                "annotate",
-                "-n",
-                &harness.namespace,
-                "pfstore",
-                "store-1",
-                value,
-            ],
-            None,
-        );
-        assert!(ok, "{stderr}");
-    };
-    annotate("pureflash.io/restart=while-refused");
+    annotate(&harness, "store-1", "pureflash.io/restart=while-refused");
     let frozen = wait_for("the restart withheld", async || {
         let store = stores.get("store-1").await.ok()?;
         let frozen = condition(&store, "RecoveryFrozen")?;
@@ -1038,7 +1030,7 @@ async fn a_spec_change_the_api_would_refuse_keeps_the_running_pod() {
         Some(&first_pod)
     );
     assert_eq!(restart_count(&stores, "store-1").await, 0);
-    annotate("pureflash.io/restart-");
+    annotate(&harness, "store-1", "pureflash.io/restart-");
 
     set_resources("2Gi").await;
     let second_pod = wait_for("store-1 rolled", async || {
@@ -1075,14 +1067,14 @@ async fn a_spec_change_the_api_would_refuse_keeps_the_running_pod() {
     // asked for meanwhile would replace the Pod by the changed spec's all the same, so it asks
     // the API first too.
     let serving = pod_uid(&pods, "store-1-pfs").await.unwrap();
-    annotate("pureflash.io/recovery-paused=true");
+    annotate(&harness, "store-1", "pureflash.io/recovery-paused=true");
     set_resources("8Gi").await;
     wait_for("the rollout held by the pause", async || {
         let store = stores.get("store-1").await.ok()?;
         (condition(&store, "UpToDate")?.reason == "RecoveryPaused").then_some(())
     })
     .await;
-    annotate("pureflash.io/restart=while-paused");
+    annotate(&harness, "store-1", "pureflash.io/restart=while-paused");
     let refused = wait_for("the paused store's restart withheld", async || {
         let store = stores.get("store-1").await.ok()?;
         let up_to_date = condition(&store, "UpToDate")?;
@@ -1215,18 +1207,7 @@ async fn a_former_leaders_late_status_write_does_not_undo_its_successors() {
         (leader_gauge(&harness, standby) == Some(1)).then_some(())
     })
     .await;
-    let (ok, _, stderr) = harness.kubectl(
-        &[
-            "annotate",
-            "-n",
-            &harness.namespace,
-            "pfstore",
-            "store-1",
-            "pureflash.io/restart=once",
-        ],
-        None,
-    );
-    assert!(ok, "{stderr}");
+    annotate(&harness, "store-1", "pureflash.io/restart=once");
     let restarted_pod = wait_for("store-1 restarted", async || {
         pod_uid(&pods, "store-1-pfs")
             .await
@@ -1654,23 +1635,9 @@ async fn a_paused_store_is_left_alone_and_a_spec_change_rolls_its_pod() {
     let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
     let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
     wait_phase(&harness, &stores, "store-1", Phase::Online).await;
-    let annotate = |annotation: &str| {
-        let (ok, _, stderr) = harness.kubectl(
-            &[
-                "annotate",
-                "-n",
-                &harness.namespace,
-                "pfstore",
-                "store-1",
-                annotation,
-            ],
-            None,
-        );
-        assert!(ok, "{stderr}");
-    };
 
     let paused_with_its_pfs_stopped = async |pod: &str| {
-        annotate("pureflash.io/recovery-paused=true");
+        annotate(&harness, "store-1", "pureflash.io/recovery-paused=true");
         harness.signal_pod(pod, libc::SIGSTOP);
         wait_for("RecoveryFrozen: RecoveryPaused", async || {
             let store = stores.get("store-1").await.ok()?;
@@ -1686,7 +1653,7 @@ async fn a_paused_store_is_left_alone_and_a_spec_change_rolls_its_pod() {
     assert_eq!(pod_uid(&pods, "store-1-pfs").await, Some(first_pod.clone()));
 
     // Unpaused, the store is recovered.
-    annotate("pureflash.io/recovery-paused-");
+    annotate(&harness, "store-1", "pureflash.io/recovery-paused-");
     let restarted = wait_for("store-1 restarted", async || {
         pod_uid(&pods, "store-1-pfs")
             .await
@@ -1714,7 +1681,7 @@ async fn a_paused_store_is_left_alone_and_a_spec_change_rolls_its_pod() {
 
     // Unpaused, the offline store's Pod is rolled with the new pfs.conf; that is not a
     // recovery restart.
-    annotate("pureflash.io/recovery-paused-");
+    annotate(&harness, "store-1", "pureflash.io/recovery-paused-");
     wait_for("the pod rolled", async || {
         pod_uid(&pods, "store-1-pfs")
             .await
