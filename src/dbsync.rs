@@ -318,7 +318,7 @@ pub async fn run(
 /// Whether the DB may be written from `snapshot`, or why not.
 fn writable(snapshot: &Snapshot) -> Result<(), &'static str> {
     if !snapshot.health.is_trusted() {
-        Err("waiting for a trusted ZooKeeper view (connected and fully reloaded)")
+        Err("waiting for a trusted ZooKeeper view (connected, fully reloaded, every node readable)")
     } else if !snapshot.view.stores_dir {
         // An empty view would mark every store OFFLINE and delete every port: with a wrong
         // cluster name that is a disaster, and with no stores directory nothing is known.

@@ -74,6 +74,8 @@ pub struct Metrics {
     pub stopped_pods_replaced: Counter,
     pub recovery_skipped: Family<ReasonLabels, Counter>,
     pub zookeeper_session: Family<StateLabels, Gauge>,
+    /// 1 while the ZooKeeper view may be decided on (see [`crate::zk::Health::is_trusted`]).
+    pub zookeeper_view_trusted: Gauge,
     pub db_rows_written: Counter,
     pub db_sync_errors: Counter,
     pub leader: Gauge,
@@ -104,6 +106,7 @@ impl Metrics {
             stopped_pods_replaced: Counter::default(),
             recovery_skipped: Family::default(),
             zookeeper_session: Family::default(),
+            zookeeper_view_trusted: Gauge::default(),
             db_rows_written: Counter::default(),
             db_sync_errors: Counter::default(),
             leader: Gauge::default(),
@@ -169,6 +172,11 @@ impl Metrics {
             "zookeeper_session",
             "1 for the operator's current ZooKeeper session state",
             metrics.zookeeper_session.clone(),
+        );
+        registry.register(
+            "zookeeper_view_trusted",
+            "1 while the operator's ZooKeeper view is connected, reloaded since, and fully readable; nothing is decided while 0",
+            metrics.zookeeper_view_trusted.clone(),
         );
         registry.register(
             "db_sync_rows_written",
@@ -315,6 +323,7 @@ mod tests {
             })
             .set(1);
         metrics.set_session("connected");
+        metrics.zookeeper_view_trusted.set(1);
         metrics.leader.set(1);
         let text = metrics.encode();
         for line in [
@@ -323,6 +332,7 @@ mod tests {
             "pureflash_store_alive{namespace=\"pf\",name=\"s1\",store_id=\"1\"} 1",
             "pureflash_zookeeper_session{state=\"connected\"} 1",
             "pureflash_zookeeper_session{state=\"expired\"} 0",
+            "pureflash_zookeeper_view_trusted 1",
             "pureflash_leader 1",
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");

@@ -397,6 +397,9 @@ async fn track_readiness(
     loop {
         let health = snapshots.borrow_and_update().health.clone();
         metrics.set_session(health.session.as_str());
+        metrics
+            .zookeeper_view_trusted
+            .set(i64::from(health.is_trusted()));
         // Loaded once is enough: a later disconnect shows in status (Unknown), not as a restart
         // of the operator by its liveness machinery.
         view_loaded |= health.last_full_sync.is_some();

@@ -286,6 +286,7 @@ fn database_and_monitoring_values_render_their_objects() {
             "PureFlashRolloutStuck",
             "PureFlashDuplicateStoreId",
             "PureFlashOperatorZooKeeperDown",
+            "PureFlashOperatorViewUntrusted",
             "PureFlashOperatorNoLeader",
             "PureFlashOperatorClockSkew"
         ]

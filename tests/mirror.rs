@@ -253,6 +253,101 @@ async fn malformed_data_is_reported_and_the_rest_is_mirrored() {
     mirror.join().await.expect("the mirror task ends cleanly");
 }
 
+/// A node ZooKeeper refuses to read (an ACL) is never taken for a missing one: a store read
+/// as gone would be marked OFFLINE and its pfs restarted. The view is untrusted instead, with
+/// the node named, and trusted again once a reload reads everything.
+#[tokio::test]
+async fn a_node_zookeeper_refuses_to_read_makes_the_view_untrusted_not_the_store_gone() {
+    testkit::init_test_logging();
+    let zk = ZooKeeper::shared();
+    let cluster = unique_cluster("mirror-refused");
+    let _stores = [
+        PfsSim::start(spec(&zk.connect_string(), &cluster, 1))
+            .await
+            .unwrap(),
+        PfsSim::start(spec(&zk.connect_string(), &cluster, 2))
+            .await
+            .unwrap(),
+    ];
+    // ZooKeeper does not tell a watcher of changes to a node it may not read: the timed
+    // reload (or a reconnection's) is what meets the refusal.
+    let shutdown = CancellationToken::new();
+    let config = mirror_config(&zk.connect_string(), &cluster, Duration::from_secs(1));
+    let mirror = Mirror::spawn(config.clone(), shutdown.clone());
+    let mut events = mirror.events();
+    trusted(&mirror).await;
+    let client = raw_client(zk).await;
+    let store_2 = format!("/pureflash/{cluster}/stores/2");
+    let state = format!("{store_2}/state");
+    let write_only = [zk::Acl::new(
+        zk::Permission::WRITE | zk::Permission::ADMIN,
+        zk::AuthId::anyone(),
+    )];
+    client.set_acl(&state, &write_only, None).await.unwrap();
+    client.set_data(&state, b"ERROR", None).await.unwrap();
+    let refused = eventually(PATIENCE, async || {
+        mirror
+            .snapshot()
+            .health
+            .read_failure
+            .as_ref()
+            .is_some_and(|why| why.contains(&state))
+    })
+    .await;
+    assert!(
+        refused,
+        "the refused node is named: {:?}",
+        mirror.snapshot().health
+    );
+    // Reloads keep failing (with backoff) while the ACL stands; none of them drops the store.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let snapshot = mirror.snapshot();
+    assert!(!snapshot.health.is_trusted());
+    assert_eq!(snapshot.health.session, SessionStatus::Connected);
+    let kept = snapshot
+        .view
+        .get(id(2))
+        .expect("store 2 is still in the view");
+    assert!(kept.alive);
+    assert_eq!(kept.state, Field::Valid("OK".into()), "the last value read");
+    while let Ok(event) = events.try_recv() {
+        assert!(
+            !matches!(event, ViewEvent::StoreRemoved { .. }),
+            "no store was taken for gone: {event:?}"
+        );
+    }
+
+    // A store directory that cannot be listed fails a one-shot load (`sync --once`) with
+    // the path named, rather than loading the cluster without it.
+    client.set_acl(&store_2, &write_only, None).await.unwrap();
+    let error = pureflash_operator::zk::mirror::load_once(&config, &CancellationToken::new())
+        .await
+        .expect_err("a refused store directory fails the load");
+    assert!(
+        error
+            .to_string()
+            .contains(&format!("refused to read {store_2}")),
+        "{error}"
+    );
+
+    // The ACLs fixed, the next reload reads everything and the view is trusted again.
+    for path in [&store_2, &state] {
+        client
+            .set_acl(path, &zk::Acls::anyone_all(), None)
+            .await
+            .unwrap();
+    }
+    trusted(&mirror).await;
+    let snapshot = mirror.snapshot();
+    assert_eq!(snapshot.health.read_failure, None);
+    assert_eq!(
+        snapshot.view.get(id(2)).unwrap().state,
+        Field::Valid("ERROR".into())
+    );
+    shutdown.cancel();
+    mirror.join().await.expect("the mirror task ends cleanly");
+}
+
 #[tokio::test]
 async fn a_store_created_in_one_atomic_step_is_seen() {
     testkit::init_test_logging();

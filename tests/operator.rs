@@ -700,12 +700,12 @@ async fn zookeeper_down_means_unknown_and_no_restart_then_recovery_resumes() {
         assert_eq!(restart_count(&stores, name).await, 0);
     }
     let (_, metrics) = harness.admin_get(0, "/metrics").unwrap();
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l == "pureflash_zookeeper_session{state=\"connected\"} 0"),
-        "{metrics}"
-    );
+    for expected in [
+        "pureflash_zookeeper_session{state=\"connected\"} 0",
+        "pureflash_zookeeper_view_trusted 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == expected), "{metrics}");
+    }
     // Each store's skipped recovery is counted once for the outage.
     assert_eq!(
         metric(
@@ -1535,6 +1535,7 @@ async fn a_missing_crd_is_a_clear_startup_error_and_the_admin_endpoints_serve() 
     for expected in [
         "pureflash_leader 1".to_owned(),
         "pureflash_zookeeper_session{state=\"connected\"} 1".to_owned(),
+        "pureflash_zookeeper_view_trusted 1".to_owned(),
         "pureflash_reconcile_total{result=\"ok\"}".to_owned(),
         "pureflash_reconcile_duration_seconds_bucket".to_owned(),
     ] {

@@ -2061,7 +2061,7 @@ async fn report_transitions(
             Some(Phase::Unknown) if previous.phase.is_some() => Some((
                 EventType::Warning,
                 "ViewUntrusted",
-                "the operator's ZooKeeper view is not connected or not resynced: no decision is taken",
+                "the operator's ZooKeeper view is not connected, not resynced, or missing a node ZooKeeper refused to read: no decision is taken",
             )),
             _ => None,
         };

@@ -16,7 +16,9 @@
 //!   lost (ZOOKEEPER-4698), after every session expiry (new session, new watch), and every
 //!   `resync_interval` as a safety net;
 //! - [`Health`] says whether the view can be trusted right now: only when the session is
-//!   connected *and* a reload finished since it connected.
+//!   connected, a reload finished since it connected, and no node of the tree was refused
+//!   since (a node ZooKeeper will not let us read, an ACL most likely, is never taken for a
+//!   node that is gone: a store read as gone would be marked OFFLINE and its pfs restarted).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -98,12 +100,16 @@ pub struct Health {
     pub last_full_sync: Option<SystemTime>,
     /// Sessions established so far; grows after every expiry.
     pub sessions: u64,
+    /// Why the view may lack the state of a node despite the session: ZooKeeper refused to
+    /// read it. Cleared by the next full reload that reads every node.
+    pub read_failure: Option<String>,
 }
 
 impl Health {
-    /// True when decisions may be taken on the view: connected and fully reloaded since.
+    /// True when decisions may be taken on the view: connected, fully reloaded since, and no
+    /// node left unread.
     pub fn is_trusted(&self) -> bool {
-        self.session == SessionStatus::Connected && self.synced
+        self.session == SessionStatus::Connected && self.synced && self.read_failure.is_none()
     }
 }
 
@@ -197,6 +203,9 @@ pub enum MirrorError {
     Watch { path: String, source: zk::Error },
     #[error("cannot read {path} from ZooKeeper: {source}")]
     Read { path: String, source: zk::Error },
+    /// ZooKeeper answered, but refused this one node (the request as a whole went through).
+    #[error("ZooKeeper refused to read {path}: {source} (check the ACLs of the stores tree)")]
+    Refused { path: String, source: zk::Error },
 }
 
 fn describe_connect_error(error: &zk::Error, timeout: Duration) -> String {
@@ -270,6 +279,7 @@ impl Publisher {
             synced: false,
             last_full_sync: None,
             sessions: 0,
+            read_failure: None,
         };
         let initial = Arc::new(Snapshot {
             version: 0,
@@ -302,6 +312,19 @@ impl Publisher {
         }
     }
 
+    /// Records a node that could not be read: the view is not trusted until a full reload
+    /// reads everything.
+    fn set_read_failure(&mut self, failure: String) {
+        // The first failure stands for the rest: one publish, one warning.
+        if self.health.read_failure.is_some() {
+            return;
+        }
+        warn!(%failure, "the ZooKeeper view is not trusted until a full reload reads every node");
+        let mut health = self.health.clone();
+        health.read_failure = Some(failure);
+        self.set_health(health);
+    }
+
     fn replace_view(&mut self, fresh: ClusterView) {
         let (changed, dirs_changed) = self.view.replace_with(fresh);
         if !changed.is_empty() {
@@ -318,6 +341,9 @@ impl Publisher {
         let mut health = self.health.clone();
         health.synced = true;
         health.last_full_sync = Some(SystemTime::now());
+        if health.read_failure.take().is_some() {
+            info!("every node of the stores tree read again");
+        }
         let health_changed = health != self.health;
         self.health = health;
         self.publish(&changed, &removed, dirs_changed, health_changed);
@@ -487,6 +513,9 @@ async fn serve_session(
                 Err(error) => {
                     let delay = backoff.next_delay();
                     warn!(%error, retry_in = ?delay, "full reload from ZooKeeper failed");
+                    if let MirrorError::Refused { .. } = error {
+                        publisher.set_read_failure(error.to_string());
+                    }
                     reload_at = Instant::now() + delay;
                     retry_at = Some(reload_at);
                 }
@@ -518,8 +547,10 @@ async fn serve_session(
                 };
                 match applied {
                     BatchOutcome::Applied { reread_failed } => {
+                        // Not before a failed reload's backoff: a node that stays unreadable
+                        // must not bring a full reload with each of its events.
                         if reread_failed {
-                            reload_at = Instant::now();
+                            reload_at = retry_at.map_or(Instant::now(), |at| at.max(Instant::now()));
                         }
                     }
                     BatchOutcome::Disconnected => {
@@ -756,6 +787,11 @@ async fn apply_batch(
             Some(Err(zk::Error::NoNode)) => NodeUpdate::Deleted,
             Some(Err(error)) => {
                 debug!(%error, %dir, rel = %step.rel, "could not read node data; will reload");
+                publisher.set_read_failure(format!(
+                    "cannot read {}/{dir}/{} from ZooKeeper: {error}",
+                    layout.stores(),
+                    step.rel
+                ));
                 reread_failed = true;
                 continue;
             }
@@ -786,6 +822,11 @@ async fn apply_batch(
                 Err(zk::Error::NoNode) => NodeUpdate::Deleted,
                 Err(error) => {
                     debug!(%error, %dir, "could not read alive's owner; will reload");
+                    publisher.set_read_failure(format!(
+                        "cannot read {}/{dir}/{} from ZooKeeper: {error}",
+                        layout.stores(),
+                        step.rel
+                    ));
                     reread_failed = true;
                     continue;
                 }
@@ -890,6 +931,12 @@ async fn load_tree(
             dirs
         }
         Err(zk::Error::NoNode) => Vec::new(),
+        Err(source @ zk::Error::NoAuth) => {
+            return Err(MirrorError::Refused {
+                path: stores.to_owned(),
+                source,
+            });
+        }
         Err(source) => {
             return Err(MirrorError::Read {
                 path: stores.to_owned(),
@@ -934,30 +981,32 @@ async fn read_store(
         path: path.clone(),
         source,
     };
-    let mut reader = client.new_multi_reader();
-    reader.add_get_children(&path).map_err(read_error)?;
+    let mut reader = NodeReader::new(client);
+    reader.children(path.clone()).map_err(read_error)?;
     for data in ["mngt_ip", "state", "alive"] {
-        reader
-            .add_get_data(&format!("{path}/{data}"))
-            .map_err(read_error)?;
+        reader.data(format!("{path}/{data}")).map_err(read_error)?;
     }
     for dir in ["trays", "ports", "rep_ports"] {
         reader
-            .add_get_children(&format!("{path}/{dir}"))
+            .children(format!("{path}/{dir}"))
             .map_err(read_error)?;
     }
     let mut results = reader.commit().await.map_err(read_error)?.into_iter();
-    let Some(children) = children_of(results.next()) else {
+    let Some(children) = children_of(results.next())? else {
         return Ok(None);
     };
-    let (mngt_ip, state) = (data_of(results.next()), data_of(results.next()));
+    let mngt_ip = data_of(results.next())?;
+    let state = data_of(results.next())?;
     let alive_owner = match results.next() {
-        Some(MultiReadResult::Data { stat, .. }) => Some(stat.ephemeral_owner),
-        _ => None,
+        Some((_, MultiReadResult::Data { stat, .. })) => Some(stat.ephemeral_owner),
+        other => {
+            refused(other)?;
+            None
+        }
     };
-    let trays = children_of(results.next()).unwrap_or_default();
-    let ports = children_of(results.next()).unwrap_or_default();
-    let rep_ports = children_of(results.next()).unwrap_or_default();
+    let trays = children_of(results.next())?.unwrap_or_default();
+    let ports = children_of(results.next())?.unwrap_or_default();
+    let rep_ports = children_of(results.next())?.unwrap_or_default();
 
     let mut store = StoreView::new(id);
     for child in &children {
@@ -984,23 +1033,23 @@ async fn read_store(
         }
     }
     for chunk in trays.chunks(TRAYS_PER_READ) {
-        let mut reader = client.new_multi_reader();
+        let mut reader = NodeReader::new(client);
         for tray in chunk {
             let tray_path = format!("{path}/trays/{tray}");
-            reader.add_get_children(&tray_path).map_err(read_error)?;
+            reader.children(tray_path.clone()).map_err(read_error)?;
             for field in TrayField::ALL {
                 reader
-                    .add_get_data(&format!("{tray_path}/{}", field.name()))
+                    .data(format!("{tray_path}/{}", field.name()))
                     .map_err(read_error)?;
             }
         }
         let mut results = reader.commit().await.map_err(read_error)?.into_iter();
         for tray in chunk {
-            let children = children_of(results.next());
-            let fields: Vec<Option<Vec<u8>>> = TrayField::ALL
-                .iter()
-                .map(|_| data_of(results.next()))
-                .collect();
+            let children = children_of(results.next())?;
+            let mut fields = Vec::with_capacity(TrayField::ALL.len());
+            for _ in TrayField::ALL {
+                fields.push(data_of(results.next())?);
+            }
             let Some(children) = children else { continue }; // deleted meanwhile
             store.set(&format!("trays/{tray}"), &[]);
             for child in &children {
@@ -1017,17 +1066,66 @@ async fn read_store(
     Ok(Some(store))
 }
 
-fn children_of(result: Option<MultiReadResult>) -> Option<Vec<String>> {
-    match result {
-        Some(MultiReadResult::Children { children }) => Some(children),
-        _ => None,
+/// A multi-read that remembers the path of each read, so that a node ZooKeeper refuses is
+/// named in the error.
+struct NodeReader<'a> {
+    reader: zk::MultiReader<'a>,
+    paths: Vec<String>,
+}
+
+/// One read's answer, with its path.
+type NodeResult = (String, MultiReadResult);
+
+impl<'a> NodeReader<'a> {
+    fn new(client: &'a zk::Client) -> Self {
+        NodeReader {
+            reader: client.new_multi_reader(),
+            paths: Vec::new(),
+        }
+    }
+
+    fn children(&mut self, path: String) -> Result<(), zk::Error> {
+        self.reader.add_get_children(&path)?;
+        self.paths.push(path);
+        Ok(())
+    }
+
+    fn data(&mut self, path: String) -> Result<(), zk::Error> {
+        self.reader.add_get_data(&path)?;
+        self.paths.push(path);
+        Ok(())
+    }
+
+    async fn commit(mut self) -> Result<Vec<NodeResult>, zk::Error> {
+        let results = self.reader.commit().await?;
+        Ok(self.paths.into_iter().zip(results).collect())
     }
 }
 
-fn data_of(result: Option<MultiReadResult>) -> Option<Vec<u8>> {
+/// A read's answer that is neither the expected kind nor "no such node": ZooKeeper refused
+/// the node (an ACL, most likely). Never taken for a missing node.
+fn refused(result: Option<NodeResult>) -> Result<(), MirrorError> {
     match result {
-        Some(MultiReadResult::Data { data, .. }) => Some(data),
-        _ => None,
+        Some((path, MultiReadResult::Error { err })) if err != zk::Error::NoNode => {
+            Err(MirrorError::Refused { path, source: err })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The children a read listed; `None` if the node does not exist.
+fn children_of(result: Option<NodeResult>) -> Result<Option<Vec<String>>, MirrorError> {
+    match result {
+        Some((_, MultiReadResult::Children { children })) => Ok(Some(children)),
+        other => refused(other).map(|()| None),
+    }
+}
+
+/// The data a read returned; `None` if the node does not exist.
+fn data_of(result: Option<NodeResult>) -> Result<Option<Vec<u8>>, MirrorError> {
+    match result {
+        Some((_, MultiReadResult::Data { data, .. })) => Ok(Some(data)),
+        other => refused(other).map(|()| None),
     }
 }
 
