@@ -6,8 +6,11 @@
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use pureflash_operator::metadb::{DbUrl, MetaDb, WriteFence};
 use support::{Backend, PATIENCE, Running, TestDb, delete_tree, spec, unique_cluster};
 use testkit::pfs::PfsSim;
 use testkit::zookeeper::ZooKeeper;
@@ -64,6 +67,7 @@ scenarios!(
     a_device_name_a_latin1_table_refuses_costs_only_its_tray,
     db_outage_converges_when_it_returns,
     a_wrong_cluster_name_touches_nothing,
+    a_closed_write_fence_commits_nothing,
 );
 
 fn zk() -> String {
@@ -113,6 +117,81 @@ async fn new_store_gets_exactly_the_conductors_rows(backend: Backend) {
     let nulls: Vec<(Option<String>, Option<String>, Option<String>)> =
         db.query("select name, sn, model from t_store").await;
     assert_eq!(nulls, vec![(None, None, None)]);
+    sync.stop().await;
+}
+
+/// A leader's DB sync asks its term before the first statement and again before COMMIT: a
+/// term that ended meanwhile rolls the transaction back, and nothing is written until the
+/// fence opens again.
+async fn a_closed_write_fence_commits_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("fence");
+    let _first = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    // How many more checks the fence lets through, and how many it was asked.
+    let allowed = Arc::new(AtomicU32::new(u32::MAX));
+    let asked = Arc::new(AtomicU32::new(0));
+    let fence: WriteFence = {
+        let (allowed, asked) = (Arc::clone(&allowed), Arc::clone(&asked));
+        Arc::new(move || {
+            asked.fetch_add(1, Ordering::SeqCst);
+            allowed
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .map(|_| ())
+                .map_err(|_| "the test's fence is closed")
+        })
+    };
+    let handle = MetaDb::open(&db.url.parse::<DbUrl>().unwrap()).fenced_by(fence);
+    let mut sync = Running::start_on(&zk(), &cluster, handle, NO_RESYNC, |config| {
+        config.retry_initial = Duration::from_millis(50);
+        config.retry_max = Duration::from_millis(200);
+    });
+    sync.wait_synced().await;
+    assert_eq!(db.stores().await.len(), 1);
+    let no_store_2 = async || {
+        assert_eq!(db.stores().await.len(), 1, "store 2 was not written");
+        assert_eq!(db.trays().await.len(), 2, "nor its trays");
+        assert_eq!(db.ports().await.len(), 2, "nor its ports");
+    };
+
+    // Closed: a new store is seen, and not written.
+    allowed.store(0, Ordering::SeqCst);
+    let _second = PfsSim::start(spec(&zk(), &cluster, 2)).await.unwrap();
+    let registered = testkit::eventually(PATIENCE, async || {
+        let snapshot = sync.snapshot();
+        snapshot.view.stores.len() == 2
+            && snapshot
+                .view
+                .stores
+                .values()
+                .all(|s| s.alive && s.trays_online() == 2)
+            && sync
+                .status
+                .borrow()
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("the test's fence is closed"))
+    })
+    .await;
+    assert!(registered, "{:?}", *sync.status.borrow());
+    no_store_2().await;
+
+    // Closing between the first statement and COMMIT: the retry's transaction (store 2's
+    // rows, all of them now) passes the first check, fails the second, and is rolled back.
+    let before = asked.load(Ordering::SeqCst);
+    allowed.store(1, Ordering::SeqCst);
+    let asked_twice = testkit::eventually(PATIENCE, async || {
+        asked.load(Ordering::SeqCst) >= before + 2
+    })
+    .await;
+    assert!(asked_twice, "the fence was not asked again before COMMIT");
+    no_store_2().await;
+
+    allowed.store(u32::MAX, Ordering::SeqCst);
+    wait_for!(db, "store 2 written once the fence opens", |s, t, p| s
+        .len()
+        == 2
+        && t.len() == 4
+        && p.len() == 4);
     sync.stop().await;
 }
 

@@ -12,6 +12,7 @@ pub mod rows;
 pub mod sql;
 pub mod url;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::mysql::MySqlPoolOptions;
@@ -61,7 +62,14 @@ pub enum DbError {
     Commit(sqlx::Error),
     #[error("the metadata DB did not answer within {}s (locked, or the connection is dead); its connections are replaced", .0.as_secs_f64())]
     TimedOut(Duration),
+    /// The write fence closed: this writer may no longer write (its leadership term ended).
+    #[error("not written: {0}")]
+    Fenced(&'static str),
 }
+
+/// Says whether writes may still go out, and if not, why; asked right before the first
+/// statement and again right before COMMIT (see [`MetaDb::fenced_by`]).
+pub type WriteFence = Arc<dyn Fn() -> Result<(), &'static str> + Send + Sync>;
 
 enum Pool {
     Sqlite(SqlitePool),
@@ -73,6 +81,7 @@ pub struct MetaDb {
     pool: Pool,
     source: DbUrl,
     url: String,
+    fence: Option<WriteFence>,
 }
 
 impl MetaDb {
@@ -85,6 +94,24 @@ impl MetaDb {
             pool: Self::pool(url),
             source: url.clone(),
             url: url.to_string(),
+            fence: None,
+        }
+    }
+
+    /// Makes every [`MetaDb::apply`] ask `fence` before its first statement and before its
+    /// COMMIT, and roll back when it says no. A leader checks its term this way: the news that
+    /// the term ended may reach the sync's task late (after a stall of the whole process the
+    /// sync can run before the election does), and a transaction committed then would land
+    /// on top of the new leader's.
+    pub fn fenced_by(mut self, fence: WriteFence) -> MetaDb {
+        self.fence = Some(fence);
+        self
+    }
+
+    fn check_fence(&self) -> Result<(), DbError> {
+        match &self.fence {
+            Some(fence) => fence().map_err(DbError::Fenced),
+            None => Ok(()),
         }
     }
 
@@ -201,6 +228,7 @@ impl MetaDb {
         if plan.is_empty() {
             return Ok(true);
         }
+        self.check_fence()?;
         // One row is one statement, atomic on its own: skip BEGIN and COMMIT round trips.
         if plan.write_count() == 1 {
             return match &self.pool {
@@ -217,6 +245,8 @@ impl MetaDb {
                 let mut conn = self.acquire(pool).await?;
                 let mut tx = conn.begin().await.map_err(|e| self.connect_error(e))?;
                 let matched = Sql::<Sqlite>::apply(&mut tx, plan).await?;
+                // Dropping `tx` rolls it back.
+                self.check_fence()?;
                 tx.commit().await.map_err(DbError::Commit)?;
                 Ok(matched)
             }
@@ -224,6 +254,7 @@ impl MetaDb {
                 let mut conn = self.acquire(pool).await?;
                 let mut tx = conn.begin().await.map_err(|e| self.connect_error(e))?;
                 let matched = Sql::<MySql>::apply(&mut tx, plan).await?;
+                self.check_fence()?;
                 tx.commit().await.map_err(DbError::Commit)?;
                 Ok(matched)
             }

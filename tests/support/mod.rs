@@ -217,10 +217,21 @@ impl Running {
         resync: Duration,
         adjust: impl FnOnce(&mut DbSyncConfig),
     ) -> Running {
+        let db = MetaDb::open(&db_url.parse::<DbUrl>().unwrap());
+        Self::start_on(zk, cluster, db, resync, adjust)
+    }
+
+    /// Like [`Self::start_with`], on a DB handle set up by the caller.
+    pub fn start_on(
+        zk: &str,
+        cluster: &str,
+        db: MetaDb,
+        resync: Duration,
+        adjust: impl FnOnce(&mut DbSyncConfig),
+    ) -> Running {
         let shutdown = CancellationToken::new();
         let mirror = Mirror::spawn(mirror_config(zk, cluster, resync), shutdown.clone());
         let (status_tx, status) = watch::channel(DbSyncStatus::default());
-        let db = MetaDb::open(&db_url.parse::<DbUrl>().unwrap());
         let mut config = DbSyncConfig::new(resync);
         config.retry_max = Duration::from_secs(1);
         adjust(&mut config);
