@@ -65,6 +65,17 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     };
     info!(zk = %mirror_config.connect, cluster = mirror_config.layout.cluster(), %identity, "starting the operator");
     let mirror = Mirror::spawn(mirror_config.clone(), shutdown.clone());
+    // The mirror ends by itself only if it failed: then this replica stops (its view is
+    // marked untrusted already, so nothing was decided on it meanwhile).
+    let mirror_gone = CancellationToken::new();
+    tokio::spawn({
+        let (ended, gone) = (mirror.ended(), mirror_gone.clone());
+        async move {
+            ended.await;
+            gone.cancel();
+        }
+    });
+    const MIRROR_GONE: &str = "the ZooKeeper mirror stopped unexpectedly";
 
     let (leading_tx, mut leading) = watch::channel(false);
     let (cache_synced_tx, cache_synced) = watch::channel(false);
@@ -138,6 +149,12 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             metrics.leader.set(0);
             tokio::select! {
                 _ = shutdown.cancelled() => break 'terms,
+                _ = mirror_gone.cancelled() => {
+                    if !shutdown.is_cancelled() {
+                        fatal = Some(MIRROR_GONE.to_owned());
+                    }
+                    break 'terms;
+                }
                 changed = leading.changed() => if changed.is_err() { break 'terms },
             }
         }
@@ -161,7 +178,14 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         let mut tasks = Vec::new();
         let db_status = db_url.as_ref().map(|url| {
             let (status_tx, status_rx) = watch::channel(DbSyncStatus::default());
-            let db = MetaDb::open(url);
+            let deadline = term_deadline.clone();
+            let db = MetaDb::open(url).fenced_by(Arc::new(move || {
+                if deadline.holds() {
+                    Ok(())
+                } else {
+                    Err("this replica's leadership term is over, or not confirmed since it stalled")
+                }
+            }));
             let config = DbSyncConfig::new(args.zk.resync_interval);
             tasks.push(spawn(Box::pin(dbsync::run(
                 db,
@@ -198,6 +222,12 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
                 _ = shutdown.cancelled() => break,
                 _ = term_ended.cancelled() => {
                     fatal = Some("the controller or the DB sync stopped while leading".to_owned());
+                    break;
+                }
+                _ = mirror_gone.cancelled() => {
+                    if !shutdown.is_cancelled() {
+                        fatal = Some(MIRROR_GONE.to_owned());
+                    }
                     break;
                 }
                 changed = leading.changed() => {

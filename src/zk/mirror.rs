@@ -180,6 +180,12 @@ impl Mirror {
         self.events.subscribe()
     }
 
+    /// Resolves when the mirror's task has ended: after a shutdown, or unexpectedly.
+    pub fn ended(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut snapshots = self.snapshots.clone();
+        async move { while snapshots.changed().await.is_ok() {} }
+    }
+
     /// Waits for the task to finish (after shutdown it has closed its session); an error says
     /// how it failed (a panic), so that the process does not exit as if all went well.
     pub async fn join(self) -> Result<(), String> {
@@ -391,6 +397,19 @@ impl Publisher {
                 health: self.health.clone(),
                 version,
             });
+        }
+    }
+}
+
+/// The mirror's task ended without closing (it panicked): its last view must not pass for
+/// trusted, or decisions would go on being taken on a picture nobody updates any more.
+impl Drop for Publisher {
+    fn drop(&mut self) {
+        if self.health.session != SessionStatus::Closed {
+            tracing::error!(
+                "ZooKeeper mirror ended unexpectedly; its view is not trusted any more"
+            );
+            self.set_session(SessionStatus::Closed);
         }
     }
 }
@@ -1154,6 +1173,19 @@ mod tests {
         );
         publisher.replace_view(ClusterView::default());
         assert!(publisher.health.is_trusted());
+    }
+
+    #[test]
+    fn a_mirror_that_ends_without_closing_leaves_no_trusted_view_behind() {
+        let mut publisher = Publisher::new("/pureflash/c/stores");
+        let snapshots = publisher.snapshots.subscribe();
+        publisher.set_session(SessionStatus::Connected);
+        publisher.replace_view(ClusterView::default());
+        assert!(snapshots.borrow().health.is_trusted());
+        drop(publisher); // as when the task panics
+        let last = snapshots.borrow().clone();
+        assert_eq!(last.health.session, SessionStatus::Closed);
+        assert!(!last.health.is_trusted());
     }
 
     #[test]
