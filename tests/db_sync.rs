@@ -799,11 +799,15 @@ async fn sync_waits_for_an_unreachable_db_at_start() {
 /// connections idle for two seconds: a one-row write (a tray going offline) must still be
 /// committed, and the first write after an idle spell must not fail on a dropped connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_without_autocommit_that_drops_idle_connections_loses_no_write() {
+async fn a_server_with_unhelpful_defaults_loses_no_write() {
     testkit::init_test_logging();
-    // A private server: its global settings would disturb other tests.
+    // A private server: its global settings would disturb other tests. No autocommit, idle
+    // connections dropped after 2 s, and a non-transactional default engine.
     let server = testkit::mariadb::MariaDb::start();
-    server.admin_sql("create database pf; set global autocommit = 0; set global wait_timeout = 2");
+    server.admin_sql(
+        "create database pf; set global autocommit = 0; set global wait_timeout = 2; \
+         set global default_storage_engine = MyISAM",
+    );
     // Read through a fresh client session each time: a pooled reader would itself sit in
     // the transaction autocommit=0 opens, and see a snapshot.
     let tray_states = || {
@@ -837,6 +841,14 @@ async fn a_server_without_autocommit_that_drops_idle_connections_loses_no_write(
     );
     sync.stop().await;
     assert_eq!(tray_states().matches("OFFLINE").count(), 1);
+    assert_eq!(
+        server.admin_sql(
+            "select table_name, engine from information_schema.tables \
+             where table_schema = 'pf' order by table_name"
+        ),
+        "t_port\tInnoDB\nt_store\tInnoDB\nt_tray\tInnoDB\n",
+        "the tables are transactional"
+    );
 }
 
 /// jconductor's database with an account that may only read and write rows (no CREATE): the

@@ -34,9 +34,18 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// - a statement waits at most 20 s for a lock (a `LOCK TABLES` or a long transaction of
 ///   another client) before it fails. The server's defaults are a day and 50 s; a sync pass is
 ///   abandoned sooner anyway, and this makes the server give up too instead of keeping the
-///   abandoned statement waiting.
-const SESSION_SETTINGS: &str =
-    "set session autocommit = 1, lock_wait_timeout = 20, innodb_lock_wait_timeout = 20";
+///   abandoned statement waiting;
+/// - an idle session ends after at most 2 minutes (the server's default is 8 hours): a pass
+///   abandoned while the network between us was cut leaves its session on the server idle
+///   inside its transaction, holding its row locks, and every later pass would wait on them
+///   in vain until the server dropped it. Pooled connections are tested before use, so one
+///   the server closed is simply replaced;
+/// - tables created by this session are InnoDB whatever the server's default engine: with
+///   MyISAM or Aria a failed transaction would leave its first statements applied, and the
+///   foreign key of t_tray would be ignored.
+const SESSION_SETTINGS: &str = "set session autocommit = 1, lock_wait_timeout = 20, \
+     innodb_lock_wait_timeout = 20, wait_timeout = least(@@session.wait_timeout, 120), \
+     default_storage_engine = InnoDB";
 
 /// A failed DB operation, naming what was being done.
 #[derive(Debug, thiserror::Error)]
