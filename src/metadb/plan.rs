@@ -23,9 +23,10 @@
 //!   are all known. Uuids are compared without regard to letter case, as MariaDB's primary key
 //!   compares them, and new rows get the lowercase form ([`tray_key`]).
 //! - t_port: exactly the `ports` (purpose 0) and `rep_ports` (purpose 1) of every store in the
-//!   view with a row, status `OK`; any other row is deleted. (Nothing references t_port, and a
-//!   store's tree is deleted node by node, so "keep the ports of a vanished store" would depend
-//!   on how the deletions happened to be batched.)
+//!   view with a row, status `OK`; any other row of purpose 0 or 1 is deleted, those of vanished
+//!   stores included. (Nothing references t_port, and a store's tree is deleted node by node, so
+//!   "keep the ports of a vanished store" would depend on how the deletions happened to be
+//!   batched.) Rows of any other purpose are someone else's and left alone.
 //! - Nothing to change, nothing planned: an empty plan means zero writes.
 //!
 //! Anything that had to be resolved or skipped is a [`Note`], for the logs.
