@@ -36,6 +36,8 @@ const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(10);
 /// A failure that goes on is warned about again this often.
 const WARN_EVERY: Duration = Duration::from_secs(30);
+/// Reads and writes a release tries before leaving the Lease to expire.
+const RELEASE_ATTEMPTS: usize = 3;
 
 /// Lease settings.
 #[derive(Clone, Debug)]
@@ -347,7 +349,7 @@ pub async fn run(
         .await
         .is_err()
     {
-        debug!(lease = %config.name, "could not release the lease in time (it will expire)");
+        warn!(lease = %config.name, "could not release the lease in time; a standby takes over once it expires");
     }
 }
 
@@ -480,24 +482,43 @@ async fn attempt_once(
 
 /// Gives the Lease up, if we hold it, so a standby does not wait for it to expire.
 async fn release(leases: &Api<Lease>, config: &LeaseConfig) {
-    let Ok(Some(mut lease)) = leases.get_opt(&config.name).await else {
-        return;
-    };
-    let Some(spec) = lease.spec.as_mut() else {
-        return;
-    };
-    if spec.holder_identity.as_deref() != Some(config.identity.as_str()) {
-        return;
+    // A conflict is most likely our own renewal, abandoned in flight when the stop came and
+    // landed after the read: read again and retry.
+    for _ in 0..RELEASE_ATTEMPTS {
+        let mut lease = match leases.get_opt(&config.name).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => return,
+            Err(error) => {
+                warn!(lease = %config.name, %error, "could not read the lease to release it; a standby takes over once it expires");
+                return;
+            }
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
+        if spec.holder_identity.as_deref() != Some(config.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        match leases
+            .replace(&config.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => {
+                info!(lease = %config.name, "released the lease");
+                return;
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                debug!(lease = %config.name, "the lease changed while releasing it; reading it again");
+            }
+            Err(error) => {
+                warn!(lease = %config.name, %error, "could not release the lease; a standby takes over once it expires");
+                return;
+            }
+        }
     }
-    spec.holder_identity = None;
-    spec.renew_time = None;
-    match leases
-        .replace(&config.name, &PostParams::default(), &lease)
-        .await
-    {
-        Ok(_) => info!(lease = %config.name, "released the lease"),
-        Err(error) => debug!(%error, "could not release the lease (it will expire)"),
-    }
+    warn!(lease = %config.name, "the lease kept changing while releasing it; a standby takes over once it expires");
 }
 
 #[cfg(test)]

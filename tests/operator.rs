@@ -7,6 +7,7 @@ mod helm;
 mod support;
 
 use harness::{Harness, store_manifest, wait_for};
+use kube_emulator::{Action, Matcher};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
@@ -957,6 +958,50 @@ async fn one_of_two_replicas_acts_and_the_other_takes_over_without_a_double_rest
     .await;
     wait_phase(&harness, &stores, "store-1", Phase::Online).await;
     assert_eq!(restarts_logged(&harness, standby), 1);
+    harness.finish().await;
+}
+
+/// A leader stopped gracefully (SIGTERM, as Kubernetes stops a Pod) releases the Lease, so its
+/// standby takes over at its next look instead of after a whole lease duration (30 s here),
+/// even when the release's first write meets a conflict (a renewal abandoned at the stop that
+/// landed first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_gracefully_releases_the_lease_even_after_a_conflict() {
+    let Some(mut harness) = start_emulated("handover").await else {
+        return;
+    };
+    install_crd(&harness);
+    let long_lease = ["--lease-duration", "30s"];
+    harness.start_operator(&long_lease);
+    harness.start_operator(&long_lease);
+    let leader = wait_for("a Lease holder", async || lease_holder(&harness).await).await;
+    let (leader, standby) = match leader.as_str() {
+        "replica-0" => (0, 1),
+        "replica-1" => (1, 0),
+        other => panic!("unexpected holder {other}"),
+    };
+    harness.emulator().expect("emulated").faults().inject(
+        Matcher::verb("update").on("leases"),
+        Action::Fail(409),
+        1,
+    );
+    let status = harness.stop_operator(leader);
+    assert!(status.success(), "a graceful stop exits 0: {status}");
+    assert!(
+        harness.operator_log(leader).contains("released the lease"),
+        "{}",
+        harness.operator_log(leader)
+    );
+    let holder = lease_holder(&harness).await;
+    assert_ne!(
+        holder.as_deref(),
+        Some(format!("replica-{leader}").as_str()),
+        "the Lease is not left to expire"
+    );
+    wait_for("the standby leads", async || {
+        (leader_gauge(&harness, standby) == Some(1)).then_some(())
+    })
+    .await;
     harness.finish().await;
 }
 
