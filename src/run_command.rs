@@ -33,14 +33,17 @@ use crate::zk::{ClusterLayout, Mirror};
 /// the Lease afterwards (bounded by the renew deadline).
 const TERM_STOP_GRACE: Duration = Duration::from_secs(15);
 
+/// How long the startup check of the CRD waits for the API server.
+const CRD_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     let layout = ClusterLayout::new(&args.zk.cluster)?;
     let db_url: Option<DbUrl> = args.db.as_deref().map(str::parse).transpose()?;
     let kube_config = kube_config(&args).await?;
     let client = kube_client(kube_config.clone())?;
     let namespace = Some(args.kube.namespace.clone()).filter(|ns| !ns.is_empty());
-    check_crd(&client, &namespace).await?;
     let admin_listener = crate::admin::bind(args.admin_address).await?;
+    check_crd(&client, &namespace).await?;
     let identity = args
         .lease
         .identity
@@ -524,7 +527,18 @@ async fn check_crd(client: &Client, namespace: &Option<String>) -> Result<(), cr
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    match api.list(&ListParams::default().limit(1)).await {
+    // Bounded well within the chart's startup probe (60 s), which nothing answers yet: an API
+    // server that accepts connections but does not answer is a clear startup error, not a
+    // container killed by its probe without a word.
+    let listed = tokio::time::timeout(CRD_CHECK_TIMEOUT, api.list(&ListParams::default().limit(1)))
+        .await
+        .map_err(|_| {
+            crate::Error::Kube(format!(
+                "the API server did not answer a list of PureFlashStores within {}s",
+                CRD_CHECK_TIMEOUT.as_secs()
+            ))
+        })?;
+    match listed {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Err(crate::Error::CrdMissing),
         Err(error) => Err(crate::Error::Kube(format!(
