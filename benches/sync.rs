@@ -4,11 +4,15 @@
 //!     cargo bench --bench sync -- latency     # (a) + (b)
 //!     cargo bench --bench sync -- initial     # (c)
 //!     cargo bench --bench sync -- footprint   # (d)
+//!     cargo bench --bench sync -- repair      # (e)
 //!
 //! (a) store session closed → its t_store row reads OFFLINE; (b) `alive` created → row reads
 //! OK; both p50/p95/max over 25 trials, at 10 and 200 stores. (c) `sync --once` wall time into
 //! an empty DB at 100, 1000 and 3000 stores × 4 trays × 2 ports (median of 3). (d) peak RSS
-//! and threads of a running `sync` at 100 and 1000 stores.
+//! and threads of a running `sync` at 100 and 1000 stores. (e) `sync --once` repairing a DB
+//! where every tray and port row names the wrong store and as many stale ports as real ones
+//! stand (rows another tool re-keyed), at 1000 and 3000 stores (median of 3): the
+//! row-by-row statements of a plan.
 //!
 //! The operator runs as its own process (the release binary); the benchmark owns ZooKeeper
 //! and MariaDB (started like the tests do) and reads the DB with plain SQL, polling without
@@ -50,6 +54,9 @@ async fn main() {
     }
     if wants("footprint") {
         report += &footprint(&zk, &db).await;
+    }
+    if wants("repair") {
+        report += &repair(&zk, &db).await;
     }
     println!("\n{report}");
 }
@@ -259,6 +266,88 @@ async fn initial_sync(zk_server: &ZooKeeper, db: &MariaDb) -> String {
     out += &format!(
         "    ratio 3000/1000 stores: {:.2}\n",
         m3000.as_secs_f64() / m1000.as_secs_f64()
+    );
+    out
+}
+
+/// (e): `sync --once` into a DB whose every tray and port row names the wrong store, beside
+/// as many stale ports, median of 3, at 1000 and 3000 stores.
+async fn repair(zk_server: &ZooKeeper, db: &MariaDb) -> String {
+    let mut out = String::new();
+    let mut medians = Vec::new();
+    for stores in [1000u32, 3000] {
+        let cluster = format!("repair{stores}");
+        let admin = zk::Client::connect(&zk_server.connect_string())
+            .await
+            .unwrap();
+        populate(&admin, &admin, &cluster, stores, &[]).await;
+        let sync_once = |url: &str| {
+            operator(&[
+                "sync",
+                "--once",
+                "--zk",
+                &zk_server.connect_string(),
+                "--cluster",
+                &cluster,
+                "--db",
+                url,
+            ])
+            .status()
+            .unwrap()
+        };
+        // What the DB reads when it is right.
+        let reference = format!("repair{stores}_ref");
+        db.admin_sql(&format!("create database {reference}"));
+        assert!(sync_once(&db.url(&reference)).success());
+        let mut runs = Vec::new();
+        for run in 0..3 {
+            let name = format!("repair{stores}_{run}");
+            db.admin_sql(&format!("create database {name}"));
+            let url = db.url(&name);
+            assert!(sync_once(&url).success());
+            db.admin_sql(&format!(
+                "use {name}; \
+                 update t_tray set store_id = store_id % {stores} + 1; \
+                 update t_port set store_id = store_id + 100000; \
+                 insert into t_port (ip_addr, store_id, purpose, status) \
+                   select concat('s', ip_addr), store_id, purpose, status from t_port"
+            ));
+            let t0 = Instant::now();
+            assert!(sync_once(&url).success());
+            let elapsed = t0.elapsed();
+            let differences = db.admin_sql(&format!(
+                "select \
+                   (select count(*) from {name}.t_tray a left join {reference}.t_tray b \
+                      on a.uuid = b.uuid and a.store_id = b.store_id where b.uuid is null), \
+                   (select count(*) from {name}.t_port a left join {reference}.t_port b \
+                      on a.ip_addr = b.ip_addr and a.purpose = b.purpose and a.store_id = b.store_id \
+                      where b.ip_addr is null), \
+                   (select count(*) from {name}.t_port)"
+            ));
+            assert_eq!(
+                differences.trim(),
+                format!("0\t0\t{}", stores * 2),
+                "every row repaired"
+            );
+            runs.push(elapsed);
+        }
+        let m = median(runs.clone());
+        medians.push(m);
+        out += &format!(
+            "(e) repair, {stores} stores: {} tray and {} port rows re-homed, {} stale ports deleted: median {:.0} ms (runs: {})\n",
+            stores * TRAYS,
+            stores * 2,
+            stores * 2,
+            m.as_secs_f64() * 1000.0,
+            runs.iter()
+                .map(|r| format!("{:.0}", r.as_secs_f64() * 1000.0))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    out += &format!(
+        "    ratio 3000/1000 stores: {:.2}\n",
+        medians[1].as_secs_f64() / medians[0].as_secs_f64()
     );
     out
 }

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use pureflash_operator::metadb::{DbUrl, MetaDb, WriteFence};
+use pureflash_operator::metadb::{DbRows, DbUrl, MetaDb, WriteFence, plan};
+use pureflash_operator::zk::ClusterView;
 use support::{Backend, PATIENCE, Running, TestDb, delete_tree, spec, unique_cluster};
 use testkit::pfs::PfsSim;
 use testkit::zookeeper::ZooKeeper;
@@ -68,6 +69,7 @@ scenarios!(
     db_outage_converges_when_it_returns,
     a_wrong_cluster_name_touches_nothing,
     a_closed_write_fence_commits_nothing,
+    a_plan_rehoming_hundreds_of_rows_applies_exactly,
 );
 
 fn zk() -> String {
@@ -118,6 +120,81 @@ async fn new_store_gets_exactly_the_conductors_rows(backend: Backend) {
         db.query("select name, sn, model from t_store").await;
     assert_eq!(nulls, vec![(None, None, None)]);
     sync.stop().await;
+}
+
+/// The nodes of `stores` stores, store `i` holding the trays, address and ports that store
+/// `i + shift` (mod `stores`) has in an unshifted cluster; `extra_ports` more ports each.
+fn shifted_cluster(stores: u32, shift: u32, extra_ports: u32) -> ClusterView {
+    let mut nodes: Vec<(String, String, Vec<u8>)> = Vec::new();
+    for i in 1..=stores {
+        let dir = i.to_string();
+        let j = (i - 1 + shift) % stores + 1;
+        let mut node = |rel: String, data: &str| nodes.push((dir.clone(), rel, data.into()));
+        node("mngt_ip".into(), &format!("10.1.{}.{}", j / 256, j % 256));
+        node("alive".into(), "");
+        for t in 0..2 {
+            let tray = format!("trays/{j:08x}-0000-4000-8000-{t:012x}");
+            node(tray.clone(), "");
+            node(format!("{tray}/devname"), &format!("/dev/nvme{t}n1"));
+            node(format!("{tray}/capacity"), "4096000");
+            node(format!("{tray}/object_size"), "65536");
+            node(format!("{tray}/online"), "");
+        }
+        node(format!("ports/10.2.{}.{}", j / 256, j % 256), "");
+        node(format!("rep_ports/10.3.{}.{}", j / 256, j % 256), "");
+        for p in 0..extra_ports {
+            node(format!("ports/10.{}.{}.{}", 4 + p, j / 256, j % 256), "");
+        }
+    }
+    ClusterView::from_nodes(
+        nodes
+            .iter()
+            .map(|(dir, rel, data)| (dir.as_str(), rel.as_str(), data.as_slice())),
+    )
+}
+
+/// A plan that moves every address, tray and port of 300 stores to another store and deletes
+/// as many ports: hundreds of rows per kind of statement, batched several to a statement, in
+/// one transaction. The tables read back exactly as the plan's model says, and a new plan
+/// against them is empty.
+async fn a_plan_rehoming_hundreds_of_rows_applies_exactly(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let meta = MetaDb::open(&db.url.parse::<DbUrl>().unwrap());
+    meta.ensure_schema().await.unwrap();
+    let before = shifted_cluster(300, 0, 1);
+    assert!(
+        meta.apply(&plan(&before, &DbRows::default()))
+            .await
+            .unwrap()
+    );
+    let rows = meta.load_rows().await.unwrap();
+
+    let after = shifted_cluster(300, 1, 0);
+    let rehoming = plan(&after, &rows);
+    assert!(
+        rehoming.store_vacates.len() >= 300
+            && rehoming.tray_updates.len() >= 600
+            && rehoming.port_updates.len() >= 600
+            && rehoming.port_deletes.len() >= 300,
+        "a plan of hundreds of rows per statement kind: {} vacates, {} tray updates, {} port updates, {} port deletes",
+        rehoming.store_vacates.len(),
+        rehoming.tray_updates.len(),
+        rehoming.port_updates.len(),
+        rehoming.port_deletes.len()
+    );
+    let mut expected = rows.clone();
+    expected.apply(&rehoming).unwrap();
+    assert!(
+        meta.apply(&rehoming).await.unwrap(),
+        "every statement matched its rows"
+    );
+    let read_back = meta.load_rows().await.unwrap();
+    assert!(
+        read_back == expected,
+        "the tables differ from the plan's model"
+    );
+    assert!(plan(&after, &read_back).is_empty(), "converged");
+    meta.close().await;
 }
 
 /// A leader's DB sync asks its term before the first statement and again before COMMIT: a

@@ -52,6 +52,11 @@ const SELECT_PORTS: &str = "select ip_addr, purpose, store_id, status from t_por
 
 /// Rows per multi-row INSERT or `IN (…)` list; well under SQLite's and MySQL's placeholder limits.
 const CHUNK: usize = 500;
+/// Rows per UPDATE or DELETE of rows that each need their own values (`case <key> when …`):
+/// a row costs up to a dozen placeholders. One statement per row would be one round trip per
+/// row, and a plan that re-homes thousands of trays and ports would not commit within a
+/// pass's timeout on a DB a few milliseconds away, holding every liveness change back with it.
+const ROWS_PER_STATEMENT: usize = 200;
 
 type StoreTuple = (i64, String, String);
 type TrayTuple = (Option<String>, String, String, i64, i64, i64);
@@ -164,14 +169,28 @@ where
         let mut matched = true;
         let write = |step| move |source| DbError::Apply { step, source };
 
-        for &id in &plan.store_vacates {
-            let done = sqlx::query("update t_store set mngt_ip = ? where id = ?")
-                .bind(vacated_mngt_ip(id))
-                .bind(id)
+        // Each vacated address names its row, so no two rows of a statement collide.
+        for chunk in plan.store_vacates.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<DB>::new("update t_store set mngt_ip = case id");
+            for &id in chunk {
+                query
+                    .push(" when ")
+                    .push_bind(id)
+                    .push(" then ")
+                    .push_bind(vacated_mngt_ip(id));
+            }
+            query.push(" else mngt_ip end where id in (");
+            let mut ids = query.separated(", ");
+            for &id in chunk {
+                ids.push_bind(id);
+            }
+            query.push(")");
+            let done = query
+                .build()
                 .execute(&mut *conn)
                 .await
                 .map_err(write("vacate t_store.mngt_ip"))?;
-            matched &= DB::rows_affected(&done) == 1;
+            matched &= DB::rows_affected(&done) == chunk.len() as u64;
         }
         let (status_only, with_ip): (Vec<_>, Vec<_>) =
             plan.store_updates.iter().partition(|u| u.mngt_ip.is_none());
@@ -224,33 +243,43 @@ where
                 && u.object_size.is_none()
                 && u.store_id.is_none()
         });
-        for update in other {
+        for chunk in other.chunks(ROWS_PER_STATEMENT) {
             let mut query = QueryBuilder::<DB>::new("update t_tray set ");
+            // One `case` per column some row of the chunk changes; the others keep theirs.
             let mut set = query.separated(", ");
-            if let Some(device) = &update.device {
-                set.push("device = ").push_bind_unseparated(device.clone());
+            macro_rules! column {
+                ($name:literal, $field:ident) => {
+                    if chunk.iter().any(|u| u.$field.is_some()) {
+                        set.push(concat!($name, " = case uuid"));
+                        for update in chunk {
+                            if let Some(value) = &update.$field {
+                                set.push_unseparated(" when ")
+                                    .push_bind_unseparated(update.uuid.clone())
+                                    .push_unseparated(" then ")
+                                    .push_bind_unseparated(value.clone());
+                            }
+                        }
+                        set.push_unseparated(concat!(" else ", $name, " end"));
+                    }
+                };
             }
-            if let Some(status) = update.status {
-                set.push("status = ").push_bind_unseparated(status);
+            column!("device", device);
+            column!("status", status);
+            column!("raw_capacity", raw_capacity);
+            column!("object_size", object_size);
+            column!("store_id", store_id);
+            query.push(" where uuid in (");
+            let mut uuids = query.separated(", ");
+            for update in chunk {
+                uuids.push_bind(update.uuid.clone());
             }
-            if let Some(raw_capacity) = update.raw_capacity {
-                set.push("raw_capacity = ")
-                    .push_bind_unseparated(raw_capacity);
-            }
-            if let Some(object_size) = update.object_size {
-                set.push("object_size = ")
-                    .push_bind_unseparated(object_size);
-            }
-            if let Some(store_id) = update.store_id {
-                set.push("store_id = ").push_bind_unseparated(store_id);
-            }
-            query.push(" where uuid = ").push_bind(update.uuid.clone());
+            query.push(")");
             let done = query
                 .build()
                 .execute(&mut *conn)
                 .await
                 .map_err(write("update t_tray"))?;
-            matched &= DB::rows_affected(&done) == 1;
+            matched &= DB::rows_affected(&done) == chunk.len() as u64;
         }
         for status in [crate::metadb::STATUS_OK, crate::metadb::STATUS_OFFLINE] {
             let uuids: Vec<String> = status_only
@@ -286,27 +315,35 @@ where
                 .map_err(write("insert t_tray"))?;
         }
 
-        for key in &plan.port_deletes {
-            let done = sqlx::query("delete from t_port where ip_addr = ? and purpose = ?")
-                .bind(key.ip_addr.clone())
-                .bind(key.purpose)
+        for chunk in plan.port_deletes.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<DB>::new("delete from t_port where ");
+            Self::push_port_keys(&mut query, chunk.iter());
+            let done = query
+                .build()
                 .execute(&mut *conn)
                 .await
                 .map_err(write("delete t_port"))?;
-            matched &= DB::rows_affected(&done) == 1;
+            matched &= DB::rows_affected(&done) == chunk.len() as u64;
         }
-        for (key, port) in &plan.port_updates {
-            let done = sqlx::query(
-                "update t_port set store_id = ?, status = ? where ip_addr = ? and purpose = ?",
-            )
-            .bind(port.store_id)
-            .bind(port.status.clone())
-            .bind(key.ip_addr.clone())
-            .bind(key.purpose)
-            .execute(&mut *conn)
-            .await
-            .map_err(write("update t_port"))?;
-            matched &= DB::rows_affected(&done) == 1;
+        for chunk in plan.port_updates.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<DB>::new("update t_port set store_id = case");
+            for (key, port) in chunk {
+                Self::push_port_key(query.push(" when "), key);
+                query.push(" then ").push_bind(port.store_id);
+            }
+            query.push(" else store_id end, status = case");
+            for (key, port) in chunk {
+                Self::push_port_key(query.push(" when "), key);
+                query.push(" then ").push_bind(port.status.clone());
+            }
+            query.push(" else status end where ");
+            Self::push_port_keys(&mut query, chunk.iter().map(|(key, _)| key));
+            let done = query
+                .build()
+                .execute(&mut *conn)
+                .await
+                .map_err(write("update t_port"))?;
+            matched &= DB::rows_affected(&done) == chunk.len() as u64;
         }
         for chunk in plan.port_inserts.chunks(CHUNK) {
             let mut query =
@@ -324,6 +361,27 @@ where
                 .map_err(write("insert t_port"))?;
         }
         Ok(matched)
+    }
+
+    /// `(ip_addr = ? and purpose = ?)`: a t_port row's key.
+    fn push_port_key(query: &mut QueryBuilder<DB>, key: &PortKey) {
+        query
+            .push("(ip_addr = ")
+            .push_bind(key.ip_addr.clone())
+            .push(" and purpose = ")
+            .push_bind(key.purpose)
+            .push(")");
+    }
+
+    /// `(…) or (…)`: any of these t_port keys. (Row values, `(ip_addr, purpose) in (…)`, are
+    /// spelt differently by SQLite and MySQL.)
+    fn push_port_keys<'k>(query: &mut QueryBuilder<DB>, keys: impl Iterator<Item = &'k PortKey>) {
+        for (i, key) in keys.enumerate() {
+            if i > 0 {
+                query.push(" or ");
+            }
+            Self::push_port_key(query, key);
+        }
     }
 
     /// `update <table> set status = ? where <key> in (…)`, chunked; returns whether every key
