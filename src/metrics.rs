@@ -140,7 +140,7 @@ impl Metrics {
         );
         registry.register(
             "store_rollout_held",
-            "1 while a changed spec waits to replace the store's pod (the UpToDate condition)",
+            "1 while the store's pod does not run its current spec and is not being replaced to (the UpToDate condition is False: a held rollout, or a spec no pod can be made of)",
             metrics.rollout_held.clone(),
         );
         registry.register(

@@ -1415,6 +1415,15 @@ spec:
     assert!(
         reasons(&events_about(&harness, "nowhere").await).contains(&"ConfigInvalid".to_owned())
     );
+    // The gauge behind the PureFlashRolloutStuck alert is the UpToDate condition.
+    let held = format!(
+        "pureflash_store_rollout_held{{namespace=\"{}\",name=\"nowhere\",store_id=\"9\"}}",
+        harness.namespace
+    );
+    wait_for("the rollout-held gauge at 1", async || {
+        (metric(&harness, 0, &held) == Some(1.0)).then_some(())
+    })
+    .await;
     harness.finish().await;
 }
 

@@ -1878,19 +1878,22 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         store_id: store.spec.store_id.to_string(),
     };
     if trusted {
-        let held = new_status.as_ref().and_then(|status| {
-            status
-                .conditions
-                .iter()
-                .find(|c| c.type_ == "RecoveryFrozen" && c.status == "True")
-                .map(|c| c.reason.as_str())
-        });
+        let condition = |kind: &str, value: &str| {
+            new_status.as_ref().and_then(|status| {
+                status
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == kind && c.status == value)
+            })
+        };
+        // The gauges are the conditions: a spec that cannot be rendered holds the rollout
+        // (UpToDate=False, ConfigInvalid) as surely as another store's absence does.
         ctx.metrics.observe_store(
             &labels,
             view.is_some_and(|s| s.alive),
             view.map_or(0, |s| s.trays_online()),
-            held,
-            roll_held.is_some(),
+            condition("RecoveryFrozen", "True").map(|c| c.reason.as_str()),
+            condition("UpToDate", "False").is_some(),
         );
     }
 
