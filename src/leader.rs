@@ -38,6 +38,8 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 const WARN_EVERY: Duration = Duration::from_secs(30);
 /// Reads and writes a release tries before leaving the Lease to expire.
 const RELEASE_ATTEMPTS: usize = 3;
+/// The longest a release may take (with its retries), at most the renew deadline.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Lease settings.
 #[derive(Clone, Debug)]
@@ -343,9 +345,11 @@ pub async fn run(
     }
     deadline.set(None);
     leading.send_replace(false);
-    // Bounded like a renewal: a release that cannot get through is not worth waiting for (the
-    // Lease then expires).
-    if tokio::time::timeout(config.renew_deadline, release(&leases, &config))
+    // A release that cannot get through is not worth waiting for (the Lease then expires); and
+    // the whole stop must fit a Pod's termination grace period (30 s by default) whatever the
+    // lease duration.
+    let bound = config.renew_deadline.min(RELEASE_TIMEOUT);
+    if tokio::time::timeout(bound, release(&leases, &config))
         .await
         .is_err()
     {

@@ -30,7 +30,7 @@ use crate::zk::{ClusterLayout, Mirror};
 
 /// How long a term's tasks get to finish what they are doing once their term is over; then they
 /// are aborted. Within the Pod's default 30 s termination grace period, with room for releasing
-/// the Lease afterwards (bounded by the renew deadline).
+/// the Lease afterwards (at most 5 s) and closing the ZooKeeper session.
 const TERM_STOP_GRACE: Duration = Duration::from_secs(15);
 
 /// How long the startup check of the CRD waits for the API server.
