@@ -107,8 +107,8 @@ impl MetaDb {
         }
     }
 
-    /// Makes every [`MetaDb::apply`] ask `fence` before its first statement and before its
-    /// COMMIT, and roll back when it says no. A leader checks its term this way: the news that
+    /// Makes every [`MetaDb::apply`] ask `fence` before its first statement (once it holds a
+    /// connection) and before its COMMIT, and roll back when it says no. A leader checks its term this way: the news that
     /// the term ended may reach the sync's task late (after a stall of the whole process the
     /// sync can run before the election does), and a transaction committed then would land
     /// on top of the new leader's.
@@ -237,21 +237,27 @@ impl MetaDb {
         if plan.is_empty() {
             return Ok(true);
         }
-        self.check_fence()?;
-        // One row is one statement, atomic on its own: skip BEGIN and COMMIT round trips.
+        // One row is one statement, atomic on its own: skip BEGIN and COMMIT round trips. The
+        // fence is asked once a connection is in hand: getting one may take seconds (a ping,
+        // a reconnect after the server dropped an idle one).
         if plan.write_count() == 1 {
             return match &self.pool {
                 Pool::Sqlite(pool) => {
-                    Sql::<Sqlite>::apply(&mut *self.acquire(pool).await?, plan).await
+                    let mut conn = self.acquire(pool).await?;
+                    self.check_fence()?;
+                    Sql::<Sqlite>::apply(&mut conn, plan).await
                 }
                 Pool::MySql(pool) => {
-                    Sql::<MySql>::apply(&mut *self.acquire(pool).await?, plan).await
+                    let mut conn = self.acquire(pool).await?;
+                    self.check_fence()?;
+                    Sql::<MySql>::apply(&mut conn, plan).await
                 }
             };
         }
         match &self.pool {
             Pool::Sqlite(pool) => {
                 let mut conn = self.acquire(pool).await?;
+                self.check_fence()?;
                 let mut tx = conn.begin().await.map_err(|e| self.connect_error(e))?;
                 let matched = Sql::<Sqlite>::apply(&mut tx, plan).await?;
                 // Dropping `tx` rolls it back.
@@ -261,6 +267,7 @@ impl MetaDb {
             }
             Pool::MySql(pool) => {
                 let mut conn = self.acquire(pool).await?;
+                self.check_fence()?;
                 let mut tx = conn.begin().await.map_err(|e| self.connect_error(e))?;
                 let matched = Sql::<MySql>::apply(&mut tx, plan).await?;
                 self.check_fence()?;
