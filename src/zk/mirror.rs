@@ -792,6 +792,9 @@ async fn apply_batch(
         distrust_while_disconnected(client, publisher, futures::future::join_all(reads)).await;
     debug!(events = batch.len(), reads = results.len(), "watch events");
     let mut reread_failed = false;
+    // A node ZooKeeper refused to read, recorded once what the batch changed is published (so
+    // that its own publish does not swallow the changes' news).
+    let mut refused: Option<String> = None;
     let mut touched = Vec::new();
     let mut dirs_changed = false;
     for step in &steps {
@@ -806,11 +809,7 @@ async fn apply_batch(
             Some(Err(zk::Error::NoNode)) => NodeUpdate::Deleted,
             Some(Err(error)) => {
                 debug!(%error, %dir, rel = %step.rel, "could not read node data; will reload");
-                publisher.set_read_failure(format!(
-                    "cannot read {}/{dir}/{} from ZooKeeper: {error}",
-                    layout.stores(),
-                    step.rel
-                ));
+                refused = refused.or_else(|| refusal(layout, dir, &step.rel, error));
                 reread_failed = true;
                 continue;
             }
@@ -841,11 +840,7 @@ async fn apply_batch(
                 Err(zk::Error::NoNode) => NodeUpdate::Deleted,
                 Err(error) => {
                     debug!(%error, %dir, "could not read alive's owner; will reload");
-                    publisher.set_read_failure(format!(
-                        "cannot read {}/{dir}/{} from ZooKeeper: {error}",
-                        layout.stores(),
-                        step.rel
-                    ));
+                    refused = refused.or_else(|| refusal(layout, dir, &step.rel, error));
                     reread_failed = true;
                     continue;
                 }
@@ -856,12 +851,26 @@ async fn apply_batch(
         }
         publish_touched(publisher, touched, false);
     }
+    if let Some(refused) = refused {
+        publisher.set_read_failure(refused);
+    }
 
     apply_session_changes(
         publisher,
         &session_changes,
         BatchOutcome::Applied { reread_failed },
     )
+}
+
+/// What to record of a failed re-read: only a refusal (an ACL) leaves the view missing a node
+/// while the session goes on; a lost connection or session brings its own reload.
+fn refusal(layout: &ClusterLayout, dir: &str, rel: &str, error: &zk::Error) -> Option<String> {
+    (*error == zk::Error::NoAuth).then(|| {
+        format!(
+            "ZooKeeper refused to read {}/{dir}/{rel}: {error}",
+            layout.stores()
+        )
+    })
 }
 
 /// Awaits `work` (reads). A read sent while the connection is down waits for it to come back,
