@@ -57,6 +57,19 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         .or_else(|| std::env::var("POD_NAMESPACE").ok())
         .unwrap_or_else(|| "default".into());
 
+    // Before anything is spawned: a startup error returns with nothing left running.
+    let lease = LeaseConfig::new(
+        &args.lease.lease_name,
+        &lease_namespace,
+        &identity,
+        args.lease.lease_duration,
+    );
+    let lease_client = leader::lease_client(kube_config, &lease).map_err(|e| {
+        crate::Error::Kube(format!(
+            "cannot build a Kubernetes client for the Lease: {e}"
+        ))
+    })?;
+
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::sync_command::cancel_on_signal(shutdown.clone()));
     let metrics = Arc::new(Metrics::new());
@@ -107,17 +120,6 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         shutdown.clone(),
     ));
 
-    let lease = LeaseConfig::new(
-        &args.lease.lease_name,
-        &lease_namespace,
-        &identity,
-        args.lease.lease_duration,
-    );
-    let lease_client = leader::lease_client(kube_config, &lease).map_err(|e| {
-        crate::Error::Kube(format!(
-            "cannot build a Kubernetes client for the Lease: {e}"
-        ))
-    })?;
     // Not `shutdown`: the Lease is released only once the term has stopped (below).
     let election_stop = CancellationToken::new();
     let term_deadline = leader::TermDeadline::default();
@@ -224,7 +226,12 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = term_ended.cancelled() => {
-                    fatal = Some("the controller or the DB sync stopped while leading".to_owned());
+                    // The DB sync ends when the mirror's snapshots do: name the cause.
+                    fatal = Some(if mirror_gone.is_cancelled() {
+                        MIRROR_GONE
+                    } else {
+                        "the controller or the DB sync stopped while leading"
+                    }.to_owned());
                     break;
                 }
                 _ = mirror_gone.cancelled() => {
