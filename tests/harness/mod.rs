@@ -636,13 +636,14 @@ impl Harness {
         );
     }
 
-    /// Stops replica `index` gracefully (SIGTERM) and waits for it.
+    /// Stops replica `index` gracefully (SIGTERM) and waits for it. The wait blocks its thread
+    /// (seconds): the runtime's other tasks, an in-process emulator's among them, move off it.
     pub fn stop_operator(&mut self, index: usize) -> std::process::ExitStatus {
         let mut child = self.operators[index].child.take().expect("replica running");
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        child.wait().expect("operator exit status")
+        tokio::task::block_in_place(|| child.wait().expect("operator exit status"))
     }
 
     /// Waits for replica `index` to exit on its own (a startup error) and returns its status.

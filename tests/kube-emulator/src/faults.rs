@@ -16,6 +16,9 @@ pub struct Matcher {
     pub name: Option<String>,
     /// `status` to target only status writes.
     pub subresource: Option<String>,
+    /// Only requests whose body does not contain this text (a Lease release, say, which
+    /// carries no `"holderIdentity":"…"`, unlike a renewal).
+    pub body_lacks: Option<String>,
 }
 
 impl Matcher {
@@ -41,6 +44,11 @@ impl Matcher {
         self
     }
 
+    pub fn body_lacks(mut self, text: &str) -> Matcher {
+        self.body_lacks = Some(text.to_owned());
+        self
+    }
+
     fn matches(&self, request: &RequestInfo<'_>) -> bool {
         let field = |want: &Option<String>, have: Option<&str>| {
             want.as_deref().is_none_or(|w| Some(w) == have)
@@ -50,6 +58,12 @@ impl Matcher {
             && field(&self.namespace, request.namespace)
             && field(&self.name, request.name)
             && field(&self.subresource, request.subresource)
+            && self.body_lacks.as_deref().is_none_or(|text| {
+                !request
+                    .body
+                    .windows(text.len().max(1))
+                    .any(|w| w == text.as_bytes())
+            })
     }
 }
 
@@ -61,6 +75,7 @@ pub struct RequestInfo<'a> {
     pub namespace: Option<&'a str>,
     pub name: Option<&'a str>,
     pub subresource: Option<&'a str>,
+    pub body: &'a [u8],
 }
 
 /// What happens to a matching request.
@@ -158,6 +173,7 @@ mod tests {
             namespace: Some("ns"),
             name: Some("p"),
             subresource: None,
+            body: b"",
         };
         let get = RequestInfo {
             verb: "get",
@@ -169,5 +185,31 @@ mod tests {
         assert_eq!(faults.take(&patch), Some(Action::Fail(500)));
         assert_eq!(faults.pending(), 0);
         assert_eq!(faults.take(&patch), None);
+    }
+
+    #[test]
+    fn a_rule_can_spare_requests_whose_body_has_a_text() {
+        let faults = Faults::default();
+        faults.inject(
+            Matcher::verb("update")
+                .on("leases")
+                .body_lacks("holderIdentity"),
+            Action::Fail(409),
+            1,
+        );
+        let renewal = RequestInfo {
+            verb: "update",
+            resource: "leases",
+            namespace: Some("ns"),
+            name: Some("op"),
+            subresource: None,
+            body: br#"{"spec":{"holderIdentity":"a"}}"#,
+        };
+        let release = RequestInfo {
+            body: br#"{"spec":{"leaseDurationSeconds":15}}"#,
+            ..renewal
+        };
+        assert_eq!(faults.take(&renewal), None);
+        assert_eq!(faults.take(&release), Some(Action::Fail(409)));
     }
 }

@@ -332,20 +332,6 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Body>) -> Response {
             )));
         }
     };
-    let info = RequestInfo {
-        verb,
-        resource: &rt.plural,
-        namespace: namespace.as_deref(),
-        name: name.as_deref(),
-        subresource: subresource.as_deref(),
-    };
-    match shared.faults.take(&info) {
-        Some(Action::Fail(code)) => {
-            return error_response(&injected(code, &rt, name.as_deref().unwrap_or_default()));
-        }
-        Some(Action::Delay(delay)) => tokio::time::sleep(delay).await,
-        None => {}
-    }
     let bytes = match axum::body::to_bytes(body, 64 << 20).await {
         Ok(bytes) => bytes,
         Err(error) => {
@@ -354,6 +340,21 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Body>) -> Response {
             )));
         }
     };
+    let info = RequestInfo {
+        verb,
+        resource: &rt.plural,
+        namespace: namespace.as_deref(),
+        name: name.as_deref(),
+        subresource: subresource.as_deref(),
+        body: &bytes,
+    };
+    match shared.faults.take(&info) {
+        Some(Action::Fail(code)) => {
+            return error_response(&injected(code, &rt, name.as_deref().unwrap_or_default()));
+        }
+        Some(Action::Delay(delay)) => tokio::time::sleep(delay).await,
+        None => {}
+    }
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
