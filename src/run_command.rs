@@ -80,7 +80,10 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         resync_interval: args.zk.resync_interval,
     };
     info!(zk = %mirror_config.connect, cluster = mirror_config.layout.cluster(), %identity, "starting the operator");
-    let mirror = Mirror::spawn(mirror_config.clone(), shutdown.clone());
+    // Not `shutdown`: the term's last reconciles, finishing within its stop grace, must still
+    // see a trusted view, or they would write every store Unknown on their way out.
+    let mirror_stop = CancellationToken::new();
+    let mirror = Mirror::spawn(mirror_config.clone(), mirror_stop.clone());
     // The mirror ends by itself only if it failed: then this replica stops (its view is
     // marked untrusted already, so nothing was decided on it meanwhile).
     let mirror_gone = CancellationToken::new();
@@ -291,6 +294,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     election_stop.cancel();
     let _ = election.await;
     let _ = admin.await;
+    mirror_stop.cancel();
     if let Err(why) = mirror.join().await {
         fatal.get_or_insert(format!("the ZooKeeper mirror failed: {why}"));
     }
