@@ -204,6 +204,30 @@ impl Trials {
     }
 }
 
+/// Runs `sync --once` of `cluster` into `url`; it must succeed.
+fn sync_once(zk_server: &ZooKeeper, cluster: &str, url: &str) {
+    let status = operator(&[
+        "sync",
+        "--once",
+        "--zk",
+        &zk_server.connect_string(),
+        "--cluster",
+        cluster,
+        "--db",
+        url,
+    ])
+    .status()
+    .unwrap();
+    assert!(status.success(), "sync --once: {status}");
+}
+
+/// `median 235 ms (runs: 235, 246, 224)`.
+fn median_of_runs(median: Duration, runs: &[Duration]) -> String {
+    let ms = |d: &Duration| format!("{:.0}", d.as_secs_f64() * 1000.0);
+    let runs: Vec<String> = runs.iter().map(ms).collect();
+    format!("median {} ms (runs: {})", ms(&median), runs.join(", "))
+}
+
 /// (c): `sync --once` into an empty database, median of 3, at 100 / 1000 / 3000 stores.
 async fn initial_sync(zk_server: &ZooKeeper, db: &MariaDb) -> String {
     let mut out = String::new();
@@ -222,20 +246,8 @@ async fn initial_sync(zk_server: &ZooKeeper, db: &MariaDb) -> String {
             db.admin_sql(&format!("create database {name}"));
             let url = db.url(&name);
             let t0 = Instant::now();
-            let status = operator(&[
-                "sync",
-                "--once",
-                "--zk",
-                &zk_server.connect_string(),
-                "--cluster",
-                &cluster,
-                "--db",
-                &url,
-            ])
-            .status()
-            .unwrap();
+            sync_once(zk_server, &cluster, &url);
             let elapsed = t0.elapsed();
-            assert!(status.success());
             let pool = MySqlPool::connect(&url).await.unwrap();
             assert_eq!(
                 count_status(&pool, "OK").await,
@@ -253,12 +265,8 @@ async fn initial_sync(zk_server: &ZooKeeper, db: &MariaDb) -> String {
         let m = median(runs.clone());
         medians.push((stores, m));
         out += &format!(
-            "(c) initial sync, {stores} stores x {TRAYS} trays x 2 ports into an empty DB: median {:.0} ms (runs: {})\n",
-            m.as_secs_f64() * 1000.0,
-            runs.iter()
-                .map(|r| format!("{:.0}", r.as_secs_f64() * 1000.0))
-                .collect::<Vec<_>>()
-                .join(", ")
+            "(c) initial sync, {stores} stores x {TRAYS} trays x 2 ports into an empty DB: {}\n",
+            median_of_runs(m, &runs)
         );
     }
     let (_, m1000) = medians[1];
@@ -281,30 +289,16 @@ async fn repair(zk_server: &ZooKeeper, db: &MariaDb) -> String {
             .await
             .unwrap();
         populate(&admin, &admin, &cluster, stores, &[]).await;
-        let sync_once = |url: &str| {
-            operator(&[
-                "sync",
-                "--once",
-                "--zk",
-                &zk_server.connect_string(),
-                "--cluster",
-                &cluster,
-                "--db",
-                url,
-            ])
-            .status()
-            .unwrap()
-        };
         // What the DB reads when it is right.
         let reference = format!("repair{stores}_ref");
         db.admin_sql(&format!("create database {reference}"));
-        assert!(sync_once(&db.url(&reference)).success());
+        sync_once(zk_server, &cluster, &db.url(&reference));
         let mut runs = Vec::new();
         for run in 0..3 {
             let name = format!("repair{stores}_{run}");
             db.admin_sql(&format!("create database {name}"));
             let url = db.url(&name);
-            assert!(sync_once(&url).success());
+            sync_once(zk_server, &cluster, &url);
             db.admin_sql(&format!(
                 "use {name}; \
                  update t_tray set store_id = store_id % {stores} + 1; \
@@ -313,7 +307,7 @@ async fn repair(zk_server: &ZooKeeper, db: &MariaDb) -> String {
                    select concat('s', ip_addr), store_id, purpose, status from t_port"
             ));
             let t0 = Instant::now();
-            assert!(sync_once(&url).success());
+            sync_once(zk_server, &cluster, &url);
             let elapsed = t0.elapsed();
             let differences = db.admin_sql(&format!(
                 "select \
@@ -334,15 +328,11 @@ async fn repair(zk_server: &ZooKeeper, db: &MariaDb) -> String {
         let m = median(runs.clone());
         medians.push(m);
         out += &format!(
-            "(e) repair, {stores} stores: {} tray and {} port rows re-homed, {} stale ports deleted: median {:.0} ms (runs: {})\n",
+            "(e) repair, {stores} stores: {} tray and {} port rows re-homed, {} stale ports deleted: {}\n",
             stores * TRAYS,
             stores * 2,
             stores * 2,
-            m.as_secs_f64() * 1000.0,
-            runs.iter()
-                .map(|r| format!("{:.0}", r.as_secs_f64() * 1000.0))
-                .collect::<Vec<_>>()
-                .join(", ")
+            median_of_runs(m, &runs)
         );
     }
     out += &format!(

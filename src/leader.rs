@@ -887,6 +887,27 @@ mod tests {
             (emulator, client, lease)
         }
 
+        /// Runs an election; returns whether it leads, its stop, and its task.
+        fn elect(
+            client: Client,
+            config: LeaseConfig,
+        ) -> (
+            watch::Receiver<bool>,
+            CancellationToken,
+            tokio::task::JoinHandle<()>,
+        ) {
+            let (leading_tx, leading) = watch::channel(false);
+            let stop = CancellationToken::new();
+            let election = tokio::spawn(run(
+                client,
+                config,
+                leading_tx,
+                TermDeadline::default(),
+                stop.clone(),
+            ));
+            (leading, stop, election)
+        }
+
         async fn becomes(leading: &mut watch::Receiver<bool>, want: bool) {
             tokio::time::timeout(PATIENCE, leading.wait_for(|&l| l == want))
                 .await
@@ -905,15 +926,7 @@ mod tests {
             // its requests itself, whatever client it is given.
             let url = emulator.url().parse().unwrap();
             let client = Client::try_from(kube::Config::new(url)).unwrap();
-            let (leading_tx, mut leading) = watch::channel(false);
-            let stop = CancellationToken::new();
-            let election = tokio::spawn(run(
-                client,
-                config,
-                leading_tx,
-                TermDeadline::default(),
-                stop.clone(),
-            ));
+            let (mut leading, stop, election) = elect(client, config);
             becomes(&mut leading, true).await;
             // The API server accepts requests and never answers (in practice: an overloaded
             // server, or retries of 429/503 with long backoffs).
@@ -932,15 +945,7 @@ mod tests {
         async fn a_renewal_that_meets_a_changed_lease_reads_it_again_instead_of_stepping_down() {
             let (emulator, client, config) = emulator().await;
             let renew_every = config.renew_every;
-            let (leading_tx, mut leading) = watch::channel(false);
-            let stop = CancellationToken::new();
-            let election = tokio::spawn(run(
-                client,
-                config,
-                leading_tx,
-                TermDeadline::default(),
-                stop.clone(),
-            ));
+            let (mut leading, stop, election) = elect(client, config);
             becomes(&mut leading, true).await;
             leading.borrow_and_update();
             emulator
@@ -992,15 +997,7 @@ mod tests {
                 spec: Some(ahead),
             };
             leases.create(&PostParams::default(), &lease).await.unwrap();
-            let (leading_tx, mut leading) = watch::channel(false);
-            let stop = CancellationToken::new();
-            let election = tokio::spawn(run(
-                client,
-                config,
-                leading_tx,
-                TermDeadline::default(),
-                stop.clone(),
-            ));
+            let (mut leading, stop, election) = elect(client, config);
             becomes(&mut leading, true).await;
             let taken = leases.get("op").await.unwrap();
             assert_eq!(holder(&taken), Some("a"));
@@ -1012,15 +1009,7 @@ mod tests {
         async fn stopping_releases_the_lease() {
             let (_emulator, client, config) = emulator().await;
             let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
-            let (leading_tx, mut leading) = watch::channel(false);
-            let stop = CancellationToken::new();
-            let election = tokio::spawn(run(
-                client,
-                config,
-                leading_tx,
-                TermDeadline::default(),
-                stop.clone(),
-            ));
+            let (mut leading, stop, election) = elect(client, config);
             becomes(&mut leading, true).await;
             assert_eq!(holder(&leases.get("op").await.unwrap()), Some("a"));
             stop.cancel();

@@ -108,10 +108,10 @@ impl MetaDb {
     }
 
     /// Makes every [`MetaDb::apply`] ask `fence` before its first statement (once it holds a
-    /// connection) and before its COMMIT, and roll back when it says no. A leader checks its term this way: the news that
-    /// the term ended may reach the sync's task late (after a stall of the whole process the
-    /// sync can run before the election does), and a transaction committed then would land
-    /// on top of the new leader's.
+    /// connection) and before its COMMIT, and roll back when it says no. A leader checks its
+    /// term this way: the news that the term ended may reach the sync's task late (after a
+    /// stall of the whole process the sync can run before the election does), and a
+    /// transaction committed then would land on top of the new leader's.
     pub fn fenced_by(mut self, fence: WriteFence) -> MetaDb {
         self.fence = Some(fence);
         self
