@@ -1415,12 +1415,15 @@ spec:
         "{}",
         up_to_date.message
     );
-    let store = stores.get("nowhere").await.unwrap();
-    let alive = condition(&store, "Alive").expect("Alive condition");
-    assert_eq!(
-        (alive.status.as_str(), alive.reason.as_str()),
-        ("False", "NotRegistered")
-    );
+    // The first status may come before the operator's ZooKeeper view is loaded (Alive Unknown,
+    // ViewUntrusted); then the view says the store is not registered.
+    wait_for("nowhere: Alive=False NotRegistered", async || {
+        let store = stores.get("nowhere").await.ok()?;
+        condition(&store, "Alive")
+            .filter(|c| c.status == "False" && c.reason == "NotRegistered")
+            .map(|_| ())
+    })
+    .await;
     let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
     assert_eq!(pod_uid(&pods, "nowhere-pfs").await, None);
     assert!(
