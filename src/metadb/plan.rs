@@ -1276,6 +1276,71 @@ mod tests {
     }
 
     #[test]
+    fn address_moves_that_work_only_in_one_row_order_are_refused() {
+        // Store 2 leaves 10.5.5.2 and store 1 takes it: fine one row after the other, in this
+        // order only. A multi-row UPDATE picks its own order, so the model refuses it; a plan
+        // sets store 2 aside first.
+        let rows = DbRows::synced_from(&view([
+            StoreView::test(1).at("10.5.5.1"),
+            StoreView::test(2).at("10.5.5.2"),
+        ]));
+        let moves = |vacates: Vec<i64>| Plan {
+            store_vacates: vacates,
+            store_updates: vec![
+                StoreUpdate {
+                    id: 2,
+                    mngt_ip: Some("10.5.5.3".into()),
+                    status: None,
+                },
+                StoreUpdate {
+                    id: 1,
+                    mngt_ip: Some("10.5.5.2".into()),
+                    status: None,
+                },
+            ],
+            ..Plan::default()
+        };
+        assert_eq!(
+            rows.clone().apply(&moves(vec![])),
+            Err(ConstraintError::DuplicateMngtIp("10.5.5.2".into()))
+        );
+        let mut after = rows.clone();
+        after.apply(&moves(vec![2])).expect("applies in any order");
+        assert_eq!(after.stores[&1].mngt_ip, "10.5.5.2");
+        assert_eq!(after.stores[&2].mngt_ip, "10.5.5.3");
+        let (plan, _) = plan_and_apply(
+            &view([
+                StoreView::test(1).at("10.5.5.2"),
+                StoreView::test(2).at("10.5.5.3"),
+            ]),
+            &rows,
+        );
+        assert_eq!(plan.store_vacates, vec![2]);
+    }
+
+    #[test]
+    fn two_updates_taking_one_address_are_refused() {
+        let rows = DbRows::synced_from(&view([
+            StoreView::test(1).at("10.5.5.1"),
+            StoreView::test(2).at("10.5.5.2"),
+        ]));
+        let plan = Plan {
+            store_updates: [1, 2]
+                .map(|id| StoreUpdate {
+                    id,
+                    mngt_ip: Some("10.5.5.9".into()),
+                    status: None,
+                })
+                .into(),
+            ..Plan::default()
+        };
+        assert_eq!(
+            rows.clone().apply(&plan),
+            Err(ConstraintError::DuplicateMngtIp("10.5.5.9".into()))
+        );
+    }
+
+    #[test]
     fn equal_claims_keep_the_lowest_id() {
         let u = uuid(1);
         let v = view([

@@ -143,6 +143,22 @@ impl DbRows {
         for &id in &plan.store_vacates {
             set_ip(&mut self.stores, &mut ips, id, &vacated_mngt_ip(id))?;
         }
+        // The address updates run as multi-row statements, whose rows the database updates
+        // (and checks against the unique index) in any order: each target must be free before
+        // the statement, not merely by the time its row comes.
+        let mut targets: HashSet<Cow<'_, str>> = HashSet::new();
+        for update in &plan.store_updates {
+            let Some(ip) = &update.mngt_ip else { continue };
+            let key = mngt_ip_key(ip);
+            let own = self
+                .stores
+                .get(&update.id)
+                .is_some_and(|row| mngt_ip_key(&row.mngt_ip) == key);
+            if !own && (ips.get(key.as_ref()).is_some_and(|&held| held > 0) || !targets.insert(key))
+            {
+                return Err(ConstraintError::DuplicateMngtIp(ip.clone()));
+            }
+        }
         for update in &plan.store_updates {
             if let Some(ip) = &update.mngt_ip {
                 set_ip(&mut self.stores, &mut ips, update.id, ip)?;

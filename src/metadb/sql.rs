@@ -194,19 +194,44 @@ where
         }
         let (status_only, with_ip): (Vec<_>, Vec<_>) =
             plan.store_updates.iter().partition(|u| u.mngt_ip.is_none());
-        for update in with_ip {
-            let mut query = QueryBuilder::<DB>::new("update t_store set mngt_ip = ");
-            query.push_bind(update.mngt_ip.clone().unwrap_or_default());
-            if let Some(status) = update.status {
-                query.push(", status = ").push_bind(status);
+        // The databases check the unique index row by row, in an order of their choosing: the
+        // plan has set aside every row whose address another row takes, so no target is held
+        // by anyone when this runs, and any order goes through.
+        for chunk in with_ip.chunks(ROWS_PER_STATEMENT) {
+            let mut query = QueryBuilder::<DB>::new("update t_store set mngt_ip = case id");
+            for update in chunk {
+                query
+                    .push(" when ")
+                    .push_bind(update.id)
+                    .push(" then ")
+                    .push_bind(update.mngt_ip.clone().unwrap_or_default());
             }
-            query.push(" where id = ").push_bind(update.id);
+            query.push(" else mngt_ip end");
+            if chunk.iter().any(|u| u.status.is_some()) {
+                query.push(", status = case id");
+                for update in chunk {
+                    if let Some(status) = update.status {
+                        query
+                            .push(" when ")
+                            .push_bind(update.id)
+                            .push(" then ")
+                            .push_bind(status);
+                    }
+                }
+                query.push(" else status end");
+            }
+            query.push(" where id in (");
+            let mut ids = query.separated(", ");
+            for update in chunk {
+                ids.push_bind(update.id);
+            }
+            query.push(")");
             let done = query
                 .build()
                 .execute(&mut *conn)
                 .await
                 .map_err(write("update t_store"))?;
-            matched &= DB::rows_affected(&done) == 1;
+            matched &= DB::rows_affected(&done) == chunk.len() as u64;
         }
         for status in [crate::metadb::STATUS_OK, crate::metadb::STATUS_OFFLINE] {
             let ids: Vec<i64> = status_only
