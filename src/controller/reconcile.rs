@@ -1421,7 +1421,14 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         created_now = map_current;
     }
     if let (true, Some((hash, _))) = (created_now, &rendered) {
-        let predecessor = predecessor(&view_now, store.spec.store_id);
+        // The Pod a recorded restart force-deleted may still have a pfs dying on its node, one
+        // that can register yet: a store offline now tells nothing about whose `alive` comes
+        // next.
+        let predecessor = if previous.unfinished_restart.is_some() {
+            Predecessor::Unknown
+        } else {
+            predecessor(&view_now, store.spec.store_id)
+        };
         let created = ctx
             .leading(pods.patch(
                 &pod_name,
@@ -1670,24 +1677,21 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         }
         // Record first, act second: a leader that dies in between has written that it restarted
         // and which Pod it kills, so its successor finishes that restart instead of making
-        // another. A restart being finished is recorded already, unless it also answers a
-        // manual request made meanwhile.
+        // another. A restart being finished is recorded already, and is written all the same:
+        // the write's version precondition is what proves the status it was decided from is
+        // still the latest (a former leader's late write may have settled that restart, and a
+        // finishing restart skips the grace, the backoff and the budget).
         let recorded = compute(Some(&restart), facts.as_ref());
-        if !decision.finishes
-            || recorded.last_manual_restart != previous.last_manual_restart
-            || recorded.unfinished_restart != previous.unfinished_restart
-        {
-            // Should the write land after this gives up, the restart stands recorded and the
-            // next reconcile finishes it.
-            let result = under_restart_lock(ctx.leading(apply_status(
-                &stores,
-                &name,
-                baseline.version.as_deref(),
-                &recorded,
-            )))
-            .await??;
-            ctx.written.wrote(store, &recorded, result);
-        }
+        // Should the write land after this gives up, the restart stands recorded and the next
+        // reconcile finishes it.
+        let result = under_restart_lock(ctx.leading(apply_status(
+            &stores,
+            &name,
+            baseline.version.as_deref(),
+            &recorded,
+        )))
+        .await??;
+        ctx.written.wrote(store, &recorded, result);
         // A Pod this reconcile just created starts a fresh pfs: that is the restart asked for
         // (a manual one; an automatic one needs a running Pod), not a Pod to kill.
         let to_kill = facts.as_ref().filter(|_| !created_now);
@@ -2201,7 +2205,11 @@ const STALE_STATUS_SPEEDUP: u32 = 8;
 /// Requeue after a failed reconcile, later after each consecutive failure.
 pub fn error_policy(store: Arc<PureFlashStore>, error: &Error, ctx: Arc<Context>) -> Action {
     if let Error::TermEnded = error {
-        return Action::await_change();
+        // A term that really ended takes its controller with it, requeue and all. But the
+        // deadline may have lapsed only to be met by a renewal landing at that very moment
+        // (after a stall, say): the term goes on, and this store must still be looked at
+        // again, events or not.
+        return Action::requeue(ctx.settings.requeue);
     }
     let retry_in = ctx
         .failures
