@@ -1,7 +1,7 @@
 //! Benchmark of `pureflash-operator run` at scale: a real ZooKeeper, the Kubernetes API
 //! emulator, and the release operator binary as its own process.
 //!
-//!     cargo bench --bench controller             # 100 and 1000 stores, about 4 minutes
+//!     cargo bench --bench controller             # 100 and 1000 stores, about 5 minutes
 //!     cargo bench --bench controller -- 3000     # other sizes
 //!
 //! Per size N (N PureFlashStores in one namespace, N stores registered in ZooKeeper):
@@ -10,12 +10,16 @@
 //!     and resource, from the emulator's audit log and the operator's reconcile counter;
 //! (c) one store's `alive` deleted → its status reads Offline; created again → Online
 //!     (p50/p95/max over 25 trials after 5 warm-up, each on another store);
-//! (d) takeover: a new operator process (a new leader) starts with every store's Pod and
+//! (e) mass offline: every Pod is marked Running (its pfs counts for the recovery freeze), then
+//!     the ZooKeeper session holding every `alive` closes at once → all N statuses read Offline
+//!     (recovery frozen, no Pod deleted); every `alive` registered again → all N Online. Wall
+//!     time and the operator's CPU time for each wave.
+//! (f) takeover: a new operator process (a new leader) starts with every store's Pod and
 //!     ConfigMap in place; the API requests until it has reconciled every store once, and how
 //!     long that took.
 //!
-//! The stores' Pods are not run (no node agent: they stay Pending), so recovery never acts and
-//! every figure is the controller's own work. The operator authenticates with a token, so the
+//! The stores' Pods are not run (no node agent: they stay Pending until (e) sets their status
+//! as a kubelet would), so recovery never acts and every figure is the controller's own work. The operator authenticates with a token, so the
 //! emulator audits its requests and only its requests. The emulator runs on a runtime thread of
 //! its own; it is the API server in every figure, so absolute times include its costs too.
 
@@ -27,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -41,7 +45,7 @@ use testkit::zookeeper::ZooKeeper;
 use tokio::sync::Notify;
 use zookeeper_client::{self as zk, Acls, CreateMode};
 
-use common::{median, operator, populate, stats, stop};
+use common::{median, operator, populate, register_alive, stats, stop};
 
 const CRD: &str = include_str!("../crds/pureflashstore.yaml");
 const TOKEN: &str = "bench-operator-token";
@@ -170,6 +174,19 @@ impl Phases {
             .values()
             .filter(|changes| changes.last().is_some_and(|(p, _)| *p == Some(phase)))
             .count()
+    }
+
+    /// When the first store read `phase` after `since`, if one has.
+    fn first_reached(&self, phase: Phase, since: Instant) -> Option<Instant> {
+        let by_name = self.by_name.lock().expect("phases lock");
+        by_name
+            .values()
+            .filter_map(|changes| {
+                changes
+                    .iter()
+                    .find_map(|(p, at)| (*p == Some(phase) && *at >= since).then_some(*at))
+            })
+            .min()
     }
 
     /// When `name` first read `phase` after `since` (waits for it).
@@ -315,9 +332,47 @@ async fn one_size(emulator: &Emulator, client: &Client, zk_server: &ZooKeeper, n
             online.push(t_online.saturating_duration_since(t1));
         }
     }
+
+    // (e) Mass offline and back.
+    mark_pods_running(client, &namespace, n).await;
+    let operator_pid = process.0.id();
+    let audited_before = operator_requests(emulator).len();
+    let (cpu_before, t0) = (cpu_time(operator_pid), Instant::now());
+    drop(owner);
+    phases
+        .until(Duration::from_secs(600), || {
+            (phases.count(Phase::Offline) == n as usize).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("not every store became Offline"));
+    let mass_offline = (
+        t0.elapsed(),
+        cpu_time(operator_pid) - cpu_before,
+        first_after(&phases, Phase::Offline, t0),
+    );
+    let deleted = operator_requests(emulator)[audited_before..]
+        .iter()
+        .filter(|r| *r == "delete pods")
+        .count();
+    let owner = zk::Client::connect(&zk_server.connect_string())
+        .await
+        .expect("ZooKeeper");
+    let (cpu_before, t0) = (cpu_time(operator_pid), Instant::now());
+    register_alive(&owner, &cluster, &(1..=n).collect::<Vec<_>>()).await;
+    phases
+        .until(Duration::from_secs(600), || {
+            (phases.count(Phase::Online) == n as usize).then_some(())
+        })
+        .await
+        .unwrap_or_else(|| panic!("not every store became Online again"));
+    let mass_online = (
+        t0.elapsed(),
+        cpu_time(operator_pid) - cpu_before,
+        first_after(&phases, Phase::Online, t0),
+    );
     stop(&mut process.0);
 
-    // (d) Takeover: what a new leader asks of the API before it has looked at every store.
+    // (f) Takeover: what a new leader asks of the API before it has looked at every store.
     let (mut process, admin_address, audited_before, started) = launch();
     let deadline = Instant::now() + Duration::from_secs(300);
     let takeover = loop {
@@ -364,7 +419,19 @@ async fn one_size(emulator: &Emulator, client: &Client, zk_server: &ZooKeeper, n
         );
     }
     out += &format!(
-        "(d) takeover: a new operator reconciled all {n} in {:.2} s with {} API requests ({:.2} per store)\n",
+        "(e) all {n} alive gone at once -> all Offline: {:.2} s (first {:.2} s), operator CPU {:.2} s, pods deleted {deleted}\n",
+        mass_offline.0.as_secs_f64(),
+        mass_offline.2.as_secs_f64(),
+        mass_offline.1.as_secs_f64(),
+    );
+    out += &format!(
+        "    all {n} alive back -> all Online: {:.2} s (first {:.2} s), operator CPU {:.2} s\n",
+        mass_online.0.as_secs_f64(),
+        mass_online.2.as_secs_f64(),
+        mass_online.1.as_secs_f64(),
+    );
+    out += &format!(
+        "(f) takeover: a new operator reconciled all {n} in {:.2} s with {} API requests ({:.2} per store)\n",
         takeover.as_secs_f64(),
         takeover_requests.len(),
         takeover_requests.len() as f64 / f64::from(n),
@@ -372,6 +439,106 @@ async fn one_size(emulator: &Emulator, client: &Client, zk_server: &ZooKeeper, n
     out += &breakdown(&takeover_requests);
     eprint!("{out}");
     out
+}
+
+/// Sets every Pod of `namespace` Running with its pfs container started, as a kubelet would,
+/// and waits until the operator has seen it in each store (PodReady).
+async fn mark_pods_running(client: &Client, namespace: &str, n: u32) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let listed = pods.list(&Default::default()).await.expect("pods listed");
+    assert_eq!(listed.items.len(), n as usize, "one Pod per store");
+    // Started when created: the operator's start grace (`--start-grace`, 30 s) runs from then.
+    let running = |pod: &Pod| {
+        let started = pod.metadata.creation_timestamp.clone().expect("created");
+        Patch::Merge(json!({"status": {
+            "phase": "Running",
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": started}],
+            "containerStatuses": [{
+                "name": pureflash_operator::controller::pods::CONTAINER,
+                "image": "pfs", "imageID": "", "ready": true, "restartCount": 0,
+                "state": {"running": {"startedAt": started}},
+            }],
+        }}))
+    };
+    let params = PatchParams::default();
+    for chunk in listed.items.chunks(50) {
+        for result in futures::future::join_all(chunk.iter().map(|pod| {
+            let (pods, params, patch) = (&pods, &params, running(pod));
+            async move {
+                pods.patch_status(pod.metadata.name.as_deref().expect("named"), params, &patch)
+                    .await
+            }
+        }))
+        .await
+        {
+            result.expect("Pod status patched");
+        }
+    }
+    // Every pfs past its start grace, so that offline reads Offline, not Starting.
+    let youngest = listed
+        .items
+        .iter()
+        .filter_map(|pod| pod.metadata.creation_timestamp.as_ref())
+        .map(|t| t.0)
+        .max()
+        .expect("created");
+    let old_enough = youngest + jiff::SignedDuration::from_secs(31);
+    if let Ok(left) = Duration::try_from(old_enough.duration_since(jiff::Timestamp::now())) {
+        tokio::time::sleep(left).await;
+    }
+    let stores: Api<PureFlashStore> = Api::namespaced(client.clone(), namespace);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let listed = stores
+            .list(&Default::default())
+            .await
+            .expect("stores listed");
+        let ready = listed
+            .items
+            .iter()
+            .filter(|s| {
+                s.status.as_ref().is_some_and(|status| {
+                    status
+                        .conditions
+                        .iter()
+                        .any(|c| c.type_ == "PodReady" && c.status == "True")
+                })
+            })
+            .count();
+        if ready == n as usize {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the operator saw {ready} of {n} Pods ready"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// CPU time (user + system) the process `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/<pid>/stat");
+    // Fields after the command name (which may hold spaces) follow its closing parenthesis;
+    // utime and stime are the 14th and 15th fields of the whole line.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .expect("stat format")
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    // SAFETY: sysconf reads a constant of the running system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Duration::from_secs_f64(ticks as f64 / per_second as f64)
+}
+
+/// How long after `since` the first store read `phase`.
+fn first_after(phases: &Phases, phase: Phase, since: Instant) -> Duration {
+    phases
+        .first_reached(phase, since)
+        .map_or(Duration::ZERO, |at| at.saturating_duration_since(since))
 }
 
 /// The operator process, killed if the benchmark fails half-way.

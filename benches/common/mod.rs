@@ -21,11 +21,9 @@ pub async fn populate(
     skip_alive: &[u32],
 ) {
     let persistent = CreateMode::Persistent.with_acls(Acls::anyone_all());
-    let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
     let stores = format!("/pureflash/{cluster}/stores");
     admin.mkdir(&stores, &persistent).await.unwrap();
     let mut persistent_nodes: Vec<(String, Vec<u8>)> = Vec::new();
-    let mut ephemeral_nodes: Vec<String> = Vec::new();
     for id in 1..=count {
         let base = format!("{stores}/{id}");
         let (hi, lo) = (id / 256, id % 256);
@@ -36,7 +34,7 @@ pub async fn populate(
         ));
         persistent_nodes.push((format!("{base}/trays"), vec![]));
         for t in 0..TRAYS {
-            let tray = format!("{base}/trays/{id:08x}-0000-4000-8000-{t:012x}");
+            let tray = tray_path(cluster, id, t);
             persistent_nodes.push((tray.clone(), vec![]));
             for (field, value) in [
                 ("devname", format!("/dev/nvme{t}n1")),
@@ -47,18 +45,12 @@ pub async fn populate(
             ] {
                 persistent_nodes.push((format!("{tray}/{field}"), value.into_bytes()));
             }
-            if !skip_alive.contains(&id) {
-                ephemeral_nodes.push(format!("{tray}/online"));
-            }
         }
         persistent_nodes.push((format!("{base}/ports"), vec![]));
         persistent_nodes.push((format!("{base}/ports/10.20.{hi}.{lo}"), vec![]));
         persistent_nodes.push((format!("{base}/rep_ports"), vec![]));
         persistent_nodes.push((format!("{base}/rep_ports/10.30.{hi}.{lo}"), vec![]));
         persistent_nodes.push((format!("{base}/state"), b"OK".to_vec()));
-        if !skip_alive.contains(&id) {
-            ephemeral_nodes.push(format!("{base}/alive"));
-        }
     }
     // Parents come before children in the list; creating in waves of one depth keeps that order
     // while pipelining each wave.
@@ -91,13 +83,32 @@ pub async fn populate(
             }
         }
     }
-    for chunk in ephemeral_nodes.chunks(2000) {
+    let alive: Vec<u32> = (1..=count).filter(|id| !skip_alive.contains(id)).collect();
+    register_alive(owner, cluster, &alive).await;
+}
+
+/// Creates the `alive` node of each store in `ids` and the `online` node of each of its trays,
+/// as ephemerals of `owner`'s session (the stores' nodes must exist).
+pub async fn register_alive(owner: &zk::Client, cluster: &str, ids: &[u32]) {
+    let ephemeral = CreateMode::Ephemeral.with_acls(Acls::anyone_all());
+    let mut nodes: Vec<String> = Vec::new();
+    for &id in ids {
+        for t in 0..TRAYS {
+            nodes.push(format!("{}/online", tray_path(cluster, id, t)));
+        }
+        nodes.push(format!("/pureflash/{cluster}/stores/{id}/alive"));
+    }
+    for chunk in nodes.chunks(2000) {
         for r in
             futures::future::join_all(chunk.iter().map(|p| owner.create(p, b"", &ephemeral))).await
         {
             r.unwrap();
         }
     }
+}
+
+fn tray_path(cluster: &str, id: u32, tray: u32) -> String {
+    format!("/pureflash/{cluster}/stores/{id}/trays/{id:08x}-0000-4000-8000-{tray:012x}")
 }
 
 pub fn operator(args: &[&str]) -> Command {

@@ -13,6 +13,7 @@ pub mod status;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -113,11 +114,17 @@ pub async fn run(term: Term, stop: CancellationToken) {
     // The owned Pods and ConfigMaps are cached as well as watched: reconciles read them from
     // memory. Their managedFields are dropped on the way in (never read, and most of the bytes).
     let (pods, pod_writer) = cache::store::<Pod>();
+    let pods_generation = Arc::new(AtomicU64::new(0));
+    let bump = Arc::clone(&pods_generation);
     let pod_events = cache::reflector(
         pod_writer,
         watcher(api::<Pod>(&client, &namespace), owned.clone())
             .modify(|pod| pod.managed_fields_mut().clear()),
     )
+    // After the cache took the event in.
+    .inspect(move |_| {
+        bump.fetch_add(1, Ordering::SeqCst);
+    })
     .touched_objects();
     let (config_maps, config_map_writer) = cache::store::<ConfigMap>();
     let config_map_events = cache::reflector(
@@ -217,6 +224,8 @@ pub async fn run(term: Term, stop: CancellationToken) {
         snapshots,
         stores,
         pods,
+        pods_generation,
+        offline_count: reconcile::OfflineCount::default(),
         config_maps,
         node_addresses: reconcile::NodeAddresses::default(),
         written: reconcile::WrittenStatuses::default(),

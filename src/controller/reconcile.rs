@@ -5,8 +5,10 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures::FutureExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
@@ -94,6 +96,10 @@ pub struct Context {
     pub db: Option<watch::Receiver<DbSyncStatus>>,
     /// Reads of node Leases taken during stores' offline episodes.
     pub lease_sightings: LeaseSightings,
+    /// Grows with every event of the Pod watch, once the Pod cache has taken it in.
+    pub pods_generation: Arc<AtomicU64>,
+    /// The last count of stores offline while their pfs runs, and what it was counted on.
+    pub offline_count: OfflineCount,
     /// Restarts made during this leadership term. The lock serializes recovery decisions so
     /// the in-flight cap holds even when reconciles run concurrently.
     pub restarts: Mutex<TermRestarts>,
@@ -550,15 +556,88 @@ fn standing_aside(all: &[Arc<PureFlashStore>]) -> HashSet<&str> {
 
 /// Whether `store` counts for the cluster freeze ([`recovery::offline_while_running`]), its
 /// Pod as cached.
+///
+/// Until the Pod cache holds its first full list (a new leader's list may be slow, and the
+/// reconciles go on without it), what runs is not known: every store not alive counts, so the
+/// freeze fails closed rather than open in the very moment a fault took many stores at once.
 fn offline_while_running(ctx: &Context, store: &PureFlashStore, snapshot: &Snapshot) -> bool {
     if alive(snapshot, store.spec.store_id) {
         return false;
+    }
+    if ctx.pods.wait_until_ready().now_or_never().is_none() {
+        return true;
     }
     let namespace = store.namespace().unwrap_or_default();
     let pod = ctx
         .pods
         .get(&ObjectRef::new(&pods::pod_name(store)).within(&namespace));
     recovery::offline_while_running(false, pod.map(|pod| pod_facts(&pod).0).as_ref())
+}
+
+/// The count of stores offline while their pfs runs, kept between reconciles together with
+/// what it was counted on: in a mass outage every offline store's reconcile asks for it, and
+/// counting afresh each time would cost O(stores²) under the restart lock.
+#[derive(Default)]
+pub struct OfflineCount(std::sync::Mutex<Option<(CountedOn, usize)>>);
+
+/// What an offline count depends on: the view, the Pod cache, and which stores are counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CountedOn {
+    view_version: u64,
+    pods_generation: u64,
+    pods_loaded: bool,
+    /// Order-independent digest of the counted stores' uids, and how many there are.
+    stores_digest: u64,
+    stores: usize,
+}
+
+/// How many of the `running` stores are [`offline_while_running`], and whether `me` is one of
+/// the stores counted. The count is taken again only when the view, the Pod cache or the set of
+/// stores changed since the last one.
+fn count_offline<'a, I>(
+    ctx: &Context,
+    running: impl Fn() -> I,
+    snapshot: &Snapshot,
+    me: Option<&PureFlashStore>,
+) -> (usize, bool)
+where
+    I: Iterator<Item = &'a Arc<PureFlashStore>>,
+{
+    use std::hash::{Hash, Hasher};
+    // Read before the count: a Pod event landing meanwhile makes the next reconcile count again.
+    let pods_generation = ctx.pods_generation.load(Ordering::SeqCst);
+    let pods_loaded = ctx.pods.wait_until_ready().now_or_never().is_some();
+    let (mut stores_digest, mut stores, mut includes_me) = (0u64, 0usize, false);
+    for store in running() {
+        // Fixed keys: digests taken by different reconciles compare.
+        let mut hasher = std::hash::DefaultHasher::new();
+        store.metadata.uid.hash(&mut hasher);
+        stores_digest = stores_digest.wrapping_add(hasher.finish());
+        stores += 1;
+        includes_me |= me.is_some_and(|me| {
+            store.metadata.name == me.metadata.name
+                && store.metadata.namespace == me.metadata.namespace
+        });
+    }
+    let on = CountedOn {
+        view_version: snapshot.version,
+        pods_generation,
+        pods_loaded,
+        stores_digest,
+        stores,
+    };
+    let mut last = ctx.offline_count.0.lock().expect("offline count");
+    let offline = match *last {
+        Some((was_on, offline)) if was_on == on => offline,
+        _ => {
+            let offline = running()
+                .filter(|s| offline_while_running(ctx, s, snapshot))
+                .count();
+            *last = Some((on, offline));
+            offline
+        }
+    };
+    (offline, includes_me)
 }
 
 fn stands_aside(aside: &HashSet<&str>, store: &PureFlashStore) -> bool {
@@ -1235,9 +1314,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 let running = || all.iter().filter(|s| !stands_aside(&aside, s));
                 let cluster = ClusterFacts {
                     stores: running().count().max(1),
-                    offline: running()
-                        .filter(|s| offline_while_running(ctx, s, &current))
-                        .count(),
+                    offline: count_offline(ctx, running, &current, None).0,
                     restarts_in_flight: 0,
                 };
                 Some(rollout::decide(
@@ -1512,9 +1589,16 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         },
         Some(restarts) => ClusterFacts {
             stores: running().count().max(1),
-            offline: running()
-                .filter(|s| offline_while_running(ctx, s, &current))
-                .count(),
+            // This store as its Pod was just read, the others as cached.
+            offline: {
+                let (counted, includes_me) = count_offline(ctx, running, &current, Some(store));
+                let cached = includes_me && offline_while_running(ctx, store, &current);
+                let fresh = recovery::offline_while_running(
+                    alive(&current, store.spec.store_id),
+                    facts.as_ref(),
+                );
+                (counted + usize::from(fresh)).saturating_sub(usize::from(cached))
+            },
             restarts_in_flight: restarts_in_flight(
                 running().map(AsRef::as_ref),
                 store,
