@@ -95,7 +95,10 @@ pub struct PureFlashStoreSpec {
     /// `afs: {meta_size: "10737418240"}`). The operator owns `[cluster]`, `[zookeeper]`,
     /// `[afs] id/mngt_ip`, `[tray.N]`, `[port.N]` and `[rep_port.N]`.
     /// Names and values are written into pfs.conf as they are, so they are confined to what a
-    /// line of it can hold: a newline in a value would add lines of its own (a second `id=`).
+    /// line of it can hold: a newline in a value would add lines of its own (a second `id=`),
+    /// and pfs's parser reads a trailing `\` as "continued on the next line", `#` and `;` as
+    /// the start of a comment, and `"` as the start of a quoted value, so values hold none of
+    /// these.
     /// Values are at most 256 characters, so that the largest pfs.conf fits the 1 MiB a
     /// ConfigMap may hold.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -104,7 +107,7 @@ pub struct PureFlashStoreSpec {
         "additionalProperties" = {
             "type": "object",
             "maxProperties": 64,
-            "additionalProperties": {"type": "string", "maxLength": 256, "pattern": "^[^\r\n]*$"},
+            "additionalProperties": {"type": "string", "maxLength": 256, "pattern": "^[^\r\n\\\\#;\"]*$"},
             "x-kubernetes-validations": [{
                 "rule": "self.all(k, k.matches('^[A-Za-z0-9_.-]{1,64}$'))",
                 "message": "settings keys are pfs.conf names: letters, digits, '_', '.', '-' (at most 64)"

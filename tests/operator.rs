@@ -1343,6 +1343,11 @@ async fn invalid_specs_are_rejected_with_clear_messages() {
             "spec.settings.engine.name in body should match",
         ),
         (
+            // A trailing backslash would join the next section's header onto the value.
+            valid.clone() + "  settings:\n    afs:\n      meta_size: '10\\'\n",
+            "spec.settings.afs.meta_size in body should match",
+        ),
+        (
             valid.clone() + "  settings:\n    engine:\n      \"name=aio\": x\n",
             "settings keys are pfs.conf names",
         ),

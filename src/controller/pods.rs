@@ -46,10 +46,16 @@ pub enum RenderError {
     )]
     NoNodeAddress { node: String },
     #[error(
-        "settings.{section}.{key} cannot be written into pfs.conf (names: letters, digits, '_', '.', '-'; values: one line)"
+        "settings.{section}.{key} cannot be written into pfs.conf (names: letters, digits, '_', '.', '-'; values: one line without '\\', '#', ';' or '\"')"
     )]
     UnwritableSetting { section: String, key: String },
 }
+
+/// Characters a settings value may not hold. pfs reads its conf with a Ceph-style parser: a
+/// line break starts a line of its own (a second `id=`), a trailing `\` joins the next line
+/// (the next section's header) onto the value, `#` and `;` start a comment that silently cuts
+/// the value short, and `"` starts a quoted value (with `\` escapes).
+pub const UNWRITABLE_IN_VALUES: [char; 6] = ['\n', '\r', '\\', '#', ';', '"'];
 
 /// Whether a settings section or key can stand in pfs.conf as it is.
 fn is_conf_name(name: &str) -> bool {
@@ -95,7 +101,8 @@ pub fn pfs_conf(store: &PureFlashStore, env: &Environment) -> Result<String, Ren
     // The CRD's schema says the same; this holds where an older CRD let such a spec through.
     for (section, keys) in &spec.settings {
         for (key, value) in keys {
-            if !is_conf_name(section) || !is_conf_name(key) || value.contains(['\n', '\r']) {
+            if !is_conf_name(section) || !is_conf_name(key) || value.contains(UNWRITABLE_IN_VALUES)
+            {
                 return Err(RenderError::UnwritableSetting {
                     section: section.clone(),
                     key: key.clone(),
@@ -579,6 +586,11 @@ mod tests {
         for settings in [
             json!({"engine": {"name": "aio\n[afs]\nid=7"}}),
             json!({"engine": {"name": "aio\rid=7"}}),
+            // A trailing backslash would join the next section's header onto the value.
+            json!({"afs": {"meta_size": "10\\"}}),
+            json!({"engine": {"name": "aio # comment"}}),
+            json!({"engine": {"name": "aio;x"}}),
+            json!({"engine": {"name": "\"aio"}}),
             json!({"engine": {"na=me": "aio"}}),
             json!({"eng]ine": {"name": "aio"}}),
             json!({"engine": {"": "aio"}}),
@@ -595,7 +607,7 @@ mod tests {
             );
         }
         let fine = store(
-            json!({"storeId": 7, "nodeName": "n", "trays": [{"device": "/dev/sda"}], "settings": {"replicator": {"conn_type": "rdma", "max.io-depth_2": "x = y # z"}}}),
+            json!({"storeId": 7, "nodeName": "n", "trays": [{"device": "/dev/sda"}], "settings": {"replicator": {"conn_type": "rdma", "max.io-depth_2": "x = y, z/w:1"}}}),
         );
         assert!(pfs_conf(&fine, &env()).is_ok());
     }
