@@ -187,26 +187,31 @@ fn phase(facts: &Facts<'_>, alive: bool, in_flight: bool) -> Phase {
     if in_flight {
         return Phase::Recovering;
     }
+    // Without a Pod (or with one going away) the store waits for one, as when first applied.
     let Some(pod) = facts.pod.filter(|p| !p.terminating) else {
         return Phase::Pending;
     };
-    match pod.running_since {
-        Some(since) if pod.phase == "Running" => {
+    // The store was up and went down: it stays Offline, not Pending ("not running yet"), while
+    // its Pod is not running. Known from the last status (alive, or already Offline or being
+    // recovered), or from a pfs container that has run before and is crash-looping now.
+    let was_up = facts.previous.alive == Some(true)
+        || matches!(
+            facts.previous.phase,
+            Some(Phase::Offline | Phase::Recovering)
+        )
+        || pod.container_restarts > 0;
+    match pod.running_since.filter(|_| pod.phase == "Running") {
+        Some(since)
             if facts.now
                 < since
                     .saturating_add(facts.policy.start_grace)
-                    .unwrap_or(Timestamp::MAX)
-            {
-                Phase::Starting
-            } else {
-                Phase::Offline
-            }
+                    .unwrap_or(Timestamp::MAX) =>
+        {
+            Phase::Starting
         }
-        // It was up and went down (and stays Offline, not Pending, while its Pod is not running).
-        _ if facts.previous.alive == Some(true) || facts.previous.phase == Some(Phase::Offline) => {
-            Phase::Offline
-        }
-        _ => Phase::Pending,
+        Some(_) => Phase::Offline,
+        None if was_up => Phase::Offline,
+        None => Phase::Pending,
     }
 }
 
@@ -1070,6 +1075,55 @@ mod tests {
         );
         assert_eq!(status.recovery_attempts, 1);
         assert_eq!(status.last_decision.as_deref(), Some("RestartOffline"));
+    }
+
+    #[test]
+    fn a_store_that_was_up_reads_offline_while_its_pfs_does_not_run() {
+        // Not alive, start grace long over for a container that runs.
+        let down = |previous_phase: Option<Phase>, pod: Option<PodFacts>| {
+            let mut case = Case::alive_at(t(500));
+            case.store = Some(StoreView::test(7).dead());
+            case.ready = false;
+            case.pod = pod;
+            case.previous.phase = previous_phase;
+            case.previous.alive = Some(false);
+            case.decision = Decision {
+                verdict: Verdict::Skip(SkipReason::PodNotRunning),
+                offline_since: Some(t(100)),
+                attempts: 0,
+                finishes: false,
+                unfinished: None,
+            };
+            case.status().phase
+        };
+        let crashed = PodFacts {
+            running_since: None,
+            container_restarts: 3,
+            ..running_pod(t(0))
+        };
+        // A crash loop: Starting while the restarted container runs, Offline while it waits,
+        // never Pending (which says the Pod has not run yet).
+        assert_eq!(
+            down(Some(Phase::Starting), Some(crashed.clone())),
+            Some(Phase::Offline)
+        );
+        let pending = PodFacts {
+            phase: "Pending".into(),
+            running_since: None,
+            ..running_pod(t(0))
+        };
+        assert_eq!(
+            down(Some(Phase::Recovering), Some(pending.clone())),
+            Some(Phase::Offline)
+        );
+        // Without a Pod, or with one going away, it waits for one.
+        assert_eq!(down(Some(Phase::Offline), None), Some(Phase::Pending));
+        // Never up: a fresh Pod that is still being scheduled or pulled.
+        assert_eq!(down(None, Some(pending.clone())), Some(Phase::Pending));
+        assert_eq!(
+            down(Some(Phase::Pending), Some(pending)),
+            Some(Phase::Pending)
+        );
     }
 
     #[test]
