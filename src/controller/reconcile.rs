@@ -2076,19 +2076,42 @@ async fn refusal_of(pods: &Api<Pod>, pod: &Pod) -> Result<Option<String>, Error>
     }
 }
 
-/// `message` about the dry run's Pod, with the name the server generated for it (`"p-x7k2q"`)
-/// read as the real one (`"p"`): a message that changed with every try would rewrite the
-/// status, and so wake the store again, at each reconcile.
+/// `message` about the dry run's Pod, with the name the server generated for it (`p-x7k2q`)
+/// read as the real one (`p`), quoted or not (admission webhooks word their denials as they
+/// like): a message that changed with every try would rewrite the status, and so wake the
+/// store again, at each reconcile.
 fn with_name(message: &str, name: &str) -> String {
-    let generated = format!("\"{name}-");
+    /// Length of the random suffix the API server appends to a generateName.
+    const SUFFIX: usize = 5;
+    let is_name_byte =
+        |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.';
+    let generated = format!("{name}-");
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(at) = rest.find(&generated) {
         let after = &rest[at + generated.len()..];
-        let Some(end) = after.find('"') else { break };
-        out.push_str(&rest[..at]);
-        out.push_str(&format!("\"{name}\""));
-        rest = &after[end + 1..];
+        let suffix = after.as_bytes().get(..SUFFIX);
+        let whole_name = suffix.is_some_and(|suffix| {
+            suffix
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                && after
+                    .as_bytes()
+                    .get(SUFFIX)
+                    .is_none_or(|&next| !is_name_byte(next))
+        });
+        // Not preceded by a name character either: `xp-…` is not about `p`.
+        let starts_a_name = rest.as_bytes()[..at]
+            .last()
+            .is_none_or(|&before| !is_name_byte(before));
+        if whole_name && starts_a_name {
+            out.push_str(&rest[..at]);
+            out.push_str(name);
+            rest = &after[SUFFIX..];
+        } else {
+            out.push_str(&rest[..at + generated.len()]);
+            rest = after;
+        }
     }
     out.push_str(rest);
     out
@@ -2346,6 +2369,24 @@ mod tests {
             "pods \"p\" is forbidden: violates PodSecurity"
         );
         assert_eq!(with_name("no name here", "p"), "no name here");
+        // Unquoted, as admission webhooks (Kyverno, say) write it, and more than once.
+        assert_eq!(
+            with_name(
+                "admission webhook denied the request: policy Pod/pf/store-1-pfs-x7k2q for resource violation: store-1-pfs-x7k2q needs a label",
+                "store-1-pfs"
+            ),
+            "admission webhook denied the request: policy Pod/pf/store-1-pfs for resource violation: store-1-pfs needs a label"
+        );
+        // Other objects whose names begin alike stay as they are.
+        for untouched in [
+            "configmap store-1-pfs-conf is missing",
+            "pod store-1-pfs-x7k2q9 is other",
+            "pod xstore-1-pfs-x7k2q is other",
+            "pod store-1-pfs-x7K2q is other",
+            "pod store-1-pfs-x7",
+        ] {
+            assert_eq!(with_name(untouched, "store-1-pfs"), untouched);
+        }
     }
 
     #[test]
