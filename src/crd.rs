@@ -33,6 +33,8 @@ const IPV4: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-
     category = "pureflash",
     status = "PureFlashStoreStatus",
     derive = "PartialEq",
+    // The Pod and ConfigMap are named `<name>-pfs` and `<name>-pfs-conf`, at most 253 characters.
+    validation = Rule::new("size(self.metadata.name) <= 244").message("metadata.name must be at most 244 characters: the store's ConfigMap is named <name>-pfs-conf"),
     selectable = ".spec.storeId",
     selectable = ".spec.nodeName",
     printcolumn = r#"{"name": "STORE-ID", "type": "integer", "jsonPath": ".spec.storeId", "description": "Store id in ZooKeeper and t_store"}"#,

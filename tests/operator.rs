@@ -1360,6 +1360,10 @@ async fn invalid_specs_are_rejected_with_clear_messages() {
             "backoffMaxSeconds must not be below backoffInitialSeconds",
         ),
         (
+            valid.replace("name: store-1", &format!("name: {}", "s".repeat(245))),
+            "metadata.name must be at most 244 characters",
+        ),
+        (
             valid.replace("storeId: 1", "storeID: 1"),
             "unknown field \"spec.storeID\"",
         ),
