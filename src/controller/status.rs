@@ -564,10 +564,11 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
     ];
 
     // The observation time moves only when what was observed changed, so an idle store is
-    // never rewritten.
+    // never rewritten; and only on a trusted view: it says when the ZooKeeper state shown was
+    // read, which an untrusted view (the status says Unknown) does not renew.
     let mut observed = status.clone();
     observed.last_observed_time = previous.last_observed_time.clone();
-    if observed != *previous || previous.last_observed_time.is_none() {
+    if facts.view_trusted && (observed != *previous || previous.last_observed_time.is_none()) {
         status.last_observed_time = Some(time(facts.now));
     }
     status
@@ -964,6 +965,14 @@ mod tests {
         assert_eq!(condition_of(&status, "Alive").status, "Unknown");
         assert_eq!(condition_of(&status, "Ready").status, "Unknown");
         assert_eq!(condition_of(&status, "Ready").reason, "ViewUntrusted");
+        assert_eq!(
+            status.last_observed_time, online.last_observed_time,
+            "nothing was observed meanwhile"
+        );
+        // Trusted again, the store is observed anew.
+        let mut seen = Case::alive_at(t(300));
+        seen.previous = status;
+        assert_eq!(seen.status().last_observed_time, Some(time(t(300))));
     }
 
     #[test]
