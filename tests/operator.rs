@@ -728,6 +728,15 @@ async fn zookeeper_down_means_unknown_and_no_restart_then_recovery_resumes() {
     // and recovery, trusting the view again, restarts it.
     harness.zookeeper_server().unwrap().start_again();
     wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    // It was online all along as far as anyone can tell: the blip is news (ViewUntrusted), its
+    // coming back online is not.
+    let announced_online: i32 = events_about(&harness, "store-1")
+        .await
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("StoreOnline"))
+        .map(|e| e.series.as_ref().map_or(1, |series| series.count))
+        .sum();
+    assert_eq!(announced_online, 1, "StoreOnline once, at the start");
     wait_for("store-2 restarted", async || {
         (restart_count(&stores, "store-2").await == 1).then_some(())
     })

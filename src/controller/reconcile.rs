@@ -2159,8 +2159,13 @@ async fn report_transitions(
     verdict: &Verdict,
     roll_held: Option<&HoldReason>,
 ) {
+    // Back from an untrusted view (which keeps the last observation) to a store that was alive
+    // before it: a ZooKeeper blip, not a store coming online.
+    let online_through_blip =
+        previous.phase == Some(Phase::Unknown) && previous.alive == Some(true);
     if previous.phase != status.phase {
         let event = match status.phase {
+            Some(Phase::Online) if online_through_blip => None,
             Some(Phase::Online) => Some((
                 EventType::Normal,
                 "StoreOnline",
