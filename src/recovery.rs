@@ -117,6 +117,9 @@ pub struct History {
     pub last_manual_restart: Option<String>,
     /// The last restart, recorded but maybe not carried out yet: the Pod it force-deletes.
     pub unfinished: Option<Unfinished>,
+    /// Since when the store has been alive without a break, as the last status showed it
+    /// (None: it was not alive then).
+    pub back_since: Option<Timestamp>,
 }
 
 /// A restart recorded before its Pod was force-deleted. While that Pod is still there (the
@@ -347,7 +350,7 @@ pub fn decide(observation: &Observation, policy: &Policy) -> Decision {
     let attempts = if observation.view_trusted && observation.alive == Some(true) {
         // A store that is back starts its backoff over, but only once it has stayed back for the
         // stable period; a manual restart of a healthy store is no failed attempt.
-        if stable_since_last_restart(history, policy, observation.now) {
+        if stayed_back(history, policy, observation.now) {
             0
         } else {
             history.attempts
@@ -377,11 +380,17 @@ fn finishing(observation: &Observation) -> Option<&Unfinished> {
         .then_some(unfinished)
 }
 
-/// No restart, or the last one is at least the stable period old.
-fn stable_since_last_restart(history: &History, policy: &Policy, now: Timestamp) -> bool {
-    history
-        .last_restart
-        .is_none_or(|last| now.duration_since(last) >= policy.stable_period)
+/// No restart, or the store has been back for the stable period since the last one: alive
+/// without a break since a moment at least that long after the restart and before now. A
+/// store seen back only now (no unbroken stretch known yet) has not stayed back, however old
+/// the last restart: one that returns by itself long after recovery gave up on it, then drops
+/// out again, is still flapping.
+fn stayed_back(history: &History, policy: &Policy, now: Timestamp) -> bool {
+    let Some(last_restart) = history.last_restart else {
+        return true;
+    };
+    let back_since = history.back_since.unwrap_or(now).max(last_restart);
+    now.duration_since(back_since) >= policy.stable_period
 }
 
 /// The verdict for a pending manual restart request, if there is one. Deleting a Pod that is
@@ -669,6 +678,7 @@ mod tests {
                     attempts: 0,
                     last_manual_restart: None,
                     unfinished: None,
+                    back_since: None,
                 },
                 paused: false,
                 manual_restart: None,
@@ -1741,6 +1751,13 @@ mod tests {
             history.offline_since = decision.offline_since;
             history.attempts = decision.attempts;
             history.unfinished = decision.unfinished.clone();
+            // As the status's Alive condition keeps it (the view untrusted leaves it be).
+            if self.obs.view_trusted {
+                history.back_since = match self.obs.alive {
+                    Some(true) => history.back_since.or(Some(now)),
+                    _ => None,
+                };
+            }
             if let Verdict::Restart(reason) = decision.verdict {
                 history.last_restart = Some(now);
                 history.recent_restarts.push(now);
@@ -1792,11 +1809,11 @@ mod tests {
         store.obs.alive = Some(true);
         assert_eq!(store.step(later(70)), Verdict::Healthy);
         assert_eq!(store.obs.history.offline_since, None);
-        // Back, but not yet for the stable period: a relapse would wait longer.
+        // Back (since 70), but not yet for the stable period: a relapse would wait longer.
         assert_eq!(store.obs.history.attempts, 1);
-        assert_eq!(store.step(later(660)), Verdict::Healthy);
+        assert_eq!(store.step(later(669)), Verdict::Healthy);
         assert_eq!(store.obs.history.attempts, 1);
-        assert_eq!(store.step(later(661)), Verdict::Healthy);
+        assert_eq!(store.step(later(670)), Verdict::Healthy);
         assert_eq!(store.obs.history.attempts, 0);
         assert_eq!(store.restarts, [later(61)]);
     }
@@ -1823,11 +1840,11 @@ mod tests {
         // It comes back and stays for the stable period, then drops out again: a new episode
         // with fresh attempts.
         store.obs.alive = Some(true);
-        store.run(3_700, 4_260);
+        store.run(3_700, 4_300);
         assert_eq!(store.obs.history.attempts, 0);
         store.obs.alive = Some(false);
-        store.run(4_300, 4_380);
-        assert_eq!(store.restarts[4..], [later(4_360)]);
+        store.run(4_301, 4_380);
+        assert_eq!(store.restarts[4..], [later(4_361)]);
         assert_eq!(store.obs.history.attempts, 1);
     }
 
@@ -1868,13 +1885,38 @@ mod tests {
         let mut store = Store::new(Obs::just_went_offline().after_attempts(3), no_grace);
         assert_eq!(store.step(NOW), RESTART);
         store.obs.alive = Some(true);
-        assert_eq!(store.step(later(600)), Verdict::Healthy);
+        assert_eq!(store.step(later(1)), Verdict::Healthy);
+        assert_eq!(store.step(later(601)), Verdict::Healthy);
         assert_eq!(store.obs.history.attempts, 0);
         store.obs.alive = Some(false);
         // The backoff starts over, yet still keeps its initial distance from the last restart.
         assert_eq!(
-            store.step(later(601)),
+            store.step(later(602)),
             wait(later(700), SkipReason::BackingOff)
+        );
+    }
+
+    #[test]
+    fn a_store_back_for_a_moment_long_after_its_last_restart_is_still_flapping() {
+        let no_grace = Policy {
+            offline_grace: SignedDuration::ZERO,
+            start_grace: SignedDuration::ZERO,
+            backoff_initial: secs(300),
+            backoff_max: secs(3_000),
+            ..policy()
+        };
+        let mut store = Store::new(Obs::just_went_offline().after_attempts(3), no_grace);
+        assert_eq!(store.step(NOW), RESTART);
+        assert_eq!(store.obs.history.attempts, 4);
+        // Long after the restart, far past the stable period, the store returns by itself for
+        // a moment only: it has not stayed back, and its backoff goes on from where it was.
+        store.obs.alive = Some(true);
+        assert_eq!(store.step(later(1_000)), Verdict::Healthy);
+        assert_eq!(store.obs.history.attempts, 4);
+        store.obs.alive = Some(false);
+        assert_eq!(
+            store.step(later(1_010)),
+            wait(later(2_400), SkipReason::BackingOff)
         );
     }
 

@@ -967,6 +967,14 @@ fn history_of(status: &PureFlashStoreStatus) -> History {
                     RestartReason::Offline
                 },
             }),
+        // The Alive condition turns True when the store registers and keeps its transition
+        // time while it stays registered (an untrusted view makes it Unknown: a stretch it
+        // cannot vouch for ends there).
+        back_since: status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "Alive" && c.status == "True")
+            .map(|c| c.last_transition_time.0),
     }
 }
 

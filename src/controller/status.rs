@@ -928,6 +928,7 @@ mod tests {
                     attempts: case.previous.recovery_attempts,
                     last_manual_restart: case.previous.last_manual_restart.clone(),
                     unfinished: None,
+                    back_since: None,
                 },
                 paused: false,
                 manual_restart: None,
