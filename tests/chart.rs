@@ -324,6 +324,12 @@ fn bad_values_are_refused_with_a_clear_message() {
             &["leaderElection.leaseDuration=23h 60m 0.5s"],
             "is over 24h",
         ),
+        // Under the operator's 1s, in forms the schema's patterns let through.
+        (
+            &["leaderElection.leaseDuration=0.01m"],
+            "leaderElection.leaseDuration \"0.01m\" is under 1s",
+        ),
+        (&["leaderElection.leaseDuration=500ms 400ms"], "is under 1s"),
         // Prometheus reads these, and knows no `min` or fractions.
         (
             &[
@@ -407,15 +413,34 @@ fn every_environment_variable_the_chart_sets_is_one_the_operator_reads() {
 #[test]
 fn pfs_pods_get_a_zookeeper_address_they_can_resolve() {
     let pfs_zookeeper = |sets: &[&str]| {
-        env(container(&render(sets)), "PUREFLASH_PFS_ZK").expect("PUREFLASH_PFS_ZK")["value"]
+        let rendered = env(container(&render(sets)), "PUREFLASH_PFS_ZK").expect("PUREFLASH_PFS_ZK")
+            ["value"]
             .as_str()
             .unwrap()
-            .to_owned()
+            .to_owned();
+        // As the operator will take it at start.
+        if let Err(error) = pureflash_operator::cli::parse_pfs_connect_string(&rendered) {
+            panic!("{sets:?} renders {rendered:?}, which the operator refuses: {error}");
+        }
+        rendered
     };
     assert_eq!(pfs_zookeeper(&[]), "zookeeper.pureflash.svc:2181");
     assert_eq!(
         pfs_zookeeper(&["zookeeper.connect=zk:2181\\,zk-b:2182/pf"]),
         "zk.pureflash.svc:2181,zk-b.pureflash.svc:2182/pf"
+    );
+    // pfs's client takes no scheme; a chroot after a server without a port is a chroot.
+    assert_eq!(
+        pfs_zookeeper(&["zookeeper.connect=tcp://zk:2181\\,tcp://zk-b:2182/pf"]),
+        "zk.pureflash.svc:2181,zk-b.pureflash.svc:2182/pf"
+    );
+    assert_eq!(
+        pfs_zookeeper(&["zookeeper.connect=zookeeper/pf/x"]),
+        "zookeeper.pureflash.svc/pf/x"
+    );
+    assert_eq!(
+        pfs_zookeeper(&["zookeeper.connect=tcp://zk-0.zk.storage.svc:2181"]),
+        "zk-0.zk.storage.svc:2181"
     );
     for kept in [
         "zk-0.zk.storage.svc:2181",

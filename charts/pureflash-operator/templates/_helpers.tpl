@@ -48,15 +48,23 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/*
 ZooKeeper as pfs Pods reach it: zookeeper.connectFromPods, else zookeeper.connect with each
 bare Service name qualified by the release's namespace. pfs Pods run in the stores'
-namespaces, where `zookeeper:2181` would name another (or no) Service.
+namespaces, where `zookeeper:2181` would name another (or no) Service. pfs's client knows no
+`tcp://` prefix (the operator's does): it is dropped. The chroot follows the last server.
 */}}
 {{- define "pureflash-operator.pfsZookeeper" -}}
 {{- if .Values.zookeeper.connectFromPods }}
 {{- .Values.zookeeper.connectFromPods }}
 {{- else }}
 {{- $namespace := .Release.Namespace }}
+{{- $connect := replace "tcp://" "" .Values.zookeeper.connect }}
+{{- $chroot := "" }}
+{{- if contains "/" $connect }}
+{{- $parts := splitn "/" 2 $connect }}
+{{- $connect = $parts._0 }}
+{{- $chroot = printf "/%s" $parts._1 }}
+{{- end }}
 {{- $servers := list }}
-{{- range (splitList "," .Values.zookeeper.connect) }}
+{{- range (splitList "," $connect) }}
 {{- $server := trim . }}
 {{- $host := first (splitList ":" $server) }}
 {{- if or (contains "." $host) (contains "[" $host) (eq $host "localhost") (eq $host "") }}
@@ -65,7 +73,7 @@ namespaces, where `zookeeper:2181` would name another (or no) Service.
 {{- $servers = append $servers (printf "%s.%s.svc%s" $host $namespace (trimPrefix $host $server)) }}
 {{- end }}
 {{- end }}
-{{- join "," $servers }}
+{{- printf "%s%s" (join "," $servers) $chroot }}
 {{- end }}
 {{- end }}
 
@@ -79,10 +87,11 @@ to refuse with a clear message (the schema refuses it first).
 {{- end }}
 
 {{/*
-A duration as given, after the one check the schema's patterns cannot make: its upper limit
-in the operator, which refuses a longer one at start (a crash loop). Called with a list:
-the value's name, the value, the limit in seconds and how the limit reads. The duration is
-summed the way the operator reads it (humantime units, fractions allowed).
+A duration as given, after the checks the schema's patterns cannot make: its limits in the
+operator, which refuses a value outside them at start (a crash loop). Called with a list:
+the value's name, the value, the upper limit in seconds and how it reads, and optionally a
+lower limit in seconds and how it reads. The duration is summed the way the operator reads
+it (humantime units, fractions allowed, several terms added up).
 */}}
 {{- define "pureflash-operator.duration" -}}
 {{- $name := index . 0 }}
@@ -96,6 +105,9 @@ summed the way the operator reads it (humantime units, fractions allowed).
 {{- end }}
 {{- if gt $seconds (float64 $limit) }}
 {{- fail (printf "%s %q is over %s, the longest the operator accepts" $name $text (index . 3)) }}
+{{- end }}
+{{- if and (gt (len .) 4) (lt $seconds (float64 (index . 4))) }}
+{{- fail (printf "%s %q is under %s, the shortest the operator accepts" $name $text (index . 5)) }}
 {{- end }}
 {{- $text }}
 {{- end }}
