@@ -149,14 +149,14 @@ fn defaults_render_an_ha_deployment_with_cluster_wide_least_privilege() {
     assert_eq!(
         kinds(&objects),
         [
-            "ClusterRole/pf-pureflash-operator",
-            "ClusterRoleBinding/pf-pureflash-operator",
+            "ClusterRole/pf-pureflash-operator-pureflash",
+            "ClusterRoleBinding/pf-pureflash-operator-pureflash",
             "Deployment/pf-pureflash-operator",
             "PodDisruptionBudget/pf-pureflash-operator",
             "Role/pf-pureflash-operator-leader-election",
-            "Role/pf-pureflash-operator-node-leases",
+            "Role/pf-pureflash-operator-pureflash-node-leases",
             "RoleBinding/pf-pureflash-operator-leader-election",
-            "RoleBinding/pf-pureflash-operator-node-leases",
+            "RoleBinding/pf-pureflash-operator-pureflash-node-leases",
             "Service/pf-pureflash-operator-metrics",
             "ServiceAccount/pf-pureflash-operator",
         ]
@@ -212,7 +212,11 @@ fn defaults_render_an_ha_deployment_with_cluster_wide_least_privilege() {
     cluster_rules.push(rule("", "nodes", &["get"]));
     cluster_rules.sort();
     assert_eq!(
-        rules(find(&objects, "ClusterRole", "pf-pureflash-operator")),
+        rules(find(
+            &objects,
+            "ClusterRole",
+            "pf-pureflash-operator-pureflash"
+        )),
         cluster_rules
     );
     let lease_role = find(&objects, "Role", "pf-pureflash-operator-leader-election");
@@ -226,13 +230,21 @@ fn defaults_render_an_ha_deployment_with_cluster_wide_least_privilege() {
         )]
     );
     // Node Leases are read, only there.
-    let node_leases = find(&objects, "Role", "pf-pureflash-operator-node-leases");
+    let node_leases = find(
+        &objects,
+        "Role",
+        "pf-pureflash-operator-pureflash-node-leases",
+    );
     assert_eq!(node_leases["metadata"]["namespace"], "kube-node-lease");
     assert_eq!(
         rules(node_leases),
         [rule("coordination.k8s.io", "leases", &["get"])]
     );
-    let binding = find(&objects, "ClusterRoleBinding", "pf-pureflash-operator");
+    let binding = find(
+        &objects,
+        "ClusterRoleBinding",
+        "pf-pureflash-operator-pureflash",
+    );
     assert_eq!(binding["subjects"][0]["kind"], "ServiceAccount");
     assert_eq!(binding["subjects"][0]["namespace"], "pureflash");
 }
@@ -247,7 +259,11 @@ fn a_watch_namespace_confines_the_store_rules_to_a_role_there() {
     assert_eq!(binding["metadata"]["namespace"], "storage");
     assert_eq!(binding["subjects"][0]["namespace"], "pureflash");
     assert_eq!(
-        rules(find(&objects, "ClusterRole", "pf-pureflash-operator")),
+        rules(find(
+            &objects,
+            "ClusterRole",
+            "pf-pureflash-operator-pureflash"
+        )),
         [rule("", "nodes", &["get"])]
     );
     assert_eq!(
