@@ -2089,25 +2089,31 @@ async fn refusal_of(pods: &Api<Pod>, pod: &Pod) -> Result<Option<String>, Error>
 /// like): a message that changed with every try would rewrite the status, and so wake the
 /// store again, at each reconcile.
 fn with_name(message: &str, name: &str) -> String {
-    /// Length of the random suffix the API server appends to a generateName.
+    /// The API server keeps at most this much of a generateName (63 less the suffix)…
+    const KEPT_PREFIX: usize = 58;
+    /// …and appends this many random characters.
     const SUFFIX: usize = 5;
     let is_name_byte =
         |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.';
-    let generated = format!("{name}-");
+    let prefix = format!("{name}-");
+    // Names are ASCII (DNS subdomains), so any byte length is a character boundary.
+    let generated = &prefix[..prefix.len().min(KEPT_PREFIX)];
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
-    while let Some(at) = rest.find(&generated) {
+    while let Some(at) = rest.find(generated) {
         let after = &rest[at + generated.len()..];
-        let suffix = after.as_bytes().get(..SUFFIX);
-        let whole_name = suffix.is_some_and(|suffix| {
+        let bytes = after.as_bytes();
+        // A name ends where no name character follows, or at a sentence's full stop.
+        let ends_at = |i: usize| match bytes.get(i) {
+            None => true,
+            Some(b'.') => bytes.get(i + 1).is_none_or(|&next| !is_name_byte(next)),
+            Some(&next) => !is_name_byte(next),
+        };
+        let whole_name = bytes.get(..SUFFIX).is_some_and(|suffix| {
             suffix
                 .iter()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-                && after
-                    .as_bytes()
-                    .get(SUFFIX)
-                    .is_none_or(|&next| !is_name_byte(next))
-        });
+        }) && ends_at(SUFFIX);
         // Not preceded by a name character either: `xp-…` is not about `p`.
         let starts_a_name = rest.as_bytes()[..at]
             .last()
@@ -2389,6 +2395,18 @@ mod tests {
                 "store-1-pfs"
             ),
             "admission webhook denied the request: policy Pod/pf/store-1-pfs for resource violation: store-1-pfs needs a label"
+        );
+        // At the end of a sentence.
+        assert_eq!(
+            with_name("denied: pod store-1-pfs-x7k2q.", "store-1-pfs"),
+            "denied: pod store-1-pfs."
+        );
+        // A long name: the server keeps the first 58 characters of the generateName.
+        let long = format!("{}-pfs", "s".repeat(60));
+        let generated = format!("{}x7k2q", &format!("{long}-")[..58]);
+        assert_eq!(
+            with_name(&format!("pods \"{generated}\" is forbidden"), &long),
+            format!("pods \"{long}\" is forbidden")
         );
         // Other objects whose names begin alike stay as they are.
         for untouched in [
