@@ -13,7 +13,7 @@ pub mod status;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -115,14 +115,18 @@ pub async fn run(term: Term, stop: CancellationToken) {
     // memory. Their managedFields are dropped on the way in (never read, and most of the bytes).
     let (pods, pod_writer) = cache::store::<Pod>();
     let pods_generation = Arc::new(AtomicU64::new(0));
-    let bump = Arc::clone(&pods_generation);
+    let pods_loaded = Arc::new(AtomicBool::new(false));
+    let (bump, loaded) = (Arc::clone(&pods_generation), Arc::clone(&pods_loaded));
     let pod_events = cache::reflector(
         pod_writer,
         watcher(api::<Pod>(&client, &namespace), owned.clone())
             .modify(|pod| pod.managed_fields_mut().clear()),
     )
     // After the cache took the event in.
-    .inspect(move |_| {
+    .inspect(move |event| {
+        if matches!(event, Ok(watcher::Event::InitDone)) {
+            loaded.store(true, Ordering::SeqCst);
+        }
         bump.fetch_add(1, Ordering::SeqCst);
     })
     .touched_objects();
@@ -225,6 +229,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         stores,
         pods,
         pods_generation,
+        pods_loaded,
         offline_count: reconcile::OfflineCount::default(),
         config_maps,
         node_addresses: reconcile::NodeAddresses::default(),

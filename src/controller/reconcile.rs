@@ -5,10 +5,9 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use futures::FutureExt;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
@@ -98,6 +97,8 @@ pub struct Context {
     pub lease_sightings: LeaseSightings,
     /// Grows with every event of the Pod watch, once the Pod cache has taken it in.
     pub pods_generation: Arc<AtomicU64>,
+    /// The Pod cache holds its first full list.
+    pub pods_loaded: Arc<AtomicBool>,
     /// The last count of stores offline while their pfs runs, and what it was counted on.
     pub offline_count: OfflineCount,
     /// Restarts made during this leadership term. The lock serializes recovery decisions so
@@ -564,7 +565,7 @@ fn offline_while_running(ctx: &Context, store: &PureFlashStore, snapshot: &Snaps
     if alive(snapshot, store.spec.store_id) {
         return false;
     }
-    if ctx.pods.wait_until_ready().now_or_never().is_none() {
+    if !ctx.pods_loaded.load(Ordering::SeqCst) {
         return true;
     }
     let namespace = store.namespace().unwrap_or_default();
@@ -574,13 +575,13 @@ fn offline_while_running(ctx: &Context, store: &PureFlashStore, snapshot: &Snaps
     recovery::offline_while_running(false, pod.map(|pod| pod_facts(&pod).0).as_ref())
 }
 
-/// The count of stores offline while their pfs runs, kept between reconciles together with
-/// what it was counted on: in a mass outage every offline store's reconcile asks for it, and
-/// counting afresh each time would cost O(stores²) under the restart lock.
+/// The stores offline while their pfs runs, kept between reconciles together with what they
+/// were found on: in a mass outage every offline store's reconcile asks, and looking afresh
+/// each time would cost O(stores²) under the restart lock.
 #[derive(Default)]
-pub struct OfflineCount(std::sync::Mutex<Option<(CountedOn, usize)>>);
+pub struct OfflineCount(std::sync::Mutex<Option<(CountedOn, Arc<HashSet<String>>)>>);
 
-/// What an offline count depends on: the view, the Pod cache, and which stores are counted.
+/// What the offline stores depend on: the view, the Pod cache, and which stores are counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct CountedOn {
     view_version: u64,
@@ -591,22 +592,23 @@ struct CountedOn {
     stores: usize,
 }
 
-/// How many of the `running` stores are [`offline_while_running`], and whether `me` is one of
-/// the stores counted. The count is taken again only when the view, the Pod cache or the set of
-/// stores changed since the last one.
-fn count_offline<'a, I>(
+/// The uids of the `running` stores that are [`offline_while_running`], and whether `me` is
+/// one of the stores looked at. Looked for again only when the view, the Pod cache or the set
+/// of stores changed since the last time.
+fn offline_stores<'a, I>(
     ctx: &Context,
     running: impl Fn() -> I,
     snapshot: &Snapshot,
     me: Option<&PureFlashStore>,
-) -> (usize, bool)
+) -> (Arc<HashSet<String>>, bool)
 where
     I: Iterator<Item = &'a Arc<PureFlashStore>>,
 {
     use std::hash::{Hash, Hasher};
-    // Read before the count: a Pod event landing meanwhile makes the next reconcile count again.
+    // Read before the stores are looked at: a Pod event landing meanwhile makes the next
+    // reconcile look again.
     let pods_generation = ctx.pods_generation.load(Ordering::SeqCst);
-    let pods_loaded = ctx.pods.wait_until_ready().now_or_never().is_some();
+    let pods_loaded = ctx.pods_loaded.load(Ordering::SeqCst);
     let (mut stores_digest, mut stores, mut includes_me) = (0u64, 0usize, false);
     for store in running() {
         // Fixed keys: digests taken by different reconciles compare.
@@ -627,13 +629,16 @@ where
         stores,
     };
     let mut last = ctx.offline_count.0.lock().expect("offline count");
-    let offline = match *last {
-        Some((was_on, offline)) if was_on == on => offline,
+    let offline = match &*last {
+        Some((was_on, offline)) if *was_on == on => Arc::clone(offline),
         _ => {
-            let offline = running()
-                .filter(|s| offline_while_running(ctx, s, snapshot))
-                .count();
-            *last = Some((on, offline));
+            let offline: Arc<HashSet<String>> = Arc::new(
+                running()
+                    .filter(|s| offline_while_running(ctx, s, snapshot))
+                    .map(|s| s.metadata.uid.clone().unwrap_or_default())
+                    .collect(),
+            );
+            *last = Some((on, Arc::clone(&offline)));
             offline
         }
     };
@@ -1322,7 +1327,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 let running = || all.iter().filter(|s| !stands_aside(&aside, s));
                 let cluster = ClusterFacts {
                     stores: running().count().max(1),
-                    offline: count_offline(ctx, running, &current, None).0,
+                    offline: offline_stores(ctx, running, &current, None).0.len(),
                     restarts_in_flight: 0,
                 };
                 Some(rollout::decide(
@@ -1599,13 +1604,18 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             stores: running().count().max(1),
             // This store as its Pod was just read, the others as cached.
             offline: {
-                let (counted, includes_me) = count_offline(ctx, running, &current, Some(store));
-                let cached = includes_me && offline_while_running(ctx, store, &current);
-                let fresh = recovery::offline_while_running(
-                    alive(&current, store.spec.store_id),
-                    facts.as_ref(),
-                );
-                (counted + usize::from(fresh)).saturating_sub(usize::from(cached))
+                let (offline, includes_me) = offline_stores(ctx, running, &current, Some(store));
+                let counted = store
+                    .metadata
+                    .uid
+                    .as_ref()
+                    .is_some_and(|uid| offline.contains(uid));
+                let fresh = includes_me
+                    && recovery::offline_while_running(
+                        alive(&current, store.spec.store_id),
+                        facts.as_ref(),
+                    );
+                offline.len() - usize::from(counted) + usize::from(fresh)
             },
             restarts_in_flight: restarts_in_flight(
                 running().map(AsRef::as_ref),
