@@ -1751,13 +1751,12 @@ mod tests {
             history.offline_since = decision.offline_since;
             history.attempts = decision.attempts;
             history.unfinished = decision.unfinished.clone();
-            // As the status's Alive condition keeps it (the view untrusted leaves it be).
-            if self.obs.view_trusted {
-                history.back_since = match self.obs.alive {
-                    Some(true) => history.back_since.or(Some(now)),
-                    _ => None,
-                };
-            }
+            // As the status's Alive condition keeps it: True from when the store is seen alive,
+            // ended by anything else, an untrusted view (Unknown) included.
+            history.back_since = match (self.obs.view_trusted, self.obs.alive) {
+                (true, Some(true)) => history.back_since.or(Some(now)),
+                _ => None,
+            };
             if let Verdict::Restart(reason) = decision.verdict {
                 history.last_restart = Some(now);
                 history.recent_restarts.push(now);
@@ -1894,6 +1893,31 @@ mod tests {
             store.step(later(602)),
             wait(later(700), SkipReason::BackingOff)
         );
+    }
+
+    #[test]
+    fn a_view_untrusted_meanwhile_starts_the_stable_period_over() {
+        let no_grace = Policy {
+            offline_grace: SignedDuration::ZERO,
+            start_grace: SignedDuration::ZERO,
+            ..policy()
+        };
+        let mut store = Store::new(Obs::just_went_offline(), no_grace);
+        assert_eq!(store.step(NOW), RESTART);
+        store.obs.alive = Some(true);
+        store.run(1, 500);
+        assert_eq!(store.obs.history.attempts, 1);
+        // Nothing can vouch for the store while the view is untrusted.
+        store.obs.view_trusted = false;
+        assert_eq!(store.step(later(501)), skip(SkipReason::ViewUntrusted));
+        store.obs.view_trusted = true;
+        store.run(502, 1_101);
+        assert_eq!(
+            store.obs.history.attempts, 1,
+            "back (for sure) only since 502"
+        );
+        store.step(later(1_102));
+        assert_eq!(store.obs.history.attempts, 0);
     }
 
     #[test]
