@@ -269,6 +269,27 @@ async fn a_closed_write_fence_commits_nothing(backend: Backend) {
         == 2
         && t.len() == 4
         && p.len() == 4);
+
+    // One row to write runs in a transaction too, so the fence is asked before COMMIT: a lone
+    // statement stuck behind another client's lock would commit after the term ended.
+    let before = asked.load(Ordering::SeqCst);
+    allowed.store(1, Ordering::SeqCst);
+    _second.tray_offline(0).await.unwrap();
+    let asked_twice = testkit::eventually(PATIENCE, async || {
+        asked.load(Ordering::SeqCst) >= before + 2
+    })
+    .await;
+    assert!(asked_twice, "a one-row write was not fenced before COMMIT");
+    assert!(
+        db.trays().await.iter().all(|t| t.2 == "OK"),
+        "the tray's row was written past the closed fence"
+    );
+    allowed.store(u32::MAX, Ordering::SeqCst);
+    wait_for!(db, "the tray offline once the fence opens", |_s, t, _p| t
+        .iter()
+        .filter(|t| t.2 == "OFFLINE")
+        .count()
+        == 1);
     sync.stop().await;
 }
 

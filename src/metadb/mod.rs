@@ -237,10 +237,13 @@ impl MetaDb {
         if plan.is_empty() {
             return Ok(true);
         }
-        // One row is one statement, atomic on its own: skip BEGIN and COMMIT round trips. The
-        // fence is asked once a connection is in hand: getting one may take seconds (a ping,
-        // a reconnect after the server dropped an idle one).
-        if plan.write_count() == 1 {
+        // One row is one statement, atomic on its own: skip BEGIN and COMMIT round trips. Not
+        // for a fenced writer: a statement queued behind another client's row lock (up to
+        // MariaDB's lock wait timeout) would still commit after the term ended and this task
+        // was dropped, while an uncommitted transaction dies with its connection. The fence
+        // is asked once a connection is in hand: getting one may take seconds (a ping, a
+        // reconnect after the server dropped an idle one).
+        if plan.write_count() == 1 && self.fence.is_none() {
             return match &self.pool {
                 Pool::Sqlite(pool) => {
                     let mut conn = self.acquire(pool).await?;
