@@ -55,6 +55,10 @@ pub struct DbSyncConfig {
 /// second, so this is only ever reached by a DB that does not answer.
 pub const PASS_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest a stop waits for the pool to close: it checks each connection as it comes back,
+/// with no timeout of its own, and a dead DB must not hold the exit up.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
 impl DbSyncConfig {
     pub fn new(resync_interval: Duration) -> Self {
         DbSyncConfig {
@@ -311,7 +315,12 @@ pub async fn run(
             _ = timer => {}
         }
     }
-    db.close().await;
+    if tokio::time::timeout(CLOSE_TIMEOUT, db.close())
+        .await
+        .is_err()
+    {
+        warn!("the metadata DB's connections did not close within {CLOSE_TIMEOUT:?}; left behind");
+    }
     info!("metadata DB sync stopped");
 }
 

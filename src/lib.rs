@@ -58,4 +58,8 @@ pub enum Error {
     MirrorFailed(String),
     #[error("stopped by a signal before anything was written")]
     Interrupted,
+    #[error(
+        "the metadata DB kept changing under the sync (another writer?): its rows did not match {0} reads in a row; run again"
+    )]
+    DbKeptChanging(usize),
 }

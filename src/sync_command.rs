@@ -4,10 +4,10 @@ use std::fmt::Write as _;
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::cli::SyncArgs;
-use crate::dbsync::{self, DbSyncConfig, DbSyncStatus};
+use crate::dbsync::{self, CLOSE_TIMEOUT, DbSyncConfig, DbSyncStatus};
 use crate::metadb::{DbError, DbRows, DbUrl, MetaDb, Plan, plan};
 use crate::zk::mirror::{self, MirrorConfig};
 use crate::zk::{ClusterLayout, ClusterView, Mirror};
@@ -43,9 +43,12 @@ pub async fn run(args: SyncArgs) -> Result<(), crate::Error> {
     mirror.join().await.map_err(crate::Error::MirrorFailed)
 }
 
+/// Reads of the DB `--once` plans on before it gives up on a DB that keeps changing.
+const ONCE_ATTEMPTS: usize = 3;
+
 /// `--once`: load, write, summarize. Every failure is an error (and a non-zero exit). A signal
-/// during the load ends it (nothing written, the session closed, an error); one during the DB
-/// pass lets that transaction finish.
+/// before the write transaction begins ends it (nothing written, the session closed, an
+/// error); one during the write lets that transaction finish.
 async fn run_once(
     config: &MirrorConfig,
     db_url: &DbUrl,
@@ -64,15 +67,28 @@ async fn run_once(
     let db = MetaDb::open(db_url);
     let pass = async {
         db.ensure_schema().await?;
-        let rows = db.load_rows().await?;
-        let plan = plan(&view, &rows);
-        db.apply(&plan).await?;
-        Ok::<_, DbError>((rows, plan))
+        // The rows are read in one transaction and written in another: a write that did not
+        // find the rows it planned on (another writer changed them between) is planned again
+        // on a fresh read.
+        for _ in 0..ONCE_ATTEMPTS {
+            let rows = db.load_rows().await?;
+            if shutdown.is_cancelled() {
+                return Err(crate::Error::Interrupted);
+            }
+            let plan = plan(&view, &rows);
+            if db.apply(&plan).await? {
+                return Ok((rows, plan));
+            }
+            warn!("the metadata DB changed while it was written; reading it again");
+        }
+        Err(crate::Error::DbKeptChanging(ONCE_ATTEMPTS))
     };
-    let (rows, plan) = tokio::time::timeout(dbsync::PASS_TIMEOUT, pass)
+    let outcome = tokio::time::timeout(dbsync::PASS_TIMEOUT, pass)
         .await
-        .unwrap_or(Err(DbError::TimedOut(dbsync::PASS_TIMEOUT)))?;
-    db.close().await;
+        .unwrap_or(Err(DbError::TimedOut(dbsync::PASS_TIMEOUT).into()));
+    // Bounded: the pool checks each connection as it comes back, with no timeout of its own.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, db.close()).await;
+    let (rows, plan) = outcome?;
     print!(
         "{}",
         summary(config, &db_url.to_string(), &view, &rows, &plan)
