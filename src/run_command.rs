@@ -36,14 +36,28 @@ const TERM_STOP_GRACE: Duration = Duration::from_secs(15);
 /// How long the startup check of the CRD waits for the API server.
 const CRD_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a stop waits for the admin server's open connections (a client that sent half a
+/// request, or stopped reading a response, would hold it until the Pod is killed).
+const ADMIN_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
+    // First: a signal during the start (the CRD check may wait for the API server for long)
+    // stops the process cleanly, not by the signal's default action.
+    let shutdown = CancellationToken::new();
+    tokio::spawn(crate::sync_command::cancel_on_signal(shutdown.clone()));
     let layout = ClusterLayout::new(&args.zk.cluster)?;
     let db_url: Option<DbUrl> = args.db.as_deref().map(str::parse).transpose()?;
     let kube_config = kube_config(&args).await?;
     let client = kube_client(kube_config.clone())?;
     let namespace = Some(args.kube.namespace.clone()).filter(|ns| !ns.is_empty());
     let admin_listener = crate::admin::bind(args.admin_address).await?;
-    check_crd(&client, &namespace).await?;
+    tokio::select! {
+        checked = check_crd(&client, &namespace) => checked?,
+        _ = shutdown.cancelled() => {
+            info!("stopped before the operator started");
+            return Ok(());
+        }
+    }
     let identity = args
         .lease
         .identity
@@ -70,8 +84,6 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         ))
     })?;
 
-    let shutdown = CancellationToken::new();
-    tokio::spawn(crate::sync_command::cancel_on_signal(shutdown.clone()));
     let metrics = Arc::new(Metrics::new());
     let mirror_config = MirrorConfig {
         connect: args.zk.connect.clone(),
@@ -163,7 +175,12 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
                     }
                     break 'terms;
                 }
-                changed = leading.changed() => if changed.is_err() { break 'terms },
+                changed = leading.changed() => if changed.is_err() {
+                    if !shutdown.is_cancelled() {
+                        fatal = Some("the leader election stopped".to_owned());
+                    }
+                    break 'terms;
+                },
             }
         }
         metrics.leader.set(1);
@@ -292,8 +309,17 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     shutdown.cancel();
     // Nothing acts on our leadership any more: now a standby may take over at once.
     election_stop.cancel();
-    let _ = election.await;
-    let _ = admin.await;
+    if let Err(error) = election.await {
+        fatal.get_or_insert(format!("the leader election failed: {error}"));
+    }
+    let mut admin = admin;
+    if tokio::time::timeout(ADMIN_STOP_TIMEOUT, &mut admin)
+        .await
+        .is_err()
+    {
+        warn!("the admin server's connections did not close within {ADMIN_STOP_TIMEOUT:?}; closed");
+        admin.abort();
+    }
     mirror_stop.cancel();
     if let Err(why) = mirror.join().await {
         fatal.get_or_insert(format!("the ZooKeeper mirror failed: {why}"));

@@ -503,3 +503,51 @@ async fn sigterm_without_zookeeper(down: bool) {
         zk.freeze(false);
     }
 }
+
+/// The start of `run` may wait long for the API server (the CRD check, up to 30 s): a SIGTERM
+/// then stops it cleanly, as at any other time.
+#[test]
+fn sigterm_while_the_api_server_does_not_answer_exits_0() {
+    // An "API server" that takes connections and never answers.
+    let api = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let kubeconfig = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(
+        kubeconfig.path(),
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters: [{{name: silent, cluster: {{server: 'http://{}'}}}}]
+users: [{{name: u, user: {{token: t}}}}]
+contexts: [{{name: c, context: {{cluster: silent, user: u}}}}]
+current-context: c
+",
+            api.local_addr().unwrap()
+        ),
+    )
+    .unwrap();
+    let admin = format!("127.0.0.1:{}", testkit::free_port());
+    let mut child = operator()
+        .args([
+            "run",
+            "--zk",
+            "127.0.0.1:1",
+            "--cluster",
+            "c1",
+            "--admin-address",
+            &admin,
+        ])
+        .arg("--kubeconfig")
+        .arg(kubeconfig.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The CRD check has asked.
+    let (_held, _) = api.accept().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let stderr = sigterm_and_wait_for_exit_0(&mut child, Duration::from_secs(10));
+    assert!(
+        stderr.contains("stopped before the operator started"),
+        "{stderr}"
+    );
+}
