@@ -152,7 +152,12 @@ pub fn step(
         *last_seen = None;
         return Step::Renew;
     }
-    if holder.is_empty() {
+    // Released (no holder, no renewal: what `release` writes) is ours at once. A holder
+    // cleared by hand (to force a failover, say) is not: the former holder acts on until its
+    // next renewal finds the Lease changed, so it is waited out like any holder, from the
+    // first sighting of the cleared Lease. The former holder steps down at that renewal and
+    // waits like the others.
+    if holder.is_empty() && spec.renew_time.is_none() {
         return Step::TakeOver;
     }
     let since = match last_seen {
@@ -608,8 +613,12 @@ mod tests {
             Step::Renew,
             "our own lease is renewed even if late"
         );
+        let released = LeaseSpec {
+            renew_time: None,
+            ..lease(None, 0)
+        };
         assert_eq!(
-            step(Some(&lease(None, 0)), "a", &mut seen, clock.at(1), DURATION),
+            step(Some(&released), "a", &mut seen, clock.at(1), DURATION),
             Step::TakeOver,
             "released"
         );
@@ -638,6 +647,36 @@ mod tests {
             step(Some(&b), "a", &mut seen, clock.at(15), DURATION),
             Step::TakeOver,
             "unchanged for exactly a duration"
+        );
+    }
+
+    #[test]
+    fn a_holder_cleared_by_hand_is_waited_out() {
+        let clock = Clock::new();
+        let mut seen = None;
+        // Its former holder acts on until its next renewal finds the Lease changed.
+        let cleared = lease(None, 0);
+        let follow = |until| Step::Follow {
+            holder: String::new(),
+            until,
+        };
+        assert_eq!(
+            step(Some(&cleared), "a", &mut seen, clock.at(0), DURATION),
+            follow(clock.at(15))
+        );
+        assert_eq!(
+            step(Some(&cleared), "a", &mut seen, clock.at(14), DURATION),
+            follow(clock.at(15))
+        );
+        assert_eq!(
+            step(Some(&cleared), "a", &mut seen, clock.at(15), DURATION),
+            Step::TakeOver
+        );
+        // The former holder, at its next renewal, steps down and waits like the others.
+        let mut its_memory = None;
+        assert_eq!(
+            step(Some(&cleared), "b", &mut its_memory, clock.at(1), DURATION),
+            follow(clock.at(16))
         );
     }
 
@@ -860,7 +899,11 @@ mod tests {
             step(None, "a", &mut seen, clock.at(0), DURATION),
             Step::Create
         );
-        let released = lease(None, 0);
+        // As `release` leaves it: no holder, no renewal.
+        let released = LeaseSpec {
+            renew_time: None,
+            ..lease(None, 0)
+        };
         assert_eq!(
             step(Some(&released), "a", &mut seen, clock.at(1), DURATION),
             Step::TakeOver
