@@ -412,7 +412,17 @@ async fn attempt(
             debug!(lease = %config.name, "the Lease changed under a renewal; reading it again");
             match attempt_once(leases, config, last_seen).await? {
                 Tried::Done(found) => Ok(found),
-                Tried::Conflict { .. } => Ok(Attempt::Following { until: None }),
+                // Changed again under the second renewal, and still ours when read: not lost,
+                // not renewed either. A failed attempt: the term runs on to its deadline while
+                // the renewal is retried.
+                Tried::Conflict { renewing: true } => Err(kube::Error::Api(Box::new(
+                    kube::core::Status::failure(
+                        "the Lease changed under two renewals in a row",
+                        "Conflict",
+                    )
+                    .with_code(409),
+                ))),
+                Tried::Conflict { renewing: false } => Ok(Attempt::Following { until: None }),
             }
         }
         Tried::Conflict { renewing: false } => Ok(Attempt::Following { until: None }),
@@ -991,9 +1001,10 @@ mod tests {
             let (mut leading, stop, election) = elect(client, config);
             becomes(&mut leading, true).await;
             leading.borrow_and_update();
+            // Twice in a row: the second renewal too meets a changed Lease, still ours.
             emulator
                 .faults()
-                .inject(Matcher::verb("update").on("leases"), Action::Fail(409), 1);
+                .inject(Matcher::verb("update").on("leases"), Action::Fail(409), 2);
             // Several renewals later, leadership never wavered.
             tokio::time::sleep(renew_every * 3).await;
             assert!(
