@@ -263,6 +263,18 @@ impl TermDeadline {
         self.lock().is_some_and(|end| now < end)
     }
 
+    /// Resolves once the term no longer holds: at its end, unless renewals moved it on
+    /// meanwhile (then at the new end), or at once if there is no term.
+    pub async fn lapsed(&self) {
+        loop {
+            let Some(end) = *self.lock() else { return };
+            if Instant::now() >= end {
+                return;
+            }
+            tokio::time::sleep_until(end).await;
+        }
+    }
+
     fn set(&self, end: Option<Instant>) {
         *self.lock() = end;
     }
@@ -604,6 +616,27 @@ mod tests {
         }
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn a_lapse_is_awaited_through_renewals() {
+        let deadline = TermDeadline::default();
+        let start = Instant::now();
+        deadline.set(Some(start + Duration::from_secs(10)));
+        let lapsed = tokio::spawn({
+            let deadline = deadline.clone();
+            async move {
+                deadline.lapsed().await;
+                Instant::now()
+            }
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // Renewed: the term now runs to 20 s.
+        deadline.set(Some(start + Duration::from_secs(20)));
+        assert_eq!(lapsed.await.unwrap(), start + Duration::from_secs(20));
+        // No term: lapsed already.
+        deadline.set(None);
+        deadline.lapsed().await;
+    }
+
     #[test]
     fn the_steps() {
         let clock = Clock::new();
@@ -635,32 +668,6 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_expires_a_duration_after_it_was_first_seen_unchanged() {
-        let clock = Clock::new();
-        let mut seen = None;
-        let b = lease(Some("b"), 0);
-        let follow = |until| Step::Follow {
-            holder: "b".into(),
-            until,
-        };
-        // However old its renewTime, a lease seen for the first time is followed for a whole
-        // duration: we cannot tell how far the holder's clock is from ours.
-        assert_eq!(
-            step(Some(&b), "a", &mut seen, clock.at(0), DURATION),
-            follow(clock.at(15))
-        );
-        assert_eq!(
-            step(Some(&b), "a", &mut seen, clock.at(14), DURATION),
-            follow(clock.at(15))
-        );
-        assert_eq!(
-            step(Some(&b), "a", &mut seen, clock.at(15), DURATION),
-            Step::TakeOver,
-            "unchanged for exactly a duration"
-        );
-    }
-
-    #[test]
     fn a_holder_cleared_by_hand_is_waited_out() {
         let clock = Clock::new();
         let mut seen = None;
@@ -687,6 +694,32 @@ mod tests {
         assert_eq!(
             step(Some(&cleared), "b", &mut its_memory, clock.at(1), DURATION),
             follow(clock.at(16))
+        );
+    }
+
+    #[test]
+    fn a_lease_expires_a_duration_after_it_was_first_seen_unchanged() {
+        let clock = Clock::new();
+        let mut seen = None;
+        let b = lease(Some("b"), 0);
+        let follow = |until| Step::Follow {
+            holder: "b".into(),
+            until,
+        };
+        // However old its renewTime, a lease seen for the first time is followed for a whole
+        // duration: we cannot tell how far the holder's clock is from ours.
+        assert_eq!(
+            step(Some(&b), "a", &mut seen, clock.at(0), DURATION),
+            follow(clock.at(15))
+        );
+        assert_eq!(
+            step(Some(&b), "a", &mut seen, clock.at(14), DURATION),
+            follow(clock.at(15))
+        );
+        assert_eq!(
+            step(Some(&b), "a", &mut seen, clock.at(15), DURATION),
+            Step::TakeOver,
+            "unchanged for exactly a duration"
         );
     }
 

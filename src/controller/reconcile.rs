@@ -140,7 +140,9 @@ impl Context {
 
     /// Runs one write unless, or until, the term ends: a write still under way then (the
     /// client retries throttled requests for a long while) is dropped, so it cannot land after
-    /// the next leader's. The outer error is [`Error::TermEnded`]; the inner one the write's.
+    /// the next leader's. The term's end is both the news of it (which needs the election's
+    /// and the run's tasks to have run) and its deadline passing on this replica's own clock.
+    /// The outer error is [`Error::TermEnded`]; the inner one the write's.
     async fn leading<T, E>(
         &self,
         write: impl Future<Output = Result<T, E>>,
@@ -149,6 +151,7 @@ impl Context {
         tokio::select! {
             biased;
             _ = self.term.cancelled() => Err(Error::TermEnded),
+            _ = self.term_deadline.lapsed() => Err(Error::TermEnded),
             result = write => Ok(result),
         }
     }
