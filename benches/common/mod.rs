@@ -41,7 +41,7 @@ pub async fn populate(
                 ("capacity", "1000204886016".into()),
                 ("object_size", "67108864".into()),
                 ("free_size", "999000000000".into()),
-                ("state", "OK".into()),
+                ("state", String::new()),
             ] {
                 persistent_nodes.push((format!("{tray}/{field}"), value.into_bytes()));
             }

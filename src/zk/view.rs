@@ -104,9 +104,10 @@ impl TrayView {
                 &mut self.free_size,
                 data.map_or(Field::Missing, |d| parse_size(d).into()),
             ),
+            // pfs creates it without data (and writes none later): empty is its usual value.
             TrayField::State => put(
                 &mut self.state,
-                data.map_or(Field::Missing, |d| parse_text(d).into()),
+                data.map_or(Field::Missing, |d| parse_text_or_empty(d).into()),
             ),
         }
     }
@@ -324,6 +325,14 @@ fn parse_text(data: &[u8]) -> Result<String, DataError> {
     }
 }
 
+/// Node data as text, as [`parse_text`], where no text at all is a value too.
+fn parse_text_or_empty(data: &[u8]) -> Result<String, DataError> {
+    match parse_text(data) {
+        Err(DataError::Empty) => Ok(String::new()),
+        parsed => parsed,
+    }
+}
+
 fn parse_ip(text: &str) -> Result<IpAddr, DataError> {
     text.parse().map_err(|_| DataError::BadIp {
         value: text.to_owned(),
@@ -532,7 +541,8 @@ mod tests {
             (format!("trays/{U1}/capacity"), b"1000204886016"),
             (format!("trays/{U1}/object_size"), b"67108864"),
             (format!("trays/{U1}/free_size"), b"999000000000"),
-            (format!("trays/{U1}/state"), b"OK"),
+            // As pfs writes it: no data.
+            (format!("trays/{U1}/state"), b""),
             (format!("trays/{U1}/online"), b""),
         ] {
             nodes.push((dir.clone(), rel, data.to_vec()));
@@ -565,6 +575,7 @@ mod tests {
         assert_eq!(tray.capacity, Field::Valid(1000204886016));
         assert_eq!(tray.object_size, Field::Valid(67108864));
         assert_eq!(tray.free_size, Field::Valid(999000000000));
+        assert_eq!(tray.state, Field::Valid(String::new()));
         assert!(tray.online);
         assert!(store.problems().is_empty());
     }
