@@ -171,20 +171,13 @@ where
 
         // Each vacated address names its row, so no two rows of a statement collide.
         for chunk in plan.store_vacates.chunks(ROWS_PER_STATEMENT) {
-            let mut query = QueryBuilder::<DB>::new("update t_store set mngt_ip = case id");
-            for &id in chunk {
-                query
-                    .push(" when ")
-                    .push_bind(id)
-                    .push(" then ")
-                    .push_bind(vacated_mngt_ip(id));
-            }
-            query.push(" else mngt_ip end where id in (");
-            let mut ids = query.separated(", ");
-            for &id in chunk {
-                ids.push_bind(id);
-            }
-            query.push(")");
+            let mut query = QueryBuilder::<DB>::new("update t_store set");
+            Self::push_store_case(
+                &mut query,
+                "mngt_ip",
+                chunk.iter().map(|&id| (id, vacated_mngt_ip(id))),
+            );
+            Self::push_where_ids(&mut query, chunk.iter().copied());
             let done = query
                 .build()
                 .execute(&mut *conn)
@@ -198,34 +191,25 @@ where
         // plan has set aside every row whose address another row takes, so no target is held
         // by anyone when this runs, and any order goes through.
         for chunk in with_ip.chunks(ROWS_PER_STATEMENT) {
-            let mut query = QueryBuilder::<DB>::new("update t_store set mngt_ip = case id");
-            for update in chunk {
-                query
-                    .push(" when ")
-                    .push_bind(update.id)
-                    .push(" then ")
-                    .push_bind(update.mngt_ip.clone().unwrap_or_default());
-            }
-            query.push(" else mngt_ip end");
+            let mut query = QueryBuilder::<DB>::new("update t_store set");
+            Self::push_store_case(
+                &mut query,
+                "mngt_ip",
+                chunk
+                    .iter()
+                    .map(|u| (u.id, u.mngt_ip.clone().unwrap_or_default())),
+            );
             if chunk.iter().any(|u| u.status.is_some()) {
-                query.push(", status = case id");
-                for update in chunk {
-                    if let Some(status) = update.status {
-                        query
-                            .push(" when ")
-                            .push_bind(update.id)
-                            .push(" then ")
-                            .push_bind(status);
-                    }
-                }
-                query.push(" else status end");
+                query.push(",");
+                Self::push_store_case(
+                    &mut query,
+                    "status",
+                    chunk
+                        .iter()
+                        .filter_map(|u| u.status.map(|status| (u.id, status.to_owned()))),
+                );
             }
-            query.push(" where id in (");
-            let mut ids = query.separated(", ");
-            for update in chunk {
-                ids.push_bind(update.id);
-            }
-            query.push(")");
+            Self::push_where_ids(&mut query, chunk.iter().map(|u| u.id));
             let done = query
                 .build()
                 .execute(&mut *conn)
@@ -386,6 +370,33 @@ where
                 .map_err(write("insert t_port"))?;
         }
         Ok(matched)
+    }
+
+    /// ` <column> = case id when ? then ? … else <column> end`: t_store rows, each its own value.
+    fn push_store_case(
+        query: &mut QueryBuilder<DB>,
+        column: &str,
+        rows: impl Iterator<Item = (i64, String)>,
+    ) {
+        query.push(" ").push(column).push(" = case id");
+        for (id, value) in rows {
+            query
+                .push(" when ")
+                .push_bind(id)
+                .push(" then ")
+                .push_bind(value);
+        }
+        query.push(" else ").push(column).push(" end");
+    }
+
+    /// ` where id in (?, …)`.
+    fn push_where_ids(query: &mut QueryBuilder<DB>, ids: impl Iterator<Item = i64>) {
+        query.push(" where id in (");
+        let mut list = query.separated(", ");
+        for id in ids {
+            list.push_bind(id);
+        }
+        query.push(")");
     }
 
     /// `(ip_addr = ? and purpose = ?)`: a t_port row's key.
