@@ -333,6 +333,15 @@ pub struct PureFlashStoreStatus {
     pub conditions: Vec<Condition>,
 }
 
+impl PureFlashStoreStatus {
+    /// The condition of type `kind`, if it has status `status` (`True`, `False`, `Unknown`).
+    pub fn condition(&self, kind: &str, status: &str) -> Option<&Condition> {
+        self.conditions
+            .iter()
+            .find(|c| c.type_ == kind && c.status == status)
+    }
+}
+
 /// Annotation that pauses automated recovery of one store (`"true"`).
 pub const PAUSE_ANNOTATION: &str = "pureflash.io/recovery-paused";
 /// Annotation that requests one restart: any new value (e.g. a timestamp) triggers it once.

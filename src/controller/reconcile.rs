@@ -979,9 +979,7 @@ fn history_of(status: &PureFlashStoreStatus) -> History {
         // time while it stays registered (an untrusted view makes it Unknown: a stretch it
         // cannot vouch for ends there).
         back_since: status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "Alive" && c.status == "True")
+            .condition("Alive", "True")
             .map(|c| c.last_transition_time.0),
     }
 }
@@ -1988,12 +1986,9 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     };
     if trusted {
         let condition = |kind: &str, value: &str| {
-            new_status.as_ref().and_then(|status| {
-                status
-                    .conditions
-                    .iter()
-                    .find(|c| c.type_ == kind && c.status == value)
-            })
+            new_status
+                .as_ref()
+                .and_then(|status| status.condition(kind, value))
         };
         // The gauges are the conditions: a spec that cannot be rendered holds the rollout
         // (UpToDate=False, ConfigInvalid) as surely as another store's absence does.
@@ -2266,10 +2261,7 @@ async fn report_transitions(
         }
     }
     // Once per hold: not again when a ZooKeeper blip (ViewUntrusted) interrupted it.
-    let held_before = previous
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "UpToDate" && c.status == "False");
+    let held_before = previous.condition("UpToDate", "False").is_some();
     if let Some(hold @ HoldReason::OthersUnavailable { .. }) = roll_held
         && !held_before
     {
