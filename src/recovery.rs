@@ -557,8 +557,27 @@ fn restarts_within_hour(restarts: &[Timestamp], now: Timestamp) -> usize {
 /// Pod is pending or gone, its container crash-loops) is down for a reason of its own, which
 /// no restart by this recovery answers: counted, one long-dead node in a small cluster would
 /// freeze recovery at the next stuck pfs.
-pub fn offline_while_running(alive: bool, pod: Option<&PodFacts>) -> bool {
-    !alive && pod.is_some_and(|pod| !pod.terminating && pod.running_since.is_some())
+///
+/// Until the Pod cache holds its first full list (a new leader's list may be slow, and the
+/// reconciles go on without it), what runs is not known: a store not alive then counts, so
+/// the freeze fails closed rather than open in the very moment a fault took many stores at
+/// once.
+pub fn offline_while_running(alive: bool, pod: KnownPod<'_>) -> bool {
+    match pod {
+        _ if alive => false,
+        KnownPod::NotLoaded => true,
+        KnownPod::Loaded(pod) => {
+            pod.is_some_and(|pod| !pod.terminating && pod.running_since.is_some())
+        }
+    }
+}
+
+/// What is known of a store's Pod: nothing yet (the Pod cache has not listed once), or the
+/// Pod as listed (`None`: there is none).
+#[derive(Clone, Copy, Debug)]
+pub enum KnownPod<'a> {
+    NotLoaded,
+    Loaded(Option<&'a PodFacts>),
 }
 
 /// More than `freeze_share` of the stores, and at least `freeze_min_offline` of them, are
@@ -2171,8 +2190,14 @@ mod tests {
     #[test]
     fn only_stores_offline_while_their_pfs_runs_count_for_the_freeze() {
         let running = Obs::alive().0.pod.unwrap();
-        assert!(offline_while_running(false, Some(&running)));
-        assert!(!offline_while_running(true, Some(&running)), "alive");
+        assert!(offline_while_running(
+            false,
+            KnownPod::Loaded(Some(&running))
+        ));
+        assert!(
+            !offline_while_running(true, KnownPod::Loaded(Some(&running))),
+            "alive"
+        );
         let terminating = PodFacts {
             terminating: true,
             ..running.clone()
@@ -2184,15 +2209,25 @@ mod tests {
         };
         // Evicted from a dead node, waiting to be scheduled or pulled, crash-looping, gone.
         for pod in [Some(&terminating), Some(&not_running), None] {
-            assert!(!offline_while_running(false, pod), "{pod:?}");
+            assert!(
+                !offline_while_running(false, KnownPod::Loaded(pod)),
+                "{pod:?}"
+            );
         }
+        // Before the Pod cache has listed once, every store not alive counts: the freeze
+        // fails closed. An alive store never counts.
+        assert!(offline_while_running(false, KnownPod::NotLoaded));
+        assert!(!offline_while_running(true, KnownPod::NotLoaded));
         // A Pod whose node stopped reporting still shows its container running: its pfs may
         // well run, cut off like the others.
         let unknown = PodFacts {
             phase: "Unknown".into(),
             ..running
         };
-        assert!(offline_while_running(false, Some(&unknown)));
+        assert!(offline_while_running(
+            false,
+            KnownPod::Loaded(Some(&unknown))
+        ));
     }
 
     #[test]

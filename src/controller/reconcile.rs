@@ -33,7 +33,7 @@ use crate::dbsync::DbSyncStatus;
 use crate::leader::TermDeadline;
 use crate::metrics::{Metrics, ReasonLabels, ResultLabels, StoreLabels};
 use crate::recovery::{
-    self, ClusterFacts, History, NodeHealth, Observation, PodFacts, Policy, Predecessor,
+    self, ClusterFacts, History, KnownPod, NodeHealth, Observation, PodFacts, Policy, Predecessor,
     RestartReason, Verdict,
 };
 use crate::rollout::{self, AliveNode, HoldReason, RollObservation, RollPolicy, RollVerdict};
@@ -560,22 +560,20 @@ fn standing_aside(all: &[Arc<PureFlashStore>]) -> HashSet<&str> {
 
 /// Whether `store` counts for the cluster freeze ([`recovery::offline_while_running`]), its
 /// Pod as cached.
-///
-/// Until the Pod cache holds its first full list (a new leader's list may be slow, and the
-/// reconciles go on without it), what runs is not known: every store not alive counts, so the
-/// freeze fails closed rather than open in the very moment a fault took many stores at once.
 fn offline_while_running(ctx: &Context, store: &PureFlashStore, snapshot: &Snapshot) -> bool {
+    // An alive store's Pod is not looked up: in a mass outage this runs for every store.
     if alive(snapshot, store.spec.store_id) {
         return false;
     }
     if !ctx.pods_loaded.load(Ordering::SeqCst) {
-        return true;
+        return recovery::offline_while_running(false, KnownPod::NotLoaded);
     }
     let namespace = store.namespace().unwrap_or_default();
     let pod = ctx
         .pods
-        .get(&ObjectRef::new(&pods::pod_name(store)).within(&namespace));
-    recovery::offline_while_running(false, pod.map(|pod| pod_facts(&pod).0).as_ref())
+        .get(&ObjectRef::new(&pods::pod_name(store)).within(&namespace))
+        .map(|pod| pod_facts(&pod).0);
+    recovery::offline_while_running(false, KnownPod::Loaded(pod.as_ref()))
 }
 
 /// The stores offline while their pfs runs, kept between reconciles together with what they
@@ -1614,7 +1612,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 let fresh = includes_me
                     && recovery::offline_while_running(
                         alive(&current, store.spec.store_id),
-                        facts.as_ref(),
+                        KnownPod::Loaded(facts.as_ref()),
                     );
                 offline.len() - usize::from(counted) + usize::from(fresh)
             },
