@@ -16,7 +16,7 @@
 //!   lost (ZOOKEEPER-4698), after every session expiry (new session, new watch), and every
 //!   `resync_interval` as a safety net;
 //! - [`Health`] says whether the view can be trusted right now: only when the session is
-//!   connected, a reload finished since it connected, and no node of the tree was refused
+//!   connected, a reload finished since it connected, and no node of the tree failed to read
 //!   since (a node ZooKeeper will not let us read, an ACL most likely, is never taken for a
 //!   node that is gone: a store read as gone would be marked OFFLINE and its pfs restarted).
 
@@ -101,7 +101,8 @@ pub struct Health {
     /// Sessions established so far; grows after every expiry.
     pub sessions: u64,
     /// Why the view may lack the state of a node despite the session: ZooKeeper refused to
-    /// read it. Cleared by the next full reload that reads every node.
+    /// read it, or a read of a changed node failed. Cleared by the next full reload that
+    /// reads every node.
     pub read_failure: Option<String>,
 }
 
@@ -792,9 +793,9 @@ async fn apply_batch(
         distrust_while_disconnected(client, publisher, futures::future::join_all(reads)).await;
     debug!(events = batch.len(), reads = results.len(), "watch events");
     let mut reread_failed = false;
-    // A node ZooKeeper refused to read, recorded once what the batch changed is published (so
-    // that its own publish does not swallow the changes' news).
-    let mut refused: Option<String> = None;
+    // The first node that could not be read, recorded once what the batch changed is
+    // published (so that its own publish does not swallow the changes' news).
+    let mut unread: Option<String> = None;
     let mut touched = Vec::new();
     let mut dirs_changed = false;
     for step in &steps {
@@ -809,7 +810,7 @@ async fn apply_batch(
             Some(Err(zk::Error::NoNode)) => NodeUpdate::Deleted,
             Some(Err(error)) => {
                 debug!(%error, %dir, rel = %step.rel, "could not read node data; will reload");
-                refused = refused.or_else(|| refusal(layout, dir, &step.rel, error));
+                unread = unread.or_else(|| Some(reread_failure(layout, dir, &step.rel, error)));
                 reread_failed = true;
                 continue;
             }
@@ -840,7 +841,7 @@ async fn apply_batch(
                 Err(zk::Error::NoNode) => NodeUpdate::Deleted,
                 Err(error) => {
                     debug!(%error, %dir, "could not read alive's owner; will reload");
-                    refused = refused.or_else(|| refusal(layout, dir, &step.rel, error));
+                    unread = unread.or_else(|| Some(reread_failure(layout, dir, &step.rel, error)));
                     reread_failed = true;
                     continue;
                 }
@@ -851,8 +852,8 @@ async fn apply_batch(
         }
         publish_touched(publisher, touched, false);
     }
-    if let Some(refused) = refused {
-        publisher.set_read_failure(refused);
+    if let Some(unread) = unread {
+        publisher.set_read_failure(unread);
     }
 
     apply_session_changes(
@@ -862,15 +863,17 @@ async fn apply_batch(
     )
 }
 
-/// What to record of a failed re-read: only a refusal (an ACL) leaves the view missing a node
-/// while the session goes on; a lost connection or session brings its own reload.
-fn refusal(layout: &ClusterLayout, dir: &str, rel: &str, error: &zk::Error) -> Option<String> {
-    (*error == zk::Error::NoAuth).then(|| {
-        format!(
-            "ZooKeeper refused to read {}/{dir}/{rel}: {error}",
-            layout.stores()
-        )
-    })
+/// What to record of a failed re-read. Every failure leaves the view missing a node's state
+/// until a full reload reads it: a refusal (an ACL) while the session goes on, but also a
+/// request that failed without the session noticing (a timeout, a malformed answer). A lost
+/// connection or session brings its own reload, which clears the record again.
+fn reread_failure(layout: &ClusterLayout, dir: &str, rel: &str, error: &zk::Error) -> String {
+    let path = format!("{}/{dir}/{rel}", layout.stores());
+    if *error == zk::Error::NoAuth {
+        format!("ZooKeeper refused to read {path}: {error}")
+    } else {
+        format!("could not read {path} from ZooKeeper: {error}")
+    }
 }
 
 /// Awaits `work` (reads). A read sent while the connection is down waits for it to come back,
