@@ -1,7 +1,7 @@
 //! The admin HTTP endpoint: `/livez` (the process serves), `/readyz` (the ZooKeeper view has
 //! been fully loaded and the resource caches synced), `/metrics` (OpenMetrics text).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
@@ -15,14 +15,26 @@ use crate::metrics::Metrics;
 
 /// Binds the admin address: done before anything else starts, so that a taken port is a clear
 /// startup error rather than probes failing against a process that logs nothing.
+///
+/// The unspecified IPv6 address (the default) serves IPv6 and IPv4 alike, so probes reach the
+/// operator on single-stack clusters of either family and on dual-stack ones. A host without
+/// IPv6 at all (booted with `ipv6.disable=1`) cannot bind it: there the IPv4 wildcard on the
+/// same port serves instead.
 pub async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, crate::Error> {
-    tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|error| {
-            crate::Error::Usage(format!(
-                "cannot listen on {address} (--admin-address): {error}"
-            ))
-        })
+    let error = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => return Ok(listener),
+        Err(error) => error,
+    };
+    if address.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+        let ipv4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, address.port()));
+        if let Ok(listener) = tokio::net::TcpListener::bind(ipv4).await {
+            tracing::info!(%address, %error, serving = %ipv4, "no IPv6 here: the admin endpoint serves IPv4 only");
+            return Ok(listener);
+        }
+    }
+    Err(crate::Error::Usage(format!(
+        "cannot listen on {address} (--admin-address): {error}"
+    )))
 }
 
 /// Serves on `listener` until `shutdown`. `ready` says whether `/readyz` answers 200, and why
@@ -66,4 +78,34 @@ pub async fn serve(
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_default_wildcard_serves_ipv4_clients_too() {
+        let listener = bind("[::]:0".parse().unwrap()).await.expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let accepted = tokio::spawn(async move { listener.accept().await.map(|_| ()) });
+        tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, port))
+            .await
+            .expect("an IPv4 client reaches the admin endpoint");
+        accepted.await.unwrap().expect("accepted");
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_is_a_clear_error() {
+        let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = taken.local_addr().unwrap();
+        let error = bind(address)
+            .await
+            .expect_err("the port is taken")
+            .to_string();
+        assert!(
+            error.contains(&format!("cannot listen on {address} (--admin-address)")),
+            "{error}"
+        );
+    }
 }

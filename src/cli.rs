@@ -126,8 +126,9 @@ pub struct RunArgs {
     pub lease: LeaseArgs,
     #[command(flatten)]
     pub recovery: RecoveryArgs,
-    /// Address of /livez, /readyz and /metrics.
-    #[arg(long, env = "PUREFLASH_ADMIN_ADDRESS", default_value = "0.0.0.0:8080")]
+    /// Address of /livez, /readyz and /metrics; `[::]` serves IPv6 and IPv4 (IPv4 alone where
+    /// the host has no IPv6).
+    #[arg(long, env = "PUREFLASH_ADMIN_ADDRESS", default_value = "[::]:8080")]
     pub admin_address: std::net::SocketAddr,
     /// Every store is reconciled at least this often, events or not.
     #[arg(long, env = "PUREFLASH_REQUEUE_INTERVAL", default_value = "5m", value_parser = parse_duration)]
