@@ -1305,66 +1305,67 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         Some(_) => Some(ctx.rolls.lock().await),
         None => None,
     };
-    let roll = match (outdated, rolls.as_mut()) {
-        (Some(existing), Some(rolls)) => {
-            let now = ctx.clock.now();
-            let roll_policy = roll_policy(&ctx.settings);
-            rolls.retain(|_, (at, _)| now.duration_since(*at) < roll_policy.settle);
-            let replaced_already = rolls
-                .get(&ObjectRef::from_obj(store))
-                .is_some_and(|(_, uid)| *uid == existing.uid());
-            if replaced_already {
-                // The cache still shows the Pod this term deleted: the rollout is under way.
-                None
-            } else {
-                let (facts, _, _) = pod_facts(existing);
-                // The world as it is now, not as it was when this reconcile began: it may have
-                // waited for the lock behind many others.
-                let current = ctx.snapshots.borrow().clone();
-                let (count, names) =
-                    unavailable_others(ctx, store, (&all, &aside), &current, rolls, now);
-                let running = || all.iter().filter(|s| !stands_aside(&aside, s));
-                let cluster = ClusterFacts {
-                    stores: running().count().max(1),
-                    offline: offline_stores(ctx, running, &current, None).0.len(),
-                    restarts_in_flight: 0,
-                };
-                Some(rollout::decide(
-                    &RollObservation {
-                        view_trusted: current.health.is_trusted(),
-                        alive: alive(&current, store.spec.store_id),
-                        pod: &facts,
-                        unavailable_others: &names,
-                        unavailable_count: count,
-                        paused: store
-                            .annotations()
-                            .get(PAUSE_ANNOTATION)
-                            .is_some_and(|v| v == "true"),
-                        cluster_frozen: recovery::cluster_frozen(
-                            &cluster,
-                            &policy(store, &ctx.settings),
-                        ),
-                    },
-                    &roll_policy,
-                ))
-            }
+    let decide_roll = |existing: &Pod, rolls: &mut Replaced| {
+        let now = ctx.clock.now();
+        let roll_policy = roll_policy(&ctx.settings);
+        rolls.retain(|_, (at, _)| now.duration_since(*at) < roll_policy.settle);
+        let replaced_already = rolls
+            .get(&ObjectRef::from_obj(store))
+            .is_some_and(|(_, uid)| *uid == existing.uid());
+        if replaced_already {
+            // The cache still shows the Pod this term deleted: the rollout is under way.
+            return None;
         }
+        let (facts, _, _) = pod_facts(existing);
+        // The world as it is now, not as it was when this reconcile began: it may have
+        // waited for the lock behind many others.
+        let current = ctx.snapshots.borrow().clone();
+        let (count, names) = unavailable_others(ctx, store, (&all, &aside), &current, rolls, now);
+        let running = || all.iter().filter(|s| !stands_aside(&aside, s));
+        let cluster = ClusterFacts {
+            stores: running().count().max(1),
+            offline: offline_stores(ctx, running, &current, None).0.len(),
+            restarts_in_flight: 0,
+        };
+        Some(rollout::decide(
+            &RollObservation {
+                view_trusted: current.health.is_trusted(),
+                alive: alive(&current, store.spec.store_id),
+                pod: &facts,
+                unavailable_others: &names,
+                unavailable_count: count,
+                paused: store
+                    .annotations()
+                    .get(PAUSE_ANNOTATION)
+                    .is_some_and(|v| v == "true"),
+                cluster_frozen: recovery::cluster_frozen(&cluster, &policy(store, &ctx.settings)),
+            },
+            &roll_policy,
+        ))
+    };
+    let mut roll = match (outdated, rolls.as_mut()) {
+        (Some(existing), Some(rolls)) => decide_roll(existing, rolls),
         _ => None,
     };
     // A successor the API would refuse is not worth the running Pod: its create is tried as a
-    // dry run first (validation, quota and admission run, nothing is stored).
-    let roll = match (roll, &rendered) {
-        (Some(RollVerdict::Roll(reason)), Some((hash, _))) => {
-            match refusal_of(&pods, &pods::pod(store, hash, Predecessor::Unknown)).await? {
-                Some(why) => {
-                    warn!(store = %name, %namespace, %why, "a changed spec makes a pod the API refuses; the running pod is kept");
-                    Some(RollVerdict::Hold(HoldReason::ReplacementRefused { why }))
-                }
-                None => Some(RollVerdict::Roll(reason)),
+    // dry run first (validation, quota and admission run, nothing is stored). Not under the
+    // lock: an admission webhook may take its time, and recovery's restarts wait for the
+    // lock. So the rollout is decided again once it is back, on the world as it is then.
+    if let (Some(RollVerdict::Roll(_)), Some((hash, _)), Some(existing)) =
+        (&roll, &rendered, outdated)
+    {
+        drop(rolls.take());
+        let refusal = refusal_of(&pods, &pods::pod(store, hash, Predecessor::Unknown)).await?;
+        let mut relocked = ctx.rolls.lock().await;
+        roll = match refusal {
+            Some(why) => {
+                warn!(store = %name, %namespace, %why, "a changed spec makes a pod the API refuses; the running pod is kept");
+                Some(RollVerdict::Hold(HoldReason::ReplacementRefused { why }))
             }
-        }
-        (roll, _) => roll,
-    };
+            None => decide_roll(existing, &mut relocked),
+        };
+        rolls = Some(relocked);
+    }
     let mut roll_held = match &roll {
         Some(RollVerdict::Hold(hold)) => Some(hold.clone()),
         _ => None,
@@ -1386,7 +1387,15 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     if let (Some(RollVerdict::Roll(reason)), Some(existing), Some((hash, _))) =
         (&roll, &pod, &rendered)
     {
-        let params = delete_exactly(existing.uid(), None);
+        // The Pod as judged, not just this Pod: one that started running since the cache
+        // showed it (a verdict of PodNotRunning) has to be judged again.
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: existing.uid(),
+                resource_version: existing.resource_version(),
+            }),
+            ..DeleteParams::default()
+        };
         let mut old_pod_stays = false;
         match ctx.leading(pods.delete(&pod_name, &params)).await? {
             Ok(_) => {
@@ -1420,7 +1429,13 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 )
                 .await
             }
-            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            // Changed or replaced since it was judged: judged again at the next reconcile (its
+            // change wakes the store), and until then its pfs.conf stays as it is.
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                debug!(store = %name, %namespace, pod = %pod_name, "the pod changed since the rollout was decided; deciding again");
+                old_pod_stays = true;
+            }
             // The old Pod stays, and so does its pfs.conf.
             Err(error) => {
                 failed_write.get_or_insert(error.into());
