@@ -2030,6 +2030,48 @@ async fn the_charts_rbac_covers_every_call_the_operator_makes() {
     })
     .await;
 
+    // A store deleted with its dependents orphaned and applied again finds its running Pod
+    // without an owner: it takes it over (pfs keeps running), so that deleting the store
+    // takes the Pod along again.
+    let serving = pod_uid(&pods, "store-2-pfs").await.unwrap();
+    let (ok, _, stderr) = harness.kubectl(
+        &[
+            "delete",
+            "pfstore",
+            "store-2",
+            "--cascade=orphan",
+            "--wait=true",
+            "-n",
+            &namespace,
+        ],
+        None,
+    );
+    assert!(ok, "kubectl delete --cascade=orphan: {stderr}");
+    wait_for("store-2's pod orphaned", async || {
+        let pod = pods.get("store-2-pfs").await.ok()?;
+        pod.owner_references().is_empty().then_some(())
+    })
+    .await;
+    apply(&harness, &node_addressed);
+    let new_uid = wait_for("store-2 applied again", async || {
+        stores.get("store-2").await.ok()?.uid()
+    })
+    .await;
+    wait_for("store-2's pod adopted", async || {
+        let pod = pods.get("store-2-pfs").await.ok()?;
+        pod.owner_references()
+            .iter()
+            .any(|owner| owner.uid == new_uid && owner.controller == Some(true))
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        pod_uid(&pods, "store-2-pfs").await,
+        Some(serving),
+        "the running pfs is kept"
+    );
+    assert!(reasons(&events_about(&harness, "store-2").await).contains(&"PodAdopted".to_owned()));
+
     let Some(emulator) = harness.emulator() else {
         // A real cluster enforced its RBAC on every call above; drop the cluster-scoped part.
         for kind in ["clusterrolebinding", "clusterrole"] {

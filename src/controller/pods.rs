@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -194,6 +195,27 @@ fn owner(store: &PureFlashStore) -> serde_json::Value {
         owner
     });
     json!([owner])
+}
+
+/// The owner references that make `pod` the store's, when it lacks them: its own with the
+/// store's controller reference added. A Pod left behind by an orphaning delete of an earlier
+/// store of the same name has none, and kept as it is it would outlive this store too, a
+/// privileged pfs holding the disks and the id. `None` when the store owns it already, or when
+/// another controller does (not the store's to take).
+pub fn adoption(pod: &Pod, store: &PureFlashStore) -> Option<Vec<OwnerReference>> {
+    let mut mine = store.controller_owner_ref(&())?;
+    mine.block_owner_deletion = Some(true);
+    let owners = pod.owner_references();
+    if owners.iter().any(|owner| owner.controller == Some(true)) {
+        return None;
+    }
+    let mut adopted: Vec<OwnerReference> = owners
+        .iter()
+        .filter(|owner| owner.uid != mine.uid)
+        .cloned()
+        .collect();
+    adopted.push(mine);
+    Some(adopted)
 }
 
 /// The ConfigMap holding pfs.conf (server-side applied).
@@ -664,6 +686,38 @@ mod tests {
             config_hash(&tray_added, &pfs_conf(&tray_added, &env()).unwrap()),
             hash
         );
+    }
+
+    #[test]
+    fn a_pod_without_a_controller_is_adopted_and_one_with_a_controller_is_not() {
+        let store =
+            store(json!({"storeId": 7, "nodeName": "node-a", "trays": [{"device": "/dev/sdb"}]}));
+        let with_owners = |owners: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({
+                "metadata": {"name": "store-7-pfs", "ownerReferences": owners},
+            }))
+            .unwrap()
+        };
+        let reference = |uid: &str, controller: Option<bool>| json!({"apiVersion": "v1", "kind": "Thing", "name": "t", "uid": uid, "controller": controller});
+        let uids = |owners: Vec<OwnerReference>| -> Vec<(String, Option<bool>)> {
+            owners.into_iter().map(|o| (o.uid, o.controller)).collect()
+        };
+
+        let orphan = adoption(&with_owners(json!([])), &store).expect("adopted");
+        assert_eq!(uids(orphan.clone()), [("uid-7".to_owned(), Some(true))]);
+        assert_eq!(orphan[0].kind, "PureFlashStore");
+        assert_eq!(orphan[0].block_owner_deletion, Some(true));
+        // Other owners stay; the store's own reference without controller is made one.
+        let shared = with_owners(json!([reference("other", None), reference("uid-7", None)]));
+        assert_eq!(
+            uids(adoption(&shared, &store).expect("adopted")),
+            [("other".to_owned(), None), ("uid-7".to_owned(), Some(true))]
+        );
+        // Owned already, or controlled by something else: nothing to write.
+        let owned = with_owners(serde_json::to_value(&orphan).unwrap());
+        assert_eq!(adoption(&owned, &store), None);
+        let foreign = with_owners(json!([reference("earlier-store", Some(true))]));
+        assert_eq!(adoption(&foreign, &store), None);
     }
 
     #[test]

@@ -1560,6 +1560,41 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             None => created_now = false,
         }
     }
+    // A Pod found without its owner (left by an orphaning delete) is taken over, at the
+    // version it was found at: a store deleted later must take its pfs along.
+    if let Some(found) = pod
+        .as_ref()
+        .filter(|p| !created_now && p.metadata.deletion_timestamp.is_none())
+        && let Some(owners) = pods::adoption(found, store)
+    {
+        let patch = json!({"metadata": {
+            "resourceVersion": found.resource_version(),
+            "ownerReferences": owners,
+        }});
+        let adopted = ctx
+            .leading(pods.patch(&pod_name, &PatchParams::default(), &Patch::Merge(&patch)))
+            .await?;
+        match adopted {
+            Ok(adopted) => {
+                pod = Some(adopted);
+                info!(store = %name, %namespace, pod = %pod_name, "adopted a pfs pod that had no owner");
+                record(
+                    ctx,
+                    store,
+                    EventType::Normal,
+                    "PodAdopted",
+                    "Adopt",
+                    format!("pod {pod_name} had no owner; the store owns it now"),
+                )
+                .await;
+            }
+            // Changed or gone meanwhile: its event brings the store back here.
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
+            Err(error) => {
+                failed_write.get_or_insert(error.into());
+            }
+        }
+    }
     // Replaced by someone else meanwhile: the replacement is still what happened.
     report_replaced(replaced_stopped).await;
     let observed_pod = pod.as_ref().map(pod_facts);
