@@ -1113,7 +1113,7 @@ async fn a_spec_change_the_api_would_refuse_keeps_the_running_pod() {
     if let Some(emulator) = harness.emulator() {
         use kube_emulator::faults::{Action, Matcher};
         emulator.faults().inject(
-            Matcher::verb("create").on("pods"),
+            Matcher::verb("create").on("pods").dry_run(true),
             Action::Fail(403),
             10_000,
         );
@@ -1173,7 +1173,7 @@ async fn a_store_whose_new_pod_is_refused_says_why_and_recovers_once_allowed() {
     let (stores, pods, first_pod) = store_1_online(&harness, 30).await;
     let faults = harness.emulator().unwrap().faults();
     faults.inject(
-        Matcher::verb("patch").on("pods").named("store-1-pfs"),
+        Matcher::verb("create").on("pods").dry_run(false),
         Action::Fail(403),
         10_000,
     );

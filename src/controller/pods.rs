@@ -290,7 +290,7 @@ pub fn parse_predecessor(value: Option<&str>) -> Predecessor {
 }
 
 /// The Pod running the store's pfs. `predecessor` is recorded in an annotation, which is why
-/// the Pod is only ever applied to create it.
+/// the Pod is only ever created, never applied over an existing one.
 pub fn pod(store: &PureFlashStore, hash: &str, predecessor: Predecessor) -> Pod {
     let spec = &store.spec;
     let mut container = json!({

@@ -1533,19 +1533,17 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         } else {
             predecessor(&view_now, store.spec.store_id)
         };
-        let created = ctx
-            .leading(pods.patch(
-                &pod_name,
-                &apply,
-                &Patch::Apply(pods::pod(store, hash, predecessor)),
-            ))
-            .await
-            .and_then(|applied| applied.map_err(Error::from));
+        let created = create_pod(ctx, &pods, &pods::pod(store, hash, predecessor)).await;
         // Written once the new Pod is asked for (an Event write may be throttled for long),
         // and also when that failed: the old Pod is gone either way.
         report_replaced(replaced_stopped.take()).await;
         match keep_going(created, &mut failed_write)? {
-            Some(created) => {
+            // One was created meanwhile (by a former leader, say): it is what there is.
+            Some(None) => {
+                created_now = false;
+                pod = pods.get_opt(&pod_name).await?;
+            }
+            Some(Some(created)) => {
                 pod = Some(created);
                 record(
                     ctx,
@@ -1932,10 +1930,11 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             format!("{why}: pod {pod_name} force-deleted (grace 0){finishing}; a new pod is created")
         });
         // A restart is decided only for a store whose pfs.conf renders.
-        let replacement = async || -> Result<(), Error> {
+        // Whether a Pod was created.
+        let replacement = async || -> Result<bool, Error> {
             let (false, false, Some((hash, config_map))) = (replaced_since, created_now, &rendered)
             else {
-                return Ok(());
+                return Ok(false);
             };
             // The new Pod runs the current spec, held rollout or not: so does its pfs.conf.
             if !map_current {
@@ -1946,13 +1945,9 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             // which may still register (a crash-looping pfs starting just then): whatever
             // `alive` appears cannot be told from the new pfs's, so only time settles it.
             let predecessor = Predecessor::Unknown;
-            ctx.leading(pods.patch(
-                &pod_name,
-                &apply,
-                &Patch::Apply(pods::pod(store, hash, predecessor)),
-            ))
-            .await??;
-            Ok(())
+            Ok(create_pod(ctx, &pods, &pods::pod(store, hash, predecessor))
+                .await?
+                .is_some())
         };
         let replaced = replacement().await;
         if let Some(note) = restarted_note {
@@ -1966,8 +1961,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             )
             .await;
         }
-        replaced?;
-        if !killed && !replaced_since && !created_now && rendered.is_some() {
+        if replaced? && !killed {
             record(
                 ctx,
                 store,
@@ -2370,6 +2364,22 @@ fn keep_going<T>(result: Result<T, Error>, failed: &mut Option<Error>) -> Result
             failed.get_or_insert(error);
             Ok(None)
         }
+    }
+}
+
+/// Creates a store's Pod; `None` when one exists already. Never an apply: applied onto a Pod
+/// that exists after all (created by a former leader meanwhile, or kept by a finalizer after a
+/// force delete) it would merge into that Pod, stamping the current configuration hash and
+/// predecessor on a pfs started with others, and its image change would be taken in place.
+async fn create_pod(ctx: &Context, pods: &Api<Pod>, pod: &Pod) -> Result<Option<Pod>, Error> {
+    let params = PostParams {
+        dry_run: false,
+        field_manager: Some(MANAGER.to_owned()),
+    };
+    match ctx.leading(pods.create(&params, pod)).await? {
+        Ok(created) => Ok(Some(created)),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
+        Err(error) => Err(error.into()),
     }
 }
 

@@ -19,6 +19,8 @@ pub struct Matcher {
     /// Only requests whose body does not contain this text (a Lease release, say, which
     /// carries no `"holderIdentity":"…"`, unlike a renewal).
     pub body_lacks: Option<String>,
+    /// Only dry runs (`dryRun=All` in the query), or only real requests.
+    pub dry_run: Option<bool>,
 }
 
 impl Matcher {
@@ -49,6 +51,11 @@ impl Matcher {
         self
     }
 
+    pub fn dry_run(mut self, dry_run: bool) -> Matcher {
+        self.dry_run = Some(dry_run);
+        self
+    }
+
     fn matches(&self, request: &RequestInfo<'_>) -> bool {
         let field = |want: &Option<String>, have: Option<&str>| {
             want.as_deref().is_none_or(|w| Some(w) == have)
@@ -58,6 +65,9 @@ impl Matcher {
             && field(&self.namespace, request.namespace)
             && field(&self.name, request.name)
             && field(&self.subresource, request.subresource)
+            && self
+                .dry_run
+                .is_none_or(|dry_run| dry_run == request.dry_run)
             && self.body_lacks.as_deref().is_none_or(|text| {
                 !request
                     .body
@@ -76,6 +86,7 @@ pub struct RequestInfo<'a> {
     pub name: Option<&'a str>,
     pub subresource: Option<&'a str>,
     pub body: &'a [u8],
+    pub dry_run: bool,
 }
 
 /// What happens to a matching request.
@@ -174,6 +185,7 @@ mod tests {
             name: Some("p"),
             subresource: None,
             body: b"",
+            dry_run: false,
         };
         let get = RequestInfo {
             verb: "get",
@@ -204,6 +216,7 @@ mod tests {
             name: Some("op"),
             subresource: None,
             body: br#"{"spec":{"holderIdentity":"a"}}"#,
+            dry_run: false,
         };
         let release = RequestInfo {
             body: br#"{"spec":{"leaseDurationSeconds":15}}"#,
@@ -211,5 +224,30 @@ mod tests {
         };
         assert_eq!(faults.take(&renewal), None);
         assert_eq!(faults.take(&release), Some(Action::Fail(409)));
+    }
+
+    #[test]
+    fn a_rule_can_target_dry_runs_alone() {
+        let faults = Faults::default();
+        faults.inject(
+            Matcher::verb("create").on("pods").dry_run(true),
+            Action::Fail(403),
+            1,
+        );
+        let create = RequestInfo {
+            verb: "create",
+            resource: "pods",
+            namespace: Some("ns"),
+            name: None,
+            subresource: None,
+            body: b"{}",
+            dry_run: false,
+        };
+        assert_eq!(faults.take(&create), None);
+        let dry_run = RequestInfo {
+            dry_run: true,
+            ..create
+        };
+        assert_eq!(faults.take(&dry_run), Some(Action::Fail(403)));
     }
 }

@@ -347,6 +347,7 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Body>) -> Response {
         name: name.as_deref(),
         subresource: subresource.as_deref(),
         body: &bytes,
+        dry_run: param(&query, "dryRun") == Some("All"),
     };
     match shared.faults.take(&info) {
         Some(Action::Fail(code)) => {
