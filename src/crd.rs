@@ -65,17 +65,17 @@ pub struct PureFlashStoreSpec {
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["device"]))]
     pub trays: Vec<TraySpec>,
 
-    /// Management address (`[afs] mngt_ip`). Defaults to the node's InternalIP.
+    /// Management address (`[afs] mngt_ip`). Defaults to the node's first IPv4 InternalIP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = IPV4))]
     pub mngt_ip: Option<String>,
 
-    /// Data-path addresses (`[port.N] ip`). Defaults to the node's InternalIP.
+    /// Data-path addresses (`[port.N] ip`). Defaults to the node's first IPv4 InternalIP.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(regex(pattern = IPV4)))]
     pub ports: Vec<String>,
 
-    /// Replication addresses (`[rep_port.N] ip`). Defaults to the node's InternalIP.
+    /// Replication addresses (`[rep_port.N] ip`). Defaults to the node's first IPv4 InternalIP.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(regex(pattern = IPV4)))]
     pub rep_ports: Vec<String>,

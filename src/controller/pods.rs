@@ -35,7 +35,7 @@ pub struct Environment {
     pub cluster: String,
     /// ZooKeeper connect string as pfs Pods reach it (`[zookeeper] ip`).
     pub zookeeper: String,
-    /// The node's InternalIP: the default management, data and replication address.
+    /// The node's first IPv4 InternalIP: the default management, data and replication address.
     pub node_ip: Option<String>,
 }
 
@@ -43,7 +43,7 @@ pub struct Environment {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
     #[error(
-        "node {node} has no InternalIP to default mngtIp/ports/repPorts from; set them in the spec"
+        "node {node} has no IPv4 InternalIP to default mngtIp/ports/repPorts from; set them in the spec"
     )]
     NoNodeAddress { node: String },
     #[error(

@@ -1113,18 +1113,28 @@ impl NodeAddresses {
             return Ok(Some(address.clone()));
         }
         let nodes: Api<Node> = Api::all(client.clone());
-        let address = nodes.get_opt(node).await?.and_then(|node| {
-            node.status?
-                .addresses?
-                .into_iter()
-                .find(|a| a.type_ == "InternalIP")
-                .map(|a| a.address)
-        });
+        let address = nodes
+            .get_opt(node)
+            .await?
+            .and_then(|node| first_ipv4_internal_ip(node.status?.addresses?));
         *known = address
             .clone()
             .map(|address| (address, std::time::Instant::now()));
         Ok(address)
     }
+}
+
+/// The node's first IPv4 InternalIP. A dual-stack node whose primary family is IPv6 lists an
+/// IPv6 one first, which pfs's addresses cannot be (the metadata DB's port column holds 16
+/// characters, and the CRD takes IPv4 alone for the addresses a spec gives).
+fn first_ipv4_internal_ip(
+    addresses: Vec<k8s_openapi::api::core::v1::NodeAddress>,
+) -> Option<String> {
+    addresses
+        .into_iter()
+        .filter(|a| a.type_ == "InternalIP")
+        .find(|a| a.address.parse::<std::net::Ipv4Addr>().is_ok())
+        .map(|a| a.address)
 }
 
 async fn record(
@@ -2548,6 +2558,27 @@ mod tests {
         assert_eq!(replacements.due_in(&other, t), None, "per store");
         replacements.ran(&key);
         assert_eq!(replacements.due_in(&key, t), None, "it ran: at once again");
+    }
+
+    #[test]
+    fn a_stores_default_address_is_its_nodes_first_ipv4_internal_ip() {
+        let address = |type_: &str, address: &str| k8s_openapi::api::core::v1::NodeAddress {
+            type_: type_.into(),
+            address: address.into(),
+        };
+        let dual_stack = vec![
+            address("Hostname", "node-a"),
+            address("ExternalIP", "203.0.113.7"),
+            address("InternalIP", "fd00::7"),
+            address("InternalIP", "10.0.0.7"),
+            address("InternalIP", "10.0.0.8"),
+        ];
+        assert_eq!(
+            first_ipv4_internal_ip(dual_stack).as_deref(),
+            Some("10.0.0.7")
+        );
+        let ipv6_only = vec![address("InternalIP", "fd00::7")];
+        assert_eq!(first_ipv4_internal_ip(ipv6_only), None);
     }
 
     #[test]
