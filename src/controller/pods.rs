@@ -50,6 +50,21 @@ pub enum RenderError {
         "settings.{section}.{key} cannot be written into pfs.conf (names: letters, digits, '_', '.', '-'; values: one line without '\\', '#', ';' or '\"')"
     )]
     UnwritableSetting { section: String, key: String },
+    #[error(
+        "settings.{section}.{key} is the operator's to write (the [cluster], [zookeeper], [tray.N], [port.N] and [rep_port.N] sections, [afs] id and mngt_ip): use the spec's fields"
+    )]
+    ReservedSetting { section: String, key: String },
+}
+
+/// Whether pfs.conf's `[section] key` is one the operator writes itself. The CRD's rules say
+/// so too; this holds where they were not enforced (a server without CEL validation, an older
+/// CRD): a second `id=` under `[afs]` could make pfs register as another store.
+fn is_reserved_setting(section: &str, key: &str) -> bool {
+    matches!(section, "cluster" | "zookeeper")
+        || ["tray.", "port.", "rep_port."]
+            .iter()
+            .any(|prefix| section.starts_with(prefix))
+        || (section == "afs" && matches!(key, "id" | "mngt_ip"))
 }
 
 /// Characters a settings value may not hold. pfs reads its conf with a Ceph-style parser: a
@@ -105,6 +120,12 @@ pub fn pfs_conf(store: &PureFlashStore, env: &Environment) -> Result<String, Ren
             if !is_conf_name(section) || !is_conf_name(key) || value.contains(UNWRITABLE_IN_VALUES)
             {
                 return Err(RenderError::UnwritableSetting {
+                    section: section.clone(),
+                    key: key.clone(),
+                });
+            }
+            if is_reserved_setting(section, key) {
+                return Err(RenderError::ReservedSetting {
                     section: section.clone(),
                     key: key.clone(),
                 });
@@ -630,6 +651,35 @@ mod tests {
         }
         let fine = store(
             json!({"storeId": 7, "nodeName": "n", "trays": [{"device": "/dev/sda"}], "settings": {"replicator": {"conn_type": "rdma", "max.io-depth_2": "x = y, z/w:1"}}}),
+        );
+        assert!(pfs_conf(&fine, &env()).is_ok());
+    }
+
+    #[test]
+    fn a_setting_the_operator_writes_itself_is_refused() {
+        for settings in [
+            json!({"afs": {"id": "9"}}),
+            json!({"afs": {"mngt_ip": "10.0.0.9"}}),
+            json!({"cluster": {"name": "other"}}),
+            json!({"zookeeper": {"ip": "zk-other:2181"}}),
+            json!({"tray.0": {"dev": "/dev/sdz"}}),
+            json!({"port.1": {"ip": "10.0.0.9"}}),
+            json!({"rep_port.0": {"ip": "10.0.0.9"}}),
+        ] {
+            let store = store(
+                json!({"storeId": 7, "nodeName": "n", "trays": [{"device": "/dev/sda"}], "settings": settings.clone()}),
+            );
+            assert!(
+                matches!(
+                    pfs_conf(&store, &env()),
+                    Err(RenderError::ReservedSetting { .. })
+                ),
+                "{settings}"
+            );
+        }
+        // Other keys of those sections' neighbours are the user's.
+        let fine = store(
+            json!({"storeId": 7, "nodeName": "n", "trays": [{"device": "/dev/sda"}], "settings": {"afs": {"meta_size": "1G"}, "trays": {"x": "1"}, "portal": {"y": "2"}}}),
         );
         assert!(pfs_conf(&fine, &env()).is_ok());
     }
