@@ -22,9 +22,9 @@
 //! unless its caller aborts it first: the operator gives a leadership term's tasks 15 s on
 //! SIGTERM and none once the Lease is lost. A transaction is all or nothing: one aborted before
 //! its COMMIT went out is rolled back, but one whose COMMIT was on its way may still land, after
-//! the next leader's first writes even (a round trip's window). What it wrote then was ZooKeeper's
-//! truth of a moment ago; the next leader's periodic re-read of the tables repairs it within one
-//! resync interval.
+//! the next leader's first writes even. What it wrote then was ZooKeeper's truth of a moment
+//! ago; the next leader re-reads the tables once `pass_timeout` after it starts, by when such a
+//! COMMIT has landed or been abandoned, and repairs it.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -189,9 +189,18 @@ pub async fn run(
     // the rate of ZooKeeper events; passes in between plan against the cache.
     let mut stale_passes = Backoff::new(config.retry_initial, config.resync_interval);
     let mut stale_in_a_row = 0u32;
+    // A transaction of the previous writer (the last leader, or a sync killed before this one)
+    // whose COMMIT was on its way may land after this one's first pass read the tables: at
+    // the latest once its own pass timed out and dropped its connection. The tables are read
+    // again then, rather than a resync interval later.
+    let mut late_commits_read_at = Some(Instant::now() + config.pass_timeout);
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
         let now = Instant::now();
+        if let Some(at) = late_commits_read_at.filter(|at| *at <= now) {
+            reload_at = reload_at.min(at);
+            late_commits_read_at = None;
+        }
         let retry_pending = retry_at.is_some_and(|at| at > now);
         let writable = writable(&snapshot);
         if let Err(reason) = writable {
@@ -251,6 +260,12 @@ pub async fn run(
                         stale_in_a_row = 0;
                         stale_passes.reset();
                     }
+                    // A pass that left no cache (its plan did not fit the rows it planned
+                    // on) cannot plan the next event without reading the tables: that re-read
+                    // comes soon, not at a re-read time backed off for a stale DB.
+                    if cache.is_none() {
+                        reload_at = reload_at.min(Instant::now() + config.retry_initial);
+                    }
                     if let Some(notes) = &report.notes {
                         log_new_notes(notes, &mut known_notes);
                     }
@@ -294,9 +309,10 @@ pub async fn run(
         // Untrusted: only a new snapshot can change anything. Otherwise also wake for the
         // re-read (periodic, or after a stale pass), or after an error for the retry, which
         // (having no cache) also waits for the re-read to be due.
-        let wake_at = writable
-            .is_ok()
-            .then(|| retry_at.map_or(reload_at, |at| at.max(reload_at)));
+        let wake_at = writable.is_ok().then(|| {
+            let due = retry_at.map_or(reload_at, |at| at.max(reload_at));
+            late_commits_read_at.map_or(due, |at| at.min(due))
+        });
         let timer = async {
             match wake_at {
                 Some(at) => tokio::time::sleep_until(at).await,

@@ -1235,6 +1235,36 @@ async fn a_table_locked_by_another_client_is_reported_and_synced_once_released()
 /// SQLite lets a primary key other than an integer one hold NULL, so another tool can leave
 /// t_tray and t_port rows no statement can address. They are left alone, and do not stop the
 /// sync of everything else.
+/// A COMMIT of the previous writer (a deposed leader's, say) that lands after the first pass
+/// read the tables is repaired once that writer's pass would have timed out, not a resync
+/// interval later: the tables are read again `pass_timeout` after the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_previous_writers_late_commit_is_repaired_within_a_pass_timeout() {
+    testkit::init_test_logging();
+    let db = TestDb::new(Backend::Sqlite).await;
+    let cluster = unique_cluster("late-commit");
+    let _store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    let pass_timeout = Duration::from_secs(10);
+    let started = std::time::Instant::now();
+    let sync = Running::start_with(&zk(), &cluster, &db.url, NO_RESYNC, |config| {
+        config.pass_timeout = pass_timeout;
+    });
+    wait_for!(db, "store 1 OK", |s, t, p| s.len() == 1
+        && s[0].2 == "OK"
+        && t.len() == 2
+        && p.len() == 2);
+    // The late COMMIT: store 1 OFFLINE, while ZooKeeper has it alive.
+    db.execute("update t_store set status = 'OFFLINE'").await;
+    assert!(
+        started.elapsed() < pass_timeout,
+        "the first pass took longer than the pass timeout; the scenario did not happen"
+    );
+    wait_for!(db, "store 1 OK again", |s, _t, _p| s.len() == 1
+        && s[0].2 == "OK");
+    assert!(started.elapsed() >= pass_timeout, "repaired by what, then?");
+    sync.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_without_a_key_left_by_another_tool_are_skipped() {
     testkit::init_test_logging();
