@@ -47,6 +47,10 @@ const SESSION_SETTINGS: &str = "set session autocommit = 1, lock_wait_timeout = 
      innodb_lock_wait_timeout = 20, wait_timeout = least(@@session.wait_timeout, 120), \
      default_storage_engine = InnoDB";
 
+/// Pooled MariaDB connections idle longer than this are closed: under the 120 s
+/// `wait_timeout` of [`SESSION_SETTINGS`].
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(100);
+
 /// A failed DB operation, naming what was being done.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -178,9 +182,12 @@ impl MetaDb {
                 // a connection while it idled, and a pass that found out by failing would wait
                 // out a retry's backoff (an event's write made late). A round trip is cheap
                 // beside a pass's own.
+                // Idle ones are closed by the pool before the server's 2 minute
+                // `wait_timeout` (below) closes them, which it logs as aborted connections.
                 MySqlPoolOptions::new()
                     .max_connections(2)
                     .test_before_acquire(true)
+                    .idle_timeout(IDLE_TIMEOUT)
                     .acquire_timeout(ACQUIRE_TIMEOUT)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
