@@ -179,12 +179,16 @@ pub fn step(
     }
 }
 
-/// The holder's published duration: it is the one that promised to stop by then.
+/// How long a Lease that stopped changing is waited out: the holder's published duration (it
+/// is the one that promised to stop by then), but never less than this replica's own. A
+/// shorter published one is not a promise the holder made: a `leaseDurationSeconds` edited
+/// down by hand, which the holder only overwrites at its next renewal, and meanwhile it leads
+/// on by its own deadline.
 fn published(spec: &LeaseSpec, default_duration: Duration) -> Duration {
     spec.lease_duration_seconds
         .filter(|&seconds| seconds > 0)
         .map_or(default_duration, |seconds| {
-            Duration::from_secs(seconds as u64)
+            Duration::from_secs(seconds as u64).max(default_duration)
         })
 }
 
@@ -250,8 +254,18 @@ impl Complaints {
 /// term ended (`leading` turning false) reaches other tasks only once the election's task runs
 /// again, and after a stall of the whole process (stopped, frozen, starved of CPU) the others
 /// may run first.
+///
+/// It also counts the terms begun: `leading` is a watch, which keeps only the latest value, so
+/// a term lost and a new one won before a reader looks (a stalled reader) would read as one
+/// term going on; the count tells them apart.
 #[derive(Clone, Debug, Default)]
-pub struct TermDeadline(Arc<Mutex<Option<Instant>>>);
+pub struct TermDeadline(Arc<Mutex<Terms>>);
+
+#[derive(Debug, Default)]
+struct Terms {
+    end: Option<Instant>,
+    begun: u64,
+}
 
 impl TermDeadline {
     /// Whether the term still holds now.
@@ -260,14 +274,14 @@ impl TermDeadline {
     }
 
     fn holds_at(&self, now: Instant) -> bool {
-        self.lock().is_some_and(|end| now < end)
+        self.lock().end.is_some_and(|end| now < end)
     }
 
     /// Resolves once the term no longer holds: at its end, unless renewals moved it on
     /// meanwhile (then at the new end), or at once if there is no term.
     pub async fn lapsed(&self) {
         loop {
-            let Some(end) = *self.lock() else { return };
+            let Some(end) = self.lock().end else { return };
             if Instant::now() >= end {
                 return;
             }
@@ -275,11 +289,20 @@ impl TermDeadline {
         }
     }
 
-    fn set(&self, end: Option<Instant>) {
-        *self.lock() = end;
+    /// How many terms have begun so far: the current one's number while leading.
+    pub fn terms_begun(&self) -> u64 {
+        self.lock().begun
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+    fn set(&self, end: Option<Instant>) {
+        let mut terms = self.lock();
+        if terms.end.is_none() && end.is_some() {
+            terms.begun += 1;
+        }
+        terms.end = end;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Terms> {
         // Nothing panics while holding it.
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -339,8 +362,12 @@ pub async fn run(
             Ok(Err(error)) => Some(error.to_string()),
             Err(_elapsed) => Some("no answer in time".to_owned()),
         };
-        let wait = match failure {
-            None => config.renew_every,
+        // The next regular look is timed from this one's start, not its end: a renewal then
+        // has a third of the lease duration to get through before the term ends, however
+        // slowly the API answered the last one (timed from the end, an API taking a sixth of
+        // the duration per renewal would end every term).
+        let wake = match failure {
+            None => started + config.renew_every,
             Some(error) => {
                 if complaints.failed(&error, Instant::now()) {
                     warn!(lease = %config.name, namespace = %config.namespace, %error, "Lease request failed; retrying");
@@ -348,11 +375,10 @@ pub async fn run(
                     debug!(lease = %config.name, %error, "Lease request failed");
                 }
                 publish(&mut term_end, false);
-                backoff.next_delay()
+                Instant::now() + backoff.next_delay()
             }
         };
         // Wake at the term's end at the latest, to stop leading on time.
-        let wake = Instant::now() + wait;
         let wake = term_end.map_or(wake, |end| end.min(wake));
         let wake = take_over_at.map_or(wake, |at| at.min(wake));
         tokio::select! {
@@ -638,6 +664,21 @@ mod tests {
     }
 
     #[test]
+    fn renewals_go_on_with_a_term_and_a_term_won_again_is_another() {
+        let deadline = TermDeadline::default();
+        let start = Instant::now();
+        assert_eq!(deadline.terms_begun(), 0);
+        deadline.set(Some(start + Duration::from_secs(10)));
+        let first = deadline.terms_begun();
+        deadline.set(Some(start + Duration::from_secs(20)));
+        assert_eq!(deadline.terms_begun(), first, "a renewal is the same term");
+        // Lost and won again, as a reader that stalled meanwhile would only see the end of.
+        deadline.set(None);
+        deadline.set(Some(start + Duration::from_secs(40)));
+        assert_eq!(deadline.terms_begun(), first + 1);
+    }
+
+    #[test]
     fn the_steps() {
         let clock = Clock::new();
         let mut seen = None;
@@ -833,6 +874,19 @@ mod tests {
             },
             "no usable duration: ours"
         );
+        let mut seen = None;
+        let edited_down = LeaseSpec {
+            lease_duration_seconds: Some(1),
+            ..lease(Some("b"), 0)
+        };
+        assert_eq!(
+            step(Some(&edited_down), "a", &mut seen, clock.at(0), DURATION),
+            Step::Follow {
+                holder: "b".into(),
+                until: clock.at(15)
+            },
+            "never shorter than ours: the holder leads on by its own deadline"
+        );
     }
 
     #[test]
@@ -1023,6 +1077,31 @@ mod tests {
                     .inject(Matcher::verb(verb).on("leases"), hang, 1000);
             }
             becomes(&mut leading, false).await;
+            stop.cancel();
+            election.await.unwrap();
+        }
+
+        #[tokio::test]
+        async fn a_slow_api_server_does_not_end_the_term() {
+            let (emulator, client, config) = emulator().await;
+            let renew_every = config.renew_every;
+            let (mut leading, stop, election) = elect(client, config);
+            becomes(&mut leading, true).await;
+            leading.borrow_and_update();
+            // A renewal (a read and a write) now takes 0.6 s of the lease duration's 3 s: a
+            // fifth, within the third a renewal has before the term ends.
+            let slow = Action::Delay(Duration::from_millis(300));
+            for verb in ["get", "update"] {
+                emulator
+                    .faults()
+                    .inject(Matcher::verb(verb).on("leases"), slow, 1000);
+            }
+            tokio::time::sleep(renew_every * 4).await;
+            assert!(
+                !leading.has_changed().unwrap(),
+                "a slow API server ended the term"
+            );
+            assert!(*leading.borrow());
             stop.cancel();
             election.await.unwrap();
         }

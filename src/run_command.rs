@@ -192,6 +192,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             // Lost while waiting: nothing was started.
             continue 'terms;
         }
+        let term_number = term_deadline.terms_begun();
         let term_stop = shutdown.child_token();
         // The controller's writes end with the term's stop when the Lease is lost, else at
         // the end of the stop grace (see `stop_term`).
@@ -266,13 +267,16 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
                         fatal = Some("the leader election stopped while leading".to_owned());
                         break;
                     }
-                    if !*leading.borrow() {
+                    // Leading again, but in a later term: this one's tasks acted on a
+                    // world another leader may have changed since.
+                    if !*leading.borrow() || term_deadline.terms_begun() != term_number {
                         break;
                     }
                 }
             }
         }
-        let lost = !*leading.borrow() || election_gone;
+        let lost =
+            !*leading.borrow() || election_gone || term_deadline.terms_begun() != term_number;
         if lost {
             metrics.leader.set(0);
         }
