@@ -39,8 +39,7 @@ async fn smoke_a_pfs_pod_runs_registers_and_dies_with_its_pod() {
     let harness = Harness::start("smoke").await;
 
     // kubectl talks to the API: a CRD applied, its resource served.
-    let (ok, stdout, stderr) = harness.kubectl(&["apply", "-f", "-"], Some(WIDGETS_CRD));
-    assert!(ok, "kubectl apply of a CRD: {stdout}{stderr}");
+    harness.install_crd(WIDGETS_CRD, "widgets.test.pureflash.io");
     let (ok, _, stderr) = harness.kubectl(&["get", "widgets", "-A"], None);
     assert!(ok, "the CRD's resource is served: {stderr}");
 

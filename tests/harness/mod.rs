@@ -33,8 +33,16 @@ use testkit::zookeeper::ZooKeeper;
 use zookeeper_client as zk;
 
 /// How long any wait in an e2e test may take before it is a failure (a liveness bound, not a
-/// performance target).
-pub const DEADLINE: Duration = Duration::from_secs(60);
+/// performance target). Longer on a real cluster: its kubelets renew their node Leases every
+/// 10 s (the emulated node every 500 ms), which a restart waits to see, and its ZooKeeper may
+/// tick slower than the tests' own.
+pub fn deadline() -> Duration {
+    if std::env::var_os("PUREFLASH_E2E_KUBECONFIG").is_some() {
+        Duration::from_secs(180)
+    } else {
+        Duration::from_secs(60)
+    }
+}
 
 /// The image the node agent maps to the pfs simulator in emulated mode.
 pub const EMULATED_PFS_IMAGE: &str = "pureflash/pfs-sim:e2e";
@@ -90,6 +98,22 @@ impl Drop for Harness {
         }
         if let Some(server) = self.zookeeper_server() {
             print_log_tail(&server.log_path());
+        }
+        // A real cluster outlives the test: its namespace would keep privileged pfs Pods
+        // running (some stopped with SIGSTOP). The emulator goes with the test.
+        if !self.is_emulated() {
+            for operator in &mut self.operators {
+                if let Some(mut child) = operator.child.take() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                }
+            }
+            let namespace = self.namespace.clone();
+            let (ok, _, stderr) =
+                self.kubectl(&["delete", "namespace", &namespace, "--wait=false"], None);
+            if !ok {
+                eprintln!("could not delete test namespace {namespace}: {stderr}");
+            }
         }
     }
 }
@@ -239,6 +263,20 @@ impl Harness {
             }
             Err(_) => ZooKeeperAccess::Owned(ZooKeeper::start()),
         };
+        // A real cluster's pods would be sent to their own node's loopback: every store test
+        // would then time out waiting for a pfs that can never register.
+        if matches!(cluster, Cluster::Real) {
+            let from_pods = match &zookeeper {
+                ZooKeeperAccess::External { from_pods, .. } => from_pods.as_str(),
+                ZooKeeperAccess::Owned(_) => panic!(
+                    "on a real cluster set PUREFLASH_E2E_ZK (a ZooKeeper this machine reaches) and PUREFLASH_E2E_ZK_IN_CLUSTER (the same as pods reach it): see the README's \"End-to-end tests on kind\""
+                ),
+            };
+            assert!(
+                !from_pods.contains("127.") && !from_pods.contains("localhost"),
+                "PUREFLASH_E2E_ZK_IN_CLUSTER ({from_pods}) is a loopback address, which pods cannot reach: give ZooKeeper's address as pods see it"
+            );
+        }
         let namespaces: Api<Namespace> = Api::all(client.clone());
         let ns = serde_json::from_value(
             json!({"metadata": {"name": namespace, "labels": {"pureflash.io/e2e": "true"}}}),
@@ -286,6 +324,28 @@ impl Harness {
     /// The node pfs Pods are placed on.
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// Installs a CRD as users do (`kubectl apply`), and waits until its resource is served.
+    /// Server-side: tests running at once on one real cluster apply the same CRD, and a
+    /// client-side apply that saw none would fail on another's create. The CRD stays (it is
+    /// cluster-wide, and other tests may use it).
+    pub fn install_crd(&self, manifest: &str, name: &str) {
+        let (ok, stdout, stderr) = self.kubectl(
+            &["apply", "--server-side", "--force-conflicts", "-f", "-"],
+            Some(manifest),
+        );
+        assert!(ok, "kubectl apply of CRD {name}: {stdout}{stderr}");
+        let (ok, stdout, stderr) = self.kubectl(
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                &format!("crd/{name}"),
+            ],
+            None,
+        );
+        assert!(ok, "CRD {name} never established: {stdout}{stderr}");
     }
 
     /// The image that runs the pfs simulator here.
@@ -652,7 +712,7 @@ impl Harness {
             .child
             .as_mut()
             .expect("replica running");
-        let deadline = std::time::Instant::now() + DEADLINE;
+        let deadline = std::time::Instant::now() + self::deadline();
         loop {
             if let Some(status) = child.try_wait().expect("operator status") {
                 self.operators[index].child = None;
@@ -720,14 +780,15 @@ impl Harness {
 
 /// Polls `check` until it returns `Some`, or fails the test naming `what`.
 pub async fn wait_for<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + DEADLINE;
+    let patience = deadline();
+    let deadline = std::time::Instant::now() + patience;
     loop {
         if let Some(value) = check().await {
             return value;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "timed out after {DEADLINE:?} waiting for {what}"
+            "timed out after {patience:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
