@@ -42,6 +42,9 @@ use crate::zk::view::{ClusterView, NodeUpdate, Problem, StoreView, Touched};
 const RELOAD_CONCURRENCY: usize = 512;
 /// The most watch events handled as one batch (one round of pipelined reads, one publish).
 const MAX_EVENT_BATCH: usize = 4096;
+/// The longest the batches of a backlog larger than [`MAX_EVENT_BATCH`] are applied without
+/// publishing (see [`Publisher::hold`]): a storm that never lets up is still published.
+const MAX_HOLD: Duration = Duration::from_secs(1);
 
 /// Trays read per multi-read of a reload. ZooKeeper refuses a request larger than its
 /// `jute.maxbuffer` (1 MB by default) by dropping the connection: a store listing thousands of
@@ -277,6 +280,16 @@ struct Publisher {
     health: Health,
     snapshots: watch::Sender<Arc<Snapshot>>,
     events: broadcast::Sender<ViewEvent>,
+    /// While a backlog of events is applied batch by batch: what it changed so far, published
+    /// at once when it is all applied.
+    held: Option<Held>,
+}
+
+/// Changes applied but not yet published, and since when.
+struct Held {
+    since: Instant,
+    stores: Vec<StoreId>,
+    dirs_changed: bool,
 }
 
 impl Publisher {
@@ -301,7 +314,50 @@ impl Publisher {
             health,
             snapshots: watch::channel(initial).0,
             events: broadcast::channel(EVENT_CHANNEL_CAPACITY).0,
+            held: None,
         }
+    }
+
+    /// Applies what follows without publishing it, until [`Publisher::release`]. For a
+    /// backlog of events larger than one batch, after a full reload most of all: the events
+    /// queued while it read are older than what it read, and a batch of them published alone
+    /// would roll the view back (an `alive` deleted and created again before the reload read
+    /// it, its deletion in one batch and its creation in the next, would read as the store
+    /// going offline and coming back). A change of health is published at once all the same,
+    /// with everything held so far: losing trust must not wait.
+    fn hold(&mut self) {
+        self.held.get_or_insert_with(|| Held {
+            since: Instant::now(),
+            stores: Vec::new(),
+            dirs_changed: false,
+        });
+    }
+
+    /// How long changes have been held, if they are.
+    fn held_for(&self) -> Option<Duration> {
+        self.held.as_ref().map(|held| held.since.elapsed())
+    }
+
+    /// Publishes what was held, and publishes as it goes again.
+    fn release(&mut self) {
+        if let Some(held) = self.held.take() {
+            self.publish_stores(held.stores, held.dirs_changed, false);
+        }
+    }
+
+    /// Publishes `stores` as changed or removed, as the view has them now.
+    fn publish_stores(
+        &mut self,
+        mut stores: Vec<StoreId>,
+        dirs_changed: bool,
+        health_changed: bool,
+    ) {
+        stores.sort_unstable();
+        stores.dedup();
+        let (removed, changed): (Vec<StoreId>, Vec<StoreId>) = stores
+            .into_iter()
+            .partition(|id| !self.view.stores.contains_key(id));
+        self.publish(&changed, &removed, dirs_changed, health_changed);
     }
 
     fn set_session(&mut self, session: SessionStatus) {
@@ -364,6 +420,25 @@ impl Publisher {
         health_changed: bool,
     ) {
         if changed.is_empty() && removed.is_empty() && !dirs_changed && !health_changed {
+            return;
+        }
+        if let Some(held) = &mut self.held {
+            let stores = changed.iter().chain(removed);
+            if !health_changed {
+                held.stores.extend(stores);
+                held.dirs_changed |= dirs_changed;
+                return;
+            }
+            // Published now, with what was held (which stays held from here on).
+            let mut all = std::mem::take(&mut held.stores);
+            all.extend(stores);
+            let dirs_changed = std::mem::take(&mut held.dirs_changed) || dirs_changed;
+            let (removed, changed): (Vec<StoreId>, Vec<StoreId>) = all
+                .into_iter()
+                .partition(|id| !self.view.stores.contains_key(id));
+            let held = self.held.take();
+            self.publish(&changed, &removed, dirs_changed, true);
+            self.held = held;
             return;
         }
         log_problem_changes(&self.snapshots.borrow().view, &self.view, changed);
@@ -468,7 +543,10 @@ async fn run(config: MirrorConfig, mut publisher: Publisher, shutdown: Cancellat
         };
         publisher.health.sessions += 1;
         info!(connect = %config.connect, session = %client.session_id(), timeout = ?client.session_timeout(), "ZooKeeper session established");
-        match serve_session(&client, &config, &mut publisher, &shutdown, &mut backoff).await {
+        let served = serve_session(&client, &config, &mut publisher, &shutdown, &mut backoff).await;
+        // Whatever a backlog had applied is published with the session's end.
+        publisher.release();
+        match served {
             SessionEnd::Shutdown => {
                 close(client).await;
                 break;
@@ -561,10 +639,21 @@ async fn serve_session(
                         None => break,
                     }
                 }
+                // More events queued than one batch takes: the whole backlog is published
+                // as one (within a bound), not batch by batch.
+                let backlog = batch.len() == MAX_EVENT_BATCH
+                    && !batch.last().is_some_and(is_terminal)
+                    && publisher.held_for().is_none_or(|held| held < MAX_HOLD);
+                if backlog {
+                    publisher.hold();
+                }
                 let applied = tokio::select! {
                     _ = shutdown.cancelled() => return SessionEnd::Shutdown,
                     applied = apply_batch(client, &config.layout, batch, publisher) => applied,
                 };
+                if !backlog {
+                    publisher.release();
+                }
                 match applied {
                     BatchOutcome::Applied { reread_failed } => {
                         // Not before a failed reload's backoff: a node that stays unreadable
@@ -608,6 +697,8 @@ async fn serve_session(
                     }
                 }
             }
+            // A backlog held for publishing and no event queued any more: it is all applied.
+            () = std::future::ready(()), if publisher.held.is_some() => publisher.release(),
         }
     }
 }
@@ -911,13 +1002,8 @@ async fn distrust_while_disconnected<T>(
 }
 
 /// Publishes the stores a batch touched (and whether the directories changed).
-fn publish_touched(publisher: &mut Publisher, mut touched: Vec<StoreId>, dirs_changed: bool) {
-    touched.sort_unstable();
-    touched.dedup();
-    let (removed, changed): (Vec<StoreId>, Vec<StoreId>) = touched
-        .into_iter()
-        .partition(|id| !publisher.view.stores.contains_key(id));
-    publisher.publish(&changed, &removed, dirs_changed, false);
+fn publish_touched(publisher: &mut Publisher, touched: Vec<StoreId>, dirs_changed: bool) {
+    publisher.publish_stores(touched, dirs_changed, false);
 }
 
 /// Publishes a batch's session changes in order; the outcome is the last one's.
@@ -1198,6 +1284,73 @@ mod tests {
         let last = snapshots.borrow().clone();
         assert_eq!(last.health.session, SessionStatus::Closed);
         assert!(!last.health.is_trusted());
+    }
+
+    /// Applies `rel` of store `dir` to the publisher's view and publishes it as a batch would.
+    fn apply_node(publisher: &mut Publisher, dir: &str, rel: &str, update: NodeUpdate<'_>) {
+        if let Touched::Store(id) = publisher.view.apply(dir, rel, update) {
+            publish_touched(publisher, vec![id], false);
+        }
+    }
+
+    #[test]
+    fn a_held_backlog_is_published_once_all_applied_and_a_lost_trust_at_once() {
+        let mut publisher = Publisher::new("/pureflash/c/stores");
+        publisher.set_session(SessionStatus::Connected);
+        let mut reloaded = ClusterView {
+            stores_dir: true,
+            ..ClusterView::default()
+        };
+        reloaded.apply("1", "alive", NodeUpdate::Present(b""));
+        publisher.replace_view(reloaded);
+        let mut events = publisher.events.subscribe();
+        let snapshots = publisher.snapshots.subscribe();
+        let version = snapshots.borrow().version;
+        let alive = |snapshots: &watch::Receiver<Arc<Snapshot>>| {
+            snapshots
+                .borrow()
+                .view
+                .stores
+                .values()
+                .filter(|s| s.alive)
+                .count()
+        };
+
+        // Queued before the reload read it: store 1's alive deleted and created again, the
+        // two events in different batches. The deletion alone is never published.
+        publisher.hold();
+        apply_node(&mut publisher, "1", "alive", NodeUpdate::Deleted);
+        assert_eq!(snapshots.borrow().version, version, "nothing published yet");
+        apply_node(&mut publisher, "1", "alive", NodeUpdate::Present(b""));
+        apply_node(&mut publisher, "2", "alive", NodeUpdate::Present(b""));
+        assert_eq!(snapshots.borrow().version, version);
+        publisher.release();
+        assert_eq!(snapshots.borrow().version, version + 1, "one publish");
+        assert_eq!(alive(&snapshots), 2);
+        let mut told = Vec::new();
+        while let Ok(ViewEvent::StoreChanged { id, .. }) = events.try_recv() {
+            told.push(id.get());
+        }
+        assert_eq!(told, [1, 2]);
+
+        // Trust lost in the middle of a backlog: published at once, with what was held.
+        publisher.hold();
+        apply_node(&mut publisher, "3", "alive", NodeUpdate::Present(b""));
+        publisher.set_session(SessionStatus::Disconnected);
+        assert_eq!(snapshots.borrow().version, version + 2);
+        assert!(!snapshots.borrow().health.is_trusted());
+        assert_eq!(alive(&snapshots), 3);
+        // Held on after that, until released.
+        apply_node(&mut publisher, "4", "alive", NodeUpdate::Present(b""));
+        assert_eq!(snapshots.borrow().version, version + 2);
+        publisher.release();
+        assert_eq!(alive(&snapshots), 4);
+        publisher.release();
+        assert_eq!(
+            snapshots.borrow().version,
+            version + 3,
+            "nothing more to publish"
+        );
     }
 
     #[test]
