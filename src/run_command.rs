@@ -564,6 +564,14 @@ fn kube_client(mut config: Config) -> Result<Client, crate::Error> {
 
 /// The CRD must be installed; say how if it is not.
 async fn check_crd(client: &Client, namespace: &Option<String>) -> Result<(), crate::Error> {
+    check_crd_within(client, namespace, CRD_CHECK_TIMEOUT).await
+}
+
+async fn check_crd_within(
+    client: &Client,
+    namespace: &Option<String>,
+    timeout: Duration,
+) -> Result<(), crate::Error> {
     let api: Api<PureFlashStore> = match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -571,12 +579,12 @@ async fn check_crd(client: &Client, namespace: &Option<String>) -> Result<(), cr
     // Bounded well within the chart's startup probe (60 s), which nothing answers yet: an API
     // server that accepts connections but does not answer is a clear startup error, not a
     // container killed by its probe without a word.
-    let listed = tokio::time::timeout(CRD_CHECK_TIMEOUT, api.list(&ListParams::default().limit(1)))
+    let listed = tokio::time::timeout(timeout, api.list(&ListParams::default().limit(1)))
         .await
         .map_err(|_| {
             crate::Error::Kube(format!(
                 "the API server did not answer a list of PureFlashStores within {}s",
-                CRD_CHECK_TIMEOUT.as_secs()
+                timeout.as_secs()
             ))
         })?;
     match listed {
@@ -591,6 +599,35 @@ async fn check_crd(client: &Client, namespace: &Option<String>) -> Result<(), cr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_crd_check_tells_a_missing_crd_from_a_silent_api_server() {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        use kube::api::PostParams;
+        use kube_emulator::{Action, Emulator, Matcher};
+
+        let emulator = Emulator::start().await.unwrap();
+        let client = Client::try_from(kube::Config::new(emulator.url().parse().unwrap())).unwrap();
+        let check = || check_crd_within(&client, &None, Duration::from_secs(1));
+        assert!(matches!(check().await, Err(crate::Error::CrdMissing)));
+
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&crate::crd::crd_yaml()).unwrap();
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+        check().await.expect("installed");
+
+        // Accepts the request and never answers.
+        emulator.faults().inject(
+            Matcher::verb("list").on("pureflashstores"),
+            Action::Delay(Duration::from_secs(3600)),
+            1,
+        );
+        let error = check().await.expect_err("no answer").to_string();
+        assert!(
+            error.contains("the API server did not answer a list of PureFlashStores within 1s"),
+            "{error}"
+        );
+    }
 
     /// What a reconcile under way at the stop sees: may it still write?
     fn finishing_task(
