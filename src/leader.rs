@@ -258,8 +258,16 @@ impl Complaints {
 /// It also counts the terms begun: `leading` is a watch, which keeps only the latest value, so
 /// a term lost and a new one won before a reader looks (a stalled reader) would read as one
 /// term going on; the count tells them apart.
+///
+/// A deadline [pinned](TermDeadline::pinned) to the current term holds for that term alone: a
+/// task started for one term never writes in the next, even if whoever should stop it has not
+/// heard of the change yet.
 #[derive(Clone, Debug, Default)]
-pub struct TermDeadline(Arc<Mutex<Terms>>);
+pub struct TermDeadline {
+    terms: Arc<Mutex<Terms>>,
+    /// The term this deadline is for, if pinned.
+    term: Option<u64>,
+}
 
 #[derive(Debug, Default)]
 struct Terms {
@@ -274,14 +282,22 @@ impl TermDeadline {
     }
 
     fn holds_at(&self, now: Instant) -> bool {
-        self.lock().end.is_some_and(|end| now < end)
+        self.end().is_some_and(|end| now < end)
+    }
+
+    /// The end of the term this deadline is for, if it is the current one.
+    fn end(&self) -> Option<Instant> {
+        let terms = self.lock();
+        terms
+            .end
+            .filter(|_| self.term.is_none_or(|term| term == terms.begun))
     }
 
     /// Resolves once the term no longer holds: at its end, unless renewals moved it on
     /// meanwhile (then at the new end), or at once if there is no term.
     pub async fn lapsed(&self) {
         loop {
-            let Some(end) = self.lock().end else { return };
+            let Some(end) = self.end() else { return };
             if Instant::now() >= end {
                 return;
             }
@@ -290,8 +306,22 @@ impl TermDeadline {
     }
 
     /// How many terms have begun so far: the current one's number while leading.
-    pub fn terms_begun(&self) -> u64 {
+    fn terms_begun(&self) -> u64 {
         self.lock().begun
+    }
+
+    /// Whether the term this deadline is pinned to is still the latest one begun (whether or
+    /// not it holds now). An unpinned deadline always is.
+    pub fn is_latest_term(&self) -> bool {
+        self.term.is_none_or(|term| term == self.terms_begun())
+    }
+
+    /// This deadline for the current term alone.
+    pub fn pinned(&self) -> TermDeadline {
+        TermDeadline {
+            terms: Arc::clone(&self.terms),
+            term: Some(self.terms_begun()),
+        }
     }
 
     fn set(&self, end: Option<Instant>) {
@@ -304,7 +334,7 @@ impl TermDeadline {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Terms> {
         // Nothing panics while holding it.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.terms.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -673,9 +703,18 @@ mod tests {
         deadline.set(Some(start + Duration::from_secs(20)));
         assert_eq!(deadline.terms_begun(), first, "a renewal is the same term");
         // Lost and won again, as a reader that stalled meanwhile would only see the end of.
+        let pinned = deadline.pinned();
+        assert!(pinned.holds_at(start + Duration::from_secs(15)));
         deadline.set(None);
         deadline.set(Some(start + Duration::from_secs(40)));
         assert_eq!(deadline.terms_begun(), first + 1);
+        assert!(deadline.holds_at(start + Duration::from_secs(15)));
+        assert!(
+            !pinned.holds_at(start + Duration::from_secs(15)),
+            "a task of the first term does not write in the second"
+        );
+        assert!(!pinned.is_latest_term());
+        assert!(deadline.pinned().is_latest_term());
     }
 
     #[test]

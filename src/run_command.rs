@@ -192,7 +192,8 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             // Lost while waiting: nothing was started.
             continue 'terms;
         }
-        let term_number = term_deadline.terms_begun();
+        // What the term's tasks check before they write: this term, not whichever holds.
+        let this_term = term_deadline.pinned();
         let term_stop = shutdown.child_token();
         // The controller's writes end with the term's stop when the Lease is lost, else at
         // the end of the stop grace (see `stop_term`).
@@ -204,7 +205,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         let mut tasks = Vec::new();
         let db_status = db_url.as_ref().map(|url| {
             let (status_tx, status_rx) = watch::channel(DbSyncStatus::default());
-            let deadline = term_deadline.clone();
+            let deadline = this_term.clone();
             let db = MetaDb::open(url).fenced_by(Arc::new(move || {
                 if deadline.holds() {
                     Ok(())
@@ -239,7 +240,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             cache_synced: cache_synced_tx.clone(),
             clock: clock.clone(),
             writes_end: writes_end.clone(),
-            term_deadline: term_deadline.clone(),
+            term_deadline: this_term.clone(),
         };
         tasks.push(spawn(Box::pin(controller::run(term, term_stop.clone()))));
         let mut election_gone = false;
@@ -269,14 +270,13 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
                     }
                     // Leading again, but in a later term: this one's tasks acted on a
                     // world another leader may have changed since.
-                    if !*leading.borrow() || term_deadline.terms_begun() != term_number {
+                    if !*leading.borrow() || !this_term.is_latest_term() {
                         break;
                     }
                 }
             }
         }
-        let lost =
-            !*leading.borrow() || election_gone || term_deadline.terms_begun() != term_number;
+        let lost = !*leading.borrow() || election_gone || !this_term.is_latest_term();
         if lost {
             metrics.leader.set(0);
         }
