@@ -1568,40 +1568,27 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             None => created_now = false,
         }
     }
-    // A Pod found without its owner (left by an orphaning delete) is taken over, at the
-    // version it was found at: a store deleted later must take its pfs along.
+    // A Pod found without its owner (left by an orphaning delete) is taken over: a store
+    // deleted later must take its pfs along.
     if let Some(found) = pod
         .as_ref()
         .filter(|p| !created_now && p.metadata.deletion_timestamp.is_none())
-        && let Some(owners) = pods::adoption(found, store)
+        .filter(|p| pods::adoption(p, store).is_some())
+        .cloned()
+        && let Some(adopted) =
+            keep_going(adopt(ctx, &pods, store, found).await, &mut failed_write)?.flatten()
     {
-        let patch = json!({"metadata": {
-            "resourceVersion": found.resource_version(),
-            "ownerReferences": owners,
-        }});
-        let adopted = ctx
-            .leading(pods.patch(&pod_name, &PatchParams::default(), &Patch::Merge(&patch)))
-            .await?;
-        match adopted {
-            Ok(adopted) => {
-                pod = Some(adopted);
-                info!(store = %name, %namespace, pod = %pod_name, "adopted a pfs pod that had no owner");
-                record(
-                    ctx,
-                    store,
-                    EventType::Normal,
-                    "PodAdopted",
-                    "Adopt",
-                    format!("pod {pod_name} had no owner; the store owns it now"),
-                )
-                .await;
-            }
-            // Changed or gone meanwhile: its event brings the store back here.
-            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
-            Err(error) => {
-                failed_write.get_or_insert(error.into());
-            }
-        }
+        pod = Some(adopted);
+        info!(store = %name, %namespace, pod = %pod_name, "adopted a pfs pod that had no owner");
+        record(
+            ctx,
+            store,
+            EventType::Normal,
+            "PodAdopted",
+            "Adopt",
+            format!("pod {pod_name} had no owner; the store owns it now"),
+        )
+        .await;
     }
     // Replaced by someone else meanwhile: the replacement is still what happened.
     report_replaced(replaced_stopped).await;
@@ -2375,6 +2362,43 @@ fn keep_going<T>(result: Result<T, Error>, failed: &mut Option<Error>) -> Result
             Ok(None)
         }
     }
+}
+
+/// Makes `found` the store's Pod by its owner references, at the version it was read at;
+/// `None` when there is nothing to adopt any more (gone, owned meanwhile). A Pod that changed
+/// since (a cache behind) is read again and tried once more: without an owner, its changes
+/// wake no store, so a conflict left for later would wait for the periodic requeue.
+async fn adopt(
+    ctx: &Context,
+    pods: &Api<Pod>,
+    store: &PureFlashStore,
+    mut found: Pod,
+) -> Result<Option<Pod>, Error> {
+    let name = found.name_any();
+    for attempt in 0..2 {
+        let Some(owners) = pods::adoption(&found, store) else {
+            return Ok(None);
+        };
+        let patch = json!({"metadata": {
+            "resourceVersion": found.resource_version(),
+            "ownerReferences": owners,
+        }});
+        match ctx
+            .leading(pods.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)))
+            .await?
+        {
+            Ok(adopted) => return Ok(Some(adopted)),
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(None),
+            Err(kube::Error::Api(status)) if status.code == 409 && attempt == 0 => {
+                match pods.get_opt(&name).await? {
+                    Some(again) if again.metadata.deletion_timestamp.is_none() => found = again,
+                    _ => return Ok(None),
+                }
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    unreachable!("the second attempt returns")
 }
 
 /// Creates a store's Pod; `None` when one exists already. Never an apply: applied onto a Pod
