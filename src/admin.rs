@@ -25,7 +25,12 @@ pub async fn bind(address: SocketAddr) -> Result<tokio::net::TcpListener, crate:
         Ok(listener) => return Ok(listener),
         Err(error) => error,
     };
-    if address.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
+    // A port taken or not ours to bind is the answer for IPv4 too, and the error to report.
+    let no_ipv6 = !matches!(
+        error.kind(),
+        std::io::ErrorKind::AddrInUse | std::io::ErrorKind::PermissionDenied
+    );
+    if address.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) && no_ipv6 {
         let ipv4 = SocketAddr::from((Ipv4Addr::UNSPECIFIED, address.port()));
         if let Ok(listener) = tokio::net::TcpListener::bind(ipv4).await {
             tracing::info!(%address, %error, serving = %ipv4, "no IPv6 here: the admin endpoint serves IPv4 only");
