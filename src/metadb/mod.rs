@@ -47,9 +47,10 @@ const SESSION_SETTINGS: &str = "set session autocommit = 1, lock_wait_timeout = 
      innodb_lock_wait_timeout = 20, wait_timeout = least(@@session.wait_timeout, 120), \
      default_storage_engine = InnoDB";
 
-/// Pooled MariaDB connections idle longer than this are closed: under the 120 s
-/// `wait_timeout` of [`SESSION_SETTINGS`].
-const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(100);
+/// Pooled MariaDB connections idle longer than this are closed, well before the 120 s
+/// `wait_timeout` of [`SESSION_SETTINGS`]: the pool looks for them only every `idle_timeout`,
+/// so one may idle up to twice this long.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(50);
 
 /// A failed DB operation, naming what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +184,7 @@ impl MetaDb {
                 // out a retry's backoff (an event's write made late). A round trip is cheap
                 // beside a pass's own.
                 // Idle ones are closed by the pool before the server's 2 minute
-                // `wait_timeout` (below) closes them, which it logs as aborted connections.
+                // `wait_timeout` (above) closes them, which it logs as aborted connections.
                 MySqlPoolOptions::new()
                     .max_connections(2)
                     .test_before_acquire(true)
