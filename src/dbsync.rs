@@ -24,7 +24,8 @@
 //! its COMMIT went out is rolled back, but one whose COMMIT was on its way may still land, after
 //! the next leader's first writes even. What it wrote then was ZooKeeper's truth of a moment
 //! ago; the next leader re-reads the tables once `pass_timeout` after it starts, by when such a
-//! COMMIT has landed or been abandoned, and repairs it.
+//! COMMIT has landed or been abandoned, and repairs it. (One from a writer frozen meanwhile, a
+//! stopped process or a paused VM, may land later still: the periodic re-read repairs that.)
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -190,9 +191,9 @@ pub async fn run(
     let mut stale_passes = Backoff::new(config.retry_initial, config.resync_interval);
     let mut stale_in_a_row = 0u32;
     // A transaction of the previous writer (the last leader, or a sync killed before this one)
-    // whose COMMIT was on its way may land after this one's first pass read the tables: at
-    // the latest once its own pass timed out and dropped its connection. The tables are read
-    // again then, rather than a resync interval later.
+    // whose COMMIT was on its way may land after this one's first pass read the tables: by
+    // the time its own pass timed out and dropped its connection, unless it was frozen. The
+    // tables are read again then, rather than a resync interval later.
     let mut late_commits_read_at = Some(Instant::now() + config.pass_timeout);
     loop {
         let snapshot = snapshots.borrow_and_update().clone();
@@ -243,8 +244,12 @@ pub async fn run(
                     }
                     // Only a pass that read the tables counts, either way: one planned against the
                     // cache proves nothing about them, and while a re-read is scheduled its
-                    // mismatch is for that re-read to look at.
-                    if report.stale && (reload || stale_in_a_row == 0) {
+                    // mismatch is for that re-read to look at. Except a pass that left no cache
+                    // (its plan did not fit the rows it planned on): the next event cannot be
+                    // planned without reading the tables, so the re-read comes soon, with the
+                    // stale backoff when this repeats.
+                    let dropped_cache = cache.is_none();
+                    if report.stale && (reload || stale_in_a_row == 0 || dropped_cache) {
                         stale_in_a_row += 1;
                         reload_at = Instant::now();
                         if stale_in_a_row == 1 {
@@ -259,12 +264,6 @@ pub async fn run(
                     } else if !report.stale && reload {
                         stale_in_a_row = 0;
                         stale_passes.reset();
-                    }
-                    // A pass that left no cache (its plan did not fit the rows it planned
-                    // on) cannot plan the next event without reading the tables: that re-read
-                    // comes soon, not at a re-read time backed off for a stale DB.
-                    if cache.is_none() {
-                        reload_at = reload_at.min(Instant::now() + config.retry_initial);
                     }
                     if let Some(notes) = &report.notes {
                         log_new_notes(notes, &mut known_notes);
