@@ -272,8 +272,19 @@ impl Harness {
                     "on a real cluster set PUREFLASH_E2E_ZK (a ZooKeeper this machine reaches) and PUREFLASH_E2E_ZK_IN_CLUSTER (the same as pods reach it): see the README's \"End-to-end tests on kind\""
                 ),
             };
+            // host:port[,host:port…], hosts as names, IPv4 or [IPv6].
+            let loopback = from_pods.split(',').any(|server| {
+                let host = server
+                    .rsplit_once(':')
+                    .map_or(server, |(host, _)| host)
+                    .trim_matches(['[', ']']);
+                host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            });
             assert!(
-                !from_pods.contains("127.") && !from_pods.contains("localhost"),
+                !loopback,
                 "PUREFLASH_E2E_ZK_IN_CLUSTER ({from_pods}) is a loopback address, which pods cannot reach: give ZooKeeper's address as pods see it"
             );
         }

@@ -124,7 +124,7 @@ it (humantime units, fractions allowed, several terms added up).
 {{/*
 What the operator does with PureFlashStores, their pfs Pods and ConfigMaps, and Events — the
 exact calls of the code: list/watch the stores and patch their status; get/list/watch, create
-and patch (server-side apply) and delete (the force restart) pfs Pods; list/watch, create and
+and patch (adopting one found without an owner) and delete (the force restart) pfs Pods; list/watch, create and
 patch their ConfigMaps; create and patch (series) events.k8s.io Events. Update of the stores'
 finalizers, and delete on ConfigMaps, are what setting owner references (with
 `blockOwnerDeletion`) on the Pods and ConfigMaps needs where the
