@@ -213,10 +213,76 @@ pub fn check_labels_and_annotations(metadata: &Value) -> Vec<Cause> {
     causes
 }
 
+/// Owner references, as `ValidateOwnerReferences` checks them: each names its owner fully,
+/// and at most one is the controller.
+pub fn check_owner_references(metadata: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let Some(owners) = metadata.get("ownerReferences").and_then(Value::as_array) else {
+        return causes;
+    };
+    let mut controllers = Vec::new();
+    for owner in owners {
+        let field = |name: &str| owner.get(name).and_then(Value::as_str).unwrap_or_default();
+        for (name, what) in [
+            ("apiVersion", "version"),
+            ("kind", "kind"),
+            ("name", "name"),
+            ("uid", "uid"),
+        ] {
+            if field(name).is_empty() {
+                causes.push(cause(
+                    "FieldValueInvalid",
+                    &format!("metadata.ownerReferences.{name}"),
+                    format!("Invalid value: \"\": {what} must not be empty"),
+                ));
+            }
+        }
+        if owner.get("controller") == Some(&Value::Bool(true)) {
+            controllers.push(format!("{}/{}", field("kind"), field("name")));
+        }
+    }
+    if controllers.len() > 1 {
+        causes.push(cause(
+            "FieldValueInvalid",
+            "metadata.ownerReferences",
+            format!(
+                "Only one reference can have Controller set to true. Found \"true\" in references for {}",
+                controllers.join(" and ")
+            ),
+        ));
+    }
+    causes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn owner_references_name_their_owner_and_one_controller_at_most() {
+        let owner = |uid: &str, controller: bool| json!({"apiVersion": "v1", "kind": "Thing", "name": "t", "uid": uid, "controller": controller});
+        let meta = |owners: Value| json!({"ownerReferences": owners});
+        assert!(
+            check_owner_references(&meta(json!([owner("a", true), owner("b", false)]))).is_empty()
+        );
+        let two = check_owner_references(&meta(json!([owner("a", true), owner("b", true)])));
+        assert_eq!(two.len(), 1);
+        assert!(
+            two[0]
+                .message
+                .starts_with("Only one reference can have Controller set to true")
+        );
+        let unnamed = check_owner_references(&meta(json!([{"apiVersion": "v1", "kind": "Thing"}])));
+        let fields: Vec<&str> = unnamed.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "metadata.ownerReferences.name",
+                "metadata.ownerReferences.uid"
+            ]
+        );
+    }
 
     #[test]
     fn names() {

@@ -533,8 +533,9 @@ impl State {
             }
             _ => strategy::prepare(rt, object, old)?,
         }
-        let causes =
-            meta::check_labels_and_annotations(object.get("metadata").unwrap_or(&Value::Null));
+        let metadata = object.get("metadata").unwrap_or(&Value::Null);
+        let mut causes = meta::check_labels_and_annotations(metadata);
+        causes.extend(meta::check_owner_references(metadata));
         if !causes.is_empty() {
             return Err(ApiError::invalid(&rt.kind, &rt.group, &name, &causes));
         }
@@ -781,7 +782,16 @@ impl State {
             )));
         }
         let requested_rv = meta_str(&body, "resourceVersion").to_owned();
-        if requested_rv.is_empty() && rt.crd.is_some() {
+        // Custom resources, CRDs and Leases refuse an update that names no version
+        // (`AllowUnconditionalUpdate` is false in their strategies): a Lease written blind
+        // could take over from a leader it never saw.
+        let unconditional_refused = rt.crd.is_some()
+            || matches!(
+                (rt.group.as_str(), rt.plural.as_str()),
+                ("coordination.k8s.io", "leases")
+                    | ("apiextensions.k8s.io", "customresourcedefinitions")
+            );
+        if requested_rv.is_empty() && unconditional_refused {
             return Err(ApiError::invalid(
                 &rt.kind,
                 &rt.group,

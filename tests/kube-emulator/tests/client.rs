@@ -233,6 +233,22 @@ async fn optimistic_concurrency_and_no_op_updates() {
         .await
         .unwrap();
     assert_eq!(again.resource_version(), updated.resource_version());
+    // A Lease written without a version is refused (its strategy's AllowUnconditionalUpdate
+    // is false): 422, the field named.
+    let mut blind = updated.clone();
+    blind.metadata.resource_version = None;
+    blind.spec.as_mut().unwrap().holder_identity = Some("d".into());
+    let refused = api_error(
+        leases
+            .replace("leader", &PostParams::default(), &blind)
+            .await,
+    );
+    assert_eq!((refused.code, refused.reason.as_str()), (422, "Invalid"));
+    assert!(
+        refused.message.contains("metadata.resourceVersion"),
+        "{}",
+        refused.message
+    );
 }
 
 #[tokio::test]
@@ -698,6 +714,21 @@ async fn owner_references_are_garbage_collected() {
         api_error(maps.get("owned").await).code,
         404,
         "dependents go with their owner"
+    );
+    // One controller at most, each owner named in full (ValidateOwnerReferences).
+    let reference = |uid: &str| json!({"apiVersion": "v1", "kind": "Widget", "name": uid, "uid": uid, "controller": true});
+    let two_controllers: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "two", "ownerReferences": [reference("a"), reference("b")]},
+    }))
+    .unwrap();
+    let refused = api_error(maps.create(&PostParams::default(), &two_controllers).await);
+    assert_eq!(refused.code, 422);
+    assert!(
+        refused
+            .message
+            .contains("Only one reference can have Controller set to true"),
+        "{}",
+        refused.message
     );
 }
 
