@@ -166,6 +166,11 @@ async fn pods_restart_on_exit_stop_gracefully_and_hang_like_pfs() {
     .await;
 
     // A hang: the process lives, its session expires, and like pfs it never re-registers.
+    // Once registered: stopped halfway through, it would start over when resumed.
+    wait_for("store 3 fully registered", async || {
+        harness.store_registered(3).await.then_some(())
+    })
+    .await;
     harness.signal_pod("store-3", libc::SIGSTOP);
     wait_for("store 3 offline while hung", async || {
         (!harness.store_alive(3).await).then_some(())

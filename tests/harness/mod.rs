@@ -408,6 +408,34 @@ impl Harness {
         self.alive_stat(id).await.is_some()
     }
 
+    /// Whether store `id` finished registering: its `alive` and every tray's `online` exist,
+    /// all in one session. A pfs stopped before the last `online` is still registering, and
+    /// one whose session expires then starts over in a new session (the simulator does, as a
+    /// failed start would be restarted), unlike a registered one, which never comes back.
+    /// `false` also when ZooKeeper does not answer: callers poll.
+    pub async fn store_registered(&self, id: u32) -> bool {
+        let Ok(client) = zk::Client::connect(&self.zk()).await else {
+            return false;
+        };
+        let base = format!("/pureflash/{}/stores/{id}", self.pf_cluster);
+        let Ok(Some(alive)) = client.check_stat(&format!("{base}/alive")).await else {
+            return false;
+        };
+        let Ok(trays) = client.list_children(&format!("{base}/trays")).await else {
+            return false;
+        };
+        for tray in trays {
+            match client
+                .check_stat(&format!("{base}/trays/{tray}/online"))
+                .await
+            {
+                Ok(Some(online)) if online.ephemeral_owner == alive.ephemeral_owner => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
     /// The session that owns store `id`'s `alive` node, if it exists.
     pub async fn alive_owner(&self, id: u32) -> Option<i64> {
         Some(self.alive_stat(id).await?.ephemeral_owner)
