@@ -224,12 +224,13 @@ fn owner(store: &PureFlashStore) -> serde_json::Value {
 /// privileged pfs holding the disks and the id. `None` when the store owns it already, or when
 /// another controller does (not the store's to take).
 pub fn adoption(pod: &Pod, store: &PureFlashStore) -> Option<Vec<OwnerReference>> {
-    let mut mine = store.controller_owner_ref(&())?;
-    mine.block_owner_deletion = Some(true);
+    // Asked at every reconcile: the common answer (owned) costs no allocation.
     let owners = pod.owner_references();
     if owners.iter().any(|owner| owner.controller == Some(true)) {
         return None;
     }
+    let mut mine = store.controller_owner_ref(&())?;
+    mine.block_owner_deletion = Some(true);
     let mut adopted: Vec<OwnerReference> = owners
         .iter()
         .filter(|owner| owner.uid != mine.uid)

@@ -429,15 +429,12 @@ impl Publisher {
                 held.dirs_changed |= dirs_changed;
                 return;
             }
-            // Published now, with what was held (which stays held from here on).
+            // Published now, with what was held (holding goes on from here).
             let mut all = std::mem::take(&mut held.stores);
             all.extend(stores);
             let dirs_changed = std::mem::take(&mut held.dirs_changed) || dirs_changed;
-            let (removed, changed): (Vec<StoreId>, Vec<StoreId>) = all
-                .into_iter()
-                .partition(|id| !self.view.stores.contains_key(id));
             let held = self.held.take();
-            self.publish(&changed, &removed, dirs_changed, true);
+            self.publish_stores(all, dirs_changed, true);
             self.held = held;
             return;
         }
@@ -912,7 +909,7 @@ async fn apply_batch(
             Touched::Nothing => {}
         }
     }
-    publish_touched(publisher, touched, dirs_changed);
+    publisher.publish_stores(touched, dirs_changed, false);
 
     // Whose session a new `alive` belongs to matters to rollouts only, not to the DB or the
     // status: the store is published alive (owner unknown) without waiting for that read, and
@@ -941,7 +938,7 @@ async fn apply_batch(
                 touched.push(id);
             }
         }
-        publish_touched(publisher, touched, false);
+        publisher.publish_stores(touched, false, false);
     }
     if let Some(unread) = unread {
         publisher.set_read_failure(unread);
@@ -999,11 +996,6 @@ async fn distrust_while_disconnected<T>(
             _ = state.changed() => publisher.set_session(SessionStatus::Disconnected),
         }
     }
-}
-
-/// Publishes the stores a batch touched (and whether the directories changed).
-fn publish_touched(publisher: &mut Publisher, touched: Vec<StoreId>, dirs_changed: bool) {
-    publisher.publish_stores(touched, dirs_changed, false);
 }
 
 /// Publishes a batch's session changes in order; the outcome is the last one's.
@@ -1289,7 +1281,7 @@ mod tests {
     /// Applies `rel` of store `dir` to the publisher's view and publishes it as a batch would.
     fn apply_node(publisher: &mut Publisher, dir: &str, rel: &str, update: NodeUpdate<'_>) {
         if let Touched::Store(id) = publisher.view.apply(dir, rel, update) {
-            publish_touched(publisher, vec![id], false);
+            publisher.publish_stores(vec![id], false, false);
         }
     }
 
