@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use pureflash_operator::metadb::{DbRows, DbUrl, MetaDb, WriteFence, plan};
 use pureflash_operator::zk::ClusterView;
-use support::{Backend, PATIENCE, Running, TestDb, delete_tree, spec, unique_cluster};
+use support::{
+    Backend, PATIENCE, PortRow, Running, TestDb, TrayRow, delete_tree, spec, unique_cluster,
+};
 use testkit::pfs::PfsSim;
 use testkit::zookeeper::ZooKeeper;
 use zookeeper_client as zk;
@@ -1232,9 +1234,6 @@ async fn a_table_locked_by_another_client_is_reported_and_synced_once_released()
     locker.close().await.unwrap();
 }
 
-/// SQLite lets a primary key other than an integer one hold NULL, so another tool can leave
-/// t_tray and t_port rows no statement can address. They are left alone, and do not stop the
-/// sync of everything else.
 /// A COMMIT of the previous writer (a deposed leader's, say) that lands after the first pass
 /// read the tables is repaired once that writer's pass would have timed out, not a resync
 /// interval later: the tables are read again `pass_timeout` after the start.
@@ -1265,6 +1264,9 @@ async fn a_previous_writers_late_commit_is_repaired_within_a_pass_timeout() {
     sync.stop().await;
 }
 
+/// SQLite lets a primary key other than an integer one hold NULL, so another tool can leave
+/// t_tray and t_port rows no statement can address. They are left alone, and do not stop the
+/// sync of everything else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_without_a_key_left_by_another_tool_are_skipped() {
     testkit::init_test_logging();
@@ -1308,6 +1310,75 @@ async fn rows_without_a_key_left_by_another_tool_are_skipped() {
         .query("select count(*) from t_tray where store_id = 1 and status = 'OK'")
         .await;
     assert_eq!(trays, vec![(2,)]);
+    sync.stop().await;
+}
+
+/// SQLite keeps whatever type another tool writes into a cell: text in an integer column, text
+/// that is not UTF-8, a blob. Such cells must not make the tables unreadable (which would fail
+/// every pass for good): rows with an unreadable key are left alone like NULL keys, and every
+/// other unreadable cell is rewritten where ZooKeeper says what it should be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cells_of_the_wrong_type_left_by_another_tool_are_repaired() {
+    testkit::init_test_logging();
+    let db = TestDb::new(Backend::Sqlite).await;
+    let cluster = unique_cluster("odd-cells");
+    let _store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    wait_for!(db, "store 1 synced", |s, t, p| s.len() == 1
+        && t.len() == 2
+        && p.len() == 2);
+    sync.stop().await;
+    let (stores, trays, ports) = (db.stores().await, db.trays().await, db.ports().await);
+
+    // Every column of store 1's rows spoilt (but the tray's store_id, a foreign key), and rows
+    // of keys no statement can address.
+    db.execute("update t_store set mngt_ip = cast(x'ff00' as text), status = x'4f4b'")
+        .await;
+    db.execute(
+        "update t_tray set device = cast(x'c3' as text), status = 7, \
+         raw_capacity = 'abc', object_size = 1.5",
+    )
+    .await;
+    db.execute("update t_port set store_id = 'one', status = x'00'")
+        .await;
+    db.execute(
+        "insert into t_tray (uuid, device, status, raw_capacity, object_size, store_id) \
+         values (cast(x'ff' as text), '/dev/sdz', 'OK', 1, 1, 1)",
+    )
+    .await;
+    db.execute(
+        "insert into t_port (ip_addr, store_id, purpose, status) values ('10.9.9.9', 1, 'zero', 'OK')",
+    )
+    .await;
+
+    let mut sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    sync.wait_synced().await;
+    assert_eq!(sync.status.borrow().last_error, None);
+    let settled = sync.status.borrow().clone();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(*sync.status.borrow(), settled, "a pass keeps rewriting");
+    assert_eq!(db.stores().await, stores);
+    let unaddressable: Vec<(i64,)> = db
+        .query(
+            "select (select count(*) from t_tray where typeof(uuid) = 'text' and uuid = cast(x'ff' as text)) \
+             + (select count(*) from t_port where purpose = 'zero')",
+        )
+        .await;
+    assert_eq!(unaddressable, vec![(2,)]);
+    let repaired: Vec<TrayRow> = db
+        .query(
+            "select uuid, device, status, raw_capacity, object_size, store_id from t_tray \
+             where uuid != cast(x'ff' as text) order by uuid",
+        )
+        .await;
+    assert_eq!(repaired, trays);
+    let repaired: Vec<PortRow> = db
+        .query(
+            "select ip_addr, purpose, store_id, status from t_port \
+             where purpose != 'zero' order by ip_addr, purpose",
+        )
+        .await;
+    assert_eq!(repaired, ports);
     sync.stop().await;
 }
 

@@ -3,7 +3,11 @@
 
 use std::marker::PhantomData;
 
-use sqlx::{Database, Encode, Executor, FromRow, IntoArguments, QueryBuilder, Type};
+use sqlx::error::BoxDynError;
+use sqlx::{
+    Database, Decode, Encode, Executor, FromRow, IntoArguments, QueryBuilder, Type, TypeInfo,
+    ValueRef,
+};
 
 use crate::metadb::DbError;
 use crate::metadb::plan::Plan;
@@ -58,9 +62,89 @@ const CHUNK: usize = 500;
 /// pass's timeout on a DB a few milliseconds away, holding every liveness change back with it.
 const ROWS_PER_STATEMENT: usize = 200;
 
-type StoreTuple = (i64, String, String);
-type TrayTuple = (Option<String>, String, String, i64, i64, i64);
-type PortTuple = (Option<String>, Option<i64>, Option<i64>, String);
+type StoreTuple = (i64, Cell<String>, Cell<String>);
+type TrayTuple = (
+    Cell<Option<String>>,
+    Cell<String>,
+    Cell<String>,
+    Cell<i64>,
+    Cell<i64>,
+    Cell<i64>,
+);
+type PortTuple = (
+    Cell<Option<String>>,
+    Cell<Option<i64>>,
+    Cell<Option<i64>>,
+    Cell<String>,
+);
+
+/// What an unreadable text cell reads as: no address, device or status the sync writes.
+const UNREADABLE_TEXT: &str = "\u{fffd}";
+/// What an unreadable integer cell reads as: no size or store id the sync writes.
+const UNREADABLE_INTEGER: i64 = -1;
+
+/// One cell of a row read back, whatever another writer left in it.
+///
+/// SQLite types values, not columns: another tool's `insert … values ('abc')` into an integer
+/// column keeps the text, and text need not be UTF-8. Read strictly, one such cell fails the
+/// read of its whole table, and with it every pass, for good. A cell that does not decode as
+/// `T` is [`Cell::Unreadable`] instead: a row whose key is unreadable cannot be addressed and is
+/// skipped like a NULL key; any other unreadable cell reads as a value the sync never writes, so
+/// the plan rewrites it where ZooKeeper says what it should be.
+#[derive(Debug)]
+pub enum Cell<T> {
+    Read(T),
+    Unreadable,
+}
+
+impl<T> Cell<T> {
+    fn or(self, unreadable: T, count: &mut usize) -> T {
+        match self {
+            Cell::Read(value) => value,
+            Cell::Unreadable => {
+                *count += 1;
+                unreadable
+            }
+        }
+    }
+
+    fn text(self, count: &mut usize) -> T
+    where
+        T: From<&'static str>,
+    {
+        self.or(T::from(UNREADABLE_TEXT), count)
+    }
+}
+
+impl<T> Cell<Option<T>> {
+    /// A key: `None` when NULL or unreadable, the row then cannot be addressed.
+    fn key(self, count: &mut usize) -> Option<T> {
+        self.or(None, count)
+    }
+}
+
+impl<DB: Database, T: Type<DB>> Type<DB> for Cell<T> {
+    fn type_info() -> DB::TypeInfo {
+        T::type_info()
+    }
+
+    fn compatible(_: &DB::TypeInfo) -> bool {
+        true
+    }
+}
+
+impl<'r, DB: Database, T: Decode<'r, DB> + Type<DB>> Decode<'r, DB> for Cell<T> {
+    fn decode(value: <DB as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
+        // The check `Row::try_get` makes, answered with `Unreadable` instead of an error.
+        if !value.is_null() {
+            let found = value.type_info();
+            if !found.is_null() && !T::compatible(&found) {
+                return Ok(Cell::Unreadable);
+            }
+        }
+        Ok(T::decode(value).map_or(Cell::Unreadable, Cell::Read))
+    }
+}
 
 /// The statements, generic over the backend. The bounds say: connections execute queries,
 /// our row tuples decode, and our values bind.
@@ -120,7 +204,8 @@ where
         Ok(())
     }
 
-    /// Reads the three tables whole.
+    /// Reads the three tables whole. Cells another writer filled with what the columns should
+    /// not hold are read as [`Cell`] says, and counted in a warning.
     pub async fn load(conn: &mut DB::Connection) -> Result<DbRows, DbError> {
         let load = |table| move |source| DbError::Load { table, source };
         let mut rows = DbRows::default();
@@ -128,37 +213,51 @@ where
             .fetch_all(&mut *conn)
             .await
             .map_err(load("t_store"))?;
+        let mut unreadable = 0;
         for (id, mngt_ip, status) in stores {
+            let mngt_ip = mngt_ip.text(&mut unreadable);
+            let status = status.text(&mut unreadable);
             rows.stores.insert(id, StoreRow { mngt_ip, status });
         }
+        warn_unreadable("t_store", unreadable);
         let trays: Vec<TrayTuple> = sqlx::query_as(SELECT_TRAYS)
             .fetch_all(&mut *conn)
             .await
             .map_err(load("t_tray"))?;
+        let mut unreadable = 0;
         // SQLite lets primary-key columns hold NULL; such rows cannot be addressed and are skipped.
         for (uuid, device, status, raw_capacity, object_size, store_id) in trays {
-            let Some(uuid) = uuid else { continue };
-            rows.trays.insert(
-                uuid,
-                TrayRow {
-                    device,
-                    status,
-                    raw_capacity,
-                    object_size,
-                    store_id,
-                },
-            );
+            let Some(uuid) = uuid.key(&mut unreadable) else {
+                continue;
+            };
+            let row = TrayRow {
+                device: device.text(&mut unreadable),
+                status: status.text(&mut unreadable),
+                raw_capacity: raw_capacity.or(UNREADABLE_INTEGER, &mut unreadable),
+                object_size: object_size.or(UNREADABLE_INTEGER, &mut unreadable),
+                store_id: store_id.or(UNREADABLE_INTEGER, &mut unreadable),
+            };
+            rows.trays.insert(uuid, row);
         }
+        warn_unreadable("t_tray", unreadable);
         let ports: Vec<PortTuple> = sqlx::query_as(SELECT_PORTS)
             .fetch_all(&mut *conn)
             .await
             .map_err(load("t_port"))?;
+        let mut unreadable = 0;
         for (ip_addr, purpose, store_id, status) in ports {
-            if let (Some(ip_addr), Some(purpose)) = (ip_addr, purpose) {
-                rows.ports
-                    .insert(PortKey { ip_addr, purpose }, PortRow { store_id, status });
-            }
+            let (Some(ip_addr), Some(purpose)) =
+                (ip_addr.key(&mut unreadable), purpose.key(&mut unreadable))
+            else {
+                continue;
+            };
+            let row = PortRow {
+                store_id: store_id.or(Some(UNREADABLE_INTEGER), &mut unreadable),
+                status: status.text(&mut unreadable),
+            };
+            rows.ports.insert(PortKey { ip_addr, purpose }, row);
         }
+        warn_unreadable("t_port", unreadable);
         Ok(rows)
     }
 
@@ -456,6 +555,16 @@ where
 }
 
 /// What differs between the backends: result types and catalogs.
+fn warn_unreadable(table: &str, cells: usize) {
+    if cells > 0 {
+        tracing::warn!(
+            table,
+            cells,
+            "cells hold values of the wrong type or text that is not UTF-8; rows with an unreadable key are skipped, other cells are rewritten where ZooKeeper has their value"
+        );
+    }
+}
+
 pub trait Dialect: Database {
     /// Which of t_store, t_tray and t_port exist. A view of that name counts too: it is not
     /// ours to replace, and the column probe that follows decides whether it is usable.
