@@ -59,7 +59,7 @@ pub enum Error {
     #[error("stopped by a signal before anything was written")]
     Interrupted,
     #[error(
-        "the metadata DB kept changing under the sync (another writer?): its rows did not match {0} reads in a row; run again"
+        "the metadata DB kept changing under the sync (another writer?): its rows did not match {0} reads in a row (the rows that did match were written); run again"
     )]
     DbKeptChanging(usize),
 }
