@@ -370,6 +370,13 @@ fn bad_values_are_refused_with_a_clear_message() {
             "requeueInterval \"8761h\" is over 365d",
         ),
         (&["zookeeper.connect="], "/zookeeper/connect"),
+        (&["zookeeper.connect=zk:65536"], "/zookeeper/connect"),
+        (
+            &["zookeeper.connectFromPods=zk:0"],
+            "/zookeeper/connectFromPods",
+        ),
+        (&["zookeeper.clusterName=.."], "/zookeeper/clusterName"),
+        (&["recovery.freezeShare=1.5"], "/recovery/freezeShare"),
         (&["replicas=3"], "'replicas' not allowed"),
         (
             &[
@@ -395,8 +402,58 @@ fn bad_values_are_refused_with_a_clear_message() {
         "global.imageRegistry=registry.example",
         "recovery.startGrace=0.5s",
         "zookeeper.resyncInterval=10ms",
+        // `--set` passes a fraction as a string.
+        "recovery.freezeShare=0.3",
+        "recovery.freezeShare=1",
     ] {
         try_render("pureflash", &[set]).unwrap_or_else(|error| panic!("{set}: {error}"));
+    }
+}
+
+/// The schema's rules for the ZooKeeper settings are the operator's: a value one refuses, the
+/// other refuses, so that a typo fails `helm install` rather than crash-looping the Deployment.
+#[test]
+fn the_schema_refuses_the_zookeeper_settings_the_operator_refuses() {
+    for connect in [
+        "zk:2181",
+        "tcp://zk-0:2181,zk-1:2181/pureflash",
+        "[fd00::1]:2181,zk-1",
+        "zk/pf/x",
+        "zk:2181/",
+        "zk:65535",
+        "zk:65536",
+        "zk:0",
+        "zk:x",
+        ":2181",
+        "tcp+tls://zk:2181",
+        "zk:2181/pf/",
+        "zk:2181//pf",
+        "zk:2181/pf/..",
+    ] {
+        let operator = pureflash_operator::cli::parse_connect_string(connect);
+        let set = format!("zookeeper.connect={}", connect.replace(',', "\\,"));
+        let chart = try_render("pureflash", &[&set]);
+        assert_eq!(
+            chart.is_ok(),
+            operator.is_ok(),
+            "{connect:?}: chart {chart:?}, operator {operator:?}"
+        );
+        let set = format!("zookeeper.connectFromPods={}", connect.replace(',', "\\,"));
+        let chart = try_render("pureflash", &[&set]);
+        assert_eq!(
+            chart.is_ok(),
+            operator.is_ok(),
+            "connectFromPods {connect:?}"
+        );
+    }
+    for cluster in ["cluster1", "...", ".a", "..b", ".", "..", "a/b", "a\u{7}b"] {
+        let operator = pureflash_operator::zk::layout::ClusterLayout::new(cluster);
+        let chart = try_render("pureflash", &[&format!("zookeeper.clusterName={cluster}")]);
+        assert_eq!(
+            chart.is_ok(),
+            operator.is_ok(),
+            "{cluster:?}: chart {chart:?}, operator {operator:?}"
+        );
     }
 }
 
@@ -469,6 +526,10 @@ fn pfs_pods_get_a_zookeeper_address_they_can_resolve() {
     assert_eq!(
         pfs_zookeeper(&["zookeeper.connectFromPods=192.168.1.5:2181"]),
         "192.168.1.5:2181"
+    );
+    assert_eq!(
+        pfs_zookeeper(&["zookeeper.connectFromPods=tcp://192.168.1.5:2181/pf"]),
+        "192.168.1.5:2181/pf"
     );
 }
 

@@ -53,7 +53,7 @@ namespaces, where `zookeeper:2181` would name another (or no) Service. pfs's cli
 */}}
 {{- define "pureflash-operator.pfsZookeeper" -}}
 {{- if .Values.zookeeper.connectFromPods }}
-{{- .Values.zookeeper.connectFromPods }}
+{{- replace "tcp://" "" .Values.zookeeper.connectFromPods }}
 {{- else }}
 {{- $namespace := .Release.Namespace }}
 {{- $connect := replace "tcp://" "" .Values.zookeeper.connect }}
