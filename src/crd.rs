@@ -16,6 +16,12 @@ pub const DEFAULT_IMAGE: &str = "pureflash/pureflash:1.9.1";
 
 /// An IPv4 address (the metadata DB's port column holds 16 characters).
 const IPV4: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$";
+/// A node's name as the API server requires of `pod.spec.nodeName`: a DNS subdomain.
+const NODE_NAME: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A device path below `/dev`: segments of the characters udev's stable names use (`:` in
+/// by-path names, `+` and `@` in some by-id ones), none of them empty, `.` or `..`.
+const DEVICE: &str =
+    r"^/dev(/([A-Za-z0-9_:+@-]|\.[A-Za-z0-9_:+@-]|\.\.[A-Za-z0-9._:+@-])[A-Za-z0-9._:+@-]*)+$";
 
 /// A PureFlash store: one `pfs` daemon on one node, with its disks. The operator runs it in a
 /// Pod configured from this spec, mirrors its ZooKeeper registration into the status, and
@@ -57,7 +63,7 @@ pub struct PureFlashStoreSpec {
     /// trays are disks in that node, and pfs started elsewhere under the same id would serve
     /// other disks as this store.
     #[x_kube(validation = Rule::new("self == oldSelf").message("nodeName is immutable: the store's trays are disks in that node; disks moved to another node make a new PureFlashStore"))]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = NODE_NAME))]
     pub node_name: String,
 
     /// The disks (trays) pfs serves, in pfs.conf order (`[tray.0]`, `[tray.1]`, …).
@@ -70,14 +76,18 @@ pub struct PureFlashStoreSpec {
     #[schemars(regex(pattern = IPV4))]
     pub mngt_ip: Option<String>,
 
-    /// Data-path addresses (`[port.N] ip`). Defaults to the node's first IPv4 InternalIP.
+    /// Data-path addresses (`[port.N] ip`), each once. Defaults to the node's first IPv4
+    /// InternalIP.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(regex(pattern = IPV4)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub ports: Vec<String>,
 
-    /// Replication addresses (`[rep_port.N] ip`). Defaults to the node's first IPv4 InternalIP.
+    /// Replication addresses (`[rep_port.N] ip`), each once. Defaults to the node's first IPv4
+    /// InternalIP.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16), inner(regex(pattern = IPV4)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub rep_ports: Vec<String>,
 
     /// The pfs container image.
@@ -89,8 +99,10 @@ pub struct PureFlashStoreSpec {
     #[serde(default)]
     pub image_pull_policy: PullPolicy,
 
-    /// CPU and memory for the pfs container.
+    /// CPU and memory for the pfs container (requests and limits; no `claims`: the Pod has
+    /// no resource claims they could name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("!has(self.claims)").message("resources.claims is not supported: the pfs Pod declares no resource claims"))]
     pub resources: Option<ResourceRequirements>,
 
     /// Extra pfs.conf settings, by section and key (`engine: {name: aio}`,
@@ -134,8 +146,10 @@ fn default_image() -> String {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct TraySpec {
-    /// Device path on the node, e.g. `/dev/nvme1n1`.
-    #[schemars(regex(pattern = r"^/dev/[A-Za-z0-9._/-]+$"), length(max = 96))]
+    /// Device path on the node, e.g. `/dev/nvme1n1`, or a stable name such as
+    /// `/dev/disk/by-id/nvme-…` or `/dev/disk/by-path/pci-0000:3b:00.0-nvme-1`. No `.` or `..`
+    /// segments.
+    #[schemars(regex(pattern = DEVICE), length(max = 96))]
     pub device: String,
 }
 
@@ -272,6 +286,7 @@ pub struct PureFlashStoreStatus {
     pub phase: Option<Phase>,
     /// The store id as registered in ZooKeeper.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = -2147483648, max = 2147483647))]
     pub store_id: Option<i32>,
     /// The store's `alive` node exists.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -296,6 +311,7 @@ pub struct PureFlashStoreStatus {
     pub pod_name: Option<String>,
     /// Restarts made by the operator (recovery and manual), over the store's life.
     #[serde(default)]
+    #[schemars(range(max = 4294967295u32))]
     pub restart_count: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restart_time: Option<Time>,
@@ -314,6 +330,7 @@ pub struct PureFlashStoreStatus {
     pub recent_restarts: Vec<Time>,
     /// Consecutive restarts that did not bring the store back (drives the backoff).
     #[serde(default)]
+    #[schemars(range(max = 4294967295u32))]
     pub recovery_attempts: u32,
     /// The last `pureflash.io/restart` annotation value acted upon.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -409,6 +426,100 @@ mod tests {
                 .status
                 .is_some()
         );
+    }
+
+    /// The schema as the API server enforces it (the test bed's validator, the one the e2e
+    /// tests run against): what it lets through can make a Pod, what it refuses says why.
+    #[test]
+    fn the_schema_takes_stable_device_names_and_refuses_specs_no_pod_could_run() {
+        let crd = serde_json::to_value(PureFlashStore::crd()).unwrap();
+        let schema = kube_emulator::schema::Schema::compile(
+            &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+        )
+        .unwrap();
+        let refusals = |spec: serde_json::Value| -> Vec<String> {
+            let mut object = serde_json::json!({
+                "apiVersion": "pureflash.io/v1alpha1",
+                "kind": "PureFlashStore",
+                "metadata": {"name": "s", "namespace": "n"},
+                "spec": spec,
+            });
+            schema.apply_defaults(&mut object);
+            schema.prune(&mut object);
+            schema
+                .validate(&object, None)
+                .into_iter()
+                .map(|cause| format!("{}: {}", cause.field, cause.message))
+                .collect()
+        };
+        let with = |field: &str, value: serde_json::Value| {
+            let mut spec = serde_json::json!(
+                {"storeId": 1, "nodeName": "node-a.example", "trays": [{"device": "/dev/sdb"}]}
+            );
+            spec[field] = value;
+            spec
+        };
+        for device in [
+            "/dev/sdb",
+            "/dev/disk/by-path/pci-0000:3b:00.0-nvme-1",
+            "/dev/disk/by-id/usb-SanDisk_Ultra_4C530001-0:0",
+            "/dev/disk/by-id/md-uuid-1a2b3c4d:5e6f7a8b",
+            "/dev/mapper/vg0-lv_pf+1",
+            "/dev/.hidden",
+            "/dev/..x",
+        ] {
+            let spec = with("trays", serde_json::json!([{ "device": device }]));
+            assert_eq!(refusals(spec), Vec::<String>::new(), "{device}");
+        }
+        for device in [
+            "/dev/../etc/shadow",
+            "/dev/./sdb",
+            "/dev/",
+            "/dev//sdb",
+            "/dev/sdb/",
+            "/devices/sdb",
+            "/dev/disk/by-label/My Disk",
+        ] {
+            let spec = with("trays", serde_json::json!([{ "device": device }]));
+            let refusals = refusals(spec);
+            assert!(
+                refusals.len() == 1 && refusals[0].starts_with("spec.trays[0].device: "),
+                "{device}: {refusals:?}"
+            );
+        }
+        let cases = [
+            (
+                with("nodeName", "Node_A".into()),
+                "spec.nodeName: Invalid value: \"Node_A\": spec.nodeName in body should match",
+            ),
+            (
+                with("ports", serde_json::json!(["10.0.0.5", "10.0.0.5"])),
+                "spec.ports[1]: Duplicate value: \"10.0.0.5\"",
+            ),
+            (
+                with("repPorts", serde_json::json!(["10.0.1.5", "10.0.1.5"])),
+                "spec.repPorts[1]: Duplicate value: \"10.0.1.5\"",
+            ),
+            (
+                with(
+                    "resources",
+                    serde_json::json!({"claims": [{"name": "gpu"}], "limits": {"memory": "4Gi"}}),
+                ),
+                "resources.claims is not supported",
+            ),
+        ];
+        for (spec, refusal) in cases {
+            let refusals = refusals(spec.clone());
+            assert!(
+                refusals.len() == 1 && refusals[0].contains(refusal),
+                "{spec}: expected {refusal:?} in {refusals:?}"
+            );
+        }
+        let spec = with(
+            "resources",
+            serde_json::json!({"limits": {"memory": "4Gi"}}),
+        );
+        assert_eq!(refusals(spec), Vec::<String>::new());
     }
 
     #[test]
