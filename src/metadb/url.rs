@@ -53,6 +53,26 @@ impl FromStr for DbUrl {
                 }
             }
             "mysql" | "mariadb" => {
+                // sqlx ignores a parameter it does not know: `?user=pf&password=…` (a JDBC
+                // habit) would connect as root without a password, and say nothing.
+                if let Some((_, query)) = split_query(rest) {
+                    for name in query
+                        .split('&')
+                        .map(|p| p.split_once('=').map_or(p, |kv| kv.0))
+                    {
+                        if matches!(name, "user" | "password") {
+                            return Err(bad(
+                                "user and password go before the host: mysql://USER:PASS@HOST:PORT/DB",
+                            ));
+                        }
+                        if !MYSQL_PARAMETERS.contains(&name) {
+                            return Err(bad(&format!(
+                                "unknown parameter {name:?} (known: {})",
+                                MYSQL_PARAMETERS.join(", ")
+                            )));
+                        }
+                    }
+                }
                 let normalized = format!("mysql:{rest}");
                 let options =
                     MySqlConnectOptions::from_str(&normalized).map_err(|e| bad(&e.to_string()))?;
@@ -83,8 +103,56 @@ impl std::fmt::Display for DbUrl {
     }
 }
 
-/// The URL with any password replaced by `***`, safe for logs and errors.
+/// The query parameters sqlx reads from a MySQL URL (any other it would silently ignore).
+const MYSQL_PARAMETERS: [&str; 15] = [
+    "sslmode",
+    "ssl-mode",
+    "sslca",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "charset",
+    "collation",
+    "tls-sni-servername",
+    "statement-cache-capacity",
+    "socket",
+    "timezone",
+    "time-zone",
+];
+
+/// The URL with any password replaced by `***`, safe for logs and errors: the userinfo's, and
+/// the value of any query parameter other than sqlx's own (`?password=…`, which is refused, is
+/// shown in the error that says so).
 pub fn redact(url: &str) -> String {
+    let (url, query) = match split_query(url) {
+        Some((url, query)) => (url, Some(query)),
+        None => (url, None),
+    };
+    let mut redacted = redact_userinfo(url);
+    if let Some(query) = query {
+        let parameters: Vec<String> = query
+            .split('&')
+            .map(|parameter| match parameter.split_once('=') {
+                Some((name, _)) if !MYSQL_PARAMETERS.contains(&name) => format!("{name}=***"),
+                _ => parameter.to_owned(),
+            })
+            .collect();
+        redacted = format!("{redacted}?{}", parameters.join("&"));
+    }
+    redacted
+}
+
+/// The URL before its query, and the query: from the first `?` after the userinfo, which may
+/// hold an unencoded `?` of its own.
+fn split_query(url: &str) -> Option<(&str, &str)> {
+    let after_userinfo = url.rfind('@').map_or(0, |at| at + 1);
+    let question = after_userinfo + url[after_userinfo..].find('?')?;
+    Some((&url[..question], &url[question + 1..]))
+}
+
+fn redact_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -143,9 +211,29 @@ mod tests {
         assert_eq!(options.get_database(), Some("s5"));
         assert_eq!(redacted, "mysql://pf:***@127.0.0.1:3307/s5");
         assert!(matches!(
-            "mariadb://root@localhost/s5?socket=/tmp/s".parse(),
+            "mariadb://root@localhost/s5?socket=/tmp/s&ssl-mode=required".parse(),
             Ok(DbUrl::MySql { .. })
         ));
+    }
+
+    /// sqlx ignores parameters it does not know, so `?password=` would connect without one.
+    #[test]
+    fn parameters_sqlx_would_ignore_are_refused_without_showing_their_values() {
+        let err = "mysql://db:3306/s5?user=pf&password=secret"
+            .parse::<DbUrl>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("user and password go before the host"),
+            "{err}"
+        );
+        assert!(!err.contains("secret"), "{err}");
+        let err = "mysql://pf:p@db/s5?ssl_mode=required&token=secret"
+            .parse::<DbUrl>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown parameter \"ssl_mode\""), "{err}");
+        assert!(!err.contains("secret"), "{err}");
     }
 
     #[test]
@@ -172,7 +260,14 @@ mod tests {
 
     #[test]
     fn redaction() {
-        assert_eq!(redact("mysql://u:p@h:1/db?x=1"), "mysql://u:***@h:1/db?x=1");
+        assert_eq!(
+            redact("mysql://u:p@h:1/db?x=1"),
+            "mysql://u:***@h:1/db?x=***"
+        );
+        assert_eq!(
+            redact("mysql://h/db?socket=/s&password=p"),
+            "mysql://h/db?socket=/s&password=***"
+        );
         assert_eq!(redact("mysql://u@h/db"), "mysql://u@h/db");
         assert_eq!(redact("mysql://u:p:q@h/db"), "mysql://u:***@h/db");
         assert_eq!(redact("sqlite:///a/b.db"), "sqlite:///a/b.db");
@@ -182,6 +277,7 @@ mod tests {
             "mysql://root:***@h:3306/s5"
         );
         assert_eq!(redact("mysql://root:pa?ss@h/s5"), "mysql://root:***@h/s5");
+        assert_eq!(redact("mysql://root:pa?ss=x@h/s5"), "mysql://root:***@h/s5");
         assert_eq!(redact("mysql://root:a/b@c@h/s5"), "mysql://root:***@h/s5");
     }
 }
