@@ -1382,6 +1382,40 @@ async fn cells_of_the_wrong_type_left_by_another_tool_are_repaired() {
     sync.stop().await;
 }
 
+/// On MariaDB a cell that does not decode means a column of another type than PureFlash's
+/// schema: the error names the type instead of skipping rows the plan would then insert again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mariadb_column_of_another_type_is_a_clear_error() {
+    testkit::init_test_logging();
+    let db = TestDb::new(Backend::MariaDb).await;
+    for (table, ddl) in pureflash_operator::metadb::sql::CREATE_TABLES {
+        let ddl = if table == "t_port" {
+            ddl.replace("purpose int,", "purpose int unsigned,")
+        } else {
+            ddl.to_owned()
+        };
+        db.execute(&ddl).await;
+    }
+    db.execute(
+        "insert into t_port (ip_addr, store_id, purpose, status) values ('10.9.9.9', 1, 0, 'OK')",
+    )
+    .await;
+    let cluster = unique_cluster("unsigned");
+    let _store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    let error =
+        testkit::eventually(PATIENCE, async || sync.status.borrow().last_error.is_some()).await;
+    assert!(error, "no error: {:?}", *sync.status.borrow());
+    let error = sync.status.borrow().last_error.clone().unwrap();
+    assert!(
+        error.contains("cannot read t_port")
+            && error
+                .contains("the column's type is INT UNSIGNED, where PureFlash's schema has BIGINT"),
+        "{error}"
+    );
+    sync.stop().await;
+}
+
 /// Another tool silently undoes one of our writes every time (here a trigger that drops it):
 /// every pass that re-reads the tables plans that write again and finds it missed its row
 /// ("stale"), so the re-reads back off. ZooKeeper events in between must not re-read the tables

@@ -23,7 +23,7 @@ pub use plan::{Note, Plan, Precedence, plan, plan_after, plan_fast};
 pub use rows::{DbRows, PortKey, PortRow, STATUS_OFFLINE, STATUS_OK, StoreRow, TrayRow};
 pub use url::{BadDbUrl, DbUrl};
 
-use sql::Sql;
+use sql::{Sql, UnreadableCells};
 
 /// How long to wait for a pooled connection before reporting the DB unreachable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -96,6 +96,9 @@ pub struct MetaDb {
     source: DbUrl,
     url: String,
     fence: Option<WriteFence>,
+    /// What the last read found unreadable, so that cells left in place (rows whose key cannot
+    /// be read) are warned about when they change, not on every re-read.
+    unreadable: std::sync::Mutex<UnreadableCells>,
 }
 
 impl MetaDb {
@@ -109,6 +112,7 @@ impl MetaDb {
             source: url.clone(),
             url: url.to_string(),
             fence: None,
+            unreadable: Default::default(),
         }
     }
 
@@ -224,18 +228,33 @@ impl MetaDb {
             Pool::Sqlite(pool) => {
                 let mut conn = self.acquire(pool).await?;
                 let mut tx = conn.begin().await.map_err(|e| self.connect_error(e))?;
-                let rows = Sql::<Sqlite>::load(&mut tx).await?;
+                let (rows, unreadable) = Sql::<Sqlite>::load(&mut tx).await?;
                 tx.commit().await.map_err(DbError::Commit)?;
+                self.report_unreadable(unreadable);
                 Ok(rows)
             }
             Pool::MySql(pool) => {
                 let mut conn = self.acquire(pool).await?;
                 let mut tx = conn.begin().await.map_err(|e| self.connect_error(e))?;
-                let rows = Sql::<MySql>::load(&mut tx).await?;
+                let (rows, unreadable) = Sql::<MySql>::load(&mut tx).await?;
                 tx.commit().await.map_err(DbError::Commit)?;
+                self.report_unreadable(unreadable);
                 Ok(rows)
             }
         }
+    }
+
+    fn report_unreadable(&self, now: UnreadableCells) {
+        let mut last = self.unreadable.lock().unwrap_or_else(|e| e.into_inner());
+        if now.any() && now != *last {
+            tracing::warn!(
+                t_store = now.t_store,
+                t_tray = now.t_tray,
+                t_port = now.t_port,
+                "cells of the wrong type or not UTF-8 in the metadata DB (another writer's): rows whose key cannot be read are left alone, other cells are rewritten where ZooKeeper has their value"
+            );
+        }
+        *last = now;
     }
 
     /// Runs `plan` in one transaction: all of it or none of it. Returns whether every statement

@@ -91,6 +91,11 @@ const UNREADABLE_INTEGER: i64 = -1;
 /// `T` is [`Cell::Unreadable`] instead: a row whose key is unreadable cannot be addressed and is
 /// skipped like a NULL key; any other unreadable cell reads as a value the sync never writes, so
 /// the plan rewrites it where ZooKeeper says what it should be.
+///
+/// On MariaDB the column's type decides every value's, so a cell that does not decode means a
+/// column of another type than PureFlash's (`int unsigned`, `varbinary`): there it stays an
+/// error that names the column. Skipped, a key of such a column would be inserted again by the
+/// plan and refused as a duplicate every pass, and other cells rewritten every re-read.
 #[derive(Debug)]
 pub enum Cell<T> {
     Read(T),
@@ -133,16 +138,29 @@ impl<DB: Database, T: Type<DB>> Type<DB> for Cell<T> {
     }
 }
 
-impl<'r, DB: Database, T: Decode<'r, DB> + Type<DB>> Decode<'r, DB> for Cell<T> {
+impl<'r, DB: Dialect, T: Decode<'r, DB> + Type<DB>> Decode<'r, DB> for Cell<T> {
     fn decode(value: <DB as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
-        // The check `Row::try_get` makes, answered with `Unreadable` instead of an error.
+        // The check `Row::try_get` makes, answered with `Unreadable` where values are typed
+        // one by one.
         if !value.is_null() {
             let found = value.type_info();
             if !found.is_null() && !T::compatible(&found) {
+                if !DB::VALUES_TYPED_PER_CELL {
+                    return Err(format!(
+                        "the column's type is {}, where PureFlash's schema has {}",
+                        found.name(),
+                        T::type_info().name()
+                    )
+                    .into());
+                }
                 return Ok(Cell::Unreadable);
             }
         }
-        Ok(T::decode(value).map_or(Cell::Unreadable, Cell::Read))
+        match T::decode(value) {
+            Ok(value) => Ok(Cell::Read(value)),
+            Err(_) if DB::VALUES_TYPED_PER_CELL => Ok(Cell::Unreadable),
+            Err(error) => Err(error),
+        }
     }
 }
 
@@ -205,10 +223,11 @@ where
     }
 
     /// Reads the three tables whole. Cells another writer filled with what the columns should
-    /// not hold are read as [`Cell`] says, and counted in a warning.
-    pub async fn load(conn: &mut DB::Connection) -> Result<DbRows, DbError> {
+    /// not hold are read as [`Cell`] says, and counted.
+    pub async fn load(conn: &mut DB::Connection) -> Result<(DbRows, UnreadableCells), DbError> {
         let load = |table| move |source| DbError::Load { table, source };
         let mut rows = DbRows::default();
+        let mut counts = UnreadableCells::default();
         let stores: Vec<StoreTuple> = sqlx::query_as(SELECT_STORES)
             .fetch_all(&mut *conn)
             .await
@@ -219,7 +238,7 @@ where
             let status = status.text(&mut unreadable);
             rows.stores.insert(id, StoreRow { mngt_ip, status });
         }
-        warn_unreadable("t_store", unreadable);
+        counts.t_store = unreadable;
         let trays: Vec<TrayTuple> = sqlx::query_as(SELECT_TRAYS)
             .fetch_all(&mut *conn)
             .await
@@ -239,7 +258,7 @@ where
             };
             rows.trays.insert(uuid, row);
         }
-        warn_unreadable("t_tray", unreadable);
+        counts.t_tray = unreadable;
         let ports: Vec<PortTuple> = sqlx::query_as(SELECT_PORTS)
             .fetch_all(&mut *conn)
             .await
@@ -257,8 +276,8 @@ where
             };
             rows.ports.insert(PortKey { ip_addr, purpose }, row);
         }
-        warn_unreadable("t_port", unreadable);
-        Ok(rows)
+        counts.t_port = unreadable;
+        Ok((rows, counts))
     }
 
     /// Runs `plan` on `conn` (inside the caller's transaction), in the plan's order. Returns
@@ -555,13 +574,17 @@ where
 }
 
 /// What differs between the backends: result types and catalogs.
-fn warn_unreadable(table: &str, cells: usize) {
-    if cells > 0 {
-        tracing::warn!(
-            table,
-            cells,
-            "cells hold values of the wrong type or text that is not UTF-8; rows with an unreadable key are skipped, other cells are rewritten where ZooKeeper has their value"
-        );
+/// Cells per table that [`Cell`] found unreadable in one read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnreadableCells {
+    pub t_store: usize,
+    pub t_tray: usize,
+    pub t_port: usize,
+}
+
+impl UnreadableCells {
+    pub fn any(&self) -> bool {
+        *self != UnreadableCells::default()
     }
 }
 
@@ -570,12 +593,16 @@ pub trait Dialect: Database {
     /// ours to replace, and the column probe that follows decides whether it is usable.
     const EXISTING_TABLES: &'static str;
 
+    /// Whether a cell's type is its own rather than its column's (see [`Cell`]).
+    const VALUES_TYPED_PER_CELL: bool;
+
     fn rows_affected(result: &Self::QueryResult) -> u64;
 }
 
 impl Dialect for sqlx::Sqlite {
     const EXISTING_TABLES: &'static str = "select name from sqlite_master \
          where type in ('table', 'view') and name in ('t_store', 't_tray', 't_port')";
+    const VALUES_TYPED_PER_CELL: bool = true;
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
@@ -588,6 +615,7 @@ impl Dialect for sqlx::MySql {
     const EXISTING_TABLES: &'static str = "select cast(table_name as char) \
          from information_schema.tables \
          where table_schema = database() and table_name in ('t_store', 't_tray', 't_port')";
+    const VALUES_TYPED_PER_CELL: bool = false;
 
     fn rows_affected(result: &Self::QueryResult) -> u64 {
         result.rows_affected()
