@@ -69,15 +69,28 @@ async fn run_once(
         db.ensure_schema().await?;
         // The rows are read in one transaction and written in another: a write that did not
         // find the rows it planned on (another writer changed them between) is planned again
-        // on a fresh read.
+        // on a fresh read. Every attempt's writes commit, and all of them are reported,
+        // against the first read (a later read finds an earlier attempt's writes there).
+        let mut first_read: Option<DbRows> = None;
+        let mut plans = Vec::new();
         for _ in 0..ONCE_ATTEMPTS {
             let rows = db.load_rows().await?;
             if shutdown.is_cancelled() {
-                return Err(crate::Error::Interrupted);
+                return match first_read {
+                    None => Err(crate::Error::Interrupted),
+                    // Stopped between attempts: what was written is reported, as after a
+                    // signal during a write.
+                    Some(first_read) => Ok((first_read, plans)),
+                };
             }
             let plan = plan(&view, &rows);
-            if db.apply(&plan).await? {
-                return Ok((rows, plan));
+            let matched = db.apply(&plan).await?;
+            if first_read.is_none() {
+                first_read = Some(rows);
+            }
+            plans.push(plan);
+            if matched {
+                return Ok((first_read.unwrap_or_default(), plans));
             }
             warn!("the metadata DB changed while it was written; reading it again");
         }
@@ -88,21 +101,22 @@ async fn run_once(
         .unwrap_or(Err(DbError::TimedOut(dbsync::PASS_TIMEOUT).into()));
     // Bounded: the pool checks each connection as it comes back, with no timeout of its own.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, db.close()).await;
-    let (rows, plan) = outcome?;
+    let (rows, plans) = outcome?;
     print!(
         "{}",
-        summary(config, &db_url.to_string(), &view, &rows, &plan)
+        summary(config, &db_url.to_string(), &view, &rows, &plans)
     );
     Ok(())
 }
 
-/// The `--once` report: what ZooKeeper holds, what was wrong in it, and what was written.
+/// The `--once` report: what ZooKeeper holds, what was wrong in it, and what was written by
+/// the `plans` applied one after the other (the last one's notes are the ones that stand).
 pub fn summary(
     config: &MirrorConfig,
     db: &str,
     view: &ClusterView,
     before: &DbRows,
-    plan: &Plan,
+    plans: &[Plan],
 ) -> String {
     let mut out = String::new();
     let stores = view.stores.len();
@@ -137,7 +151,7 @@ pub fn summary(
             );
         }
     }
-    for note in &plan.notes {
+    for note in plans.last().map_or(&[][..], |plan| &plan.notes[..]) {
         let _ = writeln!(out, "  resolved: {note}");
     }
     let (s, t, p) = before.counts();
@@ -145,16 +159,17 @@ pub fn summary(
         out,
         "metadata DB {db} (before: {s} t_store, {t} t_tray, {p} t_port rows):"
     );
+    let total = |count: fn(&Plan) -> usize| plans.iter().map(count).sum::<usize>();
     let _ = writeln!(
         out,
         "  t_store: {} inserted, {} updated; t_tray: {} inserted, {} updated; t_port: {} inserted, {} updated, {} deleted",
-        plan.store_inserts.len(),
-        plan.store_rows_updated(),
-        plan.tray_inserts.len(),
-        plan.tray_updates.len(),
-        plan.port_inserts.len(),
-        plan.port_updates.len(),
-        plan.port_deletes.len(),
+        total(|p| p.store_inserts.len()),
+        total(Plan::store_rows_updated),
+        total(|p| p.tray_inserts.len()),
+        total(|p| p.tray_updates.len()),
+        total(|p| p.port_inserts.len()),
+        total(|p| p.port_updates.len()),
+        total(|p| p.port_deletes.len()),
     );
     out
 }
@@ -208,11 +223,25 @@ mod tests {
         let plan = plan(&now, &before);
         assert_eq!(plan.store_vacates, vec![1]);
         assert_eq!(plan.store_updates.len(), 1);
-        let text = summary(&config, "sqlite://x.db", &now, &before, &plan);
+        let text = summary(
+            &config,
+            "sqlite://x.db",
+            &now,
+            &before,
+            std::slice::from_ref(&plan),
+        );
         assert!(text.contains("t_store: 1 inserted, 1 updated;"), "{text}");
         assert!(
             text.contains("resolved: mngt_ip 10.5.5.5 now belongs to store 2"),
             "{text}"
         );
+        // A second attempt (the first one's rows did not all match) adds its writes.
+        let again = Plan {
+            notes: Vec::new(),
+            ..plan.clone()
+        };
+        let text = summary(&config, "sqlite://x.db", &now, &before, &[plan, again]);
+        assert!(text.contains("t_store: 2 inserted, 2 updated;"), "{text}");
+        assert_eq!(text.matches("resolved:").count(), 0, "{text}");
     }
 }
