@@ -284,6 +284,10 @@ pub struct TrayStatus {
 pub struct PureFlashStoreStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
+    /// While the phase is Unknown: the phase before it. Back from a ZooKeeper blip with nothing
+    /// changed, the store returns to it without an Event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_before_unknown: Option<Phase>,
     /// The store id as registered in ZooKeeper.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = -2147483648, max = 2147483647))]

@@ -614,8 +614,11 @@ pub fn backoff(policy: &Policy, attempts: u32) -> SignedDuration {
 /// Whether a restart at `last_restart` is still in flight at `now` for a store that is not alive.
 ///
 /// It is while the store is not alive, the restart is younger than `in_flight_window`, and it
-/// belongs to the current offline episode (made at or after `offline_since`; a restart from an
-/// earlier episode already brought its store back). The controller sums this over the other
+/// belongs to the current offline episode: made at or after `offline_since`, or made while the
+/// store was still alive and the episode began within `start_grace` of it. That is a restart
+/// of a store that was up (a manual one, a rollout's): the killed pfs's `alive` node outlives it
+/// until that session expires, and the new pfs has `start_grace` to register. A restart older
+/// than that when the episode began already brought its store back. The controller sums this over the other
 /// stores into [`ClusterFacts::restarts_in_flight`].
 pub fn in_flight(
     policy: &Policy,
@@ -629,7 +632,12 @@ pub fn in_flight(
     };
     !alive
         && now.duration_since(last_restart) < policy.in_flight_window
-        && offline_since.is_none_or(|since| last_restart >= since)
+        && offline_since.is_none_or(|since| {
+            since
+                <= last_restart
+                    .saturating_add(policy.start_grace)
+                    .unwrap_or(Timestamp::MAX)
+        })
 }
 
 #[cfg(test)]
@@ -1658,6 +1666,22 @@ mod tests {
 
     // --- in_flight ---
 
+    /// A restart of a store that was up: its killed pfs's `alive` node goes only when that
+    /// session expires, and the new pfs has the start grace to register.
+    #[test]
+    fn a_restart_of_a_store_that_was_up_is_in_flight_once_it_drops_out() {
+        let grace = policy().start_grace.as_secs();
+        for went_offline in [grace + 9, 11, 10] {
+            assert!(in_flight(
+                &policy(),
+                Some(ago(grace + 10)),
+                Some(ago(went_offline)),
+                false,
+                NOW
+            ));
+        }
+    }
+
     #[test]
     fn no_restart_is_not_in_flight() {
         assert!(!in_flight(&policy(), None, Some(ago(10)), false, NOW));
@@ -1693,9 +1717,10 @@ mod tests {
 
     #[test]
     fn a_restart_from_an_earlier_episode_is_not_in_flight() {
+        let grace = policy().start_grace.as_secs();
         assert!(!in_flight(
             &policy(),
-            Some(ago(20)),
+            Some(ago(grace + 20)),
             Some(ago(19)),
             false,
             NOW

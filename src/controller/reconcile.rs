@@ -2220,13 +2220,14 @@ async fn report_transitions(
     verdict: &Verdict,
     roll_held: Option<&HoldReason>,
 ) {
-    // Back from an untrusted view (which keeps the last observation) to a store that was alive
-    // before it: a ZooKeeper blip, not a store coming online.
-    let online_through_blip =
-        previous.phase == Some(Phase::Unknown) && previous.alive == Some(true);
-    if previous.phase != status.phase {
+    // Back from an untrusted view, the phase is the news only if it is not the one before the
+    // view was lost: a ZooKeeper blip does not bring a store online, nor take it offline again.
+    let before = match status.phase {
+        Some(Phase::Unknown) => previous.phase,
+        _ => status::last_trusted_phase(previous),
+    };
+    if before != status.phase {
         let event = match status.phase {
-            Some(Phase::Online) if online_through_blip => None,
             Some(Phase::Online) => Some((
                 EventType::Normal,
                 "StoreOnline",

@@ -193,10 +193,11 @@ fn phase(facts: &Facts<'_>, alive: bool, in_flight: bool) -> Phase {
     };
     // The store was up and went down: it stays Offline, not Pending ("not running yet"), while
     // its Pod is not running. Known from the last status (alive, or already Offline or being
-    // recovered), or from a pfs container that has run before and is crash-looping now.
+    // recovered, before a ZooKeeper blip too), or from a pfs container that has run before and
+    // is crash-looping now.
     let was_up = facts.previous.alive == Some(true)
         || matches!(
-            facts.previous.phase,
+            last_trusted_phase(facts.previous),
             Some(Phase::Offline | Phase::Recovering)
         )
         || pod.container_restarts > 0;
@@ -212,6 +213,17 @@ fn phase(facts: &Facts<'_>, alive: bool, in_flight: bool) -> Phase {
         Some(_) => Phase::Offline,
         None if was_up => Phase::Offline,
         None => Phase::Pending,
+    }
+}
+
+/// The phase `status` last had on a trusted view: its phase, or while that is Unknown, the one
+/// before (for a status written before `phaseBeforeUnknown` existed: Online if it was alive).
+pub fn last_trusted_phase(status: &PureFlashStoreStatus) -> Option<Phase> {
+    match status.phase {
+        Some(Phase::Unknown) => status
+            .phase_before_unknown
+            .or((status.alive == Some(true)).then_some(Phase::Online)),
+        phase => phase,
     }
 }
 
@@ -328,6 +340,10 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
         facts.now,
     );
     status.phase = Some(phase(facts, alive, in_flight));
+    status.phase_before_unknown = match status.phase {
+        Some(Phase::Unknown) => last_trusted_phase(previous),
+        _ => None,
+    };
     // An untrusted view decides nothing: the last decision stands (and is not announced again
     // when the view is back).
     status.last_decision = match &facts.decision.verdict {
@@ -1010,6 +1026,99 @@ mod tests {
         // With a pod not ready, the store is known not to be ready.
         blind.ready = false;
         assert_eq!(condition_of(&blind.status(), "Ready").status, "False");
+    }
+
+    /// Offline, then a ZooKeeper blip, then the same: back to Offline (not Pending, which would
+    /// say the store never ran), and `phaseBeforeUnknown` lives only while the phase is Unknown.
+    #[test]
+    fn a_zookeeper_blip_does_not_make_an_offline_store_pending() {
+        let offline = Decision {
+            verdict: Verdict::Skip(SkipReason::PodNotRunning),
+            offline_since: Some(t(50)),
+            attempts: 0,
+            finishes: false,
+            unfinished: None,
+        };
+        let stuck = PodFacts {
+            phase: "Pending".into(),
+            running_since: None,
+            ..running_pod(t(0))
+        };
+        let mut down = Case::alive_at(t(100));
+        down.store = Some(StoreView::test(7).dead());
+        down.pod = Some(stuck);
+        down.ready = false;
+        down.previous.phase = Some(Phase::Offline);
+        down.previous.alive = Some(false);
+        down.decision = offline.clone();
+        let before = down.status();
+        assert_eq!(before.phase, Some(Phase::Offline));
+        assert_eq!(before.phase_before_unknown, None);
+
+        let mut blind = Case::alive_at(t(200));
+        blind.previous = before.clone();
+        blind.trusted = false;
+        blind.decision = Decision {
+            verdict: Verdict::Skip(SkipReason::ViewUntrusted),
+            ..offline.clone()
+        };
+        blind.pod = down.pod.clone();
+        blind.ready = false;
+        let during = blind.status();
+        assert_eq!(during.phase, Some(Phase::Unknown));
+        assert_eq!(during.phase_before_unknown, Some(Phase::Offline));
+        // Still blind a while later: the phase before the blip is kept, not Unknown.
+        blind.previous = during.clone();
+        let still = blind.status();
+        assert_eq!(still.phase_before_unknown, Some(Phase::Offline));
+        assert_eq!(last_trusted_phase(&still), Some(Phase::Offline));
+
+        down.now = t(300);
+        down.previous = still;
+        let after = down.status();
+        assert_eq!(after.phase, Some(Phase::Offline));
+        assert_eq!(after.phase_before_unknown, None);
+        assert_eq!(last_trusted_phase(&after), Some(Phase::Offline));
+    }
+
+    /// A manual restart of an Online store: the killed pfs's `alive` node goes only when its
+    /// session expires, after the restart. Recovering, not Offline, while the new pfs starts.
+    #[test]
+    fn a_restarted_store_that_was_up_is_recovering_once_its_old_session_expires() {
+        let mut case = Case::alive_at(t(1010));
+        case.store = Some(StoreView::test(7).dead());
+        case.pod = Some(PodFacts {
+            phase: "Pending".into(),
+            running_since: None,
+            ..running_pod(t(1001))
+        });
+        case.ready = false;
+        case.previous.phase = Some(Phase::Online);
+        case.previous.alive = Some(true);
+        case.previous.last_restart_time = Some(time(t(1000)));
+        case.decision = Decision {
+            verdict: Verdict::Skip(SkipReason::PodNotRunning),
+            offline_since: Some(t(1004)),
+            attempts: 0,
+            finishes: false,
+            unfinished: None,
+        };
+        assert_eq!(case.status().phase, Some(Phase::Recovering));
+    }
+
+    #[test]
+    fn a_status_from_before_phase_before_unknown_reads_online_if_it_was_alive() {
+        let status = PureFlashStoreStatus {
+            phase: Some(Phase::Unknown),
+            alive: Some(true),
+            ..PureFlashStoreStatus::default()
+        };
+        assert_eq!(last_trusted_phase(&status), Some(Phase::Online));
+        let status = PureFlashStoreStatus {
+            alive: Some(false),
+            ..status
+        };
+        assert_eq!(last_trusted_phase(&status), None);
     }
 
     #[test]
