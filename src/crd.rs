@@ -319,6 +319,10 @@ pub struct PureFlashStoreStatus {
     pub restart_count: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restart_time: Option<Time>,
+    /// When the store last came online (its phase turned Online; a ZooKeeper blip does not
+    /// count). A restart it has not come online since is still in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_online_time: Option<Time>,
     /// Since when the store is offline in ZooKeeper (kept across operator restarts and leader
     /// changes, so the grace period is never restarted by them).
     #[serde(default, skip_serializing_if = "Option::is_none")]

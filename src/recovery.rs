@@ -615,15 +615,16 @@ pub fn backoff(policy: &Policy, attempts: u32) -> SignedDuration {
 ///
 /// It is while the store is not alive, the restart is younger than `in_flight_window`, and it
 /// belongs to the current offline episode: made at or after `offline_since`, or made while the
-/// store was still alive and the episode began within `start_grace` of it. That is a restart
-/// of a store that was up (a manual one, a rollout's): the killed pfs's `alive` node outlives it
-/// until that session expires, and the new pfs has `start_grace` to register. A restart older
-/// than that when the episode began already brought its store back. The controller sums this over the other
+/// store was up (`last_online`, when it last came online, is older than the restart) that has
+/// not come online since. The latter is a restart of a store that was up (a manual one): the
+/// killed pfs's `alive` node outlives it until that session expires. A restart the store came
+/// online after brought it back; a later episode is another. The controller sums this over the other
 /// stores into [`ClusterFacts::restarts_in_flight`].
 pub fn in_flight(
     policy: &Policy,
     last_restart: Option<Timestamp>,
     offline_since: Option<Timestamp>,
+    last_online: Option<Timestamp>,
     alive: bool,
     now: Timestamp,
 ) -> bool {
@@ -632,12 +633,8 @@ pub fn in_flight(
     };
     !alive
         && now.duration_since(last_restart) < policy.in_flight_window
-        && offline_since.is_none_or(|since| {
-            since
-                <= last_restart
-                    .saturating_add(policy.start_grace)
-                    .unwrap_or(Timestamp::MAX)
-        })
+        && (offline_since.is_none_or(|since| last_restart >= since)
+            || last_online.is_some_and(|online| online < last_restart))
 }
 
 #[cfg(test)]
@@ -1667,24 +1664,31 @@ mod tests {
     // --- in_flight ---
 
     /// A restart of a store that was up: its killed pfs's `alive` node goes only when that
-    /// session expires, and the new pfs has the start grace to register.
+    /// session expires. In flight until the store comes online again.
     #[test]
     fn a_restart_of_a_store_that_was_up_is_in_flight_once_it_drops_out() {
-        let grace = policy().start_grace.as_secs();
-        for went_offline in [grace + 9, 11, 10] {
-            assert!(in_flight(
-                &policy(),
-                Some(ago(grace + 10)),
-                Some(ago(went_offline)),
-                false,
-                NOW
-            ));
-        }
+        assert!(in_flight(
+            &policy(),
+            Some(ago(20)),
+            Some(ago(17)),
+            Some(ago(900)),
+            false,
+            NOW
+        ));
+        // Back online after it, and down again: another episode.
+        assert!(!in_flight(
+            &policy(),
+            Some(ago(20)),
+            Some(ago(10)),
+            Some(ago(15)),
+            false,
+            NOW
+        ));
     }
 
     #[test]
     fn no_restart_is_not_in_flight() {
-        assert!(!in_flight(&policy(), None, Some(ago(10)), false, NOW));
+        assert!(!in_flight(&policy(), None, Some(ago(10)), None, false, NOW));
     }
 
     #[test]
@@ -1693,15 +1697,16 @@ mod tests {
             &policy(),
             Some(ago(299)),
             Some(ago(400)),
+            None,
             false,
             NOW
         ));
-        assert!(in_flight(&policy(), Some(ago(299)), None, false, NOW));
+        assert!(in_flight(&policy(), Some(ago(299)), None, None, false, NOW));
     }
 
     #[test]
     fn a_restart_of_an_alive_store_is_not_in_flight() {
-        assert!(!in_flight(&policy(), Some(ago(10)), None, true, NOW));
+        assert!(!in_flight(&policy(), Some(ago(10)), None, None, true, NOW));
     }
 
     #[test]
@@ -1710,6 +1715,7 @@ mod tests {
             &policy(),
             Some(ago(300)),
             Some(ago(400)),
+            None,
             false,
             NOW
         ));
@@ -1717,10 +1723,10 @@ mod tests {
 
     #[test]
     fn a_restart_from_an_earlier_episode_is_not_in_flight() {
-        let grace = policy().start_grace.as_secs();
         assert!(!in_flight(
             &policy(),
-            Some(ago(grace + 20)),
+            Some(ago(20)),
+            Some(ago(19)),
             Some(ago(19)),
             false,
             NOW
@@ -1729,6 +1735,7 @@ mod tests {
             &policy(),
             Some(ago(20)),
             Some(ago(20)),
+            Some(ago(19)),
             false,
             NOW
         ));

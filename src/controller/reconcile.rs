@@ -1007,6 +1007,9 @@ fn restarts_in_flight<'a>(
                 policy,
                 last,
                 status.and_then(|s| s.offline_since.as_ref()).map(|t| t.0),
+                status
+                    .and_then(|s| s.last_online_time.as_ref())
+                    .map(|t| t.0),
                 alive(current, s.spec.store_id),
                 now,
             )

@@ -336,10 +336,14 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
         facts.policy,
         status.last_restart_time.as_ref().map(|t| t.0),
         facts.decision.offline_since,
+        previous.last_online_time.as_ref().map(|t| t.0),
         alive,
         facts.now,
     );
     status.phase = Some(phase(facts, alive, in_flight));
+    if status.phase == Some(Phase::Online) && last_trusted_phase(previous) != Some(Phase::Online) {
+        status.last_online_time = Some(time(facts.now));
+    }
     status.phase_before_unknown = match status.phase {
         Some(Phase::Unknown) => last_trusted_phase(previous),
         _ => None,
@@ -1095,6 +1099,7 @@ mod tests {
         case.ready = false;
         case.previous.phase = Some(Phase::Online);
         case.previous.alive = Some(true);
+        case.previous.last_online_time = Some(time(t(500)));
         case.previous.last_restart_time = Some(time(t(1000)));
         case.decision = Decision {
             verdict: Verdict::Skip(SkipReason::PodNotRunning),
@@ -1103,7 +1108,21 @@ mod tests {
             finishes: false,
             unfinished: None,
         };
-        assert_eq!(case.status().phase, Some(Phase::Recovering));
+        let recovering = case.status();
+        assert_eq!(recovering.phase, Some(Phase::Recovering));
+        assert_eq!(recovering.last_online_time, Some(time(t(500))));
+
+        // The new pfs registers: online again, and the restart is done.
+        let mut back = Case::alive_at(t(1020));
+        back.previous = recovering;
+        let online = back.status();
+        assert_eq!(online.phase, Some(Phase::Online));
+        assert_eq!(online.last_online_time, Some(time(t(1020))));
+        // It hangs a moment later: a new episode, Offline, not the restart still in flight.
+        case.now = t(1030);
+        case.previous = online;
+        case.decision.offline_since = Some(t(1028));
+        assert_eq!(case.status().phase, Some(Phase::Offline));
     }
 
     #[test]
