@@ -175,30 +175,43 @@ pub fn summary(
 }
 
 /// Cancels `shutdown` on SIGTERM or SIGINT; a second one ends the process at once.
-pub(crate) async fn cancel_on_signal(shutdown: CancellationToken) {
-    let Ok(mut terminate) =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .inspect_err(|error| tracing::warn!(%error, "cannot listen for SIGTERM"))
-    else {
-        let _ = tokio::signal::ctrl_c().await;
-        info!("SIGINT received; finishing the current transaction");
-        shutdown.cancel();
-        return;
+///
+/// The handlers are installed when this is called, not when the returned task first runs: a
+/// signal in between would otherwise end the process unannounced (a `--once` Job stopped so
+/// would not say that nothing was written).
+pub(crate) fn cancel_on_signal(shutdown: CancellationToken) -> impl Future<Output = ()> {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+    let install = |kind: SignalKind, name: &str| {
+        signal(kind)
+            .inspect_err(|error| tracing::warn!(%error, "cannot listen for {name}"))
+            .ok()
     };
-    tokio::select! {
-        _ = terminate.recv() => info!("SIGTERM received; finishing the current transaction"),
-        _ = tokio::signal::ctrl_c() => info!("SIGINT received; finishing the current transaction"),
+    let mut terminate = install(SignalKind::terminate(), "SIGTERM");
+    let mut interrupt = install(SignalKind::interrupt(), "SIGINT");
+    async fn received(signal: &mut Option<Signal>) {
+        match signal {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending().await,
+        }
     }
-    shutdown.cancel();
-    // The handlers stay installed: without this a second signal would do nothing while a
-    // transaction waits out its timeout. Asked twice, the process stops at once (a database
-    // rolls back what a closed connection left unfinished).
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    async move {
+        tokio::select! {
+            _ = received(&mut terminate) => info!("SIGTERM received; finishing the current transaction"),
+            _ = received(&mut interrupt) => info!("SIGINT received; finishing the current transaction"),
+        }
+        shutdown.cancel();
+        // The handlers stay installed: without this a second signal would do nothing while a
+        // transaction waits out its timeout. Asked twice, the process stops at once (a
+        // database rolls back what a closed connection left unfinished).
+        tokio::select! {
+            _ = received(&mut terminate) => {}
+            _ = received(&mut interrupt) => {}
+        }
+        tracing::warn!("second signal received; exiting without waiting");
+        std::process::exit(130);
     }
-    tracing::warn!("second signal received; exiting without waiting");
-    std::process::exit(130);
 }
 
 #[cfg(test)]

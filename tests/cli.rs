@@ -413,10 +413,12 @@ async fn a_second_signal_stops_a_sync_waiting_on_a_locked_table() {
     use sqlx::Connection;
     let zk = ZooKeeper::shared();
     let cluster = unique_cluster("cli-second-signal");
+    // The DB first: starting MariaDB blocks this thread for seconds, which would stall the
+    // store's 1 s session.
+    let db = TestDb::new(Backend::MariaDb).await;
     let mut store = PfsSim::start(spec(&zk.connect_string(), &cluster, 1))
         .await
         .unwrap();
-    let db = TestDb::new(Backend::MariaDb).await;
     let mut child = spawn_sync(zk, &cluster, &db, &["--resync-interval", "1h"]);
     wait_for!(db, "OK", |s, _t, _p| s.len() == 1 && s[0].2 == "OK");
     let mut locker = sqlx::mysql::MySqlConnection::connect(&db.url)
@@ -428,7 +430,18 @@ async fn a_second_signal_stops_a_sync_waiting_on_a_locked_table() {
         .unwrap();
     // The crash is written in a pass that now waits on the lock.
     store.crash().await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let waiting = testkit::eventually(PATIENCE, async || {
+        let waiting: (i64,) = sqlx::query_as(
+            "select count(*) from information_schema.processlist \
+             where state like 'Waiting for table%lock%'",
+        )
+        .fetch_one(&mut locker)
+        .await
+        .unwrap();
+        waiting.0 > 0
+    })
+    .await;
+    assert!(waiting, "the crash's write never queued behind the lock");
     sigterm(&child);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(

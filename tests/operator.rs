@@ -6,7 +6,7 @@ mod harness;
 mod helm;
 mod support;
 
-use harness::{Harness, store_manifest, wait_for};
+use harness::{Harness, deadline, store_manifest, wait_for, wait_for_within};
 use kube_emulator::{Action, Matcher};
 use std::time::Duration;
 
@@ -849,7 +849,9 @@ async fn a_flapping_store_backs_off_then_exhausts_its_budget() {
     let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
     let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
 
-    let exhausted = wait_for("the restart budget exhausted", async || {
+    // Four restarts, each after a registration, a hang and its session expiry, with 4, 8 and
+    // 16 s of backoff between them: some 45 s of timers before anything is slow.
+    let exhausted = wait_for_within("the restart budget exhausted", deadline() * 2, async || {
         let store = stores.get("store-1").await.ok()?;
         let frozen = condition(&store, "RecoveryFrozen")?;
         (frozen.status == "True" && frozen.reason == "RestartBudgetExhausted").then_some(store)
@@ -1236,8 +1238,10 @@ async fn a_former_leaders_late_status_write_does_not_undo_its_successors() {
     };
     let (stores, pods, first_pod) = store_1_online(&harness, 30).await;
 
-    // The leader's next status write of store-1, for a spec change, is held for 25 s.
-    let held = Duration::from_secs(25);
+    // The leader's next status write of store-1, for a spec change, is held for 40 s: long
+    // enough for a takeover, a restart and the new pfs's registration (some 12 s) on a loaded
+    // machine.
+    let held = Duration::from_secs(40);
     let faults = harness.emulator().unwrap().faults();
     faults.inject(
         Matcher::verb("patch")

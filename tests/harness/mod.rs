@@ -818,8 +818,17 @@ impl Harness {
 }
 
 /// Polls `check` until it returns `Some`, or fails the test naming `what`.
-pub async fn wait_for<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
-    let patience = deadline();
+pub async fn wait_for<T>(what: &str, check: impl AsyncFnMut() -> Option<T>) -> T {
+    wait_for_within(what, deadline(), check).await
+}
+
+/// [`wait_for`] with its own patience, for a wait that sits out timers of its own (backoffs,
+/// session expiries) adding up to a good part of [`deadline`].
+pub async fn wait_for_within<T>(
+    what: &str,
+    patience: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let deadline = std::time::Instant::now() + patience;
     loop {
         if let Some(value) = check().await {

@@ -77,7 +77,12 @@ impl TestDb {
                 }
             }
             Backend::MariaDb => {
-                let url = MariaDb::shared().new_database("pf");
+                // Off the runtime's thread: starting the server (the first time) and creating
+                // a database run programs, seconds during which a single-threaded runtime
+                // would drive none of the test's simulated stores, whose 1 s sessions expire.
+                let url = tokio::task::spawn_blocking(|| MariaDb::shared().new_database("pf"))
+                    .await
+                    .expect("creating a MariaDB database");
                 Self::mysql(url)
             }
         }

@@ -807,7 +807,8 @@ async fn watches_resume_bookmark_expire_and_time_out() {
     let current = bed.emulator.resource_version().to_string();
     let started = std::time::Instant::now();
     let events: Vec<WatchEvent<ConfigMap>> = maps
-        .watch(&WatchParams::default().timeout(3), &current)
+        // Bookmarks come every 2 s: two chances before the stream ends, on a slow machine too.
+        .watch(&WatchParams::default().timeout(5), &current)
         .await
         .unwrap()
         .try_collect()
