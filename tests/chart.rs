@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use helm::{ROOT, chart, helm, parse, run};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn try_render(release_namespace: &str, sets: &[&str]) -> Result<String, String> {
     helm::template("pf", release_namespace, sets)
@@ -223,12 +223,17 @@ fn defaults_render_an_ha_deployment_with_cluster_wide_least_privilege() {
     assert_eq!(lease_role["metadata"]["namespace"], "pureflash");
     assert_eq!(
         rules(lease_role),
-        [rule(
-            "coordination.k8s.io",
-            "leases",
-            &["get", "create", "update"]
-        )]
+        [
+            rule("coordination.k8s.io", "leases", &["create"]),
+            rule("coordination.k8s.io", "leases", &["get", "update"])
+        ]
     );
+    // Read and renewed: only the operator's own Lease.
+    assert_eq!(
+        lease_role["rules"][0]["resourceNames"],
+        json!(["pf-pureflash-operator"])
+    );
+    assert!(lease_role["rules"][1].get("resourceNames").is_none());
     // Node Leases are read, only there.
     let node_leases = find(
         &objects,
