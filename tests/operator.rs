@@ -835,6 +835,67 @@ async fn most_of_the_cluster_offline_freezes_restarts_but_a_manual_restart_still
     harness.finish().await;
 }
 
+/// A tray of an alive store goes offline (its `online` node gone, as when pfs drops a failed
+/// disk): the store stays Online and Ready, TraysOnline turns False naming the tray, with a
+/// Warning; the tray back, it turns True with an Event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tray_going_offline_under_an_alive_store_is_a_condition_and_an_event() {
+    use zookeeper_client::{Acls, CreateMode};
+    let mut harness = Harness::start("tray").await;
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    let (stores, _, _) = store_1_online(&harness, 30).await;
+    let trays_online = async || {
+        let store = stores.get("store-1").await.ok()?;
+        condition(&store, "TraysOnline").cloned()
+    };
+    wait_for("TraysOnline=True", async || {
+        trays_online().await.filter(|c| c.status == "True")
+    })
+    .await;
+
+    let zk = harness.zk_client().await;
+    let trays = format!("/pureflash/{}/stores/1/trays", harness.pf_cluster);
+    let uuid = zk.list_children(&trays).await.unwrap().remove(0);
+    let online = format!("{trays}/{uuid}/online");
+    zk.delete(&online, None).await.unwrap();
+    let offline = wait_for("TraysOnline=False", async || {
+        trays_online().await.filter(|c| c.status == "False")
+    })
+    .await;
+    assert_eq!(offline.reason, "TraysOffline");
+    assert!(offline.message.contains(&uuid), "{}", offline.message);
+    let store = stores.get("store-1").await.unwrap();
+    assert_eq!(store.status.as_ref().unwrap().phase, Some(Phase::Online));
+    assert_eq!(condition(&store, "Ready").unwrap().status, "True");
+    wait_for("a TraysOffline event", async || {
+        reasons(&events_about(&harness, "store-1").await)
+            .contains(&"TraysOffline".to_owned())
+            .then_some(())
+    })
+    .await;
+
+    zk.create(
+        &online,
+        b"",
+        &CreateMode::Ephemeral.with_acls(Acls::anyone_all()),
+    )
+    .await
+    .unwrap();
+    wait_for("TraysOnline=True again", async || {
+        trays_online().await.filter(|c| c.status == "True")
+    })
+    .await;
+    wait_for("a TraysOnline event", async || {
+        reasons(&events_about(&harness, "store-1").await)
+            .contains(&"TraysOnline".to_owned())
+            .then_some(())
+    })
+    .await;
+    drop(zk);
+    harness.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flapping_store_backs_off_then_exhausts_its_budget() {
     let mut harness = Harness::start("flap").await;

@@ -1780,6 +1780,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             previous,
             view_trusted: trusted,
             store: view,
+            spec_trays: store.spec.trays.len(),
             pod_name: &pod_name,
             pod,
             pod_ready,
@@ -2298,6 +2299,43 @@ async fn report_transitions(
                 kind,
                 &format!("Recovery{}", reason.as_str()),
                 "Recover",
+                note,
+            )
+            .await;
+        }
+    }
+    // A tray of a store that stays alive going offline, or all back: the phase does not show
+    // it. (The condition changes under a store going up or down too, which its phase says.)
+    let trays_offline = |status: &PureFlashStoreStatus| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "TraysOnline" && c.reason == "TraysOffline")
+            .map(|c| c.message.clone())
+    };
+    let all_trays_online =
+        |status: &PureFlashStoreStatus| status.condition("TraysOnline", "True").is_some();
+    if previous.phase == Some(Phase::Online) && status.phase == Some(Phase::Online) {
+        if all_trays_online(previous)
+            && let Some(note) = trays_offline(status)
+        {
+            record(
+                ctx,
+                store,
+                EventType::Warning,
+                "TraysOffline",
+                "Observe",
+                note,
+            )
+            .await;
+        } else if trays_offline(previous).is_some() && all_trays_online(status) {
+            let note = "every tray is online again".to_owned();
+            record(
+                ctx,
+                store,
+                EventType::Normal,
+                "TraysOnline",
+                "Observe",
                 note,
             )
             .await;

@@ -46,6 +46,8 @@ pub struct Facts<'a> {
     pub view_trusted: bool,
     /// The store as ZooKeeper shows it (None: not registered).
     pub store: Option<&'a StoreView>,
+    /// The trays the spec lists.
+    pub spec_trays: usize,
     pub pod_name: &'a str,
     pub pod: Option<&'a PodFacts>,
     pub pod_ready: bool,
@@ -214,6 +216,71 @@ fn phase(facts: &Facts<'_>, alive: bool, in_flight: bool) -> Phase {
         None if was_up => Phase::Offline,
         None => Phase::Pending,
     }
+}
+
+/// TraysOnline: whether every tray of the spec is online in ZooKeeper. A store can be alive
+/// and serve none of its disks (a failed disk, a tray pfs could not open), which Ready, about
+/// the daemon, does not say.
+fn trays_condition(facts: &Facts<'_>, alive: &Condition) -> Condition {
+    let previous = &facts.previous.conditions;
+    let store = match facts.store {
+        Some(store) if facts.view_trusted && store.alive => store,
+        // Not known, not registered, or not alive: as the Alive condition says.
+        _ => {
+            let status = if alive.status == "Unknown" {
+                "Unknown"
+            } else {
+                "False"
+            };
+            return condition(
+                previous,
+                "TraysOnline",
+                status,
+                &alive.reason,
+                alive.message.clone(),
+                facts,
+            );
+        }
+    };
+    let expected = facts.spec_trays.max(store.trays.len());
+    let online = store.trays_online();
+    if online == expected && expected > 0 {
+        return condition(
+            previous,
+            "TraysOnline",
+            "True",
+            "AllTraysOnline",
+            format!("{online}/{expected} trays online"),
+            facts,
+        );
+    }
+    let mut message = format!("{online}/{expected} trays online");
+    let offline: Vec<String> = store
+        .trays
+        .iter()
+        .filter(|(_, tray)| !tray.online)
+        .map(|(uuid, tray)| match tray.devname.valid() {
+            Some(device) => format!("{device} ({uuid})"),
+            None => uuid.to_string(),
+        })
+        .collect();
+    if !offline.is_empty() {
+        message.push_str(&format!("; offline: {}", offline.join(", ")));
+    }
+    let unregistered = expected - store.trays.len();
+    if unregistered > 0 {
+        message.push_str(&format!(
+            "; {unregistered} of the spec's trays not registered by pfs"
+        ));
+    }
+    condition(
+        previous,
+        "TraysOnline",
+        "False",
+        "TraysOffline",
+        message,
+        facts,
+    )
 }
 
 /// The phase `status` last had on a trusted view: its phase, or while that is Unknown, the one
@@ -517,6 +584,7 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
             facts,
         ),
     };
+    let trays_condition = trays_condition(facts, &alive_condition);
     let ready = alive_condition.status == "True" && pod_condition.status == "True";
     let ready_condition = if ready {
         condition(
@@ -577,6 +645,7 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
     status.conditions = vec![
         ready_condition,
         alive_condition,
+        trays_condition,
         pod_condition,
         db_condition,
         frozen_condition,
@@ -677,6 +746,7 @@ mod tests {
                 previous: &self.previous,
                 view_trusted: self.trusted,
                 store: self.store.as_ref(),
+                spec_trays: 2,
                 pod_name: "store-7-pfs",
                 pod: self.pod.as_ref(),
                 pod_ready: self.ready,
@@ -811,6 +881,7 @@ mod tests {
             [
                 "Ready",
                 "Alive",
+                "TraysOnline",
                 "PodReady",
                 "DbSynced",
                 "RecoveryFrozen",
@@ -1123,6 +1194,71 @@ mod tests {
         case.previous = online;
         case.decision.offline_since = Some(t(1028));
         assert_eq!(case.status().phase, Some(Phase::Offline));
+    }
+
+    /// An alive store with a tray offline, or with fewer trays registered than its spec
+    /// lists, is Online and Ready (its daemon serves), but not TraysOnline.
+    #[test]
+    fn trays_online_says_which_trays_do_not_serve() {
+        let mut case = Case::alive_at(t(100));
+        let status = case.status();
+        let trays = condition_of(&status, "TraysOnline");
+        assert_eq!(
+            (
+                trays.status.as_str(),
+                trays.reason.as_str(),
+                trays.message.as_str()
+            ),
+            ("True", "AllTraysOnline", "2/2 trays online")
+        );
+
+        case.store = Some(StoreView::test(7).with_trays(1).with_tray(
+            crate::fixtures::uuid(9),
+            crate::zk::TrayView::test("/dev/sdz").offline(),
+        ));
+        case.previous = status;
+        case.now = t(200);
+        let degraded = case.status();
+        assert_eq!(degraded.phase, Some(Phase::Online));
+        assert_eq!(condition_of(&degraded, "Ready").status, "True");
+        let trays = condition_of(&degraded, "TraysOnline");
+        assert_eq!(
+            (trays.status.as_str(), trays.reason.as_str()),
+            ("False", "TraysOffline")
+        );
+        assert_eq!(
+            trays.message,
+            format!(
+                "1/2 trays online; offline: /dev/sdz ({})",
+                crate::fixtures::uuid(9)
+            )
+        );
+        assert_eq!(trays.last_transition_time.0, t(200));
+
+        // A tray the spec lists that pfs never registered.
+        case.store = Some(StoreView::test(7).with_trays(1));
+        let missing = condition_of(&case.status(), "TraysOnline").clone();
+        assert_eq!(missing.status, "False");
+        assert_eq!(
+            missing.message,
+            "1/2 trays online; 1 of the spec's trays not registered by pfs"
+        );
+
+        // Not alive, or not known: as the Alive condition says.
+        case.store = Some(StoreView::test(7).with_trays(2).dead());
+        let down = case.status();
+        assert_eq!(
+            (
+                condition_of(&down, "TraysOnline").status.as_str(),
+                condition_of(&down, "TraysOnline").reason.as_str()
+            ),
+            ("False", "StoreOffline")
+        );
+        case.trusted = false;
+        assert_eq!(
+            condition_of(&case.status(), "TraysOnline").status,
+            "Unknown"
+        );
     }
 
     #[test]
