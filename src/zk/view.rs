@@ -32,6 +32,8 @@ pub enum DataError {
     Empty,
     #[error("pfs does not write such a node")]
     UnexpectedNode,
+    #[error("a persistent node where pfs creates an ephemeral one: no proof of a live session")]
+    NotEphemeral,
 }
 
 /// One data node's value: not there (yet), parsed, or present but unreadable.
@@ -162,14 +164,28 @@ impl StoreView {
 
     /// Records that the ephemeral node at `rel` exists, owned by `session`. Only `alive`'s
     /// owner is kept. Returns whether anything changed.
+    ///
+    /// An `alive` without an owner (session 0) is a persistent node, left by a tool or a
+    /// person (`create …/alive` in zkCli): it outlives every pfs, so it proves nothing, and
+    /// taken for liveness it would keep the store alive for good. The store is not alive, and
+    /// the node is reported.
     pub fn set_ephemeral(&mut self, rel: &str, session: i64) -> bool {
         if StoreNode::parse(rel) != Ok(StoreNode::Alive) {
             return self.update(rel, Some(&[]));
         }
         let before = (self.alive, self.alive_session);
-        self.alive = true;
-        self.alive_session = Some(session);
-        before != (true, Some(session))
+        let reported = if session == 0 {
+            self.alive = false;
+            self.alive_session = None;
+            self.unexpected
+                .insert(rel.to_owned(), DataError::NotEphemeral)
+                .is_none()
+        } else {
+            self.alive = true;
+            self.alive_session = Some(session);
+            self.unexpected.remove(rel).is_some()
+        };
+        reported || before != (self.alive, self.alive_session)
     }
 
     /// Records that the node at `rel` (and so everything below it) is gone.
@@ -732,6 +748,42 @@ mod tests {
             Touched::Store(id(9))
         );
         assert_eq!(view.get(id(9)).unwrap().alive_session, Some(0x60));
+    }
+
+    /// An `alive` someone created as a persistent node outlives every pfs: it is no proof of
+    /// life, and is reported until a pfs's own ephemeral one replaces it.
+    #[test]
+    fn a_persistent_alive_node_is_reported_not_taken_for_liveness() {
+        let mut view = view_of(&registered_store(5));
+        assert_eq!(
+            view.apply("5", "alive", NodeUpdate::Ephemeral(0)),
+            Touched::Store(id(5))
+        );
+        let store = view.get(id(5)).unwrap();
+        assert!(!store.alive);
+        assert_eq!(store.alive_session, None);
+        assert_eq!(
+            store.problems(),
+            [Problem {
+                path: "alive".into(),
+                error: DataError::NotEphemeral
+            }]
+        );
+        assert_eq!(
+            view.apply("5", "alive", NodeUpdate::Ephemeral(0)),
+            Touched::Nothing,
+            "idempotent"
+        );
+        view.apply("5", "alive", NodeUpdate::Deleted);
+        assert_eq!(view.get(id(5)).unwrap().problems(), []);
+        view.apply("5", "alive", NodeUpdate::Ephemeral(0));
+        assert_eq!(
+            view.apply("5", "alive", NodeUpdate::Ephemeral(0x51)),
+            Touched::Store(id(5))
+        );
+        let store = view.get(id(5)).unwrap();
+        assert!(store.alive);
+        assert_eq!(store.problems(), []);
     }
 
     #[test]
