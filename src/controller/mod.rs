@@ -205,6 +205,9 @@ pub async fn run(term: Term, stop: CancellationToken) {
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // A change of trust may be among what was missed: the next health event
+                    // wakes every store, whatever it says.
+                    trusted = None;
                     let _ = all_tx.send(());
                 }
                 Ok(ViewEvent::DirectoriesChanged { .. }) => {}
