@@ -53,9 +53,17 @@ impl FromStr for DbUrl {
                 }
             }
             "mysql" | "mariadb" => {
+                // An `@` after the host is a password's unencoded `/`, `?` or `@`, or one in a
+                // parameter: which, a URL cannot tell (nor can the redaction of this one).
+                if authority_and_tail(url).is_some_and(|(_, _, tail)| tail.contains('@')) {
+                    return Err(bad(
+                        "an '@' after the host: percent-encode '@', '/' and '?' in the user name, password and parameters (%40, %2F, %3F)",
+                    ));
+                }
                 // sqlx ignores a parameter it does not know: `?user=pf&password=…` (a JDBC
                 // habit) would connect as root without a password, and say nothing.
-                if let Some((_, query)) = split_query(rest) {
+                if let Some(query) = authority_and_tail(url).and_then(|(_, _, tail)| query_of(tail))
+                {
                     for name in query
                         .split('&')
                         .map(|p| p.split_once('=').map_or(p, |kv| kv.0))
@@ -124,54 +132,55 @@ const MYSQL_PARAMETERS: [&str; 15] = [
 
 /// The URL with any password replaced by `***`, safe for logs and errors: the userinfo's, and
 /// the value of any query parameter other than sqlx's own (`?password=…`, which is refused, is
-/// shown in the error that says so).
+/// shown in the error that says so). A URL with an `@` after its host (an unencoded `/`, `?`
+/// or `@` in a password, most likely) shows nothing after its scheme: where the password ends
+/// cannot be told, and masking too much is fine here; showing a password is not.
 pub fn redact(url: &str) -> String {
-    let (url, query) = match split_query(url) {
-        Some((url, query)) => (url, Some(query)),
-        None => (url, None),
-    };
-    let mut redacted = redact_userinfo(url);
-    if let Some(query) = query {
-        let parameters: Vec<String> = query
-            .split('&')
-            .map(|parameter| match parameter.split_once('=') {
-                Some((name, _)) if !MYSQL_PARAMETERS.contains(&name) => format!("{name}=***"),
-                _ => parameter.to_owned(),
-            })
-            .collect();
-        redacted = format!("{redacted}?{}", parameters.join("&"));
-    }
-    redacted
-}
-
-/// The URL before its query, and the query: from the first `?` after the userinfo, which may
-/// hold an unencoded `?` of its own.
-fn split_query(url: &str) -> Option<(&str, &str)> {
-    let after_userinfo = url.rfind('@').map_or(0, |at| at + 1);
-    let question = after_userinfo + url[after_userinfo..].find('?')?;
-    Some((&url[..question], &url[question + 1..]))
-}
-
-fn redact_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
+    let Some((scheme, authority, tail)) = authority_and_tail(url) else {
         return url.to_owned();
     };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    // A password with an unencoded `/` or `?` ends the authority early (and the URL will not
-    // parse, so this is what the error shows): then everything up to the last `@` is the
-    // userinfo. Masking too much is fine here; showing a password is not.
-    let (userinfo, host_and_tail) = match authority.rsplit_once('@') {
-        Some((userinfo, host)) => (userinfo, format!("{host}{tail}")),
-        None => match rest.rsplit_once('@') {
-            Some((userinfo, after)) => (userinfo, after.to_owned()),
-            None => return url.to_owned(),
-        },
-    };
-    match userinfo.split_once(':') {
-        Some((user, _password)) => format!("{scheme}://{user}:***@{host_and_tail}"),
-        None => url.to_owned(),
+    if tail.contains('@') {
+        return format!("{scheme}://***");
     }
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let (query, fragment) = query
+                .split_once('#')
+                .map_or((query, None), |(q, f)| (q, Some(f)));
+            let parameters: Vec<String> = query
+                .split('&')
+                .map(|parameter| match parameter.split_once('=') {
+                    Some((name, _)) if !MYSQL_PARAMETERS.contains(&name) => format!("{name}=***"),
+                    _ => parameter.to_owned(),
+                })
+                .collect();
+            let fragment = fragment.map(|f| format!("#{f}")).unwrap_or_default();
+            format!("{path}?{}{fragment}", parameters.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+/// `scheme://authority tail` as a URL parser splits it: the authority ends at the first `/`,
+/// `?` or `#`.
+fn authority_and_tail(url: &str) -> Option<(&str, &str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    Some((scheme, &rest[..end], &rest[end..]))
+}
+
+/// The query of a URL's `tail` (after the authority), without its fragment.
+fn query_of(tail: &str) -> Option<&str> {
+    let (_, query) = tail.split_once('?')?;
+    Some(query.split_once('#').map_or(query, |(query, _)| query))
 }
 
 #[cfg(test)]
@@ -219,6 +228,12 @@ mod tests {
     /// sqlx ignores parameters it does not know, so `?password=` would connect without one.
     #[test]
     fn parameters_sqlx_would_ignore_are_refused_without_showing_their_values() {
+        let err = "mysql://db:3306/s5?user=pf&password=p@ss"
+            .parse::<DbUrl>()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("percent-encode"), "{err}");
+        assert!(!err.contains("p@ss") && !err.contains("pf"), "{err}");
         let err = "mysql://db:3306/s5?user=pf&password=secret"
             .parse::<DbUrl>()
             .unwrap_err()
@@ -271,13 +286,16 @@ mod tests {
         assert_eq!(redact("mysql://u@h/db"), "mysql://u@h/db");
         assert_eq!(redact("mysql://u:p:q@h/db"), "mysql://u:***@h/db");
         assert_eq!(redact("sqlite:///a/b.db"), "sqlite:///a/b.db");
-        // Unencoded `/` or `?` in the password (such a URL does not parse, and is shown).
-        assert_eq!(
-            redact("mysql://root:pa/ss@h:3306/s5"),
-            "mysql://root:***@h:3306/s5"
-        );
-        assert_eq!(redact("mysql://root:pa?ss@h/s5"), "mysql://root:***@h/s5");
-        assert_eq!(redact("mysql://root:pa?ss=x@h/s5"), "mysql://root:***@h/s5");
-        assert_eq!(redact("mysql://root:a/b@c@h/s5"), "mysql://root:***@h/s5");
+        // Unencoded `/` or `?` in the password, or an `@` in a parameter: where the password
+        // ends cannot be told, nothing is shown.
+        for url in [
+            "mysql://root:pa/ss@h:3306/s5",
+            "mysql://root:pa?ss@h/s5",
+            "mysql://root:pa?ss=x@h/s5",
+            "mysql://root:a/b@c@h/s5",
+            "mysql://db:3306/s5?user=pf&password=p@ss",
+        ] {
+            assert_eq!(redact(url), "mysql://***", "{url}");
+        }
     }
 }
