@@ -59,6 +59,10 @@ pub enum Error {
     #[error("stopped by a signal before anything was written")]
     Interrupted,
     #[error(
+        "stopped by a signal after writing what the summary shows, before the metadata DB matched ZooKeeper; run again"
+    )]
+    InterruptedAfterWriting,
+    #[error(
         "the metadata DB kept changing under the sync (another writer?): its rows did not match {0} reads in a row (the rows that did match were written); run again"
     )]
     DbKeptChanging(usize),

@@ -78,9 +78,9 @@ async fn run_once(
             if shutdown.is_cancelled() {
                 return match first_read {
                     None => Err(crate::Error::Interrupted),
-                    // Stopped between attempts: what was written is reported, as after a
-                    // signal during a write.
-                    Some(first_read) => Ok((first_read, plans)),
+                    // Stopped between attempts: what was written is reported, and the run
+                    // did not succeed (an attempt's rows did not all match).
+                    Some(first_read) => Ok((first_read, plans, true)),
                 };
             }
             let plan = plan(&view, &rows);
@@ -90,7 +90,7 @@ async fn run_once(
             }
             plans.push(plan);
             if matched {
-                return Ok((first_read.unwrap_or_default(), plans));
+                return Ok((first_read.unwrap_or_default(), plans, false));
             }
             warn!("the metadata DB changed while it was written; reading it again");
         }
@@ -101,11 +101,14 @@ async fn run_once(
         .unwrap_or(Err(DbError::TimedOut(dbsync::PASS_TIMEOUT).into()));
     // Bounded: the pool checks each connection as it comes back, with no timeout of its own.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, db.close()).await;
-    let (rows, plans) = outcome?;
+    let (rows, plans, interrupted) = outcome?;
     print!(
         "{}",
         summary(config, &db_url.to_string(), &view, &rows, &plans)
     );
+    if interrupted {
+        return Err(crate::Error::InterruptedAfterWriting);
+    }
     Ok(())
 }
 
