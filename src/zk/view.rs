@@ -165,16 +165,16 @@ impl StoreView {
     /// Records that the ephemeral node at `rel` exists, owned by `session`. Only `alive`'s
     /// owner is kept. Returns whether anything changed.
     ///
-    /// An `alive` without an owner (session 0) is a persistent node, left by a tool or a
-    /// person (`create …/alive` in zkCli): it outlives every pfs, so it proves nothing, and
-    /// taken for liveness it would keep the store alive for good. The store is not alive, and
-    /// the node is reported.
+    /// An `alive` without an owner (session 0, or negative for container and TTL nodes) is not
+    /// ephemeral, but left by a tool or a person (`create …/alive` in zkCli): it outlives every
+    /// pfs, so it proves nothing, and taken for liveness it would keep the store alive for
+    /// good. The store is not alive, and the node is reported.
     pub fn set_ephemeral(&mut self, rel: &str, session: i64) -> bool {
         if StoreNode::parse(rel) != Ok(StoreNode::Alive) {
             return self.update(rel, Some(&[]));
         }
         let before = (self.alive, self.alive_session);
-        let reported = if session == 0 {
+        let reported = if session <= 0 {
             self.alive = false;
             self.alive_session = None;
             self.unexpected
@@ -238,9 +238,12 @@ impl StoreView {
                 changed
             }
             StoreNode::Alive => {
-                // Present without an owner: whose session it is is not known (any more).
+                // Present without an owner: whose session it is is not known (any more). A
+                // node found persistent stays no proof of life until its owner is read again
+                // (its data changed, say): it would otherwise flip alive for a moment.
                 let owner_known = self.alive_session.take().is_some();
-                flag(&mut self.alive, present) | owner_known
+                let persistent = self.unexpected.get("alive") == Some(&DataError::NotEphemeral);
+                flag(&mut self.alive, present && !persistent) | owner_known
             }
             StoreNode::Trays if present => false,
             StoreNode::Trays => {
@@ -774,8 +777,15 @@ mod tests {
             Touched::Nothing,
             "idempotent"
         );
+        // Its data changed: seen present before its owner is read again, still no proof.
+        view.apply("5", "alive", NodeUpdate::Present(b"x"));
+        assert!(!view.get(id(5)).unwrap().alive);
         view.apply("5", "alive", NodeUpdate::Deleted);
         assert_eq!(view.get(id(5)).unwrap().problems(), []);
+        // A container or TTL node: no session either.
+        view.apply("5", "alive", NodeUpdate::Ephemeral(i64::MIN));
+        assert!(!view.get(id(5)).unwrap().alive);
+        view.apply("5", "alive", NodeUpdate::Deleted);
         view.apply("5", "alive", NodeUpdate::Ephemeral(0));
         assert_eq!(
             view.apply("5", "alive", NodeUpdate::Ephemeral(0x51)),
