@@ -433,7 +433,7 @@ async fn a_second_signal_stops_a_sync_waiting_on_a_locked_table() {
     let waiting = testkit::eventually(PATIENCE, async || {
         let waiting: (i64,) = sqlx::query_as(
             "select count(*) from information_schema.processlist \
-             where state like 'Waiting for table%lock%'",
+             where db = database() and state like 'Waiting for table%lock%'",
         )
         .fetch_one(&mut locker)
         .await
