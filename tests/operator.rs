@@ -837,7 +837,7 @@ async fn most_of_the_cluster_offline_freezes_restarts_but_a_manual_restart_still
 
 /// A tray of an alive store goes offline (its `online` node gone, as when pfs drops a failed
 /// disk): the store stays Online and Ready, TraysOnline turns False naming the tray, with a
-/// Warning; the tray back, it turns True with an Event.
+/// Warning; the tray back, it turns True.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tray_going_offline_under_an_alive_store_is_a_condition_and_an_event() {
     use zookeeper_client::{Acls, CreateMode};
@@ -854,6 +854,9 @@ async fn a_tray_going_offline_under_an_alive_store_is_a_condition_and_an_event()
     })
     .await;
 
+    // Past the harness's 3 s start grace: a pfs younger than that may still be registering
+    // its trays, which is no news.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let zk = harness.zk_client().await;
     let trays = format!("/pureflash/{}/stores/1/trays", harness.pf_cluster);
     let uuid = zk.list_children(&trays).await.unwrap().remove(0);
@@ -884,12 +887,6 @@ async fn a_tray_going_offline_under_an_alive_store_is_a_condition_and_an_event()
     .unwrap();
     wait_for("TraysOnline=True again", async || {
         trays_online().await.filter(|c| c.status == "True")
-    })
-    .await;
-    wait_for("a TraysOnline event", async || {
-        reasons(&events_about(&harness, "store-1").await)
-            .contains(&"TraysOnline".to_owned())
-            .then_some(())
     })
     .await;
     drop(zk);

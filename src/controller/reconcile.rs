@@ -1991,6 +1991,16 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 .await??;
             ctx.written.wrote(store, new_status, result);
         }
+        // A pfs that started less than the start grace ago may still be registering its trays
+        // (it creates `alive` first).
+        let registering = facts
+            .as_ref()
+            .and_then(|pod| pod.running_since)
+            .is_some_and(|since| {
+                now < since
+                    .saturating_add(policy.start_grace)
+                    .unwrap_or(Timestamp::MAX)
+            });
         report_transitions(
             ctx,
             store,
@@ -1998,6 +2008,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             new_status,
             &decision.verdict,
             roll_held.as_ref(),
+            registering,
         )
         .await;
     }
@@ -2098,6 +2109,16 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         None => requeue,
     };
     let requeue = match replacement_due_in {
+        Some(left) => requeue.min(left + Duration::from_millis(50)),
+        None => requeue,
+    };
+    // A free-size change held back is written when due, whatever else happens meanwhile.
+    let free_sizes_due_in = new_status
+        .as_ref()
+        .filter(|_| trusted)
+        .and_then(|status| status::free_sizes_due(status, view))
+        .and_then(|due| Duration::try_from(due.duration_since(now)).ok());
+    let requeue = match free_sizes_due_in {
         Some(left) => requeue.min(left + Duration::from_millis(50)),
         None => requeue,
     };
@@ -2223,6 +2244,7 @@ async fn report_transitions(
     status: &PureFlashStoreStatus,
     verdict: &Verdict,
     roll_held: Option<&HoldReason>,
+    registering: bool,
 ) {
     // Back from an untrusted view, the phase is the news only if it is not the one before the
     // view was lost: a ZooKeeper blip does not bring a store online, nor take it offline again.
@@ -2304,42 +2326,30 @@ async fn report_transitions(
             .await;
         }
     }
-    // A tray of a store that stays alive going offline, or all back: the phase does not show
-    // it. (The condition changes under a store going up or down too, which its phase says.)
-    let trays_offline = |status: &PureFlashStoreStatus| {
-        status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == "TraysOnline" && c.reason == "TraysOffline")
-            .map(|c| c.message.clone())
-    };
-    let all_trays_online =
-        |status: &PureFlashStoreStatus| status.condition("TraysOnline", "True").is_some();
-    if previous.phase == Some(Phase::Online) && status.phase == Some(Phase::Online) {
-        if all_trays_online(previous)
-            && let Some(note) = trays_offline(status)
-        {
-            record(
-                ctx,
-                store,
-                EventType::Warning,
-                "TraysOffline",
-                "Observe",
-                note,
-            )
-            .await;
-        } else if trays_offline(previous).is_some() && all_trays_online(status) {
-            let note = "every tray is online again".to_owned();
-            record(
-                ctx,
-                store,
-                EventType::Normal,
-                "TraysOnline",
-                "Observe",
-                note,
-            )
-            .await;
-        }
+    // A tray of a store that stays alive going offline: the phase does not show it. Not while
+    // its pfs may still be registering (a restart whose new pfs took over `alive` before the
+    // status saw it go), nor the trays' return: a starting pfs creates `alive` before its
+    // trays' `online` nodes, so "all online again" would be said at every start.
+    let trays_offline = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "TraysOnline" && c.reason == "TraysOffline");
+    if previous.phase == Some(Phase::Online)
+        && status.phase == Some(Phase::Online)
+        && !registering
+        && previous.condition("TraysOnline", "True").is_some()
+        && let Some(offline) = trays_offline
+    {
+        let note = offline.message.clone();
+        record(
+            ctx,
+            store,
+            EventType::Warning,
+            "TraysOffline",
+            "Observe",
+            note,
+        )
+        .await;
     }
     // Once per hold: not again when a ZooKeeper blip (ViewUntrusted) interrupted it.
     let held_before = previous.condition("UpToDate", "False").is_some();

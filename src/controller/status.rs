@@ -67,6 +67,11 @@ pub struct Facts<'a> {
     pub max_unavailable: usize,
 }
 
+/// How often trays' `freeSize` alone rewrites a status. pfs updates `free_size` as data is
+/// written; a status write per update per store would load the API server with thousands of
+/// writes a second for a figure nothing decides on. Any other change writes it at once.
+pub const FREE_SIZE_REFRESH: jiff::SignedDuration = jiff::SignedDuration::from_secs(60);
+
 fn time(at: Timestamp) -> Time {
     Time(at)
 }
@@ -218,6 +223,51 @@ fn phase(facts: &Facts<'_>, alive: bool, in_flight: bool) -> Phase {
     }
 }
 
+/// The previous status, when `status` differs from it only in trays' free sizes and the
+/// previous observation is younger than [`FREE_SIZE_REFRESH`].
+fn free_sizes_damped(
+    facts: &Facts<'_>,
+    status: &PureFlashStoreStatus,
+) -> Option<PureFlashStoreStatus> {
+    let previous = facts.previous;
+    let observed = previous.last_observed_time.as_ref()?.0;
+    let recent = facts.now
+        < observed
+            .saturating_add(FREE_SIZE_REFRESH)
+            .unwrap_or(Timestamp::MAX);
+    if !facts.view_trusted || !recent || status.trays.len() != previous.trays.len() {
+        return None;
+    }
+    let mut damped = status.clone();
+    for (tray, before) in damped.trays.iter_mut().zip(&previous.trays) {
+        tray.free_size = before.free_size;
+    }
+    damped.last_observed_time = previous.last_observed_time.clone();
+    (damped == *previous && *status != damped).then_some(damped)
+}
+
+/// When the free sizes `store` reports, which `status` (as computed) holds back, are due to be
+/// written: [`FREE_SIZE_REFRESH`] after the status's observation. The reconcile looks again
+/// then, so a change held back is written within that time even if nothing else happens.
+pub fn free_sizes_due(
+    status: &PureFlashStoreStatus,
+    store: Option<&StoreView>,
+) -> Option<Timestamp> {
+    let store = store?;
+    let observed = status.last_observed_time.as_ref()?.0;
+    let held = status.trays.len() == store.trays.len()
+        && status
+            .trays
+            .iter()
+            .zip(store.trays.values())
+            .any(|(shown, tray)| shown.free_size != tray.free_size.valid().map(|v| *v as i64));
+    held.then(|| {
+        observed
+            .saturating_add(FREE_SIZE_REFRESH)
+            .unwrap_or(Timestamp::MAX)
+    })
+}
+
 /// TraysOnline: whether every tray of the spec is online in ZooKeeper. A store can be alive
 /// and serve none of its disks (a failed disk, a tray pfs could not open), which Ready, about
 /// the daemon, does not say.
@@ -242,9 +292,12 @@ fn trays_condition(facts: &Facts<'_>, alive: &Condition) -> Condition {
             );
         }
     };
-    let expected = facts.spec_trays.max(store.trays.len());
+    // Counted, not matched by device: pfs may register a tray under another name for the same
+    // disk (a resolved by-id link). A tray node left from a replaced disk, offline for good,
+    // does not hold the condition down once the spec's count is online.
+    let expected = facts.spec_trays;
     let online = store.trays_online();
-    if online == expected && expected > 0 {
+    if online >= expected && online > 0 {
         return condition(
             previous,
             "TraysOnline",
@@ -267,7 +320,7 @@ fn trays_condition(facts: &Facts<'_>, alive: &Condition) -> Condition {
     if !offline.is_empty() {
         message.push_str(&format!("; offline: {}", offline.join(", ")));
     }
-    let unregistered = expected - store.trays.len();
+    let unregistered = expected.saturating_sub(store.trays.len());
     if unregistered > 0 {
         message.push_str(&format!(
             "; {unregistered} of the spec's trays not registered by pfs"
@@ -652,6 +705,9 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
         up_to_date_condition,
     ];
 
+    if let Some(unchanged) = free_sizes_damped(facts, &status) {
+        return unchanged;
+    }
     // The observation time moves only when what was observed changed, so an idle store is
     // never rewritten; and only on a trusted view: it says when the ZooKeeper state shown was
     // read, which an untrusted view (the status says Unknown) does not renew.
@@ -1235,6 +1291,13 @@ mod tests {
         );
         assert_eq!(trays.last_transition_time.0, t(200));
 
+        // A tray node left from a replaced disk, offline for good, next to the spec's two.
+        case.store = Some(StoreView::test(7).with_trays(2).with_tray(
+            crate::fixtures::uuid(9),
+            crate::zk::TrayView::test("/dev/old").offline(),
+        ));
+        assert_eq!(condition_of(&case.status(), "TraysOnline").status, "True");
+
         // A tray the spec lists that pfs never registered.
         case.store = Some(StoreView::test(7).with_trays(1));
         let missing = condition_of(&case.status(), "TraysOnline").clone();
@@ -1259,6 +1322,49 @@ mod tests {
             condition_of(&case.status(), "TraysOnline").status,
             "Unknown"
         );
+    }
+
+    /// pfs updates free_size as data is written: alone, it rewrites the status at most once a
+    /// minute; with anything else, at once.
+    #[test]
+    fn free_size_alone_is_written_at_most_once_a_minute() {
+        let with_free = |free: u64| {
+            let mut store = StoreView::test(7).with_trays(2);
+            for tray in store.trays.values_mut() {
+                tray.free_size = crate::zk::Field::Valid(free);
+            }
+            store
+        };
+        let mut case = Case::alive_at(t(100));
+        case.store = Some(with_free(1000));
+        let first = case.status();
+        assert_eq!(first.last_observed_time, Some(time(t(100))));
+
+        assert_eq!(free_sizes_due(&first, case.store.as_ref()), None);
+        case.previous = first.clone();
+        case.now = t(130);
+        case.store = Some(with_free(900));
+        assert_eq!(case.status(), first, "30 s later: nothing to write");
+        assert_eq!(
+            free_sizes_due(&first, case.store.as_ref()),
+            Some(t(160)),
+            "looked at again when due"
+        );
+
+        case.now = t(161);
+        let refreshed = case.status();
+        assert_eq!(refreshed.trays[0].free_size, Some(900));
+        assert_eq!(refreshed.last_observed_time, Some(time(t(161))));
+
+        // With another change, at once.
+        case.now = t(130);
+        let mut store = with_free(900);
+        store.trays.values_mut().next().unwrap().online = false;
+        case.store = Some(store);
+        let changed = case.status();
+        assert_eq!(changed.trays[0].free_size, Some(900));
+        assert!(!changed.trays[0].online);
+        assert_eq!(changed.last_observed_time, Some(time(t(130))));
     }
 
     #[test]
