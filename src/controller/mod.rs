@@ -188,10 +188,10 @@ pub async fn run(term: Term, stop: CancellationToken) {
             };
             match event {
                 Ok(ViewEvent::StoreChanged { id, .. } | ViewEvent::StoreRemoved { id, .. }) => {
+                    // Filtered under the cache's lock: only the (one, usually) match is
+                    // cloned, not every store, for every ZooKeeper event.
                     for store in forwarder_stores
-                        .state()
-                        .iter()
-                        .filter(|s| i64::from(s.spec.store_id) == i64::from(id.get()))
+                        .state_filter(|s| i64::from(s.spec.store_id) == i64::from(id.get()))
                     {
                         let _ = one_tx.send(ObjectRef::from_obj(store.as_ref()));
                     }
