@@ -64,6 +64,19 @@ pub struct PodFacts {
     pub predecessor: Predecessor,
 }
 
+impl PodFacts {
+    /// Whether its pfs container runs and started less than the start grace ago: pfs may
+    /// still be registering.
+    pub fn starting(&self, policy: &Policy, now: Timestamp) -> bool {
+        self.phase == "Running"
+            && self.running_since.is_some_and(|since| {
+                now < since
+                    .saturating_add(policy.start_grace)
+                    .unwrap_or(Timestamp::MAX)
+            })
+    }
+}
+
 /// The ZooKeeper session that owned the store's `alive` when its Pod was created. `pfs` does
 /// not close its session when stopped, so a new Pod's store can look alive on the strength of
 /// the old process until that session expires; an `alive` owned by any other session is the

@@ -1993,14 +1993,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         }
         // A pfs that started less than the start grace ago may still be registering its trays
         // (it creates `alive` first).
-        let registering = facts
-            .as_ref()
-            .and_then(|pod| pod.running_since)
-            .is_some_and(|since| {
-                now < since
-                    .saturating_add(policy.start_grace)
-                    .unwrap_or(Timestamp::MAX)
-            });
+        let registering = facts.as_ref().is_some_and(|pod| pod.starting(&policy, now));
         report_transitions(
             ctx,
             store,

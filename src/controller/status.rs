@@ -168,14 +168,7 @@ fn alive_of_predecessor(facts: &Facts<'_>) -> bool {
     let (Some(store), Some(pod)) = (facts.store, facts.pod) else {
         return false;
     };
-    let starting = pod.phase == "Running"
-        && pod.running_since.is_some_and(|since| {
-            facts.now
-                < since
-                    .saturating_add(facts.policy.start_grace)
-                    .unwrap_or(Timestamp::MAX)
-        });
-    starting
+    pod.starting(facts.policy, facts.now)
         && store.alive
         && pod.container_restarts == 0
         && matches!(pod.predecessor, Predecessor::Session(old) if store.alive_session == Some(old))
@@ -208,18 +201,13 @@ fn phase(facts: &Facts<'_>, alive: bool, in_flight: bool) -> Phase {
             Some(Phase::Offline | Phase::Recovering)
         )
         || pod.container_restarts > 0;
-    match pod.running_since.filter(|_| pod.phase == "Running") {
-        Some(since)
-            if facts.now
-                < since
-                    .saturating_add(facts.policy.start_grace)
-                    .unwrap_or(Timestamp::MAX) =>
-        {
-            Phase::Starting
-        }
-        Some(_) => Phase::Offline,
-        None if was_up => Phase::Offline,
-        None => Phase::Pending,
+    let running = pod.phase == "Running" && pod.running_since.is_some();
+    if pod.starting(facts.policy, facts.now) {
+        Phase::Starting
+    } else if running || was_up {
+        Phase::Offline
+    } else {
+        Phase::Pending
     }
 }
 
@@ -243,7 +231,7 @@ fn free_sizes_damped(
         tray.free_size = before.free_size;
     }
     damped.last_observed_time = previous.last_observed_time.clone();
-    (damped == *previous && *status != damped).then_some(damped)
+    (damped == *previous).then_some(damped)
 }
 
 /// When the free sizes `store` reports, which `status` (as computed) holds back, are due to be

@@ -227,57 +227,52 @@ where
     pub async fn load(conn: &mut DB::Connection) -> Result<(DbRows, UnreadableCells), DbError> {
         let load = |table| move |source| DbError::Load { table, source };
         let mut rows = DbRows::default();
-        let mut counts = UnreadableCells::default();
+        let mut unreadable = UnreadableCells::default();
         let stores: Vec<StoreTuple> = sqlx::query_as(SELECT_STORES)
             .fetch_all(&mut *conn)
             .await
             .map_err(load("t_store"))?;
-        let mut unreadable = 0;
+        let count = &mut unreadable.t_store;
         for (id, mngt_ip, status) in stores {
-            let mngt_ip = mngt_ip.text(&mut unreadable);
-            let status = status.text(&mut unreadable);
+            let mngt_ip = mngt_ip.text(count);
+            let status = status.text(count);
             rows.stores.insert(id, StoreRow { mngt_ip, status });
         }
-        counts.t_store = unreadable;
         let trays: Vec<TrayTuple> = sqlx::query_as(SELECT_TRAYS)
             .fetch_all(&mut *conn)
             .await
             .map_err(load("t_tray"))?;
-        let mut unreadable = 0;
+        let count = &mut unreadable.t_tray;
         // SQLite lets primary-key columns hold NULL; such rows cannot be addressed and are skipped.
         for (uuid, device, status, raw_capacity, object_size, store_id) in trays {
-            let Some(uuid) = uuid.key(&mut unreadable) else {
+            let Some(uuid) = uuid.key(count) else {
                 continue;
             };
             let row = TrayRow {
-                device: device.text(&mut unreadable),
-                status: status.text(&mut unreadable),
-                raw_capacity: raw_capacity.or(UNREADABLE_INTEGER, &mut unreadable),
-                object_size: object_size.or(UNREADABLE_INTEGER, &mut unreadable),
-                store_id: store_id.or(UNREADABLE_INTEGER, &mut unreadable),
+                device: device.text(count),
+                status: status.text(count),
+                raw_capacity: raw_capacity.or(UNREADABLE_INTEGER, count),
+                object_size: object_size.or(UNREADABLE_INTEGER, count),
+                store_id: store_id.or(UNREADABLE_INTEGER, count),
             };
             rows.trays.insert(uuid, row);
         }
-        counts.t_tray = unreadable;
         let ports: Vec<PortTuple> = sqlx::query_as(SELECT_PORTS)
             .fetch_all(&mut *conn)
             .await
             .map_err(load("t_port"))?;
-        let mut unreadable = 0;
+        let count = &mut unreadable.t_port;
         for (ip_addr, purpose, store_id, status) in ports {
-            let (Some(ip_addr), Some(purpose)) =
-                (ip_addr.key(&mut unreadable), purpose.key(&mut unreadable))
-            else {
+            let (Some(ip_addr), Some(purpose)) = (ip_addr.key(count), purpose.key(count)) else {
                 continue;
             };
             let row = PortRow {
-                store_id: store_id.or(Some(UNREADABLE_INTEGER), &mut unreadable),
-                status: status.text(&mut unreadable),
+                store_id: store_id.or(Some(UNREADABLE_INTEGER), count),
+                status: status.text(count),
             };
             rows.ports.insert(PortKey { ip_addr, purpose }, row);
         }
-        counts.t_port = unreadable;
-        Ok((rows, counts))
+        Ok((rows, unreadable))
     }
 
     /// Runs `plan` on `conn` (inside the caller's transaction), in the plan's order. Returns

@@ -55,15 +55,15 @@ impl FromStr for DbUrl {
             "mysql" | "mariadb" => {
                 // An `@` after the host is a password's unencoded `/`, `?` or `@`, or one in a
                 // parameter: which, a URL cannot tell (nor can the redaction of this one).
-                if authority_and_tail(url).is_some_and(|(_, _, tail)| tail.contains('@')) {
+                let tail = authority_and_tail(url).map_or("", |(_, _, tail)| tail);
+                if tail.contains('@') {
                     return Err(bad(
                         "an '@' after the host: percent-encode '@', '/' and '?' in the user name, password and parameters (%40, %2F, %3F)",
                     ));
                 }
                 // sqlx ignores a parameter it does not know: `?user=pf&password=…` (a JDBC
                 // habit) would connect as root without a password, and say nothing.
-                if let Some(query) = authority_and_tail(url).and_then(|(_, _, tail)| query_of(tail))
-                {
+                if let Some(query) = query_of(tail) {
                     for name in query
                         .split('&')
                         .map(|p| p.split_once('=').map_or(p, |kv| kv.0))
