@@ -1,11 +1,13 @@
 //! The Kubernetes side: reconciling `PureFlashStore`s into a pfs ConfigMap and Pod, a status
 //! that mirrors ZooKeeper, and automated recovery.
 //!
+//! - [`announce`]: which Events and counted skips a status change is told with (pure);
 //! - [`events`]: Events stamped with the API server's time, repeats folded into series;
 //! - [`pods`]: what the pfs Pod and its pfs.conf should be (pure);
 //! - [`status`]: what the status should say (pure);
 //! - `reconcile`: observe → decide → act → report for one store.
 
+pub mod announce;
 pub mod events;
 pub mod pods;
 pub mod reconcile;

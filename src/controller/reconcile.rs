@@ -22,13 +22,12 @@ use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::clock::ClusterClock;
+use crate::controller::announce;
 use crate::controller::cache_loaded;
 use crate::controller::events::{EventType, Record, Recorder};
 use crate::controller::pods::{self, Environment, LeaseSighting};
 use crate::controller::status::{self, DbState, Facts, Restart};
-use crate::crd::{
-    PAUSE_ANNOTATION, Phase, PureFlashStore, PureFlashStoreStatus, RESTART_ANNOTATION,
-};
+use crate::crd::{PAUSE_ANNOTATION, PureFlashStore, PureFlashStoreStatus, RESTART_ANNOTATION};
 use crate::dbsync::DbSyncStatus;
 use crate::leader::TermDeadline;
 use crate::metrics::{Metrics, ReasonLabels, ResultLabels, StoreLabels};
@@ -1994,16 +1993,13 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         // A pfs that started less than the start grace ago may still be registering its trays
         // (it creates `alive` first).
         let registering = facts.as_ref().is_some_and(|pod| pod.starting(&policy, now));
-        report_transitions(
-            ctx,
-            store,
-            previous,
-            new_status,
-            &decision.verdict,
-            roll_held.as_ref(),
+        let circumstances = announce::Circumstances {
+            verdict: &decision.verdict,
+            roll_held: roll_held.as_ref(),
             registering,
-        )
-        .await;
+            max_unavailable: ctx.settings.max_unavailable,
+        };
+        report_transitions(ctx, store, previous, new_status, &circumstances).await;
     }
     // A store on the way to an automatic restart has its node's Lease read once the episode
     // began, so that its restart, when due, can tell a kubelet in contact at once.
@@ -2229,149 +2225,35 @@ async fn apply_status(
     }
 }
 
-/// Events for what changed: the store's phase, and recovery decisions that held it back.
+/// Writes what a status change is announced with (see [`announce`]).
 async fn report_transitions(
     ctx: &Context,
     store: &PureFlashStore,
     previous: &PureFlashStoreStatus,
     status: &PureFlashStoreStatus,
-    verdict: &Verdict,
-    roll_held: Option<&HoldReason>,
-    registering: bool,
+    circumstances: &announce::Circumstances<'_>,
 ) {
-    // Back from an untrusted view, the phase is the news only if it is not the one before the
-    // view was lost: a ZooKeeper blip does not bring a store online, nor take it offline again.
-    let before = match status.phase {
-        Some(Phase::Unknown) => previous.phase,
-        _ => status::last_trusted_phase(previous),
-    };
-    if before != status.phase {
-        let event = match status.phase {
-            Some(Phase::Online) => Some((
-                EventType::Normal,
-                "StoreOnline",
-                "the store's alive node exists in ZooKeeper",
-            )),
-            Some(Phase::Offline) => Some((
-                EventType::Warning,
-                "StoreOffline",
-                "the store is not alive in ZooKeeper",
-            )),
-            // A store seen for the first time while the view loads is not news.
-            Some(Phase::Unknown) if previous.phase.is_some() => Some((
-                EventType::Warning,
-                "ViewUntrusted",
-                "the operator's ZooKeeper view is not connected, not resynced, or missing a node ZooKeeper refused to read: no decision is taken",
-            )),
-            _ => None,
-        };
-        if let Some((kind, reason, note)) = event {
-            record(ctx, store, kind, reason, "Observe", note.to_owned()).await;
-        }
-        // The last decision stands through an untrusted view, so the skip is counted here, once
-        // per store and outage, as its Event is written.
-        if status.phase == Some(Phase::Unknown)
-            && previous.phase.is_some()
-            && *verdict == Verdict::Skip(recovery::SkipReason::ViewUntrusted)
-        {
-            ctx.metrics
-                .recovery_skipped
-                .get_or_create(&ReasonLabels {
-                    reason: recovery::SkipReason::ViewUntrusted.as_str(),
-                })
-                .inc();
-        }
-    }
-    if previous.last_decision != status.last_decision
-        && let Verdict::Skip(reason) | Verdict::Wait { reason, .. } = verdict
-    {
+    let told = announce::announcements(previous, status, circumstances);
+    if let Some(reason) = told.skip_counted {
         ctx.metrics
             .recovery_skipped
             .get_or_create(&ReasonLabels {
                 reason: reason.as_str(),
             })
             .inc();
-        let kind = match reason {
-            recovery::SkipReason::ClusterFrozen
-            | recovery::SkipReason::RestartBudgetExhausted
-            | recovery::SkipReason::TooManyInFlight
-            | recovery::SkipReason::NodeNotReady => EventType::Warning,
-            _ => EventType::Normal,
-        };
-        let note = match verdict {
-            Verdict::Wait { until, .. } => format!(
-                "recovery waits until {}: {}",
-                until.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                reason.as_str()
-            ),
-            _ => format!("recovery does not act: {}", reason.as_str()),
-        };
-        // An untrusted view is the phase's Event (ViewUntrusted) already.
-        if !matches!(reason, recovery::SkipReason::ViewUntrusted) {
-            record(
-                ctx,
-                store,
-                kind,
-                &format!("Recovery{}", reason.as_str()),
-                "Recover",
-                note,
-            )
-            .await;
-        }
     }
-    // A tray of a store that stays alive going offline: the phase does not show it. Not while
-    // its pfs may still be registering (a restart whose new pfs took over `alive` before the
-    // status saw it go), nor the trays' return: a starting pfs creates `alive` before its
-    // trays' `online` nodes, so "all online again" would be said at every start.
-    let trays_offline = status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "TraysOnline" && c.reason == "TraysOffline");
-    if previous.phase == Some(Phase::Online)
-        && status.phase == Some(Phase::Online)
-        && !registering
-        && previous.condition("TraysOnline", "True").is_some()
-        && let Some(offline) = trays_offline
-    {
-        let note = offline.message.clone();
+    for event in told.events {
         record(
             ctx,
             store,
-            EventType::Warning,
-            "TraysOffline",
-            "Observe",
-            note,
+            event.kind,
+            &event.reason,
+            event.action,
+            event.note,
         )
         .await;
     }
-    // Once per hold: not again when a ZooKeeper blip (ViewUntrusted) interrupted it.
-    let held_before = previous.condition("UpToDate", "False").is_some();
-    if let Some(hold @ HoldReason::OthersUnavailable { .. }) = roll_held
-        && !held_before
-    {
-        let note = hold.detail(ctx.settings.max_unavailable);
-        record(ctx, store, EventType::Normal, "RolloutHeld", "Roll", note).await;
-    }
-    // Once per refusal, as the condition shows it.
-    let refused_before = previous
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "UpToDate" && c.reason == "ReplacementRefused");
-    if let Some(hold @ HoldReason::ReplacementRefused { .. }) = roll_held
-        && !refused_before
-    {
-        let note = hold.message(ctx.settings.max_unavailable);
-        record(
-            ctx,
-            store,
-            EventType::Warning,
-            "RolloutRefused",
-            "Roll",
-            note,
-        )
-        .await;
-    }
-    if status.phase == Some(Phase::Offline) && previous.phase != Some(Phase::Offline) {
+    if told.went_offline {
         warn!(store = %store.name_any(), "store offline");
     }
 }
@@ -2514,7 +2396,7 @@ pub fn error_policy(store: Arc<PureFlashStore>, error: &Error, ctx: Arc<Context>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::PureFlashStoreSpec;
+    use crate::crd::{Phase, PureFlashStoreSpec};
 
     #[test]
     fn a_refusal_names_the_pod_not_the_dry_runs_generated_name() {

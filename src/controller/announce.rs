@@ -1,0 +1,452 @@
+//! What one reconcile announces: the Events a store's status change is told with, and the
+//! recovery skips counted in metrics. Pure, decided from the status before and after;
+//! `reconcile` writes them.
+//!
+//! The rule throughout: news once, not on every reconcile, and a ZooKeeper blip (a phase of
+//! Unknown in between) is no news about the store itself.
+
+use crate::controller::events::EventType;
+use crate::controller::status;
+use crate::crd::{Phase, PureFlashStoreStatus};
+use crate::recovery::{SkipReason, Verdict};
+use crate::rollout::HoldReason;
+
+/// One Event to write about the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Announcement {
+    pub kind: EventType,
+    /// From the operator's fixed list, in PascalCase.
+    pub reason: String,
+    pub action: &'static str,
+    pub note: String,
+}
+
+/// What a reconcile announces.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Announcements {
+    pub events: Vec<Announcement>,
+    /// A recovery decision that held the store back, counted once, as it changes.
+    pub skip_counted: Option<SkipReason>,
+    /// The store just went Offline (for the log).
+    pub went_offline: bool,
+}
+
+/// What else the announcements depend on.
+pub struct Circumstances<'a> {
+    /// The recovery verdict of this reconcile.
+    pub verdict: &'a Verdict,
+    /// Why a rollout holds the store's Pod back, if it does.
+    pub roll_held: Option<&'a HoldReason>,
+    /// The pfs started less than the start grace ago and may still be registering its trays.
+    pub registering: bool,
+    /// The rollout's bound on unavailable stores, for its messages.
+    pub max_unavailable: usize,
+}
+
+/// The announcements of a status going from `previous` to `status`.
+pub fn announcements(
+    previous: &PureFlashStoreStatus,
+    status: &PureFlashStoreStatus,
+    circumstances: &Circumstances<'_>,
+) -> Announcements {
+    let mut out = Announcements::default();
+    let mut event = |kind, reason: &str, action, note: String| {
+        out.events.push(Announcement {
+            kind,
+            reason: reason.to_owned(),
+            action,
+            note,
+        })
+    };
+    let verdict = circumstances.verdict;
+
+    // Back from an untrusted view, the phase is the news only if it is not the one before the
+    // view was lost: a ZooKeeper blip does not bring a store online, nor take it offline again.
+    let before = match status.phase {
+        Some(Phase::Unknown) => previous.phase,
+        _ => status::last_trusted_phase(previous),
+    };
+    if before != status.phase {
+        match status.phase {
+            Some(Phase::Online) => event(
+                EventType::Normal,
+                "StoreOnline",
+                "Observe",
+                "the store's alive node exists in ZooKeeper".into(),
+            ),
+            Some(Phase::Offline) => event(
+                EventType::Warning,
+                "StoreOffline",
+                "Observe",
+                "the store is not alive in ZooKeeper".into(),
+            ),
+            // A store seen for the first time while the view loads is not news.
+            Some(Phase::Unknown) if previous.phase.is_some() => {
+                event(
+                    EventType::Warning,
+                    "ViewUntrusted",
+                    "Observe",
+                    "the operator's ZooKeeper view is not connected, not resynced, or missing a node ZooKeeper refused to read: no decision is taken".into(),
+                );
+                // The last decision stands through an untrusted view, so the skip is counted
+                // here, once per store and outage, as its Event is written.
+                if *verdict == Verdict::Skip(SkipReason::ViewUntrusted) {
+                    out.skip_counted = Some(SkipReason::ViewUntrusted);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    if previous.last_decision != status.last_decision
+        && let Verdict::Skip(reason) | Verdict::Wait { reason, .. } = verdict
+    {
+        out.skip_counted = Some(*reason);
+        let kind = match reason {
+            SkipReason::ClusterFrozen
+            | SkipReason::RestartBudgetExhausted
+            | SkipReason::TooManyInFlight
+            | SkipReason::NodeNotReady => EventType::Warning,
+            _ => EventType::Normal,
+        };
+        let note = match verdict {
+            Verdict::Wait { until, .. } => format!(
+                "recovery waits until {}: {}",
+                until.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                reason.as_str()
+            ),
+            _ => format!("recovery does not act: {}", reason.as_str()),
+        };
+        // An untrusted view is the phase's Event (ViewUntrusted) already.
+        if *reason != SkipReason::ViewUntrusted {
+            event(
+                kind,
+                &format!("Recovery{}", reason.as_str()),
+                "Recover",
+                note,
+            );
+        }
+    }
+
+    // A tray of a store that stays alive going offline: the phase does not show it. Not while
+    // its pfs may still be registering (a restart whose new pfs took over `alive` before the
+    // status saw it go), nor the trays' return: a starting pfs creates `alive` before its
+    // trays' `online` nodes, so "all online again" would be said at every start.
+    //
+    // Back from a ZooKeeper blip, what the trays were before it is not known (the condition
+    // read Unknown meanwhile): trays offline then are told, since a tray lost during the blip
+    // would otherwise never be (a tray offline since before is told once more, as the
+    // condition's transition shows it too).
+    let trays_were_online = match previous.phase {
+        Some(Phase::Online) => previous.condition("TraysOnline", "True").is_some(),
+        Some(Phase::Unknown) => status::last_trusted_phase(previous) == Some(Phase::Online),
+        _ => false,
+    };
+    let trays_offline = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "TraysOnline" && c.reason == "TraysOffline");
+    if trays_were_online
+        && status.phase == Some(Phase::Online)
+        && !circumstances.registering
+        && let Some(offline) = trays_offline
+    {
+        event(
+            EventType::Warning,
+            "TraysOffline",
+            "Observe",
+            offline.message.clone(),
+        );
+    }
+
+    // Once per hold: not again when a ZooKeeper blip (ViewUntrusted) interrupted it.
+    let held_before = previous.condition("UpToDate", "False").is_some();
+    if let Some(hold @ HoldReason::OthersUnavailable { .. }) = circumstances.roll_held
+        && !held_before
+    {
+        event(
+            EventType::Normal,
+            "RolloutHeld",
+            "Roll",
+            hold.detail(circumstances.max_unavailable),
+        );
+    }
+    // Once per refusal, as the condition shows it.
+    let refused_before = previous
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "UpToDate" && c.reason == "ReplacementRefused");
+    if let Some(hold @ HoldReason::ReplacementRefused { .. }) = circumstances.roll_held
+        && !refused_before
+    {
+        event(
+            EventType::Warning,
+            "RolloutRefused",
+            "Roll",
+            hold.message(circumstances.max_unavailable),
+        );
+    }
+
+    out.went_offline =
+        status.phase == Some(Phase::Offline) && previous.phase != Some(Phase::Offline);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::Timestamp;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    use super::*;
+
+    fn cond(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
+        Condition {
+            type_: type_.into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+            observed_generation: None,
+        }
+    }
+
+    fn trays_online() -> Condition {
+        cond("TraysOnline", "True", "AllTraysOnline", "2/2 trays online")
+    }
+
+    fn trays_offline() -> Condition {
+        cond(
+            "TraysOnline",
+            "False",
+            "TraysOffline",
+            "1/2 trays online; offline: /dev/sdb (t2)",
+        )
+    }
+
+    fn trays_unknown() -> Condition {
+        cond("TraysOnline", "Unknown", "ViewUntrusted", "not known")
+    }
+
+    fn with(phase: Option<Phase>, conditions: Vec<Condition>) -> PureFlashStoreStatus {
+        PureFlashStoreStatus {
+            phase,
+            alive: phase.map(|p| p == Phase::Online),
+            conditions,
+            ..Default::default()
+        }
+    }
+
+    /// Through an untrusted view, as `status::compute` writes it.
+    fn blind(before: &PureFlashStoreStatus) -> PureFlashStoreStatus {
+        PureFlashStoreStatus {
+            phase: Some(Phase::Unknown),
+            phase_before_unknown: status::last_trusted_phase(before),
+            conditions: vec![trays_unknown()],
+            ..before.clone()
+        }
+    }
+
+    fn told(previous: &PureFlashStoreStatus, status: &PureFlashStoreStatus) -> Announcements {
+        told_with(previous, status, &Verdict::Healthy, None, false)
+    }
+
+    fn told_with(
+        previous: &PureFlashStoreStatus,
+        status: &PureFlashStoreStatus,
+        verdict: &Verdict,
+        roll_held: Option<&HoldReason>,
+        registering: bool,
+    ) -> Announcements {
+        let circumstances = Circumstances {
+            verdict,
+            roll_held,
+            registering,
+            max_unavailable: 1,
+        };
+        announcements(previous, status, &circumstances)
+    }
+
+    fn reasons(told: &Announcements) -> Vec<&str> {
+        told.events.iter().map(|e| e.reason.as_str()).collect()
+    }
+
+    #[test]
+    fn phase_changes_are_told_once() {
+        let pending = with(Some(Phase::Pending), vec![]);
+        let online = with(Some(Phase::Online), vec![trays_online()]);
+        let offline = with(Some(Phase::Offline), vec![]);
+        assert_eq!(reasons(&told(&pending, &online)), ["StoreOnline"]);
+        assert_eq!(reasons(&told(&online, &online)), Vec::<&str>::new());
+        let down = told(&online, &offline);
+        assert_eq!(reasons(&down), ["StoreOffline"]);
+        assert!(down.went_offline);
+        assert!(!told(&offline, &offline).went_offline);
+        assert_eq!(reasons(&told(&offline, &online)), ["StoreOnline"]);
+    }
+
+    #[test]
+    fn a_zookeeper_blip_is_told_once_and_is_no_news_about_the_store() {
+        let online = with(Some(Phase::Online), vec![trays_online()]);
+        let lost = blind(&online);
+        let going = told_with(
+            &online,
+            &lost,
+            &Verdict::Skip(SkipReason::ViewUntrusted),
+            None,
+            false,
+        );
+        assert_eq!(reasons(&going), ["ViewUntrusted"]);
+        assert_eq!(going.skip_counted, Some(SkipReason::ViewUntrusted));
+        // Still blind: nothing again.
+        let still = told_with(
+            &lost,
+            &lost,
+            &Verdict::Skip(SkipReason::ViewUntrusted),
+            None,
+            false,
+        );
+        assert_eq!(still, Announcements::default());
+        // Back as it was: nothing.
+        assert_eq!(told(&lost, &online), Announcements::default());
+        // Back with the store gone offline meanwhile: that is news.
+        let offline = with(Some(Phase::Offline), vec![]);
+        assert_eq!(reasons(&told(&lost, &offline)), ["StoreOffline"]);
+        // A store first seen while the view loads: no news at all.
+        let first = with(None, vec![]);
+        assert_eq!(told(&first, &blind(&first)), Announcements::default());
+    }
+
+    #[test]
+    fn trays_going_offline_under_a_live_store_are_told_once() {
+        let online = with(Some(Phase::Online), vec![trays_online()]);
+        let degraded = with(Some(Phase::Online), vec![trays_offline()]);
+        let told_degraded = told(&online, &degraded);
+        assert_eq!(reasons(&told_degraded), ["TraysOffline"]);
+        assert_eq!(
+            told_degraded.events[0].note,
+            "1/2 trays online; offline: /dev/sdb (t2)"
+        );
+        assert_eq!(told_degraded.events[0].kind, EventType::Warning);
+        // Not again, not for their return.
+        assert_eq!(told(&degraded, &degraded), Announcements::default());
+        assert_eq!(told(&degraded, &online), Announcements::default());
+        // Not while the pfs may still be registering them.
+        assert_eq!(
+            told_with(&online, &degraded, &Verdict::Healthy, None, true),
+            Announcements::default()
+        );
+        // Not for a store coming online whose trays follow.
+        let offline = with(Some(Phase::Offline), vec![]);
+        assert_eq!(reasons(&told(&offline, &degraded)), ["StoreOnline"]);
+    }
+
+    /// The gap this module closed: trays lost while the view was untrusted were never told,
+    /// the status before being Unknown rather than Online.
+    #[test]
+    fn trays_lost_during_a_zookeeper_blip_are_told_when_the_view_is_back() {
+        let online = with(Some(Phase::Online), vec![trays_online()]);
+        let degraded = with(Some(Phase::Online), vec![trays_offline()]);
+        assert_eq!(reasons(&told(&blind(&online), &degraded)), ["TraysOffline"]);
+        assert_eq!(told(&blind(&online), &online), Announcements::default());
+        // A store that was offline before the blip and comes back degraded is coming online.
+        let offline = with(Some(Phase::Offline), vec![]);
+        assert_eq!(reasons(&told(&blind(&offline), &degraded)), ["StoreOnline"]);
+    }
+
+    #[test]
+    fn a_held_recovery_is_told_and_counted_once_per_decision() {
+        let offline = with(Some(Phase::Offline), vec![]);
+        let frozen = PureFlashStoreStatus {
+            last_decision: Some("ClusterFrozen".into()),
+            ..offline.clone()
+        };
+        let verdict = Verdict::Skip(SkipReason::ClusterFrozen);
+        let first = told_with(&offline, &frozen, &verdict, None, false);
+        assert_eq!(reasons(&first), ["RecoveryClusterFrozen"]);
+        assert_eq!(first.events[0].kind, EventType::Warning);
+        assert_eq!(first.skip_counted, Some(SkipReason::ClusterFrozen));
+        assert_eq!(
+            told_with(&frozen, &frozen, &verdict, None, false),
+            Announcements::default()
+        );
+
+        let until: Timestamp = "2026-12-06T18:00:00Z".parse().unwrap();
+        let waiting = PureFlashStoreStatus {
+            last_decision: Some("WithinGracePeriod".into()),
+            ..offline.clone()
+        };
+        let wait = Verdict::Wait {
+            until,
+            reason: SkipReason::WithinGracePeriod,
+        };
+        let told_wait = told_with(&frozen, &waiting, &wait, None, false);
+        assert_eq!(reasons(&told_wait), ["RecoveryWithinGracePeriod"]);
+        assert_eq!(told_wait.events[0].kind, EventType::Normal);
+        assert_eq!(
+            told_wait.events[0].note,
+            "recovery waits until 2026-12-06T18:00:00Z: WithinGracePeriod"
+        );
+    }
+
+    #[test]
+    fn a_rollout_hold_and_a_refused_replacement_are_told_once() {
+        let online = with(Some(Phase::Online), vec![trays_online()]);
+        let others = HoldReason::OthersUnavailable {
+            count: 2,
+            names: vec!["a".into(), "b".into()],
+        };
+        let held = with(
+            Some(Phase::Online),
+            vec![
+                trays_online(),
+                cond("UpToDate", "False", "OthersUnavailable", ""),
+            ],
+        );
+        assert_eq!(
+            reasons(&told_with(
+                &online,
+                &held,
+                &Verdict::Healthy,
+                Some(&others),
+                false
+            )),
+            ["RolloutHeld"]
+        );
+        assert_eq!(
+            told_with(&held, &held, &Verdict::Healthy, Some(&others), false),
+            Announcements::default()
+        );
+
+        let refused = HoldReason::ReplacementRefused {
+            why: "exceeded quota".into(),
+        };
+        let refusing = with(
+            Some(Phase::Online),
+            vec![cond("UpToDate", "False", "ReplacementRefused", "")],
+        );
+        let first = told_with(&online, &refusing, &Verdict::Healthy, Some(&refused), false);
+        assert_eq!(reasons(&first), ["RolloutRefused"]);
+        assert_eq!(first.events[0].kind, EventType::Warning);
+        // Held for another reason before: the refusal is still news.
+        assert_eq!(
+            reasons(&told_with(
+                &held,
+                &refusing,
+                &Verdict::Healthy,
+                Some(&refused),
+                false
+            )),
+            ["RolloutRefused"]
+        );
+        assert_eq!(
+            told_with(
+                &refusing,
+                &refusing,
+                &Verdict::Healthy,
+                Some(&refused),
+                false
+            ),
+            Announcements::default()
+        );
+    }
+}
