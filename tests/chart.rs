@@ -595,6 +595,8 @@ fn kubectl(kubeconfig: &Path, args: &[&str], input: Option<&str>) -> (bool, Stri
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(args)
+        // Discovery cached per emulator, not per address an earlier emulator may have had.
+        .env("KUBECACHEDIR", kubeconfig.with_extension("cache"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -32,6 +32,9 @@ fn run(command: &mut Command) -> (bool, String, String) {
 async fn once_on_an_empty_db(backend: Backend) {
     let zk = ZooKeeper::shared();
     let cluster = unique_cluster("cli-once");
+    // The DB first: a first start of the shared server costs seconds of CPU, which the stores'
+    // short sessions must not have to live through.
+    let db = TestDb::new(backend).await;
     let mut stores = Vec::new();
     for id in 1..=3 {
         stores.push(
@@ -41,7 +44,6 @@ async fn once_on_an_empty_db(backend: Backend) {
         );
     }
     stores[2].crash().await;
-    let db = TestDb::new(backend).await;
     let (ok, stdout, stderr) = run(operator().args([
         "sync",
         "--once",
@@ -215,6 +217,31 @@ fn spawn_sync(zk: &ZooKeeper, cluster: &str, db: &TestDb, extra: &[&str]) -> Chi
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// Waits until the process catches SIGTERM (its handler is installed), so that a signal sent
+/// next tests the handling rather than the default action, however slow the start.
+fn wait_until_sigterm_is_caught(child: &Child) {
+    const SIGTERM_BIT: u64 = 1 << (libc::SIGTERM - 1);
+    let status = format!("/proc/{}/status", child.id());
+    let since = Instant::now();
+    loop {
+        let caught = std::fs::read_to_string(&status)
+            .ok()
+            .and_then(|status| {
+                let mask = status.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+                u64::from_str_radix(mask.trim(), 16).ok()
+            })
+            .is_some_and(|mask| mask & SIGTERM_BIT != 0);
+        if caught {
+            return;
+        }
+        assert!(
+            since.elapsed() < PATIENCE,
+            "the process never caught SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn sigterm(child: &Child) {
@@ -472,7 +499,8 @@ async fn once_stopped_before_writing_exits_at_once_with_an_error() {
         &db,
         &["--once", "--zk-session-timeout", "20s"],
     );
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_until_sigterm_is_caught(&child);
+    tokio::time::sleep(Duration::from_millis(500)).await;
     sigterm(&child);
     let (status, stderr) = wait_for_exit(&mut child, Duration::from_secs(5));
     assert_eq!(status.code(), Some(1), "{stderr}");

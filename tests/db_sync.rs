@@ -472,7 +472,7 @@ async fn zookeeper_restart_keeps_tracking(backend: Backend) {
 
     zk.stop();
     tokio::time::sleep(Duration::from_secs(10)).await;
-    zk.start_again();
+    tokio::task::block_in_place(|| zk.start_again());
     // The store's session died with the outage and (as pfs) it does not re-register.
     wait_for!(
         db,
@@ -812,16 +812,24 @@ async fn a_device_name_a_latin1_table_refuses_costs_only_its_tray(backend: Backe
 
 async fn db_outage_converges_when_it_returns(backend: Backend) {
     let cluster = unique_cluster("db-outage");
-    let mut store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
-    match backend {
-        Backend::MariaDb => {
-            // A private server, so stopping it does not disturb other tests.
+    // A private server, so stopping it does not disturb other tests. Started (seconds of CPU)
+    // before the store, whose short session must not starve meanwhile, and off the runtime's
+    // workers, as are its stop and start below.
+    let server = match backend {
+        Backend::MariaDb => Some(tokio::task::block_in_place(|| {
             let server = testkit::mariadb::MariaDb::start();
             server.admin_sql("create database pf");
+            server
+        })),
+        Backend::Sqlite => None,
+    };
+    let mut store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    match server {
+        Some(server) => {
             let db = TestDb::mysql(server.url("pf"));
             let mut sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
             wait_for!(db, "OK", |s, _t, _p| s.len() == 1 && s[0].2 == "OK");
-            server.stop();
+            tokio::task::block_in_place(|| server.stop());
             store.crash().await;
             let errors_before = sync.status.borrow().errors;
             assert!(
@@ -832,7 +840,7 @@ async fn db_outage_converges_when_it_returns(backend: Backend) {
             );
             let _second = PfsSim::start(spec(&zk(), &cluster, 2)).await.unwrap();
             tokio::time::sleep(Duration::from_secs(2)).await;
-            server.start_again();
+            tokio::task::block_in_place(|| server.start_again());
             wait_for!(db, "converged after the outage", |s, t, _p| s.len() == 2
                 && s[0].2 == "OFFLINE"
                 && s[1].2 == "OK"
@@ -841,7 +849,7 @@ async fn db_outage_converges_when_it_returns(backend: Backend) {
             assert!(sync.status.borrow().last_error.is_none());
             sync.stop().await;
         }
-        Backend::Sqlite => {
+        None => {
             // SQLite's outage: another process holds an exclusive lock.
             let db = TestDb::new(backend).await;
             let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
@@ -849,8 +857,11 @@ async fn db_outage_converges_when_it_returns(backend: Backend) {
             let path = db.url.trim_start_matches("sqlite://").to_owned();
             let mut locker = std::process::Command::new("python3")
                 .arg("-c")
-                .arg("import sqlite3,sys,time; c=sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('begin exclusive'); print('locked', flush=True); time.sleep(8)")
+                .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1], isolation_level=None); c.execute('begin exclusive'); print('locked', flush=True); sys.stdin.readline()")
                 .arg(&path)
+                // Held until told, not for a fixed time: a write attempted late would
+                // otherwise wait the lock out within SQLite's busy timeout and never fail.
+                .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
@@ -869,6 +880,7 @@ async fn db_outage_converges_when_it_returns(backend: Backend) {
                 .await,
                 "the locked DB must be noticed"
             );
+            drop(locker.stdin.take());
             locker.wait().unwrap();
             wait_for!(db, "OFFLINE once the lock is gone", |s, _t, _p| s[0].2
                 == "OFFLINE");
@@ -881,14 +893,19 @@ async fn db_outage_converges_when_it_returns(backend: Backend) {
 async fn sync_waits_for_an_unreachable_db_at_start() {
     testkit::init_test_logging();
     let cluster = unique_cluster("db-late");
+    // The server's first start (seconds of CPU) off the runtime's workers and before the
+    // store, whose short session must not starve meanwhile.
+    let server = tokio::task::block_in_place(|| {
+        let server = testkit::mariadb::MariaDb::start();
+        server.admin_sql("create database pf");
+        server.stop();
+        server
+    });
     let _store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
-    let server = testkit::mariadb::MariaDb::start();
-    server.admin_sql("create database pf");
-    server.stop();
     let db = TestDb::mysql(server.url("pf"));
     let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
     assert!(testkit::eventually(PATIENCE, async || sync.status.borrow().errors > 0).await);
-    server.start_again();
+    tokio::task::block_in_place(|| server.start_again());
     wait_for!(db, "synced once the DB is up", |s, t, p| s.len() == 1
         && t.len() == 2
         && p.len() == 2);
@@ -1442,12 +1459,12 @@ async fn a_write_another_tool_keeps_undoing_is_retried_with_backoff_not_per_even
     let cluster = unique_cluster("vetoed");
     let one = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
     let mut two = PfsSim::start(spec(&zk(), &cluster, 2)).await.unwrap();
-    // Re-reads 40 ms, 80 ms, … apart: the 9th is followed by a pause of 5.12 s, in which the
-    // events below must pass, on a loaded machine too.
+    // Re-reads 40 ms, 80 ms, … apart: the 10th is followed by a pause of 10.24 s, in which
+    // the events below must pass, on a loaded machine too.
     let sync = Running::start_with(&zk(), &cluster, &db.url, NO_RESYNC, |config| {
         config.retry_initial = Duration::from_millis(40);
     });
-    assert!(testkit::eventually(PATIENCE, async || vetoed().await >= 9).await);
+    assert!(testkit::eventually(PATIENCE, async || vetoed().await >= 10).await);
     let before = vetoed().await;
     let started = std::time::Instant::now();
     for free in 0..30 {
@@ -1461,7 +1478,7 @@ async fn a_write_another_tool_keeps_undoing_is_retried_with_backoff_not_per_even
     let elapsed = started.elapsed();
     let retried = vetoed().await - before;
     assert!(
-        elapsed < Duration::from_millis(4000),
+        elapsed < Duration::from_secs(8),
         "too slow to tell event passes from the backed-off re-read: {elapsed:?}"
     );
     assert_eq!(

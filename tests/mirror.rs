@@ -53,7 +53,7 @@ async fn raw_client(zk: &ZooKeeper) -> zk::Client {
     zk::Client::connect(&zk.connect_string()).await.unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loads_existing_stores_and_follows_every_change() {
     testkit::init_test_logging();
     let zk = ZooKeeper::shared();
@@ -179,7 +179,7 @@ async fn loads_existing_stores_and_follows_every_change() {
     mirror.join().await.expect("the mirror task ends cleanly");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_data_is_reported_and_the_rest_is_mirrored() {
     testkit::init_test_logging();
     let zk = ZooKeeper::shared();
@@ -256,7 +256,7 @@ async fn malformed_data_is_reported_and_the_rest_is_mirrored() {
 /// A node ZooKeeper refuses to read (an ACL) is never taken for a missing one: a store read
 /// as gone would be marked OFFLINE and its pfs restarted. The view is untrusted instead, with
 /// the node named, and trusted again once a reload reads everything.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_zookeeper_refuses_to_read_makes_the_view_untrusted_not_the_store_gone() {
     testkit::init_test_logging();
     let zk = ZooKeeper::shared();
@@ -348,7 +348,7 @@ async fn a_node_zookeeper_refuses_to_read_makes_the_view_untrusted_not_the_store
     mirror.join().await.expect("the mirror task ends cleanly");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_created_in_one_atomic_step_is_seen() {
     testkit::init_test_logging();
     let zk = ZooKeeper::shared();
@@ -369,7 +369,7 @@ async fn a_store_created_in_one_atomic_step_is_seen() {
     mirror.join().await.expect("the mirror task ends cleanly");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_zookeeper_restart_is_survived_and_untrusted_meanwhile() {
     testkit::init_test_logging();
     let zk = ZooKeeper::start();
@@ -394,7 +394,7 @@ async fn a_zookeeper_restart_is_survived_and_untrusted_meanwhile() {
         ),
         "{health:?}"
     );
-    zk.start_again();
+    tokio::task::block_in_place(|| zk.start_again());
     trusted(&mirror).await;
 
     // The store's 1 s session could not survive 10 s without a server; as the real pfs, it does
@@ -421,7 +421,7 @@ async fn a_zookeeper_restart_is_survived_and_untrusted_meanwhile() {
 /// A server restart shorter than the session: the client reconnects in the same session, and
 /// changes must keep arriving as events (zookeeper-client 0.11.2 forgets to resend persistent
 /// watches on reconnect). The resync timer is an hour: only the watch can tell.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_keep_arriving_after_a_reconnect_within_the_session() {
     testkit::init_test_logging();
     let zk = ZooKeeper::start();
@@ -443,7 +443,7 @@ async fn changes_keep_arriving_after_a_reconnect_within_the_session() {
         eventually(PATIENCE, async || !mirror.snapshot().health.is_trusted()).await,
         "the view must not be trusted while ZooKeeper is down"
     );
-    zk.start_again();
+    tokio::task::block_in_place(|| zk.start_again());
     trusted(&mirror).await;
     assert_eq!(
         mirror.snapshot().health.sessions,
@@ -473,7 +473,7 @@ async fn changes_keep_arriving_after_a_reconnect_within_the_session() {
 /// anew on it (the AddWatch request is in flight). The session lives on through that (it is the
 /// connection, not the session, that failed), and once the link holds the watch is armed and
 /// changes arrive again.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_lost_again_while_the_watch_is_rearmed_keeps_the_session() {
     testkit::init_test_logging();
     let zk = ZooKeeper::shared();
@@ -539,7 +539,7 @@ async fn a_connection_lost_again_while_the_watch_is_rearmed_keeps_the_session() 
     mirror.join().await.expect("the mirror task ends cleanly");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_store_goes_offline_and_stays_offline() {
     testkit::init_test_logging();
     let zk = ZooKeeper::shared();
@@ -560,7 +560,7 @@ async fn a_hung_store_goes_offline_and_stays_offline() {
     mirror.join().await.expect("the mirror task ends cleanly");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mirror_closes_its_session_on_shutdown() {
     let zk = ZooKeeper::shared();
     let cluster = unique_cluster("mirror-close");
@@ -575,7 +575,7 @@ async fn the_mirror_closes_its_session_on_shutdown() {
 /// A store listing thousands of trays (bad data, most likely) is read in requests ZooKeeper
 /// accepts: read in one, it broke the connection at every reload, and the view never became
 /// trusted, the other stores included.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_with_thousands_of_trays_does_not_wedge_the_mirror() {
     const TRAYS: usize = 2500;
     testkit::init_test_logging();

@@ -193,6 +193,13 @@ async fn store_1_online(
     let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
     let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
     wait_phase(harness, &stores, "store-1", Phase::Online).await;
+    // pfs creates `alive` before its trays' `online` nodes: settled once those are seen too,
+    // or a test watching the status stay still would see them arrive.
+    wait_for("store-1's trays online", async || {
+        let store = stores.get("store-1").await.ok()?;
+        (condition(&store, "TraysOnline")?.status == "True").then_some(())
+    })
+    .await;
     let pod = pod_uid(&pods, "store-1-pfs").await.unwrap();
     (stores, pods, pod)
 }
@@ -973,18 +980,19 @@ fn restarts_logged(harness: &Harness, replica: usize) -> usize {
 async fn one_of_two_replicas_acts_and_the_other_takes_over_without_a_double_restart() {
     let mut harness = Harness::start("ha").await;
     install_crd(&harness);
-    harness.start_operator(&[]);
-    harness.start_operator(&[]);
-    let leader = wait_for("a Lease holder", async || lease_holder(&harness).await).await;
-    let (leader, standby) = match leader.as_str() {
-        "replica-0" => (0, 1),
-        "replica-1" => (1, 0),
-        other => panic!("unexpected holder {other}"),
-    };
-    wait_for("both replicas serve metrics", async || {
-        (leader_gauge(&harness, leader) == Some(1) && leader_gauge(&harness, standby) == Some(0))
-            .then_some(())
-    })
+    // Long enough that a replica stalled a moment by the loaded test machine keeps its term:
+    // which one leads is told by who acts, but a takeover mid-test would make it two.
+    let lease = ["--lease-duration", "6s"];
+    harness.start_operator(&lease);
+    harness.start_operator(&lease);
+    wait_for("a Lease holder", async || lease_holder(&harness).await).await;
+    wait_for(
+        "both replicas serve metrics, one of them leading",
+        async || {
+            let gauges = [leader_gauge(&harness, 0)?, leader_gauge(&harness, 1)?];
+            (gauges.iter().sum::<i64>() == 1).then_some(())
+        },
+    )
     .await;
 
     let (stores, pods, first_pod) = store_1_online(&harness, 2).await;
@@ -998,8 +1006,13 @@ async fn one_of_two_replicas_acts_and_the_other_takes_over_without_a_double_rest
     })
     .await;
     assert_eq!(restart_count(&stores, "store-1").await, 1);
-    assert_eq!(restarts_logged(&harness, leader), 1);
-    assert_eq!(restarts_logged(&harness, standby), 0);
+    let logged = [restarts_logged(&harness, 0), restarts_logged(&harness, 1)];
+    assert_eq!(
+        logged.iter().sum::<usize>(),
+        1,
+        "one replica restarts: {logged:?}"
+    );
+    let (leader, standby) = if logged[0] == 1 { (0, 1) } else { (1, 0) };
 
     // The leader dies right after the restart; the standby takes over within a lease period
     // and, from the status the old leader wrote, knows the restart already happened.
@@ -1286,14 +1299,11 @@ async fn a_former_leaders_late_status_write_does_not_undo_its_successors() {
         return;
     };
     install_crd(&harness);
-    harness.start_operator(&[]);
-    harness.start_operator(&[]);
-    let leader = wait_for("a Lease holder", async || lease_holder(&harness).await).await;
-    let (leader, standby) = if leader == "replica-0" {
-        (0, 1)
-    } else {
-        (1, 0)
-    };
+    // Long enough that a replica stalled a moment by the loaded test machine keeps its term.
+    let lease = ["--lease-duration", "6s"];
+    harness.start_operator(&lease);
+    harness.start_operator(&lease);
+    wait_for("a Lease holder", async || lease_holder(&harness).await).await;
     let (stores, pods, first_pod) = store_1_online(&harness, 30).await;
 
     // The leader's next status write of store-1, for a spec change, is held for 40 s: long
@@ -1323,6 +1333,14 @@ async fn a_former_leaders_late_status_write_does_not_undo_its_successors() {
     )
     .await;
     let write_arrived = std::time::Instant::now();
+    // The write came from the replica leading now (asked now, not at the start: a term may
+    // have changed hands since).
+    let leader = match lease_holder(&harness).await.as_deref() {
+        Some("replica-0") => 0,
+        Some("replica-1") => 1,
+        other => panic!("unexpected holder {other:?}"),
+    };
+    let standby = 1 - leader;
     harness.signal_operator(leader, libc::SIGSTOP);
 
     // The standby takes over and restarts the store as asked, once.
@@ -1905,24 +1923,42 @@ async fn a_change_to_every_store_rolls_their_pods_one_store_at_a_time() {
         first.push((uid, owner));
     }
 
+    // pfs-sim, like pfs, leaves its session to expire on SIGTERM: a session of 10 s keeps each
+    // new Pod's store alive on its predecessor's account long enough to be seen so.
     apply(
         &harness,
-        &manifests("  settings:\n    engine:\n      name: spdk\n"),
+        &manifests(
+            "  settings:\n    engine:\n      name: spdk\n    pfs_sim:\n      session_timeout: 10s\n",
+        ),
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(150);
     let mut held_seen = false;
     let mut predecessor_seen = false;
     loop {
         // A store is disrupted from its old Pod's replacement until pfs is alive again in a new
-        // session; at most one may be at any moment.
-        let mut disrupted = Vec::new();
-        let mut done = 0;
-        for ((name, id), (old_uid, old_owner)) in names.iter().zip(1u32..).zip(&first) {
-            let pod = pods.get_opt(&format!("{name}-pfs")).await.unwrap();
-            let replaced = pod.as_ref().is_none_or(|pod| {
+        // session; at most one may be at any moment. Every Pod is read before any `alive`:
+        // both "replaced" and "back" only ever become true, so a store replaced at the Pods'
+        // reading and not back at the later `alive` reading was disrupted at the former, and
+        // two such stores were disrupted together then. (Read store by store, one's "not
+        // back" could be older than another's "replaced", and a handover between the two
+        // reads would look like an overlap.)
+        let current = pods.list(&ListParams::default()).await.unwrap();
+        let mut replaced = Vec::new();
+        for ((name, _), (old_uid, _)) in names.iter().zip(1u32..).zip(&first) {
+            let pod = current
+                .items
+                .iter()
+                .find(|pod| pod.metadata.name.as_deref() == Some(&format!("{name}-pfs")));
+            replaced.push(pod.is_none_or(|pod| {
                 pod.metadata.uid.as_ref() != Some(old_uid)
                     || pod.metadata.deletion_timestamp.is_some()
-            });
+            }));
+        }
+        let mut disrupted = Vec::new();
+        let mut done = 0;
+        for (((name, id), (_, old_owner)), replaced) in
+            names.iter().zip(1u32..).zip(&first).zip(replaced)
+        {
             let back = harness
                 .alive_owner(id)
                 .await
@@ -1958,8 +1994,6 @@ async fn a_change_to_every_store_rolls_their_pods_one_store_at_a_time() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(held_seen, "a held store says so in its UpToDate condition");
-    // pfs-sim, like pfs, leaves its session to expire on SIGTERM: for a few seconds each new
-    // Pod's store is alive only on its predecessor's account.
     assert!(
         predecessor_seen,
         "a replaced store reads Starting while the old session's alive stands"
@@ -2131,7 +2165,13 @@ async fn the_charts_rbac_covers_every_call_the_operator_makes() {
         Some(serving),
         "the running pfs is kept"
     );
-    assert!(reasons(&events_about(&harness, "store-2").await).contains(&"PodAdopted".to_owned()));
+    // The Event follows the adoption's patch.
+    wait_for("a PodAdopted event", async || {
+        reasons(&events_about(&harness, "store-2").await)
+            .contains(&"PodAdopted".to_owned())
+            .then_some(())
+    })
+    .await;
 
     let Some(emulator) = harness.emulator() else {
         // A real cluster enforced its RBAC on every call above. What the chart made outside

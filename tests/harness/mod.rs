@@ -471,6 +471,9 @@ impl Harness {
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(args)
+            // Discovery cached per test: emulators of earlier tests may have had this one's
+            // address, with other resources.
+            .env("KUBECACHEDIR", self.logs().join("kubectl-cache"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

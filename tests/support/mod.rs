@@ -298,9 +298,10 @@ impl Running {
     }
 }
 
-/// A store spec with a short session so expiry scenarios are quick.
+/// A store spec with a short session so expiry scenarios are quick (2 s: a loaded machine can
+/// stall a 1 s session's pings past its expiry, and pfs-sim, like pfs, never registers again).
 pub fn spec(zk: &str, cluster: &str, id: u32) -> PfsSpec {
-    PfsSpec::new(zk, cluster, id).with_session_timeout(Duration::from_millis(1000))
+    PfsSpec::new(zk, cluster, id).with_session_timeout(Duration::from_secs(2))
 }
 
 /// Polls the DB until `check` accepts what it reads; panics with the last reading otherwise.

@@ -20,12 +20,44 @@ pub mod zookeeper;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-/// A TCP port on 127.0.0.1 that was free a moment ago.
+/// A TCP port on 127.0.0.1 that is free, for a server the test starts.
+///
+/// Taken below the kernel's ephemeral range, never from it: a port the kernel handed out
+/// (`bind(0)`, what `free_port` once did) can be handed out again to any other socket of the
+/// machine between this check and the server's bind, whereas below the range only a server
+/// asking for that very port can take it. Each port is given out once per process, starting
+/// at a place of the range set by the process id, so that two test binaries seldom meet.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static GIVEN: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = unassigned_ports();
+    let span = u32::from(high - low);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    loop {
+        let given = GIVEN.fetch_add(1, Ordering::Relaxed);
+        assert!(given < span, "no free port left in {low}..{high}");
+        let port = low + ((start + given) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// The ports below the kernel's ephemeral range (`ip_local_port_range`) that tests take for
+/// their servers: from 15000, clear of the well-known ones.
+fn unassigned_ports() -> (u16, u16) {
+    const LOW: u16 = 15000;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    // A machine whose ephemeral range starts low leaves nothing below it: take the top of the
+    // port space instead, above the range's usual end.
+    if ephemeral_low > LOW + 1000 {
+        (LOW, ephemeral_low)
+    } else {
+        (61000, 65535)
+    }
 }
 
 /// Polls `condition` every 10 ms until it holds or `timeout` passes; returns whether it held.
