@@ -92,8 +92,9 @@ pub struct RecoveryArgs {
     /// …and at least this many stores are offline (a lone stuck store is always recovered).
     #[arg(long, env = "PUREFLASH_FREEZE_MIN_OFFLINE", default_value_t = 2)]
     pub freeze_min_offline: usize,
-    /// At most this many restarts in flight at once, cluster-wide.
-    #[arg(long, env = "PUREFLASH_MAX_RESTARTS_IN_FLIGHT", default_value_t = 1)]
+    /// At most this many restarts in flight at once, cluster-wide (at least 1: to stop
+    /// restarts, disable recovery in the stores' specs or pause it per store).
+    #[arg(long, env = "PUREFLASH_MAX_RESTARTS_IN_FLIGHT", default_value_t = 1, value_parser = parse_at_least_one)]
     pub max_restarts_in_flight: usize,
     /// A changed spec replaces a serving store's Pod only while fewer than this many other
     /// stores are unavailable (offline, not running, or not yet registered by their new pfs);
@@ -147,6 +148,14 @@ fn parse_share(text: &str) -> Result<f64, String> {
         Ok(share)
     } else {
         Err("must be between 0 and 1".into())
+    }
+}
+
+fn parse_at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(count) => Ok(count),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
     }
 }
 
@@ -443,6 +452,30 @@ mod tests {
         assert_eq!(args.zk.resync_interval, Duration::from_millis(500));
         assert_eq!(args.db.db, "sqlite:///tmp/x.db");
         assert!(args.once);
+    }
+
+    #[test]
+    fn restarts_in_flight_are_at_least_one() {
+        let parse = |value: &str| {
+            Cli::try_parse_from([
+                "pureflash-operator",
+                "run",
+                "--max-restarts-in-flight",
+                value,
+            ])
+        };
+        let Command::Run(args) = parse("3").unwrap().command else {
+            panic!("run")
+        };
+        assert_eq!(args.recovery.max_restarts_in_flight, 3);
+        // 0 would hold every restart for ever, silently (TooManyInFlight).
+        assert!(
+            parse("0")
+                .unwrap_err()
+                .to_string()
+                .contains("must be at least 1")
+        );
+        assert!(parse("-1").is_err());
     }
 
     #[test]

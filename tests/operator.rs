@@ -2147,7 +2147,14 @@ async fn the_charts_rbac_covers_every_call_the_operator_makes() {
         pod.owner_references().is_empty().then_some(())
     })
     .await;
-    apply(&harness, &node_addressed);
+    // From a manifest that kept an old restart request (exported, or in a GitOps repository):
+    // it came with the store, and is not taken for a request to restart the adopted pfs.
+    let exported = node_addressed.replace(
+        "  name: store-2\n",
+        "  name: store-2\n  annotations:\n    pureflash.io/restart: exported-long-ago\n",
+    );
+    assert_ne!(exported, node_addressed);
+    apply(&harness, &exported);
     let new_uid = wait_for("store-2 applied again", async || {
         stores.get("store-2").await.ok()?.uid()
     })
@@ -2162,7 +2169,7 @@ async fn the_charts_rbac_covers_every_call_the_operator_makes() {
     .await;
     assert_eq!(
         pod_uid(&pods, "store-2-pfs").await,
-        Some(serving),
+        Some(serving.clone()),
         "the running pfs is kept"
     );
     // The Event follows the adoption's patch.
@@ -2172,6 +2179,22 @@ async fn the_charts_rbac_covers_every_call_the_operator_makes() {
             .then_some(())
     })
     .await;
+    let adopted = wait_for("store-2's status written", async || {
+        let status = stores.get("store-2").await.ok()?.status?;
+        status.observed_generation.is_some().then_some(status)
+    })
+    .await;
+    assert_eq!(
+        adopted.last_manual_restart.as_deref(),
+        Some("exported-long-ago")
+    );
+    assert_eq!(adopted.restart_count, 0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        pod_uid(&pods, "store-2-pfs").await,
+        Some(serving),
+        "the token a store came with restarts nothing"
+    );
 
     let Some(emulator) = harness.emulator() else {
         // A real cluster enforced its RBAC on every call above. What the chart made outside

@@ -212,7 +212,11 @@ pub async fn run(term: Term, stop: CancellationToken) {
                     trusted = None;
                     let _ = all_tx.send(());
                 }
-                Ok(ViewEvent::DirectoriesChanged { .. }) => {}
+                // The stores directory may have come or gone, which decides whether the
+                // view knows the stores at all (`Snapshot::knows_stores`).
+                Ok(ViewEvent::DirectoriesChanged { .. }) => {
+                    let _ = all_tx.send(());
+                }
                 Err(broadcast::error::RecvError::Closed) => return,
             }
         }

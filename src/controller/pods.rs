@@ -54,6 +54,39 @@ pub enum RenderError {
         "settings.{section}.{key} is the operator's to write (the [cluster], [zookeeper], [tray.N], [port.N] and [rep_port.N] sections, [afs] id and mngt_ip): use the spec's fields"
     )]
     ReservedSetting { section: String, key: String },
+    #[error(
+        "spec.{field} is {spec} but the store's pod was made for {running}: a store's node and id never change (an installed CRD older than this operator lets them); restore it, or delete the store and create it anew"
+    )]
+    IdentityChanged {
+        field: &'static str,
+        spec: String,
+        running: String,
+    },
+}
+
+/// The store's Pod made for another node or store id than the spec names now. The CRD's
+/// rules make both immutable; this holds where they were not enforced (a CRD installed before
+/// the rule, a server without CEL): replacing the Pod would start pfs on another host's disks
+/// under the store's id, or register the store's disks as another store.
+pub fn identity_changed(store: &PureFlashStore, pod: &Pod) -> Option<RenderError> {
+    let node = pod.spec.as_ref().and_then(|spec| spec.node_name.as_deref());
+    if let Some(node) = node.filter(|node| *node != store.spec.node_name) {
+        return Some(RenderError::IdentityChanged {
+            field: "nodeName",
+            spec: store.spec.node_name.clone(),
+            running: format!("node {node}"),
+        });
+    }
+    let id = pod.labels().get(STORE_ID_LABEL);
+    let spec_id = store.spec.store_id.to_string();
+    if let Some(id) = id.filter(|id| **id != spec_id) {
+        return Some(RenderError::IdentityChanged {
+            field: "storeId",
+            spec: spec_id,
+            running: format!("store id {id}"),
+        });
+    }
+    None
 }
 
 /// Whether pfs.conf's `[section] key` is one the operator writes itself. The CRD's rules say
@@ -562,6 +595,41 @@ mod tests {
             zookeeper: "zk-0:2181,zk-1:2181".into(),
             node_ip: Some("192.168.1.7".into()),
         }
+    }
+
+    #[test]
+    fn a_pod_made_for_another_node_or_id_is_told() {
+        let spec = json!({"storeId": 7, "nodeName": "n1", "trays": [{"device": "/dev/sdb"}]});
+        let store = store(spec.clone());
+        let made = pod(&store, "h", Predecessor::NoSession);
+        assert_eq!(identity_changed(&store, &made), None);
+        // Not scheduled yet (no nodeName), or made before the label: nothing to tell.
+        assert_eq!(identity_changed(&store, &Pod::default()), None);
+
+        let mut moved = spec.clone();
+        moved["nodeName"] = json!("n2");
+        let error = identity_changed(&self::store(moved), &made).unwrap();
+        assert_eq!(
+            error,
+            RenderError::IdentityChanged {
+                field: "nodeName",
+                spec: "n2".into(),
+                running: "node n1".into(),
+            }
+        );
+        assert!(error.to_string().starts_with(
+            "spec.nodeName is n2 but the store's pod was made for node n1: a store's node and id never change"
+        ));
+
+        let mut renumbered = spec;
+        renumbered["storeId"] = json!(8);
+        let error = identity_changed(&self::store(renumbered), &made).unwrap();
+        assert!(
+            error
+                .to_string()
+                .starts_with("spec.storeId is 8 but the store's pod was made for store id 7"),
+            "{error}"
+        );
     }
 
     /// The schema's limits keep the largest pfs.conf within the 1 MiB a ConfigMap may hold.

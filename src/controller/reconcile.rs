@@ -1204,13 +1204,18 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     let stores: Api<PureFlashStore> = Api::namespaced(ctx.client.clone(), &namespace);
     let apply = PatchParams::apply(MANAGER).force();
     let snapshot = ctx.snapshots.borrow().clone();
-    let trusted = snapshot.health.is_trusted();
+    let trusted = snapshot.knows_stores();
     let view = u32::try_from(store.spec.store_id)
         .ok()
         .and_then(|id| StoreId::new(id).ok())
         .and_then(|id| snapshot.view.get(id));
     let baseline = ctx.written.current(store);
-    let previous = &baseline.status;
+    let manual_token = store
+        .annotations()
+        .get(RESTART_ANNOTATION)
+        .map(String::as_str);
+    let token_taken = status::token_honoured_at_creation(&baseline.status, manual_token);
+    let previous = token_taken.as_ref().unwrap_or(&baseline.status);
     // A write that fails (a Pod refused by a quota or admission, a ConfigMap write that errs)
     // does not end the reconcile: the status is still written, so that a store left without
     // its Pod does not read Online, and the error is returned after it, to be retried.
@@ -1244,7 +1249,18 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // A store whose pfs.conf cannot be rendered (its node has no InternalIP, or is gone) keeps
     // its ConfigMap and Pod as they are and gets no new ones, but its status still follows
     // ZooKeeper and the Pod.
-    let (rendered, config_error) = match pods::pfs_conf(store, &env) {
+    //
+    // Nor does a store whose node or id differs from its Pod's (see `pods::identity_changed`):
+    // its Pod is neither rolled nor restarted, both of which would make it anew from the spec.
+    let identity_changed = ctx
+        .pods
+        .get(&ObjectRef::new(&pods::pod_name(store)).within(&namespace))
+        .and_then(|pod| pods::identity_changed(store, &pod));
+    let conf = match identity_changed {
+        Some(error) => Err(error),
+        None => pods::pfs_conf(store, &env),
+    };
+    let (rendered, config_error) = match conf {
         Ok(conf) => (
             Some((
                 pods::config_hash(store, &conf),
@@ -1631,7 +1647,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     let now = ctx.clock.now();
     let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
     let current = ctx.snapshots.borrow().clone();
-    if current.health.is_trusted() != trusted
+    if current.knows_stores() != trusted
         || alive(&current, store.spec.store_id) != alive(&snapshot, store.spec.store_id)
     {
         return Ok(Action::requeue(Duration::ZERO));
@@ -1778,6 +1794,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             generation: store.metadata.generation,
             previous,
             view_trusted: trusted,
+            no_stores_dir: snapshot.health.is_trusted() && !snapshot.view.stores_dir,
             store: view,
             spec_trays: store.spec.trays.len(),
             pod_name: &pod_name,
@@ -1814,7 +1831,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         // the earlier observation. The reconcile the change has queued decides again.
         let changed_meanwhile = || {
             let latest = ctx.snapshots.borrow().clone();
-            !latest.health.is_trusted()
+            !latest.knows_stores()
                 || (reason == RestartReason::Offline && alive(&latest, store.spec.store_id))
         };
         let call_off = |failed_write: Option<Error>| {

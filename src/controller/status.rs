@@ -44,6 +44,9 @@ pub struct Facts<'a> {
     pub generation: Option<i64>,
     pub previous: &'a PureFlashStoreStatus,
     pub view_trusted: bool,
+    /// ZooKeeper has no stores directory for the cluster (what makes a view of a connected,
+    /// synced session untrusted for stores: see `Snapshot::knows_stores`).
+    pub no_stores_dir: bool,
     /// The store as ZooKeeper shows it (None: not registered).
     pub store: Option<&'a StoreView>,
     /// The trays the spec lists.
@@ -324,6 +327,25 @@ fn trays_condition(facts: &Facts<'_>, alive: &Condition) -> Condition {
     )
 }
 
+/// The status to start from when the store's status was never written (no
+/// `observedGeneration`) while it carries a restart token: that token taken as honoured. Such
+/// a store has asked this operator for no restart yet; its token came with it (a manifest
+/// exported with `kubectl get -o yaml`, a GitOps repository, a restored backup), and acting on
+/// it would force-delete the pfs it is about to adopt, past every rail. `None`: start from
+/// the status as it is.
+pub fn token_honoured_at_creation(
+    previous: &PureFlashStoreStatus,
+    manual_token: Option<&str>,
+) -> Option<PureFlashStoreStatus> {
+    let token = manual_token?;
+    (previous.observed_generation.is_none()
+        && previous.last_manual_restart.as_deref() != Some(token))
+    .then(|| PureFlashStoreStatus {
+        last_manual_restart: Some(token.to_owned()),
+        ..previous.clone()
+    })
+}
+
 /// The phase `status` last had on a trusted view: its phase, or while that is Unknown, the one
 /// before (for a status written before `phaseBeforeUnknown` existed: Online if it was alive).
 pub fn last_trusted_phase(status: &PureFlashStoreStatus) -> Option<Phase> {
@@ -424,7 +446,7 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
 
     if let Some(restart) = facts.restart {
         if !restart.finishing {
-            status.restart_count = previous.restart_count + 1;
+            status.restart_count = previous.restart_count.saturating_add(1);
             status.last_restart_time = Some(time(restart.at));
             status.recent_restarts.push(time(restart.at));
         }
@@ -467,6 +489,14 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
 
     let conditions = &previous.conditions;
     let alive_condition = match (facts.view_trusted, facts.store, alive) {
+        (false, _, _) if facts.no_stores_dir => condition(
+            conditions,
+            "Alive",
+            "Unknown",
+            "NoStoresDirectory",
+            "ZooKeeper has no stores directory for the operator's cluster name: no pfs has registered under it (is the cluster name right?), so no store is taken for offline".into(),
+            facts,
+        ),
         (false, _, _) => condition(
             conditions,
             "Alive",
@@ -747,6 +777,7 @@ mod tests {
     struct Case {
         now: Timestamp,
         trusted: bool,
+        no_stores_dir: bool,
         store: Option<StoreView>,
         pod: Option<PodFacts>,
         ready: bool,
@@ -764,6 +795,7 @@ mod tests {
             Case {
                 now,
                 trusted: true,
+                no_stores_dir: false,
                 store: Some(StoreView::test(7).with_trays(2)),
                 pod: Some(running_pod(t(0))),
                 ready: true,
@@ -789,6 +821,7 @@ mod tests {
                 generation: Some(3),
                 previous: &self.previous,
                 view_trusted: self.trusted,
+                no_stores_dir: self.no_stores_dir,
                 store: self.store.as_ref(),
                 spec_trays: 2,
                 pod_name: "store-7-pfs",
@@ -1145,6 +1178,45 @@ mod tests {
         // With a pod not ready, the store is known not to be ready.
         blind.ready = false;
         assert_eq!(condition_of(&blind.status(), "Ready").status, "False");
+    }
+
+    #[test]
+    fn a_token_a_store_is_created_with_is_not_a_restart_request() {
+        let fresh = PureFlashStoreStatus::default();
+        let taken = token_honoured_at_creation(&fresh, Some("t1")).unwrap();
+        assert_eq!(taken.last_manual_restart.as_deref(), Some("t1"));
+        assert_eq!(token_honoured_at_creation(&fresh, None), None);
+        // Once the status was written, a token is a request.
+        let written = PureFlashStoreStatus {
+            observed_generation: Some(1),
+            ..fresh.clone()
+        };
+        assert_eq!(token_honoured_at_creation(&written, Some("t2")), None);
+        // Honoured already: nothing to change.
+        assert_eq!(token_honoured_at_creation(&taken, Some("t1")), None);
+    }
+
+    /// A connected, synced view without the cluster's stores directory (a wrong cluster name,
+    /// a wiped ensemble) knows nothing of any store: Unknown, saying why, not Offline.
+    #[test]
+    fn no_stores_directory_is_unknown_not_offline() {
+        let mut case = Case::alive_at(t(100));
+        case.previous.phase = Some(Phase::Online);
+        case.previous.alive = Some(true);
+        case.trusted = false;
+        case.no_stores_dir = true;
+        case.store = None;
+        case.decision.verdict = Verdict::Skip(SkipReason::ViewUntrusted);
+        let status = case.status();
+        assert_eq!(status.phase, Some(Phase::Unknown));
+        assert_eq!(status.phase_before_unknown, Some(Phase::Online));
+        let alive = status.condition("Alive", "Unknown").unwrap();
+        assert_eq!(alive.reason, "NoStoresDirectory");
+        assert!(
+            alive.message.contains("is the cluster name right?"),
+            "{}",
+            alive.message
+        );
     }
 
     /// Offline, then a ZooKeeper blip, then the same: back to Offline (not Pending, which would

@@ -126,6 +126,16 @@ pub struct Snapshot {
     pub health: Health,
 }
 
+impl Snapshot {
+    /// Whether the view can say which stores are alive: trusted, and the stores directory
+    /// exists. Without it nothing is registered under the cluster name (a wrong name, most
+    /// likely, or a wiped ensemble), and every store would read as gone: to be marked
+    /// offline, and its pfs restarted.
+    pub fn knows_stores(&self) -> bool {
+        self.health.is_trusted() && self.view.stores_dir
+    }
+}
+
 /// What changed, for subscribers that react per store. The snapshot holds the data.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ViewEvent {
