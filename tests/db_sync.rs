@@ -72,6 +72,7 @@ scenarios!(
     a_wrong_cluster_name_touches_nothing,
     a_closed_write_fence_commits_nothing,
     a_plan_rehoming_hundreds_of_rows_applies_exactly,
+    nulls_in_tables_made_without_not_null_are_repaired,
 );
 
 fn zk() -> String {
@@ -1396,6 +1397,56 @@ async fn cells_of_the_wrong_type_left_by_another_tool_are_repaired() {
         )
         .await;
     assert_eq!(repaired, ports);
+    sync.stop().await;
+}
+
+/// Tables another tool made without PureFlash's NOT NULLs, holding NULLs: repaired like any
+/// other cell the sync would not write, on both backends. On SQLite a NULL once read as `0` or
+/// `""`, equal to what ZooKeeper says of a tray of capacity 0, and stayed; on MariaDB it failed
+/// the read of its table, every pass.
+async fn nulls_in_tables_made_without_not_null_are_repaired(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    for (_, ddl) in pureflash_operator::metadb::sql::CREATE_TABLES {
+        db.execute(&ddl.replace(" not null", "")).await;
+    }
+    let cluster = unique_cluster("nulls");
+    let mut empty_tray = spec(&zk(), &cluster, 1);
+    empty_tray.trays[1].capacity = 0;
+    let _store = PfsSim::start(empty_tray).await.unwrap();
+    let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    wait_for!(db, "store 1 synced", |s, t, p| s.len() == 1
+        && t.len() == 2
+        && p.len() == 2);
+    sync.stop().await;
+    let (stores, trays, ports) = (db.stores().await, db.trays().await, db.ports().await);
+    assert!(trays.iter().any(|tray| tray.3 == 0), "{trays:?}");
+
+    db.execute("update t_store set status = null").await;
+    // Every tray's capacity, and the rest of the row only where it is not 0: the tray of
+    // capacity 0 has nothing else its row would be rewritten for.
+    db.execute("update t_tray set raw_capacity = null").await;
+    db.execute(
+        "update t_tray set device = null, status = null, object_size = null \
+         where device = '/dev/nvme0n1'",
+    )
+    .await;
+    db.execute("update t_port set status = null").await;
+    let mut sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    sync.wait_synced().await;
+    assert_eq!(sync.status.borrow().last_error, None);
+    // Read back as Rust values, a NULL may look like 0 or "" (SQLite's reading): counted.
+    let nulls: Vec<(i64,)> = db
+        .query(
+            "select (select count(*) from t_store where status is null) \
+             + (select count(*) from t_tray where device is null or status is null \
+                or raw_capacity is null or object_size is null) \
+             + (select count(*) from t_port where status is null)",
+        )
+        .await;
+    assert_eq!(nulls, vec![(0,)]);
+    assert_eq!(db.stores().await, stores);
+    assert_eq!(db.trays().await, trays);
+    assert_eq!(db.ports().await, ports);
     sync.stop().await;
 }
 

@@ -96,6 +96,7 @@ const UNREADABLE_INTEGER: i64 = -1;
 /// column of another type than PureFlash's (`int unsigned`, `varbinary`): there it stays an
 /// error that names the column. Skipped, a key of such a column would be inserted again by the
 /// plan and refused as a duplicate every pass, and other cells rewritten every re-read.
+/// A NULL where PureFlash's schema says NOT NULL is a value, not a type: unreadable on both.
 #[derive(Debug)]
 pub enum Cell<T> {
     Read(T),
@@ -138,8 +139,33 @@ impl<DB: Database, T: Type<DB>> Type<DB> for Cell<T> {
     }
 }
 
-impl<'r, DB: Dialect, T: Decode<'r, DB> + Type<DB>> Decode<'r, DB> for Cell<T> {
+/// Whether NULL is a value of the type: only `Option`s take it.
+pub trait Nullable {
+    const TAKES_NULL: bool;
+}
+
+impl Nullable for String {
+    const TAKES_NULL: bool = false;
+}
+
+impl Nullable for i64 {
+    const TAKES_NULL: bool = false;
+}
+
+impl<T> Nullable for Option<T> {
+    const TAKES_NULL: bool = true;
+}
+
+impl<'r, DB: Dialect, T: Decode<'r, DB> + Type<DB> + Nullable> Decode<'r, DB> for Cell<T> {
     fn decode(value: <DB as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
+        // A NULL in a column PureFlash's schema makes NOT NULL (a table another tool made
+        // without it) is no value the sync writes, on either backend: rewritten where
+        // ZooKeeper says what it should be. Decoded, SQLite would read it as "" or 0, which
+        // may equal what ZooKeeper says and leave it NULL for ever; MariaDB would fail the
+        // read of the whole table, every pass.
+        if value.is_null() && !T::TAKES_NULL {
+            return Ok(Cell::Unreadable);
+        }
         // The check `Row::try_get` makes, answered with `Unreadable` where values are typed
         // one by one.
         if !value.is_null() {

@@ -52,6 +52,9 @@ impl FromStr for DbUrl {
                     }),
                 }
             }
+            "mysql" | "mariadb" if !rest.starts_with("//") => Err(bad(
+                "expected mysql://USER:PASS@HOST:PORT/DB (the '//' is missing)",
+            )),
             "mysql" | "mariadb" => {
                 // An `@` after the host is a password's unencoded `/`, `?` or `@`, or one in a
                 // parameter: which, a URL cannot tell (nor can the redaction of this one).
@@ -137,7 +140,13 @@ const MYSQL_PARAMETERS: [&str; 15] = [
 /// cannot be told, and masking too much is fine here; showing a password is not.
 pub fn redact(url: &str) -> String {
     let Some((scheme, authority, tail)) = authority_and_tail(url) else {
-        return url.to_owned();
+        // Without `//` nothing tells where a password would be (`mysql:u:p@h/db`,
+        // `u:p@h/db`): only a SQLite URL, which holds none, is shown.
+        return match url.split_once(':') {
+            Some(("sqlite", _)) => url.to_owned(),
+            Some((scheme @ ("mysql" | "mariadb"), _)) => format!("{scheme}:***"),
+            _ => "***".to_owned(),
+        };
     };
     if tail.contains('@') {
         return format!("{scheme}://***");
@@ -297,5 +306,24 @@ mod tests {
         ] {
             assert_eq!(redact(url), "mysql://***", "{url}");
         }
+        // No `//`: nothing tells the password from the rest.
+        assert_eq!(redact("mysql:pf:secret@db:3306/s5"), "mysql:***");
+        assert_eq!(redact("mariadb:/pf:secret@db/s5"), "mariadb:***");
+        assert_eq!(redact("root:secret@db/s5"), "***");
+        assert_eq!(redact("pf-secret"), "***");
+        assert_eq!(redact("sqlite::memory:"), "sqlite::memory:");
+    }
+
+    /// sqlx reads `mysql:pf:secret@db/s5` as a URL with no host (localhost) whose database is
+    /// named `pf:secret@db/s5`: refused, and the error does not show the password.
+    #[test]
+    fn a_mysql_url_without_its_slashes_is_refused_without_showing_the_password() {
+        for url in ["mysql:pf:secret@db:3306/s5", "mariadb:/pf:secret@db/s5"] {
+            let error = url.parse::<DbUrl>().unwrap_err();
+            assert!(error.reason.contains("the '//' is missing"), "{error}");
+            assert!(!error.to_string().contains("secret"), "{error}");
+        }
+        let error = "root:secret@db/s5".parse::<DbUrl>().unwrap_err();
+        assert!(!error.to_string().contains("secret"), "{error}");
     }
 }
