@@ -2147,6 +2147,34 @@ async fn the_charts_rbac_covers_every_call_the_operator_makes() {
         pod.owner_references().is_empty().then_some(())
     })
     .await;
+    // Applied under another name first, the store finds its id's pfs running in a Pod it does
+    // not own: it starts no second one, and says why.
+    let renamed = node_addressed.replace("  name: store-2\n", "  name: store-2-renamed\n");
+    apply(&harness, &renamed);
+    let blocked = wait_for("the renamed store blocked by the orphan", async || {
+        let store = stores.get("store-2-renamed").await.ok()?;
+        let pod_ready = condition(&store, "PodReady")?;
+        (pod_ready.reason == "ForeignPod").then(|| pod_ready.message.clone())
+    })
+    .await;
+    assert!(
+        blocked.contains(&format!("pod {namespace}/store-2-pfs")),
+        "{blocked}"
+    );
+    assert_eq!(pod_uid(&pods, "store-2-renamed-pfs").await, None);
+    let (ok, _, stderr) = harness.kubectl(
+        &[
+            "delete",
+            "pfstore",
+            "store-2-renamed",
+            "--wait=true",
+            "-n",
+            &namespace,
+        ],
+        None,
+    );
+    assert!(ok, "kubectl delete: {stderr}");
+
     // From a manifest that kept an old restart request (exported, or in a GitOps repository):
     // it came with the store, and is not taken for a request to restart the adopted pfs.
     let exported = node_addressed.replace(

@@ -429,6 +429,35 @@ pub fn stopped_for_good(pod: &Pod) -> Option<String> {
     })
 }
 
+/// Another Pod of this operator's that runs pfs for the store's id: `namespace/name`. Such a
+/// Pod is left from a store deleted with its dependents orphaned and created again under
+/// another name (a Pod of the same name is adopted instead), or from a store of another id
+/// changed to this one. A second pfs under one id would take the id over, with its own disks,
+/// whenever the first one's session drops; and recovery would kill the wrong one. Pods on
+/// their way out, or whose pfs ended for good, do not count.
+pub fn foreign_pfs<'a>(
+    store: &PureFlashStore,
+    candidates: impl IntoIterator<Item = &'a Pod>,
+) -> Option<String> {
+    let id = store.spec.store_id.to_string();
+    let own_name = pod_name(store);
+    let namespace = store.namespace();
+    let uid = store.uid();
+    candidates
+        .into_iter()
+        .find(|pod| {
+            pod.labels().get(STORE_ID_LABEL) == Some(&id)
+                && !(pod.namespace() == namespace && pod.name_any() == own_name)
+                && !pod
+                    .owner_references()
+                    .iter()
+                    .any(|owner| Some(&owner.uid) == uid.as_ref())
+                && pod.metadata.deletion_timestamp.is_none()
+                && stopped_for_good(pod).is_none()
+        })
+        .map(|pod| format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()))
+}
+
 /// Where kubelets renew their node's Lease (every 10 s by default).
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
@@ -595,6 +624,47 @@ mod tests {
             zookeeper: "zk-0:2181,zk-1:2181".into(),
             node_ip: Some("192.168.1.7".into()),
         }
+    }
+
+    #[test]
+    fn another_pod_running_pfs_for_the_id_is_found() {
+        let store =
+            store(json!({"storeId": 7, "nodeName": "n1", "trays": [{"device": "/dev/sdb"}]}));
+        let own = pod(&store, "h", Predecessor::NoSession);
+        let renamed = |name: &str, namespace: &str| {
+            let mut pod = own.clone();
+            pod.metadata.name = Some(name.into());
+            pod.metadata.namespace = Some(namespace.into());
+            pod.metadata.owner_references = None;
+            pod
+        };
+        // Its own Pod, even orphaned (adopted), is no other.
+        assert_eq!(foreign_pfs(&store, [&own]), None);
+        assert_eq!(foreign_pfs(&store, [&renamed("store-7-pfs", "pf")]), None);
+        // Left from a store of another name, or in another namespace.
+        assert_eq!(
+            foreign_pfs(&store, [&own, &renamed("old-pfs", "pf")]),
+            Some("pf/old-pfs".into())
+        );
+        assert_eq!(
+            foreign_pfs(&store, [&renamed("store-7-pfs", "other")]),
+            Some("other/store-7-pfs".into())
+        );
+        // Another id, on its way out, or ended for good: no pfs of this id runs in it.
+        let mut other_id = renamed("old-pfs", "pf");
+        other_id
+            .labels_mut()
+            .insert(STORE_ID_LABEL.into(), "8".into());
+        let mut leaving = renamed("old-pfs", "pf");
+        leaving.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        let mut ended = renamed("old-pfs", "pf");
+        ended.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            phase: Some("Failed".into()),
+            ..Default::default()
+        });
+        assert_eq!(foreign_pfs(&store, [&other_id, &leaving, &ended]), None);
     }
 
     #[test]

@@ -1070,6 +1070,9 @@ const HELD_RECHECK: Duration = Duration::from_secs(15);
 /// How often a rollout the API refused is tried again (as a dry run) without any change of
 /// the store.
 const REFUSED_RECHECK: Duration = Duration::from_secs(60);
+/// How soon a store whose Pod another one running pfs for its id keeps from being created
+/// looks again: that Pod's going wakes no store.
+const FOREIGN_POD_RECHECK: Duration = Duration::from_secs(15);
 
 /// How long a node's InternalIP is reused before it is read again: a changed address reaches
 /// pfs.conf (and rolls the Pod) within this time.
@@ -1545,7 +1548,21 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             }
         }
     }
-    let mut created_now = pod.is_none() && can_create;
+    // Not while another Pod runs pfs for this id (see `pods::foreign_pfs`). Its going wakes
+    // no store: looked at again shortly.
+    let foreign_pfs = if pod.is_none() && can_create {
+        pods::foreign_pfs(store, ctx.pods.state().iter().map(AsRef::as_ref))
+    } else {
+        None
+    };
+    if let Some(other) = &foreign_pfs
+        && previous
+            .condition("PodReady", "False")
+            .is_none_or(|c| c.reason != "ForeignPod")
+    {
+        warn!(store = %name, %namespace, pod = %other, "another pod runs pfs for the store's id; none is created");
+    }
+    let mut created_now = pod.is_none() && can_create && foreign_pfs.is_none();
     // A new Pod runs the current spec, held rollout or not, and so does its pfs.conf: one
     // started on the previous pfs.conf under the new hash would never be rolled.
     if created_now && !map_current {
@@ -1808,6 +1825,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             rollout_held: roll_held.as_ref().filter(|_| restart.is_none()),
             config_error: config_error.as_deref(),
             write_error: write_error.as_deref(),
+            foreign_pfs: foreign_pfs.as_deref(),
             max_unavailable: ctx.settings.max_unavailable,
         })
     };
@@ -2113,6 +2131,11 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     let requeue = match settles_in {
         Some(left) => requeue.min(left + Duration::from_millis(50)),
         None => requeue,
+    };
+    let requeue = if foreign_pfs.is_some() {
+        requeue.min(FOREIGN_POD_RECHECK)
+    } else {
+        requeue
     };
     let requeue = match replacement_due_in {
         Some(left) => requeue.min(left + Duration::from_millis(50)),

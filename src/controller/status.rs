@@ -66,6 +66,8 @@ pub struct Facts<'a> {
     pub config_error: Option<&'a str>,
     /// A write of the store's ConfigMap or Pod that failed in this reconcile, if one did.
     pub write_error: Option<&'a str>,
+    /// Another Pod runs pfs for the store's id (`namespace/name`), so none is created.
+    pub foreign_pfs: Option<&'a str>,
     /// `--max-unavailable`, for the held rollout's message.
     pub max_unavailable: usize,
 }
@@ -539,6 +541,17 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
         ),
     };
     let pod_condition = match (facts.pod, facts.pod_ready) {
+        (None, _) if let Some(other) = facts.foreign_pfs => condition(
+            conditions,
+            "PodReady",
+            "False",
+            "ForeignPod",
+            format!(
+                "pod {} is not created: pod {other}, which this store does not own, runs pfs for its store id (left from a store deleted with --cascade=orphan?); delete that pod, or name this store as the pod's store was so that it is adopted",
+                facts.pod_name
+            ),
+            facts,
+        ),
         (None, _) if let Some(error) = facts.write_error => condition(
             conditions,
             "PodReady",
@@ -835,6 +848,7 @@ mod tests {
                 rollout_held: self.rollout_held.as_ref(),
                 config_error: self.config_error.as_deref(),
                 write_error: self.write_error.as_deref(),
+                foreign_pfs: None,
                 max_unavailable: 1,
             })
         }
