@@ -1910,7 +1910,13 @@ async fn a_change_to_every_store_rolls_their_pods_one_store_at_a_time() {
             .collect::<Vec<_>>()
             .join("---\n")
     };
-    apply(&harness, &manifests(""));
+    // pfs-sim, like pfs, leaves its session to expire on SIGTERM: a session of 10 s keeps each
+    // new Pod's store alive on its predecessor's account long enough to be seen so.
+    let long_session = "    pfs_sim:\n      session_timeout: 10s\n";
+    apply(
+        &harness,
+        &manifests(&format!("  settings:\n{long_session}")),
+    );
     let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
     let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
     for name in names {
@@ -1923,13 +1929,11 @@ async fn a_change_to_every_store_rolls_their_pods_one_store_at_a_time() {
         first.push((uid, owner));
     }
 
-    // pfs-sim, like pfs, leaves its session to expire on SIGTERM: a session of 10 s keeps each
-    // new Pod's store alive on its predecessor's account long enough to be seen so.
     apply(
         &harness,
-        &manifests(
-            "  settings:\n    engine:\n      name: spdk\n    pfs_sim:\n      session_timeout: 10s\n",
-        ),
+        &manifests(&format!(
+            "  settings:\n    engine:\n      name: spdk\n{long_session}"
+        )),
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(150);
     let mut held_seen = false;

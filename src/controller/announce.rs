@@ -82,11 +82,17 @@ pub fn announcements(
             ),
             // A store seen for the first time while the view loads is not news.
             Some(Phase::Unknown) if previous.phase.is_some() => {
+                // Why, as the Alive condition says it (a lost session, or no stores directory).
+                let why = status
+                    .condition("Alive", "Unknown")
+                    .map_or("the operator's ZooKeeper view cannot be trusted", |c| {
+                        c.message.as_str()
+                    });
                 event(
                     EventType::Warning,
                     "ViewUntrusted",
                     "Observe",
-                    "the operator's ZooKeeper view is not connected, not resynced, or missing a node ZooKeeper refused to read: no decision is taken".into(),
+                    format!("{why}: no decision is taken"),
                 );
                 // The last decision stands through an untrusted view, so the skip is counted
                 // here, once per store and outage, as its Event is written.
@@ -133,13 +139,15 @@ pub fn announcements(
     // status saw it go), nor the trays' return: a starting pfs creates `alive` before its
     // trays' `online` nodes, so "all online again" would be said at every start.
     //
-    // Back from a ZooKeeper blip, what the trays were before it is not known (the condition
-    // read Unknown meanwhile): trays offline then are told, since a tray lost during the blip
-    // would otherwise never be (a tray offline since before is told once more, as the
-    // condition's transition shows it too).
+    // Back from a ZooKeeper blip (the condition read Unknown meanwhile), the trays the status
+    // kept from before it tell: a tray lost during the blip is told, one offline since before
+    // it is not told again.
     let trays_were_online = match previous.phase {
         Some(Phase::Online) => previous.condition("TraysOnline", "True").is_some(),
-        Some(Phase::Unknown) => status::last_trusted_phase(previous) == Some(Phase::Online),
+        Some(Phase::Unknown) => {
+            status::last_trusted_phase(previous) == Some(Phase::Online)
+                && previous.trays.iter().all(|tray| tray.online)
+        }
         _ => false,
     };
     let trays_offline = status
@@ -236,13 +244,28 @@ mod tests {
         }
     }
 
-    /// Through an untrusted view, as `status::compute` writes it.
+    /// Through an untrusted view, as `status::compute` writes it (the trays kept).
     fn blind(before: &PureFlashStoreStatus) -> PureFlashStoreStatus {
         PureFlashStoreStatus {
             phase: Some(Phase::Unknown),
             phase_before_unknown: status::last_trusted_phase(before),
-            conditions: vec![trays_unknown()],
+            conditions: vec![
+                trays_unknown(),
+                cond(
+                    "Alive",
+                    "Unknown",
+                    "NoStoresDirectory",
+                    "no stores directory",
+                ),
+            ],
             ..before.clone()
+        }
+    }
+
+    fn tray(online: bool) -> crate::crd::TrayStatus {
+        crate::crd::TrayStatus {
+            online,
+            ..Default::default()
         }
     }
 
@@ -296,6 +319,10 @@ mod tests {
             false,
         );
         assert_eq!(reasons(&going), ["ViewUntrusted"]);
+        assert_eq!(
+            going.events[0].note,
+            "no stores directory: no decision is taken"
+        );
         assert_eq!(going.skip_counted, Some(SkipReason::ViewUntrusted));
         // Still blind: nothing again.
         let still = told_with(
@@ -344,10 +371,18 @@ mod tests {
     /// the status before being Unknown rather than Online.
     #[test]
     fn trays_lost_during_a_zookeeper_blip_are_told_when_the_view_is_back() {
-        let online = with(Some(Phase::Online), vec![trays_online()]);
-        let degraded = with(Some(Phase::Online), vec![trays_offline()]);
+        let online = PureFlashStoreStatus {
+            trays: vec![tray(true), tray(true)],
+            ..with(Some(Phase::Online), vec![trays_online()])
+        };
+        let degraded = PureFlashStoreStatus {
+            trays: vec![tray(true), tray(false)],
+            ..with(Some(Phase::Online), vec![trays_offline()])
+        };
         assert_eq!(reasons(&told(&blind(&online), &degraded)), ["TraysOffline"]);
         assert_eq!(told(&blind(&online), &online), Announcements::default());
+        // Offline since before the blip: told then, not again.
+        assert_eq!(told(&blind(&degraded), &degraded), Announcements::default());
         // A store that was offline before the blip and comes back degraded is coming online.
         let offline = with(Some(Phase::Offline), vec![]);
         assert_eq!(reasons(&told(&blind(&offline), &degraded)), ["StoreOnline"]);

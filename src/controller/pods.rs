@@ -69,6 +69,15 @@ pub enum RenderError {
 /// the rule, a server without CEL): replacing the Pod would start pfs on another host's disks
 /// under the store's id, or register the store's disks as another store.
 pub fn identity_changed(store: &PureFlashStore, pod: &Pod) -> Option<RenderError> {
+    // A Pod on its way out, or another object's (a store deleted and created anew under its
+    // name: the old one's Pod lingers until collected), says nothing of this store's.
+    let owned_by_another = pod
+        .owner_references()
+        .iter()
+        .any(|owner| owner.controller == Some(true) && Some(&owner.uid) != store.uid().as_ref());
+    if pod.metadata.deletion_timestamp.is_some() || owned_by_another {
+        return None;
+    }
     let node = pod.spec.as_ref().and_then(|spec| spec.node_name.as_deref());
     if let Some(node) = node.filter(|node| *node != store.spec.node_name) {
         return Some(RenderError::IdentityChanged {
@@ -445,7 +454,7 @@ pub fn foreign_pfs<'a>(
     let uid = store.uid();
     candidates
         .into_iter()
-        .find(|pod| {
+        .filter(|pod| {
             pod.labels().get(STORE_ID_LABEL) == Some(&id)
                 && !(pod.namespace() == namespace && pod.name_any() == own_name)
                 && !pod
@@ -456,6 +465,8 @@ pub fn foreign_pfs<'a>(
                 && stopped_for_good(pod).is_none()
         })
         .map(|pod| format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()))
+        // The same one named each time, whatever order the cache lists them in.
+        .min()
 }
 
 /// Where kubelets renew their node's Lease (every 10 s by default).
@@ -675,6 +686,20 @@ mod tests {
         assert_eq!(identity_changed(&store, &made), None);
         // Not scheduled yet (no nodeName), or made before the label: nothing to tell.
         assert_eq!(identity_changed(&store, &Pod::default()), None);
+        // Left by an earlier store of the name (another uid), or on its way out.
+        let moved_spec = json!({"storeId": 7, "nodeName": "n2", "trays": [{"device": "/dev/sdb"}]});
+        let mut successor = self::store(moved_spec.clone());
+        successor.metadata.uid = Some("uid-other".into());
+        assert_eq!(identity_changed(&successor, &made), None);
+        let mut leaving = made.clone();
+        leaving.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        assert_eq!(identity_changed(&self::store(moved_spec), &leaving), None);
+        // Without an owner (orphaned), it still counts: it would be adopted.
+        let mut orphan = made.clone();
+        orphan.metadata.owner_references = None;
+        assert!(identity_changed(&successor, &orphan).is_some());
 
         let mut moved = spec.clone();
         moved["nodeName"] = json!("n2");

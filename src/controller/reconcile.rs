@@ -661,10 +661,10 @@ async fn stand_aside(
     ctx: &Context,
     store: &PureFlashStore,
     baseline: &Baseline,
+    previous: &PureFlashStoreStatus,
     holder: &PureFlashStore,
     pods: &Api<Pod>,
 ) -> Result<Action, Error> {
-    let previous = &baseline.status;
     let holder = format!(
         "{}/{}",
         holder.namespace().unwrap_or_default(),
@@ -1189,6 +1189,18 @@ pub async fn reconcile(store: Arc<PureFlashStore>, ctx: Arc<Context>) -> Result<
     result
 }
 
+/// The store, as the cache has it by now, is being deleted or gone (or is another object of
+/// its name). A reconcile runs on the version it was queued with; one that began before the
+/// deletion must not write a ConfigMap or Pod afterwards, bringing back what the garbage
+/// collector or the user removed. The deletion itself wakes the store again.
+fn deleted_meanwhile(ctx: &Context, store: &PureFlashStore) -> bool {
+    ctx.stores
+        .get(&ObjectRef::from_obj(store))
+        .is_none_or(|latest| {
+            latest.metadata.deletion_timestamp.is_some() || latest.uid() != store.uid()
+        })
+}
+
 async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action, Error> {
     owned_caches_loaded(ctx).await;
     let namespace = store
@@ -1198,7 +1210,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // A store being deleted (waiting on finalizers, or on its Pod's graceful end in a
     // foreground deletion) is left to the garbage collector: a ConfigMap or Pod written now
     // would bring back a pfs the user is removing, or be collected and written again in a loop.
-    if store.metadata.deletion_timestamp.is_some() {
+    if store.metadata.deletion_timestamp.is_some() || deleted_meanwhile(ctx, store) {
         debug!(store = %name, %namespace, "being deleted; nothing to do");
         return Ok(Action::await_change());
     }
@@ -1230,7 +1242,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     if stands_aside(&aside, store)
         && let Some(holder) = first_claimant(all.iter().map(AsRef::as_ref), store.spec.store_id)
     {
-        return stand_aside(ctx, store, &baseline, holder, &pods).await;
+        return stand_aside(ctx, store, &baseline, previous, holder, &pods).await;
     }
 
     // The pfs.conf and its ConfigMap.
@@ -1259,6 +1271,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         .pods
         .get(&ObjectRef::new(&pods::pod_name(store)).within(&namespace))
         .and_then(|pod| pods::identity_changed(store, &pod));
+    let identity_mismatch = identity_changed.is_some();
     let conf = match identity_changed {
         Some(error) => Err(error),
         None => pods::pfs_conf(store, &env),
@@ -1360,7 +1373,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         };
         Some(rollout::decide(
             &RollObservation {
-                view_trusted: current.health.is_trusted(),
+                view_trusted: current.knows_stores(),
                 alive: alive(&current, store.spec.store_id),
                 pod: &facts,
                 unavailable_others: &names,
@@ -1412,6 +1425,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         Ok(())
     };
     let rolling = matches!(roll, Some(RollVerdict::Roll(_)));
+    // Looked at again before the first write: the reads above take a while.
+    if deleted_meanwhile(ctx, store) {
+        return Ok(Action::await_change());
+    }
     if roll_held.is_none() && !rolling {
         map_current = keep_going(apply_map().await, &mut failed_write)?.is_some();
     }
@@ -1550,7 +1567,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     }
     // Not while another Pod runs pfs for this id (see `pods::foreign_pfs`). Its going wakes
     // no store: looked at again shortly.
-    let foreign_pfs = if pod.is_none() && can_create {
+    let foreign_pfs = if pod.is_none() {
         pods::foreign_pfs(store, ctx.pods.state().iter().map(AsRef::as_ref))
     } else {
         None
@@ -1563,6 +1580,9 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         warn!(store = %name, %namespace, pod = %other, "another pod runs pfs for the store's id; none is created");
     }
     let mut created_now = pod.is_none() && can_create && foreign_pfs.is_none();
+    if created_now && deleted_meanwhile(ctx, store) {
+        return Ok(Action::await_change());
+    }
     // A new Pod runs the current spec, held rollout or not, and so does its pfs.conf: one
     // started on the previous pfs.conf under the new hash would never be rolled.
     if created_now && !map_current {
@@ -1607,7 +1627,9 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // deleted later must take its pfs along.
     if let Some(found) = pod
         .as_ref()
-        .filter(|p| !created_now && p.metadata.deletion_timestamp.is_none())
+        // Not one made for another node or id: taken over, it would be rolled or restarted
+        // from this spec, elsewhere or under another id.
+        .filter(|p| !created_now && p.metadata.deletion_timestamp.is_none() && !identity_mismatch)
         .filter(|p| pods::adoption(p, store).is_some())
         .cloned()
         && let Some(adopted) =
@@ -1709,13 +1731,16 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     let mut observation = Observation {
         now,
         view_trusted: trusted,
+        view_regained_at: regained_at(&snapshot, now),
         alive: view.map(|s| s.alive),
         pod: facts.clone(),
         // Read below, only if it would decide.
         node: NodeHealth::Unknown,
         // A Pod the API would refuse cannot be made either: a restart would leave the store
         // without one.
+        // Nor may a restart make one while another Pod runs pfs for the store's id.
         pod_renderable: rendered.is_some()
+            && foreign_pfs.is_none()
             && !matches!(roll_held, Some(HoldReason::ReplacementRefused { .. })),
         history: History {
             last_restart: restarts
@@ -2263,6 +2288,18 @@ async fn apply_status(
         Err(kube::Error::Api(status)) if status.code == 409 => Err(Error::StaleStatus),
         Err(error) => Err(error.into()),
     }
+}
+
+/// When the view last became trusted again after losing trust, in the cluster's time (as the
+/// status's times are) and in whole seconds like `now`, so that an `offlineSince` taken from it
+/// reads back equal.
+fn regained_at(snapshot: &Snapshot, now: Timestamp) -> Option<Timestamp> {
+    let at = snapshot.health.regained_trust_at?;
+    let ago = std::time::SystemTime::now()
+        .duration_since(at)
+        .unwrap_or_default();
+    let at = now.saturating_sub(ago).unwrap_or(Timestamp::MIN);
+    Some(Timestamp::from_second(at.as_second()).unwrap_or(at))
 }
 
 /// Writes what a status change is announced with (see [`announce`]).

@@ -43,20 +43,25 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// The ports below the kernel's ephemeral range (`ip_local_port_range`) that tests take for
-/// their servers: from 15000, clear of the well-known ones.
+/// Ports outside the kernel's ephemeral range (`ip_local_port_range`) that tests take for
+/// their servers: below it from 15000 (clear of the well-known ones), else above it.
 fn unassigned_ports() -> (u16, u16) {
     const LOW: u16 = 15000;
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    // A machine whose ephemeral range starts low leaves nothing below it: take the top of the
-    // port space instead, above the range's usual end.
+    let (ephemeral_low, ephemeral_high) =
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|range| {
+                let mut bounds = range.split_whitespace().map(|b| b.parse::<u16>().ok());
+                Some((bounds.next()??, bounds.next()??))
+            })
+            .unwrap_or((32768, 60999));
     if ephemeral_low > LOW + 1000 {
         (LOW, ephemeral_low)
+    } else if ephemeral_high < 64535 {
+        (ephemeral_high + 1, 65535)
     } else {
-        (61000, 65535)
+        // Nearly all of the space is ephemeral: no range avoids it; back to the old odds.
+        (LOW - 5000, LOW)
     }
 }
 
