@@ -164,10 +164,6 @@ pub struct Observation {
     pub now: Timestamp,
     /// The operator's ZooKeeper view is connected and fully resynced since (re)connecting.
     pub view_trusted: bool,
-    /// When this replica's view last became trusted again after losing trust (None: it never
-    /// lost it since it first loaded). An offline episode recorded before then spans a time
-    /// nobody saw.
-    pub view_regained_at: Option<Timestamp>,
     /// The store's `alive` node exists (None: the store is not in ZooKeeper at all — treat as
     /// offline).
     pub alive: Option<bool>,
@@ -345,15 +341,7 @@ pub fn decide(observation: &Observation, policy: &Policy) -> Decision {
         let verdict = manual_verdict(observation).unwrap_or(Verdict::Healthy);
         (verdict, None)
     } else {
-        // An episode recorded before the view was lost and regained is only known from the
-        // view's return: the store may have come back and dropped again unseen, and its grace
-        // is owed in full. (A view trusted since it first loaded, a new leader's or a
-        // restarted operator's, carries on the recorded episode: its timer is not reset.)
-        let since = match (history.offline_since, observation.view_regained_at) {
-            (Some(since), Some(regained)) => since.max(regained),
-            (Some(since), None) => since,
-            (None, _) => observation.now,
-        };
+        let since = history.offline_since.unwrap_or(observation.now);
         (offline_verdict(observation, policy, since), Some(since))
     };
     let finishing = finishing(observation);
@@ -709,7 +697,6 @@ mod tests {
             Obs(Observation {
                 now: NOW,
                 view_trusted: true,
-                view_regained_at: None,
                 alive: Some(true),
                 pod: Some(PodFacts {
                     uid: "pod-1".to_string(),
@@ -1212,26 +1199,6 @@ mod tests {
     #[test]
     fn the_offline_grace_ends_exactly_at_its_instant() {
         assert_eq!(Obs::offline_since(ago(60)).verdict(), RESTART);
-    }
-
-    /// The view lost and regained while the store was offline: the grace is owed from the
-    /// view's return, as the store may have come back and dropped again meanwhile.
-    #[test]
-    fn an_offline_episode_spanning_a_blind_spell_is_timed_from_the_views_return() {
-        let mut obs = Obs::offline_since(ago(3_600));
-        obs.0.view_regained_at = Some(ago(10));
-        assert_eq!(
-            obs.verdict(),
-            wait(later(50), SkipReason::WithinGracePeriod)
-        );
-        assert_eq!(obs.decide().offline_since, Some(ago(10)));
-        // Regained before the episode began: nothing was missed.
-        obs.0.view_regained_at = Some(ago(3_700));
-        assert_eq!(obs.verdict(), RESTART);
-        assert_eq!(obs.decide().offline_since, Some(ago(3_600)));
-        // Never lost (a new leader, a restarted operator): the recorded episode stands.
-        obs.0.view_regained_at = None;
-        assert_eq!(obs.verdict(), RESTART);
     }
 
     #[test]

@@ -2166,6 +2166,16 @@ async fn the_charts_rbac_covers_every_call_the_operator_makes() {
         "{blocked}"
     );
     assert_eq!(pod_uid(&pods, "store-2-renamed-pfs").await, None);
+    // Nor does a manual restart make one: it waits.
+    annotate(
+        &harness,
+        "store-2-renamed",
+        "pureflash.io/restart=while-blocked",
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(pod_uid(&pods, "store-2-renamed-pfs").await, None);
+    let status = stores.get("store-2-renamed").await.unwrap().status.unwrap();
+    assert_eq!(status.restart_count, 0);
     let (ok, _, stderr) = harness.kubectl(
         &[
             "delete",

@@ -41,6 +41,8 @@ pub struct Circumstances<'a> {
     pub registering: bool,
     /// The rollout's bound on unavailable stores, for its messages.
     pub max_unavailable: usize,
+    /// The trays the spec lists (what TraysOnline counts against).
+    pub spec_trays: usize,
 }
 
 /// The announcements of a status going from `previous` to `status`.
@@ -140,13 +142,15 @@ pub fn announcements(
     // trays' `online` nodes, so "all online again" would be said at every start.
     //
     // Back from a ZooKeeper blip (the condition read Unknown meanwhile), the trays the status
-    // kept from before it tell: a tray lost during the blip is told, one offline since before
-    // it is not told again.
+    // kept from before it tell, counted as TraysOnline counts them: a tray lost during the
+    // blip is told, one offline since before it is not told again.
     let trays_were_online = match previous.phase {
         Some(Phase::Online) => previous.condition("TraysOnline", "True").is_some(),
         Some(Phase::Unknown) => {
+            let online = previous.trays.iter().filter(|tray| tray.online).count();
             status::last_trusted_phase(previous) == Some(Phase::Online)
-                && previous.trays.iter().all(|tray| tray.online)
+                && online >= circumstances.spec_trays
+                && online > 0
         }
         _ => false,
     };
@@ -285,6 +289,7 @@ mod tests {
             roll_held,
             registering,
             max_unavailable: 1,
+            spec_trays: 2,
         };
         announcements(previous, status, &circumstances)
     }
@@ -383,6 +388,15 @@ mod tests {
         assert_eq!(told(&blind(&online), &online), Announcements::default());
         // Offline since before the blip: told then, not again.
         assert_eq!(told(&blind(&degraded), &degraded), Announcements::default());
+        // A tray node left from a replaced disk, offline for good, is not counted.
+        let with_leftover = PureFlashStoreStatus {
+            trays: vec![tray(true), tray(true), tray(false)],
+            ..online.clone()
+        };
+        assert_eq!(
+            reasons(&told(&blind(&with_leftover), &degraded)),
+            ["TraysOffline"]
+        );
         // A store that was offline before the blip and comes back degraded is coming online.
         let offline = with(Some(Phase::Offline), vec![]);
         assert_eq!(reasons(&told(&blind(&offline), &degraded)), ["StoreOnline"]);

@@ -1580,9 +1580,6 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         warn!(store = %name, %namespace, pod = %other, "another pod runs pfs for the store's id; none is created");
     }
     let mut created_now = pod.is_none() && can_create && foreign_pfs.is_none();
-    if created_now && deleted_meanwhile(ctx, store) {
-        return Ok(Action::await_change());
-    }
     // A new Pod runs the current spec, held rollout or not, and so does its pfs.conf: one
     // started on the previous pfs.conf under the new hash would never be rolled.
     if created_now && !map_current {
@@ -1598,6 +1595,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         } else {
             predecessor(&view_now, store.spec.store_id)
         };
+        // Looked at again right before: the ConfigMap's write above takes a while.
+        if deleted_meanwhile(ctx, store) {
+            return Ok(Action::await_change());
+        }
         let created = create_pod(ctx, &pods, &pods::pod(store, hash, predecessor)).await;
         // Written once the new Pod is asked for (an Event write may be throttled for long),
         // and also when that failed: the old Pod is gone either way.
@@ -1731,16 +1732,13 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     let mut observation = Observation {
         now,
         view_trusted: trusted,
-        view_regained_at: regained_at(&snapshot, now),
         alive: view.map(|s| s.alive),
         pod: facts.clone(),
         // Read below, only if it would decide.
         node: NodeHealth::Unknown,
         // A Pod the API would refuse cannot be made either: a restart would leave the store
         // without one.
-        // Nor may a restart make one while another Pod runs pfs for the store's id.
         pod_renderable: rendered.is_some()
-            && foreign_pfs.is_none()
             && !matches!(roll_held, Some(HoldReason::ReplacementRefused { .. })),
         history: History {
             last_restart: restarts
@@ -1752,7 +1750,12 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         paused: annotations
             .get(PAUSE_ANNOTATION)
             .is_some_and(|v| v == "true"),
-        manual_restart: annotations.get(RESTART_ANNOTATION).cloned(),
+        // A manual restart waits while another Pod runs pfs for the store's id: it would make
+        // the second one. The store has no Pod meanwhile (PodMissing).
+        manual_restart: annotations
+            .get(RESTART_ANNOTATION)
+            .filter(|_| foreign_pfs.is_none())
+            .cloned(),
         cluster,
     };
     let mut decision = recovery::decide(&observation, &policy);
@@ -2058,6 +2061,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             roll_held: roll_held.as_ref(),
             registering,
             max_unavailable: ctx.settings.max_unavailable,
+            spec_trays: store.spec.trays.len(),
         };
         report_transitions(ctx, store, previous, new_status, &circumstances).await;
     }
@@ -2288,18 +2292,6 @@ async fn apply_status(
         Err(kube::Error::Api(status)) if status.code == 409 => Err(Error::StaleStatus),
         Err(error) => Err(error.into()),
     }
-}
-
-/// When the view last became trusted again after losing trust, in the cluster's time (as the
-/// status's times are) and in whole seconds like `now`, so that an `offlineSince` taken from it
-/// reads back equal.
-fn regained_at(snapshot: &Snapshot, now: Timestamp) -> Option<Timestamp> {
-    let at = snapshot.health.regained_trust_at?;
-    let ago = std::time::SystemTime::now()
-        .duration_since(at)
-        .unwrap_or_default();
-    let at = now.saturating_sub(ago).unwrap_or(Timestamp::MIN);
-    Some(Timestamp::from_second(at.as_second()).unwrap_or(at))
 }
 
 /// Writes what a status change is announced with (see [`announce`]).

@@ -1099,7 +1099,6 @@ mod tests {
             &recovery::Observation {
                 now: case.now,
                 view_trusted: case.trusted,
-                view_regained_at: None,
                 alive: case.store.as_ref().map(|s| s.alive),
                 pod: case.pod.clone(),
                 node: recovery::NodeHealth::Unknown,

@@ -101,10 +101,6 @@ pub struct Health {
     pub synced: bool,
     /// When the last full reload finished.
     pub last_full_sync: Option<SystemTime>,
-    /// When the view last became trusted again after it had lost trust (a reconnect, a new
-    /// session, a node read again): what happened in between was not seen. None while it
-    /// never lost trust since it first loaded.
-    pub regained_trust_at: Option<SystemTime>,
     /// Sessions established so far; grows after every expiry.
     pub sessions: u64,
     /// Why the view may lack the state of a node despite the session: ZooKeeper refused to
@@ -312,7 +308,6 @@ impl Publisher {
             session: SessionStatus::Connecting,
             synced: false,
             last_full_sync: None,
-            regained_trust_at: None,
             sessions: 0,
             read_failure: None,
         };
@@ -403,18 +398,7 @@ impl Publisher {
         self.set_health(health);
     }
 
-    /// The stores directory appeared in a loaded view: until now the view knew no store
-    /// (`Snapshot::knows_stores`), so this is a return of trust as far as stores go.
-    fn stores_dir_back(&mut self) {
-        if self.health.last_full_sync.is_some() {
-            let mut health = self.health.clone();
-            health.regained_trust_at = Some(SystemTime::now());
-            self.set_health(health);
-        }
-    }
-
     fn replace_view(&mut self, fresh: ClusterView) {
-        let knew_stores = self.health.is_trusted() && self.view.stores_dir;
         let (changed, dirs_changed) = self.view.replace_with(fresh);
         if !changed.is_empty() {
             info!(
@@ -428,14 +412,8 @@ impl Publisher {
             // A changed store missing now was there before.
             .partition(|id| !self.view.stores.contains_key(id));
         let mut health = self.health.clone();
-        let now = SystemTime::now();
-        // Trust, or the stores directory (without which the view knows no store), back after
-        // a loaded view had lost it.
-        if !knew_stores && self.view.stores_dir && self.health.last_full_sync.is_some() {
-            health.regained_trust_at = Some(now);
-        }
         health.synced = true;
-        health.last_full_sync = Some(now);
+        health.last_full_sync = Some(SystemTime::now());
         if health.read_failure.take().is_some() {
             info!("every node of the stores tree read again");
         }
@@ -942,9 +920,6 @@ async fn apply_batch(
         }
     }
     publisher.publish_stores(touched, dirs_changed, false);
-    if dirs_changed && publisher.view.stores_dir {
-        publisher.stores_dir_back();
-    }
 
     // Whose session a new `alive` belongs to matters to rollouts only, not to the DB or the
     // status: the store is published alive (owner unknown) without waiting for that read, and
@@ -1318,45 +1293,6 @@ mod tests {
         if let Touched::Store(id) = publisher.view.apply(dir, rel, update) {
             publisher.publish_stores(vec![id], false, false);
         }
-    }
-
-    /// Trust regained is dated (what happened meanwhile was not seen); the first load is not
-    /// a regain, nor is a reload of a view that stayed trusted.
-    #[test]
-    fn a_view_that_lost_trust_and_regained_it_says_when() {
-        let mut publisher = Publisher::new("/pureflash/c/stores");
-        let loaded = || ClusterView {
-            stores_dir: true,
-            ..ClusterView::default()
-        };
-        publisher.set_session(SessionStatus::Connected);
-        publisher.replace_view(loaded());
-        assert!(publisher.health.is_trusted());
-        assert_eq!(publisher.health.regained_trust_at, None);
-        publisher.replace_view(loaded());
-        assert_eq!(publisher.health.regained_trust_at, None);
-
-        publisher.set_session(SessionStatus::Disconnected);
-        publisher.set_session(SessionStatus::Connected);
-        assert!(!publisher.health.is_trusted());
-        publisher.replace_view(loaded());
-        let regained = publisher.health.regained_trust_at.expect("dated");
-        assert_eq!(publisher.health.last_full_sync, Some(regained));
-
-        publisher.set_read_failure("refused".into());
-        publisher.replace_view(loaded());
-        let regained = publisher.health.regained_trust_at.unwrap();
-        assert!(publisher.health.is_trusted());
-
-        // The stores directory gone and back: the view knew no store meanwhile.
-        publisher.replace_view(ClusterView::default());
-        assert_eq!(publisher.health.regained_trust_at, Some(regained));
-        publisher.replace_view(loaded());
-        assert!(publisher.health.regained_trust_at.unwrap() >= regained);
-        assert_eq!(
-            publisher.health.regained_trust_at,
-            publisher.health.last_full_sync
-        );
     }
 
     #[test]
