@@ -1158,6 +1158,16 @@ impl State {
         if finalizers(&existing) > 0 || (grace > 0 && current_grace.is_none_or(|g| grace < g)) {
             let mut object = (*existing).clone();
             let metadata = metadata_mut(&mut object);
+            // Marking an object for deletion bumps a set generation (`rest.BeforeDelete`):
+            // a store held by a finalizer reads observedGeneration < generation.
+            if !terminating
+                && let Some(generation) = metadata
+                    .get("generation")
+                    .and_then(Value::as_i64)
+                    .filter(|g| *g > 0)
+            {
+                metadata.insert("generation".into(), json!(generation + 1));
+            }
             if grace > 0 {
                 metadata.insert(
                     "deletionTimestamp".into(),
@@ -1176,7 +1186,14 @@ impl State {
                     warnings: Vec::new(),
                 });
             }
+            let uid = meta_str(&object, "uid").to_owned();
             let object = self.commit(rt, EventType::Modified, object, Some(existing));
+            // Orphaning does not wait for the other finalizers: the garbage collector's
+            // `orphan` finalizer takes the owner references off the dependents while the
+            // owner is still held (and is removed at once, as here it is never shown).
+            if options.orphan {
+                self.collect_garbage(&uid, true);
+            }
             return Ok(Outcome {
                 object,
                 code: 200,

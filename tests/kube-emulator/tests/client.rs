@@ -732,6 +732,55 @@ async fn owner_references_are_garbage_collected() {
     );
 }
 
+/// `propagationPolicy: Orphan` on an owner a finalizer holds: its dependents lose the
+/// reference at once (the garbage collector's `orphan` finalizer does not wait for the others)
+/// and stay when the owner finally goes. Marking the owner for deletion bumps its generation.
+#[tokio::test]
+async fn an_owner_held_by_a_finalizer_orphans_its_dependents_at_once() {
+    let bed = Bed::start().await;
+    bed.install_widgets().await;
+    let ns = bed.namespace("gc-orphan").await;
+    let widgets = bed.widgets(&ns);
+    let mut held = widget("w", 1);
+    held.metadata.finalizers = Some(vec!["test.example.com/hold".into()]);
+    let owner = widgets.create(&PostParams::default(), &held).await.unwrap();
+    let generation = owner.metadata.generation.unwrap();
+    let maps: Api<ConfigMap> = Api::namespaced(bed.client.clone(), &ns);
+    let mut owned = config_map("owned", json!({}));
+    owned.metadata.owner_references = Some(vec![
+        owner
+            .controller_owner_ref(&common::widget_resource())
+            .unwrap(),
+    ]);
+    maps.create(&PostParams::default(), &owned).await.unwrap();
+
+    widgets.delete("w", &DeleteParams::orphan()).await.unwrap();
+    let deleting = widgets.get("w").await.unwrap();
+    assert!(deleting.metadata.deletion_timestamp.is_some());
+    assert_eq!(deleting.metadata.generation, Some(generation + 1));
+    let orphaned = maps.get("owned").await.unwrap();
+    assert!(
+        orphaned
+            .metadata
+            .owner_references
+            .as_ref()
+            .is_none_or(Vec::is_empty),
+        "{:?}",
+        orphaned.metadata.owner_references
+    );
+
+    widgets
+        .patch(
+            "w",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(api_error(widgets.get("w").await).code, 404);
+    assert!(maps.get("owned").await.is_ok(), "orphaned, not collected");
+}
+
 #[tokio::test]
 async fn namespace_deletion_removes_its_content() {
     let bed = Bed::start().await;
