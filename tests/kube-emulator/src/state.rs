@@ -1168,13 +1168,16 @@ impl State {
             {
                 metadata.insert("generation".into(), json!(generation + 1));
             }
-            if grace > 0 {
+            // A deletion in progress is only ever shortened: a longer grace asked again
+            // changes nothing, a shorter one (a force delete, 0) moves it closer.
+            let shortens = !terminating || current_grace.is_none_or(|g| grace < g);
+            if grace > 0 && shortens {
                 metadata.insert(
                     "deletionTimestamp".into(),
                     json!(meta::timestamp(now + Duration::from_secs(grace))),
                 );
                 metadata.insert("deletionGracePeriodSeconds".into(), json!(grace));
-            } else if !terminating {
+            } else if grace == 0 && shortens {
                 metadata.insert("deletionTimestamp".into(), json!(meta::timestamp(now)));
                 metadata.insert("deletionGracePeriodSeconds".into(), json!(0));
             }
@@ -1182,6 +1185,14 @@ impl State {
                 let object = self.remove(rt, object, Some(Arc::clone(&existing)), options.orphan);
                 return Ok(Outcome {
                     object,
+                    code: 200,
+                    warnings: Vec::new(),
+                });
+            }
+            // Asked again with nothing to change: no write, no new resourceVersion.
+            if object == *existing {
+                return Ok(Outcome {
+                    object: Self::render(rt, &existing),
                     code: 200,
                     warnings: Vec::new(),
                 });

@@ -683,6 +683,42 @@ async fn delete_preconditions_finalizers_and_graceful_pods() {
     };
     pods.delete("p", &force).await.unwrap();
     assert_eq!(api_error(pods.get("p").await).code, 404);
+
+    // A pod a finalizer holds: a deletion asked again changes nothing (no longer grace, no
+    // new resourceVersion); a force delete shortens it to 0, and the pod goes with the
+    // finalizer.
+    let mut held = pod("h", "node-a");
+    held.metadata.finalizers = Some(vec!["test/hold".into()]);
+    pods.create(&PostParams::default(), &held).await.unwrap();
+    pods.delete("h", &DeleteParams::default()).await.unwrap();
+    let first = pods.get("h").await.unwrap();
+    assert_eq!(first.metadata.deletion_grace_period_seconds, Some(30));
+    let longer = DeleteParams {
+        grace_period_seconds: Some(60),
+        ..DeleteParams::default()
+    };
+    pods.delete("h", &longer).await.unwrap();
+    pods.delete("h", &DeleteParams::default()).await.unwrap();
+    let again = pods.get("h").await.unwrap();
+    assert_eq!(
+        again.metadata.deletion_timestamp,
+        first.metadata.deletion_timestamp
+    );
+    assert_eq!(again.resource_version(), first.resource_version());
+    pods.delete("h", &DeleteParams::default().grace_period(0))
+        .await
+        .unwrap();
+    let forced = pods.get("h").await.unwrap();
+    assert_eq!(forced.metadata.deletion_grace_period_seconds, Some(0));
+    pods.patch(
+        "h",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    assert_eq!(api_error(pods.get("h").await).code, 404);
+
     // An unbound pod goes at once.
     pods.create(&PostParams::default(), &pod("q", ""))
         .await
