@@ -13,7 +13,8 @@ use std::time::Duration;
 use pureflash_operator::metadb::{DbRows, DbUrl, MetaDb, WriteFence, plan};
 use pureflash_operator::zk::ClusterView;
 use support::{
-    Backend, PATIENCE, PortRow, Running, TestDb, TrayRow, delete_tree, spec, unique_cluster,
+    Backend, PATIENCE, PortRow, Running, StoreRow, TestDb, TrayRow, delete_tree, spec,
+    unique_cluster,
 };
 use testkit::pfs::PfsSim;
 use testkit::zookeeper::ZooKeeper;
@@ -74,6 +75,16 @@ scenarios!(
     a_plan_rehoming_hundreds_of_rows_applies_exactly,
     nulls_in_tables_made_without_not_null_are_repaired,
 );
+
+/// Syncs the one store of `cluster` (2 trays, 2 ports) into `db`, stops, and reads the rows.
+async fn synced_once(db: &TestDb, cluster: &str) -> (Vec<StoreRow>, Vec<TrayRow>, Vec<PortRow>) {
+    let sync = Running::start(&zk(), cluster, &db.url, NO_RESYNC);
+    wait_for!(db, "store 1 synced", |s, t, p| s.len() == 1
+        && t.len() == 2
+        && p.len() == 2);
+    sync.stop().await;
+    (db.stores().await, db.trays().await, db.ports().await)
+}
 
 fn zk() -> String {
     ZooKeeper::shared().connect_string()
@@ -1341,12 +1352,7 @@ async fn cells_of_the_wrong_type_left_by_another_tool_are_repaired() {
     let db = TestDb::new(Backend::Sqlite).await;
     let cluster = unique_cluster("odd-cells");
     let _store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
-    let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
-    wait_for!(db, "store 1 synced", |s, t, p| s.len() == 1
-        && t.len() == 2
-        && p.len() == 2);
-    sync.stop().await;
-    let (stores, trays, ports) = (db.stores().await, db.trays().await, db.ports().await);
+    let (stores, trays, ports) = synced_once(&db, &cluster).await;
 
     // Every column of store 1's rows spoilt (but the tray's store_id, a foreign key), and rows
     // of keys no statement can address.
@@ -1413,12 +1419,7 @@ async fn nulls_in_tables_made_without_not_null_are_repaired(backend: Backend) {
     let mut empty_tray = spec(&zk(), &cluster, 1);
     empty_tray.trays[1].capacity = 0;
     let _store = PfsSim::start(empty_tray).await.unwrap();
-    let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
-    wait_for!(db, "store 1 synced", |s, t, p| s.len() == 1
-        && t.len() == 2
-        && p.len() == 2);
-    sync.stop().await;
-    let (stores, trays, ports) = (db.stores().await, db.trays().await, db.ports().await);
+    let (stores, trays, ports) = synced_once(&db, &cluster).await;
     assert!(trays.iter().any(|tray| tray.3 == 0), "{trays:?}");
 
     db.execute("update t_store set status = null").await;

@@ -727,6 +727,17 @@ async fn delete_preconditions_finalizers_and_graceful_pods() {
     assert_eq!(api_error(pods.get("q").await).code, 404);
 }
 
+/// A ConfigMap named `owned` whose controller is `owner`.
+fn owned_by(owner: &kube::api::DynamicObject) -> ConfigMap {
+    let mut owned = config_map("owned", json!({}));
+    owned.metadata.owner_references = Some(vec![
+        owner
+            .controller_owner_ref(&common::widget_resource())
+            .unwrap(),
+    ]);
+    owned
+}
+
 #[tokio::test]
 async fn owner_references_are_garbage_collected() {
     let bed = Bed::start().await;
@@ -738,13 +749,9 @@ async fn owner_references_are_garbage_collected() {
         .await
         .unwrap();
     let maps: Api<ConfigMap> = Api::namespaced(bed.client.clone(), &ns);
-    let mut owned = config_map("owned", json!({}));
-    owned.metadata.owner_references = Some(vec![
-        owner
-            .controller_owner_ref(&common::widget_resource())
-            .unwrap(),
-    ]);
-    maps.create(&PostParams::default(), &owned).await.unwrap();
+    maps.create(&PostParams::default(), &owned_by(&owner))
+        .await
+        .unwrap();
     widgets.delete("w", &DeleteParams::default()).await.unwrap();
     assert_eq!(
         api_error(maps.get("owned").await).code,
@@ -782,13 +789,9 @@ async fn an_owner_held_by_a_finalizer_orphans_its_dependents_at_once() {
     let owner = widgets.create(&PostParams::default(), &held).await.unwrap();
     let generation = owner.metadata.generation.unwrap();
     let maps: Api<ConfigMap> = Api::namespaced(bed.client.clone(), &ns);
-    let mut owned = config_map("owned", json!({}));
-    owned.metadata.owner_references = Some(vec![
-        owner
-            .controller_owner_ref(&common::widget_resource())
-            .unwrap(),
-    ]);
-    maps.create(&PostParams::default(), &owned).await.unwrap();
+    maps.create(&PostParams::default(), &owned_by(&owner))
+        .await
+        .unwrap();
 
     widgets.delete("w", &DeleteParams::orphan()).await.unwrap();
     let deleting = widgets.get("w").await.unwrap();
