@@ -23,6 +23,14 @@ const NODE_NAME: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a
 const DEVICE: &str =
     r"^/dev(/([A-Za-z0-9_:+@-]|\.[A-Za-z0-9_:+@-]|\.\.[A-Za-z0-9._:+@-])[A-Za-z0-9._:+@-]*)+$";
 
+/// A pfs.conf setting's value: one line pfs reads as written (see `settings`). The inner
+/// class leaves out control characters, `\`, `#`, `;`, `"` and U+FFFE/U+FFFF; the first and
+/// last characters are no spaces either.
+const SETTING_VALUE: &str = concat!(
+    r#"^(?:[^ \x00-\x1f\x7f\\#;"\x{FFFE}\x{FFFF}]"#,
+    r#"(?:[^\x00-\x1f\x7f\\#;"\x{FFFE}\x{FFFF}]*[^ \x00-\x1f\x7f\\#;"\x{FFFE}\x{FFFF}])?)?$"#,
+);
+
 /// A PureFlash store: one `pfs` daemon on one node, with its disks. The operator runs it in a
 /// Pod configured from this spec, mirrors its ZooKeeper registration into the status, and
 /// restarts it when it goes offline while its process keeps running.
@@ -66,8 +74,9 @@ pub struct PureFlashStoreSpec {
     #[schemars(length(min = 1, max = 253), regex(pattern = NODE_NAME))]
     pub node_name: String,
 
-    /// The disks (trays) pfs serves, in pfs.conf order (`[tray.0]`, `[tray.1]`, …).
-    #[schemars(length(min = 1, max = 64))]
+    /// The disks (trays) pfs serves, in pfs.conf order (`[tray.0]`, `[tray.1]`, …); pfs reads
+    /// at most 32.
+    #[schemars(length(min = 1, max = 32))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["device"]))]
     pub trays: Vec<TraySpec>,
 
@@ -76,17 +85,17 @@ pub struct PureFlashStoreSpec {
     #[schemars(regex(pattern = IPV4))]
     pub mngt_ip: Option<String>,
 
-    /// Data-path addresses (`[port.N] ip`), each once. Defaults to the node's first IPv4
-    /// InternalIP.
+    /// Data-path addresses (`[port.N] ip`), each once; pfs reads at most 4. Defaults to the
+    /// node's first IPv4 InternalIP.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16), inner(regex(pattern = IPV4)))]
+    #[schemars(length(max = 4), inner(regex(pattern = IPV4)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub ports: Vec<String>,
 
-    /// Replication addresses (`[rep_port.N] ip`), each once. Defaults to the node's first IPv4
-    /// InternalIP.
+    /// Replication addresses (`[rep_port.N] ip`), each once; pfs reads at most 4. Defaults to
+    /// the node's first IPv4 InternalIP.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 16), inner(regex(pattern = IPV4)))]
+    #[schemars(length(max = 4), inner(regex(pattern = IPV4)))]
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub rep_ports: Vec<String>,
 
@@ -112,7 +121,8 @@ pub struct PureFlashStoreSpec {
     /// line of it can hold: a newline in a value would add lines of its own (a second `id=`),
     /// and pfs's parser reads a trailing `\` as "continued on the next line", `#` and `;` as
     /// the start of a comment, and `"` as the start of a quoted value, so values hold none of
-    /// these.
+    /// these; nor control characters or U+FFFE/U+FFFF (pfs skips such a line whole), nor
+    /// leading or trailing spaces (pfs trims them off).
     /// Values are at most 256 characters, so that the largest pfs.conf fits the 1 MiB a
     /// ConfigMap may hold.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -121,7 +131,7 @@ pub struct PureFlashStoreSpec {
         "additionalProperties" = {
             "type": "object",
             "maxProperties": 64,
-            "additionalProperties": {"type": "string", "maxLength": 256, "pattern": "^[^\r\n\\\\#;\"]*$"},
+            "additionalProperties": {"type": "string", "maxLength": 256, "pattern": SETTING_VALUE},
             "x-kubernetes-validations": [{
                 "rule": "self.all(k, k.matches('^[A-Za-z0-9_.-]{1,64}$'))",
                 "message": "settings keys are pfs.conf names: letters, digits, '_', '.', '-' (at most 64)"

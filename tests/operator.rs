@@ -1433,6 +1433,35 @@ async fn invalid_specs_are_rejected_with_clear_messages() {
             "spec.settings.afs.meta_size in body should match",
         ),
         (
+            // pfs would skip a line holding a NUL, and trim the spaces off.
+            valid.clone() + "  settings:\n    engine:\n      name: \"a\\0io\"\n",
+            "spec.settings.engine.name in body should match",
+        ),
+        (
+            valid.clone() + "  settings:\n    engine:\n      name: \"aio \"\n",
+            "spec.settings.engine.name in body should match",
+        ),
+        (
+            // pfs reads at most 32 trays and 4 ports.
+            valid.replace(
+                "  trays:\n",
+                &format!(
+                    "  trays:\n{}",
+                    (2..33)
+                        .map(|n| format!("    - device: /dev/sd{n}\n"))
+                        .collect::<String>()
+                ),
+            ),
+            "spec.trays: Too many: 33: must have at most 32 items",
+        ),
+        (
+            valid.replace(
+                "  ports: [10.9.0.1]\n",
+                "  ports: [10.0.0.1, 10.0.0.2, 10.0.0.3, 10.0.0.4, 10.0.0.5]\n",
+            ),
+            "spec.ports: Too many: 5: must have at most 4 items",
+        ),
+        (
             valid.clone() + "  settings:\n    engine:\n      \"name=aio\": x\n",
             "settings keys are pfs.conf names",
         ),

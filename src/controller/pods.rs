@@ -47,9 +47,17 @@ pub enum RenderError {
     )]
     NoNodeAddress { node: String },
     #[error(
-        "settings.{section}.{key} cannot be written into pfs.conf (names: letters, digits, '_', '.', '-'; values: one line without '\\', '#', ';' or '\"')"
+        "settings.{section}.{key} cannot be written into pfs.conf (names: letters, digits, '_', '.', '-'; values: one line without control characters, '\\', '#', ';' or '\"')"
     )]
     UnwritableSetting { section: String, key: String },
+    #[error(
+        "spec.{field} lists {count} entries but pfs reads at most {max} (the rest would never be registered)"
+    )]
+    TooMany {
+        field: &'static str,
+        count: usize,
+        max: usize,
+    },
     #[error(
         "settings.{section}.{key} is the operator's to write (the [cluster], [zookeeper], [tray.N], [port.N] and [rep_port.N] sections, [afs] id and mngt_ip): use the spec's fields"
     )]
@@ -109,11 +117,23 @@ fn is_reserved_setting(section: &str, key: &str) -> bool {
         || (section == "afs" && matches!(key, "id" | "mngt_ip"))
 }
 
-/// Characters a settings value may not hold. pfs reads its conf with a Ceph-style parser: a
-/// line break starts a line of its own (a second `id=`), a trailing `\` joins the next line
-/// (the next section's header) onto the value, `#` and `;` start a comment that silently cuts
-/// the value short, and `"` starts a quoted value (with `\` escapes).
-pub const UNWRITABLE_IN_VALUES: [char; 6] = ['\n', '\r', '\\', '#', ';', '"'];
+/// The most `[tray.N]` sections pfs reads (its `MAX_TRAY_COUNT`): it stops at the first
+/// missing one or at this many.
+pub const MAX_TRAYS: usize = 32;
+/// The most `[port.N]`, and `[rep_port.N]`, sections pfs reads (its `MAX_PORT_COUNT`).
+pub const MAX_PORTS: usize = 4;
+
+/// Whether a settings value can stand in pfs.conf as it is. pfs reads its conf with a
+/// Ceph-style parser: a line break starts a line of its own (a second `id=`), a trailing `\`
+/// joins the next line (the next section's header) onto the value, `#` and `;` start a comment
+/// that silently cuts the value short, and `"` starts a quoted value (with `\` escapes). It
+/// also skips, whole, a line holding a NUL or a noncharacter its UTF-8 check refuses (U+FFFE,
+/// U+FFFF), so those and the other ASCII control characters are kept out too.
+fn is_conf_value(value: &str) -> bool {
+    !value.chars().any(|c| {
+        c.is_ascii_control() || matches!(c, '\\' | '#' | ';' | '"' | '\u{FFFE}' | '\u{FFFF}')
+    })
+}
 
 /// Whether a settings section or key can stand in pfs.conf as it is.
 fn is_conf_name(name: &str) -> bool {
@@ -157,10 +177,19 @@ pub fn pfs_conf(store: &PureFlashStore, env: &Environment) -> Result<String, Ren
     let ports = or_node(&spec.ports)?;
     let rep_ports = or_node(&spec.rep_ports)?;
     // The CRD's schema says the same; this holds where an older CRD let such a spec through.
+    for (field, count, max) in [
+        ("trays", spec.trays.len(), MAX_TRAYS),
+        ("ports", ports.len(), MAX_PORTS),
+        ("repPorts", rep_ports.len(), MAX_PORTS),
+    ] {
+        if count > max {
+            return Err(RenderError::TooMany { field, count, max });
+        }
+    }
+    // The CRD's schema says the same; this holds where an older CRD let such a spec through.
     for (section, keys) in &spec.settings {
         for (key, value) in keys {
-            if !is_conf_name(section) || !is_conf_name(key) || value.contains(UNWRITABLE_IN_VALUES)
-            {
+            if !is_conf_name(section) || !is_conf_name(key) || !is_conf_value(value) {
                 return Err(RenderError::UnwritableSetting {
                     section: section.clone(),
                     key: key.clone(),
@@ -750,10 +779,19 @@ mod tests {
                 (format!("section{section:0>57}"), json!(keys))
             })
             .collect();
-        let trays: Vec<_> = (0..64)
+        let spec_schema = crd
+            .pointer("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties")
+            .unwrap();
+        let max_items = |field: &str| spec_schema[field]["maxItems"].as_u64().unwrap() as usize;
+        assert_eq!(max_items("trays"), MAX_TRAYS);
+        assert_eq!(
+            (max_items("ports"), max_items("repPorts")),
+            (MAX_PORTS, MAX_PORTS)
+        );
+        let trays: Vec<_> = (0..MAX_TRAYS)
             .map(|n| json!({"device": format!("/dev/{n:0>91}")}))
             .collect();
-        let ips: Vec<_> = (0..16).map(|n| format!("255.255.255.{n}")).collect();
+        let ips: Vec<_> = (0..MAX_PORTS).map(|n| format!("255.255.255.{n}")).collect();
         let largest = store(json!({
             "storeId": 2147483647, "nodeName": "n".repeat(253), "mngtIp": "255.255.255.255",
             "trays": trays, "ports": ips, "repPorts": ips, "settings": settings,
@@ -789,6 +827,40 @@ mod tests {
     }
 
     #[test]
+    fn more_trays_or_ports_than_pfs_reads_are_refused() {
+        let devices = |n: usize| -> Vec<serde_json::Value> {
+            (0..n)
+                .map(|i| json!({"device": format!("/dev/sd{i}")}))
+                .collect()
+        };
+        let ips = |n: usize| -> Vec<String> { (0..n).map(|i| format!("10.0.0.{i}")).collect() };
+        let at_most = store(
+            json!({"storeId": 7, "nodeName": "n", "trays": devices(MAX_TRAYS),
+            "ports": ips(MAX_PORTS), "repPorts": ips(MAX_PORTS)}),
+        );
+        assert!(pfs_conf(&at_most, &env()).is_ok());
+        for (spec, field) in [
+            (
+                json!({"storeId": 7, "nodeName": "n", "trays": devices(MAX_TRAYS + 1)}),
+                "trays",
+            ),
+            (
+                json!({"storeId": 7, "nodeName": "n", "trays": devices(1), "ports": ips(MAX_PORTS + 1)}),
+                "ports",
+            ),
+            (
+                json!({"storeId": 7, "nodeName": "n", "trays": devices(1), "repPorts": ips(MAX_PORTS + 1)}),
+                "repPorts",
+            ),
+        ] {
+            assert!(
+                matches!(pfs_conf(&store(spec), &env()), Err(RenderError::TooMany { field: f, .. }) if f == field),
+                "{field}"
+            );
+        }
+    }
+
+    #[test]
     fn a_setting_that_would_add_lines_of_its_own_is_refused() {
         for settings in [
             json!({"engine": {"name": "aio\n[afs]\nid=7"}}),
@@ -801,6 +873,9 @@ mod tests {
             json!({"engine": {"na=me": "aio"}}),
             json!({"eng]ine": {"name": "aio"}}),
             json!({"engine": {"": "aio"}}),
+            json!({"engine": {"name": "a\u{0}io"}}),
+            json!({"engine": {"name": "a\tio"}}),
+            json!({"engine": {"name": "aio\u{FFFF}"}}),
         ] {
             let store = store(
                 json!({"storeId": 7, "nodeName": "n", "trays": [{"device": "/dev/sda"}], "settings": settings.clone()}),
