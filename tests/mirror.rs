@@ -132,6 +132,19 @@ async fn loads_existing_stores_and_follows_every_change() {
     let crashed_session = mirror.snapshot().view.get(id(1)).unwrap().alive_session;
     assert_eq!(crashed_session, None, "no alive, no owner");
     let old_session = stores[0].session_id();
+    // A store is published alive together with its owner, never as alive for an unknown one
+    // first (which would read as "no restart proven").
+    let mut watched = mirror.snapshots();
+    let ownerless_alive = tokio::spawn(async move {
+        while watched.changed().await.is_ok() {
+            let snapshot = watched.borrow_and_update().clone();
+            let store = snapshot.view.get(id(1)).unwrap();
+            if store.alive {
+                return store.alive_session;
+            }
+        }
+        None
+    });
     stores[0].restart().await.unwrap();
     let new_session = stores[0].session_id();
     assert_ne!(new_session, old_session);
@@ -144,6 +157,11 @@ async fn loads_existing_stores_and_follows_every_change() {
         },
     )
     .await;
+    assert_eq!(
+        ownerless_alive.await.unwrap(),
+        new_session,
+        "first published alive with its owner"
+    );
     stores[2].tray_offline(1).await.unwrap();
     until(&mirror, "tray offline", |v| {
         v.get(id(3)).unwrap().trays_online() == 1

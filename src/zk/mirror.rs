@@ -887,9 +887,25 @@ async fn apply_batch(
     if session_changes.iter().any(|&state| !is_connected(state)) {
         publisher.set_session(SessionStatus::Disconnected);
     }
-    let results =
-        distrust_while_disconnected(client, publisher, futures::future::join_all(reads)).await;
-    debug!(events = batch.len(), reads = results.len(), "watch events");
+    // Whose session a new `alive` belongs to is read with the data: a store is published
+    // alive together with its owner, never first as alive for an unknown session (which reads
+    // as no restart proven, and lets a persistent `alive` pass for life for a moment). The
+    // reads go out together, so waiting for both costs no extra round trip. Like the data
+    // reads they may show a later state, whose events then follow.
+    let (results, owners) = distrust_while_disconnected(
+        client,
+        publisher,
+        futures::future::join(
+            futures::future::join_all(reads),
+            futures::future::join_all(owner_reads),
+        ),
+    )
+    .await;
+    debug!(
+        events = batch.len(),
+        reads = results.len() + owners.len(),
+        "watch events"
+    );
     let mut reread_failed = false;
     // The first node that could not be read, recorded once what the batch changed is
     // published (so that its own publish does not swallow the changes' news).
@@ -913,43 +929,27 @@ async fn apply_batch(
                 continue;
             }
         };
-        match publisher.view.apply(dir, &step.rel, update) {
-            Touched::Store(id) => touched.push(id),
-            Touched::Directories => dirs_changed = true,
-            Touched::Nothing => {}
+        let owner = match step.owner_read.map(|i| &owners[i]) {
+            None => None,
+            Some(Ok((_, stat))) => Some(NodeUpdate::Ephemeral(stat.ephemeral_owner)),
+            Some(Err(zk::Error::NoNode)) => Some(NodeUpdate::Deleted),
+            Some(Err(error)) => {
+                // Present, owner unknown: published so (no proof of a restart) until a reload.
+                debug!(%error, %dir, "could not read alive's owner; will reload");
+                unread = unread.or_else(|| Some(reread_failure(layout, dir, &step.rel, error)));
+                reread_failed = true;
+                None
+            }
+        };
+        for update in [Some(update), owner].into_iter().flatten() {
+            match publisher.view.apply(dir, &step.rel, update) {
+                Touched::Store(id) => touched.push(id),
+                Touched::Directories => dirs_changed = true,
+                Touched::Nothing => {}
+            }
         }
     }
     publisher.publish_stores(touched, dirs_changed, false);
-
-    // Whose session a new `alive` belongs to matters to rollouts only, not to the DB or the
-    // status: the store is published alive (owner unknown) without waiting for that read, and
-    // again once the owner is known. The reads went out with the others, so this is no extra
-    // round trip; like them they may show a later state, whose events then follow.
-    if !owner_reads.is_empty() {
-        let owners =
-            distrust_while_disconnected(client, publisher, futures::future::join_all(owner_reads))
-                .await;
-        let mut touched = Vec::new();
-        for step in &steps {
-            let (Some(dir), Some(i)) = (&step.dir, step.owner_read) else {
-                continue;
-            };
-            let update = match &owners[i] {
-                Ok((_, stat)) => NodeUpdate::Ephemeral(stat.ephemeral_owner),
-                Err(zk::Error::NoNode) => NodeUpdate::Deleted,
-                Err(error) => {
-                    debug!(%error, %dir, "could not read alive's owner; will reload");
-                    unread = unread.or_else(|| Some(reread_failure(layout, dir, &step.rel, error)));
-                    reread_failed = true;
-                    continue;
-                }
-            };
-            if let Touched::Store(id) = publisher.view.apply(dir, &step.rel, update) {
-                touched.push(id);
-            }
-        }
-        publisher.publish_stores(touched, false, false);
-    }
     if let Some(unread) = unread {
         publisher.set_read_failure(unread);
     }
