@@ -235,6 +235,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             identity: identity.clone(),
             snapshots: mirror.snapshots(),
             events: mirror.events(),
+            liveness: mirror.probe(),
             metrics: Arc::clone(&metrics),
             db: db_status,
             cache_synced: cache_synced_tx.clone(),

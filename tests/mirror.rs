@@ -128,6 +128,15 @@ async fn loads_existing_stores_and_follows_every_change() {
     };
     assert_eq!(event, id(1));
 
+    // ZooKeeper itself, asked through the mirror's session, agrees.
+    let probe = mirror.probe();
+    assert!(!probe.alive(id(1), PATIENCE).await.unwrap(), "crashed");
+    assert!(probe.alive(id(2), PATIENCE).await.unwrap(), "running");
+    assert!(
+        !probe.alive(id(42), PATIENCE).await.unwrap(),
+        "never registered"
+    );
+
     // Restart, tray offline/online, free size updates.
     let crashed_session = mirror.snapshot().view.get(id(1)).unwrap().alive_session;
     assert_eq!(crashed_session, None, "no alive, no owner");
@@ -266,6 +275,40 @@ async fn malformed_data_is_reported_and_the_rest_is_mirrored() {
         v.malformed_dirs.is_empty() && v.get(id(2)).unwrap().problems().is_empty()
     })
     .await;
+
+    // A persistent `alive` (a tool's, not a pfs session's) is no proof of life: not in the
+    // view, and not to the probe either, from its first publish on.
+    let mut watched = mirror.snapshots();
+    let seen_alive = tokio::spawn(async move {
+        while watched.changed().await.is_ok() {
+            let snapshot = watched.borrow_and_update().clone();
+            if snapshot.view.get(id(3)).is_some_and(|s| s.alive) {
+                return true;
+            }
+            if snapshot
+                .view
+                .get(id(3))
+                .is_some_and(|s| !s.problems().is_empty())
+            {
+                return false;
+            }
+        }
+        false
+    });
+    client
+        .create(&format!("{stores}/3"), b"", &persistent)
+        .await
+        .unwrap();
+    client
+        .create(&format!("{stores}/3/alive"), b"", &persistent)
+        .await
+        .unwrap();
+    until(&mirror, "store 3's persistent alive reported", |v| {
+        v.get(id(3)).is_some_and(|s| !s.problems().is_empty())
+    })
+    .await;
+    assert!(!seen_alive.await.unwrap(), "never published alive");
+    assert!(!mirror.probe().alive(id(3), PATIENCE).await.unwrap());
     drop(good);
     shutdown.cancel();
     mirror.join().await.expect("the mirror task ends cleanly");
@@ -403,6 +446,10 @@ async fn a_zookeeper_restart_is_survived_and_untrusted_meanwhile() {
         eventually(PATIENCE, async || !mirror.snapshot().health.is_trusted()).await,
         "the view must not be trusted while ZooKeeper is down"
     );
+    // Asked for a store's liveness meanwhile, it has no answer: never "offline".
+    let probe = mirror.probe();
+    let asked = probe.alive(id(1), Duration::from_secs(1)).await;
+    assert!(asked.is_err(), "{asked:?}");
     tokio::time::sleep(Duration::from_secs(10)).await;
     let health = mirror.snapshot().health.clone();
     assert!(
@@ -421,11 +468,16 @@ async fn a_zookeeper_restart_is_survived_and_untrusted_meanwhile() {
         v.get(id(1)).is_some_and(|s| !s.alive)
     })
     .await;
+    assert!(!probe.alive(id(1), PATIENCE).await.unwrap());
     store.restart().await.unwrap();
     until(&mirror, "store 1 tracked after the restart", |v| {
         v.get(id(1)).is_some_and(|s| s.alive)
     })
     .await;
+    assert!(
+        probe.alive(id(1), PATIENCE).await.unwrap(),
+        "through the new session"
+    );
     store.crash().await;
     until(&mirror, "and its next crash", |v| {
         v.get(id(1)).is_some_and(|s| !s.alive)

@@ -33,7 +33,7 @@ use crate::crd::PureFlashStore;
 use crate::dbsync::DbSyncStatus;
 use crate::leader::TermDeadline;
 use crate::metrics::Metrics;
-use crate::zk::{Snapshot, ViewEvent};
+use crate::zk::{LivenessProbe, Snapshot, ViewEvent};
 pub use reconcile::{Context, MANAGER, Settings};
 
 /// Where the controller works and with what.
@@ -45,6 +45,8 @@ pub struct Term {
     pub identity: String,
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     pub events: broadcast::Receiver<ViewEvent>,
+    /// Asks ZooKeeper itself, before a store is force-restarted.
+    pub liveness: LivenessProbe,
     pub metrics: Arc<Metrics>,
     pub db: Option<watch::Receiver<DbSyncStatus>>,
     /// Set once the PureFlashStore cache has its first full list (for `/readyz`).
@@ -104,6 +106,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         identity,
         snapshots,
         mut events,
+        liveness,
         metrics,
         db,
         cache_synced,
@@ -235,6 +238,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         client,
         settings,
         snapshots,
+        liveness,
         stores,
         pods,
         pods_generation,

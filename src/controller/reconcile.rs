@@ -36,7 +36,7 @@ use crate::recovery::{
     RestartReason, Verdict,
 };
 use crate::rollout::{self, AliveNode, HoldReason, RollObservation, RollPolicy, RollVerdict};
-use crate::zk::{Snapshot, StoreId};
+use crate::zk::{LivenessProbe, Snapshot, StoreId};
 
 /// The field manager of every write the operator makes.
 pub const MANAGER: &str = "pureflash-operator";
@@ -76,6 +76,8 @@ pub struct Context {
     pub settings: Settings,
     /// The ZooKeeper mirror's latest snapshot.
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
+    /// Asks ZooKeeper itself whether a store is alive: the last look before a force delete.
+    pub liveness: LivenessProbe,
     /// Every PureFlashStore, for the cluster-wide rails.
     pub stores: Store<PureFlashStore>,
     /// The operator's Pods and ConfigMaps as its watches last saw them. A reconcile reads these
@@ -1887,6 +1889,14 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         if changed_meanwhile() {
             return call_off(failed_write);
         }
+        // The view may lag ZooKeeper: the server the operator's session is on can be behind
+        // its leader, or cut off from it and not dropping its clients yet, and sends no events
+        // meanwhile. Before a pfs is killed for being offline, ZooKeeper itself is asked.
+        if reason == RestartReason::Offline
+            && let Some(retry_in) = unconfirmed_offline(ctx, store).await
+        {
+            return failed_write.map_or(Ok(Action::requeue(retry_in)), Err);
+        }
         // Record first, act second: a leader that dies in between has written that it restarted
         // and which Pod it kills, so its successor finishes that restart instead of making
         // another. A restart being finished is recorded already, and is written all the same:
@@ -2292,6 +2302,50 @@ async fn apply_status(
         Err(kube::Error::Api(status)) if status.code == 409 => Err(Error::StaleStatus),
         Err(error) => Err(error.into()),
     }
+}
+
+/// How long ZooKeeper may take to confirm that a store is offline before a restart.
+const LIVENESS_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks ZooKeeper itself, its leader caught up with, whether the store the view has offline is
+/// offline; `None` if it is. Otherwise the restart is called off, said so (an Event, the
+/// `recovery_skipped` metric) and looked at again after the delay returned: soon when the view
+/// just lags (its events follow), later when ZooKeeper could not answer.
+async fn unconfirmed_offline(ctx: &Context, store: &PureFlashStore) -> Option<Duration> {
+    // An id the schema refuses is never in ZooKeeper either: nothing to ask.
+    let id = StoreId::new(u32::try_from(store.spec.store_id).ok()?).ok()?;
+    let (note, retry_in) = match ctx.liveness.alive(id, LIVENESS_PROBE_TIMEOUT).await {
+        Ok(false) => return None,
+        Ok(true) => (
+            format!(
+                "restart called off: ZooKeeper has store {id} alive, the operator's view lags behind it"
+            ),
+            Duration::from_secs(1),
+        ),
+        Err(error) => (
+            format!(
+                "restart called off: ZooKeeper could not confirm that store {id} is offline: {error}"
+            ),
+            Duration::from_secs(5),
+        ),
+    };
+    warn!(store = %store.name_any(), namespace = ?store.namespace(), "{note}");
+    ctx.metrics
+        .recovery_skipped
+        .get_or_create(&ReasonLabels {
+            reason: "Unconfirmed",
+        })
+        .inc();
+    record(
+        ctx,
+        store,
+        EventType::Warning,
+        "RecoveryUnconfirmed",
+        "Restart",
+        note,
+    )
+    .await;
+    Some(retry_in)
 }
 
 /// Writes what a status change is announced with (see [`announce`]).

@@ -163,6 +163,7 @@ pub enum ViewEvent {
 pub struct Mirror {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     events: broadcast::Sender<ViewEvent>,
+    probe: LivenessProbe,
     task: JoinHandle<()>,
 }
 
@@ -171,12 +172,23 @@ impl Mirror {
     pub fn spawn(config: MirrorConfig, shutdown: CancellationToken) -> Mirror {
         let publisher = Publisher::new(config.layout.stores());
         let (snapshots, events) = (publisher.snapshots.subscribe(), publisher.events.clone());
-        let task = tokio::spawn(run(config, publisher, shutdown));
+        let (session, sessions) = watch::channel(None);
+        let probe = LivenessProbe {
+            session: sessions,
+            layout: config.layout.clone(),
+        };
+        let task = tokio::spawn(run(config, publisher, session, shutdown));
         Mirror {
             snapshots,
             events,
+            probe,
             task,
         }
+    }
+
+    /// Asks ZooKeeper itself, through the mirror's session, whether a store is alive.
+    pub fn probe(&self) -> LivenessProbe {
+        self.probe.clone()
     }
 
     /// The latest snapshot.
@@ -207,6 +219,57 @@ impl Mirror {
             warn!(%error, "ZooKeeper mirror task failed");
             error.to_string()
         })
+    }
+}
+
+/// Asks ZooKeeper, through the mirror's current session, whether a store's `alive` stands now:
+/// for a decision that must not rest on the view alone, a force delete above all. The view may
+/// lag: the server the session is on can be behind its leader, or cut off from it, and still
+/// answer (for up to `syncLimit` ticks) without sending the events it has not seen.
+#[derive(Clone, Debug)]
+pub struct LivenessProbe {
+    session: watch::Receiver<Option<zk::Client>>,
+    layout: ClusterLayout,
+}
+
+/// Why a [`LivenessProbe`] has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("the operator has no ZooKeeper session")]
+    NoSession,
+    #[error("ZooKeeper did not answer within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    #[error("cannot ask ZooKeeper about {path}: {source}")]
+    Zk { path: String, source: zk::Error },
+}
+
+impl LivenessProbe {
+    /// Whether store `id`'s ephemeral `alive` exists as ZooKeeper's leader has it: the server
+    /// first catches up with the leader (`sync`), then answers. A persistent `alive` is no
+    /// proof of life, as in the view.
+    pub async fn alive(&self, id: StoreId, timeout: Duration) -> Result<bool, ProbeError> {
+        // A clone for this one question: the session closes once the mirror drops its own
+        // and every question has ended.
+        let client = self.session.borrow().clone().ok_or(ProbeError::NoSession)?;
+        let stores = self.layout.stores();
+        let alive = self.layout.node(id, &StoreNode::Alive);
+        let ask = async {
+            client.sync(stores).await.map_err(|source| ProbeError::Zk {
+                path: stores.to_owned(),
+                source,
+            })?;
+            let stat = client
+                .check_stat(&alive)
+                .await
+                .map_err(|source| ProbeError::Zk {
+                    path: alive.clone(),
+                    source,
+                })?;
+            Ok(stat.is_some_and(|stat| stat.ephemeral_owner != 0))
+        };
+        tokio::time::timeout(timeout, ask)
+            .await
+            .map_err(|_| ProbeError::Timeout(timeout))?
     }
 }
 
@@ -527,7 +590,12 @@ enum SessionEnd {
     Failed(MirrorError),
 }
 
-async fn run(config: MirrorConfig, mut publisher: Publisher, shutdown: CancellationToken) {
+async fn run(
+    config: MirrorConfig,
+    mut publisher: Publisher,
+    session: watch::Sender<Option<zk::Client>>,
+    shutdown: CancellationToken,
+) {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         if publisher.health.session != SessionStatus::Expired {
@@ -550,7 +618,9 @@ async fn run(config: MirrorConfig, mut publisher: Publisher, shutdown: Cancellat
         };
         publisher.health.sessions += 1;
         info!(connect = %config.connect, session = %client.session_id(), timeout = ?client.session_timeout(), "ZooKeeper session established");
+        session.send_replace(Some(client.clone()));
         let served = serve_session(&client, &config, &mut publisher, &shutdown, &mut backoff).await;
+        session.send_replace(None);
         // Whatever a backlog had applied is published with the session's end.
         publisher.release();
         match served {
@@ -1044,7 +1114,22 @@ async fn load_tree(
 ) -> Result<ClusterView, MirrorError> {
     let stores = layout.stores();
     let mut view = ClusterView::default();
-    let dirs = match client.list_children(stores).await {
+    // The server catches up with ZooKeeper's leader first: one that is behind, or was cut off
+    // from it without dropping its clients yet, would otherwise serve its stale copy (a new
+    // session may land on any server). Requests of one session are answered in order, so the
+    // listing sent right behind the sync waits for it: no extra round trip.
+    let (synced, listed) =
+        futures::future::join(client.sync(stores), client.list_children(stores)).await;
+    match synced {
+        Ok(()) | Err(zk::Error::NoNode) => {}
+        Err(source) => {
+            return Err(MirrorError::Read {
+                path: stores.to_owned(),
+                source,
+            });
+        }
+    }
+    let dirs = match listed {
         Ok(dirs) => {
             view.stores_dir = true;
             dirs

@@ -6,5 +6,7 @@ pub mod mirror;
 pub mod view;
 
 pub use layout::{ClusterLayout, StoreId, StoreNode, TrayField, TrayUuid};
-pub use mirror::{Health, Mirror, MirrorConfig, SessionStatus, Snapshot, ViewEvent};
+pub use mirror::{
+    Health, LivenessProbe, Mirror, MirrorConfig, ProbeError, SessionStatus, Snapshot, ViewEvent,
+};
 pub use view::{ClusterView, DataError, Field, Problem, StoreView, TrayView};
