@@ -248,6 +248,14 @@ impl Metrics {
             .insert(labels.clone());
     }
 
+    /// Drops a store's gauges of what ZooKeeper says (alive, trays online) while the view
+    /// cannot be trusted: a frozen last value would tell an alert the store is still up.
+    /// `pureflash_zookeeper_session` and the `ViewUntrusted` alert say why they are gone.
+    pub fn forget_liveness(&self, labels: &StoreLabels) {
+        self.store_alive.remove(labels);
+        self.trays_online.remove(labels);
+    }
+
     /// A store standing aside for another with its storeId: only that is exported for it (what
     /// ZooKeeper says of the id is the other store's).
     pub fn observe_duplicate(&self, labels: &StoreLabels) {

@@ -62,7 +62,9 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         .lease
         .identity
         .clone()
+        .filter(|identity| !identity.trim().is_empty())
         .or_else(|| std::env::var("POD_NAME").ok())
+        .filter(|identity| !identity.trim().is_empty())
         .unwrap_or_else(default_identity);
     let lease_namespace = args
         .lease
@@ -134,6 +136,18 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         Arc::clone(&metrics),
         shutdown.clone(),
     ));
+
+    // A replica campaigns on a warm view. A restarted leader finds the Lease still its own and
+    // would lead at once, writing every store `Unknown` until its first load is done; a lone
+    // replica would do the same on every start. Bounded: with ZooKeeper down someone must
+    // still lead, and say `Unknown`; a lease period is what a standby's takeover takes anyway.
+    await_first_load(
+        mirror.snapshots(),
+        args.lease.lease_duration,
+        &shutdown,
+        &mirror_gone,
+    )
+    .await;
 
     // Not `shutdown`: the Lease is released only once the term has stopped (below).
     let election_stop = CancellationToken::new();
@@ -364,6 +378,32 @@ async fn watched(
 /// Waits (boundedly) for the API server's time: a term's status times are written in it. The
 /// first answers come in well before a replica wins the Lease, so this wait is for a server
 /// that answers the Lease but not `/version` — then the term goes on in this replica's time.
+/// Waits until the mirror's view is trusted (its first full load done), for at most
+/// `patience`, or until the process stops.
+async fn await_first_load(
+    mut snapshots: watch::Receiver<Arc<crate::zk::Snapshot>>,
+    patience: Duration,
+    shutdown: &CancellationToken,
+    mirror_gone: &CancellationToken,
+) {
+    let loaded = async {
+        while !snapshots.borrow_and_update().health.is_trusted() {
+            if snapshots.changed().await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = mirror_gone.cancelled() => {}
+        _ = loaded => {}
+        _ = tokio::time::sleep(patience) => warn!(
+            waited = ?patience,
+            "the ZooKeeper view is not loaded yet: standing for leader all the same"
+        ),
+    }
+}
+
 async fn await_cluster_time(
     clock: &ClusterClock,
     shutdown: &CancellationToken,

@@ -717,6 +717,10 @@ async fn zookeeper_down_means_unknown_and_no_restart_then_recovery_resumes() {
     ] {
         assert!(metrics.lines().any(|l| l == expected), "{metrics}");
     }
+    // What ZooKeeper said of each store before is no longer vouched for: no frozen "alive 1".
+    for gone in ["pureflash_store_alive{", "pureflash_store_trays_online{"] {
+        assert!(!metrics.lines().any(|l| l.starts_with(gone)), "{metrics}");
+    }
     // Each store's skipped recovery is counted once for the outage.
     assert_eq!(
         metric(
@@ -745,6 +749,16 @@ async fn zookeeper_down_means_unknown_and_no_restart_then_recovery_resumes() {
     })
     .await;
     wait_phase(&harness, &stores, "store-2", Phase::Online).await;
+    wait_for("the alive gauges back", async || {
+        let (_, metrics) = harness.admin_get(0, "/metrics")?;
+        (metrics
+            .lines()
+            .filter(|l| l.starts_with("pureflash_store_alive{") && l.ends_with(" 1"))
+            .count()
+            == 2)
+            .then_some(())
+    })
+    .await;
     assert_ne!(pod_uid(&pods, "store-2-pfs").await.as_ref(), Some(&uids[1]));
     assert_eq!(pod_uid(&pods, "store-1-pfs").await.as_ref(), Some(&uids[0]));
     assert_eq!(restart_count(&stores, "store-1").await, 0);
@@ -1043,6 +1057,60 @@ async fn one_of_two_replicas_acts_and_the_other_takes_over_without_a_double_rest
     .await;
     wait_phase(&harness, &stores, "store-1", Phase::Online).await;
     assert_eq!(restarts_logged(&harness, standby), 1);
+    harness.finish().await;
+}
+
+/// A leader killed (SIGKILL, an OOM kill) and started again under its identity finds the Lease
+/// still its own: it leads again only once its ZooKeeper view is loaded, instead of writing
+/// every store `Unknown` until then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_leader_leads_again_only_on_a_loaded_view() {
+    let mut harness = Harness::start("warm").await;
+    install_crd(&harness);
+    let lease = ["--lease-duration", "30s"];
+    harness.start_operator(&lease);
+    let (stores, _, _) = store_1_online(&harness, 2).await;
+
+    harness.kill_operator(0);
+    // ZooKeeper answers the new process only once let through.
+    let zk = testkit::proxy::Proxy::start(&harness.zk()).await;
+    zk.set_mode(testkit::proxy::ProxyMode::Stall);
+    let zk_address = zk.address();
+    let again = harness.start_operator(&[
+        "--lease-duration",
+        "30s",
+        "--identity",
+        "replica-0",
+        "--zk",
+        &zk_address,
+    ]);
+    wait_for("the new process serves metrics", async || {
+        leader_gauge(&harness, again)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(leader_gauge(&harness, again), Some(0), "not leading yet");
+    let store = stores.get("store-1").await.unwrap();
+    assert_eq!(
+        store.status.as_ref().and_then(|s| s.phase),
+        Some(Phase::Online),
+        "nothing written on a view not loaded"
+    );
+
+    zk.set_mode(testkit::proxy::ProxyMode::Forward);
+    wait_for("it leads again", async || {
+        (leader_gauge(&harness, again) == Some(1)).then_some(())
+    })
+    .await;
+    // And acts on what it sees: a hang is restarted.
+    harness.signal_pod("store-1-pfs", libc::SIGSTOP);
+    wait_for("store-1 restarted", async || {
+        (restart_count(&stores, "store-1").await == 1).then_some(())
+    })
+    .await;
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    let told = reasons(&events_about(&harness, "store-1").await);
+    assert!(!told.iter().any(|r| r == "ViewUntrusted"), "{told:?}");
     harness.finish().await;
 }
 

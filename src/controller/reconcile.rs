@@ -2116,6 +2116,8 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             condition("RecoveryFrozen", "True").map(|c| c.reason.as_str()),
             condition("UpToDate", "False").is_some(),
         );
+    } else {
+        ctx.metrics.forget_liveness(&labels);
     }
 
     // Whether this store serves, for the rollouts held on its account. A new pfs registering
