@@ -251,7 +251,8 @@ async fn one_size(emulator: &Emulator, client: &Client, zk_server: &ZooKeeper, n
                 "spec": {
                     "storeId": id,
                     "nodeName": NODE,
-                    "trays": [{"device": "/dev/nvme0n1"}, {"device": "/dev/nvme1n1"}, {"device": "/dev/nvme2n1"}, {"device": "/dev/nvme3n1"}],
+                    // One node holds them all here, so each store has disks of its own.
+                    "trays": (0..4).map(|t| json!({"device": format!("/dev/disk/by-id/store-{id}-{t}")})).collect::<Vec<_>>(),
                 },
             }))
             .expect("a PureFlashStore");

@@ -196,9 +196,10 @@ spec:
   mngtIp: 10.8.0.{id}
   ports: [10.9.0.{id}]
   repPorts: [10.10.0.{id}]
+  # One simulated node carries every store here, so each names disks of its own.
   trays:
-    - device: /dev/nvme0n1
-    - device: /dev/nvme1n1
+    - device: /dev/disk/by-id/store-{id}-0
+    - device: /dev/disk/by-id/store-{id}-1
   recovery:
     offlineGracePeriodSeconds: 5
 "

@@ -1474,7 +1474,7 @@ async fn invalid_specs_are_rejected_with_clear_messages() {
         ),
         (
             valid.replace(
-                "  trays:\n    - device: /dev/nvme0n1\n    - device: /dev/nvme1n1\n",
+                "  trays:\n    - device: /dev/disk/by-id/store-1-0\n    - device: /dev/disk/by-id/store-1-1\n",
                 "  trays: []\n",
             ),
             "should have at least 1 items",
@@ -1883,6 +1883,75 @@ async fn a_second_store_with_the_same_id_is_not_run_until_the_first_is_gone() {
         (metric(&harness, 0, &duplicate_gauge) == Some(0.0)).then_some(())
     })
     .await;
+    harness.finish().await;
+}
+
+/// Two pfs on one disk would corrupt it: a store whose trays name a device of its node another
+/// store serves gets no Pod, and says why, until that store lets the device go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_naming_a_disk_another_store_serves_is_not_run_until_it_is_free() {
+    let mut harness = Harness::start("device").await;
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let first = store_manifest("first", 5, harness.node(), &harness.pfs_image(), 30);
+    apply(&harness, &first);
+    wait_phase(&harness, &stores, "first", Phase::Online).await;
+    let first_pod = pod_uid(&pods, "first-pfs").await.unwrap();
+
+    // Another store, another id, one of the first store's disks.
+    let shared = "/dev/disk/by-id/store-5-1";
+    apply(
+        &harness,
+        &store_manifest("second", 6, harness.node(), &harness.pfs_image(), 30)
+            .replace("/dev/disk/by-id/store-6-1", shared),
+    );
+    let second = wait_for("second: UpToDate=False ConfigInvalid", async || {
+        let store = stores.get("second").await.ok()?;
+        let up_to_date = condition(&store, "UpToDate")?;
+        (up_to_date.status == "False" && up_to_date.reason == "ConfigInvalid").then_some(store)
+    })
+    .await;
+    let message = &condition(&second, "UpToDate").unwrap().message;
+    assert!(
+        message.contains(&format!(
+            "tray {shared} on node {} is served by PureFlashStore {}/first",
+            harness.node(),
+            harness.namespace
+        )),
+        "{message}"
+    );
+    wait_for("a ConfigInvalid Event", async || {
+        reasons(&events_about(&harness, "second").await)
+            .contains(&"ConfigInvalid".to_owned())
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        pod_uid(&pods, "second-pfs").await,
+        None,
+        "no second pfs on the disk"
+    );
+    assert_eq!(pod_uid(&pods, "first-pfs").await, Some(first_pod.clone()));
+
+    // The first store gives the disk up: once its Pod runs without it, the second may have it.
+    apply(
+        &harness,
+        &first.replace(shared, "/dev/disk/by-id/store-5-9"),
+    );
+    wait_for("second runs a pod", async || {
+        pod_uid(&pods, "second-pfs").await
+    })
+    .await;
+    assert_ne!(
+        pod_uid(&pods, "first-pfs").await,
+        Some(first_pod),
+        "rolled off the disk first"
+    );
+    wait_phase(&harness, &stores, "second", Phase::Online).await;
+    wait_phase(&harness, &stores, "first", Phase::Online).await;
     harness.finish().await;
 }
 

@@ -2,12 +2,14 @@
 //! that mirrors ZooKeeper, and automated recovery.
 //!
 //! - [`announce`]: which Events and counted skips a status change is told with (pure);
+//! - [`claims`]: which store may serve a disk another store names too (pure);
 //! - [`events`]: Events stamped with the API server's time, repeats folded into series;
 //! - [`pods`]: what the pfs Pod and its pfs.conf should be (pure);
 //! - [`status`]: what the status should say (pure);
 //! - `reconcile`: observe → decide → act → report for one store.
 
 pub mod announce;
+pub mod claims;
 pub mod events;
 pub mod pods;
 pub mod reconcile;

@@ -23,6 +23,7 @@ pub const PFS_BINARY: &str = "/opt/pureflash/pfs";
 pub const CONFIG_HASH_ANNOTATION: &str = "pureflash.io/config-hash";
 /// Pod annotation: the [`Predecessor`] session, recorded when the operator creates the Pod.
 pub const PREDECESSOR_ANNOTATION: &str = "pureflash.io/predecessor-session";
+use super::claims::DEVICES_ANNOTATION;
 /// Pod label: the store id.
 pub const STORE_ID_LABEL: &str = "pureflash.io/store-id";
 /// The container name.
@@ -50,6 +51,14 @@ pub enum RenderError {
         "settings.{section}.{key} cannot be written into pfs.conf (names: letters, digits, '_', '.', '-'; values: one line without control characters, '\\', '#', ';' or '\"')"
     )]
     UnwritableSetting { section: String, key: String },
+    #[error(
+        "tray {} on node {} is {} PureFlashStore {}: two pfs on one disk would corrupt it, so this store gets no Pod while that one has it",
+        .0.device,
+        .0.node,
+        if .0.in_use { "served by" } else { "claimed first by" },
+        .0.holder
+    )]
+    DeviceHeld(super::claims::DeviceHeld),
     #[error(
         "spec.{field} lists {count} entries but pfs reads at most {max} (the rest would never be registered)"
     )]
@@ -400,7 +409,11 @@ pub fn pod(store: &PureFlashStore, hash: &str, predecessor: Predecessor) -> Pod 
     if let Some(resources) = &spec.resources {
         container["resources"] = serde_json::to_value(resources).expect("resources serialize");
     }
-    let mut annotations = json!({CONFIG_HASH_ANNOTATION: hash});
+    let devices: Vec<&str> = spec.trays.iter().map(|t| t.device.as_str()).collect();
+    let mut annotations = json!({
+        CONFIG_HASH_ANNOTATION: hash,
+        DEVICES_ANNOTATION: devices.join(","),
+    });
     if let Some(session) = predecessor_annotation(predecessor) {
         annotations[PREDECESSOR_ANNOTATION] = session.into();
     }
@@ -1012,9 +1025,13 @@ mod tests {
     #[test]
     fn the_pod_runs_pfs_on_its_node_with_its_conf() {
         let store = store(
-            json!({"storeId": 7, "nodeName": "node-a", "trays": [{"device": "/dev/sdb"}], "resources": {"limits": {"memory": "4Gi"}}}),
+            json!({"storeId": 7, "nodeName": "node-a", "trays": [{"device": "/dev/sdb"}, {"device": "/dev/sdc"}], "resources": {"limits": {"memory": "4Gi"}}}),
         );
         let pod = serde_json::to_value(pod(&store, "abc", Predecessor::Session(-2))).unwrap();
+        assert_eq!(
+            pod["metadata"]["annotations"][DEVICES_ANNOTATION],
+            "/dev/sdb,/dev/sdc"
+        );
         assert_eq!(pod["metadata"]["name"], "store-7-pfs");
         assert_eq!(pod["metadata"]["labels"][STORE_ID_LABEL], "7");
         assert_eq!(

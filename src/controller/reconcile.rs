@@ -24,6 +24,7 @@ use crate::backoff::Backoff;
 use crate::clock::ClusterClock;
 use crate::controller::announce;
 use crate::controller::cache_loaded;
+use crate::controller::claims::{self, claim_order};
 use crate::controller::events::{EventType, Record, Recorder};
 use crate::controller::pods::{self, Environment, LeaseSighting};
 use crate::controller::status::{self, DbState, Facts, Restart};
@@ -488,13 +489,21 @@ fn unavailable_others(
             pod.as_ref()
                 .is_some_and(|pod| Some(&pod.uid) == uid.as_ref())
         });
+        // A store ZooKeeper has no directory for has never registered, so it holds no data
+        // (a new store whose pfs is still starting, one no Pod can be made for): rolling
+        // another store takes nothing more away while it is down.
+        let registered = u32::try_from(other.spec.store_id)
+            .ok()
+            .and_then(|id| StoreId::new(id).ok())
+            .is_some_and(|id| snapshot.view.get(id).is_some());
         let unavailable = replaced_in_cache
-            || !rollout::available(
-                alive_node(snapshot, other.spec.store_id),
-                pod.as_ref(),
-                now,
-                &policy,
-            );
+            || (registered
+                && !rollout::available(
+                    alive_node(snapshot, other.spec.store_id),
+                    pod.as_ref(),
+                    now,
+                    &policy,
+                ));
         if unavailable {
             count += 1;
             let name = other.name_any();
@@ -519,16 +528,56 @@ fn first_claimant<'a>(
         .min_by_key(|s| claim_order(s))
 }
 
-/// The order in which stores claim an id: a store without a creation time (not persisted yet)
-/// comes last.
-fn claim_order(store: &PureFlashStore) -> (bool, Option<Timestamp>, Option<&str>, Option<&str>) {
-    let created = store.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    (
-        created.is_none(),
-        created,
-        store.metadata.namespace.as_deref(),
-        store.metadata.name.as_deref(),
+/// Another store that holds one of `store`'s trays (see [`claims`]). Only stores on the same
+/// node are looked at, with their Pods and ConfigMaps as the caches have them.
+fn device_held(
+    ctx: &Context,
+    store: &PureFlashStore,
+    all: &[Arc<PureFlashStore>],
+    aside: &HashSet<&str>,
+) -> Option<claims::DeviceHeld> {
+    let owned = |s: &PureFlashStore| {
+        let namespace = s.namespace().unwrap_or_default();
+        (
+            ctx.pods
+                .get(&ObjectRef::new(&pods::pod_name(s)).within(&namespace)),
+            ctx.config_maps
+                .get(&ObjectRef::new(&pods::config_map_name(s)).within(&namespace)),
+        )
+    };
+    let neighbours: Vec<_> = all
+        .iter()
+        .filter(|s| s.spec.node_name == store.spec.node_name && !stands_aside(aside, s))
+        .map(|s| (s, owned(s)))
+        .collect();
+    // Alone on its node (itself, or not in the cache yet): nothing to share.
+    if neighbours.len() < 2 {
+        return None;
+    }
+    let own = owned(store);
+    claims::device_held_elsewhere(
+        store,
+        in_use(&own),
+        neighbours
+            .iter()
+            .map(|(s, objects)| (s.as_ref(), in_use(objects))),
     )
+}
+
+fn conf_text(map: &ConfigMap) -> Option<&str> {
+    map.data.as_ref()?.get(pods::CONF_FILE).map(String::as_str)
+}
+
+/// What the cached Pod and ConfigMap of a store say it may be serving.
+fn in_use((pod, map): &(Option<Arc<Pod>>, Option<Arc<ConfigMap>>)) -> claims::InUse<'_> {
+    claims::InUse {
+        conf: map.as_deref().and_then(conf_text),
+        pod_devices: pod.as_deref().and_then(|pod| {
+            pod.annotations()
+                .get(claims::DEVICES_ANNOTATION)
+                .map(String::as_str)
+        }),
+    }
 }
 
 /// The uids of the stores that stand aside because another store claims their id first. They
@@ -1274,9 +1323,13 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         .get(&ObjectRef::new(&pods::pod_name(store)).within(&namespace))
         .and_then(|pod| pods::identity_changed(store, &pod));
     let identity_mismatch = identity_changed.is_some();
+    // Nor one whose trays name a disk another store on its node holds (see `claims`).
     let conf = match identity_changed {
         Some(error) => Err(error),
-        None => pods::pfs_conf(store, &env),
+        None => match device_held(ctx, store, &all, &aside) {
+            Some(held) => Err(pods::RenderError::DeviceHeld(held)),
+            None => pods::pfs_conf(store, &env),
+        },
     };
     let (rendered, config_error) = match conf {
         Ok(conf) => (

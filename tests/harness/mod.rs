@@ -878,8 +878,8 @@ spec:
   ports: [10.9.0.{id}]
   repPorts: [10.10.0.{id}]
   trays:
-    - device: /dev/nvme0n1
-    - device: /dev/nvme1n1
+    - device: /dev/disk/by-id/store-{id}-0
+    - device: /dev/disk/by-id/store-{id}-1
   recovery:
     offlineGracePeriodSeconds: {grace_seconds}
     backoffInitialSeconds: 2

@@ -1,0 +1,338 @@
+//! Which store may serve a disk (pure). Two pfs on one disk write each other's metadata: a
+//! store whose trays name a device of its node that another store holds gets no Pod until that
+//! store lets it go.
+//!
+//! A store holds a device first by use: its Pod was made to serve it (the Pod's
+//! [`DEVICES_ANNOTATION`]), or its pfs.conf as applied lists it (its ConfigMap, which a pfs the
+//! kubelet restarts in place reads anew). Among stores that only ask for it in their spec, the
+//! one created first holds it. So a store whose spec is changed to take
+//! a disk another store serves waits for that store's own spec change to roll out, whatever
+//! their ages, and never stops the one that serves.
+
+use std::cmp::Ordering;
+
+use jiff::Timestamp;
+use kube::ResourceExt;
+
+use crate::crd::PureFlashStore;
+
+/// The Pod annotation naming the devices its pfs was made to serve, comma-separated (a device
+/// path holds no comma): a Pod runs on what it was made from until it is gone, whatever its
+/// ConfigMap says meanwhile.
+pub const DEVICES_ANNOTATION: &str = "pureflash.io/devices";
+
+/// What a store's pfs may be serving now, as far as the API tells.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InUse<'a> {
+    /// Its pfs.conf as applied (its ConfigMap's).
+    pub conf: Option<&'a str>,
+    /// Its Pod's [`DEVICES_ANNOTATION`] (Pods made before it was written have none).
+    pub pod_devices: Option<&'a str>,
+}
+
+impl InUse<'_> {
+    fn serves(&self, device: &str) -> bool {
+        self.pod_devices
+            .is_some_and(|devices| devices.split(',').any(|d| d == device))
+            // Read only where the text holds the device at all: a node may carry many stores.
+            || self.conf.is_some_and(|conf| {
+                conf.contains(device) && served_devices(conf).contains(&device)
+            })
+    }
+}
+
+/// Another store holding one of a store's trays.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceHeld {
+    pub device: String,
+    pub node: String,
+    /// `namespace/name` of the store that holds it.
+    pub holder: String,
+    /// Its pfs.conf as applied lists the device (else it only asks for it first).
+    pub in_use: bool,
+}
+
+/// The order in which stores claim what only one of them may have (a storeId, a device): by
+/// creation; a store without a creation time (not persisted yet) comes last; namespace and name
+/// break ties, so that every replica agrees.
+pub fn claim_order(
+    store: &PureFlashStore,
+) -> (bool, Option<Timestamp>, Option<&str>, Option<&str>) {
+    let created = store.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    (
+        created.is_none(),
+        created,
+        store.metadata.namespace.as_deref(),
+        store.metadata.name.as_deref(),
+    )
+}
+
+/// The devices a pfs.conf serves: the `dev` of each `[tray.N]` section.
+pub fn served_devices(conf: &str) -> Vec<&str> {
+    let mut in_tray = false;
+    let mut devices = Vec::new();
+    for line in conf.lines().map(str::trim) {
+        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_tray = section
+                .strip_prefix("tray.")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        } else if in_tray && let Some(device) = line.strip_prefix("dev=") {
+            devices.push(device.trim());
+        }
+    }
+    devices
+}
+
+/// The first of `store`'s trays that another store holds before it, if any. `mine` is what the
+/// store itself may be serving; `others` are the other stores that run (not standing aside),
+/// with theirs.
+pub fn device_held_elsewhere<'a>(
+    store: &PureFlashStore,
+    mine: InUse<'_>,
+    others: impl IntoIterator<Item = (&'a PureFlashStore, InUse<'a>)>,
+) -> Option<DeviceHeld> {
+    let node = store.spec.node_name.as_str();
+    let uid = store.metadata.uid.as_deref();
+    let mut held: Option<(&PureFlashStore, DeviceHeld)> = None;
+    for (other, theirs) in others {
+        if other.spec.node_name != node
+            || (uid.is_some() && other.metadata.uid.as_deref() == uid)
+            || (uid.is_none()
+                && other.name_any() == store.name_any()
+                && other.namespace() == store.namespace())
+        {
+            continue;
+        }
+        for tray in &store.spec.trays {
+            let device = tray.device.as_str();
+            let asks = other.spec.trays.iter().any(|t| t.device == device);
+            let uses = theirs.serves(device);
+            if !asks && !uses {
+                continue;
+            }
+            // Use comes first, then creation.
+            let ahead = match (uses, mine.serves(device)) {
+                (true, false) => true,
+                (false, true) => false,
+                _ => claim_order(other).cmp(&claim_order(store)) == Ordering::Less,
+            };
+            if !ahead {
+                continue;
+            }
+            let found = DeviceHeld {
+                device: device.to_owned(),
+                node: node.to_owned(),
+                holder: format!(
+                    "{}/{}",
+                    other.namespace().unwrap_or_default(),
+                    other.name_any()
+                ),
+                in_use: uses,
+            };
+            // Reported the same way on every pass: the earliest such store.
+            if held
+                .as_ref()
+                .is_none_or(|(first, _)| claim_order(other) < claim_order(first))
+            {
+                held = Some((other, found));
+            }
+            break;
+        }
+    }
+    held.map(|(_, found)| found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn store(name: &str, node: &str, devices: &[&str], created: Option<i64>) -> PureFlashStore {
+        let trays: Vec<_> = devices.iter().map(|d| json!({"device": d})).collect();
+        let mut store: PureFlashStore = serde_json::from_value(json!({
+            "apiVersion": "pureflash.io/v1alpha1",
+            "kind": "PureFlashStore",
+            "metadata": {"name": name, "namespace": "pf", "uid": name},
+            "spec": {"storeId": 1, "nodeName": node, "trays": trays},
+        }))
+        .unwrap();
+        store.metadata.creation_timestamp = created.map(|s| {
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::from_second(s).unwrap())
+        });
+        store
+    }
+
+    fn applied(conf: &str) -> InUse<'_> {
+        InUse {
+            conf: Some(conf),
+            pod_devices: None,
+        }
+    }
+
+    fn conf(devices: &[&str]) -> String {
+        let mut conf = "[cluster]\nname=c\n[afs]\nid=1\n".to_owned();
+        for (n, device) in devices.iter().enumerate() {
+            conf += &format!("[tray.{n}]\ndev={device}\n");
+        }
+        conf + "[engine]\ndev=/dev/not-a-tray\n"
+    }
+
+    #[test]
+    fn the_served_devices_are_the_trays_only() {
+        assert_eq!(
+            served_devices(&conf(&["/dev/sda", "/dev/sdb"])),
+            ["/dev/sda", "/dev/sdb"]
+        );
+        assert!(served_devices("").is_empty());
+        assert!(served_devices("[tray.x]\ndev=/dev/sda\n").is_empty());
+    }
+
+    #[test]
+    fn a_device_in_use_is_held_by_its_user_whatever_the_ages() {
+        let old = store("old", "n1", &["/dev/sda", "/dev/sdb"], Some(100));
+        let young = store("young", "n1", &["/dev/sdb"], Some(200));
+        let young_conf = conf(&["/dev/sdb"]);
+        let old_conf = conf(&["/dev/sda"]);
+        // The old store's spec took the young one's disk: it waits, the young one serves on.
+        let held =
+            device_held_elsewhere(&old, applied(&old_conf), [(&young, applied(&young_conf))]);
+        assert_eq!(
+            held,
+            Some(DeviceHeld {
+                device: "/dev/sdb".into(),
+                node: "n1".into(),
+                holder: "pf/young".into(),
+                in_use: true,
+            })
+        );
+        assert_eq!(
+            device_held_elsewhere(&young, applied(&young_conf), [(&old, applied(&old_conf))]),
+            None
+        );
+        // Once the young store's own change has rolled out (its conf no longer lists the
+        // disk, its spec neither), the old one may have it.
+        let moved = store("young", "n1", &["/dev/sdc"], Some(200));
+        let moved_conf = conf(&["/dev/sdc"]);
+        assert_eq!(
+            device_held_elsewhere(&old, applied(&old_conf), [(&moved, applied(&moved_conf))]),
+            None
+        );
+        // Its spec alone, changed but not rolled out yet, still holds the disk it serves.
+        assert!(
+            device_held_elsewhere(&old, applied(&old_conf), [(&moved, applied(&young_conf))])
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_pod_serves_what_it_was_made_for_until_it_is_gone() {
+        let old = store("old", "n1", &["/dev/sdb"], Some(100));
+        // The young store's spec and ConfigMap moved off the disk, but its Pod, made before,
+        // still runs on it (being replaced, say).
+        let young = store("young", "n1", &["/dev/sdc"], Some(200));
+        let young_conf = conf(&["/dev/sdc"]);
+        let in_use = InUse {
+            conf: Some(&young_conf),
+            pod_devices: Some("/dev/sda,/dev/sdb"),
+        };
+        let held = device_held_elsewhere(&old, InUse::default(), [(&young, in_use)]);
+        assert_eq!(
+            held.map(|h| (h.device, h.in_use)),
+            Some(("/dev/sdb".into(), true))
+        );
+        let replaced = InUse {
+            conf: Some(&young_conf),
+            pod_devices: Some("/dev/sdc"),
+        };
+        assert_eq!(
+            device_held_elsewhere(&old, InUse::default(), [(&young, replaced)]),
+            None
+        );
+        // A device path is matched whole, not as a prefix.
+        let longer = InUse {
+            conf: None,
+            pod_devices: Some("/dev/sdb1"),
+        };
+        assert_eq!(
+            device_held_elsewhere(&old, InUse::default(), [(&young, longer)]),
+            None
+        );
+    }
+
+    #[test]
+    fn between_stores_that_only_ask_the_first_created_holds() {
+        let first = store("first", "n1", &["/dev/sda"], Some(100));
+        let second = store("second", "n1", &["/dev/sda"], Some(200));
+        let unsaved = store("unsaved", "n1", &["/dev/sda"], None);
+        let held = device_held_elsewhere(
+            &second,
+            InUse::default(),
+            [(&first, InUse::default()), (&unsaved, InUse::default())],
+        );
+        assert_eq!(
+            held.map(|h| (h.holder, h.in_use)),
+            Some(("pf/first".into(), false))
+        );
+        assert_eq!(
+            device_held_elsewhere(
+                &first,
+                InUse::default(),
+                [(&second, InUse::default()), (&unsaved, InUse::default())]
+            ),
+            None
+        );
+        assert!(
+            device_held_elsewhere(&unsaved, InUse::default(), [(&first, InUse::default())])
+                .is_some()
+        );
+        // Both in use (stores from before this rule): the first created holds it; the other's
+        // Pod is not touched, only never made again.
+        let used = conf(&["/dev/sda"]);
+        assert!(
+            device_held_elsewhere(&second, applied(&used), [(&first, applied(&used))]).is_some()
+        );
+        assert_eq!(
+            device_held_elsewhere(&first, applied(&used), [(&second, applied(&used))]),
+            None
+        );
+    }
+
+    #[test]
+    fn other_nodes_other_disks_and_the_store_itself_do_not_count() {
+        let me = store("me", "n1", &["/dev/sda"], Some(200));
+        let elsewhere = store("elsewhere", "n2", &["/dev/sda"], Some(100));
+        let other_disk = store("other-disk", "n1", &["/dev/sdb"], Some(100));
+        let used = conf(&["/dev/sda"]);
+        assert_eq!(
+            device_held_elsewhere(
+                &me,
+                applied(&used),
+                [
+                    (&elsewhere, applied(&used)),
+                    (&other_disk, InUse::default()),
+                    (&me, applied(&used))
+                ]
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn the_holder_named_is_the_same_whatever_the_order() {
+        let me = store("me", "n1", &["/dev/sda", "/dev/sdb"], Some(300));
+        let a = store("a", "n1", &["/dev/sdb"], Some(100));
+        let b = store("b", "n1", &["/dev/sda"], Some(200));
+        let forward = device_held_elsewhere(
+            &me,
+            InUse::default(),
+            [(&a, InUse::default()), (&b, InUse::default())],
+        );
+        let backward = device_held_elsewhere(
+            &me,
+            InUse::default(),
+            [(&b, InUse::default()), (&a, InUse::default())],
+        );
+        assert_eq!(forward, backward);
+        assert_eq!(forward.unwrap().holder, "pf/a");
+    }
+}
