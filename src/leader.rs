@@ -369,6 +369,8 @@ pub async fn run(
         // No attempt outlives our term; a candidate's takes no longer than a renewal may.
         let bound = term_end.unwrap_or(started + config.renew_deadline);
         let outcome = tokio::select! {
+            // A stop that has come is never raced by a new attempt (one at the start, say).
+            biased;
             _ = stop.cancelled() => break,
             outcome = tokio::time::timeout_at(bound, attempt(&leases, &config, &mut last_seen)) => outcome,
         };

@@ -107,6 +107,12 @@ pub struct RollObservation<'a> {
     /// Recovery restarts are frozen cluster-wide: so many stores are offline at once that a
     /// ZooKeeper or network fault is the likelier cause.
     pub cluster_frozen: bool,
+    /// Since when the store has been offline, as its status has it (`None`: not recorded yet,
+    /// it has just gone).
+    pub offline_since: Option<Timestamp>,
+    /// The store's `offlineGracePeriodSeconds`.
+    pub offline_grace: SignedDuration,
+    pub now: Timestamp,
 }
 
 /// Why a Pod is replaced now.
@@ -146,6 +152,9 @@ pub enum HoldReason {
     /// The store is offline while restarts are frozen cluster-wide: replacing its running pfs
     /// would be the restart the freeze withholds.
     ClusterFrozen,
+    /// The store has been offline for less than its grace period: a pfs whose session
+    /// expired may still serve the clients it has, and recovery would not kill it yet either.
+    WithinGracePeriod,
     /// `max_unavailable` other stores are unavailable.
     OthersUnavailable {
         count: usize,
@@ -169,6 +178,7 @@ impl HoldReason {
             HoldReason::ViewUntrusted => "ViewUntrusted",
             HoldReason::RecoveryPaused => "RecoveryPaused",
             HoldReason::ClusterFrozen => "ClusterFrozen",
+            HoldReason::WithinGracePeriod => "WithinGracePeriod",
             HoldReason::OthersUnavailable { .. } => OTHERS_UNAVAILABLE,
             HoldReason::ReplacementRefused { .. } => "ReplacementRefused",
         }
@@ -191,6 +201,9 @@ impl HoldReason {
             }
             HoldReason::ClusterFrozen => {
                 "the store is offline while restarts are frozen cluster-wide (too many stores offline at once): its running pod is not replaced until the freeze lifts".into()
+            }
+            HoldReason::WithinGracePeriod => {
+                "the store is offline for less than its grace period (recovery.offlineGracePeriodSeconds): its running pfs, which may still serve, is not replaced yet".into()
             }
             HoldReason::OthersUnavailable { .. } => format!(
                 "a changed spec waits to replace the pod of this serving store: other stores are unavailable and at most {max_unavailable} may be (--max-unavailable); the RolloutHeld Event names them"
@@ -249,6 +262,12 @@ pub fn decide(observation: &RollObservation<'_>, policy: &RollPolicy) -> RollVer
     if !observation.alive {
         if observation.cluster_frozen {
             return RollVerdict::Hold(HoldReason::ClusterFrozen);
+        }
+        // Not replaced on a blip: several stores whose sessions a network fault expired
+        // together would otherwise all be replaced at once, none of recovery's rails between.
+        let since = observation.offline_since.unwrap_or(observation.now);
+        if observation.now.duration_since(since) < observation.offline_grace {
+            return RollVerdict::Hold(HoldReason::WithinGracePeriod);
         }
         return RollVerdict::Roll(RollReason::StoreOffline);
     }
@@ -310,7 +329,46 @@ mod tests {
             unavailable_count: others.len(),
             paused: false,
             cluster_frozen: false,
+            // Offline long past its grace, where it is offline.
+            offline_since: Some(NOW - SignedDuration::from_secs(3_600)),
+            offline_grace: SignedDuration::from_secs(30),
+            now: NOW,
         }
+    }
+
+    #[test]
+    fn an_offline_store_is_not_replaced_within_its_grace_period() {
+        let running = pod("Running", Some(300));
+        let just_gone = |since: Option<i64>| RollObservation {
+            offline_since: since.map(|ago| NOW - SignedDuration::from_secs(ago)),
+            ..observe(false, &running, &[])
+        };
+        for since in [None, Some(0), Some(29)] {
+            assert_eq!(
+                decide(&just_gone(since), &policy()),
+                RollVerdict::Hold(HoldReason::WithinGracePeriod),
+                "offline since {since:?}"
+            );
+        }
+        assert_eq!(
+            decide(&just_gone(Some(30)), &policy()),
+            RollVerdict::Roll(RollReason::StoreOffline)
+        );
+        // A Pod that runs no pfs serves nothing to wait for.
+        let pending = pod("Pending", None);
+        assert_eq!(
+            decide(
+                &RollObservation {
+                    offline_since: None,
+                    ..observe(false, &pending, &[])
+                },
+                &policy()
+            ),
+            RollVerdict::Roll(RollReason::PodNotRunning)
+        );
+        let hold = HoldReason::WithinGracePeriod;
+        assert_eq!(hold.as_str(), "WithinGracePeriod");
+        assert_eq!(hold.detail(1), hold.message(1));
     }
 
     #[test]

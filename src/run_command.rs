@@ -151,6 +151,10 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
 
     // Not `shutdown`: the Lease is released only once the term has stopped (below).
     let election_stop = CancellationToken::new();
+    if shutdown.is_cancelled() {
+        // Stopped while loading: not a candidate at all.
+        election_stop.cancel();
+    }
     let term_deadline = leader::TermDeadline::default();
     let election = tokio::spawn(leader::run(
         lease_client,
@@ -375,9 +379,6 @@ async fn watched(
     task.await;
 }
 
-/// Waits (boundedly) for the API server's time: a term's status times are written in it. The
-/// first answers come in well before a replica wins the Lease, so this wait is for a server
-/// that answers the Lease but not `/version` — then the term goes on in this replica's time.
 /// Waits until the mirror's view is trusted (its first full load done), for at most
 /// `patience`, or until the process stops.
 async fn await_first_load(
@@ -404,6 +405,9 @@ async fn await_first_load(
     }
 }
 
+/// Waits (boundedly) for the API server's time: a term's status times are written in it. The
+/// first answers come in well before a replica wins the Lease, so this wait is for a server
+/// that answers the Lease but not `/version` — then the term goes on in this replica's time.
 async fn await_cluster_time(
     clock: &ClusterClock,
     shutdown: &CancellationToken,

@@ -46,7 +46,7 @@ impl InUse<'_> {
 pub struct DeviceHeld {
     pub device: String,
     pub node: String,
-    /// `namespace/name` of the store that holds it.
+    /// What holds it: `PureFlashStore namespace/name`, or a Pod left by a store that is gone.
     pub holder: String,
     /// Its pfs.conf as applied lists the device (else it only asks for it first).
     pub in_use: bool,
@@ -123,7 +123,7 @@ pub fn device_held_elsewhere<'a>(
                 device: device.to_owned(),
                 node: node.to_owned(),
                 holder: format!(
-                    "{}/{}",
+                    "PureFlashStore {}/{}",
                     other.namespace().unwrap_or_default(),
                     other.name_any()
                 ),
@@ -140,6 +140,32 @@ pub fn device_held_elsewhere<'a>(
         }
     }
     held.map(|(_, found)| found)
+}
+
+/// The first of `store`'s trays that a pfs Pod of no running store serves: one left by a
+/// store that was deleted (garbage collection and pfs's own end take their time) or stands
+/// aside. `pods` are such Pods on the store's node, by `namespace/name`, with their
+/// [`DEVICES_ANNOTATION`].
+pub fn device_of_left_pod<'a>(
+    store: &PureFlashStore,
+    pods: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Option<DeviceHeld> {
+    pods.into_iter()
+        .filter_map(|(pod, devices)| {
+            let device = store
+                .spec
+                .trays
+                .iter()
+                .find(|tray| devices.split(',').any(|d| d == tray.device))?;
+            Some(DeviceHeld {
+                device: device.device.clone(),
+                node: store.spec.node_name.clone(),
+                holder: format!("Pod {pod}, left by a store that is gone"),
+                in_use: true,
+            })
+        })
+        // The same one named on every pass, whatever the cache's order.
+        .min_by(|a, b| a.holder.cmp(&b.holder))
 }
 
 #[cfg(test)]
@@ -201,7 +227,7 @@ mod tests {
             Some(DeviceHeld {
                 device: "/dev/sdb".into(),
                 node: "n1".into(),
-                holder: "pf/young".into(),
+                holder: "PureFlashStore pf/young".into(),
                 in_use: true,
             })
         );
@@ -271,7 +297,7 @@ mod tests {
         );
         assert_eq!(
             held.map(|h| (h.holder, h.in_use)),
-            Some(("pf/first".into(), false))
+            Some(("PureFlashStore pf/first".into(), false))
         );
         assert_eq!(
             device_held_elsewhere(
@@ -318,6 +344,22 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_left_by_a_store_that_is_gone_holds_what_it_serves() {
+        let me = store("me", "n1", &["/dev/sda", "/dev/sdb"], Some(300));
+        assert_eq!(
+            device_of_left_pod(&me, [("pf/x-pfs", "/dev/sdc"), ("pf/y-pfs", "/dev/sda1")]),
+            None
+        );
+        let forward = device_of_left_pod(&me, [("pf/y-pfs", "/dev/sdb"), ("pf/x-pfs", "/dev/sda")]);
+        let backward =
+            device_of_left_pod(&me, [("pf/x-pfs", "/dev/sda"), ("pf/y-pfs", "/dev/sdb")]);
+        assert_eq!(forward, backward);
+        let held = forward.unwrap();
+        assert_eq!((held.device.as_str(), held.in_use), ("/dev/sda", true));
+        assert!(held.holder.starts_with("Pod pf/x-pfs"), "{}", held.holder);
+    }
+
+    #[test]
     fn the_holder_named_is_the_same_whatever_the_order() {
         let me = store("me", "n1", &["/dev/sda", "/dev/sdb"], Some(300));
         let a = store("a", "n1", &["/dev/sdb"], Some(100));
@@ -333,6 +375,6 @@ mod tests {
             [(&b, InUse::default()), (&a, InUse::default())],
         );
         assert_eq!(forward, backward);
-        assert_eq!(forward.unwrap().holder, "pf/a");
+        assert_eq!(forward.unwrap().holder, "PureFlashStore pf/a");
     }
 }

@@ -52,7 +52,7 @@ pub enum RenderError {
     )]
     UnwritableSetting { section: String, key: String },
     #[error(
-        "tray {} on node {} is {} PureFlashStore {}: two pfs on one disk would corrupt it, so this store gets no Pod while that one has it",
+        "tray {} on node {} is {} {}: two pfs on one disk would corrupt it, so this store gets no Pod while that one has it",
         .0.device,
         .0.node,
         if .0.in_use { "served by" } else { "claimed first by" },

@@ -489,13 +489,18 @@ fn unavailable_others(
             pod.as_ref()
                 .is_some_and(|pod| Some(&pod.uid) == uid.as_ref())
         });
-        // A store ZooKeeper has no directory for has never registered, so it holds no data
-        // (a new store whose pfs is still starting, one no Pod can be made for): rolling
-        // another store takes nothing more away while it is down.
-        let registered = u32::try_from(other.spec.store_id)
-            .ok()
-            .and_then(|id| StoreId::new(id).ok())
-            .is_some_and(|id| snapshot.view.get(id).is_some());
+        // A store that has never been online, and that ZooKeeper has no directory for, holds
+        // no data (a new store whose pfs is still starting, one no Pod can be made for):
+        // rolling another store takes nothing more away while it is down. One that was online
+        // once counts even with its directory gone (deleted by a tool): its disks hold data.
+        let registered = other
+            .status
+            .as_ref()
+            .is_some_and(|s| s.last_online_time.is_some())
+            || u32::try_from(other.spec.store_id)
+                .ok()
+                .and_then(|id| StoreId::new(id).ok())
+                .is_some_and(|id| snapshot.view.get(id).is_some());
         let unavailable = replaced_in_cache
             || (registered
                 && !rollout::available(
@@ -550,8 +555,39 @@ fn device_held(
         .filter(|s| s.spec.node_name == store.spec.node_name && !stands_aside(aside, s))
         .map(|s| (s, owned(s)))
         .collect();
-    // Alone on its node (itself, or not in the cache yet): nothing to share.
-    if neighbours.len() < 2 {
+    // Pods of ours on the node that no running store owns: left by a store deleted or standing
+    // aside, their pfs may still run (garbage collection, and its grace, take their time).
+    let namespace = store.namespace().unwrap_or_default();
+    let running_pods: HashSet<(String, String)> = neighbours
+        .iter()
+        .map(|(s, _)| (s.namespace().unwrap_or_default(), pods::pod_name(s)))
+        .chain([(namespace, pods::pod_name(store))])
+        .collect();
+    let cached_pods = ctx.pods.state();
+    let left: Vec<(String, &str)> = cached_pods
+        .iter()
+        .filter(|pod| {
+            pod.spec.as_ref().and_then(|spec| spec.node_name.as_deref())
+                == Some(store.spec.node_name.as_str())
+                && !running_pods.contains(&(pod.namespace().unwrap_or_default(), pod.name_any()))
+        })
+        .filter_map(|pod| {
+            let devices = pod.annotations().get(claims::DEVICES_ANNOTATION)?;
+            Some((
+                format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()),
+                devices.as_str(),
+            ))
+        })
+        .collect();
+    let left_pods = left.iter().map(|(pod, devices)| (pod.as_str(), *devices));
+    if let Some(held) = claims::device_of_left_pod(store, left_pods) {
+        return Some(held);
+    }
+    // No other store on its node: nothing to share.
+    if !neighbours
+        .iter()
+        .any(|(s, _)| s.metadata.uid != store.metadata.uid)
+    {
         return None;
     }
     let own = owned(store);
@@ -1426,6 +1462,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             offline: offline_stores(ctx, running, &current, None).0.len(),
             restarts_in_flight: 0,
         };
+        let store_policy = policy(store, &ctx.settings);
         Some(rollout::decide(
             &RollObservation {
                 view_trusted: current.knows_stores(),
@@ -1437,7 +1474,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                     .annotations()
                     .get(PAUSE_ANNOTATION)
                     .is_some_and(|v| v == "true"),
-                cluster_frozen: recovery::cluster_frozen(&cluster, &policy(store, &ctx.settings)),
+                cluster_frozen: recovery::cluster_frozen(&cluster, &store_policy),
+                offline_since: previous.offline_since.as_ref().map(|t| t.0),
+                offline_grace: store_policy.offline_grace,
+                now,
             },
             &roll_policy,
         ))
@@ -1950,6 +1990,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         {
             return failed_write.map_or(Ok(Action::requeue(retry_in)), Err);
         }
+        // The question may have taken a while: the term may have begun stopping meanwhile.
+        if ctx.draining.is_cancelled() {
+            return Err(Error::TermEnded);
+        }
         // Record first, act second: a leader that dies in between has written that it restarted
         // and which Pod it kills, so its successor finishes that restart instead of making
         // another. A restart being finished is recorded already, and is written all the same:
@@ -2210,7 +2254,12 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         // A restart: look again soon, to see the new Pod start.
         Verdict::Restart(_) => Duration::from_secs(1),
         // Woken when another store becomes available; this is the safety net.
-        _ if waits_for_others || matches!(roll_held, Some(HoldReason::ClusterFrozen)) => {
+        _ if waits_for_others
+            || matches!(
+                roll_held,
+                Some(HoldReason::ClusterFrozen | HoldReason::WithinGracePeriod)
+            ) =>
+        {
             HELD_RECHECK
         }
         // Nodes are not watched: a node that reports again is seen at the next look.
@@ -2391,15 +2440,16 @@ async fn unconfirmed_offline(ctx: &Context, store: &PureFlashStore) -> Option<Du
             reason: "Unconfirmed",
         })
         .inc();
-    record(
+    // Written under the cluster-wide restart lock: a slow Event does not hold it long.
+    let event = record(
         ctx,
         store,
         EventType::Warning,
         "RecoveryUnconfirmed",
         "Restart",
         note,
-    )
-    .await;
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(2), event).await;
     Some(retry_in)
 }
 

@@ -176,6 +176,7 @@ impl Mirror {
         let probe = LivenessProbe {
             session: sessions,
             layout: config.layout.clone(),
+            failed: Arc::default(),
         };
         let task = tokio::spawn(run(config, publisher, session, shutdown));
         Mirror {
@@ -230,7 +231,14 @@ impl Mirror {
 pub struct LivenessProbe {
     session: watch::Receiver<Option<zk::Client>>,
     layout: ClusterLayout,
+    /// The last question ZooKeeper could not answer, and when: for a while after, the next ones
+    /// fail at once instead of each waiting out its timeout (restarts are decided one at a
+    /// time, and would queue behind every wait).
+    failed: Arc<std::sync::Mutex<Option<(Instant, String)>>>,
 }
+
+/// How long after a question ZooKeeper could not answer the next ones fail at once.
+const FAILED_RECENTLY_FOR: Duration = Duration::from_secs(5);
 
 /// Why a [`LivenessProbe`] has no answer.
 #[derive(Debug, thiserror::Error)]
@@ -241,6 +249,8 @@ pub enum ProbeError {
     Timeout(Duration),
     #[error("cannot ask ZooKeeper about {path}: {source}")]
     Zk { path: String, source: zk::Error },
+    #[error("ZooKeeper failed a question moments ago: {0}")]
+    FailedRecently(String),
 }
 
 impl LivenessProbe {
@@ -248,28 +258,36 @@ impl LivenessProbe {
     /// first catches up with the leader (`sync`), then answers. A persistent `alive` is no
     /// proof of life, as in the view.
     pub async fn alive(&self, id: StoreId, timeout: Duration) -> Result<bool, ProbeError> {
+        if let Some((at, why)) = self.failed.lock().expect("probe lock").as_ref()
+            && at.elapsed() < FAILED_RECENTLY_FOR
+        {
+            return Err(ProbeError::FailedRecently(why.clone()));
+        }
         // A clone for this one question: the session closes once the mirror drops its own
         // and every question has ended.
         let client = self.session.borrow().clone().ok_or(ProbeError::NoSession)?;
         let stores = self.layout.stores();
         let alive = self.layout.node(id, &StoreNode::Alive);
-        let ask = async {
-            client.sync(stores).await.map_err(|source| ProbeError::Zk {
+        // Sent together: the server answers a session's read only after the sync before it.
+        let ask = futures::future::join(client.sync(stores), client.check_stat(&alive));
+        let answer = match tokio::time::timeout(timeout, ask).await {
+            Err(_) => Err(ProbeError::Timeout(timeout)),
+            Ok((Err(source), _)) => Err(ProbeError::Zk {
                 path: stores.to_owned(),
                 source,
-            })?;
-            let stat = client
-                .check_stat(&alive)
-                .await
-                .map_err(|source| ProbeError::Zk {
-                    path: alive.clone(),
-                    source,
-                })?;
-            Ok(stat.is_some_and(|stat| stat.ephemeral_owner != 0))
+            }),
+            Ok((_, Err(source))) => Err(ProbeError::Zk {
+                path: alive,
+                source,
+            }),
+            // As the view has it: only a session's own ephemeral is proof of life (a
+            // persistent node has owner 0, a container or TTL node a negative one).
+            Ok((Ok(()), Ok(stat))) => Ok(stat.is_some_and(|stat| stat.ephemeral_owner > 0)),
         };
-        tokio::time::timeout(timeout, ask)
-            .await
-            .map_err(|_| ProbeError::Timeout(timeout))?
+        if let Err(error) = &answer {
+            *self.failed.lock().expect("probe lock") = Some((Instant::now(), error.to_string()));
+        }
+        answer
     }
 }
 
@@ -590,12 +608,29 @@ enum SessionEnd {
     Failed(MirrorError),
 }
 
+/// The session the [`LivenessProbe`] asks through; emptied however the mirror task ends (a
+/// panic too), so that no probe keeps an abandoned session open.
+struct SessionSlot(watch::Sender<Option<zk::Client>>);
+
+impl SessionSlot {
+    fn set(&self, client: Option<&zk::Client>) {
+        self.0.send_replace(client.cloned());
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        self.0.send_replace(None);
+    }
+}
+
 async fn run(
     config: MirrorConfig,
     mut publisher: Publisher,
     session: watch::Sender<Option<zk::Client>>,
     shutdown: CancellationToken,
 ) {
+    let session = SessionSlot(session);
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         if publisher.health.session != SessionStatus::Expired {
@@ -618,9 +653,9 @@ async fn run(
         };
         publisher.health.sessions += 1;
         info!(connect = %config.connect, session = %client.session_id(), timeout = ?client.session_timeout(), "ZooKeeper session established");
-        session.send_replace(Some(client.clone()));
+        session.set(Some(&client));
         let served = serve_session(&client, &config, &mut publisher, &shutdown, &mut backoff).await;
-        session.send_replace(None);
+        session.set(None);
         // Whatever a backlog had applied is published with the session's end.
         publisher.release();
         match served {
@@ -927,8 +962,7 @@ async fn apply_batch(
                     }
                     Location::Elsewhere => continue,
                 };
-                // The data nodes are read for their data; `alive` for its owner, which is not
-                // waited for (see below).
+                // The data nodes are read for their data; `alive` for its owner.
                 let node = StoreNode::parse(rel);
                 let readable = !deleted && dir.parse::<StoreId>().is_ok();
                 let read =
