@@ -379,6 +379,23 @@ impl PureFlashStoreStatus {
 
 /// Annotation that pauses automated recovery of one store (`"true"`).
 pub const PAUSE_ANNOTATION: &str = "pureflash.io/recovery-paused";
+
+/// Whether the store's recovery is paused by [`PAUSE_ANNOTATION`]. Any value but a spelled-out
+/// no (`false`, `no`, `0`, empty; in any case) pauses: someone who set the annotation meant to
+/// keep automation off the store, and a `True` or `yes` read as "not paused" would restart a
+/// store under repair.
+pub fn recovery_paused(store: &PureFlashStore) -> bool {
+    use kube::ResourceExt;
+    store
+        .annotations()
+        .get(PAUSE_ANNOTATION)
+        .is_some_and(|value| {
+            !matches!(
+                value.trim().to_ascii_lowercase().as_str(),
+                "false" | "no" | "0" | ""
+            )
+        })
+}
 /// Annotation that requests one restart: any new value (e.g. a timestamp) triggers it once.
 pub const RESTART_ANNOTATION: &str = "pureflash.io/restart";
 
@@ -404,6 +421,34 @@ mod tests {
             committed == crd_yaml(),
             "crds/pureflashstore.yaml is stale: run `cargo run -- crd > crds/pureflashstore.yaml`"
         );
+    }
+
+    #[test]
+    fn any_pause_value_but_a_spelled_out_no_pauses() {
+        let with = |value: Option<&str>| {
+            let mut store: PureFlashStore = serde_json::from_value(serde_json::json!({
+                "apiVersion": "pureflash.io/v1alpha1",
+                "kind": "PureFlashStore",
+                "metadata": {"name": "s"},
+                "spec": {"storeId": 1, "nodeName": "n", "trays": [{"device": "/dev/sda"}]},
+            }))
+            .unwrap();
+            if let Some(value) = value {
+                store
+                    .metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .insert(PAUSE_ANNOTATION.into(), value.into());
+            }
+            recovery_paused(&store)
+        };
+        for paused in ["true", "True", "TRUE", "yes", "1", "until friday"] {
+            assert!(with(Some(paused)), "{paused}");
+        }
+        for going_on in ["false", "False", "no", "0", "", " "] {
+            assert!(!with(Some(going_on)), "{going_on:?}");
+        }
+        assert!(!with(None));
     }
 
     #[test]

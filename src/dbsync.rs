@@ -289,6 +289,16 @@ pub async fn run(
                         }
                     });
                 }
+                // The term is ending (its stop follows): the pass was called off before it
+                // committed anything. Said in the status, but no failure of the DB: not
+                // logged as one, nor counted in the errors.
+                Err(error @ DbError::Fenced(_)) => {
+                    cache = None;
+                    debug!(%error, "metadata DB pass called off: this replica may no longer write");
+                    retry_at = Some(Instant::now() + backoff.next_delay());
+                    reload_at = Instant::now();
+                    status.send_modify(|s| s.last_error = Some(error.to_string()));
+                }
                 Err(error) => {
                     cache = None;
                     schema_ready = false;

@@ -524,7 +524,7 @@ async fn attempt_once(
         config.duration,
     ) {
         Step::Follow { until, .. } => Ok(Tried::Done(Attempt::Following { until: Some(until) })),
-        Step::Create => {
+        Step::Create if current.is_none() => {
             let lease = Lease {
                 metadata: ObjectMeta {
                     name: Some(config.name.clone()),
@@ -546,7 +546,9 @@ async fn attempt_once(
                 Err(error) => Err(error),
             }
         }
-        step @ (Step::Renew | Step::TakeOver) => {
+        // A Lease that exists without a spec (made by hand, say) is free: taken over in
+        // place, as creating it again would only meet "already exists".
+        step @ (Step::Renew | Step::TakeOver | Step::Create) => {
             let mut lease = current.expect("a lease to renew or take over");
             lease.spec = Some(held(
                 spec.as_ref(),
@@ -1209,6 +1211,25 @@ mod tests {
             becomes(&mut leading, true).await;
             let taken = leases.get("op").await.unwrap();
             assert_eq!(holder(&taken), Some("a"));
+            stop.cancel();
+            election.await.unwrap();
+        }
+
+        #[tokio::test]
+        async fn a_lease_made_without_a_spec_is_taken_in_place() {
+            let (_emulator, client, config) = emulator().await;
+            let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+            let bare = Lease {
+                metadata: ObjectMeta {
+                    name: Some("op".into()),
+                    ..ObjectMeta::default()
+                },
+                spec: None,
+            };
+            leases.create(&PostParams::default(), &bare).await.unwrap();
+            let (mut leading, stop, election) = elect(client, config);
+            becomes(&mut leading, true).await;
+            assert_eq!(holder(&leases.get("op").await.unwrap()), Some("a"));
             stop.cancel();
             election.await.unwrap();
         }

@@ -265,6 +265,11 @@ async fn a_closed_write_fence_commits_nothing(backend: Backend) {
     .await;
     assert!(registered, "{:?}", *sync.status.borrow());
     no_store_2().await;
+    assert_eq!(
+        sync.status.borrow().errors,
+        0,
+        "a closed fence is no failure of the DB"
+    );
 
     // Closing between the first statement and COMMIT: the retry's transaction (store 2's
     // rows, all of them now) passes the first check, fails the second, and is rolled back.

@@ -28,7 +28,7 @@ use crate::controller::claims::{self, claim_order};
 use crate::controller::events::{EventType, Record, Recorder};
 use crate::controller::pods::{self, Environment, LeaseSighting};
 use crate::controller::status::{self, DbState, Facts, Restart};
-use crate::crd::{PAUSE_ANNOTATION, PureFlashStore, PureFlashStoreStatus, RESTART_ANNOTATION};
+use crate::crd::{PureFlashStore, PureFlashStoreStatus, RESTART_ANNOTATION};
 use crate::dbsync::DbSyncStatus;
 use crate::leader::TermDeadline;
 use crate::metrics::{Metrics, ReasonLabels, ResultLabels, StoreLabels};
@@ -1470,10 +1470,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 pod: &facts,
                 unavailable_others: &names,
                 unavailable_count: count,
-                paused: store
-                    .annotations()
-                    .get(PAUSE_ANNOTATION)
-                    .is_some_and(|v| v == "true"),
+                paused: crate::crd::recovery_paused(store),
                 cluster_frozen: recovery::cluster_frozen(&cluster, &store_policy),
                 offline_since: previous.offline_since.as_ref().map(|t| t.0),
                 offline_grace: store_policy.offline_grace,
@@ -1842,9 +1839,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 .or(history.last_restart),
             ..history
         },
-        paused: annotations
-            .get(PAUSE_ANNOTATION)
-            .is_some_and(|v| v == "true"),
+        paused: crate::crd::recovery_paused(store),
         // A manual restart waits while another Pod runs pfs for the store's id: it would make
         // the second one. The store has no Pod meanwhile (PodMissing).
         manual_restart: annotations
