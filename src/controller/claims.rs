@@ -142,6 +142,13 @@ pub fn device_held_elsewhere<'a>(
     held.map(|(_, found)| found)
 }
 
+/// Whether a Pod's [`DEVICES_ANNOTATION`] names exactly the store's trays, in order.
+pub fn serves_exactly(devices: &str, store: &PureFlashStore) -> bool {
+    devices
+        .split(',')
+        .eq(store.spec.trays.iter().map(|tray| tray.device.as_str()))
+}
+
 /// The first of `store`'s trays that a pfs Pod of no running store serves: one left by a
 /// store that was deleted (garbage collection and pfs's own end take their time) or stands
 /// aside. `pods` are such Pods on the store's node, by `namespace/name`, with their
@@ -357,6 +364,15 @@ mod tests {
         let held = forward.unwrap();
         assert_eq!((held.device.as_str(), held.in_use), ("/dev/sda", true));
         assert!(held.holder.starts_with("Pod pf/x-pfs"), "{}", held.holder);
+    }
+
+    #[test]
+    fn a_pod_serves_exactly_the_trays_it_names() {
+        let two = store("s", "n1", &["/dev/sda", "/dev/sdb"], Some(1));
+        assert!(serves_exactly("/dev/sda,/dev/sdb", &two));
+        assert!(!serves_exactly("/dev/sda", &two));
+        assert!(!serves_exactly("/dev/sda,/dev/sdb,/dev/sdc", &two));
+        assert!(!serves_exactly("", &two));
     }
 
     #[test]

@@ -541,6 +541,22 @@ fn device_held(
     all: &[Arc<PureFlashStore>],
     aside: &HashSet<&str>,
 ) -> Option<claims::DeviceHeld> {
+    // A store whose running Pod already serves exactly its trays claims nothing new: every
+    // other store has been kept off those disks by that Pod since it was made. Looked at
+    // first, as it is the case of every settled store, and the full look is one pass over
+    // the caches.
+    let own_pod = ctx.pods.get(
+        &ObjectRef::new(&pods::pod_name(store)).within(&store.namespace().unwrap_or_default()),
+    );
+    if own_pod.as_deref().is_some_and(|pod| {
+        pod.metadata.deletion_timestamp.is_none()
+            && pod
+                .annotations()
+                .get(claims::DEVICES_ANNOTATION)
+                .is_some_and(|devices| claims::serves_exactly(devices, store))
+    }) {
+        return None;
+    }
     let owned = |s: &PureFlashStore| {
         let namespace = s.namespace().unwrap_or_default();
         (
