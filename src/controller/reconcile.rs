@@ -550,6 +550,11 @@ fn device_held(
     );
     if own_pod.as_deref().is_some_and(|pod| {
         pod.metadata.deletion_timestamp.is_none()
+            // This store's own, made for this node (not one left under the name by a store
+            // deleted and made anew).
+            && owned_by(pod, store)
+            && pod.spec.as_ref().and_then(|spec| spec.node_name.as_deref())
+                == Some(store.spec.node_name.as_str())
             && pod
                 .annotations()
                 .get(claims::DEVICES_ANNOTATION)
@@ -618,6 +623,14 @@ fn device_held(
 
 fn conf_text(map: &ConfigMap) -> Option<&str> {
     map.data.as_ref()?.get(pods::CONF_FILE).map(String::as_str)
+}
+
+/// Whether the store is the Pod's controlling owner.
+fn owned_by(pod: &Pod, store: &PureFlashStore) -> bool {
+    store.metadata.uid.is_some()
+        && pod.owner_references().iter().any(|owner| {
+            owner.controller == Some(true) && Some(&owner.uid) == store.metadata.uid.as_ref()
+        })
 }
 
 /// What the cached Pod and ConfigMap of a store say it may be serving.
@@ -2636,6 +2649,32 @@ pub fn error_policy(store: Arc<PureFlashStore>, error: &Error, ctx: Arc<Context>
 mod tests {
     use super::*;
     use crate::crd::{Phase, PureFlashStoreSpec};
+
+    #[test]
+    fn a_pod_is_the_stores_own_only_under_its_controlling_owner_reference() {
+        let store: PureFlashStore = serde_json::from_value(serde_json::json!({
+            "apiVersion": "pureflash.io/v1alpha1",
+            "kind": "PureFlashStore",
+            "metadata": {"name": "s", "namespace": "pf", "uid": "now"},
+            "spec": {"storeId": 1, "nodeName": "n", "trays": [{"device": "/dev/sda"}]},
+        }))
+        .unwrap();
+        let pod = |uid: &str, controller: bool| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "s-pfs", "ownerReferences": [{
+                    "apiVersion": "pureflash.io/v1alpha1", "kind": "PureFlashStore",
+                    "name": "s", "uid": uid, "controller": controller,
+                }]},
+            }))
+            .unwrap()
+        };
+        assert!(owned_by(&pod("now", true), &store));
+        assert!(
+            !owned_by(&pod("before", true), &store),
+            "the store deleted and made anew"
+        );
+        assert!(!owned_by(&pod("now", false), &store));
+    }
 
     #[test]
     fn a_refusal_names_the_pod_not_the_dry_runs_generated_name() {

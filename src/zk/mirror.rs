@@ -234,7 +234,16 @@ pub struct LivenessProbe {
     /// The last question ZooKeeper could not answer, and when: for a while after, the next ones
     /// fail at once instead of each waiting out its timeout (restarts are decided one at a
     /// time, and would queue behind every wait).
-    failed: Arc<std::sync::Mutex<Option<(Instant, String)>>>,
+    failed: Arc<std::sync::Mutex<Option<RecentFailure>>>,
+}
+
+/// A question ZooKeeper could not answer: when, why, and through which session (a new session
+/// is asked afresh).
+#[derive(Debug)]
+struct RecentFailure {
+    at: Instant,
+    why: String,
+    session: i64,
 }
 
 /// How long after a question ZooKeeper could not answer the next ones fail at once.
@@ -258,14 +267,16 @@ impl LivenessProbe {
     /// first catches up with the leader (`sync`), then answers. A persistent `alive` is no
     /// proof of life, as in the view.
     pub async fn alive(&self, id: StoreId, timeout: Duration) -> Result<bool, ProbeError> {
-        if let Some((at, why)) = self.failed.lock().expect("probe lock").as_ref()
-            && at.elapsed() < FAILED_RECENTLY_FOR
-        {
-            return Err(ProbeError::FailedRecently(why.clone()));
-        }
         // A clone for this one question: the session closes once the mirror drops its own
         // and every question has ended.
         let client = self.session.borrow().clone().ok_or(ProbeError::NoSession)?;
+        let session = client.session_id().0;
+        if let Some(failed) = self.failed.lock().expect("probe lock").as_ref()
+            && failed.session == session
+            && failed.at.elapsed() < FAILED_RECENTLY_FOR
+        {
+            return Err(ProbeError::FailedRecently(failed.why.clone()));
+        }
         let stores = self.layout.stores();
         let alive = self.layout.node(id, &StoreNode::Alive);
         // Sent together: the server answers a session's read only after the sync before it.
@@ -285,7 +296,11 @@ impl LivenessProbe {
             Ok((Ok(()), Ok(stat))) => Ok(stat.is_some_and(|stat| stat.ephemeral_owner > 0)),
         };
         if let Err(error) = &answer {
-            *self.failed.lock().expect("probe lock") = Some((Instant::now(), error.to_string()));
+            *self.failed.lock().expect("probe lock") = Some(RecentFailure {
+                at: Instant::now(),
+                why: error.to_string(),
+                session,
+            });
         }
         answer
     }
