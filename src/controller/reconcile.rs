@@ -497,10 +497,7 @@ fn unavailable_others(
             .status
             .as_ref()
             .is_some_and(|s| s.last_online_time.is_some())
-            || u32::try_from(other.spec.store_id)
-                .ok()
-                .and_then(|id| StoreId::new(id).ok())
-                .is_some_and(|id| snapshot.view.get(id).is_some());
+            || view_of(snapshot, other.spec.store_id).is_some();
         let unavailable = replaced_in_cache
             || (registered
                 && !rollout::available(
@@ -611,7 +608,7 @@ fn device_held(
     {
         return None;
     }
-    let own = owned(store);
+    let own = (own_pod, owned(store).1);
     claims::device_held_elsewhere(
         store,
         in_use(&own),
@@ -1132,19 +1129,25 @@ fn restarts_in_flight<'a>(
         .count()
 }
 
+/// The store's entry in the view: `storeId` as ZooKeeper's directory name has it.
+fn view_of(snapshot: &Snapshot, store_id: i32) -> Option<&crate::zk::StoreView> {
+    snapshot.view.get(zk_store_id(store_id)?)
+}
+
+/// The spec's `storeId` as a ZooKeeper store id (`None` for one the schema refuses).
+fn zk_store_id(store_id: i32) -> Option<StoreId> {
+    StoreId::new(u32::try_from(store_id).ok()?).ok()
+}
+
 fn alive(snapshot: &Snapshot, store_id: i32) -> bool {
     alive_node(snapshot, store_id).exists
 }
 
 fn alive_node(snapshot: &Snapshot, store_id: i32) -> AliveNode {
-    u32::try_from(store_id)
-        .ok()
-        .and_then(|id| StoreId::new(id).ok())
-        .and_then(|id| snapshot.view.get(id))
-        .map_or(AliveNode::default(), |s| AliveNode {
-            exists: s.alive,
-            session: s.alive_session,
-        })
+    view_of(snapshot, store_id).map_or(AliveNode::default(), |s| AliveNode {
+        exists: s.alive,
+        session: s.alive_session,
+    })
 }
 
 /// What a Pod created now records about the `alive` it must not take for its own.
@@ -1336,10 +1339,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     let apply = PatchParams::apply(MANAGER).force();
     let snapshot = ctx.snapshots.borrow().clone();
     let trusted = snapshot.knows_stores();
-    let view = u32::try_from(store.spec.store_id)
-        .ok()
-        .and_then(|id| StoreId::new(id).ok())
-        .and_then(|id| snapshot.view.get(id));
+    let view = view_of(&snapshot, store.spec.store_id);
     let baseline = ctx.written.current(store);
     let manual_token = store
         .annotations()
@@ -2441,7 +2441,7 @@ const LIVENESS_PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// just lags (its events follow), later when ZooKeeper could not answer.
 async fn unconfirmed_offline(ctx: &Context, store: &PureFlashStore) -> Option<Duration> {
     // An id the schema refuses is never in ZooKeeper either: nothing to ask.
-    let id = StoreId::new(u32::try_from(store.spec.store_id).ok()?).ok()?;
+    let id = zk_store_id(store.spec.store_id)?;
     let (note, retry_in) = match ctx.liveness.alive(id, LIVENESS_PROBE_TIMEOUT).await {
         Ok(false) => return None,
         Ok(true) => (
