@@ -42,6 +42,12 @@ impl StoreView {
         self
     }
 
+    /// Marked as a store ZooKeeper refused to read.
+    pub fn refused(mut self) -> Self {
+        self.unreadable = Some(format!("ZooKeeper refused to read store {}", self.id));
+        self
+    }
+
     /// Adds `n` online trays numbered `id*100 + i`.
     pub fn with_trays(mut self, n: u32) -> Self {
         for i in 0..n {

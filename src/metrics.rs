@@ -76,6 +76,7 @@ pub struct Metrics {
     pub zookeeper_session: Family<StateLabels, Gauge>,
     /// 1 while the ZooKeeper view may be decided on (see [`crate::zk::Health::is_trusted`]).
     pub zookeeper_view_trusted: Gauge,
+    pub zookeeper_unreadable_stores: Gauge,
     pub db_rows_written: Counter,
     pub db_sync_errors: Counter,
     pub leader: Gauge,
@@ -107,6 +108,7 @@ impl Metrics {
             recovery_skipped: Family::default(),
             zookeeper_session: Family::default(),
             zookeeper_view_trusted: Gauge::default(),
+            zookeeper_unreadable_stores: Gauge::default(),
             db_rows_written: Counter::default(),
             db_sync_errors: Counter::default(),
             leader: Gauge::default(),
@@ -175,8 +177,13 @@ impl Metrics {
         );
         registry.register(
             "zookeeper_view_trusted",
-            "1 while the operator's ZooKeeper view is connected, reloaded since, and fully readable; nothing is decided while 0",
+            "1 while the operator's ZooKeeper view is connected and reloaded since, with no read failed since; nothing is decided while 0 (a store ZooKeeper refuses to read costs only itself the trust: see zookeeper_unreadable_stores)",
             metrics.zookeeper_view_trusted.clone(),
+        );
+        registry.register(
+            "zookeeper_unreadable_stores",
+            "Stores ZooKeeper refuses to let the operator read (an ACL, most likely); their state is unknown and nothing is decided on them",
+            metrics.zookeeper_unreadable_stores.clone(),
         );
         registry.register(
             "db_sync_rows_written",

@@ -514,11 +514,23 @@ async fn track_readiness(
 ) {
     let mut view_loaded = false;
     loop {
-        let health = snapshots.borrow_and_update().health.clone();
+        let (health, unreadable) = {
+            let snapshot = snapshots.borrow_and_update();
+            let unreadable = snapshot
+                .view
+                .stores
+                .values()
+                .filter(|s| !s.is_known())
+                .count();
+            (snapshot.health.clone(), unreadable)
+        };
         metrics.set_session(health.session.as_str());
         metrics
             .zookeeper_view_trusted
             .set(i64::from(health.is_trusted()));
+        metrics
+            .zookeeper_unreadable_stores
+            .set(i64::try_from(unreadable).unwrap_or(i64::MAX));
         // Loaded once is enough: a later disconnect shows in status (Unknown), not as a restart
         // of the operator by its liveness machinery.
         view_loaded |= health.last_full_sync.is_some();

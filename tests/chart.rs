@@ -308,6 +308,7 @@ fn database_and_monitoring_values_render_their_objects() {
             "PureFlashDuplicateStoreId",
             "PureFlashOperatorZooKeeperDown",
             "PureFlashOperatorViewUntrusted",
+            "PureFlashStoreUnreadable",
             "PureFlashOperatorNoLeader",
             "PureFlashOperatorClockSkew"
         ]

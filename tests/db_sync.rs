@@ -63,6 +63,7 @@ scenarios!(
     store_created_atomically_is_synced,
     nothing_changed_means_nothing_written,
     vanished_store_is_marked_offline_not_deleted,
+    an_unreadable_store_keeps_its_rows_and_the_rest_is_synced,
     mngt_ip_taken_over_does_not_wedge_the_sync,
     an_address_another_writer_spelt_differently_is_handed_over,
     redeployed_store_takes_over_from_its_dead_predecessor,
@@ -621,6 +622,61 @@ async fn vanished_store_is_marked_offline_not_deleted(backend: Backend) {
         && t.len() == 2
         && t.iter().all(|t| t.2 == "OFFLINE")
         && p.is_empty());
+    sync.stop().await;
+}
+
+/// A store ZooKeeper refuses to read (an ACL on its directory) is unknown, not gone: its rows
+/// stay as they are, even once its pfs is down, while the other store is synced as ever. Its
+/// ACL fixed, the next reload reads it and its rows follow.
+async fn an_unreadable_store_keeps_its_rows_and_the_rest_is_synced(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("acl");
+    let mut one = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    let mut two = PfsSim::start(spec(&zk(), &cluster, 2)).await.unwrap();
+    let sync = Running::start(&zk(), &cluster, &db.url, FAST_RESYNC);
+    wait_for!(db, "both synced", |s, t, p| s.len() == 2
+        && s.iter().all(|s| s.2 == "OK")
+        && t.len() == 4
+        && p.len() == 4);
+    let rows_of_one = |s: &[StoreRow], t: &[TrayRow], p: &[PortRow]| {
+        (
+            s.iter().filter(|s| s.0 == 1).cloned().collect::<Vec<_>>(),
+            t.iter().filter(|t| t.5 == 1).cloned().collect::<Vec<_>>(),
+            p.iter()
+                .filter(|p| p.2 == Some(1))
+                .cloned()
+                .collect::<Vec<_>>(),
+        )
+    };
+    let before = rows_of_one(&db.stores().await, &db.trays().await, &db.ports().await);
+
+    let client = zk::Client::connect(&zk()).await.unwrap();
+    let dir = one.spec().store_path();
+    let write_only = [zk::Acl::new(
+        zk::Permission::WRITE | zk::Permission::ADMIN,
+        zk::AuthId::anyone(),
+    )];
+    client.set_acl(&dir, &write_only, None).await.unwrap();
+    // Several reloads meet the refusal before anything else happens.
+    tokio::time::sleep(FAST_RESYNC * 6).await;
+    one.crash().await;
+    two.crash().await;
+    wait_for!(db, "store 2 OFFLINE", |s, t, _p| s[1].2 == "OFFLINE"
+        && t.iter().filter(|t| t.5 == 2).all(|t| t.2 == "OFFLINE"));
+    tokio::time::sleep(FAST_RESYNC * 3).await;
+    let kept = rows_of_one(&db.stores().await, &db.trays().await, &db.ports().await);
+    assert_eq!(
+        kept, before,
+        "the unreadable store's rows are left as they were"
+    );
+
+    client
+        .set_acl(&dir, &zk::Acls::anyone_all(), None)
+        .await
+        .unwrap();
+    wait_for!(db, "store 1 OFFLINE once readable", |s, t, _p| s[0].2
+        == "OFFLINE"
+        && t.iter().filter(|t| t.5 == 1).all(|t| t.2 == "OFFLINE"));
     sync.stop().await;
 }
 

@@ -315,14 +315,15 @@ async fn malformed_data_is_reported_and_the_rest_is_mirrored() {
 }
 
 /// A node ZooKeeper refuses to read (an ACL) is never taken for a missing one: a store read
-/// as gone would be marked OFFLINE and its pfs restarted. The view is untrusted instead, with
-/// the node named, and trusted again once a reload reads everything.
+/// as gone would be marked OFFLINE and its pfs restarted. Its store is unreadable instead, with
+/// the node named and its last reading kept, while the rest of the view stays trusted; a
+/// reload that reads it in full again clears the mark.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_zookeeper_refuses_to_read_makes_the_view_untrusted_not_the_store_gone() {
+async fn a_node_zookeeper_refuses_to_read_makes_its_store_unreadable_not_gone() {
     testkit::init_test_logging();
     let zk = ZooKeeper::shared();
     let cluster = unique_cluster("mirror-refused");
-    let _stores = [
+    let stores = [
         PfsSim::start(spec(&zk.connect_string(), &cluster, 1))
             .await
             .unwrap(),
@@ -346,31 +347,33 @@ async fn a_node_zookeeper_refuses_to_read_makes_the_view_untrusted_not_the_store
     )];
     client.set_acl(&state, &write_only, None).await.unwrap();
     client.set_data(&state, b"ERROR", None).await.unwrap();
-    let refused = eventually(PATIENCE, async || {
-        mirror
-            .snapshot()
-            .health
-            .read_failure
-            .as_ref()
+    until(&mirror, "store 2 unreadable, the refused node named", |v| {
+        v.get(id(2))
+            .and_then(|s| s.unreadable.as_ref())
             .is_some_and(|why| why.contains(&state))
     })
     .await;
-    assert!(
-        refused,
-        "the refused node is named: {:?}",
-        mirror.snapshot().health
-    );
-    // Reloads keep failing (with backoff) while the ACL stands; none of them drops the store.
+    // Reloads go on meeting the refusal; none of them drops the store or costs the others
+    // their trust.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let snapshot = mirror.snapshot();
-    assert!(!snapshot.health.is_trusted());
-    assert_eq!(snapshot.health.session, SessionStatus::Connected);
+    assert!(snapshot.health.is_trusted(), "{:?}", snapshot.health);
+    assert!(snapshot.knows_store(id(1)));
+    assert!(!snapshot.knows_store(id(2)));
     let kept = snapshot
         .view
         .get(id(2))
         .expect("store 2 is still in the view");
     assert!(kept.alive);
     assert_eq!(kept.state, Field::Valid("OK".into()), "the last value read");
+    // The readable store is still followed, event by event.
+    let [mut one, _two] = stores;
+    one.crash().await;
+    until(&mirror, "store 1 offline", |v| {
+        v.get(id(1)).is_some_and(|s| !s.alive)
+    })
+    .await;
+    assert!(mirror.snapshot().knows_store(id(1)));
     while let Ok(event) = events.try_recv() {
         assert!(
             !matches!(event, ViewEvent::StoreRemoved { .. }),
@@ -398,9 +401,12 @@ async fn a_node_zookeeper_refuses_to_read_makes_the_view_untrusted_not_the_store
             .await
             .unwrap();
     }
-    trusted(&mirror).await;
+    until(&mirror, "store 2 read in full again", |v| {
+        v.get(id(2)).is_some_and(|s| s.is_known())
+    })
+    .await;
     let snapshot = mirror.snapshot();
-    assert_eq!(snapshot.health.read_failure, None);
+    assert!(snapshot.knows_store(id(2)));
     assert_eq!(
         snapshot.view.get(id(2)).unwrap().state,
         Field::Valid("ERROR".into())

@@ -765,6 +765,93 @@ async fn zookeeper_down_means_unknown_and_no_restart_then_recovery_resumes() {
     harness.finish().await;
 }
 
+/// A store ZooKeeper refuses to read (an ACL on one of its nodes) is Unknown and left alone,
+/// even once it is offline; the other stores go on being watched and recovered. Its ACL fixed,
+/// the next full reload reads it again and it is recovered too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_zookeeper_refuses_to_read_is_left_alone_and_the_others_are_not() {
+    let mut harness = Harness::start("unreadable").await;
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    for (name, id) in [("store-1", 1), ("store-2", 2)] {
+        apply(
+            &harness,
+            &store_manifest(name, id, harness.node(), &harness.pfs_image(), 2),
+        );
+    }
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    for name in ["store-1", "store-2"] {
+        wait_phase(&harness, &stores, name, Phase::Online).await;
+    }
+    let store_2_pod = pod_uid(&pods, "store-2-pfs").await.unwrap();
+
+    let client = harness.zk_client().await;
+    let state = format!("/pureflash/{}/stores/2/state", harness.pf_cluster);
+    let write_only = [zookeeper_client::Acl::new(
+        zookeeper_client::Permission::WRITE | zookeeper_client::Permission::ADMIN,
+        zookeeper_client::AuthId::anyone(),
+    )];
+    client.set_acl(&state, &write_only, None).await.unwrap();
+    // Met by the next full reload (every 5 s here).
+    let unknown = wait_phase(&harness, &stores, "store-2", Phase::Unknown).await;
+    let alive = condition(&unknown, "Alive").unwrap();
+    assert_eq!(alive.reason, "StoreUnreadable", "{alive:?}");
+    assert!(alive.message.contains(&state), "{}", alive.message);
+    wait_for("the unreadable store counted", async || {
+        (metric(&harness, 0, "pureflash_zookeeper_unreadable_stores ") == Some(1.0)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        metric(&harness, 0, "pureflash_zookeeper_view_trusted "),
+        Some(1.0),
+        "one store's refusal costs only that store the trust"
+    );
+
+    // Both hang. store-2's `alive` going is seen (that node is readable), yet nothing is
+    // decided on a store whose state cannot all be read; store-1 is restarted as ever.
+    harness.signal_pod("store-2-pfs", libc::SIGSTOP);
+    harness.signal_pod("store-1-pfs", libc::SIGSTOP);
+    wait_for("store-1 restarted", async || {
+        (restart_count(&stores, "store-1").await == 1).then_some(())
+    })
+    .await;
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    wait_for("store-2's session gone", async || {
+        (!harness.store_alive(2).await).then_some(())
+    })
+    .await;
+    // Longer than the grace period and the start grace: still untouched.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(
+        pod_uid(&pods, "store-2-pfs").await.as_ref(),
+        Some(&store_2_pod)
+    );
+    assert_eq!(restart_count(&stores, "store-2").await, 0);
+    let still = stores.get("store-2").await.unwrap();
+    assert_eq!(still.status.unwrap().phase, Some(Phase::Unknown));
+
+    // The ACL fixed: read in full again, offline, and restarted.
+    client
+        .set_acl(&state, &zookeeper_client::Acls::anyone_all(), None)
+        .await
+        .unwrap();
+    wait_for("store-2 restarted", async || {
+        (restart_count(&stores, "store-2").await == 1).then_some(())
+    })
+    .await;
+    wait_phase(&harness, &stores, "store-2", Phase::Online).await;
+    assert_ne!(
+        pod_uid(&pods, "store-2-pfs").await.as_ref(),
+        Some(&store_2_pod)
+    );
+    assert_eq!(
+        metric(&harness, 0, "pureflash_zookeeper_unreadable_stores "),
+        Some(0.0)
+    );
+    harness.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn most_of_the_cluster_offline_freezes_restarts_but_a_manual_restart_still_works() {
     let mut harness = Harness::start("frozen").await;

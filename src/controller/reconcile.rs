@@ -673,8 +673,12 @@ fn standing_aside(all: &[Arc<PureFlashStore>]) -> HashSet<&str> {
 /// Whether `store` counts for the cluster freeze ([`recovery::offline_while_running`]), its
 /// Pod as cached.
 fn offline_while_running(ctx: &Context, store: &PureFlashStore, snapshot: &Snapshot) -> bool {
-    // An alive store's Pod is not looked up: in a mass outage this runs for every store.
-    if alive(snapshot, store.spec.store_id) {
+    // An alive store's Pod is not looked up: in a mass outage this runs for every store. Nor
+    // is one ZooKeeper refuses to read: not known offline, and a refusal (an ACL) says nothing
+    // of a network fault, which is what the freeze guards against.
+    if alive(snapshot, store.spec.store_id)
+        || view_of(snapshot, store.spec.store_id).is_some_and(|s| !s.is_known())
+    {
         return false;
     }
     if !ctx.pods_loaded.load(Ordering::SeqCst) {
@@ -1143,8 +1147,20 @@ fn alive(snapshot: &Snapshot, store_id: i32) -> bool {
     alive_node(snapshot, store_id).exists
 }
 
+/// Whether the view can say whether the store with this `storeId` is alive (see
+/// [`Snapshot::knows_store`]).
+fn knows_store(snapshot: &Snapshot, store_id: i32) -> bool {
+    match zk_store_id(store_id) {
+        Some(id) => snapshot.knows_store(id),
+        None => snapshot.knows_stores(),
+    }
+}
+
+/// The store's `alive` as ZooKeeper shows it; absent for a store ZooKeeper refused to read,
+/// whatever it showed before: counted out of what is available, not taken for a restart.
 fn alive_node(snapshot: &Snapshot, store_id: i32) -> AliveNode {
-    view_of(snapshot, store_id).map_or(AliveNode::default(), |s| AliveNode {
+    let known = view_of(snapshot, store_id).filter(|s| s.is_known());
+    known.map_or(AliveNode::default(), |s| AliveNode {
         exists: s.alive,
         session: s.alive_session,
     })
@@ -1152,7 +1168,7 @@ fn alive_node(snapshot: &Snapshot, store_id: i32) -> AliveNode {
 
 /// What a Pod created now records about the `alive` it must not take for its own.
 fn predecessor(snapshot: &Snapshot, store_id: i32) -> Predecessor {
-    if !snapshot.health.is_trusted() {
+    if !snapshot.health.is_trusted() || view_of(snapshot, store_id).is_some_and(|s| !s.is_known()) {
         return Predecessor::Unknown;
     }
     match alive_node(snapshot, store_id) {
@@ -1338,7 +1354,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     let stores: Api<PureFlashStore> = Api::namespaced(ctx.client.clone(), &namespace);
     let apply = PatchParams::apply(MANAGER).force();
     let snapshot = ctx.snapshots.borrow().clone();
-    let trusted = snapshot.knows_stores();
+    let trusted = knows_store(&snapshot, store.spec.store_id);
     let view = view_of(&snapshot, store.spec.store_id);
     let baseline = ctx.written.current(store);
     let manual_token = store
@@ -1494,7 +1510,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         let store_policy = policy(store, &ctx.settings);
         Some(rollout::decide(
             &RollObservation {
-                view_trusted: current.knows_stores(),
+                view_trusted: knows_store(&current, store.spec.store_id),
                 alive: alive(&current, store.spec.store_id),
                 pod: &facts,
                 unavailable_others: &names,
@@ -1619,9 +1635,11 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     drop(rolls);
     // A Pod records whose `alive` it replaces, which only a trusted view can tell; without one
     // the Pod waits (a pfs could not register then anyway), and the view becoming trusted
-    // wakes every store.
+    // wakes every store (the store readable again, this one).
     let view_now = ctx.snapshots.borrow().clone();
-    let can_create = view_now.health.is_trusted() && rendered.is_some();
+    let can_create = view_now.health.is_trusted()
+        && view_of(&view_now, store.spec.store_id).is_none_or(|s| s.is_known())
+        && rendered.is_some();
     // A Pod stopped for good (evicted, refused at admission, shut down with its node) is
     // never run again by its kubelet: it is deleted and replaced as a missing one is. No pfs
     // runs in it, so no recovery rail applies; a terminal Pod is deleted at once. Replacements
@@ -1808,7 +1826,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     let now = ctx.clock.now();
     let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
     let current = ctx.snapshots.borrow().clone();
-    if current.knows_stores() != trusted
+    if knows_store(&current, store.spec.store_id) != trusted
         || alive(&current, store.spec.store_id) != alive(&snapshot, store.spec.store_id)
     {
         return Ok(Action::requeue(Duration::ZERO));
@@ -1996,7 +2014,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         // the earlier observation. The reconcile the change has queued decides again.
         let changed_meanwhile = || {
             let latest = ctx.snapshots.borrow().clone();
-            !latest.knows_stores()
+            !knows_store(&latest, store.spec.store_id)
                 || (reason == RestartReason::Offline && alive(&latest, store.spec.store_id))
         };
         let call_off = |failed_write: Option<Error>| {

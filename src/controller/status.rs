@@ -499,6 +499,17 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
             "ZooKeeper has no stores directory for the operator's cluster name: no pfs has registered under it (is the cluster name right?), so no store is taken for offline".into(),
             facts,
         ),
+        (false, Some(store), _) if store.unreadable.is_some() => condition(
+            conditions,
+            "Alive",
+            "Unknown",
+            "StoreUnreadable",
+            format!(
+                "{}; the store's state is unknown, and nothing is decided on it, until it can be read (tried again at each full reload of the operator's view)",
+                store.unreadable.as_deref().unwrap_or_default()
+            ),
+            facts,
+        ),
         (false, _, _) => condition(
             conditions,
             "Alive",
@@ -1231,6 +1242,32 @@ mod tests {
             "{}",
             alive.message
         );
+    }
+
+    /// A store ZooKeeper refuses to read is Unknown with the refused node named, whatever its
+    /// last reading said (alive here: not Online, which nobody can vouch for now).
+    #[test]
+    fn an_unreadable_store_is_unknown_and_says_which_node() {
+        let mut case = Case::alive_at(t(100));
+        case.previous.phase = Some(Phase::Online);
+        case.previous.alive = Some(true);
+        case.trusted = false;
+        let mut store = StoreView::test(7).with_trays(2);
+        store.unreadable =
+            Some("ZooKeeper refused to read /pureflash/c/stores/7/state: NoAuth".into());
+        case.store = Some(store);
+        case.decision.verdict = Verdict::Skip(SkipReason::ViewUntrusted);
+        let status = case.status();
+        assert_eq!(status.phase, Some(Phase::Unknown));
+        let alive = status.condition("Alive", "Unknown").unwrap();
+        assert_eq!(alive.reason, "StoreUnreadable");
+        assert!(
+            alive.message.contains("/stores/7/state"),
+            "{}",
+            alive.message
+        );
+        let ready = status.condition("Ready", "Unknown").unwrap();
+        assert_eq!(ready.reason, "StoreUnreadable");
     }
 
     /// Offline, then a ZooKeeper blip, then the same: back to Offline (not Pending, which would

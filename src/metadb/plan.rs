@@ -27,6 +27,9 @@
 //!   stores included. (Nothing references t_port, and a store's tree is deleted node by node, so
 //!   "keep the ports of a vanished store" would depend on how the deletions happened to be
 //!   batched.) Rows of any other purpose are someone else's and left alone.
+//! - A store ZooKeeper refuses to read (an ACL) is unknown, not vanished: its rows are left
+//!   out of the plan, so kept as they are; a plan that would collide with one of them writes
+//!   nothing ([`Note::HeldByUnreadable`]).
 //! - Nothing to change, nothing planned: an empty plan means zero writes.
 //!
 //! Anything that had to be resolved or skipped is a [`Note`], for the logs.
@@ -135,6 +138,12 @@ pub enum Note {
         column: &'static str,
         value: String,
     },
+    /// A store ZooKeeper refuses to read ([`StoreView::unreadable`]): its rows are left as
+    /// they are.
+    RowsKept { store: i64 },
+    /// Nothing is written: what the readable stores need collides with a row of a store
+    /// ZooKeeper refuses to read, which cannot be moved aside while its store is unknown.
+    HeldByUnreadable { conflict: String },
 }
 
 impl fmt::Display for Note {
@@ -204,6 +213,14 @@ impl fmt::Display for Note {
                     "store {store}: {value:?} is not ASCII, which a latin1 {column} refuses; not written"
                 )
             }
+            Note::RowsKept { store } => write!(
+                f,
+                "ZooKeeper refuses to read store {store}: its rows are left as they are"
+            ),
+            Note::HeldByUnreadable { conflict } => write!(
+                f,
+                "nothing written: the readable stores need a key a row of a store ZooKeeper refuses to read holds ({conflict}); fix the store's ACL (or the row)"
+            ),
         }
     }
 }
@@ -262,7 +279,50 @@ fn status(live: bool) -> &'static str {
 }
 
 /// Computes the writes that make `rows` equal to what `view` says.
+///
+/// A store ZooKeeper refuses to read ([`StoreView::unreadable`]) is unknown, not gone: its
+/// rows (its t_store row, the t_tray and t_port rows naming it) are left out of the planning
+/// and so left as they are, whatever was last read of it. Should the other stores need a key
+/// one of those rows holds, nothing is written (a [`Note::HeldByUnreadable`]) rather than a
+/// plan the DB would refuse.
 pub fn plan(view: &ClusterView, rows: &DbRows) -> Plan {
+    let unreadable: BTreeSet<i64> = view
+        .stores
+        .values()
+        .filter(|store| !store.is_known())
+        .map(|store| row_id(store.id))
+        .collect();
+    if unreadable.is_empty() {
+        return plan_readable(view, rows);
+    }
+    let mut readable_view = view.clone();
+    readable_view
+        .stores
+        .retain(|id, _| !unreadable.contains(&row_id(*id)));
+    let mut readable_rows = rows.clone();
+    readable_rows
+        .stores
+        .retain(|id, _| !unreadable.contains(id));
+    readable_rows
+        .trays
+        .retain(|_, row| !unreadable.contains(&row.store_id));
+    readable_rows
+        .ports
+        .retain(|_, row| row.store_id.is_none_or(|id| !unreadable.contains(&id)));
+    let mut plan = plan_readable(&readable_view, &readable_rows);
+    let kept = unreadable.iter().map(|&store| Note::RowsKept { store });
+    if let Err(conflict) = rows.clone().apply(&plan) {
+        plan = Plan::default();
+        plan.notes.push(Note::HeldByUnreadable {
+            conflict: conflict.to_string(),
+        });
+    }
+    plan.notes.extend(kept);
+    plan
+}
+
+/// [`plan`] for a view whose every store could be read.
+fn plan_readable(view: &ClusterView, rows: &DbRows) -> Plan {
     let mut plan = Plan::default();
     let finals = plan_stores(view, rows, &mut plan);
     plan_trays(view, rows, &finals, &mut plan);
@@ -294,6 +354,11 @@ pub fn plan_after(prev: &ClusterView, next: &ClusterView, rows: &DbRows) -> Plan
 ///
 /// The fast plan carries no [`Note`]s: nothing it covers can add or resolve a conflict.
 pub fn plan_fast(prev: &ClusterView, next: &ClusterView, rows: &DbRows) -> Option<Plan> {
+    // Which rows an unreadable store keeps is the full plan's to work out.
+    let unreadable = |view: &ClusterView| view.stores.values().any(|s| !s.is_known());
+    if unreadable(prev) || unreadable(next) {
+        return None;
+    }
     let mut fast = Plan::default();
     // Whether a flipped store shares a key: the first few flips scan the cluster; past them an
     // index of every key is built once and looked up, so that when every pfs loses its session
@@ -1064,6 +1129,47 @@ mod tests {
             plan.port_deletes,
             vec![port_key("10.9.0.1", 0)],
             "ports follow ZooKeeper exactly"
+        );
+    }
+
+    /// An unreadable store is unknown, not vanished: its rows stay exactly as they are, what
+    /// was last read of it included, while the other stores are synced as ever.
+    #[test]
+    fn an_unreadable_store_keeps_its_rows_and_the_rest_is_synced() {
+        let rows = DbRows::synced_from(&view([
+            StoreView::test(1).with_trays(2).with_port("10.9.0.1"),
+            StoreView::test(2).with_trays(1),
+        ]));
+        // Store 1 refused and never read since this view began (no data), store 2 gone dead.
+        let refused = StoreView::new(StoreId::new(1).unwrap()).refused();
+        let next = view([refused.clone(), StoreView::test(2).with_trays(1).dead()]);
+        let (plan, after) = plan_and_apply(&next, &rows);
+        assert_eq!(after.stores[&1], rows.stores[&1]);
+        assert!(
+            after
+                .trays
+                .values()
+                .filter(|t| t.store_id == 1)
+                .all(|t| t.status == "OK")
+        );
+        assert!(after.ports.contains_key(&port_key("10.9.0.1", 0)));
+        assert_eq!(after.stores[&2].status, "OFFLINE", "the rest is synced");
+        assert!(plan.notes.contains(&Note::RowsKept { store: 1 }));
+        // The event-driven plan leaves it to the full one.
+        assert_eq!(plan_fast(&view([StoreView::test(1)]), &next, &rows), None);
+        assert_eq!(plan_after(&view([StoreView::test(1)]), &next, &rows), plan);
+
+        // A readable store wanting the unreadable one's address: the row cannot be moved aside
+        // while its store is unknown, so nothing is written, and the note says why.
+        let taking = view([refused, StoreView::test(3).at("10.0.0.1")]);
+        let plan = super::plan(&taking, &rows);
+        assert_eq!(plan.write_count(), 0);
+        assert!(
+            plan.notes
+                .iter()
+                .any(|note| matches!(note, Note::HeldByUnreadable { conflict } if conflict.contains("10.0.0.1"))),
+            "{:?}",
+            plan.notes
         );
     }
 
@@ -1973,7 +2079,7 @@ mod tests {
 
         /// A change to one store: liveness only, or anything.
         fn arb_change() -> impl Strategy<Value = (u32, u8, u32, bool)> {
-            (1u32..7, 0u8..9, 0u32..6, any::<bool>())
+            (1u32..7, 0u8..10, 0u32..6, any::<bool>())
         }
 
         fn mutate(view: &ClusterView, (id, kind, n, flag): (u32, u8, u32, bool)) -> ClusterView {
@@ -2006,6 +2112,9 @@ mod tests {
                 }
                 3 => {
                     next.stores.remove(&id);
+                }
+                9 => {
+                    next.mark_unreadable(id, "refused".into());
                 }
                 4 => {
                     if let Some(store) = next.stores.get_mut(&id) {
@@ -2068,6 +2177,31 @@ mod tests {
                 synced.apply(&plan(&prev, &rows)).unwrap();
                 let next = changes.into_iter().fold(prev.clone(), |v, c| mutate(&v, c));
                 prop_assert_eq!(writes(plan_after(&prev, &next, &synced)), writes(plan(&next, &synced)));
+            }
+
+            /// Stores ZooKeeper refuses to read keep every row of theirs as it is; the plan
+            /// still applies in SQL order and converges.
+            #[test]
+            fn unreadable_stores_keep_their_rows(
+                stores in prop::collection::vec(arb_store(), 0..6),
+                rows in arb_rows(),
+                refused in prop::collection::vec(1u32..7, 1..3),
+            ) {
+                let mut v = view(stores);
+                for id in refused {
+                    v.mark_unreadable(StoreId::new(id).unwrap(), "refused".into());
+                }
+                let unknown: BTreeSet<i64> = v.stores.values().filter(|s| !s.is_known()).map(|s| row_id(s.id)).collect();
+                let (_, after) = plan_and_apply(&v, &rows);
+                for id in &unknown {
+                    prop_assert_eq!(after.stores.get(id), rows.stores.get(id));
+                }
+                for (key, row) in rows.trays.iter().filter(|(_, row)| unknown.contains(&row.store_id)) {
+                    prop_assert_eq!(after.trays.get(key), Some(row));
+                }
+                for (key, row) in rows.ports.iter().filter(|(_, row)| row.store_id.is_some_and(|id| unknown.contains(&id))) {
+                    prop_assert_eq!(after.ports.get(key), Some(row));
+                }
             }
 
             /// Any view over any consistent DB: the plan applies without a constraint error in

@@ -16,9 +16,11 @@
 //!   lost (ZOOKEEPER-4698), after every session expiry (new session, new watch), and every
 //!   `resync_interval` as a safety net;
 //! - [`Health`] says whether the view can be trusted right now: only when the session is
-//!   connected, a reload finished since it connected, and no node of the tree failed to read
-//!   since (a node ZooKeeper will not let us read, an ACL most likely, is never taken for a
-//!   node that is gone: a store read as gone would be marked OFFLINE and its pfs restarted).
+//!   connected, a reload finished since it connected, and no read failed since. A node
+//!   ZooKeeper will not let us read (an ACL, most likely) is never taken for a node that is
+//!   gone — a store read as gone would be marked OFFLINE and its pfs restarted — but costs
+//!   only its own store the trust ([`StoreView::unreadable`], [`Snapshot::knows_store`]):
+//!   one locked-down store must not blind the operator to all the others.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -104,8 +106,9 @@ pub struct Health {
     /// Sessions established so far; grows after every expiry.
     pub sessions: u64,
     /// Why the view may lack the state of a node despite the session: ZooKeeper refused to
-    /// read it, or a read of a changed node failed. Cleared by the next full reload that
-    /// reads every node.
+    /// list the stores directory, or a read of a changed node failed other than by a refusal
+    /// (a refusal within a store costs only that store its trust: see
+    /// [`StoreView::unreadable`]). Cleared by the next full reload that succeeds.
     pub read_failure: Option<String>,
 }
 
@@ -133,6 +136,12 @@ impl Snapshot {
     /// offline, and its pfs restarted.
     pub fn knows_stores(&self) -> bool {
         self.health.is_trusted() && self.view.stores_dir
+    }
+
+    /// Whether the view can say whether store `id` is alive: it [knows the
+    /// stores](Self::knows_stores) and could read every node of this one.
+    pub fn knows_store(&self, id: StoreId) -> bool {
+        self.knows_stores() && self.view.get(id).is_none_or(StoreView::is_known)
     }
 }
 
@@ -322,6 +331,9 @@ pub enum MirrorError {
     /// ZooKeeper answered, but refused this one node (the request as a whole went through).
     #[error("ZooKeeper refused to read {path}: {source} (check the ACLs of the stores tree)")]
     Refused { path: String, source: zk::Error },
+    /// A store [`Refused`](Self::Refused) where no earlier reading of it can stand in.
+    #[error("{reason}")]
+    StoreUnreadable { reason: String },
 }
 
 fn describe_connect_error(error: &zk::Error, timeout: Duration) -> String {
@@ -351,7 +363,17 @@ pub async fn load_once(
         view = load_tree(&client, &config.layout) => Some(view),
     };
     close(client).await;
-    view.transpose()
+    let view = view.transpose()?;
+    // One load has no earlier reading to keep for a store it cannot read: it fails, rather
+    // than passing for a load of the whole cluster.
+    let unreadable = view
+        .iter()
+        .flat_map(|view| view.stores.values())
+        .find_map(|store| store.unreadable.clone());
+    if let Some(reason) = unreadable {
+        return Err(MirrorError::StoreUnreadable { reason });
+    }
+    Ok(view)
 }
 
 async fn connect(config: &MirrorConfig) -> Result<zk::Client, MirrorError> {
@@ -603,6 +625,16 @@ fn log_problem_changes(old: &ClusterView, new: &ClusterView, changed: &[StoreId]
     for &id in changed {
         let before = old.get(id).map(|s| s.problems()).unwrap_or_default();
         let Some(store) = new.get(id) else { continue };
+        match (
+            old.get(id).and_then(|s| s.unreadable.as_ref()),
+            &store.unreadable,
+        ) {
+            (None, Some(reason)) => {
+                warn!(store = %id, %reason, "the store's state is unknown until ZooKeeper lets it be read in full (tried again at each full reload); nothing is decided on it meanwhile");
+            }
+            (Some(_), None) => info!(store = %id, "store readable again"),
+            _ => {}
+        }
         let after = store.problems();
         // A set: a store with thousands of junk nodes must not cost a quadratic comparison
         // on each of its events.
@@ -1042,6 +1074,13 @@ async fn apply_batch(
             Some(Ok((data, _))) => NodeUpdate::Present(data),
             Some(Err(zk::Error::NoNode)) => NodeUpdate::Deleted,
             Some(Err(error)) => {
+                if let Some(id) = refused_store(dir, error) {
+                    let reason = reread_failure(layout, dir, &step.rel, error);
+                    if let Touched::Store(id) = publisher.view.mark_unreadable(id, reason) {
+                        touched.push(id);
+                    }
+                    continue;
+                }
                 debug!(%error, %dir, rel = %step.rel, "could not read node data; will reload");
                 unread = unread.or_else(|| Some(reread_failure(layout, dir, &step.rel, error)));
                 reread_failed = true;
@@ -1054,9 +1093,19 @@ async fn apply_batch(
             Some(Err(zk::Error::NoNode)) => Some(NodeUpdate::Deleted),
             Some(Err(error)) => {
                 // Present, owner unknown: published so (no proof of a restart) until a reload.
-                debug!(%error, %dir, "could not read alive's owner; will reload");
-                unread = unread.or_else(|| Some(reread_failure(layout, dir, &step.rel, error)));
-                reread_failed = true;
+                let reason = reread_failure(layout, dir, &step.rel, error);
+                match refused_store(dir, error) {
+                    Some(id) => {
+                        if let Touched::Store(id) = publisher.view.mark_unreadable(id, reason) {
+                            touched.push(id);
+                        }
+                    }
+                    None => {
+                        debug!(%error, %dir, "could not read alive's owner; will reload");
+                        unread = unread.or(Some(reason));
+                        reread_failed = true;
+                    }
+                }
                 None
             }
         };
@@ -1080,10 +1129,23 @@ async fn apply_batch(
     )
 }
 
+/// The store a refused read makes unreadable. A refusal (an ACL, most likely) is the store's
+/// own: the rest of the view stays trusted, and the store is read in full again by the next
+/// periodic reload (an ACL is not changed back within seconds; reloading the whole cluster
+/// until it is would cost every store a read every few seconds).
+fn refused_store(dir: &str, error: &zk::Error) -> Option<StoreId> {
+    if *error == zk::Error::NoAuth {
+        dir.parse().ok()
+    } else {
+        None
+    }
+}
+
 /// What to record of a failed re-read. Every failure leaves the view missing a node's state
-/// until a full reload reads it: a refusal (an ACL) while the session goes on, but also a
-/// request that failed without the session noticing (a timeout, a malformed answer). A lost
-/// connection or session brings its own reload, which clears the record again.
+/// until a full reload reads it: a refusal (an ACL) for its store while the session goes on
+/// (see [`refused_store`]), but any other failure (a timeout, a malformed answer: a request
+/// that failed without the session noticing) for the whole view, as it is not tied to the
+/// node. A lost connection or session brings its own reload, which clears the record again.
 fn reread_failure(layout: &ClusterLayout, dir: &str, rel: &str, error: &zk::Error) -> String {
     let path = format!("{}/{dir}/{rel}", layout.stores());
     if *error == zk::Error::NoAuth {
@@ -1204,22 +1266,37 @@ async fn load_tree(
             continue;
         };
         if in_flight.len() >= RELOAD_CONCURRENCY
-            && let Some(store) = in_flight.next().await
+            && let Some((id, store)) = in_flight.next().await
         {
-            insert_store(&mut view, store?);
+            insert_store(&mut view, id, store)?;
         }
-        in_flight.push(read_store(client, layout, id));
+        in_flight.push(read_store(client, layout, id).map(move |store| (id, store)));
     }
-    while let Some(store) = in_flight.next().await {
-        insert_store(&mut view, store?);
+    while let Some((id, store)) = in_flight.next().await {
+        insert_store(&mut view, id, store)?;
     }
     Ok(view)
 }
 
-fn insert_store(view: &mut ClusterView, store: Option<StoreView>) {
-    if let Some(store) = store {
-        view.stores.insert(store.id, Arc::new(store));
+/// Adds what was read of store `id`. A store ZooKeeper refused to read is added as unreadable
+/// (see [`StoreView::unreadable`]); any other failure fails the reload.
+fn insert_store(
+    view: &mut ClusterView,
+    id: StoreId,
+    read: Result<Option<StoreView>, MirrorError>,
+) -> Result<(), MirrorError> {
+    match read {
+        Ok(Some(store)) => {
+            view.stores.insert(id, Arc::new(store));
+        }
+        Ok(None) => {}
+        Err(refused @ MirrorError::Refused { .. }) => {
+            view.stores
+                .insert(id, Arc::new(StoreView::unreadable(id, refused.to_string())));
+        }
+        Err(error) => return Err(error),
     }
+    Ok(())
 }
 
 /// Reads one store: a multi-read of its top level, then one of all its trays. `None` if the

@@ -132,6 +132,11 @@ pub struct StoreView {
     pub rep_ports: BTreeSet<IpAddr>,
     /// Nodes `pfs` never writes (or writes under a name that does not parse), by relative path.
     pub unexpected: BTreeMap<String, DataError>,
+    /// Why the store's state is not known, though the rest of the cluster's is: ZooKeeper
+    /// refused to read one of its nodes (an ACL, most likely) since it was last read in full.
+    /// Its other fields keep what was read before (and any change read since), which nothing
+    /// may be decided on.
+    pub unreadable: Option<String>,
 }
 
 /// A problem found in one store's data, for logs and status.
@@ -154,7 +159,21 @@ impl StoreView {
             ports: BTreeSet::new(),
             rep_ports: BTreeSet::new(),
             unexpected: BTreeMap::new(),
+            unreadable: None,
         }
+    }
+
+    /// A store ZooKeeper refused (part of) to read; `reason` names the node.
+    pub fn unreadable(id: StoreId, reason: String) -> Self {
+        StoreView {
+            unreadable: Some(reason),
+            ..StoreView::new(id)
+        }
+    }
+
+    /// Whether what the view holds of the store is its state: no node of it was refused.
+    pub fn is_known(&self) -> bool {
+        self.unreadable.is_none()
     }
 
     /// Records that the node at `rel` exists with `data`. Returns whether anything changed.
@@ -474,9 +493,19 @@ impl ClusterView {
     /// Replaces this view by `fresh`, keeping the existing `Arc` of every store that did not
     /// change (so readers can compare by pointer). Returns the ids that were added, changed or
     /// removed, and whether the malformed directories or the existence of `stores/` changed.
+    ///
+    /// A store `fresh` could not read keeps what this view holds of it, marked unreadable: a
+    /// refusal says nothing about the store's state.
     pub fn replace_with(&mut self, mut fresh: ClusterView) -> (Vec<StoreId>, bool) {
         let mut changed = Vec::new();
         for (id, store) in fresh.stores.iter_mut() {
+            if let (Some(refused), Some(old)) = (&store.unreadable, self.stores.get(id)) {
+                let refused = refused.clone();
+                *store = Arc::clone(old);
+                if store.unreadable.as_ref() != Some(&refused) {
+                    Arc::make_mut(store).unreadable = Some(refused);
+                }
+            }
             match self.stores.get(id) {
                 Some(old) if old == store => *store = Arc::clone(old),
                 _ => changed.push(*id),
@@ -521,8 +550,27 @@ impl ClusterView {
         self.stores.get(&id).map(|s| s.as_ref())
     }
 
+    /// Stores known to be alive (an unreadable store's last reading does not count).
     pub fn alive_count(&self) -> usize {
-        self.stores.values().filter(|s| s.alive).count()
+        self.stores
+            .values()
+            .filter(|s| s.alive && s.is_known())
+            .count()
+    }
+
+    /// Records that ZooKeeper refused to read a node of store `id` (see
+    /// [`StoreView::unreadable`]); the first refusal's `reason` stands until the store is read
+    /// in full again.
+    pub fn mark_unreadable(&mut self, id: StoreId, reason: String) -> Touched {
+        match self.stores.get_mut(&id) {
+            Some(store) if store.unreadable.is_some() => return Touched::Nothing,
+            Some(store) => Arc::make_mut(store).unreadable = Some(reason),
+            None => {
+                self.stores
+                    .insert(id, Arc::new(StoreView::unreadable(id, reason)));
+            }
+        }
+        Touched::Store(id)
     }
 }
 
@@ -923,5 +971,78 @@ mod tests {
         assert!(Arc::ptr_eq(&view.stores[&id(1)], &before.stores[&id(1)]));
         assert_eq!(view.changed_since(&before), vec![id(2), id(3), id(4)]);
         assert_eq!(view.changed_since(&view.clone()), Vec::<StoreId>::new());
+    }
+
+    /// A store ZooKeeper refuses to read keeps what was read of it before, marked so; one
+    /// never read is only a marker. Reading it in full again clears the mark.
+    #[test]
+    fn a_refused_store_keeps_its_last_reading_marked_unreadable() {
+        let mut nodes = registered_store(1);
+        nodes.extend(registered_store(2));
+        let mut view = view_of(&nodes);
+        let read = view.stores[&id(2)].clone();
+
+        let refused = || {
+            let mut fresh = view_of(&registered_store(1));
+            for n in [2, 3] {
+                fresh.stores.insert(
+                    id(n),
+                    Arc::new(StoreView::unreadable(id(n), format!("store {n} refused"))),
+                );
+            }
+            fresh
+        };
+        let (changed, _) = view.replace_with(refused());
+        assert_eq!(changed, vec![id(2), id(3)]);
+        let kept = view.get(id(2)).unwrap();
+        assert!(kept.alive, "the last reading stands");
+        assert_eq!(kept.mngt_ip, read.mngt_ip);
+        assert_eq!(kept.unreadable.as_deref(), Some("store 2 refused"));
+        let never = view.get(id(3)).unwrap();
+        assert!(!never.is_known() && !never.alive);
+        assert_eq!(view.alive_count(), 1, "only what is known counts");
+
+        // Refused again: nothing changes, and what was never read stays so.
+        let before = view.clone();
+        let (changed, _) = view.replace_with(refused());
+        assert_eq!(changed, Vec::<StoreId>::new());
+        assert!(Arc::ptr_eq(&view.stores[&id(2)], &before.stores[&id(2)]));
+        // A change read from an event in between is kept too (it is fresher than the
+        // reading), and the store is still unknown.
+        view.apply("3", "alive", NodeUpdate::Ephemeral(7));
+        view.replace_with(refused());
+        let store_3 = view.get(id(3)).unwrap();
+        assert!(store_3.alive && !store_3.is_known());
+
+        // Read in full again.
+        let (changed, _) = view.replace_with(view_of(&nodes));
+        assert_eq!(changed, vec![id(2), id(3)]);
+        assert!(view.get(id(2)).unwrap().is_known());
+        assert!(view.get(id(3)).is_none());
+    }
+
+    #[test]
+    fn a_refused_reread_marks_only_its_store() {
+        let mut view = view_of(&registered_store(1));
+        assert_eq!(
+            view.mark_unreadable(id(1), "first".into()),
+            Touched::Store(id(1))
+        );
+        assert_eq!(
+            view.mark_unreadable(id(1), "second".into()),
+            Touched::Nothing,
+            "the first refusal stands"
+        );
+        let store = view.get(id(1)).unwrap();
+        assert!(store.alive);
+        assert_eq!(store.unreadable.as_deref(), Some("first"));
+        assert_eq!(
+            view.mark_unreadable(id(4), "new".into()),
+            Touched::Store(id(4))
+        );
+        assert!(!view.get(id(4)).unwrap().is_known());
+        // Its directory deleted: gone, mark and all.
+        view.apply("4", "", NodeUpdate::Deleted);
+        assert!(view.get(id(4)).is_none());
     }
 }
