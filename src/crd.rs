@@ -55,7 +55,7 @@ const SETTING_VALUE: &str = concat!(
     printcolumn = r#"{"name": "PHASE", "type": "string", "jsonPath": ".status.phase"}"#,
     printcolumn = r#"{"name": "ALIVE", "type": "boolean", "jsonPath": ".status.alive", "description": "The store's alive node exists in ZooKeeper"}"#,
     printcolumn = r#"{"name": "MNGT-IP", "type": "string", "jsonPath": ".status.mngtIp"}"#,
-    printcolumn = r#"{"name": "TRAYS", "type": "string", "jsonPath": ".status.traysOnline", "description": "Trays online/total"}"#,
+    printcolumn = r#"{"name": "TRAYS", "type": "string", "jsonPath": ".status.traysOnline", "description": "Trays online/the spec's trays"}"#,
     printcolumn = r#"{"name": "RESTARTS", "type": "integer", "jsonPath": ".status.restartCount", "description": "Restarts made by the operator"}"#,
     printcolumn = r#"{"name": "AGE", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
@@ -313,7 +313,8 @@ pub struct PureFlashStoreStatus {
     pub mngt_ip: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trays: Vec<TrayStatus>,
-    /// Trays online/total, e.g. `2/2`.
+    /// Trays online out of those the spec lists, e.g. `1/2` (a tray node pfs left registered
+    /// beyond them, such as one of a replaced disk, does not count).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trays_online: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

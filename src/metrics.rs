@@ -14,7 +14,8 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
-    /// `ok` or `error`.
+    /// `ok`, `error`, `conflict` (a status write refused as stale) or `term_ended` (this
+    /// replica stopped leading meanwhile).
     pub result: &'static str,
 }
 

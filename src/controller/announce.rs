@@ -52,6 +52,7 @@ pub fn announcements(
     circumstances: &Circumstances<'_>,
 ) -> Announcements {
     let mut out = Announcements::default();
+    let mut offline_at_once = false;
     let mut event = |kind, reason: &str, action, note: String| {
         out.events.push(Announcement {
             kind,
@@ -82,6 +83,17 @@ pub fn announcements(
                 "Observe",
                 "the store is not alive in ZooKeeper".into(),
             ),
+            // Seen offline and restarted in one look (no grace period, or a manual restart
+            // landing as it went down): the outage is news all the same.
+            Some(Phase::Recovering) if matches!(before, Some(Phase::Online | Phase::Starting)) => {
+                event(
+                    EventType::Warning,
+                    "StoreOffline",
+                    "Observe",
+                    "the store is not alive in ZooKeeper".into(),
+                );
+                offline_at_once = true;
+            }
             // A store seen for the first time while the view loads is not news.
             Some(Phase::Unknown) if previous.phase.is_some() => {
                 // Why, as the Alive condition says it (a lost session, or no stores directory).
@@ -199,8 +211,8 @@ pub fn announcements(
         );
     }
 
-    out.went_offline =
-        status.phase == Some(Phase::Offline) && previous.phase != Some(Phase::Offline);
+    out.went_offline = offline_at_once
+        || (status.phase == Some(Phase::Offline) && previous.phase != Some(Phase::Offline));
     out
 }
 
@@ -310,6 +322,12 @@ mod tests {
         assert!(down.went_offline);
         assert!(!told(&offline, &offline).went_offline);
         assert_eq!(reasons(&told(&offline, &online)), ["StoreOnline"]);
+        // Offline and restarted in the same look.
+        let recovering = with(Some(Phase::Recovering), vec![]);
+        let at_once = told(&online, &recovering);
+        assert_eq!(reasons(&at_once), ["StoreOffline"]);
+        assert!(at_once.went_offline);
+        assert_eq!(reasons(&told(&offline, &recovering)), Vec::<&str>::new());
     }
 
     #[test]

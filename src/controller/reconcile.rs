@@ -1306,6 +1306,8 @@ pub async fn reconcile(store: Arc<PureFlashStore>, ctx: Arc<Context>) -> Result<
     let outcome = match &result {
         Ok(_) => "ok",
         Err(Error::StaleStatus) => "conflict",
+        // Not a failure: this replica stopped leading (or is stopping) meanwhile.
+        Err(Error::TermEnded) => "term_ended",
         Err(_) => "error",
     };
     if result.is_ok() {
@@ -2053,6 +2055,15 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         )))
         .await??;
         ctx.written.wrote(store, &recorded, result);
+        // The store going offline is news even when it is restarted in the same look.
+        let circumstances = announce::Circumstances {
+            verdict: &decision.verdict,
+            roll_held: None,
+            registering: false,
+            max_unavailable: ctx.settings.max_unavailable,
+            spec_trays: store.spec.trays.len(),
+        };
+        report_transitions(ctx, store, previous, &recorded, &circumstances).await;
         // A Pod this reconcile just created starts a fresh pfs: that is the restart asked for
         // (a manual one; an automatic one needs a running Pod), not a Pod to kill.
         let to_kill = facts.as_ref().filter(|_| !created_now);
@@ -2333,6 +2344,18 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         .and_then(|status| status::free_sizes_due(status, view))
         .and_then(|due| Duration::try_from(due.duration_since(now)).ok());
     let requeue = match free_sizes_due_in {
+        Some(left) => requeue.min(left + Duration::from_millis(50)),
+        None => requeue,
+    };
+    // Starting and Recovering end by time alone.
+    let phase_changes_in = status::phase_changes_at(
+        new_status.as_ref().unwrap_or(previous),
+        facts.as_ref(),
+        &policy,
+        now,
+    )
+    .and_then(|at| Duration::try_from(at.duration_since(now)).ok());
+    let requeue = match phase_changes_in {
         Some(left) => requeue.min(left + Duration::from_millis(50)),
         None => requeue,
     };

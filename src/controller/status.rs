@@ -216,6 +216,30 @@ fn phase(facts: &Facts<'_>, alive: bool, in_flight: bool) -> Phase {
     }
 }
 
+/// When time alone next changes the phase `status` holds, with nothing else happening:
+/// `Starting` ends with the start grace of the Pod's pfs, `Recovering` with the in-flight
+/// window of the last restart (after either the store reads `Offline` if it is still down).
+/// No ZooKeeper or Pod event comes then, so the reconcile must be scheduled for it: a store
+/// whose new pfs never registers would otherwise read `Starting` until the next periodic look.
+pub fn phase_changes_at(
+    status: &PureFlashStoreStatus,
+    pod: Option<&PodFacts>,
+    policy: &Policy,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    let at = match status.phase? {
+        Phase::Starting => pod?.running_since?.checked_add(policy.start_grace).ok()?,
+        Phase::Recovering => status
+            .last_restart_time
+            .as_ref()?
+            .0
+            .checked_add(policy.in_flight_window)
+            .ok()?,
+        _ => return None,
+    };
+    (at > now).then_some(at)
+}
+
 /// The previous status, when `status` differs from it only in trays' free sizes and the
 /// previous observation is younger than [`FREE_SIZE_REFRESH`].
 fn free_sizes_damped(
@@ -428,8 +452,12 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
                         online: tray.online,
                     })
                     .collect();
+                // Out of the spec's trays, as the TraysOnline condition counts them: a disk
+                // pfs could not register shows as missing, and a tray node left from a
+                // replaced disk does not read as a degraded store.
+                let expected = facts.spec_trays;
                 status.trays_online =
-                    Some(format!("{}/{}", store.trays_online(), store.trays.len()));
+                    Some(format!("{}/{expected}", store.trays_online().min(expected)));
                 status.ports = store.ports.iter().map(ToString::to_string).collect();
                 status.rep_ports = store.rep_ports.iter().map(ToString::to_string).collect();
             }
@@ -1244,6 +1272,40 @@ mod tests {
         );
     }
 
+    /// A new pfs that never registers reads Starting only until its start grace ends, and a
+    /// restart Recovering only for the in-flight window: the reconcile is scheduled for then.
+    #[test]
+    fn starting_and_recovering_end_by_time_and_say_when() {
+        let mut case = Case::alive_at(t(105));
+        case.store = Some(StoreView::test(7).with_trays(2).dead());
+        case.pod = Some(running_pod(t(100)));
+        case.decision.verdict = Verdict::Wait {
+            reason: SkipReason::PodStarting,
+            until: t(120),
+        };
+        let starting = case.status();
+        assert_eq!(starting.phase, Some(Phase::Starting));
+        let pod = case.pod.as_ref();
+        assert_eq!(
+            phase_changes_at(&starting, pod, &policy(), t(105)),
+            Some(t(120))
+        );
+        case.now = t(121);
+        case.previous = starting;
+        let after = case.status();
+        assert_eq!(after.phase, Some(Phase::Offline));
+        assert_eq!(phase_changes_at(&after, pod, &policy(), t(121)), None);
+
+        let mut recovering = after.clone();
+        recovering.phase = Some(Phase::Recovering);
+        recovering.last_restart_time = Some(time(t(100)));
+        assert_eq!(
+            phase_changes_at(&recovering, pod, &policy(), t(121)),
+            Some(t(280))
+        );
+        assert_eq!(phase_changes_at(&recovering, pod, &policy(), t(280)), None);
+    }
+
     /// A store ZooKeeper refuses to read is Unknown with the refused node named, whatever its
     /// last reading said (alive here: not Online, which nobody can vouch for now).
     #[test]
@@ -1407,11 +1469,16 @@ mod tests {
             crate::fixtures::uuid(9),
             crate::zk::TrayView::test("/dev/old").offline(),
         ));
-        assert_eq!(condition_of(&case.status(), "TraysOnline").status, "True");
+        let replaced = case.status();
+        assert_eq!(condition_of(&replaced, "TraysOnline").status, "True");
+        // The TRAYS column counts as the condition does.
+        assert_eq!(replaced.trays_online.as_deref(), Some("2/2"));
 
         // A tray the spec lists that pfs never registered.
         case.store = Some(StoreView::test(7).with_trays(1));
-        let missing = condition_of(&case.status(), "TraysOnline").clone();
+        let unregistered = case.status();
+        assert_eq!(unregistered.trays_online.as_deref(), Some("1/2"));
+        let missing = condition_of(&unregistered, "TraysOnline").clone();
         assert_eq!(missing.status, "False");
         assert_eq!(
             missing.message,

@@ -446,6 +446,7 @@ fn same_keys(a: &StoreView, b: &StoreView) -> bool {
     a.mngt_ip == b.mngt_ip
         && a.ports == b.ports
         && a.rep_ports == b.rep_ports
+        && unparsed_ports(a).eq(unparsed_ports(b))
         && a.trays.len() == b.trays.len()
         && a.trays.iter().zip(&b.trays).all(|((ua, ta), (ub, tb))| {
             ua == ub
@@ -453,6 +454,21 @@ fn same_keys(a: &StoreView, b: &StoreView) -> bool {
                 && ta.capacity == tb.capacity
                 && ta.object_size == tb.object_size
         })
+}
+
+/// The ports and rep_ports `store` lists under names that are not IP addresses as this
+/// program reads them (`fe80::1%eth0` with a zone, `010.0.0.1` with leading zeros), with the
+/// purpose of each: pfs and the Java conductor may well use them, so their rows are kept.
+fn unparsed_ports(store: &StoreView) -> impl Iterator<Item = (&str, i64)> {
+    store.unexpected.keys().filter_map(|path| {
+        let (dir, name) = path.split_once('/')?;
+        let purpose = match dir {
+            "ports" => PURPOSE_DATA,
+            "rep_ports" => PURPOSE_REPLICATION,
+            _ => return None,
+        };
+        (!name.contains('/')).then_some((name, purpose))
+    })
 }
 
 /// Up to this many liveness flips in one plan are checked by scanning the cluster; building
@@ -974,13 +990,22 @@ fn plan_ports(
         wants.insert(key, claims.winner.id);
     }
     // Rows of the purposes pfs registers follow ZooKeeper exactly; any other purpose is
-    // someone else's.
+    // someone else's. A port registered under a name this program does not read as an address
+    // is still registered: its row is kept (compared as MariaDB compares keys).
+    let unparsed: BTreeSet<(Cow<'_, str>, i64)> = view
+        .stores
+        .values()
+        .filter(|store| finals.contains_key(&row_id(store.id)))
+        .flat_map(|store| unparsed_ports(store))
+        .map(|(name, purpose)| (collation_key(name), purpose))
+        .collect();
     plan.port_deletes.extend(
         rows.ports
             .keys()
             .filter(|key| {
                 !wants.contains_key(*key)
                     && matches!(key.purpose, PURPOSE_DATA | PURPOSE_REPLICATION)
+                    && !unparsed.contains(&(collation_key(&key.ip_addr), key.purpose))
             })
             .cloned(),
     );
@@ -1171,6 +1196,29 @@ mod tests {
             "{:?}",
             plan.notes
         );
+    }
+
+    /// A port pfs registers under a name this program does not parse as an address (a zone
+    /// suffix, leading zeros) is reported, and its row, another writer's, is kept.
+    #[test]
+    fn a_port_named_unparsably_keeps_its_row() {
+        let mut rows = DbRows::synced_from(&view([StoreView::test(1).with_port("10.9.0.1")]));
+        rows.ports.insert(port_key("fe80::1%eth0", 0), port_row(1));
+        rows.ports.insert(port_key("010.0.0.1", 1), port_row(1));
+        let mut store = StoreView::test(1).with_port("10.9.0.1");
+        store.set("ports/fe80::1%eth0", b"");
+        store.set("rep_ports/010.0.0.1", b"");
+        assert_eq!(store.problems().len(), 2, "reported");
+        let (plan, after) = plan_and_apply(&view([store.clone()]), &rows);
+        assert!(plan.port_deletes.is_empty(), "{plan:?}");
+        assert_eq!(after.ports.len(), 3);
+        // Gone from ZooKeeper: its row goes too, which the event-driven plan leaves to the
+        // full one.
+        let before = store.clone();
+        store.remove("rep_ports/010.0.0.1");
+        let (plan, _) = plan_and_apply(&view([store.clone()]), &after);
+        assert_eq!(plan.port_deletes, vec![port_key("010.0.0.1", 1)]);
+        assert_eq!(plan_fast(&view([before]), &view([store]), &after), None);
     }
 
     #[test]
