@@ -40,6 +40,9 @@ const WARN_EVERY: Duration = Duration::from_secs(30);
 const RELEASE_ATTEMPTS: usize = 3;
 /// The longest a release may take (with its retries), at most the renew deadline.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The least a Lease request is given, however short the lease: an API server under load may
+/// well take a few hundred milliseconds.
+const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Lease settings.
 #[derive(Clone, Debug)]
@@ -68,6 +71,20 @@ impl LeaseConfig {
             renew_deadline: duration * 2 / 3,
         }
     }
+
+    /// The longest one Lease request may take: half the renewal period (at least
+    /// [`MIN_ATTEMPT_TIMEOUT`]), so that a renewal stuck on a dead connection is given up with
+    /// time left for another try on a fresh one before the term ends.
+    pub fn attempt_timeout(&self) -> Duration {
+        (self.renew_every / 2).max(MIN_ATTEMPT_TIMEOUT)
+    }
+
+    /// How soon a failed renewal is tried again while leading: the backoff's delay, but at
+    /// least four tries per renewal period, so that an API server back within the term finds
+    /// a renewal before the term ends.
+    fn leading_retry(&self, backoff: Duration) -> Duration {
+        backoff.min(self.renew_every / 4)
+    }
 }
 
 /// The Lease's `leaseDurationSeconds` for `duration`: rounded up, and at least 1 s, so that
@@ -84,7 +101,7 @@ pub fn lease_seconds(duration: Duration) -> i32 {
 /// by a timeout in [`run`]; this keeps a dead connection from being reused for the next one.)
 pub fn lease_client(mut config: kube::Config, lease: &LeaseConfig) -> kube::Result<Client> {
     config.default_retry = false;
-    config.read_timeout = Some(lease.renew_deadline);
+    config.read_timeout = Some(lease.attempt_timeout());
     // Count the read timeout from each request, not from when a pooled connection went idle.
     config.reset_reader_on_write = true;
     Client::try_from(config)
@@ -339,7 +356,7 @@ impl TermDeadline {
 }
 
 /// Runs the election until `stop`; `leading` says whether this replica leads now, `deadline`
-/// until when for sure.
+/// until when for sure, `answered` whether a Lease request has succeeded yet.
 ///
 /// Cancelling `stop` releases the Lease (if this replica holds it), letting a standby take over
 /// at once: cancel it only once nothing acts on this replica's leadership any more. Until then
@@ -348,6 +365,7 @@ pub async fn run(
     client: Client,
     config: LeaseConfig,
     leading: watch::Sender<bool>,
+    answered: watch::Sender<bool>,
     deadline: TermDeadline,
     stop: CancellationToken,
 ) {
@@ -366,8 +384,10 @@ pub async fn run(
         // from here ends before any follower (which starts counting once it sees the renewal)
         // may take over.
         let started = Instant::now();
-        // No attempt outlives our term; a candidate's takes no longer than a renewal may.
-        let bound = term_end.unwrap_or(started + config.renew_deadline);
+        // No attempt outlives our term, nor takes longer than one attempt may (a hung request
+        // is given up while there is time to try again).
+        let bound = started + config.attempt_timeout();
+        let bound = term_end.map_or(bound, |end| end.min(bound));
         let outcome = tokio::select! {
             // A stop that has come is never raced by a new attempt (one at the start, say).
             biased;
@@ -386,6 +406,7 @@ pub async fn run(
                 if complaints.succeeded() {
                     info!(lease = %config.name, "Lease requests succeed again");
                 }
+                answered.send_if_modified(|answered| !std::mem::replace(answered, true));
                 backoff.reset();
                 term_end = holding.then(|| started + config.renew_deadline);
                 publish(&mut term_end, !holding);
@@ -407,7 +428,12 @@ pub async fn run(
                     debug!(lease = %config.name, %error, "Lease request failed");
                 }
                 publish(&mut term_end, false);
-                Instant::now() + backoff.next_delay()
+                let delay = backoff.next_delay();
+                let delay = match term_end {
+                    Some(_) => config.leading_retry(delay),
+                    None => delay,
+                };
+                Instant::now() + delay
             }
         };
         // Wake at the term's end at the latest, to stop leading on time.
@@ -674,6 +700,27 @@ mod tests {
         fn at(&self, seconds: u64) -> Instant {
             self.0 + Duration::from_secs(seconds)
         }
+    }
+
+    /// A renewal that hangs, or fails fast, at the start of its window leaves time for more
+    /// tries before the term ends: a hung request is given up at half the renewal period,
+    /// and failures are retried at least four times per period.
+    #[test]
+    fn a_failed_renewal_is_tried_again_within_the_term() {
+        let config = LeaseConfig::new("l", "ns", "me", Duration::from_secs(15));
+        assert_eq!(config.attempt_timeout(), Duration::from_millis(2500));
+        // The renewal at 5 s hangs until 7.5 s; the retry comes by 8.75 s, before the 10 s end.
+        let hung_retry =
+            config.renew_every + config.attempt_timeout() + config.leading_retry(RETRY_MAX);
+        assert!(config.renew_deadline.saturating_sub(hung_retry) >= Duration::from_secs(1));
+        assert_eq!(
+            config.leading_retry(RETRY_MIN),
+            RETRY_MIN,
+            "a short backoff stands"
+        );
+        // A short lease still gives each request a second.
+        let short = LeaseConfig::new("l", "ns", "me", Duration::from_secs(3));
+        assert_eq!(short.attempt_timeout(), MIN_ATTEMPT_TIMEOUT);
     }
 
     #[tokio::test(start_paused = true)]
@@ -1079,16 +1126,32 @@ mod tests {
             CancellationToken,
             tokio::task::JoinHandle<()>,
         ) {
+            let (leading, _, stop, election) = elect_answering(client, config);
+            (leading, stop, election)
+        }
+
+        /// [`elect`], also returning whether a Lease request has been answered.
+        fn elect_answering(
+            client: Client,
+            config: LeaseConfig,
+        ) -> (
+            watch::Receiver<bool>,
+            watch::Receiver<bool>,
+            CancellationToken,
+            tokio::task::JoinHandle<()>,
+        ) {
             let (leading_tx, leading) = watch::channel(false);
+            let (answered_tx, answered) = watch::channel(false);
             let stop = CancellationToken::new();
             let election = tokio::spawn(run(
                 client,
                 config,
                 leading_tx,
+                answered_tx,
                 TermDeadline::default(),
                 stop.clone(),
             ));
-            (leading, stop, election)
+            (leading, answered, stop, election)
         }
 
         async fn becomes(leading: &mut watch::Receiver<bool>, want: bool) {
@@ -1120,6 +1183,56 @@ mod tests {
                     .inject(Matcher::verb(verb).on("leases"), hang, 1000);
             }
             becomes(&mut leading, false).await;
+            stop.cancel();
+            election.await.unwrap();
+        }
+
+        /// A leader whose renewals fail for a moment (an API server restarting) retries
+        /// often enough to renew before its term ends: leadership never wavers.
+        #[tokio::test]
+        async fn renewals_failing_for_a_moment_do_not_end_the_term() {
+            let (emulator, client, config) = emulator().await;
+            let renew_every = config.renew_every;
+            let (mut leading, stop, election) = elect(client, config);
+            becomes(&mut leading, true).await;
+            leading.borrow_and_update();
+            // Three failures in a row: with the backoff alone (0.5 s, 1 s, 2 s) the retries
+            // would outlast the 2 s term.
+            emulator
+                .faults()
+                .inject(Matcher::verb("update").on("leases"), Action::Fail(503), 3);
+            tokio::time::sleep(renew_every * 4).await;
+            assert!(
+                !leading.has_changed().unwrap(),
+                "a short API outage ended the term"
+            );
+            assert!(*leading.borrow());
+            stop.cancel();
+            election.await.unwrap();
+        }
+
+        /// Whether the replica can take part in the election at all (its readiness): only
+        /// once a Lease request has been answered.
+        #[tokio::test]
+        async fn a_replica_that_cannot_reach_its_lease_never_reads_answered() {
+            let (emulator, client, config) = emulator().await;
+            emulator
+                .faults()
+                .inject(Matcher::verb("get").on("leases"), Action::Fail(403), 1000);
+            let (leading, mut answered, stop, election) =
+                elect_answering(client.clone(), config.clone());
+            tokio::time::sleep(config.duration * 2).await;
+            assert!(!*answered.borrow_and_update());
+            assert!(!*leading.borrow());
+            stop.cancel();
+            election.await.unwrap();
+
+            emulator.faults().clear();
+            let (_, mut answered, stop, election) = elect_answering(client, config);
+            tokio::time::timeout(PATIENCE, answered.wait_for(|&a| a))
+                .await
+                .expect("answered")
+                .unwrap();
             stop.cancel();
             election.await.unwrap();
         }

@@ -44,7 +44,13 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     // First: a signal during the start (the CRD check may wait for the API server for long)
     // stops the process cleanly, not by the signal's default action.
     let shutdown = CancellationToken::new();
-    tokio::spawn(crate::sync_command::cancel_on_signal(shutdown.clone()));
+    // A second signal cuts the stop short: the term's work under way is abandoned, and the
+    // Lease still released.
+    let hurry = CancellationToken::new();
+    tokio::spawn(crate::sync_command::cancel_on_signals(
+        shutdown.clone(),
+        Some(hurry.clone()),
+    ));
     let layout = ClusterLayout::new(&args.zk.cluster)?;
     let db_url: Option<DbUrl> = args.db.as_deref().map(str::parse).transpose()?;
     let kube_config = kube_config(&args).await?;
@@ -111,10 +117,12 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     const MIRROR_GONE: &str = "the ZooKeeper mirror stopped unexpectedly";
 
     let (leading_tx, mut leading) = watch::channel(false);
+    let (lease_answered_tx, lease_answered) = watch::channel(false);
     let (cache_synced_tx, cache_synced) = watch::channel(false);
-    let (ready_tx, ready_rx) = watch::channel(readiness(false, false, false));
+    let (ready_tx, ready_rx) = watch::channel(readiness(Readiness::default()));
     tokio::spawn(track_readiness(
         mirror.snapshots(),
+        lease_answered,
         leading.clone(),
         cache_synced,
         ready_tx,
@@ -160,6 +168,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         lease_client,
         lease,
         leading_tx,
+        lease_answered_tx,
         term_deadline.clone(),
         election_stop.clone(),
     ));
@@ -313,7 +322,15 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         } else if lost {
             warn!("no longer the leader: stopping the controller and the DB sync at once");
         }
-        let aborted = stop_term(&term_stop, &writes_end, leading.clone(), tasks, grace).await;
+        let aborted = stop_term(
+            &term_stop,
+            &writes_end,
+            leading.clone(),
+            tasks,
+            grace,
+            &hurry,
+        )
+        .await;
         // A standby exports no per-store picture, and is not ready as a leader any more; the
         // controller clears both when it stops by itself, not when it was aborted.
         metrics.retain_stores(|_| false);
@@ -435,14 +452,15 @@ async fn await_cluster_time(
 /// `writes_end` is cancelled once they are done or out of time, at once without a grace: until
 /// then a reconcile under way may finish what it writes (a restart's new Pod). Should
 /// `leading` turn false during the grace (the Lease lost), the grace is over: writes end and
-/// the tasks still running (a DB transaction, say) are aborted, as when no grace was given.
-/// Returns how many were aborted; either way, none of them runs any more when this returns.
+/// the tasks still running (a DB transaction, say) are aborted, as when no grace was given;
+/// likewise once `hurry` is cancelled (a second stop signal). Returns how many were aborted; either way, none of them runs any more when this returns.
 async fn stop_term(
     stop: &CancellationToken,
     writes_end: &CancellationToken,
     mut leading: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
     grace: Duration,
+    hurry: &CancellationToken,
 ) -> usize {
     stop.cancel();
     if grace.is_zero() {
@@ -470,6 +488,7 @@ async fn stop_term(
             biased;
             outcome = tokio::time::timeout_at(deadline, &mut task) => outcome.ok(),
             _ = lost.cancelled() => None,
+            _ = hurry.cancelled() => None,
         };
         match outcome {
             Some(Ok(())) => {}
@@ -491,13 +510,30 @@ async fn stop_term(
     aborted
 }
 
-/// `/readyz`: ready once the ZooKeeper view has been loaded, and, on the leader, once its
-/// PureFlashStore cache has synced too (a standby has no cache: a warm view is all it needs to
-/// take over).
-fn readiness(view_loaded: bool, leading: bool, cache_synced: bool) -> Result<(), String> {
-    if !view_loaded {
+/// What `/readyz` depends on.
+#[derive(Clone, Copy, Debug, Default)]
+struct Readiness {
+    /// The ZooKeeper view has been loaded (once is enough: a later disconnect shows in the
+    /// stores' status, not as a restart of the operator by its liveness machinery).
+    view_loaded: bool,
+    /// A Lease request has been answered: this replica can take part in the election.
+    lease_answered: bool,
+    leading: bool,
+    /// The leader's PureFlashStore cache has synced.
+    cache_synced: bool,
+}
+
+/// `/readyz`: ready once the ZooKeeper view has been loaded and the Lease answered, and, on the
+/// leader, once its PureFlashStore cache has synced too (a standby has no cache: a warm view
+/// is all it needs to take over). A replica that cannot reach its Lease (RBAC, a wrong lease
+/// namespace) could never take over: taken for ready, a rolling update would replace the
+/// working leader with it.
+fn readiness(state: Readiness) -> Result<(), String> {
+    if !state.view_loaded {
         Err("the ZooKeeper view has not been loaded yet".into())
-    } else if leading && !cache_synced {
+    } else if !state.lease_answered {
+        Err("no Lease request has succeeded yet: this replica cannot take part in the leader election (see the log)".into())
+    } else if state.leading && !state.cache_synced {
         Err("leading, but the PureFlashStore cache has not synced yet".into())
     } else {
         Ok(())
@@ -507,6 +543,7 @@ fn readiness(view_loaded: bool, leading: bool, cache_synced: bool) -> Result<(),
 /// Keeps `/readyz` and the ZooKeeper session metric current.
 async fn track_readiness(
     mut snapshots: watch::Receiver<Arc<crate::zk::Snapshot>>,
+    mut lease_answered: watch::Receiver<bool>,
     mut leading: watch::Receiver<bool>,
     mut cache_synced: watch::Receiver<bool>,
     ready: watch::Sender<Result<(), String>>,
@@ -531,14 +568,13 @@ async fn track_readiness(
         metrics
             .zookeeper_unreadable_stores
             .set(i64::try_from(unreadable).unwrap_or(i64::MAX));
-        // Loaded once is enough: a later disconnect shows in status (Unknown), not as a restart
-        // of the operator by its liveness machinery.
         view_loaded |= health.last_full_sync.is_some();
-        let state = readiness(
+        let state = readiness(Readiness {
             view_loaded,
-            *leading.borrow_and_update(),
-            *cache_synced.borrow_and_update(),
-        );
+            lease_answered: *lease_answered.borrow_and_update(),
+            leading: *leading.borrow_and_update(),
+            cache_synced: *cache_synced.borrow_and_update(),
+        });
         ready.send_if_modified(|current| {
             let changed = *current != state;
             *current = state;
@@ -546,6 +582,7 @@ async fn track_readiness(
         });
         let closed = tokio::select! {
             changed = snapshots.changed() => changed.is_err(),
+            changed = lease_answered.changed() => changed.is_err(),
             changed = leading.changed() => changed.is_err(),
             changed = cache_synced.changed() => changed.is_err(),
         };
@@ -715,6 +752,7 @@ mod tests {
             leading.clone(),
             vec![task],
             Duration::from_secs(5),
+            &CancellationToken::new(),
         )
         .await;
         assert_eq!(aborted, 0);
@@ -730,6 +768,7 @@ mod tests {
             leading.clone(),
             vec![task],
             Duration::from_millis(50),
+            &CancellationToken::new(),
         )
         .await;
         assert_eq!(aborted, 1);
@@ -757,6 +796,7 @@ mod tests {
             leading.clone(),
             vec![task],
             Duration::ZERO,
+            &CancellationToken::new(),
         )
         .await;
         assert!(watcher.await.unwrap(), "writes ended with the stop");
@@ -778,6 +818,7 @@ mod tests {
             leading,
             vec![task],
             Duration::from_secs(60),
+            &CancellationToken::new(),
         )
         .await;
         assert_eq!(aborted, 1, "stopped at the loss, not at the grace's end");
@@ -789,6 +830,34 @@ mod tests {
         );
         assert!(writes_end.is_cancelled());
         drop(lose.await);
+
+        // A second stop signal during the grace: over at once, the Lease still ours (to be
+        // released next).
+        let (stop, writes_end) = (CancellationToken::new(), CancellationToken::new());
+        let (_leading_tx, leading) = watch::channel(true);
+        let (task, could_write) = finishing_task(&stop, &writes_end, Duration::from_secs(30));
+        let hurry = CancellationToken::new();
+        tokio::spawn({
+            let hurry = hurry.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                hurry.cancel();
+            }
+        });
+        let started = tokio::time::Instant::now();
+        let aborted = stop_term(
+            &stop,
+            &writes_end,
+            leading,
+            vec![task],
+            Duration::from_secs(60),
+            &hurry,
+        )
+        .await;
+        assert_eq!(aborted, 1, "stopped when hurried, not at the grace's end");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(*could_write.lock().unwrap(), None);
+        assert!(writes_end.is_cancelled());
     }
 
     #[tokio::test]
@@ -832,7 +901,8 @@ mod tests {
                 &CancellationToken::new(),
                 watch::channel(true).1,
                 vec![task, straggler],
-                Duration::ZERO
+                Duration::ZERO,
+                &CancellationToken::new()
             )
             .await
                 >= 1
@@ -867,6 +937,7 @@ mod tests {
             watch::channel(true).1,
             vec![polite, stubborn],
             Duration::from_millis(50),
+            &CancellationToken::new(),
         )
         .await;
         assert_eq!(aborted, 1);
@@ -880,15 +951,40 @@ mod tests {
     }
 
     #[test]
-    fn ready_needs_the_view_and_on_the_leader_the_cache() {
-        assert!(readiness(false, false, false).is_err());
-        assert!(readiness(false, true, true).is_err());
-        assert_eq!(readiness(true, false, false), Ok(()));
+    fn ready_needs_the_view_the_lease_and_on_the_leader_the_cache() {
+        let all = Readiness {
+            view_loaded: true,
+            lease_answered: true,
+            leading: true,
+            cache_synced: true,
+        };
+        assert_eq!(readiness(all), Ok(()));
+        assert!(readiness(Readiness::default()).is_err());
+        let no_view = Readiness {
+            view_loaded: false,
+            ..all
+        };
+        assert!(readiness(no_view).unwrap_err().contains("ZooKeeper view"));
+        let no_lease = Readiness {
+            lease_answered: false,
+            leading: false,
+            ..all
+        };
+        assert!(readiness(no_lease).unwrap_err().contains("Lease"));
+        let standby = Readiness {
+            leading: false,
+            cache_synced: false,
+            ..all
+        };
+        assert_eq!(readiness(standby), Ok(()));
+        let syncing = Readiness {
+            cache_synced: false,
+            ..all
+        };
         assert!(
-            readiness(true, true, false)
+            readiness(syncing)
                 .unwrap_err()
                 .contains("cache has not synced")
         );
-        assert_eq!(readiness(true, true, true), Ok(()));
     }
 }

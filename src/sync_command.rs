@@ -183,6 +183,16 @@ pub fn summary(
 /// signal in between would otherwise end the process unannounced (a `--once` Job stopped so
 /// would not say that nothing was written).
 pub(crate) fn cancel_on_signal(shutdown: CancellationToken) -> impl Future<Output = ()> {
+    cancel_on_signals(shutdown, None)
+}
+
+/// As [`cancel_on_signal`], but a second signal cancels `hurry` (when given) instead of ending
+/// the process, and only a third one ends it: the operator then cuts its stop short yet still
+/// releases its Lease, so that a standby takes over at once rather than a lease duration later.
+pub(crate) fn cancel_on_signals(
+    shutdown: CancellationToken,
+    hurry: Option<CancellationToken>,
+) -> impl Future<Output = ()> {
     use tokio::signal::unix::{Signal, SignalKind, signal};
     let install = |kind: SignalKind, name: &str| {
         signal(kind)
@@ -212,7 +222,17 @@ pub(crate) fn cancel_on_signal(shutdown: CancellationToken) -> impl Future<Outpu
             _ = received(&mut terminate) => {}
             _ = received(&mut interrupt) => {}
         }
-        tracing::warn!("second signal received; exiting without waiting");
+        if let Some(hurry) = hurry {
+            tracing::warn!(
+                "second signal received; stopping without waiting for work under way (a third exits at once)"
+            );
+            hurry.cancel();
+            tokio::select! {
+                _ = received(&mut terminate) => {}
+                _ = received(&mut interrupt) => {}
+            }
+        }
+        tracing::warn!("signal received again; exiting without waiting");
         std::process::exit(130);
     }
 }
