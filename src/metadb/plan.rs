@@ -28,8 +28,8 @@
 //!   "keep the ports of a vanished store" would depend on how the deletions happened to be
 //!   batched.) Rows of any other purpose are someone else's and left alone.
 //! - A store ZooKeeper refuses to read (an ACL) is unknown, not vanished: its rows are left
-//!   out of the plan, so kept as they are; a plan that would collide with one of them writes
-//!   nothing ([`Note::HeldByUnreadable`]).
+//!   out of the plan, so kept as they are, and so are those of a store registering a key one
+//!   of them holds ([`Note::KeyHeldByUnreadable`]).
 //! - Nothing to change, nothing planned: an empty plan means zero writes.
 //!
 //! Anything that had to be resolved or skipped is a [`Note`], for the logs.
@@ -141,6 +141,10 @@ pub enum Note {
     /// A store ZooKeeper refuses to read ([`StoreView::unreadable`]): its rows are left as
     /// they are.
     RowsKept { store: i64 },
+    /// A readable store registers `key`, which a row left as it is (see
+    /// [`Note::RowsKept`]) holds: its own rows are left as they are too, until that row's
+    /// store can be read.
+    KeyHeldByUnreadable { store: i64, key: String },
     /// Nothing is written: what the readable stores need collides with a row of a store
     /// ZooKeeper refuses to read, which cannot be moved aside while its store is unknown.
     HeldByUnreadable { conflict: String },
@@ -217,6 +221,10 @@ impl fmt::Display for Note {
                 f,
                 "ZooKeeper refuses to read store {store}: its rows are left as they are"
             ),
+            Note::KeyHeldByUnreadable { store, key } => write!(
+                f,
+                "store {store} registers {key}, which a row of a store ZooKeeper refuses to read holds: store {store}'s rows are left as they are until it can be read"
+            ),
             Note::HeldByUnreadable { conflict } => write!(
                 f,
                 "nothing written: the readable stores need a key a row of a store ZooKeeper refuses to read holds ({conflict}); fix the store's ACL (or the row)"
@@ -282,9 +290,9 @@ fn status(live: bool) -> &'static str {
 ///
 /// A store ZooKeeper refuses to read ([`StoreView::unreadable`]) is unknown, not gone: its
 /// rows (its t_store row, the t_tray and t_port rows naming it) are left out of the planning
-/// and so left as they are, whatever was last read of it. Should the other stores need a key
-/// one of those rows holds, nothing is written (a [`Note::HeldByUnreadable`]) rather than a
-/// plan the DB would refuse.
+/// and so left as they are, whatever was last read of it; so are the rows of a store that
+/// registers a key one of those rows holds. Should a plan still collide with a kept row,
+/// nothing is written (a [`Note::HeldByUnreadable`]) rather than a plan the DB would refuse.
 pub fn plan(view: &ClusterView, rows: &DbRows) -> Plan {
     let unreadable: BTreeSet<i64> = view
         .stores
@@ -295,30 +303,113 @@ pub fn plan(view: &ClusterView, rows: &DbRows) -> Plan {
     if unreadable.is_empty() {
         return plan_readable(view, rows);
     }
-    let mut readable_view = view.clone();
-    readable_view
+    let mut notes: Vec<Note> = unreadable
+        .iter()
+        .map(|&store| Note::RowsKept { store })
+        .collect();
+    // A readable store registering a key a kept row holds (a pfs redeployed under a new id on
+    // the same host, say) cannot have it while that row's store is unknown: its rows are kept
+    // as they are too, and so on, as they hold keys of their own.
+    let mut kept = unreadable;
+    loop {
+        let held = HeldKeys::of(rows, &kept);
+        let blocked: Vec<(i64, String)> = view
+            .stores
+            .values()
+            .filter(|store| !kept.contains(&row_id(store.id)))
+            .filter_map(|store| Some((row_id(store.id), held.claimed_by(store)?)))
+            .collect();
+        if blocked.is_empty() {
+            break;
+        }
+        for (store, key) in blocked {
+            kept.insert(store);
+            notes.push(Note::KeyHeldByUnreadable { store, key });
+        }
+    }
+    let mut planned_view = view.clone();
+    planned_view
         .stores
-        .retain(|id, _| !unreadable.contains(&row_id(*id)));
-    let mut readable_rows = rows.clone();
-    readable_rows
-        .stores
-        .retain(|id, _| !unreadable.contains(id));
-    readable_rows
+        .retain(|id, _| !kept.contains(&row_id(*id)));
+    let mut planned_rows = rows.clone();
+    planned_rows.stores.retain(|id, _| !kept.contains(id));
+    planned_rows
         .trays
-        .retain(|_, row| !unreadable.contains(&row.store_id));
-    readable_rows
+        .retain(|_, row| !kept.contains(&row.store_id));
+    planned_rows
         .ports
-        .retain(|_, row| row.store_id.is_none_or(|id| !unreadable.contains(&id)));
-    let mut plan = plan_readable(&readable_view, &readable_rows);
-    let kept = unreadable.iter().map(|&store| Note::RowsKept { store });
+        .retain(|_, row| row.store_id.is_none_or(|id| !kept.contains(&id)));
+    let mut plan = plan_readable(&planned_view, &planned_rows);
+    // A safety net: a kept row can still hold a key the plan writes in ways the claims above
+    // do not see (a row another writer left naming no store).
     if let Err(conflict) = rows.clone().apply(&plan) {
         plan = Plan::default();
         plan.notes.push(Note::HeldByUnreadable {
             conflict: conflict.to_string(),
         });
     }
-    plan.notes.extend(kept);
+    plan.notes.extend(notes);
     plan
+}
+
+/// The keys some rows hold, compared as MariaDB compares them: what no store may be given
+/// while those rows are kept as they are.
+struct HeldKeys {
+    mngt_ips: BTreeSet<String>,
+    trays: BTreeSet<String>,
+    ports: BTreeSet<(String, i64)>,
+}
+
+impl HeldKeys {
+    /// The keys of the rows of `stores`: their t_store rows, and the t_tray and t_port rows
+    /// naming them.
+    fn of(rows: &DbRows, stores: &BTreeSet<i64>) -> HeldKeys {
+        HeldKeys {
+            mngt_ips: stores
+                .iter()
+                .filter_map(|id| rows.stores.get(id))
+                .map(|row| mngt_ip_key(&row.mngt_ip).into_owned())
+                .collect(),
+            trays: rows
+                .trays
+                .iter()
+                .filter(|(_, row)| stores.contains(&row.store_id))
+                .map(|(uuid, _)| collation_key(uuid).into_owned())
+                .collect(),
+            ports: rows
+                .ports
+                .iter()
+                .filter(|(_, row)| row.store_id.is_some_and(|id| stores.contains(&id)))
+                .map(|(key, _)| (collation_key(&key.ip_addr).into_owned(), key.purpose))
+                .collect(),
+        }
+    }
+
+    /// A key `store` registers that these rows hold, named for the logs.
+    fn claimed_by(&self, store: &StoreView) -> Option<String> {
+        if let Some(ip) = store.mngt_ip.valid() {
+            let ip = ip.to_string();
+            if self.mngt_ips.contains(mngt_ip_key(&ip).as_ref()) {
+                return Some(format!("mngt_ip {ip}"));
+            }
+        }
+        if let Some(uuid) = store
+            .trays
+            .keys()
+            .find(|uuid| self.trays.contains(tray_key(uuid).as_ref()))
+        {
+            return Some(format!("tray {uuid}"));
+        }
+        let ports = store.ports.iter().map(|ip| (ip, PURPOSE_DATA));
+        let rep_ports = store.rep_ports.iter().map(|ip| (ip, PURPOSE_REPLICATION));
+        ports.chain(rep_ports).find_map(|(ip, purpose)| {
+            let ip_addr = ip.to_string();
+            let held = self
+                .ports
+                .contains(&(collation_key(&ip_addr).into_owned(), purpose));
+            held.then(|| format!("port {}", PortKey { ip_addr, purpose }))
+        })
+    }
 }
 
 /// [`plan`] for a view whose every store could be read.
@@ -1184,18 +1275,40 @@ mod tests {
         assert_eq!(plan_fast(&view([StoreView::test(1)]), &next, &rows), None);
         assert_eq!(plan_after(&view([StoreView::test(1)]), &next, &rows), plan);
 
-        // A readable store wanting the unreadable one's address: the row cannot be moved aside
-        // while its store is unknown, so nothing is written, and the note says why.
-        let taking = view([refused, StoreView::test(3).at("10.0.0.1")]);
-        let plan = super::plan(&taking, &rows);
-        assert_eq!(plan.write_count(), 0);
+        // A readable store registering the unreadable one's address (a pfs redeployed under a
+        // new id on the same host): the row cannot be moved aside while its store is unknown,
+        // so the newcomer gets no row yet; the rest is synced all the same.
+        let taking = view([
+            refused,
+            StoreView::test(2).with_trays(1).dead(),
+            StoreView::test(3).at("10.0.0.1").with_port("10.9.0.3"),
+        ]);
+        let (plan, after) = plan_and_apply(&taking, &rows);
+        assert!(!after.stores.contains_key(&3));
+        assert_eq!(after.stores[&1], rows.stores[&1]);
+        assert_eq!(after.stores[&2].status, "OFFLINE");
         assert!(
-            plan.notes
-                .iter()
-                .any(|note| matches!(note, Note::HeldByUnreadable { conflict } if conflict.contains("10.0.0.1"))),
+            plan.notes.contains(&Note::KeyHeldByUnreadable {
+                store: 3,
+                key: "mngt_ip 10.0.0.1".into()
+            }),
             "{:?}",
             plan.notes
         );
+        // So is one registering a tray or a port of the unreadable store's.
+        let tray = view([
+            StoreView::new(StoreId::new(1).unwrap()).refused(),
+            StoreView::test(4).with_tray(uuid(100), TrayView::test("/dev/x")),
+            StoreView::test(5).with_port("10.9.0.1"),
+        ]);
+        let (plan, after) = plan_and_apply(&tray, &rows);
+        assert!(!after.stores.contains_key(&4) && !after.stores.contains_key(&5));
+        let held: Vec<_> = plan
+            .notes
+            .iter()
+            .filter(|note| matches!(note, Note::KeyHeldByUnreadable { .. }))
+            .collect();
+        assert_eq!(held.len(), 2, "{:?}", plan.notes);
     }
 
     /// A port pfs registers under a name this program does not parse as an address (a zone
@@ -2240,7 +2353,12 @@ mod tests {
                     v.mark_unreadable(StoreId::new(id).unwrap(), "refused".into());
                 }
                 let unknown: BTreeSet<i64> = v.stores.values().filter(|s| !s.is_known()).map(|s| row_id(s.id)).collect();
-                let (_, after) = plan_and_apply(&v, &rows);
+                let (plan, after) = plan_and_apply(&v, &rows);
+                prop_assert!(
+                    !plan.notes.iter().any(|note| matches!(note, Note::HeldByUnreadable { .. })),
+                    "the claims leave the safety net nothing to catch: {:?}",
+                    plan.notes
+                );
                 for id in &unknown {
                     prop_assert_eq!(after.stores.get(id), rows.stores.get(id));
                 }
