@@ -40,9 +40,9 @@ const WARN_EVERY: Duration = Duration::from_secs(30);
 const RELEASE_ATTEMPTS: usize = 3;
 /// The longest a release may take (with its retries), at most the renew deadline.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
-/// The least a Lease request is given, however short the lease: an API server under load may
-/// well take a few hundred milliseconds.
-const MIN_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The least a Lease request is given to answer, however short the lease: an API server under
+/// load may well take a few hundred milliseconds.
+const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Lease settings.
 #[derive(Clone, Debug)]
@@ -72,11 +72,12 @@ impl LeaseConfig {
         }
     }
 
-    /// The longest one Lease request may take: half the renewal period (at least
-    /// [`MIN_ATTEMPT_TIMEOUT`]), so that a renewal stuck on a dead connection is given up with
-    /// time left for another try on a fresh one before the term ends.
-    pub fn attempt_timeout(&self) -> Duration {
-        (self.renew_every / 2).max(MIN_ATTEMPT_TIMEOUT)
+    /// The longest one Lease request may wait for its answer: half the renewal period (at
+    /// least [`MIN_REQUEST_TIMEOUT`]), so that a renewal stuck on a dead connection is given up
+    /// with time left for another try on a fresh one before the term ends. (An attempt, a read
+    /// and a write, may take longer in all.)
+    pub fn request_timeout(&self) -> Duration {
+        (self.renew_every / 2).max(MIN_REQUEST_TIMEOUT)
     }
 
     /// How soon a failed renewal is tried again while leading: the backoff's delay, but at
@@ -101,7 +102,7 @@ pub fn lease_seconds(duration: Duration) -> i32 {
 /// by a timeout in [`run`]; this keeps a dead connection from being reused for the next one.)
 pub fn lease_client(mut config: kube::Config, lease: &LeaseConfig) -> kube::Result<Client> {
     config.default_retry = false;
-    config.read_timeout = Some(lease.attempt_timeout());
+    config.read_timeout = Some(lease.request_timeout());
     // Count the read timeout from each request, not from when a pooled connection went idle.
     config.reset_reader_on_write = true;
     Client::try_from(config)
@@ -384,10 +385,10 @@ pub async fn run(
         // from here ends before any follower (which starts counting once it sees the renewal)
         // may take over.
         let started = Instant::now();
-        // No attempt outlives our term, nor takes longer than one attempt may (a hung request
-        // is given up while there is time to try again).
-        let bound = started + config.attempt_timeout();
-        let bound = term_end.map_or(bound, |end| end.min(bound));
+        // No attempt outlives our term; a candidate's takes no longer than a renewal may. (A
+        // request hung on a dead connection is given up sooner, by the client's read timeout,
+        // with time left to try again.)
+        let bound = term_end.unwrap_or(started + config.renew_deadline);
         let outcome = tokio::select! {
             // A stop that has come is never raced by a new attempt (one at the start, say).
             biased;
@@ -708,10 +709,10 @@ mod tests {
     #[test]
     fn a_failed_renewal_is_tried_again_within_the_term() {
         let config = LeaseConfig::new("l", "ns", "me", Duration::from_secs(15));
-        assert_eq!(config.attempt_timeout(), Duration::from_millis(2500));
+        assert_eq!(config.request_timeout(), Duration::from_millis(2500));
         // The renewal at 5 s hangs until 7.5 s; the retry comes by 8.75 s, before the 10 s end.
         let hung_retry =
-            config.renew_every + config.attempt_timeout() + config.leading_retry(RETRY_MAX);
+            config.renew_every + config.request_timeout() + config.leading_retry(RETRY_MAX);
         assert!(config.renew_deadline.saturating_sub(hung_retry) >= Duration::from_secs(1));
         assert_eq!(
             config.leading_retry(RETRY_MIN),
@@ -720,7 +721,7 @@ mod tests {
         );
         // A short lease still gives each request a second.
         let short = LeaseConfig::new("l", "ns", "me", Duration::from_secs(3));
-        assert_eq!(short.attempt_timeout(), MIN_ATTEMPT_TIMEOUT);
+        assert_eq!(short.request_timeout(), MIN_REQUEST_TIMEOUT);
     }
 
     #[tokio::test(start_paused = true)]

@@ -39,6 +39,8 @@ pub struct Circumstances<'a> {
     pub roll_held: Option<&'a HoldReason>,
     /// The pfs started less than the start grace ago and may still be registering its trays.
     pub registering: bool,
+    /// This reconcile restarted the store (its status is the one recording the restart).
+    pub restarted_now: bool,
     /// The rollout's bound on unavailable stores, for its messages.
     pub max_unavailable: usize,
     /// The trays the spec lists (what TraysOnline counts against).
@@ -84,8 +86,12 @@ pub fn announcements(
                 "the store is not alive in ZooKeeper".into(),
             ),
             // Seen offline and restarted in one look (no grace period, or a manual restart
-            // landing as it went down): the outage is news all the same.
-            Some(Phase::Recovering) if matches!(before, Some(Phase::Online | Phase::Starting)) => {
+            // landing as it went down): the outage is news all the same. (Not the outage a
+            // restart of a live store brings about, seen by a later look.)
+            Some(Phase::Recovering)
+                if circumstances.restarted_now
+                    && matches!(before, Some(Phase::Online | Phase::Starting)) =>
+            {
                 event(
                     EventType::Warning,
                     "StoreOffline",
@@ -300,6 +306,7 @@ mod tests {
             verdict,
             roll_held,
             registering,
+            restarted_now: matches!(verdict, Verdict::Restart(_)),
             max_unavailable: 1,
             spec_trays: 2,
         };
@@ -324,10 +331,17 @@ mod tests {
         assert_eq!(reasons(&told(&offline, &online)), ["StoreOnline"]);
         // Offline and restarted in the same look.
         let recovering = with(Some(Phase::Recovering), vec![]);
-        let at_once = told(&online, &recovering);
+        let restart = Verdict::Restart(crate::recovery::RestartReason::Offline);
+        let at_once = told_with(&online, &recovering, &restart, None, false);
         assert_eq!(reasons(&at_once), ["StoreOffline"]);
         assert!(at_once.went_offline);
-        assert_eq!(reasons(&told(&offline, &recovering)), Vec::<&str>::new());
+        let later = told_with(&offline, &recovering, &restart, None, false);
+        assert_eq!(reasons(&later), Vec::<&str>::new());
+        // A live store restarted by hand, its pfs seen gone by a later look: the restart's
+        // own doing, no news.
+        let gone = told(&online, &recovering);
+        assert_eq!(reasons(&gone), Vec::<&str>::new());
+        assert!(!gone.went_offline);
     }
 
     #[test]

@@ -2055,15 +2055,6 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         )))
         .await??;
         ctx.written.wrote(store, &recorded, result);
-        // The store going offline is news even when it is restarted in the same look.
-        let circumstances = announce::Circumstances {
-            verdict: &decision.verdict,
-            roll_held: None,
-            registering: false,
-            max_unavailable: ctx.settings.max_unavailable,
-            spec_trays: store.spec.trays.len(),
-        };
-        report_transitions(ctx, store, previous, &recorded, &circumstances).await;
         // A Pod this reconcile just created starts a fresh pfs: that is the restart asked for
         // (a manual one; an automatic one needs a running Pod), not a Pod to kill.
         let to_kill = facts.as_ref().filter(|_| !created_now);
@@ -2173,6 +2164,18 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 .is_some())
         };
         let replaced = replacement().await;
+        // The store going offline is news even when it is restarted in the same look. Written
+        // only now, with the restart lock released and the new Pod asked for: an Event write
+        // the API server throttles must hold up neither.
+        let circumstances = announce::Circumstances {
+            verdict: &decision.verdict,
+            roll_held: None,
+            registering: false,
+            restarted_now: true,
+            max_unavailable: ctx.settings.max_unavailable,
+            spec_trays: store.spec.trays.len(),
+        };
+        report_transitions(ctx, store, previous, &recorded, &circumstances).await;
         if let Some(note) = restarted_note {
             record(
                 ctx,
@@ -2220,6 +2223,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             verdict: &decision.verdict,
             roll_held: roll_held.as_ref(),
             registering,
+            restarted_now: false,
             max_unavailable: ctx.settings.max_unavailable,
             spec_trays: store.spec.trays.len(),
         };
@@ -2274,11 +2278,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // changes `alive`, which wakes this reconcile; a Pod that can only settle by time is looked
     // at again when it has.
     let roll_policy = roll_policy(&ctx.settings);
-    let alive_now = view.map_or(AliveNode::default(), |s| AliveNode {
-        exists: s.alive,
-        session: s.alive_session,
-    });
-    if trusted {
+    // A store ZooKeeper refuses to read counts as unavailable, as other stores' rollouts count
+    // it: recorded so, its being read again wakes them.
+    let alive_now = alive_node(&snapshot, store.spec.store_id);
+    if snapshot.knows_stores() {
         ctx.waiting.observe(
             &ObjectRef::from_obj(store),
             rollout::available(alive_now, facts.as_ref(), now, &roll_policy),
