@@ -76,6 +76,11 @@ pub struct LeaseArgs {
     /// Lease duration, at least 1s: a standby takes over this long after it last saw the leader renew.
     #[arg(long, env = "PUREFLASH_LEASE_DURATION", default_value = "15s", value_parser = parse_lease_duration)]
     pub lease_duration: Duration,
+    /// A leader whose ZooKeeper view stays untrusted this long (cut off from ZooKeeper while
+    /// other replicas may not be) stops and releases the Lease; a replica whose view is
+    /// trusted takes it first (one that cannot see ZooKeeper either waits a lease duration).
+    #[arg(long, env = "PUREFLASH_UNTRUSTED_HANDOVER", default_value = "60s", value_parser = parse_duration)]
+    pub untrusted_handover: Duration,
 }
 
 /// Recovery settings shared by every store.

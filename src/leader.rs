@@ -144,6 +144,21 @@ pub fn step(
     now: Instant,
     default_duration: Duration,
 ) -> Step {
+    step_seeing(lease, me, last_seen, now, default_duration, true)
+}
+
+/// [`step`] for a replica that can see ZooKeeper (`sees_zookeeper`: its view is trusted) or
+/// not. One that cannot takes a released Lease only once it has stayed released for a lease
+/// duration: a leader that could not see ZooKeeper releases it for a replica that can (see
+/// [`Candidacy`]), which must not lose it to another blind one.
+pub fn step_seeing(
+    lease: Option<&LeaseSpec>,
+    me: &str,
+    last_seen: &mut Option<Sighting>,
+    now: Instant,
+    default_duration: Duration,
+    sees_zookeeper: bool,
+) -> Step {
     let Some(spec) = lease else {
         // Deleted while someone else held it (by hand, to force an election, say): that holder
         // acts on until its next renewal finds the Lease gone, so it is waited out like a
@@ -175,7 +190,7 @@ pub fn step(
     // next renewal finds the Lease changed, so it is waited out like any holder, from the
     // first sighting of the cleared Lease. The former holder steps down at that renewal and
     // waits like the others.
-    if holder.is_empty() && spec.renew_time.is_none() {
+    if holder.is_empty() && spec.renew_time.is_none() && sees_zookeeper {
         return Step::TakeOver;
     }
     let since = match last_seen {
@@ -356,6 +371,23 @@ impl TermDeadline {
     }
 }
 
+/// What the rest of the replica tells its election.
+pub struct Candidacy {
+    /// Whether the replica's ZooKeeper view is trusted (see [`step_seeing`]).
+    pub sees_zookeeper: watch::Receiver<bool>,
+    /// Bumped to give up the Lease now: the replica led on a view it could not trust for too
+    /// long, and has stopped its term already. It is released, and taken again only as
+    /// [`step_seeing`] allows.
+    pub resign: watch::Receiver<u64>,
+}
+
+/// Resolves when `receiver` changes; never, once its sender is gone.
+async fn changed(receiver: &mut watch::Receiver<impl Sized>) {
+    if receiver.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Runs the election until `stop`; `leading` says whether this replica leads now, `deadline`
 /// until when for sure, `answered` whether a Lease request has succeeded yet.
 ///
@@ -368,6 +400,7 @@ pub async fn run(
     leading: watch::Sender<bool>,
     answered: watch::Sender<bool>,
     deadline: TermDeadline,
+    mut candidacy: Candidacy,
     stop: CancellationToken,
 ) {
     let leases: Api<Lease> = Api::namespaced(client, &config.namespace);
@@ -393,7 +426,7 @@ pub async fn run(
             // A stop that has come is never raced by a new attempt (one at the start, say).
             biased;
             _ = stop.cancelled() => break,
-            outcome = tokio::time::timeout_at(bound, attempt(&leases, &config, &mut last_seen)) => outcome,
+            outcome = tokio::time::timeout_at(bound, attempt(&leases, &config, &mut last_seen, *candidacy.sees_zookeeper.borrow())) => outcome,
         };
         // A follower looks again when the Lease would be ours, if that comes before the next
         // regular look: a standby takes over as soon as the holder's time is up.
@@ -443,6 +476,20 @@ pub async fn run(
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep_until(wake) => {}
+            // A replica seeing ZooKeeper again may take a released Lease at once.
+            () = changed(&mut candidacy.sees_zookeeper) => {}
+            () = changed(&mut candidacy.resign) => {
+                if term_end.take().is_some() {
+                    info!(lease = %config.name, "handing the lease over: releasing it for a replica that can see ZooKeeper");
+                    deadline.set(None);
+                    leading.send_replace(false);
+                    let bound = config.renew_deadline.min(RELEASE_TIMEOUT);
+                    if tokio::time::timeout(bound, release(&leases, &config)).await.is_err() {
+                        warn!(lease = %config.name, "could not release the lease in time; a standby takes over once it expires");
+                    }
+                    last_seen = None;
+                }
+            }
         }
     }
     deadline.set(None);
@@ -500,14 +547,15 @@ async fn attempt(
     leases: &Api<Lease>,
     config: &LeaseConfig,
     last_seen: &mut Option<Sighting>,
+    sees_zookeeper: bool,
 ) -> kube::Result<Attempt> {
-    match attempt_once(leases, config, last_seen).await? {
+    match attempt_once(leases, config, last_seen, sees_zookeeper).await? {
         // Our renewal met a Lease changed since it was read (someone edited its labels, or an
         // earlier renewal of ours landed late): read it again rather than step down; if
         // another replica holds it now, the second look says so.
         Tried::Conflict { renewing: true } => {
             debug!(lease = %config.name, "the Lease changed under a renewal; reading it again");
-            match attempt_once(leases, config, last_seen).await? {
+            match attempt_once(leases, config, last_seen, sees_zookeeper).await? {
                 Tried::Done(found) => Ok(found),
                 // Changed again under the second renewal, and still ours when read: not lost,
                 // not renewed either. A failed attempt: the term runs on to its deadline while
@@ -540,15 +588,17 @@ async fn attempt_once(
     leases: &Api<Lease>,
     config: &LeaseConfig,
     last_seen: &mut Option<Sighting>,
+    sees_zookeeper: bool,
 ) -> kube::Result<Tried> {
     let current = leases.get_opt(&config.name).await?;
     let spec = current.as_ref().and_then(|l| l.spec.clone());
-    match step(
+    match step_seeing(
         spec.as_ref(),
         &config.identity,
         last_seen,
         Instant::now(),
         config.duration,
+        sees_zookeeper,
     ) {
         Step::Follow { until, .. } => Ok(Tried::Done(Attempt::Following { until: Some(until) })),
         Step::Create if current.is_none() => {
@@ -796,6 +846,61 @@ mod tests {
             step(Some(&released), "a", &mut seen, clock.at(1), DURATION),
             Step::TakeOver,
             "released"
+        );
+    }
+
+    /// A released Lease goes first to a replica that can see ZooKeeper; one that cannot takes
+    /// it only after it has stayed released for a lease duration (someone must still lead,
+    /// and say Unknown, when no replica sees ZooKeeper).
+    #[test]
+    fn a_replica_that_cannot_see_zookeeper_leaves_a_released_lease_to_one_that_can() {
+        let clock = Clock::new();
+        let released = LeaseSpec {
+            renew_time: None,
+            ..lease(None, 0)
+        };
+        let mut blind = None;
+        let wait = Step::Follow {
+            holder: String::new(),
+            until: clock.at(16),
+        };
+        let blind_step = |seen: &mut Option<Sighting>, at| {
+            step_seeing(Some(&released), "a", seen, clock.at(at), DURATION, false)
+        };
+        assert_eq!(blind_step(&mut blind, 1), wait);
+        assert_eq!(blind_step(&mut blind, 15), wait);
+        assert_eq!(blind_step(&mut blind, 16), Step::TakeOver);
+        // Seeing ZooKeeper again meanwhile: at once.
+        let mut seeing = None;
+        blind_step(&mut seeing, 1);
+        assert_eq!(
+            step_seeing(
+                Some(&released),
+                "a",
+                &mut seeing,
+                clock.at(2),
+                DURATION,
+                true
+            ),
+            Step::TakeOver
+        );
+        // Held leases are waited out alike, seeing or not; our own is renewed.
+        let theirs = lease(Some("b"), 0);
+        let mut seen = None;
+        assert_eq!(
+            step_seeing(Some(&theirs), "a", &mut seen, clock.at(0), DURATION, true),
+            step_seeing(Some(&theirs), "a", &mut None, clock.at(0), DURATION, false),
+        );
+        assert_eq!(
+            step_seeing(
+                Some(&lease(Some("a"), 0)),
+                "a",
+                &mut None,
+                clock.at(0),
+                DURATION,
+                false
+            ),
+            Step::Renew
         );
     }
 
@@ -1144,12 +1249,17 @@ mod tests {
             let (leading_tx, leading) = watch::channel(false);
             let (answered_tx, answered) = watch::channel(false);
             let stop = CancellationToken::new();
+            let candidacy = Candidacy {
+                sees_zookeeper: watch::channel(true).1,
+                resign: watch::channel(0).1,
+            };
             let election = tokio::spawn(run(
                 client,
                 config,
                 leading_tx,
                 answered_tx,
                 TermDeadline::default(),
+                candidacy,
                 stop.clone(),
             ));
             (leading, answered, stop, election)

@@ -164,12 +164,19 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         election_stop.cancel();
     }
     let term_deadline = leader::TermDeadline::default();
+    let (sees_zookeeper_tx, sees_zookeeper) = watch::channel(false);
+    tokio::spawn(track_trust(mirror.snapshots(), sees_zookeeper_tx));
+    let (resign_tx, resign) = watch::channel(0u64);
     let election = tokio::spawn(leader::run(
         lease_client,
         lease,
         leading_tx,
         lease_answered_tx,
         term_deadline.clone(),
+        leader::Candidacy {
+            sees_zookeeper,
+            resign,
+        },
         election_stop.clone(),
     ));
 
@@ -272,9 +279,22 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         };
         tasks.push(spawn(Box::pin(controller::run(term, term_stop.clone()))));
         let mut election_gone = false;
+        let mut handing_over = false;
+        let blind = untrusted_for(mirror.snapshots(), args.lease.untrusted_handover);
+        let mut blind = std::pin::pin!(blind);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                // Cut off from ZooKeeper (the others may well not be): this term decides
+                // nothing, and a replica that can see ZooKeeper could.
+                () = &mut blind => {
+                    warn!(
+                        untrusted_for = ?args.lease.untrusted_handover,
+                        "the ZooKeeper view has not been trusted for too long while leading: stopping, to hand the lease to a replica that can see ZooKeeper"
+                    );
+                    handing_over = true;
+                    break;
+                }
                 _ = term_ended.cancelled() => {
                     // The DB sync ends when the mirror's snapshots do: name the cause.
                     fatal = Some(if mirror_gone.is_cancelled() {
@@ -345,6 +365,15 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         if shutdown.is_cancelled() || fatal.is_some() {
             break;
         }
+        if handing_over && !lost {
+            // The term has stopped: now the Lease goes, and this replica is a candidate
+            // again, behind those that can see ZooKeeper (`leader::step_seeing`).
+            resign_tx.send_modify(|asked| *asked += 1);
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = leading.wait_for(|leading| !*leading) => {}
+            }
+        }
     }
     shutdown.cancel();
     // Nothing acts on our leadership any more: now a standby may take over at once.
@@ -370,6 +399,49 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             Ok(())
         }
         Some(why) => Err(crate::Error::Stopped(why)),
+    }
+}
+
+/// Keeps `sees` equal to whether the ZooKeeper view is trusted, for the election.
+async fn track_trust(
+    mut snapshots: watch::Receiver<Arc<crate::zk::Snapshot>>,
+    sees: watch::Sender<bool>,
+) {
+    loop {
+        let trusted = snapshots.borrow_and_update().health.is_trusted();
+        sees.send_if_modified(|seen| std::mem::replace(seen, trusted) != trusted);
+        if snapshots.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Resolves once the ZooKeeper view has been untrusted for `patience` without a break (from
+/// when this is first polled, at the earliest); never while it is trusted.
+async fn untrusted_for(
+    mut snapshots: watch::Receiver<Arc<crate::zk::Snapshot>>,
+    patience: Duration,
+) {
+    loop {
+        while snapshots.borrow_and_update().health.is_trusted() {
+            if snapshots.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
+        let trusted_again = async {
+            loop {
+                if snapshots.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+                if snapshots.borrow_and_update().health.is_trusted() {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(patience) => return,
+            () = trusted_again => {}
+        }
     }
 }
 

@@ -1147,6 +1147,61 @@ async fn one_of_two_replicas_acts_and_the_other_takes_over_without_a_double_rest
     harness.finish().await;
 }
 
+/// A leader cut off from ZooKeeper while another replica is not hands the Lease over after
+/// `--untrusted-handover`: the replica that sees ZooKeeper leads, and recovers stores; the one
+/// that cannot stays a standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_zookeeper_hands_over_to_a_replica_that_is_not() {
+    let mut harness = Harness::start("handover").await;
+    install_crd(&harness);
+    // replica-0 reaches ZooKeeper through a proxy the test can cut, and leads first.
+    let proxy = testkit::proxy::Proxy::start(&harness.zk()).await;
+    let through_proxy = proxy.address();
+    let flags = ["--lease-duration", "6s", "--untrusted-handover", "3s"];
+    harness.start_operator(&[&flags[..], &["--zk", &through_proxy]].concat());
+    wait_for("replica-0 leads", async || {
+        (leader_gauge(&harness, 0) == Some(1)).then_some(())
+    })
+    .await;
+    harness.start_operator(&flags);
+    wait_for("replica-1 serves, as a standby", async || {
+        (leader_gauge(&harness, 1) == Some(0)).then_some(())
+    })
+    .await;
+    let (stores, pods, first_pod) = store_1_online(&harness, 2).await;
+
+    proxy.set_mode(testkit::proxy::ProxyMode::Stall);
+    wait_for("replica-1 holds the Lease", async || {
+        (lease_holder(&harness).await.as_deref() == Some("replica-1")).then_some(())
+    })
+    .await;
+    wait_for("replica-1 leads", async || {
+        (leader_gauge(&harness, 1) == Some(1)).then_some(())
+    })
+    .await;
+    assert!(
+        harness.operator_log(0).contains("handing the lease over"),
+        "{}",
+        harness.operator_log(0)
+    );
+    // The new leader sees ZooKeeper: the store reads Online, and a hung one is restarted.
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    harness.signal_pod("store-1-pfs", libc::SIGSTOP);
+    wait_for("store-1 restarted", async || {
+        pod_uid(&pods, "store-1-pfs")
+            .await
+            .filter(|uid| *uid != first_pod)
+    })
+    .await;
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    assert_eq!(restarts_logged(&harness, 1), 1);
+    assert_eq!(restarts_logged(&harness, 0), 0);
+    // The replica cut off stays a standby: the released Lease went to the one that sees.
+    assert_eq!(leader_gauge(&harness, 0), Some(0));
+    assert_eq!(lease_holder(&harness).await.as_deref(), Some("replica-1"));
+    harness.finish().await;
+}
+
 /// A leader killed (SIGKILL, an OOM kill) and started again under its identity finds the Lease
 /// still its own: it leads again only once its ZooKeeper view is loaded, instead of writing
 /// every store `Unknown` until then.
