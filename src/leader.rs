@@ -102,6 +102,10 @@ pub fn lease_seconds(duration: Duration) -> i32 {
 /// by a timeout in [`run`]; this keeps a dead connection from being reused for the next one.)
 pub fn lease_client(mut config: kube::Config, lease: &LeaseConfig) -> kube::Result<Client> {
     config.default_retry = false;
+    // A connection that cannot be made (an API server gone without a reset) fails as soon as
+    // one that does not answer, leaving time to try another.
+    config.connect_timeout = Some(lease.request_timeout());
+    config.write_timeout = Some(lease.request_timeout());
     config.read_timeout = Some(lease.request_timeout());
     // Count the read timeout from each request, not from when a pooled connection went idle.
     config.reset_reader_on_write = true;
@@ -119,6 +123,23 @@ pub enum Step {
     TakeOver,
     /// Someone else holds it; unless the Lease changes, it is ours to take at `until`.
     Follow { holder: String, until: Instant },
+    /// We hold it, but gave it up (see [`Candidate::Resigned`]): release it again.
+    Release,
+}
+
+/// How this replica stands for leader, as far as what it sees of ZooKeeper goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Candidate {
+    /// Its ZooKeeper view is trusted: it takes a released Lease at once.
+    Seeing,
+    /// Its view is not trusted: it leaves a released Lease to a replica that can see
+    /// ZooKeeper for a lease duration (someone must still lead, and say `Unknown`, when none
+    /// can).
+    Blind,
+    /// Blind, and it released the Lease for that reason: a Lease still naming it (its release
+    /// failed) is released again rather than renewed, and a released one is left to the
+    /// others for two lease durations, so that leadership does not come straight back.
+    Resigned,
 }
 
 /// Someone else's Lease as this replica last saw it, and since when (on this replica's own
@@ -144,20 +165,26 @@ pub fn step(
     now: Instant,
     default_duration: Duration,
 ) -> Step {
-    step_seeing(lease, me, last_seen, now, default_duration, true)
+    step_as(
+        lease,
+        me,
+        last_seen,
+        now,
+        default_duration,
+        Candidate::Seeing,
+    )
 }
 
-/// [`step`] for a replica that can see ZooKeeper (`sees_zookeeper`: its view is trusted) or
-/// not. One that cannot takes a released Lease only once it has stayed released for a lease
-/// duration: a leader that could not see ZooKeeper releases it for a replica that can (see
-/// [`Candidacy`]), which must not lose it to another blind one.
-pub fn step_seeing(
+/// [`step`] for a replica standing as `candidate`: a leader that could not see ZooKeeper
+/// releases the Lease for a replica that can (see [`Candidacy`]), which must not lose it to
+/// another blind one.
+pub fn step_as(
     lease: Option<&LeaseSpec>,
     me: &str,
     last_seen: &mut Option<Sighting>,
     now: Instant,
     default_duration: Duration,
-    sees_zookeeper: bool,
+    candidate: Candidate,
 ) -> Step {
     let Some(spec) = lease else {
         // Deleted while someone else held it (by hand, to force an election, say): that holder
@@ -183,14 +210,19 @@ pub fn step_seeing(
     let holder = spec.holder_identity.clone().unwrap_or_default();
     if holder == me {
         *last_seen = None;
-        return Step::Renew;
+        return if candidate == Candidate::Resigned {
+            Step::Release
+        } else {
+            Step::Renew
+        };
     }
     // Released (no holder, no renewal: what `release` writes) is ours at once. A holder
     // cleared by hand (to force a failover, say) is not: the former holder acts on until its
     // next renewal finds the Lease changed, so it is waited out like any holder, from the
     // first sighting of the cleared Lease. The former holder steps down at that renewal and
     // waits like the others.
-    if holder.is_empty() && spec.renew_time.is_none() && sees_zookeeper {
+    let released = holder.is_empty() && spec.renew_time.is_none();
+    if released && candidate == Candidate::Seeing {
         return Step::TakeOver;
     }
     let since = match last_seen {
@@ -204,7 +236,13 @@ pub fn step_seeing(
             now
         }
     };
-    let until = since + published(spec, default_duration);
+    let wait = published(spec, default_duration);
+    let until = since
+        + if released && candidate == Candidate::Resigned {
+            wait * 2
+        } else {
+            wait
+        };
     if now >= until {
         Step::TakeOver
     } else {
@@ -371,14 +409,16 @@ impl TermDeadline {
     }
 }
 
-/// What the rest of the replica tells its election.
+/// What the rest of the replica and its election tell each other about its candidacy.
 pub struct Candidacy {
-    /// Whether the replica's ZooKeeper view is trusted (see [`step_seeing`]).
+    /// Whether the replica's ZooKeeper view is trusted (see [`Candidate`]).
     pub sees_zookeeper: watch::Receiver<bool>,
     /// Bumped to give up the Lease now: the replica led on a view it could not trust for too
-    /// long, and has stopped its term already. It is released, and taken again only as
-    /// [`step_seeing`] allows.
+    /// long. It has stopped its term, and starts none until the election has set
+    /// `resigned` to the same number: no term of it acts from then until the Lease is
+    /// released. The replica stands as [`Candidate::Resigned`] until it sees ZooKeeper again.
     pub resign: watch::Receiver<u64>,
+    pub resigned: watch::Sender<u64>,
 }
 
 /// Resolves when `receiver` changes; never, once its sender is gone.
@@ -409,6 +449,8 @@ pub async fn run(
     let mut term_end: Option<Instant> = None;
     let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
     let mut complaints = Complaints::default();
+    // Gave the Lease up for not seeing ZooKeeper, and has not seen it since.
+    let mut resigned = false;
     let publish = |term_end: &mut Option<Instant>, lost: bool| {
         update_leading(&leading, &deadline, term_end, &config, Instant::now(), lost);
     };
@@ -418,6 +460,12 @@ pub async fn run(
         // from here ends before any follower (which starts counting once it sees the renewal)
         // may take over.
         let started = Instant::now();
+        resigned &= !*candidacy.sees_zookeeper.borrow();
+        let candidate = match (*candidacy.sees_zookeeper.borrow(), resigned) {
+            (true, _) => Candidate::Seeing,
+            (false, false) => Candidate::Blind,
+            (false, true) => Candidate::Resigned,
+        };
         // No attempt outlives our term; a candidate's takes no longer than a renewal may. (A
         // request hung on a dead connection is given up sooner, by the client's read timeout,
         // with time left to try again.)
@@ -426,7 +474,7 @@ pub async fn run(
             // A stop that has come is never raced by a new attempt (one at the start, say).
             biased;
             _ = stop.cancelled() => break,
-            outcome = tokio::time::timeout_at(bound, attempt(&leases, &config, &mut last_seen, *candidacy.sees_zookeeper.borrow())) => outcome,
+            outcome = tokio::time::timeout_at(bound, attempt(&leases, &config, &mut last_seen, candidate)) => outcome,
         };
         // A follower looks again when the Lease would be ours, if that comes before the next
         // regular look: a standby takes over as soon as the holder's time is up.
@@ -434,6 +482,8 @@ pub async fn run(
         let failure = match outcome {
             Ok(Ok(found)) => {
                 let holding = matches!(found, Attempt::Holding);
+                // Taken again (after its wait): a leader like any other from now on.
+                resigned &= !holding;
                 if let Attempt::Following { until } = found {
                     take_over_at = until;
                 }
@@ -476,19 +526,25 @@ pub async fn run(
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep_until(wake) => {}
-            // A replica seeing ZooKeeper again may take a released Lease at once.
-            () = changed(&mut candidacy.sees_zookeeper) => {}
+            // A follower seeing ZooKeeper again may take a released Lease at once.
+            () = changed(&mut candidacy.sees_zookeeper), if term_end.is_none() => {}
             () = changed(&mut candidacy.resign) => {
-                if term_end.take().is_some() {
+                let asked = *candidacy.resign.borrow_and_update();
+                // Whatever term the election holds now, none of it acts: the replica starts
+                // none until this is acknowledged.
+                if !*candidacy.sees_zookeeper.borrow() {
                     info!(lease = %config.name, "handing the lease over: releasing it for a replica that can see ZooKeeper");
+                    resigned = true;
+                    term_end = None;
                     deadline.set(None);
                     leading.send_replace(false);
                     let bound = config.renew_deadline.min(RELEASE_TIMEOUT);
                     if tokio::time::timeout(bound, release(&leases, &config)).await.is_err() {
-                        warn!(lease = %config.name, "could not release the lease in time; a standby takes over once it expires");
+                        warn!(lease = %config.name, "could not release the lease in time; released at the next look");
                     }
                     last_seen = None;
                 }
+                candidacy.resigned.send_replace(asked);
             }
         }
     }
@@ -547,15 +603,15 @@ async fn attempt(
     leases: &Api<Lease>,
     config: &LeaseConfig,
     last_seen: &mut Option<Sighting>,
-    sees_zookeeper: bool,
+    candidate: Candidate,
 ) -> kube::Result<Attempt> {
-    match attempt_once(leases, config, last_seen, sees_zookeeper).await? {
+    match attempt_once(leases, config, last_seen, candidate).await? {
         // Our renewal met a Lease changed since it was read (someone edited its labels, or an
         // earlier renewal of ours landed late): read it again rather than step down; if
         // another replica holds it now, the second look says so.
         Tried::Conflict { renewing: true } => {
             debug!(lease = %config.name, "the Lease changed under a renewal; reading it again");
-            match attempt_once(leases, config, last_seen, sees_zookeeper).await? {
+            match attempt_once(leases, config, last_seen, candidate).await? {
                 Tried::Done(found) => Ok(found),
                 // Changed again under the second renewal, and still ours when read: not lost,
                 // not renewed either. A failed attempt: the term runs on to its deadline while
@@ -588,19 +644,36 @@ async fn attempt_once(
     leases: &Api<Lease>,
     config: &LeaseConfig,
     last_seen: &mut Option<Sighting>,
-    sees_zookeeper: bool,
+    candidate: Candidate,
 ) -> kube::Result<Tried> {
     let current = leases.get_opt(&config.name).await?;
     let spec = current.as_ref().and_then(|l| l.spec.clone());
-    match step_seeing(
+    match step_as(
         spec.as_ref(),
         &config.identity,
         last_seen,
         Instant::now(),
         config.duration,
-        sees_zookeeper,
+        candidate,
     ) {
         Step::Follow { until, .. } => Ok(Tried::Done(Attempt::Following { until: Some(until) })),
+        Step::Release => {
+            let mut lease = current.expect("a lease to release");
+            if let Some(spec) = lease.spec.as_mut() {
+                released(spec);
+            }
+            // A conflict is looked at again at the next attempt, like any change.
+            match leases
+                .replace(&config.name, &PostParams::default(), &lease)
+                .await
+            {
+                Ok(_) => Ok(Tried::Done(Attempt::Following { until: None })),
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    Ok(Tried::Conflict { renewing: false })
+                }
+                Err(error) => Err(error),
+            }
+        }
         Step::Create if current.is_none() => {
             let lease = Lease {
                 metadata: ObjectMeta {
@@ -648,6 +721,13 @@ async fn attempt_once(
     }
 }
 
+/// The Lease spec as a release leaves it: no holder, no renewal (what [`step_as`] reads as
+/// released).
+fn released(spec: &mut LeaseSpec) {
+    spec.holder_identity = None;
+    spec.renew_time = None;
+}
+
 /// Gives the Lease up, if we hold it, so a standby does not wait for it to expire.
 async fn release(leases: &Api<Lease>, config: &LeaseConfig) {
     // A conflict is most likely our own renewal, abandoned in flight when the stop came and
@@ -667,8 +747,7 @@ async fn release(leases: &Api<Lease>, config: &LeaseConfig) {
         if spec.holder_identity.as_deref() != Some(config.identity.as_str()) {
             return;
         }
-        spec.holder_identity = None;
-        spec.renew_time = None;
+        released(spec);
         match leases
             .replace(&config.name, &PostParams::default(), &lease)
             .await
@@ -865,7 +944,14 @@ mod tests {
             until: clock.at(16),
         };
         let blind_step = |seen: &mut Option<Sighting>, at| {
-            step_seeing(Some(&released), "a", seen, clock.at(at), DURATION, false)
+            step_as(
+                Some(&released),
+                "a",
+                seen,
+                clock.at(at),
+                DURATION,
+                Candidate::Blind,
+            )
         };
         assert_eq!(blind_step(&mut blind, 1), wait);
         assert_eq!(blind_step(&mut blind, 15), wait);
@@ -873,35 +959,37 @@ mod tests {
         // Seeing ZooKeeper again meanwhile: at once.
         let mut seeing = None;
         blind_step(&mut seeing, 1);
+        let as_ = |lease: &LeaseSpec, seen: &mut Option<Sighting>, at, candidate| {
+            step_as(Some(lease), "a", seen, clock.at(at), DURATION, candidate)
+        };
         assert_eq!(
-            step_seeing(
-                Some(&released),
-                "a",
-                &mut seeing,
-                clock.at(2),
-                DURATION,
-                true
-            ),
+            as_(&released, &mut seeing, 2, Candidate::Seeing),
             Step::TakeOver
         );
-        // Held leases are waited out alike, seeing or not; our own is renewed.
+        // The replica that released it waits twice as long, so that another blind one, if
+        // any, takes it: leadership does not come straight back.
+        let mut resigned = None;
+        assert_eq!(
+            as_(&released, &mut resigned, 1, Candidate::Resigned),
+            Step::Follow {
+                holder: String::new(),
+                until: clock.at(31)
+            }
+        );
+        assert_eq!(
+            as_(&released, &mut resigned, 31, Candidate::Resigned),
+            Step::TakeOver
+        );
+        // Held leases are waited out alike by all; our own is renewed, unless we resigned
+        // it (a release that did not get through is made again).
         let theirs = lease(Some("b"), 0);
-        let mut seen = None;
-        assert_eq!(
-            step_seeing(Some(&theirs), "a", &mut seen, clock.at(0), DURATION, true),
-            step_seeing(Some(&theirs), "a", &mut None, clock.at(0), DURATION, false),
-        );
-        assert_eq!(
-            step_seeing(
-                Some(&lease(Some("a"), 0)),
-                "a",
-                &mut None,
-                clock.at(0),
-                DURATION,
-                false
-            ),
-            Step::Renew
-        );
+        let follow_theirs = as_(&theirs, &mut None, 0, Candidate::Seeing);
+        for candidate in [Candidate::Blind, Candidate::Resigned] {
+            assert_eq!(as_(&theirs, &mut None, 0, candidate), follow_theirs);
+        }
+        let ours = lease(Some("a"), 0);
+        assert_eq!(as_(&ours, &mut None, 0, Candidate::Blind), Step::Renew);
+        assert_eq!(as_(&ours, &mut None, 0, Candidate::Resigned), Step::Release);
     }
 
     #[test]
@@ -1252,6 +1340,7 @@ mod tests {
             let candidacy = Candidacy {
                 sees_zookeeper: watch::channel(true).1,
                 resign: watch::channel(0).1,
+                resigned: watch::channel(0).0,
             };
             let election = tokio::spawn(run(
                 client,

@@ -167,6 +167,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     let (sees_zookeeper_tx, sees_zookeeper) = watch::channel(false);
     tokio::spawn(track_trust(mirror.snapshots(), sees_zookeeper_tx));
     let (resign_tx, resign) = watch::channel(0u64);
+    let (resigned_tx, mut resigned) = watch::channel(0u64);
     let election = tokio::spawn(leader::run(
         lease_client,
         lease,
@@ -176,6 +177,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         leader::Candidacy {
             sees_zookeeper,
             resign,
+            resigned: resigned_tx,
         },
         election_stop.clone(),
     ));
@@ -198,6 +200,12 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     };
     // Why this replica stops on its own, if it does.
     let mut fatal: Option<String> = None;
+    // How long a term goes on without a trusted view before it hands the Lease over. Doubled
+    // (up to 16 times) for a term begun while still blind after handing over, which happens
+    // when no replica sees ZooKeeper: leadership then changes hands less and less often.
+    let handover_base = args.lease.untrusted_handover;
+    let mut handover_after = handover_base;
+    let mut handed_over_blind = false;
     'terms: loop {
         while !*leading.borrow_and_update() {
             metrics.leader.set(0);
@@ -280,7 +288,14 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         tasks.push(spawn(Box::pin(controller::run(term, term_stop.clone()))));
         let mut election_gone = false;
         let mut handing_over = false;
-        let blind = untrusted_for(mirror.snapshots(), args.lease.untrusted_handover);
+        let blind_now = !mirror.snapshot().health.is_trusted();
+        handover_after = if handed_over_blind && blind_now {
+            (handover_after * 2).min(handover_base * 16)
+        } else {
+            handover_base
+        };
+        handed_over_blind = false;
+        let blind = untrusted_for(mirror.snapshots(), handover_after);
         let mut blind = std::pin::pin!(blind);
         loop {
             tokio::select! {
@@ -289,7 +304,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
                 // nothing, and a replica that can see ZooKeeper could.
                 () = &mut blind => {
                     warn!(
-                        untrusted_for = ?args.lease.untrusted_handover,
+                        untrusted_for = ?handover_after,
                         "the ZooKeeper view has not been trusted for too long while leading: stopping, to hand the lease to a replica that can see ZooKeeper"
                     );
                     handing_over = true;
@@ -365,13 +380,20 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         if shutdown.is_cancelled() || fatal.is_some() {
             break;
         }
-        if handing_over && !lost {
-            // The term has stopped: now the Lease goes, and this replica is a candidate
-            // again, behind those that can see ZooKeeper (`leader::step_seeing`).
+        if handing_over {
+            // The term has stopped: now the Lease goes (if the election still holds it, even
+            // in a term begun since), and this replica is a candidate again behind those that
+            // can see ZooKeeper (`leader::Candidate`). No term starts before the election
+            // has done so.
+            handed_over_blind = true;
             resign_tx.send_modify(|asked| *asked += 1);
+            let asked = *resign_tx.borrow();
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = leading.wait_for(|leading| !*leading) => {}
+                done = resigned.wait_for(|done| *done >= asked) => if done.is_err() {
+                    fatal.get_or_insert("the leader election stopped".to_owned());
+                    break;
+                },
             }
         }
     }
@@ -416,31 +438,51 @@ async fn track_trust(
     }
 }
 
-/// Resolves once the ZooKeeper view has been untrusted for `patience` without a break (from
-/// when this is first polled, at the earliest); never while it is trusted.
+/// Resolves once the ZooKeeper view has been untrusted for `patience` (from when this is first
+/// polled, at the earliest), not counting moments of trust shorter than half of it: a link
+/// that drops again and again, trusted for a few seconds after each reload, is no better.
 async fn untrusted_for(
     mut snapshots: watch::Receiver<Arc<crate::zk::Snapshot>>,
     patience: Duration,
 ) {
+    let settle = patience / 2;
+    // Until the view has been trusted for `settle`; or never, if the mirror is gone.
+    async fn stays_trusted(
+        snapshots: &mut watch::Receiver<Arc<crate::zk::Snapshot>>,
+        settle: Duration,
+    ) {
+        loop {
+            while !snapshots.borrow_and_update().health.is_trusted() {
+                if snapshots.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+            let lost_again = async {
+                loop {
+                    if snapshots.changed().await.is_err() {
+                        return std::future::pending().await;
+                    }
+                    if !snapshots.borrow_and_update().health.is_trusted() {
+                        return;
+                    }
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(settle) => return,
+                () = lost_again => {}
+            }
+        }
+    }
     loop {
+        // Trusted, and settled so: nothing to count yet.
         while snapshots.borrow_and_update().health.is_trusted() {
             if snapshots.changed().await.is_err() {
                 return std::future::pending().await;
             }
         }
-        let trusted_again = async {
-            loop {
-                if snapshots.changed().await.is_err() {
-                    return std::future::pending().await;
-                }
-                if snapshots.borrow_and_update().health.is_trusted() {
-                    return;
-                }
-            }
-        };
         tokio::select! {
             () = tokio::time::sleep(patience) => return,
-            () = trusted_again => {}
+            () = stays_trusted(&mut snapshots, settle) => {}
         }
     }
 }
@@ -765,6 +807,55 @@ async fn check_crd_within(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn snapshot(trusted: bool) -> Arc<crate::zk::Snapshot> {
+        use crate::zk::{ClusterView, Health, SessionStatus, Snapshot};
+        Arc::new(Snapshot {
+            version: 0,
+            view: ClusterView::default(),
+            health: Health {
+                session: if trusted {
+                    SessionStatus::Connected
+                } else {
+                    SessionStatus::Disconnected
+                },
+                synced: trusted,
+                last_full_sync: None,
+                sessions: 1,
+                read_failure: None,
+            },
+        })
+    }
+
+    /// The handover's clock: untrusted time counts on through moments of trust shorter than
+    /// half the patience, and starts over after a longer one.
+    #[tokio::test(start_paused = true)]
+    async fn untrusted_time_counts_through_short_moments_of_trust() {
+        let patience = Duration::from_secs(60);
+        let (tx, rx) = watch::channel(snapshot(true));
+        let started = tokio::time::Instant::now();
+        let blind = tokio::spawn(untrusted_for(rx, patience));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        tx.send_replace(snapshot(false));
+        // A reconnection trusted for 20 s, then lost again: still the same blind spell.
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        tx.send_replace(snapshot(true));
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        tx.send_replace(snapshot(false));
+        blind.await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(70));
+
+        // Trusted for longer than half the patience: counted from the start again.
+        let (tx, rx) = watch::channel(snapshot(false));
+        let started = tokio::time::Instant::now();
+        let blind = tokio::spawn(untrusted_for(rx, patience));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        tx.send_replace(snapshot(true));
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        tx.send_replace(snapshot(false));
+        blind.await.unwrap();
+        assert_eq!(started.elapsed(), Duration::from_secs(110));
+    }
 
     #[tokio::test]
     async fn the_crd_check_tells_a_missing_crd_from_a_silent_api_server() {
