@@ -1149,10 +1149,16 @@ fn refused_store(dir: &str, error: &zk::Error) -> Option<StoreId> {
 fn reread_failure(layout: &ClusterLayout, dir: &str, rel: &str, error: &zk::Error) -> String {
     let path = format!("{}/{dir}/{rel}", layout.stores());
     if *error == zk::Error::NoAuth {
-        format!("ZooKeeper refused to read {path}: {error}")
+        refusal(&path, error)
     } else {
         format!("could not read {path} from ZooKeeper: {error}")
     }
+}
+
+/// Why a store is unreadable ([`StoreView::unreadable`]), worded alike whether a reload or an
+/// event's read met the refusal: a store marked by one and found so by the other is no change.
+fn refusal(path: &str, error: &zk::Error) -> String {
+    format!("ZooKeeper refused to read {path}: {error} (check the ACLs of the store's nodes)")
 }
 
 /// Awaits `work` (reads). A read sent while the connection is down waits for it to come back,
@@ -1290,9 +1296,10 @@ fn insert_store(
             view.stores.insert(id, Arc::new(store));
         }
         Ok(None) => {}
-        Err(refused @ MirrorError::Refused { .. }) => {
+        Err(MirrorError::Refused { path, source }) => {
+            let reason = refusal(&path, &source);
             view.stores
-                .insert(id, Arc::new(StoreView::unreadable(id, refused.to_string())));
+                .insert(id, Arc::new(StoreView::unreadable(id, reason)));
         }
         Err(error) => return Err(error),
     }

@@ -309,28 +309,32 @@ impl StoreView {
     /// Every piece of data that could not be understood, with where it is.
     pub fn problems(&self) -> Vec<Problem> {
         let mut problems = Vec::new();
-        let mut push = |path: String, error: Option<&DataError>| {
+        // Paths are made only for the fields in error: this runs for every changed store at
+        // every publish, and a store may list thousands of trays.
+        let mut push = |path: &dyn Fn() -> String, error: Option<&DataError>| {
             if let Some(error) = error {
                 problems.push(Problem {
-                    path,
+                    path: path(),
                     error: error.clone(),
                 });
             }
         };
-        push("mngt_ip".into(), self.mngt_ip.error());
-        push("state".into(), self.state.error());
+        push(&|| "mngt_ip".into(), self.mngt_ip.error());
+        push(&|| "state".into(), self.state.error());
         for (uuid, tray) in &self.trays {
-            push(format!("trays/{uuid}/devname"), tray.devname.error());
-            push(format!("trays/{uuid}/capacity"), tray.capacity.error());
-            push(
-                format!("trays/{uuid}/object_size"),
-                tray.object_size.error(),
-            );
-            push(format!("trays/{uuid}/free_size"), tray.free_size.error());
-            push(format!("trays/{uuid}/state"), tray.state.error());
+            let fields = [
+                ("devname", tray.devname.error()),
+                ("capacity", tray.capacity.error()),
+                ("object_size", tray.object_size.error()),
+                ("free_size", tray.free_size.error()),
+                ("state", tray.state.error()),
+            ];
+            for (field, error) in fields {
+                push(&|| format!("trays/{uuid}/{field}"), error);
+            }
         }
         for (path, error) in &self.unexpected {
-            push(path.clone(), Some(error));
+            push(&|| path.clone(), Some(error));
         }
         problems
     }
