@@ -411,7 +411,8 @@ impl TermDeadline {
 
 /// What the rest of the replica and its election tell each other about its candidacy.
 pub struct Candidacy {
-    /// Whether the replica's ZooKeeper view is trusted (see [`Candidate`]).
+    /// Whether the replica's ZooKeeper view is trusted, and has been for a while (see
+    /// [`Candidate`]): a link that keeps dropping, trusted for moments, does not count.
     pub sees_zookeeper: watch::Receiver<bool>,
     /// Bumped to give up the Lease now: the replica led on a view it could not trust for too
     /// long. It has stopped its term, and starts none until the election has set
@@ -460,6 +461,7 @@ pub async fn run(
         // from here ends before any follower (which starts counting once it sees the renewal)
         // may take over.
         let started = Instant::now();
+        // Seeing ZooKeeper (steadily) again: a candidate like any other.
         resigned &= !*candidacy.sees_zookeeper.borrow();
         let candidate = match (*candidacy.sees_zookeeper.borrow(), resigned) {
             (true, _) => Candidate::Seeing,
@@ -531,19 +533,19 @@ pub async fn run(
             () = changed(&mut candidacy.resign) => {
                 let asked = *candidacy.resign.borrow_and_update();
                 // Whatever term the election holds now, none of it acts: the replica starts
-                // none until this is acknowledged.
-                if !*candidacy.sees_zookeeper.borrow() {
-                    info!(lease = %config.name, "handing the lease over: releasing it for a replica that can see ZooKeeper");
-                    resigned = true;
-                    term_end = None;
-                    deadline.set(None);
-                    leading.send_replace(false);
-                    let bound = config.renew_deadline.min(RELEASE_TIMEOUT);
-                    if tokio::time::timeout(bound, release(&leases, &config)).await.is_err() {
-                        warn!(lease = %config.name, "could not release the lease in time; released at the next look");
-                    }
-                    last_seen = None;
+                // none until this is acknowledged. Released whatever the view says this very
+                // moment: the replica has judged its view over time (a link that keeps
+                // dropping is trusted now and then).
+                info!(lease = %config.name, "handing the lease over: releasing it for a replica that can see ZooKeeper");
+                resigned = true;
+                term_end = None;
+                deadline.set(None);
+                leading.send_replace(false);
+                let bound = config.renew_deadline.min(RELEASE_TIMEOUT);
+                if tokio::time::timeout(bound, release(&leases, &config)).await.is_err() {
+                    warn!(lease = %config.name, "could not release the lease in time; released at the next look");
                 }
+                last_seen = None;
                 candidacy.resigned.send_replace(asked);
             }
         }

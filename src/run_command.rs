@@ -165,7 +165,12 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     }
     let term_deadline = leader::TermDeadline::default();
     let (sees_zookeeper_tx, sees_zookeeper) = watch::channel(false);
-    tokio::spawn(track_trust(mirror.snapshots(), sees_zookeeper_tx));
+    let mut sees_steadily = sees_zookeeper.clone();
+    tokio::spawn(track_trust(
+        mirror.snapshots(),
+        sees_zookeeper_tx,
+        args.lease.untrusted_handover / 2,
+    ));
     let (resign_tx, resign) = watch::channel(0u64);
     let (resigned_tx, mut resigned) = watch::channel(0u64);
     let election = tokio::spawn(leader::run(
@@ -206,11 +211,18 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     let handover_base = args.lease.untrusted_handover;
     let mut handover_after = handover_base;
     let mut handed_over_blind = false;
+    let mut trust_tracked = true;
     'terms: loop {
         while !*leading.borrow_and_update() {
             metrics.leader.set(0);
             tokio::select! {
                 _ = shutdown.cancelled() => break 'terms,
+                // Seeing ZooKeeper steadily since handing over: the next blind spell is
+                // counted afresh.
+                changed = sees_steadily.changed(), if trust_tracked => match changed {
+                    Ok(()) => handed_over_blind &= !*sees_steadily.borrow_and_update(),
+                    Err(_) => trust_tracked = false,
+                },
                 _ = mirror_gone.cancelled() => {
                     if !shutdown.is_cancelled() {
                         fatal = Some(MIRROR_GONE.to_owned());
@@ -288,7 +300,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         tasks.push(spawn(Box::pin(controller::run(term, term_stop.clone()))));
         let mut election_gone = false;
         let mut handing_over = false;
-        let blind_now = !mirror.snapshot().health.is_trusted();
+        let blind_now = !*sees_steadily.borrow();
         handover_after = if handed_over_blind && blind_now {
             (handover_after * 2).min(handover_base * 16)
         } else {
@@ -424,65 +436,108 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     }
 }
 
-/// Keeps `sees` equal to whether the ZooKeeper view is trusted, for the election.
+/// Keeps `sees` equal to whether the ZooKeeper view is trusted, for the election: false at
+/// once, true again only once trust has held for `settle` (a link that keeps dropping, trusted
+/// for moments after each reload, is not a view to lead on). The first load counts at once:
+/// a replica just started has no record of dropping, and is the standby a rolling update
+/// leaves the Lease to.
 async fn track_trust(
     mut snapshots: watch::Receiver<Arc<crate::zk::Snapshot>>,
     sees: watch::Sender<bool>,
+    settle: Duration,
 ) {
+    if wait_for_trust(&mut snapshots, true).await.is_err() {
+        return;
+    }
+    sees.send_replace(true);
     loop {
-        let trusted = snapshots.borrow_and_update().health.is_trusted();
-        sees.send_if_modified(|seen| std::mem::replace(seen, trusted) != trusted);
-        if snapshots.changed().await.is_err() {
+        let untrusted = wait_for_trust(&mut snapshots, false).await;
+        sees.send_if_modified(|seen| std::mem::replace(seen, false));
+        if untrusted.is_err() {
             return;
+        }
+        match trust_settles(&mut snapshots, settle).await {
+            Some(true) => {
+                sees.send_if_modified(|seen| !std::mem::replace(seen, true));
+            }
+            Some(false) => {}
+            None => return,
+        }
+    }
+}
+
+fn trusted(snapshots: &mut watch::Receiver<Arc<crate::zk::Snapshot>>) -> bool {
+    snapshots.borrow_and_update().health.is_trusted()
+}
+
+/// Waits until the view's trust is `want`; an error once the mirror is gone.
+async fn wait_for_trust(
+    snapshots: &mut watch::Receiver<Arc<crate::zk::Snapshot>>,
+    want: bool,
+) -> Result<(), watch::error::RecvError> {
+    while trusted(snapshots) != want {
+        snapshots.changed().await?;
+    }
+    Ok(())
+}
+
+/// Waits until the view is trusted, then whether it stays so for `settle` (`Some(true)`) or is
+/// lost before (`Some(false)`); `None` once the mirror is gone.
+async fn trust_settles(
+    snapshots: &mut watch::Receiver<Arc<crate::zk::Snapshot>>,
+    settle: Duration,
+) -> Option<bool> {
+    wait_for_trust(snapshots, true).await.ok()?;
+    let deadline = tokio::time::Instant::now() + settle;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return Some(true),
+            changed = snapshots.changed() => {
+                changed.ok()?;
+                if !trusted(snapshots) {
+                    return Some(false);
+                }
+            }
         }
     }
 }
 
 /// Resolves once the ZooKeeper view has been untrusted for `patience` (from when this is first
-/// polled, at the earliest), not counting moments of trust shorter than half of it: a link
-/// that drops again and again, trusted for a few seconds after each reload, is no better.
+/// polled, at the earliest), not counting moments of trust shorter than half of it (a link
+/// that keeps dropping is no better), and only while it is untrusted: at the end of the count
+/// a view trusted for a moment must settle, or be lost again, which fires at once. Never once
+/// the mirror is gone.
 async fn untrusted_for(
     mut snapshots: watch::Receiver<Arc<crate::zk::Snapshot>>,
     patience: Duration,
 ) {
     let settle = patience / 2;
-    // Until the view has been trusted for `settle`; or never, if the mirror is gone.
-    async fn stays_trusted(
-        snapshots: &mut watch::Receiver<Arc<crate::zk::Snapshot>>,
-        settle: Duration,
-    ) {
-        loop {
-            while !snapshots.borrow_and_update().health.is_trusted() {
-                if snapshots.changed().await.is_err() {
-                    return std::future::pending().await;
-                }
-            }
-            let lost_again = async {
-                loop {
-                    if snapshots.changed().await.is_err() {
-                        return std::future::pending().await;
-                    }
-                    if !snapshots.borrow_and_update().health.is_trusted() {
-                        return;
-                    }
-                }
-            };
-            tokio::select! {
-                () = tokio::time::sleep(settle) => return,
-                () = lost_again => {}
-            }
-        }
-    }
     loop {
-        // Trusted, and settled so: nothing to count yet.
-        while snapshots.borrow_and_update().health.is_trusted() {
-            if snapshots.changed().await.is_err() {
-                return std::future::pending().await;
-            }
+        if wait_for_trust(&mut snapshots, false).await.is_err() {
+            return std::future::pending().await;
         }
+        let deadline = tokio::time::Instant::now() + patience;
+        // Counting; trust that settles starts it over.
+        let settled = async {
+            loop {
+                match trust_settles(&mut snapshots, settle).await {
+                    Some(true) => return,
+                    Some(false) => {}
+                    None => return std::future::pending().await,
+                }
+            }
+        };
         tokio::select! {
-            () = tokio::time::sleep(patience) => return,
-            () = stays_trusted(&mut snapshots, settle) => {}
+            () = tokio::time::sleep_until(deadline) => {}
+            () = settled => continue,
+        }
+        if !trusted(&mut snapshots) {
+            return;
+        }
+        match trust_settles(&mut snapshots, settle).await {
+            Some(true) => {}
+            Some(false) => return,
+            None => return std::future::pending().await,
         }
     }
 }
@@ -855,6 +910,60 @@ mod tests {
         tx.send_replace(snapshot(false));
         blind.await.unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(110));
+
+        // Trusted again shortly before the count is up: it fires only if the trust is lost
+        // again before it settles, and never while the view is trusted.
+        for lost_again in [true, false] {
+            let (tx, rx) = watch::channel(snapshot(false));
+            let started = tokio::time::Instant::now();
+            let blind = tokio::spawn(untrusted_for(rx, patience));
+            tokio::time::sleep(Duration::from_secs(45)).await;
+            tx.send_replace(snapshot(true));
+            tokio::time::sleep(Duration::from_secs(35)).await;
+            assert!(!blind.is_finished(), "fired while trusted");
+            if lost_again {
+                tx.send_replace(snapshot(false));
+                blind.await.unwrap();
+                assert_eq!(started.elapsed(), Duration::from_secs(80));
+            } else {
+                tokio::time::sleep(Duration::from_secs(200)).await;
+                assert!(!blind.is_finished(), "trust settled: counted afresh");
+                blind.abort();
+            }
+        }
+    }
+
+    /// What the election is told of the view: untrusted at once, trusted only once it has
+    /// held for the settle time.
+    #[tokio::test(start_paused = true)]
+    async fn the_election_sees_zookeeper_only_once_trust_has_settled() {
+        let settle = Duration::from_secs(30);
+        let (tx, rx) = watch::channel(snapshot(false));
+        let (sees_tx, sees) = watch::channel(false);
+        tokio::spawn(track_trust(rx, sees_tx, settle));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tx.send_replace(snapshot(true));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(*sees.borrow(), "the first load counts at once");
+        tx.send_replace(snapshot(false));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(!*sees.borrow(), "untrusted at once");
+        // Trusted for moments: still blind.
+        for _ in 0..3 {
+            tx.send_replace(snapshot(true));
+            tokio::time::sleep(Duration::from_secs(20)).await;
+            tx.send_replace(snapshot(false));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            assert!(!*sees.borrow());
+        }
+        tx.send_replace(snapshot(true));
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        assert!(!*sees.borrow());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(*sees.borrow(), "settled");
+        tx.send_replace(snapshot(false));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(!*sees.borrow());
     }
 
     #[tokio::test]
