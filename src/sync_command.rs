@@ -65,51 +65,56 @@ async fn run_once(
         });
     }
     let db = MetaDb::open(db_url);
-    let pass = async {
-        db.ensure_schema().await?;
-        // The rows are read in one transaction and written in another: a write that did not
-        // find the rows it planned on (another writer changed them between) is planned again
-        // on a fresh read. Every attempt's writes commit, and all of them are reported,
-        // against the first read (a later read finds an earlier attempt's writes there).
-        let mut first_read: Option<DbRows> = None;
-        let mut plans = Vec::new();
+    // The rows are read in one transaction and written in another: a write that did not find
+    // the rows it planned on (another writer changed them between) is planned again on a
+    // fresh read. Every attempt's writes commit, and all of them are reported, against the
+    // first read (a later read finds an earlier attempt's writes there) — also when a later
+    // attempt fails or times out (each step is bounded on its own), or a signal comes between
+    // two attempts.
+    let mut first_read: Option<DbRows> = None;
+    let mut plans = Vec::new();
+    // Whether a signal stopped it after something was written.
+    let outcome: Result<bool, crate::Error> = async {
+        within_pass(db.ensure_schema()).await?;
         for _ in 0..ONCE_ATTEMPTS {
-            let rows = db.load_rows().await?;
+            let rows = within_pass(db.load_rows()).await?;
             if shutdown.is_cancelled() {
                 return match first_read {
                     None => Err(crate::Error::Interrupted),
-                    // Stopped between attempts: what was written is reported, and the run
-                    // did not succeed (an attempt's rows did not all match).
-                    Some(first_read) => Ok((first_read, plans, true)),
+                    Some(_) => Ok(true),
                 };
             }
             let plan = plan(&view, &rows);
-            let matched = db.apply(&plan).await?;
-            if first_read.is_none() {
-                first_read = Some(rows);
-            }
+            let matched = within_pass(db.apply(&plan)).await?;
+            first_read.get_or_insert(rows);
             plans.push(plan);
             if matched {
-                return Ok((first_read.unwrap_or_default(), plans, false));
+                return Ok(false);
             }
             warn!("the metadata DB changed while it was written; reading it again");
         }
         Err(crate::Error::DbKeptChanging(ONCE_ATTEMPTS))
-    };
-    let outcome = tokio::time::timeout(dbsync::PASS_TIMEOUT, pass)
-        .await
-        .unwrap_or(Err(DbError::TimedOut(dbsync::PASS_TIMEOUT).into()));
+    }
+    .await;
     // Bounded: the pool checks each connection as it comes back, with no timeout of its own.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, db.close()).await;
-    let (rows, plans, interrupted) = outcome?;
-    print!(
-        "{}",
-        summary(config, &db_url.to_string(), &view, &rows, &plans)
-    );
-    if interrupted {
-        return Err(crate::Error::InterruptedAfterWriting);
+    if let Some(rows) = &first_read {
+        print!(
+            "{}",
+            summary(config, &db_url.to_string(), &view, rows, &plans)
+        );
     }
-    Ok(())
+    match outcome? {
+        true => Err(crate::Error::InterruptedAfterWriting),
+        false => Ok(()),
+    }
+}
+
+/// One step of `--once` (a read, or a write transaction), bounded like a pass of the sync.
+async fn within_pass<T>(work: impl Future<Output = Result<T, DbError>>) -> Result<T, DbError> {
+    tokio::time::timeout(dbsync::PASS_TIMEOUT, work)
+        .await
+        .unwrap_or(Err(DbError::TimedOut(dbsync::PASS_TIMEOUT)))
 }
 
 /// The `--once` report: what ZooKeeper holds, what was wrong in it, and what was written by
