@@ -462,8 +462,9 @@ pub async fn run(
         // may take over.
         let started = Instant::now();
         // Seeing ZooKeeper (steadily) again: a candidate like any other.
-        resigned &= !*candidacy.sees_zookeeper.borrow();
-        let candidate = match (*candidacy.sees_zookeeper.borrow(), resigned) {
+        let sees_zookeeper = *candidacy.sees_zookeeper.borrow_and_update();
+        resigned &= !sees_zookeeper;
+        let candidate = match (sees_zookeeper, resigned) {
             (true, _) => Candidate::Seeing,
             (false, false) => Candidate::Blind,
             (false, true) => Candidate::Resigned,

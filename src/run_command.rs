@@ -170,6 +170,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         mirror.snapshots(),
         sees_zookeeper_tx,
         args.lease.untrusted_handover / 2,
+        tokio::time::Instant::now() + args.lease.lease_duration,
     ));
     let (resign_tx, resign) = watch::channel(0u64);
     let (resigned_tx, mut resigned) = watch::channel(0u64);
@@ -307,7 +308,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             handover_base
         };
         handed_over_blind = false;
-        let blind = untrusted_for(mirror.snapshots(), handover_after);
+        let blind = untrusted_for(mirror.snapshots(), handover_after, handover_base / 2);
         let mut blind = std::pin::pin!(blind);
         loop {
             tokio::select! {
@@ -438,18 +439,25 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
 
 /// Keeps `sees` equal to whether the ZooKeeper view is trusted, for the election: false at
 /// once, true again only once trust has held for `settle` (a link that keeps dropping, trusted
-/// for moments after each reload, is not a view to lead on). The first load counts at once:
-/// a replica just started has no record of dropping, and is the standby a rolling update
-/// leaves the Lease to.
+/// for moments after each reload, is not a view to lead on). A first load done by
+/// `first_load_by` (when the replica stands for leader without one) counts at once: a replica
+/// just started has no record of dropping, and is the standby a rolling update leaves the
+/// Lease to.
 async fn track_trust(
     mut snapshots: watch::Receiver<Arc<crate::zk::Snapshot>>,
     sees: watch::Sender<bool>,
     settle: Duration,
+    first_load_by: tokio::time::Instant,
 ) {
-    if wait_for_trust(&mut snapshots, true).await.is_err() {
-        return;
+    tokio::select! {
+        loaded = wait_for_trust(&mut snapshots, true) => {
+            if loaded.is_err() {
+                return;
+            }
+            sees.send_replace(true);
+        }
+        () = tokio::time::sleep_until(first_load_by) => {}
     }
-    sees.send_replace(true);
     loop {
         let untrusted = wait_for_trust(&mut snapshots, false).await;
         sees.send_if_modified(|seen| std::mem::replace(seen, false));
@@ -503,15 +511,15 @@ async fn trust_settles(
 }
 
 /// Resolves once the ZooKeeper view has been untrusted for `patience` (from when this is first
-/// polled, at the earliest), not counting moments of trust shorter than half of it (a link
-/// that keeps dropping is no better), and only while it is untrusted: at the end of the count
-/// a view trusted for a moment must settle, or be lost again, which fires at once. Never once
+/// polled, at the earliest), not counting moments of trust shorter than `settle` (a link that
+/// keeps dropping is no better), and only while it is untrusted: at the end of the count a
+/// view trusted for a moment must settle, or be lost again, which fires at once. Never once
 /// the mirror is gone.
 async fn untrusted_for(
     mut snapshots: watch::Receiver<Arc<crate::zk::Snapshot>>,
     patience: Duration,
+    settle: Duration,
 ) {
-    let settle = patience / 2;
     loop {
         if wait_for_trust(&mut snapshots, false).await.is_err() {
             return std::future::pending().await;
@@ -889,7 +897,7 @@ mod tests {
         let patience = Duration::from_secs(60);
         let (tx, rx) = watch::channel(snapshot(true));
         let started = tokio::time::Instant::now();
-        let blind = tokio::spawn(untrusted_for(rx, patience));
+        let blind = tokio::spawn(untrusted_for(rx, patience, patience / 2));
         tokio::time::sleep(Duration::from_secs(10)).await;
         tx.send_replace(snapshot(false));
         // A reconnection trusted for 20 s, then lost again: still the same blind spell.
@@ -903,7 +911,7 @@ mod tests {
         // Trusted for longer than half the patience: counted from the start again.
         let (tx, rx) = watch::channel(snapshot(false));
         let started = tokio::time::Instant::now();
-        let blind = tokio::spawn(untrusted_for(rx, patience));
+        let blind = tokio::spawn(untrusted_for(rx, patience, patience / 2));
         tokio::time::sleep(Duration::from_secs(10)).await;
         tx.send_replace(snapshot(true));
         tokio::time::sleep(Duration::from_secs(40)).await;
@@ -916,7 +924,7 @@ mod tests {
         for lost_again in [true, false] {
             let (tx, rx) = watch::channel(snapshot(false));
             let started = tokio::time::Instant::now();
-            let blind = tokio::spawn(untrusted_for(rx, patience));
+            let blind = tokio::spawn(untrusted_for(rx, patience, patience / 2));
             tokio::time::sleep(Duration::from_secs(45)).await;
             tx.send_replace(snapshot(true));
             tokio::time::sleep(Duration::from_secs(35)).await;
@@ -940,7 +948,8 @@ mod tests {
         let settle = Duration::from_secs(30);
         let (tx, rx) = watch::channel(snapshot(false));
         let (sees_tx, sees) = watch::channel(false);
-        tokio::spawn(track_trust(rx, sees_tx, settle));
+        let first_load_by = tokio::time::Instant::now() + Duration::from_secs(15);
+        tokio::spawn(track_trust(rx, sees_tx, settle, first_load_by));
         tokio::time::sleep(Duration::from_secs(1)).await;
         tx.send_replace(snapshot(true));
         tokio::time::sleep(Duration::from_millis(1)).await;
@@ -964,6 +973,19 @@ mod tests {
         tx.send_replace(snapshot(false));
         tokio::time::sleep(Duration::from_millis(1)).await;
         assert!(!*sees.borrow());
+
+        // A replica that stood for leader without a first load (its link dropping since it
+        // started) has that trust settle too.
+        let (tx, rx) = watch::channel(snapshot(false));
+        let (sees_tx, sees) = watch::channel(false);
+        let first_load_by = tokio::time::Instant::now() + Duration::from_secs(15);
+        tokio::spawn(track_trust(rx, sees_tx, settle, first_load_by));
+        tokio::time::sleep(Duration::from_secs(16)).await;
+        tx.send_replace(snapshot(true));
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(!*sees.borrow(), "not settled yet");
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert!(*sees.borrow());
     }
 
     #[tokio::test]
