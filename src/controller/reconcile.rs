@@ -2104,11 +2104,13 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                     replaced_since = true;
                 }
                 // The restart is recorded but not done: the error is reported and, once the
-                // backoff has passed, the next reconcile tries again.
-                Err(error) => {
-                    rolls.insert(me.clone(), (now, Some(old.uid.clone())));
-                    return Err(error.into());
-                }
+                // backoff has passed, the next reconcile tries again. The Pod is not counted
+                // as replaced: it may well still run, and a rollout held for it must go on
+                // holding its new pfs.conf back (counted replaced, the next reconcile would
+                // take the rollout for under way and apply the ConfigMap to the old Pod).
+                // Should the delete have gone through all the same, the Pod cache shows it
+                // gone within moments.
+                Err(error) => return Err(error.into()),
             }
             rolls.insert(me.clone(), (now, Some(old.uid.clone())));
         }
