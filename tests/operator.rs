@@ -765,6 +765,51 @@ async fn zookeeper_down_means_unknown_and_no_restart_then_recovery_resumes() {
     harness.finish().await;
 }
 
+/// A blip of the operator's ZooKeeper connection (a ZooKeeper server restarted, the session
+/// moved to another one) that the reload after reconnecting ends within a moment is not
+/// written to every store: no status goes Unknown, no ViewUntrusted Event. A longer loss is
+/// (see `zookeeper_down_means_unknown_and_no_restart_then_recovery_resumes`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zookeeper_connection_blip_is_not_written_to_every_store() {
+    let mut harness = Harness::start("blip").await;
+    install_crd(&harness);
+    let proxy = testkit::proxy::Proxy::start(&harness.zk()).await;
+    let through_proxy = proxy.address();
+    harness.start_operator(&["--zk", &through_proxy]);
+    let (stores, _pods, _) = store_1_online(&harness, 2).await;
+    // Settled: nothing of its own (a Pod's status, a tray registering, the end of the start
+    // grace) wakes it meanwhile.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    proxy.set_mode(testkit::proxy::ProxyMode::Sever);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.set_mode(testkit::proxy::ProxyMode::Forward);
+    wait_for("the connection re-established", async || {
+        harness
+            .operator_log(0)
+            .contains("ZooKeeper connection re-established")
+            .then_some(())
+    })
+    .await;
+    wait_for("the view trusted again", async || {
+        (metric(&harness, 0, "pureflash_zookeeper_view_trusted ") == Some(1.0)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let store = stores.get("store-1").await.unwrap();
+    assert_eq!(store.status.unwrap().phase, Some(Phase::Online));
+    let events = events_about(&harness, "store-1").await;
+    assert!(
+        !reasons(&events).contains(&"ViewUntrusted".to_owned()),
+        "{:?}",
+        events
+            .iter()
+            .map(|e| (e.reason.clone(), e.event_time.clone(), e.note.clone()))
+            .collect::<Vec<_>>()
+    );
+    harness.finish().await;
+}
+
 /// A store ZooKeeper refuses to read (an ACL on one of its nodes) is Unknown and left alone,
 /// even once it is offline; the other stores go on being watched and recovered. Its ACL fixed,
 /// the next full reload reads it again and it is recovered too.

@@ -36,6 +36,16 @@ use crate::dbsync::DbSyncStatus;
 use crate::leader::TermDeadline;
 use crate::metrics::Metrics;
 use crate::zk::{LivenessProbe, Snapshot, ViewEvent};
+
+/// How long the ZooKeeper view must stay untrusted before every store is woken to say so
+/// (`Unknown`). A ZooKeeper server restarted or a connection moved to another server costs the
+/// view its trust until the reload after the reconnection, a second or two: waking all stores
+/// for it would write each one's status twice (Unknown, then back) and an Event each, thousands
+/// of writes per routine ZooKeeper restart. Nothing is decided meanwhile all the same: every
+/// reconcile that runs checks the trust itself, and a store reconciled for its own reasons
+/// then reads Unknown at once. Comparable to the lag of a status behind the view when many
+/// stores change at once.
+const UNTRUSTED_WAKE_DELAY: Duration = Duration::from_secs(3);
 pub use reconcile::{Context, MANAGER, Settings};
 
 /// Where the controller works and with what.
@@ -163,20 +173,36 @@ pub async fn run(term: Term, stop: CancellationToken) {
     });
 
     // The ZooKeeper view wakes the store it concerns within milliseconds; a change of the
-    // view's trust (disconnect, resync) wakes them all.
+    // view's trust (disconnect, resync) wakes them all, a loss of trust only once it has lasted
+    // UNTRUSTED_WAKE_DELAY.
     let (one_tx, one_rx) = mpsc::unbounded_channel::<ObjectRef<PureFlashStore>>();
     let waiting = reconcile::WaitingStores::new(one_tx.clone());
     let (all_tx, all_rx) = mpsc::unbounded_channel::<()>();
     let forwarder_stores = stores.clone();
     let forwarder_stop = stop.clone();
     let mut forwarder_db = db.clone();
+    // What the stores were last woken for: the view as it is now (the controller's start
+    // reconciles every store anyway).
+    let trusted_at_start = snapshots.borrow().health.is_trusted();
     let forwarder = tokio::spawn(async move {
-        let mut trusted: Option<bool> = None;
+        let mut trusted: Option<bool> = Some(trusted_at_start);
+        // When every store is to be woken for a loss of trust (see UNTRUSTED_WAKE_DELAY).
+        let mut untrusted_wake: Option<tokio::time::Instant> = None;
         let mut db_state = forwarder_db.as_ref().map(reconcile::db_kind);
         loop {
             let event = tokio::select! {
                 _ = forwarder_stop.cancelled() => return,
                 event = events.recv() => event,
+                () = async {
+                    match untrusted_wake {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    untrusted_wake = None;
+                    let _ = all_tx.send(());
+                    continue;
+                }
                 // The DB sync's state is every store's DbSynced condition: a change of it (not
                 // of its error message) wakes them all.
                 Ok(()) = async {
@@ -204,11 +230,20 @@ pub async fn run(term: Term, stop: CancellationToken) {
                     }
                 }
                 // Only a change of trust matters to every store (a periodic reload only moves
-                // the last-sync time).
+                // the last-sync time). Regained, it wakes them at once; lost, only if it is not
+                // regained within UNTRUSTED_WAKE_DELAY.
                 Ok(ViewEvent::HealthChanged { health, .. }) => {
-                    if trusted != Some(health.is_trusted()) {
-                        trusted = Some(health.is_trusted());
-                        let _ = all_tx.send(());
+                    let now_trusted = health.is_trusted();
+                    if trusted != Some(now_trusted) {
+                        let first = trusted.is_none();
+                        trusted = Some(now_trusted);
+                        if now_trusted || first {
+                            untrusted_wake = None;
+                            let _ = all_tx.send(());
+                        } else {
+                            untrusted_wake
+                                .get_or_insert(tokio::time::Instant::now() + UNTRUSTED_WAKE_DELAY);
+                        }
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {

@@ -543,7 +543,7 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
             "Alive",
             "Unknown",
             "ViewUntrusted",
-            "the operator's ZooKeeper view is not connected, not resynced, or missing a node ZooKeeper refused to read (see the operator log)".into(),
+            "the operator's ZooKeeper view is not connected, not resynced since, or a read of it failed (see the operator log)".into(),
             facts,
         ),
         (true, None, _) => condition(
