@@ -781,6 +781,7 @@ async fn a_zookeeper_connection_blip_is_not_written_to_every_store() {
     // grace) wakes it meanwhile.
     tokio::time::sleep(Duration::from_secs(4)).await;
 
+    let cut = std::time::Instant::now();
     proxy.set_mode(testkit::proxy::ProxyMode::Sever);
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.set_mode(testkit::proxy::ProxyMode::Forward);
@@ -795,6 +796,14 @@ async fn a_zookeeper_connection_blip_is_not_written_to_every_store() {
         (metric(&harness, 0, "pureflash_zookeeper_view_trusted ") == Some(1.0)).then_some(())
     })
     .await;
+    // What is asserted is a blip shorter than the operator's 3 s: on a machine so loaded
+    // that reconnecting and reloading took longer, the stores rightly read Unknown.
+    let blip = cut.elapsed();
+    if blip >= Duration::from_millis(2500) {
+        eprintln!("the blip lasted {blip:?} (a loaded machine): not a blip, nothing to assert");
+        harness.finish().await;
+        return;
+    }
     tokio::time::sleep(Duration::from_secs(4)).await;
     let store = stores.get("store-1").await.unwrap();
     assert_eq!(store.status.unwrap().phase, Some(Phase::Online));

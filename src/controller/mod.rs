@@ -183,9 +183,9 @@ pub async fn run(term: Term, stop: CancellationToken) {
     let mut forwarder_db = db.clone();
     // What the stores were last woken for: the view as it is now (the controller's start
     // reconciles every store anyway).
-    let trusted_at_start = snapshots.borrow().health.is_trusted();
+    let forwarder_snapshots = snapshots.clone();
     let forwarder = tokio::spawn(async move {
-        let mut trusted: Option<bool> = Some(trusted_at_start);
+        let mut trusted = forwarder_snapshots.borrow().health.is_trusted();
         // When every store is to be woken for a loss of trust (see UNTRUSTED_WAKE_DELAY).
         let mut untrusted_wake: Option<tokio::time::Instant> = None;
         let mut db_state = forwarder_db.as_ref().map(reconcile::db_kind);
@@ -234,10 +234,9 @@ pub async fn run(term: Term, stop: CancellationToken) {
                 // regained within UNTRUSTED_WAKE_DELAY.
                 Ok(ViewEvent::HealthChanged { health, .. }) => {
                     let now_trusted = health.is_trusted();
-                    if trusted != Some(now_trusted) {
-                        let first = trusted.is_none();
-                        trusted = Some(now_trusted);
-                        if now_trusted || first {
+                    if trusted != now_trusted {
+                        trusted = now_trusted;
+                        if now_trusted {
                             untrusted_wake = None;
                             let _ = all_tx.send(());
                         } else {
@@ -246,11 +245,18 @@ pub async fn run(term: Term, stop: CancellationToken) {
                         }
                     }
                 }
+                // Store events were missed, and maybe a change of trust: the snapshot has it
+                // all. Trusted, every store is woken now; else once trust returns (or the delay
+                // is up), which covers the missed stores too.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // A change of trust may be among what was missed: the next health event
-                    // wakes every store, whatever it says.
-                    trusted = None;
-                    let _ = all_tx.send(());
+                    trusted = forwarder_snapshots.borrow().health.is_trusted();
+                    if trusted {
+                        untrusted_wake = None;
+                        let _ = all_tx.send(());
+                    } else {
+                        untrusted_wake
+                            .get_or_insert(tokio::time::Instant::now() + UNTRUSTED_WAKE_DELAY);
+                    }
                 }
                 // The stores directory may have come or gone, which decides whether the
                 // view knows the stores at all (`Snapshot::knows_stores`).

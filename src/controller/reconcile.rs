@@ -1821,7 +1821,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // The lock may have been a long wait behind other stores' restarts: the clock and the
     // cluster-wide counts are taken now. This store's own facts (and so whether its Pod was
     // read from the API) came from the view at the start; if they changed meanwhile, the
-    // decision is taken again on fresh reads (the change has queued this store anyway).
+    // decision is taken again on fresh reads (requeued at once below).
     // In whole seconds, as status times go over the wire (metav1.Time): a time written from
     // here reads back equal to the one kept in memory meanwhile (this term's restarts, the
     // Lease sighting of an offline episode).
@@ -2013,7 +2013,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         };
         // The node read above, and the status write below, may take seconds: a view that lost
         // trust meanwhile, or an offline store whose pfs registered again, is not restarted on
-        // the earlier observation. The reconcile the change has queued decides again.
+        // the earlier observation. The reconcile requeued at once decides again.
         let changed_meanwhile = || {
             let latest = ctx.snapshots.borrow().clone();
             !knows_store(&latest, store.spec.store_id)
