@@ -203,6 +203,25 @@ pub fn step_as(
                 let holder = seen.spec.holder_identity.clone().unwrap_or_default();
                 return Step::Follow { holder, until };
             }
+            *last_seen = None;
+            return Step::Create;
+        }
+        // No Lease, or a released one deleted: as free as a released one, and left alike by a
+        // replica that cannot see ZooKeeper to one that can, from when it was first seen
+        // missing.
+        if let Some(wait) = released_wait(candidate, default_duration) {
+            let seen = last_seen.get_or_insert_with(|| Sighting {
+                spec: LeaseSpec::default(),
+                since: now,
+                absent_since: None,
+            });
+            let until = *seen.absent_since.get_or_insert(now) + wait;
+            if now < until {
+                return Step::Follow {
+                    holder: String::new(),
+                    until,
+                };
+            }
         }
         *last_seen = None;
         return Step::Create;
@@ -243,10 +262,22 @@ pub fn step_as(
         } else {
             wait
         };
+    // (A released Lease is waited out by a Blind candidate for one published duration, by a
+    // Resigned one for two: see `released_wait` for a missing one.)
     if now >= until {
         Step::TakeOver
     } else {
         Step::Follow { holder, until }
+    }
+}
+
+/// How long a free Lease (none, or released) is left by `candidate` to a replica that can see
+/// ZooKeeper; `None`: taken at once.
+fn released_wait(candidate: Candidate, default_duration: Duration) -> Option<Duration> {
+    match candidate {
+        Candidate::Seeing => None,
+        Candidate::Blind => Some(default_duration),
+        Candidate::Resigned => Some(default_duration * 2),
     }
 }
 
@@ -993,6 +1024,32 @@ mod tests {
         let ours = lease(Some("a"), 0);
         assert_eq!(as_(&ours, &mut None, 0, Candidate::Blind), Step::Renew);
         assert_eq!(as_(&ours, &mut None, 0, Candidate::Resigned), Step::Release);
+
+        // No Lease at all (deleted by hand during a handover, say): alike.
+        let missing = |seen: &mut Option<Sighting>, at, candidate| {
+            step_as(None, "a", seen, clock.at(at), DURATION, candidate)
+        };
+        assert_eq!(missing(&mut None, 0, Candidate::Seeing), Step::Create);
+        let mut blind = None;
+        let wait_until = |at| Step::Follow {
+            holder: String::new(),
+            until: clock.at(at),
+        };
+        assert_eq!(missing(&mut blind, 2, Candidate::Blind), wait_until(17));
+        assert_eq!(missing(&mut blind, 16, Candidate::Blind), wait_until(17));
+        assert_eq!(missing(&mut blind, 17, Candidate::Blind), Step::Create);
+        let mut resigned = None;
+        assert_eq!(
+            missing(&mut resigned, 2, Candidate::Resigned),
+            wait_until(32)
+        );
+        // A released Lease deleted: counted from when it went missing.
+        let mut seen = None;
+        assert_eq!(
+            as_(&released, &mut seen, 0, Candidate::Blind),
+            wait_until(15)
+        );
+        assert_eq!(missing(&mut seen, 5, Candidate::Blind), wait_until(20));
     }
 
     #[test]
