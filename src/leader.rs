@@ -2,7 +2,7 @@
 //! writes (status, Pods, Events, the metadata DB) while the others keep their views warm.
 //!
 //! This module owns the Lease: creating, renewing, taking over and releasing it, and the
-//! `leading` signal the rest of the operator acts on. The decisions ([`step`], [`held`],
+//! `leading` signal the rest of the operator acts on. The decisions ([`step_as`], [`held`],
 //! [`Complaints`]) are pure and take the time as an argument; the loop ([`run`]) applies them
 //! with optimistic concurrency (every write carries the Lease's resourceVersion, so two
 //! candidates cannot both win).
@@ -152,32 +152,15 @@ pub struct Sighting {
     absent_since: Option<Instant>,
 }
 
-/// The step for `me` given the current Lease spec, observed at `now` (after the read that
-/// returned it completed, so that a late answer makes us wait longer, never shorter).
+/// The step for `me`, standing as `candidate`, given the current Lease spec, observed at
+/// `now` (after the read that returned it completed, so that a late answer makes us wait
+/// longer, never shorter).
 ///
 /// `last_seen` is what the previous calls saw; a holder's renewal is recognised by the spec
 /// changing, never by comparing its `renewTime` with our clock (the replicas' clocks may
-/// disagree by more than the lease duration).
-pub fn step(
-    lease: Option<&LeaseSpec>,
-    me: &str,
-    last_seen: &mut Option<Sighting>,
-    now: Instant,
-    default_duration: Duration,
-) -> Step {
-    step_as(
-        lease,
-        me,
-        last_seen,
-        now,
-        default_duration,
-        Candidate::Seeing,
-    )
-}
-
-/// [`step`] for a replica standing as `candidate`: a leader that could not see ZooKeeper
-/// releases the Lease for a replica that can (see [`Candidacy`]), which must not lose it to
-/// another blind one.
+/// disagree by more than the lease duration). A leader that could not see ZooKeeper releases
+/// the Lease for a replica that can (see [`Candidacy`]), which must not lose it to another
+/// blind one.
 pub fn step_as(
     lease: Option<&LeaseSpec>,
     me: &str,
@@ -807,6 +790,24 @@ mod tests {
     use super::*;
 
     const DURATION: Duration = Duration::from_secs(15);
+
+    /// [`step_as`] for a replica that sees ZooKeeper, as most cases are.
+    fn step(
+        lease: Option<&LeaseSpec>,
+        me: &str,
+        last_seen: &mut Option<Sighting>,
+        now: Instant,
+        default_duration: Duration,
+    ) -> Step {
+        step_as(
+            lease,
+            me,
+            last_seen,
+            now,
+            default_duration,
+            Candidate::Seeing,
+        )
+    }
 
     #[test]
     fn a_term_holds_until_its_deadline_whoever_hears_of_it_first() {
@@ -1447,28 +1448,33 @@ mod tests {
             election.await.unwrap();
         }
 
-        /// A leader whose renewals fail for a moment (an API server restarting) retries
-        /// often enough to renew before its term ends: leadership never wavers.
-        #[tokio::test]
-        async fn renewals_failing_for_a_moment_do_not_end_the_term() {
+        /// Elects a leader, lets `faults` loose on its Lease requests, and checks that its term
+        /// never wavers over `renewals` renewal periods.
+        async fn leads_through(faults: &[(&str, Action, usize)], renewals: u32, what: &str) {
             let (emulator, client, config) = emulator().await;
             let renew_every = config.renew_every;
             let (mut leading, stop, election) = elect(client, config);
             becomes(&mut leading, true).await;
             leading.borrow_and_update();
-            // Three failures in a row: with the backoff alone (0.5 s, 1 s, 2 s) the retries
-            // would outlast the 2 s term.
-            emulator
-                .faults()
-                .inject(Matcher::verb("update").on("leases"), Action::Fail(503), 3);
-            tokio::time::sleep(renew_every * 4).await;
-            assert!(
-                !leading.has_changed().unwrap(),
-                "a short API outage ended the term"
-            );
+            for (verb, action, count) in faults {
+                emulator
+                    .faults()
+                    .inject(Matcher::verb(verb).on("leases"), *action, *count);
+            }
+            tokio::time::sleep(renew_every * renewals).await;
+            assert!(!leading.has_changed().unwrap(), "{what} ended the term");
             assert!(*leading.borrow());
             stop.cancel();
             election.await.unwrap();
+        }
+
+        /// A leader whose renewals fail for a moment (an API server restarting) retries
+        /// often enough to renew before its term ends: leadership never wavers. Three
+        /// failures in a row: with the backoff alone (0.5 s, 1 s, 2 s) the retries would
+        /// outlast the 2 s term.
+        #[tokio::test]
+        async fn renewals_failing_for_a_moment_do_not_end_the_term() {
+            leads_through(&[("update", Action::Fail(503), 3)], 4, "a short API outage").await;
         }
 
         /// Whether the replica can take part in the election at all (its readiness): only
@@ -1497,52 +1503,21 @@ mod tests {
             election.await.unwrap();
         }
 
+        /// A renewal (a read and a write) taking 0.4 s of the lease duration's 3 s, well within
+        /// the third a renewal has before the term ends (with slack for a loaded machine, the
+        /// emulator sharing this runtime).
         #[tokio::test]
         async fn a_slow_api_server_does_not_end_the_term() {
-            let (emulator, client, config) = emulator().await;
-            let renew_every = config.renew_every;
-            let (mut leading, stop, election) = elect(client, config);
-            becomes(&mut leading, true).await;
-            leading.borrow_and_update();
-            // A renewal (a read and a write) now takes 0.4 s of the lease duration's 3 s, well
-            // within the third a renewal has before the term ends (with slack for a loaded
-            // machine, the emulator sharing this runtime).
             let slow = Action::Delay(Duration::from_millis(200));
-            for verb in ["get", "update"] {
-                emulator
-                    .faults()
-                    .inject(Matcher::verb(verb).on("leases"), slow, 1000);
-            }
-            tokio::time::sleep(renew_every * 4).await;
-            assert!(
-                !leading.has_changed().unwrap(),
-                "a slow API server ended the term"
-            );
-            assert!(*leading.borrow());
-            stop.cancel();
-            election.await.unwrap();
+            let faults = [("get", slow, 1000), ("update", slow, 1000)];
+            leads_through(&faults, 4, "a slow API server").await;
         }
 
+        /// Twice in a row, the renewal meets a changed Lease, still ours: it reads it again.
         #[tokio::test]
         async fn a_renewal_that_meets_a_changed_lease_reads_it_again_instead_of_stepping_down() {
-            let (emulator, client, config) = emulator().await;
-            let renew_every = config.renew_every;
-            let (mut leading, stop, election) = elect(client, config);
-            becomes(&mut leading, true).await;
-            leading.borrow_and_update();
-            // Twice in a row: the second renewal too meets a changed Lease, still ours.
-            emulator
-                .faults()
-                .inject(Matcher::verb("update").on("leases"), Action::Fail(409), 2);
-            // Several renewals later, leadership never wavered.
-            tokio::time::sleep(renew_every * 3).await;
-            assert!(
-                !leading.has_changed().unwrap(),
-                "the leader stepped down over a conflict on its own Lease"
-            );
-            assert!(*leading.borrow());
-            stop.cancel();
-            election.await.unwrap();
+            let conflicts = [("update", Action::Fail(409), 2)];
+            leads_through(&conflicts, 3, "a conflict on its own Lease").await;
         }
 
         #[tokio::test]

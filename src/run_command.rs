@@ -308,7 +308,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             handover_base
         };
         handed_over_blind = false;
-        let blind = untrusted_for(mirror.snapshots(), handover_after, handover_base / 2);
+        let blind = blind_for(sees_steadily.clone(), handover_after);
         let mut blind = std::pin::pin!(blind);
         loop {
             tokio::select! {
@@ -510,42 +510,19 @@ async fn trust_settles(
     }
 }
 
-/// Resolves once the ZooKeeper view has been untrusted for `patience` (from when this is first
-/// polled, at the earliest), not counting moments of trust shorter than `settle` (a link that
-/// keeps dropping is no better), and only while it is untrusted: at the end of the count a
-/// view trusted for a moment must settle, or be lost again, which fires at once. Never once
-/// the mirror is gone.
-async fn untrusted_for(
-    mut snapshots: watch::Receiver<Arc<crate::zk::Snapshot>>,
-    patience: Duration,
-    settle: Duration,
-) {
+/// Resolves once `sees` (see [`track_trust`]) has been false for `patience` without a break,
+/// from when this is first polled at the earliest: moments of trust too short to settle count
+/// as blind, as they do for the election. Never once its sender is gone.
+async fn blind_for(mut sees: watch::Receiver<bool>, patience: Duration) {
     loop {
-        if wait_for_trust(&mut snapshots, false).await.is_err() {
+        let blind = sees.wait_for(|sees| !*sees).await.is_ok();
+        let seeing_again = blind
+            && tokio::select! {
+                () = tokio::time::sleep(patience) => return,
+                seen = sees.wait_for(|sees| *sees) => seen.is_ok(),
+            };
+        if !seeing_again {
             return std::future::pending().await;
-        }
-        let deadline = tokio::time::Instant::now() + patience;
-        // Counting; trust that settles starts it over.
-        let settled = async {
-            loop {
-                match trust_settles(&mut snapshots, settle).await {
-                    Some(true) => return,
-                    Some(false) => {}
-                    None => return std::future::pending().await,
-                }
-            }
-        };
-        tokio::select! {
-            () = tokio::time::sleep_until(deadline) => {}
-            () = settled => continue,
-        }
-        if !trusted(&mut snapshots) {
-            return;
-        }
-        match trust_settles(&mut snapshots, settle).await {
-            Some(true) => {}
-            Some(false) => return,
-            None => return std::future::pending().await,
         }
     }
 }
@@ -890,15 +867,22 @@ mod tests {
         })
     }
 
-    /// The handover's clock: untrusted time counts on through moments of trust shorter than
-    /// half the patience, and starts over after a longer one.
+    /// The handover's clock, on what the election is told of the view: untrusted time counts
+    /// on through moments of trust shorter than the settle time, and starts over after a
+    /// longer one.
     #[tokio::test(start_paused = true)]
-    async fn untrusted_time_counts_through_short_moments_of_trust() {
+    async fn blind_time_counts_through_short_moments_of_trust() {
         let patience = Duration::from_secs(60);
-        let (tx, rx) = watch::channel(snapshot(true));
+        let clock = |trusted: bool| {
+            let (tx, rx) = watch::channel(snapshot(trusted));
+            let (sees_tx, sees) = watch::channel(false);
+            let first_load_by = tokio::time::Instant::now() + Duration::from_secs(15);
+            tokio::spawn(track_trust(rx, sees_tx, patience / 2, first_load_by));
+            (tx, tokio::spawn(blind_for(sees, patience)))
+        };
         let started = tokio::time::Instant::now();
-        let blind = tokio::spawn(untrusted_for(rx, patience, patience / 2));
-        tokio::time::sleep(Duration::from_secs(10)).await;
+        let (tx, blind) = clock(true);
+        tokio::time::sleep(Duration::from_secs(40)).await;
         tx.send_replace(snapshot(false));
         // A reconnection trusted for 20 s, then lost again: still the same blind spell.
         tokio::time::sleep(Duration::from_secs(20)).await;
@@ -906,12 +890,11 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(20)).await;
         tx.send_replace(snapshot(false));
         blind.await.unwrap();
-        assert_eq!(started.elapsed(), Duration::from_secs(70));
+        assert_eq!(started.elapsed(), Duration::from_secs(100));
 
-        // Trusted for longer than half the patience: counted from the start again.
-        let (tx, rx) = watch::channel(snapshot(false));
+        // A first load (which counts at once), then lost: counted from the loss.
         let started = tokio::time::Instant::now();
-        let blind = tokio::spawn(untrusted_for(rx, patience, patience / 2));
+        let (tx, blind) = clock(false);
         tokio::time::sleep(Duration::from_secs(10)).await;
         tx.send_replace(snapshot(true));
         tokio::time::sleep(Duration::from_secs(40)).await;
@@ -919,26 +902,12 @@ mod tests {
         blind.await.unwrap();
         assert_eq!(started.elapsed(), Duration::from_secs(110));
 
-        // Trusted again shortly before the count is up: it fires only if the trust is lost
-        // again before it settles, and never while the view is trusted.
-        for lost_again in [true, false] {
-            let (tx, rx) = watch::channel(snapshot(false));
-            let started = tokio::time::Instant::now();
-            let blind = tokio::spawn(untrusted_for(rx, patience, patience / 2));
-            tokio::time::sleep(Duration::from_secs(45)).await;
-            tx.send_replace(snapshot(true));
-            tokio::time::sleep(Duration::from_secs(35)).await;
-            assert!(!blind.is_finished(), "fired while trusted");
-            if lost_again {
-                tx.send_replace(snapshot(false));
-                blind.await.unwrap();
-                assert_eq!(started.elapsed(), Duration::from_secs(80));
-            } else {
-                tokio::time::sleep(Duration::from_secs(200)).await;
-                assert!(!blind.is_finished(), "trust settled: counted afresh");
-                blind.abort();
-            }
-        }
+        // Trusted for good: never. (Trust after a loss counts once settled, as above.)
+        let (tx, blind) = clock(false);
+        tx.send_replace(snapshot(true));
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        assert!(!blind.is_finished());
+        blind.abort();
     }
 
     /// What the election is told of the view: untrusted at once, trusted only once it has

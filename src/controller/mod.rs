@@ -108,6 +108,21 @@ where
     }
 }
 
+/// Wakes every store for the view's trust: at once when `trusted`, else once it has been
+/// lost for [`UNTRUSTED_WAKE_DELAY`] (`untrusted_wake` holds when; cleared when trusted).
+fn wake_for_trust(
+    trusted: bool,
+    untrusted_wake: &mut Option<tokio::time::Instant>,
+    all: &mpsc::UnboundedSender<()>,
+) {
+    if trusted {
+        *untrusted_wake = None;
+        let _ = all.send(());
+    } else {
+        untrusted_wake.get_or_insert(tokio::time::Instant::now() + UNTRUSTED_WAKE_DELAY);
+    }
+}
+
 /// Runs the controller for one leadership term: until `stop`, after which no reconcile starts
 /// and those under way finish (writing until [`Term::writes_end`]).
 pub async fn run(term: Term, stop: CancellationToken) {
@@ -233,16 +248,9 @@ pub async fn run(term: Term, stop: CancellationToken) {
                 // the last-sync time). Regained, it wakes them at once; lost, only if it is not
                 // regained within UNTRUSTED_WAKE_DELAY.
                 Ok(ViewEvent::HealthChanged { health, .. }) => {
-                    let now_trusted = health.is_trusted();
-                    if trusted != now_trusted {
-                        trusted = now_trusted;
-                        if now_trusted {
-                            untrusted_wake = None;
-                            let _ = all_tx.send(());
-                        } else {
-                            untrusted_wake
-                                .get_or_insert(tokio::time::Instant::now() + UNTRUSTED_WAKE_DELAY);
-                        }
+                    if trusted != health.is_trusted() {
+                        trusted = health.is_trusted();
+                        wake_for_trust(trusted, &mut untrusted_wake, &all_tx);
                     }
                 }
                 // Store events were missed, and maybe a change of trust: the snapshot has it
@@ -250,13 +258,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
                 // is up), which covers the missed stores too.
                 Err(broadcast::error::RecvError::Lagged(_)) => {
                     trusted = forwarder_snapshots.borrow().health.is_trusted();
-                    if trusted {
-                        untrusted_wake = None;
-                        let _ = all_tx.send(());
-                    } else {
-                        untrusted_wake
-                            .get_or_insert(tokio::time::Instant::now() + UNTRUSTED_WAKE_DELAY);
-                    }
+                    wake_for_trust(trusted, &mut untrusted_wake, &all_tx);
                 }
                 // The stores directory may have come or gone, which decides whether the
                 // view knows the stores at all (`Snapshot::knows_stores`).
