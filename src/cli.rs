@@ -52,7 +52,8 @@ pub struct KubeArgs {
     #[arg(
         long = "namespace",
         env = "PUREFLASH_WATCH_NAMESPACE",
-        default_value = ""
+        default_value = "",
+        value_parser = parse_watch_namespace
     )]
     pub namespace: String,
 }
@@ -64,11 +65,12 @@ pub struct LeaseArgs {
     #[arg(
         long,
         env = "PUREFLASH_LEASE_NAME",
-        default_value = "pureflash-operator"
+        default_value = "pureflash-operator",
+        value_parser = parse_object_name
     )]
     pub lease_name: String,
     /// Namespace of the Lease (default: the Pod's namespace from `POD_NAMESPACE`, else `default`).
-    #[arg(long, env = "PUREFLASH_LEASE_NAMESPACE")]
+    #[arg(long, env = "PUREFLASH_LEASE_NAMESPACE", value_parser = parse_namespace)]
     pub lease_namespace: Option<String>,
     /// This replica's identity in the Lease (default: `POD_NAME`, else the hostname and a random suffix).
     #[arg(long, env = "PUREFLASH_IDENTITY")]
@@ -162,6 +164,48 @@ fn parse_at_least_one(text: &str) -> Result<usize, String> {
         Ok(count) => Ok(count),
         Err(_) => Err(format!("{text:?} is not a whole number")),
     }
+}
+
+/// A Kubernetes object name (a DNS-1123 subdomain), checked at start: the API server refuses
+/// any other with every request, which would leave the operator retrying without end.
+fn parse_object_name(text: &str) -> Result<String, String> {
+    // Its parts are not held to a label's 63 characters, only the whole to 253.
+    if text.len() <= 253 && text.split('.').all(is_dns_label_text) {
+        Ok(text.to_owned())
+    } else {
+        Err("must be lowercase letters, digits, '-' and '.', start and end with a letter or digit, at most 253 characters".into())
+    }
+}
+
+/// A namespace name (a DNS-1123 label).
+fn parse_namespace(text: &str) -> Result<String, String> {
+    if is_dns_label(text) {
+        Ok(text.to_owned())
+    } else {
+        Err("must be lowercase letters, digits and '-', start and end with a letter or digit, at most 63 characters".into())
+    }
+}
+
+/// The namespace to watch, or empty for all.
+fn parse_watch_namespace(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        Ok(String::new())
+    } else {
+        parse_namespace(text)
+    }
+}
+
+fn is_dns_label(text: &str) -> bool {
+    text.len() <= 63 && is_dns_label_text(text)
+}
+
+/// Lowercase letters, digits and '-', starting and ending with a letter or digit.
+fn is_dns_label_text(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let alphanumeric = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    bytes.first().is_some_and(alphanumeric)
+        && bytes.last().is_some_and(alphanumeric)
+        && bytes.iter().all(|b| alphanumeric(b) || *b == b'-')
 }
 
 /// ZooKeeper: where the PureFlash cluster registers its stores.
@@ -423,6 +467,47 @@ mod tests {
     #[test]
     fn verify_cli() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn names_are_checked_as_the_api_server_checks_them() {
+        for name in [
+            "pureflash-operator",
+            "a",
+            "lease.example.com",
+            &"a".repeat(253),
+        ] {
+            assert_eq!(parse_object_name(name).as_deref(), Ok(name), "{name}");
+        }
+        for name in [
+            "",
+            "PureFlash_Lease",
+            "-a",
+            "a-",
+            "a..b",
+            ".a",
+            &"a".repeat(254),
+        ] {
+            assert!(parse_object_name(name).is_err(), "{name}");
+        }
+        for name in ["pureflash", "ns-1", &"n".repeat(63)] {
+            assert_eq!(parse_namespace(name).as_deref(), Ok(name), "{name}");
+        }
+        for name in ["", "a.b", "Ns", "ns-", &"n".repeat(64)] {
+            assert!(parse_namespace(name).is_err(), "{name}");
+        }
+        assert_eq!(parse_watch_namespace("").as_deref(), Ok(""));
+        assert!(parse_watch_namespace("Pure").is_err());
+
+        let refused = Cli::try_parse_from([
+            "pureflash-operator",
+            "run",
+            "--lease-name",
+            "PureFlash_Lease",
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(refused.contains("--lease-name"), "{refused}");
     }
 
     #[test]
