@@ -319,7 +319,17 @@ fn database_and_monitoring_values_render_their_objects() {
 fn bad_values_are_refused_with_a_clear_message() {
     for (sets, message) in [
         (&["database.enabled=true"][..], "/database/existingSecret"),
-        (&["replicaCount=0"], "/replicaCount"),
+        (&["replicaCount=-1"], "/replicaCount"),
+        // A digest in the tag would land in the version label, where the API refuses it.
+        (&["image.tag=0.1.0@sha256:0123"], "/image/tag"),
+        (&["image.digest=0123"], "/image/digest"),
+        // The API refuses such a Lease name with every request: no replica would ever lead.
+        (
+            &["leaderElection.leaseName=PureFlash_Lease"],
+            "/leaderElection/leaseName",
+        ),
+        // Unprivileged, without capabilities, the operator cannot bind it.
+        (&["metrics.port=80"], "/metrics/port"),
         (&["log.format=xml"], "/log/format"),
         (&["recovery.freezeShare=2"], "/recovery/freezeShare"),
         (&["recovery.startGrace=soon"], "/recovery/startGrace"),
@@ -411,6 +421,8 @@ fn bad_values_are_refused_with_a_clear_message() {
         // `--set` passes a fraction as a string.
         "recovery.freezeShare=0.3",
         "recovery.freezeShare=1",
+        "replicaCount=0",
+        "leaderElection.leaseName=pureflash.lease-1",
     ] {
         try_render("pureflash", &[set]).unwrap_or_else(|error| panic!("{set}: {error}"));
     }
@@ -624,6 +636,9 @@ fn kubectl(kubeconfig: &Path, args: &[&str], input: Option<&str>) -> (bool, Stri
 }
 
 // Multi-threaded: kubectl blocks this test's thread while the emulator serves it on another.
+/// A release name as long as Helm allows (53 characters).
+const LONG_RELEASE: &str = "a-release-named-as-long-as-helm-allows-for-a-releases";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rendering_and_deploy_manifest_is_accepted_by_the_api() {
     let emulator = kube_emulator::Emulator::start().await.unwrap();
@@ -664,6 +679,15 @@ async fn every_rendering_and_deploy_manifest_is_accepted_by_the_api() {
             "d",
             &["replicaCount=1", "podDisruptionBudget.enabled=false"],
         ),
+        // Names at their longest (Helm allows 53 characters), an image pinned by digest.
+        (
+            LONG_RELEASE,
+            &[
+                "replicaCount=0",
+                "image.tag=v0.1.0-rc.1_build.7",
+                "image.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            ],
+        ),
     ] {
         let rendered = helm::template(release, "pureflash", sets).unwrap();
         let output = apply(&["apply", "-f", "-"], Some(&rendered));
@@ -680,6 +704,24 @@ async fn every_rendering_and_deploy_manifest_is_accepted_by_the_api() {
             "{deployments}"
         );
     }
+    // The release's full name, cut to the 63 characters of a name.
+    let long_fullname = format!("{LONG_RELEASE}-pureflash-operator")[..63].to_owned();
+    let image = apply(
+        &[
+            "get",
+            "deployment",
+            "-n",
+            "pureflash",
+            &long_fullname,
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ],
+        None,
+    );
+    assert_eq!(
+        image,
+        "pureflash/pureflash-operator:v0.1.0-rc.1_build.7@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+    );
 
     // The plain manifests, the samples and the kind dev stack.
     apply(
