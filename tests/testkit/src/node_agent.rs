@@ -12,9 +12,11 @@
 //! - Environment: `value`, `fieldRef`, `configMapKeyRef`, `secretKeyRef`, `envFrom`.
 //! - Lifecycle like the kubelet: Running once started; an exited process restarts per
 //!   `restartPolicy` with `restartCount` + 1 after a growing back-off (CrashLoopBackOff
-//!   between); a graceful delete sends SIGTERM, waits the grace period, SIGKILLs, then deletes
-//!   the Pod with grace 0 and a uid precondition; a Pod removed with grace 0 has its processes
-//!   SIGKILLed at once.
+//!   between); a graceful delete sends SIGTERM, waits the grace period (2 s at the least, the
+//!   kubelet's floor), SIGKILLs, and once the processes are gone deletes the Pod with grace 0
+//!   and a uid precondition. A Pod removed from the API at once (a force delete, grace 0) is
+//!   stopped the same way with its own `terminationGracePeriodSeconds`, as the kubelet does:
+//!   its processes may outlive it, next to a new Pod of the same name.
 //! - Eviction ([`NodeAgent::evict_pod`]), as the kubelet's eviction manager does under node
 //!   pressure: the containers are killed and the Pod is left in phase `Failed`, reason
 //!   `Evicted`; like every Pod in a terminal phase it is never run again.
@@ -119,6 +121,9 @@ impl NodeAgentConfig {
     }
 }
 
+/// The shortest grace the kubelet gives a container to stop (`minimumGracePeriodInSeconds`).
+const MINIMUM_GRACE_SECONDS: i64 = 2;
+
 /// Container processes by pod, for tests that act on them directly (`SIGSTOP` a store).
 type Processes = std::sync::Arc<std::sync::Mutex<HashMap<(String, String), Vec<u32>>>>;
 
@@ -193,6 +198,15 @@ impl NodeAgent {
             signal(*pid, sig);
         }
         !pids.is_empty()
+    }
+
+    /// The processes of a pod's containers, while it has any running here.
+    pub fn pids(&self, namespace: &str, pod: &str) -> Vec<u32> {
+        let processes = self.processes.lock().expect("processes lock");
+        processes
+            .get(&(namespace.to_owned(), pod.to_owned()))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Evicts a pod as the kubelet does under node pressure: its containers are killed and it
@@ -399,8 +413,9 @@ async fn run(
             }
         }
     }
+    // Power off: the pods' channels close, and their processes are killed at once.
     for (_, (sender, task)) in tasks {
-        let _ = sender.send(PodSignal::Deleted);
+        drop(sender);
         let _ = task.await;
     }
 }
@@ -570,9 +585,22 @@ impl PodRun {
     /// Handles a signal; false when the pod's life here is over.
     async fn on_signal(&mut self, signal: Option<PodSignal>) -> bool {
         match signal {
-            None | Some(PodSignal::Deleted) => {
+            // The agent stops: the node loses power.
+            None => {
                 self.kill_all(libc::SIGKILL);
                 self.forget_processes();
+                false
+            }
+            // Gone from the API at once: the kubelet still stops the containers gracefully,
+            // with the Pod's own grace period (a force delete does not make it a SIGKILL).
+            Some(PodSignal::Deleted) => {
+                let grace = self
+                    .pod
+                    .spec
+                    .as_ref()
+                    .and_then(|spec| spec.termination_grace_period_seconds)
+                    .unwrap_or(30);
+                self.stop_containers(grace).await;
                 false
             }
             Some(PodSignal::Evict(message)) => {
@@ -604,13 +632,17 @@ impl PodRun {
     }
 
     fn forget_processes(&mut self) {
-        for container in &mut self.containers {
-            container.pid = None;
+        let pids: Vec<u32> = self
+            .containers
+            .iter_mut()
+            .filter_map(|c| c.pid.take())
+            .collect();
+        let key = (self.namespace(), self.pod.name_any());
+        let mut processes = self.processes.lock().expect("processes lock");
+        // Not those of a new Pod of the same name that started meanwhile.
+        if processes.get(&key).is_some_and(|listed| *listed == pids) {
+            processes.remove(&key);
         }
-        self.processes
-            .lock()
-            .expect("processes lock")
-            .remove(&(self.namespace(), self.pod.name_any()));
     }
 
     fn kill_all(&mut self, sig: i32) {
@@ -621,23 +653,14 @@ impl PodRun {
         }
     }
 
-    /// Graceful deletion: SIGTERM, wait the grace period, SIGKILL, then remove the Pod.
+    /// Graceful deletion: the containers stopped, then the Pod removed.
     async fn terminate(&mut self) {
         let grace = self
             .pod
             .metadata
             .deletion_grace_period_seconds
-            .unwrap_or(30)
-            .max(0) as u64;
-        info!(pod = %self.pod.name_any(), grace, "node agent: stopping pod");
-        self.kill_all(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(grace);
-        while self.containers.iter().any(|c| c.pid.is_some_and(alive)) && Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        self.kill_all(libc::SIGKILL);
-        self.forget_processes();
+            .unwrap_or(30);
+        self.stop_containers(grace).await;
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
         let params = DeleteParams {
             grace_period_seconds: Some(0),
@@ -650,6 +673,24 @@ impl PodRun {
         if let Err(error) = pods.delete(&self.pod.name_any(), &params).await {
             debug!(%error, "final delete of the pod");
         }
+    }
+
+    /// Stops the containers as the kubelet does: SIGTERM, the grace period (at least the
+    /// kubelet's 2 s floor) for them to exit, SIGKILL, and then waits until they are gone.
+    async fn stop_containers(&mut self, grace_seconds: i64) {
+        let grace = grace_seconds.max(MINIMUM_GRACE_SECONDS) as u64;
+        info!(pod = %self.pod.name_any(), grace, "node agent: stopping pod");
+        self.kill_all(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(grace);
+        let running = |run: &Self| run.containers.iter().any(|c| c.pid.is_some_and(alive));
+        while running(self) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.kill_all(libc::SIGKILL);
+        while running(self) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.forget_processes();
     }
 
     async fn materialize_volumes(&mut self) -> Result<(), String> {
@@ -1122,7 +1163,8 @@ fn select_items(
         .collect()
 }
 
-fn alive(pid: u32) -> bool {
+/// Whether a process runs (exists and is not a zombie).
+pub fn alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
 }
