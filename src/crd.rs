@@ -185,7 +185,8 @@ impl PullPolicy {
 }
 
 /// Automated recovery: when the store has been OFFLINE in ZooKeeper for longer than the grace
-/// period while its Pod keeps running, the Pod is force-deleted (the `kill -9`) and recreated.
+/// period while its Pod keeps running, its pfs is killed (the `kill -9`: the Pod deleted with a
+/// 1 s grace period, SIGKILL within seconds) and the Pod recreated once the kill is done.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.backoffMaxSeconds >= self.backoffInitialSeconds").message("backoffMaxSeconds must not be below backoffInitialSeconds"))]
@@ -240,11 +241,11 @@ impl Default for RecoverySpec {
     }
 }
 
-/// A restart recorded in the status before its Pod is force-deleted.
+/// A restart recorded in the status before its Pod is killed.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct UnfinishedRestart {
-    /// The uid of the Pod the restart force-deletes.
+    /// The uid of the Pod the restart kills.
     pub pod_uid: String,
     /// Asked for with the `pureflash.io/restart` annotation (else decided by recovery).
     #[serde(default)]

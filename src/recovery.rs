@@ -94,7 +94,7 @@ pub enum Predecessor {
 
 /// Whether the node a store's Pod is bound to is in contact with Kubernetes (its `Ready`
 /// condition). A node that stopped reporting shows its Pods as they were when it fell silent,
-/// and a force delete removes only the API object: the process it was meant to kill goes on
+/// and a delete does not reach it: the Pod would only stay terminating, its process going on
 /// until the kubelet is back.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum NodeHealth {
@@ -128,19 +128,19 @@ pub struct History {
     pub attempts: u32,
     /// Token of the last manual restart request already honoured.
     pub last_manual_restart: Option<String>,
-    /// The last restart, recorded but maybe not carried out yet: the Pod it force-deletes.
+    /// The last restart, recorded but maybe not carried out yet: the Pod it kills.
     pub unfinished: Option<Unfinished>,
     /// Since when the store has been alive without a break, as the last status showed it
     /// (None: it was not alive then).
     pub back_since: Option<Timestamp>,
 }
 
-/// A restart recorded before its Pod was force-deleted. While that Pod is still there (the
+/// A restart recorded before its Pod was killed. While that Pod is still there (the
 /// delete failed, or the leader stopped in between), the restart is not done: it is finished
 /// rather than decided, and counted, again.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unfinished {
-    /// The uid of the Pod the restart force-deletes.
+    /// The uid of the Pod the restart kills.
     pub pod_uid: String,
     pub reason: RestartReason,
 }
@@ -269,7 +269,8 @@ impl SkipReason {
 pub enum Verdict {
     /// Store alive: nothing to do.
     Healthy,
-    /// Force-delete the Pod now (grace 0, uid precondition) and recreate it.
+    /// Kill the pfs now (delete its Pod with a short grace period and a uid precondition) and
+    /// recreate the Pod once it is gone.
     Restart(RestartReason),
     /// Not now; look again at `until` (a timer, not a failure). `until` is always after `now`.
     Wait {
@@ -507,7 +508,7 @@ fn offline_verdict(
 }
 
 /// A manual restart is pending while the annotation holds a token not yet honoured, or while
-/// the Pod an honoured one force-deletes is still there.
+/// the Pod an honoured one kills is still there.
 fn manual_restart_requested(observation: &Observation) -> bool {
     observation
         .manual_restart

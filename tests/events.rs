@@ -72,14 +72,14 @@ async fn events_are_stamped_with_the_servers_time_and_repeats_form_a_series() {
     recorder
         .publish(
             &store_1(),
-            restarted("offline for 31s: pod store-1-pfs force-deleted"),
+            restarted("offline for 31s: pod store-1-pfs killed"),
         )
         .await
         .expect("first event");
     recorder
         .publish(
             &store_1(),
-            restarted("offline for 40s: pod store-1-pfs force-deleted"),
+            restarted("offline for 40s: pod store-1-pfs killed"),
         )
         .await
         .expect("repeat");
@@ -97,7 +97,7 @@ async fn events_are_stamped_with_the_servers_time_and_repeats_form_a_series() {
     assert!(series.last_observed_time.0 >= first_at);
     assert_eq!(
         event.note.as_deref(),
-        Some("offline for 31s: pod store-1-pfs force-deleted"),
+        Some("offline for 31s: pod store-1-pfs killed"),
         "the first note stands"
     );
     assert_eq!(

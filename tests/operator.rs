@@ -211,8 +211,10 @@ async fn a_hung_store_is_force_restarted_once_and_comes_back_online() {
     harness.start_operator(&[]);
     let (stores, pods, first_pod) = store_1_online(&harness, 4).await;
     let first_session = harness.alive_owner(1).await.unwrap();
-    // The restart's force delete fails once: the restart is recorded already, and is finished
-    // by the retry, not made (and counted) a second time.
+    // The pfs as its node runs it, to see it gone before its replacement starts.
+    let first_pfs_running = harness.pod_processes("store-1-pfs");
+    // The restart's delete fails once: the restart is recorded already, and is finished by
+    // the retry, not made (and counted) a second time.
     let delete_fails = harness.emulator().map(|emulator| {
         emulator.faults().inject(
             kube_emulator::faults::Matcher::verb("delete").on("pods"),
@@ -226,13 +228,29 @@ async fn a_hung_store_is_force_restarted_once_and_comes_back_online() {
     let offline = wait_phase(&harness, &stores, "store-1", Phase::Offline).await;
     assert!(offline.status.unwrap().offline_since.is_some());
 
-    // After the grace period the Pod is force-deleted and recreated, and pfs registers again.
+    // After the grace period pfs is killed: its Pod deleted with a short grace period, which
+    // keeps it (terminating) until the kubelet has stopped the container. A stopped process
+    // takes no SIGTERM: it is SIGKILLed after the kubelet's 2 s floor.
+    let terminating = wait_for("store-1's pod terminating", async || {
+        let pod = pods.get_opt("store-1-pfs").await.ok()??;
+        (pod.uid().as_ref() == Some(&first_pod) && pod.metadata.deletion_timestamp.is_some())
+            .then_some(pod)
+    })
+    .await;
+    assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(1));
+    // Then it is recreated, and pfs registers again.
     let second_pod = wait_for("a new store-1 pod", async || {
         pod_uid(&pods, "store-1-pfs")
             .await
             .filter(|uid| *uid != first_pod)
     })
     .await;
+    if let Some(running) = first_pfs_running {
+        assert!(
+            !running(),
+            "the killed pfs still ran when its replacement was created"
+        );
+    }
     let back = wait_phase(&harness, &stores, "store-1", Phase::Online).await;
     let status = back.status.unwrap();
     assert_eq!(status.restart_count, 1);
@@ -257,7 +275,7 @@ async fn a_hung_store_is_force_restarted_once_and_comes_back_online() {
         restarted[0]
             .note
             .as_deref()
-            .is_some_and(|note| note.contains("force-deleted")),
+            .is_some_and(|note| note.contains("pod store-1-pfs killed")),
         "{:?}",
         restarted[0].note
     );

@@ -77,7 +77,7 @@ pub struct Context {
     pub settings: Settings,
     /// The ZooKeeper mirror's latest snapshot.
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
-    /// Asks ZooKeeper itself whether a store is alive: the last look before a force delete.
+    /// Asks ZooKeeper itself whether a store is alive: the last look before a kill.
     pub liveness: LivenessProbe,
     /// Every PureFlashStore, for the cluster-wide rails.
     pub stores: Store<PureFlashStore>,
@@ -408,6 +408,14 @@ impl Error {
         }
     }
 }
+
+/// The grace period a restart deletes a pfs Pod with: the kubelet sends SIGTERM, then SIGKILL
+/// once it has passed (2 s at the least, the kubelet's floor), and removes the Pod only when
+/// the container is dead. A force delete (grace 0) would remove the Pod at once while its
+/// kubelet still gave the container the Pod's full termination grace, a hung pfs holding its
+/// disks and id meanwhile, and its replacement would start next to it. The replacement is made
+/// once the Pod is gone, as for any store without one.
+const KILL_GRACE_SECONDS: u32 = 1;
 
 /// How long an API call made while holding the cluster-wide restart lock may take: every other
 /// offline store's reconcile waits on that lock, and the client retries a throttled call for
@@ -1728,9 +1736,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         created_now = map_current;
     }
     if let (true, Some((hash, _))) = (created_now, &rendered) {
-        // The Pod a recorded restart force-deleted may still have a pfs dying on its node, one
-        // that can register yet: a store offline now tells nothing about whose `alive` comes
-        // next.
+        // A restart still recorded while its Pod is gone: the restart's own kill leaves the
+        // Pod until its kubelet has stopped pfs, but someone may have force-deleted it
+        // instead, its pfs dying on its node still, able to register yet. Which it was is not
+        // told: a store offline now tells nothing about whose `alive` comes next.
         let predecessor = if previous.unfinished_restart.is_some() {
             Predecessor::Unknown
         } else {
@@ -1899,7 +1908,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     };
     let mut decision = recovery::decide(&observation, &policy);
     // An automatic restart needs the node of the Pod in contact: a silent node's Pods show what
-    // its kubelet last reported, and a force delete would not reach the container. The Node and
+    // its kubelet last reported, and a delete would not reach the container. The Node and
     // its kubelet's Lease are read fresh like the Pod, and only now: every other rule is decided
     // without them.
     // The kubelet is in contact if it renewed the node's Lease since the store went offline
@@ -2076,32 +2085,32 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             restarts.record(store, now);
         }
         drop(restarts);
-        // What the force delete found: killed the pfs, found the Pod gone, or found it replaced.
+        // Whether the delete killed the pfs (asked its kubelet to).
         let mut killed = false;
-        let mut replaced_since = false;
         if let (Some(old), Some(mut rolls)) = (to_kill, rolls.take()) {
             // The Pod as it was read and judged, and no later version of it: one whose
             // container the kubelet restarted in place since runs a fresh pfs, and is judged
             // again.
-            let mut force = delete_exactly(Some(old.uid.clone()), Some(0));
-            if let Some(preconditions) = force.preconditions.as_mut() {
+            let mut kill = delete_exactly(Some(old.uid.clone()), Some(KILL_GRACE_SECONDS));
+            if let Some(preconditions) = kill.preconditions.as_mut() {
                 preconditions.resource_version = pod.as_ref().and_then(|p| p.resource_version());
             }
             // Other stores' rollouts count this one unavailable from the delete on, until the
             // Pod cache moves on; the lock is held through the delete so that none of them
             // decides in between.
-            let deleted = ctx.leading(pods.delete(&pod_name, &force)).await?;
+            let deleted = ctx.leading(pods.delete(&pod_name, &kill)).await?;
             match deleted {
                 Ok(_) => killed = true,
+                // Gone already, or replaced since (another Pod has the name now, left as it
+                // is): either way the store's Pod is made by the path that makes missing ones.
                 Err(kube::Error::Api(status)) if status.code == 404 => {}
-                // A precondition: another Pod has the name now, left as it is (it records its
-                // own predecessor), or this one changed since it was read.
+                // A precondition: another Pod has the name now, or this one changed since it
+                // was read.
                 Err(kube::Error::Api(status)) if status.code == 409 => {
                     let there = pods.get_opt(&pod_name).await?;
                     if there.as_ref().and_then(|p| p.uid()) == Some(old.uid.clone()) {
                         return call_off(failed_write);
                     }
-                    replaced_since = true;
                 }
                 // The restart is recorded but not done: the error is reported and, once the
                 // backoff has passed, the next reconcile tries again. The Pod is not counted
@@ -2114,9 +2123,6 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             }
             rolls.insert(me.clone(), (now, Some(old.uid.clone())));
         }
-        // The restart's Event is written once the new Pod is asked for, whether or not that
-        // worked: a slow or throttled Event write must not keep the store without a Pod, and
-        // a failure to create the Pod must not hide that a pfs was killed.
         let restarted_note = killed.then(|| {
             let offline_for = decision
                 .offline_since
@@ -2143,32 +2149,14 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 })
                 .inc();
             info!(store = %name, %namespace, reason = reason.as_str(), "restarted pfs");
-            format!("{why}: pod {pod_name} force-deleted (grace 0){finishing}; a new pod is created")
+            format!(
+                "{why}: pod {pod_name} killed (deleted with a {KILL_GRACE_SECONDS}s grace period){finishing}; \
+                 its replacement is created once the kubelet has stopped it"
+            )
         });
-        // A restart is decided only for a store whose pfs.conf renders.
-        // Whether a Pod was created.
-        let replacement = async || -> Result<bool, Error> {
-            let (false, false, Some((hash, config_map))) = (replaced_since, created_now, &rendered)
-            else {
-                return Ok(false);
-            };
-            // The new Pod runs the current spec, held rollout or not: so does its pfs.conf.
-            if !map_current {
-                ctx.leading(maps.patch(&config_map_name, &apply, &Patch::Apply(config_map)))
-                    .await??;
-            }
-            // A force delete removes the Pod before the kubelet has stopped its container,
-            // which may still register (a crash-looping pfs starting just then): whatever
-            // `alive` appears cannot be told from the new pfs's, so only time settles it.
-            let predecessor = Predecessor::Unknown;
-            Ok(create_pod(ctx, &pods, &pods::pod(store, hash, predecessor))
-                .await?
-                .is_some())
-        };
-        let replaced = replacement().await;
         // The store going offline is news even when it is restarted in the same look. Written
-        // only now, with the restart lock released and the new Pod asked for: an Event write
-        // the API server throttles must hold up neither.
+        // only now, with the restart lock released: an Event write the API server throttles
+        // must not hold up other stores' restarts.
         let circumstances = announce::Circumstances {
             verdict: &decision.verdict,
             roll_held: None,
@@ -2186,17 +2174,6 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 "StoreRestarted",
                 "Restart",
                 note,
-            )
-            .await;
-        }
-        if replaced? && !killed {
-            record(
-                ctx,
-                store,
-                EventType::Normal,
-                "PodCreated",
-                "Create",
-                format!("pod {pod_name} created on node {} (the restarted store's pod was gone already)", store.spec.node_name),
             )
             .await;
         }
@@ -2628,7 +2605,7 @@ async fn adopt(
 
 /// Creates a store's Pod; `None` when one exists already. Never an apply: applied onto a Pod
 /// that exists after all (created by a former leader meanwhile, or kept by a finalizer after a
-/// force delete) it would merge into that Pod, stamping the current configuration hash and
+/// delete) it would merge into that Pod, stamping the current configuration hash and
 /// predecessor on a pfs started with others, and its image change would be taken in place.
 async fn create_pod(ctx: &Context, pods: &Api<Pod>, pod: &Pod) -> Result<Option<Pod>, Error> {
     let params = PostParams {

@@ -357,7 +357,7 @@ fn trays_condition(facts: &Facts<'_>, alive: &Condition) -> Condition {
 /// `observedGeneration`) while it carries a restart token: that token taken as honoured. Such
 /// a store has asked this operator for no restart yet; its token came with it (a manifest
 /// exported with `kubectl get -o yaml`, a GitOps repository, a restored backup), and acting on
-/// it would force-delete the pfs it is about to adopt, past every rail. `None`: start from
+/// it would kill the pfs it is about to adopt, past every rail. `None`: start from
 /// the status as it is.
 pub fn token_honoured_at_creation(
     previous: &PureFlashStoreStatus,

@@ -233,7 +233,7 @@ impl Mirror {
 }
 
 /// Asks ZooKeeper, through the mirror's current session, whether a store's `alive` stands now:
-/// for a decision that must not rest on the view alone, a force delete above all. The view may
+/// for a decision that must not rest on the view alone, a kill above all. The view may
 /// lag: the server the session is on can be behind its leader, or cut off from it, and still
 /// answer (for up to `syncLimit` ticks) without sending the events it has not seen.
 #[derive(Clone, Debug)]

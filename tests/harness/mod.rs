@@ -546,6 +546,21 @@ impl Harness {
         agent.evict_pod(&self.namespace, pod, message);
     }
 
+    /// Whether any of the processes a pod's containers run now is still running later: a
+    /// check of the node's processes, made where the node agent runs them (`None` on a real
+    /// cluster, whose nodes a test cannot look into).
+    pub fn pod_processes(&self, pod: &str) -> Option<impl Fn() -> bool + use<>> {
+        let Cluster::Emulated { agent, .. } = &self.cluster else {
+            return None;
+        };
+        let pids = agent
+            .as_ref()
+            .expect("node agent running")
+            .pids(&self.namespace, pod);
+        assert!(!pids.is_empty(), "pod {pod} has no running process");
+        Some(move || pids.iter().any(|pid| testkit::node_agent::alive(*pid)))
+    }
+
     /// Has the pfs node's kubelet refuse every new Pod at admission with `reason` and
     /// `message`, or admit them again (`None`). Needs the emulator.
     pub fn refuse_new_pods(&self, refusal: Option<(&str, &str)>) {
