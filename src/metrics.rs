@@ -153,7 +153,7 @@ impl Metrics {
         );
         registry.register(
             "pod_rolls",
-            "pfs Pods replaced for a changed spec, by reason (PodNotRunning, StoreOffline, WithinBudget)",
+            "pfs Pods replaced for a changed spec, by reason (PodNotRunning, WithinBudget)",
             metrics.rolls.clone(),
         );
         registry.register(

@@ -120,8 +120,6 @@ pub struct RollObservation<'a> {
 pub enum RollReason {
     /// The Pod is not running: replacing it disrupts nothing.
     PodNotRunning,
-    /// The store is offline in ZooKeeper: replacing it disrupts nothing.
-    StoreOffline,
     /// The store serves, and the cluster can spare it.
     WithinBudget,
 }
@@ -131,7 +129,6 @@ impl RollReason {
     pub fn as_str(self) -> &'static str {
         match self {
             RollReason::PodNotRunning => "PodNotRunning",
-            RollReason::StoreOffline => "StoreOffline",
             RollReason::WithinBudget => "WithinBudget",
         }
     }
@@ -155,6 +152,10 @@ pub enum HoldReason {
     /// The store has been offline for less than its grace period: a pfs whose session
     /// expired may still serve the clients it has, and recovery would not kill it yet either.
     WithinGracePeriod,
+    /// The store is offline past its grace period while its pfs runs: replacing the Pod is a
+    /// kill, which is recovery's to make, with its rails (backoff, budget, restarts in flight,
+    /// node contact, recovery enabled). Its restart makes the new Pod from the changed spec.
+    AwaitingRecovery,
     /// `max_unavailable` other stores are unavailable.
     OthersUnavailable {
         count: usize,
@@ -179,6 +180,7 @@ impl HoldReason {
             HoldReason::RecoveryPaused => "RecoveryPaused",
             HoldReason::ClusterFrozen => "ClusterFrozen",
             HoldReason::WithinGracePeriod => "WithinGracePeriod",
+            HoldReason::AwaitingRecovery => "AwaitingRecovery",
             HoldReason::OthersUnavailable { .. } => OTHERS_UNAVAILABLE,
             HoldReason::ReplacementRefused { .. } => "ReplacementRefused",
         }
@@ -204,6 +206,9 @@ impl HoldReason {
             }
             HoldReason::WithinGracePeriod => {
                 "the store is offline for less than its grace period (recovery.offlineGracePeriodSeconds): its running pfs, which may still serve, is not replaced yet".into()
+            }
+            HoldReason::AwaitingRecovery => {
+                "the store is offline while its pfs runs: its pod is replaced not by the rollout but by recovery's restart, which makes it from the changed spec once recovery's rules allow (the RecoveryFrozen condition says what holds it); with recovery disabled, annotate pureflash.io/restart to replace it".into()
             }
             HoldReason::OthersUnavailable { .. } => format!(
                 "a changed spec waits to replace the pod of this serving store: other stores are unavailable and at most {max_unavailable} may be (--max-unavailable); the RolloutHeld Event names them"
@@ -264,12 +269,14 @@ pub fn decide(observation: &RollObservation<'_>, policy: &RollPolicy) -> RollVer
             return RollVerdict::Hold(HoldReason::ClusterFrozen);
         }
         // Not replaced on a blip: several stores whose sessions a network fault expired
-        // together would otherwise all be replaced at once, none of recovery's rails between.
+        // together would otherwise all be replaced at once.
         let since = observation.offline_since.unwrap_or(observation.now);
         if observation.now.duration_since(since) < observation.offline_grace {
             return RollVerdict::Hold(HoldReason::WithinGracePeriod);
         }
-        return RollVerdict::Roll(RollReason::StoreOffline);
+        // Nor after it by the rollout: that would kill several such stores together, past
+        // every rail of recovery's (at most so many restarts in flight, node contact…).
+        return RollVerdict::Hold(HoldReason::AwaitingRecovery);
     }
     if observation.unavailable_count >= policy.max_unavailable {
         return RollVerdict::Hold(HoldReason::OthersUnavailable {
@@ -352,7 +359,7 @@ mod tests {
         }
         assert_eq!(
             decide(&just_gone(Some(30)), &policy()),
-            RollVerdict::Roll(RollReason::StoreOffline)
+            RollVerdict::Hold(HoldReason::AwaitingRecovery)
         );
         // A Pod that runs no pfs serves nothing to wait for.
         let pending = pod("Pending", None);
@@ -447,10 +454,11 @@ mod tests {
                 RollVerdict::Roll(RollReason::PodNotRunning)
             );
         }
+        // A running pfs of an offline store is recovery's to kill.
         let running = pod("Running", Some(300));
         assert_eq!(
             decide(&observe(false, &running, &others), &policy()),
-            RollVerdict::Roll(RollReason::StoreOffline)
+            RollVerdict::Hold(HoldReason::AwaitingRecovery)
         );
     }
 
@@ -493,7 +501,11 @@ mod tests {
             decide(&held_back, &policy()),
             RollVerdict::Roll(RollReason::PodNotRunning)
         );
-        for hold in [HoldReason::RecoveryPaused, HoldReason::ClusterFrozen] {
+        for hold in [
+            HoldReason::RecoveryPaused,
+            HoldReason::ClusterFrozen,
+            HoldReason::AwaitingRecovery,
+        ] {
             assert_eq!(hold.detail(1), hold.message(1));
             assert!(!hold.message(1).is_empty());
         }
@@ -509,7 +521,7 @@ mod tests {
         ));
         assert_eq!(
             decide(&observe(false, &unknown, &others), &policy()),
-            RollVerdict::Roll(RollReason::StoreOffline)
+            RollVerdict::Hold(HoldReason::AwaitingRecovery)
         );
     }
 

@@ -1607,9 +1607,11 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                     })
                     .inc();
                 let why = match reason {
-                    rollout::RollReason::PodNotRunning => "its pod was not running",
-                    rollout::RollReason::StoreOffline => "the store was offline",
-                    rollout::RollReason::WithinBudget => "every other store is available",
+                    rollout::RollReason::PodNotRunning => "its pod was not running".to_owned(),
+                    rollout::RollReason::WithinBudget => format!(
+                        "fewer than {} other stores are unavailable (--max-unavailable)",
+                        ctx.settings.max_unavailable
+                    ),
                 };
                 info!(store = %name, %namespace, why, "replacing the pfs pod for a changed spec");
                 record(
