@@ -1347,7 +1347,7 @@ fn deleted_meanwhile(ctx: &Context, store: &PureFlashStore) -> bool {
 }
 
 async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action, Error> {
-    owned_caches_loaded(ctx).await;
+    owned_caches_loaded(ctx).await?;
     let namespace = store
         .namespace()
         .ok_or_else(|| Error::Invalid("a PureFlashStore is namespaced".into()))?;
@@ -2535,24 +2535,31 @@ async fn report_transitions(
     }
 }
 
-/// Waits (a bounded time) until the Pod and ConfigMap caches hold their first full list.
+/// Waits until the Pod and ConfigMap caches hold their first full list.
 ///
-/// A term's first reconciles start while those lists are still loading; reading the empty
-/// caches then would GET every store's Pod and re-apply every ConfigMap, a burst of two
-/// requests per store at every leader change. The reflectors are driven by the controller
-/// alongside the reconciles, so waiting here does not stop them. Past the bound the reconcile
-/// goes on regardless: the caches only save requests, the API remains the truth.
-async fn owned_caches_loaded(ctx: &Context) {
-    const BOUND: Duration = Duration::from_secs(30);
+/// A term's first reconciles start while those lists are still loading. The caches are not
+/// only a saving of requests: what other stores' Pods and ConfigMaps hold is read from them
+/// alone (a Pod left running pfs for the store's id, a disk another store serves), and read
+/// half-loaded they would let a second pfs start for an id or on a disk. The reflectors are
+/// driven by the controller alongside the reconciles, so waiting here does not stop them.
+async fn owned_caches_loaded(ctx: &Context) -> Result<(), Error> {
+    const WARN_AFTER: Duration = Duration::from_secs(30);
     let both = async {
         cache_loaded(&ctx.pods).await?;
         cache_loaded(&ctx.config_maps).await
     };
-    if tokio::time::timeout(BOUND, both).await.is_err() {
-        warn!(
-            "the Pod and ConfigMap caches did not load within {BOUND:?}; reading the API instead"
-        );
-    }
+    tokio::pin!(both);
+    let loaded = match tokio::time::timeout(WARN_AFTER, &mut both).await {
+        Ok(loaded) => loaded,
+        Err(_) => {
+            warn!(
+                "the Pod and ConfigMap caches have not loaded within {WARN_AFTER:?} (may the operator list them?); reconciles wait for them"
+            );
+            both.await
+        }
+    };
+    // The reflectors are gone: the term is.
+    loaded.map_err(|_| Error::TermEnded)
 }
 
 /// A failed write the reconcile goes on after: the first one is kept in `failed`, to be
