@@ -484,8 +484,10 @@ pub fn stopped_for_good(pod: &Pod) -> Option<String> {
 /// Pod is left from a store deleted with its dependents orphaned and created again under
 /// another name (a Pod of the same name is adopted instead), or from a store of another id
 /// changed to this one. A second pfs under one id would take the id over, with its own disks,
-/// whenever the first one's session drops; and recovery would kill the wrong one. Pods on
-/// their way out, or whose pfs ended for good, do not count.
+/// whenever the first one's session drops; and recovery would kill the wrong one. A Pod on
+/// its way out counts until it is gone: its kubelet removes it only once its pfs is dead (a
+/// Pod force-deleted is gone at once, and cannot be seen). Pods whose pfs ended for good do
+/// not count.
 pub fn foreign_pfs<'a>(
     store: &PureFlashStore,
     candidates: impl IntoIterator<Item = &'a Pod>,
@@ -503,7 +505,6 @@ pub fn foreign_pfs<'a>(
                     .owner_references()
                     .iter()
                     .any(|owner| Some(&owner.uid) == uid.as_ref())
-                && pod.metadata.deletion_timestamp.is_none()
                 && stopped_for_good(pod).is_none()
         })
         .map(|pod| format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()))
@@ -703,21 +704,23 @@ mod tests {
             foreign_pfs(&store, [&renamed("store-7-pfs", "other")]),
             Some("other/store-7-pfs".into())
         );
-        // Another id, on its way out, or ended for good: no pfs of this id runs in it.
-        let mut other_id = renamed("old-pfs", "pf");
-        other_id
-            .labels_mut()
-            .insert(STORE_ID_LABEL.into(), "8".into());
+        // On its way out: its pfs runs until its kubelet has stopped it.
         let mut leaving = renamed("old-pfs", "pf");
         leaving.metadata.deletion_timestamp = Some(
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
         );
+        assert_eq!(foreign_pfs(&store, [&leaving]), Some("pf/old-pfs".into()));
+        // Another id, or ended for good: no pfs of this id runs in it.
+        let mut other_id = renamed("old-pfs", "pf");
+        other_id
+            .labels_mut()
+            .insert(STORE_ID_LABEL.into(), "8".into());
         let mut ended = renamed("old-pfs", "pf");
         ended.status = Some(k8s_openapi::api::core::v1::PodStatus {
             phase: Some("Failed".into()),
             ..Default::default()
         });
-        assert_eq!(foreign_pfs(&store, [&other_id, &leaving, &ended]), None);
+        assert_eq!(foreign_pfs(&store, [&other_id, &ended]), None);
     }
 
     #[test]

@@ -1693,7 +1693,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                         ctx.metrics.stopped_pods_replaced.inc();
                         info!(store = %name, %namespace, pod = %pod_name, %why, "replacing a pfs pod that stopped for good");
                         replaced_stopped = Some(format!(
-                            "pod {pod_name} stopped for good ({why}); a new pod is created"
+                            "pod {pod_name} stopped for good ({why}): deleted, for a new pod to replace it"
                         ));
                     }
                     // Gone or replaced meanwhile: what is there now is read below.
