@@ -69,6 +69,7 @@ scenarios!(
     redeployed_store_takes_over_from_its_dead_predecessor,
     tray_uuids_differing_in_case_are_one_row,
     a_tray_row_another_writer_padded_is_the_trays_row,
+    a_port_row_another_writer_padded_is_the_ports_row,
     a_device_name_a_latin1_table_refuses_costs_only_its_tray,
     db_outage_converges_when_it_returns,
     a_wrong_cluster_name_touches_nothing,
@@ -861,6 +862,61 @@ async fn a_tray_row_another_writer_padded_is_the_trays_row(backend: Backend) {
     sync.wait_synced().await;
     let status = sync.status.borrow().clone();
     assert_eq!((status.errors, status.last_error), (0, None));
+    sync.stop().await;
+}
+
+/// Likewise a t_port row: here one another writer copied from a store that registers the
+/// address padded (a name this program does not read as an address, whose row is kept), while
+/// another store registers the address itself. Inserting it beside the padded row would be a
+/// duplicate key on MariaDB in every pass, and no store's liveness would reach the DB.
+async fn a_port_row_another_writer_padded_is_the_ports_row(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    for (_, ddl) in pureflash_operator::metadb::sql::CREATE_TABLES {
+        db.execute(ddl).await;
+    }
+    let cluster = unique_cluster("port-padded");
+    let first = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    let second = PfsSim::start(spec(&zk(), &cluster, 2)).await.unwrap();
+    let port = first.spec().ports[0].clone();
+    let padded = format!("{port} ");
+    let client = zk::Client::connect(&zk()).await.unwrap();
+    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    client
+        .create(
+            &format!("{}/ports/{padded}", second.spec().store_path()),
+            b"",
+            &persistent,
+        )
+        .await
+        .unwrap();
+    for store in [&first, &second] {
+        db.execute(&format!(
+            "insert into t_store (id, mngt_ip, status) values ({}, '{}', 'OFFLINE')",
+            store.spec().store_id,
+            store.spec().mngt_ip
+        ))
+        .await;
+    }
+    db.execute(&format!(
+        "insert into t_port (ip_addr, purpose, status, store_id) values ('{padded}', 0, 'OK', 2)"
+    ))
+    .await;
+    let mut sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    wait_for!(db, "synced", |s, _t, p| s.len() == 2
+        && s.iter().all(|s| s.2 == "OK")
+        && p.len() == 4);
+    sync.wait_synced().await;
+    let status = sync.status.borrow().clone();
+    assert_eq!((status.errors, status.last_error), (0, None));
+    // One row for the address, whatever its spelling, and it is the registering store's.
+    let rows: Vec<PortRow> = db
+        .ports()
+        .await
+        .into_iter()
+        .filter(|p| p.0.trim_end() == port && p.1 == 0)
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].2, Some(1));
     sync.stop().await;
 }
 

@@ -1042,6 +1042,15 @@ fn plan_ports(
     finals: &BTreeMap<i64, StoreRow>,
     plan: &mut Plan,
 ) {
+    // Rows spelt otherwise (an uppercase IPv6 address, trailing spaces), by their key as
+    // MariaDB compares it: such a row is the port's row, as for trays (see `plan_trays`).
+    let mut spelt: BTreeMap<(Cow<'_, str>, i64), &PortKey> = BTreeMap::new();
+    for key in rows.ports.keys() {
+        let collated = collation_key(&key.ip_addr);
+        if collated != key.ip_addr.as_str() {
+            spelt.entry((collated, key.purpose)).or_insert(key);
+        }
+    }
     let mut contest: Contest<PortKey, ()> = Contest::new();
     for store in view.stores.values() {
         let store_id = row_id(store.id);
@@ -1060,7 +1069,12 @@ fn plan_ports(
                 });
                 continue;
             }
-            let key = PortKey { ip_addr, purpose };
+            let mut key = PortKey { ip_addr, purpose };
+            if !rows.ports.contains_key(&key)
+                && let Some(&row_key) = spelt.get(&(Cow::Borrowed(key.ip_addr.as_str()), purpose))
+            {
+                key = row_key.clone();
+            }
             let in_db = rows
                 .ports
                 .get(&key)
@@ -1332,6 +1346,35 @@ mod tests {
         let (plan, _) = plan_and_apply(&view([store.clone()]), &after);
         assert_eq!(plan.port_deletes, vec![port_key("010.0.0.1", 1)]);
         assert_eq!(plan_fast(&view([before]), &view([store]), &after), None);
+    }
+
+    /// MariaDB's t_port key ignores letter case and trailing spaces: a row spelt otherwise is
+    /// the port's row, taken over where it is. An insert of the port's own spelling next to it
+    /// would fail every pass (the row kept for a store that registers that very spelling).
+    #[test]
+    fn a_port_row_spelt_otherwise_is_the_ports_row() {
+        let mut rows = DbRows::synced_from(&view([StoreView::test(1), StoreView::test(2)]));
+        rows.ports.insert(port_key("10.9.0.1 ", 0), port_row(2));
+        rows.ports.insert(port_key("FD00::7", 1), port_row(1));
+        let mut padded = StoreView::test(2);
+        padded.set("ports/10.9.0.1 ", b"");
+        let registers = StoreView::test(1)
+            .with_port("10.9.0.1")
+            .with_rep_port("fd00::7");
+        let (plan, after) = plan_and_apply(&view([registers, padded]), &rows);
+        assert!(plan.port_inserts.is_empty(), "{plan:?}");
+        assert!(plan.port_deletes.is_empty(), "{plan:?}");
+        assert_eq!(
+            plan.port_updates,
+            vec![(port_key("10.9.0.1 ", 0), port_row(1))]
+        );
+        assert_eq!(after.ports[&port_key("FD00::7", 1)], port_row(1));
+        // The table model refuses what MariaDB refuses.
+        let mut duplicate = Plan::default();
+        duplicate
+            .port_inserts
+            .push((port_key("10.9.0.1", 0), port_row(1)));
+        assert!(after.clone().apply(&duplicate).is_err());
     }
 
     #[test]

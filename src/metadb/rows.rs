@@ -235,8 +235,19 @@ impl DbRows {
                 .ok_or_else(|| ConstraintError::NoSuchPort(key.clone()))?;
             *existing = row.clone();
         }
+        // So does t_port's (ip_addr, purpose).
+        let mut port_keys: HashSet<(String, i64)> = if plan.port_inserts.is_empty() {
+            HashSet::new()
+        } else {
+            self.ports
+                .keys()
+                .map(|k| (collation_key(&k.ip_addr).into_owned(), k.purpose))
+                .collect()
+        };
         for (key, row) in &plan.port_inserts {
-            if self.ports.insert(key.clone(), row.clone()).is_some() {
+            let collated = (collation_key(&key.ip_addr).into_owned(), key.purpose);
+            if !port_keys.insert(collated) || self.ports.insert(key.clone(), row.clone()).is_some()
+            {
                 return Err(ConstraintError::DuplicatePort(key.clone()));
             }
         }
