@@ -27,7 +27,7 @@
 //! COMMIT has landed or been abandoned, and repairs it. (One from a writer frozen meanwhile, a
 //! stopped process or a paused VM, may land later still: the periodic re-read repairs that.)
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -83,6 +83,48 @@ pub struct DbSyncStatus {
     pub write_passes: u64,
     pub rows_written: u64,
     pub errors: u64,
+    /// Stores whose rows the last full plan could not make follow ZooKeeper (a key another
+    /// store won, a value that does not fit its column, rows kept for an unreadable store), by
+    /// t_store id, with why (the first such note). Passes may succeed all the same.
+    pub held: Arc<BTreeMap<i64, String>>,
+    /// Why the tables as a whole do not follow ZooKeeper although passes succeed: nothing
+    /// could be written, or another writer keeps undoing the writes.
+    pub behind: Option<String>,
+}
+
+impl DbSyncStatus {
+    /// Why store `id`'s rows do not follow ZooKeeper, if they do not and passes succeed.
+    pub fn held_back(&self, id: i64) -> Option<&str> {
+        self.behind
+            .as_deref()
+            .or_else(|| self.held.get(&id).map(String::as_str))
+    }
+}
+
+/// The stores `notes` leave out of step with ZooKeeper (see [`DbSyncStatus::held`]), and why
+/// nothing at all was written, if so.
+fn held_by(notes: &[Note]) -> (BTreeMap<i64, String>, Option<String>) {
+    let mut held = BTreeMap::new();
+    let mut behind = None;
+    for note in notes {
+        let store = match note {
+            Note::MngtIpClaimedTwice { ignored, .. }
+            | Note::TrayClaimedTwice { ignored, .. }
+            | Note::PortClaimedTwice { ignored, .. } => *ignored,
+            Note::TooLong { store, .. }
+            | Note::NotAscii { store, .. }
+            | Note::RowsKept { store }
+            | Note::KeyHeldByUnreadable { store, .. } => *store,
+            Note::HeldByUnreadable { .. } => {
+                behind.get_or_insert_with(|| note.to_string());
+                continue;
+            }
+            // Resolved: the rows follow ZooKeeper.
+            Note::MngtIpTaken { .. } | Note::TrayListedTwice { .. } => continue,
+        };
+        held.entry(store).or_insert_with(|| note.to_string());
+    }
+    (held, behind)
 }
 
 /// The outcome of one pass.
@@ -182,6 +224,9 @@ pub async fn run(
     let mut retry_at: Option<Instant> = None;
     let mut backoff = Backoff::new(config.retry_initial, config.retry_max);
     let mut known_notes: BTreeSet<String> = BTreeSet::new();
+    // What the last full plan's notes hold back (see `DbSyncStatus::held`).
+    let mut held: BTreeMap<i64, String> = BTreeMap::new();
+    let mut held_behind: Option<String> = None;
     let mut waiting_logged = false;
     // Re-reads in a row whose writes did not match the rows just read: once is a race with
     // another writer, again means a writer that keeps undoing ours or rows the plan cannot
@@ -275,12 +320,25 @@ pub async fn run(
                             "metadata DB updated"
                         );
                     }
+                    // Notes come with full plans only; a fast one changes none of them.
+                    if let Some(notes) = &report.notes {
+                        (held, held_behind) = held_by(notes);
+                    }
+                    let behind = held_behind.clone().or_else(|| {
+                        (stale_in_a_row >= 2).then(|| {
+                            "the tables keep differing from what was just read and written (another writer undoing the writes?)".to_owned()
+                        })
+                    });
                     status.send_modify(|s| {
                         // A stale pass wrote, but did not confirm the DB matches the view; nor
                         // does any pass until a re-read finds the tables as expected.
                         if stale_in_a_row == 0 {
                             s.synced_version = Some(snapshot.version);
                         }
+                        if *s.held != held {
+                            s.held = Arc::new(held.clone());
+                        }
+                        s.behind = behind;
                         s.last_success = Some(SystemTime::now());
                         s.last_error = None;
                         if report.writes > 0 {
@@ -369,4 +427,60 @@ fn log_new_notes(notes: &[Note], known: &mut BTreeSet<String>) {
         warn!(note = %note, "metadata DB sync");
     }
     *known = current;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadb::Precedence;
+
+    #[test]
+    fn the_stores_a_plan_leaves_out_of_step_are_told_with_why() {
+        let notes = [
+            Note::MngtIpTaken {
+                ip: "10.0.0.1".into(),
+                by: 1,
+                displaced: 2,
+            },
+            Note::TrayClaimedTwice {
+                uuid: "u".into(),
+                kept: 3,
+                ignored: 4,
+                why: Precedence::Alive,
+            },
+            Note::TooLong {
+                store: 4,
+                column: "t_tray.device",
+                value: "x".into(),
+            },
+            Note::KeyHeldByUnreadable {
+                store: 5,
+                key: "t_port 10.0.0.5".into(),
+            },
+            Note::TrayListedTwice {
+                store: 6,
+                uuid: "v".into(),
+            },
+        ];
+        let (held, behind) = held_by(&notes);
+        assert_eq!(held.keys().copied().collect::<Vec<_>>(), vec![4, 5]);
+        // The first note of a store says why.
+        assert_eq!(held[&4], notes[1].to_string());
+        assert_eq!(behind, None);
+
+        let nothing_written = Note::HeldByUnreadable {
+            conflict: "t_store mngt_ip 10.0.0.9".into(),
+        };
+        let (held, behind) = held_by(std::slice::from_ref(&nothing_written));
+        assert!(held.is_empty());
+        assert_eq!(behind, Some(nothing_written.to_string()));
+        let status = DbSyncStatus {
+            behind,
+            ..DbSyncStatus::default()
+        };
+        assert_eq!(
+            status.held_back(1),
+            Some(nothing_written.to_string().as_str())
+        );
+    }
 }

@@ -634,7 +634,7 @@ async fn an_unreadable_store_keeps_its_rows_and_the_rest_is_synced(backend: Back
     let cluster = unique_cluster("acl");
     let mut one = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
     let mut two = PfsSim::start(spec(&zk(), &cluster, 2)).await.unwrap();
-    let sync = Running::start(&zk(), &cluster, &db.url, FAST_RESYNC);
+    let mut sync = Running::start(&zk(), &cluster, &db.url, FAST_RESYNC);
     wait_for!(db, "both synced", |s, t, p| s.len() == 2
         && s.iter().all(|s| s.2 == "OK")
         && t.len() == 4
@@ -670,6 +670,13 @@ async fn an_unreadable_store_keeps_its_rows_and_the_rest_is_synced(backend: Back
         kept, before,
         "the unreadable store's rows are left as they were"
     );
+    // And the sync's status says so, for the store's DbSynced condition.
+    let held = sync.status.borrow().held.clone();
+    assert!(
+        held.get(&1).is_some_and(|why| why.contains("refuses")),
+        "{held:?}"
+    );
+    assert!(!held.contains_key(&2), "{held:?}");
 
     client
         .set_acl(&dir, &zk::Acls::anyone_all(), None)
@@ -678,6 +685,8 @@ async fn an_unreadable_store_keeps_its_rows_and_the_rest_is_synced(backend: Back
     wait_for!(db, "store 1 OFFLINE once readable", |s, t, _p| s[0].2
         == "OFFLINE"
         && t.iter().filter(|t| t.5 == 1).all(|t| t.2 == "OFFLINE"));
+    sync.wait_synced().await;
+    assert_eq!(sync.status.borrow().held_back(1), None);
     sync.stop().await;
 }
 

@@ -203,7 +203,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         let mut trusted = forwarder_snapshots.borrow().health.is_trusted();
         // When every store is to be woken for a loss of trust (see UNTRUSTED_WAKE_DELAY).
         let mut untrusted_wake: Option<tokio::time::Instant> = None;
-        let mut db_state = forwarder_db.as_ref().map(reconcile::db_kind);
+        let mut db_seen = forwarder_db.as_ref().map(reconcile::DbSeen::of);
         loop {
             let event = tokio::select! {
                 _ = forwarder_stop.cancelled() => return,
@@ -226,11 +226,24 @@ pub async fn run(term: Term, stop: CancellationToken) {
                         None => std::future::pending().await,
                     }
                 } => {
-                    let now = forwarder_db.as_ref().map(reconcile::db_kind);
-                    if now != db_state {
-                        db_state = now;
-                        let _ = all_tx.send(());
+                    let (Some(db), Some(seen)) = (forwarder_db.as_ref(), db_seen.as_mut()) else {
+                        continue;
+                    };
+                    let now = reconcile::DbSeen::of(db);
+                    match now.wake(seen) {
+                        reconcile::DbWake::Nobody => {}
+                        reconcile::DbWake::Everyone => {
+                            let _ = all_tx.send(());
+                        }
+                        reconcile::DbWake::Stores(ids) => {
+                            for store in forwarder_stores
+                                .state_filter(|s| ids.contains(&i64::from(s.spec.store_id)))
+                            {
+                                let _ = one_tx.send(ObjectRef::from_obj(store.as_ref()));
+                            }
+                        }
                     }
+                    *seen = now;
                     continue;
                 }
             };

@@ -3,7 +3,7 @@
 //! status — all pure) → act (ConfigMap, Pod, the restart, the status) → report (Events,
 //! metrics). Never branches on why it was called.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -1189,20 +1189,80 @@ fn predecessor(snapshot: &Snapshot, store_id: i32) -> Predecessor {
     }
 }
 
-/// What kind of state the DB sync is in: Pending, Synced or Failing, whatever the error.
-pub(crate) fn db_kind(db: &watch::Receiver<DbSyncStatus>) -> std::mem::Discriminant<DbState> {
-    std::mem::discriminant(&db_state(Some(db)))
+/// What of the DB sync's state the stores' `DbSynced` conditions show, to tell which stores a
+/// change of it concerns: its kind (Pending, Synced or Failing, whatever the error), and which
+/// stores' rows are held back.
+pub(crate) struct DbSeen {
+    kind: std::mem::Discriminant<DbState>,
+    behind: bool,
+    held: Arc<BTreeMap<i64, String>>,
 }
 
-fn db_state(db: Option<&watch::Receiver<DbSyncStatus>>) -> DbState {
-    let Some(db) = db else {
-        return DbState::NotConfigured;
-    };
-    let status = db.borrow();
+/// The stores a change of the DB sync's state concerns.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum DbWake {
+    Nobody,
+    Everyone,
+    /// Those of these store ids.
+    Stores(BTreeSet<i64>),
+}
+
+impl DbSeen {
+    pub(crate) fn of(db: &watch::Receiver<DbSyncStatus>) -> DbSeen {
+        let status = db.borrow();
+        DbSeen {
+            kind: std::mem::discriminant(&db_kind_of(&status)),
+            behind: status.behind.is_some(),
+            held: Arc::clone(&status.held),
+        }
+    }
+
+    pub(crate) fn wake(&self, earlier: &DbSeen) -> DbWake {
+        if self.kind != earlier.kind || self.behind != earlier.behind {
+            return DbWake::Everyone;
+        }
+        if Arc::ptr_eq(&self.held, &earlier.held) {
+            return DbWake::Nobody;
+        }
+        let changed = |a: &BTreeMap<i64, String>, b: &BTreeMap<i64, String>| {
+            a.iter()
+                .filter(|(id, why)| b.get(id) != Some(why))
+                .map(|(id, _)| *id)
+                .collect::<Vec<_>>()
+        };
+        let ids: BTreeSet<i64> = changed(&self.held, &earlier.held)
+            .into_iter()
+            .chain(changed(&earlier.held, &self.held))
+            .collect();
+        if ids.is_empty() {
+            DbWake::Nobody
+        } else {
+            DbWake::Stores(ids)
+        }
+    }
+}
+
+/// The sync's state as every store shares it.
+fn db_kind_of(status: &DbSyncStatus) -> DbState {
     match (&status.last_error, status.last_success) {
         (Some(error), _) => DbState::Failing(error.clone()),
         (None, Some(_)) => DbState::Synced,
         (None, None) => DbState::Pending,
+    }
+}
+
+/// The sync's state as store `store_id`'s `DbSynced` shows it.
+fn db_state(db: Option<&watch::Receiver<DbSyncStatus>>, store_id: i32) -> DbState {
+    let Some(db) = db else {
+        return DbState::NotConfigured;
+    };
+    let status = db.borrow();
+    match db_kind_of(&status) {
+        DbState::Synced => match status.held_back(i64::from(store_id)) {
+            Some(why) => DbState::Held(why.to_owned()),
+            None => DbState::Synced,
+        },
+        other => other,
     }
 }
 
@@ -1981,7 +2041,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         );
     ctx.waiting
         .set_waiting(&ObjectRef::from_obj(store), waits_for_others);
-    let db = db_state(ctx.db.as_ref());
+    let db = db_state(ctx.db.as_ref(), store.spec.store_id);
     let write_error = failed_write.as_ref().map(ToString::to_string);
     let compute = |restart: Option<&Restart>, pod: Option<&PodFacts>| {
         status::compute(&Facts {
@@ -2706,6 +2766,58 @@ mod tests {
             "the store deleted and made anew"
         );
         assert!(!owned_by(&pod("now", false), &store));
+    }
+
+    #[test]
+    fn a_change_of_the_db_sync_wakes_the_stores_it_concerns() {
+        let (tx, rx) = watch::channel(DbSyncStatus::default());
+        let seen = |tx: &watch::Sender<DbSyncStatus>, change: &dyn Fn(&mut DbSyncStatus)| {
+            let before = DbSeen::of(&rx);
+            tx.send_modify(|s| change(s));
+            DbSeen::of(&rx).wake(&before)
+        };
+        // Pending to synced: every store's condition.
+        assert_eq!(
+            seen(&tx, &|s| s.last_success =
+                Some(std::time::SystemTime::now())),
+            DbWake::Everyone
+        );
+        // Another pass, nothing else: nobody.
+        assert_eq!(seen(&tx, &|s| s.rows_written += 3), DbWake::Nobody);
+        // A store held back, another's reason changed, one let go: those.
+        tx.send_modify(|s| {
+            s.held = Arc::new(BTreeMap::from([(1, "a".into()), (2, "b".into())]));
+        });
+        assert_eq!(
+            seen(&tx, &|s| {
+                s.held = Arc::new(BTreeMap::from([(2, "c".into()), (3, "d".into())]));
+            }),
+            DbWake::Stores(BTreeSet::from([1, 2, 3]))
+        );
+        // The same held stores published anew: nobody.
+        assert_eq!(
+            seen(&tx, &|s| {
+                s.held = Arc::new(BTreeMap::from([(2, "c".into()), (3, "d".into())]));
+            }),
+            DbWake::Nobody
+        );
+        // Every store behind, or failing: everyone.
+        assert_eq!(
+            seen(&tx, &|s| s.behind = Some("x".into())),
+            DbWake::Everyone
+        );
+        assert_eq!(
+            seen(&tx, &|s| s.last_error = Some("x".into())),
+            DbWake::Everyone
+        );
+        let db = Some(&rx);
+        assert!(matches!(db_state(db, 2), DbState::Failing(_)));
+        tx.send_modify(|s| {
+            s.last_error = None;
+            s.behind = None;
+        });
+        assert_eq!(db_state(db, 2), DbState::Held("c".into()));
+        assert_eq!(db_state(db, 7), DbState::Synced);
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub enum DbState {
     Pending,
     /// The last pass failed.
     Failing(String),
+    /// Passes succeed, but the store's rows do not follow ZooKeeper: why.
+    Held(String),
 }
 
 /// A restart made in this reconcile.
@@ -687,6 +689,14 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
             error.clone(),
             facts,
         ),
+        DbState::Held(why) => condition(
+            conditions,
+            "DbSynced",
+            "False",
+            "RowsHeld",
+            format!("the store's rows do not follow ZooKeeper: {why}"),
+            facts,
+        ),
     };
     let last_frozen = conditions.iter().find(|c| c.type_ == "RecoveryFrozen");
     let frozen_condition = match frozen(&facts.decision.verdict) {
@@ -973,6 +983,21 @@ mod tests {
             condition_of(&failing, "DbSynced").last_transition_time,
             time(t(500))
         );
+    }
+
+    #[test]
+    fn a_store_whose_rows_are_held_back_says_why() {
+        let mut case = Case::alive_at(t(100));
+        case.db = DbState::Held("stores 3 and 4 both register tray u".into());
+        let status = case.status();
+        let db = condition_of(&status, "DbSynced");
+        assert_eq!(
+            (db.status.as_str(), db.reason.as_str()),
+            ("False", "RowsHeld")
+        );
+        assert!(db.message.contains("stores 3 and 4 both register tray u"));
+        // The store itself is fine.
+        assert_eq!(condition_of(&status, "Ready").status, "True");
     }
 
     #[test]
