@@ -118,7 +118,7 @@ async fn within_pass<T>(work: impl Future<Output = Result<T, DbError>>) -> Resul
 }
 
 /// The `--once` report: what ZooKeeper holds, what was wrong in it, and what was written by
-/// the `plans` applied one after the other (the last one's notes are the ones that stand).
+/// the `plans` applied one after the other, with what each resolved.
 pub fn summary(
     config: &MirrorConfig,
     db: &str,
@@ -159,8 +159,14 @@ pub fn summary(
             );
         }
     }
-    for note in plans.last().map_or(&[][..], |plan| &plan.notes[..]) {
-        let _ = writeln!(out, "  resolved: {note}");
+    // Every attempt's writes committed, and what one resolved (a row moved aside) a later
+    // one may no longer need to: each attempt's notes are told, once.
+    let mut told = std::collections::BTreeSet::new();
+    for note in plans.iter().flat_map(|plan| &plan.notes) {
+        let note = note.to_string();
+        if told.insert(note.clone()) {
+            let _ = writeln!(out, "  resolved: {note}");
+        }
     }
     let (s, t, p) = before.counts();
     let _ = writeln!(
@@ -276,13 +282,20 @@ mod tests {
             text.contains("resolved: mngt_ip 10.5.5.5 now belongs to store 2"),
             "{text}"
         );
-        // A second attempt (the first one's rows did not all match) adds its writes.
+        // A second attempt (the first one's rows did not all match) adds its writes; what
+        // the first one resolved is told, once, though the second had nothing left to resolve.
         let again = Plan {
             notes: Vec::new(),
             ..plan.clone()
         };
-        let text = summary(&config, "sqlite://x.db", &now, &before, &[plan, again]);
-        assert!(text.contains("t_store: 2 inserted, 2 updated;"), "{text}");
-        assert_eq!(text.matches("resolved:").count(), 0, "{text}");
+        let text = summary(
+            &config,
+            "sqlite://x.db",
+            &now,
+            &before,
+            &[plan.clone(), again, plan],
+        );
+        assert!(text.contains("t_store: 3 inserted, 3 updated;"), "{text}");
+        assert_eq!(text.matches("resolved:").count(), 1, "{text}");
     }
 }
