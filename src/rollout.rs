@@ -265,6 +265,12 @@ pub fn decide(observation: &RollObservation<'_>, policy: &RollPolicy) -> RollVer
         return RollVerdict::Hold(HoldReason::RecoveryPaused);
     }
     if !observation.alive {
+        // Its container does not run (crash-looping, or waiting for an image): replacing the
+        // Pod kills nothing, and recovery, which leaves such a Pod to its kubelet, would never
+        // replace it. The changed spec may well be its fix.
+        if pod.phase == "Running" && pod.running_since.is_none() {
+            return RollVerdict::Roll(RollReason::PodNotRunning);
+        }
         if observation.cluster_frozen {
             return RollVerdict::Hold(HoldReason::ClusterFrozen);
         }
@@ -361,6 +367,24 @@ mod tests {
             decide(&just_gone(Some(30)), &policy()),
             RollVerdict::Hold(HoldReason::AwaitingRecovery)
         );
+        // A crash-looping container runs no pfs: replaced at once, frozen or not (recovery
+        // never replaces such a Pod).
+        let crash_looping = pod("Running", None);
+        for frozen in [false, true] {
+            let observation = RollObservation {
+                cluster_frozen: frozen,
+                ..just_gone(Some(0))
+            };
+            let observation = RollObservation {
+                pod: &crash_looping,
+                ..observation
+            };
+            assert_eq!(
+                decide(&observation, &policy()),
+                RollVerdict::Roll(RollReason::PodNotRunning),
+                "frozen {frozen}"
+            );
+        }
         // A Pod that runs no pfs serves nothing to wait for.
         let pending = pod("Pending", None);
         assert_eq!(
