@@ -218,8 +218,9 @@ pub async fn run(term: Term, stop: CancellationToken) {
                     let _ = all_tx.send(());
                     continue;
                 }
-                // The DB sync's state is every store's DbSynced condition: a change of it (not
-                // of its error message) wakes them all.
+                // The DB sync's state is the stores' DbSynced condition: a change of its kind
+                // (not of its error message) wakes them all, a store's rows held back or let go
+                // wake that store.
                 Ok(()) = async {
                     match forwarder_db.as_mut() {
                         Some(db) => db.changed().await,
