@@ -688,7 +688,7 @@ fn readiness(state: Readiness) -> Result<(), String> {
     } else if !state.lease_answered {
         Err("no Lease request has succeeded yet: this replica cannot take part in the leader election (see the log)".into())
     } else if state.leading && !state.cache_synced {
-        Err("leading, but the PureFlashStore cache has not synced yet".into())
+        Err("leading, but the PureFlashStore, Pod and ConfigMap caches have not synced yet".into())
     } else {
         Ok(())
     }
@@ -1247,7 +1247,7 @@ mod tests {
         assert!(
             readiness(syncing)
                 .unwrap_err()
-                .contains("cache has not synced")
+                .contains("caches have not synced")
         );
     }
 }

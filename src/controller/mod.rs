@@ -178,12 +178,19 @@ pub async fn run(term: Term, stop: CancellationToken) {
     .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency));
     let stores = controller.store();
     cache_synced.send_replace(false);
-    let ready_stores = stores.clone();
+    let (ready_stores, ready_pods, ready_maps) =
+        (stores.clone(), pods.clone(), config_maps.clone());
+    // Ready once reconciles can act: they wait for all three caches.
     let cache_watch = tokio::spawn(async move {
-        if cache_loaded(&ready_stores).await.is_err() {
+        let loaded = async {
+            cache_loaded(&ready_stores).await?;
+            cache_loaded(&ready_pods).await?;
+            cache_loaded(&ready_maps).await
+        };
+        if loaded.await.is_err() {
             return; // the controller is gone
         }
-        info!("PureFlashStore cache synced");
+        info!("PureFlashStore, Pod and ConfigMap caches synced");
         cache_synced.send_replace(true);
     });
 

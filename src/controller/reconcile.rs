@@ -2608,8 +2608,16 @@ async fn owned_caches_loaded(ctx: &Context) -> Result<(), Error> {
         cache_loaded(&ctx.pods).await?;
         cache_loaded(&ctx.config_maps).await
     };
+    // Not past the term's end: the controller keeps the watches (and so this wait) going
+    // until its reconciles are done.
+    let both = async {
+        tokio::select! {
+            loaded = both => loaded.map_err(|_| Error::TermEnded),
+            () = ctx.draining.cancelled() => Err(Error::TermEnded),
+        }
+    };
     tokio::pin!(both);
-    let loaded = match tokio::time::timeout(WARN_AFTER, &mut both).await {
+    match tokio::time::timeout(WARN_AFTER, &mut both).await {
         Ok(loaded) => loaded,
         Err(_) => {
             warn!(
@@ -2617,9 +2625,7 @@ async fn owned_caches_loaded(ctx: &Context) -> Result<(), Error> {
             );
             both.await
         }
-    };
-    // The reflectors are gone: the term is.
-    loaded.map_err(|_| Error::TermEnded)
+    }
 }
 
 /// A failed write the reconcile goes on after: the first one is kept in `failed`, to be
