@@ -138,7 +138,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .await?;
     step(&format!(
-        "{victim} is OFFLINE; after its grace period the operator force-deletes its Pod and recreates it"
+        "{victim} is OFFLINE; after its grace period the operator kills its pfs (deletes its Pod) and recreates the Pod"
     ));
     table
         .watch(&kubectl, Duration::from_secs(90), |rows| {

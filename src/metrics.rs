@@ -163,7 +163,7 @@ impl Metrics {
         );
         registry.register(
             "store_restarts",
-            "pfs Pods force-restarted by the operator, by reason",
+            "pfs killed and their Pods recreated by the operator, by reason",
             metrics.restarts.clone(),
         );
         registry.register(

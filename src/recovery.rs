@@ -572,8 +572,8 @@ fn restarts_within_hour(restarts: &[Timestamp], now: Timestamp) -> usize {
 /// no restart by this recovery answers: counted, one long-dead node in a small cluster would
 /// freeze recovery at the next stuck pfs.
 ///
-/// Until the Pod cache holds its first full list (a new leader's list may be slow, and the
-/// reconciles go on without it), what runs is not known: a store not alive then counts, so
+/// Until the Pod cache holds its first full list (a new leader's list may be slow; reconciles
+/// wait for it, and this holds for a count taken before), what runs is not known: a store not alive then counts, so
 /// the freeze fails closed rather than open in the very moment a fault took many stores at
 /// once.
 pub fn offline_while_running(alive: bool, pod: KnownPod<'_>) -> bool {

@@ -205,7 +205,7 @@ async fn store_1_online(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hung_store_is_force_restarted_once_and_comes_back_online() {
+async fn a_hung_store_is_killed_once_and_comes_back_online() {
     let mut harness = Harness::start("hung").await;
     install_crd(&harness);
     harness.start_operator(&[]);
@@ -554,8 +554,8 @@ async fn replacements_of_pods_a_node_refuses_are_spaced_out() {
     harness.finish().await;
 }
 
-/// A node cut off from the API server shows its Pods as they were, and a force delete would
-/// remove only the API object. A store hung there is left alone, with a Warning Event, as soon
+/// A node cut off from the API server shows its Pods as they were, and a delete would not reach
+/// it (the Pod would stay terminating, its pfs running). A store hung there is left alone, with a Warning Event, as soon
 /// as its restart is due: the kubelet has not renewed its node Lease since the store went
 /// offline, though the node still reads Ready (the node lifecycle controller notices only
 /// after 40–50 s, later than the store's grace). It stays alone once the node is marked

@@ -57,7 +57,7 @@ pub struct Term {
     pub identity: String,
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
     pub events: broadcast::Receiver<ViewEvent>,
-    /// Asks ZooKeeper itself, before a store is force-restarted.
+    /// Asks ZooKeeper itself, before a store is killed.
     pub liveness: LivenessProbe,
     pub metrics: Arc<Metrics>,
     pub db: Option<watch::Receiver<DbSyncStatus>>,

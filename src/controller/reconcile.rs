@@ -2348,7 +2348,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 .max(SignedDuration::from_millis(100)),
         )
         .unwrap_or(ctx.settings.requeue),
-        // A restart: look again soon, to see the new Pod start.
+        // A restart: look again soon, to see the Pod go and make the new one.
         Verdict::Restart(_) => Duration::from_secs(1),
         // Woken when another store becomes available; this is the safety net.
         _ if waits_for_others
