@@ -36,13 +36,14 @@ pub struct HeldLabels {
 }
 
 /// Why recovery can be held for a store (the RecoveryFrozen condition's reasons).
-pub const HELD_REASONS: [&str; 6] = [
+pub const HELD_REASONS: [&str; 7] = [
     "ClusterFrozen",
     "RestartBudgetExhausted",
     "RecoveryPaused",
     "RecoveryDisabled",
     "NodeNotReady",
     "ConfigInvalid",
+    "PodStuckTerminating",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

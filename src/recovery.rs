@@ -56,6 +56,9 @@ pub struct PodFacts {
     pub phase: String,
     /// `metadata.deletionTimestamp` is set.
     pub terminating: bool,
+    /// That `deletionTimestamp`: when its grace period ends and its kubelet is due to have
+    /// killed the containers.
+    pub stop_due: Option<Timestamp>,
     /// When the pfs container started running (its `state.running.startedAt`), if it runs.
     pub running_since: Option<Timestamp>,
     /// How often the kubelet restarted the pfs container in place (`restartCount`).
@@ -64,7 +67,20 @@ pub struct PodFacts {
     pub predecessor: Predecessor,
 }
 
+/// How long past its grace period a terminating Pod may stay before it counts as stuck: its
+/// kubelet out of contact, or a container that does not die (pfs stuck in the kernel on a dead
+/// disk). Its store gets no new Pod meanwhile, and says so.
+pub const STOP_OVERDUE_AFTER: SignedDuration = SignedDuration::from_secs(60);
+
 impl PodFacts {
+    /// When a terminating Pod counts as stuck (see [`STOP_OVERDUE_AFTER`]).
+    pub fn stop_overdue_at(&self) -> Option<Timestamp> {
+        self.stop_due.filter(|_| self.terminating).map(|due| {
+            due.saturating_add(STOP_OVERDUE_AFTER)
+                .unwrap_or(Timestamp::MAX)
+        })
+    }
+
     /// Whether its pfs container runs and started less than the start grace ago: pfs may
     /// still be registering.
     pub fn starting(&self, policy: &Policy, now: Timestamp) -> bool {
@@ -217,6 +233,9 @@ pub enum SkipReason {
     PodMissing,
     /// The Pod is already being deleted.
     PodTerminating,
+    /// The Pod has been terminating for longer than [`STOP_OVERDUE_AFTER`] past its grace
+    /// period: its kubelet has not confirmed that its pfs stopped.
+    PodStuckTerminating,
     /// The Pod's node is not ready: its Pod status is stale and a kill would not reach pfs.
     NodeNotReady,
     /// The Pod's node reads ready, but its kubelet has not been seen in contact since the
@@ -250,6 +269,7 @@ impl SkipReason {
             SkipReason::RecoveryPaused => "RecoveryPaused",
             SkipReason::PodMissing => "PodMissing",
             SkipReason::PodTerminating => "PodTerminating",
+            SkipReason::PodStuckTerminating => "PodStuckTerminating",
             SkipReason::NodeNotReady => "NodeNotReady",
             SkipReason::AwaitingNodeContact => "AwaitingNodeContact",
             SkipReason::PodNotRunning => "PodNotRunning",
@@ -407,6 +427,17 @@ fn stayed_back(history: &History, policy: &Policy, now: Timestamp) -> bool {
     now.duration_since(back_since) >= policy.stable_period
 }
 
+/// The verdict for a Pod that is being deleted, if it is: nothing to kill, and no new Pod
+/// until it is gone.
+fn terminating(pod: &PodFacts, now: Timestamp) -> Option<Verdict> {
+    let stuck = pod.stop_overdue_at().is_some_and(|at| now >= at);
+    pod.terminating.then_some(Verdict::Skip(if stuck {
+        SkipReason::PodStuckTerminating
+    } else {
+        SkipReason::PodTerminating
+    }))
+}
+
 /// The verdict for a pending manual restart request, if there is one. Deleting a Pod that is
 /// already going away would only race the kubelet.
 fn manual_verdict(observation: &Observation) -> Option<Verdict> {
@@ -415,8 +446,12 @@ fn manual_verdict(observation: &Observation) -> Option<Verdict> {
     }
     Some(if !observation.pod_renderable {
         Verdict::Skip(SkipReason::ConfigInvalid)
-    } else if observation.pod.as_ref().is_some_and(|pod| pod.terminating) {
-        Verdict::Skip(SkipReason::PodTerminating)
+    } else if let Some(terminating) = observation
+        .pod
+        .as_ref()
+        .and_then(|pod| terminating(pod, observation.now))
+    {
+        terminating
     } else {
         Verdict::Restart(RestartReason::Manual)
     })
@@ -447,8 +482,8 @@ fn offline_verdict(
     let Some(pod) = pod else {
         return Verdict::Skip(SkipReason::PodMissing);
     };
-    if pod.terminating {
-        return Verdict::Skip(SkipReason::PodTerminating);
+    if let Some(terminating) = terminating(pod, now) {
+        return terminating;
     }
     // A container that is not running (image pull, CrashLoopBackOff, ...) is not the stuck
     // process this recovery is for; Kubernetes already restarts it.
@@ -703,6 +738,7 @@ mod tests {
                     uid: "pod-1".to_string(),
                     phase: "Running".to_string(),
                     terminating: false,
+                    stop_due: None,
                     running_since: Some(ago(86_400)),
                     container_restarts: 0,
                     predecessor: Predecessor::Unknown,
@@ -1137,6 +1173,20 @@ mod tests {
             Obs::due().pod_terminating().verdict(),
             skip(SkipReason::PodTerminating)
         );
+    }
+
+    #[test]
+    fn a_pod_terminating_long_past_its_grace_is_stuck() {
+        let due = NOW - SignedDuration::from_secs(10);
+        let mut obs = Obs::due().pod_terminating();
+        obs.pod_mut().stop_due = Some(due);
+        assert_eq!(obs.verdict(), skip(SkipReason::PodTerminating));
+        let mut overdue = Obs::due().pod_terminating();
+        overdue.pod_mut().stop_due = Some(NOW - STOP_OVERDUE_AFTER);
+        assert_eq!(overdue.verdict(), skip(SkipReason::PodStuckTerminating));
+        // A manual restart waits all the same, and says why.
+        let manual = overdue.manual_restart("a");
+        assert_eq!(manual.verdict(), skip(SkipReason::PodStuckTerminating));
     }
 
     #[test]
@@ -2246,6 +2296,7 @@ mod tests {
         );
         let terminating = PodFacts {
             terminating: true,
+            stop_due: None,
             ..running.clone()
         };
         let not_running = PodFacts {

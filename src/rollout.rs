@@ -311,6 +311,7 @@ mod tests {
             uid: "uid-1".into(),
             phase: phase.into(),
             terminating: false,
+            stop_due: None,
             running_since: running_for.map(|secs| NOW - SignedDuration::from_secs(secs)),
             container_restarts: 0,
             predecessor: Predecessor::Unknown,
@@ -562,6 +563,7 @@ mod tests {
         );
         let terminating = PodFacts {
             terminating: true,
+            stop_due: None,
             ..pod("Running", Some(300))
         };
         assert_eq!(
@@ -592,6 +594,7 @@ mod tests {
         );
         let terminating = PodFacts {
             terminating: true,
+            stop_due: None,
             ..settled.clone()
         };
         assert!(!available(ALIVE, Some(&terminating), NOW, &policy));
@@ -661,6 +664,7 @@ mod tests {
         assert!(!available(owned_by(8), Some(&pending), NOW, &policy));
         let terminating = PodFacts {
             terminating: true,
+            stop_due: None,
             ..after_none
         };
         assert!(!available(owned_by(8), Some(&terminating), NOW, &policy));

@@ -124,7 +124,15 @@ pub fn announcements(
         }
     }
 
+    // The Pod a restart just killed going away is that restart under way, not recovery held
+    // back.
+    let own_kill_ending = *verdict == Verdict::Skip(SkipReason::PodTerminating)
+        && previous
+            .last_decision
+            .as_deref()
+            .is_some_and(|last| last.starts_with("Restart"));
     if previous.last_decision != status.last_decision
+        && !own_kill_ending
         && let Verdict::Skip(reason) | Verdict::Wait { reason, .. } = verdict
     {
         out.skip_counted = Some(*reason);
@@ -132,7 +140,8 @@ pub fn announcements(
             SkipReason::ClusterFrozen
             | SkipReason::RestartBudgetExhausted
             | SkipReason::TooManyInFlight
-            | SkipReason::NodeNotReady => EventType::Warning,
+            | SkipReason::NodeNotReady
+            | SkipReason::PodStuckTerminating => EventType::Warning,
             _ => EventType::Normal,
         };
         let note = match verdict {
@@ -460,6 +469,39 @@ mod tests {
             until,
             reason: SkipReason::WithinGracePeriod,
         };
+        // The Pod a restart killed going away is the restart under way: not told, not
+        // counted; stuck, it is a warning.
+        let restarted = PureFlashStoreStatus {
+            last_decision: Some("RestartOffline".into()),
+            ..offline.clone()
+        };
+        let terminating = PureFlashStoreStatus {
+            last_decision: Some("PodTerminating".into()),
+            ..offline.clone()
+        };
+        let going = Verdict::Skip(SkipReason::PodTerminating);
+        assert_eq!(
+            told_with(&restarted, &terminating, &going, None, false),
+            Announcements::default()
+        );
+        assert_eq!(
+            reasons(&told_with(&frozen, &terminating, &going, None, false)),
+            ["RecoveryPodTerminating"]
+        );
+        let stuck = PureFlashStoreStatus {
+            last_decision: Some("PodStuckTerminating".into()),
+            ..offline.clone()
+        };
+        let stuck_told = told_with(
+            &terminating,
+            &stuck,
+            &Verdict::Skip(SkipReason::PodStuckTerminating),
+            None,
+            false,
+        );
+        assert_eq!(reasons(&stuck_told), ["RecoveryPodStuckTerminating"]);
+        assert_eq!(stuck_told.events[0].kind, EventType::Warning);
+
         let told_wait = told_with(&frozen, &waiting, &wait, None, false);
         assert_eq!(reasons(&told_wait), ["RecoveryWithinGracePeriod"]);
         assert_eq!(told_wait.events[0].kind, EventType::Normal);

@@ -903,6 +903,7 @@ fn pod_facts(pod: &Pod) -> (PodFacts, bool, Option<String>) {
             .and_then(|s| s.phase.clone())
             .unwrap_or_else(|| "Pending".into()),
         terminating: pod.metadata.deletion_timestamp.is_some(),
+        stop_due: pod.metadata.deletion_timestamp.as_ref().map(|t| t.0),
         running_since,
         container_restarts,
         predecessor: pods::parse_predecessor(
@@ -1269,6 +1270,9 @@ fn db_state(db: Option<&watch::Receiver<DbSyncStatus>>, store_id: i32) -> DbStat
 /// How often a store waiting for others (a held rollout or recovery) looks again if no wake-up
 /// came.
 const HELD_RECHECK: Duration = Duration::from_secs(15);
+
+/// How often a store whose Pod is terminating looks again.
+const TERMINATING_RECHECK: Duration = Duration::from_secs(5);
 
 /// How often a rollout the API refused is tried again (as a dry run) without any change of
 /// the store.
@@ -2371,6 +2375,14 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     let requeue = match settles_in {
         Some(left) => requeue.min(left + Duration::from_millis(50)),
         None => requeue,
+    };
+    // A Pod going away wakes its store when it is gone. Should that event be missed (a watch
+    // that relists reports no deletions) the store would wait without a Pod: it looks again
+    // soon, which also sees the Pod become stuck.
+    let requeue = if facts.as_ref().is_some_and(|pod| pod.terminating) {
+        requeue.min(TERMINATING_RECHECK)
+    } else {
+        requeue
     };
     let requeue = if foreign_pfs.is_some() {
         requeue.min(FOREIGN_POD_RECHECK)

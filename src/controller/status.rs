@@ -404,6 +404,9 @@ fn frozen(verdict: &Verdict) -> Option<(&'static str, String)> {
         SkipReason::ConfigInvalid => {
             "the store's pod could not be recreated (see its UpToDate condition: no pfs.conf can be rendered, or the API would refuse the pod its spec makes), so it is not restarted"
         }
+        SkipReason::PodStuckTerminating => {
+            "the pod has been terminating for over a minute past its grace period: its kubelet has not confirmed that pfs stopped (the node out of contact, or pfs stuck in the kernel on a dead disk), and no new pod is made until it is gone; force-delete it only once the node or the process is known to be dead"
+        }
         SkipReason::NodeNotReady => {
             "the pod's node is out of contact with Kubernetes (not Ready, or its kubelet has not renewed the node's Lease in kube-node-lease for the Lease's duration since the store went offline): a restart waits until it reports again"
         }
@@ -830,6 +833,7 @@ mod tests {
             uid: "u".into(),
             phase: "Running".into(),
             terminating: false,
+            stop_due: None,
             running_since: Some(since),
             container_restarts: 0,
             predecessor: Predecessor::Unknown,
@@ -1769,6 +1773,7 @@ mod tests {
             uid: "u".into(),
             phase: phase.into(),
             terminating: false,
+            stop_due: None,
             running_since: None,
             container_restarts: 0,
             predecessor: Predecessor::Unknown,
