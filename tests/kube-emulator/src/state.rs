@@ -1171,15 +1171,20 @@ impl State {
             // A deletion in progress is only ever shortened: a longer grace asked again
             // changes nothing, a shorter one (a force delete, 0) moves it closer.
             let shortens = !terminating || current_grace.is_none_or(|g| grace < g);
-            if grace > 0 && shortens {
+            // Shortened, a deletion still counts from when it was first asked for
+            // (`rest.BeforeDelete`): its timestamp moves back by the grace taken off.
+            let asked_at = existing
+                .pointer("/metadata/deletionTimestamp")
+                .and_then(Value::as_str)
+                .and_then(|at| humantime::parse_rfc3339(at).ok())
+                .zip(current_grace)
+                .map_or(now, |(at, grace)| at - Duration::from_secs(grace));
+            if shortens {
                 metadata.insert(
                     "deletionTimestamp".into(),
-                    json!(meta::timestamp(now + Duration::from_secs(grace))),
+                    json!(meta::timestamp(asked_at + Duration::from_secs(grace))),
                 );
                 metadata.insert("deletionGracePeriodSeconds".into(), json!(grace));
-            } else if grace == 0 && shortens {
-                metadata.insert("deletionTimestamp".into(), json!(meta::timestamp(now)));
-                metadata.insert("deletionGracePeriodSeconds".into(), json!(0));
             }
             if grace == 0 && finalizers(&object) == 0 {
                 let object = self.remove(rt, object, Some(Arc::clone(&existing)), options.orphan);

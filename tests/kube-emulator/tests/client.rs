@@ -705,11 +705,27 @@ async fn delete_preconditions_finalizers_and_graceful_pods() {
         first.metadata.deletion_timestamp
     );
     assert_eq!(again.resource_version(), first.resource_version());
+    // A shorter grace counts from the first request (`rest.BeforeDelete`): the timestamp
+    // moves back by the grace taken off, not forward from now.
+    let first_at = first.metadata.deletion_timestamp.as_ref().unwrap().0;
+    pods.delete("h", &DeleteParams::default().grace_period(10))
+        .await
+        .unwrap();
+    let shorter = pods.get("h").await.unwrap();
+    assert_eq!(shorter.metadata.deletion_grace_period_seconds, Some(10));
+    assert_eq!(
+        shorter.metadata.deletion_timestamp.unwrap().0,
+        first_at - jiff::SignedDuration::from_secs(20)
+    );
     pods.delete("h", &DeleteParams::default().grace_period(0))
         .await
         .unwrap();
     let forced = pods.get("h").await.unwrap();
     assert_eq!(forced.metadata.deletion_grace_period_seconds, Some(0));
+    assert_eq!(
+        forced.metadata.deletion_timestamp.unwrap().0,
+        first_at - jiff::SignedDuration::from_secs(30)
+    );
     pods.patch(
         "h",
         &PatchParams::default(),
