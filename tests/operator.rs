@@ -230,7 +230,7 @@ async fn a_hung_store_is_killed_once_and_comes_back_online() {
 
     // After the grace period pfs is killed: its Pod deleted with a short grace period, which
     // keeps it (terminating) until the kubelet has stopped the container. A stopped process
-    // takes no SIGTERM: it is SIGKILLed after the kubelet's 2 s floor.
+    // takes no SIGTERM: it is SIGKILLed once the 1 s grace is over.
     let terminating = wait_for("store-1's pod terminating", async || {
         let pod = pods.get_opt("store-1-pfs").await.ok()??;
         (pod.uid().as_ref() == Some(&first_pod) && pod.metadata.deletion_timestamp.is_some())

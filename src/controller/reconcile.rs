@@ -410,7 +410,7 @@ impl Error {
 }
 
 /// The grace period a restart deletes a pfs Pod with: the kubelet sends SIGTERM, then SIGKILL
-/// once it has passed (2 s at the least, the kubelet's floor), and removes the Pod only when
+/// once it has passed (the kubelet's floor is 1 s), and removes the Pod only when
 /// the container is dead. A force delete (grace 0) would remove the Pod at once while its
 /// kubelet still gave the container the Pod's full termination grace, a hung pfs holding its
 /// disks and id meanwhile, and its replacement would start next to it. The replacement is made

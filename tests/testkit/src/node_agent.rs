@@ -12,7 +12,7 @@
 //! - Environment: `value`, `fieldRef`, `configMapKeyRef`, `secretKeyRef`, `envFrom`.
 //! - Lifecycle like the kubelet: Running once started; an exited process restarts per
 //!   `restartPolicy` with `restartCount` + 1 after a growing back-off (CrashLoopBackOff
-//!   between); a graceful delete sends SIGTERM, waits the grace period (2 s at the least, the
+//!   between); a graceful delete sends SIGTERM, waits the grace period (1 s at the least, the
 //!   kubelet's floor), SIGKILLs, and once the processes are gone deletes the Pod with grace 0
 //!   and a uid precondition. A Pod removed from the API at once (a force delete, grace 0) is
 //!   stopped the same way with its own `terminationGracePeriodSeconds`, as the kubelet does:
@@ -121,8 +121,10 @@ impl NodeAgentConfig {
     }
 }
 
-/// The shortest grace the kubelet gives a container to stop (`minimumGracePeriodInSeconds`).
-const MINIMUM_GRACE_SECONDS: i64 = 2;
+/// The shortest grace the kubelet gives a terminating Pod's containers to stop: its pod
+/// workers pass the Pod's grace as an override, at least 1 s (`calculateEffectiveGracePeriod`),
+/// which replaces the 2 s floor of `killContainer`.
+const MINIMUM_GRACE_SECONDS: i64 = 1;
 
 /// Container processes by pod, for tests that act on them directly (`SIGSTOP` a store).
 type Processes = std::sync::Arc<std::sync::Mutex<HashMap<(String, String), Vec<u32>>>>;
@@ -394,6 +396,12 @@ async fn run(
                         ));
                         tasks.insert(uid, (sender, task));
                     }
+                    // Being deleted, and nothing of it runs here (deleted before it was run,
+                    // or while the agent was down): nothing to stop, it is removed.
+                    None if pod.metadata.deletion_timestamp.is_some() => {
+                        let client = client.clone();
+                        tokio::spawn(async move { remove_stopped(&client, &pod).await });
+                    }
                     None => {}
                 }
             }
@@ -417,6 +425,23 @@ async fn run(
     for (_, (sender, task)) in tasks {
         drop(sender);
         let _ = task.await;
+    }
+}
+
+/// Removes a Pod whose containers are stopped, as the kubelet's status manager does once it
+/// can be deleted: with grace 0, and only that very Pod (uid precondition).
+async fn remove_stopped(client: &Client, pod: &Pod) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: pod.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    if let Err(error) = pods.delete(&pod.name_any(), &params).await {
+        debug!(%error, "final delete of the pod");
     }
 }
 
@@ -661,22 +686,11 @@ impl PodRun {
             .deletion_grace_period_seconds
             .unwrap_or(30);
         self.stop_containers(grace).await;
-        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
-        let params = DeleteParams {
-            grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions {
-                uid: self.pod.uid(),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        if let Err(error) = pods.delete(&self.pod.name_any(), &params).await {
-            debug!(%error, "final delete of the pod");
-        }
+        remove_stopped(&self.client, &self.pod).await;
     }
 
     /// Stops the containers as the kubelet does: SIGTERM, the grace period (at least the
-    /// kubelet's 2 s floor) for them to exit, SIGKILL, and then waits until they are gone.
+    /// kubelet's 1 s floor) for them to exit, SIGKILL, and then waits until they are gone.
     async fn stop_containers(&mut self, grace_seconds: i64) {
         let grace = grace_seconds.max(MINIMUM_GRACE_SECONDS) as u64;
         info!(pod = %self.pod.name_any(), grace, "node agent: stopping pod");
