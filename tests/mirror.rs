@@ -309,6 +309,35 @@ async fn malformed_data_is_reported_and_the_rest_is_mirrored() {
     .await;
     assert!(!seen_alive.await.unwrap(), "never published alive");
     assert!(!mirror.probe().alive(id(3), PATIENCE).await.unwrap());
+
+    // Likewise a persistent tray `online`: the tray is not online, whether the node is seen
+    // created or read by a full load.
+    let tray = "5f0e6c3a-1b2d-4c8e-9f00-000000000003";
+    let online = format!("trays/{tray}/online");
+    for rel in ["trays".to_owned(), format!("trays/{tray}"), online.clone()] {
+        client
+            .create(&format!("{stores}/3/{rel}"), b"", &persistent)
+            .await
+            .unwrap();
+    }
+    let persistent_online = |v: &pureflash_operator::zk::ClusterView| {
+        v.get(id(3)).is_some_and(|s| {
+            s.trays.len() == 1
+                && s.trays_online() == 0
+                && s.problems().iter().any(|p| p.path == online)
+        })
+    };
+    until(
+        &mirror,
+        "store 3's persistent tray online reported",
+        persistent_online,
+    )
+    .await;
+    let (loaded, loaded_shutdown) = follow(zk, &cluster);
+    trusted(&loaded).await;
+    assert!(persistent_online(&loaded.snapshot().view));
+    loaded_shutdown.cancel();
+    loaded.join().await.expect("the mirror task ends cleanly");
     drop(good);
     shutdown.cancel();
     mirror.join().await.expect("the mirror task ends cleanly");

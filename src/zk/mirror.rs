@@ -22,6 +22,7 @@
 //!   only its own store the trust ([`StoreView::unreadable`], [`Snapshot::knows_store`]):
 //!   one locked-down store must not blind the operator to all the others.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -51,7 +52,7 @@ const MAX_HOLD: Duration = Duration::from_secs(1);
 /// Trays read per multi-read of a reload. ZooKeeper refuses a request larger than its
 /// `jute.maxbuffer` (1 MB by default) by dropping the connection: a store listing thousands of
 /// trays (bad data, most likely) read in one request would fail every reload of the cluster.
-/// At six reads per tray and paths of about 100 bytes, a chunk stays near 40 kB.
+/// At seven reads per tray and paths of about 100 bytes, a chunk stays near 45 kB.
 const TRAYS_PER_READ: usize = 64;
 /// Capacity of the event channel; a subscriber that falls further behind gets `Lagged` and
 /// should re-read the snapshot.
@@ -972,7 +973,7 @@ struct Step {
     rel: String,
     deleted: bool,
     read: Option<usize>,
-    /// The node is the store's `alive`, read for its owner.
+    /// The node is the store's `alive` or a tray's `online`, read for its owner.
     owner_read: Option<usize>,
 }
 
@@ -987,6 +988,11 @@ async fn apply_batch(
     let mut steps = Vec::with_capacity(batch.len());
     let mut reads = Vec::new();
     let mut owner_reads = Vec::new();
+    // One read per node, shared by its events: all are sent once the batch is drained, so
+    // each would read the same, and a node rewritten thousands of times in a batch would
+    // otherwise hold as many copies of its data at once.
+    let mut read_of: HashMap<&str, usize> = HashMap::new();
+    let mut owner_read_of: HashMap<&str, usize> = HashMap::new();
     // Every session change, in order: a disconnection and the reconnection after it may both
     // sit in one batch, and the disconnection must still cost the view its trust.
     let mut session_changes = Vec::new();
@@ -1009,17 +1015,22 @@ async fn apply_batch(
                     }
                     Location::Elsewhere => continue,
                 };
-                // The data nodes are read for their data; `alive` for its owner.
+                // The data nodes are read for their data; `alive` and `online` for their owner.
                 let node = StoreNode::parse(rel);
                 let readable = !deleted && dir.parse::<StoreId>().is_ok();
                 let read =
                     (readable && node.as_ref().is_ok_and(StoreNode::carries_data)).then(|| {
-                        reads.push(client.get_data(&event.path));
-                        reads.len() - 1
+                        *read_of.entry(&event.path).or_insert_with(|| {
+                            reads.push(client.get_data(&event.path));
+                            reads.len() - 1
+                        })
                     });
-                let owner_read = (readable && node == Ok(StoreNode::Alive)).then(|| {
-                    owner_reads.push(client.get_data(&event.path));
-                    owner_reads.len() - 1
+                let ephemeral = matches!(node, Ok(StoreNode::Alive | StoreNode::TrayOnline(_)));
+                let owner_read = (readable && ephemeral).then(|| {
+                    *owner_read_of.entry(&event.path).or_insert_with(|| {
+                        owner_reads.push(client.get_data(&event.path));
+                        owner_reads.len() - 1
+                    })
                 });
                 steps.push(Step {
                     dir: Some(dir.to_owned()),
@@ -1379,6 +1390,10 @@ async fn read_store(
                     .data(format!("{tray_path}/{}", field.name()))
                     .map_err(read_error)?;
             }
+            // For its owner, as `alive`'s.
+            reader
+                .data(format!("{tray_path}/online"))
+                .map_err(read_error)?;
         }
         let mut results = reader.commit().await.map_err(read_error)?.into_iter();
         for tray in chunk {
@@ -1387,9 +1402,20 @@ async fn read_store(
             for _ in TrayField::ALL {
                 fields.push(data_of(results.next())?);
             }
+            let online_owner = match results.next() {
+                Some((_, MultiReadResult::Data { stat, .. })) => Some(stat.ephemeral_owner),
+                other => {
+                    refused(other)?;
+                    None
+                }
+            };
             let Some(children) = children else { continue }; // deleted meanwhile
             store.set(&format!("trays/{tray}"), &[]);
             for child in &children {
+                if let ("online", Some(owner)) = (child.as_str(), online_owner) {
+                    store.set_ephemeral(&format!("trays/{tray}/online"), owner);
+                    continue;
+                }
                 let data = match TrayField::ALL.iter().position(|f| f.name() == child) {
                     Some(i) => fields[i].as_deref(),
                     None => Some(&[][..]),

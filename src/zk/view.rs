@@ -187,8 +187,22 @@ impl StoreView {
     /// An `alive` without an owner (session 0, or negative for container and TTL nodes) is not
     /// ephemeral, but left by a tool or a person (`create …/alive` in zkCli): it outlives every
     /// pfs, so it proves nothing, and taken for liveness it would keep the store alive for
-    /// good. The store is not alive, and the node is reported.
+    /// good. The store is not alive, and the node is reported. Likewise a tray's `online`: the
+    /// tray is not online.
     pub fn set_ephemeral(&mut self, rel: &str, session: i64) -> bool {
+        if let Ok(StoreNode::TrayOnline(uuid)) = StoreNode::parse(rel) {
+            let tray = self.trays.entry(uuid).or_default();
+            let was = tray.online;
+            tray.online = session > 0;
+            let reported = if session > 0 {
+                self.unexpected.remove(rel).is_some()
+            } else {
+                self.unexpected
+                    .insert(rel.to_owned(), DataError::NotEphemeral)
+                    .is_none()
+            };
+            return reported || was != (session > 0);
+        }
         if StoreNode::parse(rel) != Ok(StoreNode::Alive) {
             return self.update(rel, Some(&[]));
         }
@@ -210,9 +224,19 @@ impl StoreView {
     /// Records that the node at `rel` (and so everything below it) is gone.
     pub fn remove(&mut self, rel: &str) -> bool {
         let before = self.unexpected.len();
+        self.unexpected.remove(rel);
+        // Only the keys below `rel`, found in order: a `deleteall` of many unexpected nodes
+        // sends an event for each, and a scan of them all per event would be quadratic.
         let below = format!("{rel}/");
-        self.unexpected
-            .retain(|path, _| path != rel && !path.starts_with(&below));
+        let gone: Vec<String> = self
+            .unexpected
+            .range(below.clone()..)
+            .take_while(|(path, _)| path.starts_with(&below))
+            .map(|(path, _)| path.clone())
+            .collect();
+        for path in gone {
+            self.unexpected.remove(&path);
+        }
         self.update(rel, None) | (before != self.unexpected.len())
     }
 
@@ -281,14 +305,18 @@ impl StoreView {
                 (None, true) => self.trays.entry(uuid).or_default().field(field, data),
                 (None, false) => false,
             },
-            StoreNode::TrayOnline(uuid) => match (self.trays.get_mut(&uuid), present) {
-                (Some(tray), _) => flag(&mut tray.online, present),
-                (None, true) => {
-                    self.trays.entry(uuid).or_default().online = true;
-                    true
+            StoreNode::TrayOnline(uuid) => {
+                // One found persistent stays no proof until its owner is read again.
+                let online = present && self.unexpected.get(rel) != Some(&DataError::NotEphemeral);
+                match (self.trays.get_mut(&uuid), present) {
+                    (Some(tray), _) => flag(&mut tray.online, online),
+                    (None, true) => {
+                        self.trays.entry(uuid).or_default().online = online;
+                        true
+                    }
+                    (None, false) => false,
                 }
-                (None, false) => false,
-            },
+            }
             StoreNode::Ports if present => false,
             StoreNode::Ports => {
                 let changed = !self.ports.is_empty();
@@ -846,6 +874,44 @@ mod tests {
         let store = view.get(id(5)).unwrap();
         assert!(store.alive);
         assert_eq!(store.problems(), []);
+    }
+
+    /// So does a tray's `online`: the tray is not online while only such a node says so.
+    #[test]
+    fn a_persistent_tray_online_node_is_reported_not_taken_for_online() {
+        let mut view = view_of(&registered_store(5));
+        let online = format!("trays/{U1}/online");
+        let tray_online = |view: &ClusterView| view.get(id(5)).unwrap().trays_online();
+        assert_eq!(tray_online(&view), 1, "listed: online");
+        assert_eq!(
+            view.apply("5", &online, NodeUpdate::Ephemeral(0)),
+            Touched::Store(id(5))
+        );
+        assert_eq!(tray_online(&view), 0);
+        assert_eq!(
+            view.get(id(5)).unwrap().problems(),
+            [Problem {
+                path: online.clone(),
+                error: DataError::NotEphemeral
+            }]
+        );
+        assert_eq!(
+            view.apply("5", &online, NodeUpdate::Ephemeral(0)),
+            Touched::Nothing
+        );
+        // Its data changed: still no proof until its owner is read again.
+        view.apply("5", &online, NodeUpdate::Present(b"x"));
+        assert_eq!(tray_online(&view), 0);
+        // Replaced by pfs's own: online, nothing reported.
+        view.apply("5", &online, NodeUpdate::Deleted);
+        assert_eq!(view.get(id(5)).unwrap().problems(), []);
+        view.apply("5", &online, NodeUpdate::Present(b""));
+        assert_eq!(
+            view.apply("5", &online, NodeUpdate::Ephemeral(0x51)),
+            Touched::Nothing,
+            "seen present already"
+        );
+        assert_eq!(tray_online(&view), 1);
     }
 
     #[test]
