@@ -9,7 +9,7 @@ use crate::controller::events::EventType;
 use crate::controller::status;
 use crate::crd::{Phase, PureFlashStoreStatus};
 use crate::recovery::{SkipReason, Verdict};
-use crate::rollout::HoldReason;
+use crate::rollout::{self, HoldReason};
 
 /// One Event to write about the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -198,8 +198,13 @@ pub fn announcements(
         );
     }
 
-    // Once per hold: not again when a ZooKeeper blip (ViewUntrusted) interrupted it.
-    let held_before = previous.condition("UpToDate", "False").is_some();
+    // Once per hold: not again when a ZooKeeper blip (ViewUntrusted) interrupted it, but when
+    // a hold of another kind (paused, offline) turns into one for other stores.
+    let held_before = previous.conditions.iter().any(|c| {
+        c.type_ == "UpToDate"
+            && c.status == "False"
+            && (c.reason == rollout::OTHERS_UNAVAILABLE || c.reason == "ViewUntrusted")
+    });
     if let Some(hold @ HoldReason::OthersUnavailable { .. }) = circumstances.roll_held
         && !held_before
     {
@@ -522,7 +527,7 @@ mod tests {
             Some(Phase::Online),
             vec![
                 trays_online(),
-                cond("UpToDate", "False", "OthersUnavailable", ""),
+                cond("UpToDate", "False", rollout::OTHERS_UNAVAILABLE, ""),
             ],
         );
         assert_eq!(
@@ -537,6 +542,30 @@ mod tests {
         );
         assert_eq!(
             told_with(&held, &held, &Verdict::Healthy, Some(&others), false),
+            Announcements::default()
+        );
+        // Held before for another reason (paused): waiting for other stores is news.
+        let paused = with(
+            Some(Phase::Online),
+            vec![cond("UpToDate", "False", "RecoveryPaused", "")],
+        );
+        assert_eq!(
+            reasons(&told_with(
+                &paused,
+                &held,
+                &Verdict::Healthy,
+                Some(&others),
+                false
+            )),
+            ["RolloutHeld"]
+        );
+        // Back from a ZooKeeper blip: not told again.
+        let blip = with(
+            Some(Phase::Online),
+            vec![cond("UpToDate", "False", "ViewUntrusted", "")],
+        );
+        assert_eq!(
+            told_with(&blip, &held, &Verdict::Healthy, Some(&others), false),
             Announcements::default()
         );
 
