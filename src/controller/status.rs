@@ -194,20 +194,25 @@ fn phase(facts: &Facts<'_>, alive: bool, in_flight: bool) -> Phase {
     if in_flight {
         return Phase::Recovering;
     }
-    // Without a Pod (or with one going away) the store waits for one, as when first applied.
-    let Some(pod) = facts.pod.filter(|p| !p.terminating) else {
-        return Phase::Pending;
-    };
     // The store was up and went down: it stays Offline, not Pending ("not running yet"), while
-    // its Pod is not running. Known from the last status (alive, or already Offline or being
-    // recovered, before a ZooKeeper blip too), or from a pfs container that has run before and
-    // is crash-looping now.
+    // its Pod is missing, going away (stuck, maybe) or not running. Known from the last status
+    // (alive, or already Offline or being recovered, before a ZooKeeper blip too), or from a
+    // pfs container that has run before and is crash-looping now.
     let was_up = facts.previous.alive == Some(true)
         || matches!(
             last_trusted_phase(facts.previous),
             Some(Phase::Offline | Phase::Recovering)
-        )
-        || pod.container_restarts > 0;
+        );
+    // Without a Pod (or with one going away) a store never up waits for one, as when first
+    // applied.
+    let Some(pod) = facts.pod.filter(|p| !p.terminating) else {
+        return if was_up {
+            Phase::Offline
+        } else {
+            Phase::Pending
+        };
+    };
+    let was_up = was_up || pod.container_restarts > 0;
     let running = pod.phase == "Running" && pod.running_since.is_some();
     if pod.starting(facts.policy, facts.now) {
         Phase::Starting
@@ -292,8 +297,10 @@ pub fn free_sizes_due(
 /// the daemon, does not say.
 fn trays_condition(facts: &Facts<'_>, alive: &Condition) -> Condition {
     let previous = &facts.previous.conditions;
+    // Alive as the Alive condition has it: an `alive` still owned by the replaced pfs's
+    // session is not the store's, nor are its trays.
     let store = match facts.store {
-        Some(store) if facts.view_trusted && store.alive => store,
+        Some(store) if facts.view_trusted && alive.status == "True" => store,
         // Not known, not registered, or not alive: as the Alive condition says.
         _ => {
             let status = if alive.status == "Unknown" {
@@ -708,6 +715,16 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
             observed_generation: facts.generation,
             ..last_frozen.cloned().expect("checked")
         },
+        // A store first seen while the view is untrusted: whether recovery would act is not
+        // known yet.
+        None if !facts.view_trusted => condition(
+            conditions,
+            "RecoveryFrozen",
+            "Unknown",
+            "ViewUntrusted",
+            "the operator's ZooKeeper view cannot be trusted yet: nothing is decided".into(),
+            facts,
+        ),
         Some((reason, message)) => {
             condition(conditions, "RecoveryFrozen", "True", reason, message, facts)
         }
@@ -922,8 +939,8 @@ mod tests {
         case.ready = false;
         case.write_error = Some("pods \"store-7-pfs\" is forbidden: exceeded quota".into());
         let status = case.status();
-        // Without a Pod the store waits for one: Pending, as when it was first applied.
-        assert_eq!(status.phase, Some(Phase::Pending));
+        // Without a Pod a store that was up is Offline (Pending says it never ran).
+        assert_eq!(status.phase, Some(Phase::Offline));
         assert_eq!(status.alive, Some(false));
         let pod_ready = condition_of(&status, "PodReady");
         assert_eq!(
@@ -1069,6 +1086,12 @@ mod tests {
             ("False", "PredecessorSession")
         );
         assert_eq!(condition_of(&waiting, "Ready").status, "False");
+        // Nor are the replaced pfs's trays the store's.
+        let trays = condition_of(&waiting, "TraysOnline");
+        assert_eq!(
+            (trays.status.as_str(), trays.reason.as_str()),
+            ("False", "PredecessorSession")
+        );
 
         // The new pfs registered under its own session.
         case.store.as_mut().unwrap().alive_session = Some(0x52);
@@ -1703,13 +1726,45 @@ mod tests {
             down(Some(Phase::Recovering), Some(pending.clone())),
             Some(Phase::Offline)
         );
-        // Without a Pod, or with one going away, it waits for one.
-        assert_eq!(down(Some(Phase::Offline), None), Some(Phase::Pending));
+        // Without a Pod, or with one going away (stuck, maybe), it is still the store that was
+        // up and went down.
+        assert_eq!(down(Some(Phase::Offline), None), Some(Phase::Offline));
+        let going = PodFacts {
+            terminating: true,
+            ..running_pod(t(0))
+        };
+        assert_eq!(
+            down(Some(Phase::Recovering), Some(going.clone())),
+            Some(Phase::Offline)
+        );
+        assert_eq!(down(None, Some(going)), Some(Phase::Pending));
+        assert_eq!(down(None, None), Some(Phase::Pending));
         // Never up: a fresh Pod that is still being scheduled or pulled.
         assert_eq!(down(None, Some(pending.clone())), Some(Phase::Pending));
         assert_eq!(
             down(Some(Phase::Pending), Some(pending)),
             Some(Phase::Pending)
+        );
+    }
+
+    #[test]
+    fn a_store_first_seen_on_an_untrusted_view_says_recovery_is_undecided() {
+        let mut case = Case::alive_at(t(100));
+        case.trusted = false;
+        case.decision.verdict = Verdict::Skip(SkipReason::ViewUntrusted);
+        let frozen = condition_of(&case.status(), "RecoveryFrozen").clone();
+        assert_eq!(
+            (frozen.status.as_str(), frozen.reason.as_str()),
+            ("Unknown", "ViewUntrusted")
+        );
+        // Trusted, recovery acts.
+        case.previous = case.status();
+        case.trusted = true;
+        case.decision.verdict = Verdict::Healthy;
+        let acting = condition_of(&case.status(), "RecoveryFrozen").clone();
+        assert_eq!(
+            (acting.status.as_str(), acting.reason.as_str()),
+            ("False", "RecoveryActive")
         );
     }
 
