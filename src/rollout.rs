@@ -156,6 +156,9 @@ pub enum HoldReason {
     /// kill, which is recovery's to make, with its rails (backoff, budget, restarts in flight,
     /// node contact, recovery enabled). Its restart makes the new Pod from the changed spec.
     AwaitingRecovery,
+    /// The store is offline and its Pod's phase is `Unknown`: its node is out of contact, and
+    /// neither a delete nor recovery's kill would reach its pfs until the node reports again.
+    NodeUnreachable,
     /// `max_unavailable` other stores are unavailable.
     OthersUnavailable {
         count: usize,
@@ -181,6 +184,7 @@ impl HoldReason {
             HoldReason::ClusterFrozen => "ClusterFrozen",
             HoldReason::WithinGracePeriod => "WithinGracePeriod",
             HoldReason::AwaitingRecovery => "AwaitingRecovery",
+            HoldReason::NodeUnreachable => "NodeUnreachable",
             HoldReason::OthersUnavailable { .. } => OTHERS_UNAVAILABLE,
             HoldReason::ReplacementRefused { .. } => "ReplacementRefused",
         }
@@ -209,6 +213,9 @@ impl HoldReason {
             }
             HoldReason::AwaitingRecovery => {
                 "the store is offline while its pfs runs: its pod is replaced not by the rollout but by recovery's restart, which makes it from the changed spec once recovery's rules allow (the RecoveryFrozen condition says what holds it); with recovery disabled, annotate pureflash.io/restart to replace it".into()
+            }
+            HoldReason::NodeUnreachable => {
+                "the store is offline and its pod's node is out of contact (pod phase Unknown): a delete would not reach its pfs, so the pod is replaced once the node reports again".into()
             }
             HoldReason::OthersUnavailable { .. } => format!(
                 "a changed spec waits to replace the pod of this serving store: other stores are unavailable and at most {max_unavailable} may be (--max-unavailable); the RolloutHeld Event names them"
@@ -252,9 +259,13 @@ pub fn decide(observation: &RollObservation<'_>, policy: &RollPolicy) -> RollVer
     if pod.terminating {
         return RollVerdict::Hold(HoldReason::PodTerminating);
     }
-    // Pending, Failed, Succeeded: no pfs runs. `Unknown` (the node is unreachable) is not
-    // among them: its pfs may well serve, so it is judged like a running one.
-    if matches!(pod.phase.as_str(), "Pending" | "Failed" | "Succeeded") {
+    // Pending, Failed, Succeeded, or a container that does not run (crash-looping, waiting
+    // for an image): no pfs runs, so replacing the Pod kills nothing, and recovery, which
+    // leaves such a Pod to its kubelet, would never replace it. The changed spec may well be
+    // its fix. `Unknown` (the node is unreachable) is not among them: its pfs may well serve.
+    if matches!(pod.phase.as_str(), "Pending" | "Failed" | "Succeeded")
+        || (pod.phase == "Running" && pod.running_since.is_none())
+    {
         return RollVerdict::Roll(RollReason::PodNotRunning);
     }
     if !observation.view_trusted {
@@ -265,11 +276,9 @@ pub fn decide(observation: &RollObservation<'_>, policy: &RollPolicy) -> RollVer
         return RollVerdict::Hold(HoldReason::RecoveryPaused);
     }
     if !observation.alive {
-        // Its container does not run (crash-looping, or waiting for an image): replacing the
-        // Pod kills nothing, and recovery, which leaves such a Pod to its kubelet, would never
-        // replace it. The changed spec may well be its fix.
-        if pod.phase == "Running" && pod.running_since.is_none() {
-            return RollVerdict::Roll(RollReason::PodNotRunning);
+        // Its node out of contact: a delete would not reach its pfs, nor would recovery's.
+        if pod.phase == "Unknown" {
+            return RollVerdict::Hold(HoldReason::NodeUnreachable);
         }
         if observation.cluster_frozen {
             return RollVerdict::Hold(HoldReason::ClusterFrozen);
@@ -479,8 +488,26 @@ mod tests {
                 RollVerdict::Roll(RollReason::PodNotRunning)
             );
         }
-        // A running pfs of an offline store is recovery's to kill.
+        // A container that does not run: even paused, or on an untrusted view.
+        let crash_looping = pod("Running", None);
+        for (paused, view_trusted) in [(false, true), (true, true), (false, false)] {
+            let observation = RollObservation {
+                paused,
+                view_trusted,
+                ..observe(true, &crash_looping, &others)
+            };
+            assert_eq!(
+                decide(&observation, &policy()),
+                RollVerdict::Roll(RollReason::PodNotRunning),
+                "paused {paused}, trusted {view_trusted}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_running_pfs_of_an_offline_store_is_left_to_recovery() {
         let running = pod("Running", Some(300));
+        let others = ["store-2".to_owned()];
         assert_eq!(
             decide(&observe(false, &running, &others), &policy()),
             RollVerdict::Hold(HoldReason::AwaitingRecovery)
@@ -546,7 +573,7 @@ mod tests {
         ));
         assert_eq!(
             decide(&observe(false, &unknown, &others), &policy()),
-            RollVerdict::Hold(HoldReason::AwaitingRecovery)
+            RollVerdict::Hold(HoldReason::NodeUnreachable)
         );
     }
 
