@@ -2170,7 +2170,7 @@ async fn a_store_naming_a_disk_another_store_serves_is_not_run_until_it_is_free(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_paused_store_is_left_alone_and_a_spec_change_rolls_its_pod() {
+async fn a_paused_store_is_left_alone_and_a_spec_change_reaches_it_through_recovery() {
     let mut harness = Harness::start("pause").await;
     install_crd(&harness);
     harness.start_operator(&[]);
