@@ -673,12 +673,12 @@ struct Readiness {
     /// A Lease request has been answered: this replica can take part in the election.
     lease_answered: bool,
     leading: bool,
-    /// The leader's PureFlashStore cache has synced.
+    /// The leader's PureFlashStore, Pod and ConfigMap caches have synced.
     cache_synced: bool,
 }
 
 /// `/readyz`: ready once the ZooKeeper view has been loaded and the Lease answered, and, on the
-/// leader, once its PureFlashStore cache has synced too (a standby has no cache: a warm view
+/// leader, once its PureFlashStore, Pod and ConfigMap caches have synced too (a standby has no cache: a warm view
 /// is all it needs to take over). A replica that cannot reach its Lease (RBAC, a wrong lease
 /// namespace) could never take over: taken for ready, a rolling update would replace the
 /// working leader with it.

@@ -328,8 +328,7 @@ fn bad_values_are_refused_with_a_clear_message() {
             &["leaderElection.leaseName=PureFlash_Lease"],
             "/leaderElection/leaseName",
         ),
-        // Unprivileged, without capabilities, the operator cannot bind it.
-        (&["metrics.port=80"], "/metrics/port"),
+        (&["metrics.port=0"], "/metrics/port"),
         (&["log.format=xml"], "/log/format"),
         (&["recovery.freezeShare=2"], "/recovery/freezeShare"),
         (&["recovery.startGrace=soon"], "/recovery/startGrace"),

@@ -61,7 +61,8 @@ pub struct Term {
     pub liveness: LivenessProbe,
     pub metrics: Arc<Metrics>,
     pub db: Option<watch::Receiver<DbSyncStatus>>,
-    /// Set once the PureFlashStore cache has its first full list (for `/readyz`).
+    /// Set once the PureFlashStore, Pod and ConfigMap caches have their first full list (for
+    /// `/readyz`).
     pub cache_synced: watch::Sender<bool>,
     /// The API server's time, in which status times are written and compared.
     pub clock: ClusterClock,
