@@ -190,35 +190,40 @@ impl StoreView {
     /// good. The store is not alive, and the node is reported. Likewise a tray's `online`: the
     /// tray is not online.
     pub fn set_ephemeral(&mut self, rel: &str, session: i64) -> bool {
-        if let Ok(StoreNode::TrayOnline(uuid)) = StoreNode::parse(rel) {
-            let tray = self.trays.entry(uuid).or_default();
-            let was = tray.online;
-            tray.online = session > 0;
-            let reported = if session > 0 {
-                self.unexpected.remove(rel).is_some()
-            } else {
-                self.unexpected
-                    .insert(rel.to_owned(), DataError::NotEphemeral)
-                    .is_none()
-            };
-            return reported || was != (session > 0);
+        let ephemeral = session > 0;
+        match StoreNode::parse(rel) {
+            Ok(StoreNode::Alive) => {
+                let before = (self.alive, self.alive_session);
+                self.alive = ephemeral;
+                self.alive_session = ephemeral.then_some(session);
+                self.report_persistent(rel, !ephemeral)
+                    || before != (self.alive, self.alive_session)
+            }
+            Ok(StoreNode::TrayOnline(uuid)) => {
+                let tray = self.trays.entry(uuid).or_default();
+                let changed = std::mem::replace(&mut tray.online, ephemeral) != ephemeral;
+                self.report_persistent(rel, !ephemeral) || changed
+            }
+            _ => self.update(rel, Some(&[])),
         }
-        if StoreNode::parse(rel) != Ok(StoreNode::Alive) {
-            return self.update(rel, Some(&[]));
-        }
-        let before = (self.alive, self.alive_session);
-        let reported = if session <= 0 {
-            self.alive = false;
-            self.alive_session = None;
+    }
+
+    /// Reports the node at `rel` as persistent where pfs makes an ephemeral one, or clears
+    /// that report. Returns whether the report changed.
+    fn report_persistent(&mut self, rel: &str, persistent: bool) -> bool {
+        if persistent {
             self.unexpected
                 .insert(rel.to_owned(), DataError::NotEphemeral)
                 .is_none()
         } else {
-            self.alive = true;
-            self.alive_session = Some(session);
             self.unexpected.remove(rel).is_some()
-        };
-        reported || before != (self.alive, self.alive_session)
+        }
+    }
+
+    /// Whether the node at `rel` was last found persistent: no proof until its owner is read
+    /// again.
+    fn found_persistent(&self, rel: &str) -> bool {
+        self.unexpected.get(rel) == Some(&DataError::NotEphemeral)
     }
 
     /// Records that the node at `rel` (and so everything below it) is gone.
@@ -285,8 +290,8 @@ impl StoreView {
                 // node found persistent stays no proof of life until its owner is read again
                 // (its data changed, say): it would otherwise flip alive for a moment.
                 let owner_known = self.alive_session.take().is_some();
-                let persistent = self.unexpected.get("alive") == Some(&DataError::NotEphemeral);
-                flag(&mut self.alive, present && !persistent) | owner_known
+                let alive = present && !self.found_persistent(rel);
+                flag(&mut self.alive, alive) | owner_known
             }
             StoreNode::Trays if present => false,
             StoreNode::Trays => {
@@ -306,8 +311,7 @@ impl StoreView {
                 (None, false) => false,
             },
             StoreNode::TrayOnline(uuid) => {
-                // One found persistent stays no proof until its owner is read again.
-                let online = present && self.unexpected.get(rel) != Some(&DataError::NotEphemeral);
+                let online = present && !self.found_persistent(rel);
                 match (self.trays.get_mut(&uuid), present) {
                     (Some(tray), _) => flag(&mut tray.online, online),
                     (None, true) => {
