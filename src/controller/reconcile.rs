@@ -2616,15 +2616,14 @@ async fn report_transitions(
 /// driven by the controller alongside the reconciles, so waiting here does not stop them.
 async fn owned_caches_loaded(ctx: &Context) -> Result<(), Error> {
     const WARN_AFTER: Duration = Duration::from_secs(30);
-    let both = async {
-        cache_loaded(&ctx.pods).await?;
-        cache_loaded(&ctx.config_maps).await
-    };
     // Not past the term's end: the controller keeps the watches (and so this wait) going
-    // until its reconciles are done.
+    // until its reconciles are done. A cache whose reflector is gone: so is the term.
     let both = async {
         tokio::select! {
-            loaded = both => loaded.map_err(|_| Error::TermEnded),
+            loaded = async {
+                cache_loaded(&ctx.pods).await?;
+                cache_loaded(&ctx.config_maps).await
+            } => loaded.map_err(|_| Error::TermEnded),
             () = ctx.draining.cancelled() => Err(Error::TermEnded),
         }
     };
