@@ -491,7 +491,7 @@ pub fn stopped_for_good(pod: &Pod) -> Option<String> {
 pub fn foreign_pfs<'a>(
     store: &PureFlashStore,
     candidates: impl IntoIterator<Item = &'a Pod>,
-) -> Option<String> {
+) -> Option<ForeignPfs> {
     let id = store.spec.store_id.to_string();
     let own_name = pod_name(store);
     let namespace = store.namespace();
@@ -507,9 +507,21 @@ pub fn foreign_pfs<'a>(
                     .any(|owner| Some(&owner.uid) == uid.as_ref())
                 && stopped_for_good(pod).is_none()
         })
-        .map(|pod| format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()))
+        .map(|pod| ForeignPfs {
+            pod: format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
+        })
         // The same one named each time, whatever order the cache lists them in.
         .min()
+}
+
+/// A Pod [`foreign_pfs`] found.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ForeignPfs {
+    /// `namespace/name`.
+    pub pod: String,
+    /// Deleted already, its pfs not yet stopped: waiting is all there is to do.
+    pub terminating: bool,
 }
 
 /// Where kubelets renew their node's Lease (every 10 s by default).
@@ -696,20 +708,26 @@ mod tests {
         assert_eq!(foreign_pfs(&store, [&own]), None);
         assert_eq!(foreign_pfs(&store, [&renamed("store-7-pfs", "pf")]), None);
         // Left from a store of another name, or in another namespace.
+        let found = |pod: &str, terminating| {
+            Some(ForeignPfs {
+                pod: pod.into(),
+                terminating,
+            })
+        };
         assert_eq!(
             foreign_pfs(&store, [&own, &renamed("old-pfs", "pf")]),
-            Some("pf/old-pfs".into())
+            found("pf/old-pfs", false)
         );
         assert_eq!(
             foreign_pfs(&store, [&renamed("store-7-pfs", "other")]),
-            Some("other/store-7-pfs".into())
+            found("other/store-7-pfs", false)
         );
         // On its way out: its pfs runs until its kubelet has stopped it.
         let mut leaving = renamed("old-pfs", "pf");
         leaving.metadata.deletion_timestamp = Some(
             k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
         );
-        assert_eq!(foreign_pfs(&store, [&leaving]), Some("pf/old-pfs".into()));
+        assert_eq!(foreign_pfs(&store, [&leaving]), found("pf/old-pfs", true));
         // Another id, or ended for good: no pfs of this id runs in it.
         let mut other_id = renamed("old-pfs", "pf");
         other_id

@@ -1792,7 +1792,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             .condition("PodReady", "False")
             .is_none_or(|c| c.reason != "ForeignPod")
     {
-        warn!(store = %name, %namespace, pod = %other, "another pod runs pfs for the store's id; none is created");
+        warn!(store = %name, %namespace, pod = %other.pod, terminating = other.terminating, "another pod runs pfs for the store's id; none is created");
     }
     let mut created_now = pod.is_none() && can_create && foreign_pfs.is_none();
     // A new Pod runs the current spec, held rollout or not, and so does its pfs.conf: one
@@ -2067,7 +2067,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             rollout_held: roll_held.as_ref().filter(|_| restart.is_none()),
             config_error: config_error.as_deref(),
             write_error: write_error.as_deref(),
-            foreign_pfs: foreign_pfs.as_deref(),
+            foreign_pfs: foreign_pfs.as_ref(),
             max_unavailable: ctx.settings.max_unavailable,
         })
     };

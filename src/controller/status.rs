@@ -8,6 +8,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::controller::pods::ForeignPfs;
 use crate::crd::{Phase, PureFlashStoreStatus, TrayStatus, UnfinishedRestart};
 use crate::recovery::{
     self, Decision, PodFacts, Policy, Predecessor, RestartReason, SkipReason, Verdict,
@@ -68,8 +69,8 @@ pub struct Facts<'a> {
     pub config_error: Option<&'a str>,
     /// A write of the store's ConfigMap or Pod that failed in this reconcile, if one did.
     pub write_error: Option<&'a str>,
-    /// Another Pod runs pfs for the store's id (`namespace/name`), so none is created.
-    pub foreign_pfs: Option<&'a str>,
+    /// Another Pod runs pfs for the store's id, so none is created.
+    pub foreign_pfs: Option<&'a ForeignPfs>,
     /// `--max-unavailable`, for the held rollout's message.
     pub max_unavailable: usize,
 }
@@ -597,10 +598,17 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
             "PodReady",
             "False",
             "ForeignPod",
-            format!(
-                "pod {} is not created: pod {other}, which this store does not own, runs pfs for its store id (left from a store deleted with --cascade=orphan?); delete that pod, or name this store as the pod's store was so that it is adopted",
-                facts.pod_name
-            ),
+            if other.terminating {
+                format!(
+                    "pod {} is not created: pod {}, which this store does not own, runs pfs for its store id and is terminating; created once its pfs has stopped and it is gone",
+                    facts.pod_name, other.pod
+                )
+            } else {
+                format!(
+                    "pod {} is not created: pod {}, which this store does not own, runs pfs for its store id (left from a store deleted with --cascade=orphan?); delete that pod, or name this store as the pod's store was so that it is adopted",
+                    facts.pod_name, other.pod
+                )
+            },
             facts,
         ),
         (None, _) if let Some(error) = facts.write_error => condition(
@@ -871,6 +879,7 @@ mod tests {
         db: DbState,
         config_error: Option<String>,
         write_error: Option<String>,
+        foreign_pfs: Option<ForeignPfs>,
     }
 
     impl Case {
@@ -895,6 +904,7 @@ mod tests {
                 db: DbState::Synced,
                 config_error: None,
                 write_error: None,
+                foreign_pfs: None,
             }
         }
 
@@ -918,7 +928,7 @@ mod tests {
                 rollout_held: self.rollout_held.as_ref(),
                 config_error: self.config_error.as_deref(),
                 write_error: self.write_error.as_deref(),
-                foreign_pfs: None,
+                foreign_pfs: self.foreign_pfs.as_ref(),
                 max_unavailable: 1,
             })
         }
@@ -957,6 +967,46 @@ mod tests {
         case.ready = true;
         let status = case.status();
         assert_eq!(condition_of(&status, "PodReady").reason, "PodReady");
+    }
+
+    #[test]
+    fn a_pod_left_by_another_store_is_named_and_what_to_do_said() {
+        let mut case = Case::alive_at(t(100));
+        case.store = Some(StoreView::test(7).with_trays(2).dead());
+        case.pod = None;
+        case.ready = false;
+        case.foreign_pfs = Some(ForeignPfs {
+            pod: "pf/old-pfs".into(),
+            terminating: false,
+        });
+        let status = case.status();
+        let pod_ready = condition_of(&status, "PodReady");
+        assert_eq!(pod_ready.reason, "ForeignPod");
+        assert!(
+            pod_ready.message.contains("pod pf/old-pfs"),
+            "{}",
+            pod_ready.message
+        );
+        assert!(
+            pod_ready.message.contains("delete that pod"),
+            "{}",
+            pod_ready.message
+        );
+        // Already deleted: there is nothing to do but wait, and it says so.
+        case.foreign_pfs.as_mut().unwrap().terminating = true;
+        let status = case.status();
+        let pod_ready = condition_of(&status, "PodReady");
+        assert_eq!(pod_ready.reason, "ForeignPod");
+        assert!(
+            pod_ready.message.contains("is terminating"),
+            "{}",
+            pod_ready.message
+        );
+        assert!(
+            !pod_ready.message.contains("delete"),
+            "{}",
+            pod_ready.message
+        );
     }
 
     #[test]
