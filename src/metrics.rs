@@ -129,12 +129,12 @@ impl Metrics {
         );
         registry.register(
             "store_alive",
-            "1 when the store's alive node exists in ZooKeeper",
+            "1 while the store is alive: its alive node exists in ZooKeeper and belongs to the running pfs (the Alive condition)",
             metrics.store_alive.clone(),
         );
         registry.register(
             "store_trays_online",
-            "Trays whose online node exists",
+            "Trays whose online node exists, while the store is alive (0 otherwise)",
             metrics.trays_online.clone(),
         );
         registry.register(

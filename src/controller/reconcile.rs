@@ -2308,10 +2308,13 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         };
         // The gauges are the conditions: a spec that cannot be rendered holds the rollout
         // (UpToDate=False, ConfigInvalid) as surely as another store's absence does.
+        // Alive as the Alive condition has it: an `alive` left by the replaced pfs's session
+        // (PredecessorSession) is not the store up again.
+        let alive = condition("Alive", "True").is_some();
         ctx.metrics.observe_store(
             &labels,
-            view.is_some_and(|s| s.alive),
-            view.map_or(0, |s| s.trays_online()),
+            alive,
+            view.filter(|_| alive).map_or(0, |s| s.trays_online()),
             condition("RecoveryFrozen", "True").map(|c| c.reason.as_str()),
             condition("UpToDate", "False").is_some(),
         );
