@@ -2166,6 +2166,41 @@ async fn a_store_naming_a_disk_another_store_serves_is_not_run_until_it_is_free(
     );
     wait_phase(&harness, &stores, "second", Phase::Online).await;
     wait_phase(&harness, &stores, "first", Phase::Online).await;
+
+    // Two stores made at once, naming one disk: each may reconcile before the caches show the
+    // other store or its new Pod, yet only one pfs gets the disk.
+    let racing = |name: &str, id: u32| {
+        store_manifest(name, id, harness.node(), &harness.pfs_image(), 30).replace(
+            &format!("/dev/disk/by-id/store-{id}-1"),
+            "/dev/disk/by-id/raced",
+        )
+    };
+    apply(
+        &harness,
+        &format!("{}---\n{}", racing("third", 7), racing("fourth", 8)),
+    );
+    let held = wait_for("one of the two racing stores held back", async || {
+        for name in ["third", "fourth"] {
+            let store = stores.get(name).await.ok()?;
+            let up_to_date = condition(&store, "UpToDate");
+            let pod_ready = condition(&store, "PodReady");
+            if up_to_date.is_some_and(|c| c.reason == "ConfigInvalid")
+                || pod_ready.is_some_and(|c| c.reason == "ForeignPod")
+            {
+                return Some(name);
+            }
+        }
+        None
+    })
+    .await;
+    let running = if held == "third" { "fourth" } else { "third" };
+    wait_phase(&harness, &stores, running, Phase::Online).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        pod_uid(&pods, &format!("{held}-pfs")).await,
+        None,
+        "two pfs on one disk"
+    );
     harness.finish().await;
 }
 

@@ -142,8 +142,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         writes_end,
         term_deadline,
     } = term;
-    let owned =
-        watcher::Config::default().labels("app.kubernetes.io/managed-by=pureflash-operator");
+    let owned = watcher::Config::default().labels(pods::OWNED_SELECTOR);
     // The owned Pods and ConfigMaps are cached as well as watched: reconciles read them from
     // memory. Their managedFields are dropped on the way in (never read, and most of the bytes).
     let (pods, pod_writer) = cache::store::<Pod>();
@@ -300,6 +299,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
     );
 
+    let watched_pods = api::<Pod>(&client, &namespace);
     let context = Arc::new(Context {
         recorder: events::Recorder::new(client.clone(), MANAGER, &identity, clock.clone()),
         client,
@@ -308,6 +308,8 @@ pub async fn run(term: Term, stop: CancellationToken) {
         liveness,
         stores,
         pods,
+        watched_pods,
+        creates: reconcile::CreateLocks::default(),
         pods_generation,
         pods_loaded,
         offline_count: reconcile::OfflineCount::default(),

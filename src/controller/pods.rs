@@ -28,6 +28,8 @@ use super::claims::DEVICES_ANNOTATION;
 pub const STORE_ID_LABEL: &str = "pureflash.io/store-id";
 /// The container name.
 pub const CONTAINER: &str = "pfs";
+/// The label selector of every Pod and ConfigMap the operator makes.
+pub const OWNED_SELECTOR: &str = "app.kubernetes.io/managed-by=pureflash-operator";
 
 /// Inputs of pfs.conf that do not come from the store's spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -507,21 +509,71 @@ pub fn foreign_pfs<'a>(
                     .any(|owner| Some(&owner.uid) == uid.as_ref())
                 && stopped_for_good(pod).is_none()
         })
-        .map(|pod| ForeignPfs {
-            pod: format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()),
-            terminating: pod.metadata.deletion_timestamp.is_some(),
-        })
+        .map(|pod| ForeignPfs::of(pod, None))
         // The same one named each time, whatever order the cache lists them in.
         .min()
 }
 
-/// A Pod [`foreign_pfs`] found.
+/// What stands in the way of a store's new Pod among `candidates`, the operator's Pods as the
+/// API lists them right before the create (those on the store's node and those of its id): a
+/// Pod that runs pfs for the store's id ([`foreign_pfs`]), or one on its node, not its own,
+/// whose pfs serves one of its trays ([`DEVICES_ANNOTATION`]). The caches lag: two stores
+/// created together may each not see the other's new Pod yet, and two pfs on one disk would
+/// corrupt it. So creates are serialized by node and by id, and each is checked on this list.
+pub fn in_the_way<'a>(
+    store: &PureFlashStore,
+    candidates: impl IntoIterator<Item = &'a Pod> + Clone,
+) -> Option<ForeignPfs> {
+    if let Some(found) = foreign_pfs(store, candidates.clone()) {
+        return Some(found);
+    }
+    let own_name = pod_name(store);
+    let namespace = store.namespace();
+    let uid = store.uid();
+    candidates
+        .into_iter()
+        .filter(|pod| {
+            pod.spec.as_ref().and_then(|spec| spec.node_name.as_deref())
+                == Some(store.spec.node_name.as_str())
+                && !(pod.namespace() == namespace && pod.name_any() == own_name)
+                && !pod
+                    .owner_references()
+                    .iter()
+                    .any(|owner| Some(&owner.uid) == uid.as_ref())
+                && stopped_for_good(pod).is_none()
+        })
+        .filter_map(|pod| {
+            let devices = pod.annotations().get(DEVICES_ANNOTATION)?;
+            let tray = store
+                .spec
+                .trays
+                .iter()
+                .find(|tray| devices.split(',').any(|d| d == tray.device))?;
+            Some(ForeignPfs::of(pod, Some(tray.device.clone())))
+        })
+        .min()
+}
+
+/// A Pod [`foreign_pfs`] or [`in_the_way`] found.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ForeignPfs {
     /// `namespace/name`.
     pub pod: String,
     /// Deleted already, its pfs not yet stopped: waiting is all there is to do.
     pub terminating: bool,
+    /// The store's tray its pfs serves, when that is what is in the way (else it runs pfs for
+    /// the store's id).
+    pub device: Option<String>,
+}
+
+impl ForeignPfs {
+    fn of(pod: &Pod, device: Option<String>) -> ForeignPfs {
+        ForeignPfs {
+            pod: format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
+            device,
+        }
+    }
 }
 
 /// Where kubelets renew their node's Lease (every 10 s by default).
@@ -712,6 +764,7 @@ mod tests {
             Some(ForeignPfs {
                 pod: pod.into(),
                 terminating,
+                device: None,
             })
         };
         assert_eq!(
@@ -739,6 +792,64 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(foreign_pfs(&store, [&other_id, &ended]), None);
+    }
+
+    #[test]
+    fn a_pod_serving_one_of_the_stores_disks_is_in_the_way_of_its_new_pod() {
+        let spec = |id: u32, node: &str, device: &str| json!({"storeId": id, "nodeName": node, "trays": [{"device": "/dev/sdc"}, {"device": device}]});
+        let seven = store(spec(7, "n1", "/dev/sdb"));
+        let named = |spec, name: &str| {
+            let mut other = store(spec);
+            other.metadata.name = Some(name.into());
+            other.metadata.uid = Some(format!("uid-{name}"));
+            pod(&other, "h", Predecessor::NoSession)
+        };
+        let on_sdb = named(spec(8, "n1", "/dev/sdb"), "eight");
+        let in_the_way_of = |pods: &[&Pod]| in_the_way(&seven, pods.iter().copied());
+        assert_eq!(
+            in_the_way_of(&[&on_sdb]),
+            Some(ForeignPfs {
+                pod: "pf/eight-pfs".into(),
+                terminating: false,
+                device: Some("/dev/sdc".into()),
+            })
+        );
+        // Another node's disks are its own, whatever their names.
+        assert_eq!(
+            in_the_way_of(&[&named(spec(8, "n2", "/dev/sdb"), "eight")]),
+            None
+        );
+        // A pfs that ended for good serves nothing; one on its way out still does.
+        let mut ended = on_sdb.clone();
+        ended.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            phase: Some("Failed".into()),
+            ..Default::default()
+        });
+        assert_eq!(in_the_way_of(&[&ended]), None);
+        let mut leaving = on_sdb.clone();
+        leaving.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH),
+        );
+        assert!(in_the_way_of(&[&leaving]).is_some_and(|found| found.terminating));
+        // Its own Pod (by name, or by owner) is not in its way; no overlap, nothing in the way.
+        let own = pod(&seven, "h", Predecessor::NoSession);
+        let mut own_renamed = own.clone();
+        own_renamed.metadata.name = Some("renamed-pfs".into());
+        assert_eq!(in_the_way_of(&[&own, &own_renamed]), None);
+        let elsewhere = named(
+            json!({"storeId": 8, "nodeName": "n1", "trays": [{"device": "/dev/sdd"}]}),
+            "eight",
+        );
+        assert_eq!(in_the_way_of(&[&elsewhere]), None);
+        // One running pfs for the store's id is in its way wherever it runs.
+        let same_id = named(
+            json!({"storeId": 7, "nodeName": "n2", "trays": [{"device": "/dev/sdd"}]}),
+            "old",
+        );
+        assert_eq!(
+            in_the_way_of(&[&elsewhere, &same_id]).map(|found| (found.pod, found.device)),
+            Some(("pf/old-pfs".into(), None))
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
@@ -86,6 +86,10 @@ pub struct Context {
     /// Pod that seems missing, the Pod of a store that may be restarted).
     pub pods: Store<Pod>,
     pub config_maps: Store<ConfigMap>,
+    /// The Pods of the namespaces watched, for reads the cache cannot answer.
+    pub watched_pods: Api<Pod>,
+    /// Serializes Pod creates by node and by store id (see [`CreateLocks`]).
+    pub creates: CreateLocks,
     /// Node InternalIPs, read from the API at most once per [`NODE_ADDRESS_TTL`].
     pub node_addresses: NodeAddresses,
     /// The statuses this term wrote that the PureFlashStore cache may not show yet.
@@ -1285,6 +1289,68 @@ const FOREIGN_POD_RECHECK: Duration = Duration::from_secs(15);
 /// pfs.conf (and rolls the Pod) within this time.
 pub const NODE_ADDRESS_TTL: Duration = Duration::from_secs(60);
 
+/// Pod creates serialized by node and by store id. Together with a fresh list of what runs
+/// there, taken under the locks (see [`pods::in_the_way`]), this keeps two stores created at
+/// once from both getting a pfs for one disk or one id: the second one's list shows the first
+/// one's Pod, which the caches may not yet.
+#[derive(Default)]
+pub struct CreateLocks {
+    by_key: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl CreateLocks {
+    /// Locks the store's id, then its node (always in that order, so no two creates wait on
+    /// each other).
+    async fn lock(
+        &self,
+        store: &PureFlashStore,
+    ) -> (
+        tokio::sync::OwnedMutexGuard<()>,
+        tokio::sync::OwnedMutexGuard<()>,
+    ) {
+        let id = self.slot(format!("id/{}", store.spec.store_id));
+        let node = self.slot(format!("node/{}", store.spec.node_name));
+        (id.lock_owned().await, node.lock_owned().await)
+    }
+
+    fn slot(&self, key: String) -> Arc<Mutex<()>> {
+        let mut by_key = self.by_key.lock().expect("create locks");
+        // Dropped once nobody holds or waits for them: a lock per key ever seen would grow
+        // with every store and node that ever was.
+        by_key.retain(|_, lock| Arc::strong_count(lock) > 1);
+        Arc::clone(by_key.entry(key).or_default())
+    }
+}
+
+/// The operator's Pods that could stand in the way of a store's new one, as the API has them
+/// now: those on its node and those running pfs for its id.
+async fn pods_in_the_way(
+    ctx: &Context,
+    store: &PureFlashStore,
+) -> Result<Option<pods::ForeignPfs>, kube::Error> {
+    let ours = pods::OWNED_SELECTOR;
+    let on_node = ctx
+        .watched_pods
+        .list(
+            &ListParams::default()
+                .labels(ours)
+                .fields(&format!("spec.nodeName={}", store.spec.node_name)),
+        )
+        .await?;
+    let of_id = ctx
+        .watched_pods
+        .list(&ListParams::default().labels(&format!(
+            "{ours},{}={}",
+            pods::STORE_ID_LABEL,
+            store.spec.store_id
+        )))
+        .await?;
+    Ok(pods::in_the_way(
+        store,
+        on_node.items.iter().chain(&of_id.items),
+    ))
+}
+
 /// Node InternalIPs, so that thousands of stores on a few nodes do not read the same Node on
 /// every reconcile. One read per node at a time: the reconciles of a start wait for the first
 /// read of their node instead of all asking at once. Only found addresses are kept: a node
@@ -1640,7 +1706,9 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     if deleted_meanwhile(ctx, store) {
         return Ok(Action::await_change());
     }
-    if roll_held.is_none() && !rolling {
+    // Without a Pod it is written right before one is created: an applied pfs.conf claims its
+    // disks (see `claims`), and a Pod may not be made yet (see `pods::in_the_way`).
+    if roll_held.is_none() && !rolling && pod.is_some() {
         map_current = keep_going(apply_map().await, &mut failed_write)?.is_some();
     }
     if let (Some(RollVerdict::Roll(reason)), Some(existing), Some((hash, _))) =
@@ -1782,7 +1850,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     }
     // Not while another Pod runs pfs for this id (see `pods::foreign_pfs`). Its going wakes
     // no store: looked at again shortly.
-    let foreign_pfs = if pod.is_none() {
+    let mut foreign_pfs = if pod.is_none() {
         pods::foreign_pfs(store, ctx.pods.state().iter().map(AsRef::as_ref))
     } else {
         None
@@ -1795,6 +1863,19 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         warn!(store = %name, %namespace, pod = %other.pod, terminating = other.terminating, "another pod runs pfs for the store's id; none is created");
     }
     let mut created_now = pod.is_none() && can_create && foreign_pfs.is_none();
+    // Held until the create is done, so that the next create on the node or of the id lists
+    // this one's Pod.
+    let mut create_locks = if created_now {
+        let locks = ctx.creates.lock(store).await;
+        if let Some(found) = pods_in_the_way(ctx, store).await? {
+            info!(store = %name, %namespace, pod = %found.pod, device = ?found.device, "a pod the cache did not show yet stands in the way of the store's new pod; none is created");
+            foreign_pfs = Some(found);
+            created_now = false;
+        }
+        Some(locks)
+    } else {
+        None
+    };
     // A new Pod runs the current spec, held rollout or not, and so does its pfs.conf: one
     // started on the previous pfs.conf under the new hash would never be rolled.
     if created_now && !map_current {
@@ -1816,6 +1897,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             return Ok(Action::await_change());
         }
         let created = create_pod(ctx, &pods, &pods::pod(store, hash, predecessor)).await;
+        drop(create_locks.take());
         // Written once the new Pod is asked for (an Event write may be throttled for long),
         // and also when that failed: the old Pod is gone either way.
         report_replaced(replaced_stopped.take()).await;

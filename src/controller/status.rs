@@ -598,7 +598,12 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
             "PodReady",
             "False",
             "ForeignPod",
-            if other.terminating {
+            if let Some(device) = &other.device {
+                format!(
+                    "pod {} is not created: pod {}, which this store does not own, serves {device}, one of this store's trays, on its node (two pfs on one disk would corrupt it); created once no other pod serves it",
+                    facts.pod_name, other.pod
+                )
+            } else if other.terminating {
                 format!(
                     "pod {} is not created: pod {}, which this store does not own, runs pfs for its store id and is terminating; created once its pfs has stopped and it is gone",
                     facts.pod_name, other.pod
@@ -978,6 +983,7 @@ mod tests {
         case.foreign_pfs = Some(ForeignPfs {
             pod: "pf/old-pfs".into(),
             terminating: false,
+            device: None,
         });
         let status = case.status();
         let pod_ready = condition_of(&status, "PodReady");
@@ -1004,6 +1010,21 @@ mod tests {
         );
         assert!(
             !pod_ready.message.contains("delete"),
+            "{}",
+            pod_ready.message
+        );
+        // Found serving one of its disks right before the create.
+        case.foreign_pfs = Some(ForeignPfs {
+            pod: "pf/other-pfs".into(),
+            terminating: false,
+            device: Some("/dev/sdb".into()),
+        });
+        let status = case.status();
+        let pod_ready = condition_of(&status, "PodReady");
+        assert_eq!(pod_ready.reason, "ForeignPod");
+        assert!(
+            pod_ready.message.contains("pod pf/other-pfs")
+                && pod_ready.message.contains("serves /dev/sdb"),
             "{}",
             pod_ready.message
         );
