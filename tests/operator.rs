@@ -1565,6 +1565,38 @@ async fn a_store_whose_new_pod_is_refused_says_why_and_recovers_once_allowed() {
     assert_ne!(pod_uid(&pods, "store-1-pfs").await, Some(first_pod));
     let store = stores.get("store-1").await.unwrap();
     assert_eq!(condition(&store, "PodReady").unwrap().reason, "PodReady");
+
+    // A node that does not exist gets no Pod (bound to it, one would never run and be
+    // garbage-collected only to be made again), even with every address in the spec.
+    apply(
+        &harness,
+        &store_manifest("ghost", 9, "ghost-node", &harness.pfs_image(), 30),
+    );
+    let ghost = wait_for("ghost: UpToDate=False ConfigInvalid", async || {
+        let store = stores.get("ghost").await.ok()?;
+        let up_to_date = condition(&store, "UpToDate")?;
+        (up_to_date.reason == "ConfigInvalid").then_some(store)
+    })
+    .await;
+    let message = &condition(&ghost, "UpToDate").unwrap().message;
+    assert!(
+        message.contains("node ghost-node does not exist"),
+        "{message}"
+    );
+    assert_eq!(pod_uid(&pods, "ghost-pfs").await, None);
+    // The node registers: the store gets its Pod.
+    let nodes: Api<Node> = Api::all(harness.client.clone());
+    nodes
+        .create(
+            &Default::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "ghost-node"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    wait_for("ghost's pod once its node exists", async || {
+        pod_uid(&pods, "ghost-pfs").await
+    })
+    .await;
     harness.finish().await;
 }
 

@@ -50,6 +50,10 @@ pub enum RenderError {
     )]
     NoNodeAddress { node: String },
     #[error(
+        "node {node} does not exist: a pod bound to it would never run; fix spec.nodeName, or wait for the node to register"
+    )]
+    NodeNotFound { node: String },
+    #[error(
         "settings.{section}.{key} cannot be written into pfs.conf (names: letters, digits, '_', '.', '-'; values: one line without control characters, '\\', '#', ';' or '\"')"
     )]
     UnwritableSetting { section: String, key: String },

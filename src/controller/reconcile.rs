@@ -1353,15 +1353,25 @@ async fn pods_in_the_way(
 
 /// Node InternalIPs, so that thousands of stores on a few nodes do not read the same Node on
 /// every reconcile. One read per node at a time: the reconciles of a start wait for the first
-/// read of their node instead of all asking at once. Only found addresses are kept: a node
-/// without one is asked again each time.
+/// read of their node instead of all asking at once. Only nodes found are kept: a node that
+/// does not exist is asked again each time.
 #[derive(Default)]
 pub struct NodeAddresses {
     by_node: std::sync::Mutex<HashMap<String, Arc<NodeAddress>>>,
 }
 
-/// A node's InternalIP and when it was read; locked while it is being read.
-type NodeAddress = Mutex<Option<(String, std::time::Instant)>>;
+/// A node's first IPv4 InternalIP (if it has one) and when it was read; locked while it is
+/// being read. `None`: not read yet, or not found.
+type NodeAddress = Mutex<Option<(Option<String>, std::time::Instant)>>;
+
+/// What a read of a store's Node found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum NodeLookup {
+    /// No such Node: a Pod bound to it never runs, and is garbage-collected.
+    Missing,
+    /// Its first IPv4 InternalIP, if it has one.
+    Found(Option<String>),
+}
 
 impl NodeAddresses {
     /// Forgets nodes for which `keep` is false (no store is placed there any more).
@@ -1372,11 +1382,7 @@ impl NodeAddresses {
             .retain(|node, _| keep(node));
     }
 
-    async fn internal_ip(
-        &self,
-        client: &Client,
-        node: &str,
-    ) -> Result<Option<String>, kube::Error> {
+    async fn lookup(&self, client: &Client, node: &str) -> Result<NodeLookup, kube::Error> {
         let slot = Arc::clone(
             self.by_node
                 .lock()
@@ -1388,17 +1394,18 @@ impl NodeAddresses {
         if let Some((address, read_at)) = known.as_ref()
             && read_at.elapsed() < NODE_ADDRESS_TTL
         {
-            return Ok(Some(address.clone()));
+            return Ok(NodeLookup::Found(address.clone()));
         }
         let nodes: Api<Node> = Api::all(client.clone());
-        let address = nodes
-            .get_opt(node)
-            .await?
-            .and_then(|node| first_ipv4_internal_ip(node.status?.addresses?));
-        *known = address
-            .clone()
-            .map(|address| (address, std::time::Instant::now()));
-        Ok(address)
+        let Some(found) = nodes.get_opt(node).await? else {
+            *known = None;
+            return Ok(NodeLookup::Missing);
+        };
+        let address = found
+            .status
+            .and_then(|status| first_ipv4_internal_ip(status.addresses?));
+        *known = Some((address.clone(), std::time::Instant::now()));
+        Ok(NodeLookup::Found(address))
     }
 }
 
@@ -1517,23 +1524,23 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         return stand_aside(ctx, store, &baseline, previous, holder, &pods).await;
     }
 
-    // The pfs.conf and its ConfigMap.
-    let node_ip = if store.spec.mngt_ip.is_none()
-        || store.spec.ports.is_empty()
-        || store.spec.rep_ports.is_empty()
-    {
-        ctx.node_addresses
-            .internal_ip(&ctx.client, &store.spec.node_name)
-            .await?
-    } else {
-        None
+    // The pfs.conf and its ConfigMap. The node is read even when the spec gives every
+    // address: a Pod bound to a node that does not exist (a misspelt nodeName) never runs,
+    // and is garbage-collected only to be made again.
+    let node = ctx
+        .node_addresses
+        .lookup(&ctx.client, &store.spec.node_name)
+        .await?;
+    let node_ip = match &node {
+        NodeLookup::Found(address) => address.clone(),
+        NodeLookup::Missing => None,
     };
     let env = Environment {
         cluster: ctx.settings.cluster.clone(),
         zookeeper: ctx.settings.pfs_zookeeper.clone(),
         node_ip,
     };
-    // A store whose pfs.conf cannot be rendered (its node has no InternalIP, or is gone) keeps
+    // A store whose pfs.conf cannot be rendered (its node is gone, or has no InternalIP) keeps
     // its ConfigMap and Pod as they are and gets no new ones, but its status still follows
     // ZooKeeper and the Pod.
     //
@@ -1547,6 +1554,9 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // Nor one whose trays name a disk another store on its node holds (see `claims`).
     let conf = match identity_changed {
         Some(error) => Err(error),
+        None if node == NodeLookup::Missing => Err(pods::RenderError::NodeNotFound {
+            node: store.spec.node_name.clone(),
+        }),
         None => match device_held(ctx, store, &all, &aside) {
             Some(held) => Err(pods::RenderError::DeviceHeld(held)),
             None => pods::pfs_conf(store, &env),
