@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -16,8 +16,9 @@ pub const DEFAULT_IMAGE: &str = "pureflash/pureflash:1.9.1";
 
 /// An IPv4 address (the metadata DB's port column holds 16 characters).
 const IPV4: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])$";
-/// A node's name as the API server requires of `pod.spec.nodeName`: a DNS subdomain.
-const NODE_NAME: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A DNS subdomain, as the API server requires of `pod.spec.nodeName` and
+/// `pod.spec.priorityClassName`.
+const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 /// A device path below `/dev`: segments of the characters udev's stable names use (`:` in
 /// by-path names, `+` and `@` in some by-id ones), none of them empty, `.` or `..`.
 const DEVICE: &str =
@@ -71,7 +72,7 @@ pub struct PureFlashStoreSpec {
     /// trays are disks in that node, and pfs started elsewhere under the same id would serve
     /// other disks as this store.
     #[x_kube(validation = Rule::new("self == oldSelf").message("nodeName is immutable: the store's trays are disks in that node; disks moved to another node make a new PureFlashStore"))]
-    #[schemars(length(min = 1, max = 253), regex(pattern = NODE_NAME))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub node_name: String,
 
     /// The disks (trays) pfs serves, in pfs.conf order (`[tray.0]`, `[tray.1]`, …); pfs reads
@@ -113,6 +114,21 @@ pub struct PureFlashStoreSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("!has(self.claims)").message("resources.claims is not supported: the pfs Pod declares no resource claims"))]
     pub resources: Option<ResourceRequirements>,
+
+    /// The PriorityClass of the pfs Pod. A storage daemon is best kept from being preempted
+    /// or evicted first under node pressure: `system-node-critical` suits it where the
+    /// cluster lets this namespace use it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub priority_class_name: Option<String>,
+
+    /// Taints the pfs Pod tolerates, besides the two it always does (NoExecute
+    /// `node.kubernetes.io/not-ready` and `node.kubernetes.io/unreachable`: the store's disks
+    /// are on its node, so it could run nowhere else). A node tainted NoExecute (a dedicated
+    /// storage node, say) refuses a Pod that does not tolerate the taint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
 
     /// Extra pfs.conf settings, by section and key (`engine: {name: aio}`,
     /// `afs: {meta_size: "10737418240"}`). The operator owns `[cluster]`, `[zookeeper]`,

@@ -269,6 +269,16 @@ pub fn config_hash(store: &PureFlashStore, conf: &str) -> String {
         hasher.update([0]);
     }
     hasher.update(serde_json::to_vec(&spec.resources).unwrap_or_default());
+    // Added to the Pod later than the rest: hashed only when set, so that the Pods of stores
+    // without them are not rolled by an operator upgrade.
+    if let Some(class) = &spec.priority_class_name {
+        hasher.update(b"\0priorityClassName\0");
+        hasher.update(class.as_bytes());
+    }
+    if !spec.tolerations.is_empty() {
+        hasher.update(b"\0tolerations\0");
+        hasher.update(serde_json::to_vec(&spec.tolerations).unwrap_or_default());
+    }
     let digest = hasher.finalize();
     digest.iter().take(8).fold(String::new(), |mut hex, byte| {
         let _ = write!(hex, "{byte:02x}");
@@ -423,7 +433,20 @@ pub fn pod(store: &PureFlashStore, hash: &str, predecessor: Predecessor) -> Pod 
     if let Some(session) = predecessor_annotation(predecessor) {
         annotations[PREDECESSOR_ANNOTATION] = session.into();
     }
-    serde_json::from_value(json!({
+    // As a DaemonSet's Pods do: the store's disks are on this node, so a Pod evicted from it
+    // (by default 300 s after the node stops reporting) could run nowhere else, and a pfs that
+    // kept its ZooKeeper session through the silence would be killed for nothing. Recovery
+    // decides about a silent node's store once it reports again.
+    let mut tolerations = vec![
+        json!({"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"}),
+        json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"}),
+    ];
+    tolerations.extend(
+        spec.tolerations
+            .iter()
+            .map(|toleration| serde_json::to_value(toleration).expect("tolerations serialize")),
+    );
+    let mut pod = json!({
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -441,22 +464,18 @@ pub fn pod(store: &PureFlashStore, hash: &str, predecessor: Predecessor) -> Pod 
             "terminationGracePeriodSeconds": 30,
             // pfs never calls the Kubernetes API: no token in a privileged Pod.
             "automountServiceAccountToken": false,
-            // As a DaemonSet's Pods do: the store's disks are on this node, so a Pod evicted
-            // from it (by default 300 s after the node stops reporting) could run nowhere else,
-            // and a pfs that kept its ZooKeeper session through the silence would be killed for
-            // nothing. Recovery decides about a silent node's store once it reports again.
-            "tolerations": [
-                {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute"},
-                {"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute"},
-            ],
+            "tolerations": tolerations,
             "containers": [container],
             "volumes": [
                 {"name": "conf", "configMap": {"name": config_map_name(store)}},
                 {"name": "dev", "hostPath": {"path": "/dev"}},
             ],
         },
-    }))
-    .expect("a valid Pod")
+    });
+    if let Some(class) = &spec.priority_class_name {
+        pod["spec"]["priorityClassName"] = class.as_str().into();
+    }
+    serde_json::from_value(pod).expect("a valid Pod")
 }
 
 /// Why `pod` has stopped for good, if it has: a Pod in a terminal phase (`Failed`,
@@ -1124,6 +1143,41 @@ mod tests {
             config_hash(&tray_added, &pfs_conf(&tray_added, &env()).unwrap()),
             hash
         );
+        let mut prioritized = a.clone();
+        prioritized.spec.priority_class_name = Some("system-node-critical".into());
+        assert_ne!(config_hash(&prioritized, &conf), hash);
+        let mut tolerant = a.clone();
+        tolerant.spec.tolerations =
+            vec![serde_json::from_value(json!({"key": "storage", "operator": "Exists"})).unwrap()];
+        assert_ne!(config_hash(&tolerant, &conf), hash);
+        // Pinned: an operator upgrade that changed it would roll every store's Pod.
+        assert_eq!(hash, "364fc0435034113e");
+    }
+
+    #[test]
+    fn the_pod_takes_the_specs_priority_class_and_extra_tolerations() {
+        let store = store(json!({
+            "storeId": 7, "nodeName": "node-a", "trays": [{"device": "/dev/sdb"}],
+            "priorityClassName": "system-node-critical",
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "storage", "effect": "NoExecute"}],
+        }));
+        let pod = serde_json::to_value(pod(&store, "abc", Predecessor::NoSession)).unwrap();
+        assert_eq!(pod["spec"]["priorityClassName"], "system-node-critical");
+        let keys: Vec<&str> = pod["spec"]["tolerations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "node.kubernetes.io/not-ready",
+                "node.kubernetes.io/unreachable",
+                "dedicated"
+            ]
+        );
+        assert_eq!(pod["spec"]["tolerations"][2]["value"], "storage");
     }
 
     #[test]
