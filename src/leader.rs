@@ -240,13 +240,18 @@ pub fn step_as(
     };
     let wait = published(spec, default_duration);
     let until = since
-        + if released && candidate == Candidate::Resigned {
-            wait * 2
-        } else {
-            wait
+        + match candidate {
+            Candidate::Seeing => wait,
+            // Released: the replica that released it waits longest, so that leadership does
+            // not come straight back to it.
+            Candidate::Blind if released => wait,
+            // A holder gone silent (crashed) is succeeded first by a replica that can see
+            // ZooKeeper: first sightings of the last renewal differ by up to a poll period
+            // (a third of the duration), so a blind one waits a whole duration more. Won by a
+            // blind one, the term would only mark every store Unknown, until it hands over.
+            Candidate::Blind | Candidate::Resigned => wait * 2,
         };
-    // (A released Lease is waited out by a Blind candidate for one published duration, by a
-    // Resigned one for two: see `released_wait` for a missing one.)
+    // (See `released_wait` for a missing Lease.)
     if now >= until {
         Step::TakeOver
     } else {
@@ -1015,12 +1020,25 @@ mod tests {
             as_(&released, &mut resigned, 31, Candidate::Resigned),
             Step::TakeOver
         );
-        // Held leases are waited out alike by all; our own is renewed, unless we resigned
-        // it (a release that did not get through is made again).
+        // A holder gone silent is waited out for a lease duration by a replica that can see
+        // ZooKeeper, for two by one that cannot: the one that can succeeds it. Our own is
+        // renewed, unless we resigned it (a release that did not get through is made again).
         let theirs = lease(Some("b"), 0);
-        let follow_theirs = as_(&theirs, &mut None, 0, Candidate::Seeing);
+        let follow = |until| Step::Follow {
+            holder: "b".into(),
+            until: clock.at(until),
+        };
+        let mut seeing = None;
+        assert_eq!(as_(&theirs, &mut seeing, 0, Candidate::Seeing), follow(15));
+        assert_eq!(
+            as_(&theirs, &mut seeing, 15, Candidate::Seeing),
+            Step::TakeOver
+        );
         for candidate in [Candidate::Blind, Candidate::Resigned] {
-            assert_eq!(as_(&theirs, &mut None, 0, candidate), follow_theirs);
+            let mut blind = None;
+            assert_eq!(as_(&theirs, &mut blind, 0, candidate), follow(30));
+            assert_eq!(as_(&theirs, &mut blind, 29, candidate), follow(30));
+            assert_eq!(as_(&theirs, &mut blind, 30, candidate), Step::TakeOver);
         }
         let ours = lease(Some("a"), 0);
         assert_eq!(as_(&ours, &mut None, 0, Candidate::Blind), Step::Renew);
