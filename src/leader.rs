@@ -40,6 +40,8 @@ const WARN_EVERY: Duration = Duration::from_secs(30);
 const RELEASE_ATTEMPTS: usize = 3;
 /// The longest a release may take (with its retries), at most the renew deadline.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a stop waits for a Lease request under way to land before releasing the Lease.
+const LANDING_WAIT: Duration = Duration::from_secs(2);
 /// The least a Lease request is given to answer, however short the lease: an API server under
 /// load may well take a few hundred milliseconds.
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
@@ -492,11 +494,28 @@ pub async fn run(
         // request hung on a dead connection is given up sooner, by the client's read timeout,
         // with time left to try again.)
         let bound = term_end.unwrap_or(started + config.renew_deadline);
-        let outcome = tokio::select! {
-            // A stop that has come is never raced by a new attempt (one at the start, say).
-            biased;
-            _ = stop.cancelled() => break,
-            outcome = tokio::time::timeout_at(bound, attempt(&leases, &config, &mut last_seen, candidate)) => outcome,
+        // A stop that has come is never raced by a new attempt (one at the start, say).
+        if stop.is_cancelled() {
+            break;
+        }
+        let outcome = {
+            let attempted = tokio::time::timeout_at(
+                bound,
+                attempt(&leases, &config, &mut last_seen, candidate),
+            );
+            tokio::pin!(attempted);
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => {
+                    // One under way is let land first (briefly): a takeover sent and then
+                    // abandoned could land after the release below has read the Lease (and
+                    // found it not ours), leaving it to a replica on its way out until it
+                    // expires.
+                    let _ = tokio::time::timeout(LANDING_WAIT, &mut attempted).await;
+                    break;
+                }
+                outcome = &mut attempted => outcome,
+            }
         };
         // A follower looks again when the Lease would be ours, if that comes before the next
         // regular look: a standby takes over as soon as the holder's time is up.
@@ -1598,6 +1617,43 @@ mod tests {
             assert_eq!(holder(&leases.get("op").await.unwrap()), Some("a"));
             stop.cancel();
             election.await.unwrap();
+        }
+
+        /// Stopped while its takeover is on its way to the API server, a standby still leaves
+        /// the Lease released: the takeover lands first, then the release. Were the takeover
+        /// abandoned in flight, the release would read the Lease not ours yet and leave it, and
+        /// the takeover landing after would hand the Lease to a replica gone.
+        #[tokio::test]
+        async fn a_standby_stopped_during_its_takeover_leaves_the_lease_released() {
+            let (emulator, client, config) = emulator().await;
+            let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+            let gone = held(None, "b", Timestamp::now(), Duration::from_secs(1));
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some("op".into()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(gone),
+            };
+            leases.create(&PostParams::default(), &lease).await.unwrap();
+            let slow = Action::Delay(Duration::from_millis(300));
+            emulator
+                .faults()
+                .inject(Matcher::verb("update").on("leases"), slow, 1);
+            let (leading, stop, election) = elect(client, config);
+            // The takeover's write is held at the server: stop then.
+            tokio::time::timeout(PATIENCE, async {
+                while emulator.faults().pending() > 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await
+            .expect("a takeover");
+            stop.cancel();
+            election.await.unwrap();
+            assert!(!*leading.borrow());
+            let after = leases.get("op").await.unwrap();
+            assert_eq!(holder(&after), None, "{after:?}");
         }
 
         #[tokio::test]
