@@ -86,6 +86,8 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         &identity,
         args.lease.lease_duration,
     );
+    // Bounded so that a stop fits a Pod's termination grace whatever the lease duration.
+    let aborted_settle = lease.renew_every.min(Duration::from_secs(5));
     let lease_client = leader::lease_client(kube_config, &lease).map_err(|e| {
         crate::Error::Kube(format!(
             "cannot build a Kubernetes client for the Lease: {e}"
@@ -389,6 +391,12 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
                 ?grace,
                 "the term's tasks did not stop in time; aborted them"
             );
+            // What they had sent may still land (a request queued at the API server, a DB
+            // COMMIT on its way): the Lease is kept (and renewed) a little longer before it is
+            // released or handed over, so that it lands before a successor's writes, as it
+            // would after a crash (a successor waits out a lease duration, and a write in flight
+            // has at most a third of it).
+            tokio::time::sleep(aborted_settle).await;
         }
         if shutdown.is_cancelled() || fatal.is_some() {
             break;
