@@ -149,6 +149,8 @@ pub async fn run(term: Term, stop: CancellationToken) {
     let pods_generation = Arc::new(AtomicU64::new(0));
     let pods_loaded = Arc::new(AtomicBool::new(false));
     let (bump, loaded) = (Arc::clone(&pods_generation), Arc::clone(&pods_loaded));
+    let creates = Arc::new(reconcile::CreateLocks::default());
+    let (created, cached) = (Arc::clone(&creates), pods.clone());
     let pod_events = cache::reflector(
         pod_writer,
         watcher(api::<Pod>(&client, &namespace), owned.clone())
@@ -156,8 +158,11 @@ pub async fn run(term: Term, stop: CancellationToken) {
     )
     // After the cache took the event in.
     .inspect(move |event| {
-        if matches!(event, Ok(watcher::Event::InitDone)) {
-            loaded.store(true, Ordering::SeqCst);
+        if let Ok(event) = event {
+            if matches!(event, watcher::Event::InitDone) {
+                loaded.store(true, Ordering::SeqCst);
+            }
+            created.saw(event, &cached);
         }
         bump.fetch_add(1, Ordering::SeqCst);
     })
@@ -299,7 +304,6 @@ pub async fn run(term: Term, stop: CancellationToken) {
         |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
     );
 
-    let watched_pods = api::<Pod>(&client, &namespace);
     let context = Arc::new(Context {
         recorder: events::Recorder::new(client.clone(), MANAGER, &identity, clock.clone()),
         client,
@@ -308,8 +312,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         liveness,
         stores,
         pods,
-        watched_pods,
-        creates: reconcile::CreateLocks::default(),
+        creates,
         pods_generation,
         pods_loaded,
         offline_count: reconcile::OfflineCount::default(),

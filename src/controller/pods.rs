@@ -537,12 +537,11 @@ pub fn foreign_pfs<'a>(
         .min()
 }
 
-/// What stands in the way of a store's new Pod among `candidates`, the operator's Pods as the
-/// API lists them right before the create (those on the store's node and those of its id): a
-/// Pod that runs pfs for the store's id ([`foreign_pfs`]), or one on its node, not its own,
-/// whose pfs serves one of its trays ([`DEVICES_ANNOTATION`]). The caches lag: two stores
-/// created together may each not see the other's new Pod yet, and two pfs on one disk would
-/// corrupt it. So creates are serialized by node and by id, and each is checked on this list.
+/// What stands in the way of a store's new Pod among `candidates`, the operator's Pods (as
+/// cached, and those created that the cache may not show yet): a Pod that runs pfs for the
+/// store's id ([`foreign_pfs`]), or one on its node, not its own, whose pfs serves one of its
+/// trays ([`DEVICES_ANNOTATION`]), whatever the stores' claims say: two pfs on one disk would
+/// corrupt it.
 pub fn in_the_way<'a>(
     store: &PureFlashStore,
     candidates: impl IntoIterator<Item = &'a Pod> + Clone,

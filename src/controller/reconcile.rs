@@ -11,7 +11,7 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
@@ -86,10 +86,8 @@ pub struct Context {
     /// Pod that seems missing, the Pod of a store that may be restarted).
     pub pods: Store<Pod>,
     pub config_maps: Store<ConfigMap>,
-    /// The Pods of the namespaces watched, for reads the cache cannot answer.
-    pub watched_pods: Api<Pod>,
     /// Serializes Pod creates by node and by store id (see [`CreateLocks`]).
-    pub creates: CreateLocks,
+    pub creates: Arc<CreateLocks>,
     /// Node InternalIPs, read from the API at most once per [`NODE_ADDRESS_TTL`].
     pub node_addresses: NodeAddresses,
     /// The statuses this term wrote that the PureFlashStore cache may not show yet.
@@ -1289,14 +1287,21 @@ const FOREIGN_POD_RECHECK: Duration = Duration::from_secs(15);
 /// pfs.conf (and rolls the Pod) within this time.
 pub const NODE_ADDRESS_TTL: Duration = Duration::from_secs(60);
 
-/// Pod creates serialized by node and by store id. Together with a fresh list of what runs
-/// there, taken under the locks (see [`pods::in_the_way`]), this keeps two stores created at
-/// once from both getting a pfs for one disk or one id: the second one's list shows the first
-/// one's Pod, which the caches may not yet.
+/// Pod creates serialized by node and by store id, with the Pods this term created that the
+/// Pod cache may not show yet. Two stores created at once, naming one disk or one id, may
+/// each reconcile before the caches show the other store or its new Pod: the second create
+/// then finds the first one's Pod here (see [`pods::in_the_way`]), and two pfs never get one
+/// disk. Only the leader creates, and a new term starts on freshly listed caches.
 #[derive(Default)]
 pub struct CreateLocks {
     by_key: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Pods created, and when, until the cache shows them (or [`UNSEEN_CREATE_KEPT`] has
+    /// passed: one deleted before the cache saw it).
+    unseen: std::sync::Mutex<Vec<(std::time::Instant, Arc<Pod>)>>,
 }
+
+/// How long a Pod created is kept in [`CreateLocks`] at most, waiting for the cache to show it.
+const UNSEEN_CREATE_KEPT: Duration = Duration::from_secs(30);
 
 impl CreateLocks {
     /// Locks the store's id, then its node (always in that order, so no two creates wait on
@@ -1320,49 +1325,65 @@ impl CreateLocks {
         by_key.retain(|_, lock| Arc::strong_count(lock) > 1);
         Arc::clone(by_key.entry(key).or_default())
     }
+
+    /// Records a Pod just created (under the locks).
+    fn created(&self, pod: Pod) {
+        self.unseen
+            .lock()
+            .expect("created pods")
+            .push((std::time::Instant::now(), Arc::new(pod)));
+    }
+
+    /// Follows the Pod watch, after the cache took `event` in: a Pod created is forgotten
+    /// once the cache shows it (or it was seen deleted).
+    pub fn saw(&self, event: &kube::runtime::watcher::Event<Pod>, cache: &Store<Pod>) {
+        use kube::runtime::watcher::Event;
+        let mut unseen = self.unseen.lock().expect("created pods");
+        if unseen.is_empty() {
+            return;
+        }
+        match event {
+            Event::Apply(pod) | Event::Delete(pod) => {
+                unseen.retain(|(_, created)| created.uid() != pod.uid());
+            }
+            // A relist shown all at once (its Pods were buffered until now).
+            Event::InitDone => unseen.retain(|(_, created)| {
+                cache
+                    .get(&ObjectRef::from_obj(created.as_ref()))
+                    .is_none_or(|cached| cached.uid() != created.uid())
+            }),
+            Event::Init | Event::InitApply(_) => {}
+        }
+    }
+
+    /// The Pods created that the cache does not show yet. One deleted before the cache saw
+    /// it is kept [`UNSEEN_CREATE_KEPT`] at most.
+    fn unseen(&self) -> Vec<Arc<Pod>> {
+        let mut unseen = self.unseen.lock().expect("created pods");
+        unseen.retain(|(at, _)| at.elapsed() < UNSEEN_CREATE_KEPT);
+        unseen.iter().map(|(_, pod)| Arc::clone(pod)).collect()
+    }
 }
 
-/// The operator's Pods that could stand in the way of a store's new one, as the API has them
-/// now: those on its node and those running pfs for its id.
-async fn pods_in_the_way(
-    ctx: &Context,
-    store: &PureFlashStore,
-) -> Result<Option<pods::ForeignPfs>, kube::Error> {
-    let ours = pods::OWNED_SELECTOR;
-    let on_node = ctx
-        .watched_pods
-        .list(
-            &ListParams::default()
-                .labels(ours)
-                .fields(&format!("spec.nodeName={}", store.spec.node_name)),
-        )
-        .await?;
-    let of_id = ctx
-        .watched_pods
-        .list(&ListParams::default().labels(&format!(
-            "{ours},{}={}",
-            pods::STORE_ID_LABEL,
-            store.spec.store_id
-        )))
-        .await?;
-    Ok(pods::in_the_way(
-        store,
-        on_node.items.iter().chain(&of_id.items),
-    ))
+/// What stands in the way of the store's new Pod (see [`pods::in_the_way`]): among the Pods
+/// the cache shows, and those this term created that it does not show yet.
+fn pod_in_the_way(ctx: &Context, store: &PureFlashStore) -> Option<pods::ForeignPfs> {
+    let unseen = ctx.creates.unseen();
+    let cached = ctx.pods.state();
+    pods::in_the_way(store, cached.iter().chain(&unseen).map(AsRef::as_ref))
 }
 
 /// Node InternalIPs, so that thousands of stores on a few nodes do not read the same Node on
 /// every reconcile. One read per node at a time: the reconciles of a start wait for the first
-/// read of their node instead of all asking at once. Only nodes found are kept: a node that
-/// does not exist is asked again each time.
+/// read of their node instead of all asking at once. Only found addresses are kept: a node
+/// without one, or that does not exist, is asked again each time.
 #[derive(Default)]
 pub struct NodeAddresses {
     by_node: std::sync::Mutex<HashMap<String, Arc<NodeAddress>>>,
 }
 
-/// A node's first IPv4 InternalIP (if it has one) and when it was read; locked while it is
-/// being read. `None`: not read yet, or not found.
-type NodeAddress = Mutex<Option<(Option<String>, std::time::Instant)>>;
+/// A node's InternalIP and when it was read; locked while it is being read.
+type NodeAddress = Mutex<Option<(String, std::time::Instant)>>;
 
 /// What a read of a store's Node found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -1394,7 +1415,7 @@ impl NodeAddresses {
         if let Some((address, read_at)) = known.as_ref()
             && read_at.elapsed() < NODE_ADDRESS_TTL
         {
-            return Ok(NodeLookup::Found(address.clone()));
+            return Ok(NodeLookup::Found(Some(address.clone())));
         }
         let nodes: Api<Node> = Api::all(client.clone());
         let Some(found) = nodes.get_opt(node).await? else {
@@ -1404,7 +1425,9 @@ impl NodeAddresses {
         let address = found
             .status
             .and_then(|status| first_ipv4_internal_ip(status.addresses?));
-        *known = Some((address.clone(), std::time::Instant::now()));
+        *known = address
+            .clone()
+            .map(|address| (address, std::time::Instant::now()));
         Ok(NodeLookup::Found(address))
     }
 }
@@ -1527,10 +1550,22 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // The pfs.conf and its ConfigMap. The node is read even when the spec gives every
     // address: a Pod bound to a node that does not exist (a misspelt nodeName) never runs,
     // and is garbage-collected only to be made again.
-    let node = ctx
+    let needs_address = store.spec.mngt_ip.is_none()
+        || store.spec.ports.is_empty()
+        || store.spec.rep_ports.is_empty();
+    let node = match ctx
         .node_addresses
         .lookup(&ctx.client, &store.spec.node_name)
-        .await?;
+        .await
+    {
+        Ok(node) => node,
+        Err(error) if needs_address => return Err(error.into()),
+        // Only asked to be sure it exists: not known this time, and not held against it.
+        Err(error) => {
+            debug!(store = %name, node = %store.spec.node_name, %error, "node not read");
+            NodeLookup::Found(None)
+        }
+    };
     let node_ip = match &node {
         NodeLookup::Found(address) => address.clone(),
         NodeLookup::Missing => None,
@@ -1716,9 +1751,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     if deleted_meanwhile(ctx, store) {
         return Ok(Action::await_change());
     }
-    // Without a Pod it is written right before one is created: an applied pfs.conf claims its
-    // disks (see `claims`), and a Pod may not be made yet (see `pods::in_the_way`).
-    if roll_held.is_none() && !rolling && pod.is_some() {
+    if roll_held.is_none() && !rolling {
         map_current = keep_going(apply_map().await, &mut failed_write)?.is_some();
     }
     if let (Some(RollVerdict::Roll(reason)), Some(existing), Some((hash, _))) =
@@ -1873,24 +1906,40 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         warn!(store = %name, %namespace, pod = %other.pod, terminating = other.terminating, "another pod runs pfs for the store's id; none is created");
     }
     let mut created_now = pod.is_none() && can_create && foreign_pfs.is_none();
-    // Held until the create is done, so that the next create on the node or of the id lists
-    // this one's Pod.
-    let mut create_locks = if created_now {
+    // Held until the create is done and recorded, so that the next create on the node or of
+    // the id finds this one's Pod.
+    let mut create_locks = None;
+    let mut view_now = view_now;
+    if created_now {
         let locks = ctx.creates.lock(store).await;
-        if let Some(found) = pods_in_the_way(ctx, store).await? {
-            info!(store = %name, %namespace, pod = %found.pod, device = ?found.device, "a pod the cache did not show yet stands in the way of the store's new pod; none is created");
+        // The lock may have been a wait behind other creates: the view is read again (a pfs
+        // that registered meanwhile is what the new Pod replaces).
+        view_now = ctx.snapshots.borrow().clone();
+        if let Some(found) = pod_in_the_way(ctx, store) {
+            if previous
+                .condition("PodReady", "False")
+                .is_none_or(|c| c.reason != "ForeignPod")
+            {
+                warn!(store = %name, %namespace, pod = %found.pod, device = ?found.device, "another pod serves one of the store's disks or runs its id; none is created");
+            }
             foreign_pfs = Some(found);
             created_now = false;
+        } else if !view_now.health.is_trusted()
+            || view_of(&view_now, store.spec.store_id).is_some_and(|s| !s.is_known())
+        {
+            created_now = false;
+        } else {
+            create_locks = Some(locks);
         }
-        Some(locks)
-    } else {
-        None
-    };
+    }
     // A new Pod runs the current spec, held rollout or not, and so does its pfs.conf: one
     // started on the previous pfs.conf under the new hash would never be rolled.
     if created_now && !map_current {
         map_current = keep_going(apply_map().await, &mut failed_write)?.is_some();
         created_now = map_current;
+        if !created_now {
+            drop(create_locks.take());
+        }
     }
     if let (true, Some((hash, _))) = (created_now, &rendered) {
         // A restart still recorded while its Pod is gone: the restart's own kill leaves the
@@ -1907,6 +1956,9 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             return Ok(Action::await_change());
         }
         let created = create_pod(ctx, &pods, &pods::pod(store, hash, predecessor)).await;
+        if let Ok(Some(made)) = &created {
+            ctx.creates.created(made.clone());
+        }
         drop(create_locks.take());
         // Written once the new Pod is asked for (an Event write may be throttled for long),
         // and also when that failed: the old Pod is gone either way.
@@ -2392,12 +2444,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         name: name.clone(),
         store_id: store.spec.store_id.to_string(),
     };
-    if trusted {
-        let condition = |kind: &str, value: &str| {
-            new_status
-                .as_ref()
-                .and_then(|status| status.condition(kind, value))
-        };
+    // A reconcile that restarted the store wrote its status on the way: the gauges follow at
+    // the next one (requeued at once), not zeroed meanwhile.
+    if trusted && let Some(status) = &new_status {
+        let condition = |kind: &str, value: &str| status.condition(kind, value);
         // The gauges are the conditions: a spec that cannot be rendered holds the rollout
         // (UpToDate=False, ConfigInvalid) as surely as another store's absence does.
         // Alive as the Alive condition has it: an `alive` left by the replaced pfs's session
@@ -2410,7 +2460,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             condition("RecoveryFrozen", "True").map(|c| c.reason.as_str()),
             condition("UpToDate", "False").is_some(),
         );
-    } else {
+    } else if !trusted {
         ctx.metrics.forget_liveness(&labels);
     }
 
