@@ -490,9 +490,12 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
     if let Some(restart) = facts.restart {
         if !restart.finishing {
             status.restart_count = previous.restart_count.saturating_add(1);
-            status.last_restart_time = Some(time(restart.at));
             status.recent_restarts.push(time(restart.at));
         }
+        // Finishing one recorded earlier (its kill called off, or its leader gone) counts
+        // nothing again, but the kill is now: what is timed from the restart (in flight, its
+        // backoff, Recovering) is timed from this, by a next leader too.
+        status.last_restart_time = Some(time(restart.at));
         if let Some(token) = &restart.manual_token {
             status.last_manual_restart = Some(token.clone());
         }
@@ -1708,8 +1711,9 @@ mod tests {
         });
         let status = case.status();
         assert_eq!(status.restart_count, 3);
-        assert_eq!(status.last_restart_time, Some(time(t(990))));
         assert_eq!(status.recent_restarts, vec![time(t(990))]);
+        // The kill is now: what is timed from it starts again.
+        assert_eq!(status.last_restart_time, Some(time(t(1000))));
         assert_eq!(status.last_manual_restart.as_deref(), Some("t2"));
         assert_eq!(
             status.unfinished_restart,
