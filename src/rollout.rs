@@ -165,8 +165,9 @@ pub enum HoldReason {
         /// A few of them, for the message.
         names: Vec<String>,
     },
-    /// The API refuses the Pod the new configuration makes (a dry run of its create failed:
-    /// invalid resources, a quota, an admission policy): the running Pod is not deleted for a
+    /// The API refuses the Pod the spec makes (a dry run of its create failed: invalid
+    /// resources, a quota, an admission policy, a Pod Security level raised since the running
+    /// Pod was made): the running Pod is not deleted, by a rollout or a restart, for a
     /// successor that could not be created.
     ReplacementRefused {
         /// The API's message.
@@ -221,7 +222,7 @@ impl HoldReason {
                 "a changed spec waits to replace the pod of this serving store: other stores are unavailable and at most {max_unavailable} may be (--max-unavailable); the RolloutHeld Event names them"
             ),
             HoldReason::ReplacementRefused { why } => format!(
-                "the pod the changed spec makes would be refused, so the running one is kept: {why}"
+                "the pod the spec makes would be refused (a changed spec, or a policy added since the running pod was made), so the running one is kept: {why}"
             ),
         }
     }

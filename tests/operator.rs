@@ -159,6 +159,7 @@ fn annotate(harness: &Harness, store: &str, annotation: &str) {
     let (ok, _, stderr) = harness.kubectl(
         &[
             "annotate",
+            "--overwrite",
             "-n",
             &harness.namespace,
             "pfstore",
@@ -1565,6 +1566,36 @@ async fn a_store_whose_new_pod_is_refused_says_why_and_recovers_once_allowed() {
     assert_ne!(pod_uid(&pods, "store-1-pfs").await, Some(first_pod));
     let store = stores.get("store-1").await.unwrap();
     assert_eq!(condition(&store, "PodReady").unwrap().reason, "PodReady");
+
+    // A policy added since the Pod was made (a Pod Security level raised, a webhook) refuses
+    // it now: a restart, even one asked for, keeps the running Pod rather than leave the store
+    // without a pfs.
+    let running = pod_uid(&pods, "store-1-pfs").await.unwrap();
+    faults.inject(
+        Matcher::verb("create").on("pods").dry_run(true),
+        Action::Fail(422),
+        10_000,
+    );
+    annotate(&harness, "store-1", "pureflash.io/restart=after-a-policy");
+    let held = wait_for("store-1: UpToDate=False ReplacementRefused", async || {
+        let store = stores.get("store-1").await.ok()?;
+        let up_to_date = condition(&store, "UpToDate")?;
+        (up_to_date.reason == "ReplacementRefused").then_some(store)
+    })
+    .await;
+    assert_eq!(held.status.as_ref().unwrap().restart_count, 0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(pod_uid(&pods, "store-1-pfs").await, Some(running.clone()));
+    // Allowed again, and asked again (a refused restart is otherwise looked at once a
+    // minute): it goes ahead.
+    faults.clear();
+    annotate(&harness, "store-1", "pureflash.io/restart=once-allowed");
+    wait_for("store-1 restarted", async || {
+        let uid = pod_uid(&pods, "store-1-pfs").await?;
+        (uid != running).then_some(())
+    })
+    .await;
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
 
     // A node that does not exist gets no Pod (bound to it, one would never run and be
     // garbage-collected only to be made again), even with every address in the spec.

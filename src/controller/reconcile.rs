@@ -2157,12 +2157,14 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         observation.node = health;
         decision = recovery::decide(&observation, &policy);
     }
-    // A restart replaces a Pod whose rollout is held (paused, frozen, waiting for others) with
-    // one of the changed spec: like the rollout, it first asks whether the API would take it.
+    // Like a rollout, a restart first asks whether the API would take its new Pod: one made
+    // of a changed spec (its rollout held: paused, frozen, waiting for others), or the same
+    // Pod as before, which a namespace's Pod Security level raised or an admission webhook
+    // added since may refuse now. A store is not left without its pfs for a Pod that cannot
+    // be made.
     if matches!(decision.verdict, Verdict::Restart(_))
-        && roll_held
-            .as_ref()
-            .is_some_and(|hold| !matches!(hold, HoldReason::ReplacementRefused { .. }))
+        && !created_now
+        && !matches!(roll_held, Some(HoldReason::ReplacementRefused { .. }))
         && let Some((hash, _)) = &rendered
     {
         let successor = pods::pod(store, hash, Predecessor::Unknown);
