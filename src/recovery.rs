@@ -507,8 +507,9 @@ fn offline_verdict(
     ) {
         return wait;
     }
-    // The budget is a Skip, not a Wait: hitting it means restarts are not helping, so no timer
-    // is set. A later reconcile resumes once restarts age out, or a human restarts the store.
+    // The budget is a Skip, not a Wait: hitting it means restarts are not helping, which the
+    // RecoveryFrozen condition says. The store is looked at again when enough restarts have
+    // aged out (`budget_frees_at`), or when a human restarts it.
     let finishing = finishing(observation).is_some_and(|u| u.reason == RestartReason::Offline);
     let budget = usize::try_from(policy.max_restarts_per_hour).unwrap_or(usize::MAX);
     if !finishing && restarts_within_hour(&history.recent_restarts, now) >= budget {
@@ -589,6 +590,28 @@ fn saturating_add(t: Timestamp, d: SignedDuration) -> Timestamp {
     } else {
         Timestamp::MAX
     })
+}
+
+/// When a spent restart budget allows a restart again: once enough of the hour's restarts
+/// have aged out of it. `None` while it is not spent.
+pub fn budget_frees_at(
+    restarts: &[Timestamp],
+    now: Timestamp,
+    policy: &Policy,
+) -> Option<Timestamp> {
+    let budget = usize::try_from(policy.max_restarts_per_hour).unwrap_or(usize::MAX);
+    let mut within: Vec<Timestamp> = restarts
+        .iter()
+        .copied()
+        .filter(|&t| now.duration_since(t) < BUDGET_WINDOW)
+        .collect();
+    if within.len() < budget {
+        return None;
+    }
+    within.sort();
+    // The oldest `len - budget + 1` must go for one more to fit (none, with a budget of 0).
+    let last_to_go = within.get(within.len() - budget)?;
+    last_to_go.checked_add(BUDGET_WINDOW).ok()
 }
 
 /// Restarts at most an hour old, the hour's start excluded (`t > now - 1h`).
@@ -1325,6 +1348,39 @@ mod tests {
             Obs::due().verdict_with(&none),
             skip(SkipReason::RestartBudgetExhausted)
         );
+    }
+
+    #[test]
+    fn a_spent_budget_says_when_it_frees() {
+        let restarts = [ago(3_000), ago(1_000), ago(100)];
+        // Three within the hour, three allowed: the oldest must go first.
+        assert_eq!(
+            budget_frees_at(&restarts, NOW, &policy()),
+            Some(ago(3_000) + SignedDuration::from_hours(1))
+        );
+        // One more allowed: not spent.
+        let four = Policy {
+            max_restarts_per_hour: 4,
+            ..policy()
+        };
+        assert_eq!(budget_frees_at(&restarts, NOW, &four), None);
+        // Two allowed: the two oldest must go.
+        let two = Policy {
+            max_restarts_per_hour: 2,
+            ..policy()
+        };
+        assert_eq!(
+            budget_frees_at(&restarts, NOW, &two),
+            Some(ago(1_000) + SignedDuration::from_hours(1))
+        );
+        // None allowed: never.
+        let none = Policy {
+            max_restarts_per_hour: 0,
+            ..policy()
+        };
+        assert_eq!(budget_frees_at(&restarts, NOW, &none), None);
+        // Restarts older than the hour do not count.
+        assert_eq!(budget_frees_at(&[ago(4_000)], NOW, &policy()), None);
     }
 
     #[test]

@@ -2510,6 +2510,14 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         {
             HELD_RECHECK
         }
+        // Looked at again when enough of the hour's restarts have aged out.
+        Verdict::Skip(recovery::SkipReason::RestartBudgetExhausted) => {
+            recovery::budget_frees_at(&observation.history.recent_restarts, now, &policy)
+                .and_then(|at| Duration::try_from(at.duration_since(now)).ok())
+                .map_or(ctx.settings.requeue, |left| {
+                    ctx.settings.requeue.min(left + Duration::from_millis(50))
+                })
+        }
         // Nodes are not watched: a node that reports again is seen at the next look.
         Verdict::Skip(recovery::SkipReason::NodeNotReady) => HELD_RECHECK,
         _ if config_error.is_some() => HELD_RECHECK,
