@@ -22,7 +22,7 @@
 //!   only its own store the trust ([`StoreView::unreadable`], [`Snapshot::knows_store`]):
 //!   one locked-down store must not blind the operator to all the others.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -704,22 +704,26 @@ async fn run(
         session.set(Some(&client));
         let served = serve_session(&client, &config, &mut publisher, &shutdown, &mut backoff).await;
         session.set(None);
-        // Whatever a backlog had applied is published with the session's end.
-        publisher.release();
+        // Whatever a backlog had applied is published with the session's end, untrusted: it
+        // may be part of a run of events, older than what the view showed before.
         match served {
             SessionEnd::Shutdown => {
+                publisher.set_session(SessionStatus::Closed);
+                publisher.release();
                 close(client).await;
                 break;
             }
             SessionEnd::Expired => {
                 warn!("ZooKeeper session expired; starting a new one and reloading everything");
                 publisher.set_session(SessionStatus::Expired);
+                publisher.release();
             }
             SessionEnd::Failed(error) => {
                 let delay = backoff.next_delay();
                 warn!(%error, retry_in = ?delay, "ZooKeeper session abandoned");
                 drop(client);
                 publisher.set_session(SessionStatus::Connecting);
+                publisher.release();
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(delay) => {}
@@ -751,6 +755,8 @@ async fn serve_session(
     // After a failed reload, not before its backoff, reconnection or not: a reload that
     // breaks the connection (a request the server refuses) must not be retried at once.
     let mut retry_at: Option<Instant> = None;
+    // Events that were queued when a reload returned, applied before anything else.
+    let mut pending: VecDeque<WatchedEvent> = VecDeque::new();
     loop {
         if connected && reload_at <= Instant::now() {
             // Reads wait for a lost connection to come back or the session to expire; a
@@ -764,6 +770,17 @@ async fn serve_session(
             match loaded {
                 Ok(fresh) => {
                     publisher.replace_view(fresh);
+                    // The events queued now reached the client before the reload's last read
+                    // answered: they are as old as its reads, or older. Applied all before
+                    // anything is published again, however many: a part of them applied
+                    // (a node deleted, not yet its re-creation that the reload saw) would
+                    // publish a state older than the reload's as trusted.
+                    while !pending.back().is_some_and(is_terminal) {
+                        match watcher.changed().now_or_never() {
+                            Some(event) => pending.push_back(event),
+                            None => break,
+                        }
+                    }
                     backoff.reset();
                     retry_at = None;
                     reload_at = Instant::now() + config.resync_interval;
@@ -786,79 +803,96 @@ async fn serve_session(
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        let first = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return SessionEnd::Shutdown,
-            _ = reload_due => {}
-            event = watcher.changed() => {
-                let mut batch = vec![event];
-                // Polling the watcher again after a terminal session event panics.
-                while batch.len() < MAX_EVENT_BATCH && !batch.last().is_some_and(is_terminal) {
-                    match watcher.changed().now_or_never() {
-                        Some(event) => batch.push(event),
-                        None => break,
-                    }
-                }
-                // More events queued than one batch takes: the whole backlog is published
-                // as one (within a bound), not batch by batch.
-                let backlog = batch.len() == MAX_EVENT_BATCH
-                    && !batch.last().is_some_and(is_terminal)
-                    && publisher.held_for().is_none_or(|held| held < MAX_HOLD);
-                if backlog {
-                    publisher.hold();
-                }
-                let applied = tokio::select! {
-                    _ = shutdown.cancelled() => return SessionEnd::Shutdown,
-                    applied = apply_batch(client, &config.layout, batch, publisher) => applied,
+            _ = reload_due => None,
+            () = std::future::ready(()), if !pending.is_empty() => pending.pop_front(),
+            event = watcher.changed() => Some(event),
+            // A backlog held for publishing and no event queued any more: it is all applied.
+            () = std::future::ready(()), if publisher.held.is_some() => {
+                publisher.release();
+                None
+            }
+        };
+        if let Some(first) = first {
+            let mut batch = vec![first];
+            // Polling the watcher again after a terminal session event panics (and none
+            // is pending behind one).
+            while batch.len() < MAX_EVENT_BATCH && !batch.last().is_some_and(is_terminal) {
+                let next = match pending.pop_front() {
+                    Some(event) => Some(event),
+                    None => watcher.changed().now_or_never(),
                 };
-                if !backlog {
-                    publisher.release();
-                }
-                match applied {
-                    BatchOutcome::Applied { reread_failed } => {
-                        // Not before a failed reload's backoff: a node that stays unreadable
-                        // must not bring a full reload with each of its events.
-                        if reread_failed {
-                            reload_at = retry_at.map_or(Instant::now(), |at| at.max(Instant::now()));
-                        }
-                    }
-                    BatchOutcome::Disconnected => {
-                        connected = false;
-                    }
-                    BatchOutcome::Reconnected => {
-                        // zookeeper-client 0.11.2 does not send persistent watches again on a
-                        // reconnect within the session (`resend_watches` never picks
-                        // SetWatches2), and the server forgot them with the old connection:
-                        // the watch is armed anew, before the reload. The old watcher goes
-                        // once the new one is registered, so no RemoveWatches is sent.
-                        match arm_watch(client, stores, shutdown).await {
-                            Ok(armed) => {
-                                watcher = armed;
-                                connected = true;
-                                reload_at = retry_at.map_or(Instant::now(), |at| at.max(Instant::now()));
-                            }
-                            // Lost again before the server answered: the old watcher tells of
-                            // the next reconnection (session events reach every watcher), and
-                            // the watch is armed then. The session itself is still good.
-                            Err(ArmFailure::ConnectionLost) => {
-                                info!("ZooKeeper connection lost again while re-arming the watch");
-                                publisher.set_session(SessionStatus::Disconnected);
-                                connected = false;
-                            }
-                            Err(failure) => return failure.ends_session(stores),
-                        }
-                    }
-                    BatchOutcome::Terminated(SessionState::Expired) => return SessionEnd::Expired,
-                    BatchOutcome::Terminated(state) => {
-                        return SessionEnd::Failed(MirrorError::Watch {
-                            path: stores.to_owned(),
-                            source: if state == SessionState::AuthFailed { zk::Error::AuthFailed } else { zk::Error::ClientClosed },
-                        });
-                    }
+                match next {
+                    Some(event) => batch.push(event),
+                    None => break,
                 }
             }
-            // A backlog held for publishing and no event queued any more: it is all applied.
-            () = std::future::ready(()), if publisher.held.is_some() => publisher.release(),
+            // More events queued than one batch takes: the whole backlog is published
+            // as one (within a bound), not batch by batch; the events queued at a reload
+            // whatever their number.
+            let backlog = !pending.is_empty()
+                || (batch.len() == MAX_EVENT_BATCH
+                    && !batch.last().is_some_and(is_terminal)
+                    && publisher.held_for().is_none_or(|held| held < MAX_HOLD));
+            if backlog {
+                publisher.hold();
+            }
+            let applied = tokio::select! {
+                _ = shutdown.cancelled() => return SessionEnd::Shutdown,
+                applied = apply_batch(client, &config.layout, batch, publisher) => applied,
+            };
+            if !backlog {
+                publisher.release();
+            }
+            match applied {
+                BatchOutcome::Applied { reread_failed } => {
+                    // Not before a failed reload's backoff: a node that stays unreadable
+                    // must not bring a full reload with each of its events.
+                    if reread_failed {
+                        reload_at = retry_at.map_or(Instant::now(), |at| at.max(Instant::now()));
+                    }
+                }
+                BatchOutcome::Disconnected => {
+                    connected = false;
+                }
+                BatchOutcome::Reconnected => {
+                    // zookeeper-client 0.11.2 does not send persistent watches again on a
+                    // reconnect within the session (`resend_watches` never picks
+                    // SetWatches2), and the server forgot them with the old connection:
+                    // the watch is armed anew, before the reload. The old watcher goes
+                    // once the new one is registered, so no RemoveWatches is sent.
+                    match arm_watch(client, stores, shutdown).await {
+                        Ok(armed) => {
+                            watcher = armed;
+                            connected = true;
+                            reload_at =
+                                retry_at.map_or(Instant::now(), |at| at.max(Instant::now()));
+                        }
+                        // Lost again before the server answered: the old watcher tells of
+                        // the next reconnection (session events reach every watcher), and
+                        // the watch is armed then. The session itself is still good.
+                        Err(ArmFailure::ConnectionLost) => {
+                            info!("ZooKeeper connection lost again while re-arming the watch");
+                            publisher.set_session(SessionStatus::Disconnected);
+                            connected = false;
+                        }
+                        Err(failure) => return failure.ends_session(stores),
+                    }
+                }
+                BatchOutcome::Terminated(SessionState::Expired) => return SessionEnd::Expired,
+                BatchOutcome::Terminated(state) => {
+                    return SessionEnd::Failed(MirrorError::Watch {
+                        path: stores.to_owned(),
+                        source: if state == SessionState::AuthFailed {
+                            zk::Error::AuthFailed
+                        } else {
+                            zk::Error::ClientClosed
+                        },
+                    });
+                }
+            }
         }
     }
 }
@@ -1361,14 +1395,14 @@ async fn read_store(
         let data = match child.as_str() {
             "mngt_ip" => mngt_ip.as_deref(),
             "state" => state.as_deref(),
-            "alive" => match alive_owner {
-                Some(owner) => {
+            "alive" => {
+                // Listed, then gone when read (the reads come after the listing): gone, as
+                // its deletion's event, queued behind this reload, says too.
+                if let Some(owner) = alive_owner {
                     store.set_ephemeral(child, owner);
-                    continue;
                 }
-                // Listed but not read (replaced in between): there, owner unknown.
-                None => Some(&[][..]),
-            },
+                continue;
+            }
             _ => Some(&[][..]),
         };
         if let Some(data) = data {
@@ -1412,8 +1446,11 @@ async fn read_store(
             let Some(children) = children else { continue }; // deleted meanwhile
             store.set(&format!("trays/{tray}"), &[]);
             for child in &children {
-                if let ("online", Some(owner)) = (child.as_str(), online_owner) {
-                    store.set_ephemeral(&format!("trays/{tray}/online"), owner);
+                if child == "online" {
+                    // Gone when read: gone (as `alive` above).
+                    if let Some(owner) = online_owner {
+                        store.set_ephemeral(&format!("trays/{tray}/online"), owner);
+                    }
                     continue;
                 }
                 let data = match TrayField::ALL.iter().position(|f| f.name() == child) {
