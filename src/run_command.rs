@@ -95,6 +95,8 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     })?;
 
     let metrics = Arc::new(Metrics::new());
+    // Kept across leadership terms (see `controller::Term::stopped_pods`).
+    let stopped_pods = Arc::new(controller::StoppedPodReplacements::default());
     let mirror_config = MirrorConfig {
         connect: args.zk.connect.clone(),
         layout,
@@ -299,6 +301,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             clock: clock.clone(),
             writes_end: writes_end.clone(),
             term_deadline: this_term.clone(),
+            stopped_pods: Arc::clone(&stopped_pods),
         };
         tasks.push(spawn(Box::pin(controller::run(term, term_stop.clone()))));
         let mut election_gone = false;

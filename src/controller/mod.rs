@@ -46,7 +46,7 @@ use crate::zk::{LivenessProbe, Snapshot, ViewEvent};
 /// then reads Unknown at once. Comparable to the lag of a status behind the view when many
 /// stores change at once.
 const UNTRUSTED_WAKE_DELAY: Duration = Duration::from_secs(3);
-pub use reconcile::{Context, MANAGER, Settings};
+pub use reconcile::{Context, MANAGER, Settings, StoppedPodReplacements};
 
 /// Where the controller works and with what.
 pub struct Term {
@@ -73,6 +73,9 @@ pub struct Term {
     /// Until when the term holds for sure: checked before each write too, as `writes_end`
     /// is cancelled only once the news of a lost Lease has gone round.
     pub term_deadline: TermDeadline,
+    /// When each store's stopped Pod may next be replaced: kept by the replica across its
+    /// terms, so that a Lease that flaps does not start the spacing over.
+    pub stopped_pods: Arc<reconcile::StoppedPodReplacements>,
 }
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -141,6 +144,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         clock,
         writes_end,
         term_deadline,
+        stopped_pods,
     } = term;
     let owned = watcher::Config::default().labels(pods::OWNED_SELECTOR);
     // The owned Pods and ConfigMaps are cached as well as watched: reconciles read them from
@@ -326,7 +330,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         rolls: tokio::sync::Mutex::new(HashMap::new()),
         waiting,
         failures: std::sync::Mutex::default(),
-        stopped_pods: reconcile::StoppedPodReplacements::default(),
+        stopped_pods,
         term: writes_end,
         term_deadline,
         draining: stop.clone(),

@@ -118,7 +118,7 @@ pub struct Context {
     /// fails or throttles is not answered with more load.
     pub failures: std::sync::Mutex<HashMap<ObjectRef<PureFlashStore>, Backoff>>,
     /// When each store's Pod that stopped for good may next be replaced.
-    pub stopped_pods: StoppedPodReplacements,
+    pub stopped_pods: Arc<StoppedPodReplacements>,
     /// Cancelled when this replica may no longer write ([`super::Term::writes_end`]): at once
     /// when it loses the Lease (another replica may lead already), at the end of the stop
     /// grace on a shutdown.
