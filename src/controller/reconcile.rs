@@ -424,6 +424,10 @@ const KILL_GRACE_SECONDS: u32 = 1;
 /// minutes. A call cut short fails the reconcile, which is retried with backoff.
 const UNDER_RESTART_LOCK: Duration = Duration::from_secs(10);
 
+/// How long a restart waits for the dry run of a Pod like its running one (see the restart
+/// path): it holds the cluster-wide restart lock meanwhile.
+const SAME_POD_DRY_RUN: Duration = Duration::from_secs(3);
+
 async fn under_restart_lock<T, E>(
     call: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, Error>
@@ -2168,7 +2172,25 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         && let Some((hash, _)) = &rendered
     {
         let successor = pods::pod(store, hash, Predecessor::Unknown);
-        if let Some(why) = under_restart_lock(refusal_of(&pods, &successor)).await? {
+        let refusal = if roll_held.is_some() {
+            under_restart_lock(refusal_of(&pods, &successor)).await?
+        } else {
+            // The same Pod as the running one, which the API took once: asked briefly, under
+            // the restart lock as it is, and an answer that does not come, or is no refusal
+            // (a timeout, a 5xx), is no reason to keep a hung pfs.
+            match tokio::time::timeout(SAME_POD_DRY_RUN, refusal_of(&pods, &successor)).await {
+                Ok(Ok(refusal)) => refusal,
+                Ok(Err(error)) => {
+                    debug!(store = %name, %namespace, %error, "the restart's dry run failed; restarting");
+                    None
+                }
+                Err(_) => {
+                    debug!(store = %name, %namespace, "the restart's dry run did not answer in time; restarting");
+                    None
+                }
+            }
+        };
+        if let Some(why) = refusal {
             warn!(store = %name, %namespace, %why, "the restart's new pod would be refused; the running pod is kept");
             roll_held = Some(HoldReason::ReplacementRefused { why });
             observation.pod_renderable = false;
