@@ -866,6 +866,10 @@ async fn serve_session(
                     match arm_watch(client, stores, shutdown).await {
                         Ok(armed) => {
                             watcher = armed;
+                            // What the old watcher still had queued is older than the reload
+                            // that follows, which supersedes it (a session event left in it
+                            // would only distrust the view again).
+                            pending.retain(is_terminal);
                             connected = true;
                             reload_at =
                                 retry_at.map_or(Instant::now(), |at| at.max(Instant::now()));
