@@ -1059,24 +1059,50 @@ impl LeaseSightings {
 /// for: one recreated under the same name has no restart behind it.
 #[derive(Default)]
 pub struct TermRestarts {
-    by_store: HashMap<ObjectRef<PureFlashStore>, (Option<String>, Timestamp)>,
+    by_store: HashMap<ObjectRef<PureFlashStore>, TermRestart>,
+}
+
+/// One restart of this term.
+struct TermRestart {
+    /// The store object it was made for.
+    uid: Option<String>,
+    at: Timestamp,
+    /// The session of the `alive` standing when the pfs was killed (a store restarted while
+    /// up): until that session expires, its `alive` is the killed pfs's, not a new one's.
+    killed_session: Option<i64>,
 }
 
 impl TermRestarts {
-    /// When this term restarted `store`, if it did.
-    pub fn of(&self, store: &PureFlashStore) -> Option<Timestamp> {
+    fn get(&self, store: &PureFlashStore) -> Option<&TermRestart> {
         if self.by_store.is_empty() {
             return None;
         }
         self.by_store
             .get(&ObjectRef::from_obj(store))
-            .filter(|(uid, _)| *uid == store.metadata.uid)
-            .map(|(_, at)| *at)
+            .filter(|restart| restart.uid == store.metadata.uid)
     }
 
-    pub fn record(&mut self, store: &PureFlashStore, at: Timestamp) {
-        self.by_store
-            .insert(ObjectRef::from_obj(store), (store.metadata.uid.clone(), at));
+    /// When this term restarted `store`, if it did.
+    pub fn of(&self, store: &PureFlashStore) -> Option<Timestamp> {
+        self.get(store).map(|restart| restart.at)
+    }
+
+    /// Whether `store` is up again after this term's restart of it, by its `alive` now: not
+    /// while that is still the one of the session its restart killed.
+    fn alive_after(&self, store: &PureFlashStore, alive: AliveNode) -> bool {
+        let killed = self.get(store).and_then(|restart| restart.killed_session);
+        alive.exists && !(killed.is_some() && alive.session == killed)
+    }
+
+    pub fn record(&mut self, store: &PureFlashStore, at: Timestamp, killed_session: Option<i64>) {
+        self.by_store.insert(
+            ObjectRef::from_obj(store),
+            TermRestart {
+                uid: store.metadata.uid.clone(),
+                at,
+                killed_session,
+            },
+        );
     }
 
     /// Keeps only the stores for which `keep` holds.
@@ -1141,7 +1167,9 @@ fn restarts_in_flight<'a>(
                 status
                     .and_then(|s| s.last_online_time.as_ref())
                     .map(|t| t.0),
-                alive(current, s.spec.store_id),
+                // A store restarted while up reads alive until its killed pfs's session
+                // expires: its restart is in flight all the same.
+                restarted_this_term.alive_after(s, alive_node(current, s.spec.store_id)),
                 now,
             )
         })
@@ -2316,7 +2344,12 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         }
         // Other stores count the kill in flight from now.
         if let Some(restarts) = restarts.as_mut() {
-            restarts.record(store, now);
+            let standing = alive_node(&ctx.snapshots.borrow(), store.spec.store_id);
+            restarts.record(
+                store,
+                now,
+                standing.exists.then_some(standing.session).flatten(),
+            );
         }
         drop(restarts);
         // Whether the delete killed the pfs (asked its kubelet to).
@@ -3387,12 +3420,35 @@ mod tests {
     }
 
     #[test]
+    fn a_store_restarted_while_up_is_not_up_again_while_its_killed_session_stands() {
+        let mut restarts = TermRestarts::default();
+        let mut up = store("10", None);
+        up.metadata.uid = Some("uid".into());
+        let alive = |session| AliveNode {
+            exists: true,
+            session: Some(session),
+        };
+        // Not restarted this term: alive is alive.
+        assert!(restarts.alive_after(&up, alive(7)));
+        restarts.record(&up, Timestamp::from_second(1_000).unwrap(), Some(7));
+        assert!(
+            !restarts.alive_after(&up, alive(7)),
+            "the killed pfs's alive"
+        );
+        assert!(restarts.alive_after(&up, alive(8)), "a new pfs's");
+        assert!(!restarts.alive_after(&up, AliveNode::default()));
+        // Restarted while offline: whatever registers is the new pfs.
+        restarts.record(&up, Timestamp::from_second(1_000).unwrap(), None);
+        assert!(restarts.alive_after(&up, alive(7)));
+    }
+
+    #[test]
     fn a_store_recreated_under_the_same_name_has_no_restart_behind_it() {
         let mut restarts = TermRestarts::default();
         let mut old = store("10", None);
         old.metadata.uid = Some("old-uid".into());
         let at = Timestamp::from_second(1_000).unwrap();
-        restarts.record(&old, at);
+        restarts.record(&old, at, None);
         assert_eq!(restarts.of(&old), Some(at));
         let mut recreated = store("20", None);
         recreated.metadata.uid = Some("new-uid".into());
