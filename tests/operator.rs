@@ -2267,6 +2267,31 @@ async fn a_store_naming_a_disk_another_store_serves_is_not_run_until_it_is_free(
         None,
         "two pfs on one disk"
     );
+
+    // Two stores on one node that leave mngtIp to its default would register under one
+    // management address (t_store.mngt_ip is unique): the second gets no Pod, and says why.
+    let defaulted = |name: &str, id: u32| {
+        store_manifest(name, id, harness.node(), &harness.pfs_image(), 30)
+            .replace(&format!("  mngtIp: 10.8.0.{id}\n"), "")
+    };
+    apply(&harness, &defaulted("fifth", 9));
+    wait_for("fifth runs a pod", async || {
+        pod_uid(&pods, "fifth-pfs").await
+    })
+    .await;
+    apply(&harness, &defaulted("sixth", 10));
+    let sixth = wait_for("sixth: UpToDate=False ConfigInvalid", async || {
+        let store = stores.get("sixth").await.ok()?;
+        let up_to_date = condition(&store, "UpToDate")?;
+        (up_to_date.reason == "ConfigInvalid").then_some(store)
+    })
+    .await;
+    let message = &condition(&sixth, "UpToDate").unwrap().message;
+    assert!(
+        message.contains(&format!("PureFlashStore {}/fifth's too", harness.namespace)),
+        "{message}"
+    );
+    assert_eq!(pod_uid(&pods, "sixth-pfs").await, None);
     harness.finish().await;
 }
 

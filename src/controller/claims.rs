@@ -142,6 +142,57 @@ pub fn device_held_elsewhere<'a>(
     held.map(|(_, found)| found)
 }
 
+/// Another store holding the management address a store would register under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressHeld {
+    pub address: String,
+    /// `PureFlashStore namespace/name`.
+    pub holder: String,
+}
+
+/// The store that holds the management address `store` would register under (`mngt_ip`),
+/// if another does. `t_store.mngt_ip` is unique: two pfs under one address would take each
+/// other's metadata row, and stores on one node that leave `mngtIp` to its default share the
+/// node's. `node_ip` is the default on the store's node; `runs` tells whether a store's pfs
+/// runs (its Pod exists). A store whose pfs runs holds its address first, then the one created
+/// first, as for disks.
+pub fn mngt_ip_held_elsewhere<'a>(
+    store: &PureFlashStore,
+    node_ip: Option<&str>,
+    runs: impl Fn(&PureFlashStore) -> bool,
+    others: impl IntoIterator<Item = &'a PureFlashStore>,
+) -> Option<AddressHeld> {
+    let mine = store.spec.mngt_ip.as_deref().or(node_ip)?;
+    let uid = store.metadata.uid.as_deref();
+    let i_run = runs(store);
+    others
+        .into_iter()
+        .filter(|other| {
+            !((uid.is_some() && other.metadata.uid.as_deref() == uid)
+                || (other.name_any() == store.name_any() && other.namespace() == store.namespace()))
+        })
+        .filter(|other| match other.spec.mngt_ip.as_deref() {
+            Some(theirs) => theirs == mine,
+            // Its node's default: known here only for this store's node (another node's is
+            // its own address).
+            None => other.spec.node_name == store.spec.node_name && node_ip == Some(mine),
+        })
+        .filter(|other| match (runs(other), i_run) {
+            (true, false) => true,
+            (false, true) => false,
+            _ => claim_order(other).cmp(&claim_order(store)) == Ordering::Less,
+        })
+        .min_by(|a, b| claim_order(a).cmp(&claim_order(b)))
+        .map(|other| AddressHeld {
+            address: mine.to_owned(),
+            holder: format!(
+                "PureFlashStore {}/{}",
+                other.namespace().unwrap_or_default(),
+                other.name_any()
+            ),
+        })
+}
+
 /// Whether a Pod's [`DEVICES_ANNOTATION`] names exactly the store's trays, in order.
 pub fn serves_exactly(devices: &str, store: &PureFlashStore) -> bool {
     devices
@@ -179,6 +230,46 @@ pub fn device_of_left_pod<'a>(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_management_address_is_held_by_the_store_that_runs_then_by_the_first_created() {
+        let on = |name: &str, node: &str, mngt_ip: Option<&str>, created| {
+            let mut store = store(name, node, &["/dev/sdb"], Some(created));
+            store.spec.mngt_ip = mngt_ip.map(Into::into);
+            store
+        };
+        let first = on("first", "n1", None, 1);
+        let second = on("second", "n1", None, 2);
+        let none_runs = |_: &PureFlashStore| false;
+        let held = |store, runs: &dyn Fn(&PureFlashStore) -> bool, others: &[&PureFlashStore]| {
+            mngt_ip_held_elsewhere(store, Some("10.0.0.1"), runs, others.iter().copied())
+                .map(|held| (held.address, held.holder))
+        };
+        // Both default to the node's address: the first created holds it.
+        assert_eq!(
+            held(&second, &none_runs, &[&first, &second]),
+            Some(("10.0.0.1".into(), "PureFlashStore pf/first".into()))
+        );
+        assert_eq!(held(&first, &none_runs, &[&first, &second]), None);
+        // Whatever the ages, the one that runs keeps it.
+        let second_runs = |s: &PureFlashStore| s.name_any() == "second";
+        assert_eq!(held(&second, &second_runs, &[&first, &second]), None);
+        assert_eq!(
+            held(&first, &second_runs, &[&first, &second]).map(|(_, holder)| holder),
+            Some("PureFlashStore pf/second".into())
+        );
+        // Its own address, or a default on another node: nothing shared.
+        let own = on("own", "n1", Some("10.0.0.9"), 0);
+        assert_eq!(held(&second, &none_runs, &[&own]), None);
+        let elsewhere = on("elsewhere", "n2", None, 0);
+        assert_eq!(held(&second, &none_runs, &[&elsewhere]), None);
+        // The same address given on another node is shared all the same.
+        let given = on("given", "n2", Some("10.0.0.1"), 0);
+        assert_eq!(
+            held(&second, &none_runs, &[&given]).map(|(_, holder)| holder),
+            Some("PureFlashStore pf/given".into())
+        );
+    }
 
     fn store(name: &str, node: &str, devices: &[&str], created: Option<i64>) -> PureFlashStore {
         let trays: Vec<_> = devices.iter().map(|d| json!({"device": d})).collect();

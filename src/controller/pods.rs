@@ -66,6 +66,12 @@ pub enum RenderError {
     )]
     DeviceHeld(super::claims::DeviceHeld),
     #[error(
+        "mngt_ip {} is {}'s too: t_store.mngt_ip is unique, so two stores cannot register under one management address (stores on one node share its default); set spec.mngtIp to an address of this store's own",
+        .0.address,
+        .0.holder
+    )]
+    MngtIpHeld(super::claims::AddressHeld),
+    #[error(
         "spec.{field} lists {count} entries but pfs reads at most {max} (the rest would never be registered)"
     )]
     TooMany {

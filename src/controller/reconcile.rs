@@ -533,6 +533,31 @@ fn unavailable_others(
     (count, names)
 }
 
+/// Another running store (not standing aside) that holds the management address `store` would
+/// register under (see [`claims::mngt_ip_held_elsewhere`]).
+fn mngt_ip_held(
+    ctx: &Context,
+    store: &PureFlashStore,
+    all: &[Arc<PureFlashStore>],
+    aside: &HashSet<&str>,
+    node_ip: Option<&str>,
+) -> Option<claims::AddressHeld> {
+    let runs = |s: &PureFlashStore| {
+        let namespace = s.namespace().unwrap_or_default();
+        ctx.pods
+            .get(&ObjectRef::new(&pods::pod_name(s)).within(&namespace))
+            .is_some_and(|pod| owned_by(&pod, s) && pods::stopped_for_good(&pod).is_none())
+    };
+    claims::mngt_ip_held_elsewhere(
+        store,
+        node_ip,
+        runs,
+        all.iter()
+            .filter(|s| !stands_aside(aside, s))
+            .map(AsRef::as_ref),
+    )
+}
+
 /// The PureFlashStore that owns `store_id`: of all claiming it, the one created first (then by
 /// namespace and name, for a total order every replica agrees on).
 fn first_claimant<'a>(
@@ -1626,7 +1651,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         }),
         None => match device_held(ctx, store, &all, &aside) {
             Some(held) => Err(pods::RenderError::DeviceHeld(held)),
-            None => pods::pfs_conf(store, &env),
+            None => match mngt_ip_held(ctx, store, &all, &aside, env.node_ip.as_deref()) {
+                Some(held) => Err(pods::RenderError::MngtIpHeld(held)),
+                None => pods::pfs_conf(store, &env),
+            },
         },
     };
     let (rendered, config_error) = match conf {
