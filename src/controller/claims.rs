@@ -67,6 +67,19 @@ pub fn claim_order(
     )
 }
 
+/// The management address a pfs.conf registers under: `[afs] mngt_ip`.
+pub fn conf_mngt_ip(conf: &str) -> Option<&str> {
+    let mut in_afs = false;
+    for line in conf.lines().map(str::trim) {
+        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            in_afs = section == "afs";
+        } else if in_afs && let Some(address) = line.strip_prefix("mngt_ip=") {
+            return Some(address.trim());
+        }
+    }
+    None
+}
+
 /// The devices a pfs.conf serves: the `dev` of each `[tray.N]` section.
 pub fn served_devices(conf: &str) -> Vec<&str> {
     let mut in_tray = false;
@@ -153,31 +166,36 @@ pub struct AddressHeld {
 /// The store that holds the management address `store` would register under (`mngt_ip`),
 /// if another does. `t_store.mngt_ip` is unique: two pfs under one address would take each
 /// other's metadata row, and stores on one node that leave `mngtIp` to its default share the
-/// node's. `node_ip` is the default on the store's node; `runs` tells whether a store's pfs
-/// runs (its Pod exists). A store whose pfs runs holds its address first, then the one created
-/// first, as for disks.
+/// node's. `node_ip` is the default on the store's node; `uses(s, address)` tells whether a
+/// store's pfs.conf as applied registers under `address` (what a pfs it runs, or the kubelet
+/// restarts in place, uses: it outlasts a restart's Pod). As for disks, a store using the
+/// address holds it first, whatever the ages, then the one created first.
 pub fn mngt_ip_held_elsewhere<'a>(
     store: &PureFlashStore,
     node_ip: Option<&str>,
-    runs: impl Fn(&PureFlashStore) -> bool,
+    uses: impl Fn(&PureFlashStore, &str) -> bool,
     others: impl IntoIterator<Item = &'a PureFlashStore>,
 ) -> Option<AddressHeld> {
     let mine = store.spec.mngt_ip.as_deref().or(node_ip)?;
     let uid = store.metadata.uid.as_deref();
-    let i_run = runs(store);
+    let i_use = uses(store, mine);
     others
         .into_iter()
         .filter(|other| {
-            !((uid.is_some() && other.metadata.uid.as_deref() == uid)
-                || (other.name_any() == store.name_any() && other.namespace() == store.namespace()))
+            let asks = match other.spec.mngt_ip.as_deref() {
+                Some(theirs) => theirs == mine,
+                // Its node's default: known here only for this store's node (another node's
+                // is that node's own address).
+                None => other.spec.node_name == store.spec.node_name && node_ip == Some(mine),
+            };
+            // One that only used it before (its spec changed since) is looked for on this
+            // store's node alone: its applied pfs.conf is read from a cache per store.
+            (asks || (other.spec.node_name == store.spec.node_name && uses(other, mine)))
+                && !((uid.is_some() && other.metadata.uid.as_deref() == uid)
+                    || (other.metadata.name == store.metadata.name
+                        && other.metadata.namespace == store.metadata.namespace))
         })
-        .filter(|other| match other.spec.mngt_ip.as_deref() {
-            Some(theirs) => theirs == mine,
-            // Its node's default: known here only for this store's node (another node's is
-            // its own address).
-            None => other.spec.node_name == store.spec.node_name && node_ip == Some(mine),
-        })
-        .filter(|other| match (runs(other), i_run) {
+        .filter(|other| match (uses(other, mine), i_use) {
             (true, false) => true,
             (false, true) => false,
             _ => claim_order(other).cmp(&claim_order(store)) == Ordering::Less,
@@ -232,43 +250,62 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn a_management_address_is_held_by_the_store_that_runs_then_by_the_first_created() {
+    fn a_management_address_is_held_by_the_store_using_it_then_by_the_first_created() {
         let on = |name: &str, node: &str, mngt_ip: Option<&str>, created| {
             let mut store = store(name, node, &["/dev/sdb"], Some(created));
+            store.metadata.uid = Some(format!("uid-{name}"));
             store.spec.mngt_ip = mngt_ip.map(Into::into);
             store
         };
         let first = on("first", "n1", None, 1);
         let second = on("second", "n1", None, 2);
-        let none_runs = |_: &PureFlashStore| false;
-        let held = |store, runs: &dyn Fn(&PureFlashStore) -> bool, others: &[&PureFlashStore]| {
-            mngt_ip_held_elsewhere(store, Some("10.0.0.1"), runs, others.iter().copied())
-                .map(|held| (held.address, held.holder))
-        };
+        let none_use = |_: &PureFlashStore, _: &str| false;
+        let held =
+            |store, uses: &dyn Fn(&PureFlashStore, &str) -> bool, others: &[&PureFlashStore]| {
+                mngt_ip_held_elsewhere(store, Some("10.0.0.1"), uses, others.iter().copied())
+                    .map(|held| (held.address, held.holder))
+            };
         // Both default to the node's address: the first created holds it.
         assert_eq!(
-            held(&second, &none_runs, &[&first, &second]),
+            held(&second, &none_use, &[&first, &second]),
             Some(("10.0.0.1".into(), "PureFlashStore pf/first".into()))
         );
-        assert_eq!(held(&first, &none_runs, &[&first, &second]), None);
-        // Whatever the ages, the one that runs keeps it.
-        let second_runs = |s: &PureFlashStore| s.name_any() == "second";
-        assert_eq!(held(&second, &second_runs, &[&first, &second]), None);
+        assert_eq!(held(&first, &none_use, &[&first, &second]), None);
+        // Whatever the ages, the one whose pfs.conf has it keeps it.
+        let second_uses = |s: &PureFlashStore, _: &str| s.name_any() == "second";
+        assert_eq!(held(&second, &second_uses, &[&first, &second]), None);
         assert_eq!(
-            held(&first, &second_runs, &[&first, &second]).map(|(_, holder)| holder),
+            held(&first, &second_uses, &[&first, &second]).map(|(_, holder)| holder),
+            Some("PureFlashStore pf/second".into())
+        );
+        // Both use it (they ran so before): the first created keeps it, through its restarts.
+        let both_use = |_: &PureFlashStore, _: &str| true;
+        assert_eq!(held(&first, &both_use, &[&first, &second]), None);
+        assert!(held(&second, &both_use, &[&first, &second]).is_some());
+        // An older store whose spec now asks for a running store's address waits for it.
+        let older = on("older", "n1", Some("10.0.0.1"), 0);
+        assert_eq!(
+            held(&older, &second_uses, &[&older, &second]).map(|(_, holder)| holder),
             Some("PureFlashStore pf/second".into())
         );
         // Its own address, or a default on another node: nothing shared.
         let own = on("own", "n1", Some("10.0.0.9"), 0);
-        assert_eq!(held(&second, &none_runs, &[&own]), None);
+        assert_eq!(held(&second, &none_use, &[&own]), None);
         let elsewhere = on("elsewhere", "n2", None, 0);
-        assert_eq!(held(&second, &none_runs, &[&elsewhere]), None);
+        assert_eq!(held(&second, &none_use, &[&elsewhere]), None);
         // The same address given on another node is shared all the same.
         let given = on("given", "n2", Some("10.0.0.1"), 0);
         assert_eq!(
-            held(&second, &none_runs, &[&given]).map(|(_, holder)| holder),
+            held(&second, &none_use, &[&given]).map(|(_, holder)| holder),
             Some("PureFlashStore pf/given".into())
         );
+    }
+
+    #[test]
+    fn the_management_address_of_a_pfs_conf_is_read_from_its_afs_section() {
+        let conf = "[cluster]\nname=c\n[afs]\nid=7\nmngt_ip=10.0.0.7\n[port.0]\nip=10.0.0.8\n";
+        assert_eq!(conf_mngt_ip(conf), Some("10.0.0.7"));
+        assert_eq!(conf_mngt_ip("[engine]\nmngt_ip=10.0.0.7\n"), None);
     }
 
     fn store(name: &str, node: &str, devices: &[&str], created: Option<i64>) -> PureFlashStore {

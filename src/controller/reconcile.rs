@@ -542,16 +542,16 @@ fn mngt_ip_held(
     aside: &HashSet<&str>,
     node_ip: Option<&str>,
 ) -> Option<claims::AddressHeld> {
-    let runs = |s: &PureFlashStore| {
+    let uses = |s: &PureFlashStore, address: &str| {
         let namespace = s.namespace().unwrap_or_default();
-        ctx.pods
-            .get(&ObjectRef::new(&pods::pod_name(s)).within(&namespace))
-            .is_some_and(|pod| owned_by(&pod, s) && pods::stopped_for_good(&pod).is_none())
+        ctx.config_maps
+            .get(&ObjectRef::new(&pods::config_map_name(s)).within(&namespace))
+            .is_some_and(|map| conf_text(&map).and_then(claims::conf_mngt_ip) == Some(address))
     };
     claims::mngt_ip_held_elsewhere(
         store,
         node_ip,
-        runs,
+        uses,
         all.iter()
             .filter(|s| !stands_aside(aside, s))
             .map(AsRef::as_ref),
