@@ -663,6 +663,20 @@ async fn a_crashed_store_is_restarted_by_its_pod_and_the_operator_leaves_it_alon
     harness.finish().await;
 }
 
+/// Waits until the store's `type_` condition has `reason`; the store as then read.
+async fn wait_reason(
+    stores: &Api<PureFlashStore>,
+    name: &str,
+    type_: &str,
+    reason: &str,
+) -> PureFlashStore {
+    wait_for(&format!("{name}: {type_} reason {reason}"), async || {
+        let store = stores.get(name).await.ok()?;
+        (condition(&store, type_)?.reason == reason).then_some(store)
+    })
+    .await
+}
+
 fn condition<'a>(store: &'a PureFlashStore, type_: &str) -> Option<&'a Condition> {
     store
         .status
@@ -1400,12 +1414,8 @@ async fn a_spec_change_the_api_would_refuse_keeps_the_running_pod() {
             .unwrap();
     };
     set_resources("8Gi").await;
-    let held = wait_for("the rollout held", async || {
-        let store = stores.get("store-1").await.ok()?;
-        let up_to_date = condition(&store, "UpToDate")?;
-        (up_to_date.reason == "ReplacementRefused").then(|| up_to_date.message.clone())
-    })
-    .await;
+    let held = wait_reason(&stores, "store-1", "UpToDate", "ReplacementRefused").await;
+    let held = &condition(&held, "UpToDate").unwrap().message;
     assert!(
         held.contains("must be less than or equal to memory limit of 4Gi"),
         "{held}"
@@ -1577,12 +1587,7 @@ async fn a_store_whose_new_pod_is_refused_says_why_and_recovers_once_allowed() {
         10_000,
     );
     annotate(&harness, "store-1", "pureflash.io/restart=after-a-policy");
-    let held = wait_for("store-1: UpToDate=False ReplacementRefused", async || {
-        let store = stores.get("store-1").await.ok()?;
-        let up_to_date = condition(&store, "UpToDate")?;
-        (up_to_date.reason == "ReplacementRefused").then_some(store)
-    })
-    .await;
+    let held = wait_reason(&stores, "store-1", "UpToDate", "ReplacementRefused").await;
     assert_eq!(held.status.as_ref().unwrap().restart_count, 0);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(pod_uid(&pods, "store-1-pfs").await, Some(running.clone()));
@@ -1606,12 +1611,7 @@ async fn a_store_whose_new_pod_is_refused_says_why_and_recovers_once_allowed() {
         &harness,
         &store_manifest("ghost", 9, "ghost-node", &harness.pfs_image(), 30),
     );
-    let ghost = wait_for("ghost: UpToDate=False ConfigInvalid", async || {
-        let store = stores.get("ghost").await.ok()?;
-        let up_to_date = condition(&store, "UpToDate")?;
-        (up_to_date.reason == "ConfigInvalid").then_some(store)
-    })
-    .await;
+    let ghost = wait_reason(&stores, "ghost", "UpToDate", "ConfigInvalid").await;
     let message = &condition(&ghost, "UpToDate").unwrap().message;
     assert!(
         message.contains("node ghost-node does not exist"),
@@ -2187,12 +2187,7 @@ async fn a_store_naming_a_disk_another_store_serves_is_not_run_until_it_is_free(
         &store_manifest("second", 6, harness.node(), &harness.pfs_image(), 30)
             .replace("/dev/disk/by-id/store-6-1", shared),
     );
-    let second = wait_for("second: UpToDate=False ConfigInvalid", async || {
-        let store = stores.get("second").await.ok()?;
-        let up_to_date = condition(&store, "UpToDate")?;
-        (up_to_date.status == "False" && up_to_date.reason == "ConfigInvalid").then_some(store)
-    })
-    .await;
+    let second = wait_reason(&stores, "second", "UpToDate", "ConfigInvalid").await;
     let message = &condition(&second, "UpToDate").unwrap().message;
     assert!(
         message.contains(&format!(
@@ -2280,12 +2275,7 @@ async fn a_store_naming_a_disk_another_store_serves_is_not_run_until_it_is_free(
     })
     .await;
     apply(&harness, &defaulted("sixth", 10));
-    let sixth = wait_for("sixth: UpToDate=False ConfigInvalid", async || {
-        let store = stores.get("sixth").await.ok()?;
-        let up_to_date = condition(&store, "UpToDate")?;
-        (up_to_date.reason == "ConfigInvalid").then_some(store)
-    })
-    .await;
+    let sixth = wait_reason(&stores, "sixth", "UpToDate", "ConfigInvalid").await;
     let message = &condition(&sixth, "UpToDate").unwrap().message;
     assert!(
         message.contains(&format!("PureFlashStore {}/fifth's too", harness.namespace)),

@@ -524,20 +524,8 @@ pub fn foreign_pfs<'a>(
     candidates: impl IntoIterator<Item = &'a Pod>,
 ) -> Option<ForeignPfs> {
     let id = store.spec.store_id.to_string();
-    let own_name = pod_name(store);
-    let namespace = store.namespace();
-    let uid = store.uid();
-    candidates
-        .into_iter()
-        .filter(|pod| {
-            pod.labels().get(STORE_ID_LABEL) == Some(&id)
-                && !(pod.namespace() == namespace && pod.name_any() == own_name)
-                && !pod
-                    .owner_references()
-                    .iter()
-                    .any(|owner| Some(&owner.uid) == uid.as_ref())
-                && stopped_for_good(pod).is_none()
-        })
+    others_running_pfs(store, candidates)
+        .filter(|pod| pod.labels().get(STORE_ID_LABEL) == Some(&id))
         .map(|pod| ForeignPfs::of(pod, None))
         // The same one named each time, whatever order the cache lists them in.
         .min()
@@ -555,20 +543,10 @@ pub fn in_the_way<'a>(
     if let Some(found) = foreign_pfs(store, candidates.clone()) {
         return Some(found);
     }
-    let own_name = pod_name(store);
-    let namespace = store.namespace();
-    let uid = store.uid();
-    candidates
-        .into_iter()
+    others_running_pfs(store, candidates)
         .filter(|pod| {
             pod.spec.as_ref().and_then(|spec| spec.node_name.as_deref())
                 == Some(store.spec.node_name.as_str())
-                && !(pod.namespace() == namespace && pod.name_any() == own_name)
-                && !pod
-                    .owner_references()
-                    .iter()
-                    .any(|owner| Some(&owner.uid) == uid.as_ref())
-                && stopped_for_good(pod).is_none()
         })
         .filter_map(|pod| {
             let devices = pod.annotations().get(DEVICES_ANNOTATION)?;
@@ -580,6 +558,26 @@ pub fn in_the_way<'a>(
             Some(ForeignPfs::of(pod, Some(tray.device.clone())))
         })
         .min()
+}
+
+/// The Pods among `candidates` that are not the store's own (by name, or by owner) and whose
+/// pfs may run: on its way out, a Pod's pfs runs until its kubelet has stopped it; one that
+/// ended for good runs none.
+fn others_running_pfs<'a>(
+    store: &PureFlashStore,
+    candidates: impl IntoIterator<Item = &'a Pod>,
+) -> impl Iterator<Item = &'a Pod> {
+    let own_name = pod_name(store);
+    let namespace = store.namespace();
+    let uid = store.uid();
+    candidates.into_iter().filter(move |pod| {
+        let own = (pod.namespace() == namespace && pod.name_any() == own_name)
+            || pod
+                .owner_references()
+                .iter()
+                .any(|owner| Some(&owner.uid) == uid.as_ref());
+        !own && stopped_for_good(pod).is_none()
+    })
 }
 
 /// A Pod [`foreign_pfs`] or [`in_the_way`] found.

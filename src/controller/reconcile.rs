@@ -546,8 +546,29 @@ fn mngt_ip_held(
         let namespace = s.namespace().unwrap_or_default();
         ctx.config_maps
             .get(&ObjectRef::new(&pods::config_map_name(s)).within(&namespace))
-            .is_some_and(|map| conf_text(&map).and_then(claims::conf_mngt_ip) == Some(address))
+            // Parsed only where the text holds the address at all: a node may carry many
+            // stores, and this is asked of each of them.
+            .and_then(|map| {
+                conf_text(&map).map(|conf| {
+                    conf.contains(address) && claims::conf_mngt_ip(conf) == Some(address)
+                })
+            })
+            .unwrap_or(false)
     };
+    // A store whose pfs runs under the address already claims nothing new: every other store
+    // has been kept off it since. Looked at first, as it is the case of every settled store,
+    // and the full look asks every store of its node.
+    let namespace = store.namespace().unwrap_or_default();
+    let runs = ctx
+        .pods
+        .get(&ObjectRef::new(&pods::pod_name(store)).within(&namespace))
+        .is_some_and(|pod| owned_by(&pod, store) && pod.metadata.deletion_timestamp.is_none());
+    if runs
+        && let Some(mine) = store.spec.mngt_ip.as_deref().or(node_ip)
+        && uses(store, mine)
+    {
+        return None;
+    }
     claims::mngt_ip_held_elsewhere(
         store,
         node_ip,
@@ -1422,6 +1443,13 @@ impl CreateLocks {
     }
 }
 
+/// Whether `snapshot` lets a Pod be made for the store: a Pod records whose `alive` it
+/// replaces, which only a trusted view that could read the store can tell.
+fn view_allows_create(snapshot: &Snapshot, store: &PureFlashStore) -> bool {
+    snapshot.health.is_trusted()
+        && view_of(snapshot, store.spec.store_id).is_none_or(|s| s.is_known())
+}
+
 /// What stands in the way of the store's new Pod (see [`pods::in_the_way`]): among the Pods
 /// the cache shows, and those this term created that it does not show yet.
 fn pod_in_the_way(ctx: &Context, store: &PureFlashStore) -> Option<pods::ForeignPfs> {
@@ -1884,9 +1912,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // the Pod waits (a pfs could not register then anyway), and the view becoming trusted
     // wakes every store (the store readable again, this one).
     let view_now = ctx.snapshots.borrow().clone();
-    let can_create = view_now.health.is_trusted()
-        && view_of(&view_now, store.spec.store_id).is_none_or(|s| s.is_known())
-        && rendered.is_some();
+    let can_create = view_allows_create(&view_now, store) && rendered.is_some();
     // A Pod stopped for good (evicted, refused at admission, shut down with its node) is
     // never run again by its kubelet: it is deleted and replaced as a missing one is. No pfs
     // runs in it, so no recovery rail applies; a terminal Pod is deleted at once. Replacements
@@ -1958,13 +1984,6 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     } else {
         None
     };
-    if let Some(other) = &foreign_pfs
-        && previous
-            .condition("PodReady", "False")
-            .is_none_or(|c| c.reason != "ForeignPod")
-    {
-        warn!(store = %name, %namespace, pod = %other.pod, terminating = other.terminating, "another pod runs pfs for the store's id; none is created");
-    }
     let mut created_now = pod.is_none() && can_create && foreign_pfs.is_none();
     // Held until the create is done and recorded, so that the next create on the node or of
     // the id finds this one's Pod.
@@ -1976,21 +1995,20 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         // that registered meanwhile is what the new Pod replaces).
         view_now = ctx.snapshots.borrow().clone();
         if let Some(found) = pod_in_the_way(ctx, store) {
-            if previous
-                .condition("PodReady", "False")
-                .is_none_or(|c| c.reason != "ForeignPod")
-            {
-                warn!(store = %name, %namespace, pod = %found.pod, device = ?found.device, "another pod serves one of the store's disks or runs its id; none is created");
-            }
             foreign_pfs = Some(found);
             created_now = false;
-        } else if !view_now.health.is_trusted()
-            || view_of(&view_now, store.spec.store_id).is_some_and(|s| !s.is_known())
-        {
+        } else if !view_allows_create(&view_now, store) {
             created_now = false;
         } else {
             create_locks = Some(locks);
         }
+    }
+    if let Some(other) = &foreign_pfs
+        && previous
+            .condition("PodReady", "False")
+            .is_none_or(|c| c.reason != "ForeignPod")
+    {
+        warn!(store = %name, %namespace, pod = %other.pod, device = ?other.device, terminating = other.terminating, "another pod runs pfs for the store's id or serves one of its disks; none is created");
     }
     // A new Pod runs the current spec, held rollout or not, and so does its pfs.conf: one
     // started on the previous pfs.conf under the new hash would never be rolled.
