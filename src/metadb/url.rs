@@ -56,19 +56,21 @@ impl FromStr for DbUrl {
                 "expected mysql://USER:PASS@HOST:PORT/DB (the '//' is missing)",
             )),
             "mysql" | "mariadb" => {
-                // An `@` after the host is a password's unencoded `/`, `?` or `@`, or one in a
-                // parameter: which, a URL cannot tell (nor can the redaction of this one).
+                // An `@` after the host is a password's unencoded `/`, `?`, `#` or `@`, or one in
+                // a parameter: which, a URL cannot tell (nor can the redaction of this one).
                 let tail = authority_and_tail(url).map_or("", |(_, _, tail)| tail);
                 if tail.contains('@') {
                     return Err(bad(
-                        "an '@' after the host: percent-encode '@', '/' and '?' in the user name, password and parameters (%40, %2F, %3F)",
+                        "an '@' after the host: percent-encode '@', '/', '?' and '#' in the user name, password and parameters (%40, %2F, %3F, %23)",
                     ));
                 }
                 // sqlx ignores a parameter it does not know: `?user=pf&password=…` (a JDBC
                 // habit) would connect as root without a password, and say nothing.
                 if let Some(query) = query_of(tail) {
+                    // (`db?` and `a=1&&b=2` hold empty parameters: nothing to check.)
                     for name in query
                         .split('&')
+                        .filter(|p| !p.is_empty())
                         .map(|p| p.split_once('=').map_or(p, |kv| kv.0))
                     {
                         if matches!(name, "user" | "password") {
@@ -232,6 +234,29 @@ mod tests {
             "mariadb://root@localhost/s5?socket=/tmp/s&ssl-mode=required".parse(),
             Ok(DbUrl::MySql { .. })
         ));
+        for url in ["mysql://pf@db/s5?", "mysql://pf@db/s5?ssl-mode=required&"] {
+            let Ok(DbUrl::MySql { options, .. }) = url.parse() else {
+                panic!("{url}")
+            };
+            assert_eq!(options.get_database(), Some("s5"), "{url}");
+        }
+    }
+
+    /// A password's unencoded `#` ends the authority: the rest (`@host/db`) is refused with
+    /// how to write it, and nothing of the password is shown.
+    #[test]
+    fn a_hash_in_a_password_must_be_percent_encoded() {
+        let error = "mysql://pf:se#cret@db/s5".parse::<DbUrl>().unwrap_err();
+        assert!(
+            error.reason.contains("'#'") && error.reason.contains("%23"),
+            "{error}"
+        );
+        assert!(!error.to_string().contains("cret"), "{error}");
+        let Ok(DbUrl::MySql { options, redacted }) = "mysql://pf:se%23cret@db/s5".parse() else {
+            panic!()
+        };
+        assert_eq!(options.get_host(), "db");
+        assert_eq!(redacted, "mysql://pf:***@db/s5");
     }
 
     /// sqlx ignores parameters it does not know, so `?password=` would connect without one.
