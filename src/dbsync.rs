@@ -17,6 +17,8 @@
 //!   first pass after the DB returns writes whatever changed meanwhile. A pass that gets no
 //!   answer within `pass_timeout` (a table locked by another client, a DB host that vanished
 //!   without resetting the connection) is such an error too, and its connections are replaced.
+//!   So are a SQLite file's when the file at its path is another one (deleted, or a backup
+//!   restored over it), noticed at the next event or re-read at the latest.
 //!
 //! On shutdown it finishes the transaction in progress (within `pass_timeout`) and returns,
 //! unless its caller aborts it first: the operator gives a leadership term's tasks 15 s on
@@ -246,6 +248,15 @@ pub async fn run(
         if let Some(at) = late_commits_read_at.filter(|at| *at <= now) {
             reload_at = reload_at.min(at);
             late_commits_read_at = None;
+        }
+        if let Some(what) = db.reopen_if_file_replaced().await {
+            warn!(
+                db = db.url(),
+                "{what} while the sync had it open; writing the tables into the file now at its path"
+            );
+            cache = None;
+            schema_ready = false;
+            reload_at = now;
         }
         let retry_pending = retry_at.is_some_and(|at| at > now);
         let writable = writable(&snapshot);

@@ -1027,6 +1027,59 @@ async fn db_outage_converges_when_it_returns(backend: Backend) {
     }
 }
 
+/// An administrator deletes the SQLite file while the sync runs (to start afresh), later
+/// restores an old copy over it: either way the tables are written into the file now at the
+/// path within a resync period, not into the unlinked one the sync's connections still hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_file_deleted_or_replaced_is_rewritten_at_its_path() {
+    testkit::init_test_logging();
+    let mut db = TestDb::new(Backend::Sqlite).await;
+    let path = db.sqlite_path().unwrap();
+    let cluster = unique_cluster("sqlite-file");
+    let _store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    let sync = Running::start(&zk(), &cluster, &db.url, FAST_RESYNC);
+    wait_for!(db, "initial sync", |s, t, p| s.len() == 1
+        && t.len() == 2
+        && p.len() == 2);
+    let synced = (db.stores().await, db.trays().await, db.ports().await);
+
+    // An old copy, from before the store existed: tables, no rows.
+    let backup = path.with_file_name("backup.db");
+    db.execute(&format!("vacuum into '{}'", backup.display()))
+        .await;
+    {
+        use sqlx::Connection;
+        let url = format!("sqlite://{}", backup.display());
+        let mut copy = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql("delete from t_port; delete from t_tray; delete from t_store")
+            .execute(&mut copy)
+            .await
+            .unwrap();
+        copy.close().await.unwrap();
+    }
+
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.clone().into_os_string();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
+    db.reopen_sqlite_reader();
+    wait_for!(db, "rows in a new file at the path", |s, t, p| (
+        s.clone(),
+        t.clone(),
+        p.clone()
+    ) == synced);
+
+    std::fs::rename(&backup, &path).unwrap();
+    db.reopen_sqlite_reader();
+    wait_for!(db, "rows in the restored copy", |s, t, p| (
+        s.clone(),
+        t.clone(),
+        p.clone()
+    ) == synced);
+    sync.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_waits_for_an_unreachable_db_at_start() {
     testkit::init_test_logging();

@@ -99,6 +99,20 @@ pub struct MetaDb {
     /// What the last read found unreadable, so that cells left in place (rows whose key cannot
     /// be read) are warned about when they change, not on every re-read.
     unreadable: std::sync::Mutex<UnreadableCells>,
+    /// The SQLite file the pool's connections opened, once the schema is known to be in it.
+    opened_file: std::sync::Mutex<Option<FileIdentity>>,
+}
+
+/// A file as the filesystem knows it, whatever its name: (device, inode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileIdentity(u64, u64);
+
+impl FileIdentity {
+    fn of(path: &std::path::Path) -> std::io::Result<FileIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path)?;
+        Ok(FileIdentity(metadata.dev(), metadata.ino()))
+    }
 }
 
 impl MetaDb {
@@ -113,6 +127,7 @@ impl MetaDb {
             url: url.to_string(),
             fence: None,
             unreadable: Default::default(),
+            opened_file: Default::default(),
         }
     }
 
@@ -149,6 +164,33 @@ impl MetaDb {
                 Pool::MySql(pool) => pool.close().await,
             }
         });
+    }
+
+    /// Whether the SQLite file was deleted or replaced (`rm`, a restore from a backup) since
+    /// the pool's connections opened it: they would go on reading and writing the old file,
+    /// unlinked and seen by no one else, for as long as they live. If so, closes them (first:
+    /// an old connection closing after a new one opened could checkpoint into, or delete, the
+    /// new file's WAL) and opens the file at its path afresh, creating it when it is gone, and
+    /// says what happened. The caller then has to check the schema and re-read the tables.
+    pub async fn reopen_if_file_replaced(&mut self) -> Option<&'static str> {
+        let DbUrl::Sqlite { path: Some(path) } = &self.source else {
+            return None;
+        };
+        let opened = (*self.opened_file.lock().unwrap_or_else(|e| e.into_inner()))?;
+        let what = match FileIdentity::of(path) {
+            Ok(now) if now == opened => return None,
+            Ok(_) => "the SQLite file was replaced by another",
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                "the SQLite file was deleted"
+            }
+            // Unreadable for now (permissions changed, a stale mount): what the connections
+            // do with it will tell.
+            Err(_) => return None,
+        };
+        self.close().await;
+        self.pool = Self::pool(&self.source);
+        *self.opened_file.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        Some(what)
     }
 
     fn pool(url: &DbUrl) -> Pool {
@@ -216,7 +258,14 @@ impl MetaDb {
     pub async fn ensure_schema(&self) -> Result<(), DbError> {
         match &self.pool {
             Pool::Sqlite(pool) => {
-                Sql::<Sqlite>::ensure_schema(&mut *self.acquire(pool).await?).await
+                Sql::<Sqlite>::ensure_schema(&mut *self.acquire(pool).await?).await?;
+                if let DbUrl::Sqlite { path: Some(path) } = &self.source {
+                    let mut opened = self.opened_file.lock().unwrap_or_else(|e| e.into_inner());
+                    if opened.is_none() {
+                        *opened = FileIdentity::of(path).ok();
+                    }
+                }
+                Ok(())
             }
             Pool::MySql(pool) => Sql::<MySql>::ensure_schema(&mut *self.acquire(pool).await?).await,
         }

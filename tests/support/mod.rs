@@ -88,6 +88,26 @@ impl TestDb {
         }
     }
 
+    /// The SQLite file, for a SQLite test DB.
+    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        self.url.strip_prefix("sqlite://").map(Into::into)
+    }
+
+    /// A SQLite reader whose connections open the file now at its path (one deleted or
+    /// replaced since would otherwise still be read through those opened before), and never
+    /// create it.
+    pub fn reopen_sqlite_reader(&mut self) {
+        let path = self.sqlite_path().expect("a SQLite test DB");
+        let options = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(false);
+        self.pool = ReaderPool::Sqlite(
+            sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(2)
+                .connect_lazy_with(options),
+        );
+    }
+
     /// A reader for a MariaDB database at `url` (which must exist).
     pub fn mysql(url: String) -> TestDb {
         let pool = sqlx::mysql::MySqlPoolOptions::new()
