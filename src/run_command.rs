@@ -739,6 +739,10 @@ async fn track_readiness(
             lease_answered: *lease_answered.borrow_and_update(),
             leading: *leading.borrow_and_update(),
             cache_synced: *cache_synced.borrow_and_update(),
+        })
+        .map_err(|why| match health.distrust() {
+            Some(distrust) if !view_loaded => format!("{why}: {distrust}"),
+            _ => why,
         });
         ready.send_if_modified(|current| {
             let changed = *current != state;
@@ -874,6 +878,7 @@ mod tests {
                 last_full_sync: None,
                 sessions: 1,
                 read_failure: None,
+                session_failure: None,
             },
         })
     }

@@ -50,6 +50,10 @@ pub struct Facts<'a> {
     /// ZooKeeper has no stores directory for the cluster (what makes a view of a connected,
     /// synced session untrusted for stores: see `Snapshot::knows_stores`).
     pub no_stores_dir: bool,
+    /// Why the operator's ZooKeeper view is not trusted, if it is not ([`Health::distrust`]).
+    ///
+    /// [`Health::distrust`]: crate::zk::Health::distrust
+    pub view_distrust: Option<String>,
     /// The store as ZooKeeper shows it (None: not registered).
     pub store: Option<&'a StoreView>,
     /// The trays the spec lists.
@@ -559,7 +563,10 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
             "Alive",
             "Unknown",
             "ViewUntrusted",
-            "the operator's ZooKeeper view is not connected, not resynced since, or a read of it failed (see the operator log)".into(),
+            match &facts.view_distrust {
+                Some(why) => format!("the operator's ZooKeeper view cannot be trusted: {why}; nothing is decided on it meanwhile"),
+                None => "the operator's ZooKeeper view is not connected, not resynced since, or a read of it failed (see the operator log)".into(),
+            },
             facts,
         ),
         (true, None, _) => condition(
@@ -877,6 +884,7 @@ mod tests {
         now: Timestamp,
         trusted: bool,
         no_stores_dir: bool,
+        view_distrust: Option<String>,
         store: Option<StoreView>,
         pod: Option<PodFacts>,
         ready: bool,
@@ -896,6 +904,7 @@ mod tests {
                 now,
                 trusted: true,
                 no_stores_dir: false,
+                view_distrust: None,
                 store: Some(StoreView::test(7).with_trays(2)),
                 pod: Some(running_pod(t(0))),
                 ready: true,
@@ -923,6 +932,7 @@ mod tests {
                 previous: &self.previous,
                 view_trusted: self.trusted,
                 no_stores_dir: self.no_stores_dir,
+                view_distrust: self.view_distrust.clone(),
                 store: self.store.as_ref(),
                 spec_trays: 2,
                 pod_name: "store-7-pfs",
@@ -1393,6 +1403,32 @@ mod tests {
         assert_eq!(alive.reason, "NoStoresDirectory");
         assert!(
             alive.message.contains("is the cluster name right?"),
+            "{}",
+            alive.message
+        );
+    }
+
+    /// An untrusted view's Alive condition says why it is not trusted, when the mirror knows:
+    /// a ZooKeeper 3.5 server refusing the watch is then read in `kubectl describe`.
+    #[test]
+    fn an_untrusted_view_says_why() {
+        let mut case = Case::alive_at(t(100));
+        case.trusted = false;
+        case.decision.verdict = Verdict::Skip(SkipReason::ViewUntrusted);
+        let alive = case.status().condition("Alive", "Unknown").unwrap().clone();
+        assert_eq!(alive.reason, "ViewUntrusted");
+        assert!(
+            alive.message.contains("see the operator log"),
+            "{}",
+            alive.message
+        );
+        case.view_distrust = Some("no ZooKeeper session (connecting; cannot watch x)".into());
+        let alive = case.status().condition("Alive", "Unknown").unwrap().clone();
+        assert_eq!(alive.reason, "ViewUntrusted");
+        assert!(
+            alive
+                .message
+                .contains("cannot be trusted: no ZooKeeper session (connecting; cannot watch x)"),
             "{}",
             alive.message
         );

@@ -111,6 +111,9 @@ pub struct Health {
     /// (a refusal within a store costs only that store its trust: see
     /// [`StoreView::unreadable`]). Cleared by the next full reload that succeeds.
     pub read_failure: Option<String>,
+    /// Why the last attempt at a session came to nothing: ZooKeeper unreachable, the watch
+    /// refused, the session expired. Cleared by the next full reload that succeeds.
+    pub session_failure: Option<String>,
 }
 
 impl Health {
@@ -118,6 +121,21 @@ impl Health {
     /// node left unread.
     pub fn is_trusted(&self) -> bool {
         self.session == SessionStatus::Connected && self.synced && self.read_failure.is_none()
+    }
+
+    /// Why the view is not trusted, in words for a status message or a probe; None when it is.
+    pub fn distrust(&self) -> Option<String> {
+        if self.session != SessionStatus::Connected {
+            let session = self.session.as_str();
+            return Some(match &self.session_failure {
+                Some(failure) => format!("no ZooKeeper session ({session}; {failure})"),
+                None => format!("no ZooKeeper session ({session})"),
+            });
+        }
+        if let Some(failure) = &self.read_failure {
+            return Some(failure.clone());
+        }
+        (!self.synced).then(|| "not fully reloaded since the ZooKeeper session connected".into())
     }
 }
 
@@ -325,7 +343,10 @@ pub enum MirrorError {
         timeout: Duration,
         source: zk::Error,
     },
-    #[error("cannot watch {path} in ZooKeeper: {source}")]
+    #[error(
+        "cannot watch {path} in ZooKeeper: {source}{}",
+        watch_error_hint(source)
+    )]
     Watch { path: String, source: zk::Error },
     #[error("cannot read {path} from ZooKeeper: {source}")]
     Read { path: String, source: zk::Error },
@@ -335,6 +356,17 @@ pub enum MirrorError {
     /// A store [`Refused`](Self::Refused) where no earlier reading of it can stand in.
     #[error("{reason}")]
     StoreUnreadable { reason: String },
+}
+
+/// What a user can do about a refused watch.
+fn watch_error_hint(error: &zk::Error) -> &'static str {
+    match error {
+        zk::Error::Unimplemented => {
+            " (persistent recursive watches need ZooKeeper 3.6 or later on every server)"
+        }
+        zk::Error::NoAuth => " (check the ACLs of the stores tree)",
+        _ => "",
+    }
 }
 
 fn describe_connect_error(error: &zk::Error, timeout: Duration) -> String {
@@ -429,6 +461,7 @@ impl Publisher {
             last_full_sync: None,
             sessions: 0,
             read_failure: None,
+            session_failure: None,
         };
         let initial = Arc::new(Snapshot {
             version: 0,
@@ -489,6 +522,13 @@ impl Publisher {
         self.publish(&changed, &removed, dirs_changed, health_changed);
     }
 
+    /// Records why the last attempt at a session came to nothing.
+    fn set_session_failure(&mut self, failure: String) {
+        let mut health = self.health.clone();
+        health.session_failure = Some(failure);
+        self.set_health(health);
+    }
+
     fn set_session(&mut self, session: SessionStatus) {
         let mut health = self.health.clone();
         // Only staying connected keeps the view synced; any other transition needs a reload.
@@ -536,6 +576,7 @@ impl Publisher {
         if health.read_failure.take().is_some() {
             info!("every node of the stores tree read again");
         }
+        health.session_failure = None;
         let health_changed = health != self.health;
         self.health = health;
         self.publish(&changed, &removed, dirs_changed, health_changed);
@@ -693,6 +734,7 @@ async fn run(
             Err(error) => {
                 let delay = backoff.next_delay();
                 warn!(%error, retry_in = ?delay, "ZooKeeper unreachable");
+                publisher.set_session_failure(error.to_string());
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     _ = tokio::time::sleep(delay) => continue,
@@ -715,12 +757,14 @@ async fn run(
             }
             SessionEnd::Expired => {
                 warn!("ZooKeeper session expired; starting a new one and reloading everything");
+                publisher.set_session_failure("the last session expired".into());
                 publisher.set_session(SessionStatus::Expired);
                 publisher.release();
             }
             SessionEnd::Failed(error) => {
                 let delay = backoff.next_delay();
                 warn!(%error, retry_in = ?delay, "ZooKeeper session abandoned");
+                publisher.set_session_failure(format!("the last session was abandoned: {error}"));
                 drop(client);
                 publisher.set_session(SessionStatus::Connecting);
                 publisher.release();
@@ -1536,6 +1580,41 @@ fn data_of(result: Option<NodeResult>) -> Result<Option<Vec<u8>>, MirrorError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The health says why it is not trusted, the last session's failure included, until a
+    /// full reload succeeds; a refused watch says what would make ZooKeeper accept it.
+    #[test]
+    fn an_untrusted_health_says_why_until_a_reload_succeeds() {
+        let mut publisher = Publisher::new("/pureflash/c/stores");
+        assert_eq!(
+            publisher.health.distrust().as_deref(),
+            Some("no ZooKeeper session (connecting)")
+        );
+        let refused = MirrorError::Watch {
+            path: "/pureflash/c/stores".into(),
+            source: zk::Error::Unimplemented,
+        };
+        publisher.set_session_failure(format!("the last session was abandoned: {refused}"));
+        let why = publisher.health.distrust().unwrap();
+        assert!(
+            why.starts_with("no ZooKeeper session (connecting; the last session was abandoned: cannot watch /pureflash/c/stores")
+                && why.contains("ZooKeeper 3.6 or later"),
+            "{why}"
+        );
+        publisher.set_session(SessionStatus::Connected);
+        assert_eq!(
+            publisher.health.distrust().as_deref(),
+            Some("not fully reloaded since the ZooKeeper session connected")
+        );
+        publisher.replace_view(ClusterView::default());
+        assert_eq!(publisher.health.distrust(), None);
+        assert_eq!(publisher.health.session_failure, None);
+        publisher.set_session(SessionStatus::Disconnected);
+        assert_eq!(
+            publisher.health.distrust().as_deref(),
+            Some("no ZooKeeper session (disconnected)")
+        );
+    }
 
     #[test]
     fn a_disconnection_costs_trust_even_when_the_reconnection_comes_in_the_same_batch() {
