@@ -648,6 +648,8 @@ fn device_held(
             pod.spec.as_ref().and_then(|spec| spec.node_name.as_deref())
                 == Some(store.spec.node_name.as_str())
                 && !running_pods.contains(&(pod.namespace().unwrap_or_default(), pod.name_any()))
+                // One stopped for good runs nothing, ever again: nobody replaces it either.
+                && pods::stopped_for_good(pod).is_none()
         })
         .filter_map(|pod| {
             let devices = pod.annotations().get(claims::DEVICES_ANNOTATION)?;
@@ -1820,6 +1822,11 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         };
         rolls = Some(relocked);
     }
+    // The lock serializes deciding and deleting; nothing else this reconcile writes waits for
+    // it (recovery's restarts take it too).
+    if !matches!(roll, Some(RollVerdict::Roll(_))) {
+        drop(rolls.take());
+    }
     let mut roll_held = match &roll {
         Some(RollVerdict::Hold(hold)) => Some(hold.clone()),
         _ => None,
@@ -1839,7 +1846,11 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     if deleted_meanwhile(ctx, store) {
         return Ok(Action::await_change());
     }
-    if roll_held.is_none() && !rolling {
+    // Not for a store without a Pod: its pfs.conf is written where its Pod is created, under
+    // the create locks and once nothing is in its way. Written before, it would count as the
+    // use of its disks and address (see `claims`) by a store that may never get to serve
+    // them, ahead of the store that serves them.
+    if roll_held.is_none() && !rolling && pod.is_some() {
         map_current = keep_going(apply_map().await, &mut failed_write)?.is_some();
     }
     if let (Some(RollVerdict::Roll(reason)), Some(existing), Some((hash, _))) =
@@ -1855,7 +1866,9 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             ..DeleteParams::default()
         };
         let mut old_pod_stays = false;
-        match ctx.leading(pods.delete(&pod_name, &params)).await? {
+        // Bounded: every restart waits for the lock meanwhile. One that took too long may
+        // still land; the next reconcile finds the Pod going, or judges it again.
+        match under_restart_lock(ctx.leading(pods.delete(&pod_name, &params))).await? {
             Ok(_) => {
                 if let Some(mut rolls) = rolls.take() {
                     rolls.insert(
@@ -1902,6 +1915,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 old_pod_stays = true;
             }
         }
+        drop(rolls.take());
         if !old_pod_stays {
             map_current = keep_going(apply_map().await, &mut failed_write)?.is_some();
             pod = pods.get_opt(&pod_name).await?;
