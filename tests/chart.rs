@@ -600,6 +600,46 @@ fn deploy_manifests_are_the_chart_rendered_with_defaults() {
     );
 }
 
+/// The shipped PureFlashStores run side by side as the operator judges claims: no store of
+/// the samples or the kind dev stack is kept without a Pod by another's disk or management
+/// address (stores created together are ordered by name, as here).
+#[test]
+fn shipped_stores_claim_no_disk_or_address_of_another() {
+    use pureflash_operator::controller::claims;
+    use pureflash_operator::crd::PureFlashStore;
+    use serde::Deserialize;
+    for manifest in [
+        "deploy/samples/pureflashstore.yaml",
+        "deploy/dev/stores.yaml",
+    ] {
+        let text = std::fs::read_to_string(Path::new(ROOT).join(manifest)).unwrap();
+        let stores: Vec<PureFlashStore> = serde_yaml::Deserializer::from_str(&text)
+            .map(|document| {
+                let mut store = PureFlashStore::deserialize(document).unwrap();
+                store.metadata.namespace = Some("storage".into());
+                store.metadata.uid = store.metadata.name.clone();
+                store
+            })
+            .collect();
+        assert!(stores.len() >= 3, "{manifest}");
+        for store in &stores {
+            let name = store.metadata.name.as_deref().unwrap();
+            let others = stores.iter().map(|s| (s, claims::InUse::default()));
+            let held = claims::device_held_elsewhere(store, claims::InUse::default(), others);
+            assert_eq!(held, None, "{manifest}: {name}");
+            // Every node has an address of its own to default to.
+            let node_ip = format!("192.0.2.{}", store.spec.node_name.len());
+            let held = claims::mngt_ip_held_elsewhere(
+                store,
+                Some(node_ip.as_str()),
+                |_, _| false,
+                &stores,
+            );
+            assert_eq!(held, None, "{manifest}: {name}");
+        }
+    }
+}
+
 /// kubectl against an emulator: (success, stdout + stderr).
 fn kubectl(kubeconfig: &Path, args: &[&str], input: Option<&str>) -> (bool, String) {
     use std::io::Write;
