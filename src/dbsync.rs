@@ -58,9 +58,7 @@ pub struct DbSyncConfig {
 /// second, so this is only ever reached by a DB that does not answer.
 pub const PASS_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The longest a stop waits for the pool to close: it checks each connection as it comes back,
-/// with no timeout of its own, and a dead DB must not hold the exit up.
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+pub use crate::metadb::CLOSE_TIMEOUT;
 
 impl DbSyncConfig {
     pub fn new(resync_interval: Duration) -> Self {

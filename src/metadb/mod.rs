@@ -25,6 +25,11 @@ pub use url::{BadDbUrl, DbUrl};
 
 use sql::{Sql, UnreadableCells};
 
+/// The longest a stop (or the reopening of a replaced SQLite file) waits for the pool to
+/// close: it checks each connection as it comes back, with no timeout of its own, and a dead
+/// DB must not hold the exit up.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How long to wait for a pooled connection before reporting the DB unreachable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -187,7 +192,15 @@ impl MetaDb {
             // do with it will tell.
             Err(_) => return None,
         };
-        self.close().await;
+        // Bounded: a connection stuck on the old file (a hung mount) must not stop the sync.
+        // Given up on, it is left behind; a new connection finding that file's WAL at the old
+        // path is still safer than writing into an unlinked file for good.
+        if tokio::time::timeout(CLOSE_TIMEOUT, self.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(db = %self.url, "the connections to the replaced SQLite file did not close within {CLOSE_TIMEOUT:?}; left behind");
+        }
         self.pool = Self::pool(&self.source);
         *self.opened_file.lock().unwrap_or_else(|e| e.into_inner()) = None;
         Some(what)

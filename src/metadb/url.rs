@@ -29,6 +29,9 @@ impl FromStr for DbUrl {
     type Err = BadDbUrl;
 
     fn from_str(url: &str) -> Result<Self, Self::Err> {
+        // A URL kept in a Secret often ends in a newline (`--from-file`): sqlx trims a MySQL
+        // URL, and a SQLite one would otherwise name a file ending in it.
+        let url = url.trim();
         let bad = |reason: &str| BadDbUrl {
             url: redact(url),
             reason: reason.to_owned(),
@@ -41,6 +44,9 @@ impl FromStr for DbUrl {
                 let target = rest.strip_prefix("//").unwrap_or(rest);
                 if target.contains('?') {
                     return Err(bad("SQLite URLs take no parameters"));
+                }
+                if target.contains(char::is_control) {
+                    return Err(bad("a control character in the SQLite file's path"));
                 }
                 match target {
                     "" => Err(bad(
@@ -216,6 +222,17 @@ mod tests {
             panic!()
         };
         assert_eq!(path, PathBuf::from("meta.db"));
+        // As a Secret made with `--from-file` has it.
+        let Ok(DbUrl::Sqlite { path: Some(path) }) = "sqlite:///var/lib/pf/meta.db\n".parse()
+        else {
+            panic!()
+        };
+        assert_eq!(path, PathBuf::from("/var/lib/pf/meta.db"));
+        assert!(matches!(
+            " sqlite::memory:\r\n".parse(),
+            Ok(DbUrl::Sqlite { path: None })
+        ));
+        assert!("sqlite:///a\tb.db".parse::<DbUrl>().is_err());
         assert!("sqlite://".parse::<DbUrl>().is_err());
         assert!("sqlite://x.db?mode=ro".parse::<DbUrl>().is_err());
     }
