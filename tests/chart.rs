@@ -459,7 +459,10 @@ fn the_schema_refuses_the_zookeeper_settings_the_operator_refuses() {
             );
         }
     }
-    for cluster in ["cluster1", "...", ".a", "..b", ".", "..", "a/b", "a\u{7}b"] {
+    for cluster in [
+        "cluster1", "...", ".a", "..b", ".", "..", "a/b", "a\u{7}b", "prod eu", "prod;eu", "c#1",
+        " c1", "c1 ", "a\"b",
+    ] {
         let operator = pureflash_operator::zk::layout::ClusterLayout::new(cluster);
         let chart = try_render("pureflash", &[&format!("zookeeper.clusterName={cluster}")]);
         assert_eq!(

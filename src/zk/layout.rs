@@ -250,12 +250,16 @@ pub struct ClusterLayout {
 }
 
 impl ClusterLayout {
-    /// The layout of `/pureflash/<cluster>`. A cluster name is one non-empty path segment.
+    /// The layout of `/pureflash/<cluster>`. A cluster name is one non-empty path segment that
+    /// pfs can read from its pfs.conf (`[cluster] name`) as it is: pfs trims the value, reads
+    /// `#` and `;` as the start of a comment, `"` as a quote and `\` as an escape, so a name
+    /// holding them would register its stores under another name than the operator watches.
     pub fn new(cluster: &str) -> Result<Self, LayoutError> {
         let valid = !cluster.is_empty()
             && cluster != "."
             && cluster != ".."
-            && !cluster.contains('/')
+            && !cluster.contains(['/', '#', ';', '"', '\\', '\u{FFFE}', '\u{FFFF}'])
+            && cluster.trim_matches(' ') == cluster
             && !cluster.chars().any(char::is_control);
         if !valid {
             return Err(LayoutError::BadClusterName(cluster.to_owned()));
@@ -337,7 +341,9 @@ impl ClusterLayout {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LayoutError {
-    #[error("invalid cluster name {0:?}: it must be one non-empty ZooKeeper path segment")]
+    #[error(
+        "invalid cluster name {0:?}: it must be one non-empty ZooKeeper path segment, without '#', ';', '\"', '\\' or spaces at either end (pfs.conf could not hold it)"
+    )]
     BadClusterName(String),
 }
 
@@ -569,7 +575,10 @@ mod tests {
     #[test]
     fn cluster_names_are_one_segment() {
         assert!(ClusterLayout::new("cluster1").is_ok());
-        for bad in ["", "a/b", ".", "..", "bad\n"] {
+        assert!(ClusterLayout::new("prod eu-1.a_b").is_ok());
+        for bad in [
+            "", "a/b", ".", "..", "bad\n", "prod;eu", "c#1", " c1", "c1 ", "a\"b", "a\\b",
+        ] {
             assert_eq!(
                 ClusterLayout::new(bad),
                 Err(LayoutError::BadClusterName(bad.into()))
