@@ -251,9 +251,11 @@ async fn one_size(emulator: &Emulator, client: &Client, zk_server: &ZooKeeper, n
                 "spec": {
                     "storeId": id,
                     "nodeName": NODE,
-                    // One node holds them all here, so each store has disks and a management
-                    // address of its own.
+                    // One node holds them all here, so each store has disks and addresses
+                    // of its own.
                     "mngtIp": format!("10.8.{}.{}", id / 250, id % 250 + 1),
+                    "ports": [format!("10.9.{}.{}", id / 250, id % 250 + 1)],
+                    "repPorts": [format!("10.10.{}.{}", id / 250, id % 250 + 1)],
                     "trays": (0..4).map(|t| json!({"device": format!("/dev/disk/by-id/store-{id}-{t}")})).collect::<Vec<_>>(),
                 },
             }))

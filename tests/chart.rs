@@ -632,10 +632,10 @@ fn shipped_stores_claim_no_disk_or_address_of_another() {
             assert_eq!(held, None, "{manifest}: {name}");
             // Every node has an address of its own to default to.
             let node_ip = format!("192.0.2.{}", store.spec.node_name.len());
-            let held = claims::mngt_ip_held_elsewhere(
+            let held = claims::address_held_elsewhere(
                 store,
                 Some(node_ip.as_str()),
-                |_, _| false,
+                |_, _, _| false,
                 &stores,
             );
             assert_eq!(held, None, "{manifest}: {name}");

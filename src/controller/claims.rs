@@ -8,6 +8,11 @@
 //! one created first holds it. So a store whose spec is changed to take
 //! a disk another store serves waits for that store's own spec change to roll out, whatever
 //! their ages, and never stops the one that serves.
+//!
+//! The addresses a store registers under are held the same way, by use (its applied pfs.conf)
+//! then by creation: its management address (`t_store.mngt_ip` is unique) and its port and
+//! replication port addresses (`t_port` holds an address once per purpose). Stores sharing a
+//! node share its address by default, so each of them but the first needs addresses of its own.
 
 use std::cmp::Ordering;
 
@@ -67,33 +72,100 @@ pub fn claim_order(
     )
 }
 
-/// The management address a pfs.conf registers under: `[afs] mngt_ip`.
-pub fn conf_mngt_ip(conf: &str) -> Option<&str> {
-    let mut in_afs = false;
-    for line in conf.lines().map(str::trim) {
-        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            in_afs = section == "afs";
-        } else if in_afs && let Some(address) = line.strip_prefix("mngt_ip=") {
-            return Some(address.trim());
+/// The values of `key` in the sections of a pfs.conf that `section` accepts, in order.
+fn conf_values<'a>(
+    conf: &'a str,
+    section: impl Fn(&str) -> bool,
+    key: &'a str,
+) -> impl Iterator<Item = &'a str> {
+    let mut inside = false;
+    conf.lines().map(str::trim).filter_map(move |line| {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            inside = section(name);
+            None
+        } else if inside {
+            let (name, value) = line.split_once('=')?;
+            (name == key).then(|| value.trim())
+        } else {
+            None
         }
-    }
-    None
+    })
+}
+
+/// Whether a section name is `<prefix>N` (pfs's numbered sections: `tray.0`, `port.1`).
+fn numbered(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix)
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The devices a pfs.conf serves: the `dev` of each `[tray.N]` section.
 pub fn served_devices(conf: &str) -> Vec<&str> {
-    let mut in_tray = false;
-    let mut devices = Vec::new();
-    for line in conf.lines().map(str::trim) {
-        if let Some(section) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-            in_tray = section
-                .strip_prefix("tray.")
-                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-        } else if in_tray && let Some(device) = line.strip_prefix("dev=") {
-            devices.push(device.trim());
+    conf_values(conf, |name| numbered(name, "tray."), "dev").collect()
+}
+
+/// What a store registers an address as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AddressRole {
+    /// `[afs] mngt_ip`: its `t_store` row's `mngt_ip`.
+    Management,
+    /// `[port.N] ip`: a `t_port` row of purpose 0.
+    Port,
+    /// `[rep_port.N] ip`: a `t_port` row of purpose 1.
+    ReplicationPort,
+}
+
+impl AddressRole {
+    const ALL: [AddressRole; 3] = [
+        AddressRole::Management,
+        AddressRole::Port,
+        AddressRole::ReplicationPort,
+    ];
+
+    /// The spec field that gives the addresses of this role.
+    pub fn field(self) -> &'static str {
+        match self {
+            AddressRole::Management => "mngtIp",
+            AddressRole::Port => "ports",
+            AddressRole::ReplicationPort => "repPorts",
         }
     }
-    devices
+
+    /// The addresses a store's spec gives for this role; empty: its node's.
+    fn given(self, store: &PureFlashStore) -> &[String] {
+        match self {
+            AddressRole::Management => store.spec.mngt_ip.as_slice(),
+            AddressRole::Port => &store.spec.ports,
+            AddressRole::ReplicationPort => &store.spec.rep_ports,
+        }
+    }
+}
+
+/// Whether a pfs.conf registers `address` as `role`.
+pub fn conf_registers(conf: &str, role: AddressRole, address: &str) -> bool {
+    let mut values: Box<dyn Iterator<Item = &str>> = match role {
+        AddressRole::Management => Box::new(conf_values(conf, |name| name == "afs", "mngt_ip")),
+        AddressRole::Port => Box::new(conf_values(conf, |name| numbered(name, "port."), "ip")),
+        AddressRole::ReplicationPort => {
+            Box::new(conf_values(conf, |name| numbered(name, "rep_port."), "ip"))
+        }
+    };
+    values.any(|value| value == address)
+}
+
+/// The addresses `store` registers under, by role, its node's address `node_ip` standing in
+/// for a field left empty (none then, when it is not known).
+pub fn spec_addresses<'a>(
+    store: &'a PureFlashStore,
+    node_ip: Option<&'a str>,
+) -> Vec<(AddressRole, &'a str)> {
+    let mut addresses = Vec::new();
+    for role in AddressRole::ALL {
+        match role.given(store) {
+            [] => addresses.extend(node_ip.map(|ip| (role, ip))),
+            given => addresses.extend(given.iter().map(|ip| (role, ip.as_str()))),
+        }
+    }
+    addresses
 }
 
 /// The first of `store`'s trays that another store holds before it, if any. `mine` is what the
@@ -155,60 +227,89 @@ pub fn device_held_elsewhere<'a>(
     held.map(|(_, found)| found)
 }
 
-/// Another store holding the management address a store would register under.
+/// Another store holding an address a store would register under.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AddressHeld {
+    pub role: AddressRole,
     pub address: String,
     /// `PureFlashStore namespace/name`.
     pub holder: String,
 }
 
-/// The store that holds the management address `store` would register under (`mngt_ip`),
-/// if another does. `t_store.mngt_ip` is unique: two pfs under one address would take each
-/// other's metadata row, and stores on one node that leave `mngtIp` to its default share the
-/// node's. `node_ip` is the default on the store's node; `uses(s, address)` tells whether a
-/// store's pfs.conf as applied registers under `address` (what a pfs it runs, or the kubelet
-/// restarts in place, uses: it outlasts a restart's Pod). As for disks, a store using the
+/// The store that holds an address `store` would register under, if another does (see the
+/// module doc). `node_ip` is the default on the store's node; `uses(s, role, address)` tells
+/// whether a store's pfs.conf as applied registers `address` as `role` (what a pfs it runs,
+/// or the kubelet restarts in place, uses: it outlasts a restart's Pod). A store using the
 /// address holds it first, whatever the ages, then the one created first.
-pub fn mngt_ip_held_elsewhere<'a>(
+pub fn address_held_elsewhere<'a>(
     store: &PureFlashStore,
     node_ip: Option<&str>,
-    uses: impl Fn(&PureFlashStore, &str) -> bool,
+    uses: impl Fn(&PureFlashStore, AddressRole, &str) -> bool,
     others: impl IntoIterator<Item = &'a PureFlashStore>,
 ) -> Option<AddressHeld> {
-    let mine = store.spec.mngt_ip.as_deref().or(node_ip)?;
+    let mine = spec_addresses(store, node_ip);
+    if mine.is_empty() {
+        return None;
+    }
     let uid = store.metadata.uid.as_deref();
-    let i_use = uses(store, mine);
-    others
-        .into_iter()
-        .filter(|other| {
-            let asks = match other.spec.mngt_ip.as_deref() {
-                Some(theirs) => theirs == mine,
+    let is_me = |other: &PureFlashStore| {
+        (uid.is_some() && other.metadata.uid.as_deref() == uid)
+            || (other.metadata.name == store.metadata.name
+                && other.metadata.namespace == store.metadata.namespace)
+    };
+    let i_use: Vec<bool> = mine
+        .iter()
+        .map(|(role, address)| uses(store, *role, address))
+        .collect();
+    let mut held: Option<(&PureFlashStore, AddressHeld)> = None;
+    for other in others {
+        if is_me(other) {
+            continue;
+        }
+        let same_node = other.spec.node_name == store.spec.node_name;
+        for ((role, address), i_use) in mine.iter().zip(&i_use) {
+            let asks = match role.given(other) {
                 // Its node's default: known here only for this store's node (another node's
                 // is that node's own address).
-                None => other.spec.node_name == store.spec.node_name && node_ip == Some(mine),
+                [] => same_node && node_ip == Some(*address),
+                given => given.iter().any(|ip| ip == address),
             };
             // One that only used it before (its spec changed since) is looked for on this
             // store's node alone: its applied pfs.conf is read from a cache per store.
-            (asks || (other.spec.node_name == store.spec.node_name && uses(other, mine)))
-                && !((uid.is_some() && other.metadata.uid.as_deref() == uid)
-                    || (other.metadata.name == store.metadata.name
-                        && other.metadata.namespace == store.metadata.namespace))
-        })
-        .filter(|other| match (uses(other, mine), i_use) {
-            (true, false) => true,
-            (false, true) => false,
-            _ => claim_order(other).cmp(&claim_order(store)) == Ordering::Less,
-        })
-        .min_by(|a, b| claim_order(a).cmp(&claim_order(b)))
-        .map(|other| AddressHeld {
-            address: mine.to_owned(),
-            holder: format!(
-                "PureFlashStore {}/{}",
-                other.namespace().unwrap_or_default(),
-                other.name_any()
-            ),
-        })
+            let uses_it = (asks || same_node) && uses(other, *role, address);
+            if !asks && !uses_it {
+                continue;
+            }
+            let ahead = match (uses_it, *i_use) {
+                (true, false) => true,
+                (false, true) => false,
+                _ => claim_order(other).cmp(&claim_order(store)) == Ordering::Less,
+            };
+            if !ahead {
+                continue;
+            }
+            // Reported the same way on every pass: the earliest such store.
+            if held
+                .as_ref()
+                .is_none_or(|(first, _)| claim_order(other) < claim_order(first))
+            {
+                held = Some((
+                    other,
+                    AddressHeld {
+                        role: *role,
+                        address: (*address).to_owned(),
+                        holder: format!(
+                            "PureFlashStore {}/{}",
+                            other.namespace().unwrap_or_default(),
+                            other.name_any()
+                        ),
+                    },
+                ));
+            }
+            break;
+        }
+    }
+    held.map(|(_, found)| found)
 }
 
 /// Whether a Pod's [`DEVICES_ANNOTATION`] names exactly the store's trays, in order.
@@ -255,37 +356,50 @@ mod tests {
             let mut store = store(name, node, &["/dev/sdb"], Some(created));
             store.metadata.uid = Some(format!("uid-{name}"));
             store.spec.mngt_ip = mngt_ip.map(Into::into);
+            // Ports of its own: only the management address is looked at here.
+            store.spec.ports = vec![format!("10.1.0.{created}")];
+            store.spec.rep_ports = vec![format!("10.2.0.{created}")];
             store
         };
         let first = on("first", "n1", None, 1);
         let second = on("second", "n1", None, 2);
-        let none_use = |_: &PureFlashStore, _: &str| false;
-        let held =
-            |store, uses: &dyn Fn(&PureFlashStore, &str) -> bool, others: &[&PureFlashStore]| {
-                mngt_ip_held_elsewhere(store, Some("10.0.0.1"), uses, others.iter().copied())
-                    .map(|held| (held.address, held.holder))
-            };
+        let management = |uses: fn(&PureFlashStore) -> bool| {
+            move |s: &PureFlashStore, role: AddressRole, _: &str| {
+                role == AddressRole::Management && uses(s)
+            }
+        };
+        let none_use = management(|_| false);
+        let held = |store,
+                    uses: &dyn Fn(&PureFlashStore, AddressRole, &str) -> bool,
+                    others: &[&PureFlashStore]| {
+            address_held_elsewhere(store, Some("10.0.0.1"), uses, others.iter().copied())
+                .map(|held| (held.role, held.address, held.holder))
+        };
         // Both default to the node's address: the first created holds it.
         assert_eq!(
             held(&second, &none_use, &[&first, &second]),
-            Some(("10.0.0.1".into(), "PureFlashStore pf/first".into()))
+            Some((
+                AddressRole::Management,
+                "10.0.0.1".into(),
+                "PureFlashStore pf/first".into()
+            ))
         );
         assert_eq!(held(&first, &none_use, &[&first, &second]), None);
         // Whatever the ages, the one whose pfs.conf has it keeps it.
-        let second_uses = |s: &PureFlashStore, _: &str| s.name_any() == "second";
+        let second_uses = management(|s| s.name_any() == "second");
         assert_eq!(held(&second, &second_uses, &[&first, &second]), None);
         assert_eq!(
-            held(&first, &second_uses, &[&first, &second]).map(|(_, holder)| holder),
+            held(&first, &second_uses, &[&first, &second]).map(|(_, _, holder)| holder),
             Some("PureFlashStore pf/second".into())
         );
         // Both use it (they ran so before): the first created keeps it, through its restarts.
-        let both_use = |_: &PureFlashStore, _: &str| true;
+        let both_use = management(|_| true);
         assert_eq!(held(&first, &both_use, &[&first, &second]), None);
         assert!(held(&second, &both_use, &[&first, &second]).is_some());
         // An older store whose spec now asks for a running store's address waits for it.
         let older = on("older", "n1", Some("10.0.0.1"), 0);
         assert_eq!(
-            held(&older, &second_uses, &[&older, &second]).map(|(_, holder)| holder),
+            held(&older, &second_uses, &[&older, &second]).map(|(_, _, holder)| holder),
             Some("PureFlashStore pf/second".into())
         );
         // Its own address, or a default on another node: nothing shared.
@@ -296,16 +410,82 @@ mod tests {
         // The same address given on another node is shared all the same.
         let given = on("given", "n2", Some("10.0.0.1"), 0);
         assert_eq!(
-            held(&second, &none_use, &[&given]).map(|(_, holder)| holder),
+            held(&second, &none_use, &[&given]).map(|(_, _, holder)| holder),
             Some("PureFlashStore pf/given".into())
         );
     }
 
+    /// Stores on one node with management addresses of their own still share the node's
+    /// address for their ports by default: `t_port` holds it once per purpose.
     #[test]
-    fn the_management_address_of_a_pfs_conf_is_read_from_its_afs_section() {
-        let conf = "[cluster]\nname=c\n[afs]\nid=7\nmngt_ip=10.0.0.7\n[port.0]\nip=10.0.0.8\n";
-        assert_eq!(conf_mngt_ip(conf), Some("10.0.0.7"));
-        assert_eq!(conf_mngt_ip("[engine]\nmngt_ip=10.0.0.7\n"), None);
+    fn port_addresses_are_held_like_the_management_address() {
+        let on = |name: &str, created, mngt_ip: &str| {
+            let mut store = store(name, "n1", &["/dev/sdb"], Some(created));
+            store.spec.mngt_ip = Some(mngt_ip.into());
+            store
+        };
+        let first = on("first", 1, "10.0.1.1");
+        let mut second = on("second", 2, "10.0.1.2");
+        let none_use = |_: &PureFlashStore, _: AddressRole, _: &str| false;
+        let held = |store: &PureFlashStore, others: &[&PureFlashStore]| {
+            address_held_elsewhere(store, Some("10.0.0.1"), none_use, others.iter().copied())
+                .map(|held| (held.role, held.address))
+        };
+        assert_eq!(
+            held(&second, &[&first]),
+            Some((AddressRole::Port, "10.0.0.1".into()))
+        );
+        second.spec.ports = vec!["10.0.2.2".into()];
+        assert_eq!(
+            held(&second, &[&first]),
+            Some((AddressRole::ReplicationPort, "10.0.0.1".into()))
+        );
+        second.spec.rep_ports = vec!["10.0.3.2".into()];
+        assert_eq!(held(&second, &[&first]), None);
+        // A port address is one role's: the same address as another's management address
+        // or replication port is no clash (t_port's key is the address and its purpose).
+        second.spec.ports = vec!["10.0.1.1".into(), "10.0.0.1".into()];
+        assert_eq!(
+            held(&second, &[&first]),
+            Some((AddressRole::Port, "10.0.0.1".into()))
+        );
+        second.spec.ports = vec!["10.0.1.1".into()];
+        assert_eq!(held(&second, &[&first]), None);
+        // What a store's applied pfs.conf registers holds, whatever its spec says now.
+        let first_conf =
+            "[afs]\nmngt_ip=10.0.1.1\nid=1\n[port.0]\nip=10.0.0.1\n[rep_port.0]\nip=10.0.0.1\n";
+        let conf_uses = |s: &PureFlashStore, role: AddressRole, address: &str| {
+            s.name_any() == "first" && conf_registers(first_conf, role, address)
+        };
+        let mut moved = first.clone();
+        moved.spec.ports = vec!["10.0.2.1".into()];
+        moved.spec.rep_ports = vec!["10.0.3.1".into()];
+        let older = on("older", 0, "10.0.1.0");
+        assert_eq!(
+            address_held_elsewhere(&older, Some("10.0.0.1"), conf_uses, [&moved])
+                .map(|held| (held.role, held.holder)),
+            Some((AddressRole::Port, "PureFlashStore pf/first".into()))
+        );
+    }
+
+    #[test]
+    fn the_addresses_of_a_pfs_conf_are_read_from_their_sections() {
+        let conf = "[cluster]\nname=c\n[afs]\nid=7\nmngt_ip=10.0.0.7\n[port.0]\nip=10.0.0.8\n[port.1]\nip=10.0.0.9\n[rep_port.0]\nip=10.0.1.8\n[replicator]\nip=10.0.0.1\n";
+        assert!(conf_registers(conf, AddressRole::Management, "10.0.0.7"));
+        assert!(!conf_registers(conf, AddressRole::Management, "10.0.0.8"));
+        assert!(conf_registers(conf, AddressRole::Port, "10.0.0.9"));
+        assert!(!conf_registers(conf, AddressRole::Port, "10.0.1.8"));
+        assert!(conf_registers(
+            conf,
+            AddressRole::ReplicationPort,
+            "10.0.1.8"
+        ));
+        assert!(!conf_registers(conf, AddressRole::Port, "10.0.0.1"));
+        assert!(!conf_registers(
+            "[engine]\nmngt_ip=10.0.0.7\n",
+            AddressRole::Management,
+            "10.0.0.7"
+        ));
     }
 
     fn store(name: &str, node: &str, devices: &[&str], created: Option<i64>) -> PureFlashStore {

@@ -23,7 +23,7 @@ pub const PFS_BINARY: &str = "/opt/pureflash/pfs";
 pub const CONFIG_HASH_ANNOTATION: &str = "pureflash.io/config-hash";
 /// Pod annotation: the [`Predecessor`] session, recorded when the operator creates the Pod.
 pub const PREDECESSOR_ANNOTATION: &str = "pureflash.io/predecessor-session";
-use super::claims::DEVICES_ANNOTATION;
+use super::claims::{AddressRole, DEVICES_ANNOTATION};
 /// Pod label: the store id.
 pub const STORE_ID_LABEL: &str = "pureflash.io/store-id";
 /// The container name.
@@ -66,11 +66,14 @@ pub enum RenderError {
     )]
     DeviceHeld(super::claims::DeviceHeld),
     #[error(
-        "mngt_ip {} is {}'s too: t_store.mngt_ip is unique, so two stores cannot register under one management address (stores on one node share its default); set spec.mngtIp to an address of this store's own",
+        "{} address {} is {}'s too: {}, so two stores cannot register under one (stores on one node share its address by default); give this store its own spec.{}",
+        match .0.role { AddressRole::Management => "management", AddressRole::Port => "port", AddressRole::ReplicationPort => "replication port" },
         .0.address,
-        .0.holder
+        .0.holder,
+        match .0.role { AddressRole::Management => "t_store.mngt_ip is unique", _ => "t_port holds an address once per purpose" },
+        .0.role.field()
     )]
-    MngtIpHeld(super::claims::AddressHeld),
+    AddressHeld(super::claims::AddressHeld),
     #[error(
         "spec.{field} lists {count} entries but pfs reads at most {max} (the rest would never be registered)"
     )]

@@ -533,16 +533,16 @@ fn unavailable_others(
     (count, names)
 }
 
-/// Another running store (not standing aside) that holds the management address `store` would
-/// register under (see [`claims::mngt_ip_held_elsewhere`]).
-fn mngt_ip_held(
+/// Another running store (not standing aside) that holds an address `store` would register
+/// under (see [`claims::address_held_elsewhere`]).
+fn address_held(
     ctx: &Context,
     store: &PureFlashStore,
     all: &[Arc<PureFlashStore>],
     aside: &HashSet<&str>,
     node_ip: Option<&str>,
 ) -> Option<claims::AddressHeld> {
-    let uses = |s: &PureFlashStore, address: &str| {
+    let uses = |s: &PureFlashStore, role: claims::AddressRole, address: &str| {
         let namespace = s.namespace().unwrap_or_default();
         ctx.config_maps
             .get(&ObjectRef::new(&pods::config_map_name(s)).within(&namespace))
@@ -550,26 +550,27 @@ fn mngt_ip_held(
             // stores, and this is asked of each of them.
             .and_then(|map| {
                 conf_text(&map).map(|conf| {
-                    conf.contains(address) && claims::conf_mngt_ip(conf) == Some(address)
+                    conf.contains(address) && claims::conf_registers(conf, role, address)
                 })
             })
             .unwrap_or(false)
     };
-    // A store whose pfs runs under the address already claims nothing new: every other store
-    // has been kept off it since. Looked at first, as it is the case of every settled store,
-    // and the full look asks every store of its node.
+    // A store whose pfs runs under its addresses already claims nothing new: every other
+    // store has been kept off them since. Looked at first, as it is the case of every settled
+    // store, and the full look asks every store of its node.
     let namespace = store.namespace().unwrap_or_default();
     let runs = ctx
         .pods
         .get(&ObjectRef::new(&pods::pod_name(store)).within(&namespace))
         .is_some_and(|pod| owned_by(&pod, store) && pod.metadata.deletion_timestamp.is_none());
     if runs
-        && let Some(mine) = store.spec.mngt_ip.as_deref().or(node_ip)
-        && uses(store, mine)
+        && claims::spec_addresses(store, node_ip)
+            .iter()
+            .all(|(role, address)| uses(store, *role, address))
     {
         return None;
     }
-    claims::mngt_ip_held_elsewhere(
+    claims::address_held_elsewhere(
         store,
         node_ip,
         uses,
@@ -1681,8 +1682,8 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         }),
         None => match device_held(ctx, store, &all, &aside) {
             Some(held) => Err(pods::RenderError::DeviceHeld(held)),
-            None => match mngt_ip_held(ctx, store, &all, &aside, env.node_ip.as_deref()) {
-                Some(held) => Err(pods::RenderError::MngtIpHeld(held)),
+            None => match address_held(ctx, store, &all, &aside, env.node_ip.as_deref()) {
+                Some(held) => Err(pods::RenderError::AddressHeld(held)),
                 None => pods::pfs_conf(store, &env),
             },
         },
