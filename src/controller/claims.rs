@@ -57,12 +57,13 @@ pub struct DeviceHeld {
     pub in_use: bool,
 }
 
+/// A store's place in [`claim_order`]: earlier sorts first.
+pub type ClaimOrder<'a> = (bool, Option<Timestamp>, Option<&'a str>, Option<&'a str>);
+
 /// The order in which stores claim what only one of them may have (a storeId, a device): by
 /// creation; a store without a creation time (not persisted yet) comes last; namespace and name
 /// break ties, so that every replica agrees.
-pub fn claim_order(
-    store: &PureFlashStore,
-) -> (bool, Option<Timestamp>, Option<&str>, Option<&str>) {
+pub fn claim_order(store: &PureFlashStore) -> ClaimOrder<'_> {
     let created = store.metadata.creation_timestamp.as_ref().map(|t| t.0);
     (
         created.is_none(),

@@ -580,15 +580,34 @@ fn address_held(
     )
 }
 
-/// The PureFlashStore that owns `store_id`: of all claiming it, the one created first (then by
-/// namespace and name, for a total order every replica agrees on).
+/// Whether a store has had its pfs online under its id, and has not stood aside since: the
+/// data registered under the id is on its disks. Told by its status, which every replica
+/// reads alike and which outlives its Pods (a restart leaves it without one for a moment).
+fn has_served_its_id(store: &PureFlashStore) -> bool {
+    store.status.as_ref().is_some_and(|status| {
+        status.last_online_time.is_some()
+            && status
+                .condition("Ready", "False")
+                .is_none_or(|ready| ready.reason != status::DUPLICATE_STORE_ID)
+    })
+}
+
+/// The order in which stores claim a store id: one that has served it first (a store found
+/// later with an older creation time, restored from a backup or newly in the operator's
+/// sight, must not stop the one whose disks hold the id's data), then by creation.
+fn id_claim_order(store: &PureFlashStore) -> (bool, claims::ClaimOrder<'_>) {
+    (!has_served_its_id(store), claim_order(store))
+}
+
+/// The PureFlashStore that owns `store_id`: of all claiming it, the first in
+/// [`id_claim_order`] (a total order every replica agrees on).
 fn first_claimant<'a>(
     stores: impl Iterator<Item = &'a PureFlashStore>,
     store_id: i32,
 ) -> Option<&'a PureFlashStore> {
     stores
         .filter(|s| s.spec.store_id == store_id)
-        .min_by_key(|s| claim_order(s))
+        .min_by_key(|s| id_claim_order(s))
 }
 
 /// Another store that holds one of `store`'s trays (see [`claims`]). Only stores on the same
@@ -719,7 +738,7 @@ fn standing_aside(all: &[Arc<PureFlashStore>]) -> HashSet<&str> {
                 continue;
             }
             std::collections::hash_map::Entry::Occupied(mut entry) => {
-                if claim_order(store) < claim_order(entry.get()) {
+                if id_claim_order(store) < id_claim_order(entry.get()) {
                     entry.insert(store)
                 } else {
                     store
@@ -3305,6 +3324,38 @@ mod tests {
         assert!(
             standing_aside(&all[1..3]).is_empty(),
             "no duplicates, nobody aside"
+        );
+
+        // A store that has served the id keeps it from an older one found later, until it
+        // stands aside.
+        let mut served = all.clone();
+        let late = Arc::make_mut(&mut served[0]);
+        let mut status = PureFlashStoreStatus {
+            last_online_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                Timestamp::from_second(300).unwrap(),
+            )),
+            ..Default::default()
+        };
+        late.status = Some(status.clone());
+        assert_eq!(
+            name(first_claimant(served.iter().map(AsRef::as_ref), 7)),
+            Some("late".into())
+        );
+        let aside = standing_aside(&served);
+        let mut names: Vec<&str> = aside.iter().copied().collect();
+        names.sort_unstable();
+        assert_eq!(names, ["early", "unsaved"]);
+        status = status::duplicate(
+            &status,
+            7,
+            "b/early",
+            Timestamp::from_second(400).unwrap(),
+            None,
+        );
+        Arc::make_mut(&mut served[0]).status = Some(status);
+        assert_eq!(
+            name(first_claimant(served.iter().map(AsRef::as_ref), 7)),
+            Some("early".into())
         );
     }
 
