@@ -222,8 +222,9 @@ pub struct RecoverySpec {
     #[serde(default = "default_backoff_max")]
     #[schemars(range(min = 1, max = 86400))]
     pub backoff_max_seconds: u32,
-    /// Restarts allowed within any hour; at the limit recovery stops until they age out (or a
-    /// manual restart is requested) and the RecoveryFrozen condition says why.
+    /// Automatic restarts allowed within any hour (manual ones are not counted); at the limit
+    /// recovery stops until they age out (or a manual restart is requested) and the
+    /// RecoveryFrozen condition says why.
     #[serde(default = "default_max_restarts")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_restarts_per_hour: u32,
@@ -361,7 +362,7 @@ pub struct PureFlashStoreStatus {
     /// The spec generation this status reflects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Restart times within the last hour (for maxRestartsPerHour).
+    /// Automatic restart times within the last hour (for maxRestartsPerHour).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_restarts: Vec<Time>,
     /// Consecutive restarts that did not bring the store back (drives the backoff).

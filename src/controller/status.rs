@@ -494,7 +494,11 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
     if let Some(restart) = facts.restart {
         if !restart.finishing {
             status.restart_count = previous.restart_count.saturating_add(1);
-            status.recent_restarts.push(time(restart.at));
+            // The hourly budget limits what recovery does on its own: a human's restart is
+            // not one more sign that restarts do not help, nor does it use up recovery's.
+            if restart.manual_token.is_none() {
+                status.recent_restarts.push(time(restart.at));
+            }
         }
         // Finishing one recorded earlier (its kill called off, or its leader gone) counts
         // nothing again, but the kill is now: what is timed from the restart (in flight, its
@@ -1720,6 +1724,33 @@ mod tests {
             ..status
         };
         assert_eq!(last_trusted_phase(&status), None);
+    }
+
+    #[test]
+    fn a_manual_restart_is_counted_but_spends_no_budget() {
+        let mut case = Case::alive_at(t(1000));
+        case.previous.restart_count = 1;
+        case.previous.recent_restarts = vec![time(t(500))];
+        case.decision.verdict = Verdict::Restart(RestartReason::Manual);
+        case.restart = Some(Restart {
+            at: t(1000),
+            manual_token: Some("t1".into()),
+            finishing: false,
+        });
+        let status = case.status();
+        assert_eq!(status.restart_count, 2);
+        assert_eq!(status.recent_restarts, vec![time(t(500))]);
+        assert_eq!(status.last_restart_time, Some(time(t(1000))));
+        case.decision.verdict = Verdict::Restart(RestartReason::Offline);
+        case.restart = Some(Restart {
+            at: t(1000),
+            manual_token: None,
+            finishing: false,
+        });
+        assert_eq!(
+            case.status().recent_restarts,
+            vec![time(t(500)), time(t(1000))]
+        );
     }
 
     #[test]
