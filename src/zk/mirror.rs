@@ -39,7 +39,7 @@ use zookeeper_client::{
 
 use crate::backoff::Backoff;
 use crate::zk::layout::{ClusterLayout, Location, StoreId, StoreNode, TrayField};
-use crate::zk::view::{ClusterView, NodeUpdate, Problem, StoreView, Touched};
+use crate::zk::view::{ClusterView, NodeUpdate, Problem, StoreView, Touched, owned_by_a_session};
 
 /// How many store reads a full reload keeps in flight at once.
 const RELOAD_CONCURRENCY: usize = 512;
@@ -319,9 +319,10 @@ impl LivenessProbe {
                 path: alive,
                 source,
             }),
-            // As the view has it: only a session's own ephemeral is proof of life (a
-            // persistent node has owner 0, a container or TTL node a negative one).
-            Ok((Ok(()), Ok(stat))) => Ok(stat.is_some_and(|stat| stat.ephemeral_owner > 0)),
+            // As the view has it: only a session's own ephemeral is proof of life.
+            Ok((Ok(()), Ok(stat))) => {
+                Ok(stat.is_some_and(|stat| owned_by_a_session(stat.ephemeral_owner)))
+            }
         };
         if let Err(error) = &answer {
             *self.failed.lock().expect("probe lock") = Some(RecentFailure {

@@ -147,6 +147,15 @@ pub struct Problem {
     pub error: DataError,
 }
 
+/// Whether a node's `ephemeralOwner` is a session, as ZooKeeper reads it: 0 is a persistent
+/// node, `i64::MIN` a container, and a top byte of `0xFF` a TTL node (a server with extended
+/// types enabled may not have id 255). Any other value is a session, negative ones included:
+/// a session id starts with its server's id, and one from a server with an id of 128 or more
+/// reads negative as an `i64`.
+pub fn owned_by_a_session(owner: i64) -> bool {
+    owner != 0 && owner != i64::MIN && (owner as u64) >> 56 != 0xFF
+}
+
 impl StoreView {
     pub fn new(id: StoreId) -> Self {
         StoreView {
@@ -184,13 +193,13 @@ impl StoreView {
     /// Records that the ephemeral node at `rel` exists, owned by `session`. Only `alive`'s
     /// owner is kept. Returns whether anything changed.
     ///
-    /// An `alive` without an owner (session 0, or negative for container and TTL nodes) is not
-    /// ephemeral, but left by a tool or a person (`create …/alive` in zkCli): it outlives every
-    /// pfs, so it proves nothing, and taken for liveness it would keep the store alive for
-    /// good. The store is not alive, and the node is reported. Likewise a tray's `online`: the
-    /// tray is not online.
+    /// An `alive` without a session owning it (see [`owned_by_a_session`]) is not ephemeral,
+    /// but left by a tool or a person (`create …/alive` in zkCli): it outlives every pfs, so
+    /// it proves nothing, and taken for liveness it would keep the store alive for good. The
+    /// store is not alive, and the node is reported. Likewise a tray's `online`: the tray is
+    /// not online.
     pub fn set_ephemeral(&mut self, rel: &str, session: i64) -> bool {
-        let ephemeral = session > 0;
+        let ephemeral = owned_by_a_session(session);
         match StoreNode::parse(rel) {
             Ok(StoreNode::Alive) => {
                 let before = (self.alive, self.alive_session);
@@ -877,6 +886,26 @@ mod tests {
         );
         let store = view.get(id(5)).unwrap();
         assert!(store.alive);
+        assert_eq!(store.problems(), []);
+    }
+
+    /// A session id starts with its server's id: from a server with an id of 128 or more it
+    /// reads negative, and is a session all the same.
+    #[test]
+    fn a_session_from_a_server_with_a_high_id_is_a_session() {
+        let session_of = |server: u64| ((server << 56) | 0x0001_2345_6789_0000) as i64;
+        assert!(session_of(201) < 0);
+        assert!(owned_by_a_session(session_of(201)));
+        assert!(owned_by_a_session(session_of(254)));
+        assert!(owned_by_a_session(session_of(1)));
+        assert!(!owned_by_a_session(0));
+        assert!(!owned_by_a_session(i64::MIN), "a container");
+        assert!(!owned_by_a_session(session_of(255)), "a TTL node");
+        let mut view = view_of(&registered_store(5));
+        view.apply("5", "alive", NodeUpdate::Ephemeral(session_of(201)));
+        let store = view.get(id(5)).unwrap();
+        assert!(store.alive);
+        assert_eq!(store.alive_session, Some(session_of(201)));
         assert_eq!(store.problems(), []);
     }
 
