@@ -665,6 +665,51 @@ async fn a_hung_store_goes_offline_and_stays_offline() {
     mirror.join().await.expect("the mirror task ends cleanly");
 }
 
+/// In an ensemble whose servers have ids of 128 or more, every session id reads negative: a
+/// store registered through one is alive, its `alive` owned by its session, and goes offline
+/// when that session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_registered_through_a_server_with_a_high_id_is_alive() {
+    testkit::init_test_logging();
+    let zk = tokio::task::spawn_blocking(|| ZooKeeper::start_as_quorum_member(201))
+        .await
+        .unwrap();
+    let cluster = unique_cluster("mirror-high-id");
+    // A quorum member serves once it has elected itself.
+    let mut store = loop {
+        match PfsSim::start(spec(&zk.connect_string(), &cluster, 3)).await {
+            Ok(store) => break store,
+            Err(error) => {
+                tracing::info!(%error, "waiting for the quorum");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let (mirror, shutdown) = follow(&zk, &cluster);
+    trusted(&mirror).await;
+    let view = mirror.snapshot().view.clone();
+    let registered = view.get(id(3)).unwrap();
+    let session = registered
+        .alive_session
+        .expect("alive is owned by a session");
+    assert!(session < 0, "a session of server 201: {session:#x}");
+    assert!(registered.alive, "{registered:#?}");
+    assert!(registered.trays.values().all(|tray| tray.online));
+    assert_eq!(registered.problems(), []);
+    // The probe asked before a restart says the same.
+    assert!(
+        mirror
+            .probe()
+            .alive(id(3), Duration::from_secs(5))
+            .await
+            .unwrap()
+    );
+    store.crash().await;
+    until(&mirror, "store 3 offline", |v| !v.get(id(3)).unwrap().alive).await;
+    shutdown.cancel();
+    mirror.join().await.expect("the mirror task ends cleanly");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mirror_closes_its_session_on_shutdown() {
     let zk = ZooKeeper::shared();

@@ -26,7 +26,12 @@ pub struct ZooKeeper {
     process: Mutex<Option<ServerProcess>>,
     /// JVM flags: quick start-up for tests, the JVM's defaults for benchmarks.
     jvm: &'static [&'static str],
+    /// The class run: the standalone server, or a member of a quorum (of one).
+    main: &'static str,
 }
+
+const STANDALONE: &str = "org.apache.zookeeper.server.ZooKeeperServerMain";
+const QUORUM_MEMBER: &str = "org.apache.zookeeper.server.quorum.QuorumPeerMain";
 
 /// Tests start many short-lived servers: favour start-up time over peak speed. Their data is
 /// thrown away, so the transaction log is not fsynced: on a busy CI disk one fsync can stall
@@ -52,24 +57,55 @@ impl ZooKeeper {
         Self::start_with(JVM_FOR_BENCHMARKS)
     }
 
+    /// Starts the one member of a quorum, with server id `server_id`: unlike a standalone
+    /// server's, its session ids start with its id (`id << 56`), so from an id of 128 or more
+    /// they read negative as an `i64`, as in ensembles numbered that way.
+    pub fn start_as_quorum_member(server_id: u8) -> ZooKeeper {
+        let (quorum_port, election_port) = (crate::free_port(), crate::free_port());
+        Self::start_with_config(
+            JVM_FOR_TESTS,
+            QUORUM_MEMBER,
+            Some(server_id),
+            &format!(
+                "standaloneEnabled=false\ninitLimit=10\nsyncLimit=5\n\
+                 server.{server_id}=127.0.0.1:{quorum_port}:{election_port}:participant\n"
+            ),
+        )
+    }
+
     fn start_with(jvm: &'static [&'static str]) -> ZooKeeper {
+        Self::start_with_config(jvm, STANDALONE, None, "")
+    }
+
+    fn start_with_config(
+        jvm: &'static [&'static str],
+        main: &'static str,
+        server_id: Option<u8>,
+        extra: &str,
+    ) -> ZooKeeper {
         let dir = tempfile::Builder::new()
             .prefix("pf-test-zk-")
             .tempdir()
             .expect("temp dir");
         let port = crate::free_port();
+        let data = dir.path().join("data");
         let config = format!(
             "tickTime={TICK_MS}\nminSessionTimeout={}\nmaxSessionTimeout={MAX_SESSION_MS}\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
-             4lw.commands.whitelist=*\nadmin.enableServer=false\nmaxClientCnxns=0\n",
+             4lw.commands.whitelist=*\nadmin.enableServer=false\nmaxClientCnxns=0\n{extra}",
             2 * TICK_MS,
-            dir.path().join("data").display(),
+            data.display(),
         );
         std::fs::write(dir.path().join("zoo.cfg"), config).expect("write zoo.cfg");
+        if let Some(id) = server_id {
+            std::fs::create_dir_all(&data).expect("data dir");
+            std::fs::write(data.join("myid"), format!("{id}\n")).expect("write myid");
+        }
         let zk = ZooKeeper {
             dir,
             port,
             process: Mutex::new(None),
             jvm,
+            main,
         };
         zk.start_again();
         zk
@@ -143,7 +179,7 @@ impl ZooKeeper {
             .args(self.jvm)
             .arg("-cp")
             .arg("/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar")
-            .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
+            .arg(self.main)
             .arg(self.dir.path().join("zoo.cfg"));
         let process = ServerProcess::spawn(command, &self.dir.path().join("zookeeper.log"));
         let deadline = Instant::now() + Duration::from_secs(60);
