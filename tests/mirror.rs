@@ -710,6 +710,44 @@ async fn a_store_registered_through_a_server_with_a_high_id_is_alive() {
     mirror.join().await.expect("the mirror task ends cleanly");
 }
 
+/// A child of a store's `trays/` whose name is no tray uuid, a long one: reported, and the
+/// store and the cluster are mirrored all the same (read seven times over in one request, its
+/// name broke the connection at every reload, and nothing was trusted again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_junk_tray_name_is_reported_without_wedging_the_mirror() {
+    testkit::init_test_logging();
+    let zk = ZooKeeper::shared();
+    let cluster = unique_cluster("mirror-junk-tray");
+    let store = PfsSim::start(spec(&zk.connect_string(), &cluster, 1))
+        .await
+        .unwrap();
+    let client = raw_client(zk).await;
+    let persistent = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
+    let junk = "x".repeat(150_000);
+    client
+        .create(
+            &format!("{}/trays/{junk}", store.spec().store_path()),
+            b"",
+            &persistent,
+        )
+        .await
+        .unwrap();
+    let (mirror, shutdown) = follow(zk, &cluster);
+    trusted(&mirror).await;
+    let view = mirror.snapshot().view.clone();
+    let registered = view.get(id(1)).unwrap();
+    assert!(registered.alive);
+    assert_eq!(registered.trays.len(), store.spec().trays.len());
+    let problems: Vec<String> = registered
+        .problems()
+        .iter()
+        .map(|p| p.path.clone())
+        .collect();
+    assert_eq!(problems, [format!("trays/{junk}")]);
+    shutdown.cancel();
+    mirror.join().await.expect("the mirror task ends cleanly");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mirror_closes_its_session_on_shutdown() {
     let zk = ZooKeeper::shared();

@@ -1463,6 +1463,15 @@ async fn read_store(
             store.set(&format!("{kind}/{name}"), &[]);
         }
     }
+    // A child of `trays/` that names no tray is reported as it is: what is below it tells
+    // nothing, and is not read (a name can be as long as a request allows: read seven times
+    // over, it would make the request one ZooKeeper refuses, at every reload).
+    let (trays, junk): (Vec<&String>, Vec<&String>) = trays
+        .iter()
+        .partition(|tray| StoreNode::parse(&format!("trays/{tray}")).is_ok());
+    for tray in junk {
+        store.set(&format!("trays/{tray}"), &[]);
+    }
     for chunk in trays.chunks(TRAYS_PER_READ) {
         let mut reader = NodeReader::new(client);
         for tray in chunk {
