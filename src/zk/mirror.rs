@@ -814,7 +814,6 @@ async fn serve_session(
             };
             match loaded {
                 Ok(fresh) => {
-                    publisher.replace_view(fresh);
                     // The events queued now reached the client before the reload's last read
                     // answered: they are as old as its reads, or older. Applied all before
                     // anything is published again, however many: a part of them applied
@@ -826,6 +825,14 @@ async fn serve_session(
                             None => break,
                         }
                     }
+                    // Among them a connection lost (and maybe found again) before or while
+                    // the reload read: the server dropped the watch with it, so changes after
+                    // the reads may never be told. Not trusted until the watch is armed again
+                    // and a reload follows, which those events bring.
+                    if connection_lost_in(&pending) {
+                        publisher.set_session(SessionStatus::Disconnected);
+                    }
+                    publisher.replace_view(fresh);
                     backoff.reset();
                     retry_at = None;
                     reload_at = Instant::now() + config.resync_interval;
@@ -1026,6 +1033,13 @@ async fn arm_first_watch(
             Err(failure) => return Err(failure.ends_session(stores)),
         }
     }
+}
+
+/// Whether `events` tell of the connection lost (or the session ended).
+fn connection_lost_in<'a>(events: impl IntoIterator<Item = &'a WatchedEvent>) -> bool {
+    events
+        .into_iter()
+        .any(|event| event.event_type == EventType::Session && !is_connected(event.session_state))
 }
 
 fn is_connected(state: SessionState) -> bool {
@@ -1624,6 +1638,48 @@ mod tests {
             publisher.health.distrust().as_deref(),
             Some("no ZooKeeper session (disconnected)")
         );
+    }
+
+    /// A reload that returns with a lost connection's events queued behind it (the watch
+    /// went with the connection) publishes its view untrusted; the events bring the reload
+    /// that is trusted.
+    #[test]
+    fn a_reload_with_a_lost_connection_queued_behind_it_is_not_trusted() {
+        let session = |state| {
+            // (Made as the client makes one: the type is not to be built field by field.)
+            let mut event = WatchedEvent::new(EventType::NodeCreated, "");
+            event.event_type = EventType::Session;
+            event.session_state = state;
+            event
+        };
+        let node = WatchedEvent::new(EventType::NodeDeleted, "/pureflash/c/stores/1/alive");
+        assert!(!connection_lost_in([
+            &node,
+            &session(SessionState::SyncConnected)
+        ]));
+        assert!(connection_lost_in([
+            &node,
+            &session(SessionState::Disconnected),
+            &session(SessionState::SyncConnected)
+        ]));
+        assert!(connection_lost_in([&session(SessionState::Expired)]));
+
+        let mut publisher = Publisher::new("/pureflash/c/stores");
+        publisher.set_session(SessionStatus::Connected);
+        publisher.set_session(SessionStatus::Disconnected);
+        publisher.replace_view(ClusterView::default());
+        assert!(!publisher.health.is_trusted());
+        let outcome = apply_session_changes(
+            &mut publisher,
+            &[SessionState::Disconnected, SessionState::SyncConnected],
+            BatchOutcome::Applied {
+                reread_failed: false,
+            },
+        );
+        assert!(matches!(outcome, BatchOutcome::Reconnected), "reload due");
+        assert!(!publisher.health.is_trusted());
+        publisher.replace_view(ClusterView::default());
+        assert!(publisher.health.is_trusted());
     }
 
     #[test]
