@@ -1,6 +1,5 @@
 //! Test fixtures that read like sentences: `StoreView::test(3).with_trays(2).dead()`.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::metadb::{DbRows, PortKey, PortRow, StoreRow, TrayRow};
@@ -97,7 +96,7 @@ impl TrayView {
 pub fn view(stores: impl IntoIterator<Item = StoreView>) -> ClusterView {
     ClusterView {
         stores: stores.into_iter().map(|s| (s.id, Arc::new(s))).collect(),
-        malformed_dirs: BTreeMap::new(),
+        malformed_dirs: Default::default(),
         stores_dir: true,
     }
 }

@@ -147,7 +147,7 @@ pub fn summary(
         "  stores: {stores} ({alive} OK, {} OFFLINE); trays: {trays} ({online} online); ports: {ports}",
         stores - alive
     );
-    for (dir, error) in &view.malformed_dirs {
+    for (dir, error) in view.malformed_dirs.iter() {
         let _ = writeln!(out, "  skipped store directory {dir:?}: {error}");
     }
     for store in view.stores.values() {

@@ -660,9 +660,11 @@ impl Drop for Publisher {
 
 /// Logs bad data when it appears (once, not on every event) and when it is fixed.
 fn log_problem_changes(old: &ClusterView, new: &ClusterView, changed: &[StoreId]) {
-    for (dir, error) in &new.malformed_dirs {
-        if !old.malformed_dirs.contains_key(dir) {
-            warn!(dir = %dir, %error, "skipping store directory: not a store id");
+    if !Arc::ptr_eq(&old.malformed_dirs, &new.malformed_dirs) {
+        for (dir, error) in new.malformed_dirs.iter() {
+            if !old.malformed_dirs.contains_key(dir) {
+                warn!(dir = %dir, %error, "skipping store directory: not a store id");
+            }
         }
     }
     for &id in changed {

@@ -460,8 +460,10 @@ pub enum Touched {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterView {
     pub stores: BTreeMap<StoreId, Arc<StoreView>>,
-    /// Directories under `stores/` whose name is not a store id (e.g. `x1`): reported, not synced.
-    pub malformed_dirs: BTreeMap<String, DataError>,
+    /// Directories under `stores/` whose name is not a store id (e.g. `x1`): reported, not
+    /// synced. Shared between views until changed: a script that left thousands of them must
+    /// not make every snapshot copy them.
+    pub malformed_dirs: Arc<BTreeMap<String, DataError>>,
     /// `/pureflash/<cluster>/stores` exists. When it does not, the cluster name may well be
     /// wrong, so an empty view says nothing about the stores (writers must not act on it).
     pub stores_dir: bool,
@@ -487,8 +489,18 @@ impl ClusterView {
             Err(error) => {
                 // Only the directory itself counts; what lies below a malformed one is ignored.
                 let changed = match (rel.is_empty(), update) {
-                    (true, NodeUpdate::Deleted) => self.malformed_dirs.remove(dir).is_some(),
-                    (true, _) => self.malformed_dirs.insert(dir.to_owned(), error).is_none(),
+                    (true, NodeUpdate::Deleted) => {
+                        self.malformed_dirs.contains_key(dir)
+                            && Arc::make_mut(&mut self.malformed_dirs)
+                                .remove(dir)
+                                .is_some()
+                    }
+                    (true, _) => {
+                        !self.malformed_dirs.contains_key(dir)
+                            && Arc::make_mut(&mut self.malformed_dirs)
+                                .insert(dir.to_owned(), error)
+                                .is_none()
+                    }
                     (false, _) => false,
                 };
                 return if changed {
