@@ -32,6 +32,10 @@ const SETTING_VALUE: &str = concat!(
     r#"(?:[^\x00-\x1f\x7f\\#;"\x{FFFE}\x{FFFF}]*[^ \x00-\x1f\x7f\\#;"\x{FFFE}\x{FFFF}])?)?$"#,
 );
 
+/// A Kubernetes qualified name (a taint or label key): an optional DNS subdomain prefix and
+/// `/`, then at most 63 letters, digits, `-`, `_` and `.`, starting and ending alphanumeric.
+const QUALIFIED_NAME: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
+
 /// A PureFlash store: one `pfs` daemon on one node, with its disks. The operator runs it in a
 /// Pod configured from this spec, mirrors its ZooKeeper registration into the status, and
 /// restarts it when it goes offline while its process keeps running.
@@ -126,8 +130,57 @@ pub struct PureFlashStoreSpec {
     /// `node.kubernetes.io/not-ready` and `node.kubernetes.io/unreachable`: the store's disks
     /// are on its node, so it could run nowhere else). A node tainted NoExecute (a dedicated
     /// storage node, say) refuses a Pod that does not tolerate the taint.
+    /// Each is checked here as the API server checks a Pod's, so that a wrong one is refused
+    /// when the store is applied, not when its Pod is made.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
+    #[schemars(extend("items" = {
+        "type": "object",
+        "description": "A taint the pfs Pod tolerates: one matching <key, value, effect> with <operator>.",
+        "properties": {
+            "key": {
+                "type": "string",
+                "maxLength": 317,
+                "pattern": QUALIFIED_NAME,
+                "description": "The taint key (a qualified name); empty: every key, with operator Exists."
+            },
+            "operator": {
+                "type": "string",
+                "enum": ["Equal", "Exists"],
+                "description": "Equal (the default) matches the value; Exists matches any value."
+            },
+            "value": {
+                "type": "string",
+                "maxLength": 63,
+                "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$",
+                "description": "The taint value (a label value); none with operator Exists."
+            },
+            "effect": {
+                "type": "string",
+                "enum": ["", "NoSchedule", "PreferNoSchedule", "NoExecute"],
+                "description": "The taint effect matched; empty: every effect."
+            },
+            "tolerationSeconds": {
+                "type": "integer",
+                "format": "int64",
+                "description": "How long a NoExecute taint is tolerated before the Pod is evicted; unset: for ever."
+            }
+        },
+        "x-kubernetes-validations": [
+            {
+                "rule": "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+                "message": "a toleration without a key must have operator Exists (it then tolerates every taint)"
+            },
+            {
+                "rule": "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+                "message": "a toleration with operator Exists takes no value"
+            },
+            {
+                "rule": "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+                "message": "tolerationSeconds needs effect NoExecute"
+            }
+        ]
+    }))]
     pub tolerations: Vec<Toleration>,
 
     /// Extra pfs.conf settings, by section and key (`engine: {name: aio}`,
@@ -602,6 +655,59 @@ mod tests {
             serde_json::json!({"limits": {"memory": "4Gi"}}),
         );
         assert_eq!(refusals(spec), Vec::<String>::new());
+
+        // Tolerations as the API server takes them in a Pod.
+        for toleration in [
+            serde_json::json!({"key": "dedicated", "operator": "Equal", "value": "storage", "effect": "NoSchedule"}),
+            serde_json::json!({"key": "dedicated", "value": "storage"}),
+            serde_json::json!({"operator": "Exists"}),
+            serde_json::json!({"key": "example.com/storage", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}),
+            serde_json::json!({"key": "node.kubernetes.io/disk-pressure", "operator": "Exists", "effect": ""}),
+        ] {
+            let spec = with("tolerations", serde_json::json!([toleration]));
+            assert_eq!(refusals(spec), Vec::<String>::new(), "{toleration}");
+        }
+        for (toleration, refusal) in [
+            (
+                serde_json::json!({"key": "a", "operator": "In"}),
+                "spec.tolerations[0].operator: Unsupported value: \"In\"",
+            ),
+            (
+                serde_json::json!({"key": "a", "effect": "NoRun"}),
+                "spec.tolerations[0].effect: Unsupported value: \"NoRun\"",
+            ),
+            (
+                serde_json::json!({"value": "x"}),
+                "a toleration without a key must have operator Exists",
+            ),
+            (
+                serde_json::json!({"key": "a", "operator": "Exists", "value": "x"}),
+                "a toleration with operator Exists takes no value",
+            ),
+            (
+                serde_json::json!({"key": "a", "effect": "NoSchedule", "tolerationSeconds": 5}),
+                "tolerationSeconds needs effect NoExecute",
+            ),
+            (
+                serde_json::json!({"key": "bad key"}),
+                "spec.tolerations[0].key: Invalid value",
+            ),
+            (
+                serde_json::json!({"key": "a", "value": "x y"}),
+                "spec.tolerations[0].value: Invalid value",
+            ),
+        ] {
+            let spec = with("tolerations", serde_json::json!([toleration]));
+            // (A schema error comes with word that the rules were not checked, as from the
+            // API server.)
+            let refusals = refusals(spec);
+            assert!(
+                refusals
+                    .first()
+                    .is_some_and(|first| first.contains(refusal)),
+                "{toleration}: expected {refusal:?} in {refusals:?}"
+            );
+        }
     }
 
     #[test]

@@ -166,7 +166,7 @@ pub fn qualified_name_ok(name: &str) -> bool {
     name_ok && prefix.is_none_or(|p| check_subdomain(p, "").is_none())
 }
 
-fn label_value_ok(value: &str) -> bool {
+pub fn label_value_ok(value: &str) -> bool {
     value.is_empty()
         || (value.len() <= 63
             && value

@@ -63,7 +63,9 @@ pub fn prepare(rt: &ResourceType, object: &mut Value, old: Option<&Value>) -> Re
         ("", "ConfigMap", _) => invalid(check_config_map(object))?,
         ("coordination.k8s.io", "Lease", _) => invalid(check_lease(object))?,
         ("", "Pod", None) => {
-            invalid(check_pod_resources(object)?)?;
+            let mut causes = check_pod_resources(object)?;
+            causes.extend(check_pod_tolerations(object));
+            invalid(causes)?;
             default_pod(object);
         }
         ("", "Pod", Some(old)) => {
@@ -71,7 +73,9 @@ pub fn prepare(rt: &ResourceType, object: &mut Value, old: Option<&Value>) -> Re
             if let Some(spec) = object.get_mut("spec") {
                 default_pod_spec(spec);
             }
-            invalid(check_pod_update(object, old))?;
+            let mut causes = check_pod_tolerations(object);
+            causes.extend(check_pod_update(object, old));
+            invalid(causes)?;
         }
         ("", "Namespace", None) => {
             object["spec"] = json!({"finalizers": ["kubernetes"]});
@@ -447,6 +451,73 @@ fn check_pod_resources(pod: &Value) -> Result<Vec<Cause>, ApiError> {
         }
     }
     Ok(causes)
+}
+
+/// A Pod's tolerations, as `ValidateTolerations` checks them: a key is a qualified name; no
+/// key takes operator Exists; `tolerationSeconds` takes effect NoExecute; operator Equal (or
+/// none) takes a label value, Exists none, and there is no other; an effect is one of the
+/// three.
+fn check_pod_tolerations(pod: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let tolerations = pod
+        .pointer("/spec/tolerations")
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice);
+    for (index, toleration) in tolerations.iter().enumerate() {
+        let field = |name: &str| format!("spec.tolerations[{index}].{name}");
+        let text = |name: &str| toleration.get(name).and_then(Value::as_str).unwrap_or("");
+        let (key, operator, value, effect) =
+            (text("key"), text("operator"), text("value"), text("effect"));
+        if !key.is_empty() && !crate::meta::qualified_name_ok(key) {
+            causes.push(invalid_value(
+                &field("key"),
+                &go_quote(key),
+                "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')",
+            ));
+        }
+        if key.is_empty() && operator != "Exists" {
+            causes.push(invalid_value(
+                &field("operator"),
+                &go_quote(operator),
+                "operator must be Exists when `key` is empty, which means \"match all values and all keys\"",
+            ));
+        }
+        if toleration
+            .get("tolerationSeconds")
+            .is_some_and(|s| !s.is_null())
+            && effect != "NoExecute"
+        {
+            causes.push(invalid_value(
+                &field("effect"),
+                &go_quote(effect),
+                "effect must be 'NoExecute' when `tolerationSeconds` is set",
+            ));
+        }
+        match operator {
+            "" | "Equal" if !crate::meta::label_value_ok(value) => causes.push(invalid_value(
+                &field("operator"),
+                &go_quote(value),
+                "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')",
+            )),
+            "" | "Equal" => {}
+            "Exists" if !value.is_empty() => causes.push(invalid_value(
+                &field("operator"),
+                &toleration.to_string(),
+                "value must be empty when `operator` is 'Exists'",
+            )),
+            "Exists" => {}
+            other => causes.push(not_supported(&field("operator"), other, &["Equal", "Exists"])),
+        }
+        if !effect.is_empty() && !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute")
+        {
+            causes.push(not_supported(
+                &field("effect"),
+                effect,
+                &["NoExecute", "NoSchedule", "PreferNoSchedule"],
+            ));
+        }
+    }
+    causes
 }
 
 /// `value` without empty lists, empty objects and nulls: the API server compares decoded
@@ -1827,6 +1898,69 @@ mod tests {
             error.message
         );
     }
+    /// The tolerations `ValidateTolerations` takes and those it refuses, with its messages.
+    #[test]
+    fn pod_tolerations_are_validated_as_the_api_server_does() {
+        let pod = |toleration: Value| json!({"spec": {"tolerations": [toleration]}});
+        for fine in [
+            json!({"key": "dedicated", "operator": "Equal", "value": "storage", "effect": "NoSchedule"}),
+            json!({"key": "dedicated", "value": "storage"}),
+            json!({"operator": "Exists"}),
+            json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}),
+        ] {
+            assert!(
+                check_pod_tolerations(&pod(fine.clone())).is_empty(),
+                "{fine}"
+            );
+        }
+        for (bad, field, message) in [
+            (
+                json!({"key": "a", "operator": "In"}),
+                "spec.tolerations[0].operator",
+                "Unsupported value: \"In\": supported values: \"Equal\", \"Exists\"",
+            ),
+            (
+                json!({"key": "a", "effect": "NoRun"}),
+                "spec.tolerations[0].effect",
+                "Unsupported value: \"NoRun\": supported values: \"NoExecute\", \"NoSchedule\", \"PreferNoSchedule\"",
+            ),
+            (
+                json!({"value": "x"}),
+                "spec.tolerations[0].operator",
+                "Invalid value: \"\": operator must be Exists when `key` is empty, which means \"match all values and all keys\"",
+            ),
+            (
+                json!({"key": "a", "operator": "Exists", "value": "x"}),
+                "spec.tolerations[0].operator",
+                "value must be empty when `operator` is 'Exists'",
+            ),
+            (
+                json!({"key": "a", "effect": "NoSchedule", "tolerationSeconds": 5}),
+                "spec.tolerations[0].effect",
+                "Invalid value: \"NoSchedule\": effect must be 'NoExecute' when `tolerationSeconds` is set",
+            ),
+            (
+                json!({"key": "bad key"}),
+                "spec.tolerations[0].key",
+                "Invalid value: \"bad key\": name part must consist of",
+            ),
+            (
+                json!({"key": "a", "value": "x y"}),
+                "spec.tolerations[0].operator",
+                "Invalid value: \"x y\": a valid label must be",
+            ),
+        ] {
+            let causes = check_pod_tolerations(&pod(bad.clone()));
+            assert_eq!(causes.len(), 1, "{bad}: {causes:?}");
+            assert_eq!(causes[0].field, field, "{bad}");
+            assert!(
+                causes[0].message.contains(message),
+                "{bad}: {}",
+                causes[0].message
+            );
+        }
+    }
+
     use crate::resources::builtins;
 
     fn rt(kind: &str) -> ResourceType {
