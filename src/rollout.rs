@@ -51,8 +51,10 @@ pub fn registered_by(pod: &PodFacts, alive: AliveNode) -> bool {
 
 /// Whether a store serves the PureFlash cluster now, for the other stores' rollouts.
 ///
-/// Available means: alive in ZooKeeper, its Pod running and not being deleted, and `alive`
-/// either [`registered_by`] the Pod's pfs or standing since the container has run for
+/// Available means: alive in ZooKeeper, its Pod running and not being deleted, its pfs
+/// container running (after a crash the kubelet shows it terminated, its restart count not
+/// raised yet, while the dead pfs's session still holds `alive`), and `alive` either
+/// [`registered_by`] the Pod's pfs or standing since the container has run for
 /// [`RollPolicy::settle`].
 pub fn available(
     alive: AliveNode,
@@ -64,6 +66,7 @@ pub fn available(
         && pod.is_some_and(|pod| {
             pod.phase == "Running"
                 && !pod.terminating
+                && pod.running_since.is_some()
                 && (registered_by(pod, alive)
                     || pod
                         .running_since
@@ -696,6 +699,13 @@ mod tests {
             ..after_none
         };
         assert!(!available(owned_by(8), Some(&terminating), NOW, &policy));
+        // Its container crashed, the kubelet not restarted it yet (its count is raised when
+        // it does): the dead pfs's session holds `alive` for a while still.
+        let crashed = PodFacts {
+            running_since: None,
+            ..replacing(Predecessor::Session(7))
+        };
+        assert!(!available(owned_by(8), Some(&crashed), NOW, &policy));
     }
 
     #[test]
