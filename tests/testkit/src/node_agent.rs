@@ -482,6 +482,10 @@ struct ContainerRun {
     started_at: Option<String>,
     waiting: Option<(String, String)>,
     last_terminated: Option<Value>,
+    /// The last process's end, while its restart is due: as the kubelet, the container's state
+    /// until it backs off (then its last state), and counted as a restart only once the next
+    /// process starts.
+    exited: Option<Value>,
     terminated: Option<Value>,
     restart_at: Option<Instant>,
     backoff: Duration,
@@ -531,6 +535,7 @@ async fn run_pod(
             started_at: None,
             waiting: Some(("ContainerCreating".into(), String::new())),
             last_terminated: None,
+            exited: None,
             terminated: None,
             restart_at: None,
             backoff: config.restart_backoff.0,
@@ -1007,6 +1012,10 @@ impl PodRun {
                 container.started_at = Some(crate_time(self.config.now()));
                 container.waiting = None;
                 container.terminated = None;
+                if let Some(exited) = container.exited.take() {
+                    container.restart_count += 1;
+                    container.last_terminated = Some(exited);
+                }
                 let (exits, generation) = (self.exits.clone(), container.generation);
                 tokio::spawn(async move {
                     let code = match child.wait().await {
@@ -1051,17 +1060,23 @@ impl PodRun {
         let restart = policy == "Always" || (policy == "OnFailure" && code != 0);
         info!(container = %container.spec.name, code, restart, "node agent: container exited");
         if restart {
-            container.restart_count += 1;
-            container.last_terminated = Some(terminated);
-            container.waiting = Some((
-                "CrashLoopBackOff".into(),
-                format!(
-                    "back-off {:?} restarting failed container",
-                    container.backoff
-                ),
-            ));
-            container.restart_at = Some(Instant::now() + container.backoff);
-            container.backoff = (container.backoff * 2).min(backoff_max);
+            // The kubelet restarts a container the first time at once (its state shows the
+            // end meanwhile), later ones after a back-off (CrashLoopBackOff); the count grows
+            // as the next process starts.
+            container.exited = Some(terminated);
+            if container.restart_count == 0 && container.last_terminated.is_none() {
+                container.restart_at = Some(Instant::now());
+            } else {
+                container.waiting = Some((
+                    "CrashLoopBackOff".into(),
+                    format!(
+                        "back-off {:?} restarting failed container",
+                        container.backoff
+                    ),
+                ));
+                container.restart_at = Some(Instant::now() + container.backoff);
+                container.backoff = (container.backoff * 2).min(backoff_max);
+            }
         } else {
             container.terminated = Some(terminated);
         }
@@ -1091,12 +1106,23 @@ impl PodRun {
             .containers
             .iter()
             .map(|c| {
-                let state = if let Some(terminated) = &c.terminated {
-                    json!({"terminated": terminated})
+                let (state, last) = if let Some(terminated) = &c.terminated {
+                    (
+                        json!({"terminated": terminated}),
+                        c.last_terminated.as_ref(),
+                    )
                 } else if let Some((reason, message)) = &c.waiting {
-                    json!({"waiting": {"reason": reason, "message": message}})
+                    (
+                        json!({"waiting": {"reason": reason, "message": message}}),
+                        c.exited.as_ref().or(c.last_terminated.as_ref()),
+                    )
+                } else if let Some(exited) = c.exited.as_ref().filter(|_| c.pid.is_none()) {
+                    (json!({"terminated": exited}), c.last_terminated.as_ref())
                 } else {
-                    json!({"running": {"startedAt": c.started_at}})
+                    (
+                        json!({"running": {"startedAt": c.started_at}}),
+                        c.last_terminated.as_ref(),
+                    )
                 };
                 let running = c.pid.is_some() && c.waiting.is_none();
                 let mut status = json!({
@@ -1107,10 +1133,11 @@ impl PodRun {
                     "started": running,
                     "restartCount": c.restart_count,
                     "state": state,
-                    "lastState": c.last_terminated.as_ref().map_or(json!({}), |t| json!({"terminated": t})),
+                    "lastState": last.map_or(json!({}), |t| json!({"terminated": t})),
                 });
                 if running {
-                    status["containerID"] = json!(format!("emulator://{}-{}", c.spec.name, c.generation));
+                    status["containerID"] =
+                        json!(format!("emulator://{}-{}", c.spec.name, c.generation));
                 }
                 status
             })
