@@ -6,7 +6,7 @@ mod harness;
 use harness::{Harness, pfs_conf, wait_for};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use serde_json::json;
 
 const WIDGETS_CRD: &str = include_str!("kube-emulator/tests/fixtures/widgets-crd.yaml");
@@ -145,8 +145,20 @@ async fn pods_restart_on_exit_stop_gracefully_and_hang_like_pfs() {
     })
     .await;
 
-    // A crashed process is restarted (restartPolicy Always) and counted.
+    // A crashed process is restarted (restartPolicy Always) and counted. It reads its
+    // ConfigMap as changed meanwhile: the kubelet updates a running Pod's ConfigMap volumes
+    // (within about a minute on a node; before a restart here).
     let first_session = harness.alive_owner(3).await.expect("alive");
+    let changed = pfs_conf(&harness.pf_cluster, &harness.zk_for_pods(), 3)
+        .replace("mngt_ip=10.8.0.3", "mngt_ip=10.8.1.3");
+    config_maps
+        .patch(
+            "conf",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"pfs.conf": changed}})),
+        )
+        .await
+        .unwrap();
     harness.signal_pod("store-3", libc::SIGKILL);
     let restarted = wait_for("restartCount 1 and Running", async || {
         let pod = pods.get("store-3").await.ok()?;
@@ -164,6 +176,13 @@ async fn pods_restart_on_exit_stop_gracefully_and_hang_like_pfs() {
             .map(|_| ())
     })
     .await;
+
+    if harness.is_emulated() {
+        let zk = harness.zk_client().await;
+        let path = format!("/pureflash/{}/stores/3/mngt_ip", harness.pf_cluster);
+        let (mngt_ip, _) = zk.get_data(&path).await.unwrap();
+        assert_eq!(mngt_ip, b"10.8.1.3", "registered from the changed pfs.conf");
+    }
 
     // A hang: the process lives, its session expires, and like pfs it never re-registers.
     // Once registered: stopped halfway through, it would start over when resumed.

@@ -2401,6 +2401,73 @@ async fn a_paused_store_is_left_alone_and_a_spec_change_reaches_it_through_recov
     harness.finish().await;
 }
 
+/// A store whose changed spec waits (its recovery paused here) keeps the pfs.conf its Pod was
+/// made with: a pfs the kubelet restarts in place meanwhile registers as before, not with
+/// part of a change its Pod was not made for. Once let go, the new Pod registers the change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_stores_pfs_restarted_in_place_reads_the_pfs_conf_its_pod_was_made_with() {
+    let mut harness = Harness::start("held-conf").await;
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    let manifest = store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 2);
+    apply(&harness, &manifest);
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let configs: Api<ConfigMap> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    let registered_address = async || {
+        let zk = harness.zk_client().await;
+        let path = format!("/pureflash/{}/stores/1/mngt_ip", harness.pf_cluster);
+        zk.get_data(&path).await.ok().map(|(data, _)| data)
+    };
+    assert_eq!(
+        registered_address().await.as_deref(),
+        Some(&b"10.8.0.1"[..])
+    );
+
+    annotate(&harness, "store-1", "pureflash.io/recovery-paused=true");
+    apply(
+        &harness,
+        &manifest.replace("mngtIp: 10.8.0.1", "mngtIp: 10.8.5.1"),
+    );
+    wait_reason(&stores, "store-1", "UpToDate", "RecoveryPaused").await;
+    assert!(
+        pfs_conf_of(&configs, "store-1")
+            .await
+            .contains("mngt_ip=10.8.0.1\n")
+    );
+    let pod = pod_uid(&pods, "store-1-pfs").await;
+    let session = harness.alive_owner(1).await.expect("alive");
+    harness.signal_pod("store-1-pfs", libc::SIGKILL);
+    wait_for("store 1 alive in a new session", async || {
+        harness
+            .alive_owner(1)
+            .await
+            .filter(|owner| *owner != session)
+            .map(|_| ())
+    })
+    .await;
+    assert_eq!(
+        registered_address().await.as_deref(),
+        Some(&b"10.8.0.1"[..])
+    );
+    assert_eq!(
+        pod_uid(&pods, "store-1-pfs").await,
+        pod,
+        "restarted in place"
+    );
+
+    annotate(&harness, "store-1", "pureflash.io/recovery-paused-");
+    wait_for("registered under the new address", async || {
+        registered_address()
+            .await
+            .filter(|address| address == b"10.8.5.1")
+    })
+    .await;
+    assert_ne!(pod_uid(&pods, "store-1-pfs").await, pod);
+    harness.finish().await;
+}
+
 /// A spec change applied to every store at once replaces their Pods one store at a time: the
 /// next serving store's Pod goes only once the previous store is back in a new session and has
 /// settled; meanwhile the held stores say why.

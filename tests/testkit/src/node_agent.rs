@@ -560,7 +560,7 @@ async fn run_pod(
 
     // Volumes first; like the kubelet, retry until their sources exist.
     loop {
-        match run.materialize_volumes().await {
+        match run.materialize_volumes(false).await {
             Ok(()) => break,
             Err(reason) => {
                 debug!(%reason, "volumes not ready");
@@ -595,6 +595,11 @@ async fn run_pod(
             }
             _ = restart_due => {
                 let now = Instant::now();
+                if run.containers.iter().any(|c| c.restart_at.is_some_and(|at| at <= now))
+                    && let Err(error) = run.materialize_volumes(true).await
+                {
+                    debug!(%error, "volumes not refreshed; the containers read what they had");
+                }
                 for index in 0..run.containers.len() {
                     if run.containers[index].restart_at.is_some_and(|at| at <= now) {
                         run.containers[index].restart_at = None;
@@ -712,12 +717,28 @@ impl PodRun {
         self.forget_processes();
     }
 
-    async fn materialize_volumes(&mut self) -> Result<(), String> {
+    /// Writes the Pod's ConfigMap and Secret volumes from their sources, and where each
+    /// container mounts them. `refresh`: the kubelet updating the volumes of a running Pod
+    /// (before a container restarts in place here, so that it reads what it would read on a
+    /// node, where the kubelet does it within about a minute): a volume mounted through a
+    /// `subPath` is never updated, and one whose source is gone keeps its files.
+    async fn materialize_volumes(&mut self, refresh: bool) -> Result<(), String> {
         let namespace = self.namespace();
         let spec = self.pod.spec.clone().unwrap_or_default();
+        let by_sub_path: std::collections::BTreeSet<&str> = spec
+            .containers
+            .iter()
+            .flat_map(|c| c.volume_mounts.as_deref().unwrap_or_default())
+            .filter(|m| m.sub_path.as_deref().is_some_and(|s| !s.is_empty()))
+            .map(|m| m.name.as_str())
+            .collect();
         let mut volume_dirs = BTreeMap::new();
-        for volume in spec.volumes.unwrap_or_default() {
+        for volume in spec.volumes.clone().unwrap_or_default() {
             let dir = self.dir.join("volumes").join(&volume.name);
+            if refresh && by_sub_path.contains(volume.name.as_str()) {
+                volume_dirs.insert(volume.name.clone(), dir);
+                continue;
+            }
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
             let files: BTreeMap<String, Vec<u8>> = if let Some(source) = &volume.config_map {
                 let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &namespace);
@@ -746,7 +767,7 @@ impl PodRun {
                                 .collect(),
                         )
                     }
-                    None if source.optional == Some(true) => BTreeMap::new(),
+                    None if source.optional == Some(true) || refresh => BTreeMap::new(),
                     None => return Err(format!("configmap \"{}\" not found", source.name)),
                 }
             } else if let Some(source) = &volume.secret {
@@ -771,7 +792,7 @@ impl PodRun {
                                 .collect(),
                         )
                     }
-                    None if source.optional == Some(true) => BTreeMap::new(),
+                    None if source.optional == Some(true) || refresh => BTreeMap::new(),
                     None => return Err(format!("secret \"{name}\" not found")),
                 }
             } else {
