@@ -32,9 +32,10 @@ const SETTING_VALUE: &str = concat!(
     r#"(?:[^\x00-\x1f\x7f\\#;"\x{FFFE}\x{FFFF}]*[^ \x00-\x1f\x7f\\#;"\x{FFFE}\x{FFFF}])?)?$"#,
 );
 
-/// A Kubernetes qualified name (a taint or label key): an optional DNS subdomain prefix and
-/// `/`, then at most 63 letters, digits, `-`, `_` and `.`, starting and ending alphanumeric.
-const QUALIFIED_NAME: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
+/// A toleration's key: empty (every key), or a Kubernetes qualified name: an optional DNS
+/// subdomain prefix and `/`, then at most 63 letters, digits, `-`, `_` and `.`, starting and
+/// ending alphanumeric.
+const TAINT_KEY: &str = r"^(([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$";
 
 /// A PureFlash store: one `pfs` daemon on one node, with its disks. The operator runs it in a
 /// Pod configured from this spec, mirrors its ZooKeeper registration into the status, and
@@ -141,13 +142,13 @@ pub struct PureFlashStoreSpec {
             "key": {
                 "type": "string",
                 "maxLength": 317,
-                "pattern": QUALIFIED_NAME,
+                "pattern": TAINT_KEY,
                 "description": "The taint key (a qualified name); empty: every key, with operator Exists."
             },
             "operator": {
                 "type": "string",
-                "enum": ["Equal", "Exists"],
-                "description": "Equal (the default) matches the value; Exists matches any value."
+                "enum": ["", "Equal", "Exists"],
+                "description": "Equal (the default, also when empty) matches the value; Exists matches any value."
             },
             "value": {
                 "type": "string",
@@ -663,6 +664,8 @@ mod tests {
             serde_json::json!({"operator": "Exists"}),
             serde_json::json!({"key": "example.com/storage", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}),
             serde_json::json!({"key": "node.kubernetes.io/disk-pressure", "operator": "Exists", "effect": ""}),
+            serde_json::json!({"key": "", "operator": "Exists"}),
+            serde_json::json!({"key": "dedicated", "operator": "", "value": "storage"}),
         ] {
             let spec = with("tolerations", serde_json::json!([toleration]));
             assert_eq!(refusals(spec), Vec::<String>::new(), "{toleration}");
@@ -678,6 +681,10 @@ mod tests {
             ),
             (
                 serde_json::json!({"value": "x"}),
+                "a toleration without a key must have operator Exists",
+            ),
+            (
+                serde_json::json!({"key": "", "operator": "", "value": "x"}),
                 "a toleration without a key must have operator Exists",
             ),
             (
