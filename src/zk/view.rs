@@ -148,12 +148,13 @@ pub struct Problem {
 }
 
 /// Whether a node's `ephemeralOwner` is a session, as ZooKeeper reads it: 0 is a persistent
-/// node, `i64::MIN` a container, and a top byte of `0xFF` a TTL node (a server with extended
-/// types enabled may not have id 255). Any other value is a session, negative ones included:
-/// a session id starts with its server's id, and one from a server with an id of 128 or more
-/// reads negative as an `i64`.
+/// node and `i64::MIN` a container. Any other value is a session, negative ones included: a
+/// session id starts with its server's id, and one from a server with an id of 128 or more
+/// reads negative as an `i64`. (A TTL node's owner, `0xFF` then its TTL, looks like a session
+/// of server 255, which is allowed unless extended types are enabled: taken for a session. A
+/// TTL `alive` made by a tool goes by itself; a live pfs taken for dead would be restarted.)
 pub fn owned_by_a_session(owner: i64) -> bool {
-    owner != 0 && owner != i64::MIN && (owner as u64) >> 56 != 0xFF
+    owner != 0 && owner != i64::MIN
 }
 
 impl StoreView {
@@ -912,7 +913,10 @@ mod tests {
         assert!(owned_by_a_session(session_of(1)));
         assert!(!owned_by_a_session(0));
         assert!(!owned_by_a_session(i64::MIN), "a container");
-        assert!(!owned_by_a_session(session_of(255)), "a TTL node");
+        assert!(
+            owned_by_a_session(session_of(255)),
+            "server 255's, or a TTL node's"
+        );
         let mut view = view_of(&registered_store(5));
         view.apply("5", "alive", NodeUpdate::Ephemeral(session_of(201)));
         let store = view.get(id(5)).unwrap();
