@@ -113,10 +113,16 @@ pub struct MetaDb {
 struct FileIdentity(u64, u64);
 
 impl FileIdentity {
-    fn of(path: &std::path::Path) -> std::io::Result<FileIdentity> {
+    /// The file at `path` now, looked up off the runtime's threads and within a few seconds:
+    /// a hung mount blocks a `stat` for good, and must not take a worker (nor the sync task,
+    /// which could then not be stopped) with it. `None` when the answer did not come.
+    async fn of(path: &std::path::Path) -> Option<std::io::Result<FileIdentity>> {
         use std::os::unix::fs::MetadataExt;
-        let metadata = std::fs::metadata(path)?;
-        Ok(FileIdentity(metadata.dev(), metadata.ino()))
+        let path = path.to_owned();
+        let lookup = tokio::task::spawn_blocking(move || {
+            std::fs::metadata(path).map(|metadata| FileIdentity(metadata.dev(), metadata.ino()))
+        });
+        tokio::time::timeout(CLOSE_TIMEOUT, lookup).await.ok()?.ok()
     }
 }
 
@@ -181,15 +187,15 @@ impl MetaDb {
         let DbUrl::Sqlite { path: Some(path) } = &self.source else {
             return None;
         };
-        let opened = (*self.opened_file.lock().unwrap_or_else(|e| e.into_inner()))?;
-        let what = match FileIdentity::of(path) {
+        let opened = self.opened_file()?;
+        let what = match FileIdentity::of(path).await? {
             Ok(now) if now == opened => return None,
             Ok(_) => "the SQLite file was replaced by another",
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 "the SQLite file was deleted"
             }
-            // Unreadable for now (permissions changed, a stale mount): what the connections
-            // do with it will tell.
+            // Unreadable for now (permissions changed, a stale mount), or no answer (above):
+            // what the connections do with it will tell.
             Err(_) => return None,
         };
         // Bounded: a connection stuck on the old file (a hung mount) must not stop the sync.
@@ -204,6 +210,10 @@ impl MetaDb {
         self.pool = Self::pool(&self.source);
         *self.opened_file.lock().unwrap_or_else(|e| e.into_inner()) = None;
         Some(what)
+    }
+
+    fn opened_file(&self) -> Option<FileIdentity> {
+        *self.opened_file.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn pool(url: &DbUrl) -> Pool {
@@ -272,11 +282,11 @@ impl MetaDb {
         match &self.pool {
             Pool::Sqlite(pool) => {
                 Sql::<Sqlite>::ensure_schema(&mut *self.acquire(pool).await?).await?;
-                if let DbUrl::Sqlite { path: Some(path) } = &self.source {
-                    let mut opened = self.opened_file.lock().unwrap_or_else(|e| e.into_inner());
-                    if opened.is_none() {
-                        *opened = FileIdentity::of(path).ok();
-                    }
+                if let DbUrl::Sqlite { path: Some(path) } = &self.source
+                    && self.opened_file().is_none()
+                    && let Some(Ok(identity)) = FileIdentity::of(path).await
+                {
+                    *self.opened_file.lock().unwrap_or_else(|e| e.into_inner()) = Some(identity);
                 }
                 Ok(())
             }
