@@ -26,6 +26,11 @@ use crate::crd::PureFlashStore;
 /// ConfigMap says meanwhile.
 pub const DEVICES_ANNOTATION: &str = "pureflash.io/devices";
 
+/// The Pod annotation naming the addresses its pfs was made to register under, as
+/// `role=address` pairs separated by commas (`mngt=10.0.0.1,port=10.0.0.1,rep=10.0.0.1`): the
+/// create-time check of a node's Pods reads it, as it reads [`DEVICES_ANNOTATION`].
+pub const ADDRESSES_ANNOTATION: &str = "pureflash.io/addresses";
+
 /// What a store's pfs may be serving now, as far as the API tells.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct InUse<'a> {
@@ -131,6 +136,24 @@ impl AddressRole {
         }
     }
 
+    /// The role's name in [`ADDRESSES_ANNOTATION`].
+    fn tag(self) -> &'static str {
+        match self {
+            AddressRole::Management => "mngt",
+            AddressRole::Port => "port",
+            AddressRole::ReplicationPort => "rep",
+        }
+    }
+
+    /// What the role's address is, in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            AddressRole::Management => "management",
+            AddressRole::Port => "port",
+            AddressRole::ReplicationPort => "replication port",
+        }
+    }
+
     /// The addresses a store's spec gives for this role; empty: its node's.
     fn given(self, store: &PureFlashStore) -> &[String] {
         match self {
@@ -139,6 +162,29 @@ impl AddressRole {
             AddressRole::ReplicationPort => &store.spec.rep_ports,
         }
     }
+}
+
+/// The [`ADDRESSES_ANNOTATION`] of a Pod registering under `addresses`.
+pub fn addresses_annotation(addresses: &[(AddressRole, &str)]) -> String {
+    let pairs: Vec<String> = addresses
+        .iter()
+        .map(|(role, address)| format!("{}={address}", role.tag()))
+        .collect();
+    pairs.join(",")
+}
+
+/// The first of `mine` that an [`ADDRESSES_ANNOTATION`] value also registers, in the same role.
+pub fn shared_address<'a>(
+    annotation: &str,
+    mine: &[(AddressRole, &'a str)],
+) -> Option<(AddressRole, &'a str)> {
+    let theirs: Vec<(&str, &str)> = annotation
+        .split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .collect();
+    mine.iter()
+        .find(|(role, address)| theirs.contains(&(role.tag(), *address)))
+        .copied()
 }
 
 /// Whether a pfs.conf registers `address` as `role`.

@@ -23,7 +23,7 @@ pub const PFS_BINARY: &str = "/opt/pureflash/pfs";
 pub const CONFIG_HASH_ANNOTATION: &str = "pureflash.io/config-hash";
 /// Pod annotation: the [`Predecessor`] session, recorded when the operator creates the Pod.
 pub const PREDECESSOR_ANNOTATION: &str = "pureflash.io/predecessor-session";
-use super::claims::{AddressRole, DEVICES_ANNOTATION};
+use super::claims::{self, ADDRESSES_ANNOTATION, AddressRole, DEVICES_ANNOTATION};
 /// Pod label: the store id.
 pub const STORE_ID_LABEL: &str = "pureflash.io/store-id";
 /// The container name.
@@ -537,10 +537,12 @@ pub fn foreign_pfs<'a>(
 /// What stands in the way of a store's new Pod among `candidates`, the operator's Pods (as
 /// cached, and those created that the cache may not show yet): a Pod that runs pfs for the
 /// store's id ([`foreign_pfs`]), or one on its node, not its own, whose pfs serves one of its
-/// trays ([`DEVICES_ANNOTATION`]), whatever the stores' claims say: two pfs on one disk would
-/// corrupt it.
+/// trays ([`DEVICES_ANNOTATION`]) or registers under one of the addresses it would
+/// (`addresses`, see [`ADDRESSES_ANNOTATION`]), whatever the stores' claims say: two pfs on
+/// one disk would corrupt it, two under one address take each other's rows.
 pub fn in_the_way<'a>(
     store: &PureFlashStore,
+    addresses: &[(AddressRole, &str)],
     candidates: impl IntoIterator<Item = &'a Pod> + Clone,
 ) -> Option<ForeignPfs> {
     if let Some(found) = foreign_pfs(store, candidates.clone()) {
@@ -552,15 +554,35 @@ pub fn in_the_way<'a>(
                 == Some(store.spec.node_name.as_str())
         })
         .filter_map(|pod| {
-            let devices = pod.annotations().get(DEVICES_ANNOTATION)?;
-            let tray = store
+            let devices = pod
+                .annotations()
+                .get(DEVICES_ANNOTATION)
+                .map_or("", String::as_str);
+            if let Some(tray) = store
                 .spec
                 .trays
                 .iter()
-                .find(|tray| devices.split(',').any(|d| d == tray.device))?;
-            Some(ForeignPfs::of(pod, Some(tray.device.clone())))
+                .find(|tray| devices.split(',').any(|d| d == tray.device))
+            {
+                return Some(ForeignPfs::of(pod, Some(tray.device.clone())));
+            }
+            let (role, address) =
+                claims::shared_address(pod.annotations().get(ADDRESSES_ANNOTATION)?, addresses)?;
+            Some(ForeignPfs {
+                address: Some((role, address.to_owned())),
+                ..ForeignPfs::of(pod, None)
+            })
         })
         .min()
+}
+
+/// `pod` with the [`ADDRESSES_ANNOTATION`] of `addresses`.
+pub fn registering_under(mut pod: Pod, addresses: &[(AddressRole, &str)]) -> Pod {
+    pod.metadata.annotations.get_or_insert_default().insert(
+        ADDRESSES_ANNOTATION.to_owned(),
+        claims::addresses_annotation(addresses),
+    );
+    pod
 }
 
 /// The Pods among `candidates` that are not the store's own (by name, or by owner) and whose
@@ -590,9 +612,11 @@ pub struct ForeignPfs {
     pub pod: String,
     /// Deleted already, its pfs not yet stopped: waiting is all there is to do.
     pub terminating: bool,
-    /// The store's tray its pfs serves, when that is what is in the way (else it runs pfs for
-    /// the store's id).
+    /// The store's tray its pfs serves, when that is what is in the way.
     pub device: Option<String>,
+    /// The address, of the store's, that its pfs registers under, when that is what is in the
+    /// way. (Neither: it runs pfs for the store's id.)
+    pub address: Option<(AddressRole, String)>,
 }
 
 impl ForeignPfs {
@@ -601,6 +625,7 @@ impl ForeignPfs {
             pod: format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any()),
             terminating: pod.metadata.deletion_timestamp.is_some(),
             device,
+            address: None,
         }
     }
 }
@@ -794,6 +819,7 @@ mod tests {
                 pod: pod.into(),
                 terminating,
                 device: None,
+                address: None,
             })
         };
         assert_eq!(
@@ -823,6 +849,59 @@ mod tests {
         assert_eq!(foreign_pfs(&store, [&other_id, &ended]), None);
     }
 
+    /// A Pod of the node registering under an address the store's would use, in the same
+    /// role, is in the way of its new Pod: found right before the create, whatever the caches
+    /// said of the other store's pfs.conf.
+    #[test]
+    fn a_pod_registering_under_the_stores_address_is_in_the_way_of_its_new_pod() {
+        let spec = |id: u32, node: &str, device: &str| json!({"storeId": id, "nodeName": node, "trays": [{"device": device}]});
+        let seven = store(spec(7, "n1", "/dev/sdb"));
+        let mine = [
+            (AddressRole::Management, "10.0.0.1"),
+            (AddressRole::Port, "10.0.0.1"),
+            (AddressRole::ReplicationPort, "10.0.1.7"),
+        ];
+        let mut other = store(spec(8, "n1", "/dev/sdc"));
+        other.metadata.name = Some("eight".into());
+        other.metadata.uid = Some("uid-eight".into());
+        let made = |addresses: &[(AddressRole, &str)]| {
+            registering_under(pod(&other, "h", Predecessor::NoSession), addresses)
+        };
+        let own_addresses = made(&[
+            (AddressRole::Management, "10.0.0.8"),
+            (AddressRole::Port, "10.0.0.8"),
+            (AddressRole::ReplicationPort, "10.0.0.1"),
+        ]);
+        assert_eq!(
+            own_addresses.annotations()[ADDRESSES_ANNOTATION],
+            "mngt=10.0.0.8,port=10.0.0.8,rep=10.0.0.1"
+        );
+        assert_eq!(
+            in_the_way(&seven, &mine, [&own_addresses]),
+            None,
+            "another role's address is no clash"
+        );
+        let sharing = made(&[
+            (AddressRole::Management, "10.0.0.8"),
+            (AddressRole::Port, "10.0.0.1"),
+        ]);
+        assert_eq!(
+            in_the_way(&seven, &mine, [&sharing]),
+            Some(ForeignPfs {
+                pod: "pf/eight-pfs".into(),
+                terminating: false,
+                device: None,
+                address: Some((AddressRole::Port, "10.0.0.1".into())),
+            })
+        );
+        // On another node, or made before Pods carried their addresses: not told here.
+        let mut elsewhere = sharing.clone();
+        elsewhere.spec.as_mut().unwrap().node_name = Some("n2".into());
+        assert_eq!(in_the_way(&seven, &mine, [&elsewhere]), None);
+        let unannotated = pod(&other, "h", Predecessor::NoSession);
+        assert_eq!(in_the_way(&seven, &mine, [&unannotated]), None);
+    }
+
     #[test]
     fn a_pod_serving_one_of_the_stores_disks_is_in_the_way_of_its_new_pod() {
         let spec = |id: u32, node: &str, device: &str| json!({"storeId": id, "nodeName": node, "trays": [{"device": "/dev/sdc"}, {"device": device}]});
@@ -834,13 +913,14 @@ mod tests {
             pod(&other, "h", Predecessor::NoSession)
         };
         let on_sdb = named(spec(8, "n1", "/dev/sdb"), "eight");
-        let in_the_way_of = |pods: &[&Pod]| in_the_way(&seven, pods.iter().copied());
+        let in_the_way_of = |pods: &[&Pod]| in_the_way(&seven, &[], pods.iter().copied());
         assert_eq!(
             in_the_way_of(&[&on_sdb]),
             Some(ForeignPfs {
                 pod: "pf/eight-pfs".into(),
                 terminating: false,
                 device: Some("/dev/sdc".into()),
+                address: None,
             })
         );
         // Another node's disks are its own, whatever their names.

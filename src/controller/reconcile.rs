@@ -467,9 +467,20 @@ fn roll_policy(settings: &Settings) -> RollPolicy {
     }
 }
 
-/// Pods replaced this term for a changed spec and not yet settled: when, and the uid of the
-/// Pod that was replaced.
-type Replaced = HashMap<ObjectRef<PureFlashStore>, (Timestamp, Option<String>)>;
+/// Pods replaced this term for a changed spec or a restart, and not yet settled.
+type Replaced = HashMap<ObjectRef<PureFlashStore>, Replacement>;
+
+/// A Pod this term deleted to replace it, or tried to.
+#[derive(Clone, Debug)]
+pub struct Replacement {
+    pub at: Timestamp,
+    /// The uid of the Pod deleted.
+    pub uid: Option<String>,
+    /// The delete was accepted. Otherwise it did not answer in time, and may land or not: the
+    /// store counts as unavailable for the other stores' rollouts all the same, but its own
+    /// rollout is not taken for under way (its new pfs.conf would reach a Pod that may run).
+    pub confirmed: bool,
+}
 
 /// How many stores other than `store` are not [`rollout::available`], and the first few names
 /// in order. A store whose Pod this term replaced or restarted counts as unavailable while the
@@ -499,9 +510,9 @@ fn unavailable_others(
             .map(|pod| pod_facts(&pod).0);
         // The cache may still show a Pod this term replaced; once it shows the successor, the
         // successor is judged on its own.
-        let replaced_in_cache = replaced.get(&key).is_some_and(|(_, uid)| {
+        let replaced_in_cache = replaced.get(&key).is_some_and(|replacement| {
             pod.as_ref()
-                .is_some_and(|pod| Some(&pod.uid) == uid.as_ref())
+                .is_some_and(|pod| Some(&pod.uid) == replacement.uid.as_ref())
         });
         // A store that has never been online, and that ZooKeeper has no directory for, holds
         // no data (a new store whose pfs is still starting, one no Pod can be made for):
@@ -1474,10 +1485,18 @@ fn view_allows_create(snapshot: &Snapshot, store: &PureFlashStore) -> bool {
 
 /// What stands in the way of the store's new Pod (see [`pods::in_the_way`]): among the Pods
 /// the cache shows, and those this term created that it does not show yet.
-fn pod_in_the_way(ctx: &Context, store: &PureFlashStore) -> Option<pods::ForeignPfs> {
+fn pod_in_the_way(
+    ctx: &Context,
+    store: &PureFlashStore,
+    addresses: &[(claims::AddressRole, &str)],
+) -> Option<pods::ForeignPfs> {
     let unseen = ctx.creates.unseen();
     let cached = ctx.pods.state();
-    pods::in_the_way(store, cached.iter().chain(&unseen).map(AsRef::as_ref))
+    pods::in_the_way(
+        store,
+        addresses,
+        cached.iter().chain(&unseen).map(AsRef::as_ref),
+    )
 }
 
 /// Node InternalIPs, so that thousands of stores on a few nodes do not read the same Node on
@@ -1682,6 +1701,9 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         zookeeper: ctx.settings.pfs_zookeeper.clone(),
         node_ip,
     };
+    // What the store's Pod registers under (none known while its node's address is not: then
+    // its pfs.conf cannot be rendered, and no Pod is made).
+    let addresses = claims::spec_addresses(store, env.node_ip.as_deref());
     // A store whose pfs.conf cannot be rendered (its node is gone, or has no InternalIP) keeps
     // its ConfigMap and Pod as they are and gets no new ones, but its status still follows
     // ZooKeeper and the Pod.
@@ -1783,10 +1805,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     let decide_roll = |existing: &Pod, rolls: &mut Replaced| {
         let now = ctx.clock.now();
         let roll_policy = roll_policy(&ctx.settings);
-        rolls.retain(|_, (at, _)| now.duration_since(*at) < roll_policy.settle);
+        rolls.retain(|_, replacement| now.duration_since(replacement.at) < roll_policy.settle);
         let replaced_already = rolls
             .get(&ObjectRef::from_obj(store))
-            .is_some_and(|(_, uid)| *uid == existing.uid());
+            .is_some_and(|replacement| replacement.confirmed && replacement.uid == existing.uid());
         if replaced_already {
             // The cache still shows the Pod this term deleted: the rollout is under way.
             return None;
@@ -1887,13 +1909,29 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         };
         let mut old_pod_stays = false;
         // Bounded: every restart waits for the lock meanwhile. One that took too long may
-        // still land; the next reconcile finds the Pod going, or judges it again.
-        match under_restart_lock(ctx.leading(pods.delete(&pod_name, &params))).await? {
+        // still land: until the cache tells, the store counts as unavailable for the other
+        // rollouts, and its own is judged again.
+        let deleted = under_restart_lock(ctx.leading(pods.delete(&pod_name, &params))).await;
+        if let (Err(Error::SlowApi(_)), Some(rolls)) = (&deleted, rolls.as_mut()) {
+            rolls.insert(
+                ObjectRef::from_obj(store),
+                Replacement {
+                    at: ctx.clock.now(),
+                    uid: existing.uid(),
+                    confirmed: false,
+                },
+            );
+        }
+        match deleted? {
             Ok(_) => {
                 if let Some(mut rolls) = rolls.take() {
                     rolls.insert(
                         ObjectRef::from_obj(store),
-                        (ctx.clock.now(), existing.uid()),
+                        Replacement {
+                            at: ctx.clock.now(),
+                            uid: existing.uid(),
+                            confirmed: true,
+                        },
                     );
                 }
                 ctx.metrics
@@ -2028,7 +2066,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         // The lock may have been a wait behind other creates: the view is read again (a pfs
         // that registered meanwhile is what the new Pod replaces).
         view_now = ctx.snapshots.borrow().clone();
-        if let Some(found) = pod_in_the_way(ctx, store) {
+        if let Some(found) = pod_in_the_way(ctx, store, &addresses) {
             foreign_pfs = Some(found);
             created_now = false;
         } else if !view_allows_create(&view_now, store) {
@@ -2067,7 +2105,8 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         if deleted_meanwhile(ctx, store) {
             return Ok(Action::await_change());
         }
-        let created = create_pod(ctx, &pods, &pods::pod(store, hash, predecessor)).await;
+        let made = pods::registering_under(pods::pod(store, hash, predecessor), &addresses);
+        let created = create_pod(ctx, &pods, &made).await;
         if let Ok(Some(made)) = &created {
             ctx.creates.created(made.clone());
         }
@@ -2469,7 +2508,14 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 // gone within moments.
                 Err(error) => return Err(error.into()),
             }
-            rolls.insert(me.clone(), (now, Some(old.uid.clone())));
+            rolls.insert(
+                me.clone(),
+                Replacement {
+                    at: now,
+                    uid: Some(old.uid.clone()),
+                    confirmed: true,
+                },
+            );
         }
         let restarted_note = killed.then(|| {
             let offline_for = decision

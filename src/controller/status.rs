@@ -145,7 +145,7 @@ pub fn duplicate(
         &previous.conditions,
         ("Ready", "False", DUPLICATE_STORE_ID),
         format!(
-            "storeId {store_id} belongs to PureFlashStore {holder}, created earlier: this store is not run while that one exists"
+            "storeId {store_id} belongs to PureFlashStore {holder}, which has been online under it or was created earlier: this store is not run while that one exists"
         ),
         now,
         generation,
@@ -617,6 +617,13 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
                     "pod {} is not created: pod {}, which this store does not own, serves {device}, one of this store's trays, on its node (two pfs on one disk would corrupt it); created once no other pod serves it",
                     facts.pod_name, other.pod
                 )
+            } else if let Some((role, address)) = &other.address {
+                format!(
+                    "pod {} is not created: pod {}, which this store does not own, registers under {address}, the {} address this store would register under (two stores cannot share one); created once no other pod uses it",
+                    facts.pod_name,
+                    other.pod,
+                    role.describe()
+                )
             } else if other.terminating {
                 format!(
                     "pod {} is not created: pod {}, which this store does not own, runs pfs for its store id and is terminating; created once its pfs has stopped and it is gone",
@@ -1001,6 +1008,7 @@ mod tests {
             pod: "pf/old-pfs".into(),
             terminating: false,
             device: None,
+            address: None,
         });
         let status = case.status();
         let pod_ready = condition_of(&status, "PodReady");
@@ -1035,6 +1043,7 @@ mod tests {
             pod: "pf/other-pfs".into(),
             terminating: false,
             device: Some("/dev/sdb".into()),
+            address: None,
         });
         let status = case.status();
         let pod_ready = condition_of(&status, "PodReady");
@@ -1042,6 +1051,32 @@ mod tests {
         assert!(
             pod_ready.message.contains("pod pf/other-pfs")
                 && pod_ready.message.contains("serves /dev/sdb"),
+            "{}",
+            pod_ready.message
+        );
+    }
+
+    #[test]
+    fn a_pod_registering_under_the_stores_address_is_named() {
+        let mut case = Case::alive_at(t(100));
+        case.store = None;
+        case.pod = None;
+        case.ready = false;
+        case.foreign_pfs = Some(ForeignPfs {
+            pod: "pf/other-pfs".into(),
+            terminating: false,
+            device: None,
+            address: Some((
+                crate::controller::claims::AddressRole::Management,
+                "10.0.0.1".into(),
+            )),
+        });
+        let pod_ready = condition_of(&case.status(), "PodReady").clone();
+        assert_eq!(pod_ready.reason, "ForeignPod");
+        assert!(
+            pod_ready
+                .message
+                .contains("pod pf/other-pfs, which this store does not own, registers under 10.0.0.1, the management address"),
             "{}",
             pod_ready.message
         );
