@@ -164,7 +164,7 @@ pub struct Unfinished {
 /// The rest of the cluster, for the cluster-wide rails.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterFacts {
-    /// Stores managed.
+    /// Stores the freeze's share is taken of ([`freeze_standing`]; this one included).
     pub stores: usize,
     /// How many of the managed stores are offline now while their pfs runs
     /// ([`offline_while_running`]; this one included).
@@ -642,6 +642,44 @@ pub fn offline_while_running(alive: bool, pod: KnownPod<'_>) -> bool {
             pod.is_some_and(|pod| !pod.terminating && pod.running_since.is_some())
         }
     }
+}
+
+/// How a store counts for the cluster freeze: `None`, not at all; `Some(offline)`, among the
+/// stores the share is taken of, and whether as [`offline_while_running`]. The share is taken
+/// of the stores that could be among the offline ones: alive, or with their pfs running (or
+/// not known yet, before the Pod cache has listed). Left out are stores whose pfs does not run
+/// (new ones pending, ones no Pod can be made for): counted as up, a partition cutting off
+/// every running pfs would stay under the share. Left out too are stores recovery has set
+/// aside for a reason of their own (`set_aside`: their node not ready, their Pod stuck
+/// terminating, their recovery paused or disabled, their budget spent): a node dead for days
+/// would otherwise freeze a small cluster at the next stuck pfs.
+pub fn freeze_standing(alive: bool, set_aside: bool, pod: KnownPod<'_>) -> Option<bool> {
+    if set_aside {
+        return None;
+    }
+    if alive {
+        return Some(false);
+    }
+    match pod {
+        KnownPod::NotLoaded => Some(true),
+        KnownPod::Loaded(pod) => {
+            offline_while_running(false, KnownPod::Loaded(pod)).then_some(true)
+        }
+    }
+}
+
+/// The verdicts (as written in a store's status) that set a store aside from the cluster
+/// freeze (see [`freeze_standing`]).
+pub fn sets_aside_from_freeze(last_decision: &str) -> bool {
+    [
+        SkipReason::NodeNotReady,
+        SkipReason::PodStuckTerminating,
+        SkipReason::RecoveryPaused,
+        SkipReason::RecoveryDisabled,
+        SkipReason::RestartBudgetExhausted,
+    ]
+    .iter()
+    .any(|reason| reason.as_str() == last_decision)
 }
 
 /// What is known of a store's Pod: nothing yet (the Pod cache has not listed once), or the
@@ -2381,6 +2419,55 @@ mod tests {
             false,
             KnownPod::Loaded(Some(&unknown))
         ));
+    }
+
+    #[test]
+    fn the_freeze_share_is_taken_of_the_stores_that_could_be_offline_with_their_pfs_running() {
+        let running = Obs::alive().0.pod.unwrap();
+        let pending = PodFacts {
+            phase: "Pending".into(),
+            running_since: None,
+            ..running.clone()
+        };
+        let loaded = |pod| KnownPod::Loaded(pod);
+        assert_eq!(
+            freeze_standing(true, false, loaded(Some(&running))),
+            Some(false)
+        );
+        assert_eq!(
+            freeze_standing(false, false, loaded(Some(&running))),
+            Some(true)
+        );
+        assert_eq!(
+            freeze_standing(false, false, KnownPod::NotLoaded),
+            Some(true)
+        );
+        // No pfs runs: neither up nor down for the share.
+        assert_eq!(freeze_standing(false, false, loaded(Some(&pending))), None);
+        assert_eq!(freeze_standing(false, false, loaded(None)), None);
+        assert_eq!(freeze_standing(true, false, loaded(None)), Some(false));
+        // Set aside by recovery for a reason of its own: not counted, whatever its Pod shows.
+        assert_eq!(freeze_standing(false, true, loaded(Some(&running))), None);
+        assert_eq!(freeze_standing(true, true, loaded(Some(&running))), None);
+        for reason in [
+            "NodeNotReady",
+            "PodStuckTerminating",
+            "RecoveryPaused",
+            "RecoveryDisabled",
+            "RestartBudgetExhausted",
+        ] {
+            assert!(sets_aside_from_freeze(reason), "{reason}");
+        }
+        for reason in [
+            "ClusterFrozen",
+            "WithinGracePeriod",
+            "BackingOff",
+            "TooManyInFlight",
+            "RestartOffline",
+            "PodStarting",
+        ] {
+            assert!(!sets_aside_from_freeze(reason), "{reason}");
+        }
     }
 
     #[test]

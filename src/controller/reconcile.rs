@@ -763,54 +763,92 @@ fn standing_aside(all: &[Arc<PureFlashStore>]) -> HashSet<&str> {
     aside
 }
 
-/// Whether `store` counts for the cluster freeze ([`recovery::offline_while_running`]), its
-/// Pod as cached.
-fn offline_while_running(ctx: &Context, store: &PureFlashStore, snapshot: &Snapshot) -> bool {
+/// Whether recovery has set `store` aside from the cluster freeze, by the last decision its
+/// status records (see [`recovery::freeze_standing`]).
+fn set_aside_from_freeze(store: &PureFlashStore) -> bool {
+    store
+        .status
+        .as_ref()
+        .and_then(|status| status.last_decision.as_deref())
+        .is_some_and(recovery::sets_aside_from_freeze)
+}
+
+/// How `store` counts for the cluster freeze ([`recovery::freeze_standing`]), its Pod as
+/// cached.
+fn freeze_standing(ctx: &Context, store: &PureFlashStore, snapshot: &Snapshot) -> Option<bool> {
+    let set_aside = set_aside_from_freeze(store);
     // An alive store's Pod is not looked up: in a mass outage this runs for every store. Nor
     // is one ZooKeeper refuses to read: not known offline, and a refusal (an ACL) says nothing
     // of a network fault, which is what the freeze guards against.
     if alive(snapshot, store.spec.store_id)
         || view_of(snapshot, store.spec.store_id).is_some_and(|s| !s.is_known())
     {
-        return false;
+        return recovery::freeze_standing(true, set_aside, KnownPod::NotLoaded);
     }
     if !ctx.pods_loaded.load(Ordering::SeqCst) {
-        return recovery::offline_while_running(false, KnownPod::NotLoaded);
+        return recovery::freeze_standing(false, set_aside, KnownPod::NotLoaded);
     }
     let namespace = store.namespace().unwrap_or_default();
     let pod = ctx
         .pods
         .get(&ObjectRef::new(&pods::pod_name(store)).within(&namespace))
         .map(|pod| pod_facts(&pod).0);
-    recovery::offline_while_running(false, KnownPod::Loaded(pod.as_ref()))
+    recovery::freeze_standing(false, set_aside, KnownPod::Loaded(pod.as_ref()))
 }
 
-/// The stores offline while their pfs runs, kept between reconciles together with what they
-/// were found on: in a mass outage every offline store's reconcile asks, and looking afresh
-/// each time would cost O(stores²) under the restart lock.
-#[derive(Default)]
-pub struct OfflineCount(std::sync::Mutex<Option<(CountedOn, Arc<HashSet<String>>)>>);
+/// The stores the cluster freeze counts, by uid: those it takes its share of, and those of
+/// them offline while their pfs runs.
+#[derive(Debug, Default)]
+pub struct FreezeCount {
+    pub counted: HashSet<String>,
+    pub offline: HashSet<String>,
+}
 
-/// What the offline stores depend on: the view, the Pod cache, and which stores are counted.
+impl FreezeCount {
+    /// The cluster facts of the count, with `store` counted as `fresh` says (its Pod as just
+    /// read) rather than as cached.
+    fn with(&self, store: &PureFlashStore, fresh: Option<Option<bool>>) -> (usize, usize) {
+        let uid = store.metadata.uid.as_ref();
+        let cached_counted = uid.is_some_and(|uid| self.counted.contains(uid));
+        let cached_offline = uid.is_some_and(|uid| self.offline.contains(uid));
+        let (counted, offline) = match fresh {
+            Some(standing) => (standing.is_some(), standing == Some(true)),
+            None => (cached_counted, cached_offline),
+        };
+        (
+            self.counted.len() - usize::from(cached_counted) + usize::from(counted),
+            self.offline.len() - usize::from(cached_offline) + usize::from(offline),
+        )
+    }
+}
+
+/// The cluster freeze's count, kept between reconciles together with what it was taken on:
+/// in a mass outage every offline store's reconcile asks, and looking afresh each time would
+/// cost O(stores²) under the restart lock.
+#[derive(Default)]
+pub struct OfflineCount(std::sync::Mutex<Option<(CountedOn, Arc<FreezeCount>)>>);
+
+/// What the count depends on: the view, the Pod cache, and which stores are counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct CountedOn {
     view_version: u64,
     pods_generation: u64,
     pods_loaded: bool,
-    /// Order-independent digest of the counted stores' uids, and how many there are.
+    /// Order-independent digest of the counted stores' uids and whether recovery set each
+    /// aside, and how many there are.
     stores_digest: u64,
     stores: usize,
 }
 
-/// The uids of the `running` stores that are [`offline_while_running`], and whether `me` is
-/// one of the stores looked at. Looked for again only when the view, the Pod cache or the set
-/// of stores changed since the last time.
+/// The cluster freeze's count of the `running` stores ([`freeze_standing`]), and whether `me`
+/// is one of the stores looked at. Counted again only when the view, the Pod cache or the
+/// stores changed since the last time.
 fn offline_stores<'a, I>(
     ctx: &Context,
     running: impl Fn() -> I,
     snapshot: &Snapshot,
     me: Option<&PureFlashStore>,
-) -> (Arc<HashSet<String>>, bool)
+) -> (Arc<FreezeCount>, bool)
 where
     I: Iterator<Item = &'a Arc<PureFlashStore>>,
 {
@@ -824,6 +862,7 @@ where
         // Fixed keys: digests taken by different reconciles compare.
         let mut hasher = std::hash::DefaultHasher::new();
         store.metadata.uid.hash(&mut hasher);
+        set_aside_from_freeze(store).hash(&mut hasher);
         stores_digest = stores_digest.wrapping_add(hasher.finish());
         stores += 1;
         includes_me |= me.is_some_and(|me| {
@@ -839,20 +878,26 @@ where
         stores,
     };
     let mut last = ctx.offline_count.0.lock().expect("offline count");
-    let offline = match &*last {
-        Some((was_on, offline)) if *was_on == on => Arc::clone(offline),
+    let count = match &*last {
+        Some((was_on, count)) if *was_on == on => Arc::clone(count),
         _ => {
-            let offline: Arc<HashSet<String>> = Arc::new(
-                running()
-                    .filter(|s| offline_while_running(ctx, s, snapshot))
-                    .map(|s| s.metadata.uid.clone().unwrap_or_default())
-                    .collect(),
-            );
-            *last = Some((on, Arc::clone(&offline)));
-            offline
+            let mut count = FreezeCount::default();
+            for store in running() {
+                let Some(offline) = freeze_standing(ctx, store, snapshot) else {
+                    continue;
+                };
+                let uid = store.metadata.uid.clone().unwrap_or_default();
+                if offline {
+                    count.offline.insert(uid.clone());
+                }
+                count.counted.insert(uid);
+            }
+            let count = Arc::new(count);
+            *last = Some((on, Arc::clone(&count)));
+            count
         }
     };
-    (offline, includes_me)
+    (count, includes_me)
 }
 
 fn stands_aside(aside: &HashSet<&str>, store: &PureFlashStore) -> bool {
@@ -1819,9 +1864,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         let current = ctx.snapshots.borrow().clone();
         let (count, names) = unavailable_others(ctx, store, (&all, &aside), &current, rolls, now);
         let running = || all.iter().filter(|s| !stands_aside(&aside, s));
+        let (freeze, _) = offline_stores(ctx, running, &current, None);
         let cluster = ClusterFacts {
-            stores: running().count().max(1),
-            offline: offline_stores(ctx, running, &current, None).0.len(),
+            stores: freeze.counted.len().max(1),
+            offline: freeze.offline.len(),
             restarts_in_flight: 0,
         };
         let store_policy = policy(store, &ctx.settings);
@@ -2213,32 +2259,30 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             offline: 0,
             restarts_in_flight: 0,
         },
-        Some(restarts) => ClusterFacts {
-            stores: running().count().max(1),
+        Some(restarts) => {
             // This store as its Pod was just read, the others as cached.
-            offline: {
-                let (offline, includes_me) = offline_stores(ctx, running, &current, Some(store));
-                let counted = store
-                    .metadata
-                    .uid
-                    .as_ref()
-                    .is_some_and(|uid| offline.contains(uid));
-                let fresh = includes_me
-                    && recovery::offline_while_running(
-                        alive(&current, store.spec.store_id),
-                        KnownPod::Loaded(facts.as_ref()),
-                    );
-                offline.len() - usize::from(counted) + usize::from(fresh)
-            },
-            restarts_in_flight: restarts_in_flight(
-                running().map(AsRef::as_ref),
-                store,
-                restarts,
-                &policy,
-                &current,
-                now,
-            ),
-        },
+            let (count, includes_me) = offline_stores(ctx, running, &current, Some(store));
+            let fresh = includes_me.then(|| {
+                recovery::freeze_standing(
+                    alive(&current, store.spec.store_id),
+                    set_aside_from_freeze(store),
+                    KnownPod::Loaded(facts.as_ref()),
+                )
+            });
+            let (stores, offline) = count.with(store, fresh);
+            ClusterFacts {
+                stores: stores.max(1),
+                offline,
+                restarts_in_flight: restarts_in_flight(
+                    running().map(AsRef::as_ref),
+                    store,
+                    restarts,
+                    &policy,
+                    &current,
+                    now,
+                ),
+            }
+        }
     };
     let mut observation = Observation {
         now,
