@@ -1,13 +1,21 @@
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use pureflash_operator::cli::{self, Cli};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_logging(&cli.log);
-    match cli::run(cli).await {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime");
+    let result = runtime.block_on(cli::run(cli));
+    // A blocking task stuck in the kernel (a `stat` on a hung mount) must not hold the exit
+    // up, as dropping the runtime would: it waits for every blocking task.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error}");

@@ -106,6 +106,8 @@ pub struct MetaDb {
     unreadable: std::sync::Mutex<UnreadableCells>,
     /// The SQLite file the pool's connections opened, once the schema is known to be in it.
     opened_file: std::sync::Mutex<Option<FileIdentity>>,
+    /// A look at the SQLite file is under way (and maybe stuck: one at a time, then).
+    looking_at_file: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A file as the filesystem knows it, whatever its name: (device, inode).
@@ -115,12 +117,23 @@ struct FileIdentity(u64, u64);
 impl FileIdentity {
     /// The file at `path` now, looked up off the runtime's threads and within a few seconds:
     /// a hung mount blocks a `stat` for good, and must not take a worker (nor the sync task,
-    /// which could then not be stopped) with it. `None` when the answer did not come.
-    async fn of(path: &std::path::Path) -> Option<std::io::Result<FileIdentity>> {
+    /// which could then not be stopped) with it. `None` when the answer did not come, or an
+    /// earlier look (`busy`) has not ended: a stuck one is not joined by more.
+    async fn of(
+        path: &std::path::Path,
+        busy: &Arc<std::sync::atomic::AtomicBool>,
+    ) -> Option<std::io::Result<FileIdentity>> {
         use std::os::unix::fs::MetadataExt;
-        let path = path.to_owned();
+        use std::sync::atomic::Ordering;
+        if busy.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let (path, done) = (path.to_owned(), Arc::clone(busy));
         let lookup = tokio::task::spawn_blocking(move || {
-            std::fs::metadata(path).map(|metadata| FileIdentity(metadata.dev(), metadata.ino()))
+            let found = std::fs::metadata(path)
+                .map(|metadata| FileIdentity(metadata.dev(), metadata.ino()));
+            done.store(false, Ordering::Release);
+            found
         });
         tokio::time::timeout(CLOSE_TIMEOUT, lookup).await.ok()?.ok()
     }
@@ -139,6 +152,7 @@ impl MetaDb {
             fence: None,
             unreadable: Default::default(),
             opened_file: Default::default(),
+            looking_at_file: Default::default(),
         }
     }
 
@@ -188,7 +202,7 @@ impl MetaDb {
             return None;
         };
         let opened = self.opened_file()?;
-        let what = match FileIdentity::of(path).await? {
+        let what = match FileIdentity::of(path, &self.looking_at_file).await? {
             Ok(now) if now == opened => return None,
             Ok(_) => "the SQLite file was replaced by another",
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -284,7 +298,7 @@ impl MetaDb {
                 Sql::<Sqlite>::ensure_schema(&mut *self.acquire(pool).await?).await?;
                 if let DbUrl::Sqlite { path: Some(path) } = &self.source
                     && self.opened_file().is_none()
-                    && let Some(Ok(identity)) = FileIdentity::of(path).await
+                    && let Some(Ok(identity)) = FileIdentity::of(path, &self.looking_at_file).await
                 {
                     *self.opened_file.lock().unwrap_or_else(|e| e.into_inner()) = Some(identity);
                 }
