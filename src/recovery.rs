@@ -351,6 +351,27 @@ pub struct Decision {
 /// unfinished restart is kept while its Pod is there and it still applies (manual, or the
 /// store still offline); a new restart of a Pod becomes the unfinished one.
 pub fn decide(observation: &Observation, policy: &Policy) -> Decision {
+    // A store found offline, whose status still shows it back since a moment at least the
+    // stable period after its last restart, stayed back: its backoff starts over now, as an
+    // alive reconcile within that stretch would have started it (none may have come).
+    let relapsed;
+    let observation = if observation.view_trusted
+        && observation.alive != Some(true)
+        && observation.history.attempts > 0
+        && observation.history.back_since.is_some()
+        && stayed_back(&observation.history, policy, observation.now)
+    {
+        relapsed = Observation {
+            history: History {
+                attempts: 0,
+                ..observation.history.clone()
+            },
+            ..observation.clone()
+        };
+        &relapsed
+    } else {
+        observation
+    };
     let history = &observation.history;
     let (verdict, offline_since) = if !observation.view_trusted {
         (
@@ -2102,6 +2123,40 @@ mod tests {
             store.step(later(602)),
             wait(later(700), SkipReason::BackingOff)
         );
+    }
+
+    /// No alive reconcile came within the stable stretch (a long requeue): the drop itself
+    /// tells that the store stayed back, by its status's `Alive` transition time.
+    #[test]
+    fn a_relapse_seen_only_when_it_drops_still_starts_the_backoff_over() {
+        let no_grace = Policy {
+            offline_grace: SignedDuration::ZERO,
+            start_grace: SignedDuration::ZERO,
+            backoff_initial: secs(10),
+            backoff_max: secs(3_000),
+            ..policy()
+        };
+        let mut store = Store::new(Obs::just_went_offline().after_attempts(5), no_grace);
+        assert_eq!(store.step(NOW), RESTART);
+        assert_eq!(store.obs.history.attempts, 6);
+        // Back at 10 s, seen alive once then; the next look finds it gone at 650 s, past the
+        // stable period (600 s) since it came back.
+        store.obs.alive = Some(true);
+        assert_eq!(store.step(later(10)), Verdict::Healthy);
+        store.obs.alive = Some(false);
+        let at = |t| Observation {
+            now: later(t),
+            ..store.obs.clone()
+        };
+        let decision = decide(&at(650), &store.policy);
+        // The initial backoff (10 s after the last restart, long past): restarted at once,
+        // the first attempt of a new run.
+        assert_eq!(decision.verdict, RESTART);
+        assert_eq!(decision.attempts, 1);
+        // Back for less than the stable period: still flapping, the backoff goes on.
+        let decision = decide(&at(300), &store.policy);
+        assert_eq!(decision.attempts, 6);
+        assert_eq!(decision.verdict, wait(later(320), SkipReason::BackingOff));
     }
 
     #[test]
