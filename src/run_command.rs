@@ -15,7 +15,7 @@ use kube::{Client, Config};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::cli::RunArgs;
 use crate::clock::ClusterClock;
@@ -257,6 +257,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         // The controller's writes end with the term's stop when the Lease is lost, else at
         // the end of the stop grace (see `stop_term`).
         let writes_end = CancellationToken::new();
+        let dropped_writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         // Cancelled when one of the term's tasks ends (returns or panics) before the term is
         // stopped: leading on with it gone would hold the Lease while nothing acts.
         let term_ended = CancellationToken::new();
@@ -302,6 +303,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             writes_end: writes_end.clone(),
             term_deadline: this_term.clone(),
             stopped_pods: Arc::clone(&stopped_pods),
+            dropped_writes: Arc::clone(&dropped_writes),
         };
         tasks.push(spawn(Box::pin(controller::run(term, term_stop.clone()))));
         let mut election_gone = false;
@@ -388,17 +390,24 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         // controller clears both when it stops by itself, not when it was aborted.
         metrics.retain_stores(|_| false);
         cache_synced_tx.send_replace(false);
-        if aborted > 0 && !lost {
+        let dropped = dropped_writes.load(std::sync::atomic::Ordering::SeqCst);
+        if aborted > 0 {
             warn!(
                 aborted,
                 ?grace,
                 "the term's tasks did not stop in time; aborted them"
             );
+        }
+        if (aborted > 0 || dropped > 0) && !lost {
             // What they had sent may still land (a request queued at the API server, a DB
-            // COMMIT on its way): the Lease is kept (and renewed) a little longer before it is
-            // released or handed over, so that it lands before a successor's writes, as it
-            // would after a crash (a successor waits out a lease duration, and a write in flight
-            // has at most a third of it).
+            // COMMIT on its way, a write the term's end cut off under way): the Lease is kept
+            // (and renewed) a little longer before it is released or handed over, so that it
+            // lands before a successor's writes, as it would after a crash (a successor waits
+            // out a lease duration, and a write in flight has at most a third of it).
+            debug!(
+                aborted,
+                dropped, "letting what the term sent land before the Lease goes"
+            );
             tokio::time::sleep(aborted_settle).await;
         }
         if shutdown.is_cancelled() || fatal.is_some() {

@@ -76,6 +76,8 @@ pub struct Term {
     /// When each store's stopped Pod may next be replaced: kept by the replica across its
     /// terms, so that a Lease that flaps does not start the spacing over.
     pub stopped_pods: Arc<reconcile::StoppedPodReplacements>,
+    /// Writes to the API cut off under way by the term's end: sent, they may still land.
+    pub dropped_writes: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
@@ -145,6 +147,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         writes_end,
         term_deadline,
         stopped_pods,
+        dropped_writes,
     } = term;
     let owned = watcher::Config::default().labels(pods::OWNED_SELECTOR);
     // The owned Pods and ConfigMaps are cached as well as watched: reconciles read them from
@@ -333,6 +336,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         stopped_pods,
         term: writes_end,
         term_deadline,
+        dropped_writes,
         draining: stop.clone(),
         clock,
     });

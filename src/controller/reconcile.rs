@@ -125,6 +125,8 @@ pub struct Context {
     pub term: CancellationToken,
     /// Until when the Lease holds for sure, by the election's own count.
     pub term_deadline: TermDeadline,
+    /// Writes [`Context::leading`] cut off under way ([`super::Term::dropped_writes`]).
+    pub dropped_writes: Arc<std::sync::atomic::AtomicUsize>,
     /// Cancelled when the term starts stopping: no new restart is begun from then on.
     pub draining: CancellationToken,
     /// "Now" for everything written to or compared with status: the API server's time, shared
@@ -152,13 +154,35 @@ impl Context {
         write: impl Future<Output = Result<T, E>>,
     ) -> Result<Result<T, E>, Error> {
         self.still_leading()?;
-        tokio::select! {
-            biased;
-            _ = self.term.cancelled() => Err(Error::TermEnded),
-            _ = self.term_deadline.lapsed() => Err(Error::TermEnded),
-            result = write => Ok(result),
-        }
+        let ended = async {
+            tokio::select! {
+                _ = self.term.cancelled() => {}
+                _ = self.term_deadline.lapsed() => {}
+            }
+        };
+        unless_ended(write, ended, &self.dropped_writes)
+            .await
+            .ok_or(Error::TermEnded)
     }
+}
+
+/// Runs `write` unless `ended` comes first (looked at first each time). A write cut off so is
+/// counted in `dropped`: its request may be on the wire, or queued at the API server, and the
+/// Lease is kept a moment longer before it is released (see `run_command`).
+async fn unless_ended<T>(
+    write: impl Future<Output = T>,
+    ended: impl Future<Output = ()>,
+    dropped: &std::sync::atomic::AtomicUsize,
+) -> Option<T> {
+    let ended_first = tokio::select! {
+        biased;
+        () = ended => true,
+        result = write => return Some(result),
+    };
+    if ended_first {
+        dropped.fetch_add(1, Ordering::SeqCst);
+    }
+    None
 }
 
 /// Stores that wait for other stores to become available, and the stores that keep them
@@ -3447,6 +3471,21 @@ mod tests {
             name(first_claimant(served.iter().map(AsRef::as_ref), 7)),
             Some("early".into())
         );
+    }
+
+    /// A write the term's end cuts off is counted (it may land still); one that finished, or
+    /// never began, is not.
+    #[tokio::test]
+    async fn a_write_cut_off_by_the_terms_end_is_counted() {
+        let dropped = std::sync::atomic::AtomicUsize::new(0);
+        let done = unless_ended(async { 7 }, std::future::pending(), &dropped).await;
+        assert_eq!((done, dropped.load(Ordering::SeqCst)), (Some(7), 0));
+        let cut = unless_ended(std::future::pending::<i32>(), async {}, &dropped).await;
+        assert_eq!((cut, dropped.load(Ordering::SeqCst)), (None, 1));
+        // The end is looked at first: a write ready at the same moment is not made (and is
+        // counted all the same: a cut-off write is not told from one never begun).
+        let both = unless_ended(async { 7 }, async {}, &dropped).await;
+        assert_eq!((both, dropped.load(Ordering::SeqCst)), (None, 2));
     }
 
     #[test]
