@@ -192,7 +192,11 @@ pub async fn run(term: Term, stop: CancellationToken) {
     cache_synced.send_replace(false);
     let (ready_stores, ready_pods, ready_maps) =
         (stores.clone(), pods.clone(), config_maps.clone());
-    // Ready once reconciles can act: they wait for all three caches.
+    // Ready once reconciles can act: they wait for all three caches. Not once the term is
+    // over: this task may outlive an aborted controller, and the next term's readiness is the
+    // next term's to tell (the stop clears it after cancelling `writes_end`, so a term seen
+    // going on here within the watch's lock cannot be one already cleared for).
+    let term_over = writes_end.clone();
     let cache_watch = tokio::spawn(async move {
         let loaded = async {
             cache_loaded(&ready_stores).await?;
@@ -203,7 +207,11 @@ pub async fn run(term: Term, stop: CancellationToken) {
             return; // the controller is gone
         }
         info!("PureFlashStore, Pod and ConfigMap caches synced");
-        cache_synced.send_replace(true);
+        cache_synced.send_if_modified(|synced| {
+            let set = !term_over.is_cancelled() && !*synced;
+            *synced |= set;
+            set
+        });
     });
 
     // The ZooKeeper view wakes the store it concerns within milliseconds; a change of the
