@@ -18,7 +18,7 @@
 //!   answer within `pass_timeout` (a table locked by another client, a DB host that vanished
 //!   without resetting the connection) is such an error too, and its connections are replaced.
 //!   So are a SQLite file's when the file at its path is another one (deleted, or a backup
-//!   restored over it), noticed at the next event or re-read at the latest.
+//!   restored over it), noticed at the next re-read, which writes it whole again.
 //!
 //! On shutdown it finishes the transaction in progress (within `pass_timeout`) and returns,
 //! unless its caller aborts it first: the operator gives a leadership term's tasks 15 s on
@@ -247,7 +247,11 @@ pub async fn run(
             reload_at = reload_at.min(at);
             late_commits_read_at = None;
         }
-        if let Some(what) = db.reopen_if_file_replaced().await {
+        // Looked at with each re-read, not each event: a file replaced in between is written
+        // whole again then, from the view.
+        if now >= reload_at
+            && let Some(what) = db.reopen_if_file_replaced().await
+        {
             warn!(
                 db = db.url(),
                 "{what} while the sync had it open; writing the tables into the file now at its path"

@@ -189,14 +189,12 @@ pub fn shared_address<'a>(
 
 /// Whether a pfs.conf registers `address` as `role`.
 pub fn conf_registers(conf: &str, role: AddressRole, address: &str) -> bool {
-    let mut values: Box<dyn Iterator<Item = &str>> = match role {
-        AddressRole::Management => Box::new(conf_values(conf, |name| name == "afs", "mngt_ip")),
-        AddressRole::Port => Box::new(conf_values(conf, |name| numbered(name, "port."), "ip")),
-        AddressRole::ReplicationPort => {
-            Box::new(conf_values(conf, |name| numbered(name, "rep_port."), "ip"))
-        }
+    let (section, key): (fn(&str) -> bool, &str) = match role {
+        AddressRole::Management => (|name| name == "afs", "mngt_ip"),
+        AddressRole::Port => (|name| numbered(name, "port."), "ip"),
+        AddressRole::ReplicationPort => (|name| numbered(name, "rep_port."), "ip"),
     };
-    values.any(|value| value == address)
+    conf_values(conf, section, key).any(|value| value == address)
 }
 
 /// The addresses `store` registers under, by role, its node's address `node_ip` standing in
