@@ -434,8 +434,8 @@ pub struct PureFlashStoreStatus {
     /// when it changes, not on every reconcile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_decision: Option<String>,
-    /// Ready, Alive, PodReady, DbSynced, RecoveryFrozen, UpToDate (False while a changed spec
-    /// waits to replace the Pod of a serving store).
+    /// Ready, Alive, PodReady, TraysOnline, DbSynced, RecoveryFrozen, UpToDate (False while a
+    /// changed spec waits to replace the Pod of a serving store).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -2447,6 +2447,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             decision: &decision,
             restart,
             policy: &policy,
+            recovery_paused: observation.paused,
             db: &db,
             rollout_held: roll_held.as_ref().filter(|_| restart.is_none()),
             config_error: config_error.as_deref(),

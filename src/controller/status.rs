@@ -66,6 +66,8 @@ pub struct Facts<'a> {
     pub decision: &'a Decision,
     pub restart: Option<&'a Restart>,
     pub policy: &'a Policy,
+    /// The store's `pureflash.io/recovery-paused` annotation is set.
+    pub recovery_paused: bool,
     pub db: &'a DbState,
     /// Why the Pod still runs an older configuration, if it is held back.
     pub rollout_held: Option<&'a HoldReason>,
@@ -427,6 +429,20 @@ fn frozen(verdict: &Verdict) -> Option<(&'static str, String)> {
     Some((reason.as_str(), message.to_owned()))
 }
 
+/// A hold a human set on the store's recovery, for RecoveryFrozen whatever the verdict: the
+/// decision meets it only once the store is offline, but a store paused or disabled while up
+/// is held all the same, and whoever set the hold looks for it before the store goes down.
+fn standing_hold(facts: &Facts<'_>) -> Option<(&'static str, String)> {
+    let reason = if !facts.policy.enabled {
+        SkipReason::RecoveryDisabled
+    } else if facts.recovery_paused {
+        SkipReason::RecoveryPaused
+    } else {
+        return None;
+    };
+    frozen(&Verdict::Skip(reason))
+}
+
 /// The UpToDate message of a store whose pfs.conf cannot be rendered.
 pub fn config_invalid_message(error: &str) -> String {
     format!("no pfs.conf can be rendered: {error}")
@@ -742,8 +758,13 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
             facts,
         ),
     };
-    let last_frozen = conditions.iter().find(|c| c.type_ == "RecoveryFrozen");
-    let frozen_condition = match frozen(&facts.decision.verdict) {
+    let last_frozen = conditions
+        .iter()
+        .find(|c| c.type_ == "RecoveryFrozen")
+        // A human's hold lifted meanwhile no longer holds, whatever the view.
+        .filter(|c| !matches!(c.reason.as_str(), "RecoveryDisabled" | "RecoveryPaused"));
+    let held = frozen(&facts.decision.verdict).or_else(|| standing_hold(facts));
+    let frozen_condition = match held {
         // Nothing is decided while the view is untrusted: what held recovery still holds it.
         None if !facts.view_trusted && last_frozen.is_some() => Condition {
             observed_generation: facts.generation,
@@ -907,6 +928,8 @@ mod tests {
         config_error: Option<String>,
         write_error: Option<String>,
         foreign_pfs: Option<ForeignPfs>,
+        policy: Policy,
+        paused: bool,
     }
 
     impl Case {
@@ -933,6 +956,8 @@ mod tests {
                 config_error: None,
                 write_error: None,
                 foreign_pfs: None,
+                policy: policy(),
+                paused: false,
             }
         }
 
@@ -952,7 +977,8 @@ mod tests {
                 pod_waiting: None,
                 decision: &self.decision,
                 restart: self.restart.as_ref(),
-                policy: &policy(),
+                policy: &self.policy,
+                recovery_paused: self.paused,
                 db: &self.db,
                 rollout_held: self.rollout_held.as_ref(),
                 config_error: self.config_error.as_deref(),
@@ -1921,6 +1947,54 @@ mod tests {
         assert_eq!(
             down(Some(Phase::Pending), Some(pending)),
             Some(Phase::Pending)
+        );
+    }
+
+    #[test]
+    fn a_store_paused_or_disabled_while_up_says_recovery_is_held() {
+        let frozen = |case: &Case| {
+            let c = condition_of(&case.status(), "RecoveryFrozen").clone();
+            (c.status, c.reason)
+        };
+        let held = |reason: &str| ("True".to_owned(), reason.to_owned());
+        let mut case = Case::alive_at(t(100));
+        case.paused = true;
+        assert_eq!(frozen(&case), held("RecoveryPaused"));
+        case.policy.enabled = false;
+        assert_eq!(frozen(&case), held("RecoveryDisabled"));
+
+        // Offline, a hold the verdict found first is the one shown.
+        case.store = Some(StoreView::test(7).dead());
+        case.decision.offline_since = Some(t(50));
+        case.decision.verdict = Verdict::Skip(SkipReason::ConfigInvalid);
+        assert_eq!(frozen(&case), held("ConfigInvalid"));
+
+        // Lifted while the view cannot be trusted: no longer held, and not known to be free
+        // of the other holds either.
+        case.previous = case.status();
+        case.decision.verdict = Verdict::Skip(SkipReason::RecoveryDisabled);
+        case.previous = case.status();
+        case.policy.enabled = true;
+        case.paused = false;
+        case.trusted = false;
+        case.decision.verdict = Verdict::Skip(SkipReason::ViewUntrusted);
+        assert_eq!(
+            frozen(&case),
+            ("Unknown".to_owned(), "ViewUntrusted".to_owned())
+        );
+        // Set while the view cannot be trusted: held.
+        case.paused = true;
+        assert_eq!(frozen(&case), held("RecoveryPaused"));
+        // Lifted while up: recovery acts.
+        case.trusted = true;
+        case.store = Some(StoreView::test(7).with_trays(2));
+        case.decision.verdict = Verdict::Healthy;
+        case.decision.offline_since = None;
+        case.previous = case.status();
+        case.paused = false;
+        assert_eq!(
+            frozen(&case),
+            ("False".to_owned(), "RecoveryActive".to_owned())
         );
     }
 
