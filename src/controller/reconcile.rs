@@ -1598,7 +1598,16 @@ impl NodeAddresses {
             .retain(|node, _| keep(node));
     }
 
-    async fn lookup(&self, client: &Client, node: &str) -> Result<NodeLookup, kube::Error> {
+    /// Reads `node`, or answers from what was read less than `ttl` ago. A Node that cannot be
+    /// read (the API server failing for a moment, a permission taken away) is answered with
+    /// its last address read, however old: the store's status goes on following ZooKeeper
+    /// rather than freezing until the read succeeds. It is read again at the next lookup.
+    async fn lookup(
+        &self,
+        client: &Client,
+        node: &str,
+        ttl: Duration,
+    ) -> Result<NodeLookup, kube::Error> {
         let slot = Arc::clone(
             self.by_node
                 .lock()
@@ -1608,12 +1617,22 @@ impl NodeAddresses {
         );
         let mut known = slot.lock().await;
         if let Some((address, read_at)) = known.as_ref()
-            && read_at.elapsed() < NODE_ADDRESS_TTL
+            && read_at.elapsed() < ttl
         {
             return Ok(NodeLookup::Found(Some(address.clone())));
         }
         let nodes: Api<Node> = Api::all(client.clone());
-        let Some(found) = nodes.get_opt(node).await? else {
+        let found = match nodes.get_opt(node).await {
+            Ok(found) => found,
+            Err(error) => {
+                let Some((address, _)) = known.as_ref() else {
+                    return Err(error);
+                };
+                debug!(%node, %error, %address, "node not read; its last address read serves");
+                return Ok(NodeLookup::Found(Some(address.clone())));
+            }
+        };
+        let Some(found) = found else {
             *known = None;
             return Ok(NodeLookup::Missing);
         };
@@ -1750,7 +1769,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         || store.spec.rep_ports.is_empty();
     let node = match ctx
         .node_addresses
-        .lookup(&ctx.client, &store.spec.node_name)
+        .lookup(&ctx.client, &store.spec.node_name, NODE_ADDRESS_TTL)
         .await
     {
         Ok(node) => node,
@@ -3164,6 +3183,46 @@ pub fn error_policy(store: Arc<PureFlashStore>, error: &Error, ctx: Arc<Context>
 mod tests {
     use super::*;
     use crate::crd::{Phase, PureFlashStoreSpec};
+
+    #[tokio::test]
+    async fn a_node_that_cannot_be_read_is_answered_with_its_last_address() {
+        use kube::api::PostParams;
+        use kube_emulator::{Action, Emulator, Matcher};
+
+        let emulator = Emulator::start().await.unwrap();
+        let client = Client::try_from(kube::Config::new(emulator.url().parse().unwrap())).unwrap();
+        let nodes: Api<Node> = Api::all(client.clone());
+        for (name, address) in [("n1", "10.0.0.1"), ("n2", "10.0.0.2")] {
+            let node: Node = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "status": {"addresses": [{"type": "InternalIP", "address": address}]},
+            }))
+            .unwrap();
+            nodes.create(&PostParams::default(), &node).await.unwrap();
+        }
+        let addresses = NodeAddresses::default();
+        let found = |address: &str| NodeLookup::Found(Some(address.to_owned()));
+        let lookup = async |node: &str| addresses.lookup(&client, node, Duration::ZERO).await;
+        assert_eq!(lookup("n1").await.unwrap(), found("10.0.0.1"));
+
+        let failing = || Matcher::verb("get").on("nodes");
+        emulator.faults().inject(failing(), Action::Fail(500), 2);
+        assert_eq!(lookup("n1").await.unwrap(), found("10.0.0.1"));
+        // Never read: nothing to answer with.
+        assert!(lookup("n2").await.is_err());
+        assert_eq!(emulator.faults().pending(), 0);
+        // Read again once the API answers: a changed address is seen.
+        let mut n1 = nodes.get("n1").await.unwrap();
+        n1.status.as_mut().unwrap().addresses.as_mut().unwrap()[0].address = "10.0.0.9".into();
+        nodes
+            .replace_status("n1", &PostParams::default(), &n1)
+            .await
+            .unwrap();
+        assert_eq!(lookup("n1").await.unwrap(), found("10.0.0.9"));
+        // Gone is gone, not answered from memory.
+        nodes.delete("n1", &Default::default()).await.unwrap();
+        assert_eq!(lookup("n1").await.unwrap(), NodeLookup::Missing);
+    }
 
     #[test]
     fn a_pod_is_the_stores_own_only_under_its_controlling_owner_reference() {

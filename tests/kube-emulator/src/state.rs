@@ -682,8 +682,10 @@ impl State {
         if self.stored(rt, &ns, &name).is_some() {
             return Err(ApiError::already_exists(subject(rt, &name)));
         }
+        // A Pod's status is set by its strategy; a Node's is kept as given ("Nodes allow *all*
+        // fields, including status, to be set on create": a kubelet registers its node so).
         if rt.status_subresource
-            && rt.kind != "Pod"
+            && !(rt.group.is_empty() && matches!(rt.kind.as_str(), "Pod" | "Node"))
             && let Some(map) = body.as_object_mut()
         {
             map.remove("status");

@@ -270,6 +270,23 @@ async fn status_subresource_generation_and_observed_fields() {
         created.data.get("status").is_none(),
         "status is dropped on create when it is a subresource"
     );
+    // Except a Node's, which its kubelet registers it with.
+    use k8s_openapi::api::core::v1::Node;
+    let nodes: Api<Node> = Api::all(bed.client.clone());
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": "status-node"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "10.1.2.3"}]},
+    }))
+    .unwrap();
+    let node = nodes.create(&PostParams::default(), &node).await.unwrap();
+    assert_eq!(
+        node.status.and_then(|s| s.addresses).unwrap()[0].address,
+        "10.1.2.3"
+    );
+    nodes
+        .delete("status-node", &DeleteParams::default())
+        .await
+        .unwrap();
 
     // Status written through the main resource is ignored; spec changes bump generation.
     let patched = widgets
