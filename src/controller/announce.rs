@@ -37,8 +37,6 @@ pub struct Circumstances<'a> {
     pub verdict: &'a Verdict,
     /// Why a rollout holds the store's Pod back, if it does.
     pub roll_held: Option<&'a HoldReason>,
-    /// The pfs started less than the start grace ago and may still be registering its trays.
-    pub registering: bool,
     /// This reconcile restarted the store (its status is the one recording the restart).
     pub restarted_now: bool,
     /// The rollout's bound on unavailable stores, for its messages.
@@ -163,32 +161,33 @@ pub fn announcements(
         }
     }
 
-    // A tray of a store that stays alive going offline: the phase does not show it. Not while
-    // its pfs may still be registering (a restart whose new pfs took over `alive` before the
-    // status saw it go), nor the trays' return: a starting pfs creates `alive` before its
-    // trays' `online` nodes, so "all online again" would be said at every start.
+    // An Online store short of trays: the phase does not show it. Told once, as the
+    // TraysOnline condition turns to TraysOffline while the store is Online: a tray of a store
+    // that stays alive going offline, or a store (back) online without all its trays once its
+    // pfs has had the time to register them (TraysRegistering until then: a starting pfs
+    // creates `alive` before its trays' `online` nodes). Not their return.
     //
     // Back from a ZooKeeper blip (the condition read Unknown meanwhile), the trays the status
     // kept from before it tell, counted as TraysOnline counts them: a tray lost during the
     // blip is told, one offline since before it is not told again.
-    let trays_were_online = match previous.phase {
-        Some(Phase::Online) => previous.condition("TraysOnline", "True").is_some(),
-        Some(Phase::Unknown) => {
-            let online = previous.trays.iter().filter(|tray| tray.online).count();
-            status::last_trusted_phase(previous) == Some(Phase::Online)
-                && online >= circumstances.spec_trays
-                && online > 0
-        }
-        _ => false,
-    };
     let trays_offline = status
         .conditions
         .iter()
-        .find(|c| c.type_ == "TraysOnline" && c.reason == "TraysOffline");
-    if trays_were_online
-        && status.phase == Some(Phase::Online)
-        && !circumstances.registering
-        && let Some(offline) = trays_offline
+        .find(|c| c.type_ == "TraysOnline" && c.reason == "TraysOffline")
+        .filter(|_| status.phase == Some(Phase::Online));
+    let told_before = match previous.phase {
+        Some(Phase::Online) => previous
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "TraysOnline" && c.reason == "TraysOffline"),
+        Some(Phase::Unknown) if status::last_trusted_phase(previous) == Some(Phase::Online) => {
+            let online = previous.trays.iter().filter(|tray| tray.online).count();
+            online < circumstances.spec_trays || online == 0
+        }
+        _ => false,
+    };
+    if let Some(offline) = trays_offline
+        && !told_before
     {
         event(
             EventType::Warning,
@@ -267,6 +266,15 @@ mod tests {
         )
     }
 
+    fn trays_registering() -> Condition {
+        cond(
+            "TraysOnline",
+            "False",
+            "TraysRegistering",
+            "0/2 trays online; 2 of the spec's trays not registered by pfs (pfs started or registered a moment ago and may still be bringing them online)",
+        )
+    }
+
     fn trays_unknown() -> Condition {
         cond("TraysOnline", "Unknown", "ViewUntrusted", "not known")
     }
@@ -306,7 +314,7 @@ mod tests {
     }
 
     fn told(previous: &PureFlashStoreStatus, status: &PureFlashStoreStatus) -> Announcements {
-        told_with(previous, status, &Verdict::Healthy, None, false)
+        told_with(previous, status, &Verdict::Healthy, None)
     }
 
     fn told_with(
@@ -314,12 +322,10 @@ mod tests {
         status: &PureFlashStoreStatus,
         verdict: &Verdict,
         roll_held: Option<&HoldReason>,
-        registering: bool,
     ) -> Announcements {
         let circumstances = Circumstances {
             verdict,
             roll_held,
-            registering,
             restarted_now: matches!(verdict, Verdict::Restart(_)),
             max_unavailable: 1,
             spec_trays: 2,
@@ -346,10 +352,10 @@ mod tests {
         // Offline and restarted in the same look.
         let recovering = with(Some(Phase::Recovering), vec![]);
         let restart = Verdict::Restart(crate::recovery::RestartReason::Offline);
-        let at_once = told_with(&online, &recovering, &restart, None, false);
+        let at_once = told_with(&online, &recovering, &restart, None);
         assert_eq!(reasons(&at_once), ["StoreOffline"]);
         assert!(at_once.went_offline);
-        let later = told_with(&offline, &recovering, &restart, None, false);
+        let later = told_with(&offline, &recovering, &restart, None);
         assert_eq!(reasons(&later), Vec::<&str>::new());
         // A live store restarted by hand, its pfs seen gone by a later look: the restart's
         // own doing, no news.
@@ -367,7 +373,6 @@ mod tests {
             &lost,
             &Verdict::Skip(SkipReason::ViewUntrusted),
             None,
-            false,
         );
         assert_eq!(reasons(&going), ["ViewUntrusted"]);
         assert_eq!(
@@ -381,7 +386,6 @@ mod tests {
             &lost,
             &Verdict::Skip(SkipReason::ViewUntrusted),
             None,
-            false,
         );
         assert_eq!(still, Announcements::default());
         // Back as it was: nothing.
@@ -408,14 +412,18 @@ mod tests {
         // Not again, not for their return.
         assert_eq!(told(&degraded, &degraded), Announcements::default());
         assert_eq!(told(&degraded, &online), Announcements::default());
-        // Not while the pfs may still be registering them.
-        assert_eq!(
-            told_with(&online, &degraded, &Verdict::Healthy, None, true),
-            Announcements::default()
-        );
-        // Not for a store coming online whose trays follow.
+        // Not while the pfs may still be registering them, but once it has had the time.
+        let registering = with(Some(Phase::Online), vec![trays_registering()]);
+        assert_eq!(told(&online, &registering), Announcements::default());
+        assert_eq!(reasons(&told(&registering, &degraded)), ["TraysOffline"]);
+        // Not for a store coming online whose trays follow; for one without them.
         let offline = with(Some(Phase::Offline), vec![]);
-        assert_eq!(reasons(&told(&offline, &degraded)), ["StoreOnline"]);
+        assert_eq!(reasons(&told(&offline, &registering)), ["StoreOnline"]);
+        assert_eq!(
+            reasons(&told(&offline, &degraded)),
+            ["StoreOnline", "TraysOffline"]
+        );
+        assert_eq!(told(&registering, &online), Announcements::default());
     }
 
     /// The gap this module closed: trays lost while the view was untrusted were never told,
@@ -443,9 +451,13 @@ mod tests {
             reasons(&told(&blind(&with_leftover), &degraded)),
             ["TraysOffline"]
         );
-        // A store that was offline before the blip and comes back degraded is coming online.
+        // A store that was offline before the blip and comes back degraded is coming online,
+        // without all its trays.
         let offline = with(Some(Phase::Offline), vec![]);
-        assert_eq!(reasons(&told(&blind(&offline), &degraded)), ["StoreOnline"]);
+        assert_eq!(
+            reasons(&told(&blind(&offline), &degraded)),
+            ["StoreOnline", "TraysOffline"]
+        );
     }
 
     #[test]
@@ -456,12 +468,12 @@ mod tests {
             ..offline.clone()
         };
         let verdict = Verdict::Skip(SkipReason::ClusterFrozen);
-        let first = told_with(&offline, &frozen, &verdict, None, false);
+        let first = told_with(&offline, &frozen, &verdict, None);
         assert_eq!(reasons(&first), ["RecoveryClusterFrozen"]);
         assert_eq!(first.events[0].kind, EventType::Warning);
         assert_eq!(first.skip_counted, Some(SkipReason::ClusterFrozen));
         assert_eq!(
-            told_with(&frozen, &frozen, &verdict, None, false),
+            told_with(&frozen, &frozen, &verdict, None),
             Announcements::default()
         );
 
@@ -486,11 +498,11 @@ mod tests {
         };
         let going = Verdict::Skip(SkipReason::PodTerminating);
         assert_eq!(
-            told_with(&restarted, &terminating, &going, None, false),
+            told_with(&restarted, &terminating, &going, None),
             Announcements::default()
         );
         assert_eq!(
-            reasons(&told_with(&frozen, &terminating, &going, None, false)),
+            reasons(&told_with(&frozen, &terminating, &going, None)),
             ["RecoveryPodTerminating"]
         );
         let stuck = PureFlashStoreStatus {
@@ -502,12 +514,11 @@ mod tests {
             &stuck,
             &Verdict::Skip(SkipReason::PodStuckTerminating),
             None,
-            false,
         );
         assert_eq!(reasons(&stuck_told), ["RecoveryPodStuckTerminating"]);
         assert_eq!(stuck_told.events[0].kind, EventType::Warning);
 
-        let told_wait = told_with(&frozen, &waiting, &wait, None, false);
+        let told_wait = told_with(&frozen, &waiting, &wait, None);
         assert_eq!(reasons(&told_wait), ["RecoveryWithinGracePeriod"]);
         assert_eq!(told_wait.events[0].kind, EventType::Normal);
         assert_eq!(
@@ -531,17 +542,11 @@ mod tests {
             ],
         );
         assert_eq!(
-            reasons(&told_with(
-                &online,
-                &held,
-                &Verdict::Healthy,
-                Some(&others),
-                false
-            )),
+            reasons(&told_with(&online, &held, &Verdict::Healthy, Some(&others),)),
             ["RolloutHeld"]
         );
         assert_eq!(
-            told_with(&held, &held, &Verdict::Healthy, Some(&others), false),
+            told_with(&held, &held, &Verdict::Healthy, Some(&others)),
             Announcements::default()
         );
         // Held before for another reason (paused): waiting for other stores is news.
@@ -550,13 +555,7 @@ mod tests {
             vec![cond("UpToDate", "False", "RecoveryPaused", "")],
         );
         assert_eq!(
-            reasons(&told_with(
-                &paused,
-                &held,
-                &Verdict::Healthy,
-                Some(&others),
-                false
-            )),
+            reasons(&told_with(&paused, &held, &Verdict::Healthy, Some(&others),)),
             ["RolloutHeld"]
         );
         // Back from a ZooKeeper blip: not told again.
@@ -565,7 +564,7 @@ mod tests {
             vec![cond("UpToDate", "False", "ViewUntrusted", "")],
         );
         assert_eq!(
-            told_with(&blip, &held, &Verdict::Healthy, Some(&others), false),
+            told_with(&blip, &held, &Verdict::Healthy, Some(&others)),
             Announcements::default()
         );
 
@@ -576,7 +575,7 @@ mod tests {
             Some(Phase::Online),
             vec![cond("UpToDate", "False", "ReplacementRefused", "")],
         );
-        let first = told_with(&online, &refusing, &Verdict::Healthy, Some(&refused), false);
+        let first = told_with(&online, &refusing, &Verdict::Healthy, Some(&refused));
         assert_eq!(reasons(&first), ["RolloutRefused"]);
         assert_eq!(first.events[0].kind, EventType::Warning);
         // Held for another reason before: the refusal is still news.
@@ -586,18 +585,11 @@ mod tests {
                 &refusing,
                 &Verdict::Healthy,
                 Some(&refused),
-                false
             )),
             ["RolloutRefused"]
         );
         assert_eq!(
-            told_with(
-                &refusing,
-                &refusing,
-                &Verdict::Healthy,
-                Some(&refused),
-                false
-            ),
+            told_with(&refusing, &refusing, &Verdict::Healthy, Some(&refused),),
             Announcements::default()
         );
     }

@@ -2642,7 +2642,6 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         let circumstances = announce::Circumstances {
             verdict: &decision.verdict,
             roll_held: None,
-            registering: false,
             restarted_now: true,
             max_unavailable: ctx.settings.max_unavailable,
             spec_trays: store.spec.trays.len(),
@@ -2677,13 +2676,9 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 .await??;
             ctx.written.wrote(store, new_status, result);
         }
-        // A pfs that started less than the start grace ago may still be registering its trays
-        // (it creates `alive` first).
-        let registering = facts.as_ref().is_some_and(|pod| pod.starting(&policy, now));
         let circumstances = announce::Circumstances {
             verdict: &decision.verdict,
             roll_held: roll_held.as_ref(),
-            registering,
             restarted_now: false,
             max_unavailable: ctx.settings.max_unavailable,
             spec_trays: store.spec.trays.len(),

@@ -242,6 +242,9 @@ pub fn phase_changes_at(
     now: Timestamp,
 ) -> Option<Timestamp> {
     let at = match status.phase? {
+        Phase::Online if status.condition("TraysOnline", "False").is_some() => {
+            trays_registering_until(status, pod, policy)?
+        }
         Phase::Starting => pod?.running_since?.checked_add(policy.start_grace).ok()?,
         Phase::Recovering => status
             .last_restart_time
@@ -252,6 +255,30 @@ pub fn phase_changes_at(
         _ => return None,
     };
     (at > now).then_some(at)
+}
+
+/// How long after its `alive` appears a store's trays may still be coming online (or the start
+/// grace, if shorter): pfs creates `alive` before its trays' `online` nodes, and the view may
+/// see them apart.
+pub const TRAYS_SETTLE: jiff::SignedDuration = jiff::SignedDuration::from_secs(10);
+
+/// Until when an alive store's pfs may still be registering its trays: its container started
+/// less than the start grace ago, or the store came online (`lastOnlineTime`: a ZooKeeper blip
+/// in between does not count) less than [`TRAYS_SETTLE`] (or the start grace) ago. Trays
+/// missing meanwhile are not yet a degraded store.
+fn trays_registering_until(
+    status: &PureFlashStoreStatus,
+    pod: Option<&PodFacts>,
+    policy: &Policy,
+) -> Option<Timestamp> {
+    let settled = status.last_online_time.as_ref().and_then(|online| {
+        let settle = TRAYS_SETTLE.min(policy.start_grace.max(jiff::SignedDuration::ZERO));
+        online.0.saturating_add(settle).ok()
+    });
+    let started = pod
+        .filter(|pod| pod.phase == "Running")
+        .and_then(|pod| pod.running_since?.saturating_add(policy.start_grace).ok());
+    settled.max(started)
 }
 
 /// The previous status, when `status` differs from it only in trays' free sizes and the
@@ -302,7 +329,11 @@ pub fn free_sizes_due(
 /// TraysOnline: whether every tray of the spec is online in ZooKeeper. A store can be alive
 /// and serve none of its disks (a failed disk, a tray pfs could not open), which Ready, about
 /// the daemon, does not say.
-fn trays_condition(facts: &Facts<'_>, alive: &Condition) -> Condition {
+fn trays_condition(
+    facts: &Facts<'_>,
+    status: &PureFlashStoreStatus,
+    alive: &Condition,
+) -> Condition {
     let previous = &facts.previous.conditions;
     // Alive as the Alive condition has it: an `alive` still owned by the replaced pfs's
     // session is not the store's, nor are its trays.
@@ -359,14 +390,17 @@ fn trays_condition(facts: &Facts<'_>, alive: &Condition) -> Condition {
             "; {unregistered} of the spec's trays not registered by pfs"
         ));
     }
-    condition(
-        previous,
-        "TraysOnline",
-        "False",
-        "TraysOffline",
-        message,
-        facts,
-    )
+    let registering = trays_registering_until(status, facts.pod, facts.policy)
+        .is_some_and(|until| facts.now < until);
+    let reason = if registering {
+        message.push_str(
+            " (pfs started or registered a moment ago and may still be bringing them online)",
+        );
+        "TraysRegistering"
+    } else {
+        "TraysOffline"
+    };
+    condition(previous, "TraysOnline", "False", reason, message, facts)
 }
 
 /// The status to start from when the store's status was never written (no
@@ -792,7 +826,7 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
             facts,
         ),
     };
-    let trays_condition = trays_condition(facts, &alive_condition);
+    let trays_condition = trays_condition(facts, &status, &alive_condition);
     let ready = alive_condition.status == "True" && pod_condition.status == "True";
     let ready_condition = if ready {
         condition(
@@ -1727,6 +1761,76 @@ mod tests {
             condition_of(&case.status(), "TraysOnline").status,
             "Unknown"
         );
+    }
+
+    /// pfs creates `alive` before its trays' `online` nodes: trays missing while it has just
+    /// started, or just come online, are TraysRegistering (and a reconcile is timed for its
+    /// end), not yet a degraded store.
+    #[test]
+    fn trays_missing_right_after_a_start_are_registering_until_the_pfs_has_had_the_time() {
+        let trays = |status: &PureFlashStoreStatus| {
+            let trays = condition_of(status, "TraysOnline");
+            (trays.status.clone(), trays.reason.clone())
+        };
+        let registering = ("False".to_owned(), "TraysRegistering".to_owned());
+        let offline = ("False".to_owned(), "TraysOffline".to_owned());
+        // Started at 100 (start grace 20 s), online at 105.
+        let mut case = Case::alive_at(t(105));
+        case.pod = Some(running_pod(t(100)));
+        case.store = Some(StoreView::test(7).with_trays(1));
+        let starting = case.status();
+        assert_eq!(starting.phase, Some(Phase::Online));
+        assert_eq!(trays(&starting), registering);
+        let pod = case.pod.clone();
+        assert_eq!(
+            phase_changes_at(&starting, pod.as_ref(), &policy(), t(105)),
+            Some(t(120))
+        );
+        case.previous = starting;
+        case.now = t(120);
+        let degraded = case.status();
+        assert_eq!(trays(&degraded), offline);
+        assert_eq!(
+            condition_of(&degraded, "TraysOnline")
+                .last_transition_time
+                .0,
+            t(105)
+        );
+        assert_eq!(
+            phase_changes_at(&degraded, pod.as_ref(), &policy(), t(120)),
+            None
+        );
+
+        // A pfs that registers long after it started: its trays get TRAYS_SETTLE.
+        case.previous = PureFlashStoreStatus {
+            phase: Some(Phase::Offline),
+            alive: Some(false),
+            ..Default::default()
+        };
+        case.now = t(300);
+        let late = case.status();
+        assert_eq!(trays(&late), registering);
+        assert_eq!(
+            phase_changes_at(&late, pod.as_ref(), &policy(), t(300)),
+            Some(t(310))
+        );
+        case.previous = late;
+        case.now = t(310);
+        let late_degraded = case.status();
+        assert_eq!(trays(&late_degraded), offline);
+
+        // A ZooKeeper blip is not the store coming online again.
+        case.previous = late_degraded;
+        case.trusted = false;
+        case.decision.verdict = Verdict::Skip(SkipReason::ViewUntrusted);
+        case.now = t(320);
+        let blind = case.status();
+        assert_eq!(blind.phase, Some(Phase::Unknown));
+        case.previous = blind;
+        case.trusted = true;
+        case.decision.verdict = Verdict::Healthy;
+        case.now = t(321);
+        assert_eq!(trays(&case.status()), offline);
     }
 
     /// pfs updates free_size as data is written: alone, it rewrites the status at most once a
