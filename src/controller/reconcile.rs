@@ -973,16 +973,18 @@ async fn stand_aside(
             ))
             .await??;
         ctx.written.wrote(store, &status, result);
-        warn!(store = %store.name_any(), %namespace, %holder, "duplicate storeId: store not run");
-        record(
-            ctx,
-            store,
-            EventType::Warning,
-            status::DUPLICATE_STORE_ID,
-            "Observe",
-            status.conditions[0].message.clone(),
-        )
-        .await;
+        if status::duplicate_is_news(previous, &status) {
+            warn!(store = %store.name_any(), %namespace, %holder, "duplicate storeId: store not run");
+            record(
+                ctx,
+                store,
+                EventType::Warning,
+                status::DUPLICATE_STORE_ID,
+                "Observe",
+                status.conditions[0].message.clone(),
+            )
+            .await;
+        }
     }
     let pod_name = pods::pod_name(store);
     if let Some(pod) = pods.get_opt(&pod_name).await?

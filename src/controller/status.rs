@@ -133,6 +133,20 @@ fn condition_at(
 /// The Ready condition reason of a store whose storeId another PureFlashStore claimed first.
 pub const DUPLICATE_STORE_ID: &str = "DuplicateStoreId";
 
+/// Whether standing aside as `status` ([`duplicate`]) says something `previous` did not:
+/// told once per holder, not again for a status rewritten for another reason (a spec edit's
+/// `observedGeneration`, say).
+pub fn duplicate_is_news(previous: &PureFlashStoreStatus, status: &PureFlashStoreStatus) -> bool {
+    let told = |status: &PureFlashStoreStatus| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.reason == DUPLICATE_STORE_ID)
+            .map(|c| c.message.clone())
+    };
+    told(status).is_some_and(|now| told(previous) != Some(now))
+}
+
 /// The status of a store that is not run because `holder` (`namespace/name`) claimed its
 /// storeId first. What ZooKeeper shows under that id is the holder's, so none of it is
 /// mirrored here; the restart history stays.
@@ -2052,6 +2066,18 @@ mod tests {
             down(Some(Phase::Pending), Some(pending)),
             Some(Phase::Pending)
         );
+    }
+
+    #[test]
+    fn standing_aside_is_told_once_per_holder() {
+        let online = Case::alive_at(t(100)).status();
+        let aside = duplicate(&online, 7, "pf/first", t(110), Some(3));
+        assert!(duplicate_is_news(&online, &aside));
+        let again = duplicate(&aside, 7, "pf/first", t(120), Some(4));
+        assert_ne!(again, aside);
+        assert!(!duplicate_is_news(&aside, &again));
+        let other_holder = duplicate(&again, 7, "pf/other", t(130), Some(4));
+        assert!(duplicate_is_news(&again, &other_holder));
     }
 
     #[test]
