@@ -147,3 +147,35 @@ async fn events_are_stamped_with_the_servers_time_and_repeats_form_a_series() {
     let note = failed.note.expect("note");
     assert!(note.starts_with("ZooKeeper said: xxx") && note.len() <= NOTE_LIMIT);
 }
+
+/// Two Events of one series written at once (a failed reconcile's Event still on its way, slow
+/// API server, while the retry fails again): one Event, counted twice, not two Events.
+#[tokio::test]
+async fn repeats_written_at_once_count_on_one_event() {
+    let emulator = kube_emulator::Emulator::start().await.expect("emulator");
+    let client = client_of(&emulator).await;
+    let recorder = Recorder::new(
+        client.clone(),
+        "pureflash-operator",
+        "op-0",
+        ClusterClock::default(),
+    );
+    emulator.faults().inject(
+        kube_emulator::Matcher::verb("create").on("events"),
+        kube_emulator::Action::Delay(std::time::Duration::from_millis(500)),
+        1,
+    );
+    let store = store_1();
+    let (first, second) = tokio::join!(
+        recorder.publish(&store, restarted("reconcile failed: timeout")),
+        recorder.publish(&store, restarted("reconcile failed: timeout")),
+    );
+    first.expect("first");
+    second.expect("second");
+    let listed = events(&client).await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        listed[0].series.as_ref().map(|series| series.count),
+        Some(2)
+    );
+}

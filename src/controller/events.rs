@@ -15,6 +15,7 @@
 //! Which series are open is decided by [`SeriesBook`], pure and fed the time.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -156,6 +157,27 @@ pub struct Recorder {
     instance: String,
     clock: ClusterClock,
     series: std::sync::Mutex<SeriesBook>,
+    /// One write at a time per series: two under way at once (a failed reconcile's Event
+    /// written in the background while its retry fails again against a slow API server)
+    /// would each create an Event, or patch in the same count.
+    turns: std::sync::Mutex<HashMap<SeriesKey, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A series' turn to be written, taken or waited for; forgotten by the last one to leave it.
+struct Turn<'a> {
+    turns: &'a std::sync::Mutex<HashMap<SeriesKey, Arc<tokio::sync::Mutex<()>>>>,
+    key: SeriesKey,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        // The map's and this one's: no one else waits (clones are made under this lock).
+        if Arc::strong_count(&self.lock) == 2 {
+            turns.remove(&self.key);
+        }
+    }
 }
 
 impl Recorder {
@@ -167,6 +189,17 @@ impl Recorder {
             instance: cut(instance, SHORT_TEXT_LIMIT).into_owned(),
             clock,
             series: std::sync::Mutex::default(),
+            turns: std::sync::Mutex::default(),
+        }
+    }
+
+    fn turn(&self, key: &SeriesKey) -> Turn<'_> {
+        let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = Arc::clone(turns.entry(key.clone()).or_default());
+        Turn {
+            turns: &self.turns,
+            key: key.clone(),
+            lock,
         }
     }
 
@@ -176,8 +209,11 @@ impl Recorder {
         regarding: &ObjectReference,
         record: Record<'_>,
     ) -> Result<(), kube::Error> {
-        let now = self.clock.now();
         let key = SeriesKey::of(regarding, &record);
+        let turn = self.turn(&key);
+        let _in_turn = Arc::clone(&turn.lock).lock_owned().await;
+        // Timed once the turn is ours: a write waited for is later than the one before it.
+        let now = self.clock.now();
         let events: Api<Event> = Api::namespaced(
             self.client.clone(),
             regarding.namespace.as_deref().unwrap_or("default"),
