@@ -337,6 +337,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         metrics,
         db,
         lease_sightings: reconcile::LeaseSightings::default(),
+        container_starts: reconcile::ContainerStarts::default(),
         restarts: tokio::sync::Mutex::default(),
         rolls: tokio::sync::Mutex::new(HashMap::new()),
         waiting,
@@ -382,6 +383,13 @@ pub async fn run(term: Term, stop: CancellationToken) {
                 .lease_sightings
                 .retain(|store| present.contains(store));
             pruned.waiting.retain(|store| present.contains(store));
+            let pod_uids: std::collections::HashSet<String> = pruned
+                .pods
+                .state()
+                .iter()
+                .filter_map(|pod| pod.metadata.uid.clone())
+                .collect();
+            pruned.container_starts.retain(|uid| pod_uids.contains(uid));
             pruned.stopped_pods.retain(|store| present.contains(store));
             pruned
                 .failures

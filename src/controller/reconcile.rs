@@ -99,6 +99,8 @@ pub struct Context {
     pub db: Option<watch::Receiver<DbSyncStatus>>,
     /// Reads of node Leases taken during stores' offline episodes.
     pub lease_sightings: LeaseSightings,
+    /// When this term saw pfs containers (re)start (see [`ContainerStarts`]).
+    pub container_starts: ContainerStarts,
     /// Grows with every event of the Pod watch, once the Pod cache has taken it in.
     pub pods_generation: Arc<AtomicU64>,
     /// The Pod cache holds its first full list.
@@ -531,7 +533,7 @@ fn unavailable_others(
         let pod = ctx
             .pods
             .get(&ObjectRef::new(&pods::pod_name(other)).within(&namespace))
-            .map(|pod| pod_facts(&pod).0);
+            .map(|pod| ctx.container_starts.apply(pod_facts(&pod).0));
         // The cache may still show a Pod this term replaced; once it shows the successor, the
         // successor is judged on its own.
         let replaced_in_cache = replaced.get(&key).is_some_and(|replacement| {
@@ -816,7 +818,7 @@ fn freeze_standing(ctx: &Context, store: &PureFlashStore, snapshot: &Snapshot) -
     let pod = ctx
         .pods
         .get(&ObjectRef::new(&pods::pod_name(store)).within(&namespace))
-        .map(|pod| pod_facts(&pod).0);
+        .map(|pod| ctx.container_starts.apply(pod_facts(&pod).0));
     recovery::freeze_standing(false, set_aside, KnownPod::Loaded(pod.as_ref()))
 }
 
@@ -1069,6 +1071,76 @@ fn pod_facts(pod: &Pod) -> (PodFacts, bool, Option<String>) {
         ),
     };
     (facts, ready, waiting)
+}
+
+/// When this term saw each Pod's pfs container (re)start. `startedAt` is stamped by the node's
+/// clock: a node running behind makes a pfs the kubelet just restarted in place look older
+/// than it is, and cuts its start grace short (a new Pod is bounded by its creationTimestamp,
+/// see [`pod_facts`]; a restart in place has no such bound). A start this term witnessed (the
+/// container seen not running, or with fewer restarts, before) is timed by the operator's
+/// clock too, and the later of the two counts. Starts before the term are taken as stamped.
+#[derive(Default)]
+pub struct ContainerStarts {
+    by_pod: std::sync::Mutex<HashMap<String, SeenContainer>>,
+}
+
+/// A Pod's pfs container as last seen.
+#[derive(Clone, Copy, Debug)]
+struct SeenContainer {
+    restarts: i32,
+    running: bool,
+    /// When its current run was first seen, if its start was witnessed.
+    witnessed: Option<Timestamp>,
+}
+
+impl ContainerStarts {
+    /// Records what `facts` shows at `now`; returns them with the witnessed start applied.
+    fn observe(&self, facts: PodFacts, now: Timestamp) -> PodFacts {
+        if facts.uid.is_empty() {
+            return facts;
+        }
+        let running = facts.running_since.is_some();
+        let restarts = facts.container_restarts;
+        self.lock()
+            .entry(facts.uid.clone())
+            .and_modify(|seen| {
+                if running && (!seen.running || restarts != seen.restarts) {
+                    seen.witnessed = Some(now);
+                } else if !running {
+                    seen.witnessed = None;
+                }
+                seen.restarts = restarts;
+                seen.running = running;
+            })
+            .or_insert(SeenContainer {
+                restarts,
+                running,
+                witnessed: None,
+            });
+        self.apply(facts)
+    }
+
+    /// `facts` with the witnessed start of its container's run applied, if there is one.
+    fn apply(&self, mut facts: PodFacts) -> PodFacts {
+        let seen = self.lock().get(&facts.uid).copied();
+        if let Some(seen) = seen
+            && let Some(witnessed) = seen.witnessed
+            && seen.restarts == facts.container_restarts
+            && let Some(since) = &mut facts.running_since
+        {
+            *since = (*since).max(witnessed);
+        }
+        facts
+    }
+
+    /// Forgets the Pods `keep` rejects (gone from the cache).
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        self.lock().retain(|uid, _| keep(uid));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, SeenContainer>> {
+        self.by_pod.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// How often, at most, a due restart looks again at a node whose kubelet has not been seen in
@@ -1903,7 +1975,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             // The cache still shows the Pod this term deleted: the rollout is under way.
             return None;
         }
-        let (facts, _, _) = pod_facts(existing);
+        let facts = ctx.container_starts.apply(pod_facts(existing).0);
         // The world as it is now, not as it was when this reconcile began: it may have
         // waited for the lock behind many others.
         let current = ctx.snapshots.borrow().clone();
@@ -2252,7 +2324,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     }
     // Replaced by someone else meanwhile: the replacement is still what happened.
     report_replaced(replaced_stopped).await;
-    let observed_pod = pod.as_ref().map(pod_facts);
+    let observed_pod = pod.as_ref().map(pod_facts).map(|(facts, ready, waiting)| {
+        let facts = ctx.container_starts.observe(facts, ctx.clock.now());
+        (facts, ready, waiting)
+    });
     if observed_pod
         .as_ref()
         .is_some_and(|(facts, _, _)| facts.phase == "Running")
@@ -3366,6 +3441,58 @@ mod tests {
         assert_eq!(in_step.running_since, Some(at(103).0));
         let unknown_creation = pod_facts(&pod(None, at(80))).0;
         assert_eq!(unknown_creation.running_since, Some(at(80).0));
+    }
+
+    /// A pfs the kubelet restarted in place on a node whose clock runs behind gets its whole
+    /// start grace: the start this term saw is timed by its own clock too.
+    #[test]
+    fn a_witnessed_container_start_is_timed_by_the_operators_clock_too() {
+        let at = |second: i64| Timestamp::from_second(1_790_000_000 + second).unwrap();
+        let facts = |restarts: i32, started: Option<i64>| PodFacts {
+            uid: "u1".into(),
+            phase: "Running".into(),
+            terminating: false,
+            stop_due: None,
+            running_since: started.map(at),
+            container_restarts: restarts,
+            predecessor: Default::default(),
+        };
+        let starts = ContainerStarts::default();
+        // First seen running: its start was not witnessed, and stands as stamped.
+        let first = starts.observe(facts(0, Some(100)), at(200));
+        assert_eq!(first.running_since, Some(at(100)));
+        // Restarted in place at 210 by the API server's clock; the node stamps 150.
+        let restarted = starts.observe(facts(1, Some(150)), at(210));
+        assert_eq!(restarted.running_since, Some(at(210)));
+        assert_eq!(
+            starts.observe(facts(1, Some(150)), at(230)).running_since,
+            Some(at(210))
+        );
+        assert_eq!(
+            starts.apply(facts(1, Some(150))).running_since,
+            Some(at(210))
+        );
+        // A later run not yet observed is not given this run's witnessed start.
+        assert_eq!(
+            starts.apply(facts(2, Some(140))).running_since,
+            Some(at(140))
+        );
+        // Stopped, then running again: witnessed anew; a node ahead keeps its own stamp.
+        assert_eq!(starts.observe(facts(1, None), at(240)).running_since, None);
+        assert_eq!(
+            starts.observe(facts(2, Some(300)), at(250)).running_since,
+            Some(at(300))
+        );
+        assert_eq!(
+            starts.observe(facts(2, Some(160)), at(260)).running_since,
+            Some(at(250))
+        );
+        // Gone from the cache: forgotten.
+        starts.retain(|uid| uid != "u1");
+        assert_eq!(
+            starts.apply(facts(2, Some(160))).running_since,
+            Some(at(160))
+        );
     }
 
     #[tokio::test(start_paused = true)]
