@@ -161,7 +161,8 @@ pub async fn run(term: Term, stop: CancellationToken) {
     let pod_events = cache::reflector(
         pod_writer,
         watcher(api::<Pod>(&client, &namespace), owned.clone())
-            .modify(|pod| pod.managed_fields_mut().clear()),
+            .modify(|pod| pod.managed_fields_mut().clear())
+            .default_backoff(),
     )
     // After the cache took the event in.
     .inspect(move |event| {
@@ -174,20 +175,33 @@ pub async fn run(term: Term, stop: CancellationToken) {
         bump.fetch_add(1, Ordering::SeqCst);
     })
     .touched_objects();
+    let pod_events = without_errors("pods", pod_events);
     let (config_maps, config_map_writer) = cache::store::<ConfigMap>();
     let config_map_events = cache::reflector(
         config_map_writer,
         watcher(api::<ConfigMap>(&client, &namespace), owned)
-            .modify(|map| map.managed_fields_mut().clear()),
+            .modify(|map| map.managed_fields_mut().clear())
+            .default_backoff(),
     )
     .touched_objects();
-    let controller = Controller::new(
-        api::<PureFlashStore>(&client, &namespace),
-        watcher::Config::default(),
+    let config_map_events = without_errors("configmaps", config_map_events);
+    let (store_cache, store_writer) = cache::store::<PureFlashStore>();
+    let store_events = cache::reflector(
+        store_writer,
+        watcher(
+            api::<PureFlashStore>(&client, &namespace),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
     )
-    .owns_stream(pod_events)
-    .owns_stream(config_map_events)
-    .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency));
+    .applied_objects();
+    let store_events = without_errors("pureflashstores", store_events);
+    let controller = Controller::for_stream(store_events, store_cache)
+        .owns_stream(pod_events)
+        .owns_stream(config_map_events)
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(settings.concurrency),
+        );
     let stores = controller.store();
     cache_synced.send_replace(false);
     let (ready_stores, ready_pods, ready_maps) =
@@ -355,7 +369,12 @@ pub async fn run(term: Term, stop: CancellationToken) {
     let pruned = Arc::clone(&context);
     let prune_stop = stop.clone();
     let pruner = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        // Not at once: the caches are still empty, and would have every store look deleted
+        // (wiping what is kept across terms, such as stopped Pods' replacement spacing).
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + Duration::from_secs(60),
+            Duration::from_secs(60),
+        );
         loop {
             tokio::select! {
                 _ = prune_stop.cancelled() => break,
@@ -434,4 +453,20 @@ pub async fn run(term: Term, stop: CancellationToken) {
     // Only now: reconciles finishing during the graceful shutdown still set store gauges.
     term_metrics.retain_stores(|_| false);
     info!("controller stopped");
+}
+
+/// `events` with its errors logged, not passed on. Each watch retries on its own backoff
+/// (`default_backoff`); the controller's trigger streams share one, and an error from any of
+/// them (a watch the API server dropped, a relist refused) would pause them all, ZooKeeper's
+/// wakes included, for up to 30 s.
+fn without_errors<T>(
+    watch: &'static str,
+    events: impl futures::Stream<Item = Result<T, watcher::Error>>,
+) -> impl futures::Stream<Item = Result<T, watcher::Error>> {
+    events.filter(move |event| {
+        if let Err(error) = event {
+            warn!(watch, %error, "watch failed; retrying with backoff");
+        }
+        std::future::ready(event.is_ok())
+    })
 }

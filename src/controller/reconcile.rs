@@ -951,6 +951,8 @@ async fn stand_aside(
         holder.namespace().unwrap_or_default(),
         holder.name_any()
     );
+    // Not run, it waits for no one: a wake meant for a store that does must not come here.
+    ctx.waiting.set_waiting(&ObjectRef::from_obj(store), false);
     ctx.metrics.observe_duplicate(&StoreLabels {
         namespace: store.namespace().unwrap_or_default(),
         name: store.name_any(),
@@ -1104,7 +1106,11 @@ impl ContainerStarts {
         self.lock()
             .entry(facts.uid.clone())
             .and_modify(|seen| {
-                if running && (!seen.running || restarts != seen.restarts) {
+                // A cache answer older than a read from the API is no news.
+                if restarts < seen.restarts {
+                    return;
+                }
+                if running && (!seen.running || restarts > seen.restarts) {
                     seen.witnessed = Some(now);
                 } else if !running {
                     seen.witnessed = None;
@@ -2611,6 +2617,17 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         )))
         .await??;
         ctx.written.wrote(store, &recorded, result);
+        // Other stores count the restart in flight from now, as its recorded status says,
+        // whatever happens to the kill (a failure below must not leave it uncounted until the
+        // store cache shows that status).
+        if let Some(restarts) = restarts.as_mut() {
+            let standing = alive_node(&ctx.snapshots.borrow(), store.spec.store_id);
+            restarts.record(
+                store,
+                now,
+                standing.exists.then_some(standing.session).flatten(),
+            );
+        }
         // A Pod this reconcile just created starts a fresh pfs: that is the restart asked for
         // (a manual one; an automatic one needs a running Pod), not a Pod to kill.
         let to_kill = facts.as_ref().filter(|_| !created_now);
@@ -2626,15 +2643,6 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         // reconcile finishes it only if it still holds.
         if changed_meanwhile() {
             return call_off(failed_write);
-        }
-        // Other stores count the kill in flight from now.
-        if let Some(restarts) = restarts.as_mut() {
-            let standing = alive_node(&ctx.snapshots.borrow(), store.spec.store_id);
-            restarts.record(
-                store,
-                now,
-                standing.exists.then_some(standing.session).flatten(),
-            );
         }
         drop(restarts);
         // Whether the delete killed the pfs (asked its kubelet to).
@@ -3113,8 +3121,9 @@ async fn report_transitions(
 /// driven by the controller alongside the reconciles, so waiting here does not stop them.
 async fn owned_caches_loaded(ctx: &Context) -> Result<(), Error> {
     const WARN_AFTER: Duration = Duration::from_secs(30);
-    // Not past the term's end: the controller keeps the watches (and so this wait) going
-    // until its reconciles are done. A cache whose reflector is gone: so is the term.
+    // Not past the start of the term's end: once it begins to stop, the controller no longer
+    // polls its watches, and these caches stay as they are. A cache whose reflector is gone:
+    // so is the term.
     let both = async {
         tokio::select! {
             loaded = async {
@@ -3216,8 +3225,8 @@ pub fn error_policy(store: Arc<PureFlashStore>, error: &Error, ctx: Arc<Context>
         // A term that really ended takes its controller with it, requeue and all. But the
         // deadline may have lapsed only to be met by a renewal landing at that very moment
         // (after a stall, say): the term goes on, and this store must still be looked at
-        // again, events or not.
-        return Action::requeue(ctx.settings.requeue);
+        // again soon, the ZooKeeper change that woke it being told only once.
+        return Action::requeue(RETRY_INITIAL);
     }
     let retry_in = ctx
         .failures
@@ -3485,6 +3494,15 @@ mod tests {
         );
         assert_eq!(
             starts.observe(facts(2, Some(160)), at(260)).running_since,
+            Some(at(250))
+        );
+        // An older answer (a cache behind a read from the API) changes nothing.
+        assert_eq!(
+            starts.observe(facts(1, Some(150)), at(270)).running_since,
+            Some(at(150))
+        );
+        assert_eq!(
+            starts.apply(facts(2, Some(160))).running_since,
             Some(at(250))
         );
         // Gone from the cache: forgotten.
