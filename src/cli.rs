@@ -124,7 +124,8 @@ pub struct RunArgs {
     pub kube: KubeArgs,
     #[command(flatten)]
     pub zk: ZkArgs,
-    /// ZooKeeper connect string as pfs Pods reach it, written into pfs.conf (default: --zk).
+    /// ZooKeeper connect string as pfs Pods reach it, written into pfs.conf (default: --zk,
+    /// without tcp:// prefixes).
     #[arg(long, env = "PUREFLASH_PFS_ZK", value_parser = parse_pfs_connect_string)]
     pub pfs_zk: Option<String>,
     /// Metadata DB URL to keep in sync (the leader does it); none: no DB sync.
@@ -367,7 +368,25 @@ pub fn parse_pfs_connect_string(text: &str) -> Result<String, String> {
     if text.contains("://") {
         return Err("pfs reads host:port[,host:port…][/chroot], without a scheme".into());
     }
+    // Written into pfs.conf as it is: what pfs's parser reads as syntax (a comment, a quote,
+    // a line break) would cut it short or add lines.
+    if text
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '\\' | '#' | ';' | '"'))
+    {
+        return Err(
+            "pfs.conf cannot hold whitespace, control characters, '\\', '#', ';' or '\"' here"
+                .into(),
+        );
+    }
     parse_connect_string(text)
+}
+
+/// The connect string pfs is given when `--pfs-zk` is not: the operator's own, without the
+/// `tcp://` prefixes only the operator's client reads.
+pub fn pfs_connect_string_of(operator: &str) -> Result<String, String> {
+    let servers: Vec<&str> = operator.split(',').map(without_scheme).collect();
+    parse_pfs_connect_string(&servers.join(","))
 }
 
 /// A lease duration: the Lease publishes whole seconds, and a lease of less than one second
@@ -640,6 +659,17 @@ mod tests {
             parse_pfs_connect_string("tcp://zk:2181")
                 .unwrap_err()
                 .contains("scheme")
+        );
+        for unwritable in ["zk-0:2181#x", "zk-0:2181;x", "zk-0:2181 x", "\"zk-0:2181"] {
+            assert!(
+                parse_pfs_connect_string(unwritable).is_err(),
+                "{unwritable}"
+            );
+        }
+        // The operator's own, without its client's schemes, is pfs's default.
+        assert_eq!(
+            pfs_connect_string_of("tcp://zk-0:2181,zk-1:2181,tcp://[::1]:2181/pf").as_deref(),
+            Ok("zk-0:2181,zk-1:2181,[::1]:2181/pf")
         );
     }
 }

@@ -52,6 +52,15 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         Some(hurry.clone()),
     ));
     let layout = ClusterLayout::new(&args.zk.cluster)?;
+    let pfs_zookeeper = match &args.pfs_zk {
+        Some(given) => given.clone(),
+        None => crate::cli::pfs_connect_string_of(&args.zk.connect).map_err(|error| {
+            crate::Error::Usage(format!(
+                "--zk {} cannot be given to pfs: {error}; set --pfs-zk to the connect string pfs Pods use",
+                args.zk.connect
+            ))
+        })?,
+    };
     let db_url: Option<DbUrl> = args.db.as_deref().map(str::parse).transpose()?;
     let kube_config = kube_config(&args).await?;
     let client = kube_client(kube_config.clone())?;
@@ -194,10 +203,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
 
     let settings = Settings {
         cluster: args.zk.cluster.clone(),
-        pfs_zookeeper: args
-            .pfs_zk
-            .clone()
-            .unwrap_or_else(|| args.zk.connect.clone()),
+        pfs_zookeeper,
         start_grace: args.recovery.start_grace,
         freeze_share: args.recovery.freeze_share,
         freeze_min_offline: args.recovery.freeze_min_offline,

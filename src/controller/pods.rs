@@ -75,6 +75,10 @@ pub enum RenderError {
     )]
     AddressHeld(super::claims::AddressHeld),
     #[error(
+        "spec.{field} {value:?} cannot be written into pfs.conf (one line without control characters, '\\', '#', ';' or '\"')"
+    )]
+    UnwritableValue { field: &'static str, value: String },
+    #[error(
         "spec.{field} lists {count} entries but pfs reads at most {max} (the rest would never be registered)"
     )]
     TooMany {
@@ -208,6 +212,23 @@ pub fn pfs_conf(store: &PureFlashStore, env: &Environment) -> Result<String, Ren
     ] {
         if count > max {
             return Err(RenderError::TooMany { field, count, max });
+        }
+    }
+    // The CRD's patterns say the same; this holds where an older CRD let such a spec through.
+    let values = std::iter::once(("mngtIp", &mngt_ip))
+        .chain(
+            spec.trays
+                .iter()
+                .map(|tray| ("trays[].device", &tray.device)),
+        )
+        .chain(ports.iter().map(|ip| ("ports[]", ip)))
+        .chain(rep_ports.iter().map(|ip| ("repPorts[]", ip)));
+    for (field, value) in values {
+        if !is_conf_value(value) {
+            return Err(RenderError::UnwritableValue {
+                field,
+                value: value.clone(),
+            });
         }
     }
     // The CRD's schema says the same; this holds where an older CRD let such a spec through.
@@ -1146,6 +1167,37 @@ mod tests {
             json!({"storeId": 7, "nodeName": "n", "trays": [{"device": "/dev/sda"}], "settings": {"replicator": {"conn_type": "rdma", "max.io-depth_2": "x = y, z/w:1"}}}),
         );
         assert!(pfs_conf(&fine, &env()).is_ok());
+    }
+
+    /// The CRD's patterns keep these out; a store applied under an older CRD may not have been.
+    #[test]
+    fn a_device_or_address_that_would_add_lines_of_its_own_is_refused() {
+        for (spec, field) in [
+            (
+                json!({"storeId": 7, "nodeName": "n", "trays": [{"device": "/dev/sdb\n[afs]\nid=9"}]}),
+                "trays[].device",
+            ),
+            (
+                json!({"storeId": 7, "nodeName": "n", "trays": [{"device": "/dev/sdb"}], "mngtIp": "10.0.0.1;x"}),
+                "mngtIp",
+            ),
+            (
+                json!({"storeId": 7, "nodeName": "n", "trays": [{"device": "/dev/sdb"}], "ports": ["10.0.0.1#"]}),
+                "ports[]",
+            ),
+            (
+                json!({"storeId": 7, "nodeName": "n", "trays": [{"device": "/dev/sdb"}], "repPorts": ["10.0.0.1\r"]}),
+                "repPorts[]",
+            ),
+        ] {
+            assert!(
+                matches!(
+                    pfs_conf(&store(spec.clone()), &env()),
+                    Err(RenderError::UnwritableValue { field: f, .. }) if f == field
+                ),
+                "{spec}"
+            );
+        }
     }
 
     #[test]
