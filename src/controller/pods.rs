@@ -172,6 +172,44 @@ fn is_conf_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// Whether `pod` asks for no more of any resource than `replaced` does, requests and limits
+/// alike, summed over its containers (what a ResourceQuota counts): a quota that takes
+/// `replaced` takes `pod` in its place. A quantity that does not parse counts as more.
+pub fn asks_no_more_than(pod: &Pod, replaced: &Pod) -> bool {
+    use kube_quantity::ParsedQuantity;
+    type Totals = BTreeMap<(bool, String), Option<ParsedQuantity>>;
+    let totals = |pod: &Pod| -> Totals {
+        let mut totals = Totals::new();
+        let containers = pod.spec.iter().flat_map(|spec| &spec.containers);
+        for resources in containers.filter_map(|c| c.resources.as_ref()) {
+            for (limit, list) in [(false, &resources.requests), (true, &resources.limits)] {
+                for (name, quantity) in list.iter().flatten() {
+                    let parsed = ParsedQuantity::try_from(quantity.clone()).ok();
+                    // Summed from the first quantity: kube_quantity's default (zero) added to
+                    // a quantity of another format loses its scale.
+                    totals
+                        .entry((limit, name.clone()))
+                        .and_modify(|total| {
+                            *total = total
+                                .take()
+                                .zip(parsed.clone())
+                                .map(|(sum, more)| sum + more);
+                        })
+                        .or_insert(parsed);
+                }
+            }
+        }
+        totals
+    };
+    let before = totals(replaced);
+    totals(pod).into_iter().all(
+        |(key, asked)| match (asked, before.get(&key).cloned().flatten()) {
+            (Some(asked), Some(had)) => asked <= had,
+            _ => false,
+        },
+    )
+}
+
 /// Names of the objects a store owns.
 pub fn pod_name(store: &PureFlashStore) -> String {
     format!("{}-pfs", store.name_any())
@@ -1167,6 +1205,40 @@ mod tests {
             json!({"storeId": 7, "nodeName": "n", "trays": [{"device": "/dev/sda"}], "settings": {"replicator": {"conn_type": "rdma", "max.io-depth_2": "x = y, z/w:1"}}}),
         );
         assert!(pfs_conf(&fine, &env()).is_ok());
+    }
+
+    #[test]
+    fn a_pod_asks_no_more_than_another_when_no_resource_total_grows() {
+        let pod = |requests: serde_json::Value, limits: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({"spec": {"containers": [
+                {"name": "pfs", "resources": {"requests": requests, "limits": limits}},
+                {"name": "side", "resources": {"requests": {"cpu": "100m"}}},
+            ]}}))
+            .unwrap()
+        };
+        let running = pod(
+            json!({"cpu": "1", "memory": "4Gi"}),
+            json!({"memory": "4Gi"}),
+        );
+        let same_in_other_units = pod(
+            json!({"cpu": "1000m", "memory": "4096Mi"}),
+            json!({"memory": "4Gi"}),
+        );
+        assert!(asks_no_more_than(&same_in_other_units, &running));
+        let smaller = pod(json!({"cpu": "500m"}), json!({}));
+        assert!(asks_no_more_than(&smaller, &running));
+        let more_memory = pod(
+            json!({"cpu": "1", "memory": "8Gi"}),
+            json!({"memory": "4Gi"}),
+        );
+        assert!(!asks_no_more_than(&more_memory, &running));
+        let a_new_limit = pod(
+            json!({"cpu": "1", "memory": "4Gi"}),
+            json!({"memory": "4Gi", "cpu": "1"}),
+        );
+        assert!(!asks_no_more_than(&a_new_limit, &running));
+        let unreadable = pod(json!({"cpu": "lots"}), json!({}));
+        assert!(!asks_no_more_than(&unreadable, &running));
     }
 
     /// The CRD's patterns keep these out; a store applied under an older CRD may not have been.

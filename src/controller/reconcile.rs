@@ -2022,7 +2022,8 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         (&roll, &rendered, outdated)
     {
         drop(rolls.take());
-        let refusal = refusal_of(&pods, &pods::pod(store, hash, Predecessor::Unknown)).await?;
+        let successor = pods::pod(store, hash, Predecessor::Unknown);
+        let refusal = refusal_of(&pods, &successor, Some(existing)).await?;
         let mut relocked = ctx.rolls.lock().await;
         roll = match refusal {
             Some(why) => {
@@ -2490,12 +2491,13 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     {
         let successor = pods::pod(store, hash, Predecessor::Unknown);
         let refusal = if roll_held.is_some() {
-            under_restart_lock(refusal_of(&pods, &successor)).await?
+            under_restart_lock(refusal_of(&pods, &successor, pod.as_ref())).await?
         } else {
             // The same Pod as the running one, which the API took once: asked briefly, under
             // the restart lock as it is, and an answer that does not come, or is no refusal
             // (a timeout, a 5xx), is no reason to keep a hung pfs.
-            match tokio::time::timeout(SAME_POD_DRY_RUN, refusal_of(&pods, &successor)).await {
+            let refusal = refusal_of(&pods, &successor, pod.as_ref());
+            match tokio::time::timeout(SAME_POD_DRY_RUN, refusal).await {
                 Ok(Ok(refusal)) => refusal,
                 Ok(Err(error)) => {
                     debug!(store = %name, %namespace, %error, "the restart's dry run failed; restarting");
@@ -2926,11 +2928,16 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     Ok(Action::requeue(requeue.min(ctx.settings.requeue)))
 }
 
-/// Why the API would refuse to create `pod`, if it would: a dry run of its create under a
-/// generated name (the real one is taken by the Pod it is to replace) runs validation and
-/// admission. A quota's answer is ignored, and errors that say nothing about the Pod
+/// Why the API would refuse to create `pod` in place of `replaced`, if it would: a dry run of
+/// its create under a generated name (the real one is taken by the Pod it is to replace) runs
+/// validation and admission. A quota's refusal holds only a Pod that asks for more than the one
+/// it replaces (which the quota still counts); errors that say nothing about the Pod
 /// (unavailable, throttled) are returned as errors.
-async fn refusal_of(pods: &Api<Pod>, pod: &Pod) -> Result<Option<String>, Error> {
+async fn refusal_of(
+    pods: &Api<Pod>,
+    pod: &Pod,
+    replaced: Option<&Pod>,
+) -> Result<Option<String>, Error> {
     let mut probe = pod.clone();
     let name = probe.metadata.name.take().unwrap_or_default();
     probe.metadata.generate_name = Some(format!("{name}-"));
@@ -2940,10 +2947,13 @@ async fn refusal_of(pods: &Api<Pod>, pod: &Pod) -> Result<Option<String>, Error>
     };
     match pods.create(&params, &probe).await {
         Ok(_) => Ok(None),
-        // A ResourceQuota still counts the Pod to be replaced: what it would say of the
-        // successor is not known until that one is gone.
+        // A ResourceQuota still counts the Pod to be replaced: a successor that asks for no
+        // more than it fits once it is gone. One that asks for more may not: it would leave
+        // the store without a Pod, so it is held like any other refusal.
         Err(kube::Error::Api(status))
-            if status.code == 403 && status.message.contains("exceeded quota") =>
+            if status.code == 403
+                && status.message.contains("exceeded quota")
+                && replaced.is_some_and(|replaced| pods::asks_no_more_than(pod, replaced)) =>
         {
             Ok(None)
         }
