@@ -301,9 +301,10 @@ async fn a_closed_write_fence_commits_nothing(backend: Backend) {
     })
     .await;
     assert!(asked_twice, "a one-row write was not fenced before COMMIT");
+    let trays = db.trays().await;
     assert!(
-        db.trays().await.iter().all(|t| t.2 == "OK"),
-        "the tray's row was written past the closed fence"
+        trays.len() == 4 && trays.iter().all(|t| t.2 == "OK"),
+        "the tray's row was written past the closed fence: {trays:?}"
     );
     allowed.store(u32::MAX, Ordering::SeqCst);
     wait_for!(db, "the tray offline once the fence opens", |_s, t, _p| t
@@ -327,14 +328,17 @@ async fn crash_goes_offline_and_restart_comes_back(backend: Backend) {
         == 2);
 
     store.crash().await;
-    wait_for!(db, "store 1 OFFLINE", |stores, trays, _p| stores[0].2
-        == "OFFLINE"
+    wait_for!(db, "store 1 OFFLINE", |stores, trays, _p| stores.len() == 2
+        && stores[0].2 == "OFFLINE"
+        && trays.iter().filter(|t| t.5 == 1).count() == 2
         && trays.iter().filter(|t| t.5 == 1).all(|t| t.2 == "OFFLINE"));
     assert_eq!(db.stores().await[1].2, "OK", "the other store is untouched");
 
     store.restart().await.unwrap();
-    wait_for!(db, "store 1 OK again", |stores, trays, _p| stores[0].2
-        == "OK"
+    wait_for!(db, "store 1 OK again", |stores, trays, _p| stores.len()
+        == 2
+        && stores[0].2 == "OK"
+        && trays.len() == 4
         && trays.iter().all(|t| t.2 == "OK"));
     sync.stop().await;
 }
@@ -373,9 +377,8 @@ async fn tray_transitions_are_all_followed(backend: Backend) {
             .any(|t| t.0 == uuid && t.2 == "OFFLINE")
             && stores[0].2 == "OK");
         store.tray_online(1).await.unwrap();
-        wait_for!(db, "tray OK", |_s, trays, _p| trays
-            .iter()
-            .all(|t| t.2 == "OK"));
+        wait_for!(db, "tray OK", |_s, trays, _p| trays.len() == 2
+            && trays.iter().all(|t| t.2 == "OK"));
         tracing::info!(round, "tray transition round done");
     }
     sync.stop().await;
@@ -395,7 +398,10 @@ async fn rapid_flaps_end_in_the_right_state(backend: Backend) {
     wait_for!(
         db,
         "OK after 20 flaps ending alive",
-        |stores, trays, _p| stores[0].2 == "OK" && trays.iter().all(|t| t.2 == "OK")
+        |stores, trays, _p| stores.len() == 1
+            && stores[0].2 == "OK"
+            && trays.len() == 2
+            && trays.iter().all(|t| t.2 == "OK")
     );
     // And it stays OK (no late event undoes it).
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -662,7 +668,9 @@ async fn an_unreadable_store_keeps_its_rows_and_the_rest_is_synced(backend: Back
     tokio::time::sleep(FAST_RESYNC * 6).await;
     one.crash().await;
     two.crash().await;
-    wait_for!(db, "store 2 OFFLINE", |s, t, _p| s[1].2 == "OFFLINE"
+    wait_for!(db, "store 2 OFFLINE", |s, t, _p| s.len() == 2
+        && s[1].2 == "OFFLINE"
+        && t.iter().filter(|t| t.5 == 2).count() == 2
         && t.iter().filter(|t| t.5 == 2).all(|t| t.2 == "OFFLINE"));
     tokio::time::sleep(FAST_RESYNC * 3).await;
     let kept = rows_of_one(&db.stores().await, &db.trays().await, &db.ports().await);
@@ -682,8 +690,9 @@ async fn an_unreadable_store_keeps_its_rows_and_the_rest_is_synced(backend: Back
         .set_acl(&dir, &zk::Acls::anyone_all(), None)
         .await
         .unwrap();
-    wait_for!(db, "store 1 OFFLINE once readable", |s, t, _p| s[0].2
-        == "OFFLINE"
+    wait_for!(db, "store 1 OFFLINE once readable", |s, t, _p| s.len() == 2
+        && s[0].2 == "OFFLINE"
+        && t.iter().filter(|t| t.5 == 1).count() == 2
         && t.iter().filter(|t| t.5 == 1).all(|t| t.2 == "OFFLINE"));
     sync.wait_synced().await;
     assert_eq!(sync.status.borrow().held_back(1), None);
@@ -799,7 +808,9 @@ async fn redeployed_store_takes_over_from_its_dead_predecessor(backend: Backend)
             (1, "vacated:1".to_owned(), "OFFLINE".to_owned()),
             (2, "10.78.0.1".to_owned(), "OFFLINE".to_owned())
         ]
+        && t.len() == 2
         && t.iter().all(|t| t.5 == 2 && t.2 == "OFFLINE")
+        && p.len() == 2
         && p.iter().all(|p| p.2 == Some(2)));
 
     // Whichever store is alive owns the host: the old one, restarted, takes it back.
@@ -809,7 +820,9 @@ async fn redeployed_store_takes_over_from_its_dead_predecessor(backend: Backend)
             (1, "10.78.0.1".to_owned(), "OK".to_owned()),
             (2, "vacated:2".to_owned(), "OFFLINE".to_owned())
         ]
+        && t.len() == 2
         && t.iter().all(|t| t.5 == 1 && t.2 == "OK")
+        && p.len() == 2
         && p.iter().all(|p| p.2 == Some(1)));
     sync.stop().await;
 }
@@ -1234,9 +1247,10 @@ async fn a_wrong_cluster_name_touches_nothing(backend: Backend) {
         .mkdir(&format!("/pureflash/{typo}/stores"), &persistent)
         .await
         .unwrap();
-    wait_for!(db, "an empty cluster synced", |s, _t, p| s
-        .iter()
-        .all(|s| s.2 == "OFFLINE")
+    wait_for!(db, "an empty cluster synced", |s, t, p| s.len() == 2
+        && s.iter().all(|s| s.2 == "OFFLINE")
+        && t.len() == 4
+        && t.iter().all(|t| t.2 == "OFFLINE")
         && p.is_empty());
     wrong.wait_synced().await;
     wrong.stop().await;
@@ -1327,7 +1341,9 @@ async fn pureflash_own_database_with_volumes_on_the_stores() {
 
     // A crashed store leaves the capacity the conductor places replicas on.
     one.crash().await;
-    wait_for!(db, "store 1 OFFLINE", |s, t, _p| s[0].2 == "OFFLINE"
+    wait_for!(db, "store 1 OFFLINE", |s, t, _p| s.len() == 2
+        && s[0].2 == "OFFLINE"
+        && t.iter().filter(|t| t.5 == 1).count() == 2
         && t.iter().filter(|t| t.5 == 1).all(|t| t.2 == "OFFLINE"));
     let total_sizes: Vec<(i64, i64)> = db
         .query(
@@ -1362,6 +1378,7 @@ async fn pureflash_own_database_with_volumes_on_the_stores() {
         && s[1].2 == "OFFLINE"
         && t.iter().filter(|t| t.5 == 2).count() == 2
         && t.iter().filter(|t| t.5 == 2).all(|t| t.2 == "OFFLINE")
+        && p.len() == 2
         && p.iter().all(|p| p.2 == Some(3)));
 
     // Drift in the conductor's tables is repaired by the periodic pass.

@@ -3,7 +3,7 @@
 
 mod harness;
 
-use harness::{Harness, pfs_conf, wait_for};
+use harness::{Harness, pfs_conf, start_emulated, wait_for};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -221,5 +221,186 @@ async fn pods_restart_on_exit_stop_gracefully_and_hang_like_pfs() {
         pods.get_opt("store-3").await.ok()?.is_none().then_some(())
     })
     .await;
+    harness.finish().await;
+}
+
+/// An operator that does not exit on SIGTERM (here: stopped) fails the test at its end, within
+/// a bounded wait, and is SIGKILLed rather than left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_that_ignores_sigterm_fails_the_test_and_is_killed() {
+    let mut harness = Harness::start("stuck").await;
+    harness.install_crd(
+        include_str!("../crds/pureflashstore.yaml"),
+        "pureflashstores.pureflash.io",
+    );
+    let replica = harness.start_operator(&[]);
+    wait_for("the operator serving /livez", async || {
+        let (code, _) = harness.admin_get(replica, "/livez")?;
+        (code == 200).then_some(())
+    })
+    .await;
+    let pid = harness.operator_pid(replica);
+    harness.signal_operator(replica, libc::SIGSTOP);
+    let started = std::time::Instant::now();
+    let finished = tokio::spawn(harness.finish_within(std::time::Duration::from_secs(2))).await;
+    let took = started.elapsed();
+    let panic = finished.expect_err("finish fails the test").into_panic();
+    let message = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_default();
+    assert!(
+        message.contains("operators did not stop gracefully")
+            && message.contains(&format!("pid {pid} still ran 2s after SIGTERM: SIGKILLed")),
+        "{message}"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(20),
+        "finish took {took:?}"
+    );
+    // A failing harness keeps its logs for a look; this failure was the test's own doing.
+    if let Some(logs) = message
+        .rsplit_once("(logs: ")
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+    {
+        let _ = std::fs::remove_dir_all(logs);
+    }
+    // SAFETY: kill(2) with signal 0 only checks whether the pid exists.
+    let exists = unsafe { libc::kill(i32::try_from(pid).unwrap(), 0) } == 0;
+    assert!(!exists, "the stuck operator (pid {pid}) still exists");
+}
+
+/// A Pod with one container `container` running `image` (no volumes), on the harness's node.
+fn plain_pod(name: &str, node: &str, container: &str, image: &str) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "nodeName": node,
+            "restartPolicy": "Always",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": container,
+                "image": image,
+                // Exits at once (a missing pfs.conf): nothing registers anywhere.
+                "command": ["/opt/pureflash/pfs", "-c", "/nonexistent/pfs.conf"],
+            }],
+        },
+    }))
+    .expect("valid pod")
+}
+
+/// An image the node agent has no program for: its container waits in `ErrImagePull`, and the
+/// agent reports the Pod once.
+const UNMAPPED_IMAGE: &str = "example.invalid/nothing:1";
+
+/// The node agent retries a status write that fails, as the kubelet's status manager does: a
+/// Pod it reports once is not left without a status by one failed patch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_agent_retries_a_failed_status_write() {
+    use kube_emulator::{Action, Matcher};
+
+    let harness = start_emulated(
+        "status-retry",
+        "the_node_agent_retries_a_failed_status_write",
+    )
+    .await;
+    let faults = harness.emulator().expect("emulated").faults();
+    faults.inject(
+        Matcher::verb("patch")
+            .on("pods")
+            .named("flaky")
+            .subresource("status"),
+        Action::Fail(500),
+        3,
+    );
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    pods.create(
+        &PostParams::default(),
+        &plain_pod("flaky", harness.node(), "only", UNMAPPED_IMAGE),
+    )
+    .await
+    .unwrap();
+    wait_for("the pod's ErrImagePull reported", async || {
+        let status = pods.get("flaky").await.ok()?.status?;
+        let waiting = status.container_statuses?.first()?.state.clone()?.waiting?;
+        (waiting.reason.as_deref() == Some("ErrImagePull")).then_some(())
+    })
+    .await;
+    assert_eq!(faults.pending(), 0, "every failure met a write");
+    harness.finish().await;
+}
+
+/// A status write of a Pod deleted meanwhile (held up at the API server, here) is refused by
+/// its uid precondition, as the kubelet's are: it never lands on a new Pod of the same name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_pods_late_status_write_does_not_land_on_its_successor() {
+    use kube_emulator::{Action, Matcher};
+
+    let harness = start_emulated(
+        "late-status",
+        "a_deleted_pods_late_status_write_does_not_land_on_its_successor",
+    )
+    .await;
+    let faults = harness.emulator().expect("emulated").faults();
+    let held = std::time::Duration::from_secs(3);
+    faults.inject(
+        Matcher::verb("patch")
+            .on("pods")
+            .named("twin")
+            .subresource("status"),
+        Action::Delay(held),
+        1,
+    );
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    // The first Pod runs a program (its status: Running, container `first`).
+    pods.create(
+        &PostParams::default(),
+        &plain_pod("twin", harness.node(), "first", &harness.pfs_image()),
+    )
+    .await
+    .unwrap();
+    wait_for("the first pod's status write held", async || {
+        (faults.pending() == 0).then_some(())
+    })
+    .await;
+    let arrived = std::time::Instant::now();
+    let force = DeleteParams {
+        grace_period_seconds: Some(0),
+        ..DeleteParams::default()
+    };
+    pods.delete("twin", &force).await.unwrap();
+    let second = pods
+        .create(
+            &PostParams::default(),
+            &plain_pod("twin", harness.node(), "second", UNMAPPED_IMAGE),
+        )
+        .await
+        .unwrap();
+    let container = async || {
+        let pod = pods.get("twin").await.ok()?;
+        let status = pod.status?;
+        let first = status.container_statuses?.first()?.clone();
+        Some((pod.metadata.uid?, status.phase?, first.name))
+    };
+    wait_for("the second pod reported", async || {
+        container().await.filter(|(_, _, name)| name == "second")
+    })
+    .await;
+    // The first Pod's write is served now (and whatever its task writes after it).
+    tokio::time::sleep(
+        (arrived + held + std::time::Duration::from_secs(2))
+            .saturating_duration_since(std::time::Instant::now()),
+    )
+    .await;
+    assert_eq!(
+        container().await,
+        Some((
+            second.uid().unwrap(),
+            "Pending".to_owned(),
+            "second".to_owned()
+        )),
+        "the second pod's status is its own"
+    );
     harness.finish().await;
 }

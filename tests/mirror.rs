@@ -694,7 +694,10 @@ async fn a_store_registered_through_a_server_with_a_high_id_is_alive() {
         .expect("alive is owned by a session");
     assert!(session < 0, "a session of server 201: {session:#x}");
     assert!(registered.alive, "{registered:#?}");
-    assert!(registered.trays.values().all(|tray| tray.online));
+    assert!(
+        registered.trays.len() == 2 && registered.trays.values().all(|tray| tray.online),
+        "{registered:#?}"
+    );
     assert_eq!(registered.problems(), []);
     // The probe asked before a restart says the same.
     assert!(

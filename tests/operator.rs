@@ -6,7 +6,10 @@ mod harness;
 mod helm;
 mod support;
 
-use harness::{Harness, deadline, store_manifest, wait_for, wait_for_within};
+use harness::{
+    EMULATOR_ONLY, Harness, OWNED_ZOOKEEPER_ONLY, deadline, start_emulated, store_manifest,
+    wait_for, wait_for_within,
+};
 use kube_emulator::{Action, Matcher};
 use std::time::Duration;
 
@@ -457,19 +460,57 @@ async fn a_store_being_deleted_gets_no_new_pod() {
     harness.finish().await;
 }
 
-/// A harness for a test that needs the emulator: its node agent (a real kubelet cannot be
-/// silenced, made to evict or to refuse Pods through the API) or its power to hold a request;
-/// `None`, after saying so, on a real cluster.
-async fn start_emulated(test: &str) -> Option<Harness> {
-    let harness = Harness::start(test).await;
-    if harness.is_emulated() {
-        return Some(harness);
+/// The README's real-cluster command skips exactly the tests a real cluster cannot run, and
+/// every test that starts with [`start_emulated`] is one of them.
+#[test]
+fn every_test_a_real_cluster_cannot_run_is_skipped_in_the_readme() {
+    let readme = include_str!("../README.md");
+    let command = readme
+        .split("cargo test --test e2e --test operator")
+        .nth(1)
+        .expect("the README's real-cluster command");
+    let command = &command[..command.find("\n\n").unwrap_or(command.len())];
+    let mut skipped: Vec<&str> = command
+        .split_whitespace()
+        .skip_while(|word| *word != "--")
+        .collect::<Vec<_>>()
+        .windows(2)
+        .filter(|pair| pair[0] == "--skip")
+        .map(|pair| pair[1])
+        .collect();
+    skipped.sort_unstable();
+    let mut needed: Vec<&str> = EMULATOR_ONLY
+        .iter()
+        .chain(OWNED_ZOOKEEPER_ONLY)
+        .copied()
+        .collect();
+    needed.sort_unstable();
+    assert_eq!(skipped, needed, "the README's `--skip` list");
+    let sources = [include_str!("operator.rs"), include_str!("e2e.rs")];
+    for name in &needed {
+        assert!(
+            sources
+                .iter()
+                .any(|source| source.contains(&format!("async fn {name}() {{"))),
+            "{name} is no test of tests/operator.rs or tests/e2e.rs"
+        );
     }
-    eprintln!(
-        "needs the API emulator (its node agent or fault injection); not run against a real cluster"
+    // Calls (not the definition): the name, then a string literal.
+    let calls: usize = sources
+        .iter()
+        .map(|source| {
+            source
+                .split(&format!("{}(", "start_emulated"))
+                .skip(1)
+                .filter(|after| after.trim_start().starts_with('"'))
+                .count()
+        })
+        .sum();
+    assert_eq!(
+        calls,
+        EMULATOR_ONLY.len(),
+        "every test that needs the emulator is listed in EMULATOR_ONLY"
     );
-    harness.finish().await;
-    None
 }
 
 /// The kubelet evicts a store's Pod under node pressure: the Pod is left `Failed` and never
@@ -477,9 +518,11 @@ async fn start_emulated(test: &str) -> Option<Harness> {
 /// backoff) and the store comes back Online in a new Pod.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evicted_pod_is_replaced_and_the_store_comes_back() {
-    let Some(mut harness) = start_emulated("evicted").await else {
-        return;
-    };
+    let mut harness = start_emulated(
+        "evicted",
+        "an_evicted_pod_is_replaced_and_the_store_comes_back",
+    )
+    .await;
     install_crd(&harness);
     harness.start_operator(&[]);
     // A long grace: coming back must not wait for an offline restart.
@@ -529,9 +572,11 @@ async fn an_evicted_pod_is_replaced_and_the_store_comes_back() {
 /// node admits Pods again the store comes back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replacements_of_pods_a_node_refuses_are_spaced_out() {
-    let Some(mut harness) = start_emulated("refused").await else {
-        return;
-    };
+    let mut harness = start_emulated(
+        "refused",
+        "replacements_of_pods_a_node_refuses_are_spaced_out",
+    )
+    .await;
     install_crd(&harness);
     harness.start_operator(&[]);
     let (stores, _pods, _first_pod) = store_1_online(&harness, 600).await;
@@ -540,12 +585,24 @@ async fn replacements_of_pods_a_node_refuses_are_spaced_out() {
         "Pod was rejected: Node didn't have enough resource: cpu, requested: 2000, used: 7000, capacity: 8000",
     )));
     harness.evict_pod("store-1-pfs", "The node was low on resource: memory.");
-    // At once, after 2 s and after 4 s more: three in 9 s (not one per API round trip).
-    tokio::time::sleep(Duration::from_secs(9)).await;
-    let count = metric(&harness, 0, "pureflash_stopped_pods_replaced_total ").unwrap_or(0.0);
+    // At once, after 2 s and after 4 s more (not one per API round trip): when each
+    // replacement is counted, as seen polling the metric (every 50 ms or so: a gap reads
+    // shorter by up to that, and longer on a loaded machine, never much shorter).
+    let mut seen: Vec<std::time::Instant> = Vec::new();
+    wait_for("three replacements of the refused Pod", async || {
+        let count = metric(&harness, 0, "pureflash_stopped_pods_replaced_total ")?;
+        let now = std::time::Instant::now();
+        // Several counted since the last look: they came (next to) at once.
+        while (seen.len() as f64) < count {
+            seen.push(now);
+        }
+        (seen.len() >= 3).then_some(())
+    })
+    .await;
+    let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(
-        (2.0..=4.0).contains(&count),
-        "{count} replacements in 9 s of refusals"
+        gaps[0] >= Duration::from_millis(1700) && gaps[1] >= Duration::from_millis(3500),
+        "replacements {gaps:?} apart, not 2 s and then 4 s or more"
     );
     let refused = events_about(&harness, "store-1").await;
     assert!(reasons(&refused).contains(&"PodReplaced".to_owned()));
@@ -563,9 +620,11 @@ async fn replacements_of_pods_a_node_refuses_are_spaced_out() {
 /// unreachable, and is restarted as soon as the node reports again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_store_on_a_silent_node_is_restarted_once_the_node_is_back() {
-    let Some(mut harness) = start_emulated("silent-node").await else {
-        return;
-    };
+    let mut harness = start_emulated(
+        "silent-node",
+        "a_store_on_a_silent_node_is_restarted_once_the_node_is_back",
+    )
+    .await;
     install_crd(&harness);
     harness.start_operator(&[]);
     let (stores, pods, first_pod) = store_1_online(&harness, 2).await;
@@ -697,13 +756,15 @@ async fn restart_count(stores: &Api<PureFlashStore>, name: &str) -> u32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zookeeper_down_means_unknown_and_no_restart_then_recovery_resumes() {
+    let name = OWNED_ZOOKEEPER_ONLY[0];
     let mut harness = Harness::start("zkdown").await;
     if harness.zookeeper_server().is_none() {
-        eprintln!(
-            "needs a ZooKeeper it can stop (PUREFLASH_E2E_ZK names an external one); not run"
-        );
         harness.finish().await;
-        return;
+        panic!(
+            "{name} needs a ZooKeeper it can stop, which PUREFLASH_E2E_ZK (an external one) is \
+             not: exclude it with `--skip {name}` (the README's \"End-to-end tests on kind\" \
+             does), or run it without PUREFLASH_E2E_ZK"
+        );
     }
     install_crd(&harness);
     harness.start_operator(&[]);
@@ -810,40 +871,65 @@ async fn a_zookeeper_connection_blip_is_not_written_to_every_store() {
     let through_proxy = proxy.address();
     harness.start_operator(&["--zk", &through_proxy]);
     let (stores, _pods, _) = store_1_online(&harness, 2).await;
-    // Settled: nothing of its own (a Pod's status, a tray registering, the end of the start
-    // grace) wakes it meanwhile.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let untrusted = async || -> i32 {
+        events_about(&harness, "store-1")
+            .await
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("ViewUntrusted"))
+            .map(|e| e.series.as_ref().map_or(1, |series| series.count))
+            .sum()
+    };
+    // What is asserted is a blip shorter than the operator's 3 s: on a machine so loaded that
+    // reconnecting and reloading took longer, the stores rightly read Unknown, and the blip is
+    // tried again (a few times, then the test fails: it never saw a blip).
+    const ATTEMPTS: usize = 3;
+    let mut too_long = Vec::new();
+    let untrusted_before = loop {
+        // Settled: nothing of its own (a Pod's status, a tray registering, the end of the
+        // start grace, the last attempt's Unknown) wakes it meanwhile.
+        wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let untrusted_before = untrusted().await;
+        let reconnects = |harness: &Harness| {
+            harness
+                .operator_log(0)
+                .matches("ZooKeeper connection re-established")
+                .count()
+        };
+        let reconnected_before = reconnects(&harness);
 
-    let cut = std::time::Instant::now();
-    proxy.set_mode(testkit::proxy::ProxyMode::Sever);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    proxy.set_mode(testkit::proxy::ProxyMode::Forward);
-    wait_for("the connection re-established", async || {
-        harness
-            .operator_log(0)
-            .contains("ZooKeeper connection re-established")
-            .then_some(())
-    })
-    .await;
-    wait_for("the view trusted again", async || {
-        (metric(&harness, 0, "pureflash_zookeeper_view_trusted ") == Some(1.0)).then_some(())
-    })
-    .await;
-    // What is asserted is a blip shorter than the operator's 3 s: on a machine so loaded
-    // that reconnecting and reloading took longer, the stores rightly read Unknown.
-    let blip = cut.elapsed();
-    if blip >= Duration::from_millis(2500) {
-        eprintln!("the blip lasted {blip:?} (a loaded machine): not a blip, nothing to assert");
-        harness.finish().await;
-        return;
-    }
+        let cut = std::time::Instant::now();
+        proxy.set_mode(testkit::proxy::ProxyMode::Sever);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        proxy.set_mode(testkit::proxy::ProxyMode::Forward);
+        wait_for("the connection re-established", async || {
+            (reconnects(&harness) > reconnected_before).then_some(())
+        })
+        .await;
+        wait_for("the view trusted again", async || {
+            (metric(&harness, 0, "pureflash_zookeeper_view_trusted ") == Some(1.0)).then_some(())
+        })
+        .await;
+        let blip = cut.elapsed();
+        if blip < Duration::from_millis(2500) {
+            break untrusted_before;
+        }
+        too_long.push(blip);
+        assert!(
+            too_long.len() < ATTEMPTS,
+            "the connection blip lasted {too_long:?} in {ATTEMPTS} attempts, never under 2.5 s: \
+             the machine is too loaded for this test to see a blip"
+        );
+        eprintln!("the blip lasted {blip:?} (a loaded machine): not a blip, trying again");
+    };
     tokio::time::sleep(Duration::from_secs(4)).await;
     let store = stores.get("store-1").await.unwrap();
     assert_eq!(store.status.unwrap().phase, Some(Phase::Online));
     let events = events_about(&harness, "store-1").await;
-    assert!(
-        !reasons(&events).contains(&"ViewUntrusted".to_owned()),
-        "{:?}",
+    assert_eq!(
+        untrusted().await,
+        untrusted_before,
+        "a blip was announced as ViewUntrusted: {:?}",
         events
             .iter()
             .map(|e| (e.reason.clone(), e.event_time.clone(), e.note.clone()))
@@ -1349,9 +1435,11 @@ async fn a_restarted_leader_leads_again_only_on_a_loaded_view() {
 /// landed first).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_stopped_gracefully_releases_the_lease_even_after_a_conflict() {
-    let Some(mut harness) = start_emulated("handover").await else {
-        return;
-    };
+    let mut harness = start_emulated(
+        "handover",
+        "a_leader_stopped_gracefully_releases_the_lease_even_after_a_conflict",
+    )
+    .await;
     install_crd(&harness);
     let long_lease = ["--lease-duration", "30s"];
     harness.start_operator(&long_lease);
@@ -1371,7 +1459,7 @@ async fn a_leader_stopped_gracefully_releases_the_lease_even_after_a_conflict() 
         Action::Fail(409),
         1,
     );
-    let status = harness.stop_operator(leader);
+    let status = harness.stop_operator(leader).await;
     assert!(status.success(), "a graceful stop exits 0: {status}");
     let log = harness.operator_log(leader);
     assert!(
@@ -1470,14 +1558,22 @@ async fn a_spec_change_the_api_would_refuse_keeps_the_running_pod() {
     let store = stores.get("store-1").await.unwrap();
     assert_eq!(condition(&store, "UpToDate").unwrap().reason, "Applied");
 
-    // A quota's refusal of the dry run does not hold the rollout: the Pod to be replaced
-    // still counts against the quota.
+    // A quota's refusal of the dry run does not hold a rollout to a Pod that asks for no more
+    // than the one it replaces, which the quota still counts; it holds one that asks for more.
     if let Some(emulator) = harness.emulator() {
         use kube_emulator::faults::{Action, Matcher};
         emulator.faults().inject(
             Matcher::verb("create").on("pods").dry_run(true),
             Action::Fail(403),
             10_000,
+        );
+        set_resources("3Gi").await;
+        let held = wait_reason(&stores, "store-1", "UpToDate", "ReplacementRefused").await;
+        let held = &condition(&held, "UpToDate").unwrap().message;
+        assert!(held.contains("exceeded quota"), "{held}");
+        assert_eq!(
+            pod_uid(&pods, "store-1-pfs").await.as_ref(),
+            Some(&second_pod)
         );
         set_resources("1Gi").await;
         wait_for("store-1 rolled despite the quota's answer", async || {
@@ -1527,9 +1623,11 @@ async fn a_store_whose_new_pod_is_refused_says_why_and_recovers_once_allowed() {
     use kube_emulator::faults::{Action, Matcher};
 
     // A refusal on demand needs the emulator.
-    let Some(mut harness) = start_emulated("pod-refused").await else {
-        return;
-    };
+    let mut harness = start_emulated(
+        "pod-refused",
+        "a_store_whose_new_pod_is_refused_says_why_and_recovers_once_allowed",
+    )
+    .await;
     install_crd(&harness);
     harness.start_operator(&[]);
     let (stores, pods, first_pod) = store_1_online(&harness, 30).await;
@@ -1643,9 +1741,11 @@ async fn a_former_leaders_late_status_write_does_not_undo_its_successors() {
     use kube_emulator::faults::{Action, Matcher};
 
     // The write is held at the API server, which only the emulator can do.
-    let Some(mut harness) = start_emulated("late-write").await else {
-        return;
-    };
+    let mut harness = start_emulated(
+        "late-write",
+        "a_former_leaders_late_status_write_does_not_undo_its_successors",
+    )
+    .await;
     install_crd(&harness);
     // Long enough that a replica stalled a moment by the loaded test machine keeps its term.
     let lease = ["--lease-duration", "6s"];
@@ -1936,7 +2036,14 @@ async fn api_faults_and_lost_watches_converge() {
             Action::Fail(500),
             3,
         );
-        faults.inject(Matcher::verb("patch").on("pods"), Action::Fail(409), 2);
+        // The operator's own Pod writes: a Pod create answered "already exists" though none
+        // does (a `patch` of `pods` would be the node agent's status patches: the operator
+        // patches no Pod here).
+        faults.inject(
+            Matcher::verb("create").on("pods").dry_run(false),
+            Action::Fail(409),
+            1,
+        );
         faults.inject(
             Matcher::verb("patch").on("configmaps"),
             Action::Fail(500),
@@ -1961,7 +2068,12 @@ async fn api_faults_and_lost_watches_converge() {
     for name in ["store-1", "store-2"] {
         wait_phase(&harness, &stores, name, Phase::Online).await;
     }
-    if harness.is_emulated() {
+    if let Some(emulator) = harness.emulator() {
+        assert_eq!(
+            emulator.faults().pending(),
+            0,
+            "every injected fault struck"
+        );
         let errors = metric(&harness, 0, "pureflash_reconcile_total{result=\"error\"} ");
         assert!(errors.is_some_and(|e| e >= 1.0), "errors: {errors:?}");
         // A failed reconcile is visible where users look.
@@ -2301,11 +2413,16 @@ async fn a_paused_store_is_left_alone_and_a_spec_change_reaches_it_through_recov
     let paused_with_its_pfs_stopped = async |pod: &str| {
         annotate(&harness, "store-1", "pureflash.io/recovery-paused=true");
         harness.signal_pod(pod, libc::SIGSTOP);
-        wait_for("RecoveryFrozen: RecoveryPaused", async || {
-            let store = stores.get("store-1").await.ok()?;
-            let held = condition(&store, "RecoveryFrozen")?;
-            (held.status == "True" && held.reason == "RecoveryPaused").then_some(())
-        })
+        // Held from the pause on; what counts is that it holds once the store is offline.
+        wait_for(
+            "RecoveryFrozen: RecoveryPaused on an offline store",
+            async || {
+                let store = stores.get("store-1").await.ok()?;
+                let held = condition(&store, "RecoveryFrozen")?;
+                let offline = store.status.as_ref()?.phase == Some(Phase::Offline);
+                (held.status == "True" && held.reason == "RecoveryPaused" && offline).then_some(())
+            },
+        )
         .await;
     };
 

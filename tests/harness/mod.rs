@@ -724,6 +724,15 @@ impl Harness {
         index
     }
 
+    /// The process id of replica `index`, while it runs.
+    pub fn operator_pid(&self, index: usize) -> u32 {
+        self.operators[index]
+            .child
+            .as_ref()
+            .expect("replica running")
+            .id()
+    }
+
     /// The admin address (`/metrics`, `/readyz`) of replica `index`.
     pub fn admin(&self, index: usize) -> &str {
         &self.operators[index].admin
@@ -753,14 +762,20 @@ impl Harness {
         );
     }
 
-    /// Stops replica `index` gracefully (SIGTERM) and waits for it. The wait blocks its thread
-    /// (seconds): the runtime's other tasks, an in-process emulator's among them, move off it.
-    pub fn stop_operator(&mut self, index: usize) -> std::process::ExitStatus {
+    /// Stops replica `index` gracefully (SIGTERM) and waits for it, up to
+    /// [`OPERATOR_EXIT_PATIENCE`]: one that is still running then is SIGKILLed and the test
+    /// fails.
+    pub async fn stop_operator(&mut self, index: usize) -> std::process::ExitStatus {
         let mut child = self.operators[index].child.take().expect("replica running");
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        tokio::task::block_in_place(|| child.wait().expect("operator exit status"))
+        terminate(&child);
+        let deadline = tokio::time::Instant::now() + OPERATOR_EXIT_PATIENCE;
+        match wait_exit(&mut child, deadline, OPERATOR_EXIT_PATIENCE).await {
+            Ok(status) => status,
+            Err(error) => panic!(
+                "operator replica {index} did not stop gracefully: {error} (its log: {})",
+                self.logs().join(format!("operator-{index}.log")).display()
+            ),
+        }
     }
 
     /// Waits for replica `index` to exit on its own (a startup error) and returns its status.
@@ -814,13 +829,29 @@ impl Harness {
     }
 
     /// Deletes the test namespace and stops what the harness started.
-    pub async fn finish(mut self) {
-        for operator in &mut self.operators {
-            if let Some(mut child) = operator.child.take() {
-                let _ = Command::new("kill")
-                    .args(["-TERM", &child.id().to_string()])
-                    .status();
-                let _ = child.wait();
+    /// An operator that has not exited [`OPERATOR_EXIT_PATIENCE`] after its SIGTERM is
+    /// SIGKILLed, and the test fails once the rest is cleaned up.
+    pub async fn finish(self) {
+        self.finish_within(OPERATOR_EXIT_PATIENCE).await;
+    }
+
+    /// [`Self::finish`], with operators given `patience` to exit after their SIGTERM.
+    pub async fn finish_within(mut self, patience: Duration) {
+        let mut running: Vec<(usize, Child)> = self
+            .operators
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, operator)| Some((index, operator.child.take()?)))
+            .collect();
+        for (_, child) in &running {
+            terminate(child);
+        }
+        // One deadline for all: they were all told at once.
+        let deadline = tokio::time::Instant::now() + patience;
+        let mut stuck = Vec::new();
+        for (index, child) in &mut running {
+            if let Err(error) = wait_exit(child, deadline, patience).await {
+                stuck.push(format!("replica {index}: {error}"));
             }
         }
         let namespaces: Api<Namespace> = Api::all(self.client.clone());
@@ -832,7 +863,100 @@ impl Harness {
         {
             agent.stop().await;
         }
+        assert!(
+            stuck.is_empty(),
+            "operators did not stop gracefully: {} (logs: {})",
+            stuck.join("; "),
+            self.logs().display()
+        );
     }
+}
+
+/// How long an operator may take to exit after SIGTERM (it releases its Lease and ends its
+/// ZooKeeper session: a second or two) before that is a failure.
+pub const OPERATOR_EXIT_PATIENCE: Duration = Duration::from_secs(30);
+
+/// Sends SIGTERM to `child`.
+fn terminate(child: &Child) {
+    let pid = i32::try_from(child.id()).expect("pid");
+    // SAFETY: kill(2) with a pid this harness spawned and has not reaped.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+}
+
+/// Waits for `child` to exit, polling rather than blocking (a blocking wait would hold a
+/// runtime worker that the in-process emulator needs meanwhile), until `deadline`, `patience`
+/// after its SIGTERM; then SIGKILLs and reaps it, and says so.
+async fn wait_exit(
+    child: &mut Child,
+    deadline: tokio::time::Instant,
+    patience: Duration,
+) -> Result<std::process::ExitStatus, String> {
+    let pid = child.id();
+    let why = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return Ok(status),
+            Ok(None) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok(None) => break format!("still ran {patience:?} after SIGTERM"),
+            Err(error) => break format!("could not be waited for ({error})"),
+        }
+    };
+    let _ = child.kill();
+    // A SIGKILLed process exits at once; reaped the same way, with a bound of its own.
+    let reap_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let reaped = loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break "SIGKILLed",
+            Ok(None) if tokio::time::Instant::now() < reap_deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ => break "SIGKILLed, and not even that ended it",
+        }
+    };
+    Err(format!("pid {pid} {why}: {reaped}"))
+}
+
+/// The tests (of tests/operator.rs, then tests/e2e.rs) that need the emulator: its node agent
+/// (a real kubelet cannot be silenced, made to evict or to refuse Pods through the API), or its
+/// power to hold a request or inject faults. On a real cluster they fail, saying what they
+/// need: the README's real-cluster command `--skip`s each of them, and those of
+/// [`OWNED_ZOOKEEPER_ONLY`].
+pub const EMULATOR_ONLY: &[&str] = &[
+    "an_evicted_pod_is_replaced_and_the_store_comes_back",
+    "replacements_of_pods_a_node_refuses_are_spaced_out",
+    "a_store_on_a_silent_node_is_restarted_once_the_node_is_back",
+    "a_leader_stopped_gracefully_releases_the_lease_even_after_a_conflict",
+    "a_store_whose_new_pod_is_refused_says_why_and_recovers_once_allowed",
+    "a_former_leaders_late_status_write_does_not_undo_its_successors",
+    // tests/e2e.rs
+    "the_node_agent_retries_a_failed_status_write",
+    "a_deleted_pods_late_status_write_does_not_land_on_its_successor",
+];
+/// The tests that need a ZooKeeper the harness owns (one they can stop), which a real cluster's
+/// (`PUREFLASH_E2E_ZK`, external) is not.
+pub const OWNED_ZOOKEEPER_ONLY: &[&str] =
+    &["zookeeper_down_means_unknown_and_no_restart_then_recovery_resumes"];
+
+/// A harness for a test that needs the emulator (one of [`EMULATOR_ONLY`]); on a real cluster
+/// the test fails, saying so, rather than pass without testing anything.
+pub async fn start_emulated(test: &str, name: &str) -> Harness {
+    assert!(
+        EMULATOR_ONLY.contains(&name),
+        "{name} is not in EMULATOR_ONLY"
+    );
+    let harness = Harness::start(test).await;
+    if !harness.is_emulated() {
+        harness.finish().await;
+        panic!(
+            "{name} needs the API emulator (its node agent or its fault injection), which a real \
+             cluster does not have: exclude it with `--skip {name}` (the README's \
+             \"End-to-end tests on kind\" skips every such test)"
+        );
+    }
+    harness
 }
 
 /// Polls `check` until it returns `Some`, or fails the test naming `what`.

@@ -14,7 +14,9 @@ pub struct Matcher {
     pub resource: Option<String>,
     pub namespace: Option<String>,
     pub name: Option<String>,
-    /// `status` to target only status writes.
+    /// `status` to target only status writes; `""` ([`Matcher::without_subresource`]) only the
+    /// object itself. `None` matches both: a `patch` of `pods` then catches the kubelet's (the
+    /// node agent's) status patches too.
     pub subresource: Option<String>,
     /// Only requests whose body does not contain this text (a Lease release, say, which
     /// carries no `"holderIdentity":"…"`, unlike a renewal).
@@ -46,6 +48,13 @@ impl Matcher {
         self
     }
 
+    /// Only requests on the object itself, none on a subresource: a Pod patch by a controller,
+    /// not the kubelet's status patch.
+    pub fn without_subresource(mut self) -> Matcher {
+        self.subresource = Some(String::new());
+        self
+    }
+
     pub fn body_lacks(mut self, text: &str) -> Matcher {
         self.body_lacks = Some(text.to_owned());
         self
@@ -64,7 +73,7 @@ impl Matcher {
             && field(&self.resource, Some(request.resource))
             && field(&self.namespace, request.namespace)
             && field(&self.name, request.name)
-            && field(&self.subresource, request.subresource)
+            && field(&self.subresource, Some(request.subresource.unwrap_or("")))
             && self
                 .dry_run
                 .is_none_or(|dry_run| dry_run == request.dry_run)
@@ -224,6 +233,42 @@ mod tests {
         };
         assert_eq!(faults.take(&renewal), None);
         assert_eq!(faults.take(&release), Some(Action::Fail(409)));
+    }
+
+    #[test]
+    fn a_rule_without_a_subresource_catches_status_writes_unless_told_not_to() {
+        let faults = Faults::default();
+        let patch = RequestInfo {
+            verb: "patch",
+            resource: "pods",
+            namespace: Some("ns"),
+            name: Some("p"),
+            subresource: None,
+            body: b"{}",
+            dry_run: false,
+        };
+        let status = RequestInfo {
+            subresource: Some("status"),
+            ..patch
+        };
+        faults.inject(Matcher::verb("patch").on("pods"), Action::Fail(500), 1);
+        assert_eq!(faults.take(&status), Some(Action::Fail(500)));
+
+        faults.inject(
+            Matcher::verb("patch").on("pods").without_subresource(),
+            Action::Fail(409),
+            1,
+        );
+        assert_eq!(faults.take(&status), None);
+        assert_eq!(faults.take(&patch), Some(Action::Fail(409)));
+
+        faults.inject(
+            Matcher::verb("patch").on("pods").subresource("status"),
+            Action::Fail(500),
+            1,
+        );
+        assert_eq!(faults.take(&patch), None);
+        assert_eq!(faults.take(&status), Some(Action::Fail(500)));
     }
 
     #[test]

@@ -382,7 +382,11 @@ async fn run(
                     None if pod.metadata.deletion_timestamp.is_none() && !is_terminal(&pod) => {
                         let refused = refusal.borrow().clone();
                         if let Some((reason, message)) = refused {
-                            reject(&client, &pod, &reason, &message, &config).await;
+                            // Retried on its own: the node goes on meanwhile.
+                            let (client, config) = (client.clone(), config.clone());
+                            tokio::spawn(async move {
+                                reject(&client, &pod, &reason, &message, &config).await;
+                            });
                             continue;
                         }
                         let (sender, receiver) = mpsc::unbounded_channel();
@@ -440,28 +444,91 @@ async fn remove_stopped(client: &Client, pod: &Pod) {
         }),
         ..DeleteParams::default()
     };
-    if let Err(error) = pods.delete(&pod.name_any(), &params).await {
-        debug!(%error, "final delete of the pod");
-    }
+    let (pods, name, params) = (&pods, &pod.name_any(), &params);
+    write_for_pod(
+        client,
+        pod,
+        "the final delete of the pod",
+        None,
+        move || async move { pods.delete(name, params).await.map(drop) },
+    )
+    .await;
 }
 
 /// What the kubelet writes of a Pod it cannot admit: `Failed`, never run.
 async fn reject(client: &Client, pod: &Pod, reason: &str, message: &str, config: &NodeAgentConfig) {
     info!(pod = %pod.name_any(), reason, "node agent: refusing pod at admission");
     let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
-    let status = json!({"status": {
-        "phase": "Failed", "reason": reason, "message": message,
-        "startTime": crate_time(config.now()),
-    }});
-    if let Err(error) = pods
-        .patch_status(
-            &pod.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&status),
-        )
-        .await
-    {
-        debug!(%error, pod = %pod.name_any(), "could not refuse the pod");
+    let status = json!({
+        // A precondition, as the kubelet's status patches carry: never another Pod's status.
+        "metadata": {"uid": pod.uid()},
+        "status": {
+            "phase": "Failed", "reason": reason, "message": message,
+            "startTime": crate_time(config.now()),
+        },
+    });
+    let (pods, name, status) = (&pods, &pod.name_any(), &status);
+    write_for_pod(client, pod, "refusing the pod", None, move || async move {
+        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .map(drop)
+    })
+    .await;
+}
+
+/// The first wait before a failed write about a Pod is tried again; it doubles up to
+/// [`POD_WRITE_RETRY_MAX`], for [`POD_WRITE_PATIENCE`] at most.
+const POD_WRITE_RETRY_FIRST: Duration = Duration::from_millis(50);
+const POD_WRITE_RETRY_MAX: Duration = Duration::from_secs(1);
+const POD_WRITE_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Makes a write about `pod` (its status, its final delete), retrying a failure as the
+/// kubelet's status manager does: after a short, growing wait, for a bounded time, while that
+/// very Pod (its uid) still exists and, when `reachable` is given, the node is in contact (a
+/// node cut off reports again once back). `write` must be guarded by the Pod's uid, so that it
+/// never lands on a new Pod of the same name.
+async fn write_for_pod<Write>(
+    client: &Client,
+    pod: &Pod,
+    what: &str,
+    reachable: Option<&watch::Receiver<bool>>,
+    mut write: impl FnMut() -> Write,
+) where
+    Write: Future<Output = Result<(), kube::Error>>,
+{
+    let name = pod.name_any();
+    let uid = pod.uid().unwrap_or_default();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+    let deadline = Instant::now() + POD_WRITE_PATIENCE;
+    let mut wait = POD_WRITE_RETRY_FIRST;
+    loop {
+        let error = match write().await {
+            Ok(()) => return,
+            Err(error) => error,
+        };
+        // Gone, or another Pod of that name now (a uid precondition failed): nothing to write.
+        let gone = match &error {
+            kube::Error::Api(status) if status.code == 404 => true,
+            _ => match pods.get_opt(&name).await {
+                Ok(found) => found.is_none_or(|found| found.uid().as_deref() != Some(&uid)),
+                Err(_) => false,
+            },
+        };
+        if gone {
+            debug!(%error, pod = %name, %uid, "node agent: {what}: the pod is gone");
+            return;
+        }
+        if reachable.is_some_and(|reachable| !*reachable.borrow()) {
+            debug!(%error, pod = %name, "node agent: {what} failed; cut off now");
+            return;
+        }
+        if Instant::now() + wait > deadline {
+            warn!(%error, pod = %name, "node agent: {what} failed; giving up after {POD_WRITE_PATIENCE:?}");
+            return;
+        }
+        debug!(%error, pod = %name, "node agent: {what} failed; retrying in {wait:?}");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(POD_WRITE_RETRY_MAX);
     }
 }
 
@@ -1186,7 +1253,11 @@ impl PodRun {
         };
         let condition = |kind: &str, ok: bool| json!({"type": kind, "status": if ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": now});
         let ip = self.pod_ip();
-        let mut status = json!({"status": {
+        let mut status = json!({
+            // A precondition, as the kubelet's status patches carry: a task of a Pod deleted
+            // meanwhile never writes over a new Pod of the same name.
+            "metadata": {"uid": self.pod.uid()},
+            "status": {
             "phase": phase,
             "conditions": [condition("PodScheduled", true), condition("Initialized", true), condition("ContainersReady", all_ready), condition("Ready", all_ready)],
             "hostIP": self.config.node_ip, "hostIPs": [{"ip": self.config.node_ip}],
@@ -1199,16 +1270,19 @@ impl PodRun {
             status["status"]["message"] = json!(message);
         }
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace());
-        if let Err(error) = pods
-            .patch_status(
-                &self.pod.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&status),
-            )
-            .await
-        {
-            debug!(%error, pod = %self.pod.name_any(), "status update failed (the pod may be gone)");
-        }
+        let (pods, name, status) = (&pods, &self.pod.name_any(), &status);
+        write_for_pod(
+            &self.client,
+            &self.pod,
+            "the status update",
+            Some(&self.reachable),
+            move || async move {
+                pods.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+                    .await
+                    .map(drop)
+            },
+        )
+        .await;
     }
 }
 

@@ -144,7 +144,14 @@ async fn pump(
             mode,
             ProxyMode::Forward | ProxyMode::CloseOnZkRequest { .. }
         );
+        // A mode change is seen before any bytes: what a client sends after the proxy is set
+        // to `Sever` (a dropped ZooKeeper client's CloseSession, on a simulated kill -9) must
+        // never get through. Bytes are read only once no change is pending, so bytes read
+        // were sent before any change still unseen; the mode is looked at again before they
+        // are passed on all the same.
+        let severed = |modes: &watch::Receiver<ProxyMode>| *modes.borrow() == ProxyMode::Sever;
         tokio::select! {
+            biased;
             changed = modes.changed() => {
                 if changed.is_err() {
                     return;
@@ -153,6 +160,9 @@ async fn pump(
             read = client_read.read(&mut up), if forwarding => match read {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
+                    if severed(&modes) {
+                        return;
+                    }
                     if framing && requests.feed(&up[..n], closing_on(mode)) {
                         closed_on_request.fetch_add(1, Ordering::Relaxed);
                         return;
@@ -164,7 +174,11 @@ async fn pump(
             },
             read = server_read.read(&mut down), if forwarding => match read {
                 Ok(0) | Err(_) => return,
-                Ok(n) => if client_write.write_all(&down[..n]).await.is_err() { return },
+                Ok(n) => {
+                    if severed(&modes) || client_write.write_all(&down[..n]).await.is_err() {
+                        return;
+                    }
+                }
             },
         }
     }
@@ -208,7 +222,42 @@ impl ZkRequests {
 
 #[cfg(test)]
 mod tests {
-    use super::ZkRequests;
+    use super::{Proxy, ProxyMode, ZkRequests};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// What a client sends once the proxy is set to `Sever` never reaches the server, however
+    /// soon after it is sent (a killed pfs's CloseSession must not close its session).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_sent_after_sever_gets_through() {
+        let server = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = server.local_addr().unwrap().to_string();
+        for round in 0..200 {
+            let proxy = Proxy::start(&target).await;
+            let mut client = tokio::net::TcpStream::connect(proxy.address())
+                .await
+                .unwrap();
+            let (mut upstream, _) = server.accept().await.unwrap();
+            client.write_all(b"before").await.unwrap();
+            let mut before = [0u8; 6];
+            upstream.read_exact(&mut before).await.unwrap();
+            assert_eq!(&before, b"before");
+
+            proxy.set_mode(ProxyMode::Sever);
+            client.write_all(b"after").await.unwrap();
+            let mut rest = Vec::new();
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                upstream.read_to_end(&mut rest),
+            )
+            .await
+            .expect("the severed connection is closed");
+            assert_eq!(
+                String::from_utf8_lossy(&rest),
+                "",
+                "round {round}: passed on after Sever"
+            );
+        }
+    }
 
     fn frame(body: &[u8]) -> Vec<u8> {
         let mut framed = (body.len() as u32).to_be_bytes().to_vec();

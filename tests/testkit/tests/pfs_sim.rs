@@ -13,12 +13,36 @@ fn conf(zk: &str, cluster: &str, id: u32) -> String {
     )
 }
 
-fn start(conf_path: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_pfs-sim"))
-        .args(["-c", conf_path.to_str().unwrap(), "--session-timeout", "1s"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("pfs-sim starts")
+/// A running pfs-sim, SIGKILLed and reaped when dropped: a failed assertion leaks no process.
+struct PfsSimProcess(Child);
+
+impl PfsSimProcess {
+    /// SIGKILL (nothing closes the session) and reap.
+    fn kill(&mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for PfsSimProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(conf_path: &std::path::Path) -> PfsSimProcess {
+    PfsSimProcess(
+        Command::new(env!("CARGO_BIN_EXE_pfs-sim"))
+            .args(["-c", conf_path.to_str().unwrap(), "--session-timeout", "1s"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("pfs-sim starts"),
+    )
 }
 
 async fn exists(client: &zk::Client, path: &str) -> bool {
@@ -83,8 +107,7 @@ async fn a_conf_file_registers_the_store_and_a_kill_lets_the_session_expire() {
     );
 
     // SIGKILL: nothing closes the session, ZooKeeper expires it.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
     until(
         async || !exists(&client, &format!("{base}/alive")).await,
         "alive gone after expiry",
@@ -98,8 +121,7 @@ async fn a_conf_file_registers_the_store_and_a_kill_lets_the_session_expire() {
         "alive again",
     )
     .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.kill();
 }
 
 #[tokio::test]
@@ -119,9 +141,8 @@ async fn hang_after_keeps_the_process_but_lets_the_session_expire() {
         "alive gone after the hang",
     )
     .await;
-    assert!(child.try_wait().unwrap().is_none(), "pfs-sim still runs");
-    child.kill().unwrap();
-    child.wait().unwrap();
+    assert!(child.is_running(), "pfs-sim still runs");
+    child.kill();
 }
 
 #[test]
@@ -138,4 +159,26 @@ fn a_bad_conf_is_a_clear_error() {
         String::from_utf8_lossy(&output.stderr).trim(),
         "pfs-sim: pfs.conf: [zookeeper] ip is required"
     );
+}
+
+/// A simulated `kill -9` never closes the session (the dropped client's CloseSession must not
+/// get through the severed proxy): the store's `alive` stays until ZooKeeper expires it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_leaves_the_session_to_expire_every_time() {
+    let server = ZooKeeper::shared();
+    let client = zk::Client::connect(&server.connect_string()).await.unwrap();
+    let cluster = format!("simkill{}", std::process::id());
+    for id in 1..=20 {
+        let spec = testkit::pfs::PfsSpec::new(&server.connect_string(), &cluster, id)
+            .with_session_timeout(Duration::from_secs(4));
+        let alive = format!("{}/alive", spec.store_path());
+        let mut store = testkit::pfs::PfsSim::start(spec).await.unwrap();
+        store.kill().await;
+        // A closed session's ephemerals go at once; an abandoned one's only on expiry.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            exists(&client, &alive).await,
+            "store {id}: alive went at once: the kill closed the session"
+        );
+    }
 }
