@@ -369,8 +369,17 @@ pub async fn run(term: Term, stop: CancellationToken) {
     let pruned = Arc::clone(&context);
     let prune_stop = stop.clone();
     let pruner = tokio::spawn(async move {
-        // Not at once: the caches are still empty, and would have every store look deleted
-        // (wiping what is kept across terms, such as stopped Pods' replacement spacing).
+        // Not before the caches hold their first lists: empty, they would have every store
+        // look deleted (wiping what is kept across terms, such as stopped Pods' replacement
+        // spacing).
+        let loaded = async {
+            cache_loaded(&pruned.stores).await?;
+            cache_loaded(&pruned.pods).await
+        };
+        tokio::select! {
+            _ = prune_stop.cancelled() => return,
+            loaded = loaded => if loaded.is_err() { return },
+        }
         let mut tick = tokio::time::interval_at(
             tokio::time::Instant::now() + Duration::from_secs(60),
             Duration::from_secs(60),

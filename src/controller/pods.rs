@@ -173,41 +173,74 @@ fn is_conf_name(name: &str) -> bool {
 }
 
 /// Whether `pod` asks for no more of any resource than `replaced` does, requests and limits
-/// alike, summed over its containers (what a ResourceQuota counts): a quota that takes
-/// `replaced` takes `pod` in its place. A quantity that does not parse counts as more.
+/// alike, as a ResourceQuota counts them: a quota that takes `replaced` takes `pod` in its
+/// place. `replaced` was admitted, `pod` not yet: a request left unset is taken as its limit
+/// (the API server's default), and a resource `replaced` was given that `pod` does not name (a
+/// LimitRange's default, which may have been raised since) counts as more, as does a quantity
+/// that does not parse.
 pub fn asks_no_more_than(pod: &Pod, replaced: &Pod) -> bool {
+    let (asked, had) = (resource_totals(pod), resource_totals(replaced));
+    had.keys().all(|key| asked.contains_key(key))
+        && asked.iter().all(
+            |(key, asked)| match (asked, had.get(key).cloned().flatten()) {
+                (Some(asked), Some(had)) => *asked <= had,
+                _ => false,
+            },
+        )
+}
+
+/// A Pod's requests (`false`) and limits (`true`) per resource: its containers' summed, or its
+/// largest init container's if more. `None`: a quantity did not parse.
+fn resource_totals(pod: &Pod) -> BTreeMap<(bool, String), Option<kube_quantity::ParsedQuantity>> {
     use kube_quantity::ParsedQuantity;
     type Totals = BTreeMap<(bool, String), Option<ParsedQuantity>>;
-    let totals = |pod: &Pod| -> Totals {
-        let mut totals = Totals::new();
-        let containers = pod.spec.iter().flat_map(|spec| &spec.containers);
-        for resources in containers.filter_map(|c| c.resources.as_ref()) {
-            for (limit, list) in [(false, &resources.requests), (true, &resources.limits)] {
-                for (name, quantity) in list.iter().flatten() {
-                    let parsed = ParsedQuantity::try_from(quantity.clone()).ok();
-                    // Summed from the first quantity: kube_quantity's default (zero) added to
-                    // a quantity of another format loses its scale.
-                    totals
-                        .entry((limit, name.clone()))
-                        .and_modify(|total| {
-                            *total = total
-                                .take()
-                                .zip(parsed.clone())
-                                .map(|(sum, more)| sum + more);
-                        })
-                        .or_insert(parsed);
-                }
-            }
+    let of = |container: &k8s_openapi::api::core::v1::Container| -> Totals {
+        let mut asks = Totals::new();
+        let Some(resources) = &container.resources else {
+            return asks;
+        };
+        let parse = |quantity: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| {
+            ParsedQuantity::try_from(quantity.clone()).ok()
+        };
+        for (name, limit) in resources.limits.iter().flatten() {
+            asks.insert((true, name.clone()), parse(limit));
+            asks.insert((false, name.clone()), parse(limit));
         }
-        totals
+        for (name, request) in resources.requests.iter().flatten() {
+            asks.insert((false, name.clone()), parse(request));
+        }
+        asks
     };
-    let before = totals(replaced);
-    totals(pod).into_iter().all(
-        |(key, asked)| match (asked, before.get(&key).cloned().flatten()) {
-            (Some(asked), Some(had)) => asked <= had,
-            _ => false,
-        },
-    )
+    let spec = pod.spec.as_ref();
+    // Summed from the first quantity: kube_quantity's default (zero) added to a quantity of
+    // another format loses its scale.
+    let mut totals = Totals::new();
+    for asks in spec.into_iter().flat_map(|spec| &spec.containers).map(of) {
+        for (key, quantity) in asks {
+            totals
+                .entry(key)
+                .and_modify(|total| {
+                    *total = total
+                        .take()
+                        .zip(quantity.clone())
+                        .map(|(sum, more)| sum + more);
+                })
+                .or_insert(quantity);
+        }
+    }
+    let init = spec
+        .into_iter()
+        .flat_map(|spec| spec.init_containers.iter().flatten());
+    for asks in init.map(of) {
+        for (key, quantity) in asks {
+            let total = totals.entry(key).or_insert_with(|| quantity.clone());
+            *total = total
+                .take()
+                .zip(quantity)
+                .map(|(total, init)| total.max(init));
+        }
+    }
+    totals
 }
 
 /// Names of the objects a store owns.
@@ -1225,7 +1258,10 @@ mod tests {
             json!({"memory": "4Gi"}),
         );
         assert!(asks_no_more_than(&same_in_other_units, &running));
-        let smaller = pod(json!({"cpu": "500m"}), json!({}));
+        let smaller = pod(
+            json!({"cpu": "500m", "memory": "1Gi"}),
+            json!({"memory": "2Gi"}),
+        );
         assert!(asks_no_more_than(&smaller, &running));
         let more_memory = pod(
             json!({"cpu": "1", "memory": "8Gi"}),
@@ -1239,6 +1275,24 @@ mod tests {
         assert!(!asks_no_more_than(&a_new_limit, &running));
         let unreadable = pod(json!({"cpu": "lots"}), json!({}));
         assert!(!asks_no_more_than(&unreadable, &running));
+        // A request left unset is its limit once admitted.
+        let limits_only = pod(json!({"cpu": "1"}), json!({"memory": "8Gi"}));
+        assert!(!asks_no_more_than(&limits_only, &running));
+        let within = pod(json!({"cpu": "1"}), json!({"memory": "4Gi"}));
+        assert!(asks_no_more_than(&within, &running));
+        // What the running Pod was given that the new one does not name (a LimitRange's
+        // default, which may be higher now) is not known to fit.
+        let without_memory = pod(json!({"cpu": "1"}), json!({}));
+        assert!(!asks_no_more_than(&without_memory, &running));
+        // An init container counts if it asks for more than the containers together.
+        let mut with_init = within.clone();
+        with_init.spec.as_mut().unwrap().init_containers = Some(vec![
+            serde_json::from_value(
+                json!({"name": "init", "resources": {"requests": {"cpu": "2"}}}),
+            )
+            .unwrap(),
+        ]);
+        assert!(!asks_no_more_than(&with_init, &running));
     }
 
     /// The CRD's patterns keep these out; a store applied under an older CRD may not have been.

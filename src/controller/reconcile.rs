@@ -1090,37 +1090,38 @@ pub struct ContainerStarts {
 #[derive(Clone, Copy, Debug)]
 struct SeenContainer {
     restarts: i32,
-    running: bool,
-    /// When its current run was first seen, if its start was witnessed.
+    /// The start stamp of the last run seen running (its `running_since`).
+    run: Option<Timestamp>,
+    /// When that run was first seen, if its start was witnessed.
     witnessed: Option<Timestamp>,
 }
 
 impl ContainerStarts {
-    /// Records what `facts` shows at `now`; returns them with the witnessed start applied.
+    /// Records what `facts` shows at `now`; returns them with the witnessed start applied. A
+    /// run is told by its start stamp: a run not seen before is a start witnessed (unless it is
+    /// the first thing this term sees of the Pod), and an answer older than one seen already (a
+    /// cache behind a read from the API) changes nothing.
     fn observe(&self, facts: PodFacts, now: Timestamp) -> PodFacts {
         if facts.uid.is_empty() {
             return facts;
         }
-        let running = facts.running_since.is_some();
         let restarts = facts.container_restarts;
+        let run = facts.running_since;
         self.lock()
             .entry(facts.uid.clone())
             .and_modify(|seen| {
-                // A cache answer older than a read from the API is no news.
                 if restarts < seen.restarts {
                     return;
                 }
-                if running && (!seen.running || restarts > seen.restarts) {
-                    seen.witnessed = Some(now);
-                } else if !running {
-                    seen.witnessed = None;
-                }
                 seen.restarts = restarts;
-                seen.running = running;
+                if run.is_some() && run != seen.run {
+                    seen.run = run;
+                    seen.witnessed = Some(now);
+                }
             })
             .or_insert(SeenContainer {
                 restarts,
-                running,
+                run,
                 witnessed: None,
             });
         self.apply(facts)
@@ -1131,7 +1132,8 @@ impl ContainerStarts {
         let seen = self.lock().get(&facts.uid).copied();
         if let Some(seen) = seen
             && let Some(witnessed) = seen.witnessed
-            && seen.restarts == facts.container_restarts
+            && seen.run.is_some()
+            && seen.run == facts.running_since
             && let Some(since) = &mut facts.running_since
         {
             *since = (*since).max(witnessed);
@@ -1704,13 +1706,16 @@ impl NodeAddresses {
         let nodes: Api<Node> = Api::all(client.clone());
         let found = match nodes.get_opt(node).await {
             Ok(found) => found,
-            Err(error) => {
+            // Only a failure that passes: one that lasts (a permission taken away) is the
+            // reconcile's error, told in a ReconcileFailed Event.
+            Err(error) if is_transient(&error) => {
                 let Some((address, _)) = known.as_ref() else {
                     return Err(error);
                 };
                 debug!(%node, %error, %address, "node not read; its last address read serves");
                 return Ok(NodeLookup::Found(Some(address.clone())));
             }
+            Err(error) => return Err(error),
         };
         let Some(found) = found else {
             *known = None;
@@ -1723,6 +1728,16 @@ impl NodeAddresses {
             .clone()
             .map(|address| (address, std::time::Instant::now()));
         Ok(NodeLookup::Found(address))
+    }
+}
+
+/// Whether `error` is the API server failing for a moment (unavailable, throttling, a
+/// timeout, a lost connection) rather than an answer about the request.
+fn is_transient(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => status.code == 429 || status.code >= 500,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
     }
 }
 
@@ -3276,7 +3291,7 @@ mod tests {
     use crate::crd::{Phase, PureFlashStoreSpec};
 
     #[tokio::test]
-    async fn a_node_that_cannot_be_read_is_answered_with_its_last_address() {
+    async fn a_node_the_api_fails_to_read_for_a_moment_is_answered_with_its_last_address() {
         use kube::api::PostParams;
         use kube_emulator::{Action, Emulator, Matcher};
 
@@ -3302,6 +3317,9 @@ mod tests {
         // Never read: nothing to answer with.
         assert!(lookup("n2").await.is_err());
         assert_eq!(emulator.faults().pending(), 0);
+        // Refused, not failing for a moment (a permission taken away): the error is told.
+        emulator.faults().inject(failing(), Action::Fail(403), 1);
+        assert!(lookup("n1").await.is_err());
         // Read again once the API answers: a changed address is seen.
         let mut n1 = nodes.get("n1").await.unwrap();
         n1.status.as_mut().unwrap().addresses.as_mut().unwrap()[0].address = "10.0.0.9".into();
@@ -3467,8 +3485,8 @@ mod tests {
     #[test]
     fn a_witnessed_container_start_is_timed_by_the_operators_clock_too() {
         let at = |second: i64| Timestamp::from_second(1_790_000_000 + second).unwrap();
-        let facts = |restarts: i32, started: Option<i64>| PodFacts {
-            uid: "u1".into(),
+        let of = |uid: &str, restarts: i32, started: Option<i64>| PodFacts {
+            uid: uid.into(),
             phase: "Running".into(),
             terminating: false,
             stop_due: None,
@@ -3476,51 +3494,53 @@ mod tests {
             container_restarts: restarts,
             predecessor: Default::default(),
         };
+        let facts = |restarts, started| of("u1", restarts, started);
+        let since = |facts: PodFacts| facts.running_since;
         let starts = ContainerStarts::default();
         // First seen running: its start was not witnessed, and stands as stamped.
-        let first = starts.observe(facts(0, Some(100)), at(200));
-        assert_eq!(first.running_since, Some(at(100)));
+        assert_eq!(
+            since(starts.observe(facts(0, Some(100)), at(200))),
+            Some(at(100))
+        );
         // Restarted in place at 210 by the API server's clock; the node stamps 150.
-        let restarted = starts.observe(facts(1, Some(150)), at(210));
-        assert_eq!(restarted.running_since, Some(at(210)));
         assert_eq!(
-            starts.observe(facts(1, Some(150)), at(230)).running_since,
+            since(starts.observe(facts(1, Some(150)), at(210))),
             Some(at(210))
         );
         assert_eq!(
-            starts.apply(facts(1, Some(150))).running_since,
+            since(starts.observe(facts(1, Some(150)), at(230))),
             Some(at(210))
         );
+        assert_eq!(since(starts.apply(facts(1, Some(150)))), Some(at(210)));
         // A later run not yet observed is not given this run's witnessed start.
+        assert_eq!(since(starts.apply(facts(2, Some(140)))), Some(at(140)));
+        // A cached answer from before the run started changes nothing: the run, back in the
+        // next answer, is not witnessed again.
+        assert_eq!(since(starts.observe(facts(1, None), at(240))), None);
         assert_eq!(
-            starts.apply(facts(2, Some(140))).running_since,
-            Some(at(140))
+            since(starts.observe(facts(1, Some(150)), at(245))),
+            Some(at(210))
         );
-        // Stopped, then running again: witnessed anew; a node ahead keeps its own stamp.
-        assert_eq!(starts.observe(facts(1, None), at(240)).running_since, None);
+        // The next run, on a node ahead, keeps its own stamp.
         assert_eq!(
-            starts.observe(facts(2, Some(300)), at(250)).running_since,
+            since(starts.observe(facts(2, Some(300)), at(250))),
             Some(at(300))
         );
+        // An answer older than one seen changes nothing.
         assert_eq!(
-            starts.observe(facts(2, Some(160)), at(260)).running_since,
-            Some(at(250))
-        );
-        // An older answer (a cache behind a read from the API) changes nothing.
-        assert_eq!(
-            starts.observe(facts(1, Some(150)), at(270)).running_since,
+            since(starts.observe(facts(1, Some(150)), at(270))),
             Some(at(150))
         );
+        assert_eq!(since(starts.apply(facts(2, Some(300)))), Some(at(300)));
+        // A Pod first seen not running: its first run is witnessed.
+        assert_eq!(since(starts.observe(of("u2", 0, None), at(300))), None);
         assert_eq!(
-            starts.apply(facts(2, Some(160))).running_since,
-            Some(at(250))
+            since(starts.observe(of("u2", 0, Some(280)), at(310))),
+            Some(at(310))
         );
         // Gone from the cache: forgotten.
-        starts.retain(|uid| uid != "u1");
-        assert_eq!(
-            starts.apply(facts(2, Some(160))).running_since,
-            Some(at(160))
-        );
+        starts.retain(|uid| uid != "u2");
+        assert_eq!(since(starts.apply(of("u2", 0, Some(280)))), Some(at(280)));
     }
 
     #[tokio::test(start_paused = true)]
