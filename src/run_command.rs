@@ -894,6 +894,7 @@ mod tests {
                 sessions: 1,
                 read_failure: None,
                 session_failure: None,
+                abandoned: None,
             },
         })
     }

@@ -2556,7 +2556,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             previous,
             view_trusted: trusted,
             no_stores_dir: snapshot.health.is_trusted() && !snapshot.view.stores_dir,
-            view_distrust: snapshot.health.distrust(),
+            view_distrust: snapshot.health.distrust_summary(),
             store: view,
             spec_trays: store.spec.trays.len(),
             pod_name: &pod_name,

@@ -114,6 +114,9 @@ pub struct Health {
     /// Why the last attempt at a session came to nothing: ZooKeeper unreachable, the watch
     /// refused, the session expired. Cleared by the next full reload that succeeds.
     pub session_failure: Option<String>,
+    /// Why the last session was abandoned, if it was: a reason that lasts (the watch refused),
+    /// which retrying will not change. Cleared by the next full reload that succeeds.
+    pub abandoned: Option<String>,
 }
 
 impl Health {
@@ -136,6 +139,20 @@ impl Health {
             return Some(failure.clone());
         }
         (!self.synced).then(|| "not fully reloaded since the ZooKeeper session connected".into())
+    }
+
+    /// [`Self::distrust`] in words that stay the same through an outage, for what is written
+    /// per store (conditions): the session's state and the last connect error change with the
+    /// attempts, and each change would rewrite every store's status. A session abandoned for a
+    /// reason that lasts is said, as retrying will not change it.
+    pub fn distrust_summary(&self) -> Option<String> {
+        if self.session != SessionStatus::Connected {
+            return Some(match &self.abandoned {
+                Some(why) => format!("no ZooKeeper session: the last one was abandoned: {why}"),
+                None => "no ZooKeeper session (the operator's log and /readyz say why)".into(),
+            });
+        }
+        self.distrust()
     }
 }
 
@@ -463,6 +480,7 @@ impl Publisher {
             sessions: 0,
             read_failure: None,
             session_failure: None,
+            abandoned: None,
         };
         let initial = Arc::new(Snapshot {
             version: 0,
@@ -530,6 +548,14 @@ impl Publisher {
         self.set_health(health);
     }
 
+    /// Records why the last session was abandoned.
+    fn set_abandoned(&mut self, error: &MirrorError) {
+        let mut health = self.health.clone();
+        health.session_failure = Some(format!("the last session was abandoned: {error}"));
+        health.abandoned = Some(error.to_string());
+        self.set_health(health);
+    }
+
     fn set_session(&mut self, session: SessionStatus) {
         let mut health = self.health.clone();
         // Only staying connected keeps the view synced; any other transition needs a reload.
@@ -578,6 +604,7 @@ impl Publisher {
             info!("every node of the stores tree read again");
         }
         health.session_failure = None;
+        health.abandoned = None;
         let health_changed = health != self.health;
         self.health = health;
         self.publish(&changed, &removed, dirs_changed, health_changed);
@@ -767,7 +794,7 @@ async fn run(
             SessionEnd::Failed(error) => {
                 let delay = backoff.next_delay();
                 warn!(%error, retry_in = ?delay, "ZooKeeper session abandoned");
-                publisher.set_session_failure(format!("the last session was abandoned: {error}"));
+                publisher.set_abandoned(&error);
                 drop(client);
                 publisher.set_session(SessionStatus::Connecting);
                 publisher.release();
@@ -1620,7 +1647,7 @@ mod tests {
             path: "/pureflash/c/stores".into(),
             source: zk::Error::Unimplemented,
         };
-        publisher.set_session_failure(format!("the last session was abandoned: {refused}"));
+        publisher.set_abandoned(&refused);
         let why = publisher.health.distrust().unwrap();
         assert!(
             why.starts_with("no ZooKeeper session (connecting; the last session was abandoned: cannot watch /pureflash/c/stores")
@@ -1640,6 +1667,46 @@ mod tests {
             publisher.health.distrust().as_deref(),
             Some("no ZooKeeper session (disconnected)")
         );
+    }
+
+    /// What is written per store says why in words that stay the same through an outage
+    /// (each change would rewrite every store's status), a refused watch included.
+    #[test]
+    fn the_summary_of_an_untrusted_health_stays_the_same_through_an_outage() {
+        let mut publisher = Publisher::new("/pureflash/c/stores");
+        publisher.set_session(SessionStatus::Connected);
+        publisher.replace_view(ClusterView::default());
+        assert_eq!(publisher.health.distrust_summary(), None);
+        publisher.set_session(SessionStatus::Disconnected);
+        let first = publisher.health.distrust_summary();
+        publisher.set_session_failure("the last session expired".into());
+        publisher.set_session(SessionStatus::Expired);
+        assert_eq!(publisher.health.distrust_summary(), first);
+        publisher.set_session_failure("cannot connect to ZooKeeper at zk:2181: timeout".into());
+        publisher.set_session(SessionStatus::Connecting);
+        assert_eq!(publisher.health.distrust_summary(), first);
+        assert!(
+            publisher
+                .health
+                .distrust()
+                .is_some_and(|why| why.contains("cannot connect")),
+            "the detail is /readyz's"
+        );
+        let refused = MirrorError::Watch {
+            path: "/pureflash/c/stores".into(),
+            source: zk::Error::Unimplemented,
+        };
+        publisher.set_abandoned(&refused);
+        let lasting = publisher.health.distrust_summary().unwrap();
+        assert!(lasting.contains("ZooKeeper 3.6 or later"), "{lasting}");
+        publisher.set_session_failure("cannot connect to ZooKeeper at zk:2181: timeout".into());
+        assert_eq!(
+            publisher.health.distrust_summary().as_deref(),
+            Some(lasting.as_str())
+        );
+        publisher.set_session(SessionStatus::Connected);
+        publisher.replace_view(ClusterView::default());
+        assert_eq!(publisher.health.abandoned, None);
     }
 
     /// A reload that returns with a lost connection's events queued behind it (the watch
