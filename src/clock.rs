@@ -187,11 +187,24 @@ pub enum SampleError {
     Request(#[from] kube::Error),
     #[error("the API server's answer has no usable Date header ({0})")]
     NoDate(String),
+    #[error("the API server did not answer /version within {0:?}")]
+    TimedOut(std::time::Duration),
 }
+
+/// How long one time sample may take. The client's own bound is minutes (a watch's); a
+/// sample stuck on a bad connection would leave the estimate unknown, and a leader that
+/// starts meanwhile acting in its own time, until it finally came.
+const SAMPLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Asks the API server the time once (`GET /version`, which every authenticated client may
 /// read) and returns what its answer says about the offset.
 pub async fn sample(client: &Client) -> Result<OffsetBounds, SampleError> {
+    tokio::time::timeout(SAMPLE_TIMEOUT, sample_unbounded(client))
+        .await
+        .unwrap_or(Err(SampleError::TimedOut(SAMPLE_TIMEOUT)))
+}
+
+async fn sample_unbounded(client: &Client) -> Result<OffsetBounds, SampleError> {
     let request = http::Request::get("/version")
         .body(kube::client::Body::empty())
         .expect("a static request is valid");
