@@ -141,11 +141,16 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         ready_tx,
         Arc::clone(&metrics),
     ));
+    // Serving until the Lease is released, not only until the signal: probes and the last
+    // metrics still answer while the term stops (a liveness probe refused meanwhile could have
+    // the kubelet kill the operator before it has released the Lease).
+    let admin_stop = CancellationToken::new();
+    let _admin_stops_on_return = admin_stop.clone().drop_guard();
     let admin = tokio::spawn(crate::admin::serve(
         admin_listener,
         Arc::clone(&metrics),
         ready_rx,
-        shutdown.clone(),
+        admin_stop.clone(),
     ));
 
     // Every replica keeps in step with the API server's clock, so that it is known before the
@@ -442,6 +447,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     if let Err(error) = election.await {
         fatal.get_or_insert(format!("the leader election failed: {error}"));
     }
+    admin_stop.cancel();
     let mut admin = admin;
     if tokio::time::timeout(ADMIN_STOP_TIMEOUT, &mut admin)
         .await

@@ -222,8 +222,8 @@ pub(crate) fn cancel_on_signals(
     }
     async move {
         tokio::select! {
-            _ = received(&mut terminate) => info!("SIGTERM received; finishing the current transaction"),
-            _ = received(&mut interrupt) => info!("SIGINT received; finishing the current transaction"),
+            _ = received(&mut terminate) => info!("SIGTERM received; stopping once the work under way is done"),
+            _ = received(&mut interrupt) => info!("SIGINT received; stopping once the work under way is done"),
         }
         shutdown.cancel();
         // The handlers stay installed: without this a second signal would do nothing while a

@@ -1479,6 +1479,55 @@ async fn a_leader_stopped_gracefully_releases_the_lease_even_after_a_conflict() 
     harness.finish().await;
 }
 
+/// Probes and metrics answer while a stopping leader hands its Lease back: a liveness probe
+/// refused meanwhile could have the kubelet kill the operator before the release.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_endpoint_answers_until_the_lease_is_released() {
+    let mut harness = start_emulated(
+        "admin-stop",
+        "the_admin_endpoint_answers_until_the_lease_is_released",
+    )
+    .await;
+    install_crd(&harness);
+    // A long lease: its requests (the release held below among them) may take seconds.
+    let replica = harness.start_operator(&["--lease-duration", "30s"]);
+    wait_for("the replica leads", async || {
+        (leader_gauge(&harness, replica) == Some(1)).then_some(())
+    })
+    .await;
+    // The release (the one Lease write that names no holder) is held for a while.
+    harness.emulator().expect("emulated").faults().inject(
+        Matcher::verb("update")
+            .on("leases")
+            .body_lacks(r#""holderIdentity":""#),
+        Action::Delay(Duration::from_secs(4)),
+        1,
+    );
+    harness.signal_operator(replica, libc::SIGTERM);
+    wait_for("the stop under way", async || {
+        harness
+            .operator_log(replica)
+            .contains("SIGTERM received")
+            .then_some(())
+    })
+    .await;
+    // Long enough for a server stopped by the signal to have closed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let answered = harness.admin_get(replica, "/livez");
+    assert_eq!(
+        answered.map(|(code, _)| code),
+        Some(200),
+        "/livez while the Lease is released"
+    );
+    let status = harness.wait_operator_exit(replica).await;
+    assert!(status.success(), "a graceful stop exits 0: {status}");
+    assert!(
+        harness.admin_get(replica, "/livez").is_none(),
+        "closed once stopped"
+    );
+    harness.finish().await;
+}
+
 /// A spec change whose Pod the API would refuse (a request above its limit) must not take the
 /// serving Pod away for a successor that cannot be created: the rollout is held and says why,
 /// and goes on once the spec is fixed. A real API server refuses such a Pod too.
