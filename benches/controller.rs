@@ -452,9 +452,10 @@ async fn mark_pods_running(client: &Client, namespace: &str, n: u32) {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let listed = pods.list(&Default::default()).await.expect("pods listed");
     assert_eq!(listed.items.len(), n as usize, "one Pod per store");
-    // Started when created: the operator's start grace (`--start-grace`, 30 s) runs from then.
-    let running = |pod: &Pod| {
-        let started = pod.metadata.creation_timestamp.clone().expect("created");
+    // Started now, as a kubelet stamps it: the operator's start grace (`--start-grace`, 30 s)
+    // runs from then (from when the operator sees it, whatever the stamp says).
+    let started = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+    let running = |_: &Pod| {
         Patch::Merge(json!({"status": {
             "phase": "Running",
             "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": started}],
@@ -479,18 +480,6 @@ async fn mark_pods_running(client: &Client, namespace: &str, n: u32) {
             result.expect("Pod status patched");
         }
     }
-    // Every pfs past its start grace, so that offline reads Offline, not Starting.
-    let youngest = listed
-        .items
-        .iter()
-        .filter_map(|pod| pod.metadata.creation_timestamp.as_ref())
-        .map(|t| t.0)
-        .max()
-        .expect("created");
-    let old_enough = youngest + jiff::SignedDuration::from_secs(31);
-    if let Ok(left) = Duration::try_from(old_enough.duration_since(jiff::Timestamp::now())) {
-        tokio::time::sleep(left).await;
-    }
     let stores: Api<PureFlashStore> = Api::namespaced(client.clone(), namespace);
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -511,6 +500,9 @@ async fn mark_pods_running(client: &Client, namespace: &str, n: u32) {
             })
             .count();
         if ready == n as usize {
+            // Every pfs past its start grace, so that offline reads Offline, not Starting:
+            // each was seen Running by now, and its grace runs 30 s from then at the latest.
+            tokio::time::sleep(Duration::from_secs(31)).await;
             return;
         }
         assert!(
