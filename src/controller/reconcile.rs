@@ -1190,7 +1190,8 @@ impl StoppedPodReplacements {
         store: &ObjectRef<PureFlashStore>,
         now: std::time::Instant,
     ) -> Option<Duration> {
-        let by_store = self.by_store.lock().expect("stopped pods");
+        let mut by_store = self.by_store.lock().expect("stopped pods");
+        forget_another_object(&mut by_store, store);
         let (_, next) = by_store.get(store)?;
         let left = next.saturating_duration_since(now);
         (!left.is_zero()).then_some(left)
@@ -1199,6 +1200,7 @@ impl StoppedPodReplacements {
     /// `store`'s stopped Pod was just replaced.
     pub fn replaced(&self, store: ObjectRef<PureFlashStore>, now: std::time::Instant) {
         let mut by_store = self.by_store.lock().expect("stopped pods");
+        forget_another_object(&mut by_store, &store);
         let (backoff, next) = by_store.entry(store).or_insert_with(|| {
             (
                 Backoff::new(STOPPED_POD_RETRY_INITIAL, STOPPED_POD_RETRY_MAX),
@@ -1219,6 +1221,21 @@ impl StoppedPodReplacements {
             .lock()
             .expect("stopped pods")
             .retain(|store, _| keep(store));
+    }
+}
+
+/// Drops what `map` holds for a store of `store`'s name that is another object (deleted and
+/// created again under its name): [`ObjectRef`]s compare by name alone, and a store made anew
+/// must not inherit its predecessor's backoff.
+fn forget_another_object<V>(
+    map: &mut HashMap<ObjectRef<PureFlashStore>, V>,
+    store: &ObjectRef<PureFlashStore>,
+) {
+    if map
+        .get_key_value(store)
+        .is_some_and(|(held, _)| held.extra.uid != store.extra.uid)
+    {
+        map.remove(store);
     }
 }
 
@@ -3253,13 +3270,15 @@ pub fn error_policy(store: Arc<PureFlashStore>, error: &Error, ctx: Arc<Context>
         // again soon, the ZooKeeper change that woke it being told only once.
         return Action::requeue(RETRY_INITIAL);
     }
-    let retry_in = ctx
-        .failures
-        .lock()
-        .expect("failures")
-        .entry(ObjectRef::from_obj(store.as_ref()))
-        .or_insert_with(|| Backoff::new(RETRY_INITIAL, RETRY_MAX))
-        .next_delay();
+    let retry_in = {
+        let mut failures = ctx.failures.lock().expect("failures");
+        let key = ObjectRef::from_obj(store.as_ref());
+        forget_another_object(&mut failures, &key);
+        failures
+            .entry(key)
+            .or_insert_with(|| Backoff::new(RETRY_INITIAL, RETRY_MAX))
+            .next_delay()
+    };
     if let Error::StaleStatus = error {
         // Not a failure to show users: someone (a user's edit, a former leader's late write)
         // changed the store after the cache this status came from. Still backed off, should
@@ -3478,6 +3497,27 @@ mod tests {
         assert_eq!(in_step.running_since, Some(at(103).0));
         let unknown_creation = pod_facts(&pod(None, at(80))).0;
         assert_eq!(unknown_creation.running_since, Some(at(80).0));
+    }
+
+    #[test]
+    fn a_store_made_anew_under_its_name_does_not_inherit_its_predecessors_backoff() {
+        let store = |uid: &str| -> ObjectRef<PureFlashStore> {
+            let mut key = ObjectRef::new("s").within("pf");
+            key.extra.uid = Some(uid.into());
+            key
+        };
+        let replacements = StoppedPodReplacements::default();
+        let now = std::time::Instant::now();
+        replacements.replaced(store("old"), now);
+        replacements.replaced(store("old"), now);
+        assert!(replacements.due_in(&store("old"), now).is_some());
+        assert_eq!(replacements.due_in(&store("new"), now), None);
+        // Replaced anew, it starts from the first delay.
+        replacements.replaced(store("new"), now);
+        assert_eq!(
+            replacements.due_in(&store("new"), now),
+            Some(STOPPED_POD_RETRY_INITIAL)
+        );
     }
 
     /// A pfs the kubelet restarted in place on a node whose clock runs behind gets its whole
