@@ -213,14 +213,33 @@ async fn pods_restart_on_exit_stop_gracefully_and_hang_like_pfs() {
         "the Pod still looks fine: only ZooKeeper knows"
     );
 
-    // A graceful delete: SIGTERM, then the kubelet removes the Pod.
-    pods.delete("store-3", &DeleteParams::default())
+    // A graceful delete of a pfs that does not stop (hung again: SIGTERM stays pending), then
+    // the delete asked again with a shorter grace period, as the operator's restart does: the
+    // kubelet honours the shorter one, kills the process and removes the Pod.
+    harness.signal_pod("store-3", libc::SIGSTOP);
+    pods.delete("store-3", &DeleteParams::default().grace_period(60))
+        .await
+        .unwrap();
+    wait_for("store-3 terminating", async || {
+        let pod = pods.get_opt("store-3").await.ok()??;
+        pod.metadata.deletion_timestamp.map(|_| ())
+    })
+    .await;
+    // The kubelet is waiting out the 60 s by now.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let shortened = std::time::Instant::now();
+    pods.delete("store-3", &DeleteParams::default().grace_period(1))
         .await
         .unwrap();
     wait_for("pod gone after graceful deletion", async || {
         pods.get_opt("store-3").await.ok()?.is_none().then_some(())
     })
     .await;
+    assert!(
+        shortened.elapsed() < std::time::Duration::from_secs(20),
+        "the shorter grace period was honoured: gone {:?} after it was asked for",
+        shortened.elapsed()
+    );
     harness.finish().await;
 }
 

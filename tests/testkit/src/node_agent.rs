@@ -633,7 +633,7 @@ async fn run_pod(
                 debug!(%reason, "volumes not ready");
                 run.report().await;
                 tokio::select! {
-                    signal = signals.recv() => if !run.on_signal(signal).await { return },
+                    signal = signals.recv() => if !run.on_signal(signal, &mut signals).await { return },
                     _ = tokio::time::sleep(Duration::from_millis(300)) => {}
                 }
             }
@@ -652,7 +652,7 @@ async fn run_pod(
             }
         };
         tokio::select! {
-            signal = signals.recv() => if !run.on_signal(signal).await { return },
+            signal = signals.recv() => if !run.on_signal(signal, &mut signals).await { return },
             Some((index, generation, code)) = exited.recv() => run.on_exit(index, generation, code).await,
             Ok(()) = reconnected.changed() => {
                 if *reconnected.borrow_and_update() {
@@ -684,8 +684,13 @@ impl PodRun {
         self.pod.namespace().unwrap_or_default()
     }
 
-    /// Handles a signal; false when the pod's life here is over.
-    async fn on_signal(&mut self, signal: Option<PodSignal>) -> bool {
+    /// Handles a signal; false when the pod's life here is over. `signals`: the ones that
+    /// may come while the containers are being stopped.
+    async fn on_signal(
+        &mut self,
+        signal: Option<PodSignal>,
+        signals: &mut mpsc::UnboundedReceiver<PodSignal>,
+    ) -> bool {
         match signal {
             // The agent stops: the node loses power.
             None => {
@@ -702,7 +707,7 @@ impl PodRun {
                     .as_ref()
                     .and_then(|spec| spec.termination_grace_period_seconds)
                     .unwrap_or(30);
-                self.stop_containers(grace).await;
+                self.stop_containers(grace, signals).await;
                 false
             }
             Some(PodSignal::Evict(message)) => {
@@ -725,7 +730,7 @@ impl PodRun {
             Some(PodSignal::Updated(pod)) => {
                 self.pod = *pod;
                 if self.pod.metadata.deletion_timestamp.is_some() {
-                    self.terminate().await;
+                    self.terminate(signals).await;
                     return false;
                 }
                 true
@@ -756,26 +761,48 @@ impl PodRun {
     }
 
     /// Graceful deletion: the containers stopped, then the Pod removed.
-    async fn terminate(&mut self) {
+    async fn terminate(&mut self, signals: &mut mpsc::UnboundedReceiver<PodSignal>) {
         let grace = self
             .pod
             .metadata
             .deletion_grace_period_seconds
             .unwrap_or(30);
-        self.stop_containers(grace).await;
+        self.stop_containers(grace, signals).await;
         remove_stopped(&self.client, &self.pod).await;
     }
 
     /// Stops the containers as the kubelet does: SIGTERM, the grace period (at least the
-    /// kubelet's 1 s floor) for them to exit, SIGKILL, and then waits until they are gone.
-    async fn stop_containers(&mut self, grace_seconds: i64) {
-        let grace = grace_seconds.max(MINIMUM_GRACE_SECONDS) as u64;
-        info!(pod = %self.pod.name_any(), grace, "node agent: stopping pod");
+    /// kubelet's 1 s floor) for them to exit, SIGKILL, and then waits until they are gone. A
+    /// deletion asked again meanwhile with a shorter grace period (the API server takes it)
+    /// shortens the wait, as it does the kubelet's; an eviction ends it.
+    async fn stop_containers(
+        &mut self,
+        grace_seconds: i64,
+        signals: &mut mpsc::UnboundedReceiver<PodSignal>,
+    ) {
+        let grace_of =
+            |seconds: i64| Duration::from_secs(seconds.max(MINIMUM_GRACE_SECONDS) as u64);
+        let grace = grace_of(grace_seconds);
+        info!(pod = %self.pod.name_any(), grace = grace.as_secs(), "node agent: stopping pod");
         self.kill_all(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(grace);
+        let mut deadline = Instant::now() + grace;
         let running = |run: &Self| run.containers.iter().any(|c| c.pid.is_some_and(alive));
+        let mut listening = true;
         while running(self) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                signal = signals.recv(), if listening => match signal {
+                    Some(PodSignal::Updated(pod)) => {
+                        if let Some(seconds) = pod.metadata.deletion_grace_period_seconds {
+                            deadline = deadline.min(Instant::now() + grace_of(seconds));
+                        }
+                        self.pod = *pod;
+                    }
+                    Some(PodSignal::Evict(_)) => deadline = Instant::now(),
+                    Some(PodSignal::Deleted) => {}
+                    None => listening = false,
+                },
+            }
         }
         self.kill_all(libc::SIGKILL);
         while running(self) {
