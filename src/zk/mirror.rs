@@ -143,16 +143,25 @@ impl Health {
 
     /// [`Self::distrust`] in words that stay the same through an outage, for what is written
     /// per store (conditions): the session's state and the last connect error change with the
-    /// attempts, and each change would rewrite every store's status. A session abandoned for a
-    /// reason that lasts is said, as retrying will not change it.
+    /// attempts, and a link that keeps dropping goes from "disconnected" to "not reloaded yet"
+    /// and back; each change would rewrite every store's status. A session abandoned for a
+    /// reason that lasts is said, as retrying will not change it, and so is a failed read (the
+    /// first one stands until a reload succeeds).
     pub fn distrust_summary(&self) -> Option<String> {
-        if self.session != SessionStatus::Connected {
-            return Some(match &self.abandoned {
-                Some(why) => format!("no ZooKeeper session: the last one was abandoned: {why}"),
-                None => "no ZooKeeper session (the operator's log and /readyz say why)".into(),
-            });
+        if self.is_trusted() {
+            return None;
         }
-        self.distrust()
+        if let Some(why) = &self.abandoned {
+            return Some(format!(
+                "no ZooKeeper session: the last one was abandoned: {why}"
+            ));
+        }
+        if self.session == SessionStatus::Connected
+            && let Some(failure) = &self.read_failure
+        {
+            return Some(failure.clone());
+        }
+        Some("the operator's ZooKeeper session is down, or not reloaded since it reconnected (the operator's log says why)".into())
     }
 }
 
@@ -376,6 +385,20 @@ pub enum MirrorError {
     StoreUnreadable { reason: String },
 }
 
+impl MirrorError {
+    /// A refusal retrying will not change: the watch refused by the server (too old for
+    /// persistent watches, or the ACLs), or the credentials.
+    fn is_lasting(&self) -> bool {
+        matches!(
+            self,
+            MirrorError::Watch {
+                source: zk::Error::Unimplemented | zk::Error::NoAuth | zk::Error::AuthFailed,
+                ..
+            }
+        )
+    }
+}
+
 /// What a user can do about a refused watch.
 fn watch_error_hint(error: &zk::Error) -> &'static str {
     match error {
@@ -548,12 +571,22 @@ impl Publisher {
         self.set_health(health);
     }
 
-    /// Records why the last session was abandoned.
+    /// Records why the last session was abandoned; as lasting, if retrying will not change it.
     fn set_abandoned(&mut self, error: &MirrorError) {
         let mut health = self.health.clone();
         health.session_failure = Some(format!("the last session was abandoned: {error}"));
-        health.abandoned = Some(error.to_string());
+        if error.is_lasting() {
+            health.abandoned = Some(error.to_string());
+        }
         self.set_health(health);
+    }
+
+    fn clear_abandoned(&mut self) {
+        if self.health.abandoned.is_some() {
+            let mut health = self.health.clone();
+            health.abandoned = None;
+            self.set_health(health);
+        }
     }
 
     fn set_session(&mut self, session: SessionStatus) {
@@ -822,6 +855,8 @@ async fn serve_session(
         Ok(watcher) => watcher,
         Err(end) => return end,
     };
+    // Whatever had the last session abandoned, this one's watch is armed.
+    publisher.clear_abandoned();
     publisher.set_session(SessionStatus::Connected);
     let mut connected = true;
     // When the next full reload is due: now, right after (re)connecting.
@@ -1704,9 +1739,25 @@ mod tests {
             publisher.health.distrust_summary().as_deref(),
             Some(lasting.as_str())
         );
+        // A watch armed again clears it.
+        publisher.clear_abandoned();
+        assert_eq!(publisher.health.distrust_summary(), first);
+        // A link that keeps dropping: connected but not reloaded reads the same.
+        publisher.set_session(SessionStatus::Connected);
+        assert_eq!(publisher.health.distrust_summary(), first);
+        publisher.set_session(SessionStatus::Disconnected);
+        assert_eq!(publisher.health.distrust_summary(), first);
+        // A session ended by what passes is no lasting reason.
+        publisher.set_abandoned(&MirrorError::Watch {
+            path: "/pureflash/c/stores".into(),
+            source: zk::Error::ClientClosed,
+        });
+        assert_eq!(publisher.health.distrust_summary(), first);
+        publisher.set_abandoned(&refused);
         publisher.set_session(SessionStatus::Connected);
         publisher.replace_view(ClusterView::default());
         assert_eq!(publisher.health.abandoned, None);
+        assert_eq!(publisher.health.distrust_summary(), None);
     }
 
     /// A reload that returns with a lost connection's events queued behind it (the watch
