@@ -707,7 +707,7 @@ impl PodRun {
                     .as_ref()
                     .and_then(|spec| spec.termination_grace_period_seconds)
                     .unwrap_or(30);
-                self.stop_containers(grace, signals).await;
+                let _ = self.stop_containers(grace, signals).await;
                 false
             }
             Some(PodSignal::Evict(message)) => {
@@ -767,19 +767,22 @@ impl PodRun {
             .metadata
             .deletion_grace_period_seconds
             .unwrap_or(30);
-        self.stop_containers(grace, signals).await;
-        remove_stopped(&self.client, &self.pod).await;
+        // Not from a node that lost its power meanwhile.
+        if self.stop_containers(grace, signals).await {
+            remove_stopped(&self.client, &self.pod).await;
+        }
     }
 
     /// Stops the containers as the kubelet does: SIGTERM, the grace period (at least the
     /// kubelet's 1 s floor) for them to exit, SIGKILL, and then waits until they are gone. A
     /// deletion asked again meanwhile with a shorter grace period (the API server takes it)
-    /// shortens the wait, as it does the kubelet's; an eviction ends it.
+    /// shortens the wait, as it does the kubelet's; an eviction ends it, and so does the agent
+    /// stopping (the node losing power), after which this returns false.
     async fn stop_containers(
         &mut self,
         grace_seconds: i64,
         signals: &mut mpsc::UnboundedReceiver<PodSignal>,
-    ) {
+    ) -> bool {
         let grace_of =
             |seconds: i64| Duration::from_secs(seconds.max(MINIMUM_GRACE_SECONDS) as u64);
         let grace = grace_of(grace_seconds);
@@ -800,7 +803,10 @@ impl PodRun {
                     }
                     Some(PodSignal::Evict(_)) => deadline = Instant::now(),
                     Some(PodSignal::Deleted) => {}
-                    None => listening = false,
+                    None => {
+                        listening = false;
+                        deadline = Instant::now();
+                    }
                 },
             }
         }
@@ -809,6 +815,7 @@ impl PodRun {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.forget_processes();
+        listening
     }
 
     /// Writes the Pod's ConfigMap and Secret volumes from their sources, and where each
