@@ -370,10 +370,7 @@ pub fn parse_pfs_connect_string(text: &str) -> Result<String, String> {
     }
     // Written into pfs.conf as it is: what pfs's parser reads as syntax (a comment, a quote,
     // a line break) would cut it short or add lines.
-    if text
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '\\' | '#' | ';' | '"'))
-    {
+    if text.contains(char::is_whitespace) || !crate::controller::pods::is_conf_value(text) {
         return Err(
             "pfs.conf cannot hold whitespace, control characters, '\\', '#', ';' or '\"' here"
                 .into(),

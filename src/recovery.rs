@@ -84,12 +84,17 @@ impl PodFacts {
     /// Whether its pfs container runs and started less than the start grace ago: pfs may
     /// still be registering.
     pub fn starting(&self, policy: &Policy, now: Timestamp) -> bool {
-        self.phase == "Running"
-            && self.running_since.is_some_and(|since| {
-                now < since
-                    .saturating_add(policy.start_grace)
-                    .unwrap_or(Timestamp::MAX)
-            })
+        self.start_grace_ends(policy).is_some_and(|end| now < end)
+    }
+
+    /// When the start grace of its running pfs container ends (None: it does not run).
+    pub fn start_grace_ends(&self, policy: &Policy) -> Option<Timestamp> {
+        let since = self.running_since.filter(|_| self.phase == "Running")?;
+        Some(
+            since
+                .saturating_add(policy.start_grace)
+                .unwrap_or(Timestamp::MAX),
+        )
     }
 }
 

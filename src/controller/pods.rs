@@ -157,7 +157,7 @@ pub const MAX_PORTS: usize = 4;
 /// that silently cuts the value short, and `"` starts a quoted value (with `\` escapes). It
 /// also skips, whole, a line holding a NUL or a noncharacter its UTF-8 check refuses (U+FFFE,
 /// U+FFFF), so those and the other ASCII control characters are kept out too.
-fn is_conf_value(value: &str) -> bool {
+pub(crate) fn is_conf_value(value: &str) -> bool {
     !value.chars().any(|c| {
         c.is_ascii_control() || matches!(c, '\\' | '#' | ';' | '"' | '\u{FFFE}' | '\u{FFFF}')
     })

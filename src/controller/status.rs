@@ -259,7 +259,7 @@ pub fn phase_changes_at(
         Phase::Online if status.condition("TraysOnline", "False").is_some() => {
             trays_registering_until(status, pod, policy)?
         }
-        Phase::Starting => pod?.running_since?.checked_add(policy.start_grace).ok()?,
+        Phase::Starting => pod?.start_grace_ends(policy)?,
         Phase::Recovering => status
             .last_restart_time
             .as_ref()?
@@ -289,10 +289,7 @@ fn trays_registering_until(
         let settle = TRAYS_SETTLE.min(policy.start_grace.max(jiff::SignedDuration::ZERO));
         online.0.saturating_add(settle).ok()
     });
-    let started = pod
-        .filter(|pod| pod.phase == "Running")
-        .and_then(|pod| pod.running_since?.saturating_add(policy.start_grace).ok());
-    settled.max(started)
+    settled.max(pod.and_then(|pod| pod.start_grace_ends(policy)))
 }
 
 /// The previous status, when `status` differs from it only in trays' free sizes and the
