@@ -2,11 +2,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use pureflash_operator::cli::{self, Cli};
+use pureflash_operator::cli::{self, Cli, LogFormat};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_logging(&cli.log);
+    let log_format = cli.log.format;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -18,7 +19,12 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error}");
+            match log_format {
+                LogFormat::Text => eprintln!("error: {error}"),
+                // A log collector reads every stderr line as a JSON record: the reason the
+                // operator exits is the one line it must not drop as unreadable.
+                LogFormat::Json => tracing::error!(%error, "exiting"),
+            }
             ExitCode::FAILURE
         }
     }

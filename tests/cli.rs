@@ -158,6 +158,21 @@ fn bad_flags_are_refused_by_the_parser() {
 }
 
 #[test]
+fn with_json_logs_every_stderr_line_is_json_even_the_exit_reason() {
+    let (ok, _, stderr) =
+        run(operator().args(["--log-format", "json", "sync", "--cluster", "a/b", "--once"]));
+    assert!(!ok);
+    let records: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line:?}")))
+        .collect();
+    let last = records.last().expect("the exit reason is logged");
+    assert_eq!(last["level"], "ERROR", "{stderr}");
+    let error = last["fields"]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("invalid cluster name"), "{stderr}");
+}
+
+#[test]
 fn unreachable_zookeeper_is_a_clear_error() {
     let port = testkit::free_port();
     let (ok, _, stderr) = run(operator().args([
