@@ -79,6 +79,9 @@ pub struct DbSyncStatus {
     pub last_success: Option<SystemTime>,
     /// The last error, cleared by the next success.
     pub last_error: Option<String>,
+    /// Passes failed since the last success (one called off because the term ended does not
+    /// count: the DB did not fail it).
+    pub failed_in_a_row: u32,
     /// Passes that wrote something, and rows written in all.
     pub write_passes: u64,
     pub rows_written: u64,
@@ -354,6 +357,7 @@ pub async fn run(
                         s.behind = behind;
                         s.last_success = Some(SystemTime::now());
                         s.last_error = None;
+                        s.failed_in_a_row = 0;
                         if report.writes > 0 {
                             s.write_passes += 1;
                             s.rows_written += report.writes as u64;
@@ -381,6 +385,7 @@ pub async fn run(
                     status.send_modify(|s| {
                         s.last_error = Some(error.to_string());
                         s.errors += 1;
+                        s.failed_in_a_row = s.failed_in_a_row.saturating_add(1);
                     });
                 }
             }

@@ -1524,12 +1524,20 @@ impl DbSeen {
     }
 }
 
+/// How many passes in a row must fail before the stores' `DbSynced` says the sync fails. A
+/// lone failure (a deadlock with another writer of the tables, a dropped connection) is
+/// retried within a second; shown, it would cost every store two status writes for nothing.
+/// Three fail within about a second of a real outage (the retries start 200 ms apart).
+pub(crate) const FAILED_PASSES_SHOWN: u32 = 3;
+
 /// The sync's state as every store shares it.
 fn db_kind_of(status: &DbSyncStatus) -> DbState {
     match (&status.last_error, status.last_success) {
-        (Some(error), _) => DbState::Failing(error.clone()),
-        (None, Some(_)) => DbState::Synced,
-        (None, None) => DbState::Pending,
+        (Some(error), _) if status.failed_in_a_row >= FAILED_PASSES_SHOWN => {
+            DbState::Failing(error.clone())
+        }
+        (_, Some(_)) => DbState::Synced,
+        (_, None) => DbState::Pending,
     }
 }
 
@@ -3416,14 +3424,21 @@ mod tests {
             seen(&tx, &|s| s.behind = Some("x".into())),
             DbWake::Everyone
         );
-        assert_eq!(
-            seen(&tx, &|s| s.last_error = Some("x".into())),
-            DbWake::Everyone
-        );
+        // A failed pass or two (retried at once): nobody. Failing on: everyone.
+        let fail = |s: &mut DbSyncStatus| {
+            s.last_error = Some("x".into());
+            s.failed_in_a_row += 1;
+        };
+        for _ in 1..FAILED_PASSES_SHOWN {
+            assert_eq!(seen(&tx, &fail), DbWake::Nobody);
+        }
         let db = Some(&rx);
+        assert!(!matches!(db_state(db, 2), DbState::Failing(_)));
+        assert_eq!(seen(&tx, &fail), DbWake::Everyone);
         assert!(matches!(db_state(db, 2), DbState::Failing(_)));
         tx.send_modify(|s| {
             s.last_error = None;
+            s.failed_in_a_row = 0;
             s.behind = None;
         });
         assert_eq!(db_state(db, 2), DbState::Held("c".into()));
