@@ -370,6 +370,12 @@ async fn status_times_are_the_api_servers_even_when_the_operators_clock_is_off()
         restarted_at.duration_since(offline_since) >= jiff::SignedDuration::from_secs(GRACE.into()),
         "restarted at {restarted_at}, before the grace of {GRACE} s from {offline_since} was over"
     );
+    // Nor as late as the clocks are apart: the grace period ends in the same time it began.
+    assert!(
+        restarted_at.duration_since(offline_since)
+            <= jiff::SignedDuration::from_secs((GRACE + 10).into()),
+        "restarted at {restarted_at}, long after the grace of {GRACE} s from {offline_since}"
+    );
     // Its Event too: `kubectl describe` would otherwise age it by the operator's clock.
     let event = wait_for("a StoreRestarted event", async || {
         events_about(&harness, "store-1")
@@ -777,27 +783,50 @@ async fn zookeeper_down_means_unknown_and_no_restart_then_recovery_resumes() {
         &harness,
         &store_manifest("store-2", 2, harness.node(), &harness.pfs_image(), 2),
     );
+    // store-3 is already offline when ZooKeeper goes, with most of its grace period left: the
+    // last view the operator has says "offline", and only distrust of that view keeps its Pod.
+    const STORE_3_GRACE: u32 = 8;
+    apply(
+        &harness,
+        &store_manifest(
+            "store-3",
+            3,
+            harness.node(),
+            &harness.pfs_image(),
+            STORE_3_GRACE,
+        ),
+    );
     let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
     let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let names = ["store-1", "store-2", "store-3"];
     let mut uids = Vec::new();
-    for name in ["store-1", "store-2"] {
+    for name in names {
         wait_phase(&harness, &stores, name, Phase::Online).await;
         uids.push(pod_uid(&pods, &format!("{name}-pfs")).await.unwrap());
     }
+    harness.signal_pod("store-3-pfs", libc::SIGSTOP);
+    let offline = wait_phase(&harness, &stores, "store-3", Phase::Offline).await;
+    let offline_since = offline.status.unwrap().offline_since.expect("offlineSince");
 
     let zookeeper = harness
         .zookeeper_server()
         .expect("this test stops ZooKeeper: run it with the harness's own ZooKeeper");
     zookeeper.stop();
-    for name in ["store-1", "store-2"] {
+    for name in names {
         let unknown = wait_phase(&harness, &stores, name, Phase::Unknown).await;
         let alive = condition(&unknown, "Alive").unwrap();
         assert_eq!(alive.status, "Unknown", "{alive:?}");
     }
-    // Far longer than the grace period, the start grace and store-2's session timeout: a blind
-    // operator must still not touch a Pod.
+    // Far longer than the grace periods (store-3's too, counted from when it went offline),
+    // the start grace and store-2's session timeout: a blind operator must still not touch a
+    // Pod.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    for (name, uid) in ["store-1", "store-2"].into_iter().zip(&uids) {
+    let now = server_time(&harness).await;
+    assert!(
+        now.duration_since(offline_since.0) > jiff::SignedDuration::from_secs(STORE_3_GRACE.into()),
+        "store-3's grace period ran out during the outage (offline since {offline_since:?}, now {now})"
+    );
+    for (name, uid) in names.into_iter().zip(&uids) {
         assert_eq!(
             pod_uid(&pods, &format!("{name}-pfs")).await.as_ref(),
             Some(uid)
@@ -822,7 +851,7 @@ async fn zookeeper_down_means_unknown_and_no_restart_then_recovery_resumes() {
             0,
             "pureflash_recovery_skipped_total{reason=\"ViewUntrusted\"}"
         ),
-        Some(2.0)
+        Some(3.0)
     );
 
     // ZooKeeper returns. store-1 is back by itself and left alone; store-2 is OFFLINE for good
@@ -843,17 +872,24 @@ async fn zookeeper_down_means_unknown_and_no_restart_then_recovery_resumes() {
     })
     .await;
     wait_phase(&harness, &stores, "store-2", Phase::Online).await;
+    // So is store-3, still hung, its grace long over.
+    wait_for("store-3 restarted", async || {
+        (restart_count(&stores, "store-3").await == 1).then_some(())
+    })
+    .await;
+    wait_phase(&harness, &stores, "store-3", Phase::Online).await;
     wait_for("the alive gauges back", async || {
         let (_, metrics) = harness.admin_get(0, "/metrics")?;
         (metrics
             .lines()
             .filter(|l| l.starts_with("pureflash_store_alive{") && l.ends_with(" 1"))
             .count()
-            == 2)
+            == 3)
             .then_some(())
     })
     .await;
     assert_ne!(pod_uid(&pods, "store-2-pfs").await.as_ref(), Some(&uids[1]));
+    assert_ne!(pod_uid(&pods, "store-3-pfs").await.as_ref(), Some(&uids[2]));
     assert_eq!(pod_uid(&pods, "store-1-pfs").await.as_ref(), Some(&uids[0]));
     assert_eq!(restart_count(&stores, "store-1").await, 0);
     harness.finish().await;
