@@ -1358,34 +1358,6 @@ impl TermRestarts {
     }
 }
 
-/// What the status remembers for recovery.
-fn history_of(status: &PureFlashStoreStatus) -> History {
-    History {
-        offline_since: status.offline_since.as_ref().map(|t| t.0),
-        last_restart: status.last_restart_time.as_ref().map(|t| t.0),
-        recent_restarts: status.recent_restarts.iter().map(|t| t.0).collect(),
-        attempts: status.recovery_attempts,
-        last_manual_restart: status.last_manual_restart.clone(),
-        unfinished: status
-            .unfinished_restart
-            .as_ref()
-            .map(|u| recovery::Unfinished {
-                pod_uid: u.pod_uid.clone(),
-                reason: if u.manual {
-                    RestartReason::Manual
-                } else {
-                    RestartReason::Offline
-                },
-            }),
-        // The Alive condition turns True when the store registers and keeps its transition
-        // time while it stays registered (an untrusted view makes it Unknown: a stretch it
-        // cannot vouch for ends there).
-        back_since: status
-            .condition("Alive", "True")
-            .map(|c| c.last_transition_time.0),
-    }
-}
-
 /// Restarts in flight among the `running` stores other than `store`: each one's last restart
 /// (this term's, or its status's) still awaiting its store. No allocation unless this term
 /// restarted some.
@@ -1979,7 +1951,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // unless the cache says it is missing (it may just lag a create) or the store may be
     // restarted (that decision is taken on the Pod as the API has it now).
     let pod_name = pods::pod_name(store);
-    let history = history_of(previous);
+    let history = status::history_of(previous);
     let restart_possible = recovery::may_restart(
         trusted,
         view.map(|s| s.alive),

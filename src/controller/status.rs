@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use crate::controller::pods::ForeignPfs;
 use crate::crd::{Phase, PureFlashStoreStatus, TrayStatus, UnfinishedRestart};
 use crate::recovery::{
-    self, Decision, PodFacts, Policy, Predecessor, RestartReason, SkipReason, Verdict,
+    self, Decision, History, PodFacts, Policy, Predecessor, RestartReason, SkipReason, Verdict,
 };
 use crate::rollout::HoldReason;
 use crate::zk::StoreView;
@@ -491,6 +491,35 @@ fn standing_hold(facts: &Facts<'_>) -> Option<(&'static str, String)> {
 /// The UpToDate message of a store whose pfs.conf cannot be rendered.
 pub fn config_invalid_message(error: &str) -> String {
     format!("no pfs.conf can be rendered: {error}")
+}
+
+/// What the status remembers for recovery: the reading back of what [`compute`] writes, by
+/// this leader's next reconcile or by the next leader's first.
+pub fn history_of(status: &PureFlashStoreStatus) -> History {
+    History {
+        offline_since: status.offline_since.as_ref().map(|t| t.0),
+        last_restart: status.last_restart_time.as_ref().map(|t| t.0),
+        recent_restarts: status.recent_restarts.iter().map(|t| t.0).collect(),
+        attempts: status.recovery_attempts,
+        last_manual_restart: status.last_manual_restart.clone(),
+        unfinished: status
+            .unfinished_restart
+            .as_ref()
+            .map(|u| recovery::Unfinished {
+                pod_uid: u.pod_uid.clone(),
+                reason: if u.manual {
+                    RestartReason::Manual
+                } else {
+                    RestartReason::Offline
+                },
+            }),
+        // The Alive condition turns True when the store registers and keeps its transition
+        // time while it stays registered (an untrusted view makes it Unknown: a stretch it
+        // cannot vouch for ends there).
+        back_since: status
+            .condition("Alive", "True")
+            .map(|c| c.last_transition_time.0),
+    }
 }
 
 /// The new status.
@@ -1388,15 +1417,7 @@ mod tests {
                 pod: case.pod.clone(),
                 node: recovery::NodeHealth::Unknown,
                 pod_renderable: true,
-                history: recovery::History {
-                    offline_since: case.previous.offline_since.as_ref().map(|t| t.0),
-                    last_restart: case.previous.last_restart_time.as_ref().map(|t| t.0),
-                    recent_restarts: case.previous.recent_restarts.iter().map(|t| t.0).collect(),
-                    attempts: case.previous.recovery_attempts,
-                    last_manual_restart: case.previous.last_manual_restart.clone(),
-                    unfinished: None,
-                    back_since: None,
-                },
+                history: history_of(&case.previous),
                 paused: false,
                 manual_restart: None,
                 cluster: recovery::ClusterFacts {
@@ -2003,6 +2024,99 @@ mod tests {
         );
         assert_eq!(status.recovery_attempts, 1);
         assert_eq!(status.last_decision.as_deref(), Some("RestartOffline"));
+    }
+
+    /// What a restart writes is what the next reconcile (this leader's, or a new leader's
+    /// with nothing in memory) reads back, and decides from as its writer would.
+    #[test]
+    fn a_recorded_restart_reads_back_and_is_not_made_twice() {
+        let mut case = Case::alive_at(t(1000));
+        case.store = Some(StoreView::test(7).dead());
+        case.previous.offline_since = Some(time(t(900)));
+        case.previous.recent_restarts = vec![time(t(500))];
+        case.previous.recovery_attempts = 1;
+        case.decision = Decision {
+            verdict: Verdict::Restart(RestartReason::Offline),
+            offline_since: Some(t(900)),
+            attempts: 2,
+            finishes: false,
+            unfinished: Some(recovery::Unfinished {
+                pod_uid: "killed".into(),
+                reason: RestartReason::Offline,
+            }),
+        };
+        case.restart = Some(Restart {
+            at: t(1000),
+            manual_token: None,
+            finishing: false,
+        });
+        let recorded = case.status();
+        assert_eq!(
+            history_of(&recorded),
+            History {
+                offline_since: Some(t(900)),
+                last_restart: Some(t(1000)),
+                recent_restarts: vec![t(500), t(1000)],
+                attempts: 2,
+                last_manual_restart: None,
+                unfinished: Some(recovery::Unfinished {
+                    pod_uid: "killed".into(),
+                    reason: RestartReason::Offline,
+                }),
+                back_since: None,
+            }
+        );
+        // A moment later, the store still offline: the restart is in flight, not made anew,
+        // and the offline timer runs on from where it began.
+        let mut next = Case::alive_at(t(1002));
+        next.store = Some(StoreView::test(7).dead());
+        next.pod = Some(running_pod(t(1001)));
+        next.previous = recorded;
+        let decision = decide_now(&next);
+        assert!(
+            !matches!(decision.verdict, Verdict::Restart(_)),
+            "{decision:?}"
+        );
+        assert_eq!(decision.offline_since, Some(t(900)));
+
+        // A manual restart's token reads back too: it is not honoured twice.
+        let mut manual = Case::alive_at(t(1000));
+        manual.decision = Decision {
+            verdict: Verdict::Restart(RestartReason::Manual),
+            offline_since: None,
+            attempts: 0,
+            finishes: false,
+            unfinished: Some(recovery::Unfinished {
+                pod_uid: "u".into(),
+                reason: RestartReason::Manual,
+            }),
+        };
+        manual.restart = Some(Restart {
+            at: t(1000),
+            manual_token: Some("t1".into()),
+            finishing: false,
+        });
+        let history = history_of(&manual.status());
+        assert_eq!(history.last_manual_restart.as_deref(), Some("t1"));
+        assert_eq!(
+            history.unfinished.map(|u| u.reason),
+            Some(RestartReason::Manual)
+        );
+        assert!(history.recent_restarts.is_empty(), "not recovery's budget");
+    }
+
+    #[test]
+    fn a_store_registered_since_reads_back_when_it_came_back() {
+        let up = Case::alive_at(t(100)).status();
+        let history = history_of(&up);
+        assert_eq!(history.back_since, Some(t(100)));
+        // A view that cannot vouch for it ends the stretch.
+        let mut blind = Case::alive_at(t(200));
+        blind.previous = up;
+        blind.trusted = false;
+        blind.store = None;
+        blind.decision.verdict = Verdict::Skip(SkipReason::ViewUntrusted);
+        assert_eq!(history_of(&blind.status()).back_since, None);
     }
 
     #[test]
