@@ -1356,6 +1356,67 @@ async fn one_of_two_replicas_acts_and_the_other_takes_over_without_a_double_rest
     harness.finish().await;
 }
 
+/// A leader that dies while a store's grace period runs: its successor counts the grace from
+/// when the store went offline (the status's `offlineSince`), not from its own takeover, and
+/// restarts the store once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_during_the_grace_period_keeps_the_offline_timer() {
+    const GRACE: u32 = 16;
+    let mut harness = Harness::start("ha-grace").await;
+    install_crd(&harness);
+    let lease = ["--lease-duration", "6s"];
+    harness.start_operator(&lease);
+    harness.start_operator(&lease);
+    let (stores, pods, first_pod) = store_1_online(&harness, GRACE).await;
+    let leader = wait_for("a Lease holder", async || lease_holder(&harness).await).await;
+    let (leader, standby) = match leader.as_str() {
+        "replica-0" => (0, 1),
+        "replica-1" => (1, 0),
+        other => panic!("unexpected holder {other}"),
+    };
+
+    harness.signal_pod("store-1-pfs", libc::SIGSTOP);
+    let offline = wait_phase(&harness, &stores, "store-1", Phase::Offline).await;
+    let offline_since = offline
+        .status
+        .unwrap()
+        .offline_since
+        .expect("offlineSince")
+        .0;
+    // Half the grace period in, the leader dies; its successor takes over a lease period
+    // later, with as much of the grace period left.
+    let halfway = offline_since + jiff::SignedDuration::from_secs((GRACE / 2).into());
+    while server_time(&harness).await < halfway {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(restart_count(&stores, "store-1").await, 0);
+    harness.kill_operator(leader);
+    let restarted = wait_for("store-1 restarted by the successor", async || {
+        let status = stores.get_opt("store-1").await.ok().flatten()?.status?;
+        (status.restart_count == 1).then_some(status)
+    })
+    .await;
+    let restarted_at = restarted.last_restart_time.expect("lastRestartTime").0;
+    let waited = restarted_at.duration_since(offline_since);
+    // A successor timing the grace from its takeover would wait until about 1.5 grace periods
+    // plus the takeover after offlineSince.
+    assert!(
+        waited >= jiff::SignedDuration::from_secs(GRACE.into())
+            && waited <= jiff::SignedDuration::from_secs((GRACE + 6).into()),
+        "offline since {offline_since}, restarted {waited:?} later (grace {GRACE} s)"
+    );
+    assert_eq!(
+        restarted.offline_since.map(|t| t.0),
+        Some(offline_since),
+        "the successor kept the offline timer"
+    );
+    assert_eq!(restarts_logged(&harness, standby), 1);
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    assert_ne!(pod_uid(&pods, "store-1-pfs").await, Some(first_pod));
+    assert_eq!(restart_count(&stores, "store-1").await, 1);
+    harness.finish().await;
+}
+
 /// A leader cut off from ZooKeeper while another replica is not hands the Lease over after
 /// `--untrusted-handover`: the replica that sees ZooKeeper leads, and recovers stores; the one
 /// that cannot stays a standby.
