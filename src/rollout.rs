@@ -115,6 +115,9 @@ pub struct RollObservation<'a> {
     pub offline_since: Option<Timestamp>,
     /// The store's `offlineGracePeriodSeconds`.
     pub offline_grace: SignedDuration,
+    /// The Pod's Node is known to be out of contact: its `Ready` condition is not `True`, or
+    /// the Node is gone. Read (fresh) only for a Pod that would be replaced otherwise.
+    pub node_out_of_contact: bool,
     pub now: Timestamp,
 }
 
@@ -159,8 +162,10 @@ pub enum HoldReason {
     /// kill, which is recovery's to make, with its rails (backoff, budget, restarts in flight,
     /// node contact, recovery enabled). Its restart makes the new Pod from the changed spec.
     AwaitingRecovery,
-    /// The store is offline and its Pod's phase is `Unknown`: its node is out of contact, and
-    /// neither a delete nor recovery's kill would reach its pfs until the node reports again.
+    /// The Pod's node is out of contact (its `Ready` condition is not `True`, the Node is gone,
+    /// or the Pod's phase is `Unknown`): a delete would not reach its pfs, which may well serve
+    /// meanwhile, and would kill it whenever the node reports again, whatever the other
+    /// stores are doing by then.
     NodeUnreachable,
     /// `max_unavailable` other stores are unavailable.
     OthersUnavailable {
@@ -219,7 +224,7 @@ impl HoldReason {
                 "the store is offline while its pfs runs: its pod is replaced not by the rollout but by recovery's restart, which makes it from the changed spec once recovery's rules allow (the RecoveryFrozen condition says what holds it); with recovery disabled, annotate pureflash.io/restart to replace it".into()
             }
             HoldReason::NodeUnreachable => {
-                "the store is offline and its pod's node is out of contact (pod phase Unknown): a delete would not reach its pfs, so the pod is replaced once the node reports again".into()
+                "the pod's node is out of contact (its Ready condition is not True, or the node is gone): a delete would not reach its pfs, and would kill it whenever the node reports again, so the pod is replaced once the node reports".into()
             }
             HoldReason::OthersUnavailable { .. } => format!(
                 "a changed spec waits to replace the pod of this serving store: other stores are unavailable and at most {max_unavailable} may be (--max-unavailable); the RolloutHeld Event names them"
@@ -279,11 +284,12 @@ pub fn decide(observation: &RollObservation<'_>, policy: &RollPolicy) -> RollVer
     if observation.paused {
         return RollVerdict::Hold(HoldReason::RecoveryPaused);
     }
+    // Its node out of contact: a delete would not reach its pfs (alive or not, it may serve),
+    // but would stay pending, to kill it whenever the node reports again.
+    if pod.phase == "Unknown" || observation.node_out_of_contact {
+        return RollVerdict::Hold(HoldReason::NodeUnreachable);
+    }
     if !observation.alive {
-        // Its node out of contact: a delete would not reach its pfs, nor would recovery's.
-        if pod.phase == "Unknown" {
-            return RollVerdict::Hold(HoldReason::NodeUnreachable);
-        }
         if observation.cluster_frozen {
             return RollVerdict::Hold(HoldReason::ClusterFrozen);
         }
@@ -359,6 +365,7 @@ mod tests {
             // Offline long past its grace, where it is offline.
             offline_since: Some(NOW - SignedDuration::from_secs(3_600)),
             offline_grace: SignedDuration::from_secs(30),
+            node_out_of_contact: false,
             now: NOW,
         }
     }
@@ -568,16 +575,42 @@ mod tests {
     }
 
     #[test]
-    fn a_pod_on_an_unreachable_node_is_judged_like_a_running_one() {
+    fn a_pod_on_an_unreachable_node_is_not_taken_for_one_that_runs_nothing() {
         let unknown = pod("Unknown", Some(300));
-        let others = ["store-2".to_owned()];
-        assert!(matches!(
-            decide(&observe(true, &unknown, &others), &policy()),
-            RollVerdict::Hold(HoldReason::OthersUnavailable { .. })
-        ));
+        for alive in [true, false] {
+            assert_eq!(
+                decide(&observe(alive, &unknown, &[]), &policy()),
+                RollVerdict::Hold(HoldReason::NodeUnreachable),
+                "alive {alive}"
+            );
+        }
+    }
+
+    /// Real clusters never set phase `Unknown` any more: a silent node shows in the Node's
+    /// `Ready` condition, the Pod reading `Running` still.
+    #[test]
+    fn a_serving_pfs_on_a_node_out_of_contact_is_not_replaced() {
+        let running = pod("Running", Some(300));
+        for alive in [true, false] {
+            let observation = RollObservation {
+                node_out_of_contact: true,
+                ..observe(alive, &running, &[])
+            };
+            assert_eq!(
+                decide(&observation, &policy()),
+                RollVerdict::Hold(HoldReason::NodeUnreachable),
+                "alive {alive}"
+            );
+        }
+        // A Pod that runs no pfs is replaced all the same: nothing is killed.
+        let pending = pod("Pending", None);
+        let observation = RollObservation {
+            node_out_of_contact: true,
+            ..observe(true, &pending, &[])
+        };
         assert_eq!(
-            decide(&observe(false, &unknown, &others), &policy()),
-            RollVerdict::Hold(HoldReason::NodeUnreachable)
+            decide(&observation, &policy()),
+            RollVerdict::Roll(RollReason::PodNotRunning)
         );
     }
 

@@ -689,6 +689,66 @@ async fn a_store_on_a_silent_node_is_restarted_once_the_node_is_back() {
     harness.finish().await;
 }
 
+/// A changed spec does not replace the Pod of a store whose node is out of contact, though
+/// the store serves (its pfs keeps its ZooKeeper session) and the Pod still reads Running, as
+/// on a real cluster: the delete would not reach the pfs, and would kill it whenever the node
+/// reports again. Once it does, the rollout goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serving_store_on_a_node_out_of_contact_is_rolled_once_the_node_reports() {
+    let mut harness = start_emulated(
+        "silent-roll",
+        "a_serving_store_on_a_node_out_of_contact_is_rolled_once_the_node_reports",
+    )
+    .await;
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    let manifest = |engine: &str| {
+        store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 30)
+            + &format!("  settings:\n    engine:\n      name: {engine}\n")
+    };
+    apply(&harness, &manifest("aio"));
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    let first_pod = pod_uid(&pods, "store-1-pfs").await.unwrap();
+
+    harness.set_node_reachable(false).await;
+    harness.mark_node_unreachable().await;
+    apply(&harness, &manifest("spdk"));
+    let held = wait_for("the rollout held for the node", async || {
+        let store = stores.get("store-1").await.ok()?;
+        let up_to_date = condition(&store, "UpToDate")?.clone();
+        (up_to_date.reason == "NodeUnreachable").then_some(up_to_date)
+    })
+    .await;
+    assert_eq!(held.status, "False", "{held:?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pod = pods.get("store-1-pfs").await.unwrap();
+    assert_eq!(pod.uid(), Some(first_pod.clone()));
+    assert!(
+        pod.metadata.deletion_timestamp.is_none(),
+        "no delete left pending on the silent node"
+    );
+    let store = stores.get("store-1").await.unwrap();
+    assert_eq!(store.status.unwrap().phase, Some(Phase::Online));
+
+    harness.set_node_reachable(true).await;
+    wait_for("the pod replaced", async || {
+        pod_uid(&pods, "store-1-pfs")
+            .await
+            .filter(|uid| *uid != first_pod)
+    })
+    .await;
+    wait_for("store-1 up to date", async || {
+        let store = stores.get("store-1").await.ok()?;
+        (condition(&store, "UpToDate")?.status == "True").then_some(())
+    })
+    .await;
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    assert_eq!(restart_count(&stores, "store-1").await, 0);
+    harness.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashed_store_is_restarted_by_its_pod_and_the_operator_leaves_it_alone() {
     let mut harness = Harness::start("crash").await;

@@ -1982,7 +1982,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         Some(_) => Some(ctx.rolls.lock().await),
         None => None,
     };
-    let decide_roll = |existing: &Pod, rolls: &mut Replaced| {
+    let decide_roll = |existing: &Pod, rolls: &mut Replaced, node_out_of_contact: bool| {
         let now = ctx.clock.now();
         let roll_policy = roll_policy(&ctx.settings);
         rolls.retain(|_, replacement| now.duration_since(replacement.at) < roll_policy.settle);
@@ -2017,32 +2017,46 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 cluster_frozen: recovery::cluster_frozen(&cluster, &store_policy),
                 offline_since: previous.offline_since.as_ref().map(|t| t.0),
                 offline_grace: store_policy.offline_grace,
+                node_out_of_contact,
                 now,
             },
             &roll_policy,
         ))
     };
     let mut roll = match (outdated, rolls.as_mut()) {
-        (Some(existing), Some(rolls)) => decide_roll(existing, rolls),
+        (Some(existing), Some(rolls)) => decide_roll(existing, rolls, false),
         _ => None,
     };
     // A successor the API would refuse is not worth the running Pod: its create is tried as a
-    // dry run first (validation, quota and admission run, nothing is stored). Not under the
-    // lock: an admission webhook may take its time, and recovery's restarts wait for the
-    // lock. So the rollout is decided again once it is back, on the world as it is then.
-    if let (Some(RollVerdict::Roll(_)), Some((hash, _)), Some(existing)) =
+    // dry run first (validation, quota and admission run, nothing is stored). A running pfs's
+    // node is read too: a kubelet out of contact would not get the delete, and would act on it
+    // whenever it reports again. Not under the lock: an admission webhook may take its time,
+    // and recovery's restarts wait for the lock. So the rollout is decided again once it is
+    // back, on the world as it is then.
+    if let (Some(RollVerdict::Roll(reason)), Some((hash, _)), Some(existing)) =
         (&roll, &rendered, outdated)
     {
+        let kills = *reason == rollout::RollReason::WithinBudget;
         drop(rolls.take());
         let successor = pods::pod(store, hash, Predecessor::Unknown);
         let refusal = refusal_of(&pods, &successor, Some(existing)).await?;
+        let node_out_of_contact = match existing.spec.as_ref().and_then(|s| s.node_name.as_deref())
+        {
+            Some(node_name) if kills => {
+                let nodes: Api<Node> = Api::all(ctx.client.clone());
+                let node = nodes.get_opt(node_name).await?;
+                pods::node_health(node.as_ref(), None, None, ctx.clock.now()).0
+                    == NodeHealth::NotReady
+            }
+            _ => false,
+        };
         let mut relocked = ctx.rolls.lock().await;
         roll = match refusal {
             Some(why) => {
                 warn!(store = %name, %namespace, %why, "a changed spec makes a pod the API refuses; the running pod is kept");
                 Some(RollVerdict::Hold(HoldReason::ReplacementRefused { why }))
             }
-            None => decide_roll(existing, &mut relocked),
+            None => decide_roll(existing, &mut relocked, node_out_of_contact),
         };
         rolls = Some(relocked);
     }

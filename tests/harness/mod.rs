@@ -928,6 +928,7 @@ pub const EMULATOR_ONLY: &[&str] = &[
     "an_evicted_pod_is_replaced_and_the_store_comes_back",
     "replacements_of_pods_a_node_refuses_are_spaced_out",
     "a_store_on_a_silent_node_is_restarted_once_the_node_is_back",
+    "a_serving_store_on_a_node_out_of_contact_is_rolled_once_the_node_reports",
     "a_leader_stopped_gracefully_releases_the_lease_even_after_a_conflict",
     "the_admin_endpoint_answers_until_the_lease_is_released",
     "a_store_whose_new_pod_is_refused_says_why_and_recovers_once_allowed",
