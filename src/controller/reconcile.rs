@@ -2886,7 +2886,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 Some(HoldReason::ClusterFrozen | HoldReason::WithinGracePeriod)
             ) =>
         {
-            HELD_RECHECK
+            spread(HELD_RECHECK, store)
         }
         // Looked at again when enough of the hour's restarts have aged out.
         Verdict::Skip(recovery::SkipReason::RestartBudgetExhausted) => {
@@ -2897,13 +2897,15 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 })
         }
         // Nodes are not watched: a node that reports again is seen at the next look.
-        Verdict::Skip(recovery::SkipReason::NodeNotReady) => HELD_RECHECK,
-        _ if config_error.is_some() => HELD_RECHECK,
+        Verdict::Skip(recovery::SkipReason::NodeNotReady) => spread(HELD_RECHECK, store),
+        _ if config_error.is_some() => spread(HELD_RECHECK, store),
         // What made the API refuse may change without the store changing (a namespace's Pod
         // Security level, a LimitRange, an admission policy): asked again, not too often, as
         // each ask is a dry-run create.
-        _ if matches!(roll_held, Some(HoldReason::ReplacementRefused { .. })) => REFUSED_RECHECK,
-        _ => ctx.settings.requeue,
+        _ if matches!(roll_held, Some(HoldReason::ReplacementRefused { .. })) => {
+            spread(REFUSED_RECHECK, store)
+        }
+        _ => spread(ctx.settings.requeue, store),
     };
     let requeue = match settles_in {
         Some(left) => requeue.min(left + Duration::from_millis(50)),
@@ -2952,6 +2954,21 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         return Err(error);
     }
     Ok(Action::requeue(requeue.min(ctx.settings.requeue)))
+}
+
+/// A safety-net recheck `period`, shortened by up to a fifth by a fraction of the store's own
+/// (its uid's): stores reconciled together (all of them, after a ZooKeeper reconnect or a
+/// takeover) do not all look again in the same instant, period after period, but spread out
+/// over a fifth of it. Shortened only, so that `--requeue-interval` stays the longest any store
+/// goes unexamined.
+fn spread(period: Duration, store: &PureFlashStore) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    store.metadata.uid.hash(&mut hasher);
+    store.metadata.name.hash(&mut hasher);
+    // In [0, 1): the top 53 bits, as an f64 holds them exactly.
+    let fraction = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    period.mul_f64(1.0 - fraction / 5.0)
 }
 
 /// Why the API would refuse to create `pod` in place of `replaced`, if it would: a dry run of
@@ -3429,6 +3446,42 @@ mod tests {
         });
         assert_eq!(db_state(db, 2), DbState::Held("c".into()));
         assert_eq!(db_state(db, 7), DbState::Synced);
+    }
+
+    #[test]
+    fn stores_look_again_at_times_of_their_own_within_the_period() {
+        let store = |uid: usize| -> PureFlashStore {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "pureflash.io/v1alpha1",
+                "kind": "PureFlashStore",
+                "metadata": {"name": format!("store-{uid}"), "namespace": "ns", "uid": format!("uid-{uid}")},
+                "spec": {"storeId": 1, "nodeName": "n", "trays": [{"device": "/dev/sdb"}]},
+            }))
+            .unwrap()
+        };
+        let period = Duration::from_secs(300);
+        let rechecks: Vec<Duration> = (0..1000).map(|i| spread(period, &store(i))).collect();
+        assert!(
+            rechecks
+                .iter()
+                .all(|r| *r <= period && *r > period.mul_f64(0.8))
+        );
+        // Each store keeps its own; together they cover the fifth of the period evenly.
+        assert_eq!(spread(period, &store(7)), rechecks[7]);
+        let in_tenths = |low: f64, high: f64| {
+            rechecks
+                .iter()
+                .filter(|r| {
+                    let f = r.as_secs_f64() / period.as_secs_f64();
+                    f > 1.0 - high && f <= 1.0 - low
+                })
+                .count()
+        };
+        for tenth in 0..2 {
+            let low = f64::from(tenth) / 10.0;
+            let count = in_tenths(low, low + 0.1);
+            assert!((400..=600).contains(&count), "{count} in {low}..");
+        }
     }
 
     #[test]
