@@ -585,7 +585,7 @@ async fn store_created_atomically_is_synced(backend: Backend) {
 async fn nothing_changed_means_nothing_written(backend: Backend) {
     let db = TestDb::new(backend).await;
     let cluster = unique_cluster("quiet");
-    let _stores: Vec<PfsSim> =
+    let stores: Vec<PfsSim> =
         futures::future::try_join_all((1..=5).map(|id| PfsSim::start(spec(&zk(), &cluster, id))))
             .await
             .unwrap();
@@ -596,11 +596,25 @@ async fn nothing_changed_means_nothing_written(backend: Backend) {
     sync.wait_synced().await;
     db.audit_writes().await;
     let passes_before = sync.status.borrow().last_success;
-    // Several full resync periods of ZooKeeper and the DB.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let version_before = sync.status.borrow().synced_version;
+    // Several full resync periods of ZooKeeper and the DB, while pfs keeps updating what the
+    // tables do not hold (its trays' free sizes), as a busy store does all the time.
+    let churn_until = std::time::Instant::now() + Duration::from_millis(1500);
+    let mut free = 1u64 << 30;
+    while std::time::Instant::now() < churn_until {
+        for store in &stores {
+            store.set_free_size(0, free).await.unwrap();
+        }
+        free -= 4096;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         sync.status.borrow().last_success > passes_before,
         "the periodic pass must have run"
+    );
+    assert!(
+        sync.status.borrow().synced_version > version_before,
+        "the sync must have seen the free-size changes"
     );
     assert_eq!(
         db.audited_writes().await,
@@ -614,21 +628,32 @@ async fn vanished_store_is_marked_offline_not_deleted(backend: Backend) {
     let db = TestDb::new(backend).await;
     let cluster = unique_cluster("vanish");
     let mut store = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
-    let sync = Running::start(&zk(), &cluster, &db.url, NO_RESYNC);
+    let sync = Running::start(&zk(), &cluster, &db.url, FAST_RESYNC);
     wait_for!(db, "OK", |s, t, p| s.len() == 1
         && t.len() == 2
         && p.len() == 2
         && s[0].2 == "OK");
-    store.crash().await;
+    // Removed while its pfs still runs (its `alive` with the rest): the disappearance itself,
+    // not a session's end, takes the store offline.
     let client = zk::Client::connect(&zk()).await.unwrap();
     delete_tree(&client, &store.spec().store_path()).await;
     // Stores and trays are referenced by volumes and replicas: kept, OFFLINE. Ports follow
     // ZooKeeper exactly.
-    wait_for!(db, "kept, OFFLINE", |s, t, p| s.len() == 1
-        && s[0].2 == "OFFLINE"
-        && t.len() == 2
-        && t.iter().all(|t| t.2 == "OFFLINE")
-        && p.is_empty());
+    let kept = |s: &[StoreRow], t: &[TrayRow], p: &[PortRow]| {
+        s.len() == 1
+            && s[0].2 == "OFFLINE"
+            && t.len() == 2
+            && t.iter().all(|t| t.2 == "OFFLINE")
+            && p.is_empty()
+    };
+    wait_for!(db, "kept, OFFLINE", |s, t, p| kept(&s, &t, &p));
+    // And so they stay through full reloads of ZooKeeper and the tables.
+    let passes_before = sync.status.borrow().last_success;
+    tokio::time::sleep(FAST_RESYNC * 4).await;
+    assert!(sync.status.borrow().last_success > passes_before);
+    let (s, t, p) = (db.stores().await, db.trays().await, db.ports().await);
+    assert!(kept(&s, &t, &p), "{s:?} {t:?} {p:?}");
+    store.crash().await;
     sync.stop().await;
 }
 

@@ -330,15 +330,29 @@ macro_rules! wait_for {
     ($db:expr, $what:literal, |$stores:ident, $trays:ident, $ports:ident| $check:expr) => {{
         let db = &$db;
         let deadline = std::time::Instant::now() + $crate::support::PATIENCE;
+        // The check sees only complete readings: a failed query (the tables not made yet, a
+        // connection the DB dropped) is read again, not taken for empty tables.
         loop {
-            let $stores = db.try_query::<$crate::support::StoreRow>("select id, mngt_ip, status from t_store order by id").await.unwrap_or_default();
-            let $trays = db.try_query::<$crate::support::TrayRow>("select uuid, device, status, raw_capacity, object_size, store_id from t_tray order by uuid").await.unwrap_or_default();
-            let $ports = db.try_query::<$crate::support::PortRow>("select ip_addr, purpose, store_id, status from t_port order by ip_addr, purpose").await.unwrap_or_default();
-            if $check {
-                break;
+            let last;
+            let reading = async {
+                Ok::<_, String>((
+                    db.try_query::<$crate::support::StoreRow>("select id, mngt_ip, status from t_store order by id").await.map_err(|e| e.to_string())?,
+                    db.try_query::<$crate::support::TrayRow>("select uuid, device, status, raw_capacity, object_size, store_id from t_tray order by uuid").await.map_err(|e| e.to_string())?,
+                    db.try_query::<$crate::support::PortRow>("select ip_addr, purpose, store_id, status from t_port order by ip_addr, purpose").await.map_err(|e| e.to_string())?,
+                ))
+            }
+            .await;
+            match reading {
+                Ok(($stores, $trays, $ports)) => {
+                    if $check {
+                        break;
+                    }
+                    last = format!("t_store {:?}\nt_tray {:?}\nt_port {:?}", $stores, $trays, $ports);
+                }
+                Err(error) => last = format!("the DB could not be read: {error}"),
             }
             if std::time::Instant::now() > deadline {
-                panic!("timed out waiting for {}:\nt_store {:?}\nt_tray {:?}\nt_port {:?}", $what, $stores, $trays, $ports);
+                panic!("timed out waiting for {}:\n{}", $what, last);
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
