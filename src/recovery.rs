@@ -266,6 +266,26 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    /// Every reason, in declaration order.
+    pub const ALL: [SkipReason; 16] = [
+        SkipReason::ViewUntrusted,
+        SkipReason::RecoveryDisabled,
+        SkipReason::RecoveryPaused,
+        SkipReason::PodMissing,
+        SkipReason::PodTerminating,
+        SkipReason::PodStuckTerminating,
+        SkipReason::NodeNotReady,
+        SkipReason::AwaitingNodeContact,
+        SkipReason::PodNotRunning,
+        SkipReason::PodStarting,
+        SkipReason::WithinGracePeriod,
+        SkipReason::BackingOff,
+        SkipReason::RestartBudgetExhausted,
+        SkipReason::ClusterFrozen,
+        SkipReason::TooManyInFlight,
+        SkipReason::ConfigInvalid,
+    ];
+
     /// The reason as an Event reason or metric label (its CamelCase name).
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -1927,27 +1947,35 @@ mod tests {
 
     // --- Labels ---
 
-    const ALL_SKIP_REASONS: [SkipReason; 15] = [
-        SkipReason::ViewUntrusted,
-        SkipReason::RecoveryDisabled,
-        SkipReason::RecoveryPaused,
-        SkipReason::PodMissing,
-        SkipReason::PodTerminating,
-        SkipReason::PodNotRunning,
-        SkipReason::PodStarting,
-        SkipReason::WithinGracePeriod,
-        SkipReason::BackingOff,
-        SkipReason::RestartBudgetExhausted,
-        SkipReason::ClusterFrozen,
-        SkipReason::TooManyInFlight,
-        SkipReason::ConfigInvalid,
-        SkipReason::NodeNotReady,
-        SkipReason::AwaitingNodeContact,
-    ];
+    #[test]
+    fn all_lists_every_reason_once() {
+        // A new reason does not compile here until it has its place in the list.
+        let place = |reason: SkipReason| match reason {
+            SkipReason::ViewUntrusted => 0,
+            SkipReason::RecoveryDisabled => 1,
+            SkipReason::RecoveryPaused => 2,
+            SkipReason::PodMissing => 3,
+            SkipReason::PodTerminating => 4,
+            SkipReason::PodStuckTerminating => 5,
+            SkipReason::NodeNotReady => 6,
+            SkipReason::AwaitingNodeContact => 7,
+            SkipReason::PodNotRunning => 8,
+            SkipReason::PodStarting => 9,
+            SkipReason::WithinGracePeriod => 10,
+            SkipReason::BackingOff => 11,
+            SkipReason::RestartBudgetExhausted => 12,
+            SkipReason::ClusterFrozen => 13,
+            SkipReason::TooManyInFlight => 14,
+            SkipReason::ConfigInvalid => 15,
+        };
+        for (index, reason) in SkipReason::ALL.into_iter().enumerate() {
+            assert_eq!(place(reason), index, "{reason:?}");
+        }
+    }
 
     #[test]
     fn labels_are_the_camel_case_names() {
-        for reason in ALL_SKIP_REASONS {
+        for reason in SkipReason::ALL {
             assert_eq!(reason.as_str(), format!("{reason:?}"));
         }
         for reason in [RestartReason::Offline, RestartReason::Manual] {

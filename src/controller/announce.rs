@@ -460,6 +460,49 @@ mod tests {
         );
     }
 
+    /// Every reason recovery holds back for is an Event (`Recovery<reason>`) and a count,
+    /// once, as the decision turns to it; a warning where someone has to look.
+    #[test]
+    fn every_skip_reason_is_told_and_counted_once() {
+        let offline = with(Some(Phase::Offline), vec![]);
+        let until: Timestamp = "2026-12-06T18:00:00Z".parse().unwrap();
+        let warnings = [
+            SkipReason::ClusterFrozen,
+            SkipReason::RestartBudgetExhausted,
+            SkipReason::TooManyInFlight,
+            SkipReason::NodeNotReady,
+            SkipReason::PodStuckTerminating,
+        ];
+        for reason in SkipReason::ALL {
+            // An untrusted view is told by the phase's ViewUntrusted Event (see the blip test).
+            if reason == SkipReason::ViewUntrusted {
+                continue;
+            }
+            let held = PureFlashStoreStatus {
+                last_decision: Some(reason.as_str().into()),
+                ..offline.clone()
+            };
+            for verdict in [Verdict::Skip(reason), Verdict::Wait { until, reason }] {
+                let first = told_with(&offline, &held, &verdict, None);
+                let expected = format!("Recovery{}", reason.as_str());
+                assert_eq!(reasons(&first), [expected.as_str()], "{verdict:?}");
+                assert_eq!(first.skip_counted, Some(reason), "{verdict:?}");
+                let kind = if warnings.contains(&reason) {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                };
+                assert_eq!(first.events[0].kind, kind, "{verdict:?}");
+                assert!(first.events[0].note.contains(reason.as_str()));
+                assert_eq!(
+                    told_with(&held, &held, &verdict, None),
+                    Announcements::default(),
+                    "{verdict:?} told again"
+                );
+            }
+        }
+    }
+
     #[test]
     fn a_held_recovery_is_told_and_counted_once_per_decision() {
         let offline = with(Some(Phase::Offline), vec![]);
