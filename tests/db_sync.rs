@@ -16,7 +16,7 @@ use support::{
     Backend, PATIENCE, PortRow, Running, StoreRow, TestDb, TrayRow, delete_tree, spec,
     unique_cluster,
 };
-use testkit::pfs::PfsSim;
+use testkit::pfs::{PfsSim, PfsSpec};
 use testkit::zookeeper::ZooKeeper;
 use zookeeper_client as zk;
 
@@ -491,33 +491,62 @@ async fn zookeeper_restart_keeps_tracking(backend: Backend) {
     let mut store = PfsSim::start(spec(&zk.connect_string(), &cluster, 1))
         .await
         .unwrap();
-    let sync = Running::start(&zk.connect_string(), &cluster, &db.url, NO_RESYNC);
-    wait_for!(db, "OK", |stores, _t, _p| stores.len() == 1
-        && stores[0].2 == "OK");
+    // Store 3's session outlives the outage (the server restores sessions with their timeout
+    // afresh): it is up all along, and its row must say so throughout.
+    let _lasting = PfsSim::start(
+        PfsSpec::new(&zk.connect_string(), &cluster, 3)
+            .with_session_timeout(Duration::from_secs(30)),
+    )
+    .await
+    .unwrap();
+    let mut sync = Running::start(&zk.connect_string(), &cluster, &db.url, NO_RESYNC);
+    let status_of = |stores: &[StoreRow], id: i64| {
+        stores
+            .iter()
+            .find(|s| s.0 == id)
+            .map(|s| s.2.clone())
+            .unwrap_or_default()
+    };
+    wait_for!(db, "OK", |stores, _t, _p| stores.len() == 2
+        && stores.iter().all(|s| s.2 == "OK"));
+    sync.wait_synced().await;
 
+    db.audit_writes().await;
     zk.stop();
     tokio::time::sleep(Duration::from_secs(10)).await;
+    // A view that cannot be trusted writes nothing: not the stores it can no longer see
+    // OFFLINE.
+    assert_eq!(db.audited_writes().await, 0, "written during the outage");
     tokio::task::block_in_place(|| zk.start_again());
-    // The store's session died with the outage and (as pfs) it does not re-register.
+    // Store 1's session died with the outage and (as pfs) it does not re-register.
     wait_for!(
         db,
         "OFFLINE once ZooKeeper is back",
-        |stores, _t, _p| stores[0].2 == "OFFLINE"
+        |stores, _t, _p| status_of(&stores, 1) == "OFFLINE"
+    );
+    assert_eq!(
+        status_of(&db.stores().await, 3),
+        "OK",
+        "store 3 kept its session"
     );
     store.restart().await.unwrap();
-    wait_for!(db, "OK after the store restarts", |stores, _t, _p| stores
-        [0]
-    .2 == "OK");
+    wait_for!(
+        db,
+        "OK after the store restarts",
+        |stores, _t, _p| status_of(&stores, 1) == "OK"
+    );
     let _second = PfsSim::start(spec(&zk.connect_string(), &cluster, 2))
         .await
         .unwrap();
     wait_for!(db, "a new store after the outage", |stores, _t, _p| stores
         .len()
-        == 2
-        && stores[1].2 == "OK");
+        == 3
+        && status_of(&stores, 2) == "OK");
     store.crash().await;
-    wait_for!(db, "and the next crash", |stores, _t, _p| stores[0].2
-        == "OFFLINE");
+    wait_for!(db, "and the next crash", |stores, _t, _p| status_of(
+        &stores, 1
+    ) == "OFFLINE");
+    assert_eq!(status_of(&db.stores().await, 3), "OK");
     sync.stop().await;
 }
 
