@@ -986,6 +986,7 @@ mod tests {
         }
     }
 
+    #[derive(Clone)]
     struct Case {
         now: Timestamp,
         trusted: bool,
@@ -2374,6 +2375,23 @@ mod tests {
             case.previous = first.clone();
             let second = case.status();
             assert_eq!(first, second, "alive {alive}, trusted {trusted}");
+            // Nor with time alone, but where the reconcile scheduled a look for it (the
+            // phase's end by time): the reconciles of a store that nothing happens to write
+            // nothing, however long it runs.
+            let changes_at = phase_changes_at(&first, case.pod.as_ref(), &case.policy, case.now);
+            for later in [1, 60, 3_600] {
+                let mut later_case = Case {
+                    now: t(100 + later),
+                    ..case.clone()
+                };
+                later_case.previous = first.clone();
+                let status = later_case.status();
+                assert!(
+                    status == first || changes_at.is_some_and(|at| at <= later_case.now),
+                    "alive {alive}, trusted {trusted}, {verdict:?}, {}s later:\n{first:#?}\n{status:#?}",
+                    later
+                );
+            }
         }
     }
 
