@@ -115,8 +115,9 @@ pub struct RollObservation<'a> {
     pub offline_since: Option<Timestamp>,
     /// The store's `offlineGracePeriodSeconds`.
     pub offline_grace: SignedDuration,
-    /// The Pod's Node is known to be out of contact: its `Ready` condition is not `True`, or
-    /// the Node is gone. Read (fresh) only for a Pod that would be replaced otherwise.
+    /// The Pod's node is not known to be in contact (see
+    /// [`crate::controller::pods::node_out_of_contact`]; a Node that could not be read is not
+    /// known to be). Read (fresh) only for a Pod that would be replaced otherwise.
     pub node_out_of_contact: bool,
     pub now: Timestamp,
 }
@@ -162,9 +163,9 @@ pub enum HoldReason {
     /// kill, which is recovery's to make, with its rails (backoff, budget, restarts in flight,
     /// node contact, recovery enabled). Its restart makes the new Pod from the changed spec.
     AwaitingRecovery,
-    /// The Pod's node is out of contact (its `Ready` condition is not `True`, the Node is gone,
-    /// or the Pod's phase is `Unknown`): a delete would not reach its pfs, which may well serve
-    /// meanwhile, and would kill it whenever the node reports again, whatever the other
+    /// The Pod's node is out of contact (gone, `Ready=Unknown`, its kubelet not renewing its
+    /// Lease, or the Pod's phase `Unknown`): a delete would not reach its pfs, which may well
+    /// serve meanwhile, and would kill it whenever the node reports again, whatever the other
     /// stores are doing by then.
     NodeUnreachable,
     /// `max_unavailable` other stores are unavailable.
@@ -224,7 +225,7 @@ impl HoldReason {
                 "the store is offline while its pfs runs: its pod is replaced not by the rollout but by recovery's restart, which makes it from the changed spec once recovery's rules allow (the RecoveryFrozen condition says what holds it); with recovery disabled, annotate pureflash.io/restart to replace it".into()
             }
             HoldReason::NodeUnreachable => {
-                "the pod's node is out of contact (its Ready condition is not True, or the node is gone): a delete would not reach its pfs, and would kill it whenever the node reports again, so the pod is replaced once the node reports".into()
+                "the pod's node is out of contact (gone, Ready Unknown, or its kubelet not renewing its Lease): a delete would not reach its pfs, and would kill it whenever the node reports again, so the pod is replaced once the node reports".into()
             }
             HoldReason::OthersUnavailable { .. } => format!(
                 "a changed spec waits to replace the pod of this serving store: other stores are unavailable and at most {max_unavailable} may be (--max-unavailable); the RolloutHeld Event names them"

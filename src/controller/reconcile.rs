@@ -1499,7 +1499,9 @@ impl DbSeen {
 /// How many passes in a row must fail before the stores' `DbSynced` says the sync fails. A
 /// lone failure (a deadlock with another writer of the tables, a dropped connection) is
 /// retried within a second; shown, it would cost every store two status writes for nothing.
-/// Three fail within about a second of a real outage (the retries start 200 ms apart).
+/// A refused connection fails three within about a second (the retries start 200 ms apart);
+/// a DB that does not answer, within three connect or pass timeouts. (A sync that keeps
+/// failing some passes between successes shows in `pureflash_db_sync_errors_total`.)
 pub(crate) const FAILED_PASSES_SHOWN: u32 = 3;
 
 /// The sync's state as every store shares it.
@@ -2033,22 +2035,33 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // whenever it reports again. Not under the lock: an admission webhook may take its time,
     // and recovery's restarts wait for the lock. So the rollout is decided again once it is
     // back, on the world as it is then.
-    if let (Some(RollVerdict::Roll(reason)), Some((hash, _)), Some(existing)) =
+    if let (Some(RollVerdict::Roll(_)), Some((hash, _)), Some(existing)) =
         (&roll, &rendered, outdated)
     {
-        let kills = *reason == rollout::RollReason::WithinBudget;
         drop(rolls.take());
         let successor = pods::pod(store, hash, Predecessor::Unknown);
         let refusal = refusal_of(&pods, &successor, Some(existing)).await?;
-        let node_out_of_contact = match existing.spec.as_ref().and_then(|s| s.node_name.as_deref())
-        {
-            Some(node_name) if kills => {
+        // Read whatever the first verdict: a Pod that was not running may be by the second.
+        let node_name = existing.spec.as_ref().and_then(|s| s.node_name.as_deref());
+        let node_out_of_contact = match node_name {
+            Some(node_name) => {
                 let nodes: Api<Node> = Api::all(ctx.client.clone());
-                let node = nodes.get_opt(node_name).await?;
-                pods::node_health(node.as_ref(), None, None, ctx.clock.now()).0
-                    == NodeHealth::NotReady
+                let leases: Api<Lease> =
+                    Api::namespaced(ctx.client.clone(), pods::NODE_LEASE_NAMESPACE);
+                let read =
+                    futures::future::try_join(nodes.get_opt(node_name), leases.get_opt(node_name));
+                match read.await {
+                    Ok((node, lease)) => {
+                        pods::node_out_of_contact(node.as_ref(), lease.as_ref(), ctx.clock.now())
+                    }
+                    // Not known to be in contact: held, and looked at again soon.
+                    Err(error) => {
+                        debug!(store = %name, %namespace, %error, node = node_name, "the node of a pod to replace could not be read; the rollout waits");
+                        true
+                    }
+                }
             }
-            _ => false,
+            None => false,
         };
         let mut relocked = ctx.rolls.lock().await;
         roll = match refusal {
@@ -2883,7 +2896,12 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         _ if waits_for_others
             || matches!(
                 roll_held,
-                Some(HoldReason::ClusterFrozen | HoldReason::WithinGracePeriod)
+                Some(
+                    HoldReason::ClusterFrozen
+                        | HoldReason::WithinGracePeriod
+                        // Nodes are not watched.
+                        | HoldReason::NodeUnreachable
+                )
             ) =>
         {
             spread(HELD_RECHECK, store)
