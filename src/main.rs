@@ -22,8 +22,17 @@ fn main() -> ExitCode {
             match log_format {
                 LogFormat::Text => eprintln!("error: {error}"),
                 // A log collector reads every stderr line as a JSON record: the reason the
-                // operator exits is the one line it must not drop as unreadable.
-                LogFormat::Json => tracing::error!(%error, "exiting"),
+                // operator exits is the one line it must not drop as unreadable. Written as
+                // the log's records are, but whatever --log filters out.
+                LogFormat::Json => eprintln!(
+                    "{}",
+                    serde_json::json!({
+                        "timestamp": jiff::Timestamp::now().to_string(),
+                        "level": "ERROR",
+                        "fields": {"message": "exiting", "error": error.to_string()},
+                        "target": "pureflash_operator",
+                    })
+                ),
             }
             ExitCode::FAILURE
         }

@@ -158,9 +158,17 @@ fn bad_flags_are_refused_by_the_parser() {
 }
 
 #[test]
-fn with_json_logs_every_stderr_line_is_json_even_the_exit_reason() {
-    let (ok, _, stderr) =
-        run(operator().args(["--log-format", "json", "sync", "--cluster", "a/b", "--once"]));
+fn with_json_logs_the_exit_reason_is_json_too_whatever_the_filter() {
+    let (ok, _, stderr) = run(operator().args([
+        "--log-format",
+        "json",
+        "--log",
+        "off",
+        "sync",
+        "--cluster",
+        "a/b",
+        "--once",
+    ]));
     assert!(!ok);
     let records: Vec<serde_json::Value> = stderr
         .lines()
