@@ -833,7 +833,9 @@ async fn zookeeper_down_means_unknown_and_no_restart_then_recovery_resumes() {
         );
     }
     install_crd(&harness);
-    harness.start_operator(&[]);
+    // Two of the three stores are offline once ZooKeeper is back: a cluster freeze, which is
+    // not what this test is about, would hold their restarts.
+    harness.start_operator(&["--freeze-min-offline", "3"]);
     // store-1 keeps its session across the outage, as the real pfs (C client) does; store-2's
     // session expires during it, and a pfs never re-registers after an expiry.
     let keeps_session = store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 2)
@@ -1128,10 +1130,13 @@ async fn most_of_the_cluster_offline_freezes_restarts_but_a_manual_restart_still
     harness.start_operator(&[]);
     let names = ["store-1", "store-2", "store-3", "store-4"];
     for (id, name) in (1..).zip(names) {
-        apply(
-            &harness,
-            &store_manifest(name, id, harness.node(), &harness.pfs_image(), 3),
-        );
+        let mut manifest = store_manifest(name, id, harness.node(), &harness.pfs_image(), 3);
+        // Their pfs takes a while to register, as one opening its disks does: a restart of
+        // one of them stays in flight long enough for the test to look at the other meanwhile.
+        if matches!(name, "store-2" | "store-3") {
+            manifest += "  settings:\n    pfs_sim:\n      start_delay: 3s\n";
+        }
+        apply(&harness, &manifest);
     }
     // A fifth store whose node is gone: offline too, but its pfs does not run at all (its Pod
     // is never started), which no ZooKeeper or network fault explains. It does not count.
@@ -1346,7 +1351,7 @@ async fn a_flapping_store_backs_off_then_exhausts_its_budget() {
     for (gap, backoff) in times.windows(2).zip([8, 16, 16]) {
         let waited = gap[1].duration_since(gap[0]).as_secs();
         assert!(
-            (backoff - 1..=backoff + 6).contains(&waited),
+            (backoff - 1..=backoff + 7).contains(&waited),
             "restarts {times:?}: waited {waited}s, backoff {backoff}s"
         );
     }
@@ -1506,7 +1511,7 @@ async fn a_takeover_during_the_grace_period_keeps_the_offline_timer() {
     // plus the takeover after offlineSince.
     assert!(
         waited >= jiff::SignedDuration::from_secs(GRACE.into())
-            && waited <= jiff::SignedDuration::from_secs((GRACE + 6).into()),
+            && waited <= jiff::SignedDuration::from_secs((GRACE + 10).into()),
         "offline since {offline_since}, restarted {waited:?} later (grace {GRACE} s)"
     );
     assert_eq!(

@@ -50,6 +50,9 @@ pub struct PfsSpec {
     /// Fault injection for the `pfs-sim` binary: hang (no traffic, process alive) this long
     /// after registering, as a `pfs` stuck on a disk does.
     pub hang_after: Option<Duration>,
+    /// For the `pfs-sim` binary: wait this long after starting before registering, as a `pfs`
+    /// that takes its time opening its disks does.
+    pub start_delay: Option<Duration>,
 }
 
 impl PfsSpec {
@@ -69,6 +72,7 @@ impl PfsSpec {
             alive_retry: Duration::from_secs(1),
             alive_wait_limit: Duration::from_secs(60),
             hang_after: None,
+            start_delay: None,
         }
         .with_trays(2)
     }

@@ -5,7 +5,8 @@
 //! `[port.N] ip`, `[rep_port.N] ip`. Everything else (engine, meta_size, replicator…) is for
 //! the data path, which the simulator does not have, and is ignored — except the simulator's
 //! own section, which a real `pfs` ignores in turn: `[pfs_sim] hang_after = <duration>` (see
-//! [`PfsSpec::hang_after`]) and `session_timeout = <duration>` (the real `pfs` asks for 3 s; a
+//! [`PfsSpec::hang_after`]), `start_delay = <duration>` ([`PfsSpec::start_delay`]) and
+//! `session_timeout = <duration>` (the real `pfs` asks for 3 s; a
 //! longer one stands in for the C client, which never gives up a session on its own and so
 //! keeps it across a ZooKeeper restart that the Rust client would call an expiry).
 
@@ -84,6 +85,7 @@ pub fn spec_from_conf(text: &str) -> Result<PfsSpec, String> {
             .transpose()
     };
     spec.hang_after = duration("hang_after")?;
+    spec.start_delay = duration("start_delay")?;
     if let Some(timeout) = duration("session_timeout")? {
         spec.session_timeout = timeout;
     }
@@ -138,7 +140,7 @@ ip=10.3.0.3
     #[test]
     fn reads_the_fault_injection_setting() {
         let spec = spec_from_conf(&format!(
-            "{CONF}[pfs_sim]\nhang_after = 1500ms\nsession_timeout=20s\n"
+            "{CONF}[pfs_sim]\nhang_after = 1500ms\nsession_timeout=20s\nstart_delay=4s\n"
         ))
         .unwrap();
         assert_eq!(
@@ -146,6 +148,7 @@ ip=10.3.0.3
             Some(std::time::Duration::from_millis(1500))
         );
         assert_eq!(spec.session_timeout, std::time::Duration::from_secs(20));
+        assert_eq!(spec.start_delay, Some(std::time::Duration::from_secs(4)));
         assert!(
             spec_from_conf(&format!("{CONF}[pfs_sim]\nhang_after=soon\n"))
                 .unwrap_err()

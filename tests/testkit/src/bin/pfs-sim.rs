@@ -63,6 +63,10 @@ async fn main() {
             .collect(),
     };
     let cluster = specs.first().map(|s| s.cluster.clone()).unwrap_or_default();
+    if let Some(delay) = specs.iter().filter_map(|s| s.start_delay).max() {
+        println!("pfs-sim: waiting {delay:?} before registering ([pfs_sim] start_delay)");
+        tokio::time::sleep(delay).await;
+    }
     let mut stores = Vec::new();
     for spec in specs {
         let id = spec.store_id;
