@@ -1465,6 +1465,109 @@ async fn one_of_two_replicas_acts_and_the_other_takes_over_without_a_double_rest
     harness.finish().await;
 }
 
+/// What replica `replica` (its own token's user) asked the emulator to change, in order.
+fn writes_of(harness: &Harness, replica: usize) -> Vec<String> {
+    harness
+        .emulator()
+        .expect("the emulator")
+        .audit()
+        .into_iter()
+        .filter(|r| r.user == format!("replica-{replica}"))
+        .filter(|r| !matches!(r.verb.as_str(), "get" | "list" | "watch"))
+        .map(|r| {
+            let sub = r.subresource.map(|s| format!("/{s}")).unwrap_or_default();
+            format!("{} {}{sub} {:?}", r.verb, r.resource, r.name)
+        })
+        .collect()
+}
+
+/// Only the leader writes: a standby, its view and caches as warm, reads and bids for the
+/// Lease and nothing else, through a store's restart; once it leads, it writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_writes_nothing_but_its_bids_for_the_lease() {
+    let mut harness = start_emulated(
+        "ha-writes",
+        "a_standby_writes_nothing_but_its_bids_for_the_lease",
+    )
+    .await;
+    install_crd(&harness);
+    let emulator = harness.emulator().expect("the emulator");
+    let mut kubeconfigs = Vec::new();
+    for replica in 0..2 {
+        let token = format!("replica-{replica}-token");
+        emulator.add_token(&token, &format!("replica-{replica}"), &["system:masters"]);
+        let kubeconfig = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(kubeconfig.path(), emulator.kubeconfig_with_token(&token)).unwrap();
+        kubeconfigs.push(kubeconfig);
+    }
+    let lease = ["--lease-duration", "6s"];
+    for kubeconfig in &kubeconfigs {
+        harness.start_operator_as(kubeconfig.path(), &lease);
+    }
+    let leader = wait_for("a Lease holder", async || lease_holder(&harness).await).await;
+    let (leader, standby) = match leader.as_str() {
+        "replica-0" => (0, 1),
+        "replica-1" => (1, 0),
+        other => panic!("unexpected holder {other}"),
+    };
+    let (stores, pods, first_pod) = store_1_online(&harness, 2).await;
+    harness.signal_pod("store-1-pfs", libc::SIGSTOP);
+    wait_for("store-1 restarted", async || {
+        pod_uid(&pods, "store-1-pfs")
+            .await
+            .filter(|uid| *uid != first_pod)
+    })
+    .await;
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+
+    let by_leader = writes_of(&harness, leader);
+    for expected in [
+        "create pods",
+        "delete pods",
+        "patch pureflashstores/status",
+        "create events",
+    ] {
+        assert!(
+            by_leader.iter().any(|w| w.starts_with(expected)),
+            "the leader never did {expected}: {by_leader:#?}"
+        );
+    }
+    let by_standby: Vec<String> = writes_of(&harness, standby)
+        .into_iter()
+        .filter(|w| !w.starts_with("update leases") && !w.starts_with("create leases"))
+        .collect();
+    assert!(by_standby.is_empty(), "the standby wrote: {by_standby:#?}");
+    let standby_user = format!("replica-{standby}");
+    assert!(
+        harness
+            .emulator()
+            .unwrap()
+            .audit()
+            .iter()
+            .any(|r| r.user == standby_user && r.verb == "get" && r.resource == "leases"),
+        "the standby's requests are told apart by its token"
+    );
+    assert_eq!(restarts_logged(&harness, standby), 0);
+
+    // The leader gone, the standby leads, and writes.
+    harness.kill_operator(leader);
+    wait_for("the standby leads", async || {
+        (leader_gauge(&harness, standby) == Some(1)).then_some(())
+    })
+    .await;
+    harness.signal_pod("store-1-pfs", libc::SIGSTOP);
+    wait_for("store-1 restarted by the new leader", async || {
+        (restart_count(&stores, "store-1").await == 2).then_some(())
+    })
+    .await;
+    let by_new_leader = writes_of(&harness, standby);
+    assert!(
+        by_new_leader.iter().any(|w| w.starts_with("delete pods")),
+        "{by_new_leader:#?}"
+    );
+    harness.finish().await;
+}
+
 /// A leader that dies while a store's grace period runs: its successor counts the grace from
 /// when the store went offline (the status's `offlineSince`), not from its own takeover, and
 /// restarts the store once.

@@ -933,6 +933,7 @@ pub const EMULATOR_ONLY: &[&str] = &[
     "the_admin_endpoint_answers_until_the_lease_is_released",
     "a_store_whose_new_pod_is_refused_says_why_and_recovers_once_allowed",
     "a_former_leaders_late_status_write_does_not_undo_its_successors",
+    "a_standby_writes_nothing_but_its_bids_for_the_lease",
     // tests/e2e.rs
     "the_node_agent_retries_a_failed_status_write",
     "a_deleted_pods_late_status_write_does_not_land_on_its_successor",
