@@ -40,7 +40,8 @@ const WARN_EVERY: Duration = Duration::from_secs(30);
 const RELEASE_ATTEMPTS: usize = 3;
 /// The longest a release may take (with its retries), at most the renew deadline.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a stop waits for a Lease request under way to land before releasing the Lease.
+/// How long a stop waits at least for a Lease request under way to land before releasing the
+/// Lease (and at most for two request timeouts, its read and its write).
 const LANDING_WAIT: Duration = Duration::from_secs(2);
 /// The least a Lease request is given to answer, however short the lease: an API server under
 /// load may well take a few hundred milliseconds.
@@ -170,8 +171,16 @@ pub fn step_as(
     now: Instant,
     default_duration: Duration,
     candidate: Candidate,
+    holding: bool,
 ) -> Step {
     let Some(spec) = lease else {
+        // Deleted under our own term (by hand): made again at once, whatever our view. As
+        // followers wait a Lease duration from their first sighting of it missing, nobody
+        // would lead meanwhile, and the others are waiting us out anyway.
+        if holding {
+            *last_seen = None;
+            return Step::Create;
+        }
         // Deleted while someone else held it (by hand, to force an election, say): that holder
         // acts on until its next renewal finds the Lease gone, so it is waited out like a
         // Lease that stopped changing, from when it was first seen missing. Meanwhile the
@@ -501,7 +510,13 @@ pub async fn run(
         let outcome = {
             let attempted = tokio::time::timeout_at(
                 bound,
-                attempt(&leases, &config, &mut last_seen, candidate),
+                attempt(
+                    &leases,
+                    &config,
+                    &mut last_seen,
+                    candidate,
+                    term_end.is_some(),
+                ),
             );
             tokio::pin!(attempted);
             tokio::select! {
@@ -511,7 +526,7 @@ pub async fn run(
                     // abandoned could land after the release below has read the Lease (and
                     // found it not ours), leaving it to a replica on its way out until it
                     // expires.
-                    let _ = tokio::time::timeout(LANDING_WAIT, &mut attempted).await;
+                    let _ = tokio::time::timeout(LANDING_WAIT.max(config.request_timeout() * 2), &mut attempted).await;
                     break;
                 }
                 outcome = &mut attempted => outcome,
@@ -645,14 +660,15 @@ async fn attempt(
     config: &LeaseConfig,
     last_seen: &mut Option<Sighting>,
     candidate: Candidate,
+    holding: bool,
 ) -> kube::Result<Attempt> {
-    match attempt_once(leases, config, last_seen, candidate).await? {
+    match attempt_once(leases, config, last_seen, candidate, holding).await? {
         // Our renewal met a Lease changed since it was read (someone edited its labels, or an
         // earlier renewal of ours landed late): read it again rather than step down; if
         // another replica holds it now, the second look says so.
         Tried::Conflict { renewing: true } => {
             debug!(lease = %config.name, "the Lease changed under a renewal; reading it again");
-            match attempt_once(leases, config, last_seen, candidate).await? {
+            match attempt_once(leases, config, last_seen, candidate, holding).await? {
                 Tried::Done(found) => Ok(found),
                 // Changed again under the second renewal, and still ours when read: not lost,
                 // not renewed either. A failed attempt: the term runs on to its deadline while
@@ -686,6 +702,7 @@ async fn attempt_once(
     config: &LeaseConfig,
     last_seen: &mut Option<Sighting>,
     candidate: Candidate,
+    holding: bool,
 ) -> kube::Result<Tried> {
     let current = leases.get_opt(&config.name).await?;
     let spec = current.as_ref().and_then(|l| l.spec.clone());
@@ -696,6 +713,7 @@ async fn attempt_once(
         Instant::now(),
         config.duration,
         candidate,
+        holding,
     ) {
         Step::Follow { until, .. } => Ok(Tried::Done(Attempt::Following { until: Some(until) })),
         Step::Release => {
@@ -830,6 +848,7 @@ mod tests {
             now,
             default_duration,
             Candidate::Seeing,
+            false,
         )
     }
 
@@ -1010,6 +1029,7 @@ mod tests {
                 clock.at(at),
                 DURATION,
                 Candidate::Blind,
+                false,
             )
         };
         assert_eq!(blind_step(&mut blind, 1), wait);
@@ -1019,7 +1039,15 @@ mod tests {
         let mut seeing = None;
         blind_step(&mut seeing, 1);
         let as_ = |lease: &LeaseSpec, seen: &mut Option<Sighting>, at, candidate| {
-            step_as(Some(lease), "a", seen, clock.at(at), DURATION, candidate)
+            step_as(
+                Some(lease),
+                "a",
+                seen,
+                clock.at(at),
+                DURATION,
+                candidate,
+                false,
+            )
         };
         assert_eq!(
             as_(&released, &mut seeing, 2, Candidate::Seeing),
@@ -1065,9 +1093,23 @@ mod tests {
 
         // No Lease at all (deleted by hand during a handover, say): alike.
         let missing = |seen: &mut Option<Sighting>, at, candidate| {
-            step_as(None, "a", seen, clock.at(at), DURATION, candidate)
+            step_as(None, "a", seen, clock.at(at), DURATION, candidate, false)
         };
         assert_eq!(missing(&mut None, 0, Candidate::Seeing), Step::Create);
+        // Its holder makes it again at once, even one that cannot see ZooKeeper: nobody else
+        // would lead until a Lease duration from when they saw it missing.
+        for candidate in [Candidate::Seeing, Candidate::Blind] {
+            let mut seen = Some(Sighting {
+                spec: lease(Some("b"), 0),
+                since: clock.at(0),
+                absent_since: None,
+            });
+            assert_eq!(
+                step_as(None, "a", &mut seen, clock.at(1), DURATION, candidate, true),
+                Step::Create
+            );
+            assert!(seen.is_none());
+        }
         let mut blind = None;
         let wait_until = |at| Step::Follow {
             holder: String::new(),

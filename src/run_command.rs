@@ -430,6 +430,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
             // can see ZooKeeper (`leader::Candidate`). No term starts before the election
             // has done so.
             handed_over_blind = true;
+            metrics.leader.set(0);
             resign_tx.send_modify(|asked| *asked += 1);
             let asked = *resign_tx.borrow();
             tokio::select! {
@@ -442,7 +443,9 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         }
     }
     shutdown.cancel();
-    // Nothing acts on our leadership any more: now a standby may take over at once.
+    // Nothing acts on our leadership any more: now a standby may take over at once (and may
+    // say so in its own gauge meanwhile).
+    metrics.leader.set(0);
     election_stop.cancel();
     if let Err(error) = election.await {
         fatal.get_or_insert(format!("the leader election failed: {error}"));
