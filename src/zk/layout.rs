@@ -241,6 +241,9 @@ pub enum Location<'a> {
     Elsewhere,
 }
 
+/// The longest cluster name taken, in bytes.
+pub const MAX_CLUSTER_NAME: usize = 255;
+
 /// Every path of one cluster's tree, built from its name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterLayout {
@@ -255,7 +258,10 @@ impl ClusterLayout {
     /// `#` and `;` as the start of a comment, `"` as a quote and `\` as an escape, so a name
     /// holding them would register its stores under another name than the operator watches.
     pub fn new(cluster: &str) -> Result<Self, LayoutError> {
+        // Every path of a reload's batched reads holds the name: one of thousands of bytes
+        // would make a batch larger than ZooKeeper takes (jute.maxbuffer), at every reload.
         let valid = !cluster.is_empty()
+            && cluster.len() <= MAX_CLUSTER_NAME
             && cluster != "."
             && cluster != ".."
             && !cluster.contains(['/', '#', ';', '"', '\\', '\u{FFFE}', '\u{FFFF}'])
@@ -342,7 +348,7 @@ impl ClusterLayout {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LayoutError {
     #[error(
-        "invalid cluster name {0:?}: it must be one non-empty ZooKeeper path segment, without '#', ';', '\"', '\\' or spaces at either end (pfs.conf could not hold it)"
+        "invalid cluster name {0:?}: it must be one non-empty ZooKeeper path segment of at most 255 bytes, without '#', ';', '\"', '\\' or spaces at either end (pfs.conf could not hold it)"
     )]
     BadClusterName(String),
 }
@@ -576,8 +582,20 @@ mod tests {
     fn cluster_names_are_one_segment() {
         assert!(ClusterLayout::new("cluster1").is_ok());
         assert!(ClusterLayout::new("prod eu-1.a_b").is_ok());
+        assert!(ClusterLayout::new(&"c".repeat(MAX_CLUSTER_NAME)).is_ok());
         for bad in [
-            "", "a/b", ".", "..", "bad\n", "prod;eu", "c#1", " c1", "c1 ", "a\"b", "a\\b",
+            "",
+            "a/b",
+            ".",
+            "..",
+            "bad\n",
+            "prod;eu",
+            "c#1",
+            " c1",
+            "c1 ",
+            "a\"b",
+            "a\\b",
+            &"c".repeat(256),
         ] {
             assert_eq!(
                 ClusterLayout::new(bad),

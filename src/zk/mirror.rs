@@ -1289,10 +1289,12 @@ async fn apply_batch(
             }
         }
     }
-    publisher.publish_stores(touched, dirs_changed, false);
+    // Distrust first: no snapshot with a node left unread may go out trusted, not even for
+    // the moment between the two publishes.
     if let Some(unread) = unread {
         publisher.set_read_failure(unread);
     }
+    publisher.publish_stores(touched, dirs_changed, false);
 
     apply_session_changes(
         publisher,

@@ -388,14 +388,16 @@ impl StoreView {
 }
 
 /// Whether a full reload sees this node. It lists the children of the store directory, of
-/// `trays/`, of each tray and of `ports/` and `rep_ports/`, and nothing deeper; the event path
-/// ignores deeper nodes too, so both paths build the same view and a resync finds no false drift.
+/// `trays/`, of each tray (a child of `trays/` that names no tray is not looked into) and of
+/// `ports/` and `rep_ports/`, and nothing deeper; the event path ignores the nodes it does not
+/// see too, so both paths build the same view and a resync finds no false drift.
 fn listed_by_full_load(rel: &str) -> bool {
     let parts: Vec<&str> = rel.split('/').collect();
-    matches!(
-        parts.as_slice(),
-        [_] | ["trays" | "ports" | "rep_ports", _] | ["trays", _, _]
-    )
+    match parts.as_slice() {
+        [_] | ["trays" | "ports" | "rep_ports", _] => true,
+        ["trays", tray, _] => StoreNode::parse(&format!("trays/{tray}")).is_ok(),
+        _ => false,
+    }
 }
 
 /// Node data as text: UTF-8, surrounding whitespace and C string terminators removed.
@@ -753,14 +755,9 @@ mod tests {
                     }
                 ),
                 ("surprise".into(), DataError::UnexpectedNode),
+                // What is below it is not read (see `nothing_below_a_junk_tray_is_taken`).
                 (
                     "trays/not-a-uuid".into(),
-                    DataError::BadTrayUuid {
-                        value: "not-a-uuid".into()
-                    }
-                ),
-                (
-                    "trays/not-a-uuid/capacity".into(),
                     DataError::BadTrayUuid {
                         value: "not-a-uuid".into()
                     }
@@ -1049,6 +1046,26 @@ mod tests {
         view.apply("3", "alive", NodeUpdate::Present(b""));
         assert!(view.stores_dir, "a store implies the directory");
         assert!(view_of(&registered_store(1)).stores_dir);
+    }
+
+    /// What is below a child of `trays/` that names no tray is not read by a full reload, and
+    /// not taken from events either: both paths report the junk node alone.
+    #[test]
+    fn nothing_below_a_junk_tray_is_taken() {
+        let mut view = ClusterView::default();
+        view.apply("5", "alive", NodeUpdate::Present(b""));
+        assert_eq!(
+            view.apply("5", "trays/junk", NodeUpdate::Present(b"")),
+            Touched::Store(StoreId::new(5).unwrap())
+        );
+        for below in ["trays/junk/devname", "trays/junk/online"] {
+            assert_eq!(
+                view.apply("5", below, NodeUpdate::Present(b"/dev/sdb")),
+                Touched::Nothing
+            );
+        }
+        let store = &view.stores[&StoreId::new(5).unwrap()];
+        assert_eq!(store.unexpected.keys().collect::<Vec<_>>(), ["trays/junk"]);
     }
 
     #[test]
