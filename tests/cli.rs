@@ -37,10 +37,14 @@ async fn once_on_an_empty_db(backend: Backend) {
     let db = TestDb::new(backend).await;
     let mut stores = Vec::new();
     for id in 1..=3 {
+        // Sessions that outlast a loaded machine's stalls: the two stores up must read OK.
         stores.push(
-            PfsSim::start(spec(&zk.connect_string(), &cluster, id))
-                .await
-                .unwrap(),
+            PfsSim::start(
+                spec(&zk.connect_string(), &cluster, id)
+                    .with_session_timeout(Duration::from_secs(15)),
+            )
+            .await
+            .unwrap(),
         );
     }
     stores[2].crash().await;
