@@ -16,7 +16,7 @@
 //! decides when, once nothing acts on this replica's leadership any more.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -40,6 +40,8 @@ const WARN_EVERY: Duration = Duration::from_secs(30);
 const RELEASE_ATTEMPTS: usize = 3;
 /// The longest a release may take (with its retries), at most the renew deadline.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a wait for the end of a term looks at the wall clock too (see `Terms::wall_end`).
+const LAPSE_CHECK: Duration = Duration::from_secs(1);
 /// How long a stop waits at least for a Lease request under way to land before releasing the
 /// Lease (and at most for two request timeouts, its read and its write).
 const LANDING_WAIT: Duration = Duration::from_secs(2);
@@ -373,6 +375,11 @@ pub struct TermDeadline {
 #[derive(Debug, Default)]
 struct Terms {
     end: Option<Instant>,
+    /// `end` on the wall clock, as the two clocks stood when it was set. The monotonic clock
+    /// stops while the machine is suspended, or its VM paused: a leader resumed after its
+    /// Lease expired would otherwise find its term still holding, and write until its next
+    /// renewal told it otherwise, while its successor writes too.
+    wall_end: Option<SystemTime>,
     begun: u64,
 }
 
@@ -383,7 +390,17 @@ impl TermDeadline {
     }
 
     fn holds_at(&self, now: Instant) -> bool {
-        self.end().is_some_and(|end| now < end)
+        self.holds_at_on(now, SystemTime::now())
+    }
+
+    /// Whether the term holds at `now` on the monotonic clock and `wall` on the wall clock.
+    /// (A wall clock stepped forward ends a term early, which only holds writes back until
+    /// the next renewal sets the end again.)
+    fn holds_at_on(&self, now: Instant, wall: SystemTime) -> bool {
+        let terms = self.lock();
+        self.term.is_none_or(|term| term == terms.begun)
+            && terms.end.is_some_and(|end| now < end)
+            && terms.wall_end.is_none_or(|end| wall < end)
     }
 
     /// The end of the term this deadline is for, if it is the current one.
@@ -399,10 +416,12 @@ impl TermDeadline {
     pub async fn lapsed(&self) {
         loop {
             let Some(end) = self.end() else { return };
-            if Instant::now() >= end {
+            if !self.holds() {
                 return;
             }
-            tokio::time::sleep_until(end).await;
+            // In steps, so that a term the wall clock ended (after a suspend) is seen lapsed
+            // within a second, not when the stopped monotonic clock reaches its end.
+            tokio::time::sleep_until(end.min(Instant::now() + LAPSE_CHECK)).await;
         }
     }
 
@@ -426,9 +445,19 @@ impl TermDeadline {
     }
 
     fn set(&self, end: Option<Instant>) {
+        self.set_at(end, Instant::now(), SystemTime::now());
+    }
+
+    /// [`Self::set`] at `now` on the monotonic clock and `wall` on the wall clock.
+    fn set_at(&self, end: Option<Instant>, now: Instant, wall: SystemTime) {
         let mut terms = self.lock();
         if terms.end.is_none() && end.is_some() {
             terms.begun += 1;
+        }
+        // Mapped onto the wall clock when the end moves (a renewal), not at every look: mapped
+        // anew after a suspend, it would move on by the time the monotonic clock stood still.
+        if terms.end != end {
+            terms.wall_end = end.map(|end| wall + end.saturating_duration_since(now));
         }
         terms.end = end;
     }
@@ -850,6 +879,36 @@ mod tests {
             Candidate::Seeing,
             false,
         )
+    }
+
+    /// A machine suspended (or a VM paused) stops the monotonic clock, not the wall clock: a
+    /// leader resumed past its term's end on the wall clock does not write on.
+    #[test]
+    fn a_term_ends_by_the_wall_clock_too() {
+        let config = LeaseConfig::new("op", "default", "a", DURATION);
+        let (leading, _) = watch::channel(false);
+        let deadline = TermDeadline::default();
+        let (start, wall) = (Instant::now(), SystemTime::now());
+        let mut term_end = Some(start + config.renew_deadline);
+        update_leading(&leading, &deadline, &mut term_end, &config, start, false);
+        assert!(deadline.holds_at_on(start, wall));
+        // Resumed a minute later by the wall, a moment later by the stopped monotonic clock;
+        // the election, not renewed yet, publishes the same term end again.
+        let resumed = start + Duration::from_millis(10);
+        let resumed_wall = wall + Duration::from_secs(60);
+        deadline.set_at(term_end, resumed, resumed_wall);
+        assert!(!deadline.holds_at_on(resumed, resumed_wall));
+        assert!(
+            !deadline
+                .pinned()
+                .holds_at_on(resumed, wall + Duration::from_secs(60))
+        );
+        // A wall clock stepped back ends nothing: the monotonic clock still decides.
+        assert!(deadline.holds_at_on(resumed, wall - Duration::from_secs(3600)));
+        assert!(!deadline.holds_at_on(
+            start + config.renew_deadline,
+            wall - Duration::from_secs(3600)
+        ));
     }
 
     #[test]

@@ -1571,11 +1571,14 @@ async fn a_standby_writes_nothing_but_its_bids_for_the_lease() {
         (restart_count(&stores, "store-1").await == 2).then_some(())
     })
     .await;
-    let by_new_leader = writes_of(&harness, standby);
-    assert!(
-        by_new_leader.iter().any(|w| w.starts_with("delete pods")),
-        "{by_new_leader:#?}"
-    );
+    // Recorded first, then the kill.
+    wait_for("the new leader's kill", async || {
+        writes_of(&harness, standby)
+            .iter()
+            .any(|w| w.starts_with("delete pods"))
+            .then_some(())
+    })
+    .await;
     harness.finish().await;
 }
 
