@@ -1,5 +1,9 @@
 //! End-to-end tests on the test bed (see `harness`): by default the API emulator with its node
 //! agent; a real cluster when `PUREFLASH_E2E_KUBECONFIG` is set.
+//!
+//! Each test's runtime has four workers on a two-core machine: the emulator, its node agent
+//! and the test's proxies run on it, and the test blocks a worker now and then (kubectl, a
+//! ZooKeeper restart); with two, they would all share one meanwhile.
 
 mod harness;
 
@@ -34,7 +38,7 @@ fn pfs_pod(name: &str, node: &str, image: &str, config_map: &str) -> Pod {
     .expect("valid pod")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn smoke_a_pfs_pod_runs_registers_and_dies_with_its_pod() {
     let harness = Harness::start("smoke").await;
 
@@ -120,7 +124,7 @@ async fn smoke_a_pfs_pod_runs_registers_and_dies_with_its_pod() {
     harness.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pods_restart_on_exit_stop_gracefully_and_hang_like_pfs() {
     let harness = Harness::start("lifecycle").await;
     let config_maps: Api<ConfigMap> = Api::namespaced(harness.client.clone(), &harness.namespace);
@@ -245,7 +249,7 @@ async fn pods_restart_on_exit_stop_gracefully_and_hang_like_pfs() {
 
 /// An operator that does not exit on SIGTERM (here: stopped) fails the test at its end, within
 /// a bounded wait, and is SIGKILLed rather than left running.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_operator_that_ignores_sigterm_fails_the_test_and_is_killed() {
     let mut harness = Harness::start("stuck").await;
     harness.install_crd(
@@ -315,7 +319,7 @@ const UNMAPPED_IMAGE: &str = "example.invalid/nothing:1";
 
 /// The node agent retries a status write that fails, as the kubelet's status manager does: a
 /// Pod it reports once is not left without a status by one failed patch.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_node_agent_retries_a_failed_status_write() {
     use kube_emulator::{Action, Matcher};
 
@@ -352,7 +356,7 @@ async fn the_node_agent_retries_a_failed_status_write() {
 
 /// A status write of a Pod deleted meanwhile (held up at the API server, here) is refused by
 /// its uid precondition, as the kubelet's are: it never lands on a new Pod of the same name.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deleted_pods_late_status_write_does_not_land_on_its_successor() {
     use kube_emulator::{Action, Matcher};
 

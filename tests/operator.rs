@@ -1,6 +1,10 @@
 //! The operator end to end: `pureflash-operator run` as a separate process against the test bed
 //! (API emulator + node agent running the pfs simulator, or a real cluster), real ZooKeeper and
 //! MariaDB.
+//!
+//! Each test's runtime has four workers on a two-core machine: the emulator, its node agent
+//! and the test's proxies run on it, and the test blocks a worker now and then (kubectl, a
+//! ZooKeeper restart); with two, they would all share one meanwhile.
 
 mod harness;
 mod helm;
@@ -56,7 +60,7 @@ async fn wait_phase(
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_runs_goes_online_and_its_db_row_reads_ok() {
     let mut harness = Harness::start("online").await;
     install_crd(&harness);
@@ -208,7 +212,7 @@ async fn store_1_online(
     (stores, pods, pod)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hung_store_is_killed_once_and_comes_back_online() {
     let mut harness = Harness::start("hung").await;
     install_crd(&harness);
@@ -325,7 +329,7 @@ async fn server_time(harness: &Harness) -> jiff::Timestamp {
 /// server's time, not in the clock of the replica that wrote them. Here the cluster's clock is
 /// two minutes behind the operator's machine: the times the operator writes still read as the
 /// cluster's, and the grace period holds in them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn status_times_are_the_api_servers_even_when_the_operators_clock_is_off() {
     const BEHIND: jiff::SignedDuration = jiff::SignedDuration::from_secs(120);
     const GRACE: u32 = 6;
@@ -405,7 +409,7 @@ async fn status_times_are_the_api_servers_even_when_the_operators_clock_is_off()
 /// A store being deleted is left to the garbage collector: while another controller's
 /// finalizer holds it (or a foreground deletion waits for its Pod to end), a Pod or ConfigMap
 /// that goes is not written again, and once the store goes, so do they.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_being_deleted_gets_no_new_pod() {
     const HOLD: &str = "test.pureflash.io/hold";
     let mut harness = Harness::start("deleting").await;
@@ -522,7 +526,7 @@ fn every_test_a_real_cluster_cannot_run_is_skipped_in_the_readme() {
 /// The kubelet evicts a store's Pod under node pressure: the Pod is left `Failed` and never
 /// runs again, so the operator replaces it (a terminal Pod is no restart: no grace period, no
 /// backoff) and the store comes back Online in a new Pod.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_evicted_pod_is_replaced_and_the_store_comes_back() {
     let mut harness = start_emulated(
         "evicted",
@@ -576,7 +580,7 @@ async fn an_evicted_pod_is_replaced_and_the_store_comes_back() {
 /// A node that refuses every new Pod at admission (out of CPU, say): the evicted store's Pod is
 /// replaced at once, then again after 2 s, 4 s, 8 s… instead of at the API's pace, and once the
 /// node admits Pods again the store comes back.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replacements_of_pods_a_node_refuses_are_spaced_out() {
     let mut harness = start_emulated(
         "refused",
@@ -631,7 +635,7 @@ async fn replacements_of_pods_a_node_refuses_are_spaced_out() {
 /// offline, though the node still reads Ready (the node lifecycle controller notices only
 /// after 40–50 s, later than the store's grace). It stays alone once the node is marked
 /// unreachable, and is restarted as soon as the node reports again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_on_a_silent_node_is_restarted_once_the_node_is_back() {
     let mut harness = start_emulated(
         "silent-node",
@@ -700,7 +704,7 @@ async fn a_store_on_a_silent_node_is_restarted_once_the_node_is_back() {
 /// the store serves (its pfs keeps its ZooKeeper session) and the Pod still reads Running, as
 /// on a real cluster: the delete would not reach the pfs, and would kill it whenever the node
 /// reports again. Once it does, the rollout goes on.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_serving_store_on_a_node_out_of_contact_is_rolled_once_the_node_reports() {
     let mut harness = start_emulated(
         "silent-roll",
@@ -756,7 +760,7 @@ async fn a_serving_store_on_a_node_out_of_contact_is_rolled_once_the_node_report
     harness.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_crashed_store_is_restarted_by_its_pod_and_the_operator_leaves_it_alone() {
     let mut harness = Harness::start("crash").await;
     install_crd(&harness);
@@ -827,7 +831,7 @@ async fn restart_count(stores: &Api<PureFlashStore>, name: &str) -> u32 {
         .map_or(0, |s| s.restart_count)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn zookeeper_down_means_unknown_and_no_restart_then_recovery_resumes() {
     let name = OWNED_ZOOKEEPER_ONLY[0];
     let mut harness = Harness::start("zkdown").await;
@@ -968,7 +972,7 @@ async fn zookeeper_down_means_unknown_and_no_restart_then_recovery_resumes() {
 /// moved to another one) that the reload after reconnecting ends within a moment is not
 /// written to every store: no status goes Unknown, no ViewUntrusted Event. A longer loss is
 /// (see `zookeeper_down_means_unknown_and_no_restart_then_recovery_resumes`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_zookeeper_connection_blip_is_not_written_to_every_store() {
     let mut harness = Harness::start("blip").await;
     install_crd(&harness);
@@ -1046,7 +1050,7 @@ async fn a_zookeeper_connection_blip_is_not_written_to_every_store() {
 /// A store ZooKeeper refuses to read (an ACL on one of its nodes) is Unknown and left alone,
 /// even once it is offline; the other stores go on being watched and recovered. Its ACL fixed,
 /// the next full reload reads it again and it is recovered too.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_zookeeper_refuses_to_read_is_left_alone_and_the_others_are_not() {
     let mut harness = Harness::start("unreadable").await;
     install_crd(&harness);
@@ -1130,7 +1134,7 @@ async fn a_store_zookeeper_refuses_to_read_is_left_alone_and_the_others_are_not(
     harness.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn most_of_the_cluster_offline_freezes_restarts_but_a_manual_restart_still_works() {
     let mut harness = Harness::start("frozen").await;
     install_crd(&harness);
@@ -1270,7 +1274,7 @@ async fn most_of_the_cluster_offline_freezes_restarts_but_a_manual_restart_still
 /// A tray of an alive store goes offline (its `online` node gone, as when pfs drops a failed
 /// disk): the store stays Online and Ready, TraysOnline turns False naming the tray, with a
 /// Warning; the tray back, it turns True.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tray_going_offline_under_an_alive_store_is_a_condition_and_an_event() {
     use zookeeper_client::{Acls, CreateMode};
     let mut harness = Harness::start("tray").await;
@@ -1325,7 +1329,7 @@ async fn a_tray_going_offline_under_an_alive_store_is_a_condition_and_an_event()
     harness.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flapping_store_backs_off_then_exhausts_its_budget() {
     let mut harness = Harness::start("flap").await;
     install_crd(&harness);
@@ -1404,7 +1408,7 @@ fn restarts_logged(harness: &Harness, replica: usize) -> usize {
         .count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_of_two_replicas_acts_and_the_other_takes_over_without_a_double_restart() {
     let mut harness = Harness::start("ha").await;
     install_crd(&harness);
@@ -1492,7 +1496,7 @@ fn writes_of(harness: &Harness, replica: usize) -> Vec<String> {
 
 /// Only the leader writes: a standby, its view and caches as warm, reads and bids for the
 /// Lease and nothing else, through a store's restart; once it leads, it writes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_standby_writes_nothing_but_its_bids_for_the_lease() {
     let mut harness = start_emulated(
         "ha-writes",
@@ -1585,7 +1589,7 @@ async fn a_standby_writes_nothing_but_its_bids_for_the_lease() {
 /// A leader that dies while a store's grace period runs: its successor counts the grace from
 /// when the store went offline (the status's `offlineSince`), not from its own takeover, and
 /// restarts the store once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_takeover_during_the_grace_period_keeps_the_offline_timer() {
     const GRACE: u32 = 16;
     let mut harness = Harness::start("ha-grace").await;
@@ -1652,7 +1656,7 @@ async fn a_takeover_during_the_grace_period_keeps_the_offline_timer() {
 /// A leader cut off from ZooKeeper while another replica is not hands the Lease over after
 /// `--untrusted-handover`: the replica that sees ZooKeeper leads, and recovers stores; the one
 /// that cannot stays a standby.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_cut_off_from_zookeeper_hands_over_to_a_replica_that_is_not() {
     let mut harness = Harness::start("handover").await;
     install_crd(&harness);
@@ -1707,7 +1711,7 @@ async fn a_leader_cut_off_from_zookeeper_hands_over_to_a_replica_that_is_not() {
 /// A leader killed (SIGKILL, an OOM kill) and started again under its identity finds the Lease
 /// still its own: it leads again only once its ZooKeeper view is loaded, instead of writing
 /// every store `Unknown` until then.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_restarted_leader_leads_again_only_on_a_loaded_view() {
     let mut harness = Harness::start("warm").await;
     install_crd(&harness);
@@ -1762,7 +1766,7 @@ async fn a_restarted_leader_leads_again_only_on_a_loaded_view() {
 /// standby takes over at its next look instead of after a whole lease duration (30 s here),
 /// even when the release's first write meets a conflict (a renewal abandoned at the stop that
 /// landed first).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_stopped_gracefully_releases_the_lease_even_after_a_conflict() {
     let mut harness = start_emulated(
         "handover",
@@ -1810,7 +1814,7 @@ async fn a_leader_stopped_gracefully_releases_the_lease_even_after_a_conflict() 
 
 /// Probes and metrics answer while a stopping leader hands its Lease back: a liveness probe
 /// refused meanwhile could have the kubelet kill the operator before the release.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_admin_endpoint_answers_until_the_lease_is_released() {
     let mut harness = start_emulated(
         "admin-stop",
@@ -1860,7 +1864,7 @@ async fn the_admin_endpoint_answers_until_the_lease_is_released() {
 /// A spec change whose Pod the API would refuse (a request above its limit) must not take the
 /// serving Pod away for a successor that cannot be created: the rollout is held and says why,
 /// and goes on once the spec is fixed. A real API server refuses such a Pod too.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_spec_change_the_api_would_refuse_keeps_the_running_pod() {
     let mut harness = Harness::start("refused-roll").await;
     install_crd(&harness);
@@ -1996,7 +2000,7 @@ async fn a_spec_change_the_api_would_refuse_keeps_the_running_pod() {
 /// The API refuses a store's new Pod (a ResourceQuota, an admission webhook): the store,
 /// whose pfs went with its old Pod, must not go on reading Online. Its status says why no Pod
 /// runs, an Event says what failed, and the Pod comes once the API accepts it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_whose_new_pod_is_refused_says_why_and_recovers_once_allowed() {
     use kube_emulator::faults::{Action, Matcher};
 
@@ -2114,7 +2118,7 @@ async fn a_store_whose_new_pod_is_refused_says_why_and_recovers_once_allowed() {
 /// server loses its Lease; its successor restarts the store on request and records it; the
 /// queued write then lands on a store it no longer describes. Were it accepted, it would erase
 /// the record of that restart, and the successor would honour the same request twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_former_leaders_late_status_write_does_not_undo_its_successors() {
     use kube_emulator::faults::{Action, Matcher};
 
@@ -2212,7 +2216,7 @@ async fn a_former_leaders_late_status_write_does_not_undo_its_successors() {
     harness.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn invalid_specs_are_rejected_with_clear_messages() {
     let mut harness = Harness::start("invalid").await;
     install_crd(&harness);
@@ -2397,7 +2401,7 @@ fn metric(harness: &Harness, replica: usize, line_prefix: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn api_faults_and_lost_watches_converge() {
     use kube_emulator::faults::{Action, Matcher};
 
@@ -2506,7 +2510,7 @@ async fn api_faults_and_lost_watches_converge() {
     harness.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_missing_crd_is_a_clear_startup_error_and_the_admin_endpoints_serve() {
     let mut harness = Harness::start("admin").await;
     // A real cluster has the CRD from other tests (it is cluster-wide, and they run at once).
@@ -2578,7 +2582,7 @@ async fn a_missing_crd_is_a_clear_startup_error_and_the_admin_endpoints_serve() 
 
 /// Two PureFlashStores claiming one store id: the first created runs, the second says why it
 /// does not, and takes the id over once the first is gone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_store_with_the_same_id_is_not_run_until_the_first_is_gone() {
     let mut harness = Harness::start("duplicate").await;
     install_crd(&harness);
@@ -2658,7 +2662,7 @@ async fn a_second_store_with_the_same_id_is_not_run_until_the_first_is_gone() {
 
 /// Two pfs on one disk would corrupt it: a store whose trays name a device of its node another
 /// store serves gets no Pod, and says why, until that store lets the device go.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_store_naming_a_disk_another_store_serves_is_not_run_until_it_is_free() {
     let mut harness = Harness::start("device").await;
     install_crd(&harness);
@@ -2775,7 +2779,7 @@ async fn a_store_naming_a_disk_another_store_serves_is_not_run_until_it_is_free(
     harness.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_store_is_left_alone_and_a_spec_change_reaches_it_through_recovery() {
     let mut harness = Harness::start("pause").await;
     install_crd(&harness);
@@ -2899,7 +2903,7 @@ async fn a_paused_store_is_left_alone_and_a_spec_change_reaches_it_through_recov
 /// A store whose changed spec waits (its recovery paused here) keeps the pfs.conf its Pod was
 /// made with: a pfs the kubelet restarts in place meanwhile registers as before, not with
 /// part of a change its Pod was not made for. Once let go, the new Pod registers the change.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_held_stores_pfs_restarted_in_place_reads_the_pfs_conf_its_pod_was_made_with() {
     let mut harness = Harness::start("held-conf").await;
     install_crd(&harness);
@@ -2966,7 +2970,7 @@ async fn a_held_stores_pfs_restarted_in_place_reads_the_pfs_conf_its_pod_was_mad
 /// A spec change applied to every store at once replaces their Pods one store at a time: the
 /// next serving store's Pod goes only once the previous store is back in a new session and has
 /// settled; meanwhile the held stores say why.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_change_to_every_store_rolls_their_pods_one_store_at_a_time() {
     let mut harness = Harness::start("rollout").await;
     install_crd(&harness);
@@ -3120,7 +3124,7 @@ async fn a_change_to_every_store_rolls_their_pods_one_store_at_a_time() {
 
 /// The chart's RBAC, enforced: the operator runs as the chart's ServiceAccount (its bearer
 /// token), and every call it makes through a store's life, a hang and a restart must be allowed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_charts_rbac_covers_every_call_the_operator_makes() {
     let mut harness = Harness::start("rbac").await;
     install_crd(&harness);
