@@ -16,7 +16,7 @@
 //! decides when, once nothing acts on this replica's leadership any more.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -43,8 +43,10 @@ const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a wait for the end of a term looks at the wall clock too (see `Terms::wall_end`).
 const LAPSE_CHECK: Duration = Duration::from_secs(1);
 /// How long a stop waits at least for a Lease request under way to land before releasing the
-/// Lease (and at most for two request timeouts, its read and its write).
+/// Lease (and for two request timeouts, its read and its write, where they are longer, up to
+/// [`LANDING_WAIT_MAX`]: a stop must fit the Pod's termination grace whatever the lease).
 const LANDING_WAIT: Duration = Duration::from_secs(2);
+const LANDING_WAIT_MAX: Duration = Duration::from_secs(5);
 /// The least a Lease request is given to answer, however short the lease: an API server under
 /// load may well take a few hundred milliseconds.
 const MIN_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
@@ -375,12 +377,29 @@ pub struct TermDeadline {
 #[derive(Debug, Default)]
 struct Terms {
     end: Option<Instant>,
-    /// `end` on the wall clock, as the two clocks stood when it was set. The monotonic clock
-    /// stops while the machine is suspended, or its VM paused: a leader resumed after its
-    /// Lease expired would otherwise find its term still holding, and write until its next
-    /// renewal told it otherwise, while its successor writes too.
-    wall_end: Option<SystemTime>,
+    /// `end` on the boot clock ([`boot_clock`]), which counts the time the machine spends
+    /// suspended; the monotonic clock stops then, and a leader resumed after its Lease expired
+    /// would otherwise find its term still holding, and write until its next renewal told it
+    /// otherwise, while its successor writes too.
+    boot_end: Option<Duration>,
+    /// The last renewal's start on both clocks ([`TermDeadline::renewal_starts`]): the end
+    /// is mapped from it, so that a suspend during the renewal does not lengthen the term.
+    renewal_start: Option<(Instant, Duration)>,
     begun: u64,
+}
+
+/// Time since boot, suspended time included (`CLOCK_BOOTTIME`); `None` where there is none.
+fn boot_clock() -> Option<Duration> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+        return Some(Duration::new(
+            u64::try_from(now.tv_sec).unwrap_or(0),
+            u32::try_from(now.tv_nsec).unwrap_or(0),
+        ));
+    }
+    #[allow(unreachable_code)]
+    None
 }
 
 impl TermDeadline {
@@ -390,17 +409,26 @@ impl TermDeadline {
     }
 
     fn holds_at(&self, now: Instant) -> bool {
-        self.holds_at_on(now, SystemTime::now())
+        self.holds_at_on(now, boot_clock())
     }
 
-    /// Whether the term holds at `now` on the monotonic clock and `wall` on the wall clock.
-    /// (A wall clock stepped forward ends a term early, which only holds writes back until
-    /// the next renewal sets the end again.)
-    fn holds_at_on(&self, now: Instant, wall: SystemTime) -> bool {
+    /// Whether the term holds at `now` on the monotonic clock and `boot` on the boot clock.
+    fn holds_at_on(&self, now: Instant, boot: Option<Duration>) -> bool {
         let terms = self.lock();
         self.term.is_none_or(|term| term == terms.begun)
             && terms.end.is_some_and(|end| now < end)
-            && terms.wall_end.is_none_or(|end| wall < end)
+            && match (terms.boot_end, boot) {
+                (Some(end), Some(boot)) => boot < end,
+                _ => true,
+            }
+    }
+
+    /// The election starts a renewal at `started` (on the monotonic clock; the boot clock is
+    /// read now): the term it may bring is mapped onto the boot clock from here.
+    fn renewal_starts(&self, started: Instant) {
+        if let Some(boot) = boot_clock() {
+            self.lock().renewal_start = Some((started, boot));
+        }
     }
 
     /// The end of the term this deadline is for, if it is the current one.
@@ -445,19 +473,18 @@ impl TermDeadline {
     }
 
     fn set(&self, end: Option<Instant>) {
-        self.set_at(end, Instant::now(), SystemTime::now());
-    }
-
-    /// [`Self::set`] at `now` on the monotonic clock and `wall` on the wall clock.
-    fn set_at(&self, end: Option<Instant>, now: Instant, wall: SystemTime) {
         let mut terms = self.lock();
         if terms.end.is_none() && end.is_some() {
             terms.begun += 1;
         }
-        // Mapped onto the wall clock when the end moves (a renewal), not at every look: mapped
-        // anew after a suspend, it would move on by the time the monotonic clock stood still.
+        // Mapped onto the boot clock when the end moves (a renewal), from the renewal's start,
+        // not at every look: mapped anew after a suspend, it would move on by the time the
+        // monotonic clock stood still.
         if terms.end != end {
-            terms.wall_end = end.map(|end| wall + end.saturating_duration_since(now));
+            terms.boot_end = end.and_then(|end| {
+                let (started, boot) = terms.renewal_start?;
+                Some(boot + end.saturating_duration_since(started))
+            });
         }
         terms.end = end;
     }
@@ -520,6 +547,7 @@ pub async fn run(
         // from here ends before any follower (which starts counting once it sees the renewal)
         // may take over.
         let started = Instant::now();
+        deadline.renewal_starts(started);
         // Seeing ZooKeeper (steadily) again: a candidate like any other.
         let sees_zookeeper = *candidacy.sees_zookeeper.borrow_and_update();
         resigned &= !sees_zookeeper;
@@ -555,7 +583,8 @@ pub async fn run(
                     // abandoned could land after the release below has read the Lease (and
                     // found it not ours), leaving it to a replica on its way out until it
                     // expires.
-                    let _ = tokio::time::timeout(LANDING_WAIT.max(config.request_timeout() * 2), &mut attempted).await;
+                    let landing = (config.request_timeout() * 2).clamp(LANDING_WAIT, LANDING_WAIT_MAX);
+                    let _ = tokio::time::timeout(landing, &mut attempted).await;
                     break;
                 }
                 outcome = &mut attempted => outcome,
@@ -881,34 +910,35 @@ mod tests {
         )
     }
 
-    /// A machine suspended (or a VM paused) stops the monotonic clock, not the wall clock: a
-    /// leader resumed past its term's end on the wall clock does not write on.
+    /// A machine suspended stops the monotonic clock, not the boot clock: a leader resumed
+    /// past its term's end on the boot clock does not write on.
     #[test]
-    fn a_term_ends_by_the_wall_clock_too() {
+    fn a_term_ends_by_the_boot_clock_too() {
         let config = LeaseConfig::new("op", "default", "a", DURATION);
         let (leading, _) = watch::channel(false);
         let deadline = TermDeadline::default();
-        let (start, wall) = (Instant::now(), SystemTime::now());
+        let start = Instant::now();
+        deadline.lock().renewal_start = Some((start, Duration::from_secs(1000)));
+        let boot = |secs: f64| Some(Duration::from_secs_f64(1000.0 + secs));
         let mut term_end = Some(start + config.renew_deadline);
         update_leading(&leading, &deadline, &mut term_end, &config, start, false);
-        assert!(deadline.holds_at_on(start, wall));
-        // Resumed a minute later by the wall, a moment later by the stopped monotonic clock;
-        // the election, not renewed yet, publishes the same term end again.
+        assert!(deadline.holds_at_on(start, boot(0.0)));
+        // Resumed a minute later by the boot clock, a moment later by the stopped monotonic
+        // clock; the election, not renewed yet, publishes the same term end again.
         let resumed = start + Duration::from_millis(10);
-        let resumed_wall = wall + Duration::from_secs(60);
-        deadline.set_at(term_end, resumed, resumed_wall);
-        assert!(!deadline.holds_at_on(resumed, resumed_wall));
-        assert!(
-            !deadline
-                .pinned()
-                .holds_at_on(resumed, wall + Duration::from_secs(60))
-        );
-        // A wall clock stepped back ends nothing: the monotonic clock still decides.
-        assert!(deadline.holds_at_on(resumed, wall - Duration::from_secs(3600)));
-        assert!(!deadline.holds_at_on(
-            start + config.renew_deadline,
-            wall - Duration::from_secs(3600)
-        ));
+        update_leading(&leading, &deadline, &mut term_end, &config, resumed, false);
+        assert!(!deadline.holds_at_on(resumed, boot(60.0)));
+        assert!(!deadline.pinned().holds_at_on(resumed, boot(60.0)));
+        // Within the term on both, it holds; past it on the monotonic clock, it does not.
+        assert!(deadline.holds_at_on(resumed, boot(1.0)));
+        assert!(!deadline.holds_at_on(start + config.renew_deadline, boot(1.0)));
+        // A renewal begun after the resume starts a new stretch on both clocks.
+        deadline.lock().renewal_start = Some((resumed, Duration::from_secs(1060)));
+        let mut renewed = Some(resumed + config.renew_deadline);
+        update_leading(&leading, &deadline, &mut renewed, &config, resumed, false);
+        assert!(deadline.holds_at_on(resumed, boot(60.0)));
+        // Where there is no boot clock, the monotonic one decides alone.
+        assert!(deadline.holds_at_on(resumed, None));
     }
 
     #[test]
