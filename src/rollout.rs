@@ -163,10 +163,9 @@ pub enum HoldReason {
     /// kill, which is recovery's to make, with its rails (backoff, budget, restarts in flight,
     /// node contact, recovery enabled). Its restart makes the new Pod from the changed spec.
     AwaitingRecovery,
-    /// The Pod's node is out of contact (gone, `Ready=Unknown`, its kubelet not renewing its
-    /// Lease, or the Pod's phase `Unknown`): a delete would not reach its pfs, which may well
-    /// serve meanwhile, and would kill it whenever the node reports again, whatever the other
-    /// stores are doing by then.
+    /// The Pod's node is out of contact (gone, `Ready=Unknown`, or the Pod's phase `Unknown`):
+    /// a delete would not reach its pfs, which may well serve meanwhile, and would kill it
+    /// whenever the node reports again, whatever the other stores are doing by then.
     NodeUnreachable,
     /// `max_unavailable` other stores are unavailable.
     OthersUnavailable {
@@ -225,7 +224,7 @@ impl HoldReason {
                 "the store is offline while its pfs runs: its pod is replaced not by the rollout but by recovery's restart, which makes it from the changed spec once recovery's rules allow (the RecoveryFrozen condition says what holds it); with recovery disabled, annotate pureflash.io/restart to replace it".into()
             }
             HoldReason::NodeUnreachable => {
-                "the pod's node is out of contact (gone, Ready Unknown, or its kubelet not renewing its Lease): a delete would not reach its pfs, and would kill it whenever the node reports again, so the pod is replaced once the node reports".into()
+                "the pod's node is out of contact (gone, or Ready Unknown), or could not be read: a delete would not reach its pfs, and would kill it whenever the node reports again, so the pod is replaced once the node reports".into()
             }
             HoldReason::OthersUnavailable { .. } => format!(
                 "a changed spec waits to replace the pod of this serving store: other stores are unavailable and at most {max_unavailable} may be (--max-unavailable); the RolloutHeld Event names them"

@@ -756,40 +756,21 @@ fn renew_time(lease: Option<&Lease>) -> Option<jiff::Timestamp> {
 /// How long a kubelet's Lease holds when it does not say (the kubelet's default).
 const DEFAULT_NODE_LEASE_DURATION: jiff::SignedDuration = jiff::SignedDuration::from_secs(40);
 
-/// Whether the kubelet of `node` is out of contact with the API server `now` (cluster time),
-/// so that a Pod deleted there would stay terminating until it reports again: the Node is
-/// gone, the node lifecycle controller has marked it `Ready=Unknown` (after 40 s of silence by
-/// default), or its kubelet has not renewed its Lease for the Lease's duration (the earlier
-/// sign). A node reporting `Ready=False` is in contact: its kubelet carries out a delete.
-///
-/// The renew time is the node's clock compared with the cluster's: a node whose clock is far
-/// behind reads silent, which only holds its rollouts back (recovery, which kills, judges
-/// contact without comparing clocks, see [`node_health`]).
-pub fn node_out_of_contact(
-    node: Option<&Node>,
-    lease: Option<&Lease>,
-    now: jiff::Timestamp,
-) -> bool {
+/// Whether the kubelet of `node` is out of contact with the API server, so that a Pod deleted
+/// there would stay terminating until it reports again: the Node is gone, or the node
+/// lifecycle controller has marked it `Ready=Unknown` (after 40 s of silence by default). The
+/// control plane's word, in its own time: the kubelet's Lease, renewed in the node's time,
+/// would hold a node whose clock is behind for good. A node reporting `Ready=False` is in
+/// contact: its kubelet carries out a delete.
+pub fn node_out_of_contact(node: Option<&Node>) -> bool {
     let Some(node) = node else {
         return true;
     };
-    let ready_unknown = node
-        .status
+    node.status
         .as_ref()
         .and_then(|status| status.conditions.as_ref())
         .and_then(|conditions| conditions.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|ready| ready.status == "Unknown");
-    let duration = lease
-        .and_then(|lease| lease.spec.as_ref())
-        .and_then(|spec| spec.lease_duration_seconds)
-        .filter(|secs| *secs > 0)
-        .map_or(DEFAULT_NODE_LEASE_DURATION, |secs| {
-            jiff::SignedDuration::from_secs(i64::from(secs))
-        });
-    // No Lease (a kubelet older than node leases, or not yet made): the condition decides.
-    let lease_stale =
-        renew_time(lease).is_some_and(|renewed| now.duration_since(renewed) > duration);
-    ready_unknown || lease_stale
+        .is_some_and(|ready| ready.status == "Unknown")
 }
 
 /// The health of a store's node as recovery sees it `now`, from the Node, its Lease as just
@@ -1615,26 +1596,14 @@ mod tests {
     }
 
     #[test]
-    fn a_kubelet_is_out_of_contact_when_gone_marked_unknown_or_not_renewing() {
-        let now = at("2026-12-05T10:00:00Z");
-        let fresh = lease("2026-12-05T09:59:50.000000Z", 40);
-        let stale = lease("2026-12-05T09:59:10.000000Z", 40);
-        let out =
-            |node: Option<&Node>, lease: Option<&Lease>| node_out_of_contact(node, lease, now);
-        assert!(!out(Some(&ready_node("True")), Some(&fresh)));
+    fn a_kubelet_is_out_of_contact_when_its_node_is_gone_or_marked_unknown() {
+        assert!(!node_out_of_contact(Some(&ready_node("True"))));
         // Not ready, but reporting it: a delete reaches it.
-        assert!(!out(Some(&ready_node("False")), Some(&fresh)));
-        // No Lease to tell: the condition decides.
-        assert!(!out(Some(&ready_node("True")), None));
-        assert!(out(Some(&ready_node("Unknown")), None));
-        assert!(out(Some(&ready_node("Unknown")), Some(&fresh)));
-        // Silent for longer than its Lease holds, before the node lifecycle controller says so.
-        assert!(out(Some(&ready_node("True")), Some(&stale)));
-        assert!(!out(
-            Some(&ready_node("True")),
-            Some(&lease("2026-12-05T09:59:10.000000Z", 60))
-        ));
-        assert!(out(None, Some(&fresh)));
+        assert!(!node_out_of_contact(Some(&ready_node("False"))));
+        assert!(node_out_of_contact(Some(&ready_node("Unknown"))));
+        assert!(node_out_of_contact(None));
+        let no_status: Node = serde_json::from_value(json!({"metadata": {"name": "n"}})).unwrap();
+        assert!(!node_out_of_contact(Some(&no_status)));
     }
 
     #[test]

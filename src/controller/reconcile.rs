@@ -2046,17 +2046,11 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         let node_out_of_contact = match node_name {
             Some(node_name) => {
                 let nodes: Api<Node> = Api::all(ctx.client.clone());
-                let leases: Api<Lease> =
-                    Api::namespaced(ctx.client.clone(), pods::NODE_LEASE_NAMESPACE);
-                let read =
-                    futures::future::try_join(nodes.get_opt(node_name), leases.get_opt(node_name));
-                match read.await {
-                    Ok((node, lease)) => {
-                        pods::node_out_of_contact(node.as_ref(), lease.as_ref(), ctx.clock.now())
-                    }
+                match nodes.get_opt(node_name).await {
+                    Ok(node) => pods::node_out_of_contact(node.as_ref()),
                     // Not known to be in contact: held, and looked at again soon.
                     Err(error) => {
-                        debug!(store = %name, %namespace, %error, node = node_name, "the node of a pod to replace could not be read; the rollout waits");
+                        warn!(store = %name, %namespace, %error, node = node_name, "the node of a pod to replace could not be read; the rollout waits");
                         true
                     }
                 }
