@@ -27,7 +27,8 @@ fn main() -> ExitCode {
                 LogFormat::Json => eprintln!(
                     "{}",
                     serde_json::json!({
-                        "timestamp": jiff::Timestamp::now().to_string(),
+                        // As the log's records have it: microseconds, always six digits.
+                        "timestamp": jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
                         "level": "ERROR",
                         "fields": {"message": "exiting", "error": error.to_string()},
                         "target": "pureflash_operator",

