@@ -1237,8 +1237,8 @@ async fn apply_batch(
         "watch events"
     );
     let mut reread_failed = false;
-    // The first node that could not be read, recorded once what the batch changed is
-    // published (so that its own publish does not swallow the changes' news).
+    // The first node that could not be read, recorded with what the batch changed, in one
+    // publish (published on its own first, it would swallow the changes' news).
     let mut unread: Option<String> = None;
     let mut touched = Vec::new();
     let mut dirs_changed = false;
