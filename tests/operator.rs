@@ -1147,6 +1147,11 @@ async fn most_of_the_cluster_offline_freezes_restarts_but_a_manual_restart_still
         if matches!(name, "store-2" | "store-3") {
             manifest += "  settings:\n    pfs_sim:\n      start_delay: 3s\n";
         }
+        // The bystander keeps its session through a stall of the loaded machine: its Pod is
+        // checked untouched at the end.
+        if name == "store-4" {
+            manifest += "  settings:\n    pfs_sim:\n      session_timeout: 15s\n";
+        }
         apply(&harness, &manifest);
     }
     // A fifth store whose node is gone: offline too, but its pfs does not run at all (its Pod
