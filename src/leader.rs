@@ -40,7 +40,7 @@ const WARN_EVERY: Duration = Duration::from_secs(30);
 const RELEASE_ATTEMPTS: usize = 3;
 /// The longest a release may take (with its retries), at most the renew deadline.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often a wait for the end of a term looks at the wall clock too (see `Terms::wall_end`).
+/// How often a wait for the end of a term looks at the boot clock too (see `Terms::boot_end`).
 const LAPSE_CHECK: Duration = Duration::from_secs(1);
 /// How long a stop waits at least for a Lease request under way to land before releasing the
 /// Lease (and for two request timeouts, its read and its write, where they are longer, up to
@@ -380,22 +380,28 @@ struct Terms {
     /// `end` on the boot clock ([`boot_clock`]), which counts the time the machine spends
     /// suspended; the monotonic clock stops then, and a leader resumed after its Lease expired
     /// would otherwise find its term still holding, and write until its next renewal told it
-    /// otherwise, while its successor writes too.
+    /// otherwise, while its successor writes too. (A paused VM's clocks all stop: that pause
+    /// is not seen, as a stop of the process is, and a resumed leader acts until its next
+    /// renewal; the wall clock would see it once corrected, but would also end terms for
+    /// every step NTP makes.)
     boot_end: Option<Duration>,
-    /// The last renewal's start on both clocks ([`TermDeadline::renewal_starts`]): the end
-    /// is mapped from it, so that a suspend during the renewal does not lengthen the term.
+    /// The start of the election's last attempt on both clocks
+    /// ([`TermDeadline::renewal_starts`]): a term's end is mapped from the start of the attempt
+    /// that brought it, so that a suspend during that attempt does not lengthen the term.
     renewal_start: Option<(Instant, Duration)>,
     begun: u64,
 }
 
-/// Time since boot, suspended time included (`CLOCK_BOOTTIME`); `None` where there is none.
+/// Time since boot, suspended time included (`CLOCK_BOOTTIME`); `None` where there is none
+/// (another OS, or a kernel or sandbox that refuses the clock).
 fn boot_clock() -> Option<Duration> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+        let now =
+            rustix::time::clock_gettime_dynamic(rustix::time::DynamicClockId::Boottime).ok()?;
         return Some(Duration::new(
-            u64::try_from(now.tv_sec).unwrap_or(0),
-            u32::try_from(now.tv_nsec).unwrap_or(0),
+            u64::try_from(now.tv_sec).ok()?,
+            u32::try_from(now.tv_nsec).ok()?,
         ));
     }
     #[allow(unreachable_code)]
@@ -423,12 +429,11 @@ impl TermDeadline {
             }
     }
 
-    /// The election starts a renewal at `started` (on the monotonic clock; the boot clock is
-    /// read now): the term it may bring is mapped onto the boot clock from here.
-    fn renewal_starts(&self, started: Instant) {
-        if let Some(boot) = boot_clock() {
-            self.lock().renewal_start = Some((started, boot));
-        }
+    /// The election starts an attempt at `started` on the monotonic clock, `boot` on the boot
+    /// clock (read before `started`: a suspend between the two reads then shortens the term,
+    /// never lengthens it): the term it may bring is mapped onto the boot clock from here.
+    fn renewal_starts(&self, started: Instant, boot: Option<Duration>) {
+        self.lock().renewal_start = boot.map(|boot| (started, boot));
     }
 
     /// The end of the term this deadline is for, if it is the current one.
@@ -447,7 +452,7 @@ impl TermDeadline {
             if !self.holds() {
                 return;
             }
-            // In steps, so that a term the wall clock ended (after a suspend) is seen lapsed
+            // In steps, so that a term the boot clock ended (after a suspend) is seen lapsed
             // within a second, not when the stopped monotonic clock reaches its end.
             tokio::time::sleep_until(end.min(Instant::now() + LAPSE_CHECK)).await;
         }
@@ -546,8 +551,9 @@ pub async fn run(
         // Taken before the request: the Lease's renewal happens after this, so a term counted
         // from here ends before any follower (which starts counting once it sees the renewal)
         // may take over.
+        let boot = boot_clock();
         let started = Instant::now();
-        deadline.renewal_starts(started);
+        deadline.renewal_starts(started, boot);
         // Seeing ZooKeeper (steadily) again: a candidate like any other.
         let sees_zookeeper = *candidacy.sees_zookeeper.borrow_and_update();
         resigned &= !sees_zookeeper;
@@ -665,8 +671,8 @@ pub async fn run(
     deadline.set(None);
     leading.send_replace(false);
     // A release that cannot get through is not worth waiting for (the Lease then expires); and
-    // the whole stop must fit a Pod's termination grace period (30 s by default) whatever the
-    // lease duration.
+    // the whole stop must fit the Pod's termination grace period (the chart's 45 s) whatever
+    // the lease duration.
     let bound = config.renew_deadline.min(RELEASE_TIMEOUT);
     if tokio::time::timeout(bound, release(&leases, &config))
         .await

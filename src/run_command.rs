@@ -29,8 +29,9 @@ use crate::zk::mirror::MirrorConfig;
 use crate::zk::{ClusterLayout, Mirror};
 
 /// How long a term's tasks get to finish what they are doing once their term is over; then they
-/// are aborted. Within the Pod's default 30 s termination grace period, with room for releasing
-/// the Lease afterwards (at most 5 s) and closing the ZooKeeper session.
+/// are aborted. Within the chart's 45 s termination grace period, with room for a Lease request
+/// under way to land and the Lease to be released afterwards (at most 5 s each) and the
+/// ZooKeeper session to close.
 const TERM_STOP_GRACE: Duration = Duration::from_secs(15);
 
 /// How long the startup check of the CRD waits for the API server.

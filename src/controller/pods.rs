@@ -758,10 +758,10 @@ const DEFAULT_NODE_LEASE_DURATION: jiff::SignedDuration = jiff::SignedDuration::
 
 /// Whether the kubelet of `node` is out of contact with the API server, so that a Pod deleted
 /// there would stay terminating until it reports again: the Node is gone, or the node
-/// lifecycle controller has marked it `Ready=Unknown` (after 40 s of silence by default). The
-/// control plane's word, in its own time: the kubelet's Lease, renewed in the node's time,
-/// would hold a node whose clock is behind for good. A node reporting `Ready=False` is in
-/// contact: its kubelet carries out a delete.
+/// lifecycle controller has marked it `Ready=Unknown` (after 40 s of silence by default, 50 s
+/// from Kubernetes 1.32). The control plane's word, in its own time: the kubelet's Lease,
+/// renewed in the node's time, would hold a node whose clock is behind for good. A node
+/// reporting `Ready=False` is in contact: its kubelet carries out a delete.
 pub fn node_out_of_contact(node: Option<&Node>) -> bool {
     let Some(node) = node else {
         return true;
