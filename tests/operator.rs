@@ -1398,6 +1398,16 @@ async fn lease_holder(harness: &Harness) -> Option<String> {
         .holder_identity
 }
 
+/// Which of two replicas holds the Lease, once one does, and which stands by.
+async fn leader_and_standby(harness: &Harness) -> (usize, usize) {
+    let holder = wait_for("a Lease holder", async || lease_holder(harness).await).await;
+    match holder.as_str() {
+        "replica-0" => (0, 1),
+        "replica-1" => (1, 0),
+        other => panic!("unexpected holder {other}"),
+    }
+}
+
 fn leader_gauge(harness: &Harness, replica: usize) -> Option<i64> {
     let (_, body) = harness.admin_get(replica, "/metrics")?;
     body.lines()
@@ -1524,12 +1534,7 @@ async fn a_standby_writes_nothing_but_its_bids_for_the_lease() {
     for kubeconfig in &kubeconfigs {
         harness.start_operator_as(kubeconfig.path(), &lease);
     }
-    let leader = wait_for("a Lease holder", async || lease_holder(&harness).await).await;
-    let (leader, standby) = match leader.as_str() {
-        "replica-0" => (0, 1),
-        "replica-1" => (1, 0),
-        other => panic!("unexpected holder {other}"),
-    };
+    let (leader, standby) = leader_and_standby(&harness).await;
     let (stores, pods, first_pod) = store_1_online(&harness, 2).await;
     harness.signal_pod("store-1-pfs", libc::SIGSTOP);
     wait_for("store-1 restarted", async || {
@@ -1603,12 +1608,7 @@ async fn a_takeover_during_the_grace_period_keeps_the_offline_timer() {
     harness.start_operator(&lease);
     harness.start_operator(&lease);
     let (stores, pods, first_pod) = store_1_online(&harness, GRACE).await;
-    let leader = wait_for("a Lease holder", async || lease_holder(&harness).await).await;
-    let (leader, standby) = match leader.as_str() {
-        "replica-0" => (0, 1),
-        "replica-1" => (1, 0),
-        other => panic!("unexpected holder {other}"),
-    };
+    let (leader, standby) = leader_and_standby(&harness).await;
 
     harness.signal_pod("store-1-pfs", libc::SIGSTOP);
     let offline = wait_phase(&harness, &stores, "store-1", Phase::Offline).await;
@@ -1782,12 +1782,7 @@ async fn a_leader_stopped_gracefully_releases_the_lease_even_after_a_conflict() 
     let long_lease = ["--lease-duration", "30s"];
     harness.start_operator(&long_lease);
     harness.start_operator(&long_lease);
-    let leader = wait_for("a Lease holder", async || lease_holder(&harness).await).await;
-    let (leader, standby) = match leader.as_str() {
-        "replica-0" => (0, 1),
-        "replica-1" => (1, 0),
-        other => panic!("unexpected holder {other}"),
-    };
+    let (leader, standby) = leader_and_standby(&harness).await;
     // Only the release's write meets the conflict: a renewal names its holder (the key alone
     // is in managedFields either way).
     harness.emulator().expect("emulated").faults().inject(
