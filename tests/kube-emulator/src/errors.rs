@@ -244,6 +244,31 @@ impl ApiError {
         }
     }
 
+    /// `NewTooManyRequests(message, retryAfterSeconds)` with `details.causes` as (type,
+    /// message) pairs: an eviction refused by a disruption budget. A wait of 0 sends no
+    /// `Retry-After`.
+    pub fn too_many_requests_because(
+        message: &str,
+        retry_after: u64,
+        causes: &[(&str, &str)],
+    ) -> ApiError {
+        let causes: Vec<Value> = causes
+            .iter()
+            .map(|(kind, message)| json!({"reason": kind, "message": message}))
+            .collect();
+        ApiError {
+            details: Some(json!({ "causes": causes })),
+            retry_after: (retry_after > 0).then_some(retry_after),
+            ..Self::new(429, "TooManyRequests", message)
+        }
+    }
+
+    /// A failure `Status` a REST handler returned as its result (`errors.FromObject`): its code
+    /// and message, and no reason.
+    pub fn failure(code: u16, message: impl Into<String>) -> ApiError {
+        Self::new(code, "", message)
+    }
+
     pub fn internal(message: impl Into<String>) -> ApiError {
         Self::new(
             500,
@@ -260,9 +285,12 @@ impl ApiError {
             "metadata": {},
             "status": "Failure",
             "message": self.message,
-            "reason": self.reason,
             "code": self.code,
         });
+        // Go omits an empty reason.
+        if !self.reason.is_empty() {
+            status["reason"] = json!(self.reason);
+        }
         if let Some(details) = &self.details {
             status["details"] = details.clone();
         }
@@ -273,6 +301,11 @@ impl ApiError {
         }
         status
     }
+}
+
+/// The `Status` a REST handler returns for a success without an object (an eviction: 201).
+pub fn success_code(code: u16) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code})
 }
 
 /// The `Status` returned by deletes that do not return the object (and by collection deletes).

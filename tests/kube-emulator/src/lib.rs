@@ -11,6 +11,8 @@
 //! - [`auth`] (bearer tokens, audit log) and [`rbac`] (the authorizer): who may do what;
 //! - [`state`]: storage and the semantics of every verb;
 //! - [`strategy`]: the built-in kinds' defaults, allocations and validation;
+//! - [`disruption`]: the disruption controller (PodDisruptionBudget status) and the rules of
+//!   Pod evictions;
 //! - [`resources`]: built-in types and the types CRDs add;
 //! - [`convert`]: kinds served by two groups from one storage (core and events.k8s.io Events);
 //! - [`schema`]: CRD structural schemas — defaulting, pruning, validation, CEL rules;
@@ -20,6 +22,7 @@
 
 pub mod auth;
 pub mod convert;
+pub mod disruption;
 pub mod errors;
 pub mod faults;
 pub mod merge;
@@ -107,6 +110,7 @@ impl Emulator {
         });
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(transport::serve(listener, app, stopped));
+        tokio::spawn(recheck_disruption_budgets(Arc::downgrade(&shared)));
         Ok(Emulator {
             address,
             shared,
@@ -216,6 +220,24 @@ impl Emulator {
     /// The current resourceVersion.
     pub fn resource_version(&self) -> u64 {
         self.shared.state.lock().expect("state lock").current_rv()
+    }
+}
+
+/// The disruption controller's recheck queue: once a second, the budgets recording evictions
+/// are synced again (see [`state::State::recheck_disruption_budgets`]), until the emulator is
+/// gone.
+async fn recheck_disruption_budgets(shared: std::sync::Weak<server::Shared>) {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        ticker.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared
+            .state
+            .lock()
+            .expect("state lock")
+            .recheck_disruption_budgets();
     }
 }
 

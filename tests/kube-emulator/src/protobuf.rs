@@ -1,6 +1,8 @@
 //! Request bodies in Kubernetes protobuf, for the built-in objects kubectl's typed commands
-//! send that way (`kubectl create namespace|configmap|secret`). The messages are declared here
-//! with the field tags of k8s.io/api's generated.proto; only the fields those objects use.
+//! send that way (`kubectl create namespace|configmap|secret`), and policy/v1 `Eviction`s as
+//! client-go's typed clients send them when set to protobuf (`kubectl drain` sends JSON). The
+//! messages are declared here with the field tags of k8s.io/api's generated.proto; only the
+//! fields those objects use.
 //! Responses are always JSON (clients accept it and decode by Content-Type).
 
 use std::collections::BTreeMap;
@@ -104,6 +106,64 @@ struct Secret {
     string_data: BTreeMap<String, String>,
     #[prost(bool, optional, tag = "5")]
     immutable: Option<bool>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct Preconditions {
+    #[prost(string, optional, tag = "1")]
+    uid: Option<String>,
+    #[prost(string, optional, tag = "2")]
+    resource_version: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Message)]
+struct DeleteOptions {
+    #[prost(int64, optional, tag = "1")]
+    grace_period_seconds: Option<i64>,
+    #[prost(message, optional, tag = "2")]
+    preconditions: Option<Preconditions>,
+    #[prost(bool, optional, tag = "3")]
+    orphan_dependents: Option<bool>,
+    #[prost(string, optional, tag = "4")]
+    propagation_policy: Option<String>,
+    #[prost(string, repeated, tag = "5")]
+    dry_run: Vec<String>,
+}
+
+/// policy/v1 (and v1beta1) `Eviction`.
+#[derive(Clone, PartialEq, Message)]
+struct Eviction {
+    #[prost(message, optional, tag = "1")]
+    metadata: Option<ObjectMeta>,
+    #[prost(message, optional, tag = "2")]
+    delete_options: Option<DeleteOptions>,
+}
+
+fn delete_options_json(options: DeleteOptions) -> Value {
+    let mut out = Map::new();
+    if let Some(grace) = options.grace_period_seconds {
+        out.insert("gracePeriodSeconds".into(), json!(grace));
+    }
+    if let Some(preconditions) = options.preconditions {
+        let mut map = Map::new();
+        if let Some(uid) = preconditions.uid {
+            map.insert("uid".into(), json!(uid));
+        }
+        if let Some(version) = preconditions.resource_version {
+            map.insert("resourceVersion".into(), json!(version));
+        }
+        out.insert("preconditions".into(), Value::Object(map));
+    }
+    if let Some(orphan) = options.orphan_dependents {
+        out.insert("orphanDependents".into(), json!(orphan));
+    }
+    if let Some(policy) = options.propagation_policy.filter(|p| !p.is_empty()) {
+        out.insert("propagationPolicy".into(), json!(policy));
+    }
+    if !options.dry_run.is_empty() {
+        out.insert("dryRun".into(), json!(options.dry_run));
+    }
+    Value::Object(out)
 }
 
 fn base64(bytes: &[u8]) -> Value {
@@ -213,6 +273,14 @@ pub fn decode(bytes: &[u8]) -> Result<Value, String> {
             }
             object
         }
+        ("policy/v1" | "policy/v1beta1", "Eviction") => {
+            let eviction = Eviction::decode(raw.as_slice()).map_err(bad)?;
+            let mut object = json!({"metadata": metadata_json(eviction.metadata)});
+            if let Some(options) = eviction.delete_options {
+                object["deleteOptions"] = delete_options_json(options);
+            }
+            object
+        }
         _ => {
             return Err(format!(
                 "protobuf is not supported for {api_version} {kind}; send JSON"
@@ -273,6 +341,23 @@ mod tests {
         assert_eq!(
             (decoded["data"]["k"].as_str(), decoded["type"].as_str()),
             (Some("dg=="), Some("Opaque"))
+        );
+        let eviction = Eviction {
+            metadata: Some(ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("ns".into()),
+                ..ObjectMeta::default()
+            }),
+            delete_options: Some(DeleteOptions {
+                grace_period_seconds: Some(5),
+                dry_run: vec!["All".into()],
+                ..DeleteOptions::default()
+            }),
+        };
+        assert_eq!(
+            decode(&envelope("policy/v1", "Eviction", eviction.encode_to_vec())).unwrap(),
+            json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "p", "namespace": "ns"},
+                   "deleteOptions": {"gracePeriodSeconds": 5, "dryRun": ["All"]}})
         );
         assert!(
             decode(&envelope("v1", "Pod", vec![]))

@@ -211,6 +211,11 @@ impl ResourceType {
         }
     }
 
+    /// Whether objects of this type have the `eviction` subresource (core Pods).
+    pub fn has_eviction(&self) -> bool {
+        self.group.is_empty() && self.plural == "pods"
+    }
+
     pub fn supports_field(&self, path: &str) -> bool {
         path == "metadata.name"
             || (self.namespaced && path == "metadata.namespace")

@@ -21,8 +21,8 @@ use crate::rbac::{self, Attributes};
 use crate::resources::ResourceType;
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::state::{
-    DeleteOptions, EventType, FieldValidation, ObjectKey, Part, PatchType, Selection, State,
-    WriteOptions,
+    DeleteOptions, EventType, Eviction, FieldValidation, ObjectKey, Part, PatchType, Selection,
+    State, WriteOptions,
 };
 use crate::table::{self, IncludeObject};
 
@@ -164,6 +164,7 @@ impl Shared {
             }
             if let Some(sub) = &subresource
                 && !(sub == "status" && rt.status_subresource)
+                && !(sub == "eviction" && rt.has_eviction())
             {
                 return Err(ApiError::no_route(path));
             }
@@ -316,7 +317,15 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Body>) -> Response {
         return discovery(&shared, &route, &parts.headers);
     };
     // The verb authorized, where the path allows it (`name` is the path's, not a selector's).
+    // An eviction is a create of one Pod's subresource, and nothing else.
+    let eviction = subresource.as_deref() == Some("eviction");
     let verb = match (attributes.verb.as_str(), name.is_some()) {
+        ("create", true) if eviction => "create",
+        (_, _) if eviction => {
+            return error_response(&ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
+        }
         ("watch", _) => "watch",
         ("get", true) => "get",
         ("list", false) => "list",
@@ -378,6 +387,29 @@ pub async fn handle(shared: Arc<Shared>, request: Request<Body>) -> Response {
         },
         force: flag(&query, "force"),
     };
+    if eviction {
+        let result = decode(&bytes, &content_type).and_then(|body| {
+            let (request, warnings) = eviction_request(
+                &body,
+                ns.unwrap_or_default(),
+                &query,
+                options.field_validation,
+            )?;
+            let mut state = shared.state.lock().expect("state lock");
+            let code = state.evict(
+                ns.unwrap_or_default(),
+                name.as_deref().unwrap_or_default(),
+                &request,
+            )?;
+            Ok((code, warnings))
+        });
+        return match result {
+            Ok((code, warnings)) => {
+                json_response(code, &crate::errors::success_code(code), &warnings)
+            }
+            Err(error) => error_response(&error),
+        };
+    }
     let result = match verb {
         "watch" => return watch(shared, rt, ns, name.as_deref(), &query).await,
         "get" => {
@@ -495,6 +527,87 @@ fn delete_options(bytes: &Bytes, query: &Query) -> Result<DeleteOptions, ApiErro
         serde_json::from_slice(bytes)
             .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?
     };
+    Ok(delete_options_of(&body, query))
+}
+
+/// A policy/v1 (or v1beta1) `Eviction` body, decoded and checked as the API server's create
+/// handler and eviction REST do: its version, its namespace, its `deleteOptions` (the query's
+/// `dryRun` counts too), and the `Warning`s of fields an `Eviction` does not have (an error
+/// under `fieldValidation=Strict`), which the server otherwise ignores.
+fn eviction_request(
+    body: &Value,
+    namespace: &str,
+    query: &Query,
+    validation: FieldValidation,
+) -> Result<(Eviction, Vec<String>), ApiError> {
+    let api_version = body
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("policy/v1");
+    if !matches!(api_version, "policy/v1" | "policy/v1beta1") {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({api_version}) does not match the expected API version (policy/v1)"
+        )));
+    }
+    let kind = body
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("Eviction");
+    if kind != "Eviction" {
+        let version = api_version.rsplit('/').next().unwrap_or_default();
+        return Err(ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a Eviction: no kind \"{kind}\" is registered for version \"{api_version}\" in scheme \"pkg/api/legacyscheme/scheme.go:30\""
+        )));
+    }
+    let body_namespace = body
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if !body_namespace.is_empty() && body_namespace != namespace {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    let unknown: Vec<String> = body
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(field, _)| field)
+        .filter(|field| {
+            !matches!(
+                field.as_str(),
+                "apiVersion" | "kind" | "metadata" | "deleteOptions"
+            )
+        })
+        .map(|field| format!("unknown field \"{field}\""))
+        .collect();
+    let warnings = match validation {
+        FieldValidation::Strict if !unknown.is_empty() => {
+            return Err(ApiError::bad_request(format!(
+                "Eviction in version \"v1\" cannot be handled as a Eviction: strict decoding error: {}",
+                unknown.join(", ")
+            )));
+        }
+        FieldValidation::Warn => unknown,
+        _ => Vec::new(),
+    };
+    // The query carries CreateOptions: only its dryRun applies to the delete.
+    let options = body.get("deleteOptions").filter(|o| o.is_object());
+    let mut delete_options = delete_options_of(options.unwrap_or(&json!({})), &Vec::new());
+    delete_options.dry_run |= param(query, "dryRun") == Some("All");
+    let eviction = Eviction {
+        name: body
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        delete_options,
+    };
+    Ok((eviction, warnings))
+}
+
+/// `DeleteOptions` from a body (or an eviction's `deleteOptions`) and the query.
+fn delete_options_of(body: &Value, query: &Query) -> DeleteOptions {
     let grace = body
         .get("gracePeriodSeconds")
         .and_then(Value::as_u64)
@@ -511,7 +624,7 @@ fn delete_options(bytes: &Bytes, query: &Query) -> Result<DeleteOptions, ApiErro
         .and_then(Value::as_array)
         .is_some_and(|d| d.iter().any(|v| v == "All"))
         || param(query, "dryRun") == Some("All");
-    Ok(DeleteOptions {
+    DeleteOptions {
         grace_period_seconds: grace,
         uid: body
             .pointer("/preconditions/uid")
@@ -523,7 +636,7 @@ fn delete_options(bytes: &Bytes, query: &Query) -> Result<DeleteOptions, ApiErro
             .map(str::to_owned),
         orphan,
         dry_run,
-    })
+    }
 }
 
 fn selection(
@@ -874,6 +987,11 @@ fn discovery(shared: &Shared, route: &Route, _headers: &HeaderMap) -> Response {
                     resource["categories"] = json!(rt.categories);
                 }
                 resources.push(resource);
+                // kubectl drain evicts through this one when discovery lists it, and deletes
+                // otherwise.
+                if rt.has_eviction() {
+                    resources.push(json!({"name": format!("{}/eviction", rt.plural), "singularName": "", "namespaced": rt.namespaced, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}));
+                }
                 if rt.status_subresource {
                     resources.push(json!({"name": format!("{}/status", rt.plural), "singularName": "", "namespaced": rt.namespaced, "kind": rt.kind, "verbs": ["get", "patch", "update"]}));
                 }

@@ -1,9 +1,9 @@
 //! The API server's state and the semantics of every verb: storage with resourceVersions, the
 //! event history watches resume from, optimistic concurrency, generation, the status
 //! subresource, finalizers, graceful pod deletion, namespace termination, owner-reference
-//! garbage collection, CRD registration, and the RBAC policy the stored RBAC objects make up.
-//! Type-specific rules of built-in kinds are in `strategy`. No HTTP here: `server` parses
-//! requests into calls.
+//! garbage collection, CRD registration, the RBAC policy the stored RBAC objects make up, and
+//! the disruption controller and Pod evictions (their rules are in `disruption`). Type-specific
+//! rules of built-in kinds are in `strategy`. No HTTP here: `server` parses requests into calls.
 //!
 //! One mutex guards it all; no call awaits, so the lock is never held across an `.await`.
 
@@ -16,13 +16,14 @@ use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
 use crate::convert;
+use crate::disruption;
 use crate::errors::{ApiError, Subject};
 use crate::merge;
 use crate::meta;
 use crate::rbac::{Policy, RBAC_GROUP};
 use crate::resources::{self, ResourceType};
 use crate::schema::Cause;
-use crate::selectors::{FieldSelector, LabelSelector};
+use crate::selectors::{FieldSelector, LabelSelector, go_quote};
 use crate::ssa;
 use crate::strategy;
 
@@ -97,6 +98,13 @@ pub struct DeleteOptions {
     /// `Orphan` keeps dependents; anything else deletes them (background).
     pub orphan: bool,
     pub dry_run: bool,
+}
+
+/// A policy/v1 `Eviction` of a Pod: the name it gives and its `deleteOptions`.
+#[derive(Clone, Debug, Default)]
+pub struct Eviction {
+    pub name: String,
+    pub delete_options: DeleteOptions,
 }
 
 /// Patch body kinds, by Content-Type.
@@ -194,6 +202,9 @@ pub struct State {
     events: broadcast::Sender<Arc<Event>>,
     /// What the server's clock says (creation, deletion and managed-field times).
     pub clock: meta::Clock,
+    /// Set while the disruption controller writes budget statuses: its own writes do not
+    /// start it again.
+    syncing_budgets: bool,
 }
 
 fn subject<'a>(rt: &'a ResourceType, name: &'a str) -> Subject<'a> {
@@ -267,6 +278,7 @@ impl State {
             oldest_watchable: 1,
             events,
             clock: meta::Clock::default(),
+            syncing_budgets: false,
         };
         for namespace in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let rt = state
@@ -420,6 +432,7 @@ impl State {
             meta_str(&object, "namespace").to_owned(),
             meta_str(&object, "name").to_owned(),
         );
+        let namespace = key.0.clone();
         let stored = Arc::new(object.clone());
         let storage = self.objects.entry(rt.storage_key()).or_default();
         match kind {
@@ -444,7 +457,18 @@ impl State {
             }
         }
         let _ = self.events.send(event);
-        Self::render(rt, &object)
+        let rendered = Self::render(rt, &object);
+        // The disruption controller reacts to every change of a namespace's Pods and budgets
+        // (as its informers make it), before anyone can read the state again.
+        if !self.syncing_budgets
+            && matches!(
+                (rt.group.as_str(), rt.plural.as_str()),
+                ("", "pods") | ("policy", "poddisruptionbudgets")
+            )
+        {
+            self.sync_disruption_budgets(&namespace);
+        }
+        rendered
     }
 
     /// Defaulting, pruning and validation of a custom resource; warnings for pruned fields.
@@ -1359,5 +1383,272 @@ impl State {
             }
         }
         self.registry.remove_crd(&name);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The disruption controller and Pod evictions (their rules are in `disruption`)
+
+impl State {
+    fn builtin(&self, group: &str, plural: &str) -> Arc<ResourceType> {
+        self.registry.lookup(group, "v1", plural).expect("built-in")
+    }
+
+    /// The stored objects of `rt` in `namespace`.
+    fn objects_in<'a>(
+        &'a self,
+        rt: &ResourceType,
+        namespace: &'a str,
+    ) -> impl Iterator<Item = &'a Arc<Value>> {
+        self.objects
+            .get(&rt.storage_key())
+            .into_iter()
+            .flat_map(move |objects| {
+                objects
+                    .range((namespace.to_owned(), String::new())..)
+                    .take_while(move |((ns, _), _)| ns == namespace)
+                    .map(|(_, object)| object)
+            })
+    }
+
+    /// The disruption controller's sync of the budgets of `namespace`: each status it would
+    /// change is written through the status subresource, as `kube-controller-manager` (a new
+    /// resourceVersion, a watch event), as the real controller's `UpdateStatus` is.
+    fn sync_disruption_budgets(&mut self, namespace: &str) {
+        let budgets_rt = self.builtin("policy", "poddisruptionbudgets");
+        let pods_rt = self.builtin("", "pods");
+        let budgets: Vec<Arc<Value>> = self.objects_in(&budgets_rt, namespace).cloned().collect();
+        if budgets.is_empty() {
+            return;
+        }
+        let pods: Vec<Arc<Value>> = self.objects_in(&pods_rt, namespace).cloned().collect();
+        let pods: Vec<&Value> = pods.iter().map(|pod| pod.as_ref()).collect();
+        let now = self.clock.now();
+        let scale_of = |owner: &Value| self.controller_scale(namespace, owner);
+        let updates: Vec<(Arc<Value>, Value)> = budgets
+            .into_iter()
+            .filter_map(|budget| {
+                let status = disruption::budget_status(&budget, &pods, &scale_of, now);
+                (budget.get("status") != Some(&status)).then_some((budget, status))
+            })
+            .collect();
+        let options = WriteOptions {
+            field_manager: "kube-controller-manager".into(),
+            ..WriteOptions::default()
+        };
+        self.syncing_budgets = true;
+        for (budget, status) in updates {
+            let body = json!({ "status": status });
+            if let Err(error) =
+                self.write(&budgets_rt, &budget, body, Part::Status, "", &options, None)
+            {
+                tracing::warn!(
+                    budget = meta_str(&budget, "name"),
+                    namespace,
+                    error = %error.message,
+                    "disruption controller: status not written"
+                );
+            }
+        }
+        self.syncing_budgets = false;
+    }
+
+    /// The disruption controller's recheck: budgets that record evictions are synced again, so
+    /// that an eviction whose Pod never terminated stops counting once it expires. The
+    /// emulator calls this every second.
+    pub fn recheck_disruption_budgets(&mut self) {
+        let budgets_rt = self.builtin("policy", "poddisruptionbudgets");
+        let namespaces: std::collections::BTreeSet<String> = self
+            .objects(&budgets_rt)
+            .filter(|budget| disruption::has_disrupted_pods(budget))
+            .map(|budget| meta_str(budget, "namespace").to_owned())
+            .collect();
+        for namespace in namespaces {
+            self.sync_disruption_budgets(&namespace);
+        }
+    }
+
+    /// The scale of a Pod's controller, as the disruption controller reads it through the scale
+    /// subresource: `Ok(None)` when no such object (with that uid) exists; `Err` with the
+    /// lookup's error when its kind is not served or has no scale subresource.
+    fn controller_scale(&self, namespace: &str, owner: &Value) -> Result<Option<i64>, String> {
+        let text = |key: &str| owner.get(key).and_then(Value::as_str).unwrap_or_default();
+        let (api_version, kind) = (text("apiVersion"), text("kind"));
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let rt = self
+            .registry
+            .all()
+            .find(|rt| rt.group == group && rt.version == version && rt.kind == kind)
+            .cloned()
+            .ok_or_else(|| {
+                format!(
+                    "no matches for kind {} in version {}",
+                    go_quote(kind),
+                    go_quote(api_version)
+                )
+            })?;
+        let replicas = match (rt.group.as_str(), rt.kind.as_str()) {
+            ("apps", "Deployment" | "StatefulSet") => Some("/spec/replicas".to_owned()),
+            _ => rt
+                .crd
+                .as_deref()
+                .and_then(|crd| self.crd_spec_replicas(crd, &rt.version)),
+        };
+        let Some(pointer) = replicas else {
+            let resource = if rt.group.is_empty() {
+                rt.plural.clone()
+            } else {
+                format!("{}.{}", rt.plural, rt.group)
+            };
+            return Err(format!(
+                "{resource} does not implement the scale subresource"
+            ));
+        };
+        Ok(self
+            .stored(&rt, namespace, text("name"))
+            .filter(|object| meta_str(object, "uid") == text("uid"))
+            .map(|object| {
+                object
+                    .pointer(&pointer)
+                    .and_then(Value::as_i64)
+                    .unwrap_or_default()
+            }))
+    }
+
+    /// Where a CRD version's scale subresource reads the replicas (`specReplicasPath`, as a
+    /// JSON pointer), if it has one.
+    fn crd_spec_replicas(&self, crd: &str, version: &str) -> Option<String> {
+        let crds = self.builtin("apiextensions.k8s.io", "customresourcedefinitions");
+        let path = self
+            .stored(&crds, "", crd)?
+            .pointer("/spec/versions")?
+            .as_array()?
+            .iter()
+            .find(|v| v.get("name").and_then(Value::as_str) == Some(version))?
+            .pointer("/subresources/scale/specReplicasPath")?
+            .as_str()?
+            .trim_start_matches('.')
+            .replace('.', "/");
+        Some(format!("/{path}"))
+    }
+
+    /// `POST …/pods/{name}/eviction`, as the API server's eviction REST serves it. A Pod that is
+    /// done, pending or terminating is deleted without consulting any budget; otherwise the one
+    /// budget covering it decides (several: 500): a Pod that is not Ready may go as its
+    /// `unhealthyPodEvictionPolicy` says, any other only while a disruption is allowed, which
+    /// it then spends (429 when none is). The evicted Pod gets the `DisruptionTarget`
+    /// condition and is deleted with the eviction's `deleteOptions` (gracefully when bound: its
+    /// kubelet removes it). The answer's code (201).
+    pub fn evict(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        eviction: &Eviction,
+    ) -> Result<u16, ApiError> {
+        if eviction.name != name {
+            return Err(ApiError::bad_request(
+                "name in URL does not match name in Eviction object",
+            ));
+        }
+        let pods_rt = self.builtin("", "pods");
+        let pod = self
+            .stored(&pods_rt, namespace, name)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(subject(&pods_rt, name)))?;
+        let mut options = eviction.delete_options.clone();
+        if disruption::can_ignore_budget(&pod) {
+            // Conditional on the version looked at, unless the Pod is done or terminating.
+            if disruption::enforces_resource_version(&pod) && options.resource_version.is_none() {
+                options.resource_version = Some(meta_str(&pod, "resourceVersion").to_owned());
+            }
+            self.delete_evicted(&pods_rt, namespace, name, options)?;
+            return Ok(201);
+        }
+        let budgets_rt = self.builtin("policy", "poddisruptionbudgets");
+        let budgets: Vec<Arc<Value>> = self
+            .objects_in(&budgets_rt, namespace)
+            .filter(|budget| disruption::selects(budget, &pod))
+            .cloned()
+            .collect();
+        match budgets.as_slice() {
+            [] => {}
+            [budget] if disruption::evicts_unhealthy(budget, &pod) => {
+                // Conditional on the Pod not having become Ready since it was looked at.
+                options.resource_version = Some(meta_str(&pod, "resourceVersion").to_owned());
+            }
+            [budget] => {
+                let status = disruption::check_and_decrement(
+                    budget,
+                    name,
+                    options.dry_run,
+                    self.clock.now(),
+                )?;
+                if !options.dry_run {
+                    let write = WriteOptions {
+                        field_manager: "kube-apiserver".into(),
+                        ..WriteOptions::default()
+                    };
+                    let body = json!({ "status": status });
+                    self.write(&budgets_rt, budget, body, Part::Status, "", &write, None)?;
+                }
+            }
+            _ => return Err(ApiError::failure(500, disruption::SEVERAL_BUDGETS)),
+        }
+        self.delete_evicted(&pods_rt, namespace, name, options)?;
+        Ok(201)
+    }
+
+    /// `addConditionAndDeletePod`: unless a dry run, the Pod gets the `DisruptionTarget`
+    /// condition (an update of the Pod's status, checked against the delete's preconditions,
+    /// that leaves its managed fields alone); then it is deleted.
+    fn delete_evicted(
+        &mut self,
+        pods_rt: &ResourceType,
+        namespace: &str,
+        name: &str,
+        mut options: DeleteOptions,
+    ) -> Result<(), ApiError> {
+        if !options.dry_run {
+            let pod = self
+                .stored(pods_rt, namespace, name)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(subject(pods_rt, name)))?;
+            let conflict = |why: String| {
+                let pod = Subject {
+                    group: "",
+                    resource: "Pod",
+                    name,
+                };
+                ApiError::conflict(pod, &why)
+            };
+            let (uid, version) = (meta_str(&pod, "uid"), meta_str(&pod, "resourceVersion"));
+            if let Some(wanted) = options.uid.as_deref().filter(|u| !u.is_empty())
+                && wanted != uid
+            {
+                return Err(conflict(format!(
+                    "the UID in the precondition ({wanted}) does not match the UID in record ({uid}). The object might have been deleted and then recreated"
+                )));
+            }
+            if let Some(wanted) = options
+                .resource_version
+                .as_deref()
+                .filter(|v| !v.is_empty())
+                && wanted != version
+            {
+                return Err(conflict(format!(
+                    "the ResourceVersion in the precondition ({wanted}) does not match the ResourceVersion in record ({version}). The object might have been modified"
+                )));
+            }
+            if let Some(marked) = disruption::disruption_target(&pod, self.clock.now()) {
+                let marked = self.commit(pods_rt, EventType::Modified, marked, Some(pod));
+                // The delete is conditional on the version this update made.
+                if options.resource_version.is_some() {
+                    options.resource_version =
+                        Some(meta_str(&marked, "resourceVersion").to_owned());
+                }
+            }
+        }
+        self.delete(pods_rt, Some(namespace), name, &options)
+            .map(drop)
     }
 }

@@ -10,8 +10,9 @@
 //! instead (`schema`), and CRDs by `state`.
 //!
 //! Not emulated: most field validation of pod templates and Services (only what a chart is
-//! likely to get wrong is checked), Deployment selector immutability, the Deployment,
-//! StatefulSet and PodDisruptionBudget controllers (their status stays as created), Service
+//! likely to get wrong is checked), Deployment selector immutability, the Deployment and
+//! StatefulSet controllers (their status stays as created; `disruption` has the
+//! PodDisruptionBudget controller), Service
 //! dual-stack, the validation of StatefulSet claim templates (1.34 validates them as
 //! PersistentVolumeClaims).
 
@@ -105,6 +106,7 @@ pub fn prepare(rt: &ResourceType, object: &mut Value, old: Option<&Value>) -> Re
                 // A new budget allows no disruption until the disruption controller counts pods.
                 object["status"] = json!({"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0});
             }
+            default_pod_disruption_budget(object);
             invalid(check_pod_disruption_budget(object))?;
         }
         ("" | EVENTS_GROUP, "Event", _) => {
@@ -970,9 +972,146 @@ fn check_stateful_set_update(set: &Value, old: &Value) -> Option<Cause> {
 // ---------------------------------------------------------------------------------------------
 // PodDisruptionBudgets
 
-/// `ValidatePodDisruptionBudgetSpec`: minAvailable and maxUnavailable exclude each other.
+/// `SetDefaults_PodDisruptionBudgetSpec` (policy/v1): a budget that says neither how many
+/// Pods must stay nor how many may go keeps one (`minAvailable: 1`).
+fn default_pod_disruption_budget(budget: &mut Value) {
+    if !budget.get("spec").is_some_and(Value::is_object) {
+        budget["spec"] = json!({});
+    }
+    let spec = budget["spec"].as_object_mut().expect("made an object");
+    let set = |key: &str| spec.get(key).is_some_and(|v| !v.is_null());
+    if !set("minAvailable") && !set("maxUnavailable") {
+        spec.insert("minAvailable".into(), json!(1));
+    }
+}
+
+/// An `intstr.IntOrString` as a 1.33 server prints it in a message (`%#v` of the struct).
+fn go_int_or_string(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!(
+            "intstr.IntOrString{{Type:1, IntVal:0, StrVal:{}}}",
+            go_quote(s)
+        ),
+        other => format!(
+            "intstr.IntOrString{{Type:0, IntVal:{}, StrVal:\"\"}}",
+            other.as_i64().unwrap_or_default()
+        ),
+    }
+}
+
+/// `ValidatePositiveIntOrPercent` and `IsNotMoreThan100Percent`: a count of at least 0, or a
+/// percentage of at most 100%.
+fn check_int_or_percent(value: Option<&Value>, field: &str) -> Vec<Cause> {
+    let Some(value) = value.filter(|v| !v.is_null()) else {
+        return Vec::new();
+    };
+    match value {
+        Value::String(text) => match text.strip_suffix('%').map(str::parse::<u64>) {
+            Some(Ok(percent)) if percent > 100 => vec![invalid_value(
+                field,
+                &go_int_or_string(value),
+                "must not be greater than 100%",
+            )],
+            Some(Ok(_)) if text.bytes().next().is_some_and(|b| b.is_ascii_digit()) => Vec::new(),
+            _ => vec![invalid_value(
+                field,
+                &go_int_or_string(value),
+                "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')",
+            )],
+        },
+        _ => check_nonnegative(Some(value), field).into_iter().collect(),
+    }
+}
+
+/// `ValidateLabelSelector` of a selector object at `field`: its labels, and each expression's
+/// operator and values.
+fn check_label_selector(selector: Option<&Value>, field: &str) -> Vec<Cause> {
+    let Some(selector) = selector.filter(|s| s.is_object()) else {
+        return Vec::new();
+    };
+    let mut causes: Vec<Cause> = selector
+        .get("matchLabels")
+        .map(|labels| meta::check_labels_and_annotations(&json!({ "labels": labels })))
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| Cause {
+            field: format!("{field}.matchLabels"),
+            ..c
+        })
+        .collect();
+    for (index, expression) in selector
+        .get("matchExpressions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let path = format!("{field}.matchExpressions[{index}]");
+        let values = expression
+            .get("values")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        match text_at(expression, "operator") {
+            "In" | "NotIn" if values == 0 => causes.push(required(
+                &format!("{path}.values"),
+                "must be specified when `operator` is 'In' or 'NotIn'",
+            )),
+            "Exists" | "DoesNotExist" if values > 0 => causes.push(cause(
+                "FieldValueForbidden",
+                &format!("{path}.values"),
+                "Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"
+                    .into(),
+            )),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => causes.push(invalid_value(
+                &format!("{path}.operator"),
+                &go_quote(other),
+                "not a valid selector operator",
+            )),
+        }
+        let key = text_at(expression, "key");
+        if !meta::qualified_name_ok(key) {
+            causes.push(invalid_value(
+                &format!("{path}.key"),
+                &go_quote(key),
+                "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')",
+            ));
+        }
+    }
+    causes
+}
+
+/// `ValidatePodDisruptionBudgetSpec`: minAvailable and maxUnavailable exclude each other and
+/// are counts or percentages, the selector is valid, and the unhealthy Pod eviction policy is
+/// one of the two.
 fn check_pod_disruption_budget(budget: &Value) -> Vec<Cause> {
     let spec = budget.get("spec").unwrap_or(&Value::Null);
+    let mut causes = check_both_availabilities(spec);
+    causes.extend(check_int_or_percent(
+        spec.get("minAvailable"),
+        "spec.minAvailable",
+    ));
+    causes.extend(check_int_or_percent(
+        spec.get("maxUnavailable"),
+        "spec.maxUnavailable",
+    ));
+    causes.extend(check_label_selector(spec.get("selector"), "spec.selector"));
+    if let Some(policy) = spec
+        .get("unhealthyPodEvictionPolicy")
+        .and_then(Value::as_str)
+        && !matches!(policy, "AlwaysAllow" | "IfHealthyBudget")
+    {
+        causes.push(not_supported(
+            "spec.unhealthyPodEvictionPolicy",
+            policy,
+            &["AlwaysAllow", "IfHealthyBudget"],
+        ));
+    }
+    causes
+}
+
+/// minAvailable and maxUnavailable cannot be both set.
+fn check_both_availabilities(spec: &Value) -> Vec<Cause> {
     let set = |key: &str| spec.get(key).is_some_and(|v| !v.is_null());
     if !(set("minAvailable") && set("maxUnavailable")) {
         return Vec::new();
@@ -2333,6 +2472,34 @@ mod tests {
         );
         assert!(message.starts_with("PodDisruptionBudget.policy \"pfs\" is invalid: spec: Invalid value: policy.PodDisruptionBudgetSpec{MinAvailable:(*intstr.IntOrString)(0x"), "{message}");
         assert!(message.ends_with("UnhealthyPodEvictionPolicy:(*policy.UnhealthyPodEvictionPolicyType)(nil)}: minAvailable and maxUnavailable cannot be both set"), "{message}");
+
+        // Neither: one Pod must stay.
+        let mut bare = json!({"metadata": {"name": "pfs"}, "spec": {"selector": {}}});
+        prepare(&rt("PodDisruptionBudget"), &mut bare, None).unwrap();
+        assert_eq!(bare["spec"]["minAvailable"], 1);
+
+        let mut wrong = json!({"metadata": {"name": "pfs"}, "spec": {
+            "maxUnavailable": "150%",
+            "selector": {"matchExpressions": [{"key": "app", "operator": "Equals", "values": ["pfs"]}, {"key": "tier", "operator": "In"}]},
+            "unhealthyPodEvictionPolicy": "Never",
+        }});
+        let message = messages(prepare(&rt("PodDisruptionBudget"), &mut wrong, None).unwrap_err());
+        assert_eq!(
+            message,
+            "PodDisruptionBudget.policy \"pfs\" is invalid: [spec.maxUnavailable: Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:\"150%\"}: must not be greater than 100%, spec.selector.matchExpressions[0].operator: Invalid value: \"Equals\": not a valid selector operator, spec.selector.matchExpressions[1].values: Required value: must be specified when `operator` is 'In' or 'NotIn', spec.unhealthyPodEvictionPolicy: Unsupported value: \"Never\": supported values: \"AlwaysAllow\", \"IfHealthyBudget\"]"
+        );
+        let mut negative = json!({"metadata": {"name": "pfs"}, "spec": {"minAvailable": -1}});
+        let message =
+            messages(prepare(&rt("PodDisruptionBudget"), &mut negative, None).unwrap_err());
+        assert!(
+            message.ends_with(
+                "spec.minAvailable: Invalid value: -1: must be greater than or equal to 0"
+            ),
+            "{message}"
+        );
+        let mut half = json!({"metadata": {"name": "pfs"}, "spec": {"minAvailable": "half"}});
+        let message = messages(prepare(&rt("PodDisruptionBudget"), &mut half, None).unwrap_err());
+        assert!(message.contains("spec.minAvailable: Invalid value: intstr.IntOrString{Type:1, IntVal:0, StrVal:\"half\"}: a valid percent string"), "{message}");
     }
 
     #[test]

@@ -2742,3 +2742,731 @@ async fn the_server_clock_stamps_answers_and_objects() {
         "created 90 s ago by the machine's clock: {behind}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// PodDisruptionBudgets and the eviction subresource (kubernetes.io/docs/concepts/workloads/pods/
+// disruptions/, /docs/concepts/scheduling-eviction/api-eviction/ and
+// /docs/tasks/run-application/configure-pdb/): the disruption controller keeps each budget's
+// status as Pods come, go and change, and evictions spend it.
+
+use kube::api::EvictParams;
+use kube::core::response::StatusSummary;
+
+const REFUSED: &str = "Cannot evict pod as it would violate the pod's disruption budget.";
+
+/// A Pod of `owner`'s (its controller, a Widget: a custom resource without a scale
+/// subresource, as the operator's stores are), labelled `app: pfs`, bound to node-a, and
+/// reported Running, Ready or not, as its kubelet would.
+async fn store_pod(pods: &Api<Pod>, name: &str, owner: &kube::api::DynamicObject, ready: bool) {
+    let mut pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "pfs"}},
+        "spec": {"nodeName": "node-a", "containers": [{"name": "pfs", "image": "pfs:1"}]},
+    }))
+    .unwrap();
+    pod.metadata.owner_references = Some(vec![
+        owner
+            .controller_owner_ref(&common::widget_resource())
+            .unwrap(),
+    ]);
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    set_ready(pods, name, ready).await;
+}
+
+/// What a kubelet reports of a running Pod: phase Running, and whether it is Ready.
+async fn set_ready(pods: &Api<Pod>, name: &str, ready: bool) {
+    let status = if ready { "True" } else { "False" };
+    let patch = json!({"status": {"phase": "Running", "conditions": [
+        {"type": "ContainersReady", "status": status}, {"type": "Ready", "status": status}]}});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .unwrap();
+}
+
+async fn create_budget(
+    budgets: &Api<PodDisruptionBudget>,
+    name: &str,
+    spec: serde_json::Value,
+) -> PodDisruptionBudget {
+    let budget = serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap();
+    budgets
+        .create(&PostParams::default(), &budget)
+        .await
+        .unwrap()
+}
+
+/// (expectedPods, currentHealthy, desiredHealthy, disruptionsAllowed) of a budget's status.
+fn counts(budget: &PodDisruptionBudget) -> (i32, i32, i32, i32) {
+    let status = budget.status.clone().unwrap_or_default();
+    (
+        status.expected_pods.unwrap_or_default(),
+        status.current_healthy.unwrap_or_default(),
+        status.desired_healthy.unwrap_or_default(),
+        status.disruptions_allowed.unwrap_or_default(),
+    )
+}
+
+/// The `DisruptionAllowed` condition of a budget's status: (status, reason, message).
+fn disruption_allowed(budget: &PodDisruptionBudget) -> (String, String, String) {
+    let conditions = budget.status.clone().unwrap_or_default().conditions;
+    let condition = conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == "DisruptionAllowed")
+        .expect("the controller's condition");
+    (condition.status, condition.reason, condition.message)
+}
+
+/// The condition of `kind` on a Pod: (status, reason, message).
+fn pod_condition(pod: &Pod, kind: &str) -> Option<(String, String, String)> {
+    pod.status
+        .clone()
+        .unwrap_or_default()
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| {
+            (
+                c.status,
+                c.reason.unwrap_or_default(),
+                c.message.unwrap_or_default(),
+            )
+        })
+}
+
+/// A namespace with the widgets CRD installed and a Widget `w` to own its Pods; the Pods and
+/// budgets APIs there, through a client that does not retry a refused eviction.
+async fn budget_bed(
+    name: &str,
+) -> (
+    Bed,
+    kube::api::DynamicObject,
+    Api<Pod>,
+    Api<PodDisruptionBudget>,
+) {
+    let bed = Bed::start().await;
+    bed.install_widgets().await;
+    let ns = bed.namespace(name).await;
+    let owner = bed
+        .widgets(&ns)
+        .create(&PostParams::default(), &widget("w", 1))
+        .await
+        .unwrap();
+    let client = bed.client_without_retry().await;
+    let pods = Api::namespaced(client.clone(), &ns);
+    let budgets = Api::namespaced(client, &ns);
+    (bed, owner, pods, budgets)
+}
+
+#[tokio::test]
+async fn the_disruption_controller_keeps_each_budgets_status() {
+    let (bed, owner, pods, budgets) = budget_bed("budgets").await;
+    let created = create_budget(
+        &budgets,
+        "pfs",
+        json!({"minAvailable": 2, "selector": {"matchLabels": {"app": "pfs"}}, "unhealthyPodEvictionPolicy": "AlwaysAllow"}),
+    )
+    .await;
+    // As created (nothing observed yet), then as the controller counted: no Pod yet.
+    assert_eq!(counts(&created), (0, 0, 0, 0));
+    assert_eq!(created.status.as_ref().unwrap().observed_generation, None);
+    let synced = budgets.get("pfs").await.unwrap();
+    assert_ne!(synced.resource_version(), created.resource_version());
+    assert_eq!(synced.status.as_ref().unwrap().observed_generation, Some(1));
+    assert_eq!(counts(&synced), (0, 0, 2, 0));
+    assert_eq!(
+        disruption_allowed(&synced),
+        ("False".into(), "InsufficientPods".into(), String::new())
+    );
+    let controller = synced
+        .managed_fields()
+        .iter()
+        .find(|m| m.manager.as_deref() == Some("kube-controller-manager"))
+        .expect("the controller's status writes are managed");
+    assert_eq!(controller.subresource.as_deref(), Some("status"));
+
+    // Its writes are seen by watches, as any write is.
+    let mut watch = budgets
+        .watch(&WatchParams::default(), &synced.resource_version().unwrap())
+        .await
+        .unwrap()
+        .boxed();
+    for name in ["p0", "p1", "p2"] {
+        store_pod(&pods, name, &owner, true).await;
+    }
+    let budget = budgets.get("pfs").await.unwrap();
+    assert_eq!(counts(&budget), (3, 3, 2, 1));
+    assert_eq!(
+        disruption_allowed(&budget),
+        ("True".into(), "SufficientPods".into(), String::new())
+    );
+    let allowed_seen = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(event) = watch.try_next().await.unwrap() {
+            if let WatchEvent::Modified(seen) = event
+                && counts(&seen).3 == 1
+            {
+                return seen;
+            }
+        }
+        panic!("the watch ended")
+    })
+    .await
+    .expect("the controller's write is watched");
+    assert_eq!(allowed_seen.resource_version(), budget.resource_version());
+
+    // A Pod that is not Ready is not healthy; one outside the selector is not counted.
+    set_ready(&pods, "p2", false).await;
+    pods.create(&PostParams::default(), &pod("other", "node-a"))
+        .await
+        .unwrap();
+    assert_eq!(counts(&budgets.get("pfs").await.unwrap()), (3, 2, 2, 0));
+    // A new spec is observed at once.
+    let patched = budgets
+        .patch(
+            "pfs",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"minAvailable": 1}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.metadata.generation, Some(2));
+    let budget = budgets.get("pfs").await.unwrap();
+    assert_eq!(budget.status.as_ref().unwrap().observed_generation, Some(2));
+    assert_eq!(counts(&budget), (3, 2, 1, 1));
+    // A status written by anyone else is put right by the controller.
+    let written = budgets
+        .patch_status(
+            "pfs",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"disruptionsAllowed": 5}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(counts(&written).3, 5);
+    assert_eq!(counts(&budgets.get("pfs").await.unwrap()).3, 1);
+
+    // In policy/v1 an empty selector covers every Pod of the namespace.
+    let everything =
+        create_budget(&budgets, "all", json!({"minAvailable": 0, "selector": {}})).await;
+    assert_eq!(everything.metadata.generation, Some(1));
+    assert_eq!(counts(&budgets.get("all").await.unwrap()), (4, 2, 0, 2));
+    // Neither minAvailable nor maxUnavailable: one Pod must stay (policy/v1 defaulting).
+    let defaulted = create_budget(&budgets, "one", json!({"selector": {}})).await;
+    assert_eq!(
+        defaulted.spec.unwrap().min_available,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+
+    // maxUnavailable (or a percentage) counts the Pods' controllers' scales; a controller
+    // without a scale subresource fails the sync, and the fail-safe allows nothing.
+    create_budget(
+        &budgets,
+        "max",
+        json!({"maxUnavailable": 1, "selector": {"matchLabels": {"app": "pfs"}}}),
+    )
+    .await;
+    let failing = budgets.get("max").await.unwrap();
+    assert_eq!(counts(&failing).3, 0);
+    assert_eq!(
+        disruption_allowed(&failing),
+        (
+            "False".into(),
+            "SyncFailed".into(),
+            "widgets.test.pureflash.io does not implement the scale subresource".into()
+        )
+    );
+    assert_eq!(failing.status.as_ref().unwrap().observed_generation, None);
+
+    // A StatefulSet has one: a percentage of its replicas.
+    let ns = pods.namespace().unwrap_or_default();
+    let sets: Api<StatefulSet> = Api::namespaced(bed.client.clone(), ns);
+    let set = sets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "db"},
+                "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "db"}},
+                         "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [{"name": "db", "image": "db:1"}]}}},
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut db: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "db-0", "labels": {"app": "db"}},
+        "spec": {"nodeName": "node-a", "containers": [{"name": "db", "image": "db:1"}]},
+    }))
+    .unwrap();
+    db.metadata.owner_references = Some(vec![set.controller_owner_ref(&()).unwrap()]);
+    pods.create(&PostParams::default(), &db).await.unwrap();
+    set_ready(&pods, "db-0", true).await;
+    create_budget(
+        &budgets,
+        "db",
+        json!({"minAvailable": "50%", "selector": {"matchLabels": {"app": "db"}}}),
+    )
+    .await;
+    assert_eq!(counts(&budgets.get("db").await.unwrap()), (4, 1, 2, 0));
+
+    // What the API server validates.
+    let both = serde_json::from_value(
+        json!({"metadata": {"name": "both"}, "spec": {"minAvailable": 1, "maxUnavailable": 1}}),
+    )
+    .unwrap();
+    let refused = api_error(budgets.create(&PostParams::default(), &both).await);
+    assert_eq!(refused.code, 422);
+    assert!(
+        refused
+            .message
+            .ends_with("minAvailable and maxUnavailable cannot be both set"),
+        "{}",
+        refused.message
+    );
+    let policy = serde_json::from_value(json!({"metadata": {"name": "policy"}, "spec": {"minAvailable": 1, "unhealthyPodEvictionPolicy": "Never"}})).unwrap();
+    let refused = api_error(budgets.create(&PostParams::default(), &policy).await);
+    assert_eq!(
+        (refused.code, refused.message.as_str()),
+        (
+            422,
+            "PodDisruptionBudget.policy \"policy\" is invalid: spec.unhealthyPodEvictionPolicy: Unsupported value: \"Never\": supported values: \"AlwaysAllow\", \"IfHealthyBudget\""
+        )
+    );
+}
+
+#[tokio::test]
+async fn evictions_spend_the_budget_and_are_refused_past_it() {
+    let (_bed, owner, pods, budgets) = budget_bed("evictions").await;
+    for name in ["p0", "p1", "p2"] {
+        store_pod(&pods, name, &owner, true).await;
+    }
+    create_budget(
+        &budgets,
+        "pfs",
+        json!({"minAvailable": 2, "selector": {"matchLabels": {"app": "pfs"}}}),
+    )
+    .await;
+    assert_eq!(counts(&budgets.get("pfs").await.unwrap()), (3, 3, 2, 1));
+
+    let evicted = pods.evict("p0", &EvictParams::default()).await.unwrap();
+    assert_eq!(
+        (evicted.status, evicted.code),
+        (Some(StatusSummary::Success), 201)
+    );
+    // Marked as disrupted by the eviction, then deleted gracefully: its kubelet removes it.
+    let p0 = pods.get("p0").await.unwrap();
+    assert!(p0.metadata.deletion_timestamp.is_some());
+    assert_eq!(p0.metadata.deletion_grace_period_seconds, Some(30));
+    assert_eq!(
+        pod_condition(&p0, "DisruptionTarget"),
+        Some((
+            "True".into(),
+            "EvictionByEvictionAPI".into(),
+            "Eviction API: evicting".into()
+        ))
+    );
+    let budget = budgets.get("pfs").await.unwrap();
+    assert_eq!(counts(&budget), (3, 2, 2, 0));
+    assert_eq!(
+        budget.status.unwrap().disrupted_pods,
+        None,
+        "a terminating Pod is no longer an eviction in flight"
+    );
+
+    // No disruption left: 429, with the budget's numbers as the cause.
+    let refused = api_error(pods.evict("p1", &EvictParams::default()).await);
+    assert_eq!(
+        (
+            refused.code,
+            refused.reason.as_str(),
+            refused.message.as_str()
+        ),
+        (429, "TooManyRequests", REFUSED)
+    );
+    let causes = refused.details.unwrap().causes;
+    assert_eq!(
+        (causes[0].reason.as_str(), causes[0].message.as_str()),
+        (
+            "DisruptionBudget",
+            "The disruption budget pfs needs 2 healthy pods and has 2 currently"
+        )
+    );
+    let p1 = pods.get("p1").await.unwrap();
+    assert!(p1.metadata.deletion_timestamp.is_none());
+    assert_eq!(pod_condition(&p1, "DisruptionTarget"), None);
+
+    // A Pod already terminating goes without consulting the budget.
+    let again = pods.evict("p0", &EvictParams::default()).await.unwrap();
+    assert_eq!(again.code, 201);
+    let missing = api_error(pods.evict("nope", &EvictParams::default()).await);
+    assert_eq!(
+        (missing.code, missing.message.as_str()),
+        (404, "pods \"nope\" not found")
+    );
+
+    // A dry run answers as the eviction would, and changes nothing.
+    store_pod(&pods, "p3", &owner, true).await;
+    let before = budgets.get("pfs").await.unwrap();
+    assert_eq!(counts(&before), (4, 3, 2, 1));
+    let dry_run = EvictParams {
+        post_options: PostParams {
+            dry_run: true,
+            ..PostParams::default()
+        },
+        ..EvictParams::default()
+    };
+    assert_eq!(pods.evict("p3", &dry_run).await.unwrap().code, 201);
+    let p3 = pods.get("p3").await.unwrap();
+    assert!(p3.metadata.deletion_timestamp.is_none());
+    assert_eq!(pod_condition(&p3, "DisruptionTarget"), None);
+    assert_eq!(
+        budgets.get("pfs").await.unwrap().resource_version(),
+        before.resource_version()
+    );
+}
+
+#[tokio::test]
+async fn a_pod_that_is_not_ready_goes_as_the_unhealthy_pod_eviction_policy_says() {
+    let (_bed, owner, pods, budgets) = budget_bed("unhealthy").await;
+    store_pod(&pods, "p0", &owner, true).await;
+    store_pod(&pods, "p1", &owner, true).await;
+    store_pod(&pods, "p2", &owner, false).await;
+    create_budget(
+        &budgets,
+        "pfs",
+        json!({"minAvailable": 2, "selector": {"matchLabels": {"app": "pfs"}}}),
+    )
+    .await;
+    assert_eq!(counts(&budgets.get("pfs").await.unwrap()), (3, 2, 2, 0));
+    // IfHealthyBudget (the default): while the budget has its healthy Pods, a Pod that is not
+    // Ready goes without spending a disruption.
+    assert_eq!(
+        pods.evict("p2", &EvictParams::default())
+            .await
+            .unwrap()
+            .code,
+        201
+    );
+    assert!(
+        pods.get("p2")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_some()
+    );
+    assert_eq!(counts(&budgets.get("pfs").await.unwrap()), (3, 2, 2, 0));
+    // Below its healthy Pods, it is refused like any other.
+    set_ready(&pods, "p1", false).await;
+    let refused = api_error(pods.evict("p1", &EvictParams::default()).await);
+    assert_eq!(refused.code, 429);
+    assert_eq!(
+        refused.details.unwrap().causes[0].message,
+        "The disruption budget pfs needs 2 healthy pods and has 1 currently"
+    );
+    // AlwaysAllow: a Pod that is not Ready always goes, and spends nothing; a Ready one does not.
+    budgets
+        .patch(
+            "pfs",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"unhealthyPodEvictionPolicy": "AlwaysAllow"}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        pods.evict("p1", &EvictParams::default())
+            .await
+            .unwrap()
+            .code,
+        201
+    );
+    assert_eq!(counts(&budgets.get("pfs").await.unwrap()), (3, 1, 2, 0));
+    assert_eq!(
+        api_error(pods.evict("p0", &EvictParams::default()).await).code,
+        429
+    );
+}
+
+#[tokio::test]
+async fn one_budget_per_pod_and_one_eviction_per_disruption() {
+    let (_bed, owner, pods, budgets) = budget_bed("concurrent").await;
+    for name in ["p0", "p1", "p2"] {
+        store_pod(&pods, name, &owner, true).await;
+    }
+    create_budget(
+        &budgets,
+        "pfs",
+        json!({"minAvailable": 2, "selector": {"matchLabels": {"app": "pfs"}}}),
+    )
+    .await;
+    // One disruption allowed, two evictions at once: one goes, the other is refused.
+    let ep = EvictParams::default();
+    let (first, second) = tokio::join!(pods.evict("p0", &ep), pods.evict("p1", &ep));
+    let mut codes = [first, second].map(|result| match result {
+        Ok(status) => status.code,
+        Err(kube::Error::Api(status)) => status.code,
+        Err(other) => panic!("{other}"),
+    });
+    codes.sort_unstable();
+    assert_eq!(codes, [201, 429]);
+    assert_eq!(counts(&budgets.get("pfs").await.unwrap()), (3, 2, 2, 0));
+
+    // Two budgets over one Pod: the eviction subresource does not support it.
+    create_budget(
+        &budgets,
+        "pfs-too",
+        json!({"minAvailable": 0, "selector": {}}),
+    )
+    .await;
+    let several = api_error(pods.evict("p2", &EvictParams::default()).await);
+    assert_eq!(
+        (
+            several.code,
+            several.reason.as_str(),
+            several.message.as_str()
+        ),
+        (
+            500,
+            "",
+            "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support."
+        )
+    );
+    // A Pod not yet running (Pending) or done (Succeeded) is deleted without any budget.
+    let mut pending: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "pending", "labels": {"app": "pfs"}},
+        "spec": {"nodeName": "node-a", "containers": [{"name": "pfs", "image": "pfs:1"}]},
+    }))
+    .unwrap();
+    pending.metadata.owner_references = Some(vec![
+        owner
+            .controller_owner_ref(&common::widget_resource())
+            .unwrap(),
+    ]);
+    pods.create(&PostParams::default(), &pending).await.unwrap();
+    assert_eq!(
+        pods.evict("pending", &EvictParams::default())
+            .await
+            .unwrap()
+            .code,
+        201
+    );
+    let pending = pods.get("pending").await.unwrap();
+    assert!(
+        pending.metadata.deletion_timestamp.is_some(),
+        "bound: graceful"
+    );
+    assert!(pod_condition(&pending, "DisruptionTarget").is_some());
+    pods.patch_status(
+        "p2",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Succeeded"}})),
+    )
+    .await
+    .unwrap();
+    pods.evict("p2", &EvictParams::default()).await.unwrap();
+    assert_eq!(api_error(pods.get("p2").await).code, 404, "done: at once");
+}
+
+/// Evictions as `kubectl drain` sends them, with `deleteOptions` (kube's `EvictParams` sends
+/// its options under a field the API server does not know, so they are raw requests here).
+#[tokio::test]
+async fn evictions_take_delete_options_and_a_failed_one_still_counts_for_a_while() {
+    let (bed, owner, pods, budgets) = budget_bed("options").await;
+    for name in ["p0", "p1", "p2"] {
+        store_pod(&pods, name, &owner, true).await;
+    }
+    create_budget(
+        &budgets,
+        "pfs",
+        json!({"minAvailable": 1, "selector": {"matchLabels": {"app": "pfs"}}}),
+    )
+    .await;
+    let client = bed.client_without_retry().await;
+    let evict = |name: &str, body: serde_json::Value| {
+        let request =
+            http::Request::post(format!("/api/v1/namespaces/options/pods/{name}/eviction"))
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(serde_json::to_vec(&body).unwrap())
+                .unwrap();
+        let client = client.clone();
+        async move { client.request::<kube::core::Status>(request).await }
+    };
+    let eviction = |name: &str, options: serde_json::Value| json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name}, "deleteOptions": options});
+    // gracePeriodSeconds 0: gone at once.
+    let done = evict("p0", eviction("p0", json!({"gracePeriodSeconds": 0})))
+        .await
+        .unwrap();
+    assert_eq!(done.code, 201);
+    assert_eq!(api_error(pods.get("p0").await).code, 404);
+    assert_eq!(counts(&budgets.get("pfs").await.unwrap()), (2, 2, 1, 1));
+
+    let refused = api_error(evict("p1", eviction("other", json!({}))).await);
+    assert_eq!(
+        (refused.code, refused.message.as_str()),
+        (400, "name in URL does not match name in Eviction object")
+    );
+    // A precondition that does not hold fails the delete after the budget was spent, as with
+    // the API server: the eviction counts until the controller gives up on it (2 minutes).
+    let uid = pods.get("p1").await.unwrap().uid().unwrap();
+    let conflict = api_error(
+        evict(
+            "p1",
+            eviction("p1", json!({"preconditions": {"uid": "not-the-uid"}})),
+        )
+        .await,
+    );
+    assert_eq!(
+        (conflict.code, conflict.message),
+        (
+            409,
+            format!(
+                "Operation cannot be fulfilled on Pod \"p1\": the UID in the precondition (not-the-uid) does not match the UID in record ({uid}). The object might have been deleted and then recreated"
+            )
+        )
+    );
+    assert!(
+        pods.get("p1")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_none()
+    );
+    let spent = budgets.get("pfs").await.unwrap();
+    assert_eq!(counts(&spent), (2, 1, 1, 0));
+    assert!(
+        spent
+            .status
+            .unwrap()
+            .disrupted_pods
+            .unwrap()
+            .contains_key("p1")
+    );
+    bed.emulator.set_clock_offset_ms(3 * 60 * 1000);
+    let recovered = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let budget = budgets.get("pfs").await.unwrap();
+            if counts(&budget) == (2, 2, 1, 1) {
+                return budget;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the expired eviction is forgotten");
+    assert_eq!(recovered.status.unwrap().disrupted_pods, None);
+
+    // What kube's EvictParams sends: the API server warns of the field it does not know (and
+    // refuses it under strict field validation), and ignores it.
+    let kube_body = serde_json::to_vec(
+        &json!({"metadata": {"name": "p2"}, "delete_options": {"gracePeriodSeconds": 0}}),
+    )
+    .unwrap();
+    let post = |query: &str| {
+        http::Request::post(format!(
+            "/api/v1/namespaces/options/pods/p2/eviction{query}"
+        ))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(kube::client::Body::from(kube_body.clone()))
+        .unwrap()
+    };
+    let strict = client.send(post("?fieldValidation=Strict")).await.unwrap();
+    assert_eq!(strict.status(), 400);
+    let warned = client.send(post("")).await.unwrap();
+    assert_eq!(warned.status(), 201);
+    assert_eq!(
+        warned.headers().get("Warning").unwrap(),
+        "299 - \"unknown field \\\"delete_options\\\"\""
+    );
+    let p2 = pods.get("p2").await.unwrap();
+    assert_eq!(
+        p2.metadata.deletion_grace_period_seconds,
+        Some(30),
+        "the options were not read"
+    );
+
+    // Only create: the subresource answers nothing else.
+    let get = http::Request::get("/api/v1/namespaces/options/pods/p1/eviction")
+        .body(Vec::new())
+        .unwrap();
+    assert_eq!(
+        api_error(client.request::<kube::core::Status>(get).await).code,
+        405
+    );
+}
+
+#[tokio::test]
+async fn discovery_lists_the_eviction_subresource_as_kubectl_drain_expects() {
+    let bed = Bed::start().await;
+    let core = bed.client.list_core_api_resources("v1").await.unwrap();
+    let eviction = core
+        .resources
+        .iter()
+        .find(|r| r.name == "pods/eviction")
+        .expect("pods/eviction is discovered");
+    assert_eq!(
+        (
+            eviction.group.as_deref(),
+            eviction.version.as_deref(),
+            eviction.kind.as_str(),
+            eviction.namespaced,
+            eviction.verbs.clone()
+        ),
+        (
+            Some("policy"),
+            Some("v1"),
+            "Eviction",
+            true,
+            vec!["create".to_owned()]
+        )
+    );
+}
+
+#[tokio::test]
+async fn evictions_need_create_on_pods_eviction() {
+    let bed = Bed::start().await;
+    service_account_with_pod_reader(&bed).await;
+    let token = bed.emulator.service_account_token("pf", "op");
+    let client = bed.client_with_token(&token).await;
+    let pods: Api<Pod> = Api::namespaced(client, "pf");
+    let denied = api_error(pods.evict("p", &EvictParams::default()).await);
+    assert_eq!(
+        forbidden(&denied),
+        (
+            403,
+            "Forbidden",
+            "pods \"p\" is forbidden: User \"system:serviceaccount:pf:op\" cannot create resource \"pods/eviction\" in API group \"\" in the namespace \"pf\""
+        )
+    );
+    admin_create::<Role>(
+        &bed,
+        Some("pf"),
+        json!({"metadata": {"name": "evictor"}, "rules": [
+            {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]}]}),
+    )
+    .await;
+    admin_create::<RoleBinding>(
+        &bed,
+        Some("pf"),
+        json!({
+            "metadata": {"name": "op-evictor"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "evictor"},
+            "subjects": service_account_subject("pf", "op"),
+        }),
+    )
+    .await;
+    assert_eq!(
+        pods.evict("p", &EvictParams::default()).await.unwrap().code,
+        201
+    );
+    let last = bed.emulator.audit().pop().unwrap();
+    assert_eq!(
+        (
+            last.verb.as_str(),
+            last.resource.as_str(),
+            last.subresource.as_deref(),
+            last.allowed
+        ),
+        ("create", "pods", Some("eviction"), true)
+    );
+    assert_eq!(api_error(pods.get("p").await).code, 404, "unbound: at once");
+}

@@ -1083,3 +1083,223 @@ async fn describe_lists_events_recorded_through_either_api() {
             .all(|e| e.name_any().starts_with("store-1-pfs."))
     );
 }
+
+/// A budget over the store Pods of the drain tests: two of three must stay, and a Pod that is
+/// not Ready may always go (what the operator asks for).
+const STORE_BUDGET: &str = "apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: pfs
+  namespace: drain
+spec:
+  minAvailable: 2
+  unhealthyPodEvictionPolicy: AlwaysAllow
+  selector:
+    matchLabels:
+      app: pfs
+";
+
+/// `kubectl cordon`, `kubectl drain` (evicting through the eviction subresource, retrying a
+/// refusal of the budget every 5 s, and waiting for the Pods to be gone), `kubectl get pdb` and
+/// `kubectl describe pdb` (kubernetes.io/docs/tasks/administer-cluster/safely-drain-node/).
+/// The test plays the kubelets (a terminating Pod is removed) and the operator (a replacement
+/// Pod on the other node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_evicts_within_the_budget_and_retries_past_it() {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::{Node, Pod};
+    use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+    use kube::runtime::{WatchStreamExt, watcher};
+    use kube::{Resource, ResourceExt};
+    use serde_json::json;
+
+    let bed = Bed::start().await;
+    ok(bed.kubectl(&["create", "namespace", "drain"]));
+    ok(bed.kubectl_with_input(&["apply", "-f", "-"], Some(WIDGETS_CRD)));
+    ok(bed.kubectl_with_input(&["apply", "-n", "drain", "-f", "-"], Some(WIDGET)));
+    let nodes: Api<Node> = Api::all(bed.client.clone());
+    for node in ["node-a", "node-b"] {
+        let node = serde_json::from_value(json!({"metadata": {"name": node}})).unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+    }
+    let owner = bed.widgets("drain").get("w1").await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(bed.client.clone(), "drain");
+    let store_pod = |name: &str, node: &str| {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": {"app": "pfs"}},
+            "spec": {"nodeName": node, "containers": [{"name": "pfs", "image": "pfs:1"}],
+                     "volumes": [{"name": "scratch", "emptyDir": {}}]},
+        }))
+        .unwrap();
+        pod.metadata.owner_references = Some(vec![
+            owner
+                .controller_owner_ref(&common::widget_resource())
+                .unwrap(),
+        ]);
+        let (pods, name) = (pods.clone(), name.to_owned());
+        async move {
+            pods.create(&PostParams::default(), &pod).await.unwrap();
+            // Running and Ready, as its kubelet would report it.
+            let status = json!({"status": {"phase": "Running", "conditions": [
+                {"type": "ContainersReady", "status": "True"}, {"type": "Ready", "status": "True"}]}});
+            pods.patch_status(&name, &PatchParams::default(), &Patch::Strategic(status))
+                .await
+                .unwrap();
+        }
+    };
+    store_pod("p0", "node-a").await;
+    store_pod("p1", "node-a").await;
+    store_pod("p2", "node-b").await;
+    assert!(
+        ok(bed.kubectl_with_input(&["apply", "-f", "-"], Some(STORE_BUDGET)))
+            .contains("poddisruptionbudget.policy/pfs created")
+    );
+    let budgets = ok(bed.kubectl(&["get", "pdb", "-n", "drain"]));
+    assert_eq!(row(&budgets, "pfs")[1..4], ["2", "N/A", "1"]);
+    let described = ok(bed.kubectl(&["describe", "pdb", "pfs", "-n", "drain"]));
+    for line in [
+        "Min available:  2",
+        "Selector:       app=pfs",
+        "Allowed disruptions:  1",
+        "Current:              3",
+        "Desired:              2",
+        "Total:                3",
+    ] {
+        assert!(
+            described.contains(line),
+            "{line:?} missing from:\n{described}"
+        );
+    }
+
+    // The kubelets: a terminating Pod's containers stop at once, and it is removed.
+    let kubelet = {
+        let pods = pods.clone();
+        tokio::spawn(async move {
+            let mut seen = watcher(pods.clone(), watcher::Config::default())
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(pod)) = seen.next().await {
+                if pod.metadata.deletion_timestamp.is_some() {
+                    let removal = DeleteParams {
+                        grace_period_seconds: Some(0),
+                        preconditions: Some(Preconditions {
+                            uid: pod.uid(),
+                            resource_version: None,
+                        }),
+                        ..DeleteParams::default()
+                    };
+                    let _ = pods.delete(&pod.name_any(), &removal).await;
+                }
+            }
+        })
+    };
+
+    assert_eq!(
+        ok(bed.kubectl(&["cordon", "node-a"])).trim(),
+        "node/node-a cordoned"
+    );
+    let cordoned = nodes.get("node-a").await.unwrap();
+    assert_eq!(cordoned.spec.unwrap().unschedulable, Some(true));
+
+    // A server-side dry run evicts nothing.
+    let dry_run = ok(bed.kubectl(&[
+        "drain",
+        "node-a",
+        "--ignore-daemonsets",
+        "--delete-emptydir-data",
+        "--dry-run=server",
+    ]));
+    assert!(
+        dry_run.contains("evicting pod drain/p0 (server dry run)")
+            && dry_run.contains("node/node-a drained (server dry run)"),
+        "{dry_run}"
+    );
+    assert!(
+        pods.get("p0")
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_none()
+    );
+
+    // Both Pods of node-a are evicted at once: one within the budget, the other refused until
+    // a replacement on node-b is Ready. kubectl runs as an administrator with a token, so that
+    // its evictions show in the audit log.
+    bed.emulator
+        .add_token("drainer-token", "drainer", &["system:masters"]);
+    let drain = bed.spawn_kubectl_as(
+        "drainer-token",
+        &[
+            "drain",
+            "node-a",
+            "--ignore-daemonsets",
+            "--delete-emptydir-data",
+            "--timeout=60s",
+        ],
+    );
+    let first_gone = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            let evicted: std::collections::BTreeSet<String> = bed
+                .emulator
+                .audit()
+                .into_iter()
+                .filter(|r| r.subresource.as_deref() == Some("eviction"))
+                .filter_map(|r| r.name)
+                .collect();
+            let gone = [
+                pods.get_opt("p0").await.unwrap().is_none(),
+                pods.get_opt("p1").await.unwrap().is_none(),
+            ];
+            if evicted.len() == 2 {
+                match gone {
+                    [true, false] => return "p0",
+                    [false, true] => return "p1",
+                    _ => {}
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("both Pods of node-a are asked for, and one is evicted and removed");
+    // The other's eviction, asked for, is answered before the replacement comes.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let other = if first_gone == "p0" { "p1" } else { "p0" };
+    assert!(
+        pods.get(other)
+            .await
+            .unwrap()
+            .metadata
+            .deletion_timestamp
+            .is_none()
+    );
+    store_pod("p3", "node-b").await;
+    let (success, stdout, stderr) = tokio::task::spawn_blocking(move || drain.join().unwrap())
+        .await
+        .unwrap();
+    assert!(success, "drain failed:\nstdout: {stdout}\nstderr: {stderr}");
+    for line in [
+        "node/node-a already cordoned".to_owned(),
+        format!("evicting pod drain/{first_gone}"),
+        format!("pod/{first_gone} evicted"),
+        format!("pod/{other} evicted"),
+        "node/node-a drained".to_owned(),
+    ] {
+        assert!(stdout.contains(&line), "{line:?} missing from:\n{stdout}");
+    }
+    assert!(
+        stderr.contains(&format!(
+            "error when evicting pods/\"{other}\" -n \"drain\" (will retry after 5s): Cannot evict pod as it would violate the pod's disruption budget."
+        )),
+        "{stderr}"
+    );
+    assert!(pods.get_opt(other).await.unwrap().is_none());
+    let budgets = ok(bed.kubectl(&["get", "pdb", "pfs", "-n", "drain"]));
+    assert_eq!(row(&budgets, "pfs")[1..4], ["2", "N/A", "0"]);
+    assert_eq!(
+        ok(bed.kubectl(&["uncordon", "node-a"])).trim(),
+        "node/node-a uncordoned"
+    );
+    kubelet.abort();
+}

@@ -10,6 +10,12 @@
 //!   path under a mount is rewritten to the file's real location: a container's view of its
 //!   filesystem, without a chroot.
 //! - Environment: `value`, `fieldRef`, `configMapKeyRef`, `secretKeyRef`, `envFrom`.
+//! - Readiness like the kubelet's: `ContainersReady` says whether every container runs, and
+//!   `Ready` also needs each of the Pod's `readinessGates` to have its condition `True` in the
+//!   status (written by a controller); otherwise `Ready` is `False` with reason
+//!   `ReadinessGatesNotReady`. A change of such a condition is reported at once. Status writes
+//!   are strategic merge patches of the conditions the kubelet owns, merged by `type`: other
+//!   writers' conditions (a readiness gate's, `DisruptionTarget`) stay.
 //! - Lifecycle like the kubelet: Running once started; an exited process restarts per
 //!   `restartPolicy` with `restartCount` + 1 after a growing back-off (CrashLoopBackOff
 //!   between); a graceful delete sends SIGTERM, waits the grace period (1 s at the least, the
@@ -728,10 +734,16 @@ impl PodRun {
                 false
             }
             Some(PodSignal::Updated(pod)) => {
+                let gates = self.readiness_gates();
                 self.pod = *pod;
                 if self.pod.metadata.deletion_timestamp.is_some() {
                     self.terminate(signals).await;
                     return false;
+                }
+                // A readiness gate's condition changed (a controller wrote it): Ready follows
+                // now, as the kubelet's status manager syncs on a Pod update.
+                if self.readiness_gates() != gates {
+                    self.report().await;
                 }
                 true
             }
@@ -1217,6 +1229,81 @@ impl PodRun {
         }
     }
 
+    /// The Pod's readiness gates and the status of each one's condition, if it has one.
+    fn readiness_gates(&self) -> Vec<(String, Option<String>)> {
+        let conditions = self
+            .pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default();
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.readiness_gates.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .map(|gate| {
+                let status = conditions
+                    .iter()
+                    .find(|c| c.type_ == gate.condition_type)
+                    .map(|c| c.status.clone());
+                (gate.condition_type.clone(), status)
+            })
+            .collect()
+    }
+
+    /// The `ContainersReady` and `Ready` conditions as the kubelet generates them (status,
+    /// reason, message): `GenerateContainersReadyCondition` and `GeneratePodReadyCondition`.
+    fn readiness(&self, phase: &str) -> [(bool, Option<String>, Option<String>); 2] {
+        let unready: Vec<&str> = self
+            .containers
+            .iter()
+            .filter(|c| c.pid.is_none() || c.waiting.is_some())
+            .map(|c| c.spec.name.as_str())
+            .collect();
+        let containers = match phase {
+            "Succeeded" => (false, Some("PodCompleted".to_owned()), None),
+            "Failed" => (false, Some("PodFailed".to_owned()), None),
+            _ if self.containers.is_empty() => (false, None, None),
+            _ if !unready.is_empty() => (
+                false,
+                Some("ContainersNotReady".to_owned()),
+                Some(format!(
+                    "containers with unready status: [{}]",
+                    unready.join(" ")
+                )),
+            ),
+            _ => (true, None, None),
+        };
+        if !containers.0 {
+            return [containers.clone(), containers];
+        }
+        let gates: Vec<String> = self
+            .readiness_gates()
+            .into_iter()
+            .filter_map(|(gate, status)| match status.as_deref() {
+                None => Some(format!(
+                    "corresponding condition of pod readiness gate \"{gate}\" does not exist."
+                )),
+                Some("True") => None,
+                Some(other) => Some(format!(
+                    "the status of pod readiness gate \"{gate}\" is not \"True\", but {other}"
+                )),
+            })
+            .collect();
+        let ready = if gates.is_empty() {
+            (true, None, None)
+        } else {
+            (
+                false,
+                Some("ReadinessGatesNotReady".to_owned()),
+                Some(gates.join(", ")),
+            )
+        };
+        [containers, ready]
+    }
+
     /// Posts the pod's status, like the kubelet's status manager (not while cut off).
     async fn report(&self) {
         self.publish_processes();
@@ -1264,11 +1351,6 @@ impl PodRun {
                 status
             })
             .collect();
-        let all_ready = !self.containers.is_empty()
-            && self
-                .containers
-                .iter()
-                .all(|c| c.pid.is_some() && c.waiting.is_none());
         let finished = self.containers.iter().all(|c| c.terminated.is_some());
         let phase = if finished {
             if self
@@ -1285,7 +1367,26 @@ impl PodRun {
         } else {
             "Pending"
         };
-        let condition = |kind: &str, ok: bool| json!({"type": kind, "status": if ok { "True" } else { "False" }, "lastProbeTime": null, "lastTransitionTime": now});
+        // A condition's transition time moves only when its status does
+        // (`updateLastTransitionTime`); reason and message are set or cleared (null), as the
+        // patch merges into the stored condition of the same type.
+        let known = self
+            .pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
+        let condition =
+            |kind: &str, (ok, reason, message): (bool, Option<String>, Option<String>)| {
+                let status = if ok { "True" } else { "False" };
+                let since = known
+                    .iter()
+                    .find(|c| c.type_ == kind && c.status == status)
+                    .and_then(|c| c.last_transition_time.as_ref())
+                    .map_or_else(|| now.clone(), |t| crate_time(SystemTime::from(t.0)));
+                json!({"type": kind, "status": status, "lastProbeTime": null, "lastTransitionTime": since, "reason": reason, "message": message})
+            };
+        let [containers_ready, ready] = self.readiness(phase);
         let ip = self.pod_ip();
         let mut status = json!({
             // A precondition, as the kubelet's status patches carry: a task of a Pod deleted
@@ -1293,7 +1394,12 @@ impl PodRun {
             "metadata": {"uid": self.pod.uid()},
             "status": {
             "phase": phase,
-            "conditions": [condition("PodScheduled", true), condition("Initialized", true), condition("ContainersReady", all_ready), condition("Ready", all_ready)],
+            "conditions": [
+                condition("PodScheduled", (true, None, None)),
+                condition("Initialized", (true, None, None)),
+                condition("ContainersReady", containers_ready),
+                condition("Ready", ready),
+            ],
             "hostIP": self.config.node_ip, "hostIPs": [{"ip": self.config.node_ip}],
             "podIP": ip, "podIPs": [{"ip": ip}],
             "startTime": self.start_time,
@@ -1311,7 +1417,7 @@ impl PodRun {
             "the status update",
             Some(&self.reachable),
             move || async move {
-                pods.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+                pods.patch_status(name, &PatchParams::default(), &Patch::Strategic(status))
                     .await
                     .map(drop)
             },

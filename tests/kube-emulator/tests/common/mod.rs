@@ -75,6 +75,19 @@ impl Bed {
         Client::try_from(config).expect("client")
     }
 
+    /// The administrator's client without kube's retries of `429`, `503` and `504`: a refused
+    /// eviction (429) is seen as the server answered it.
+    pub async fn client_without_retry(&self) -> Client {
+        let mut config = Config::from_custom_kubeconfig(
+            Kubeconfig::from_yaml(&self.emulator.kubeconfig()).expect("valid kubeconfig"),
+            &KubeConfigOptions::default(),
+        )
+        .await
+        .expect("config");
+        config.default_retry = false;
+        Client::try_from(config).expect("client")
+    }
+
     pub fn widgets(&self, namespace: &str) -> Api<DynamicObject> {
         Api::namespaced_with(self.client.clone(), namespace, &widget_resource())
     }
@@ -86,6 +99,27 @@ impl Bed {
 
     pub fn kubectl_with_input(&self, args: &[&str], input: Option<&str>) -> (bool, String, String) {
         run_kubectl(self.kubeconfig.path(), args, input)
+    }
+
+    /// Starts kubectl as the holder of `token` on a thread of its own, for a command that waits
+    /// on the cluster (`kubectl drain`) while the test plays the rest of it and follows its
+    /// requests in the audit log; join the handle for (success, stdout, stderr).
+    pub fn spawn_kubectl_as(
+        &self,
+        token: &str,
+        args: &[&str],
+    ) -> std::thread::JoinHandle<(bool, String, String)> {
+        let kubeconfig = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(
+            kubeconfig.path(),
+            self.emulator.kubeconfig_with_token(token),
+        )
+        .expect("kubeconfig written");
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            run_kubectl(kubeconfig.path(), &args, None)
+        })
     }
 
     /// Runs kubectl as the holder of `token`.
