@@ -109,6 +109,16 @@ pub struct RecoveryArgs {
     /// by a manual restart.
     #[arg(long, env = "PUREFLASH_MAX_UNAVAILABLE", default_value_t = 1)]
     pub max_unavailable: usize,
+    /// Keep a PodDisruptionBudget (`pureflash-stores`) over each namespace's pfs Pods, so that
+    /// evictions (`kubectl drain`) take down the stores of at most `--max-unavailable-nodes`
+    /// nodes at once; `false` where another budget covers the pfs Pods (two budgets over one
+    /// Pod make its evictions fail).
+    #[arg(long, env = "PUREFLASH_DISRUPTION_BUDGET", default_value_t = true, action = clap::ArgAction::Set)]
+    pub disruption_budget: bool,
+    /// Evictions may take down the stores of this many nodes at once (a node's stores go down
+    /// together in its drain); 0: no serving pfs is evicted at all.
+    #[arg(long, env = "PUREFLASH_MAX_UNAVAILABLE_NODES", default_value_t = 1)]
+    pub max_unavailable_nodes: usize,
     /// How long a restart counts as in flight if its store does not come back.
     #[arg(long, env = "PUREFLASH_RESTART_WINDOW", default_value = "3m", value_parser = parse_duration)]
     pub restart_window: Duration,

@@ -119,6 +119,8 @@ pub struct RollObservation<'a> {
     /// [`crate::controller::pods::node_out_of_contact`]; a Node that could not be read is not
     /// known to be). Read (fresh) only for a Pod that would be replaced otherwise.
     pub node_out_of_contact: bool,
+    /// The Pod's node is cordoned (`spec.unschedulable`): read with the above.
+    pub node_cordoned: bool,
     pub now: Timestamp,
 }
 
@@ -167,6 +169,9 @@ pub enum HoldReason {
     /// a delete would not reach its pfs, which may well serve meanwhile, and would kill it
     /// whenever the node reports again, whatever the other stores are doing by then.
     NodeUnreachable,
+    /// The Pod's node is cordoned (a drain, maintenance): no new Pod is made there until it is
+    /// uncordoned, so the replacement would leave the store without one meanwhile.
+    NodeCordoned,
     /// `max_unavailable` other stores are unavailable.
     OthersUnavailable {
         count: usize,
@@ -194,6 +199,7 @@ impl HoldReason {
             HoldReason::WithinGracePeriod => "WithinGracePeriod",
             HoldReason::AwaitingRecovery => "AwaitingRecovery",
             HoldReason::NodeUnreachable => "NodeUnreachable",
+            HoldReason::NodeCordoned => "NodeCordoned",
             HoldReason::OthersUnavailable { .. } => OTHERS_UNAVAILABLE,
             HoldReason::ReplacementRefused { .. } => "ReplacementRefused",
         }
@@ -225,6 +231,9 @@ impl HoldReason {
             }
             HoldReason::NodeUnreachable => {
                 "the pod's node is out of contact (gone, or Ready Unknown), or could not be read: a delete would not reach its pfs, and would kill it whenever the node reports again, so the pod is replaced once the node reports".into()
+            }
+            HoldReason::NodeCordoned => {
+                "the pod's node is cordoned: no new pod is made there until it is uncordoned, so the running one is kept and replaced once the node is uncordoned".into()
             }
             HoldReason::OthersUnavailable { .. } => format!(
                 "a changed spec waits to replace the pod of this serving store: other stores are unavailable and at most {max_unavailable} may be (--max-unavailable); the RolloutHeld Event names them"
@@ -288,6 +297,9 @@ pub fn decide(observation: &RollObservation<'_>, policy: &RollPolicy) -> RollVer
     // but would stay pending, to kill it whenever the node reports again.
     if pod.phase == "Unknown" || observation.node_out_of_contact {
         return RollVerdict::Hold(HoldReason::NodeUnreachable);
+    }
+    if observation.node_cordoned {
+        return RollVerdict::Hold(HoldReason::NodeCordoned);
     }
     if !observation.alive {
         if observation.cluster_frozen {
@@ -366,6 +378,7 @@ mod tests {
             offline_since: Some(NOW - SignedDuration::from_secs(3_600)),
             offline_grace: SignedDuration::from_secs(30),
             node_out_of_contact: false,
+            node_cordoned: false,
             now: NOW,
         }
     }
@@ -606,6 +619,33 @@ mod tests {
         let pending = pod("Pending", None);
         let observation = RollObservation {
             node_out_of_contact: true,
+            ..observe(true, &pending, &[])
+        };
+        assert_eq!(
+            decide(&observation, &policy()),
+            RollVerdict::Roll(RollReason::PodNotRunning)
+        );
+    }
+
+    /// A drained node's Pods are not made anew until it is uncordoned: a serving pfs there is
+    /// kept meanwhile, and one that runs nothing is replaced (its successor waiting).
+    #[test]
+    fn a_serving_pfs_on_a_cordoned_node_is_not_replaced() {
+        let running = pod("Running", Some(300));
+        for alive in [true, false] {
+            let observation = RollObservation {
+                node_cordoned: true,
+                ..observe(alive, &running, &[])
+            };
+            assert_eq!(
+                decide(&observation, &policy()),
+                RollVerdict::Hold(HoldReason::NodeCordoned),
+                "alive {alive}"
+            );
+        }
+        let pending = pod("Pending", None);
+        let observation = RollObservation {
+            node_cordoned: true,
             ..observe(true, &pending, &[])
         };
         assert_eq!(

@@ -219,6 +219,8 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         stable_period: args.recovery.stable_period,
         requeue: args.requeue_interval,
         concurrency: args.reconcile_concurrency,
+        disruption_budget: args.recovery.disruption_budget,
+        max_unavailable_nodes: args.recovery.max_unavailable_nodes,
     };
     // Why this replica stops on its own, if it does.
     let mut fatal: Option<String> = None;

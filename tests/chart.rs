@@ -99,6 +99,14 @@ fn store_rules() -> Vec<(String, String, Vec<String>)> {
             "pods",
             &["get", "list", "watch", "create", "patch", "delete"],
         ),
+        // The pfs Pods' readiness gate.
+        rule("", "pods/status", &["patch"]),
+        // create: an apply that creates its object is authorized as a create too.
+        rule(
+            "policy",
+            "poddisruptionbudgets",
+            &["list", "watch", "create", "patch", "delete"],
+        ),
         rule("events.k8s.io", "events", &["create", "patch"]),
         rule("pureflash.io", "pureflashstores", &["list", "watch"]),
         rule("pureflash.io", "pureflashstores/status", &["patch"]),

@@ -523,6 +523,293 @@ fn every_test_a_real_cluster_cannot_run_is_skipped_in_the_readme() {
     );
 }
 
+/// A pfs Pod's `Ready` condition, and its serving gate's.
+async fn pod_readiness(pods: &Api<Pod>, name: &str) -> Option<(bool, Option<bool>)> {
+    let pod = pods.get_opt(name).await.ok().flatten()?;
+    let conditions = pod.status?.conditions.unwrap_or_default();
+    let status = |kind: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == kind)
+            .map(|c| c.status == "True")
+    };
+    Some((
+        status("Ready") == Some(true),
+        status("pureflash.io/serving"),
+    ))
+}
+
+/// The budget's `minAvailable` and the store ids its selector leaves out.
+async fn budget_shape(
+    budgets: &Api<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
+) -> Option<(i32, Vec<String>)> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let spec = budgets
+        .get_opt("pureflash-stores")
+        .await
+        .ok()
+        .flatten()?
+        .spec?;
+    let IntOrString::Int(min_available) = spec.min_available? else {
+        return None;
+    };
+    let mut left_out: Vec<String> = spec
+        .selector?
+        .match_expressions
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|e| e.values.unwrap_or_default())
+        .collect();
+    left_out.sort();
+    Some((min_available, left_out))
+}
+
+/// Every eviction (`kubectl drain`, upgrades) goes through the operator's PodDisruptionBudget,
+/// whose unit is the node: with all stores serving one may go; then the rest of its node may
+/// follow (here every store shares the one node). A pfs Pod is Ready only while its store
+/// serves, and one that does not serve may always go. Adding stores raises the budget; when the
+/// last store of the namespace goes, so does the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn evictions_go_through_a_budget_by_node_and_pods_are_ready_only_while_serving() {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use kube::api::EvictParams;
+
+    let mut harness = Harness::start("budget").await;
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    let names = ["store-1", "store-2", "store-3"];
+    let manifests: Vec<String> = names
+        .iter()
+        .zip(1..)
+        // Long grace periods: nothing here may be an offline restart.
+        .map(|(name, id)| store_manifest(name, id, harness.node(), &harness.pfs_image(), 600))
+        .collect();
+    apply(&harness, &manifests.join("---\n"));
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let budgets: Api<PodDisruptionBudget> =
+        Api::namespaced(harness.client.clone(), &harness.namespace);
+    let all_serving = async || {
+        for name in names {
+            wait_phase(&harness, &stores, name, Phase::Online).await;
+            let pod = format!("{name}-pfs");
+            wait_for(
+                &format!("{pod} ready through its serving gate"),
+                async || (pod_readiness(&pods, &pod).await? == (true, Some(true))).then_some(()),
+            )
+            .await;
+        }
+        wait_for("a budget of two stores in three", async || {
+            (budget_shape(&budgets).await? == (2, vec![])).then_some(())
+        })
+        .await;
+    };
+    all_serving().await;
+
+    let first = pod_uid(&pods, "store-1-pfs").await.unwrap();
+    // The disruption controller may not have counted the three ready Pods yet.
+    wait_for("store-1 evicted", async || {
+        pods.evict("store-1-pfs", &EvictParams::default())
+            .await
+            .ok()
+    })
+    .await;
+    // Its node is the one down now: the budget leaves its stores out, and the node's drain may
+    // go on with store 2 although store 1 does not serve yet (the evicted pfs's session
+    // stands a while).
+    wait_for("the budget leaving the node's stores out", async || {
+        let (_, left_out) = budget_shape(&budgets).await?;
+        (left_out == ["1", "2", "3"]).then_some(())
+    })
+    .await;
+    wait_for("store-2 evicted", async || {
+        pods.evict("store-2-pfs", &EvictParams::default())
+            .await
+            .ok()
+    })
+    .await;
+    wait_for("store-1's new pod", async || {
+        pod_uid(&pods, "store-1-pfs")
+            .await
+            .filter(|uid| *uid != first)
+    })
+    .await;
+    all_serving().await;
+
+    // A hung store's Pod, its container still running, is not ready; being down already it
+    // may be evicted.
+    harness.signal_pod("store-3-pfs", libc::SIGSTOP);
+    wait_phase(&harness, &stores, "store-3", Phase::Offline).await;
+    wait_for("store-3's pod not ready", async || {
+        (pod_readiness(&pods, "store-3-pfs").await? == (false, Some(false))).then_some(())
+    })
+    .await;
+    // Its session is gone: resumed, it stays offline (pfs does not register again), and stops
+    // at once when evicted.
+    harness.signal_pod("store-3-pfs", libc::SIGCONT);
+    wait_for("store-3 evicted", async || {
+        pods.evict("store-3-pfs", &EvictParams::default())
+            .await
+            .ok()
+    })
+    .await;
+    all_serving().await;
+
+    // A fourth store raises the budget.
+    apply(
+        &harness,
+        &store_manifest("store-4", 4, harness.node(), &harness.pfs_image(), 600),
+    );
+    wait_phase(&harness, &stores, "store-4", Phase::Online).await;
+    wait_for("a budget of three stores in four", async || {
+        (budget_shape(&budgets).await? == (3, vec![])).then_some(())
+    })
+    .await;
+    let (ok, stdout, stderr) = harness.kubectl(
+        &["get", "pdb", "pureflash-stores", "-n", &harness.namespace],
+        None,
+    );
+    assert!(
+        ok && stdout.contains("pureflash-stores"),
+        "{stdout}{stderr}"
+    );
+    // The namespace's last store gone, its budget goes too.
+    let (ok, _, stderr) = harness.kubectl(
+        &[
+            "delete",
+            "pfstores",
+            "--all",
+            "--wait=true",
+            "-n",
+            &harness.namespace,
+        ],
+        None,
+    );
+    assert!(ok, "kubectl delete: {stderr}");
+    wait_for("the budget deleted", async || {
+        budgets
+            .get_opt("pureflash-stores")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    harness.finish().await;
+}
+
+/// `kubectl drain` of a node while a store on another node is down is refused (nothing is
+/// evicted); once no other node's store is down it drains the node, whose stores then get no
+/// new Pods until it is uncordoned, and come back after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_drain_waits_for_other_nodes_and_a_drained_node_gets_no_pods_until_uncordoned() {
+    let mut harness = start_emulated(
+        "drain",
+        "a_drain_waits_for_other_nodes_and_a_drained_node_gets_no_pods_until_uncordoned",
+    )
+    .await;
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    let node = harness.node().to_owned();
+    // A node drained before and not uncordoned yet: its store gets no Pod, and is down.
+    let far_node = format!("{}-far", harness.namespace);
+    let (ok, _, stderr) = harness.kubectl(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {far_node}\nspec:\n  unschedulable: true\n"
+        )),
+    );
+    assert!(ok, "kubectl apply node: {stderr}");
+    let manifests = [
+        store_manifest("store-1", 1, &node, &harness.pfs_image(), 600),
+        store_manifest("store-2", 2, &node, &harness.pfs_image(), 600),
+        store_manifest("store-9", 9, &far_node, &harness.pfs_image(), 600),
+    ];
+    apply(&harness, &manifests.join("---\n"));
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let budgets: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(harness.client.clone(), &harness.namespace);
+    for name in ["store-1", "store-2"] {
+        wait_phase(&harness, &stores, name, Phase::Online).await;
+    }
+    wait_reason(&stores, "store-9", "PodReady", "NodeCordoned").await;
+    assert_eq!(pod_uid(&pods, "store-9-pfs").await, None);
+    wait_for("the budget leaving the far node's store out", async || {
+        (budget_shape(&budgets).await? == (2, vec!["9".to_owned()])).then_some(())
+    })
+    .await;
+    let pods_before = (
+        pod_uid(&pods, "store-1-pfs").await,
+        pod_uid(&pods, "store-2-pfs").await,
+    );
+    let drain = |timeout: &str| {
+        harness.kubectl(
+            &[
+                "drain",
+                &node,
+                "--ignore-daemonsets",
+                "--delete-emptydir-data",
+                &format!("--timeout={timeout}"),
+            ],
+            None,
+        )
+    };
+    let (ok, stdout, stderr) = drain("8s");
+    assert!(
+        !ok,
+        "drained while a store on another node is down: {stdout}"
+    );
+    assert!(
+        stderr.contains("disruption budget") || stdout.contains("disruption budget"),
+        "{stdout}{stderr}"
+    );
+    assert_eq!(
+        (
+            pod_uid(&pods, "store-1-pfs").await,
+            pod_uid(&pods, "store-2-pfs").await
+        ),
+        pods_before,
+        "nothing evicted"
+    );
+
+    // The far store gone (its node's maintenance is over), this node drains: one store, then
+    // the rest of its node.
+    let (ok, _, stderr) = harness.kubectl(
+        &[
+            "delete",
+            "pfstore",
+            "store-9",
+            "--wait=true",
+            "-n",
+            &harness.namespace,
+        ],
+        None,
+    );
+    assert!(ok, "kubectl delete: {stderr}");
+    let (ok, stdout, stderr) = drain("120s");
+    assert!(ok, "kubectl drain: {stdout}{stderr}");
+    for name in ["store-1", "store-2"] {
+        let store = wait_reason(&stores, name, "PodReady", "NodeCordoned").await;
+        let message = &condition(&store, "PodReady").expect("PodReady").message;
+        assert!(
+            message.contains(&format!("node {node} is cordoned")),
+            "{message}"
+        );
+    }
+    // Drained, it stays drained.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(pod_uid(&pods, "store-1-pfs").await, None);
+    assert_eq!(pod_uid(&pods, "store-2-pfs").await, None);
+
+    let (ok, _, stderr) = harness.kubectl(&["uncordon", &node], None);
+    assert!(ok, "kubectl uncordon: {stderr}");
+    for name in ["store-1", "store-2"] {
+        wait_phase(&harness, &stores, name, Phase::Online).await;
+    }
+    harness.finish().await;
+}
+
 /// The kubelet evicts a store's Pod under node pressure: the Pod is left `Failed` and never
 /// runs again, so the operator replaces it (a terminal Pod is no restart: no grace period, no
 /// backoff) and the store comes back Online in a new Pod.
@@ -3367,6 +3654,8 @@ async fn the_charts_rbac_covers_every_call_the_operator_makes() {
         ("patch", "pods"),
         ("delete", "pods"),
         ("patch", "configmaps"),
+        ("watch", "poddisruptionbudgets"),
+        ("patch", "poddisruptionbudgets"),
         ("create", "events"),
         ("update", "leases"),
         ("get", "nodes"),

@@ -2,6 +2,7 @@
 //! that mirrors ZooKeeper, and automated recovery.
 //!
 //! - [`announce`]: which Events and counted skips a status change is told with (pure);
+//! - [`budget`]: the PodDisruptionBudget over each namespace's pfs Pods;
 //! - [`claims`]: which store may serve a disk another store names too (pure);
 //! - [`events`]: Events stamped with the API server's time, repeats folded into series;
 //! - [`pods`]: what the pfs Pod and its pfs.conf should be (pure);
@@ -9,6 +10,7 @@
 //! - `reconcile`: observe → decide → act → report for one store.
 
 pub mod announce;
+pub mod budget;
 pub mod claims;
 pub mod events;
 pub mod pods;
@@ -22,6 +24,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
 use kube::runtime::reflector::{self as cache, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -186,6 +189,8 @@ pub async fn run(term: Term, stop: CancellationToken) {
     .touched_objects();
     let config_map_events = without_errors("configmaps", config_map_events);
     let (store_cache, store_writer) = cache::store::<PureFlashStore>();
+    // Every change of the store cache (deletions too) for the disruption budgets.
+    let (stores_changed, stores_changed_rx) = watch::channel(());
     let store_events = cache::reflector(
         store_writer,
         watcher(
@@ -194,6 +199,11 @@ pub async fn run(term: Term, stop: CancellationToken) {
         )
         .default_backoff(),
     )
+    .inspect(move |event| {
+        if event.is_ok() {
+            stores_changed.send_replace(());
+        }
+    })
     .applied_objects();
     let store_events = without_errors("pureflashstores", store_events);
     let controller = Controller::for_stream(store_events, store_cache)
@@ -436,6 +446,31 @@ pub async fn run(term: Term, stop: CancellationToken) {
                 .retain(|store, _| present.contains(store));
         }
     });
+    let budgets = context.settings.disruption_budget.then(|| {
+        let (budgets, budget_writer) = cache::store::<PodDisruptionBudget>();
+        let budget_events = cache::reflector(
+            budget_writer,
+            watcher(
+                api::<PodDisruptionBudget>(&context.client, &namespace),
+                watcher::Config::default().labels(pods::OWNED_SELECTOR),
+            )
+            .default_backoff(),
+        )
+        .filter_map(|event| {
+            if let Err(error) = &event {
+                warn!(watch = "poddisruptionbudgets", %error, "watch failed; retrying with backoff");
+            }
+            std::future::ready(Some(()))
+        });
+        tokio::spawn(budget::keep(
+            Arc::clone(&context),
+            context.stores.clone(),
+            budgets,
+            budget_events,
+            stores_changed_rx,
+            stop.clone(),
+        ))
+    });
     let term_metrics = Arc::clone(&context.metrics);
     info!(
         namespace = namespace.as_deref().unwrap_or("(all)"),
@@ -458,6 +493,9 @@ pub async fn run(term: Term, stop: CancellationToken) {
         .await;
     forwarder.abort();
     cache_watch.abort();
+    if let Some(budgets) = budgets {
+        budgets.abort();
+    }
     let _ = pruner.await;
     // Only now: reconciles finishing during the graceful shutdown still set store gauges.
     term_metrics.retain_stores(|_| false);

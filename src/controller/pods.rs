@@ -30,6 +30,10 @@ pub const STORE_ID_LABEL: &str = "pureflash.io/store-id";
 pub const CONTAINER: &str = "pfs";
 /// The label selector of every Pod and ConfigMap the operator makes.
 pub const OWNED_SELECTOR: &str = "app.kubernetes.io/managed-by=pureflash-operator";
+/// The Pod readiness gate the operator sets: a pfs Pod is Ready only while its store serves
+/// (see [`serving_patch`]), so that PodDisruptionBudgets, `kubectl drain` and anything else
+/// that counts ready Pods counts stores that serve, not containers that merely run.
+pub const SERVING_GATE: &str = "pureflash.io/serving";
 
 /// Inputs of pfs.conf that do not come from the store's spec.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -566,6 +570,7 @@ pub fn pod(store: &PureFlashStore, hash: &str, predecessor: Predecessor) -> Pod 
             // pfs never calls the Kubernetes API: no token in a privileged Pod.
             "automountServiceAccountToken": false,
             "tolerations": tolerations,
+            "readinessGates": [{"conditionType": SERVING_GATE}],
             "containers": [container],
             "volumes": [
                 {"name": "conf", "configMap": {"name": config_map_name(store)}},
@@ -577,6 +582,53 @@ pub fn pod(store: &PureFlashStore, hash: &str, predecessor: Predecessor) -> Pod 
         pod["spec"]["priorityClassName"] = class.as_str().into();
     }
     serde_json::from_value(pod).expect("a valid Pod")
+}
+
+/// The pods/status patch that sets `pod`'s [`SERVING_GATE`] condition to `serving`, at `now`;
+/// `None` when nothing needs writing: the Pod has no such gate (made by an older operator, it
+/// gets one when next replaced), or its condition already says so. A condition not written yet
+/// counts as not serving, as the kubelet counts it, so a new Pod costs no write until it serves.
+/// The Pod's uid goes along as a precondition (as the kubelet's own status patches carry it):
+/// a patch computed for a Pod since replaced under its name fails instead of marking the new
+/// one.
+pub fn serving_patch(pod: &Pod, serving: bool, now: jiff::Timestamp) -> Option<serde_json::Value> {
+    let gated = pod
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.readiness_gates.as_ref())
+        .is_some_and(|gates| gates.iter().any(|gate| gate.condition_type == SERVING_GATE));
+    let says_serving = pod
+        .status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .and_then(|all| all.iter().find(|c| c.type_ == SERVING_GATE))
+        .is_some_and(|c| c.status == "True");
+    if !gated || says_serving == serving {
+        return None;
+    }
+    let (status, reason, message) = if serving {
+        (
+            "True",
+            "StoreServing",
+            "the store is alive in ZooKeeper, registered by this pod's pfs",
+        )
+    } else {
+        (
+            "False",
+            "StoreNotServing",
+            "the store is not alive in ZooKeeper, or not yet registered by this pod's pfs",
+        )
+    };
+    Some(json!({
+        "metadata": {"uid": pod.uid()},
+        "status": {"conditions": [{
+            "type": SERVING_GATE,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        }]},
+    }))
 }
 
 /// Why `pod` has stopped for good, if it has: a Pod in a terminal phase (`Failed`,
@@ -771,6 +823,15 @@ pub fn node_out_of_contact(node: Option<&Node>) -> bool {
         .and_then(|status| status.conditions.as_ref())
         .and_then(|conditions| conditions.iter().find(|c| c.type_ == "Ready"))
         .is_some_and(|ready| ready.status == "Unknown")
+}
+
+/// Whether `node` is cordoned (`kubectl cordon`, a drain): the scheduler places no new Pod
+/// there, and neither does the operator, whose Pods name their node and would bypass it.
+pub fn cordoned(node: &Node) -> bool {
+    node.spec
+        .as_ref()
+        .and_then(|spec| spec.unschedulable)
+        .unwrap_or(false)
 }
 
 /// The health of a store's node as recovery sees it `now`, from the Node, its Lease as just
@@ -1544,8 +1605,50 @@ mod tests {
                 ("node.kubernetes.io/unreachable", "NoExecute")
             ]
         );
+        // Ready only while the store serves.
+        assert_eq!(
+            pod["spec"]["readinessGates"],
+            json!([{"conditionType": "pureflash.io/serving"}])
+        );
         let cm = serde_json::to_value(config_map(&store, "x")).unwrap();
         assert_eq!(cm["data"]["pfs.conf"], "x");
+    }
+
+    #[test]
+    fn the_serving_gate_is_written_only_when_it_changes() {
+        let store =
+            store(json!({"storeId": 7, "nodeName": "n", "trays": [{"device": "/dev/sdb"}]}));
+        let mut new_pod = pod(&store, "abc", Predecessor::NoSession);
+        new_pod.metadata.uid = Some("pod-uid".into());
+        let now = at("2026-12-07T10:00:00Z");
+        // Not written yet counts as not serving: a new Pod costs no write until it serves.
+        assert_eq!(serving_patch(&new_pod, false, now), None);
+        let patch = serving_patch(&new_pod, true, now).expect("marked serving");
+        assert_eq!(patch["metadata"]["uid"], "pod-uid", "a precondition");
+        let condition = &patch["status"]["conditions"][0];
+        assert_eq!(condition["type"], SERVING_GATE);
+        assert_eq!(condition["status"], "True");
+        assert_eq!(condition["lastTransitionTime"], "2026-12-07T10:00:00Z");
+        let mut serving = new_pod.clone();
+        serving.status = Some(
+            serde_json::from_value(json!({"conditions": [
+                {"type": "Ready", "status": "True"},
+                {"type": SERVING_GATE, "status": "True"},
+            ]}))
+            .unwrap(),
+        );
+        assert_eq!(serving_patch(&serving, true, now), None);
+        let stopped = serving_patch(&serving, false, now).expect("marked not serving");
+        assert_eq!(stopped["status"]["conditions"][0]["status"], "False");
+        assert_eq!(
+            stopped["status"]["conditions"].as_array().map(Vec::len),
+            Some(1),
+            "only its own condition: the kubelet's are merged by type, not replaced"
+        );
+        // A Pod made before the gate existed: its Ready does not wait for the condition.
+        let mut ungated = serving.clone();
+        ungated.spec.as_mut().unwrap().readiness_gates = None;
+        assert_eq!(serving_patch(&ungated, false, now), None);
     }
 
     #[test]

@@ -68,6 +68,10 @@ pub struct Settings {
     pub requeue: Duration,
     /// Reconciles running at once (0: unbounded).
     pub concurrency: u16,
+    /// Keep a PodDisruptionBudget over each namespace's pfs Pods (see [`super::budget`]).
+    pub disruption_budget: bool,
+    /// Nodes whose stores evictions may take down at once.
+    pub max_unavailable_nodes: usize,
 }
 
 /// What every reconcile shares.
@@ -151,7 +155,7 @@ impl Context {
     /// the next leader's. The term's end is both the news of it (which needs the election's
     /// and the run's tasks to have run) and its deadline passing on this replica's own clock.
     /// The outer error is [`Error::TermEnded`]; the inner one the write's.
-    async fn leading<T, E>(
+    pub(super) async fn leading<T, E>(
         &self,
         write: impl Future<Output = Result<T, E>>,
     ) -> Result<Result<T, E>, Error> {
@@ -1050,9 +1054,19 @@ fn pod_facts(pod: &Pod) -> (PodFacts, bool, Option<String>) {
     let waiting = state
         .and_then(|s| s.waiting.as_ref())
         .and_then(|w| w.reason.clone());
-    let ready = status
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|all| all.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    // Whether pfs's container is ready. Not the Pod's Ready condition, which also waits for the
+    // operator's own serving gate (`pods::SERVING_GATE`), set from this store's status: the
+    // status would wait for itself. A kubelet always writes both; Ready alone is read only
+    // where ContainersReady is missing.
+    let conditions = status.and_then(|s| s.conditions.as_ref());
+    let condition = |kind: &str| {
+        conditions
+            .and_then(|all| all.iter().find(|c| c.type_ == kind))
+            .map(|c| c.status == "True")
+    };
+    let ready = condition("ContainersReady")
+        .or_else(|| condition("Ready"))
+        .unwrap_or(false);
     let container_restarts = status
         .and_then(|s| s.container_statuses.as_ref())
         .and_then(|all| all.iter().find(|c| c.name == pods::CONTAINER))
@@ -1073,6 +1087,13 @@ fn pod_facts(pod: &Pod) -> (PodFacts, bool, Option<String>) {
         ),
     };
     (facts, ready, waiting)
+}
+
+/// What a rollout reads of the Pod's node.
+#[derive(Clone, Copy, Debug, Default)]
+struct NodeFacts {
+    out_of_contact: bool,
+    cordoned: bool,
 }
 
 /// When this term saw each Pod's pfs container (re)start. `startedAt` is stamped by the node's
@@ -1984,7 +2005,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         Some(_) => Some(ctx.rolls.lock().await),
         None => None,
     };
-    let decide_roll = |existing: &Pod, rolls: &mut Replaced, node_out_of_contact: bool| {
+    let decide_roll = |existing: &Pod, rolls: &mut Replaced, node: NodeFacts| {
         let now = ctx.clock.now();
         let roll_policy = roll_policy(&ctx.settings);
         rolls.retain(|_, replacement| now.duration_since(replacement.at) < roll_policy.settle);
@@ -2019,14 +2040,15 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 cluster_frozen: recovery::cluster_frozen(&cluster, &store_policy),
                 offline_since: previous.offline_since.as_ref().map(|t| t.0),
                 offline_grace: store_policy.offline_grace,
-                node_out_of_contact,
+                node_out_of_contact: node.out_of_contact,
+                node_cordoned: node.cordoned,
                 now,
             },
             &roll_policy,
         ))
     };
     let mut roll = match (outdated, rolls.as_mut()) {
-        (Some(existing), Some(rolls)) => decide_roll(existing, rolls, false),
+        (Some(existing), Some(rolls)) => decide_roll(existing, rolls, NodeFacts::default()),
         _ => None,
     };
     // A successor the API would refuse is not worth the running Pod: its create is tried as a
@@ -2043,19 +2065,25 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         let refusal = refusal_of(&pods, &successor, Some(existing)).await?;
         // Read whatever the first verdict: a Pod that was not running may be by the second.
         let node_name = existing.spec.as_ref().and_then(|s| s.node_name.as_deref());
-        let node_out_of_contact = match node_name {
+        let node = match node_name {
             Some(node_name) => {
                 let nodes: Api<Node> = Api::all(ctx.client.clone());
                 match nodes.get_opt(node_name).await {
-                    Ok(node) => pods::node_out_of_contact(node.as_ref()),
+                    Ok(node) => NodeFacts {
+                        out_of_contact: pods::node_out_of_contact(node.as_ref()),
+                        cordoned: node.as_ref().is_some_and(pods::cordoned),
+                    },
                     // Not known to be in contact: held, and looked at again soon.
                     Err(error) => {
                         warn!(store = %name, %namespace, %error, node = node_name, "the node of a pod to replace could not be read; the rollout waits");
-                        true
+                        NodeFacts {
+                            out_of_contact: true,
+                            cordoned: false,
+                        }
                     }
                 }
             }
-            None => false,
+            None => NodeFacts::default(),
         };
         let mut relocked = ctx.rolls.lock().await;
         roll = match refusal {
@@ -2063,7 +2091,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 warn!(store = %name, %namespace, %why, "a changed spec makes a pod the API refuses; the running pod is kept");
                 Some(RollVerdict::Hold(HoldReason::ReplacementRefused { why }))
             }
-            None => decide_roll(existing, &mut relocked, node_out_of_contact),
+            None => decide_roll(existing, &mut relocked, node),
         };
         rolls = Some(relocked);
     }
@@ -2260,6 +2288,35 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         None
     };
     let mut created_now = pod.is_none() && can_create && foreign_pfs.is_none();
+    // Nor on a cordoned node (a drain, maintenance), where the scheduler would place no new
+    // Pod either: a drained node stays drained, and the disruption budget holds across drains
+    // of several nodes at once (a pfs made anew on its drained node would serve again, let
+    // the next node's drain through, then go down with its node). The store comes back once
+    // the node is uncordoned. Except for the operator's own restart, whose kill would
+    // otherwise leave the store down for no one's sake. The Node is read fresh: a drain
+    // cordons right before it evicts.
+    let mut node_cordoned = false;
+    if created_now && previous.unfinished_restart.is_none() {
+        let nodes: Api<Node> = Api::all(ctx.client.clone());
+        match nodes.get_opt(&store.spec.node_name).await {
+            Ok(Some(node)) if pods::cordoned(&node) => {
+                node_cordoned = true;
+                created_now = false;
+            }
+            Ok(_) => {}
+            // The create goes ahead: a store left without its Pod is the worse mistake.
+            Err(error) => {
+                debug!(store = %name, node = %store.spec.node_name, %error, "node not read; the pod is created");
+            }
+        }
+    }
+    if node_cordoned
+        && previous
+            .condition("PodReady", "False")
+            .is_none_or(|c| c.reason != status::NODE_CORDONED)
+    {
+        info!(store = %name, %namespace, node = %store.spec.node_name, "the store's node is cordoned; its pod is created once it is uncordoned");
+    }
     // Held until the create is done and recorded, so that the next create on the node or of
     // the id finds this one's Pod.
     let mut create_locks = None;
@@ -2590,6 +2647,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             config_error: config_error.as_deref(),
             write_error: write_error.as_deref(),
             foreign_pfs: foreign_pfs.as_ref(),
+            cordoned_node: node_cordoned.then_some(store.spec.node_name.as_str()),
             max_unavailable: ctx.settings.max_unavailable,
         })
     };
@@ -2859,10 +2917,21 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     // it: recorded so, its being read again wakes them.
     let alive_now = alive_node(&snapshot, store.spec.store_id);
     if snapshot.knows_stores() {
-        ctx.waiting.observe(
-            &ObjectRef::from_obj(store),
-            rollout::available(alive_now, facts.as_ref(), now, &roll_policy),
-        );
+        let available = rollout::available(alive_now, facts.as_ref(), now, &roll_policy);
+        ctx.waiting.observe(&ObjectRef::from_obj(store), available);
+        // The Pod's serving gate follows the same answer. Not on an untrusted view (what the
+        // Pod last said stands), nor for a Pod on its way out or not the store's own.
+        let gated_pod = pod.as_ref().filter(|pod| {
+            pod.metadata.deletion_timestamp.is_none()
+                && owned_by(pod, store)
+                && !matches!(decision.verdict, Verdict::Restart(_))
+        });
+        if let Some(patch) = gated_pod.and_then(|pod| pods::serving_patch(pod, available, now)) {
+            keep_going(
+                mark_serving(ctx, &pods, &pod_name, &patch).await,
+                &mut failed_write,
+            )?;
+        }
     }
     let settles_in = rollout::settles_in(alive_now, facts.as_ref(), now, &roll_policy)
         .and_then(|left| Duration::try_from(left).ok());
@@ -2895,6 +2964,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                         | HoldReason::WithinGracePeriod
                         // Nodes are not watched.
                         | HoldReason::NodeUnreachable
+                        | HoldReason::NodeCordoned
                 )
             ) =>
         {
@@ -2908,8 +2978,10 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                     ctx.settings.requeue.min(left + Duration::from_millis(50))
                 })
         }
-        // Nodes are not watched: a node that reports again is seen at the next look.
+        // Nodes are not watched: a node that reports again, or is uncordoned, is seen at the
+        // next look.
         Verdict::Skip(recovery::SkipReason::NodeNotReady) => spread(HELD_RECHECK, store),
+        _ if node_cordoned => spread(HELD_RECHECK, store),
         _ if config_error.is_some() => spread(HELD_RECHECK, store),
         // What made the API refuse may change without the store changing (a namespace's Pod
         // Security level, a LimitRange, an admission policy): asked again, not too often, as
@@ -3220,6 +3292,25 @@ fn keep_going<T>(result: Result<T, Error>, failed: &mut Option<Error>) -> Result
             failed.get_or_insert(error);
             Ok(None)
         }
+    }
+}
+
+/// Writes a Pod's serving gate condition (`patch`, from [`pods::serving_patch`]). A Pod gone or
+/// replaced meanwhile (its uid precondition fails) needs nothing: its successor's own reconcile
+/// decides about that one.
+async fn mark_serving(
+    ctx: &Context,
+    pods: &Api<Pod>,
+    pod_name: &str,
+    patch: &serde_json::Value,
+) -> Result<(), Error> {
+    match ctx
+        .leading(pods.patch_status(pod_name, &PatchParams::default(), &Patch::Strategic(patch)))
+        .await?
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => Ok(()),
+        Err(error) => Err(error.into()),
     }
 }
 

@@ -77,9 +77,14 @@ pub struct Facts<'a> {
     pub write_error: Option<&'a str>,
     /// Another Pod runs pfs for the store's id, so none is created.
     pub foreign_pfs: Option<&'a ForeignPfs>,
+    /// The store's node, when it is cordoned and so gets no Pod.
+    pub cordoned_node: Option<&'a str>,
     /// `--max-unavailable`, for the held rollout's message.
     pub max_unavailable: usize,
 }
+
+/// The PodReady reason of a store whose node is cordoned, and so has no Pod.
+pub const NODE_CORDONED: &str = "NodeCordoned";
 
 /// How often trays' `freeSize` alone rewrites a status. pfs updates `free_size` as data is
 /// written; a status write per update per store would load the API server with thousands of
@@ -727,6 +732,17 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
             },
             facts,
         ),
+        (None, _) if let Some(node) = facts.cordoned_node => condition(
+            conditions,
+            "PodReady",
+            "False",
+            NODE_CORDONED,
+            format!(
+                "pod {} is not created: node {node} is cordoned (a drain, maintenance), where no new pod is made; created once it is uncordoned",
+                facts.pod_name
+            ),
+            facts,
+        ),
         (None, _) if let Some(error) = facts.write_error => condition(
             conditions,
             "PodReady",
@@ -1003,6 +1019,7 @@ mod tests {
         config_error: Option<String>,
         write_error: Option<String>,
         foreign_pfs: Option<ForeignPfs>,
+        cordoned_node: Option<&'static str>,
         policy: Policy,
         paused: bool,
     }
@@ -1031,6 +1048,7 @@ mod tests {
                 config_error: None,
                 write_error: None,
                 foreign_pfs: None,
+                cordoned_node: None,
                 policy: policy(),
                 paused: false,
             }
@@ -1059,6 +1077,7 @@ mod tests {
                 config_error: self.config_error.as_deref(),
                 write_error: self.write_error.as_deref(),
                 foreign_pfs: self.foreign_pfs.as_ref(),
+                cordoned_node: self.cordoned_node,
                 max_unavailable: 1,
             })
         }

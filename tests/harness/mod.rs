@@ -934,6 +934,7 @@ pub const EMULATOR_ONLY: &[&str] = &[
     "a_store_whose_new_pod_is_refused_says_why_and_recovers_once_allowed",
     "a_former_leaders_late_status_write_does_not_undo_its_successors",
     "a_standby_writes_nothing_but_its_bids_for_the_lease",
+    "a_drain_waits_for_other_nodes_and_a_drained_node_gets_no_pods_until_uncordoned",
     // tests/e2e.rs
     "the_node_agent_retries_a_failed_status_write",
     "a_deleted_pods_late_status_write_does_not_land_on_its_successor",

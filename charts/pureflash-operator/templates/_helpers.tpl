@@ -145,6 +145,14 @@ operator itself never writes finalizers or deletes a ConfigMap.
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# The pfs Pods' readiness gate (pureflash.io/serving).
+- apiGroups: [""]
+  resources: ["pods/status"]
+  verbs: ["patch"]
+# One budget per namespace with stores (--disruption-budget).
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["list", "watch", "create", "patch", "delete"]
