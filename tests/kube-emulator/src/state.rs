@@ -207,6 +207,32 @@ pub struct State {
     syncing_budgets: bool,
 }
 
+/// A patch (apply included) carries no preconditions: the patch handler's
+/// `DefaultUpdatedObjectInfo` has none. A uid it sets (the kubelet's status patches put one in
+/// as a guard) is caught by validation as a change of an immutable field, a 422, where an
+/// update's uid is a precondition (409, see `State::write`).
+fn uid_unchanged(
+    rt: &ResourceType,
+    name: &str,
+    new: &Value,
+    existing: &Value,
+) -> Result<(), ApiError> {
+    let uid = meta_str(new, "uid");
+    if uid.is_empty() || uid == meta_str(existing, "uid") {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        &rt.kind,
+        &rt.group,
+        name,
+        &[Cause {
+            reason: "FieldValueInvalid".into(),
+            message: format!("Invalid value: \"{uid}\": field is immutable"),
+            field: "metadata.uid".into(),
+        }],
+    ))
+}
+
 fn subject<'a>(rt: &'a ResourceType, name: &'a str) -> Subject<'a> {
     Subject {
         group: &rt.group,
@@ -881,6 +907,9 @@ impl State {
                 time: &time,
                 subresource: (part == Part::Status).then_some("status"),
             };
+            if let Some(existing) = &existing {
+                uid_unchanged(rt, name, &patch, existing)?;
+            }
             let applied = ssa::apply(
                 existing.as_deref(),
                 &patch,
@@ -936,6 +965,7 @@ impl State {
             } else {
                 String::new()
             };
+        uid_unchanged(rt, name, &patched, &existing)?;
         self.write(rt, &existing, patched, part, &requested_rv, options, None)
     }
 

@@ -106,7 +106,6 @@ pub fn prepare(rt: &ResourceType, object: &mut Value, old: Option<&Value>) -> Re
                 // A new budget allows no disruption until the disruption controller counts pods.
                 object["status"] = json!({"disruptionsAllowed": 0, "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0});
             }
-            default_pod_disruption_budget(object);
             invalid(check_pod_disruption_budget(object))?;
         }
         ("" | EVENTS_GROUP, "Event", _) => {
@@ -971,19 +970,6 @@ fn check_stateful_set_update(set: &Value, old: &Value) -> Option<Cause> {
 
 // ---------------------------------------------------------------------------------------------
 // PodDisruptionBudgets
-
-/// `SetDefaults_PodDisruptionBudgetSpec` (policy/v1): a budget that says neither how many
-/// Pods must stay nor how many may go keeps one (`minAvailable: 1`).
-fn default_pod_disruption_budget(budget: &mut Value) {
-    if !budget.get("spec").is_some_and(Value::is_object) {
-        budget["spec"] = json!({});
-    }
-    let spec = budget["spec"].as_object_mut().expect("made an object");
-    let set = |key: &str| spec.get(key).is_some_and(|v| !v.is_null());
-    if !set("minAvailable") && !set("maxUnavailable") {
-        spec.insert("minAvailable".into(), json!(1));
-    }
-}
 
 /// An `intstr.IntOrString` as a 1.33 server prints it in a message (`%#v` of the struct).
 fn go_int_or_string(value: &Value) -> String {
@@ -2473,10 +2459,11 @@ mod tests {
         assert!(message.starts_with("PodDisruptionBudget.policy \"pfs\" is invalid: spec: Invalid value: policy.PodDisruptionBudgetSpec{MinAvailable:(*intstr.IntOrString)(0x"), "{message}");
         assert!(message.ends_with("UnhealthyPodEvictionPolicy:(*policy.UnhealthyPodEvictionPolicyType)(nil)}: minAvailable and maxUnavailable cannot be both set"), "{message}");
 
-        // Neither: one Pod must stay.
+        // Neither: nothing is defaulted (policy/v1 has no defaulting for the spec); the
+        // disruption controller then expects no Pod and allows nothing.
         let mut bare = json!({"metadata": {"name": "pfs"}, "spec": {"selector": {}}});
         prepare(&rt("PodDisruptionBudget"), &mut bare, None).unwrap();
-        assert_eq!(bare["spec"]["minAvailable"], 1);
+        assert!(bare["spec"].get("minAvailable").is_none());
 
         let mut wrong = json!({"metadata": {"name": "pfs"}, "spec": {
             "maxUnavailable": "150%",

@@ -2950,12 +2950,12 @@ async fn the_disruption_controller_keeps_each_budgets_status() {
         create_budget(&budgets, "all", json!({"minAvailable": 0, "selector": {}})).await;
     assert_eq!(everything.metadata.generation, Some(1));
     assert_eq!(counts(&budgets.get("all").await.unwrap()), (4, 2, 0, 2));
-    // Neither minAvailable nor maxUnavailable: one Pod must stay (policy/v1 defaulting).
-    let defaulted = create_budget(&budgets, "one", json!({"selector": {}})).await;
-    assert_eq!(
-        defaulted.spec.unwrap().min_available,
-        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
-    );
+    // Neither minAvailable nor maxUnavailable: nothing is defaulted, and the disruption
+    // controller, which then expects no Pod, allows nothing.
+    let bare = create_budget(&budgets, "none", json!({"selector": {}})).await;
+    assert_eq!(bare.spec.unwrap().min_available, None);
+    let counted = budgets.get("none").await.unwrap();
+    assert_eq!(counts(&counted).3, 0);
 
     // maxUnavailable (or a percentage) counts the Pods' controllers' scales; a controller
     // without a scale subresource fails the sync, and the fail-safe allows nothing.

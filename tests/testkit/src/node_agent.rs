@@ -734,15 +734,15 @@ impl PodRun {
                 false
             }
             Some(PodSignal::Updated(pod)) => {
-                let gates = self.readiness_gates();
                 self.pod = *pod;
                 if self.pod.metadata.deletion_timestamp.is_some() {
                     self.terminate(signals).await;
                     return false;
                 }
-                // A readiness gate's condition changed (a controller wrote it): Ready follows
-                // now, as the kubelet's status manager syncs on a Pod update.
-                if self.readiness_gates() != gates {
+                // The stored Ready is not what the Pod's conditions make it (a controller
+                // wrote a readiness gate's condition, or another writer changed Ready): put
+                // right now, as the kubelet's `NeedToReconcilePodReadiness` does on an update.
+                if self.ready_stale() {
                     self.report().await;
                 }
                 true
@@ -1251,6 +1251,18 @@ impl PodRun {
                 (gate.condition_type.clone(), status)
             })
             .collect()
+    }
+
+    /// Whether the stored `Ready` condition differs, in status or message, from the one the
+    /// Pod's containers and readiness gates make now.
+    fn ready_stale(&self) -> bool {
+        let status = self.pod.status.as_ref();
+        let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+        let [_, (ready, _, message)] = self.readiness(phase);
+        let stored = status
+            .and_then(|s| s.conditions.as_deref())
+            .and_then(|all| all.iter().find(|c| c.type_ == "Ready"));
+        stored.is_none_or(|c| (c.status == "True") != ready || c.message != message)
     }
 
     /// The `ContainersReady` and `Ready` conditions as the kubelet generates them (status,
