@@ -121,6 +121,10 @@ pub struct RollObservation<'a> {
     pub node_out_of_contact: bool,
     /// The Pod's node is cordoned (`spec.unschedulable`): read with the above.
     pub node_cordoned: bool,
+    /// The pfs container has just exited and shows no reason to wait yet: its kubelet is
+    /// about to restart it, or to say it waits (`CrashLoopBackOff`). A moment, not a Pod that
+    /// does not run: judged as the running Pod it was.
+    pub container_exited: bool,
     pub now: Timestamp,
 }
 
@@ -282,7 +286,7 @@ pub fn decide(observation: &RollObservation<'_>, policy: &RollPolicy) -> RollVer
     // leaves such a Pod to its kubelet, would never replace it. The changed spec may well be
     // its fix. `Unknown` (the node is unreachable) is not among them: its pfs may well serve.
     if matches!(pod.phase.as_str(), "Pending" | "Failed" | "Succeeded")
-        || (pod.phase == "Running" && pod.running_since.is_none())
+        || (pod.phase == "Running" && pod.running_since.is_none() && !observation.container_exited)
     {
         return RollVerdict::Roll(RollReason::PodNotRunning);
     }
@@ -379,6 +383,7 @@ mod tests {
             offline_grace: SignedDuration::from_secs(30),
             node_out_of_contact: false,
             node_cordoned: false,
+            container_exited: false,
             now: NOW,
         }
     }
@@ -650,6 +655,31 @@ mod tests {
         };
         assert_eq!(
             decide(&observation, &policy()),
+            RollVerdict::Roll(RollReason::PodNotRunning)
+        );
+    }
+
+    /// A container seen between its exit and its kubelet's restart (or CrashLoopBackOff) is
+    /// not yet a Pod that does not run: a paused store's pfs, restarted in place, is left alone.
+    #[test]
+    fn a_container_that_just_exited_is_judged_as_the_running_pod_it_was() {
+        let exited = pod("Running", None);
+        let observation = RollObservation {
+            paused: true,
+            container_exited: true,
+            ..observe(true, &exited, &[])
+        };
+        assert_eq!(
+            decide(&observation, &policy()),
+            RollVerdict::Hold(HoldReason::RecoveryPaused)
+        );
+        // Once it waits (CrashLoopBackOff), it does not run.
+        let waiting = RollObservation {
+            container_exited: false,
+            ..observation
+        };
+        assert_eq!(
+            decide(&waiting, &policy()),
             RollVerdict::Roll(RollReason::PodNotRunning)
         );
     }

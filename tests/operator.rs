@@ -539,7 +539,7 @@ async fn pod_readiness(pods: &Api<Pod>, name: &str) -> Option<(bool, Option<bool
     ))
 }
 
-/// The budget's `minAvailable` and the store ids its selector leaves out.
+/// The budget's `minAvailable` and the stores (instance labels) its selector names.
 async fn budget_shape(
     budgets: &Api<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
 ) -> Option<(i32, Vec<String>)> {
@@ -553,15 +553,15 @@ async fn budget_shape(
     let IntOrString::Int(min_available) = spec.min_available? else {
         return None;
     };
-    let mut left_out: Vec<String> = spec
+    let mut guarded: Vec<String> = spec
         .selector?
         .match_expressions
         .unwrap_or_default()
         .into_iter()
         .flat_map(|e| e.values.unwrap_or_default())
         .collect();
-    left_out.sort();
-    Some((min_available, left_out))
+    guarded.sort();
+    Some((min_available, guarded))
 }
 
 /// Every eviction (`kubectl drain`, upgrades) goes through the operator's PodDisruptionBudget,
@@ -600,7 +600,8 @@ async fn evictions_go_through_a_budget_by_node_and_pods_are_ready_only_while_ser
             .await;
         }
         wait_for("a budget of two stores in three", async || {
-            (budget_shape(&budgets).await? == (2, vec![])).then_some(())
+            let guarded = names.iter().map(|name| (*name).to_owned()).collect();
+            (budget_shape(&budgets).await? == (2, guarded)).then_some(())
         })
         .await;
     };
@@ -614,13 +615,13 @@ async fn evictions_go_through_a_budget_by_node_and_pods_are_ready_only_while_ser
             .ok()
     })
     .await;
-    // Its node is the one down now: the budget leaves its stores out, and the node's drain may
-    // go on with store 2 although store 1 does not serve yet (the evicted pfs's session
-    // stands a while).
-    wait_for("the budget leaving the node's stores out", async || {
-        let (_, left_out) = budget_shape(&budgets).await?;
-        (left_out == ["1", "2", "3"]).then_some(())
-    })
+    // Its node is the one down now: the budget guards none of its stores, and the node's
+    // drain may go on with store 2 although store 1 does not serve yet (the evicted pfs's
+    // session stands a while).
+    wait_for(
+        "the budget guarding none of the node's stores",
+        async || (budget_shape(&budgets).await? == (0, vec![])).then_some(()),
+    )
     .await;
     wait_for("store-2 evicted", async || {
         pods.evict("store-2-pfs", &EvictParams::default())
@@ -636,8 +637,8 @@ async fn evictions_go_through_a_budget_by_node_and_pods_are_ready_only_while_ser
     .await;
     all_serving().await;
 
-    // A hung store's Pod, its container still running, is not ready; being down already it
-    // may be evicted.
+    // A hung store's Pod, its container still running, is not ready; its node is then the one
+    // down, and its stores may be evicted.
     harness.signal_pod("store-3-pfs", libc::SIGSTOP);
     wait_phase(&harness, &stores, "store-3", Phase::Offline).await;
     wait_for("store-3's pod not ready", async || {
@@ -662,7 +663,10 @@ async fn evictions_go_through_a_budget_by_node_and_pods_are_ready_only_while_ser
     );
     wait_phase(&harness, &stores, "store-4", Phase::Online).await;
     wait_for("a budget of three stores in four", async || {
-        (budget_shape(&budgets).await? == (3, vec![])).then_some(())
+        let guarded = ["store-1", "store-2", "store-3", "store-4"]
+            .map(String::from)
+            .to_vec();
+        (budget_shape(&budgets).await? == (3, guarded)).then_some(())
     })
     .await;
     let (ok, stdout, stderr) = harness.kubectl(
@@ -735,8 +739,9 @@ async fn a_drain_waits_for_other_nodes_and_a_drained_node_gets_no_pods_until_unc
     }
     wait_reason(&stores, "store-9", "PodReady", "NodeCordoned").await;
     assert_eq!(pod_uid(&pods, "store-9-pfs").await, None);
-    wait_for("the budget leaving the far node's store out", async || {
-        (budget_shape(&budgets).await? == (2, vec!["9".to_owned()])).then_some(())
+    wait_for("the budget guarding this node's stores alone", async || {
+        let guarded = vec!["store-1".to_owned(), "store-2".to_owned()];
+        (budget_shape(&budgets).await? == (2, guarded)).then_some(())
     })
     .await;
     let pods_before = (

@@ -9,18 +9,22 @@
 //! down and come back (as Rook does for Ceph's OSDs):
 //!
 //! - every store serves: at most `--max-unavailable-nodes` stores may be evicted;
-//! - stores are down on as many nodes or fewer: those nodes' stores are left out of the
-//!   budget (its selector excludes their store ids), and the others may lose only what the
-//!   remaining nodes allow;
-//! - down on more nodes than that: no store that serves may be evicted.
+//! - stores are down on as many nodes or fewer: the budget guards only the other nodes' stores
+//!   (its selector names them), which may lose only what the remaining nodes allow;
+//! - down on more nodes than that: it guards every store, and none may be evicted.
+//!
+//! Down means what the disruption controller counts: the store's Pod is missing, terminating
+//! or not `Ready`, and a pfs Pod is Ready only while its store serves (the
+//! [`super::pods::SERVING_GATE`] readiness gate). So a Pod the budget guards is down only on a
+//! node beyond the allowance, and the default `unhealthyPodEvictionPolicy` (IfHealthyBudget)
+//! keeps it: not proven to serve is not proven down (a pfs restarted in place may serve before
+//! it is proven to).
 //!
 //! A budget over Pods owned by stores, which have no scale subresource, can only be an integer
-//! `minAvailable` (the disruption controller refuses `maxUnavailable` for them). A Pod is
-//! healthy only while its store serves (the [`super::pods::SERVING_GATE`] readiness gate), and
-//! an unhealthy one may always be evicted (`unhealthyPodEvictionPolicy: AlwaysAllow`): it
-//! serves nothing to protect, and a drain must not hang on a store that is down anyway. A
-//! store is down once its status says `Ready=False` (not `Unknown`: an untrusted view is no
-//! news about the stores).
+//! `minAvailable` (the disruption controller refuses `maxUnavailable` for them). It names the
+//! guarded stores by their instance label (unique per namespace, unlike store ids, which a
+//! duplicate may share), so that a Pod no store counts (one left by an orphaning delete) is not
+//! counted healthy for them.
 //!
 //! [`plan`] decides (pure); [`keep`] applies while the replica leads.
 
@@ -29,29 +33,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::pods::STORE_ID_LABEL;
+use super::pods::{self, INSTANCE_LABEL};
 use super::reconcile::{Context, Error, MANAGER};
+use crate::backoff::Backoff;
 use crate::crd::PureFlashStore;
 
 /// The budget's name in each namespace with stores.
 pub const BUDGET_NAME: &str = "pureflash-stores";
-/// How long store changes are gathered before the budgets are looked at: a hundred stores
-/// applied together make one write, not a hundred.
+/// How long changes are gathered before the budgets are looked at: a hundred stores applied
+/// together make one write, not a hundred.
 const GATHER: Duration = Duration::from_millis(250);
 /// The safety net: budgets are looked at this often even when nothing seems to change.
 const RECHECK: Duration = Duration::from_secs(60);
-/// How soon a failed write is tried again.
-const RETRY: Duration = Duration::from_secs(5);
 
 /// What to do about one namespace's budget.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,67 +70,77 @@ pub enum BudgetChange {
 }
 
 /// What the budget needs to know of a store.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BudgetedStore<'a> {
-    pub store_id: i32,
+    pub namespace: &'a str,
+    /// Its Pods' [`INSTANCE_LABEL`].
+    pub instance: String,
     pub node: &'a str,
-    /// Its status says it does not serve (`Ready=False`).
+    /// Its Pod is missing, terminating or not Ready.
     pub down: bool,
 }
 
 impl<'a> BudgetedStore<'a> {
-    /// `None` for a store being deleted: its Pod goes with it.
-    pub fn of(store: &'a PureFlashStore) -> Option<BudgetedStore<'a>> {
+    /// `store` with `pod`, its Pod if it has one; `None` for a store being deleted (its Pod
+    /// goes with it).
+    pub fn of(store: &'a PureFlashStore, pod: Option<&Pod>) -> Option<BudgetedStore<'a>> {
+        let ready = |pod: &Pod| {
+            pod.metadata.deletion_timestamp.is_none()
+                && pod
+                    .status
+                    .as_ref()
+                    .and_then(|status| status.conditions.as_ref())
+                    .is_some_and(|all| all.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        };
         store
             .meta()
             .deletion_timestamp
             .is_none()
             .then(|| BudgetedStore {
-                store_id: store.spec.store_id,
+                namespace: store.metadata.namespace.as_deref().unwrap_or_default(),
+                instance: pods::instance(store),
                 node: store.spec.node_name.as_str(),
-                down: store
-                    .status
-                    .as_ref()
-                    .is_some_and(|status| status.condition("Ready", "False").is_some()),
+                down: !pod.is_some_and(ready),
             })
     }
 }
 
-/// The budget for a namespace's `stores` (at least one).
+/// The budget for one namespace's `stores` (at least one).
 pub fn desired(
     namespace: &str,
     stores: &[BudgetedStore<'_>],
     max_unavailable_nodes: usize,
 ) -> PodDisruptionBudget {
     let down_nodes: BTreeSet<&str> = stores.iter().filter(|s| s.down).map(|s| s.node).collect();
-    let (left_out, min_available): (BTreeSet<i32>, usize) =
-        if down_nodes.is_empty() || down_nodes.len() > max_unavailable_nodes {
-            let spare = if down_nodes.is_empty() {
-                max_unavailable_nodes
-            } else {
-                0
-            };
-            (BTreeSet::new(), stores.len().saturating_sub(spare))
-        } else {
-            let (left_out, kept): (Vec<&BudgetedStore<'_>>, Vec<_>) = stores
+    let (guarded, spare): (Vec<&BudgetedStore<'_>>, usize) = if down_nodes.is_empty() {
+        (stores.iter().collect(), max_unavailable_nodes)
+    } else if down_nodes.len() > max_unavailable_nodes {
+        (stores.iter().collect(), 0)
+    } else {
+        (
+            stores
                 .iter()
-                .partition(|store| down_nodes.contains(store.node));
-            let spare = max_unavailable_nodes - down_nodes.len();
-            (
-                left_out.iter().map(|store| store.store_id).collect(),
-                kept.len().saturating_sub(spare),
-            )
-        };
+                .filter(|store| !down_nodes.contains(store.node))
+                .collect(),
+            max_unavailable_nodes - down_nodes.len(),
+        )
+    };
+    let instances: BTreeSet<&str> = guarded
+        .iter()
+        .map(|store| store.instance.as_str())
+        .collect();
     let mut selector = json!({"matchLabels": {
         "app.kubernetes.io/name": "pfs",
         "app.kubernetes.io/component": "store",
         "app.kubernetes.io/managed-by": "pureflash-operator",
     }});
-    if !left_out.is_empty() {
-        let ids: Vec<String> = left_out.iter().map(i32::to_string).collect();
-        selector["matchExpressions"] =
-            json!([{"key": STORE_ID_LABEL, "operator": "NotIn", "values": ids}]);
-    }
+    // `In` needs values: guarding nothing, it selects no Pod (every pfs Pod has the label).
+    selector["matchExpressions"] = if instances.is_empty() {
+        json!([{"key": INSTANCE_LABEL, "operator": "DoesNotExist"}])
+    } else {
+        json!([{"key": INSTANCE_LABEL, "operator": "In", "values": instances}])
+    };
+    let min_available = guarded.len().saturating_sub(spare);
     serde_json::from_value(json!({
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
@@ -141,7 +155,7 @@ pub fn desired(
         "spec": {
             "minAvailable": i32::try_from(min_available).unwrap_or(i32::MAX),
             "selector": selector,
-            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+            "unhealthyPodEvictionPolicy": "IfHealthyBudget",
         },
     }))
     .expect("a valid PodDisruptionBudget")
@@ -171,18 +185,13 @@ pub fn up_to_date(existing: &PodDisruptionBudget, desired: &PodDisruptionBudget)
 /// The writes that bring the budgets (`budgets`: the operator's, as last seen) in line with
 /// `stores`, namespace by namespace, in the order of their names.
 pub fn plan<'a>(
-    stores: impl IntoIterator<Item = &'a PureFlashStore>,
+    stores: impl IntoIterator<Item = BudgetedStore<'a>>,
     budgets: impl IntoIterator<Item = &'a PodDisruptionBudget>,
     max_unavailable_nodes: usize,
 ) -> Vec<BudgetChange> {
-    let mut by_namespace: BTreeMap<String, Vec<BudgetedStore<'a>>> = BTreeMap::new();
+    let mut by_namespace: BTreeMap<&str, Vec<BudgetedStore<'a>>> = BTreeMap::new();
     for store in stores {
-        if let Some(budgeted) = BudgetedStore::of(store) {
-            by_namespace
-                .entry(store.namespace().unwrap_or_default())
-                .or_default()
-                .push(budgeted);
-        }
+        by_namespace.entry(store.namespace).or_default().push(store);
     }
     let existing: BTreeMap<String, &PodDisruptionBudget> = budgets
         .into_iter()
@@ -193,14 +202,16 @@ pub fn plan<'a>(
     for (namespace, stores) in &by_namespace {
         let wanted = desired(namespace, stores, max_unavailable_nodes);
         if !existing
-            .get(namespace)
+            .get(*namespace)
             .is_some_and(|budget| up_to_date(budget, &wanted))
         {
             changes.push(BudgetChange::Apply(Box::new(wanted)));
         }
     }
     for (namespace, budget) in existing {
-        if !by_namespace.contains_key(&namespace) && budget.meta().deletion_timestamp.is_none() {
+        if !by_namespace.contains_key(namespace.as_str())
+            && budget.meta().deletion_timestamp.is_none()
+        {
             changes.push(BudgetChange::Delete {
                 namespace,
                 uid: budget.uid(),
@@ -212,19 +223,20 @@ pub fn plan<'a>(
 
 /// Keeps the budgets in line with the stores until `stop`, writing only while the term lasts.
 /// `budget_events` is the budgets' reflector stream (it fills `budgets` as it is polled);
-/// `stores_changed` ticks whenever the store cache changes. Starts once both caches are
-/// loaded: an empty cache would read as "no stores" and delete every budget.
+/// `changed` ticks whenever the store or Pod cache changes. Starts once all three caches are
+/// loaded: an empty store cache would read as "no stores" and delete every budget, an empty
+/// Pod cache as every store down.
 pub async fn keep(
     ctx: Arc<Context>,
-    stores: Store<PureFlashStore>,
     budgets: Store<PodDisruptionBudget>,
     budget_events: impl Stream<Item = ()> + Send,
-    mut stores_changed: watch::Receiver<()>,
+    mut changed: watch::Receiver<()>,
     stop: CancellationToken,
 ) {
     let mut budget_events = std::pin::pin!(budget_events);
     let loaded = async {
-        super::cache_loaded(&stores).await?;
+        super::cache_loaded(&ctx.stores).await?;
+        super::cache_loaded(&ctx.pods).await?;
         super::cache_loaded(&budgets).await
     };
     let mut loaded = std::pin::pin!(loaded);
@@ -240,37 +252,61 @@ pub async fn keep(
         }
     }
     let mut next_look = tokio::time::Instant::now();
+    // After a failed write, no look before this (changes do not hurry a retry).
+    let mut retry_at: Option<tokio::time::Instant> = None;
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
     loop {
+        let soon = |retry_at: Option<tokio::time::Instant>| {
+            let gathered = tokio::time::Instant::now() + GATHER;
+            retry_at.map_or(gathered, |at| at.max(gathered))
+        };
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep_until(next_look) => {}
             event = budget_events.next() => {
                 if event.is_none() { return }
-                next_look = next_look.min(tokio::time::Instant::now() + GATHER);
+                next_look = next_look.min(soon(retry_at));
                 continue;
             }
-            changed = stores_changed.changed() => {
-                if changed.is_err() { return }
-                next_look = next_look.min(tokio::time::Instant::now() + GATHER);
+            result = changed.changed() => {
+                if result.is_err() { return }
+                next_look = next_look.min(soon(retry_at));
                 continue;
             }
         }
-        let (all_stores, all_budgets) = (stores.state(), budgets.state());
+        let (stores, budget_list) = (ctx.stores.state(), budgets.state());
+        let budgeted = stores.iter().filter_map(|store| {
+            let pod = ctx.pods.get(
+                &ObjectRef::new(&pods::pod_name(store))
+                    .within(store.metadata.namespace.as_deref().unwrap_or_default()),
+            );
+            BudgetedStore::of(store, pod.as_deref())
+        });
         let changes = plan(
-            all_stores.iter().map(AsRef::as_ref),
-            all_budgets.iter().map(AsRef::as_ref),
+            budgeted,
+            budget_list.iter().map(AsRef::as_ref),
             ctx.settings.max_unavailable_nodes,
         );
         next_look = tokio::time::Instant::now() + RECHECK;
+        let mut failed = false;
         for change in changes {
             match write(&ctx, change).await {
                 Ok(()) => {}
                 Err(Error::TermEnded) => return,
                 Err(error) => {
-                    warn!(%error, "PodDisruptionBudget not written; trying again");
-                    next_look = tokio::time::Instant::now() + RETRY;
+                    let wait = backoff.next_delay();
+                    warn!(%error, retry_in = ?wait, "PodDisruptionBudget not written; trying again");
+                    failed = true;
+                    next_look = tokio::time::Instant::now() + wait;
+                    break;
                 }
             }
+        }
+        if failed {
+            retry_at = Some(next_look);
+        } else {
+            retry_at = None;
+            backoff.reset();
         }
     }
 }
@@ -323,27 +359,31 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::json;
 
-    fn store(namespace: &str, id: i32, node: &str, ready: Option<&str>) -> PureFlashStore {
-        let mut store: PureFlashStore = serde_json::from_value(json!({
+    fn store(namespace: &str, name: &str, node: &str) -> PureFlashStore {
+        serde_json::from_value(json!({
             "apiVersion": "pureflash.io/v1alpha1",
             "kind": "PureFlashStore",
-            "metadata": {"name": format!("s{id}"), "namespace": namespace, "uid": format!("uid-{id}")},
-            "spec": {"storeId": id, "nodeName": node, "trays": [{"device": "/dev/sdb"}]},
+            "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{name}")},
+            "spec": {"storeId": 1, "nodeName": node, "trays": [{"device": "/dev/sdb"}]},
         }))
-        .expect("a store");
-        if let Some(ready) = ready {
-            store.status = Some(
-                serde_json::from_value(json!({"conditions": [{
-                    "type": "Ready", "status": ready, "reason": "R", "message": "",
-                    "lastTransitionTime": "2026-12-07T10:00:00Z",
-                }]}))
-                .expect("a status"),
-            );
-        }
-        store
+        .expect("a store")
     }
 
-    /// (namespace, minAvailable, store ids left out).
+    fn budgeted<'a>(
+        namespace: &'a str,
+        name: &str,
+        node: &'a str,
+        down: bool,
+    ) -> BudgetedStore<'a> {
+        BudgetedStore {
+            namespace,
+            instance: name.to_owned(),
+            node,
+            down,
+        }
+    }
+
+    /// (namespace, minAvailable, the instances it guards).
     fn shape(change: &BudgetChange) -> (String, i32, Vec<String>) {
         let BudgetChange::Apply(budget) = change else {
             panic!("an apply: {change:?}")
@@ -352,81 +392,121 @@ mod tests {
         let Some(IntOrString::Int(n)) = spec.min_available else {
             panic!("an integer minAvailable")
         };
-        let left_out = spec
+        let expressions = spec
             .selector
             .as_ref()
-            .and_then(|s| s.match_expressions.as_ref())
-            .map(|all| {
-                assert_eq!(all.len(), 1);
-                assert_eq!(all[0].key, STORE_ID_LABEL);
-                assert_eq!(all[0].operator, "NotIn");
-                all[0].values.clone().unwrap_or_default()
-            })
-            .unwrap_or_default();
-        (budget.namespace().expect("namespace"), n, left_out)
+            .and_then(|s| s.match_expressions.clone())
+            .expect("expressions");
+        assert_eq!(expressions.len(), 1);
+        assert_eq!(expressions[0].key, INSTANCE_LABEL);
+        let guarded = match expressions[0].operator.as_str() {
+            "In" => expressions[0].values.clone().expect("values"),
+            "DoesNotExist" => vec![],
+            other => panic!("operator {other}"),
+        };
+        (budget.namespace().expect("namespace"), n, guarded)
     }
 
-    fn ids(ids: &[&str]) -> Vec<String> {
-        ids.iter().map(|id| (*id).to_owned()).collect()
+    fn names(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| (*name).to_owned()).collect()
     }
 
     #[test]
     fn while_every_store_serves_max_unavailable_nodes_stores_may_go() {
-        let stores = [
-            store("a", 1, "n1", Some("True")),
-            store("a", 2, "n2", None),
-            store("a", 3, "n3", Some("True")),
-            store("b", 4, "n1", Some("True")),
-        ];
-        let shapes: Vec<_> = plan(&stores, [], 1).iter().map(shape).collect();
+        let stores = || {
+            [
+                budgeted("a", "s1", "n1", false),
+                budgeted("a", "s2", "n2", false),
+                budgeted("a", "s3", "n3", false),
+                budgeted("b", "s4", "n1", false),
+            ]
+        };
+        let shapes: Vec<_> = plan(stores(), [], 1).iter().map(shape).collect();
         assert_eq!(
             shapes,
-            [("a".into(), 2, ids(&[])), ("b".into(), 0, ids(&[]))]
+            [
+                ("a".into(), 2, names(&["s1", "s2", "s3"])),
+                ("b".into(), 0, names(&["s4"]))
+            ]
         );
-        assert_eq!(shape(&plan(&stores, [], 2)[0]), ("a".into(), 1, ids(&[])));
+        assert_eq!(shape(&plan(stores(), [], 2)[0]).1, 1);
         // 0: no serving store is evicted at all.
-        assert_eq!(shape(&plan(&stores, [], 0)[0]), ("a".into(), 3, ids(&[])));
+        assert_eq!(shape(&plan(stores(), [], 0)[0]).1, 3);
     }
 
     #[test]
     fn a_node_with_a_store_down_may_lose_the_rest_and_the_other_nodes_nothing() {
-        let stores = [
-            store("a", 1, "n1", Some("False")),
-            store("a", 2, "n1", Some("True")),
-            store("a", 3, "n2", Some("True")),
-            store("a", 4, "n3", Some("True")),
-        ];
+        let stores = |down_on_n2: bool| {
+            [
+                budgeted("a", "s1", "n1", true),
+                budgeted("a", "s2", "n1", false),
+                budgeted("a", "s3", "n2", down_on_n2),
+                budgeted("a", "s4", "n3", false),
+            ]
+        };
         // Store 2 may follow store 1 (its node's drain goes on), stores 3 and 4 stay.
         assert_eq!(
-            shape(&plan(&stores, [], 1)[0]),
-            ("a".into(), 2, ids(&["1", "2"]))
+            shape(&plan(stores(false), [], 1)[0]),
+            ("a".into(), 2, names(&["s3", "s4"]))
         );
         // Room for one more node.
         assert_eq!(
-            shape(&plan(&stores, [], 2)[0]),
-            ("a".into(), 1, ids(&["1", "2"]))
+            shape(&plan(stores(false), [], 2)[0]),
+            ("a".into(), 1, names(&["s3", "s4"]))
         );
-        // Down on more nodes than allowed: nothing that serves goes.
-        let mut more = stores.clone();
-        more[2] = store("a", 3, "n2", Some("False"));
-        assert_eq!(shape(&plan(&more, [], 1)[0]), ("a".into(), 4, ids(&[])));
+        // Down on more nodes than allowed: every store guarded, none may go.
         assert_eq!(
-            shape(&plan(&more, [], 2)[0]),
-            ("a".into(), 1, ids(&["1", "2", "3"]))
+            shape(&plan(stores(true), [], 1)[0]),
+            ("a".into(), 4, names(&["s1", "s2", "s3", "s4"]))
         );
-        // An untrusted view (Unknown) is no news about a store.
-        let mut unknown = stores.clone();
-        unknown[0] = store("a", 1, "n1", Some("Unknown"));
-        assert_eq!(shape(&plan(&unknown, [], 1)[0]), ("a".into(), 3, ids(&[])));
+        assert_eq!(
+            shape(&plan(stores(true), [], 2)[0]),
+            ("a".into(), 1, names(&["s4"]))
+        );
+        // Every store on the nodes that are down: nothing left to guard.
+        let alone = [
+            budgeted("a", "s1", "n1", true),
+            budgeted("a", "s2", "n1", false),
+        ];
+        assert_eq!(shape(&plan(alone, [], 1)[0]), ("a".into(), 0, names(&[])));
     }
 
     #[test]
-    fn the_budget_selects_the_operators_pfs_pods_and_lets_unhealthy_ones_go() {
+    fn a_store_is_down_while_its_pod_is_missing_terminating_or_not_ready() {
+        let s1 = store("a", "s1", "n1");
+        let mut pod = pods::pod(&s1, "hash", crate::recovery::Predecessor::NoSession);
+        assert!(BudgetedStore::of(&s1, None).expect("counted").down);
+        assert!(
+            BudgetedStore::of(&s1, Some(&pod)).expect("counted").down,
+            "no status yet"
+        );
+        pod.status = Some(
+            serde_json::from_value(json!({"conditions": [{"type": "Ready", "status": "True"}]}))
+                .expect("status"),
+        );
+        let up = BudgetedStore::of(&s1, Some(&pod)).expect("counted");
+        assert!(!up.down);
+        assert_eq!(
+            (up.namespace, up.instance.as_str(), up.node),
+            ("a", "s1", "n1")
+        );
+        pod.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+        assert!(BudgetedStore::of(&s1, Some(&pod)).expect("counted").down);
+        // A store being deleted is not counted: its Pod goes with it.
+        let mut going = store("a", "s2", "n1");
+        going.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+        assert_eq!(BudgetedStore::of(&going, None), None);
+    }
+
+    #[test]
+    fn the_budget_selects_the_guarded_stores_pfs_pods_and_keeps_unproven_ones() {
+        let s1 = store("a", "s1", "n1");
+        let s2 = store("a", "s2", "n2");
         let stores = [
-            store("a", 1, "n1", Some("False")),
-            store("a", 2, "n2", Some("True")),
+            BudgetedStore::of(&s1, None).expect("counted"),
+            budgeted("a", "s2", "n2", false),
         ];
-        let BudgetChange::Apply(budget) = &plan(&stores, [], 1)[0] else {
+        let BudgetChange::Apply(budget) = &plan(stores, [], 1)[0] else {
             panic!("an apply")
         };
         let spec = budget.spec.clone().expect("spec");
@@ -436,43 +516,42 @@ mod tests {
         );
         assert_eq!(
             spec.unhealthy_pod_eviction_policy.as_deref(),
-            Some("AlwaysAllow")
+            Some("IfHealthyBudget")
         );
         let selector = spec.selector.expect("selector");
         // Matched against the labels every pfs Pod carries (pods.rs).
         let pod_of = |store: &PureFlashStore| {
-            super::super::pods::pod(store, "hash", crate::recovery::Predecessor::NoSession)
+            pods::pod(store, "hash", crate::recovery::Predecessor::NoSession)
         };
-        let selects = |pod: &k8s_openapi::api::core::v1::Pod| {
+        let selects = |pod: &Pod| {
             let labels = pod.labels();
-            let matched = selector
+            selector
                 .match_labels
                 .iter()
                 .flatten()
-                .all(|(key, value)| labels.get(key) == Some(value));
-            let excluded = selector.match_expressions.iter().flatten().any(|e| {
-                labels
-                    .get(&e.key)
-                    .is_some_and(|v| e.values.iter().flatten().any(|x| x == v))
-            });
-            matched && !excluded
+                .all(|(key, value)| labels.get(key) == Some(value))
+                && selector.match_expressions.iter().flatten().all(|e| {
+                    labels
+                        .get(&e.key)
+                        .is_some_and(|v| e.values.iter().flatten().any(|x| x == v))
+                })
         };
-        assert!(!selects(&pod_of(&stores[0])), "store 1's node is left out");
-        assert!(selects(&pod_of(&stores[1])));
-    }
-
-    #[test]
-    fn a_store_being_deleted_no_longer_counts() {
-        let mut going = store("a", 2, "n2", Some("False"));
-        going.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
-        let stores = [store("a", 1, "n1", Some("True")), going];
-        assert_eq!(shape(&plan(&stores, [], 1)[0]), ("a".into(), 0, ids(&[])));
+        assert!(
+            !selects(&pod_of(&s1)),
+            "store 1's node is down: not guarded"
+        );
+        assert!(selects(&pod_of(&s2)));
     }
 
     #[test]
     fn a_budget_in_line_is_not_written_and_one_out_of_line_is() {
-        let stores = [store("a", 1, "n1", None), store("a", 2, "n2", None)];
-        let BudgetChange::Apply(current) = plan(&stores, [], 1).remove(0) else {
+        let two = || {
+            [
+                budgeted("a", "s1", "n1", false),
+                budgeted("a", "s2", "n2", false),
+            ]
+        };
+        let BudgetChange::Apply(current) = plan(two(), [], 1).remove(0) else {
             panic!("an apply")
         };
         let mut current = *current;
@@ -480,15 +559,12 @@ mod tests {
         current
             .labels_mut()
             .insert("added-by".into(), "someone".into());
-        assert_eq!(plan(&stores, [&current], 1), []);
-        let three = [
-            stores[0].clone(),
-            stores[1].clone(),
-            store("a", 3, "n3", None),
-        ];
+        assert_eq!(plan(two(), [&current], 1), []);
+        let mut three = two().to_vec();
+        three.push(budgeted("a", "s3", "n3", false));
         assert_eq!(
-            shape(&plan(&three, [&current], 1)[0]),
-            ("a".into(), 2, ids(&[]))
+            shape(&plan(three, [&current], 1)[0]),
+            ("a".into(), 2, names(&["s1", "s2", "s3"]))
         );
         let mut edited = current.clone();
         edited
@@ -496,13 +572,14 @@ mod tests {
             .as_mut()
             .expect("spec")
             .unhealthy_pod_eviction_policy = None;
-        assert_eq!(plan(&stores, [&edited], 1).len(), 1);
+        assert_eq!(plan(two(), [&edited], 1).len(), 1);
     }
 
     #[test]
     fn a_namespace_without_stores_loses_its_budget_and_only_ours_is_touched() {
-        let stores = [store("gone", 1, "n1", None)];
-        let BudgetChange::Apply(ours) = plan(&stores, [], 1).remove(0) else {
+        let BudgetChange::Apply(ours) =
+            plan([budgeted("gone", "s1", "n1", false)], [], 1).remove(0)
+        else {
             panic!("an apply")
         };
         let mut ours = *ours;
@@ -521,20 +598,27 @@ mod tests {
         assert_eq!(plan([], [&ours], 1), []);
     }
 
-    /// Whether the eviction API lets a Pod of `stores[index]` (serving) go under `budget`, as
-    /// the disruption controller counts: Pods the selector leaves out are not guarded; a
-    /// guarded one goes while more guarded Pods are healthy than `minAvailable`.
+    /// Whether the eviction API lets the Pod of `stores[index]` go under `budget`, as the
+    /// apiserver and the disruption controller count: a Pod the selector does not name is not
+    /// guarded; a guarded healthy one goes while more guarded Pods are healthy than
+    /// `minAvailable`; a guarded unhealthy one (IfHealthyBudget) while at least that many are.
     fn evictable(stores: &[BudgetedStore<'_>], index: usize, budget: &PodDisruptionBudget) -> bool {
         let spec = budget.spec.as_ref().expect("spec");
-        let left_out: Vec<String> = spec
+        let expression = &spec
             .selector
             .as_ref()
-            .and_then(|s| s.match_expressions.clone())
-            .into_iter()
-            .flatten()
-            .flat_map(|e| e.values.unwrap_or_default())
-            .collect();
-        let guarded = |store: &BudgetedStore<'_>| !left_out.contains(&store.store_id.to_string());
+            .expect("selector")
+            .match_expressions
+            .as_ref()
+            .expect("expressions")[0];
+        let guarded = |store: &BudgetedStore<'_>| {
+            expression.operator == "In"
+                && expression
+                    .values
+                    .iter()
+                    .flatten()
+                    .any(|name| *name == store.instance)
+        };
         if !guarded(&stores[index]) {
             return true;
         }
@@ -542,12 +626,21 @@ mod tests {
         let Some(IntOrString::Int(min)) = spec.min_available else {
             panic!("an integer minAvailable")
         };
-        healthy > usize::try_from(min).expect("not negative")
+        let min = usize::try_from(min).expect("not negative");
+        assert_eq!(
+            spec.unhealthy_pod_eviction_policy.as_deref(),
+            Some("IfHealthyBudget")
+        );
+        if stores[index].down {
+            healthy >= min && min > 0
+        } else {
+            healthy > min
+        }
     }
 
     proptest! {
-        /// Whatever is down where: a serving store may be evicted exactly when the nodes with
-        /// a store down, its own added, are no more than allowed.
+        /// Whatever is down where: a store's Pod may be evicted exactly when the nodes with a
+        /// store down, its own added, are no more than allowed.
         #[test]
         fn an_eviction_is_allowed_exactly_while_few_enough_nodes_are_down(
             layout in proptest::collection::vec((0..5usize, any::<bool>()), 1..12),
@@ -556,18 +649,18 @@ mod tests {
             let nodes = ["n0", "n1", "n2", "n3", "n4"];
             let stores: Vec<BudgetedStore<'_>> = layout
                 .iter()
-                .zip(1..)
-                .map(|(&(node, down), store_id)| BudgetedStore { store_id, node: nodes[node], down })
+                .enumerate()
+                .map(|(i, &(node, down))| budgeted("a", &format!("s{i}"), nodes[node], down))
                 .collect();
             let budget = desired("a", &stores, max_nodes);
             let down: BTreeSet<&str> = stores.iter().filter(|s| s.down).map(|s| s.node).collect();
-            for (index, store) in stores.iter().enumerate().filter(|(_, s)| !s.down) {
+            for (index, store) in stores.iter().enumerate() {
                 let mut after = down.clone();
                 after.insert(store.node);
                 prop_assert_eq!(
                     evictable(&stores, index, &budget),
                     after.len() <= max_nodes,
-                    "store {} on {}, down on {:?}", store.store_id, store.node, down
+                    "{} on {} (down: {}), down on {:?}", store.instance, store.node, store.down, down
                 );
             }
         }

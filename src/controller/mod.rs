@@ -159,6 +159,10 @@ pub async fn run(term: Term, stop: CancellationToken) {
     let pods_generation = Arc::new(AtomicU64::new(0));
     let pods_loaded = Arc::new(AtomicBool::new(false));
     let (bump, loaded) = (Arc::clone(&pods_generation), Arc::clone(&pods_loaded));
+    // Every change of the Pod or store cache, for the disruption budgets.
+    let (budget_inputs, budget_inputs_rx) = watch::channel(());
+    let budget_inputs = Arc::new(budget_inputs);
+    let pods_changed = Arc::clone(&budget_inputs);
     let creates = Arc::new(reconcile::CreateLocks::default());
     let (created, cached) = (Arc::clone(&creates), pods.clone());
     let pod_events = cache::reflector(
@@ -174,6 +178,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
                 loaded.store(true, Ordering::SeqCst);
             }
             created.saw(event, &cached);
+            pods_changed.send_replace(());
         }
         bump.fetch_add(1, Ordering::SeqCst);
     })
@@ -189,8 +194,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
     .touched_objects();
     let config_map_events = without_errors("configmaps", config_map_events);
     let (store_cache, store_writer) = cache::store::<PureFlashStore>();
-    // Every change of the store cache (deletions too) for the disruption budgets.
-    let (stores_changed, stores_changed_rx) = watch::channel(());
+    let stores_changed = Arc::clone(&budget_inputs);
     let store_events = cache::reflector(
         store_writer,
         watcher(
@@ -464,10 +468,9 @@ pub async fn run(term: Term, stop: CancellationToken) {
         });
         tokio::spawn(budget::keep(
             Arc::clone(&context),
-            context.stores.clone(),
             budgets,
             budget_events,
-            stores_changed_rx,
+            budget_inputs_rx,
             stop.clone(),
         ))
     });

@@ -391,7 +391,12 @@ pub fn config_hash(store: &PureFlashStore, conf: &str) -> String {
     })
 }
 
-fn labels(store: &PureFlashStore) -> BTreeMap<String, String> {
+/// Pod and ConfigMap label: the store's name (as far as a label value holds it).
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+
+/// The store's [`INSTANCE_LABEL`] value: its name, cut to the 63 characters a label value
+/// holds.
+pub fn instance(store: &PureFlashStore) -> String {
     let mut instance = store.name_any();
     if instance.len() > 63 {
         instance.truncate(63);
@@ -399,10 +404,15 @@ fn labels(store: &PureFlashStore) -> BTreeMap<String, String> {
             .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
             .to_owned();
     }
+    instance
+}
+
+fn labels(store: &PureFlashStore) -> BTreeMap<String, String> {
+    let instance = instance(store);
     BTreeMap::from([
         ("app.kubernetes.io/name".to_owned(), "pfs".to_owned()),
         ("app.kubernetes.io/component".to_owned(), "store".to_owned()),
-        ("app.kubernetes.io/instance".to_owned(), instance),
+        (INSTANCE_LABEL.to_owned(), instance),
         (
             "app.kubernetes.io/managed-by".to_owned(),
             "pureflash-operator".to_owned(),
@@ -825,13 +835,28 @@ pub fn node_out_of_contact(node: Option<&Node>) -> bool {
         .is_some_and(|ready| ready.status == "Unknown")
 }
 
-/// Whether `node` is cordoned (`kubectl cordon`, a drain): the scheduler places no new Pod
+/// Taints that mark a node on its way out without a cordon: the cluster autoscaler's and
+/// Karpenter's (older and newer key) before they drain and remove it, and the taint a cordon
+/// becomes.
+const LEAVING_TAINTS: &[&str] = &[
+    "node.kubernetes.io/unschedulable",
+    "ToBeDeletedByClusterAutoscaler",
+    "karpenter.sh/disrupted",
+    "karpenter.sh/disruption",
+];
+
+/// Whether `node` is cordoned (`kubectl cordon`, a drain) or tainted as on its way out by the
+/// cluster autoscaler or Karpenter (which do not cordon): the scheduler places no new Pod
 /// there, and neither does the operator, whose Pods name their node and would bypass it.
 pub fn cordoned(node: &Node) -> bool {
-    node.spec
-        .as_ref()
-        .and_then(|spec| spec.unschedulable)
-        .unwrap_or(false)
+    let Some(spec) = node.spec.as_ref() else {
+        return false;
+    };
+    spec.unschedulable == Some(true)
+        || spec.taints.iter().flatten().any(|taint| {
+            LEAVING_TAINTS.contains(&taint.key.as_str())
+                && matches!(taint.effect.as_str(), "NoSchedule" | "NoExecute")
+        })
 }
 
 /// The health of a store's node as recovery sees it `now`, from the Node, its Lease as just

@@ -2016,7 +2016,19 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             // The cache still shows the Pod this term deleted: the rollout is under way.
             return None;
         }
-        let facts = ctx.container_starts.apply(pod_facts(existing).0);
+        let (facts, _, waiting) = pod_facts(existing);
+        let facts = ctx.container_starts.apply(facts);
+        let container_exited = facts.phase == "Running"
+            && facts.running_since.is_none()
+            && waiting.is_none()
+            && existing.status.as_ref().is_some_and(|status| {
+                status.container_statuses.iter().flatten().any(|c| {
+                    c.name == pods::CONTAINER
+                        && c.state
+                            .as_ref()
+                            .is_some_and(|state| state.terminated.is_some())
+                })
+            });
         // The world as it is now, not as it was when this reconcile began: it may have
         // waited for the lock behind many others.
         let current = ctx.snapshots.borrow().clone();
@@ -2042,6 +2054,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 offline_grace: store_policy.offline_grace,
                 node_out_of_contact: node.out_of_contact,
                 node_cordoned: node.cordoned,
+                container_exited,
                 now,
             },
             &roll_policy,
@@ -2288,15 +2301,16 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         None
     };
     let mut created_now = pod.is_none() && can_create && foreign_pfs.is_none();
-    // Nor on a cordoned node (a drain, maintenance), where the scheduler would place no new
-    // Pod either: a drained node stays drained, and the disruption budget holds across drains
-    // of several nodes at once (a pfs made anew on its drained node would serve again, let
-    // the next node's drain through, then go down with its node). The store comes back once
-    // the node is uncordoned. Except for the operator's own restart, whose kill would
-    // otherwise leave the store down for no one's sake. The Node is read fresh: a drain
+    // Nor on a cordoned node (a drain, maintenance, a node the autoscaler removes), where
+    // the scheduler would place no new Pod either: a drained node stays drained, and the
+    // disruption budget holds across drains of several nodes at once (a pfs made anew on its
+    // drained node would serve again, let the next node's drain through, then go down with
+    // its node). The store comes back once the node is uncordoned. Whoever deleted the Pod
+    // (an eviction, recovery's own kill, a person): a Pod made there would not be evicted by
+    // a drain under way, which lists the node's Pods once. The Node is read fresh: a drain
     // cordons right before it evicts.
     let mut node_cordoned = false;
-    if created_now && previous.unfinished_restart.is_none() {
+    if created_now {
         let nodes: Api<Node> = Api::all(ctx.client.clone());
         match nodes.get_opt(&store.spec.node_name).await {
             Ok(Some(node)) if pods::cordoned(&node) => {
@@ -2919,10 +2933,12 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     if snapshot.knows_stores() {
         let available = rollout::available(alive_now, facts.as_ref(), now, &roll_policy);
         ctx.waiting.observe(&ObjectRef::from_obj(store), available);
-        // The Pod's serving gate follows the same answer. Not on an untrusted view (what the
-        // Pod last said stands), nor for a Pod on its way out or not the store's own.
+        // The Pod's serving gate follows the same answer. Not on a view untrusted about this
+        // store (what the Pod last said stands: a store ZooKeeper refuses to read is not
+        // known to be down), nor for a Pod on its way out or not the store's own.
         let gated_pod = pod.as_ref().filter(|pod| {
-            pod.metadata.deletion_timestamp.is_none()
+            trusted
+                && pod.metadata.deletion_timestamp.is_none()
                 && owned_by(pod, store)
                 && !matches!(decision.verdict, Verdict::Restart(_))
         });
@@ -3309,7 +3325,20 @@ async fn mark_serving(
         .await?
     {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => Ok(()),
+        // A patch carries no preconditions: the uid it sets is refused by validation as a
+        // change of an immutable field (422).
+        Err(kube::Error::Api(status))
+            if status.code == 404
+                || (status.code == 422 && status.message.contains("metadata.uid")) =>
+        {
+            Ok(())
+        }
+        // Not the store's failure (its status and recovery go on): an operator run with an
+        // older chart's RBAC, whose gated Pods then never read Ready.
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            warn!(pod = %pod_name, error = %status.message, "the pod's serving gate cannot be written (RBAC for pods/status patch?); it reads not Ready, so disruption budgets count it down");
+            Ok(())
+        }
         Err(error) => Err(error.into()),
     }
 }
