@@ -64,14 +64,30 @@ fn labels(object: &Value) -> BTreeMap<String, String> {
 /// selector. In policy/v1 an empty selector (`{}`) selects every Pod of the namespace; an
 /// unset one selects none, and so does one that does not parse.
 pub fn selects(budget: &Value, pod: &Value) -> bool {
-    if text(budget, "/metadata/namespace") != text(pod, "/metadata/namespace") {
-        return false;
+    selector_of(budget).is_some_and(|selector| selector.selects(pod))
+}
+
+/// A budget's selector, parsed once for all the Pods it is matched against; `None` selects
+/// nothing (unset, or not parsable).
+pub fn selector_of(budget: &Value) -> Option<BudgetSelector<'_>> {
+    let selector = budget.pointer("/spec/selector").filter(|s| s.is_object())?;
+    let parsed = LabelSelector::parse(&label_selector_text(selector)).ok()?;
+    Some(BudgetSelector {
+        namespace: text(budget, "/metadata/namespace"),
+        parsed,
+    })
+}
+
+/// A budget's parsed selector with its namespace.
+pub struct BudgetSelector<'a> {
+    namespace: &'a str,
+    parsed: LabelSelector,
+}
+
+impl BudgetSelector<'_> {
+    pub fn selects(&self, pod: &Value) -> bool {
+        text(pod, "/metadata/namespace") == self.namespace && self.parsed.matches(&labels(pod))
     }
-    let Some(selector) = budget.pointer("/spec/selector").filter(|s| s.is_object()) else {
-        return false;
-    };
-    LabelSelector::parse(&label_selector_text(selector))
-        .is_ok_and(|selector| selector.matches(&labels(pod)))
 }
 
 /// `IsPodReady`: its `Ready` condition is `True`.
@@ -274,10 +290,11 @@ pub fn budget_status(
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
+    let selector = selector_of(budget);
     let covered: Vec<&Value> = pods
         .iter()
         .copied()
-        .filter(|pod| selects(budget, pod))
+        .filter(|pod| selector.as_ref().is_some_and(|s| s.selects(pod)))
         .collect();
     let spec = budget.get("spec").unwrap_or(&Value::Null);
     let (expected, desired) = match expected_and_desired(spec, &covered, scale_of) {

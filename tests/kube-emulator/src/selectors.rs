@@ -96,10 +96,11 @@ struct Requirement {
 /// What a requirement asks of the value under its key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Test {
-    /// `=`, `==` and `in`: the key exists with one of the values.
-    In(Vec<String>),
+    /// `=`, `==` and `in`: the key exists with one of the values (a set, as the apiserver's
+    /// `sets.String`: a budget naming a thousand Pods is matched in a lookup, not a scan).
+    In(std::collections::BTreeSet<String>),
     /// `!=` and `notin`: the key is absent or has none of the values.
-    NotIn(Vec<String>),
+    NotIn(std::collections::BTreeSet<String>),
     Exists,
     DoesNotExist,
     /// `>`: the key exists and its value is an integer above the bound.
@@ -465,8 +466,8 @@ fn new_requirement(
     }
     aggregate(errors)?;
     let test = match operator {
-        BinaryOp::In | BinaryOp::Equals => Test::In(values),
-        BinaryOp::NotIn | BinaryOp::NotEquals => Test::NotIn(values),
+        BinaryOp::In | BinaryOp::Equals => Test::In(values.into_iter().collect()),
+        BinaryOp::NotIn | BinaryOp::NotEquals => Test::NotIn(values.into_iter().collect()),
         BinaryOp::GreaterThan => Test::GreaterThan(bound),
         BinaryOp::LessThan => Test::LessThan(bound),
     };
