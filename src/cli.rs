@@ -112,7 +112,7 @@ pub struct RecoveryArgs {
     /// Keep a PodDisruptionBudget (`pureflash-stores`) over each namespace's pfs Pods, so that
     /// evictions (`kubectl drain`) take down the stores of at most `--max-unavailable-nodes`
     /// nodes at once; `false` where another budget covers the pfs Pods (two budgets over one
-    /// Pod make its evictions fail).
+    /// Pod make its evictions fail): the budgets an earlier run kept are then deleted.
     #[arg(long, env = "PUREFLASH_DISRUPTION_BUDGET", default_value_t = true, action = clap::ArgAction::Set)]
     pub disruption_budget: bool,
     /// Evictions may take down the stores of this many nodes at once (a node's stores go down

@@ -677,6 +677,27 @@ async fn evictions_go_through_a_budget_by_node_and_pods_are_ready_only_while_ser
         ok && stdout.contains("pureflash-stores"),
         "{stdout}{stderr}"
     );
+    // Run without budgets, the operator removes the one it kept.
+    harness.stop_operator(0).await;
+    harness.start_operator(&["--disruption-budget=false"]);
+    wait_for(
+        "the budget deleted without --disruption-budget",
+        async || {
+            budgets
+                .get_opt("pureflash-stores")
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    harness.stop_operator(1).await;
+    harness.start_operator(&[]);
+    wait_for("the budget back", async || {
+        budgets.get_opt("pureflash-stores").await.ok()?.map(drop)
+    })
+    .await;
     // The namespace's last store gone, its budget goes too.
     let (ok, _, stderr) = harness.kubectl(
         &[

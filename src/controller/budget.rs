@@ -288,25 +288,76 @@ pub async fn keep(
             ctx.settings.max_unavailable_nodes,
         );
         next_look = tokio::time::Instant::now() + RECHECK;
-        let mut failed = false;
+        // Every namespace is written, whatever another's write did: one that keeps refusing
+        // (an admission policy, a quota) must not leave the others' budgets stale.
+        let mut failed = Vec::new();
         for change in changes {
+            let namespace = match &change {
+                BudgetChange::Apply(budget) => budget.namespace().unwrap_or_default(),
+                BudgetChange::Delete { namespace, .. } => namespace.clone(),
+            };
             match write(&ctx, change).await {
                 Ok(()) => {}
                 Err(Error::TermEnded) => return,
-                Err(error) => {
-                    let wait = backoff.next_delay();
-                    warn!(%error, retry_in = ?wait, "PodDisruptionBudget not written; trying again");
-                    failed = true;
-                    next_look = tokio::time::Instant::now() + wait;
-                    break;
-                }
+                Err(error) => failed.push((namespace, error)),
             }
         }
-        if failed {
-            retry_at = Some(next_look);
-        } else {
+        if failed.is_empty() {
             retry_at = None;
             backoff.reset();
+        } else {
+            let wait = backoff.next_delay();
+            for (namespace, error) in &failed {
+                warn!(%namespace, %error, retry_in = ?wait, "PodDisruptionBudget not written; trying again");
+            }
+            next_look = tokio::time::Instant::now() + wait;
+            retry_at = Some(next_look);
+        }
+    }
+}
+
+/// With `--disruption-budget=false`: deletes the budgets an earlier run kept (a stale one
+/// would freeze as it was, or stand beside the budget the user made instead, which fails every
+/// eviction of the Pods both select). Once, when the term starts; retried with backoff until
+/// it succeeds or the term ends.
+pub async fn remove_all(ctx: Arc<Context>, namespace: Option<String>, stop: CancellationToken) {
+    let api: Api<PodDisruptionBudget> = match &namespace {
+        Some(namespace) => Api::namespaced(ctx.client.clone(), namespace),
+        None => Api::all(ctx.client.clone()),
+    };
+    let params = kube::api::ListParams::default().labels(pods::OWNED_SELECTOR);
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+    loop {
+        let listed = match api.list(&params).await {
+            Ok(listed) => Ok(listed.items),
+            Err(error) => Err(Error::from(error)),
+        };
+        let result = match listed {
+            Ok(budgets) => {
+                let mut result = Ok(());
+                for budget in budgets.iter().filter(|b| b.name_any() == BUDGET_NAME) {
+                    let change = BudgetChange::Delete {
+                        namespace: budget.namespace().unwrap_or_default(),
+                        uid: budget.uid(),
+                    };
+                    if let Err(error) = write(&ctx, change).await {
+                        result = Err(error);
+                    }
+                }
+                result
+            }
+            Err(error) => Err(error),
+        };
+        match result {
+            Ok(()) | Err(Error::TermEnded) => return,
+            Err(error) => {
+                let wait = backoff.next_delay();
+                warn!(%error, retry_in = ?wait, "PodDisruptionBudgets of an earlier run not deleted; trying again");
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
         }
     }
 }

@@ -182,6 +182,33 @@ pub async fn run(term: Term, stop: CancellationToken) {
         }
         bump.fetch_add(1, Ordering::SeqCst);
     })
+    // The cache and the budgets have every change; the stores are not woken by the echoes of
+    // the operator's own serving-gate writes (see `pods::wake_fingerprint`).
+    .filter({
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        move |event| {
+            let wakes = match event {
+                Ok(watcher::Event::Init) => {
+                    seen.clear();
+                    true
+                }
+                Ok(watcher::Event::InitApply(pod)) => {
+                    seen.insert(pod.uid().unwrap_or_default(), pods::wake_fingerprint(pod));
+                    true
+                }
+                Ok(watcher::Event::Apply(pod)) => {
+                    let print = pods::wake_fingerprint(pod);
+                    seen.insert(pod.uid().unwrap_or_default(), print) != Some(print)
+                }
+                Ok(watcher::Event::Delete(pod)) => {
+                    seen.remove(&pod.uid().unwrap_or_default());
+                    true
+                }
+                _ => true,
+            };
+            std::future::ready(wakes)
+        }
+    })
     .touched_objects();
     let pod_events = without_errors("pods", pod_events);
     let (config_maps, config_map_writer) = cache::store::<ConfigMap>();
@@ -450,6 +477,13 @@ pub async fn run(term: Term, stop: CancellationToken) {
                 .retain(|store, _| present.contains(store));
         }
     });
+    let budgets_removed = (!context.settings.disruption_budget).then(|| {
+        tokio::spawn(budget::remove_all(
+            Arc::clone(&context),
+            namespace.clone(),
+            stop.clone(),
+        ))
+    });
     let budgets = context.settings.disruption_budget.then(|| {
         let (budgets, budget_writer) = cache::store::<PodDisruptionBudget>();
         let budget_events = cache::reflector(
@@ -496,8 +530,8 @@ pub async fn run(term: Term, stop: CancellationToken) {
         .await;
     forwarder.abort();
     cache_watch.abort();
-    if let Some(budgets) = budgets {
-        budgets.abort();
+    for task in budgets.into_iter().chain(budgets_removed) {
+        task.abort();
     }
     let _ = pruner.await;
     // Only now: reconciles finishing during the graceful shutdown still set store gauges.

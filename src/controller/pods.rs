@@ -594,6 +594,30 @@ pub fn pod(store: &PureFlashStore, hash: &str, predecessor: Predecessor) -> Pod 
     serde_json::from_value(pod).expect("a valid Pod")
 }
 
+/// What of `pod` a reconcile of its store reads: all of it but its resourceVersion and the
+/// two conditions that follow the store itself, its [`SERVING_GATE`] (the operator's own
+/// write) and `Ready` (the kubelet's echo of it). A Pod event that changes only those is the
+/// echo of the operator's own gate write, and need not wake the store again: a thousand
+/// stores going offline together would otherwise be reconciled twice each.
+pub fn wake_fingerprint(pod: &Pod) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut seen = pod.clone();
+    seen.metadata.resource_version = None;
+    seen.metadata.managed_fields = None;
+    if let Some(conditions) = seen
+        .status
+        .as_mut()
+        .and_then(|status| status.conditions.as_mut())
+    {
+        conditions.retain(|c| c.type_ != SERVING_GATE && c.type_ != "Ready");
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&seen)
+        .expect("a Pod serializes")
+        .hash(&mut hasher);
+    hasher.finish()
+}
+
 /// The pods/status patch that sets `pod`'s [`SERVING_GATE`] condition to `serving`, at `now`;
 /// `None` when nothing needs writing: the Pod has no such gate (made by an older operator, it
 /// gets one when next replaced), or its condition already says so. A condition not written yet
@@ -1637,6 +1661,46 @@ mod tests {
         );
         let cm = serde_json::to_value(config_map(&store, "x")).unwrap();
         assert_eq!(cm["data"]["pfs.conf"], "x");
+    }
+
+    #[test]
+    fn only_the_gate_and_its_ready_echo_leave_a_pod_the_same_to_its_store() {
+        let store =
+            store(json!({"storeId": 7, "nodeName": "n", "trays": [{"device": "/dev/sdb"}]}));
+        let mut before = pod(&store, "abc", Predecessor::NoSession);
+        before.status = Some(
+            serde_json::from_value(json!({"phase": "Running", "conditions": [
+                {"type": "ContainersReady", "status": "True"},
+                {"type": "Ready", "status": "False"},
+            ]}))
+            .unwrap(),
+        );
+        let mut gated = before.clone();
+        gated.metadata.resource_version = Some("42".into());
+        gated.status.as_mut().unwrap().conditions = Some(
+            serde_json::from_value(json!([
+                {"type": "ContainersReady", "status": "True"},
+                {"type": "Ready", "status": "True"},
+                {"type": SERVING_GATE, "status": "True"},
+            ]))
+            .unwrap(),
+        );
+        assert_eq!(wake_fingerprint(&before), wake_fingerprint(&gated));
+        let mut crashed = gated.clone();
+        crashed
+            .status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()[0]
+            .status = "False".into();
+        assert_ne!(wake_fingerprint(&gated), wake_fingerprint(&crashed));
+        let mut going = gated.clone();
+        going.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at("2026-12-07T10:00:00Z")),
+        );
+        assert_ne!(wake_fingerprint(&gated), wake_fingerprint(&going));
     }
 
     #[test]

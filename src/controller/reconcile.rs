@@ -2320,7 +2320,7 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             Ok(_) => {}
             // The create goes ahead: a store left without its Pod is the worse mistake.
             Err(error) => {
-                debug!(store = %name, node = %store.spec.node_name, %error, "node not read; the pod is created");
+                warn!(store = %name, node = %store.spec.node_name, %error, "the node could not be read to see whether it is cordoned; the pod is created");
             }
         }
     }
