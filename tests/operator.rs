@@ -589,6 +589,10 @@ async fn evictions_go_through_a_budget_by_node_and_pods_are_ready_only_while_ser
     let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
     let budgets: Api<PodDisruptionBudget> =
         Api::namespaced(harness.client.clone(), &harness.namespace);
+    let budget_gone = async || {
+        let budget = budgets.get_opt("pureflash-stores").await.ok()?;
+        budget.is_none().then_some(())
+    };
     let all_serving = async || {
         for name in names {
             wait_phase(&harness, &stores, name, Phase::Online).await;
@@ -682,14 +686,7 @@ async fn evictions_go_through_a_budget_by_node_and_pods_are_ready_only_while_ser
     harness.start_operator(&["--disruption-budget=false"]);
     wait_for(
         "the budget deleted without --disruption-budget",
-        async || {
-            budgets
-                .get_opt("pureflash-stores")
-                .await
-                .ok()?
-                .is_none()
-                .then_some(())
-        },
+        budget_gone,
     )
     .await;
     harness.stop_operator(1).await;
@@ -711,15 +708,7 @@ async fn evictions_go_through_a_budget_by_node_and_pods_are_ready_only_while_ser
         None,
     );
     assert!(ok, "kubectl delete: {stderr}");
-    wait_for("the budget deleted", async || {
-        budgets
-            .get_opt("pureflash-stores")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
+    wait_for("the budget deleted", budget_gone).await;
     harness.finish().await;
 }
 

@@ -86,11 +86,7 @@ impl<'a> BudgetedStore<'a> {
     pub fn of(store: &'a PureFlashStore, pod: Option<&Pod>) -> Option<BudgetedStore<'a>> {
         let ready = |pod: &Pod| {
             pod.metadata.deletion_timestamp.is_none()
-                && pod
-                    .status
-                    .as_ref()
-                    .and_then(|status| status.conditions.as_ref())
-                    .is_some_and(|all| all.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+                && pods::condition_true(pod, "Ready") == Some(true)
         };
         store
             .meta()

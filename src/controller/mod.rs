@@ -493,13 +493,8 @@ pub async fn run(term: Term, stop: CancellationToken) {
                 watcher::Config::default().labels(pods::OWNED_SELECTOR),
             )
             .default_backoff(),
-        )
-        .filter_map(|event| {
-            if let Err(error) = &event {
-                warn!(watch = "poddisruptionbudgets", %error, "watch failed; retrying with backoff");
-            }
-            std::future::ready(Some(()))
-        });
+        );
+        let budget_events = without_errors("poddisruptionbudgets", budget_events).map(drop);
         tokio::spawn(budget::keep(
             Arc::clone(&context),
             budgets,

@@ -618,6 +618,15 @@ pub fn wake_fingerprint(pod: &Pod) -> u64 {
     hasher.finish()
 }
 
+/// Whether `pod`'s condition `kind` is `True`; `None` when the Pod has no such condition.
+pub fn condition_true(pod: &Pod, kind: &str) -> Option<bool> {
+    pod.status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .and_then(|all| all.iter().find(|c| c.type_ == kind))
+        .map(|c| c.status == "True")
+}
+
 /// The pods/status patch that sets `pod`'s [`SERVING_GATE`] condition to `serving`, at `now`;
 /// `None` when nothing needs writing: the Pod has no such gate (made by an older operator, it
 /// gets one when next replaced), or its condition already says so. A condition not written yet
@@ -631,12 +640,7 @@ pub fn serving_patch(pod: &Pod, serving: bool, now: jiff::Timestamp) -> Option<s
         .as_ref()
         .and_then(|spec| spec.readiness_gates.as_ref())
         .is_some_and(|gates| gates.iter().any(|gate| gate.condition_type == SERVING_GATE));
-    let says_serving = pod
-        .status
-        .as_ref()
-        .and_then(|status| status.conditions.as_ref())
-        .and_then(|all| all.iter().find(|c| c.type_ == SERVING_GATE))
-        .is_some_and(|c| c.status == "True");
+    let says_serving = condition_true(pod, SERVING_GATE) == Some(true);
     if !gated || says_serving == serving {
         return None;
     }

@@ -1058,14 +1058,8 @@ fn pod_facts(pod: &Pod) -> (PodFacts, bool, Option<String>) {
     // operator's own serving gate (`pods::SERVING_GATE`), set from this store's status: the
     // status would wait for itself. A kubelet always writes both; Ready alone is read only
     // where ContainersReady is missing.
-    let conditions = status.and_then(|s| s.conditions.as_ref());
-    let condition = |kind: &str| {
-        conditions
-            .and_then(|all| all.iter().find(|c| c.type_ == kind))
-            .map(|c| c.status == "True")
-    };
-    let ready = condition("ContainersReady")
-        .or_else(|| condition("Ready"))
+    let ready = pods::condition_true(pod, "ContainersReady")
+        .or_else(|| pods::condition_true(pod, "Ready"))
         .unwrap_or(false);
     let container_restarts = status
         .and_then(|s| s.container_statuses.as_ref())
