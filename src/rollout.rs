@@ -150,6 +150,9 @@ impl RollReason {
 /// The condition reason of a rollout held for other stores' sake.
 pub const OTHERS_UNAVAILABLE: &str = "OtherStoresUnavailable";
 
+/// The condition reason of a rollout held by a disruption budget.
+pub const DISRUPTION_BUDGET: &str = "DisruptionBudget";
+
 /// Why a Pod keeps its old configuration for now.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HoldReason {
@@ -190,6 +193,14 @@ pub enum HoldReason {
         /// The API's message.
         why: String,
     },
+    /// The serving Pod's eviction was refused (429) by a disruption budget covering it: the
+    /// operator's own (another node's stores are down, or being drained) or one of the
+    /// cluster's. Rollouts evict rather than delete, so that a drain and a rollout never both
+    /// take the last disruption the budget allows.
+    DisruptionBudget {
+        /// The API's message.
+        why: String,
+    },
 }
 
 impl HoldReason {
@@ -206,6 +217,7 @@ impl HoldReason {
             HoldReason::NodeCordoned => "NodeCordoned",
             HoldReason::OthersUnavailable { .. } => OTHERS_UNAVAILABLE,
             HoldReason::ReplacementRefused { .. } => "ReplacementRefused",
+            HoldReason::DisruptionBudget { .. } => DISRUPTION_BUDGET,
         }
     }
 
@@ -244,6 +256,9 @@ impl HoldReason {
             ),
             HoldReason::ReplacementRefused { why } => format!(
                 "the pod the spec makes would be refused (a changed spec, or a policy added since the running pod was made), so the running one is kept: {why}"
+            ),
+            HoldReason::DisruptionBudget { why } => format!(
+                "a changed spec waits to replace the pod of this serving store: a disruption budget refuses its eviction (stores of another node are down or being drained; see the pureflash-stores PodDisruptionBudget): {why}"
             ),
         }
     }

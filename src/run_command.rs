@@ -65,6 +65,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
     let db_url: Option<DbUrl> = args.db.as_deref().map(str::parse).transpose()?;
     let kube_config = kube_config(&args).await?;
     let client = kube_client(kube_config.clone())?;
+    let eviction_client = eviction_client(kube_config.clone())?;
     let namespace = Some(args.kube.namespace.clone()).filter(|ns| !ns.is_empty());
     let admin_listener = crate::admin::bind(args.admin_address).await?;
     tokio::select! {
@@ -304,6 +305,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         });
         let term = Term {
             client: client.clone(),
+            eviction_client: eviction_client.clone(),
             namespace: namespace.clone(),
             settings: settings.clone(),
             identity: identity.clone(),
@@ -850,6 +852,14 @@ fn kube_client(mut config: Config) -> Result<Client, crate::Error> {
     let url = config.cluster_url.to_string();
     Client::try_from(config)
         .map_err(|e| crate::Error::Kube(format!("cannot build a Kubernetes client for {url}: {e}")))
+}
+
+/// The client for Pod evictions. A 429 there is a disruption budget's no, which kube's default
+/// client retries for minutes (with the rollout lock held all along); a rollout holds instead,
+/// and asks again when another store comes back or at its next look.
+fn eviction_client(mut config: Config) -> Result<Client, crate::Error> {
+    config.default_retry = false;
+    kube_client(config)
 }
 
 /// The CRD must be installed; say how if it is not.

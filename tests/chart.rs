@@ -101,6 +101,8 @@ fn store_rules() -> Vec<(String, String, Vec<String>)> {
         ),
         // The pfs Pods' readiness gate.
         rule("", "pods/status", &["patch"]),
+        // A rollout's replacement of a serving pfs.
+        rule("", "pods/eviction", &["create"]),
         // create: an apply that creates its object is authorized as a create too.
         rule(
             "policy",
@@ -215,6 +217,14 @@ fn defaults_render_an_ha_deployment_with_cluster_wide_least_privilege() {
         "metadata.namespace"
     );
     assert!(env(container, "PUREFLASH_DB").is_none());
+    assert_eq!(
+        env(container, "PUREFLASH_DISRUPTION_BUDGET").unwrap()["value"],
+        "true"
+    );
+    assert_eq!(
+        env(container, "PUREFLASH_MAX_UNAVAILABLE_NODES").unwrap()["value"],
+        "1"
+    );
 
     let mut cluster_rules = store_rules();
     cluster_rules.push(rule("", "nodes", &["get"]));
@@ -339,6 +349,14 @@ fn bad_values_are_refused_with_a_clear_message() {
         (&["metrics.port=0"], "/metrics/port"),
         (&["log.format=xml"], "/log/format"),
         (&["recovery.freezeShare=2"], "/recovery/freezeShare"),
+        (
+            &["storeDisruptionBudget.maxUnavailableNodes=-1"],
+            "/storeDisruptionBudget/maxUnavailableNodes",
+        ),
+        (
+            &["storeDisruptionBudget.enabled=maybe"],
+            "/storeDisruptionBudget/enabled",
+        ),
         (&["recovery.startGrace=soon"], "/recovery/startGrace"),
         // Values the operator would refuse at start, crash-looping the Deployment.
         (&["recovery.startGrace=0s"], "/recovery/startGrace"),
@@ -557,6 +575,25 @@ fn pfs_pods_get_a_zookeeper_address_they_can_resolve() {
     );
 }
 
+/// Where another budget covers the pfs Pods, the operator is told to keep none (and to delete
+/// the ones it kept).
+#[test]
+fn the_store_disruption_budget_can_be_turned_off() {
+    let objects = render(&[
+        "storeDisruptionBudget.enabled=false",
+        "storeDisruptionBudget.maxUnavailableNodes=0",
+    ]);
+    let container = container(&objects);
+    assert_eq!(
+        env(container, "PUREFLASH_DISRUPTION_BUDGET").unwrap()["value"],
+        "false"
+    );
+    assert_eq!(
+        env(container, "PUREFLASH_MAX_UNAVAILABLE_NODES").unwrap()["value"],
+        "0"
+    );
+}
+
 /// Counts from a values file are YAML numbers, which Go templates print as floats (`1e+06`);
 /// the operator reads integers.
 #[test]
@@ -564,7 +601,7 @@ fn large_counts_from_a_values_file_render_as_integers() {
     let values = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         values.path(),
-        "recovery:\n  freezeMinOffline: 1000000\n  maxRestartsInFlight: 2000000\nrollout:\n  maxUnavailable: 3000000\nreconcileConcurrency: 60000\n",
+        "recovery:\n  freezeMinOffline: 1000000\n  maxRestartsInFlight: 2000000\nrollout:\n  maxUnavailable: 3000000\nstoreDisruptionBudget:\n  maxUnavailableNodes: 4000000\nreconcileConcurrency: 60000\n",
     )
     .unwrap();
     let mut command = helm();
@@ -582,6 +619,7 @@ fn large_counts_from_a_values_file_render_as_integers() {
         ("PUREFLASH_FREEZE_MIN_OFFLINE", "1000000"),
         ("PUREFLASH_MAX_RESTARTS_IN_FLIGHT", "2000000"),
         ("PUREFLASH_MAX_UNAVAILABLE", "3000000"),
+        ("PUREFLASH_MAX_UNAVAILABLE_NODES", "4000000"),
         ("PUREFLASH_RECONCILE_CONCURRENCY", "60000"),
     ] {
         assert_eq!(env(container, name).unwrap()["value"], value, "{name}");

@@ -523,6 +523,24 @@ fn every_test_a_real_cluster_cannot_run_is_skipped_in_the_readme() {
     );
 }
 
+/// `names` as stores 1, 2, … on the harness's node, each spec followed by `extra`.
+fn stores_manifest(harness: &Harness, names: &[&str], grace_seconds: u32, extra: &str) -> String {
+    names
+        .iter()
+        .zip(1..)
+        .map(|(name, id)| {
+            store_manifest(
+                name,
+                id,
+                harness.node(),
+                &harness.pfs_image(),
+                grace_seconds,
+            ) + extra
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
 /// A pfs Pod's `Ready` condition, and its serving gate's.
 async fn pod_readiness(pods: &Api<Pod>, name: &str) -> Option<(bool, Option<bool>)> {
     let pod = pods.get_opt(name).await.ok().flatten()?;
@@ -709,6 +727,98 @@ async fn evictions_go_through_a_budget_by_node_and_pods_are_ready_only_while_ser
     );
     assert!(ok, "kubectl delete: {stderr}");
     wait_for("the budget deleted", budget_gone).await;
+    harness.finish().await;
+}
+
+/// A rollout replaces a serving store's Pod by evicting it, so the disruption budget has its
+/// say: with `--max-unavailable-nodes 0` no serving pfs may be evicted, and the changed spec
+/// waits (the store says so, once as an Event) with its old Pod running. Allowed again, the
+/// rollout goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_evicts_and_waits_while_the_disruption_budget_refuses() {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+
+    let mut harness = Harness::start("budget-roll").await;
+    install_crd(&harness);
+    harness.start_operator(&["--max-unavailable-nodes", "0"]);
+    let names = ["store-1", "store-2"];
+    let manifests = |extra: &str| stores_manifest(&harness, &names, 600, extra);
+    apply(&harness, &manifests(""));
+    let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let budgets: Api<PodDisruptionBudget> =
+        Api::namespaced(harness.client.clone(), &harness.namespace);
+    for name in names {
+        wait_phase(&harness, &stores, name, Phase::Online).await;
+        let pod = format!("{name}-pfs");
+        wait_for(&format!("{pod} ready"), async || {
+            (pod_readiness(&pods, &pod).await? == (true, Some(true))).then_some(())
+        })
+        .await;
+    }
+    wait_for("a budget that spares no store", async || {
+        let guarded = names.iter().map(|name| (*name).to_owned()).collect();
+        (budget_shape(&budgets).await? == (2, guarded)).then_some(())
+    })
+    .await;
+    let first: Vec<String> = {
+        let mut uids = Vec::new();
+        for name in names {
+            uids.push(pod_uid(&pods, &format!("{name}-pfs")).await.unwrap());
+        }
+        uids
+    };
+
+    apply(
+        &harness,
+        &manifests("  settings:\n    engine:\n      name: spdk\n"),
+    );
+    let held = wait_for("a rollout held by the budget", async || {
+        for name in names {
+            let store = stores.get(name).await.ok()?;
+            let up_to_date = condition(&store, "UpToDate")?;
+            if up_to_date.status == "False" && up_to_date.reason == "DisruptionBudget" {
+                return Some(up_to_date.message.clone());
+            }
+        }
+        None
+    })
+    .await;
+    assert!(held.contains("disruption budget"), "{held}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (name, uid) in names.iter().zip(&first) {
+        assert_eq!(
+            pod_uid(&pods, &format!("{name}-pfs")).await.as_ref(),
+            Some(uid),
+            "{name}: a pod the budget keeps is not deleted"
+        );
+        let store = stores.get(name).await.unwrap();
+        assert_eq!(
+            store.status.as_ref().unwrap().phase,
+            Some(Phase::Online),
+            "{name}"
+        );
+    }
+    let mut held_events = 0;
+    for name in names {
+        held_events += reasons(&events_about(&harness, name).await)
+            .iter()
+            .filter(|reason| *reason == "RolloutHeld")
+            .count();
+    }
+    assert!(held_events >= 1, "the hold is an Event");
+
+    // One node's stores may go again: the rollout finishes, store by store.
+    harness.stop_operator(0).await;
+    harness.start_operator(&[]);
+    for (name, uid) in names.iter().zip(&first) {
+        wait_for(&format!("{name} rolled and up to date"), async || {
+            let replaced = pod_uid(&pods, &format!("{name}-pfs")).await? != *uid;
+            let store = stores.get(name).await.ok()?;
+            (replaced && condition(&store, "UpToDate")?.status == "True").then_some(())
+        })
+        .await;
+    }
     harness.finish().await;
 }
 
@@ -3280,16 +3390,7 @@ async fn a_change_to_every_store_rolls_their_pods_one_store_at_a_time() {
     // alive is owned by a new session, not because its Pod has run for the start grace.
     harness.start_operator(&["--start-grace", "10m"]);
     let names = ["store-1", "store-2", "store-3"];
-    let manifests = |extra: &str| {
-        names
-            .iter()
-            .zip(1..)
-            .map(|(name, id)| {
-                store_manifest(name, id, harness.node(), &harness.pfs_image(), 30) + extra
-            })
-            .collect::<Vec<_>>()
-            .join("---\n")
-    };
+    let manifests = |extra: &str| stores_manifest(&harness, &names, 30, extra);
     // pfs-sim, like pfs, leaves its session to expire on SIGTERM: a session of 10 s keeps each
     // new Pod's store alive on its predecessor's account long enough to be seen so.
     let long_session = "    pfs_sim:\n      session_timeout: 10s\n";
@@ -3508,6 +3609,24 @@ async fn the_charts_rbac_covers_every_call_the_operator_makes() {
             .then_some(())
     })
     .await;
+    // A changed spec replaces the serving store's Pod: evicted, within the budget.
+    wait_for("store-1's pod ready", async || {
+        (pod_readiness(&pods, "store-1-pfs").await? == (true, Some(true))).then_some(())
+    })
+    .await;
+    let serving_one = pod_uid(&pods, "store-1-pfs").await.unwrap();
+    apply(
+        &harness,
+        &(store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 2)
+            + "  settings:\n    engine:\n      name: spdk\n"),
+    );
+    wait_for("store-1 rolled", async || {
+        pod_uid(&pods, "store-1-pfs")
+            .await
+            .filter(|uid| *uid != serving_one)
+    })
+    .await;
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
 
     // A store deleted with its dependents orphaned and applied again finds its running Pod
     // without an owner: it takes it over (pfs keeps running), so that deleting the store
@@ -3682,6 +3801,12 @@ async fn the_charts_rbac_covers_every_call_the_operator_makes() {
             "the operator never did {verb} {resource}"
         );
     }
+    assert!(
+        audit.iter().any(|r| r.verb == "create"
+            && r.resource == "pods"
+            && r.subresource.as_deref() == Some("eviction")),
+        "the operator never evicted a pod"
+    );
     harness.finish().await;
 }
 

@@ -202,9 +202,12 @@ pub fn announcements(
     let held_before = previous.conditions.iter().any(|c| {
         c.type_ == "UpToDate"
             && c.status == "False"
-            && (c.reason == rollout::OTHERS_UNAVAILABLE || c.reason == "ViewUntrusted")
+            && (c.reason == rollout::OTHERS_UNAVAILABLE
+                || c.reason == rollout::DISRUPTION_BUDGET
+                || c.reason == "ViewUntrusted")
     });
-    if let Some(hold @ HoldReason::OthersUnavailable { .. }) = circumstances.roll_held
+    if let Some(hold @ (HoldReason::OthersUnavailable { .. } | HoldReason::DisruptionBudget { .. })) =
+        circumstances.roll_held
         && !held_before
     {
         event(
@@ -608,6 +611,30 @@ mod tests {
         );
         assert_eq!(
             told_with(&blip, &held, &Verdict::Healthy, Some(&others)),
+            Announcements::default()
+        );
+        // A disruption budget's refusal: told once too, with the API's word.
+        let budget = HoldReason::DisruptionBudget {
+            why: "Cannot evict pod as it would violate the pod's disruption budget.".into(),
+        };
+        let budget_held = with(
+            Some(Phase::Online),
+            vec![
+                trays_online(),
+                cond("UpToDate", "False", rollout::DISRUPTION_BUDGET, ""),
+            ],
+        );
+        let told = told_with(&online, &budget_held, &Verdict::Healthy, Some(&budget));
+        assert_eq!(reasons(&told), ["RolloutHeld"]);
+        assert!(
+            told.events[0]
+                .note
+                .contains("violate the pod's disruption budget"),
+            "{}",
+            told.events[0].note
+        );
+        assert_eq!(
+            told_with(&budget_held, &budget_held, &Verdict::Healthy, Some(&budget)),
             Announcements::default()
         );
 

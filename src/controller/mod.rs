@@ -54,6 +54,8 @@ pub use reconcile::{Context, MANAGER, Settings, StoppedPodReplacements};
 /// Where the controller works and with what.
 pub struct Term {
     pub client: Client,
+    /// For evictions alone: it does not retry a 429 (see [`Context::eviction_client`]).
+    pub eviction_client: Client,
     /// `None`: every namespace.
     pub namespace: Option<String>,
     pub settings: Settings,
@@ -137,6 +139,7 @@ fn wake_for_trust(
 pub async fn run(term: Term, stop: CancellationToken) {
     let Term {
         client,
+        eviction_client,
         namespace,
         settings,
         identity,
@@ -377,6 +380,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
     let context = Arc::new(Context {
         recorder: events::Recorder::new(client.clone(), MANAGER, &identity, clock.clone()),
         client,
+        eviction_client,
         settings,
         snapshots,
         liveness,

@@ -78,6 +78,9 @@ pub struct Settings {
 pub struct Context {
     /// API access (this replica leads while reconciles run).
     pub client: Client,
+    /// The same API without kube's retries of a 429, which for an eviction is a disruption
+    /// budget's refusal: a rollout holds on it, rather than waiting minutes under its lock.
+    pub eviction_client: Client,
     pub settings: Settings,
     /// The ZooKeeper mirror's latest snapshot.
     pub snapshots: watch::Receiver<Arc<Snapshot>>,
@@ -1033,6 +1036,31 @@ fn delete_exactly(uid: Option<String>, grace_seconds: Option<u32>) -> DeletePara
         }),
         ..DeleteParams::default()
     }
+}
+
+/// Evicts `pod` through the eviction API, this very Pod as it was read (preconditions on its
+/// uid and resourceVersion: 409 otherwise), with its own grace period. A 429 is a disruption
+/// budget's refusal. (kube's `Api::evict` sends its delete options under a field name the API
+/// server ignores: the preconditions would be lost.)
+async fn evict_exactly(client: &Client, pod: &Pod) -> Result<(), kube::Error> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    let eviction = json!({
+        "apiVersion": "policy/v1",
+        "kind": "Eviction",
+        "metadata": {"name": name, "namespace": namespace},
+        "deleteOptions": {"preconditions": {
+            "uid": pod.uid(),
+            "resourceVersion": pod.resource_version(),
+        }},
+    });
+    let request = http::Request::post(format!(
+        "/api/v1/namespaces/{namespace}/pods/{name}/eviction"
+    ))
+    .header(http::header::CONTENT_TYPE, "application/json")
+    .body(serde_json::to_vec(&eviction).map_err(kube::Error::SerdeError)?)
+    .map_err(kube::Error::HttpError)?;
+    client.request_text(request).await.map(drop)
 }
 
 /// The Pod's state as recovery and status need it. Borrows what it reads: rollouts call it for
@@ -2146,10 +2174,23 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             ..DeleteParams::default()
         };
         let mut old_pod_stays = false;
+        // A serving pfs is evicted: the disruption budgets covering it (the operator's, whose
+        // reshaping lags what it counts, and any of the cluster's) decide atomically with a
+        // drain's evictions. One that serves nothing goes as it is: it disrupts nothing.
+        let removal = async {
+            match reason {
+                rollout::RollReason::WithinBudget => {
+                    evict_exactly(&ctx.eviction_client, existing).await
+                }
+                rollout::RollReason::PodNotRunning => {
+                    pods.delete(&pod_name, &params).await.map(drop)
+                }
+            }
+        };
         // Bounded: every restart waits for the lock meanwhile. One that took too long may
         // still land: until the cache tells, the store counts as unavailable for the other
         // rollouts, and its own is judged again.
-        let deleted = under_restart_lock(ctx.leading(pods.delete(&pod_name, &params))).await;
+        let deleted = under_restart_lock(ctx.leading(removal)).await;
         if let (Err(Error::SlowApi(_)), Some(rolls)) = (&deleted, rolls.as_mut()) {
             rolls.insert(
                 ObjectRef::from_obj(store),
@@ -2199,6 +2240,15 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
                 .await
             }
             Err(kube::Error::Api(status)) if status.code == 404 => {}
+            // Refused by a budget: held like a rollout waiting for other stores (one coming
+            // back wakes it), the old Pod and its pfs.conf as they are.
+            Err(kube::Error::Api(status)) if status.code == 429 => {
+                info!(store = %name, %namespace, pod = %pod_name, why = %status.message, "a disruption budget refuses the eviction of the pod to replace; the rollout waits");
+                roll_held = Some(HoldReason::DisruptionBudget {
+                    why: status.message.clone(),
+                });
+                old_pod_stays = true;
+            }
             // Changed or replaced since it was judged: judged again at the next reconcile (its
             // change wakes the store), and until then its pfs.conf stays as it is.
             Err(kube::Error::Api(status)) if status.code == 409 => {
@@ -2621,13 +2671,13 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
     }
     // Before any further await (the node read above comes only with a restart, which never
     // waits for others): a store that becomes available meanwhile must find this one waiting.
-    let waits_for_others = matches!(roll_held, Some(HoldReason::OthersUnavailable { .. }))
-        || matches!(
-            decision.verdict,
-            Verdict::Skip(
-                recovery::SkipReason::TooManyInFlight | recovery::SkipReason::ClusterFrozen
-            )
-        );
+    let waits_for_others = matches!(
+        roll_held,
+        Some(HoldReason::OthersUnavailable { .. } | HoldReason::DisruptionBudget { .. })
+    ) || matches!(
+        decision.verdict,
+        Verdict::Skip(recovery::SkipReason::TooManyInFlight | recovery::SkipReason::ClusterFrozen)
+    );
     ctx.waiting
         .set_waiting(&ObjectRef::from_obj(store), waits_for_others);
     let db = db_state(ctx.db.as_ref(), store.spec.store_id);

@@ -125,7 +125,8 @@ it (humantime units, fractions allowed, several terms added up).
 {{/*
 What the operator does with PureFlashStores, their pfs Pods and ConfigMaps, and Events — the
 exact calls of the code: list/watch the stores and patch their status; get/list/watch, create
-and patch (adopting one found without an owner) and delete (the force restart) pfs Pods; list/watch, create and
+and patch (adopting one found without an owner), delete (the force restart) and evict (a
+rollout's replacement of a serving one) pfs Pods; list/watch, create and
 patch their ConfigMaps; create and patch (series) events.k8s.io Events. Update of the stores'
 finalizers, and delete on ConfigMaps, are what setting owner references (with
 `blockOwnerDeletion`) on the Pods and ConfigMaps needs where the
@@ -149,6 +150,10 @@ operator itself never writes finalizers or deletes a ConfigMap.
 - apiGroups: [""]
   resources: ["pods/status"]
   verbs: ["patch"]
+# A rollout replaces a serving pfs by evicting its Pod, within the disruption budgets.
+- apiGroups: [""]
+  resources: ["pods/eviction"]
+  verbs: ["create"]
 # One budget per namespace with stores (--disruption-budget).
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
