@@ -75,6 +75,9 @@ fn main() {
         .block_on(Emulator::start())
         .expect("emulator starts");
     emulator.add_token(TOKEN, OPERATOR_USER, &["system:masters"]);
+    // As on a real cluster, the disruption controller is not part of the API's write path: it
+    // trails the Pods and coalesces their changes.
+    emulator.set_disruption_lag(Some(kube_emulator::CLUSTER_DISRUPTION_LAG));
     let bench_runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

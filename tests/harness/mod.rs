@@ -216,6 +216,8 @@ impl Harness {
                 Err(_) => {
                     let emulator = Emulator::start().await.expect("emulator starts");
                     emulator.set_clock_offset_ms(offset_ms);
+                    // Budget statuses trail the Pods, as on a real cluster.
+                    emulator.set_disruption_lag(Some(kube_emulator::CLUSTER_DISRUPTION_LAG));
                     let file = tempfile::NamedTempFile::new().expect("temp file");
                     emulator.write_kubeconfig(file.path()).expect("kubeconfig");
                     let config = Config::from_custom_kubeconfig(
@@ -935,6 +937,7 @@ pub const EMULATOR_ONLY: &[&str] = &[
     "a_former_leaders_late_status_write_does_not_undo_its_successors",
     "a_standby_writes_nothing_but_its_bids_for_the_lease",
     "a_drain_waits_for_other_nodes_and_a_drained_node_gets_no_pods_until_uncordoned",
+    "a_rollout_evicts_and_waits_while_the_disruption_budget_refuses",
     // tests/e2e.rs
     "the_node_agent_retries_a_failed_status_write",
     "a_deleted_pods_late_status_write_does_not_land_on_its_successor",

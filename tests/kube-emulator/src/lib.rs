@@ -63,6 +63,11 @@ pub fn kubectl() -> std::process::Command {
     std::process::Command::new(program)
 }
 
+/// A disruption controller lag like a real cluster's (see [`Emulator::set_disruption_lag`]):
+/// kube-controller-manager writes at most 20 requests a second by default, so a budget's
+/// status follows its Pods some tens of milliseconds later at best.
+pub const CLUSTER_DISRUPTION_LAG: Duration = Duration::from_millis(100);
+
 /// How many past events a watch can resume from before it gets `410 Gone`.
 const HISTORY: usize = 50_000;
 
@@ -111,11 +116,27 @@ impl Emulator {
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(transport::serve(listener, app, stopped));
         tokio::spawn(recheck_disruption_budgets(Arc::downgrade(&shared)));
+        let wake = Arc::clone(&shared.state.lock().expect("state lock").disruption_wake);
+        tokio::spawn(sync_lagging_disruption_budgets(
+            Arc::downgrade(&shared),
+            wake,
+        ));
         Ok(Emulator {
             address,
             shared,
             stop: Some(stop),
         })
+    }
+
+    /// Makes the disruption controller trail Pod and budget changes by `lag`, coalescing what
+    /// changes meanwhile, as a real cluster's does (`None`, the default: budget statuses are
+    /// synced within the write that changed them). See [`state::State::set_disruption_lag`].
+    pub fn set_disruption_lag(&self, lag: Option<Duration>) {
+        self.shared
+            .state
+            .lock()
+            .expect("state lock")
+            .set_disruption_lag(lag);
     }
 
     /// Sets the server's clock `offset_ms` milliseconds ahead of the machine's (behind when
@@ -238,6 +259,38 @@ async fn recheck_disruption_budgets(shared: std::sync::Weak<server::Shared>) {
             .lock()
             .expect("state lock")
             .recheck_disruption_budgets();
+    }
+}
+
+/// The disruption controller, when it lags (see [`Emulator::set_disruption_lag`]): woken by a
+/// namespace's first change since its last sync, it waits out the lag, then syncs every
+/// namespace changed by then, until the emulator is gone.
+async fn sync_lagging_disruption_budgets(
+    shared: std::sync::Weak<server::Shared>,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        // Looks now and then whether the emulator is gone: nothing wakes the task then.
+        let woken = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+        if woken.is_err() {
+            if shared.strong_count() == 0 {
+                return;
+            }
+            continue;
+        }
+        let lag = match shared.upgrade() {
+            Some(shared) => shared.state.lock().expect("state lock").disruption_lag(),
+            None => return,
+        };
+        tokio::time::sleep(lag.unwrap_or_default()).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared
+            .state
+            .lock()
+            .expect("state lock")
+            .sync_pending_disruption_budgets();
     }
 }
 

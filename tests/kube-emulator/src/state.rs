@@ -205,6 +205,13 @@ pub struct State {
     /// Set while the disruption controller writes budget statuses: its own writes do not
     /// start it again.
     syncing_budgets: bool,
+    /// How far the disruption controller trails the changes it reacts to (see
+    /// [`State::set_disruption_lag`]); `None`: it syncs within the write that changed things.
+    disruption_lag: Option<Duration>,
+    /// Namespaces changed since the disruption controller's last sync (with a lag).
+    disruption_pending: std::collections::BTreeSet<String>,
+    /// Wakes the disruption controller's task when a namespace becomes pending.
+    pub disruption_wake: Arc<tokio::sync::Notify>,
 }
 
 /// A patch (apply included) carries no preconditions: the patch handler's
@@ -305,6 +312,9 @@ impl State {
             events,
             clock: meta::Clock::default(),
             syncing_budgets: false,
+            disruption_lag: None,
+            disruption_pending: std::collections::BTreeSet::new(),
+            disruption_wake: Arc::new(tokio::sync::Notify::new()),
         };
         for namespace in ["default", "kube-system", "kube-public", "kube-node-lease"] {
             let rt = state
@@ -485,14 +495,21 @@ impl State {
         let _ = self.events.send(event);
         let rendered = Self::render(rt, &object);
         // The disruption controller reacts to every change of a namespace's Pods and budgets
-        // (as its informers make it), before anyone can read the state again.
+        // (as its informers make it): before anyone can read the state again, or, with a lag,
+        // once per namespace for all the changes of that while.
         if !self.syncing_budgets
             && matches!(
                 (rt.group.as_str(), rt.plural.as_str()),
                 ("", "pods") | ("policy", "poddisruptionbudgets")
             )
         {
-            self.sync_disruption_budgets(&namespace);
+            if self.disruption_lag.is_some() {
+                if self.disruption_pending.insert(namespace) {
+                    self.disruption_wake.notify_one();
+                }
+            } else {
+                self.sync_disruption_budgets(&namespace);
+            }
         }
         rendered
     }
@@ -1481,6 +1498,30 @@ impl State {
             }
         }
         self.syncing_budgets = false;
+    }
+
+    /// Makes the disruption controller trail the changes it reacts to by `lag` (`None`: sync
+    /// within each write, the default, which tests of its rules read at once). The real one runs
+    /// in kube-controller-manager, behind its informers and its client's rate limit (20
+    /// requests a second by default): budget statuses lag, and a burst of Pod changes makes one
+    /// status write, not one per change.
+    pub fn set_disruption_lag(&mut self, lag: Option<Duration>) {
+        self.disruption_lag = lag;
+        if lag.is_none() {
+            self.sync_pending_disruption_budgets();
+        }
+    }
+
+    /// The lag the disruption controller trails changes by, if any.
+    pub fn disruption_lag(&self) -> Option<Duration> {
+        self.disruption_lag
+    }
+
+    /// Syncs the budgets of the namespaces changed since the last sync.
+    pub fn sync_pending_disruption_budgets(&mut self) {
+        for namespace in std::mem::take(&mut self.disruption_pending) {
+            self.sync_disruption_budgets(&namespace);
+        }
     }
 
     /// The disruption controller's recheck: budgets that record evictions are synced again, so

@@ -3033,6 +3033,70 @@ async fn the_disruption_controller_keeps_each_budgets_status() {
     );
 }
 
+/// With a lag, as on a real cluster, a budget's status trails the Pods: a new budget is "still
+/// being processed" (evictions get 429), and a burst of Pod changes makes one status write.
+#[tokio::test]
+async fn a_lagging_disruption_controller_coalesces_and_evictions_wait_for_it() {
+    let (bed, owner, pods, budgets) = budget_bed("lagging").await;
+    bed.emulator
+        .set_disruption_lag(Some(Duration::from_millis(300)));
+    for name in ["p0", "p1", "p2"] {
+        store_pod(&pods, name, &owner, true).await;
+    }
+    let created = create_budget(
+        &budgets,
+        "pfs",
+        json!({"minAvailable": 2, "selector": {"matchLabels": {"app": "pfs"}}}),
+    )
+    .await;
+    let unobserved = budgets.get("pfs").await.unwrap();
+    assert_eq!(unobserved.resource_version(), created.resource_version());
+    let Err(kube::Error::Api(refused)) = pods.evict("p0", &EvictParams::default()).await else {
+        panic!("an eviction before the budget is observed is refused");
+    };
+    assert_eq!(refused.code, 429);
+    let causes = format!("{:?}", refused.details);
+    assert!(causes.contains("still being processed"), "{causes}");
+    let synced = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let budget = budgets.get("pfs").await.unwrap();
+            if budget.status.as_ref().and_then(|s| s.observed_generation) == Some(1) {
+                return budget;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the budget is synced after the lag");
+    assert_eq!(counts(&synced), (3, 3, 2, 1));
+
+    // Two Pods turn unready together: the status does not move at once, then moves once.
+    let before: u64 = synced.resource_version().unwrap().parse().unwrap();
+    set_ready(&pods, "p1", false).await;
+    set_ready(&pods, "p2", false).await;
+    assert_eq!(counts(&budgets.get("pfs").await.unwrap()), (3, 3, 2, 1));
+    let moved = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let budget = budgets.get("pfs").await.unwrap();
+            if counts(&budget) != (3, 3, 2, 1) {
+                return budget;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the status follows after the lag");
+    assert_eq!(counts(&moved), (3, 1, 2, 0));
+    let after: u64 = moved.resource_version().unwrap().parse().unwrap();
+    // The two Pod writes and one status write.
+    assert_eq!(after - before, 3, "one status write for both changes");
+
+    // Without the lag, statuses follow within each write again.
+    bed.emulator.set_disruption_lag(None);
+    set_ready(&pods, "p1", true).await;
+    assert_eq!(counts(&budgets.get("pfs").await.unwrap()), (3, 2, 2, 0));
+}
+
 #[tokio::test]
 async fn evictions_spend_the_budget_and_are_refused_past_it() {
     let (_bed, owner, pods, budgets) = budget_bed("evictions").await;
