@@ -104,9 +104,9 @@ pub struct RecoveryArgs {
     #[arg(long, env = "PUREFLASH_MAX_RESTARTS_IN_FLIGHT", default_value_t = 1, value_parser = parse_at_least_one)]
     pub max_restarts_in_flight: usize,
     /// A changed spec replaces a serving store's Pod only while fewer than this many other
-    /// stores are unavailable (offline, not running, or not yet registered by their new pfs);
-    /// stores that serve nothing are replaced at once; 0: a serving store's Pod is replaced only
-    /// by a manual restart.
+    /// stores are unavailable (offline, not running, or not yet registered by their new pfs),
+    /// and by an eviction its disruption budgets allow; stores that serve nothing are replaced
+    /// at once; 0: a serving store's Pod is replaced only by a manual restart.
     #[arg(long, env = "PUREFLASH_MAX_UNAVAILABLE", default_value_t = 1)]
     pub max_unavailable: usize,
     /// Keep a PodDisruptionBudget (`pureflash-stores`) over each namespace's pfs Pods, so that

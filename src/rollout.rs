@@ -194,7 +194,7 @@ pub enum HoldReason {
         why: String,
     },
     /// The serving Pod's eviction was refused (429) by a disruption budget covering it: the
-    /// operator's own (another node's stores are down, or being drained) or one of the
+    /// operator's own (another node's stores are down, or being drained), or one of the
     /// cluster's. Rollouts evict rather than delete, so that a drain and a rollout never both
     /// take the last disruption the budget allows.
     DisruptionBudget {
@@ -258,7 +258,7 @@ impl HoldReason {
                 "the pod the spec makes would be refused (a changed spec, or a policy added since the running pod was made), so the running one is kept: {why}"
             ),
             HoldReason::DisruptionBudget { why } => format!(
-                "a changed spec waits to replace the pod of this serving store: a disruption budget refuses its eviction (stores of another node are down or being drained; see the pureflash-stores PodDisruptionBudget): {why}"
+                "a changed spec waits to replace the pod of this serving store: a disruption budget refuses its eviction (a drain under way, stores of another node down, --max-unavailable-nodes, or another budget over the pod: kubectl get pdb): {why}"
             ),
         }
     }

@@ -731,21 +731,35 @@ async fn evictions_go_through_a_budget_by_node_and_pods_are_ready_only_while_ser
 }
 
 /// A rollout replaces a serving store's Pod by evicting it, so the disruption budget has its
-/// say: with `--max-unavailable-nodes 0` no serving pfs may be evicted, and the changed spec
-/// waits (the store says so, once as an Event) with its old Pod running. Allowed again, the
-/// rollout goes on.
+/// say: while a store of another node is down (its node cordoned by a drain), the budget
+/// allows no eviction on this one, and the changed spec waits (the store says so, once as an
+/// Event) with its old Pod and pfs.conf. Once the budget allows one again, the rollout goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rollout_evicts_and_waits_while_the_disruption_budget_refuses() {
     use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 
-    let mut harness = Harness::start("budget-roll").await;
+    let mut harness = start_emulated(
+        "budget-roll",
+        "a_rollout_evicts_and_waits_while_the_disruption_budget_refuses",
+    )
+    .await;
     install_crd(&harness);
-    harness.start_operator(&["--max-unavailable-nodes", "0"]);
+    harness.start_operator(&[]);
+    let far_node = format!("{}-far", harness.namespace);
+    let (ok, _, stderr) = harness.kubectl(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {far_node}\nspec:\n  unschedulable: true\n"
+        )),
+    );
+    assert!(ok, "kubectl apply node: {stderr}");
     let names = ["store-1", "store-2"];
     let manifests = |extra: &str| stores_manifest(&harness, &names, 600, extra);
-    apply(&harness, &manifests(""));
+    let far_store = store_manifest("store-9", 9, &far_node, &harness.pfs_image(), 600);
+    apply(&harness, &format!("{}---\n{far_store}", manifests("")));
     let stores: Api<PureFlashStore> = Api::namespaced(harness.client.clone(), &harness.namespace);
     let pods: Api<Pod> = Api::namespaced(harness.client.clone(), &harness.namespace);
+    let configs: Api<ConfigMap> = Api::namespaced(harness.client.clone(), &harness.namespace);
     let budgets: Api<PodDisruptionBudget> =
         Api::namespaced(harness.client.clone(), &harness.namespace);
     for name in names {
@@ -756,18 +770,18 @@ async fn a_rollout_evicts_and_waits_while_the_disruption_budget_refuses() {
         })
         .await;
     }
-    wait_for("a budget that spares no store", async || {
-        let guarded = names.iter().map(|name| (*name).to_owned()).collect();
-        (budget_shape(&budgets).await? == (2, guarded)).then_some(())
-    })
+    wait_for(
+        "a budget that spares none of this node's stores",
+        async || {
+            let guarded = names.iter().map(|name| (*name).to_owned()).collect();
+            (budget_shape(&budgets).await? == (2, guarded)).then_some(())
+        },
+    )
     .await;
-    let first: Vec<String> = {
-        let mut uids = Vec::new();
-        for name in names {
-            uids.push(pod_uid(&pods, &format!("{name}-pfs")).await.unwrap());
-        }
-        uids
-    };
+    let mut first = Vec::new();
+    for name in names {
+        first.push(pod_uid(&pods, &format!("{name}-pfs")).await.unwrap());
+    }
 
     apply(
         &harness,
@@ -792,6 +806,11 @@ async fn a_rollout_evicts_and_waits_while_the_disruption_budget_refuses() {
             Some(uid),
             "{name}: a pod the budget keeps is not deleted"
         );
+        let conf = pfs_conf_of(&configs, name).await;
+        assert!(
+            !conf.contains("spdk"),
+            "{name}: the running pfs keeps its pfs.conf: {conf}"
+        );
         let store = stores.get(name).await.unwrap();
         assert_eq!(
             store.status.as_ref().unwrap().phase,
@@ -808,9 +827,20 @@ async fn a_rollout_evicts_and_waits_while_the_disruption_budget_refuses() {
     }
     assert!(held_events >= 1, "the hold is an Event");
 
-    // One node's stores may go again: the rollout finishes, store by store.
-    harness.stop_operator(0).await;
-    harness.start_operator(&[]);
+    // The far node's store gone, this node's stores may go one node at a time again: the
+    // rollout finishes, store by store.
+    let (ok, _, stderr) = harness.kubectl(
+        &[
+            "delete",
+            "pfstore",
+            "store-9",
+            "--wait=true",
+            "-n",
+            &harness.namespace,
+        ],
+        None,
+    );
+    assert!(ok, "kubectl delete: {stderr}");
     for (name, uid) in names.iter().zip(&first) {
         wait_for(&format!("{name} rolled and up to date"), async || {
             let replaced = pod_uid(&pods, &format!("{name}-pfs")).await? != *uid;
@@ -818,6 +848,8 @@ async fn a_rollout_evicts_and_waits_while_the_disruption_budget_refuses() {
             (replaced && condition(&store, "UpToDate")?.status == "True").then_some(())
         })
         .await;
+        let conf = pfs_conf_of(&configs, name).await;
+        assert!(conf.contains("[engine]\nname=spdk\n"), "{name}: {conf}");
     }
     harness.finish().await;
 }

@@ -217,6 +217,51 @@ pub fn plan<'a>(
     changes
 }
 
+/// What each namespace's budget allowed when last seen, to tell when it allows more: a rollout
+/// it refused may go then, though no store came back (its status trails the Pods it counts).
+#[derive(Debug, Default)]
+pub struct Allowances(BTreeMap<String, i32>);
+
+impl Allowances {
+    /// The namespaces whose budget (the operator's, among `budgets`) allows more disruptions
+    /// than when last seen, or is gone.
+    pub fn rose<'a>(
+        &mut self,
+        budgets: impl IntoIterator<Item = &'a PodDisruptionBudget>,
+    ) -> Vec<String> {
+        let now: BTreeMap<String, i32> = budgets
+            .into_iter()
+            .filter(|budget| budget.name_any() == BUDGET_NAME)
+            .map(|budget| (budget.namespace().unwrap_or_default(), allowed(budget)))
+            .collect();
+        let mut rose: Vec<String> = now
+            .iter()
+            .filter(|(namespace, allowed)| **allowed > self.0.get(*namespace).copied().unwrap_or(0))
+            .map(|(namespace, _)| namespace.clone())
+            .collect();
+        rose.extend(
+            self.0
+                .keys()
+                .filter(|namespace| !now.contains_key(*namespace))
+                .cloned(),
+        );
+        self.0 = now;
+        rose
+    }
+}
+
+/// The disruptions `budget` allows as the API server's eviction reads it: none until its
+/// status has observed its spec.
+fn allowed(budget: &PodDisruptionBudget) -> i32 {
+    let Some(status) = budget.status.as_ref() else {
+        return 0;
+    };
+    if status.observed_generation < budget.metadata.generation {
+        return 0;
+    }
+    status.disruptions_allowed.unwrap_or(0)
+}
+
 /// Keeps the budgets in line with the stores until `stop`, writing only while the term lasts.
 /// `budget_events` is the budgets' reflector stream (it fills `budgets` as it is polled);
 /// `changed` ticks whenever the store or Pod cache changes. Starts once all three caches are
@@ -251,6 +296,7 @@ pub async fn keep(
     // After a failed write, no look before this (changes do not hurry a retry).
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
+    let mut allowances = Allowances::default();
     loop {
         let soon = |retry_at: Option<tokio::time::Instant>| {
             let gathered = tokio::time::Instant::now() + GATHER;
@@ -261,6 +307,9 @@ pub async fn keep(
             _ = tokio::time::sleep_until(next_look) => {}
             event = budget_events.next() => {
                 if event.is_none() { return }
+                for namespace in allowances.rose(budgets.state().iter().map(AsRef::as_ref)) {
+                    ctx.waiting.budget_allows_more(&namespace);
+                }
                 next_look = next_look.min(soon(retry_at));
                 continue;
             }
@@ -456,6 +505,64 @@ mod tests {
 
     fn names(names: &[&str]) -> Vec<String> {
         names.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_budget_allowing_more_is_told_once_and_only_once_observed() {
+        let seen = |namespace: &str, name: &str, generation: i64, observed: i64, allowed: i32| {
+            serde_json::from_value::<PodDisruptionBudget>(json!({
+                "metadata": {"name": name, "namespace": namespace, "generation": generation},
+                "status": {"observedGeneration": observed, "disruptionsAllowed": allowed,
+                    "currentHealthy": 0, "desiredHealthy": 0, "expectedPods": 0},
+            }))
+            .unwrap()
+        };
+        let mut allowances = Allowances::default();
+        assert!(
+            allowances
+                .rose([&seen("a", BUDGET_NAME, 1, 1, 0)])
+                .is_empty()
+        );
+        // Another budget of the namespace is not the operator's.
+        assert!(
+            allowances
+                .rose([
+                    &seen("a", BUDGET_NAME, 1, 1, 0),
+                    &seen("a", "mine", 1, 1, 3)
+                ])
+                .is_empty()
+        );
+        // A new spec not observed yet allows nothing, whatever the old status said.
+        assert!(
+            allowances
+                .rose([&seen("a", BUDGET_NAME, 2, 1, 1)])
+                .is_empty()
+        );
+        assert_eq!(allowances.rose([&seen("a", BUDGET_NAME, 2, 2, 1)]), ["a"]);
+        assert!(
+            allowances
+                .rose([&seen("a", BUDGET_NAME, 2, 2, 1)])
+                .is_empty()
+        );
+        assert!(
+            allowances
+                .rose([&seen("a", BUDGET_NAME, 2, 2, 0)])
+                .is_empty()
+        );
+        assert_eq!(
+            allowances.rose([
+                &seen("a", BUDGET_NAME, 2, 2, 0),
+                &seen("b", BUDGET_NAME, 1, 1, 2)
+            ]),
+            ["b"]
+        );
+        // Gone: nothing limits the evictions there any more.
+        assert_eq!(allowances.rose([&seen("a", BUDGET_NAME, 2, 2, 0)]), ["b"]);
+        assert!(
+            allowances
+                .rose([&seen("a", BUDGET_NAME, 2, 2, 0)])
+                .is_empty()
+        );
     }
 
     #[test]

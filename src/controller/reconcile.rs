@@ -214,6 +214,8 @@ struct WaitingState {
     held: VecDeque<ObjectRef<PureFlashStore>>,
     /// Stores whose last reconcile found them unavailable.
     unavailable: HashSet<ObjectRef<PureFlashStore>>,
+    /// The waiting stores whose rollout a disruption budget refused.
+    budget_held: HashSet<ObjectRef<PureFlashStore>>,
 }
 
 impl WaitingStores {
@@ -225,9 +227,14 @@ impl WaitingStores {
         }
     }
 
-    /// Records whether `store` waits for others now.
-    fn set_waiting(&self, store: &ObjectRef<PureFlashStore>, held: bool) {
+    /// Records whether `store` waits for others now, and whether for a disruption budget.
+    fn set_waiting(&self, store: &ObjectRef<PureFlashStore>, held: bool, by_budget: bool) {
         let mut state = self.state.lock().expect("waiting stores");
+        if held && by_budget {
+            state.budget_held.insert(store.clone());
+        } else {
+            state.budget_held.remove(store);
+        }
         let position = state.held.iter().position(|s| s == store);
         match (held, position) {
             (true, None) => state.held.push_back(store.clone()),
@@ -251,6 +258,25 @@ impl WaitingStores {
         if let Some(at) = state.held.iter().position(|s| s != store)
             && let Some(next) = state.held.remove(at)
         {
+            state.budget_held.remove(&next);
+            let _ = self.wake.send(next);
+        }
+    }
+
+    /// The disruption budget of `namespace` allows more than it did: wakes the longest-waiting
+    /// store there whose rollout a budget refused (no other store needs to come back for
+    /// that: a budget's status trails the Pods it counts).
+    pub fn budget_allows_more(&self, namespace: &str) {
+        let mut state = self.state.lock().expect("waiting stores");
+        let WaitingState {
+            held, budget_held, ..
+        } = &mut *state;
+        if let Some(at) = held
+            .iter()
+            .position(|s| s.namespace.as_deref() == Some(namespace) && budget_held.contains(s))
+            && let Some(next) = held.remove(at)
+        {
+            budget_held.remove(&next);
             let _ = self.wake.send(next);
         }
     }
@@ -260,6 +286,7 @@ impl WaitingStores {
         let mut state = self.state.lock().expect("waiting stores");
         state.held.retain(|s| keep(s));
         state.unavailable.retain(|s| keep(s));
+        state.budget_held.retain(|s| keep(s));
     }
 }
 
@@ -959,7 +986,8 @@ async fn stand_aside(
         holder.name_any()
     );
     // Not run, it waits for no one: a wake meant for a store that does must not come here.
-    ctx.waiting.set_waiting(&ObjectRef::from_obj(store), false);
+    ctx.waiting
+        .set_waiting(&ObjectRef::from_obj(store), false, false);
     ctx.metrics.observe_duplicate(&StoreLabels {
         namespace: store.namespace().unwrap_or_default(),
         name: store.name_any(),
@@ -1038,29 +1066,52 @@ fn delete_exactly(uid: Option<String>, grace_seconds: Option<u32>) -> DeletePara
     }
 }
 
-/// Evicts `pod` through the eviction API, this very Pod as it was read (preconditions on its
-/// uid and resourceVersion: 409 otherwise), with its own grace period. A 429 is a disruption
-/// budget's refusal. (kube's `Api::evict` sends its delete options under a field name the API
-/// server ignores: the preconditions would be lost.)
+/// Evicts `pod` through the eviction API (with its own grace period). A 429 that
+/// [`budget_refusal`] recognizes is a disruption budget's no.
 async fn evict_exactly(client: &Client, pod: &Pod) -> Result<(), kube::Error> {
+    let text = client.request_text(eviction_request(pod)?).await?;
+    // The API server answers some refusals as a `Failure` Status in a success (several
+    // budgets over one Pod: code 500): a failure all the same.
+    match serde_json::from_str::<kube::core::Status>(&text) {
+        Ok(status) if status.is_failure() => Err(kube::Error::Api(Box::new(status))),
+        _ => Ok(()),
+    }
+}
+
+/// The eviction of this very Pod (a uid precondition: one recreated under its name since is
+/// not evicted). Not its resourceVersion: the API server spends the budget's disruption
+/// before the delete checks preconditions, so a cached version gone stale would spend it for
+/// nothing, for the two minutes the disruption controller waits for the Pod to go. Strict
+/// field validation: a misnamed field fails rather than being dropped (kube's
+/// `Api::evict` sends its delete options under a name the API server ignores).
+fn eviction_request(pod: &Pod) -> Result<http::Request<Vec<u8>>, kube::Error> {
     let namespace = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
     let eviction = json!({
         "apiVersion": "policy/v1",
         "kind": "Eviction",
         "metadata": {"name": name, "namespace": namespace},
-        "deleteOptions": {"preconditions": {
-            "uid": pod.uid(),
-            "resourceVersion": pod.resource_version(),
-        }},
+        "deleteOptions": {"preconditions": {"uid": pod.uid()}},
     });
-    let request = http::Request::post(format!(
-        "/api/v1/namespaces/{namespace}/pods/{name}/eviction"
+    http::Request::post(format!(
+        "/api/v1/namespaces/{namespace}/pods/{name}/eviction?fieldValidation=Strict"
     ))
     .header(http::header::CONTENT_TYPE, "application/json")
     .body(serde_json::to_vec(&eviction).map_err(kube::Error::SerdeError)?)
-    .map_err(kube::Error::HttpError)?;
-    client.request_text(request).await.map(drop)
+    .map_err(kube::Error::HttpError)
+}
+
+/// Whether an eviction's error is a disruption budget's refusal (429 with a `DisruptionBudget`
+/// cause: none allowed now, or the budget's status not caught up with its spec), not the API
+/// server shedding load (a 429 of its priority and fairness).
+fn budget_refusal(status: &kube::core::Status) -> bool {
+    status.code == 429
+        && status.details.as_ref().is_some_and(|details| {
+            details
+                .causes
+                .iter()
+                .any(|c| c.reason == "DisruptionBudget")
+        })
 }
 
 /// The Pod's state as recovery and status need it. Borrows what it reads: rollouts call it for
@@ -2242,8 +2293,16 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             // Refused by a budget: held like a rollout waiting for other stores (one coming
             // back wakes it), the old Pod and its pfs.conf as they are.
-            Err(kube::Error::Api(status)) if status.code == 429 => {
-                info!(store = %name, %namespace, pod = %pod_name, why = %status.message, "a disruption budget refuses the eviction of the pod to replace; the rollout waits");
+            Err(kube::Error::Api(status)) if budget_refusal(&status) => {
+                let held_before = previous
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "UpToDate" && c.reason == rollout::DISRUPTION_BUDGET);
+                if held_before {
+                    debug!(store = %name, %namespace, pod = %pod_name, why = %status.message, "a disruption budget still refuses the eviction of the pod to replace");
+                } else {
+                    info!(store = %name, %namespace, pod = %pod_name, why = %status.message, "a disruption budget refuses the eviction of the pod to replace; the rollout waits");
+                }
                 roll_held = Some(HoldReason::DisruptionBudget {
                     why: status.message.clone(),
                 });
@@ -2678,8 +2737,11 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         decision.verdict,
         Verdict::Skip(recovery::SkipReason::TooManyInFlight | recovery::SkipReason::ClusterFrozen)
     );
-    ctx.waiting
-        .set_waiting(&ObjectRef::from_obj(store), waits_for_others);
+    ctx.waiting.set_waiting(
+        &ObjectRef::from_obj(store),
+        waits_for_others,
+        matches!(roll_held, Some(HoldReason::DisruptionBudget { .. })),
+    );
     let db = db_state(ctx.db.as_ref(), store.spec.store_id);
     let write_error = failed_write.as_ref().map(ToString::to_string);
     let compute = |restart: Option<&Restart>, pod: Option<&PodFacts>| {
@@ -3540,6 +3602,49 @@ mod tests {
     }
 
     #[test]
+    fn an_eviction_names_the_pod_by_uid_and_refuses_unknown_fields() {
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "s-1-pfs", "namespace": "pf", "uid": "u-1",
+                "resourceVersion": "41"},
+        }))
+        .unwrap();
+        let request = eviction_request(&pod).unwrap();
+        assert_eq!(request.method(), http::Method::POST);
+        assert_eq!(
+            request.uri().to_string(),
+            "/api/v1/namespaces/pf/pods/s-1-pfs/eviction?fieldValidation=Strict"
+        );
+        let body: serde_json::Value = serde_json::from_slice(request.body()).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "apiVersion": "policy/v1",
+                "kind": "Eviction",
+                "metadata": {"name": "s-1-pfs", "namespace": "pf"},
+                "deleteOptions": {"preconditions": {"uid": "u-1"}},
+            })
+        );
+    }
+
+    #[test]
+    fn only_a_429_with_a_budget_cause_is_a_budget_refusal() {
+        let status = |code: u16, causes: serde_json::Value| {
+            serde_json::from_value::<kube::core::Status>(json!({
+                "status": "Failure", "code": code, "reason": "TooManyRequests",
+                "message": "Cannot evict pod as it would violate the pod's disruption budget.",
+                "details": {"causes": causes},
+            }))
+            .unwrap()
+        };
+        let budget = json!([{"reason": "DisruptionBudget",
+            "message": "The disruption budget pfs needs 2 healthy pods and has 2 currently"}]);
+        assert!(budget_refusal(&status(429, budget.clone())));
+        // The API server shedding load (priority and fairness): no cause.
+        assert!(!budget_refusal(&status(429, json!([]))));
+        assert!(!budget_refusal(&status(500, budget)));
+    }
+
+    #[test]
     fn a_pod_is_the_stores_own_only_under_its_controlling_owner_reference() {
         let store: PureFlashStore = serde_json::from_value(serde_json::json!({
             "apiVersion": "pureflash.io/v1alpha1",
@@ -3996,9 +4101,9 @@ mod tests {
         let held = WaitingStores::new(wake);
         let store = |name: &str| ObjectRef::<PureFlashStore>::new(name).within("pf");
         let (a, b, rolled) = (store("a"), store("b"), store("rolled"));
-        held.set_waiting(&a, true);
-        held.set_waiting(&b, true);
-        held.set_waiting(&a, true);
+        held.set_waiting(&a, true, false);
+        held.set_waiting(&b, true, false);
+        held.set_waiting(&a, true, false);
 
         // Available all along (like the held stores themselves): wakes nobody.
         held.observe(&a, true);
@@ -4014,17 +4119,51 @@ mod tests {
         assert!(woken.try_recv().is_err());
 
         // Still held when woken: `a` goes to the back of the line.
-        held.set_waiting(&a, true);
+        held.set_waiting(&a, true, false);
         held.observe(&rolled, false);
         held.observe(&rolled, true);
         assert_eq!(woken.try_recv().unwrap(), b);
 
         // A store no longer held, or deleted, is not woken.
-        held.set_waiting(&b, false);
+        held.set_waiting(&b, false, false);
         held.retain(|s| *s != a);
         held.observe(&rolled, false);
         held.observe(&rolled, true);
         assert!(woken.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_budget_allowing_more_wakes_the_longest_budget_held_store_of_its_namespace() {
+        let (wake, mut woken) = mpsc::unbounded_channel();
+        let held = WaitingStores::new(wake);
+        let (others, first, second, elsewhere) = (
+            ObjectRef::<PureFlashStore>::new("others").within("pf"),
+            ObjectRef::<PureFlashStore>::new("first").within("pf"),
+            ObjectRef::<PureFlashStore>::new("second").within("pf"),
+            ObjectRef::<PureFlashStore>::new("elsewhere").within("other"),
+        );
+        held.set_waiting(&elsewhere, true, true);
+        held.set_waiting(&others, true, false);
+        held.set_waiting(&first, true, true);
+        held.set_waiting(&second, true, true);
+
+        // Not a store held for others, nor one of another namespace: the first budget-held.
+        held.budget_allows_more("pf");
+        assert_eq!(woken.try_recv().unwrap(), first);
+        assert!(woken.try_recv().is_err());
+        held.budget_allows_more("pf");
+        assert_eq!(woken.try_recv().unwrap(), second);
+        held.budget_allows_more("pf");
+        assert!(woken.try_recv().is_err());
+
+        // Held for others now: no longer woken by the budget.
+        held.set_waiting(&elsewhere, true, false);
+        held.budget_allows_more("other");
+        assert!(woken.try_recv().is_err());
+        // Held by the budget again: woken once more.
+        held.set_waiting(&elsewhere, true, true);
+        held.budget_allows_more("other");
+        assert_eq!(woken.try_recv().unwrap(), elsewhere);
     }
 
     fn store(version: &str, phase: Option<Phase>) -> PureFlashStore {
