@@ -896,6 +896,12 @@ async fn a_drain_waits_for_other_nodes_and_a_drained_node_gets_no_pods_until_unc
         (budget_shape(&budgets).await? == (2, guarded)).then_some(())
     })
     .await;
+    // It names what a refused drain waits for.
+    let budget = budgets.get("pureflash-stores").await.unwrap();
+    assert_eq!(
+        budget.annotations().get("pureflash.io/down-stores"),
+        Some(&format!("{far_node}: store-9"))
+    );
     let pods_before = (
         pod_uid(&pods, "store-1-pfs").await,
         pod_uid(&pods, "store-2-pfs").await,

@@ -20,6 +20,9 @@
 //! keeps it: not proven to serve is not proven down (a pfs restarted in place may serve before
 //! it is proven to).
 //!
+//! The budget names the stores that are down ([`DOWN_ANNOTATION`]): a drain refused for them
+//! says, in `kubectl describe pdb`, what it waits for.
+//!
 //! A budget over Pods owned by stores, which have no scale subresource, can only be an integer
 //! `minAvailable` (the disruption controller refuses `maxUnavailable` for them). It names the
 //! guarded stores by their instance label (unique per namespace, unlike store ids, which a
@@ -51,6 +54,11 @@ use crate::crd::PureFlashStore;
 
 /// The budget's name in each namespace with stores.
 pub const BUDGET_NAME: &str = "pureflash-stores";
+/// The budget's annotation naming the stores that are down, by node: what a refused eviction
+/// waits for (`kubectl describe pdb pureflash-stores`). Absent while every store serves.
+pub const DOWN_ANNOTATION: &str = "pureflash.io/down-stores";
+/// At most this many stores are named in [`DOWN_ANNOTATION`]; the rest are counted.
+const DOWN_NAMED: usize = 20;
 /// How long changes are gathered before the budgets are looked at: a hundred stores applied
 /// together make one write, not a hundred.
 const GATHER: Duration = Duration::from_millis(250);
@@ -137,7 +145,7 @@ pub fn desired(
         json!([{"key": INSTANCE_LABEL, "operator": "In", "values": instances}])
     };
     let min_available = guarded.len().saturating_sub(spare);
-    serde_json::from_value(json!({
+    let mut budget: PodDisruptionBudget = serde_json::from_value(json!({
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": {
@@ -154,7 +162,43 @@ pub fn desired(
             "unhealthyPodEvictionPolicy": "IfHealthyBudget",
         },
     }))
-    .expect("a valid PodDisruptionBudget")
+    .expect("a valid PodDisruptionBudget");
+    if let Some(down) = down_stores(stores) {
+        budget
+            .annotations_mut()
+            .insert(DOWN_ANNOTATION.to_owned(), down);
+    }
+    budget
+}
+
+/// The [`DOWN_ANNOTATION`] value: `node: store, store; node: store`, nodes and stores in
+/// order, at most [`DOWN_NAMED`] stores named; `None` when none is down.
+fn down_stores(stores: &[BudgetedStore<'_>]) -> Option<String> {
+    let mut down: Vec<(&str, &str)> = stores
+        .iter()
+        .filter(|store| store.down)
+        .map(|store| (store.node, store.instance.as_str()))
+        .collect();
+    if down.is_empty() {
+        return None;
+    }
+    down.sort_unstable();
+    let mut by_node: Vec<(&str, Vec<&str>)> = Vec::new();
+    for (node, instance) in down.iter().take(DOWN_NAMED) {
+        match by_node.last_mut() {
+            Some((last, instances)) if last == node => instances.push(instance),
+            _ => by_node.push((node, vec![instance])),
+        }
+    }
+    let mut text = by_node
+        .iter()
+        .map(|(node, instances)| format!("{node}: {}", instances.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if down.len() > DOWN_NAMED {
+        text.push_str(&format!(" (and {} more)", down.len() - DOWN_NAMED));
+    }
+    Some(text)
 }
 
 /// Whether `existing` already holds what `desired` sets (labels others added do not matter:
@@ -176,6 +220,7 @@ pub fn up_to_date(existing: &PodDisruptionBudget, desired: &PodDisruptionBudget)
             .labels()
             .iter()
             .all(|(key, value)| labels.get(key) == Some(value))
+        && existing.annotations().get(DOWN_ANNOTATION) == desired.annotations().get(DOWN_ANNOTATION)
 }
 
 /// The writes that bring the budgets (`budgets`: the operator's, as last seen) in line with
@@ -727,6 +772,47 @@ mod tests {
             .expect("spec")
             .unhealthy_pod_eviction_policy = None;
         assert_eq!(plan(two(), [&edited], 1).len(), 1);
+    }
+
+    #[test]
+    fn the_budget_names_the_stores_that_are_down_by_node() {
+        let down_of = |stores: &[BudgetedStore<'_>]| {
+            desired("a", stores, 1)
+                .annotations()
+                .get(DOWN_ANNOTATION)
+                .cloned()
+        };
+        let serving = [
+            budgeted("a", "s1", "n1", false),
+            budgeted("a", "s2", "n2", false),
+        ];
+        assert_eq!(down_of(&serving), None);
+        let some_down = [
+            budgeted("a", "s3", "n2", true),
+            budgeted("a", "s1", "n1", false),
+            budgeted("a", "s2", "n2", true),
+            budgeted("a", "s9", "far", true),
+            budgeted("a", "s4", "n2", false),
+        ];
+        assert_eq!(down_of(&some_down).as_deref(), Some("far: s9; n2: s2, s3"));
+        let many: Vec<BudgetedStore<'_>> = (0..25)
+            .map(|i| budgeted("a", &format!("s{i:02}"), "n1", true))
+            .collect();
+        let named = down_of(&many).expect("named");
+        assert!(named.starts_with("n1: s00, s01,"), "{named}");
+        assert!(named.ends_with("s19 (and 5 more)"), "{named}");
+
+        // A store going down elsewhere on a node already down changes no shape, but the
+        // annotation: the budget is written again.
+        let BudgetChange::Apply(current) = plan(some_down.clone(), [], 1).remove(0) else {
+            panic!("an apply")
+        };
+        assert_eq!(plan(some_down.clone(), [&*current], 1), []);
+        let mut more = some_down.to_vec();
+        more[4].down = true;
+        let changes = plan(more, [&*current], 1);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(shape(&changes[0]), shape(&BudgetChange::Apply(current)));
     }
 
     #[test]
