@@ -1,5 +1,6 @@
 //! The admin HTTP endpoint: `/livez` (the process serves), `/readyz` (the ZooKeeper view has
-//! been fully loaded and the resource caches synced), `/metrics` (OpenMetrics text).
+//! been fully loaded and the resource caches synced, and no stop is under way), `/metrics`
+//! (OpenMetrics text).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;

@@ -140,6 +140,7 @@ pub async fn run(args: RunArgs) -> Result<(), crate::Error> {
         lease_answered,
         leading.clone(),
         cache_synced,
+        shutdown.clone(),
         ready_tx,
         Arc::clone(&metrics),
     ));
@@ -715,6 +716,9 @@ struct Readiness {
     leading: bool,
     /// The leader's PureFlashStore, Pod and ConfigMap caches have synced.
     cache_synced: bool,
+    /// A stop was asked for: the replica is on its way out (it may still lead, and answer
+    /// `/livez`, until its Lease is released).
+    stopping: bool,
 }
 
 /// `/readyz`: ready once the ZooKeeper view has been loaded and the Lease answered, and, on the
@@ -723,7 +727,9 @@ struct Readiness {
 /// namespace) could never take over: taken for ready, a rolling update would replace the
 /// working leader with it.
 fn readiness(state: Readiness) -> Result<(), String> {
-    if !state.view_loaded {
+    if state.stopping {
+        Err("stopping".into())
+    } else if !state.view_loaded {
         Err("the ZooKeeper view has not been loaded yet".into())
     } else if !state.lease_answered {
         Err("no Lease request has succeeded yet: this replica cannot take part in the leader election (see the log)".into())
@@ -740,6 +746,7 @@ async fn track_readiness(
     mut lease_answered: watch::Receiver<bool>,
     mut leading: watch::Receiver<bool>,
     mut cache_synced: watch::Receiver<bool>,
+    stop: CancellationToken,
     ready: watch::Sender<Result<(), String>>,
     metrics: Arc<Metrics>,
 ) {
@@ -768,6 +775,7 @@ async fn track_readiness(
             lease_answered: *lease_answered.borrow_and_update(),
             leading: *leading.borrow_and_update(),
             cache_synced: *cache_synced.borrow_and_update(),
+            stopping: stop.is_cancelled(),
         })
         .map_err(|why| match health.distrust() {
             Some(distrust) if !view_loaded => format!("{why}: {distrust}"),
@@ -783,6 +791,8 @@ async fn track_readiness(
             changed = lease_answered.changed() => changed.is_err(),
             changed = leading.changed() => changed.is_err(),
             changed = cache_synced.changed() => changed.is_err(),
+            // Once: a stopped replica's readiness does not change again.
+            () = stop.cancelled(), if !stop.is_cancelled() => false,
         };
         if closed {
             return;
@@ -1274,8 +1284,16 @@ mod tests {
             lease_answered: true,
             leading: true,
             cache_synced: true,
+            stopping: false,
         };
         assert_eq!(readiness(all), Ok(()));
+        // On its way out: no longer ready, whatever else holds (a Service stops sending it
+        // scrapes, a rollout counts it gone).
+        let stopping = Readiness {
+            stopping: true,
+            ..all
+        };
+        assert_eq!(readiness(stopping), Err("stopping".into()));
         assert!(readiness(Readiness::default()).is_err());
         let no_view = Readiness {
             view_loaded: false,

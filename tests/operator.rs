@@ -2302,6 +2302,13 @@ async fn the_admin_endpoint_answers_until_the_lease_is_released() {
         Some(200),
         "/livez while the Lease is released"
     );
+    // Alive, but on its way out: not ready.
+    let ready = harness.admin_get(replica, "/readyz");
+    assert_eq!(
+        ready.as_ref().map(|(code, body)| (*code, body.as_str())),
+        Some((503, "stopping")),
+        "/readyz while stopping"
+    );
     let status = harness.wait_operator_exit(replica).await;
     assert!(status.success(), "a graceful stop exits 0: {status}");
     assert!(
