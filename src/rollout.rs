@@ -193,7 +193,8 @@ pub enum HoldReason {
         /// The API's message.
         why: String,
     },
-    /// The serving Pod's eviction was refused (429) by a disruption budget covering it: the
+    /// The serving Pod's eviction was refused (429) by a disruption budget covering it, or
+    /// would be by the operator's own as last watched (not asked then): the
     /// operator's own (another node's stores are down, or being drained), or one of the
     /// cluster's. Rollouts evict rather than delete, so that a drain and a rollout never both
     /// take the last disruption the budget allows.
@@ -257,9 +258,9 @@ impl HoldReason {
             HoldReason::ReplacementRefused { why } => format!(
                 "the pod the spec makes would be refused (a changed spec, or a policy added since the running pod was made), so the running one is kept: {why}"
             ),
-            HoldReason::DisruptionBudget { why } => format!(
-                "a changed spec waits to replace the pod of this serving store: a disruption budget refuses its eviction (a drain under way, stores of another node down, --max-unavailable-nodes, or another budget over the pod: kubectl get pdb): {why}"
-            ),
+            HoldReason::DisruptionBudget { .. } => {
+                "a changed spec waits to replace the pod of this serving store: a disruption budget refuses its eviction (a drain under way, stores of another node down, --max-unavailable-nodes, or another budget over the pod: kubectl get pdb); the RolloutHeld Event says which".into()
+            }
         }
     }
 
@@ -277,6 +278,9 @@ impl HoldReason {
                 format!(
                     "a changed spec waits to replace the pod of this serving store: {count} other store(s) unavailable ({listed}), at most {max_unavailable} may be (--max-unavailable)"
                 )
+            }
+            HoldReason::DisruptionBudget { why } => {
+                format!("{}: {why}", self.message(max_unavailable))
             }
             other => other.message(max_unavailable),
         }

@@ -854,6 +854,76 @@ async fn a_rollout_evicts_and_waits_while_the_disruption_budget_refuses() {
     harness.finish().await;
 }
 
+/// A budget of the cluster's own (the operator keeping none) is honoured too: its refusal of
+/// the eviction (429) holds the rollout, which goes on once the budget allows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rollout_waits_for_a_budget_of_the_clusters_own() {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+
+    let mut harness = Harness::start("own-budget").await;
+    install_crd(&harness);
+    harness.start_operator(&["--disruption-budget=false"]);
+    let (stores, pods, first) = store_1_online(&harness, 600).await;
+    let budgets: Api<PodDisruptionBudget> =
+        Api::namespaced(harness.client.clone(), &harness.namespace);
+    let (ok, _, stderr) = harness.kubectl(
+        &["apply", "-n", &harness.namespace, "-f", "-"],
+        Some(
+            "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: storage\nspec:\n  minAvailable: 1\n  selector:\n    matchLabels:\n      app.kubernetes.io/name: pfs\n",
+        ),
+    );
+    assert!(ok, "kubectl apply pdb: {stderr}");
+    wait_for("the budget counting store-1's ready pod", async || {
+        let status = budgets.get("storage").await.ok()?.status?;
+        (status.current_healthy == Some(1) && status.observed_generation == Some(1)).then_some(())
+    })
+    .await;
+
+    apply(
+        &harness,
+        &(store_manifest("store-1", 1, harness.node(), &harness.pfs_image(), 600)
+            + "  settings:\n    engine:\n      name: spdk\n"),
+    );
+    wait_reason(&stores, "store-1", "UpToDate", "DisruptionBudget").await;
+    assert_eq!(pod_uid(&pods, "store-1-pfs").await, Some(first.clone()));
+    wait_for("a RolloutHeld event with the API's word", async || {
+        events_about(&harness, "store-1")
+            .await
+            .iter()
+            .any(|event| {
+                event.reason.as_deref() == Some("RolloutHeld")
+                    && event
+                        .note
+                        .as_deref()
+                        .is_some_and(|note| note.contains("Cannot evict pod"))
+            })
+            .then_some(())
+    })
+    .await;
+
+    let (ok, _, stderr) = harness.kubectl(
+        &[
+            "patch",
+            "pdb",
+            "storage",
+            "-n",
+            &harness.namespace,
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"minAvailable":0}}"#,
+        ],
+        None,
+    );
+    assert!(ok, "kubectl patch pdb: {stderr}");
+    wait_for("store-1 rolled once its budget allows", async || {
+        let replaced = pod_uid(&pods, "store-1-pfs").await? != first;
+        let store = stores.get("store-1").await.ok()?;
+        (replaced && condition(&store, "UpToDate")?.status == "True").then_some(())
+    })
+    .await;
+    harness.finish().await;
+}
+
 /// `kubectl drain` of a node while a store on another node is down is refused (nothing is
 /// evicted); once no other node's store is down it drains the node, whose stores then get no
 /// new Pods until it is uncordoned, and come back after.

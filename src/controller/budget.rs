@@ -262,6 +262,35 @@ pub fn plan<'a>(
     changes
 }
 
+/// Whether `budget` (the operator's, as last watched) refuses the eviction of `pod` for sure:
+/// its status, caught up with its spec, allows no disruption, and it selects the Pod, which
+/// counts as healthy (Ready). Anything less certain is `false`: the API server decides.
+pub fn refuses(budget: &PodDisruptionBudget, pod: &Pod) -> bool {
+    if allowed(budget) > 0 || budget.status.is_none() {
+        return false;
+    }
+    if budget
+        .status
+        .as_ref()
+        .is_some_and(|status| status.observed_generation < budget.metadata.generation)
+    {
+        return false;
+    }
+    if pod.metadata.deletion_timestamp.is_some() || pods::condition_true(pod, "Ready") != Some(true)
+    {
+        return false;
+    }
+    budget
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.selector.clone())
+        .and_then(|selector| kube::core::Selector::try_from(selector).ok())
+        .is_some_and(|selector| {
+            use kube::core::SelectorExt;
+            selector.matches(pod.labels())
+        })
+}
+
 /// What each namespace's budget allowed when last seen, to tell when it allows more: a rollout
 /// it refused may go then, though no store came back (its status trails the Pods it counts).
 #[derive(Debug, Default)]
@@ -772,6 +801,54 @@ mod tests {
             .expect("spec")
             .unhealthy_pod_eviction_policy = None;
         assert_eq!(plan(two(), [&edited], 1).len(), 1);
+    }
+
+    #[test]
+    fn a_cached_budget_refuses_only_what_it_surely_refuses() {
+        let (s1, s2) = (store("a", "s1", "n1"), store("a", "s2", "n1"));
+        let ready = |store: &PureFlashStore, ready: bool| {
+            let mut pod = pods::pod(store, "hash", crate::recovery::Predecessor::NoSession);
+            pod.status = Some(
+                serde_json::from_value(json!({"conditions": [
+                    {"type": "Ready", "status": if ready { "True" } else { "False" }}]}))
+                .expect("status"),
+            );
+            pod
+        };
+        // Guards store 1 alone.
+        let mut budget = desired(
+            "a",
+            &[
+                budgeted("a", &pods::instance(&s1), "n1", false),
+                budgeted("a", &pods::instance(&s2), "n2", true),
+            ],
+            1,
+        );
+        budget.metadata.generation = Some(2);
+        let status = |observed: i64, allowed: i32| {
+            serde_json::from_value(json!({"observedGeneration": observed,
+                "disruptionsAllowed": allowed, "currentHealthy": 1, "desiredHealthy": 1,
+                "expectedPods": 1}))
+            .expect("status")
+        };
+        assert!(!refuses(&budget, &ready(&s1, true)), "no status yet");
+        budget.status = Some(status(2, 0));
+        assert!(refuses(&budget, &ready(&s1, true)));
+        assert!(
+            !refuses(&budget, &ready(&s2, true)),
+            "not selected: its node is the one down"
+        );
+        assert!(
+            !refuses(&budget, &ready(&s1, false)),
+            "an unhealthy pod goes by the unhealthy pod eviction policy"
+        );
+        budget.status = Some(status(1, 0));
+        assert!(
+            !refuses(&budget, &ready(&s1, true)),
+            "not caught up with its spec"
+        );
+        budget.status = Some(status(2, 1));
+        assert!(!refuses(&budget, &ready(&s1, true)));
     }
 
     #[test]

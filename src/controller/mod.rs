@@ -377,7 +377,11 @@ pub async fn run(term: Term, stop: CancellationToken) {
         |mut rx| async move { rx.recv().await.map(|r| (r, rx)) },
     );
 
+    // Filled (and read by rollouts) only while the operator keeps the budgets.
+    let (budget_cache, budget_writer) = cache::store::<PodDisruptionBudget>();
+    let budgets_kept = settings.disruption_budget.then(|| budget_cache.clone());
     let context = Arc::new(Context {
+        budgets: budgets_kept,
         recorder: events::Recorder::new(client.clone(), MANAGER, &identity, clock.clone()),
         client,
         eviction_client,
@@ -489,7 +493,6 @@ pub async fn run(term: Term, stop: CancellationToken) {
         ))
     });
     let budgets = context.settings.disruption_budget.then(|| {
-        let (budgets, budget_writer) = cache::store::<PodDisruptionBudget>();
         let budget_events = cache::reflector(
             budget_writer,
             watcher(
@@ -501,7 +504,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         let budget_events = without_errors("poddisruptionbudgets", budget_events).map(drop);
         tokio::spawn(budget::keep(
             Arc::clone(&context),
-            budgets,
+            budget_cache,
             budget_events,
             budget_inputs_rx,
             stop.clone(),

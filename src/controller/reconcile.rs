@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use crate::backoff::Backoff;
 use crate::clock::ClusterClock;
 use crate::controller::announce;
+use crate::controller::budget;
 use crate::controller::cache_loaded;
 use crate::controller::claims::{self, claim_order};
 use crate::controller::events::{EventType, Record, Recorder};
@@ -78,6 +79,10 @@ pub struct Settings {
 pub struct Context {
     /// API access (this replica leads while reconciles run).
     pub client: Client,
+    /// The operator's disruption budgets as last watched (`None` without
+    /// `--disruption-budget`): a rollout the cached budget plainly refuses waits without
+    /// asking the API.
+    pub budgets: Option<Store<k8s_openapi::api::policy::v1::PodDisruptionBudget>>,
     /// The same API without kube's retries of a 429, which for an eviction is a disruption
     /// budget's refusal: a rollout holds on it, rather than waiting minutes under its lock.
     pub eviction_client: Client,
@@ -1064,6 +1069,18 @@ fn delete_exactly(uid: Option<String>, grace_seconds: Option<u32>) -> DeletePara
         }),
         ..DeleteParams::default()
     }
+}
+
+/// Whether the operator's budget over `pod`'s namespace, as last watched, refuses its
+/// eviction for sure ([`budget::refuses`]).
+fn cached_budget_refuses(ctx: &Context, pod: &Pod) -> bool {
+    let Some(budgets) = &ctx.budgets else {
+        return false;
+    };
+    let key = ObjectRef::new(budget::BUDGET_NAME).within(&pod.namespace().unwrap_or_default());
+    budgets
+        .get(&key)
+        .is_some_and(|budget| budget::refuses(&budget, pod))
 }
 
 /// Evicts `pod` through the eviction API (with its own grace period). A 429 that
@@ -2137,6 +2154,21 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
         (Some(existing), Some(rolls)) => decide_roll(existing, rolls, NodeFacts::default()),
         _ => None,
     };
+    // Where the operator's budget, as last watched, plainly allows no disruption, the
+    // rollout waits without asking (no dry run, Node read or eviction): with every store's spec
+    // changed under a budget that allows nothing, each would ask every 15 s. Its allowing
+    // more wakes the store (see `budget::keep`).
+    if let (Some(RollVerdict::Roll(rollout::RollReason::WithinBudget)), Some(existing)) =
+        (&roll, outdated)
+        && cached_budget_refuses(ctx, existing)
+    {
+        roll = Some(RollVerdict::Hold(HoldReason::DisruptionBudget {
+            why: format!(
+                "the {} PodDisruptionBudget allows no disruption now",
+                budget::BUDGET_NAME
+            ),
+        }));
+    }
     // A successor the API would refuse is not worth the running Pod: its create is tried as a
     // dry run first (validation, quota and admission run, nothing is stored). A running pfs's
     // node is read too: a kubelet out of contact would not get the delete, and would act on it
