@@ -73,6 +73,8 @@ async fn run_once(
     // two attempts.
     let mut first_read: Option<DbRows> = None;
     let mut plans = Vec::new();
+    // A write that timed out: it may have committed or not (the commit may be what was slow).
+    let mut unsettled: Option<Plan> = None;
     // Whether a signal stopped it after something was written.
     let outcome: Result<bool, crate::Error> = async {
         within_pass(db.ensure_schema()).await?;
@@ -85,7 +87,15 @@ async fn run_once(
                 };
             }
             let plan = plan(&view, &rows);
-            let matched = within_pass(db.apply(&plan)).await?;
+            let matched = match within_pass(db.apply(&plan)).await {
+                Ok(matched) => matched,
+                Err(error @ DbError::TimedOut(_)) => {
+                    first_read.get_or_insert(rows);
+                    unsettled = Some(plan);
+                    return Err(error.into());
+                }
+                Err(error) => return Err(error.into()),
+            };
             first_read.get_or_insert(rows);
             plans.push(plan);
             if matched {
@@ -101,7 +111,14 @@ async fn run_once(
     if let Some(rows) = &first_read {
         print!(
             "{}",
-            summary(config, &db_url.to_string(), &view, rows, &plans)
+            summary(
+                config,
+                &db_url.to_string(),
+                &view,
+                rows,
+                &plans,
+                unsettled.as_ref()
+            )
         );
     }
     match outcome? {
@@ -118,13 +135,15 @@ async fn within_pass<T>(work: impl Future<Output = Result<T, DbError>>) -> Resul
 }
 
 /// The `--once` report: what ZooKeeper holds, what was wrong in it, and what was written by
-/// the `plans` applied one after the other, with what each resolved.
+/// the `plans` applied one after the other, with what each resolved; and the write that timed
+/// out after them, if one did, which may or may not have landed.
 pub fn summary(
     config: &MirrorConfig,
     db: &str,
     view: &ClusterView,
     before: &DbRows,
     plans: &[Plan],
+    unsettled: Option<&Plan>,
 ) -> String {
     let mut out = String::new();
     let stores = view.stores.len();
@@ -185,6 +204,14 @@ pub fn summary(
         total(|p| p.port_updates.len()),
         total(|p| p.port_deletes.len()),
     );
+    if let Some(plan) = unsettled {
+        let _ = writeln!(
+            out,
+            "  then a write of {} rows timed out after {}: it may or may not have committed (run again: a run writes only what the DB lacks)",
+            plan.write_count(),
+            humantime::format_duration(dbsync::PASS_TIMEOUT)
+        );
+    }
     out
 }
 
@@ -276,8 +303,10 @@ mod tests {
             &now,
             &before,
             std::slice::from_ref(&plan),
+            None,
         );
         assert!(text.contains("t_store: 1 inserted, 1 updated;"), "{text}");
+        assert!(!text.contains("timed out"), "{text}");
         assert!(
             text.contains("resolved: mngt_ip 10.5.5.5 now belongs to store 2"),
             "{text}"
@@ -293,9 +322,20 @@ mod tests {
             "sqlite://x.db",
             &now,
             &before,
-            &[plan.clone(), again, plan],
+            &[plan.clone(), again, plan.clone()],
+            None,
         );
         assert!(text.contains("t_store: 3 inserted, 3 updated;"), "{text}");
         assert_eq!(text.matches("resolved:").count(), 1, "{text}");
+        // A write that timed out is neither counted nor left out: it is told as unsettled.
+        let text = summary(&config, "sqlite://x.db", &now, &before, &[], Some(&plan));
+        assert!(text.contains("t_store: 0 inserted, 0 updated;"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "then a write of {} rows timed out after 30s: it may or may not have committed",
+                plan.write_count()
+            )),
+            "{text}"
+        );
     }
 }

@@ -460,6 +460,92 @@ async fn sigterm_while_zookeeper_is_frozen_or_down_exits_promptly() {
     }
 }
 
+/// `--once` whose write gets no answer (the DB's host stalls mid-transaction) gives up after
+/// the pass timeout (30 s) with an error, and its summary says a write timed out, which may
+/// or may not have committed, rather than leaving it out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_tells_a_write_that_timed_out() {
+    use sqlx::Connection;
+    use testkit::proxy::{Proxy, ProxyMode};
+    let zk = ZooKeeper::shared();
+    let cluster = unique_cluster("cli-once-timeout");
+    let db = TestDb::new(Backend::MariaDb).await;
+    let mut store = PfsSim::start(
+        spec(&zk.connect_string(), &cluster, 1).with_session_timeout(Duration::from_secs(15)),
+    )
+    .await
+    .unwrap();
+    // user:password@host:port/db: the operator reaches the DB through the proxy.
+    let (credentials, rest) = db.url.rsplit_once('@').unwrap();
+    let (server, database) = rest.split_once('/').unwrap();
+    let proxy = Proxy::start(server).await;
+    let proxied = format!("{credentials}@{}/{database}", proxy.address());
+    let once = |url: &str| {
+        let mut command = operator();
+        command.args([
+            "sync",
+            "--once",
+            "--zk",
+            &zk.connect_string(),
+            "--cluster",
+            &cluster,
+            "--db",
+            url,
+        ]);
+        command
+    };
+    let (ok, stdout, stderr) = run(&mut once(&proxied));
+    assert!(ok, "stdout:\n{stdout}\nstderr:\n{stderr}");
+    store.crash().await;
+    // The write waits on a table another client keeps from writers, and the DB's answer
+    // (a lock wait timeout, 20 s) never comes back: the proxy stalls meanwhile.
+    let mut locker = sqlx::mysql::MySqlConnection::connect(&db.url)
+        .await
+        .unwrap();
+    sqlx::query("lock tables t_store read")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    let child = once(&proxied)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiting = testkit::eventually(PATIENCE, async || {
+        let waiting: (i64,) = sqlx::query_as(
+            "select count(*) from information_schema.processlist \
+             where db = database() and state like 'Waiting for table%lock%'",
+        )
+        .fetch_one(&mut locker)
+        .await
+        .unwrap();
+        waiting.0 > 0
+    })
+    .await;
+    assert!(waiting, "the write never queued behind the lock");
+    proxy.set_mode(ProxyMode::Stall);
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    locker.close().await.unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert!(
+        !output.status.success(),
+        "a write that timed out is no success: {stdout}"
+    );
+    assert!(stderr.contains("30s"), "{stderr}");
+    assert!(
+        stdout.contains("t_store: 0 inserted, 0 updated;")
+            // The store's row and its two trays' go OFFLINE.
+            && stdout.contains("then a write of 3 rows timed out after 30s"),
+        "{stdout}"
+    );
+}
+
 /// SIGTERM lets the transaction in progress finish, which a table another client keeps locked
 /// makes wait for the pass timeout (30 s); a second signal stops the process at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
