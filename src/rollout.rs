@@ -259,7 +259,7 @@ impl HoldReason {
                 "the pod the spec makes would be refused (a changed spec, or a policy added since the running pod was made), so the running one is kept: {why}"
             ),
             HoldReason::DisruptionBudget { .. } => {
-                "a changed spec waits to replace the pod of this serving store: a disruption budget refuses its eviction (a drain under way, stores of another node down, --max-unavailable-nodes, or another budget over the pod: kubectl get pdb); the RolloutHeld Event says which".into()
+                "a changed spec waits to replace the pod of this serving store: a disruption budget refuses its eviction (a drain under way, stores of another node down, --max-unavailable-nodes, or another budget over the pod: kubectl get pdb; the pureflash-stores budget's pureflash.io/down-stores annotation names the stores that are down)".into()
             }
         }
     }

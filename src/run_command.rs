@@ -770,12 +770,14 @@ async fn track_readiness(
             .zookeeper_unreadable_stores
             .set(i64::try_from(unreadable).unwrap_or(i64::MAX));
         view_loaded |= health.last_full_sync.is_some();
+        // Read once: a stop between two reads would be neither told nor waited for.
+        let stopping = stop.is_cancelled();
         let state = readiness(Readiness {
             view_loaded,
             lease_answered: *lease_answered.borrow_and_update(),
             leading: *leading.borrow_and_update(),
             cache_synced: *cache_synced.borrow_and_update(),
-            stopping: stop.is_cancelled(),
+            stopping,
         })
         .map_err(|why| match health.distrust() {
             Some(distrust) if !view_loaded => format!("{why}: {distrust}"),
@@ -792,7 +794,7 @@ async fn track_readiness(
             changed = leading.changed() => changed.is_err(),
             changed = cache_synced.changed() => changed.is_err(),
             // Once: a stopped replica's readiness does not change again.
-            () = stop.cancelled(), if !stop.is_cancelled() => false,
+            () = stop.cancelled(), if !stopping => false,
         };
         if closed {
             return;

@@ -841,6 +841,21 @@ async fn a_rollout_evicts_and_waits_while_the_disruption_budget_refuses() {
         None,
     );
     assert!(ok, "kubectl delete: {stderr}");
+    // Woken by the budget allowing more, not by the 15 s recheck (12 to 15 s apart per store;
+    // one that happened to fall due just now could pass this without the wake).
+    wait_for_within(
+        "a store rolled once the budget allows it",
+        Duration::from_secs(6),
+        async || {
+            for (name, uid) in names.iter().zip(&first) {
+                if pod_uid(&pods, &format!("{name}-pfs")).await.as_ref() != Some(uid) {
+                    return Some(());
+                }
+            }
+            None
+        },
+    )
+    .await;
     for (name, uid) in names.iter().zip(&first) {
         wait_for(&format!("{name} rolled and up to date"), async || {
             let replaced = pod_uid(&pods, &format!("{name}-pfs")).await? != *uid;

@@ -371,6 +371,10 @@ pub async fn keep(
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
     let mut allowances = Allowances::default();
+    // What the budgets allow as loaded: rises while loading were not compared.
+    for namespace in allowances.rose(budgets.state().iter().map(AsRef::as_ref)) {
+        ctx.waiting.budget_allows_more(&namespace);
+    }
     loop {
         let soon = |retry_at: Option<tokio::time::Instant>| {
             let gathered = tokio::time::Instant::now() + GATHER;

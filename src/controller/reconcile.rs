@@ -221,6 +221,10 @@ struct WaitingState {
     unavailable: HashSet<ObjectRef<PureFlashStore>>,
     /// The waiting stores whose rollout a disruption budget refused.
     budget_held: HashSet<ObjectRef<PureFlashStore>>,
+    /// Namespaces whose budget allowed more while none of their stores waited for it: the
+    /// next store there to be held by the budget is woken at once (it may have judged the
+    /// budget just before it allowed more, and registered as waiting just after).
+    budget_credit: HashSet<String>,
 }
 
 impl WaitingStores {
@@ -235,12 +239,25 @@ impl WaitingStores {
     /// Records whether `store` waits for others now, and whether for a disruption budget.
     fn set_waiting(&self, store: &ObjectRef<PureFlashStore>, held: bool, by_budget: bool) {
         let mut state = self.state.lock().expect("waiting stores");
+        let position = state.held.iter().position(|s| s == store);
+        if held
+            && by_budget
+            && let Some(namespace) = &store.namespace
+            && state.budget_credit.remove(namespace)
+        {
+            // Registered and woken at once, as `budget_allows_more` would have.
+            if let Some(at) = position {
+                state.held.remove(at);
+            }
+            state.budget_held.remove(store);
+            let _ = self.wake.send(store.clone());
+            return;
+        }
         if held && by_budget {
             state.budget_held.insert(store.clone());
         } else {
             state.budget_held.remove(store);
         }
-        let position = state.held.iter().position(|s| s == store);
         match (held, position) {
             (true, None) => state.held.push_back(store.clone()),
             (false, Some(at)) => {
@@ -270,11 +287,15 @@ impl WaitingStores {
 
     /// The disruption budget of `namespace` allows more than it did: wakes the longest-waiting
     /// store there whose rollout a budget refused (no other store needs to come back for
-    /// that: a budget's status trails the Pods it counts).
+    /// that: a budget's status trails the Pods it counts); with none waiting, the next one to
+    /// be held there.
     pub fn budget_allows_more(&self, namespace: &str) {
         let mut state = self.state.lock().expect("waiting stores");
         let WaitingState {
-            held, budget_held, ..
+            held,
+            budget_held,
+            budget_credit,
+            ..
         } = &mut *state;
         if let Some(at) = held
             .iter()
@@ -283,6 +304,8 @@ impl WaitingStores {
         {
             budget_held.remove(&next);
             let _ = self.wake.send(next);
+        } else {
+            budget_credit.insert(namespace.to_owned());
         }
     }
 
@@ -4188,14 +4211,24 @@ mod tests {
         held.budget_allows_more("pf");
         assert!(woken.try_recv().is_err());
 
-        // Held for others now: no longer woken by the budget.
+        // Held for others now: not woken by the budget.
         held.set_waiting(&elsewhere, true, false);
         held.budget_allows_more("other");
         assert!(woken.try_recv().is_err());
-        // Held by the budget again: woken once more.
+        // More was allowed while none waited for it: the next store held there by the budget
+        // (which judged it before) is woken as it registers, once.
+        held.set_waiting(&elsewhere, true, false);
+        assert!(woken.try_recv().is_err(), "not held by the budget");
         held.set_waiting(&elsewhere, true, true);
+        assert_eq!(woken.try_recv().unwrap(), elsewhere);
+        held.set_waiting(&elsewhere, true, true);
+        assert!(woken.try_recv().is_err());
         held.budget_allows_more("other");
         assert_eq!(woken.try_recv().unwrap(), elsewhere);
+        assert!(woken.try_recv().is_err());
+        // In "pf" too, where the third rise found no one.
+        held.set_waiting(&first, true, true);
+        assert_eq!(woken.try_recv().unwrap(), first);
     }
 
     fn store(version: &str, phase: Option<Phase>) -> PureFlashStore {
