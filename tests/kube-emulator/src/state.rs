@@ -503,13 +503,7 @@ impl State {
                 ("", "pods") | ("policy", "poddisruptionbudgets")
             )
         {
-            if self.disruption_lag.is_some() {
-                if self.disruption_pending.insert(namespace) {
-                    self.disruption_wake.notify_one();
-                }
-            } else {
-                self.sync_disruption_budgets(&namespace);
-            }
+            self.disruption_changed(namespace);
         }
         rendered
     }
@@ -1535,6 +1529,18 @@ impl State {
             .map(|budget| meta_str(budget, "namespace").to_owned())
             .collect();
         for namespace in namespaces {
+            self.disruption_changed(namespace);
+        }
+    }
+
+    /// Something the disruption controller watches changed in `namespace`: its budgets are
+    /// synced now, or once the lag is over when there is one.
+    fn disruption_changed(&mut self, namespace: String) {
+        if self.disruption_lag.is_some() {
+            if self.disruption_pending.insert(namespace) {
+                self.disruption_wake.notify_one();
+            }
+        } else {
             self.sync_disruption_budgets(&namespace);
         }
     }
