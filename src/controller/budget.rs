@@ -298,26 +298,29 @@ pub struct Allowances(BTreeMap<String, i32>);
 
 impl Allowances {
     /// The namespaces whose budget (the operator's, among `budgets`) allows more disruptions
-    /// than when last seen, or is gone.
+    /// than when last seen, with how many more (`usize::MAX`: the budget is gone).
     pub fn rose<'a>(
         &mut self,
         budgets: impl IntoIterator<Item = &'a PodDisruptionBudget>,
-    ) -> Vec<String> {
+    ) -> Vec<(String, usize)> {
         let now: BTreeMap<String, i32> = budgets
             .into_iter()
             .filter(|budget| budget.name_any() == BUDGET_NAME)
             .map(|budget| (budget.namespace().unwrap_or_default(), allowed(budget)))
             .collect();
-        let mut rose: Vec<String> = now
+        let mut rose: Vec<(String, usize)> = now
             .iter()
-            .filter(|(namespace, allowed)| **allowed > self.0.get(*namespace).copied().unwrap_or(0))
-            .map(|(namespace, _)| namespace.clone())
+            .filter_map(|(namespace, allowed)| {
+                let before = self.0.get(namespace).copied().unwrap_or(0).max(0);
+                let more = usize::try_from(allowed - before).ok().filter(|&n| n > 0)?;
+                Some((namespace.clone(), more))
+            })
             .collect();
         rose.extend(
             self.0
                 .keys()
                 .filter(|namespace| !now.contains_key(*namespace))
-                .cloned(),
+                .map(|namespace| (namespace.clone(), usize::MAX)),
         );
         self.0 = now;
         rose
@@ -372,8 +375,8 @@ pub async fn keep(
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(300));
     let mut allowances = Allowances::default();
     // What the budgets allow as loaded: rises while loading were not compared.
-    for namespace in allowances.rose(budgets.state().iter().map(AsRef::as_ref)) {
-        ctx.waiting.budget_allows_more(&namespace);
+    for (namespace, more) in allowances.rose(budgets.state().iter().map(AsRef::as_ref)) {
+        ctx.waiting.budget_allows_more(&namespace, more);
     }
     loop {
         let soon = |retry_at: Option<tokio::time::Instant>| {
@@ -385,8 +388,8 @@ pub async fn keep(
             _ = tokio::time::sleep_until(next_look) => {}
             event = budget_events.next() => {
                 if event.is_none() { return }
-                for namespace in allowances.rose(budgets.state().iter().map(AsRef::as_ref)) {
-                    ctx.waiting.budget_allows_more(&namespace);
+                for (namespace, more) in allowances.rose(budgets.state().iter().map(AsRef::as_ref)) {
+                    ctx.waiting.budget_allows_more(&namespace, more);
                 }
                 next_look = next_look.min(soon(retry_at));
                 continue;
@@ -616,7 +619,10 @@ mod tests {
                 .rose([&seen("a", BUDGET_NAME, 2, 1, 1)])
                 .is_empty()
         );
-        assert_eq!(allowances.rose([&seen("a", BUDGET_NAME, 2, 2, 1)]), ["a"]);
+        assert_eq!(
+            allowances.rose([&seen("a", BUDGET_NAME, 2, 2, 1)]),
+            [("a".to_owned(), 1)]
+        );
         assert!(
             allowances
                 .rose([&seen("a", BUDGET_NAME, 2, 2, 1)])
@@ -632,10 +638,21 @@ mod tests {
                 &seen("a", BUDGET_NAME, 2, 2, 0),
                 &seen("b", BUDGET_NAME, 1, 1, 2)
             ]),
-            ["b"]
+            [("b".to_owned(), 2)]
+        );
+        // From 2 to 3: one more.
+        assert_eq!(
+            allowances.rose([
+                &seen("a", BUDGET_NAME, 2, 2, 0),
+                &seen("b", BUDGET_NAME, 1, 1, 3)
+            ]),
+            [("b".to_owned(), 1)]
         );
         // Gone: nothing limits the evictions there any more.
-        assert_eq!(allowances.rose([&seen("a", BUDGET_NAME, 2, 2, 0)]), ["b"]);
+        assert_eq!(
+            allowances.rose([&seen("a", BUDGET_NAME, 2, 2, 0)]),
+            [("b".to_owned(), usize::MAX)]
+        );
         assert!(
             allowances
                 .rose([&seen("a", BUDGET_NAME, 2, 2, 0)])

@@ -285,11 +285,11 @@ impl WaitingStores {
         }
     }
 
-    /// The disruption budget of `namespace` allows more than it did: wakes the longest-waiting
-    /// store there whose rollout a budget refused (no other store needs to come back for
-    /// that: a budget's status trails the Pods it counts); with none waiting, the next one to
-    /// be held there.
-    pub fn budget_allows_more(&self, namespace: &str) {
+    /// The disruption budget of `namespace` allows `more` disruptions than it did: wakes as
+    /// many of the longest-waiting stores there whose rollout a budget refused (no other store
+    /// needs to come back for that: a budget's status trails the Pods it counts); with none
+    /// waiting, the next one to be held there.
+    pub fn budget_allows_more(&self, namespace: &str, more: usize) {
         let mut state = self.state.lock().expect("waiting stores");
         let WaitingState {
             held,
@@ -297,14 +297,18 @@ impl WaitingStores {
             budget_credit,
             ..
         } = &mut *state;
-        if let Some(at) = held
-            .iter()
-            .position(|s| s.namespace.as_deref() == Some(namespace) && budget_held.contains(s))
+        let mut woken = 0;
+        while woken < more
+            && let Some(at) = held
+                .iter()
+                .position(|s| s.namespace.as_deref() == Some(namespace) && budget_held.contains(s))
             && let Some(next) = held.remove(at)
         {
             budget_held.remove(&next);
             let _ = self.wake.send(next);
-        } else {
+            woken += 1;
+        }
+        if woken == 0 {
             budget_credit.insert(namespace.to_owned());
         }
     }
@@ -4203,17 +4207,17 @@ mod tests {
         held.set_waiting(&second, true, true);
 
         // Not a store held for others, nor one of another namespace: the first budget-held.
-        held.budget_allows_more("pf");
+        held.budget_allows_more("pf", 1);
         assert_eq!(woken.try_recv().unwrap(), first);
         assert!(woken.try_recv().is_err());
-        held.budget_allows_more("pf");
+        held.budget_allows_more("pf", 1);
         assert_eq!(woken.try_recv().unwrap(), second);
-        held.budget_allows_more("pf");
+        held.budget_allows_more("pf", 1);
         assert!(woken.try_recv().is_err());
 
         // Held for others now: not woken by the budget.
         held.set_waiting(&elsewhere, true, false);
-        held.budget_allows_more("other");
+        held.budget_allows_more("other", 1);
         assert!(woken.try_recv().is_err());
         // More was allowed while none waited for it: the next store held there by the budget
         // (which judged it before) is woken as it registers, once.
@@ -4223,12 +4227,27 @@ mod tests {
         assert_eq!(woken.try_recv().unwrap(), elsewhere);
         held.set_waiting(&elsewhere, true, true);
         assert!(woken.try_recv().is_err());
-        held.budget_allows_more("other");
+        held.budget_allows_more("other", 1);
         assert_eq!(woken.try_recv().unwrap(), elsewhere);
         assert!(woken.try_recv().is_err());
         // In "pf" too, where the third rise found no one.
         held.set_waiting(&first, true, true);
         assert_eq!(woken.try_recv().unwrap(), first);
+
+        // Two more allowed: two woken, longest-held first (`others` has waited, for other
+        // stores, since the start); gone: every one held there.
+        for store in [&first, &second, &others] {
+            held.set_waiting(store, true, true);
+        }
+        held.budget_allows_more("pf", 2);
+        assert_eq!(woken.try_recv().unwrap(), others);
+        assert_eq!(woken.try_recv().unwrap(), first);
+        assert!(woken.try_recv().is_err());
+        held.set_waiting(&first, true, true);
+        held.budget_allows_more("pf", usize::MAX);
+        assert_eq!(woken.try_recv().unwrap(), second);
+        assert_eq!(woken.try_recv().unwrap(), first);
+        assert!(woken.try_recv().is_err());
     }
 
     fn store(version: &str, phase: Option<Phase>) -> PureFlashStore {
