@@ -83,6 +83,9 @@ pub struct BudgetedStore<'a> {
     pub namespace: &'a str,
     /// Its Pods' [`INSTANCE_LABEL`].
     pub instance: String,
+    /// The label its Pods made by an earlier operator may carry instead
+    /// ([`pods::legacy_instance`]): guarded alike.
+    pub legacy_instance: Option<String>,
     pub node: &'a str,
     /// Its Pod is missing, terminating or not Ready.
     pub down: bool,
@@ -103,6 +106,7 @@ impl<'a> BudgetedStore<'a> {
             .then(|| BudgetedStore {
                 namespace: store.metadata.namespace.as_deref().unwrap_or_default(),
                 instance: pods::instance(store),
+                legacy_instance: pods::legacy_instance(store),
                 node: store.spec.node_name.as_str(),
                 down: !pod.is_some_and(ready),
             })
@@ -131,7 +135,13 @@ pub fn desired(
     };
     let instances: BTreeSet<&str> = guarded
         .iter()
-        .map(|store| store.instance.as_str())
+        .flat_map(|store| {
+            [
+                Some(store.instance.as_str()),
+                store.legacy_instance.as_deref(),
+            ]
+        })
+        .flatten()
         .collect();
     let mut selector = json!({"matchLabels": {
         "app.kubernetes.io/name": "pfs",
@@ -555,6 +565,7 @@ mod tests {
         BudgetedStore {
             namespace,
             instance: name.to_owned(),
+            legacy_instance: None,
             node,
             down,
         }
@@ -822,6 +833,36 @@ mod tests {
             .expect("spec")
             .unhealthy_pod_eviction_policy = None;
         assert_eq!(plan(two(), [&edited], 1).len(), 1);
+    }
+
+    #[test]
+    fn a_long_named_store_is_guarded_by_its_label_and_by_the_one_older_pods_carry() {
+        let long = store("a", &format!("{}-0001", "x".repeat(70)), "n1");
+        let counted = BudgetedStore::of(&long, None).expect("counted");
+        let budget = desired(
+            "a",
+            &[BudgetedStore {
+                down: false,
+                ..counted.clone()
+            }],
+            0,
+        );
+        let values = budget
+            .spec
+            .expect("spec")
+            .selector
+            .expect("selector")
+            .match_expressions
+            .expect("expressions")[0]
+            .values
+            .clone()
+            .expect("values");
+        let mut expected = vec![
+            counted.instance.clone(),
+            counted.legacy_instance.clone().expect("a legacy label"),
+        ];
+        expected.sort();
+        assert_eq!(values, expected);
     }
 
     #[test]

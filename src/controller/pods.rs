@@ -394,17 +394,34 @@ pub fn config_hash(store: &PureFlashStore, conf: &str) -> String {
 /// Pod and ConfigMap label: the store's name (as far as a label value holds it).
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 
-/// The store's [`INSTANCE_LABEL`] value: its name, cut to the 63 characters a label value
-/// holds.
+/// The store's [`INSTANCE_LABEL`] value: its name where a label value holds it (63
+/// characters); a longer one is cut to 52 and ends in a hash of the whole name, so that two
+/// stores whose names differ only past the cut (`…-disk-0001`, `…-disk-0002`) keep labels of
+/// their own, which the disruption budget tells their Pods apart by.
 pub fn instance(store: &PureFlashStore) -> String {
-    let mut instance = store.name_any();
-    if instance.len() > 63 {
-        instance.truncate(63);
-        instance = instance
-            .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
-            .to_owned();
+    let name = store.name_any();
+    if name.len() <= 63 {
+        return name;
     }
-    instance
+    let digest = Sha256::digest(name.as_bytes());
+    let hash = digest.iter().take(5).fold(String::new(), |mut hex, byte| {
+        let _ = write!(hex, "{byte:02x}");
+        hex
+    });
+    // Names are ASCII (a DNS subdomain): the cut falls between characters.
+    let prefix = name[..52].trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    format!("{prefix}-{hash}")
+}
+
+/// What [`instance`] was for a name over 63 characters before it ended in a hash: the name
+/// cut to 63. Pods made then carry it until they are replaced.
+pub fn legacy_instance(store: &PureFlashStore) -> Option<String> {
+    let name = store.name_any();
+    (name.len() > 63).then(|| {
+        name[..63]
+            .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+            .to_owned()
+    })
 }
 
 fn labels(store: &PureFlashStore) -> BTreeMap<String, String> {
@@ -1011,6 +1028,41 @@ mod tests {
         store.metadata.namespace = Some("pf".into());
         store.metadata.uid = Some("uid-7".into());
         store
+    }
+
+    #[test]
+    fn long_names_keep_instance_labels_of_their_own() {
+        let named = |name: &str| {
+            let mut store =
+                store(json!({"storeId": 1, "nodeName": "n", "trays": [{"device": "/dev/sdb"}]}));
+            store.metadata.name = Some(name.into());
+            store
+        };
+        assert_eq!(instance(&named("store-7")), "store-7");
+        assert_eq!(legacy_instance(&named("store-7")), None);
+        let exactly = "s".repeat(63);
+        assert_eq!(instance(&named(&exactly)), exactly);
+        let prefix = format!("{}-", "a".repeat(70));
+        let (one, two) = (
+            named(&format!("{prefix}0001")),
+            named(&format!("{prefix}0002")),
+        );
+        let (first, second) = (instance(&one), instance(&two));
+        assert_ne!(first, second, "names differing past the cut");
+        for label in [&first, &second] {
+            assert!(label.len() <= 63, "{label}");
+            assert!(label.starts_with(&"a".repeat(52)), "{label}");
+        }
+        // A cut before a separator leaves no trailing one.
+        let dotted = named(&format!("{}.{}", "b".repeat(51), "c".repeat(30)));
+        assert!(
+            instance(&dotted).starts_with(&format!("{}-", "b".repeat(51))),
+            "{}",
+            instance(&dotted)
+        );
+        // What Pods made before carry: both stores' old labels were the same.
+        assert_eq!(legacy_instance(&one), legacy_instance(&two));
+        assert_eq!(legacy_instance(&one).unwrap().len(), 63);
     }
 
     fn env() -> Environment {
