@@ -83,8 +83,9 @@ pub struct BudgetedStore<'a> {
     pub namespace: &'a str,
     /// Its Pods' [`INSTANCE_LABEL`].
     pub instance: String,
-    /// The label its Pods made by an earlier operator may carry instead
-    /// ([`pods::legacy_instance`]): guarded alike.
+    /// Another [`INSTANCE_LABEL`] its Pod carries, made by an operator that cut names over 63
+    /// characters to 63 (where [`pods::instance`] now ends them in a hash): guarded alike,
+    /// unless another store of the namespace has it too (it could be that store's Pod).
     pub legacy_instance: Option<String>,
     pub node: &'a str,
     /// Its Pod is missing, terminating or not Ready.
@@ -106,7 +107,10 @@ impl<'a> BudgetedStore<'a> {
             .then(|| BudgetedStore {
                 namespace: store.metadata.namespace.as_deref().unwrap_or_default(),
                 instance: pods::instance(store),
-                legacy_instance: pods::legacy_instance(store),
+                legacy_instance: pod
+                    .and_then(|pod| pod.labels().get(INSTANCE_LABEL))
+                    .filter(|label| **label != pods::instance(store))
+                    .cloned(),
                 node: store.spec.node_name.as_str(),
                 down: !pod.is_some_and(ready),
             })
@@ -133,13 +137,25 @@ pub fn desired(
             max_unavailable_nodes - down_nodes.len(),
         )
     };
+    // A label two stores' Pods could carry names neither: it might be the other's.
+    let mut carried: BTreeMap<&str, usize> = BTreeMap::new();
+    for store in stores {
+        let labels = [
+            Some(store.instance.as_str()),
+            store.legacy_instance.as_deref(),
+        ];
+        for label in labels.into_iter().flatten() {
+            *carried.entry(label).or_default() += 1;
+        }
+    }
     let instances: BTreeSet<&str> = guarded
         .iter()
         .flat_map(|store| {
-            [
-                Some(store.instance.as_str()),
-                store.legacy_instance.as_deref(),
-            ]
+            let legacy = store
+                .legacy_instance
+                .as_deref()
+                .filter(|label| carried.get(label) == Some(&1));
+            [Some(store.instance.as_str()), legacy]
         })
         .flatten()
         .collect();
@@ -322,7 +338,9 @@ impl Allowances {
             .iter()
             .filter_map(|(namespace, allowed)| {
                 let before = self.0.get(namespace).copied().unwrap_or(0).max(0);
-                let more = usize::try_from(allowed - before).ok().filter(|&n| n > 0)?;
+                let more = usize::try_from(allowed.saturating_sub(before))
+                    .ok()
+                    .filter(|&n| n > 0)?;
                 Some((namespace.clone(), more))
             })
             .collect();
@@ -836,33 +854,51 @@ mod tests {
     }
 
     #[test]
-    fn a_long_named_store_is_guarded_by_its_label_and_by_the_one_older_pods_carry() {
-        let long = store("a", &format!("{}-0001", "x".repeat(70)), "n1");
-        let counted = BudgetedStore::of(&long, None).expect("counted");
-        let budget = desired(
-            "a",
-            &[BudgetedStore {
-                down: false,
-                ..counted.clone()
-            }],
-            0,
+    fn a_long_named_store_is_guarded_by_its_label_and_by_the_one_its_older_pod_carries() {
+        let prefix = "x".repeat(70);
+        let (one, two) = (
+            store("a", &format!("{prefix}-0001"), "n1"),
+            store("a", &format!("{prefix}-0002"), "n2"),
         );
-        let values = budget
-            .spec
-            .expect("spec")
-            .selector
-            .expect("selector")
-            .match_expressions
-            .expect("expressions")[0]
-            .values
-            .clone()
-            .expect("values");
-        let mut expected = vec![
-            counted.instance.clone(),
-            counted.legacy_instance.clone().expect("a legacy label"),
-        ];
+        // Made by an older operator: labelled with the name cut to 63.
+        let old_pod = |store: &PureFlashStore| {
+            let mut pod = pods::pod(store, "hash", crate::recovery::Predecessor::NoSession);
+            pod.labels_mut()
+                .insert(INSTANCE_LABEL.into(), store.name_any()[..63].to_owned());
+            pod
+        };
+        let guarded = |stores: &[BudgetedStore<'_>]| -> Vec<String> {
+            let budget = desired("a", stores, 0);
+            let selector = budget.spec.expect("spec").selector.expect("selector");
+            selector.match_expressions.expect("expressions")[0]
+                .values
+                .clone()
+                .unwrap_or_default()
+        };
+        fn serving(store: BudgetedStore<'_>) -> BudgetedStore<'_> {
+            BudgetedStore {
+                down: false,
+                ..store
+            }
+        }
+        let (pod_one, pod_two) = (old_pod(&one), old_pod(&two));
+        let first = serving(BudgetedStore::of(&one, Some(&pod_one)).expect("counted"));
+        let mut expected = vec![first.instance.clone(), one.name_any()[..63].to_owned()];
         expected.sort();
-        assert_eq!(values, expected);
+        assert_eq!(guarded(std::slice::from_ref(&first)), expected);
+        // Both carry the same cut label: it names neither (it could be the other's Pod).
+        let second = serving(BudgetedStore::of(&two, Some(&pod_two)).expect("counted"));
+        let mut expected = vec![first.instance.clone(), second.instance.clone()];
+        expected.sort();
+        assert_eq!(guarded(&[first, second]), expected);
+        // A Pod labelled as its store is now: nothing more.
+        let new_pod = pods::pod(&one, "hash", crate::recovery::Predecessor::NoSession);
+        assert_eq!(
+            BudgetedStore::of(&one, Some(&new_pod))
+                .expect("counted")
+                .legacy_instance,
+            None
+        );
     }
 
     #[test]

@@ -413,17 +413,6 @@ pub fn instance(store: &PureFlashStore) -> String {
     format!("{prefix}-{hash}")
 }
 
-/// What [`instance`] was for a name over 63 characters before it ended in a hash: the name
-/// cut to 63. Pods made then carry it until they are replaced.
-pub fn legacy_instance(store: &PureFlashStore) -> Option<String> {
-    let name = store.name_any();
-    (name.len() > 63).then(|| {
-        name[..63]
-            .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
-            .to_owned()
-    })
-}
-
 fn labels(store: &PureFlashStore) -> BTreeMap<String, String> {
     let instance = instance(store);
     BTreeMap::from([
@@ -1039,7 +1028,6 @@ mod tests {
             store
         };
         assert_eq!(instance(&named("store-7")), "store-7");
-        assert_eq!(legacy_instance(&named("store-7")), None);
         let exactly = "s".repeat(63);
         assert_eq!(instance(&named(&exactly)), exactly);
         let prefix = format!("{}-", "a".repeat(70));
@@ -1060,9 +1048,6 @@ mod tests {
             "{}",
             instance(&dotted)
         );
-        // What Pods made before carry: both stores' old labels were the same.
-        assert_eq!(legacy_instance(&one), legacy_instance(&two));
-        assert_eq!(legacy_instance(&one).unwrap().len(), 63);
     }
 
     fn env() -> Environment {
