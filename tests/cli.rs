@@ -499,29 +499,13 @@ async fn once_tells_a_write_that_timed_out() {
     store.crash().await;
     // The write waits on a table another client keeps from writers, and the DB's answer
     // (a lock wait timeout, 20 s) never comes back: the proxy stalls meanwhile.
-    let mut locker = sqlx::mysql::MySqlConnection::connect(&db.url)
-        .await
-        .unwrap();
-    sqlx::query("lock tables t_store read")
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    let mut locker = support::lock_t_store(&db.url, support::TableLock::Read).await;
     let child = once(&proxied)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let waiting = testkit::eventually(PATIENCE, async || {
-        let waiting: (i64,) = sqlx::query_as(
-            "select count(*) from information_schema.processlist \
-             where db = database() and state like 'Waiting for table%lock%'",
-        )
-        .fetch_one(&mut locker)
-        .await
-        .unwrap();
-        waiting.0 > 0
-    })
-    .await;
+    let waiting = support::a_write_waits_on(&mut locker).await;
     assert!(waiting, "the write never queued behind the lock");
     proxy.set_mode(ProxyMode::Stall);
     let output = tokio::task::spawn_blocking(move || child.wait_with_output())
@@ -561,26 +545,10 @@ async fn a_second_signal_stops_a_sync_waiting_on_a_locked_table() {
         .unwrap();
     let mut child = spawn_sync(zk, &cluster, &db, &["--resync-interval", "1h"]);
     wait_for!(db, "OK", |s, _t, _p| s.len() == 1 && s[0].2 == "OK");
-    let mut locker = sqlx::mysql::MySqlConnection::connect(&db.url)
-        .await
-        .unwrap();
-    sqlx::query("lock tables t_store write")
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    let mut locker = support::lock_t_store(&db.url, support::TableLock::Write).await;
     // The crash is written in a pass that now waits on the lock.
     store.crash().await;
-    let waiting = testkit::eventually(PATIENCE, async || {
-        let waiting: (i64,) = sqlx::query_as(
-            "select count(*) from information_schema.processlist \
-             where db = database() and state like 'Waiting for table%lock%'",
-        )
-        .fetch_one(&mut locker)
-        .await
-        .unwrap();
-        waiting.0 > 0
-    })
-    .await;
+    let waiting = support::a_write_waits_on(&mut locker).await;
     assert!(waiting, "the crash's write never queued behind the lock");
     sigterm(&child);
     tokio::time::sleep(Duration::from_secs(1)).await;

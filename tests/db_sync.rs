@@ -1598,13 +1598,7 @@ async fn a_table_locked_by_another_client_is_reported_and_synced_once_released()
         && t.len() == 2
         && p.len() == 2);
 
-    let mut locker = sqlx::mysql::MySqlConnection::connect(&db.url)
-        .await
-        .unwrap();
-    sqlx::query("lock tables t_store write")
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    let mut locker = support::lock_t_store(&db.url, support::TableLock::Write).await;
     store.crash().await;
     let noticed = testkit::eventually(PATIENCE, async || {
         sync.status

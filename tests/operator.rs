@@ -178,6 +178,36 @@ fn annotate(harness: &Harness, store: &str, annotation: &str) {
     assert!(ok, "{stderr}");
 }
 
+/// `kubectl delete pfstore <name> --wait=true` in the test namespace.
+fn delete_store(harness: &Harness, name: &str) {
+    let (ok, _, stderr) = harness.kubectl(
+        &[
+            "delete",
+            "pfstore",
+            name,
+            "--wait=true",
+            "-n",
+            &harness.namespace,
+        ],
+        None,
+    );
+    assert!(ok, "kubectl delete pfstore {name}: {stderr}");
+}
+
+/// A second Node, cordoned (a node drained before and not uncordoned yet): its stores get no
+/// Pod. Emulator-only tests: a real cluster's nodes are not the test's to make.
+fn cordoned_node(harness: &Harness) -> String {
+    let node = format!("{}-far", harness.namespace);
+    let (ok, _, stderr) = harness.kubectl(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\nspec:\n  unschedulable: true\n"
+        )),
+    );
+    assert!(ok, "kubectl apply node: {stderr}");
+    node
+}
+
 async fn pod_uid(pods: &Api<Pod>, name: &str) -> Option<String> {
     pods.get_opt(name).await.ok().flatten()?.metadata.uid
 }
@@ -745,14 +775,7 @@ async fn a_rollout_evicts_and_waits_while_the_disruption_budget_refuses() {
     .await;
     install_crd(&harness);
     harness.start_operator(&[]);
-    let far_node = format!("{}-far", harness.namespace);
-    let (ok, _, stderr) = harness.kubectl(
-        &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {far_node}\nspec:\n  unschedulable: true\n"
-        )),
-    );
-    assert!(ok, "kubectl apply node: {stderr}");
+    let far_node = cordoned_node(&harness);
     let names = ["store-1", "store-2"];
     let manifests = |extra: &str| stores_manifest(&harness, &names, 600, extra);
     let far_store = store_manifest("store-9", 9, &far_node, &harness.pfs_image(), 600);
@@ -829,18 +852,7 @@ async fn a_rollout_evicts_and_waits_while_the_disruption_budget_refuses() {
 
     // The far node's store gone, this node's stores may go one node at a time again: the
     // rollout finishes, store by store.
-    let (ok, _, stderr) = harness.kubectl(
-        &[
-            "delete",
-            "pfstore",
-            "store-9",
-            "--wait=true",
-            "-n",
-            &harness.namespace,
-        ],
-        None,
-    );
-    assert!(ok, "kubectl delete: {stderr}");
+    delete_store(&harness, "store-9");
     // Woken by the budget allowing more, not by the 15 s recheck (12 to 15 s apart per store;
     // one that happened to fall due just now could pass this without the wake).
     wait_for_within(
@@ -953,14 +965,7 @@ async fn a_drain_waits_for_other_nodes_and_a_drained_node_gets_no_pods_until_unc
     harness.start_operator(&[]);
     let node = harness.node().to_owned();
     // A node drained before and not uncordoned yet: its store gets no Pod, and is down.
-    let far_node = format!("{}-far", harness.namespace);
-    let (ok, _, stderr) = harness.kubectl(
-        &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {far_node}\nspec:\n  unschedulable: true\n"
-        )),
-    );
-    assert!(ok, "kubectl apply node: {stderr}");
+    let far_node = cordoned_node(&harness);
     let manifests = [
         store_manifest("store-1", 1, &node, &harness.pfs_image(), 600),
         store_manifest("store-2", 2, &node, &harness.pfs_image(), 600),
@@ -1023,18 +1028,7 @@ async fn a_drain_waits_for_other_nodes_and_a_drained_node_gets_no_pods_until_unc
 
     // The far store gone (its node's maintenance is over), this node drains: one store, then
     // the rest of its node.
-    let (ok, _, stderr) = harness.kubectl(
-        &[
-            "delete",
-            "pfstore",
-            "store-9",
-            "--wait=true",
-            "-n",
-            &harness.namespace,
-        ],
-        None,
-    );
-    assert!(ok, "kubectl delete: {stderr}");
+    delete_store(&harness, "store-9");
     let (ok, stdout, stderr) = drain("120s");
     assert!(ok, "kubectl drain: {stdout}{stderr}");
     for name in ["store-1", "store-2"] {
@@ -3805,18 +3799,7 @@ async fn the_charts_rbac_covers_every_call_the_operator_makes() {
     assert_eq!(pod_uid(&pods, "store-2-renamed-pfs").await, None);
     let status = stores.get("store-2-renamed").await.unwrap().status.unwrap();
     assert_eq!(status.restart_count, 0);
-    let (ok, _, stderr) = harness.kubectl(
-        &[
-            "delete",
-            "pfstore",
-            "store-2-renamed",
-            "--wait=true",
-            "-n",
-            &namespace,
-        ],
-        None,
-    );
-    assert!(ok, "kubectl delete: {stderr}");
+    delete_store(&harness, "store-2-renamed");
 
     // From a manifest that kept an old restart request (exported, or in a GitOps repository):
     // it came with the store, and is not taken for a request to restart the adopted pfs.

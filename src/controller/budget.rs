@@ -100,20 +100,20 @@ impl<'a> BudgetedStore<'a> {
             pod.metadata.deletion_timestamp.is_none()
                 && pods::condition_true(pod, "Ready") == Some(true)
         };
-        store
-            .meta()
-            .deletion_timestamp
-            .is_none()
-            .then(|| BudgetedStore {
-                namespace: store.metadata.namespace.as_deref().unwrap_or_default(),
-                instance: pods::instance(store),
-                legacy_instance: pod
-                    .and_then(|pod| pod.labels().get(INSTANCE_LABEL))
-                    .filter(|label| **label != pods::instance(store))
-                    .cloned(),
-                node: store.spec.node_name.as_str(),
-                down: !pod.is_some_and(ready),
-            })
+        if store.meta().deletion_timestamp.is_some() {
+            return None;
+        }
+        let instance = pods::instance(store);
+        Some(BudgetedStore {
+            namespace: store.metadata.namespace.as_deref().unwrap_or_default(),
+            legacy_instance: pod
+                .and_then(|pod| pod.labels().get(INSTANCE_LABEL))
+                .filter(|label| **label != instance)
+                .cloned(),
+            instance,
+            node: store.spec.node_name.as_str(),
+            down: !pod.is_some_and(ready),
+        })
     }
 }
 
@@ -292,13 +292,12 @@ pub fn plan<'a>(
 /// its status, caught up with its spec, allows no disruption, and it selects the Pod, which
 /// counts as healthy (Ready). Anything less certain is `false`: the API server decides.
 pub fn refuses(budget: &PodDisruptionBudget, pod: &Pod) -> bool {
-    if allowed(budget) > 0 || budget.status.is_none() {
+    // Not caught up with its spec, it says nothing yet.
+    let Some(status) = &budget.status else {
         return false;
-    }
-    if budget
-        .status
-        .as_ref()
-        .is_some_and(|status| status.observed_generation < budget.metadata.generation)
+    };
+    if status.observed_generation < budget.metadata.generation
+        || status.disruptions_allowed.unwrap_or(0) > 0
     {
         return false;
     }
@@ -627,66 +626,35 @@ mod tests {
             }))
             .unwrap()
         };
+        let ours = |namespace: &str, generation: i64, observed: i64, allowed: i32| {
+            seen(namespace, BUDGET_NAME, generation, observed, allowed)
+        };
+        // What is seen, one look after another, and what rose by how much since the last.
+        type Look<'a> = (Vec<PodDisruptionBudget>, Vec<(&'a str, usize)>);
+        let looks: Vec<Look<'_>> = vec![
+            (vec![ours("a", 1, 1, 0)], vec![]),
+            // Another budget of the namespace is not the operator's.
+            (vec![ours("a", 1, 1, 0), seen("a", "mine", 1, 1, 3)], vec![]),
+            // A new spec not observed yet allows nothing, whatever the old status said.
+            (vec![ours("a", 2, 1, 1)], vec![]),
+            (vec![ours("a", 2, 2, 1)], vec![("a", 1)]),
+            (vec![ours("a", 2, 2, 1)], vec![]),
+            (vec![ours("a", 2, 2, 0)], vec![]),
+            (vec![ours("a", 2, 2, 0), ours("b", 1, 1, 2)], vec![("b", 2)]),
+            // From 2 to 3: one more.
+            (vec![ours("a", 2, 2, 0), ours("b", 1, 1, 3)], vec![("b", 1)]),
+            // Gone: nothing limits the evictions there any more.
+            (vec![ours("a", 2, 2, 0)], vec![("b", usize::MAX)]),
+            (vec![ours("a", 2, 2, 0)], vec![]),
+        ];
         let mut allowances = Allowances::default();
-        assert!(
-            allowances
-                .rose([&seen("a", BUDGET_NAME, 1, 1, 0)])
-                .is_empty()
-        );
-        // Another budget of the namespace is not the operator's.
-        assert!(
-            allowances
-                .rose([
-                    &seen("a", BUDGET_NAME, 1, 1, 0),
-                    &seen("a", "mine", 1, 1, 3)
-                ])
-                .is_empty()
-        );
-        // A new spec not observed yet allows nothing, whatever the old status said.
-        assert!(
-            allowances
-                .rose([&seen("a", BUDGET_NAME, 2, 1, 1)])
-                .is_empty()
-        );
-        assert_eq!(
-            allowances.rose([&seen("a", BUDGET_NAME, 2, 2, 1)]),
-            [("a".to_owned(), 1)]
-        );
-        assert!(
-            allowances
-                .rose([&seen("a", BUDGET_NAME, 2, 2, 1)])
-                .is_empty()
-        );
-        assert!(
-            allowances
-                .rose([&seen("a", BUDGET_NAME, 2, 2, 0)])
-                .is_empty()
-        );
-        assert_eq!(
-            allowances.rose([
-                &seen("a", BUDGET_NAME, 2, 2, 0),
-                &seen("b", BUDGET_NAME, 1, 1, 2)
-            ]),
-            [("b".to_owned(), 2)]
-        );
-        // From 2 to 3: one more.
-        assert_eq!(
-            allowances.rose([
-                &seen("a", BUDGET_NAME, 2, 2, 0),
-                &seen("b", BUDGET_NAME, 1, 1, 3)
-            ]),
-            [("b".to_owned(), 1)]
-        );
-        // Gone: nothing limits the evictions there any more.
-        assert_eq!(
-            allowances.rose([&seen("a", BUDGET_NAME, 2, 2, 0)]),
-            [("b".to_owned(), usize::MAX)]
-        );
-        assert!(
-            allowances
-                .rose([&seen("a", BUDGET_NAME, 2, 2, 0)])
-                .is_empty()
-        );
+        for (look, (budgets, expected)) in looks.iter().enumerate() {
+            let expected: Vec<(String, usize)> = expected
+                .iter()
+                .map(|(namespace, more)| ((*namespace).to_owned(), *more))
+                .collect();
+            assert_eq!(allowances.rose(budgets), expected, "look {look}");
+        }
     }
 
     #[test]

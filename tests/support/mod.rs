@@ -375,3 +375,40 @@ pub async fn delete_tree(client: &zookeeper_client::Client, path: &str) {
         Err(e) => panic!("{path}: {e}"),
     }
 }
+
+/// How [`lock_t_store`] locks the table.
+pub enum TableLock {
+    /// Others may read it, not write it.
+    Read,
+    /// Others may neither read nor write it.
+    Write,
+}
+
+/// A MariaDB connection of its own holding t_store locked on the test DB at `url`, until it is
+/// closed or unlocks.
+pub async fn lock_t_store(url: &str, lock: TableLock) -> sqlx::mysql::MySqlConnection {
+    use sqlx::Connection;
+    let mut locker = sqlx::mysql::MySqlConnection::connect(url).await.unwrap();
+    let statement = match lock {
+        TableLock::Read => "lock tables t_store read",
+        TableLock::Write => "lock tables t_store write",
+    };
+    sqlx::query(statement).execute(&mut locker).await.unwrap();
+    locker
+}
+
+/// Whether, within [`PATIENCE`], another client's statement comes to wait on the table lock
+/// `locker` holds.
+pub async fn a_write_waits_on(locker: &mut sqlx::mysql::MySqlConnection) -> bool {
+    testkit::eventually(PATIENCE, async || {
+        let waiting: (i64,) = sqlx::query_as(
+            "select count(*) from information_schema.processlist \
+             where db = database() and state like 'Waiting for table%lock%'",
+        )
+        .fetch_one(&mut *locker)
+        .await
+        .unwrap();
+        waiting.0 > 0
+    })
+    .await
+}

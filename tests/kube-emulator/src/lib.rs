@@ -115,12 +115,8 @@ impl Emulator {
         });
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(transport::serve(listener, app, stopped));
-        tokio::spawn(recheck_disruption_budgets(Arc::downgrade(&shared)));
         let wake = Arc::clone(&shared.state.lock().expect("state lock").disruption_wake);
-        tokio::spawn(sync_lagging_disruption_budgets(
-            Arc::downgrade(&shared),
-            wake,
-        ));
+        tokio::spawn(run_disruption_controller(Arc::downgrade(&shared), wake));
         Ok(Emulator {
             address,
             shared,
@@ -244,49 +240,39 @@ impl Emulator {
     }
 }
 
-/// The disruption controller's recheck queue: once a second, the budgets recording evictions
-/// are synced again (see [`state::State::recheck_disruption_budgets`]), until the emulator is
-/// gone.
-async fn recheck_disruption_budgets(shared: std::sync::Weak<server::Shared>) {
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        ticker.tick().await;
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
-        shared
-            .state
-            .lock()
-            .expect("state lock")
-            .recheck_disruption_budgets();
-    }
-}
-
-/// The disruption controller, when it lags (see [`Emulator::set_disruption_lag`]): woken by a
-/// namespace's first change since its last sync, it waits out the lag, then syncs every
-/// namespace changed by then, until the emulator is gone.
-async fn sync_lagging_disruption_budgets(
+/// The disruption controller's own task, until the emulator is gone: once a second, the
+/// budgets recording evictions are synced again (see
+/// [`state::State::recheck_disruption_budgets`]); and when it lags (see
+/// [`Emulator::set_disruption_lag`]), woken by a namespace's first change since its last sync,
+/// it waits out the lag, then syncs every namespace changed by then.
+async fn run_disruption_controller(
     shared: std::sync::Weak<server::Shared>,
     wake: Arc<tokio::sync::Notify>,
 ) {
+    let mut recheck = tokio::time::interval(Duration::from_secs(1));
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        // Looks now and then whether the emulator is gone: nothing wakes the task then.
-        let woken = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
-        if woken.is_err() {
-            if shared.strong_count() == 0 {
-                return;
-            }
-            continue;
-        }
-        let lag = match shared.upgrade() {
-            Some(shared) => shared.state.lock().expect("state lock").disruption_lag(),
-            None => return,
+        let woken = tokio::select! {
+            _ = recheck.tick() => false,
+            () = wake.notified() => true,
         };
-        tokio::time::sleep(lag.unwrap_or_default()).await;
-        let Some(shared) = shared.upgrade() else {
+        let Some(strong) = shared.upgrade() else {
             return;
         };
-        shared
+        let lag = {
+            let mut state = strong.state.lock().expect("state lock");
+            if !woken {
+                state.recheck_disruption_budgets();
+                continue;
+            }
+            state.disruption_lag()
+        };
+        drop(strong);
+        tokio::time::sleep(lag.unwrap_or_default()).await;
+        let Some(strong) = shared.upgrade() else {
+            return;
+        };
+        strong
             .state
             .lock()
             .expect("state lock")

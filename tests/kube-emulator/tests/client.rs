@@ -3058,17 +3058,24 @@ async fn a_lagging_disruption_controller_coalesces_and_evictions_wait_for_it() {
     assert_eq!(refused.code, 429);
     let causes = format!("{:?}", refused.details);
     assert!(causes.contains("still being processed"), "{causes}");
-    let synced = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let budget = budgets.get("pfs").await.unwrap();
-            if budget.status.as_ref().and_then(|s| s.observed_generation) == Some(1) {
-                return budget;
+    // The budget once `done` says it is, within 5 s.
+    let budget_once = async |what: &str, done: &dyn Fn(&PodDisruptionBudget) -> bool| {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let budget = budgets.get("pfs").await.unwrap();
+                if done(&budget) {
+                    return budget;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}"))
+    };
+    let synced = budget_once("the budget is synced after the lag", &|budget| {
+        budget.status.as_ref().and_then(|s| s.observed_generation) == Some(1)
     })
-    .await
-    .expect("the budget is synced after the lag");
+    .await;
     assert_eq!(counts(&synced), (3, 3, 2, 1));
 
     // Two Pods turn unready together: the status does not move at once, then moves once.
@@ -3076,17 +3083,10 @@ async fn a_lagging_disruption_controller_coalesces_and_evictions_wait_for_it() {
     set_ready(&pods, "p1", false).await;
     set_ready(&pods, "p2", false).await;
     assert_eq!(counts(&budgets.get("pfs").await.unwrap()), (3, 3, 2, 1));
-    let moved = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            let budget = budgets.get("pfs").await.unwrap();
-            if counts(&budget) != (3, 3, 2, 1) {
-                return budget;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    let moved = budget_once("the status follows after the lag", &|budget| {
+        counts(budget) != (3, 3, 2, 1)
     })
-    .await
-    .expect("the status follows after the lag");
+    .await;
     assert_eq!(counts(&moved), (3, 1, 2, 0));
     let after: u64 = moved.resource_version().unwrap().parse().unwrap();
     // The two Pod writes and one status write.
