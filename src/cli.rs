@@ -292,8 +292,15 @@ pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Parses `500ms`, `2s`, `1m`, `1h 30m`; zero is refused (every duration here is a period or
 /// a timeout), and so is more than a year.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let duration =
-        humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 500ms, 2s, 1m)"))?;
+    let duration = humantime::parse_duration(text).map_err(|error| match error {
+        // humantime's word for a fraction it cannot take exactly, as well as for a number too
+        // large for it.
+        humantime::DurationError::NumberOverflow if text.contains('.') => format!(
+            "{text:?}: a fraction must come to whole seconds for h and d (0.5h), to whole \
+             nanoseconds for the other units (1.5s), and is not taken for ns"
+        ),
+        error => format!("{error} (examples: 500ms, 2s, 1m)"),
+    })?;
     if duration.is_zero() {
         return Err("must be greater than zero".into());
     }
@@ -617,6 +624,15 @@ mod tests {
                 .contains("at most 24h")
         );
         assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+        assert_eq!(parse_duration("0.5h"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        for inexact in ["0.333h", "1.001d", "0.5ns"] {
+            let error = parse_duration(inexact).unwrap_err();
+            assert!(
+                error.contains("a fraction must come to whole"),
+                "{inexact}: {error}"
+            );
+        }
         assert!(
             parse_duration("100000000y")
                 .unwrap_err()

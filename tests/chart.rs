@@ -472,11 +472,21 @@ fn the_schema_refuses_the_zookeeper_settings_the_operator_refuses() {
         "zk:2181/pf/",
         "zk:2181//pf",
         "zk:2181/pf/..",
+        // pfs.conf holds what pfs Pods are given as it is: what its parser reads as syntax
+        // is refused, in either value (the pfs one is derived from `connect` by default).
+        "zk:2181/pure flash",
+        "z#k:2181",
+        "zk;1:2181",
+        "zk:2181/a\"b",
+        "zk\\1:2181",
+        "zk:2181/a\u{7}b",
     ] {
-        let operator = pureflash_operator::cli::parse_connect_string(connect);
+        let operator = pureflash_operator::cli::parse_connect_string(connect)
+            .and_then(|_| pureflash_operator::cli::pfs_connect_string_of(connect));
         // connectFromPods loses its `tcp://` in the chart, so the operator's rule applies too.
         for value in ["connect", "connectFromPods"] {
-            let set = format!("zookeeper.{value}={}", connect.replace(',', "\\,"));
+            let escaped = connect.replace('\\', "\\\\").replace(',', "\\,");
+            let set = format!("zookeeper.{value}={escaped}");
             let chart = try_render("pureflash", &[&set]);
             assert_eq!(
                 chart.is_ok(),
@@ -856,5 +866,66 @@ async fn every_rendering_and_deploy_manifest_is_accepted_by_the_api() {
     );
     for object in ["zookeeper", "mariadb", "mariadb-initdb"] {
         assert!(dev.contains(object), "{object} missing:\n{dev}");
+    }
+}
+
+/// The install notes, as `helm install` prints them (rendered client-side, no cluster).
+fn notes(sets: &[&str]) -> String {
+    let mut command = helm();
+    command.args(["install", "pf"]).arg(chart()).args([
+        "--namespace",
+        "pureflash",
+        "--dry-run=client",
+    ]);
+    for set in sets {
+        command.args(["--set", set]);
+    }
+    let (ok, stdout, stderr) = run(command);
+    assert!(ok, "helm install --dry-run: {stderr}");
+    let (_, notes) = stdout
+        .split_once("NOTES:")
+        .unwrap_or_else(|| panic!("no notes in {stdout}"));
+    notes.to_owned()
+}
+
+/// A store made as the notes say lands where the operator looks: with one watched namespace,
+/// the sample (which names none) is applied there, not in kubectl's current namespace.
+#[test]
+fn the_notes_create_the_sample_store_where_the_operator_watches() {
+    let sample = "-f deploy/samples/pureflashstore.yaml";
+    assert!(
+        notes(&["watchNamespace=storage"]).contains(&format!("kubectl apply -n storage {sample}")),
+        "the sample goes to the watched namespace"
+    );
+    assert!(notes(&[]).contains(&format!("kubectl apply {sample}")));
+}
+
+/// A fractional duration the operator cannot take exactly fails `helm install`, rather than
+/// crash-looping the Deployment; one it takes renders.
+#[test]
+fn the_chart_takes_the_fractional_durations_the_operator_takes() {
+    for duration in [
+        "0.5h",
+        "0.125h",
+        "0.333h",
+        "1.001d",
+        "1.5d",
+        "1.5m",
+        "0.123456789m",
+        "0.999999999m",
+        "1.5s",
+        "2.50s",
+        "0.5000000000s",
+        "0.0001us",
+        "0.5ns",
+        "1m 0.5s",
+    ] {
+        let operator = pureflash_operator::cli::parse_duration(duration);
+        let chart = try_render("pureflash", &[&format!("recovery.startGrace={duration}")]);
+        assert_eq!(
+            chart.is_ok(),
+            operator.is_ok(),
+            "{duration:?}: chart {chart:?}, operator {operator:?}"
+        );
     }
 }

@@ -98,10 +98,25 @@ it (humantime units, fractions allowed, several terms added up).
 {{- $text := index . 1 }}
 {{- $limit := index . 2 }}
 {{- $unitSeconds := dict "ns" 1e-9 "us" 1e-6 "µs" 1e-6 "ms" 1e-3 "s" 1.0 "m" 60.0 "min" 60.0 "h" 3600.0 "d" 86400.0 }}
+{{- /* How many of the unit the operator counts a fraction in exactly: seconds for h and d,
+nanoseconds for the others; none for ns. */}}
+{{- $exactIn := dict "ns" 0 "us" 1000 "µs" 1000 "ms" 1000000 "s" 1000000000 "m" 60000000000 "min" 60000000000 "h" 3600 "d" 86400 }}
 {{- $seconds := 0.0 }}
 {{- range regexFindAll `[0-9]+(\.[0-9]+)?(ns|us|µs|ms|min|s|m|h|d)` $text -1 }}
 {{- $number := regexFind `^[0-9]+(\.[0-9]+)?` . }}
-{{- $seconds = addf $seconds (mulf (float64 $number) (get $unitSeconds (trimPrefix $number .))) }}
+{{- $unit := trimPrefix $number . }}
+{{- $seconds = addf $seconds (mulf (float64 $number) (get $unitSeconds $unit)) }}
+{{- $digits := regexReplaceAll `^[0-9]+\.?` $number "" }}
+{{- $significant := regexReplaceAll `0+$` $digits "" }}
+{{- if $digits }}
+{{- $exact := int64 (get $exactIn $unit) }}
+{{- $scale := 1 }}
+{{- range until (len $significant) }}{{ $scale = mul $scale 10 }}{{ end }}
+{{- /* The operator multiplies the fraction's digits by the unit in 64 bits, then divides. */}}
+{{- if or (eq $exact 0) (gt (len $significant) 9) (gt (mulf (float64 $digits) (float64 $exact)) 1.8e19) (ne (mod (mul (mod $exact $scale) (atoi $significant)) $scale) 0) }}
+{{- fail (printf "%s %q: the operator takes a fraction that comes to whole seconds for h and d (0.5h), to whole nanoseconds for the other units (1.5s), and none for ns" $name $text) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if gt $seconds (float64 $limit) }}
 {{- fail (printf "%s %q is over %s, the longest the operator accepts" $name $text (index . 3)) }}
