@@ -543,11 +543,20 @@ pub async fn run(
     let mut complaints = Complaints::default();
     // Gave the Lease up for not seeing ZooKeeper, and has not seen it since.
     let mut resigned = false;
-    let publish = |term_end: &mut Option<Instant>, lost: bool| {
-        update_leading(&leading, &deadline, term_end, &config, Instant::now(), lost);
+    // When our last term ran out for want of a renewal, unless one has begun since.
+    let mut lapsed_at: Option<Instant> = None;
+    let publish = |term_end: &mut Option<Instant>, lapsed_at: &mut Option<Instant>, lost: bool| {
+        let was_leading = term_end.is_some();
+        let now = Instant::now();
+        update_leading(&leading, &deadline, term_end, &config, now, lost);
+        if term_end.is_some() {
+            *lapsed_at = None;
+        } else if was_leading {
+            *lapsed_at = Some(now);
+        }
     };
     loop {
-        publish(&mut term_end, false);
+        publish(&mut term_end, &mut lapsed_at, false);
         // Taken before the request: the Lease's renewal happens after this, so a term counted
         // from here ends before any follower (which starts counting once it sees the renewal)
         // may take over.
@@ -613,7 +622,7 @@ pub async fn run(
                 answered.send_if_modified(|answered| !std::mem::replace(answered, true));
                 backoff.reset();
                 term_end = holding.then(|| started + config.renew_deadline);
-                publish(&mut term_end, !holding);
+                publish(&mut term_end, &mut lapsed_at, !holding);
                 None
             }
             Ok(Err(error)) => Some(error.to_string()),
@@ -631,7 +640,7 @@ pub async fn run(
                 } else {
                     debug!(lease = %config.name, %error, "Lease request failed");
                 }
-                publish(&mut term_end, false);
+                publish(&mut term_end, &mut lapsed_at, false);
                 let delay = backoff.next_delay();
                 let delay = match term_end {
                     Some(_) => config.leading_retry(delay),
@@ -668,8 +677,17 @@ pub async fn run(
             }
         }
     }
+    publish(&mut term_end, &mut lapsed_at, false);
     deadline.set(None);
     leading.send_replace(false);
+    if lapsed_at.is_some_and(|at| at.elapsed() < config.duration) {
+        // A term that ran out (renewals failing: an overloaded API server) cut off the writes
+        // it had under way, which may still be queued at the server. A Lease still naming
+        // this replica is left to expire: released, a standby would take over at once and
+        // could act before they land.
+        info!(lease = %config.name, "the term ran out shortly before the stop: the lease, if still ours, is left to expire");
+        return;
+    }
     // A release that cannot get through is not worth waiting for (the Lease then expires); and
     // the whole stop must fit the Pod's termination grace period (the chart's 45 s) whatever
     // the lease duration.
@@ -710,7 +728,6 @@ fn update_leading(
     leading.send_replace(leads);
 }
 
-/// One round: returns whether we hold the Lease afterwards.
 /// What one attempt found.
 enum Attempt {
     /// We hold the Lease (created, renewed or taken over).
@@ -1791,6 +1808,28 @@ mod tests {
             assert!(!*leading.borrow());
             let after = leases.get("op").await.unwrap();
             assert_eq!(holder(&after), None, "{after:?}");
+        }
+
+        /// A leader whose term lapsed (its renewals hung) and that is stopped right after the
+        /// API server answers again leaves its Lease to expire: the writes the lapse cut off
+        /// may still be queued at the server, and a release would let a standby act first.
+        #[tokio::test]
+        async fn stopping_after_the_term_lapsed_leaves_the_lease_to_expire() {
+            let (emulator, client, config) = emulator().await;
+            let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+            let (mut leading, stop, election) = elect(client, config);
+            becomes(&mut leading, true).await;
+            let hang = Action::Delay(Duration::from_secs(3600));
+            for verb in ["get", "update"] {
+                emulator
+                    .faults()
+                    .inject(Matcher::verb(verb).on("leases"), hang, 1000);
+            }
+            becomes(&mut leading, false).await;
+            emulator.faults().clear();
+            stop.cancel();
+            election.await.unwrap();
+            assert_eq!(holder(&leases.get("op").await.unwrap()), Some("a"));
         }
 
         #[tokio::test]
