@@ -371,7 +371,10 @@ pub fn parse_connect_string(text: &str) -> Result<String, String> {
     if let Some(chroot) = chroot
         && chroot != "/"
         && chroot[1..].split('/').any(|name| {
-            name.is_empty() || name == "." || name == ".." || name.contains(char::is_control)
+            name.is_empty()
+                || name == "."
+                || name == ".."
+                || name.contains(crate::zk::layout::refused_in_paths)
         })
     {
         return Err(format!("chroot {chroot:?}: must be /name[/name…]"));

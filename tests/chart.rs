@@ -480,6 +480,9 @@ fn the_schema_refuses_the_zookeeper_settings_the_operator_refuses() {
         "zk:2181/a\"b",
         "zk\\1:2181",
         "zk:2181/a\u{7}b",
+        "zk:2181/a\u{E000}",
+        "zk:2181/a\u{1F600}",
+        "zk:2181/été",
     ] {
         let operator = pureflash_operator::cli::parse_connect_string(connect)
             .and_then(|_| pureflash_operator::cli::pfs_connect_string_of(connect));
@@ -496,8 +499,24 @@ fn the_schema_refuses_the_zookeeper_settings_the_operator_refuses() {
         }
     }
     for cluster in [
-        "cluster1", "...", ".a", "..b", ".", "..", "a/b", "a\u{7}b", "prod eu", "prod;eu", "c#1",
-        " c1", "c1 ", "a\"b",
+        "cluster1",
+        "...",
+        ".a",
+        "..b",
+        ".",
+        "..",
+        "a/b",
+        "a\u{7}b",
+        "prod eu",
+        "prod;eu",
+        "c#1",
+        " c1",
+        "c1 ",
+        "a\"b",
+        "c\u{E000}",
+        "c\u{FFF0}",
+        "c\u{1F600}",
+        "été",
     ] {
         let operator = pureflash_operator::zk::layout::ClusterLayout::new(cluster);
         let chart = try_render("pureflash", &[&format!("zookeeper.clusterName={cluster}")]);

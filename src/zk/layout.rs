@@ -244,6 +244,14 @@ pub enum Location<'a> {
 /// The longest cluster name taken, in characters (as the chart's schema counts them).
 pub const MAX_CLUSTER_NAME: usize = 255;
 
+/// Whether ZooKeeper refuses `c` in a path: control characters, the private-use area and the
+/// last sixteen of the Basic Multilingual Plane (refused by the client before sending), and
+/// anything beyond that plane (surrogate pairs to the Java server, which refuses them). A path
+/// holding one fails every request, so it is refused where it is configured.
+pub fn refused_in_paths(c: char) -> bool {
+    c.is_control() || matches!(u32::from(c), 0xE000..=0xF8FF | 0xFFF0..)
+}
+
 /// Every path of one cluster's tree, built from its name.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterLayout {
@@ -264,9 +272,9 @@ impl ClusterLayout {
             && cluster.chars().count() <= MAX_CLUSTER_NAME
             && cluster != "."
             && cluster != ".."
-            && !cluster.contains(['/', '#', ';', '"', '\\', '\u{FFFE}', '\u{FFFF}'])
+            && !cluster.contains(['/', '#', ';', '"', '\\'])
             && cluster.trim_matches(' ') == cluster
-            && !cluster.chars().any(char::is_control);
+            && !cluster.chars().any(refused_in_paths);
         if !valid {
             return Err(LayoutError::BadClusterName(cluster.to_owned()));
         }
@@ -348,7 +356,7 @@ impl ClusterLayout {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LayoutError {
     #[error(
-        "invalid cluster name {0:?}: it must be one non-empty ZooKeeper path segment of at most 255 characters, without '#', ';', '\"', '\\' or spaces at either end (pfs.conf could not hold it)"
+        "invalid cluster name {0:?}: it must be one non-empty ZooKeeper path segment of at most 255 characters, without '#', ';', '\"', '\\', spaces at either end (pfs.conf could not hold it) or characters ZooKeeper refuses in paths (control, private-use, U+FFF0 and above)"
     )]
     BadClusterName(String),
 }
@@ -595,6 +603,10 @@ mod tests {
             "c1 ",
             "a\"b",
             "a\\b",
+            "c\u{E000}",
+            "c\u{F8FF}",
+            "c\u{FFF0}",
+            "c\u{1F600}",
             &"c".repeat(256),
         ] {
             assert_eq!(

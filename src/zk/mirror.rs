@@ -392,7 +392,11 @@ impl MirrorError {
         matches!(
             self,
             MirrorError::Watch {
-                source: zk::Error::Unimplemented | zk::Error::NoAuth | zk::Error::AuthFailed,
+                source: zk::Error::Unimplemented
+                    | zk::Error::NoAuth
+                    | zk::Error::AuthFailed
+                    // A request the client refuses to send: it refuses it again next time.
+                    | zk::Error::BadArguments(_),
                 ..
             }
         )
