@@ -54,7 +54,7 @@ impl FromStr for StoreId {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || DataError::BadStoreId {
-            value: s.to_owned(),
+            value: crate::zk::view::excerpt(s),
         };
         let canonical =
             !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && !s.starts_with('0');
@@ -93,7 +93,7 @@ impl FromStr for TrayUuid {
             Ok(TrayUuid(s.to_owned()))
         } else {
             Err(DataError::BadTrayUuid {
-                value: s.to_owned(),
+                value: crate::zk::view::excerpt(s),
             })
         }
     }
@@ -226,7 +226,7 @@ impl StoreNode {
 
 fn parse_ip(s: &str) -> Result<IpAddr, DataError> {
     s.parse().map_err(|_| DataError::BadIp {
-        value: s.to_owned(),
+        value: crate::zk::view::excerpt(s),
     })
 }
 

@@ -36,6 +36,18 @@ pub enum DataError {
     NotEphemeral,
 }
 
+/// The longest part of a bad value an error keeps, in characters.
+const EXCERPT_CHARS: usize = 64;
+
+/// A bad value as an error keeps it: whole if short, else its start and its size. Node data
+/// can be up to a megabyte, and an error is cloned with the view and logged.
+pub(crate) fn excerpt(value: &str) -> String {
+    match value.char_indices().nth(EXCERPT_CHARS) {
+        None => value.to_owned(),
+        Some((cut, _)) => format!("{}… ({} bytes in all)", &value[..cut], value.len()),
+    }
+}
+
 /// One data node's value: not there (yet), parsed, or present but unreadable.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Field<T> {
@@ -421,7 +433,7 @@ fn parse_text_or_empty(data: &[u8]) -> Result<String, DataError> {
 
 fn parse_ip(text: &str) -> Result<IpAddr, DataError> {
     text.parse().map_err(|_| DataError::BadIp {
-        value: text.to_owned(),
+        value: excerpt(text),
     })
 }
 
@@ -429,10 +441,12 @@ fn parse_ip(text: &str) -> Result<IpAddr, DataError> {
 fn parse_size(data: &[u8]) -> Result<u64, DataError> {
     let text = parse_text(data)?;
     if !text.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(DataError::NotANumber { value: text });
+        return Err(DataError::NotANumber {
+            value: excerpt(&text),
+        });
     }
     let value: u64 = text.parse().map_err(|_| DataError::NotANumber {
-        value: text.clone(),
+        value: excerpt(&text),
     })?;
     if value > i64::MAX as u64 {
         return Err(DataError::TooLarge { value });
@@ -798,6 +812,15 @@ mod tests {
             Err(DataError::NotANumber {
                 value: "99999999999999999999".into()
             })
+        );
+        // A megabyte of junk is reported by its start and size, not copied whole.
+        let junk = format!("x{}", "é".repeat(1 << 19));
+        let Err(DataError::NotANumber { value }) = parse_size(junk.as_bytes()) else {
+            panic!("junk parsed");
+        };
+        assert_eq!(
+            value,
+            format!("x{}… ({} bytes in all)", "é".repeat(63), junk.len())
         );
         assert_eq!(parse_ip("10.0.0.1"), Ok("10.0.0.1".parse().unwrap()));
         assert_eq!(
