@@ -312,20 +312,22 @@ async fn sync_follows_changes_and_sigterm_closes_the_session() {
         .await
         .unwrap();
     let db = TestDb::new(Backend::Sqlite).await;
-    let mut child = spawn_sync(&zk, &cluster, &db, &["--zk-session-timeout", "4s"]);
+    let mut child = spawn_sync(&zk, &cluster, &db, &["--zk-session-timeout", "30s"]);
     wait_for!(db, "OK", |s, _t, _p| s.len() == 1 && s[0].2 == "OK");
     store.crash().await;
     wait_for!(db, "OFFLINE", |s, _t, _p| s[0].2 == "OFFLINE");
-    assert_eq!(
-        zk.metric("zk_global_sessions"),
-        Some(1),
-        "only the operator's session is left"
+    assert!(
+        testkit::eventually(PATIENCE, async || zk.metric("zk_global_sessions")
+            == Some(1))
+        .await,
+        "only the operator's session is left: {:?}",
+        zk.metric("zk_global_sessions")
     );
 
     let stderr = sigterm_and_wait_for_exit_0(&mut child, PATIENCE);
     assert!(stderr.contains("SIGTERM received"), "{stderr}");
-    // Closed, not left to expire: gone well before its 4 s timeout.
-    let gone = testkit::eventually(Duration::from_millis(1500), async || {
+    // Closed, not left to expire: gone well before its 30 s timeout.
+    let gone = testkit::eventually(Duration::from_secs(10), async || {
         zk.metric("zk_global_sessions") == Some(0)
     })
     .await;
@@ -557,7 +559,8 @@ async fn a_second_signal_stops_a_sync_waiting_on_a_locked_table() {
         "the first SIGTERM waits for the transaction in progress"
     );
     sigterm(&child);
-    let (status, stderr) = wait_for_exit(&mut child, Duration::from_secs(3));
+    // Well before the write would give the lock up (it waits up to 20 s).
+    let (status, stderr) = wait_for_exit(&mut child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(130), "{status}\n{stderr}");
     locker.close().await.unwrap();
 }
@@ -583,7 +586,8 @@ async fn once_stopped_before_writing_exits_at_once_with_an_error() {
     wait_until_sigterm_is_caught(&child);
     tokio::time::sleep(Duration::from_millis(500)).await;
     sigterm(&child);
-    let (status, stderr) = wait_for_exit(&mut child, Duration::from_secs(5));
+    // Well before the 20 s session would be given up.
+    let (status, stderr) = wait_for_exit(&mut child, Duration::from_secs(10));
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(
         stderr
@@ -621,7 +625,8 @@ async fn sigterm_without_zookeeper(down: bool) {
         zk.freeze(true);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    sigterm_and_wait_for_exit_0(&mut child, Duration::from_secs(5));
+    // Well before the 20 s session would be given up.
+    sigterm_and_wait_for_exit_0(&mut child, Duration::from_secs(10));
     if !down {
         zk.freeze(false);
     }
@@ -665,9 +670,25 @@ current-context: c
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The CRD check has asked.
-    let (_held, _) = api.accept().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    // The CRD check has asked (an operator that exited instead fails here, not hangs).
+    api.set_nonblocking(true).unwrap();
+    let since = Instant::now();
+    let _held = loop {
+        match api.accept() {
+            Ok((held, _)) => break held,
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => panic!("accept: {error}"),
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the operator exited ({status}) before asking the API server");
+        }
+        assert!(
+            since.elapsed() < PATIENCE,
+            "the operator never asked the API server"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    wait_until_sigterm_is_caught(&child);
     let stderr = sigterm_and_wait_for_exit_0(&mut child, Duration::from_secs(10));
     assert!(
         stderr.contains("stopped before the operator started"),

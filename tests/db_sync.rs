@@ -846,8 +846,21 @@ async fn an_unreadable_store_keeps_its_rows_and_the_rest_is_synced(backend: Back
         zk::AuthId::anyone(),
     )];
     client.set_acl(&dir, &write_only, None).await.unwrap();
-    // Several reloads meet the refusal before anything else happens.
-    tokio::time::sleep(FAST_RESYNC * 6).await;
+    // A reload meets the refusal (the sync holds the store's rows back) before anything else
+    // happens.
+    let refused = testkit::eventually(PATIENCE, async || {
+        sync.status
+            .borrow()
+            .held
+            .get(&1)
+            .is_some_and(|why| why.contains("refuses"))
+    })
+    .await;
+    assert!(
+        refused,
+        "store 1's rows held back: {:?}",
+        sync.status.borrow().held
+    );
     one.crash().await;
     two.crash().await;
     wait_for!(db, "store 2 OFFLINE", |s, t, _p| s.len() == 2

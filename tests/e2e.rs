@@ -366,7 +366,9 @@ async fn a_deleted_pods_late_status_write_does_not_land_on_its_successor() {
     )
     .await;
     let faults = harness.emulator().expect("emulated").faults();
-    let held = std::time::Duration::from_secs(3);
+    // Long enough for the delete, the create and the second Pod's report on a loaded machine:
+    // a write served before them would test nothing (asserted below).
+    let held = std::time::Duration::from_secs(15);
     faults.inject(
         Matcher::verb("patch")
             .on("pods")
@@ -410,6 +412,10 @@ async fn a_deleted_pods_late_status_write_does_not_land_on_its_successor() {
         container().await.filter(|(_, _, name)| name == "second")
     })
     .await;
+    assert!(
+        arrived.elapsed() < held,
+        "the second pod was reported only after the first's write was served"
+    );
     // The first Pod's write is served now (and whatever its task writes after it).
     tokio::time::sleep(
         (arrived + held + std::time::Duration::from_secs(2))

@@ -120,12 +120,16 @@ async fn loads_existing_stores_and_follows_every_change() {
         !store.alive && store.trays_online() == 0
     })
     .await;
-    let event = loop {
-        match events.recv().await.unwrap() {
-            ViewEvent::StoreChanged { id: changed, .. } if changed == id(1) => break changed,
-            _ => continue,
+    let event = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match events.recv().await.unwrap() {
+                ViewEvent::StoreChanged { id: changed, .. } if changed == id(1) => break changed,
+                _ => continue,
+            }
         }
-    };
+    })
+    .await
+    .expect("an event about store 1");
     assert_eq!(event, id(1));
 
     // ZooKeeper itself, asked through the mirror's session, agrees.
@@ -383,8 +387,17 @@ async fn a_node_zookeeper_refuses_to_read_makes_its_store_unreadable_not_gone() 
     })
     .await;
     // Reloads go on meeting the refusal; none of them drops the store or costs the others
-    // their trust.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // their trust. Two full ones complete meanwhile.
+    let reloaded_at = mirror.snapshot().health.last_full_sync;
+    for _ in 0..2 {
+        let since = mirror.snapshot().health.last_full_sync;
+        assert!(
+            eventually(PATIENCE, async || mirror.snapshot().health.last_full_sync
+                > since)
+            .await,
+            "no full reload since {reloaded_at:?}"
+        );
+    }
     let snapshot = mirror.snapshot();
     assert!(snapshot.health.is_trusted(), "{:?}", snapshot.health);
     assert!(snapshot.knows_store(id(1)));

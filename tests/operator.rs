@@ -17,11 +17,12 @@ use harness::{
 use kube_emulator::{Action, Matcher};
 use std::time::Duration;
 
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, WatchEvent, WatchParams};
 use kube::{Resource, ResourceExt};
 use pureflash_operator::crd::{Phase, PureFlashStore};
 use serde_json::json;
@@ -261,6 +262,18 @@ async fn a_hung_store_is_killed_once_and_comes_back_online() {
         );
     });
 
+    // Every change to the Pod from now on, so that its terminating spell (about the 1 s grace)
+    // is seen however late a look would come.
+    let watched_from = pods.get("store-1-pfs").await.unwrap();
+    let watch = WatchParams::default()
+        .fields("metadata.name=store-1-pfs")
+        .timeout(290);
+    let mut changes = pods
+        .watch(&watch, &watched_from.resource_version().unwrap())
+        .await
+        .unwrap()
+        .boxed();
+
     // Hang pfs: the process lives, its ZooKeeper session expires.
     harness.signal_pod("store-1-pfs", libc::SIGSTOP);
     let offline = wait_phase(&harness, &stores, "store-1", Phase::Offline).await;
@@ -269,12 +282,23 @@ async fn a_hung_store_is_killed_once_and_comes_back_online() {
     // After the grace period pfs is killed: its Pod deleted with a short grace period, which
     // keeps it (terminating) until the kubelet has stopped the container. A stopped process
     // takes no SIGTERM: it is SIGKILLed once the 1 s grace is over.
-    let terminating = wait_for("store-1's pod terminating", async || {
-        let pod = pods.get_opt("store-1-pfs").await.ok()??;
-        (pod.uid().as_ref() == Some(&first_pod) && pod.metadata.deletion_timestamp.is_some())
-            .then_some(pod)
+    let terminating = tokio::time::timeout(harness::deadline(), async {
+        while let Some(change) = changes.try_next().await.expect("the pod watch") {
+            match change {
+                WatchEvent::Modified(pod) | WatchEvent::Deleted(pod)
+                    if pod.uid().as_ref() == Some(&first_pod)
+                        && pod.metadata.deletion_timestamp.is_some() =>
+                {
+                    return pod;
+                }
+                WatchEvent::Error(error) => panic!("the pod watch: {error:?}"),
+                _ => {}
+            }
+        }
+        panic!("the pod watch ended before store-1's pod was terminating");
     })
-    .await;
+    .await
+    .expect("store-1's pod terminating");
     assert_eq!(terminating.metadata.deletion_grace_period_seconds, Some(1));
     // Then it is recreated, and pfs registers again.
     let second_pod = wait_for("a new store-1 pod", async || {
