@@ -139,7 +139,7 @@ pub struct RunArgs {
     #[arg(long, env = "PUREFLASH_PFS_ZK", value_parser = parse_pfs_connect_string)]
     pub pfs_zk: Option<String>,
     /// Metadata DB URL to keep in sync (the leader does it); none: no DB sync.
-    #[arg(long, env = "PUREFLASH_DB")]
+    #[arg(long, env = "PUREFLASH_DB", hide_env_values = true)]
     pub db: Option<String>,
     #[command(flatten)]
     pub lease: LeaseArgs,
@@ -241,7 +241,12 @@ pub struct ZkArgs {
 pub struct DbArgs {
     /// Metadata DB URL: `sqlite:///abs/path.db` (created if missing, WAL mode), `sqlite::memory:`,
     /// or `mysql://user:pass@host:port/s5` for PureFlash's MariaDB.
-    #[arg(long, env = "PUREFLASH_DB", default_value = "sqlite://pureflash.db")]
+    #[arg(
+        long,
+        env = "PUREFLASH_DB",
+        hide_env_values = true,
+        default_value = "sqlite://pureflash.db"
+    )]
     pub db: String,
 }
 

@@ -29,6 +29,23 @@ fn run(command: &mut Command) -> (bool, String, String) {
     )
 }
 
+/// The DB URL comes from a Secret through `PUREFLASH_DB`: `--help` (run in the operator's
+/// container by someone debugging) must not print its password with the variable.
+#[test]
+fn help_never_shows_the_db_password() {
+    for subcommand in ["run", "sync"] {
+        let (ok, help, stderr) = run(operator()
+            .args([subcommand, "--help"])
+            .env("PUREFLASH_DB", "mysql://pf:s3cret-pw@db:3306/s5"));
+        assert!(ok, "{stderr}");
+        assert!(help.contains("PUREFLASH_DB"), "{help}");
+        assert!(
+            !help.contains("s3cret-pw"),
+            "{subcommand} --help shows the password: {help}"
+        );
+    }
+}
+
 async fn once_on_an_empty_db(backend: Backend) {
     let zk = ZooKeeper::shared();
     let cluster = unique_cluster("cli-once");
