@@ -161,12 +161,16 @@ pub async fn sync_pass(
     cache: &mut Option<DbCache>,
     reload: bool,
 ) -> Result<PassReport, DbError> {
-    let mut current = match cache.take() {
-        Some(current) if !reload => current,
-        _ => DbCache {
-            rows: db.load_rows().await?,
-            in_sync_with: None,
-        },
+    let (mut current, read_now) = match cache.take() {
+        Some(current) if !reload => (current, false),
+        _ => {
+            let rows = db.load_rows().await?;
+            let current = DbCache {
+                rows,
+                in_sync_with: None,
+            };
+            (current, true)
+        }
     };
     let planning = std::time::Instant::now();
     let fast = current
@@ -189,7 +193,21 @@ pub async fn sync_pass(
     if !plan.is_empty() {
         // The cache is dropped (left `None`) unless the transaction commits and matches it.
         let applying = std::time::Instant::now();
-        let matched = db.apply(&plan).await?;
+        let matched = match db.apply(&plan).await {
+            Ok(matched) => matched,
+            // Planned on the cache, the pass lacked a row another writer wrote since the last
+            // read (the Java conductor running alongside, say): a race, not a failure of the
+            // DB. Nothing was written, and the cache is dropped, so the next pass (due at once:
+            // a stale one) reads the tables and plans on them. Planned on rows just read, the
+            // refusal is the DB's answer to the plan, and fails the pass like any other.
+            Err(error @ DbError::KeyTaken { .. }) if !read_now => {
+                debug!(%error, "another writer wrote a row first; re-reading the DB");
+                report.writes = 0;
+                report.stale = true;
+                return Ok(report);
+            }
+            Err(error) => return Err(error),
+        };
         debug!(
             writes = plan.write_count(),
             full,

@@ -94,6 +94,12 @@ async fn run_once(
                     unsettled = Some(plan);
                     return Err(error.into());
                 }
+                // Rolled back: nothing of this attempt was written.
+                Err(error @ DbError::KeyTaken { .. }) => {
+                    first_read.get_or_insert(rows);
+                    warn!(%error, "the metadata DB changed while it was written; reading it again");
+                    continue;
+                }
                 Err(error) => return Err(error.into()),
             };
             first_read.get_or_insert(rows);

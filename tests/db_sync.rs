@@ -77,6 +77,7 @@ scenarios!(
     a_plan_rehoming_hundreds_of_rows_applies_exactly,
     random_cluster_histories_apply_exactly_through_sql,
     nulls_in_tables_made_without_not_null_are_repaired,
+    a_row_another_writer_inserted_first_is_taken_over_at_once,
 );
 
 /// Syncs the one store of `cluster` (2 trays, 2 ports) into `db`, stops, and reads the rows.
@@ -917,6 +918,42 @@ async fn mngt_ip_taken_over_does_not_wedge_the_sync(backend: Backend) {
     // And the sync keeps going.
     new.crash().await;
     wait_for!(db, "store 2 OFFLINE", |s, _t, _p| s[1].2 == "OFFLINE");
+    sync.stop().await;
+}
+
+/// jconductor, running beside the sync, writes a new store's rows first: between the sync's
+/// last read and its insert. The insert's duplicate key is that race, not a failure of the DB:
+/// the sync re-reads at once and takes the rows over, counting no error and waiting out no
+/// backoff (which would hold back every other store's writes meanwhile).
+async fn a_row_another_writer_inserted_first_is_taken_over_at_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let cluster = unique_cluster("insert-race");
+    let _first = PfsSim::start(spec(&zk(), &cluster, 1)).await.unwrap();
+    let handle = MetaDb::open(&db.url.parse::<DbUrl>().unwrap());
+    // A failed pass is retried only after longer than the test waits.
+    let mut sync = Running::start_on(&zk(), &cluster, handle, NO_RESYNC, |config| {
+        config.retry_initial = PATIENCE * 2;
+        config.retry_max = PATIENCE * 2;
+    });
+    sync.wait_synced().await;
+    let second = spec(&zk(), &cluster, 2);
+    db.execute(&format!(
+        "insert into t_store (id, mngt_ip, status) values (2, '{}', 'OFFLINE')",
+        second.mngt_ip
+    ))
+    .await;
+    let second = PfsSim::start(second).await.unwrap();
+    wait_for!(db, "store 2's row taken over", |s, t, p| s.len() == 2
+        && s[1].2 == "OK"
+        && t.len() == 4
+        && p.len() == 4);
+    assert_eq!(
+        sync.status.borrow().errors,
+        0,
+        "{:?}",
+        *sync.status.borrow()
+    );
+    drop(second);
     sync.stop().await;
 }
 

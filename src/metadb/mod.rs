@@ -77,6 +77,14 @@ pub enum DbError {
         step: &'static str,
         source: sqlx::Error,
     },
+    /// A row the pass meant to write under a key (an insert, or an address moved to) was
+    /// written meanwhile by another writer (the Java conductor running alongside, say): the
+    /// pass was planned on a picture of the tables older than that row, and is rolled back.
+    #[error("cannot {step}: a row already holds one of its unique keys ({source})")]
+    KeyTaken {
+        step: &'static str,
+        source: sqlx::Error,
+    },
     #[error("cannot commit the transaction: {0}")]
     Commit(sqlx::Error),
     #[error("the metadata DB did not answer within {}s (locked, or the connection is dead); its connections are replaced", .0.as_secs_f64())]
@@ -345,8 +353,21 @@ impl MetaDb {
 
     /// Runs `plan` in one transaction: all of it or none of it. Returns whether every statement
     /// matched the rows the plan expected (false: the caller's picture of the DB was stale; the
-    /// writes still made those rows right).
+    /// writes still made those rows right). [`DbError::KeyTaken`]: none of it was written.
     pub async fn apply(&self, plan: &Plan) -> Result<bool, DbError> {
+        self.apply_once(plan).await.map_err(|error| match error {
+            DbError::Apply { step, source }
+                if source
+                    .as_database_error()
+                    .is_some_and(|e| e.is_unique_violation()) =>
+            {
+                DbError::KeyTaken { step, source }
+            }
+            error => error,
+        })
+    }
+
+    async fn apply_once(&self, plan: &Plan) -> Result<bool, DbError> {
         if plan.is_empty() {
             return Ok(true);
         }
