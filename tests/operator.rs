@@ -878,10 +878,12 @@ async fn a_rollout_evicts_and_waits_while_the_disruption_budget_refuses() {
     // rollout finishes, store by store.
     delete_store(&harness, "store-9");
     // Woken by the budget allowing more, not by the 15 s recheck (12 to 15 s apart per store;
-    // one that happened to fall due just now could pass this without the wake).
+    // one that happened to fall due just now could pass this without the wake). The chain
+    // (the store's deletion seen, the budget rewritten, its status recomputed, the wake, the
+    // eviction) is given time on a loaded machine.
     wait_for_within(
         "a store rolled once the budget allows it",
-        Duration::from_secs(6),
+        Duration::from_secs(10),
         async || {
             for (name, uid) in names.iter().zip(&first) {
                 if pod_uid(&pods, &format!("{name}-pfs")).await.as_ref() != Some(uid) {
