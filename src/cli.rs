@@ -122,8 +122,9 @@ pub struct RecoveryArgs {
     /// How long a restart counts as in flight if its store does not come back.
     #[arg(long, env = "PUREFLASH_RESTART_WINDOW", default_value = "3m", value_parser = parse_duration)]
     pub restart_window: Duration,
-    /// How long a store must stay back after a restart before its backoff starts over; one that
-    /// drops out again sooner is flapping and waits longer each time.
+    /// How long a store must stay back after a restart before its backoff (and its count of
+    /// restarts in a row, which maxRestartsPerHour bounds) starts over; one that drops out
+    /// again sooner is flapping and waits longer each time.
     #[arg(long, env = "PUREFLASH_STABLE_PERIOD", default_value = "10m", value_parser = parse_duration)]
     pub stable_period: Duration,
 }

@@ -276,9 +276,11 @@ pub struct RecoverySpec {
     #[serde(default = "default_backoff_max")]
     #[schemars(range(min = 1, max = 86400))]
     pub backoff_max_seconds: u32,
-    /// Automatic restarts allowed within any hour (manual ones are not counted); at the limit
-    /// recovery stops until they age out (or a manual restart is requested) and the
-    /// RecoveryFrozen condition says why.
+    /// Automatic restarts allowed within any hour (manual ones are not counted), and in a row
+    /// without the store staying back for the stable period. At the hourly limit recovery
+    /// stops until they age out; at the limit in a row it stops for good, until the store
+    /// comes back and stays back (by itself, or after a manual restart). The RecoveryFrozen
+    /// condition says which.
     #[serde(default = "default_max_restarts")]
     #[schemars(range(min = 1, max = 1000))]
     pub max_restarts_per_hour: u32,

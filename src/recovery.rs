@@ -27,8 +27,8 @@ pub struct Policy {
     pub backoff_initial: SignedDuration,
     /// The cap of the doubling backoff.
     pub backoff_max: SignedDuration,
-    /// Restarts allowed within any one hour; at the limit recovery stops (terminal until restarts
-    /// age out or a manual restart).
+    /// Restarts allowed within any one hour, and in a row without the store staying back for
+    /// the stable period; at either limit recovery stops (see [`budget_spent`]).
     pub max_restarts_per_hour: u32,
     /// How long a pfs Pod must have been running before its store is expected to be registered.
     pub start_grace: SignedDuration,
@@ -555,10 +555,10 @@ fn offline_verdict(
     }
     // The budget is a Skip, not a Wait: hitting it means restarts are not helping, which the
     // RecoveryFrozen condition says. The store is looked at again when enough restarts have
-    // aged out (`budget_frees_at`), or when a human restarts it.
+    // aged out (`budget_frees_at`; spent in a row, that frees nothing), when it comes back, or
+    // when a human restarts it.
     let finishing = finishing(observation).is_some_and(|u| u.reason == RestartReason::Offline);
-    let budget = usize::try_from(policy.max_restarts_per_hour).unwrap_or(usize::MAX);
-    if !finishing && restarts_within_hour(&history.recent_restarts, now) >= budget {
+    if !finishing && budget_spent(history, now, policy) {
         return Verdict::Skip(SkipReason::RestartBudgetExhausted);
     }
     if !finishing && let Some(last_restart) = history.last_restart {
@@ -658,6 +658,23 @@ pub fn budget_frees_at(
     // The oldest `len - budget + 1` must go for one more to fit (none, with a budget of 0).
     let last_to_go = within.get(within.len() - budget)?;
     last_to_go.checked_add(BUDGET_WINDOW).ok()
+}
+
+/// Whether the restart budget is spent: `max_restarts_per_hour` restarts within the last hour,
+/// or as many in a row, none of which kept the store back for the stable period. The first
+/// ends as the restarts age out. The second is terminal: with the backoff at its cap, a store
+/// that never comes back would otherwise be killed every `backoff_max` for good, as many times
+/// an hour as the budget allows; it ends only when the store comes back and stays back (by
+/// itself, or after a manual restart).
+pub fn budget_spent(history: &History, now: Timestamp, policy: &Policy) -> bool {
+    let budget = usize::try_from(policy.max_restarts_per_hour).unwrap_or(usize::MAX);
+    spent_in_a_row(history.attempts, policy)
+        || restarts_within_hour(&history.recent_restarts, now) >= budget
+}
+
+/// Whether `attempts` restarts in a row have spent the budget (see [`budget_spent`]).
+pub fn spent_in_a_row(attempts: u32, policy: &Policy) -> bool {
+    attempts >= policy.max_restarts_per_hour
 }
 
 /// Restarts at most an hour old, the hour's start excluded (`t > now - 1h`).
@@ -1488,10 +1505,20 @@ mod tests {
 
     #[test]
     fn the_backoff_grows_with_the_attempts() {
+        let roomy = Policy {
+            max_restarts_per_hour: 100,
+            ..policy()
+        };
         let obs = Obs::due().restarted_at(&[ago(100)]).after_attempts(3);
-        assert_eq!(obs.verdict(), wait(later(20), SkipReason::BackingOff));
+        assert_eq!(
+            obs.verdict_with(&roomy),
+            wait(later(20), SkipReason::BackingOff)
+        );
         let obs = obs.after_attempts(40);
-        assert_eq!(obs.verdict(), wait(later(500), SkipReason::BackingOff));
+        assert_eq!(
+            obs.verdict_with(&roomy),
+            wait(later(500), SkipReason::BackingOff)
+        );
     }
 
     #[test]
@@ -2081,33 +2108,48 @@ mod tests {
     }
 
     #[test]
-    fn a_store_that_stays_offline_backs_off_until_the_budget_is_spent() {
+    fn a_store_that_stays_offline_backs_off_until_the_budget_is_spent_for_good() {
         let quick_start = Policy {
             start_grace: secs(10),
             ..policy()
         };
         let mut store = Store::new(Obs::offline_since(NOW), quick_start);
         store.run(0, 3_599);
-        // Grace, then backoffs of 30 s and 60 s, then the budget of 3 an hour is spent.
+        // Grace, then backoffs of 30 s and 60 s, then the budget of 3 is spent.
         assert_eq!(store.restarts, [later(60), later(90), later(150)]);
         assert_eq!(store.obs.history.attempts, 3);
+        // Three in a row that did not bring it back: no more, however long it stays offline
+        // (the first restart aging out of the hour changes nothing).
+        store.run(3_600, 20_000);
+        assert_eq!(store.restarts.len(), 3);
         assert_eq!(
-            store.step(later(3_659)),
+            store.step(later(20_001)),
             skip(SkipReason::RestartBudgetExhausted)
         );
-        // The first restart ages out exactly an hour later; the backoff (120 s) is long over.
-        assert_eq!(store.step(later(3_660)), RESTART);
-        assert_eq!(store.obs.history.attempts, 4);
 
-        // It comes back and stays for the stable period, then drops out again: a new episode
-        // with fresh attempts.
+        // It comes back (a human fixed its disk) and stays for the stable period, then drops
+        // out again: a new episode with fresh attempts.
         store.obs.alive = Some(true);
-        store.run(3_700, 4_300);
+        store.run(20_100, 20_700);
         assert_eq!(store.obs.history.attempts, 0);
         store.obs.alive = Some(false);
-        store.run(4_301, 4_380);
-        assert_eq!(store.restarts[4..], [later(4_361)]);
+        store.run(20_701, 20_780);
+        assert_eq!(store.restarts[3..], [later(20_761)]);
         assert_eq!(store.obs.history.attempts, 1);
+    }
+
+    #[test]
+    fn restarts_in_a_row_spend_the_budget_whenever_they_were() {
+        // Three attempts, none within the hour: spent all the same.
+        let obs = Obs::due().restarted_at(&[ago(7_200)]).after_attempts(3);
+        assert_eq!(obs.verdict(), skip(SkipReason::RestartBudgetExhausted));
+        assert!(budget_spent(&obs.0.history, NOW, &policy()));
+        // One fewer: restarted (its backoff, 120 s after the last, long over).
+        let obs = obs.after_attempts(2);
+        assert_eq!(obs.verdict(), RESTART);
+        // A human still can.
+        let obs = Obs::due().after_attempts(3).manual_restart("fix-1");
+        assert_eq!(obs.verdict(), Verdict::Restart(RestartReason::Manual));
     }
 
     #[test]
@@ -2142,6 +2184,7 @@ mod tests {
             start_grace: SignedDuration::ZERO,
             backoff_initial: secs(700),
             backoff_max: secs(3_000),
+            max_restarts_per_hour: 10,
             ..policy()
         };
         let mut store = Store::new(Obs::just_went_offline().after_attempts(3), no_grace);
@@ -2167,6 +2210,7 @@ mod tests {
             start_grace: SignedDuration::ZERO,
             backoff_initial: secs(10),
             backoff_max: secs(3_000),
+            max_restarts_per_hour: 10,
             ..policy()
         };
         let mut store = Store::new(Obs::just_went_offline().after_attempts(5), no_grace);
@@ -2224,6 +2268,7 @@ mod tests {
             start_grace: SignedDuration::ZERO,
             backoff_initial: secs(300),
             backoff_max: secs(3_000),
+            max_restarts_per_hour: 10,
             ..policy()
         };
         let mut store = Store::new(Obs::just_went_offline().after_attempts(3), no_grace);
@@ -2328,6 +2373,7 @@ mod tests {
             && matches!(obs.node, NodeHealth::Ready | NodeHealth::Unknown)
             && now.duration_since(offline_since) >= policy.offline_grace
             && (finishing || in_hour < policy.max_restarts_per_hour as usize)
+            && (finishing || history.attempts < policy.max_restarts_per_hour)
             && (finishing || backed_off)
             && !frozen
             && cluster.restarts_in_flight < policy.max_in_flight

@@ -1919,6 +1919,9 @@ async fn a_flapping_store_backs_off_then_exhausts_its_budget() {
         (frozen.status == "True" && frozen.reason == "RestartBudgetExhausted").then_some(store)
     })
     .await;
+    // Four in a row, none of which kept it up: terminal, not "until they age out".
+    let message = &condition(&exhausted, "RecoveryFrozen").unwrap().message;
+    assert!(message.starts_with("4 restarts in a row"), "{message}");
     let status = exhausted.status.unwrap();
     assert_eq!(status.restart_count, 4);
     assert_eq!(status.phase, Some(Phase::Offline));

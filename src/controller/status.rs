@@ -479,6 +479,24 @@ fn frozen(verdict: &Verdict) -> Option<(&'static str, String)> {
     Some((reason.as_str(), message.to_owned()))
 }
 
+/// The budget spent by restarts in a row (see [`recovery::budget_spent`]): terminal, which
+/// its message says, rather than the hourly limit's "until older restarts age out".
+fn budget_spent_in_a_row(facts: &Facts<'_>) -> Option<(&'static str, String)> {
+    let spent = facts.decision.verdict == Verdict::Skip(SkipReason::RestartBudgetExhausted)
+        && recovery::spent_in_a_row(facts.decision.attempts, facts.policy);
+    spent.then(|| {
+        (
+            SkipReason::RestartBudgetExhausted.as_str(),
+            format!(
+                "{} restarts in a row have not kept the store back for {}s (maxRestartsPerHour {}): no automatic restart until it comes back and stays back; annotate pureflash.io/restart to try one",
+                facts.decision.attempts,
+                facts.policy.stable_period.as_secs(),
+                facts.policy.max_restarts_per_hour
+            ),
+        )
+    })
+}
+
 /// A hold a human set on the store's recovery, for RecoveryFrozen whatever the verdict: the
 /// decision meets it only once the store is offline, but a store paused or disabled while up
 /// is held all the same, and whoever set the hold looks for it before the store goes down.
@@ -853,7 +871,9 @@ pub fn compute(facts: &Facts<'_>) -> PureFlashStoreStatus {
         .find(|c| c.type_ == "RecoveryFrozen")
         // A human's hold lifted meanwhile no longer holds, whatever the view.
         .filter(|c| !matches!(c.reason.as_str(), "RecoveryDisabled" | "RecoveryPaused"));
-    let held = frozen(&facts.decision.verdict).or_else(|| standing_hold(facts));
+    let held = budget_spent_in_a_row(facts)
+        .or_else(|| frozen(&facts.decision.verdict))
+        .or_else(|| standing_hold(facts));
     let frozen_condition = match held {
         // Nothing is decided while the view is untrusted: what held recovery still holds it.
         None if !facts.view_trusted && last_frozen.is_some() => Condition {
@@ -1482,6 +1502,38 @@ mod tests {
         let mut seen = Case::alive_at(t(300));
         seen.previous = status;
         assert_eq!(seen.status().last_observed_time, Some(time(t(300))));
+    }
+
+    #[test]
+    fn a_budget_spent_in_a_row_says_it_is_terminal_and_the_hourly_one_says_it_ages_out() {
+        let spent = |attempts| {
+            let mut case = Case::alive_at(t(100));
+            case.store = Some(StoreView::test(7).dead());
+            case.decision = Decision {
+                verdict: Verdict::Skip(SkipReason::RestartBudgetExhausted),
+                offline_since: Some(t(50)),
+                attempts,
+                finishes: false,
+                unfinished: None,
+            };
+            condition_of(&case.status(), "RecoveryFrozen").clone()
+        };
+        // The test policy allows 6.
+        let in_a_row = spent(6);
+        assert_eq!(
+            (in_a_row.status.as_str(), in_a_row.reason.as_str()),
+            ("True", "RestartBudgetExhausted")
+        );
+        assert!(
+            in_a_row
+                .message
+                .starts_with("6 restarts in a row have not kept the store back for 600s"),
+            "{}",
+            in_a_row.message
+        );
+        let hourly = spent(2);
+        assert_eq!(hourly.reason, "RestartBudgetExhausted");
+        assert!(hourly.message.contains("age out"), "{}", hourly.message);
     }
 
     #[test]
