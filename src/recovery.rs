@@ -545,9 +545,12 @@ fn offline_verdict(
     ) {
         return wait;
     }
+    // The grace runs while the pfs does: a store offline since before its container started
+    // (its node drained, its Pod recreated, a restart just made) gives that pfs the whole
+    // grace to register, as its spec asks, not what is left of it.
     if let Some(wait) = wait_until(
         now,
-        offline_since,
+        offline_since.max(running_since),
         policy.offline_grace,
         SkipReason::WithinGracePeriod,
     ) {
@@ -2115,8 +2118,9 @@ mod tests {
         };
         let mut store = Store::new(Obs::offline_since(NOW), quick_start);
         store.run(0, 3_599);
-        // Grace, then backoffs of 30 s and 60 s, then the budget of 3 is spent.
-        assert_eq!(store.restarts, [later(60), later(90), later(150)]);
+        // The grace, then the grace again for each new pfs from its start (1 s after its
+        // restart; longer than the backoffs of 30 s and 60 s), then the budget of 3 is spent.
+        assert_eq!(store.restarts, [later(60), later(121), later(182)]);
         assert_eq!(store.obs.history.attempts, 3);
         // Three in a row that did not bring it back: no more, however long it stays offline
         // (the first restart aging out of the hour changes nothing).
@@ -2136,6 +2140,29 @@ mod tests {
         store.run(20_701, 20_780);
         assert_eq!(store.restarts[3..], [later(20_761)]);
         assert_eq!(store.obs.history.attempts, 1);
+    }
+
+    #[test]
+    fn a_pfs_started_after_its_store_went_offline_gets_the_whole_grace() {
+        let quick_start = Policy {
+            start_grace: secs(10),
+            ..policy()
+        };
+        // Offline for an hour (its node drained, say); its new Pod's pfs has run for 30 s, past
+        // the start grace: the 60 s grace counts from its start.
+        let obs = Obs::due().pod_running_since(ago(30));
+        assert_eq!(
+            obs.verdict_with(&quick_start),
+            wait(later(30), SkipReason::WithinGracePeriod)
+        );
+        let obs = Obs::due().pod_running_since(ago(60));
+        assert_eq!(obs.verdict_with(&quick_start), RESTART);
+        // A store that went offline while its pfs ran counts from then, as ever.
+        let obs = Obs::offline_since(ago(20)).pod_running_since(ago(3_600));
+        assert_eq!(
+            obs.verdict_with(&quick_start),
+            wait(later(40), SkipReason::WithinGracePeriod)
+        );
     }
 
     #[test]
@@ -2355,6 +2382,11 @@ mod tests {
                     .running_since
                     .is_some_and(|since| now.duration_since(since) >= policy.start_grace)
         });
+        let running_since = obs
+            .pod
+            .as_ref()
+            .and_then(|pod| pod.running_since)
+            .unwrap_or(Timestamp::MIN);
         let in_hour = history
             .recent_restarts
             .iter()
@@ -2371,7 +2403,7 @@ mod tests {
             && !obs.paused
             && pod_ready
             && matches!(obs.node, NodeHealth::Ready | NodeHealth::Unknown)
-            && now.duration_since(offline_since) >= policy.offline_grace
+            && now.duration_since(offline_since.max(running_since)) >= policy.offline_grace
             && (finishing || in_hour < policy.max_restarts_per_hour as usize)
             && (finishing || history.attempts < policy.max_restarts_per_hour)
             && (finishing || backed_off)
