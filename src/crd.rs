@@ -107,7 +107,7 @@ pub struct PureFlashStoreSpec {
 
     /// The pfs container image.
     #[serde(default = "default_image")]
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1), regex(pattern = r"^\S(.*\S)?$"))]
     pub image: String,
 
     /// When to pull the image.
@@ -179,6 +179,10 @@ pub struct PureFlashStoreSpec {
             {
                 "rule": "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
                 "message": "tolerationSeconds needs effect NoExecute"
+            },
+            {
+                "rule": "!has(self.key) || !self.key.matches('^[^/]{254,}/')",
+                "message": "a toleration key's prefix (before '/') is a DNS subdomain of at most 253 characters"
             }
         ]
     }))]
@@ -645,6 +649,15 @@ mod tests {
                 ),
                 "resources.claims is not supported",
             ),
+            // The API server refuses a container image with surrounding whitespace.
+            (
+                with("image", " pureflash/pureflash:1.9.1".into()),
+                "spec.image: Invalid value",
+            ),
+            (
+                with("image", "pureflash/pureflash:1.9.1\n".into()),
+                "spec.image: Invalid value",
+            ),
         ];
         for (spec, refusal) in cases {
             let refusals = refusals(spec.clone());
@@ -704,6 +717,10 @@ mod tests {
             (
                 serde_json::json!({"key": "a", "value": "x y"}),
                 "spec.tolerations[0].value: Invalid value",
+            ),
+            (
+                serde_json::json!({"key": format!("{}.example/storage", "a".repeat(250))}),
+                "a toleration key's prefix (before '/') is a DNS subdomain of at most 253 characters",
             ),
         ] {
             let spec = with("tolerations", serde_json::json!([toleration]));
