@@ -570,6 +570,14 @@ fn offline_verdict(
             return wait;
         }
     }
+    // A node known to be out of contact holds the restart before the cluster freeze does, so
+    // that the store is set aside from the freeze (`freeze_standing`) while it holds: a node
+    // that died with most of the stores on it must not keep recovery frozen for the stores
+    // elsewhere until it returns. (Known only where the controller read the node: for a
+    // restart otherwise due, and for a store the freeze holds.)
+    if observation.node == NodeHealth::NotReady {
+        return Verdict::Skip(SkipReason::NodeNotReady);
+    }
     if cluster_frozen(&observation.cluster, policy) {
         return Verdict::Skip(SkipReason::ClusterFrozen);
     }
@@ -1866,20 +1874,50 @@ mod tests {
     }
 
     #[test]
-    fn the_node_is_asked_about_only_when_a_restart_is_otherwise_due() {
+    fn the_node_is_asked_about_only_when_a_restart_is_otherwise_due_or_frozen() {
         // Every earlier rule decides without it, so the controller reads the node only then.
         for obs in [
             Obs::due().container_not_running(),
             Obs::due().pod_in_phase("Pending"),
             Obs::due().pod_terminating(),
             Obs::just_went_offline(),
-            Obs::due().stores_offline(6, 10),
-            Obs::due().in_flight_elsewhere(1),
             Obs::due().paused(),
         ] {
             let without = obs.clone().on_node(NodeHealth::Unknown).verdict();
             assert_ne!(without, RESTART);
             assert_eq!(obs.on_node(NodeHealth::NotReady).verdict(), without);
+        }
+    }
+
+    /// The freeze (and the in-flight limit) hold a store whose node is out of contact as
+    /// NodeNotReady, which sets it aside from the freeze: a node that died holding most of the
+    /// stores does not keep the freeze up for the others.
+    #[test]
+    fn a_node_out_of_contact_holds_before_the_freeze_and_sets_the_store_aside() {
+        let frozen = Obs::due().stores_offline(6, 10);
+        assert_eq!(frozen.verdict(), skip(SkipReason::ClusterFrozen));
+        let on_dead_node = frozen.on_node(NodeHealth::NotReady);
+        assert_eq!(on_dead_node.verdict(), skip(SkipReason::NodeNotReady));
+        assert!(sets_aside_from_freeze(SkipReason::NodeNotReady.as_str()));
+        assert_eq!(
+            Obs::due()
+                .in_flight_elsewhere(1)
+                .on_node(NodeHealth::NotReady)
+                .verdict(),
+            skip(SkipReason::NodeNotReady)
+        );
+        // Not known to be out of contact: the freeze holds it as before.
+        for node in [
+            NodeHealth::Ready,
+            NodeHealth::Unknown,
+            NodeHealth::Unconfirmed {
+                silent_at: later(5),
+            },
+        ] {
+            assert_eq!(
+                Obs::due().stores_offline(6, 10).on_node(node).verdict(),
+                skip(SkipReason::ClusterFrozen)
+            );
         }
     }
 

@@ -1693,6 +1693,88 @@ async fn a_store_zookeeper_refuses_to_read_is_left_alone_and_the_others_are_not(
     harness.finish().await;
 }
 
+/// A node that dies holding most of the stores (its Pods still read Running, as its kubelet
+/// last reported them) does not keep recovery frozen for the stores elsewhere: its stores are
+/// held as NodeNotReady, which sets them aside from the freeze, and a store that hangs on a
+/// healthy node is restarted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_that_died_with_most_stores_does_not_freeze_recovery_elsewhere() {
+    let mut harness = start_emulated(
+        "dead-node",
+        "a_node_that_died_with_most_stores_does_not_freeze_recovery_elsewhere",
+    )
+    .await;
+    install_crd(&harness);
+    harness.start_operator(&[]);
+    let dead = format!("{}-dead", harness.namespace);
+    let (ok, _, stderr) = harness.kubectl(
+        &["apply", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {dead}\n"
+        )),
+    );
+    assert!(ok, "kubectl apply node: {stderr}");
+    let (stores, pods, first_pod) = store_1_online(&harness, 2).await;
+    let on_dead_node = ["store-11", "store-12"];
+    for (name, id) in on_dead_node.into_iter().zip([11, 12]) {
+        apply(
+            &harness,
+            &store_manifest(name, id, &dead, &harness.pfs_image(), 2),
+        );
+    }
+    // Their pfs ran, as their kubelet last reported; then the node stopped reporting.
+    let started = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    for name in on_dead_node {
+        let pod = format!("{name}-pfs");
+        wait_for(&format!("{pod} created"), async || {
+            pods.get_opt(&pod).await.ok().flatten()
+        })
+        .await;
+        let running = json!({"status": {
+            "phase": "Running",
+            "containerStatuses": [{
+                "name": "pfs", "image": harness.pfs_image(), "imageID": "", "ready": true,
+                "restartCount": 0, "started": true, "state": {"running": {"startedAt": started}},
+            }],
+        }});
+        pods.patch_status(&pod, &PatchParams::default(), &Patch::Merge(running))
+            .await
+            .expect("the dead node's pod reads running");
+    }
+    let silent = json!({"status": {"conditions": [{
+        "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
+        "message": "Kubelet stopped posting node status.",
+        "lastHeartbeatTime": started, "lastTransitionTime": started,
+    }]}});
+    let nodes: Api<Node> = Api::all(harness.client.clone());
+    nodes
+        .patch_status(&dead, &PatchParams::default(), &Patch::Merge(silent))
+        .await
+        .expect("the dead node reads Ready=Unknown");
+    // Two of three stores offline while their pfs "runs": more than half, yet they are set
+    // aside for their node.
+    for name in on_dead_node {
+        wait_reason(&stores, name, "RecoveryFrozen", "NodeNotReady").await;
+    }
+
+    // The one store on a healthy node hangs: restarted, as if the dead node held nothing.
+    harness.signal_pod("store-1-pfs", libc::SIGSTOP);
+    wait_for("store-1 restarted", async || {
+        pod_uid(&pods, "store-1-pfs")
+            .await
+            .filter(|uid| *uid != first_pod)
+    })
+    .await;
+    wait_phase(&harness, &stores, "store-1", Phase::Online).await;
+    assert_eq!(restart_count(&stores, "store-1").await, 1);
+    for name in on_dead_node {
+        assert_eq!(restart_count(&stores, name).await, 0, "{name}");
+    }
+    harness.finish().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn most_of_the_cluster_offline_freezes_restarts_but_a_manual_restart_still_works() {
     let mut harness = Harness::start("frozen").await;

@@ -396,6 +396,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
         offline_count: reconcile::OfflineCount::default(),
         config_maps,
         node_addresses: reconcile::NodeAddresses::default(),
+        node_readiness: reconcile::NodeReadiness::default(),
         written: reconcile::WrittenStatuses::default(),
         metrics,
         db,
@@ -446,6 +447,7 @@ pub async fn run(term: Term, stop: CancellationToken) {
             let nodes: std::collections::HashSet<&str> =
                 stores.iter().map(|s| s.spec.node_name.as_str()).collect();
             pruned.node_addresses.retain(|node| nodes.contains(node));
+            pruned.node_readiness.retain(|node| nodes.contains(node));
             // A store recreated under its name with another id exports under the new id only.
             let ids: std::collections::HashMap<ObjectRef<PureFlashStore>, String> = stores
                 .iter()

@@ -102,6 +102,8 @@ pub struct Context {
     pub creates: Arc<CreateLocks>,
     /// Node InternalIPs, read from the API at most once per [`NODE_ADDRESS_TTL`].
     pub node_addresses: NodeAddresses,
+    /// Nodes known out of contact, for the stores the cluster freeze holds.
+    pub node_readiness: NodeReadiness,
     /// The statuses this term wrote that the PureFlashStore cache may not show yet.
     pub written: WrittenStatuses,
     /// Events are recorded through one recorder so repeats become series.
@@ -1799,6 +1801,54 @@ pub struct NodeAddresses {
 /// A node's InternalIP and when it was read; locked while it is being read.
 type NodeAddress = Mutex<Option<(String, std::time::Instant)>>;
 
+/// How long a node read for the cluster freeze is taken as current.
+const NODE_READINESS_TTL: Duration = Duration::from_secs(10);
+
+/// Whether nodes are out of contact with Kubernetes (not Ready, or gone), read for the stores
+/// the cluster freeze holds. In a mass outage every frozen store asks, on each recheck: each
+/// node is read once per [`NODE_READINESS_TTL`] instead. A stale answer errs safely either way:
+/// a node out of contact holds its stores' restarts anyway, and one read as in contact leaves
+/// its stores to the freeze, as before it was read.
+#[derive(Default)]
+pub struct NodeReadiness {
+    by_node: std::sync::Mutex<HashMap<String, (std::time::Instant, bool)>>,
+}
+
+impl NodeReadiness {
+    /// Forgets nodes for which `keep` is false (no store is placed there any more).
+    pub fn retain(&self, mut keep: impl FnMut(&str) -> bool) {
+        self.by_node
+            .lock()
+            .expect("node readiness")
+            .retain(|node, _| keep(node));
+    }
+
+    /// Whether `node` is out of contact, as read less than [`NODE_READINESS_TTL`] ago. A node
+    /// that cannot be read is not known to be: false, and asked again next time.
+    async fn out_of_contact(&self, client: &Client, node: &str, now: Timestamp) -> bool {
+        if let Some((read_at, out)) = self.by_node.lock().expect("node readiness").get(node)
+            && read_at.elapsed() < NODE_READINESS_TTL
+        {
+            return *out;
+        }
+        let nodes: Api<Node> = Api::all(client.clone());
+        let out = match nodes.get_opt(node).await {
+            Ok(found) => {
+                pods::node_health(found.as_ref(), None, None, now).0 == NodeHealth::NotReady
+            }
+            Err(error) => {
+                debug!(%node, %error, "node not read; its stores stay with the cluster freeze");
+                return false;
+            }
+        };
+        self.by_node
+            .lock()
+            .expect("node readiness")
+            .insert(node.to_owned(), (std::time::Instant::now(), out));
+        out
+    }
+}
+
 /// What a read of a store's Node found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum NodeLookup {
@@ -2724,6 +2774,19 @@ async fn reconcile_inner(store: &PureFlashStore, ctx: &Context) -> Result<Action
             .and_then(|spec| spec.node_name.clone())
             .unwrap_or_else(|| store.spec.node_name.clone())
     });
+    // A store the cluster freeze holds is looked at for its node too: one out of contact sets
+    // the store aside from the freeze (NodeNotReady), so that a node that died with most of
+    // the stores does not keep recovery frozen for the others until it returns.
+    if decision.verdict == Verdict::Skip(recovery::SkipReason::ClusterFrozen)
+        && let Some(node_name) = &pod_node
+        && ctx
+            .node_readiness
+            .out_of_contact(&ctx.client, node_name, ctx.clock.now())
+            .await
+    {
+        observation.node = NodeHealth::NotReady;
+        decision = recovery::decide(&observation, &policy);
+    }
     if decision.verdict == Verdict::Restart(RestartReason::Offline)
         && let (Some(node_name), Some(since)) = (&pod_node, contact_since)
     {

@@ -938,6 +938,7 @@ pub const EMULATOR_ONLY: &[&str] = &[
     "a_standby_writes_nothing_but_its_bids_for_the_lease",
     "a_drain_waits_for_other_nodes_and_a_drained_node_gets_no_pods_until_uncordoned",
     "a_rollout_evicts_and_waits_while_the_disruption_budget_refuses",
+    "a_node_that_died_with_most_stores_does_not_freeze_recovery_elsewhere",
     // tests/e2e.rs
     "the_node_agent_retries_a_failed_status_write",
     "a_deleted_pods_late_status_write_does_not_land_on_its_successor",
