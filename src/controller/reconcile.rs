@@ -1832,7 +1832,8 @@ impl NodeReadiness {
             return *out;
         }
         let nodes: Api<Node> = Api::all(client.clone());
-        let out = match nodes.get_opt(node).await {
+        // Asked under the restart lock: bounded like every call made there.
+        let out = match under_restart_lock(nodes.get_opt(node)).await {
             Ok(found) => {
                 pods::node_health(found.as_ref(), None, None, now).0 == NodeHealth::NotReady
             }
