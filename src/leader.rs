@@ -1617,6 +1617,17 @@ mod tests {
             lease.spec.as_ref()?.holder_identity.as_deref()
         }
 
+        /// The API server accepts Lease requests and never answers them (in practice: an
+        /// overloaded server, or retries of 429/503 with long backoffs).
+        fn hang_lease_requests(emulator: &Emulator) {
+            let hang = Action::Delay(Duration::from_secs(3600));
+            for verb in ["get", "update"] {
+                emulator
+                    .faults()
+                    .inject(Matcher::verb(verb).on("leases"), hang, 1000);
+            }
+        }
+
         #[tokio::test]
         async fn a_leader_whose_renewals_hang_stops_leading() {
             let (emulator, _, config) = emulator().await;
@@ -1626,14 +1637,7 @@ mod tests {
             let client = Client::try_from(kube::Config::new(url)).unwrap();
             let (mut leading, stop, election) = elect(client, config);
             becomes(&mut leading, true).await;
-            // The API server accepts requests and never answers (in practice: an overloaded
-            // server, or retries of 429/503 with long backoffs).
-            let hang = Action::Delay(Duration::from_secs(3600));
-            for verb in ["get", "update"] {
-                emulator
-                    .faults()
-                    .inject(Matcher::verb(verb).on("leases"), hang, 1000);
-            }
+            hang_lease_requests(&emulator);
             becomes(&mut leading, false).await;
             stop.cancel();
             election.await.unwrap();
@@ -1819,12 +1823,7 @@ mod tests {
             let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
             let (mut leading, stop, election) = elect(client, config);
             becomes(&mut leading, true).await;
-            let hang = Action::Delay(Duration::from_secs(3600));
-            for verb in ["get", "update"] {
-                emulator
-                    .faults()
-                    .inject(Matcher::verb(verb).on("leases"), hang, 1000);
-            }
+            hang_lease_requests(&emulator);
             becomes(&mut leading, false).await;
             emulator.faults().clear();
             stop.cancel();

@@ -198,11 +198,16 @@ fn delete_store(harness: &Harness, name: &str) {
 /// A second Node, cordoned (a node drained before and not uncordoned yet): its stores get no
 /// Pod. Emulator-only tests: a real cluster's nodes are not the test's to make.
 fn cordoned_node(harness: &Harness) -> String {
-    let node = format!("{}-far", harness.namespace);
+    extra_node(harness, "far", true)
+}
+
+/// A Node of the test's own, `<namespace>-<suffix>`, with no agent: its Pods never run.
+fn extra_node(harness: &Harness, suffix: &str, unschedulable: bool) -> String {
+    let node = format!("{}-{suffix}", harness.namespace);
     let (ok, _, stderr) = harness.kubectl(
         &["apply", "-f", "-"],
         Some(&format!(
-            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\nspec:\n  unschedulable: true\n"
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\nspec:\n  unschedulable: {unschedulable}\n"
         )),
     );
     assert!(ok, "kubectl apply node: {stderr}");
@@ -1706,14 +1711,7 @@ async fn a_node_that_died_with_most_stores_does_not_freeze_recovery_elsewhere() 
     .await;
     install_crd(&harness);
     harness.start_operator(&[]);
-    let dead = format!("{}-dead", harness.namespace);
-    let (ok, _, stderr) = harness.kubectl(
-        &["apply", "-f", "-"],
-        Some(&format!(
-            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {dead}\n"
-        )),
-    );
-    assert!(ok, "kubectl apply node: {stderr}");
+    let dead = extra_node(&harness, "dead", false);
     let (stores, pods, first_pod) = store_1_online(&harness, 2).await;
     let on_dead_node = ["store-11", "store-12"];
     for (name, id) in on_dead_node.into_iter().zip([11, 12]) {
@@ -1743,16 +1741,7 @@ async fn a_node_that_died_with_most_stores_does_not_freeze_recovery_elsewhere() 
             .await
             .expect("the dead node's pod reads running");
     }
-    let silent = json!({"status": {"conditions": [{
-        "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown",
-        "message": "Kubelet stopped posting node status.",
-        "lastHeartbeatTime": started, "lastTransitionTime": started,
-    }]}});
-    let nodes: Api<Node> = Api::all(harness.client.clone());
-    nodes
-        .patch_status(&dead, &PatchParams::default(), &Patch::Merge(silent))
-        .await
-        .expect("the dead node reads Ready=Unknown");
+    harness.mark_unreachable(&dead).await;
     // Two of three stores offline while their pfs "runs": more than half, yet they are set
     // aside for their node.
     for name in on_dead_node {

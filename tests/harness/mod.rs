@@ -604,6 +604,11 @@ impl Harness {
     /// has passed: the node's `Ready` turns `Unknown`, it is tainted unreachable, and its Pods'
     /// `Ready` turns `False`.
     pub async fn mark_node_unreachable(&self) {
+        self.mark_unreachable(&self.node).await;
+    }
+
+    /// [`Self::mark_node_unreachable`] for any node (one the test made, with no agent).
+    pub async fn mark_unreachable(&self, node: &str) {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let params = PatchParams::default();
         let now = jiff::Timestamp::now()
@@ -616,7 +621,7 @@ impl Harness {
         });
         nodes
             .patch_status(
-                &self.node,
+                node,
                 &params,
                 &Patch::Merge(json!({"status": {"conditions": [silent]}})),
             )
@@ -625,14 +630,14 @@ impl Harness {
         let taint = json!({"key": "node.kubernetes.io/unreachable", "effect": "NoExecute", "timeAdded": now});
         nodes
             .patch(
-                &self.node,
+                node,
                 &params,
                 &Patch::Merge(json!({"spec": {"taints": [taint]}})),
             )
             .await
             .expect("taint the node");
         let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.namespace);
-        let on_node = ListParams::default().fields(&format!("spec.nodeName={}", self.node));
+        let on_node = ListParams::default().fields(&format!("spec.nodeName={node}"));
         for pod in pods.list(&on_node).await.expect("list pods") {
             let mut conditions = pod
                 .status
